@@ -1,0 +1,453 @@
+//! HTTP flows: a request, its response, and what happened around them.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Client, FlowError, FlowId, Headers, HttpVersion, Intercept, InterceptHandle, KILLED_MESSAGE,
+    Message, Metadata, Server, WebSocketData, now,
+};
+
+/// An HTTP request as waylay read it (or as an addon rewrote it).
+///
+/// `host`, `port` and `scheme` say where the request goes; changing them in `request_headers`
+/// or `request` sends it elsewhere. Body, headers and version live in [`Message`], reachable
+/// through `Deref` (`request.headers`, `request.text()`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// `GET`, `POST`, `CONNECT`, ...
+    pub method: String,
+    /// `http` or `https`.
+    pub scheme: String,
+    /// The authority of the request target as sent (absolute-form or CONNECT), else empty.
+    pub authority: String,
+    /// Destination host (name or IP literal, without brackets).
+    pub host: String,
+    /// Destination port.
+    pub port: u16,
+    /// Path and query (`/a/b?c=d`); empty for CONNECT.
+    pub path: String,
+    /// Headers, body, version, timestamps.
+    #[serde(flatten)]
+    pub message: Message,
+}
+
+/// An HTTP response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    /// Status code (`200`).
+    pub status_code: u16,
+    /// Reason phrase (`OK`); HTTP/2 has none, so it is derived from the code there.
+    pub reason: String,
+    /// Headers, body, version, timestamps.
+    #[serde(flatten)]
+    pub message: Message,
+}
+
+impl Deref for Request {
+    type Target = Message;
+    fn deref(&self) -> &Message {
+        &self.message
+    }
+}
+impl DerefMut for Request {
+    fn deref_mut(&mut self) -> &mut Message {
+        &mut self.message
+    }
+}
+impl Deref for Response {
+    type Target = Message;
+    fn deref(&self) -> &Message {
+        &self.message
+    }
+}
+impl DerefMut for Response {
+    fn deref_mut(&mut self) -> &mut Message {
+        &mut self.message
+    }
+}
+
+fn default_port(scheme: &str) -> u16 {
+    if scheme.eq_ignore_ascii_case("https") || scheme.eq_ignore_ascii_case("wss") {
+        443
+    } else {
+        80
+    }
+}
+
+fn fmt_host(host: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    }
+}
+
+/// Percent-decodes a URL component (`+` as space when `plus` is set).
+fn percent_decode(s: &str, plus: bool) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(v) => {
+                        out.push(v);
+                        i += 3;
+                        continue;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b'+' if plus => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for &c in s.as_bytes() {
+        if c.is_ascii_alphanumeric() || b"-._~".contains(&c) {
+            out.push(c as char);
+        } else {
+            out.push_str(&format!("%{c:02X}"));
+        }
+    }
+    out
+}
+
+impl Request {
+    /// A request to `scheme://host:port/path`, HTTP/1.1, no headers, empty body.
+    pub fn new(
+        method: impl Into<String>,
+        scheme: impl Into<String>,
+        host: impl Into<String>,
+        port: u16,
+        path: impl Into<String>,
+    ) -> Self {
+        let mut message = Message::new(HttpVersion::Http11, Headers::new());
+        message.raw_content = Some(Bytes::new());
+        Self {
+            method: method.into(),
+            scheme: scheme.into(),
+            authority: String::new(),
+            host: host.into(),
+            port,
+            path: path.into(),
+            message,
+        }
+    }
+
+    /// Parses an absolute URL (`http://example.com:8080/a?b=c`) into a GET request.
+    pub fn from_url(method: &str, url: &str) -> Result<Self, String> {
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| format!("not a URL: {url}"))?;
+        let (authority, path) = match rest.find(['/', '?']) {
+            Some(i) => (&rest[..i], rest[i..].to_owned()),
+            None => (rest, "/".to_owned()),
+        };
+        let path = if path.starts_with('?') {
+            format!("/{path}")
+        } else {
+            path
+        };
+        let (host, port) = split_host_port(authority, default_port(scheme))
+            .ok_or_else(|| format!("bad authority in URL: {url}"))?;
+        let mut r = Self::new(method, scheme.to_ascii_lowercase(), host, port, path);
+        r.headers.append("Host", authority.to_owned());
+        Ok(r)
+    }
+
+    /// The full URL: `scheme://host[:port]/path`, the port omitted when it is the default.
+    pub fn url(&self) -> String {
+        let host = fmt_host(&self.host);
+        if self.port == default_port(&self.scheme) {
+            format!("{}://{}{}", self.scheme, host, self.path)
+        } else {
+            format!("{}://{}:{}{}", self.scheme, host, self.port, self.path)
+        }
+    }
+
+    /// The `Host` header (or HTTP/2 `:authority`) if there is one, else `host`, as mitmproxy's
+    /// `pretty_host`.
+    pub fn pretty_host(&self) -> String {
+        if let Some(h) = self.headers.get("host") {
+            return split_host_port(h, self.port)
+                .map(|(h, _)| h)
+                .unwrap_or_else(|| h.to_owned());
+        }
+        if !self.authority.is_empty()
+            && let Some((h, _)) = split_host_port(&self.authority, self.port)
+        {
+            return h;
+        }
+        self.host.clone()
+    }
+
+    /// The URL built from `pretty_host`, as mitmproxy's `pretty_url`.
+    pub fn pretty_url(&self) -> String {
+        let mut r = self.clone_head();
+        r.host = self.pretty_host();
+        r.url()
+    }
+
+    fn clone_head(&self) -> Self {
+        Self {
+            method: self.method.clone(),
+            scheme: self.scheme.clone(),
+            authority: String::new(),
+            host: self.host.clone(),
+            port: self.port,
+            path: self.path.clone(),
+            message: Message::new(self.http_version, Headers::new()),
+        }
+    }
+
+    /// The path without the query string.
+    pub fn path_only(&self) -> &str {
+        self.path
+            .split_once('?')
+            .map_or(self.path.as_str(), |(p, _)| p)
+    }
+
+    /// The query string's `(key, value)` pairs, percent-decoded, in order.
+    pub fn query(&self) -> Vec<(String, String)> {
+        let Some((_, q)) = self.path.split_once('?') else {
+            return Vec::new();
+        };
+        q.split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                (percent_decode(k, true), percent_decode(v, true))
+            })
+            .collect()
+    }
+
+    /// Replaces the query string with `pairs` (percent-encoded).
+    pub fn set_query<K: AsRef<str>, V: AsRef<str>>(&mut self, pairs: &[(K, V)]) {
+        let base = self.path_only().to_owned();
+        if pairs.is_empty() {
+            self.path = base;
+            return;
+        }
+        let q: Vec<String> = pairs
+            .iter()
+            .map(|(k, v)| {
+                format!(
+                    "{}={}",
+                    percent_encode(k.as_ref()),
+                    percent_encode(v.as_ref())
+                )
+            })
+            .collect();
+        self.path = format!("{base}?{}", q.join("&"));
+    }
+
+    /// The cookies of the `Cookie` header(s), in order.
+    pub fn cookies(&self) -> Vec<(String, String)> {
+        self.headers
+            .get_all("cookie")
+            .flat_map(|v| v.split(';'))
+            .filter_map(|c| {
+                let c = c.trim();
+                if c.is_empty() {
+                    return None;
+                }
+                let (k, v) = c.split_once('=').unwrap_or((c, ""));
+                Some((k.trim().to_owned(), v.trim().to_owned()))
+            })
+            .collect()
+    }
+
+    /// Replaces the `Cookie` header with `pairs`.
+    pub fn set_cookies<K: AsRef<str>, V: AsRef<str>>(&mut self, pairs: &[(K, V)]) {
+        self.headers.remove("cookie");
+        if !pairs.is_empty() {
+            let v: Vec<String> = pairs
+                .iter()
+                .map(|(k, v)| format!("{}={}", k.as_ref(), v.as_ref()))
+                .collect();
+            self.headers.append("Cookie", v.join("; "));
+        }
+    }
+}
+
+impl Response {
+    /// A response with `status_code`, body and headers, as mitmproxy's `Response.make`:
+    /// `Content-Length` is set from the body.
+    pub fn make<N: Into<String>, V: Into<Bytes>>(
+        status_code: u16,
+        body: impl Into<Bytes>,
+        headers: impl IntoIterator<Item = (N, V)>,
+    ) -> Self {
+        let mut message = Message::new(HttpVersion::Http11, Headers::from_pairs(headers));
+        message.set_raw_content(body.into());
+        if !message.headers.contains("content-length") {
+            message.headers.insert("content-length", "0");
+        }
+        message.timestamp_end = Some(message.timestamp_start);
+        Self {
+            status_code,
+            reason: reason_phrase(status_code).to_owned(),
+            message,
+        }
+    }
+}
+
+/// The standard reason phrase of a status code (empty when unknown).
+pub fn reason_phrase(code: u16) -> &'static str {
+    http::StatusCode::from_u16(code)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("")
+}
+
+/// Splits `host:port`, `[v6]:port`, `host` (default port) into parts; `None` if malformed.
+pub fn split_host_port(authority: &str, default: u16) -> Option<(String, u16)> {
+    let a = authority.trim();
+    if a.is_empty() {
+        return None;
+    }
+    if let Some(rest) = a.strip_prefix('[') {
+        let (h, after) = rest.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().ok()?,
+            None if after.is_empty() => default,
+            None => return None,
+        };
+        return Some((h.to_owned(), port));
+    }
+    match a.rsplit_once(':') {
+        // A bare IPv6 literal has several colons and no port.
+        Some((h, _)) if h.contains(':') => Some((a.to_owned(), default)),
+        Some((h, p)) if !h.is_empty() => Some((h.to_owned(), p.parse().ok()?)),
+        Some(_) => None,
+        None => Some((a.to_owned(), default)),
+    }
+}
+
+/// One HTTP request/response exchange, the unit addons see.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HttpFlow {
+    /// Unique id.
+    pub id: FlowId,
+    /// The client connection it arrived on.
+    pub client: Arc<Client>,
+    /// The server connection it went to, once there is one.
+    pub server: Option<Arc<Server>>,
+    /// The request.
+    pub request: Request,
+    /// The response, once read, or as set by an addon (set in `request` to answer without
+    /// contacting the server).
+    pub response: Option<Response>,
+    /// A protocol or connection error (not an HTTP error status).
+    pub error: Option<FlowError>,
+    /// The WebSocket conversation, when this flow upgraded to one.
+    pub websocket: Option<WebSocketData>,
+    /// A user's mark (an emoji or a word, as mitmproxy's `marked`); empty when unmarked.
+    #[serde(default)]
+    pub marked: String,
+    /// A free-text comment.
+    #[serde(default)]
+    pub comment: String,
+    /// Free-form data addons attach to the flow.
+    #[serde(default)]
+    pub metadata: Metadata,
+    /// Whether the flow is still travelling through the proxy.
+    #[serde(default)]
+    pub live: bool,
+    /// Set when the flow is a replay.
+    #[serde(default)]
+    pub is_replay: Option<String>,
+    /// When the flow was created.
+    pub timestamp_created: f64,
+    #[serde(skip)]
+    intercept: Intercept,
+}
+
+impl PartialEq for HttpFlow {
+    fn eq(&self, o: &Self) -> bool {
+        self.id == o.id
+            && self.client == o.client
+            && self.server == o.server
+            && self.request == o.request
+            && self.response == o.response
+            && self.error == o.error
+            && self.websocket == o.websocket
+            && self.marked == o.marked
+            && self.comment == o.comment
+            && self.metadata == o.metadata
+            && self.live == o.live
+            && self.is_replay == o.is_replay
+            && self.timestamp_created == o.timestamp_created
+    }
+}
+
+impl HttpFlow {
+    /// A live flow for `request` arriving on `client`.
+    pub fn new(client: Arc<Client>, request: Request) -> Self {
+        Self {
+            id: FlowId::new(),
+            client,
+            server: None,
+            request,
+            response: None,
+            error: None,
+            websocket: None,
+            marked: String::new(),
+            comment: String::new(),
+            metadata: Metadata::new(),
+            live: true,
+            is_replay: None,
+            timestamp_created: now(),
+            intercept: Intercept::default(),
+        }
+    }
+
+    /// Kills the flow: the connection is dropped and `error` says so.
+    pub fn kill(&mut self) {
+        self.error = Some(FlowError::new(KILLED_MESSAGE));
+        self.intercept.resume();
+    }
+
+    /// Whether the flow was killed.
+    pub fn killed(&self) -> bool {
+        self.error.as_ref().is_some_and(FlowError::is_killed)
+    }
+
+    /// Holds the flow after the current hook until the returned handle (or
+    /// [`HttpFlow::resume`]) releases it. Only this flow's stream waits.
+    pub fn intercept(&mut self) -> InterceptHandle {
+        self.intercept.intercept()
+    }
+
+    /// Whether the flow is intercepted and waiting.
+    pub fn intercepted(&self) -> bool {
+        self.intercept.is_intercepted()
+    }
+
+    /// Releases an intercepted flow.
+    pub fn resume(&mut self) {
+        self.intercept.resume();
+    }
+
+    /// The intercept state, for layers that wait on it.
+    pub fn intercept_state(&mut self) -> &mut Intercept {
+        &mut self.intercept
+    }
+
+    /// Whether the flow may be killed (it is live and not killed yet).
+    pub fn killable(&self) -> bool {
+        self.live && !self.killed()
+    }
+}

@@ -1,0 +1,120 @@
+//! Intercepting a flow: it waits, outside the addons, until it is resumed or killed.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use tokio::sync::Notify;
+
+const RUNNING: u8 = 0;
+const INTERCEPTED: u8 = 1;
+const RESUMED: u8 = 2;
+const KILLED: u8 = 3;
+
+/// The intercept state shared between a flow and the handles given out for it.
+///
+/// A flow marked intercepted in a hook does not go on when the hook returns: the layer waits
+/// (only that flow's stream waits) until someone holding an [`InterceptHandle`] resumes or
+/// kills it.
+#[derive(Debug, Clone, Default)]
+pub struct Intercept {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    state: AtomicU8,
+    wake: Notify,
+}
+
+/// A handle that resumes or kills an intercepted flow from anywhere (another addon, a
+/// command, a UI).
+#[derive(Debug, Clone)]
+pub struct InterceptHandle {
+    inner: Arc<Inner>,
+}
+
+/// How an intercepted flow was released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// It goes on.
+    Resumed,
+    /// It is killed.
+    Killed,
+}
+
+impl Intercept {
+    /// Marks the flow intercepted; returns a handle to release it later.
+    pub fn intercept(&mut self) -> InterceptHandle {
+        // A flow may be intercepted again after a resume: start from a fresh cell so an old
+        // handle cannot release the new interception.
+        if self.inner.state.load(Ordering::Acquire) != RUNNING {
+            self.inner = Arc::default();
+        }
+        self.inner.state.store(INTERCEPTED, Ordering::Release);
+        InterceptHandle {
+            inner: self.inner.clone(),
+        }
+    }
+
+    /// A handle for the current interception, if the flow is intercepted.
+    pub fn handle(&self) -> Option<InterceptHandle> {
+        self.is_intercepted().then(|| InterceptHandle {
+            inner: self.inner.clone(),
+        })
+    }
+
+    /// Whether the flow waits to be released.
+    pub fn is_intercepted(&self) -> bool {
+        self.inner.state.load(Ordering::Acquire) == INTERCEPTED
+    }
+
+    /// Releases the flow (same as a handle's `resume`).
+    pub fn resume(&self) {
+        InterceptHandle {
+            inner: self.inner.clone(),
+        }
+        .resume();
+    }
+
+    /// Waits until the flow is released; returns at once when it is not intercepted.
+    pub async fn wait(&self) -> Release {
+        loop {
+            let notified = self.inner.wake.notified();
+            match self.inner.state.load(Ordering::Acquire) {
+                INTERCEPTED => notified.await,
+                KILLED => return Release::Killed,
+                _ => return Release::Resumed,
+            }
+        }
+    }
+
+    /// Forgets a finished interception so the flow can be intercepted again.
+    pub fn reset(&mut self) {
+        if self.inner.state.load(Ordering::Acquire) != INTERCEPTED {
+            self.inner = Arc::default();
+        }
+    }
+}
+
+impl InterceptHandle {
+    /// Lets the flow go on.
+    pub fn resume(&self) {
+        self.release(RESUMED);
+    }
+
+    /// Kills the flow.
+    pub fn kill(&self) {
+        self.release(KILLED);
+    }
+
+    fn release(&self, to: u8) {
+        if self
+            .inner
+            .state
+            .compare_exchange(INTERCEPTED, to, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.inner.wake.notify_waiters();
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! Raw TCP flows: bytes relayed between client and server.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::{Client, FlowError, FlowId, Intercept, KILLED_MESSAGE, Metadata, Server, now};
+
+/// A chunk of bytes read from one side.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TcpMessage {
+    /// Read from the client (else from the server).
+    pub from_client: bool,
+    /// The bytes; an addon may replace them (empty drops the chunk).
+    pub content: Bytes,
+    /// When they were read.
+    pub timestamp: f64,
+    /// Injected by an addon.
+    #[serde(default)]
+    pub injected: bool,
+}
+
+impl TcpMessage {
+    /// A chunk read now.
+    pub fn new(from_client: bool, content: impl Into<Bytes>) -> Self {
+        Self {
+            from_client,
+            content: content.into(),
+            timestamp: now(),
+            injected: false,
+        }
+    }
+}
+
+/// A raw TCP conversation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TcpFlow {
+    /// Unique id.
+    pub id: FlowId,
+    /// The client connection.
+    pub client: Arc<Client>,
+    /// The server connection.
+    pub server: Option<Arc<Server>>,
+    /// Chunks so far, oldest first; in `tcp_message` the newest is `messages.last()`.
+    pub messages: Vec<TcpMessage>,
+    /// A connection error.
+    pub error: Option<FlowError>,
+    /// A user's mark.
+    #[serde(default)]
+    pub marked: String,
+    /// A free-text comment.
+    #[serde(default)]
+    pub comment: String,
+    /// Free-form data addons attach to the flow.
+    #[serde(default)]
+    pub metadata: super::Metadata,
+    /// Whether the connection is still open.
+    #[serde(default)]
+    pub live: bool,
+    /// When the flow was created.
+    pub timestamp_created: f64,
+    #[serde(skip)]
+    pending: Vec<TcpMessage>,
+    #[serde(skip)]
+    intercept: Intercept,
+}
+
+impl PartialEq for TcpFlow {
+    fn eq(&self, o: &Self) -> bool {
+        self.id == o.id
+            && self.client == o.client
+            && self.server == o.server
+            && self.messages == o.messages
+            && self.error == o.error
+            && self.marked == o.marked
+            && self.comment == o.comment
+            && self.metadata == o.metadata
+            && self.live == o.live
+            && self.timestamp_created == o.timestamp_created
+    }
+}
+
+impl TcpFlow {
+    /// A live TCP flow between `client` and `server`.
+    pub fn new(client: Arc<Client>, server: Option<Arc<Server>>) -> Self {
+        Self {
+            id: FlowId::new(),
+            client,
+            server,
+            messages: Vec::new(),
+            error: None,
+            marked: String::new(),
+            comment: String::new(),
+            metadata: Metadata::new(),
+            live: true,
+            timestamp_created: now(),
+            pending: Vec::new(),
+            intercept: Intercept::default(),
+        }
+    }
+
+    /// Kills the flow: both connections are closed.
+    pub fn kill(&mut self) {
+        self.error = Some(FlowError::new(KILLED_MESSAGE));
+        self.intercept.resume();
+    }
+
+    /// Whether the flow was killed.
+    pub fn killed(&self) -> bool {
+        self.error.as_ref().is_some_and(FlowError::is_killed)
+    }
+
+    /// Sends `content` to the client (`to_client`) or the server after the current hook.
+    pub fn inject(&mut self, to_client: bool, content: impl Into<Bytes>) {
+        let mut m = TcpMessage::new(!to_client, content);
+        m.injected = true;
+        self.pending.push(m);
+    }
+
+    /// Takes the chunks injected by addons, for the layer to send.
+    pub fn take_injected(&mut self) -> Vec<TcpMessage> {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// The intercept state, for layers that wait on it.
+    pub fn intercept_state(&mut self) -> &mut Intercept {
+        &mut self.intercept
+    }
+}

@@ -1,0 +1,77 @@
+//! # waylay-core
+//!
+//! The heart of waylay, an intercepting proxy framework in the model of mitmproxy: the flow
+//! model, the typed hooks, the [`Addon`] trait, the addon-manager actor and the options.
+//!
+//! ## Writing an addon
+//!
+//! An addon is a value implementing [`Addon`]. Every hook has a no-op default, so an addon
+//! implements only what it needs; hooks may be `async`. Changing the flow it is handed
+//! changes the traffic: edit the request and it goes to the server changed, set
+//! `flow.response` in `request` and the server is never contacted, call `flow.kill()` to
+//! drop the connection.
+//!
+//! ```
+//! use waylay_core::{Addon, AddonManager, HookKind, HttpFlow, Options};
+//! use waylay_core::flow::{Client, Request, Response};
+//!
+//! /// Adds a `count` header to every response (mitmproxy's classic example).
+//! #[derive(Default)]
+//! struct AddHeader {
+//!     num: u64,
+//! }
+//!
+//! impl Addon for AddHeader {
+//!     async fn response(&mut self, flow: &mut HttpFlow) {
+//!         self.num += 1;
+//!         if let Some(resp) = flow.response.as_mut() {
+//!             resp.headers.insert("count", self.num.to_string());
+//!         }
+//!     }
+//! }
+//!
+//! # fn main() {
+//! actix::System::new().block_on(async {
+//!     let manager = AddonManager::start(Options::new());
+//!     manager.add(AddHeader::default()).await.unwrap();
+//!
+//!     let client = std::sync::Arc::new(Client::new(
+//!         "127.0.0.1:50000".parse().unwrap(),
+//!         "127.0.0.1:8080".parse().unwrap(),
+//!     ));
+//!     let mut flow = HttpFlow::new(client, Request::from_url("GET", "http://example.com/").unwrap());
+//!     flow.response = Some(Response::make(200, "hello", [("content-type", "text/plain")]));
+//!
+//!     let flow = manager.fire(HookKind::Response, Box::new(flow)).await.unwrap();
+//!     assert_eq!(flow.response.unwrap().headers.get("count"), Some("1"));
+//! });
+//! # }
+//! ```
+//!
+//! Addon authors test addons with `waylay-testkit`'s `AddonHarness`, which runs them in this
+//! same manager without a network.
+//!
+//! ## How hooks travel
+//!
+//! Every addon runs in its own actor ([`AddonActor`]); the [`AddonManager`] actor keeps them
+//! in registration order and, for each hook, moves the payload into the first handling
+//! addon's message, takes it back, moves it into the next, and returns it. A slow addon
+//! delays only the flow it holds. A panicking addon is logged with its name and the flow
+//! continues with what the addon left; so is a hook that overruns `addon_timeout`.
+//!
+//! Hooks nobody handles cost one atomic load ([`ManagerHandle::handles`]): see
+//! [`Addon`] for how waylay learns which hooks an addon implements.
+//!
+//! Hooks must not block the thread: hand blocking work to a thread pool (for example a
+//! `crossbeam-channel` to a writer thread).
+
+pub mod flow;
+pub mod hooks;
+pub mod log;
+mod manager;
+pub mod options;
+
+pub use flow::{Flow, FlowError, FlowId, Headers, HttpFlow, Request, Response, TcpFlow};
+pub use hooks::{Addon, Hook, HookKind, HookSet};
+pub use manager::{AddError, AddonActor, AddonId, AddonManager, Fault, HookError, ManagerHandle};
+pub use options::{OptionSpec, OptionValue, Options, OptionsError};

@@ -1,0 +1,359 @@
+//! `ManagerHandle`: what layers, the CLI and tests hold to talk to the addon manager.
+
+use std::any::Any;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use actix::prelude::*;
+
+use super::{
+    Activate, AddonActor, AddonManager, CommandCall, FindCommand, HookCall, ListAddons,
+    ListCommands, PublishOptions, Register, RouteEntry, SetRunning, Shared, Unregister, Walk,
+    report_fault,
+};
+use crate::hooks::{
+    Addon, CommandSpec, Configure, Flows, Hook, HookKind, HookOutput, Loader, LogEntry, in_log_hook,
+};
+use crate::options::{Options, OptionsError};
+
+/// Identifies a registered addon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AddonId(u64);
+
+static NEXT_ADDON: AtomicU64 = AtomicU64::new(1);
+
+/// Why a hook could not be walked. The payload is lost in these cases, which only happen
+/// when the actor system is shutting down.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum HookError {
+    /// The manager's mailbox is closed.
+    #[error("the addon manager is not running")]
+    ManagerStopped,
+    /// An addon's actor stopped while holding the hook.
+    #[error("addon {0} stopped")]
+    AddonStopped(String),
+    /// The payload's type does not fit the hook (a bug in the caller).
+    #[error("payload of the wrong type for hook {0}")]
+    WrongPayload(&'static str),
+}
+
+/// Why an addon could not be added.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum AddError {
+    /// Its options clash with existing ones, or it rejected the current values.
+    #[error("addon {addon}: {source}")]
+    Options {
+        /// The addon's name.
+        addon: String,
+        /// What was wrong.
+        source: OptionsError,
+    },
+    /// The manager or the addon's actor is gone.
+    #[error("addon {0}: the addon manager is not running")]
+    Stopped(String),
+}
+
+/// A cheap, cloneable handle to the addon manager, usable from any thread.
+///
+/// [`ManagerHandle::handles`] is the fast path: a layer asks it before building a hook
+/// message and sends nothing when no addon handles the hook.
+#[derive(Debug, Clone)]
+pub struct ManagerHandle {
+    addr: Addr<AddonManager>,
+    shared: Arc<Shared>,
+    arbiter: ArbiterHandle,
+}
+
+impl ManagerHandle {
+    pub(crate) fn new(
+        addr: Addr<AddonManager>,
+        shared: Arc<Shared>,
+        arbiter: ArbiterHandle,
+    ) -> Self {
+        Self {
+            addr,
+            shared,
+            arbiter,
+        }
+    }
+
+    /// Whether some addon may handle `kind` (an atomic load; no message).
+    #[inline]
+    pub fn handles(&self, kind: HookKind) -> bool {
+        self.shared.handled.load(Ordering::Acquire) & (1 << kind as u8) != 0
+    }
+
+    /// The current options snapshot (no message).
+    pub fn options(&self) -> Arc<Options> {
+        self.shared.options.load_full()
+    }
+
+    /// Walks `hook` through the addons that handle it, in registration order, and returns
+    /// it with their changes. Sends no message when none handles it.
+    pub async fn call(&self, hook: Hook) -> Result<Hook, HookError> {
+        if !self.handles(hook.kind()) {
+            return Ok(hook);
+        }
+        self.addr
+            .send(Walk(hook))
+            .await
+            .map_err(|_| HookError::ManagerStopped)?
+    }
+
+    /// Typed form of [`ManagerHandle::call`]: fires hook `kind` with `payload` (a
+    /// `Box<HttpFlow>`, `Box<TcpFlow>`, ...) and gives the payload back.
+    pub async fn fire<P: Any + Send>(
+        &self,
+        kind: HookKind,
+        payload: Box<P>,
+    ) -> Result<Box<P>, HookError> {
+        if !self.handles(kind) {
+            return Ok(payload);
+        }
+        let hook =
+            Hook::from_payload(kind, payload).map_err(|_| HookError::WrongPayload(kind.name()))?;
+        let hook = self.call(hook).await?;
+        hook.into_payload()
+            .and_then(|p| p.downcast::<P>().ok())
+            .ok_or(HookError::WrongPayload(kind.name()))
+    }
+
+    /// Adds an addon at the end of the order: starts its actor on the manager's arbiter,
+    /// runs `load` (its options and commands are registered), `configure` with every option
+    /// name, and `running` if the proxy is already running. An addon whose `configure`
+    /// rejects the current options is not added.
+    pub async fn add<A: Addon>(&self, addon: A) -> Result<AddonId, AddError> {
+        let name: Arc<str> = addon.name().into();
+        let declared = addon.hooks();
+        let stopped = || AddError::Stopped(name.to_string());
+        let addr = AddonActor::start_in_arbiter(&self.arbiter, move |_| AddonActor::new(addon));
+        let _guard = self.shared.config_lock.lock().await;
+        let timeout = self.shared.timeout();
+
+        let reply = addr
+            .send(HookCall {
+                hook: Hook::Load(Box::default()),
+                timeout,
+            })
+            .await
+            .map_err(|_| stopped())?;
+        if let Some(f) = &reply.fault {
+            report_fault(&name, HookKind::Load, f);
+        }
+        let loader = match reply.hook {
+            Hook::Load(l) => *l,
+            _ => Loader::new(),
+        };
+        let id = AddonId(NEXT_ADDON.fetch_add(1, Ordering::Relaxed));
+        let route = RouteEntry {
+            id,
+            name: name.clone(),
+            recipient: addr.clone().recipient(),
+        };
+        let options = self
+            .addr
+            .send(Register {
+                route: route.clone(),
+                commands: addr.clone().recipient(),
+                retire: addr.clone().recipient(),
+                command_specs: loader.commands,
+                declared,
+                options: loader.options,
+            })
+            .await
+            .map_err(|_| stopped())?
+            .map_err(|source| AddError::Options {
+                addon: name.to_string(),
+                source,
+            })?;
+
+        let all = options.names();
+        if let Err(source) = configure_one(&route, all, options, timeout).await {
+            let _ = self.addr.send(Unregister(id)).await;
+            return Err(AddError::Options {
+                addon: name.to_string(),
+                source,
+            });
+        }
+        let running = self.addr.send(Activate(id)).await.map_err(|_| stopped())?;
+        if running {
+            let _ = route
+                .recipient
+                .send(HookCall {
+                    hook: Hook::Running,
+                    timeout,
+                })
+                .await;
+        }
+        Ok(id)
+    }
+
+    /// Removes an addon: it leaves every route at once and receives `done` as its last
+    /// event. Returns false when no such addon is registered.
+    pub async fn remove(&self, id: AddonId) -> bool {
+        let Ok(Some((route, retire))) = self.addr.send(Unregister(id)).await else {
+            return false;
+        };
+        let timeout = self.shared.timeout();
+        if let Ok(reply) = route
+            .recipient
+            .send(HookCall {
+                hook: Hook::Done,
+                timeout,
+            })
+            .await
+            && let Some(f) = &reply.fault
+        {
+            report_fault(&route.name, HookKind::Done, f);
+        }
+        let _ = retire.send(super::Retire).await;
+        true
+    }
+
+    /// The active addons' names and ids, in registration order.
+    pub async fn addons(&self) -> Vec<(AddonId, String)> {
+        self.addr
+            .send(ListAddons)
+            .await
+            .map(|v| v.into_iter().map(|e| (e.id, e.name.to_string())).collect())
+            .unwrap_or_default()
+    }
+
+    /// Sets options from `name=value` specs (as `--set` takes them). Every addon's
+    /// `configure` sees the changed names; if one rejects them, the old values are restored
+    /// (addons that had accepted are configured again with them) and its error returned.
+    pub async fn set<S: AsRef<str>>(&self, specs: &[S]) -> Result<BTreeSet<String>, OptionsError> {
+        let _guard = self.shared.config_lock.lock().await;
+        let old = self.shared.options.load_full();
+        let mut next = Options::clone(&old);
+        let changed = next.set_specs(specs)?;
+        if changed.is_empty() {
+            return Ok(changed);
+        }
+        let next = Arc::new(next);
+        self.publish(next.clone()).await;
+        let addons = self.addr.send(ListAddons).await.unwrap_or_default();
+        let timeout = self.shared.timeout();
+        for (i, route) in addons.iter().enumerate() {
+            if let Err(e) = configure_one(route, changed.clone(), next.clone(), timeout).await {
+                self.publish(old.clone()).await;
+                for earlier in &addons[..i] {
+                    let _ = configure_one(earlier, changed.clone(), old.clone(), timeout).await;
+                }
+                return Err(e);
+            }
+        }
+        Ok(changed)
+    }
+
+    async fn publish(&self, o: Arc<Options>) {
+        if self.addr.send(PublishOptions(o.clone())).await.is_err() {
+            self.shared.publish_options(o);
+        }
+    }
+
+    /// Tells every addon that the proxy is up (`running`).
+    pub async fn running(&self) {
+        let addons = self.addr.send(SetRunning(true)).await.unwrap_or_default();
+        self.broadcast(&addons, || Hook::Running).await;
+    }
+
+    /// Shuts the addons down: each gets `done`, in registration order, as its last event.
+    pub async fn shutdown(&self) {
+        let addons = self.addr.send(SetRunning(false)).await.unwrap_or_default();
+        for a in &addons {
+            if let Ok(Some((route, retire))) = self.addr.send(Unregister(a.id)).await {
+                let timeout = self.shared.timeout();
+                let _ = route
+                    .recipient
+                    .send(HookCall {
+                        hook: Hook::Done,
+                        timeout,
+                    })
+                    .await;
+                let _ = retire.send(super::Retire).await;
+            }
+        }
+    }
+
+    async fn broadcast(&self, addons: &[RouteEntry], hook: impl Fn() -> Hook) {
+        let timeout = self.shared.timeout();
+        for a in addons {
+            if let Ok(reply) = a
+                .recipient
+                .send(HookCall {
+                    hook: hook(),
+                    timeout,
+                })
+                .await
+                && let Some(f) = &reply.fault
+            {
+                report_fault(&a.name, reply.hook.kind(), f);
+            }
+        }
+    }
+
+    /// Tells the addons handling `update` that these flows changed.
+    pub async fn update(&self, flows: Flows) -> Result<Flows, HookError> {
+        self.fire(HookKind::Update, Box::new(flows))
+            .await
+            .map(|b| *b)
+    }
+
+    /// Delivers a log record to the addons handling `log`, without waiting; dropped when
+    /// the manager's mailbox is full or the record comes from inside a `log` hook.
+    pub fn log(&self, entry: LogEntry) {
+        if !self.handles(HookKind::Log) || in_log_hook() {
+            return;
+        }
+        let _ = self.addr.try_send(Walk(Hook::Log(Box::new(entry))));
+    }
+
+    /// Runs a command declared by an addon in `load`.
+    pub async fn command(&self, name: &str, args: &[String]) -> Result<String, String> {
+        let target = self
+            .addr
+            .send(FindCommand(name.to_owned()))
+            .await
+            .map_err(|_| "the addon manager is not running".to_owned())?
+            .ok_or_else(|| format!("unknown command {name}"))?;
+        target
+            .send(CommandCall {
+                name: name.to_owned(),
+                args: args.to_vec(),
+            })
+            .await
+            .map_err(|_| format!("the addon serving {name} stopped"))?
+    }
+
+    /// Every command declared by the active addons.
+    pub async fn commands(&self) -> Vec<CommandSpec> {
+        self.addr.send(ListCommands).await.unwrap_or_default()
+    }
+}
+
+async fn configure_one(
+    route: &RouteEntry,
+    updated: BTreeSet<String>,
+    options: Arc<Options>,
+    timeout: std::time::Duration,
+) -> Result<(), OptionsError> {
+    let hook = Hook::Configure(Box::new(Configure { updated, options }));
+    let reply = route
+        .recipient
+        .send(HookCall { hook, timeout })
+        .await
+        .map_err(|_| OptionsError::rejected("*", format!("addon {} stopped", route.name)))?;
+    if let Some(f) = &reply.fault {
+        report_fault(&route.name, HookKind::Configure, f);
+        return Err(OptionsError::rejected(
+            "*",
+            format!("addon {} {f} in configure", route.name),
+        ));
+    }
+    match reply.output {
+        HookOutput::Configure(r) => r,
+        HookOutput::Unit => Ok(()),
+    }
+}

@@ -1,0 +1,396 @@
+//! The addon manager: an actor owning the ordered addon registry, the options and the
+//! lifecycle, that walks each hook through the addons handling it, moving the payload from
+//! one addon's message into the next.
+
+mod addon_actor;
+mod handle;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use actix::prelude::*;
+use arc_swap::ArcSwap;
+
+pub use addon_actor::{AddonActor, Fault};
+pub(crate) use addon_actor::{CommandCall, HookCall, MAILBOX_CAPACITY, Retire};
+pub use handle::{AddError, AddonId, HookError, ManagerHandle};
+
+use crate::hooks::{CommandSpec, Hook, HookKind, HookSet, LIFECYCLE, with_log_suppressed};
+use crate::options::Options;
+
+/// State shared between the manager and every handle, readable without a message.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// The fast path: bit `k` is set when some addon may handle hook `k`.
+    pub(crate) handled: AtomicU64,
+    /// The current options snapshot.
+    pub(crate) options: ArcSwap<Options>,
+    /// `addon_timeout` in milliseconds (0: no deadline).
+    pub(crate) timeout_ms: AtomicU64,
+    /// Serialises option changes and registrations (both walk `configure`).
+    pub(crate) config_lock: tokio::sync::Mutex<()>,
+}
+
+impl Shared {
+    pub(crate) fn timeout(&self) -> Duration {
+        match self.timeout_ms.load(Ordering::Relaxed) {
+            // No deadline: a hook may legitimately wait for a user; a day is "forever".
+            0 => Duration::from_secs(86_400),
+            ms => Duration::from_millis(ms),
+        }
+    }
+
+    pub(crate) fn publish_options(&self, opts: Arc<Options>) {
+        let secs = u64::try_from(opts.int("addon_timeout").max(0)).unwrap_or(0);
+        self.timeout_ms
+            .store(secs.saturating_mul(1000), Ordering::Relaxed);
+        self.options.store(opts);
+    }
+}
+
+/// One addon on a route.
+#[derive(Debug, Clone)]
+pub(crate) struct RouteEntry {
+    pub(crate) id: AddonId,
+    pub(crate) name: Arc<str>,
+    pub(crate) recipient: Recipient<HookCall>,
+}
+
+type Route = Arc<[RouteEntry]>;
+
+#[derive(Debug)]
+struct Entry {
+    route: RouteEntry,
+    commands: Recipient<CommandCall>,
+    retire: Recipient<Retire>,
+    command_specs: Vec<CommandSpec>,
+    declared: HookSet,
+    unhandled: HookSet,
+    active: bool,
+    gave_up: bool,
+}
+
+impl Entry {
+    fn routes(&self) -> HookSet {
+        if !self.active || self.gave_up {
+            return HookSet::EMPTY;
+        }
+        HookSet::from_bits(self.declared.bits() & !self.unhandled.bits())
+    }
+}
+
+/// The addon-manager actor. Create it with [`AddonManager::start`] and talk to it through
+/// the returned [`ManagerHandle`].
+///
+/// For each hook it keeps a route: the addons handling that hook, in registration order.
+/// Walking a hook is one detached future per invocation (the manager never awaits inline),
+/// so a slow addon delays only the flow it holds.
+#[derive(Debug)]
+pub struct AddonManager {
+    entries: Vec<Entry>,
+    routes: Vec<Route>,
+    shared: Arc<Shared>,
+    running: bool,
+}
+
+impl Actor for AddonManager {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+    }
+}
+
+impl AddonManager {
+    /// Starts a manager on the current arbiter with `options`; returns its handle.
+    pub fn start(options: Options) -> ManagerHandle {
+        let shared = Arc::new(Shared {
+            handled: AtomicU64::new(0),
+            options: ArcSwap::from_pointee(Options::empty()),
+            timeout_ms: AtomicU64::new(0),
+            config_lock: tokio::sync::Mutex::new(()),
+        });
+        shared.publish_options(Arc::new(options));
+        let mgr = Self {
+            entries: Vec::new(),
+            routes: vec![Route::from(Vec::new()); HookKind::COUNT],
+            shared: shared.clone(),
+            running: false,
+        };
+        let addr = mgr.start();
+        ManagerHandle::new(addr, shared, actix::Arbiter::current())
+    }
+
+    fn rebuild_routes(&mut self) {
+        let mut bits = 0u64;
+        for kind in HookKind::ALL.iter().copied() {
+            let route: Vec<RouteEntry> = self
+                .entries
+                .iter()
+                .filter(|e| e.routes().contains(kind))
+                .map(|e| e.route.clone())
+                .collect();
+            if !route.is_empty() {
+                bits |= HookSet::EMPTY.with(kind).bits();
+            }
+            self.routes[kind as usize] = route.into();
+        }
+        self.shared.handled.store(bits, Ordering::Release);
+    }
+
+    fn entry_mut(&mut self, id: AddonId) -> Option<&mut Entry> {
+        self.entries.iter_mut().find(|e| e.route.id == id)
+    }
+}
+
+/// Walks `hook` through `route`, moving the payload through each addon in turn.
+async fn walk(
+    route: Route,
+    mut hook: Hook,
+    timeout: Duration,
+    mgr: Addr<AddonManager>,
+) -> Result<Hook, HookError> {
+    let kind = hook.kind();
+    for entry in route.iter() {
+        let reply = entry
+            .recipient
+            .send(HookCall { hook, timeout })
+            .await
+            .map_err(|_| HookError::AddonStopped(entry.name.to_string()))?;
+        hook = reply.hook;
+        if reply.unhandled && !LIFECYCLE.contains(kind) {
+            mgr.do_send(Learned {
+                id: entry.id,
+                kind,
+                give_up: false,
+            });
+        }
+        if let Some(fault) = &reply.fault {
+            report_fault(&entry.name, kind, fault);
+        }
+        if reply.give_up {
+            with_log_suppressed(|| {
+                tracing::error!(addon = %entry.name, "addon keeps failing; it is removed from every hook");
+            });
+            mgr.do_send(Learned {
+                id: entry.id,
+                kind,
+                give_up: true,
+            });
+        }
+    }
+    Ok(hook)
+}
+
+pub(crate) fn report_fault(name: &str, kind: HookKind, fault: &Fault) {
+    // A fault inside `log` must not be fed back into `log`.
+    let f = || tracing::error!(addon = %name, hook = kind.name(), "addon {fault}");
+    if kind == HookKind::Log {
+        with_log_suppressed(f)
+    } else {
+        f()
+    }
+}
+
+/// Sent by a layer (through the handle): walk this hook through its route.
+#[derive(Debug)]
+pub(crate) struct Walk(pub(crate) Hook);
+
+impl Message for Walk {
+    type Result = Result<Hook, HookError>;
+}
+
+impl Handler<Walk> for AddonManager {
+    type Result = ResponseFuture<Result<Hook, HookError>>;
+
+    fn handle(&mut self, Walk(hook): Walk, ctx: &mut Self::Context) -> Self::Result {
+        let route = self.routes[hook.kind() as usize].clone();
+        Box::pin(walk(route, hook, self.shared.timeout(), ctx.address()))
+    }
+}
+
+/// Sent by a walk: an addon turned out not to handle a hook, or failed too often.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct Learned {
+    id: AddonId,
+    kind: HookKind,
+    give_up: bool,
+}
+
+impl Handler<Learned> for AddonManager {
+    type Result = ();
+
+    fn handle(&mut self, msg: Learned, _ctx: &mut Self::Context) {
+        if let Some(e) = self.entry_mut(msg.id) {
+            if msg.give_up {
+                e.gave_up = true;
+            } else {
+                e.unhandled = e.unhandled.with(msg.kind);
+            }
+            self.rebuild_routes();
+        }
+    }
+}
+
+/// Registers an addon actor (not yet on any route).
+pub(crate) struct Register {
+    pub(crate) route: RouteEntry,
+    pub(crate) commands: Recipient<CommandCall>,
+    pub(crate) retire: Recipient<Retire>,
+    pub(crate) command_specs: Vec<CommandSpec>,
+    pub(crate) declared: HookSet,
+    pub(crate) options: Vec<crate::options::OptionSpec>,
+}
+
+impl std::fmt::Debug for Register {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Register")
+            .field("name", &self.route.name)
+            .finish()
+    }
+}
+
+impl Message for Register {
+    type Result = Result<Arc<Options>, crate::options::OptionsError>;
+}
+
+impl Handler<Register> for AddonManager {
+    type Result = Result<Arc<Options>, crate::options::OptionsError>;
+
+    fn handle(&mut self, msg: Register, _ctx: &mut Self::Context) -> Self::Result {
+        let mut opts = Options::clone(&self.shared.options.load());
+        for spec in msg.options {
+            opts.add(spec)?;
+        }
+        let opts = Arc::new(opts);
+        self.shared.publish_options(opts.clone());
+        self.entries.push(Entry {
+            route: msg.route,
+            commands: msg.commands,
+            retire: msg.retire,
+            command_specs: msg.command_specs,
+            declared: msg.declared,
+            unhandled: HookSet::EMPTY,
+            active: false,
+            gave_up: false,
+        });
+        Ok(opts)
+    }
+}
+
+/// Puts a registered addon on its routes; answers whether the proxy is already running.
+#[derive(Debug, Message)]
+#[rtype(result = "bool")]
+pub(crate) struct Activate(pub(crate) AddonId);
+
+impl Handler<Activate> for AddonManager {
+    type Result = bool;
+
+    fn handle(&mut self, Activate(id): Activate, _ctx: &mut Self::Context) -> bool {
+        if let Some(e) = self.entry_mut(id) {
+            e.active = true;
+        }
+        self.rebuild_routes();
+        self.running
+    }
+}
+
+/// Takes an addon off every route and out of the registry; answers its recipient so the
+/// caller can send it `done`.
+#[derive(Debug, Message)]
+#[rtype(result = "Option<(RouteEntry, Recipient<Retire>)>")]
+pub(crate) struct Unregister(pub(crate) AddonId);
+
+impl Handler<Unregister> for AddonManager {
+    type Result = Option<(RouteEntry, Recipient<Retire>)>;
+
+    fn handle(&mut self, Unregister(id): Unregister, _ctx: &mut Self::Context) -> Self::Result {
+        let pos = self.entries.iter().position(|e| e.route.id == id)?;
+        let e = self.entries.remove(pos);
+        self.rebuild_routes();
+        Some((e.route, e.retire))
+    }
+}
+
+/// Lists the registered addons (active ones, in registration order).
+#[derive(Debug, Message)]
+#[rtype(result = "Vec<RouteEntry>")]
+pub(crate) struct ListAddons;
+
+impl Handler<ListAddons> for AddonManager {
+    type Result = Vec<RouteEntry>;
+
+    fn handle(&mut self, _: ListAddons, _ctx: &mut Self::Context) -> Self::Result {
+        self.entries
+            .iter()
+            .filter(|e| e.active)
+            .map(|e| e.route.clone())
+            .collect()
+    }
+}
+
+/// Publishes a new options snapshot.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(crate) struct PublishOptions(pub(crate) Arc<Options>);
+
+impl Handler<PublishOptions> for AddonManager {
+    type Result = ();
+
+    fn handle(&mut self, PublishOptions(o): PublishOptions, _ctx: &mut Self::Context) {
+        self.shared.publish_options(o);
+    }
+}
+
+/// Marks the proxy running (or not); answers the active addons for the broadcast.
+#[derive(Debug, Message)]
+#[rtype(result = "Vec<RouteEntry>")]
+pub(crate) struct SetRunning(pub(crate) bool);
+
+impl Handler<SetRunning> for AddonManager {
+    type Result = Vec<RouteEntry>;
+
+    fn handle(&mut self, SetRunning(r): SetRunning, _ctx: &mut Self::Context) -> Self::Result {
+        self.running = r;
+        self.entries
+            .iter()
+            .filter(|e| e.active)
+            .map(|e| e.route.clone())
+            .collect()
+    }
+}
+
+/// Finds the addon that declared a command.
+#[derive(Debug, Message)]
+#[rtype(result = "Option<Recipient<CommandCall>>")]
+pub(crate) struct FindCommand(pub(crate) String);
+
+impl Handler<FindCommand> for AddonManager {
+    type Result = Option<Recipient<CommandCall>>;
+
+    fn handle(&mut self, FindCommand(n): FindCommand, _ctx: &mut Self::Context) -> Self::Result {
+        self.entries
+            .iter()
+            .find(|e| e.active && e.command_specs.iter().any(|c| c.name == n))
+            .map(|e| e.commands.clone())
+    }
+}
+
+/// Lists every command declared by active addons.
+#[derive(Debug, Message)]
+#[rtype(result = "Vec<CommandSpec>")]
+pub(crate) struct ListCommands;
+
+impl Handler<ListCommands> for AddonManager {
+    type Result = Vec<CommandSpec>;
+
+    fn handle(&mut self, _: ListCommands, _ctx: &mut Self::Context) -> Self::Result {
+        self.entries
+            .iter()
+            .filter(|e| e.active)
+            .flat_map(|e| e.command_specs.clone())
+            .collect()
+    }
+}

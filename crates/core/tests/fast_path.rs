@@ -1,0 +1,110 @@
+//! The fast path: hooks nobody handles cost an atomic load and send no message.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use futures::FutureExt;
+use waylay_core::{Addon, AddonManager, HookKind, HookSet, HttpFlow, Options};
+use waylay_testkit::{AddonHarness, FlowExt, tflow, tresp};
+
+/// Whether firing `kind` completes without ever yielding: a hook that went to the manager
+/// would have to wait for its actor to run.
+fn completes_at_once(h: &AddonHarness, kind: HookKind) -> bool {
+    h.manager()
+        .fire(kind, Box::new(tflow()))
+        .now_or_never()
+        .is_some()
+}
+
+#[actix_rt::test]
+async fn with_no_addons_nothing_is_handled() {
+    let manager = AddonManager::start(Options::new());
+    for kind in HookKind::ALL {
+        assert!(!manager.handles(*kind), "{kind:?}");
+    }
+    let flow = manager
+        .fire(HookKind::Request, Box::new(tflow()))
+        .now_or_never()
+        .expect("no message sent")
+        .unwrap();
+    assert!(flow.response.is_none());
+}
+
+/// Implements `response` only.
+struct OnlyResponse;
+
+impl Addon for OnlyResponse {
+    async fn response(&mut self, flow: &mut HttpFlow) {
+        flow.comment = "seen".into();
+    }
+}
+
+#[actix_rt::test]
+async fn a_hook_learned_unhandled_sends_no_more_messages() {
+    let mut h = AddonHarness::new(OnlyResponse).await;
+    // Until the addon has been asked once, waylay cannot know.
+    assert!(h.handles(HookKind::RequestHeaders));
+    assert!(!completes_at_once(&h, HookKind::RequestHeaders));
+
+    let flow = h.request_headers(tflow()).await;
+    assert_eq!(flow.comment, "");
+    h.sync().await;
+    assert!(!h.handles(HookKind::RequestHeaders));
+    assert!(completes_at_once(&h, HookKind::RequestHeaders));
+
+    // The hook it implements stays on its route.
+    let flow = h.response(tflow().with_response(tresp())).await;
+    assert_eq!(flow.comment, "seen");
+    h.sync().await;
+    assert!(h.handles(HookKind::Response));
+    assert!(!completes_at_once(&h, HookKind::Response));
+}
+
+/// Declares `response` only, though it also implements `request`.
+struct Declared {
+    requests: Arc<AtomicUsize>,
+}
+
+impl Addon for Declared {
+    fn hooks(&self) -> HookSet {
+        HookSet::of(&[HookKind::Response])
+    }
+
+    async fn request(&mut self, _flow: &mut HttpFlow) {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+    }
+
+    async fn response(&mut self, flow: &mut HttpFlow) {
+        flow.comment = "seen".into();
+    }
+}
+
+#[actix_rt::test]
+async fn an_addon_declaring_its_hooks_is_never_called_for_others() {
+    let requests = Arc::new(AtomicUsize::new(0));
+    let mut h = AddonHarness::new(Declared {
+        requests: requests.clone(),
+    })
+    .await;
+    let handled: Vec<_> = HookKind::ALL
+        .iter()
+        .filter(|k| h.handles(**k))
+        .copied()
+        .collect();
+    assert_eq!(handled, [HookKind::Response]);
+    assert!(completes_at_once(&h, HookKind::Request));
+    let _ = h.request(tflow()).await;
+    assert_eq!(requests.load(Ordering::SeqCst), 0);
+    let flow = h.response(tflow().with_response(tresp())).await;
+    assert_eq!(flow.comment, "seen");
+}
+
+#[actix_rt::test]
+async fn removing_the_last_handler_clears_the_bit() {
+    let mut h = AddonHarness::new(OnlyResponse).await;
+    let id = h.ids()[0];
+    assert!(h.handles(HookKind::Response));
+    assert!(h.remove(id).await);
+    assert!(!h.handles(HookKind::Response));
+    assert!(completes_at_once(&h, HookKind::Response));
+}

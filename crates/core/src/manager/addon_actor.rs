@@ -13,7 +13,7 @@ use crate::hooks::{Addon, Hook, HookKind, HookOutput, TrackUnhandled};
 /// 30–40% under load; `send` still applies backpressure beyond this.
 pub(crate) const MAILBOX_CAPACITY: usize = 1024;
 
-/// After this many faults in a row an addon is dropped from every route.
+/// After this many faults in a row in one hook an addon is dropped from every route.
 pub(crate) const MAX_CONSECUTIVE_FAULTS: u32 = 3;
 
 /// What went wrong while an addon ran a hook.
@@ -81,7 +81,9 @@ pub(crate) struct Retire;
 pub struct AddonActor<A: Addon> {
     addon: Option<Box<A>>,
     retired: bool,
-    faults_in_a_row: u32,
+    /// Consecutive faults per hook kind: a hook that keeps failing is not excused by other
+    /// hooks succeeding (the `log` record of each fault would otherwise reset the count).
+    faults_in_a_row: [u32; HookKind::COUNT],
 }
 
 impl<A: Addon> std::fmt::Debug for AddonActor<A> {
@@ -98,7 +100,7 @@ impl<A: Addon> AddonActor<A> {
         Self {
             addon: Some(Box::new(addon)),
             retired: false,
-            faults_in_a_row: 0,
+            faults_in_a_row: [0; HookKind::COUNT],
         }
     }
 }
@@ -166,19 +168,20 @@ impl<A: Addon> Handler<HookCall> for AddonActor<A> {
                 return AtomicResponse::new(Box::pin(fut::ready(reply)));
             }
         };
+        let kind = msg.hook.kind() as usize;
         let fut = async move {
             let mut addon = addon;
             let reply = run_hook(&mut *addon, msg.hook, msg.timeout).await;
             (addon, reply)
         };
         AtomicResponse::new(Box::pin(fut.into_actor(self).map(
-            |(addon, mut reply), act, _| {
+            move |(addon, mut reply), act, _| {
                 act.addon = Some(addon);
                 if reply.fault.is_some() {
-                    act.faults_in_a_row += 1;
-                    reply.give_up = act.faults_in_a_row >= MAX_CONSECUTIVE_FAULTS;
+                    act.faults_in_a_row[kind] += 1;
+                    reply.give_up = act.faults_in_a_row[kind] >= MAX_CONSECUTIVE_FAULTS;
                 } else {
-                    act.faults_in_a_row = 0;
+                    act.faults_in_a_row[kind] = 0;
                 }
                 reply
             },

@@ -320,6 +320,9 @@ pub fn split_host_port(authority: &str, default: u16) -> Option<(String, u16)> {
     }
     if let Some(rest) = a.strip_prefix('[') {
         let (h, after) = rest.split_once(']')?;
+        if h.is_empty() {
+            return None;
+        }
         let port = match after.strip_prefix(':') {
             Some(p) => p.parse().ok()?,
             None if after.is_empty() => default,

@@ -1,1 +1,51 @@
-//! placeholder
+//! # waylay
+//!
+//! An intercepting proxy framework in the model of mitmproxy, and its `waylay` binary (the
+//! mitmdump of the project). This crate is the one a custom proxy depends on: it re-exports
+//! the flow model, the [`Addon`] trait and the options from `waylay-core`, the proxy from
+//! `waylay-layers`, and the bundled addons from `waylay-addons`.
+//!
+//! A custom proxy is a `main` that registers its addons and runs:
+//!
+//! ```no_run
+//! use waylay::{Addon, Dumper, HttpFlow, Proxy};
+//!
+//! /// Adds a `count` header to every response.
+//! #[derive(Default)]
+//! struct AddHeader {
+//!     num: u64,
+//! }
+//!
+//! impl Addon for AddHeader {
+//!     async fn response(&mut self, flow: &mut HttpFlow) {
+//!         self.num += 1;
+//!         if let Some(resp) = flow.response.as_mut() {
+//!             resp.headers.insert("count", self.num.to_string());
+//!         }
+//!     }
+//! }
+//!
+//! fn main() -> Result<(), waylay::ProxyError> {
+//!     Proxy::builder()
+//!         .listen("127.0.0.1:8080")
+//!         .set("ssl_insecure=true")
+//!         .addon(AddHeader::default())
+//!         .addon(Dumper::stdout())
+//!         .run() // until Ctrl-C or SIGTERM; then every addon gets `done`
+//! }
+//! ```
+//!
+//! Addons are tested without a network with `waylay-testkit`'s `AddonHarness`.
+
+pub use waylay_core::{
+    AddError, Addon, AddonActor, AddonId, AddonManager, Fault, Flow, FlowError, FlowId, Headers,
+    Hook, HookError, HookKind, HookSet, HttpFlow, ManagerHandle, OptionSpec, OptionValue, Options,
+    OptionsError, Request, Response, TcpFlow, flow, hooks, log, options,
+};
+pub use waylay_layers::{Proxy, ProxyBuilder, ProxyError, RunningProxy};
+
+/// The addons bundled with waylay.
+pub mod addons {
+    pub use waylay_addons::*;
+}
+pub use waylay_addons::Dumper;

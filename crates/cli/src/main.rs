@@ -1,1 +1,116 @@
-fn main() {}
+//! `waylay`: the mitmdump of waylay. Parses mitmdump's flags, validates every option before
+//! anything starts, runs the proxy with the dumper, and maps failures to one line on stderr
+//! and an exit code: 2 for a bad flag or option value, 1 for a failure at run time.
+
+mod args;
+mod logging;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+use waylay::{Dumper, Options, OptionsError, Proxy, ProxyError};
+
+use crate::args::Cli;
+
+/// How `waylay` failed.
+enum Failure {
+    /// A bad flag or option value (exit code 2).
+    Usage(String),
+    /// The proxy could not start or failed while running (exit code 1).
+    Runtime(anyhow::Error),
+}
+
+impl From<OptionsError> for Failure {
+    fn from(e: OptionsError) -> Self {
+        Self::Usage(e.to_string())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => return fail(&args::one_line(&e), 2),
+    };
+    let result = run(&cli);
+    let _ = std::io::stdout().flush();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(msg)) => fail(&msg, 2),
+        Err(Failure::Runtime(e)) => fail(&chain(&e), 1),
+    }
+}
+
+/// Prints `waylay: error: <msg>` as one line on stderr.
+fn fail(msg: &str, code: u8) -> ExitCode {
+    let msg = msg.replace(['\n', '\r'], " ");
+    let _ = writeln!(std::io::stderr().lock(), "waylay: error: {msg}");
+    ExitCode::from(code)
+}
+
+/// The error and its causes on one line, `a: b: c`, skipping a cause whose text the
+/// message before it already includes (many errors print their source themselves).
+fn chain(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+/// The options the flags ask for, checked as the proxy and the dumper will check them.
+fn options(cli: &Cli) -> Result<Options, Failure> {
+    let mut opts = Options::new();
+    for spec in Dumper::option_specs() {
+        opts.add(spec)?;
+    }
+    opts.set_specs(&cli.option_specs())?;
+    let port = opts.int("listen_port");
+    if !(0..=65535).contains(&port) {
+        return Err(Failure::Usage(format!(
+            "option listen_port: expected 0 to 65535, got {port}"
+        )));
+    }
+    Dumper::check_options(&opts)?;
+    Ok(opts)
+}
+
+fn run(cli: &Cli) -> Result<(), Failure> {
+    let opts = options(cli)?;
+    if cli.options {
+        print!("{}", opts.listing());
+        return Ok(());
+    }
+    logging::init(logging::level_of(
+        opts.str("termlog_verbosity").unwrap_or("info"),
+        cli.verbose,
+    ));
+
+    let host = opts.str("listen_host").unwrap_or("127.0.0.1");
+    let listen = if host.contains(':') {
+        format!("[{host}]:{}", opts.int("listen_port"))
+    } else {
+        format!("{host}:{}", opts.int("listen_port"))
+    };
+    let mut builder = Proxy::builder().listen(&listen);
+    // With nothing to print the dumper is not registered at all, so `-q` costs no hook.
+    if opts.int("flow_detail") > 0 {
+        builder = builder.addon(Dumper::stdout());
+    }
+    builder.options(opts).run().map_err(|e| match e {
+        ProxyError::Options(e) => Failure::Usage(e.to_string()),
+        other => Failure::Runtime(anyhow::Error::new(other)),
+    })
+}

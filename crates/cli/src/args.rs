@@ -1,0 +1,192 @@
+//! The command line: mitmdump's flags, mapped onto `name=value` option specs.
+
+use clap::{ArgAction, Parser};
+
+/// waylay: an intercepting HTTP(S) proxy that prints the flows it sees (like mitmdump).
+///
+/// Every option can be set with `--set name=value`; `--options` lists them all with their
+/// types, defaults and help.
+#[derive(Debug, Parser)]
+#[command(
+    name = "waylay",
+    version,
+    after_help = "Examples:\n  waylay                          listen on 127.0.0.1:8080, one line per flow\n  waylay -p 9000 --flow-detail 2  also print headers\n  waylay --set ssl_insecure=true  do not verify server certificates\n  waylay --options                list every option"
+)]
+pub(crate) struct Cli {
+    /// Address to bind the proxy to (listen_host).
+    #[arg(long, value_name = "HOST")]
+    pub(crate) listen_host: Option<String>,
+
+    /// Proxy service port (listen_port).
+    #[arg(short = 'p', long, value_name = "PORT")]
+    pub(crate) listen_port: Option<u16>,
+
+    /// The proxy server mode; repeat for several (mode).
+    #[arg(short = 'm', long, value_name = "MODE")]
+    pub(crate) mode: Vec<String>,
+
+    /// Set an option: `--set name=value`; repeat for several, and for every value of a
+    /// sequence option. See --options.
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    pub(crate) set: Vec<String>,
+
+    /// Do not verify upstream server TLS certificates (ssl_insecure).
+    #[arg(short = 'k', long)]
+    pub(crate) ssl_insecure: bool,
+
+    /// Quiet: print no flows, and log warnings and errors only.
+    #[arg(short = 'q', long)]
+    pub(crate) quiet: bool,
+
+    /// Increase log verbosity (-v: debug, -vv: trace).
+    #[arg(short = 'v', long, action = ArgAction::Count)]
+    pub(crate) verbose: u8,
+
+    /// The display detail level for flows: 0 (quiet) to 4 (flow_detail).
+    #[arg(long, value_name = "LEVEL", value_parser = clap::value_parser!(u8).range(0..=4))]
+    pub(crate) flow_detail: Option<u8>,
+
+    /// Print every option with its type, default and help, and exit.
+    #[arg(long)]
+    pub(crate) options: bool,
+
+    /// Only print flows matching this filter expression (dumper_filter).
+    #[arg(value_name = "FILTER", trailing_var_arg = true)]
+    pub(crate) filter: Vec<String>,
+}
+
+impl Cli {
+    /// The option specs the flags stand for, in the order they are applied: the flags
+    /// first, then every `--set` (so an explicit `--set` wins over a flag).
+    pub(crate) fn option_specs(&self) -> Vec<String> {
+        let mut specs = Vec::new();
+        if self.quiet {
+            specs.push("flow_detail=0".to_owned());
+            specs.push("termlog_verbosity=warn".to_owned());
+        }
+        if let Some(h) = &self.listen_host {
+            specs.push(format!("listen_host={h}"));
+        }
+        if let Some(p) = self.listen_port {
+            specs.push(format!("listen_port={p}"));
+        }
+        specs.extend(self.mode.iter().map(|m| format!("mode={m}")));
+        if self.ssl_insecure {
+            specs.push("ssl_insecure=true".to_owned());
+        }
+        if let Some(d) = self.flow_detail {
+            specs.push(format!("flow_detail={d}"));
+        }
+        if self.verbose > 0 {
+            specs.push("termlog_verbosity=debug".to_owned());
+        }
+        if !self.filter.is_empty() {
+            specs.push(format!("dumper_filter={}", self.filter.join(" ")));
+        }
+        specs.extend(self.set.iter().cloned());
+        specs
+    }
+}
+
+/// Turns a clap error into one line: its first line, with clap's tip (a similar flag)
+/// appended, without the `error: ` prefix and without the usage block.
+pub(crate) fn one_line(err: &clap::Error) -> String {
+    let text = err.render().to_string();
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines
+        .next()
+        .unwrap_or("invalid arguments")
+        .trim_start_matches("error:")
+        .trim()
+        .to_owned();
+    let tip = text
+        .lines()
+        .map(str::trim)
+        .find_map(|l| l.strip_prefix("tip:"))
+        .map(str::trim);
+    match tip {
+        Some(t) => format!("{first} ({t})"),
+        None => first,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("waylay").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn the_bench_line_parses() {
+        let cli = parse(&[
+            "-q",
+            "--listen-host",
+            "127.0.0.1",
+            "-p",
+            "41234",
+            "--set",
+            "confdir=/tmp/x",
+            "-k",
+        ]);
+        assert_eq!(
+            cli.option_specs(),
+            [
+                "flow_detail=0",
+                "termlog_verbosity=warn",
+                "listen_host=127.0.0.1",
+                "listen_port=41234",
+                "ssl_insecure=true",
+                "confdir=/tmp/x",
+            ]
+        );
+    }
+
+    #[test]
+    fn flags_map_to_options() {
+        let cli = parse(&[
+            "-m",
+            "regular",
+            "-m",
+            "upstream:http://u:1",
+            "--flow-detail",
+            "3",
+            "-vv",
+            "~d",
+            "example.com",
+        ]);
+        assert_eq!(cli.verbose, 2);
+        assert_eq!(
+            cli.option_specs(),
+            [
+                "mode=regular",
+                "mode=upstream:http://u:1",
+                "flow_detail=3",
+                "termlog_verbosity=debug",
+                "dumper_filter=~d example.com",
+            ]
+        );
+    }
+
+    #[test]
+    fn flow_detail_is_range_checked() {
+        let e = Cli::try_parse_from(["waylay", "--flow-detail", "5"]).unwrap_err();
+        assert_eq!(
+            one_line(&e),
+            "invalid value '5' for '--flow-detail <LEVEL>': 5 is not in 0..=4"
+        );
+    }
+
+    #[test]
+    fn unknown_flags_are_one_line_with_a_tip() {
+        let e = Cli::try_parse_from(["waylay", "--listen-prt", "1"]).unwrap_err();
+        let line = one_line(&e);
+        assert!(!line.contains('\n'));
+        assert!(
+            line.starts_with("unexpected argument '--listen-prt' found"),
+            "{line}"
+        );
+        assert!(line.contains("--listen-port"), "{line}");
+    }
+}

@@ -104,12 +104,12 @@ fn run(cli: &Cli) -> Result<(), Failure> {
     } else {
         format!("{host}:{}", opts.int("listen_port"))
     };
-    let mut builder = Proxy::builder().listen(&listen);
+    let mut builder = Proxy::builder().options(opts.clone()).listen(&listen);
     // With nothing to print the dumper is not registered at all, so `-q` costs no hook.
     if opts.int("flow_detail") > 0 {
         builder = builder.addon(Dumper::stdout());
     }
-    builder.options(opts).run().map_err(|e| match e {
+    builder.run().map_err(|e| match e {
         ProxyError::Options(e) => Failure::Usage(e.to_string()),
         other => Failure::Runtime(anyhow::Error::new(other)),
     })

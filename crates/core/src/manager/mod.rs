@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use actix::WeakAddr;
 use actix::prelude::*;
 use arc_swap::ArcSwap;
 
@@ -92,6 +93,9 @@ pub struct AddonManager {
     routes: Vec<Route>,
     shared: Arc<Shared>,
     running: bool,
+    /// Our own address, weak so it does not keep the manager alive, for walks to report what
+    /// they learn: `ctx.address()` per walk would allocate a new sender every hook.
+    me: Option<WeakAddr<Self>>,
 }
 
 impl Actor for AddonManager {
@@ -99,6 +103,7 @@ impl Actor for AddonManager {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        self.me = Some(ctx.address().downgrade());
     }
 }
 
@@ -117,6 +122,7 @@ impl AddonManager {
             routes: vec![Route::from(Vec::new()); HookKind::COUNT],
             shared: shared.clone(),
             running: false,
+            me: None,
         };
         let addr = mgr.start();
         ManagerHandle::new(addr, shared, actix::Arbiter::current())
@@ -149,7 +155,7 @@ async fn walk(
     route: Route,
     mut hook: Hook,
     timeout: Duration,
-    mgr: Addr<AddonManager>,
+    mgr: Option<WeakAddr<AddonManager>>,
 ) -> Result<Hook, HookError> {
     let kind = hook.kind();
     for entry in route.iter() {
@@ -160,11 +166,14 @@ async fn walk(
             .map_err(|_| HookError::AddonStopped(entry.name.to_string()))?;
         hook = reply.hook;
         if reply.unhandled && !LIFECYCLE.contains(kind) {
-            mgr.do_send(Learned {
-                id: entry.id,
-                kind,
-                give_up: false,
-            });
+            tell(
+                &mgr,
+                Learned {
+                    id: entry.id,
+                    kind,
+                    give_up: false,
+                },
+            );
         }
         if let Some(fault) = &reply.fault {
             report_fault(&entry.name, kind, fault);
@@ -173,14 +182,23 @@ async fn walk(
             with_log_suppressed(|| {
                 tracing::error!(addon = %entry.name, "addon keeps failing; it is removed from every hook");
             });
-            mgr.do_send(Learned {
-                id: entry.id,
-                kind,
-                give_up: true,
-            });
+            tell(
+                &mgr,
+                Learned {
+                    id: entry.id,
+                    kind,
+                    give_up: true,
+                },
+            );
         }
     }
     Ok(hook)
+}
+
+fn tell(mgr: &Option<WeakAddr<AddonManager>>, msg: Learned) {
+    if let Some(addr) = mgr.as_ref().and_then(WeakAddr::upgrade) {
+        addr.do_send(msg);
+    }
 }
 
 pub(crate) fn report_fault(name: &str, kind: HookKind, fault: &Fault) {
@@ -204,9 +222,9 @@ impl Message for Walk {
 impl Handler<Walk> for AddonManager {
     type Result = ResponseFuture<Result<Hook, HookError>>;
 
-    fn handle(&mut self, Walk(hook): Walk, ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, Walk(hook): Walk, _ctx: &mut Self::Context) -> Self::Result {
         let route = self.routes[hook.kind() as usize].clone();
-        Box::pin(walk(route, hook, self.shared.timeout(), ctx.address()))
+        Box::pin(walk(route, hook, self.shared.timeout(), self.me.clone()))
     }
 }
 

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use waylay::{Dumper, Options, OptionsError, Proxy, ProxyError};
+use waylay::{AddError, Dumper, Options, OptionsError, Proxy, ProxyError};
 
 use crate::args::Cli;
 
@@ -111,6 +111,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
     }
     builder.run().map_err(|e| match e {
         ProxyError::Options(e) => Failure::Usage(e.to_string()),
+        ProxyError::Addon(e @ AddError::Options { .. }) => Failure::Usage(e.to_string()),
         other => Failure::Runtime(anyhow::Error::new(other)),
     })
 }

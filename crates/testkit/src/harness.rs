@@ -248,7 +248,7 @@ macro_rules! typed_hooks {
             $(
                 #[doc = concat!(
                     "Fires `", stringify!($method), "` with `payload` through the addons and ",
-                    "returns it (see [`Addon::", stringify!($method), "`])."
+                    "returns it (see [`HookKind::", stringify!($kind), "`])."
                 )]
                 ///
                 /// # Panics

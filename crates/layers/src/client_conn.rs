@@ -1,0 +1,116 @@
+//! The `ClientConnection` actor: owns one client socket and the layer stack serving it.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use waylay_core::HookKind;
+use waylay_core::flow::{Client, ConnectionId, now};
+
+use crate::context::{ConnCtx, ProxyShared, fire};
+use crate::detect::{Detected, detect};
+
+/// Stops a client connection (proxy shutdown).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(crate) struct Close;
+
+/// One client connection. It is started on a worker arbiter with the accepted socket (as a
+/// std socket: a tokio socket belongs to the runtime that made it) and lives until the
+/// client or waylay closes the connection.
+pub(crate) struct ClientConnection {
+    socket: Option<std::net::TcpStream>,
+    shared: Arc<ProxyShared>,
+    id: ConnectionId,
+}
+
+impl std::fmt::Debug for ClientConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConnection")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientConnection {
+    pub(crate) fn new(socket: std::net::TcpStream, shared: Arc<ProxyShared>) -> Self {
+        Self {
+            socket: Some(socket),
+            shared,
+            id: ConnectionId::new(),
+        }
+    }
+}
+
+impl Actor for ClientConnection {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let Some(socket) = self.socket.take() else {
+            ctx.stop();
+            return;
+        };
+        self.shared.connections.insert(self.id, ctx.address());
+        let shared = self.shared.clone();
+        ctx.spawn(
+            serve(shared, socket)
+                .into_actor(self)
+                .map(|(), _, ctx| ctx.stop()),
+        );
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.shared.connections.remove(&self.id);
+    }
+}
+
+impl Handler<Close> for ClientConnection {
+    type Result = ();
+
+    fn handle(&mut self, _: Close, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+async fn serve(shared: Arc<ProxyShared>, socket: std::net::TcpStream) {
+    let tcp = match tokio::net::TcpStream::from_std(socket) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot adopt an accepted socket: {e}");
+            return;
+        }
+    };
+    let _ = tcp.set_nodelay(true);
+    let (Ok(peer), Ok(local)) = (tcp.peer_addr(), tcp.local_addr()) else {
+        return;
+    };
+    let manager = shared.manager.clone();
+    let Some(client) = fire(
+        &manager,
+        HookKind::ClientConnect,
+        Box::new(Client::new(peer, local)),
+    )
+    .await
+    else {
+        return;
+    };
+    if let Some(reason) = &client.error {
+        tracing::info!(client.addr = %peer, "connection refused by an addon: {reason}");
+        return;
+    }
+    tracing::debug!(client.addr = %peer, "client connected");
+    let ctx = Rc::new(ConnCtx::new(shared, Arc::new(*client)));
+    let mut first = [0u8; 24];
+    let n = tcp.peek(&mut first).await.unwrap_or(0);
+    if n > 0 {
+        if detect(&first[..n]) == Detected::Http2 || first[..n].starts_with(b"PRI ") {
+            crate::http::serve_h2(ctx.clone(), tcp, None).await;
+        } else {
+            crate::http::serve_h1(ctx.clone(), tcp, None).await;
+        }
+    }
+    let mut client = Client::clone(&ctx.client());
+    client.timestamp_end = Some(now());
+    tracing::debug!(client.addr = %peer, "client disconnected");
+    let _ = fire(&manager, HookKind::ClientDisconnect, Box::new(client)).await;
+}

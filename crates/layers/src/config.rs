@@ -1,0 +1,114 @@
+//! The options the layers read, parsed once per change into plain fields.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use regex::RegexSet;
+use waylay_core::{Options, OptionsError};
+
+/// A typed view of the options the proxy layers use.
+#[derive(Debug, Clone)]
+pub(crate) struct ProxyConfig {
+    pub(crate) ssl_insecure: bool,
+    pub(crate) trusted_ca: Option<PathBuf>,
+    pub(crate) upstream_cert: bool,
+    pub(crate) http2: bool,
+    pub(crate) rawtcp: bool,
+    pub(crate) stream_large_bodies: u64,
+    pub(crate) body_size_limit: Option<u64>,
+    pub(crate) ignore_hosts: Option<RegexSet>,
+    pub(crate) allow_hosts: Option<RegexSet>,
+    pub(crate) tcp_hosts: Option<RegexSet>,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) header_timeout: Duration,
+    pub(crate) max_header_size: usize,
+}
+
+fn regexes(o: &Options, name: &str) -> Result<Option<RegexSet>, OptionsError> {
+    let v = o.seq(name);
+    if v.is_empty() {
+        return Ok(None);
+    }
+    RegexSet::new(v.iter().map(|p| format!("(?i){p}")))
+        .map(Some)
+        .map_err(|e| OptionsError::BadValue {
+            name: name.into(),
+            value: v.join(","),
+            expected: format!("valid regular expressions ({e})"),
+        })
+}
+
+fn size(o: &Options, name: &str) -> Result<Option<u64>, OptionsError> {
+    match o.str(name) {
+        None => Ok(None),
+        Some(s) => {
+            waylay_core::options::parse_size(s)
+                .map(Some)
+                .map_err(|e| OptionsError::BadValue {
+                    name: name.into(),
+                    value: s.into(),
+                    expected: e,
+                })
+        }
+    }
+}
+
+fn secs(o: &Options, name: &str) -> Duration {
+    Duration::from_secs(u64::try_from(o.int(name)).unwrap_or(0).max(1))
+}
+
+/// Expands a leading `~` to the home directory.
+pub(crate) fn expand_home(p: &str) -> PathBuf {
+    if let Some(rest) = p
+        .strip_prefix("~/")
+        .or_else(|| p.strip_prefix('~').filter(|r| r.is_empty()))
+    {
+        if let Some(home) = std::env::var_os("HOME") {
+            return PathBuf::from(home).join(rest);
+        }
+    }
+    PathBuf::from(p)
+}
+
+impl ProxyConfig {
+    /// Reads and validates the layer options.
+    pub(crate) fn from_options(o: &Options) -> Result<Self, OptionsError> {
+        Ok(Self {
+            ssl_insecure: o.bool("ssl_insecure"),
+            trusted_ca: o.str("ssl_verify_upstream_trusted_ca").map(expand_home),
+            upstream_cert: o.bool("upstream_cert"),
+            http2: o.bool("http2"),
+            rawtcp: o.bool("rawtcp"),
+            stream_large_bodies: size(o, "stream_large_bodies")?.unwrap_or(u64::MAX),
+            body_size_limit: size(o, "body_size_limit")?,
+            ignore_hosts: regexes(o, "ignore_hosts")?,
+            allow_hosts: regexes(o, "allow_hosts")?,
+            tcp_hosts: regexes(o, "tcp_hosts")?,
+            connect_timeout: secs(o, "connect_timeout"),
+            header_timeout: secs(o, "header_timeout"),
+            max_header_size: usize::try_from(o.int("max_header_size"))
+                .unwrap_or(65536)
+                .max(8192),
+        })
+    }
+
+    /// Whether a connection to `host:port` should be relayed untouched (`ignore_hosts`,
+    /// `allow_hosts`).
+    pub(crate) fn passthrough(&self, host: &str, port: u16) -> bool {
+        let target = format!("{host}:{port}");
+        if let Some(ignore) = &self.ignore_hosts {
+            return ignore.is_match(&target);
+        }
+        if let Some(allow) = &self.allow_hosts {
+            return !allow.is_match(&target);
+        }
+        false
+    }
+
+    /// Whether `host:port` is to be treated as raw TCP (`tcp_hosts`).
+    pub(crate) fn is_tcp_host(&self, host: &str, port: u16) -> bool {
+        self.tcp_hosts
+            .as_ref()
+            .is_some_and(|s| s.is_match(&format!("{host}:{port}")))
+    }
+}

@@ -1,0 +1,143 @@
+//! What a proxy instance shares with all its connections, and what one client connection
+//! shares with its requests.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use waylay_core::flow::Client;
+use waylay_core::{HookKind, ManagerHandle};
+
+use crate::config::ProxyConfig;
+use crate::server_conn::PoolEntry;
+use crate::tls::{CertCache, UpstreamTls};
+
+/// Per proxy instance, shared by every worker (thread-safe).
+#[derive(Debug)]
+pub(crate) struct ProxyShared {
+    pub(crate) manager: ManagerHandle,
+    pub(crate) config: Arc<ArcSwap<ProxyConfig>>,
+    pub(crate) certs: Arc<CertCache>,
+    /// Client configs for dialing servers, by (insecure, trusted CA, ALPN offer).
+    pub(crate) client_tls: dashmap::DashMap<UpstreamKey, Arc<rustls::ClientConfig>>,
+    /// Live client connections, for shutdown.
+    pub(crate) connections: dashmap::DashMap<
+        waylay_core::flow::ConnectionId,
+        actix::Addr<crate::client_conn::ClientConnection>,
+    >,
+}
+
+/// Which upstream TLS configuration to use.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct UpstreamKey {
+    pub(crate) insecure: bool,
+    pub(crate) trusted_ca: Option<std::path::PathBuf>,
+    pub(crate) alpn: Vec<Vec<u8>>,
+}
+
+impl ProxyShared {
+    pub(crate) fn config(&self) -> Arc<ProxyConfig> {
+        self.config.load_full()
+    }
+
+    /// The rustls client configuration for dialing a server with `alpn` offered.
+    pub(crate) fn client_tls(
+        &self,
+        alpn: Vec<Vec<u8>>,
+    ) -> Result<Arc<rustls::ClientConfig>, crate::tls::TlsError> {
+        let cfg = self.config();
+        let key = UpstreamKey {
+            insecure: cfg.ssl_insecure,
+            trusted_ca: cfg.trusted_ca.clone(),
+            alpn,
+        };
+        if let Some(c) = self.client_tls.get(&key) {
+            return Ok(c.clone());
+        }
+        let c = crate::tls::client_config(&UpstreamTls {
+            insecure: key.insecure,
+            extra_ca_pem: key.trusted_ca.clone(),
+            alpn: key.alpn.clone(),
+        })?;
+        self.client_tls.insert(key, c.clone());
+        Ok(c)
+    }
+}
+
+/// Where a tunnel (after CONNECT) leads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Target {
+    pub(crate) scheme: &'static str,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+}
+
+/// Key of a pooled server connection.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct PoolKey {
+    pub(crate) tls: bool,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+}
+
+/// One client connection's state, shared by the futures serving it (all on one worker
+/// thread, hence `Rc`/`RefCell`; no borrow is held across an await).
+#[derive(Debug)]
+pub(crate) struct ConnCtx {
+    pub(crate) shared: Arc<ProxyShared>,
+    pub(crate) client: RefCell<Arc<Client>>,
+    /// Server connections of this client connection, by destination.
+    pub(crate) pool: RefCell<HashMap<PoolKey, Vec<PoolEntry>>>,
+    /// A server connection that failed during the TLS tunnel setup: requests in that tunnel
+    /// are answered 502 with this reason.
+    pub(crate) failed: RefCell<HashMap<PoolKey, String>>,
+}
+
+impl ConnCtx {
+    pub(crate) fn new(shared: Arc<ProxyShared>, client: Arc<Client>) -> Self {
+        Self {
+            shared,
+            client: RefCell::new(client),
+            pool: RefCell::default(),
+            failed: RefCell::default(),
+        }
+    }
+
+    pub(crate) fn client(&self) -> Arc<Client> {
+        self.client.borrow().clone()
+    }
+
+    pub(crate) fn manager(&self) -> &ManagerHandle {
+        &self.shared.manager
+    }
+
+    /// Fires `kind` with `payload` when some addon handles it; gives the payload back
+    /// (unchanged when nobody handles it). `None` only when the addon manager is gone
+    /// (shutdown): the caller then gives up on the connection.
+    pub(crate) async fn fire<P: std::any::Any + Send>(
+        &self,
+        kind: HookKind,
+        payload: Box<P>,
+    ) -> Option<Box<P>> {
+        fire(&self.shared.manager, kind, payload).await
+    }
+}
+
+/// See [`ConnCtx::fire`].
+pub(crate) async fn fire<P: std::any::Any + Send>(
+    manager: &ManagerHandle,
+    kind: HookKind,
+    payload: Box<P>,
+) -> Option<Box<P>> {
+    if !manager.handles(kind) {
+        return Some(payload);
+    }
+    match manager.fire(kind, payload).await {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::debug!(hook = kind.name(), error = %e, "hook not delivered");
+            None
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! Bodies between hyper's server and client sides: buffered for hooks up to a threshold,
+//! streamed beyond it, counted and limited either way.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+/// The error type of bodies flowing through the proxy.
+pub(crate) type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Called once when a streamed body ends: total bytes and the error, if it failed.
+pub(crate) type OnEnd = Box<dyn FnOnce(u64, Option<String>) + Send>;
+
+/// The body type waylay hands to hyper on both sides.
+pub(crate) struct ProxyBody {
+    /// Chunks already read (buffered), sent first.
+    prefix: VecDeque<Bytes>,
+    /// Trailers to send after everything.
+    trailers: Option<http::HeaderMap>,
+    /// The rest, still streaming from the other side.
+    rest: Option<Incoming>,
+    /// Bytes passed so far (prefix included).
+    seen: u64,
+    /// `body_size_limit`: the stream fails beyond it.
+    limit: Option<u64>,
+    /// Exact size when known.
+    exact: Option<u64>,
+    on_end: Option<OnEnd>,
+}
+
+impl std::fmt::Debug for ProxyBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyBody")
+            .field("seen", &self.seen)
+            .finish()
+    }
+}
+
+impl ProxyBody {
+    /// An empty body.
+    pub(crate) fn empty() -> Self {
+        Self::full(Bytes::new())
+    }
+
+    /// A body held in memory.
+    pub(crate) fn full(b: Bytes) -> Self {
+        let exact = Some(b.len() as u64);
+        let mut prefix = VecDeque::new();
+        if !b.is_empty() {
+            prefix.push_back(b);
+        }
+        Self {
+            prefix,
+            trailers: None,
+            rest: None,
+            seen: 0,
+            limit: None,
+            exact,
+            on_end: None,
+        }
+    }
+
+    /// A buffered body with trailers.
+    pub(crate) fn with_trailers(mut self, t: Option<http::HeaderMap>) -> Self {
+        if t.is_some() {
+            self.exact = None;
+        }
+        self.trailers = t;
+        self
+    }
+
+    /// Streams `prefix` chunks then `rest`.
+    pub(crate) fn streaming(prefix: Vec<Bytes>, rest: Incoming, limit: Option<u64>) -> Self {
+        Self {
+            prefix: prefix.into(),
+            trailers: None,
+            rest: Some(rest),
+            seen: 0,
+            limit,
+            exact: None,
+            on_end: None,
+        }
+    }
+
+    /// Sets the exact length (from `Content-Length`) so hyper frames it the same way.
+    pub(crate) fn with_exact(mut self, n: Option<u64>) -> Self {
+        self.exact = n;
+        self
+    }
+
+    /// Calls `f` once when the body has been fully passed on (or failed).
+    pub(crate) fn on_end(mut self, f: OnEnd) -> Self {
+        self.on_end = Some(f);
+        self
+    }
+
+    fn finish(&mut self, err: Option<String>) {
+        if let Some(f) = self.on_end.take() {
+            f(self.seen, err);
+        }
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        if self.on_end.is_some() {
+            let done = self.rest.is_none() && self.prefix.is_empty();
+            self.finish(if done {
+                None
+            } else {
+                Some("body not fully transferred".into())
+            });
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        if let Some(b) = this.prefix.pop_front() {
+            this.seen += b.len() as u64;
+            return Poll::Ready(Some(Ok(Frame::data(b))));
+        }
+        if let Some(rest) = this.rest.as_mut() {
+            match Pin::new(rest).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(d) = frame.data_ref() {
+                        this.seen += d.len() as u64;
+                        if let Some(limit) = this.limit
+                            && this.seen > limit
+                        {
+                            let msg = format!("body exceeds body_size_limit ({limit} bytes)");
+                            this.rest = None;
+                            this.finish(Some(msg.clone()));
+                            return Poll::Ready(Some(Err(msg.into())));
+                        }
+                    }
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    this.rest = None;
+                    this.finish(Some(e.to_string()));
+                    return Poll::Ready(Some(Err(Box::new(e))));
+                }
+                Poll::Ready(None) => {
+                    this.rest = None;
+                }
+            }
+        }
+        if let Some(t) = this.trailers.take() {
+            return Poll::Ready(Some(Ok(Frame::trailers(t))));
+        }
+        this.finish(None);
+        Poll::Ready(None)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.prefix.is_empty() && self.rest.is_none() && self.trailers.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.exact {
+            Some(n) => SizeHint::with_exact(n.saturating_sub(self.seen)),
+            None => {
+                let mut h = SizeHint::new();
+                let pre: u64 = self.prefix.iter().map(|b| b.len() as u64).sum();
+                h.set_lower(pre);
+                h
+            }
+        }
+    }
+}
+
+/// What reading a body for the hooks gave.
+pub(crate) enum Read {
+    /// The whole body, with trailers if any.
+    Complete(Bytes, Option<http::HeaderMap>),
+    /// More than the threshold: the chunks read so far and the rest of the stream.
+    TooLarge(Vec<Bytes>, Incoming),
+}
+
+/// Reads `body` into memory unless it exceeds `threshold` bytes.
+pub(crate) async fn read_up_to(mut body: Incoming, threshold: u64) -> Result<Read, hyper::Error> {
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut total = 0u64;
+    let mut trailers = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame?;
+        match frame.into_data() {
+            Ok(d) => {
+                total += d.len() as u64;
+                chunks.push(d);
+                if total > threshold {
+                    return Ok(Read::TooLarge(chunks, body));
+                }
+            }
+            Err(frame) => {
+                if let Ok(t) = frame.into_trailers() {
+                    trailers = Some(t);
+                }
+            }
+        }
+    }
+    let all = match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.pop().unwrap_or_default(),
+        _ => {
+            let mut v = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+            for c in &chunks {
+                v.extend_from_slice(c);
+            }
+            Bytes::from(v)
+        }
+    };
+    Ok(Read::Complete(all, trailers))
+}

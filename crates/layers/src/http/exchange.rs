@@ -1,0 +1,589 @@
+//! One request/response exchange: the flow is built from the client's request, walked
+//! through the hooks, forwarded (or answered by an addon), and the response walked back.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use hyper::body::Incoming;
+use waylay_core::flow::{
+    HttpFlow, Message, Release, Request, Response, now, reason_phrase, split_host_port,
+};
+use waylay_core::{FlowError, HookKind, ManagerHandle};
+
+use super::body::{ProxyBody, Read, read_up_to};
+use super::convert::{bodiless, headers_from, headers_to, strip_hop_by_hop, version_of};
+use crate::context::{ConnCtx, PoolKey, Target, fire};
+use crate::server_conn::{Forward, PoolEntry, checkout, evict};
+
+/// Returned to hyper to drop the connection (a killed flow).
+#[derive(Debug)]
+pub(crate) struct Killed;
+
+impl std::fmt::Display for Killed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("flow killed")
+    }
+}
+
+impl std::error::Error for Killed {}
+
+type HyperResponse = hyper::Response<ProxyBody>;
+
+/// A response made by waylay itself: the status and a one-line reason.
+pub(crate) fn error_response(status: StatusCode, reason: &str) -> HyperResponse {
+    let body = Bytes::from(format!("waylay: {reason}\n"));
+    let mut r = hyper::Response::new(ProxyBody::full(body.clone()));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    r
+}
+
+fn content_length(h: &HeaderMap) -> Option<u64> {
+    h.get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Sets `Content-Length` to the real body length when waylay sends a buffered body.
+fn fix_content_length(map: &mut HeaderMap, len: usize, had_length: bool) {
+    map.remove(TRANSFER_ENCODING);
+    if had_length || len > 0 || map.contains_key(CONTENT_LENGTH) {
+        map.insert(CONTENT_LENGTH, HeaderValue::from(len));
+    }
+}
+
+/// Waits while the flow is intercepted; `Err` when it was killed meanwhile or by the hook.
+async fn proceed(flow: &mut HttpFlow) -> Result<(), ()> {
+    if flow.intercepted() && flow.intercept_state().wait().await == Release::Killed {
+        flow.kill();
+    }
+    flow.intercept_state().reset();
+    if flow.killed() { Err(()) } else { Ok(()) }
+}
+
+/// Records `msg` as the flow's error, fires `error`, and logs it once.
+async fn flow_failed(manager: &ManagerHandle, mut flow: Box<HttpFlow>, msg: String) {
+    tracing::info!(client.addr = %flow.client.peername, url = %flow.request.url(), "{msg}");
+    flow.error = Some(FlowError::new(msg));
+    flow.live = false;
+    let _ = fire(manager, HookKind::Error, flow).await;
+}
+
+/// Answers `status` with `msg` and reports the flow's error.
+async fn fail(
+    ctx: &ConnCtx,
+    flow: Box<HttpFlow>,
+    status: StatusCode,
+    msg: String,
+) -> Result<HyperResponse, Killed> {
+    let resp = error_response(status, &msg);
+    flow_failed(ctx.manager(), flow, msg).await;
+    Ok(resp)
+}
+
+/// Drops the connection for a killed flow, after telling the addons.
+async fn killed(ctx: &ConnCtx, mut flow: Box<HttpFlow>) -> Result<HyperResponse, Killed> {
+    flow.live = false;
+    let _ = ctx.fire(HookKind::Error, flow).await;
+    Err(Killed)
+}
+
+/// Where a request goes: the tunnel's destination, or the absolute-form URL's.
+fn destination(
+    target: &Option<Target>,
+    uri: &http::Uri,
+) -> Result<(&'static str, String, u16, String), String> {
+    let authority = uri
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .unwrap_or_default();
+    if let Some(t) = target {
+        return Ok((t.scheme, t.host.clone(), t.port, authority));
+    }
+    let scheme = match uri.scheme_str() {
+        Some(s) if s.eq_ignore_ascii_case("http") => "http",
+        Some(s) if s.eq_ignore_ascii_case("https") => "https",
+        Some(s) => return Err(format!("unsupported URL scheme {s:?}")),
+        None => {
+            return Err("waylay is a proxy: the request target must be an absolute URL (http://host/path) or CONNECT host:port".into());
+        }
+    };
+    let default = if scheme == "https" { 443 } else { 80 };
+    let (host, port) = split_host_port(&authority, default)
+        .ok_or_else(|| format!("bad authority {authority:?} in request target"))?;
+    Ok((scheme, host, port, authority))
+}
+
+/// Serves one request from a client.
+pub(crate) async fn handle(
+    ctx: Rc<ConnCtx>,
+    target: Rc<Option<Target>>,
+    req: hyper::Request<Incoming>,
+) -> Result<HyperResponse, Killed> {
+    if req.method() == Method::CONNECT {
+        return crate::tunnel::connect(ctx, req).await;
+    }
+    let cfg = ctx.shared.config();
+    let manager = ctx.manager().clone();
+    let (scheme, host, port, authority) = match destination(&target, req.uri()) {
+        Ok(d) => d,
+        Err(msg) => {
+            tracing::info!(client.addr = %ctx.client().peername, "bad request: {msg}");
+            return Ok(error_response(StatusCode::BAD_REQUEST, &msg));
+        }
+    };
+    let absolute_form =
+        target.is_none() || req.uri().scheme().is_some() && req.version() != http::Version::HTTP_2;
+    let (parts, body) = req.into_parts();
+    let path = match parts.uri.path_and_query() {
+        Some(p) => p.as_str().to_owned(),
+        None => "/".to_owned(),
+    };
+    let mut message = Message::new(version_of(parts.version), headers_from(&parts.headers));
+    message.timestamp_start = now();
+    let request = Request {
+        method: parts.method.as_str().to_owned(),
+        scheme: scheme.to_owned(),
+        authority,
+        host,
+        port,
+        path,
+        message,
+    };
+    let mut flow = Box::new(HttpFlow::new(ctx.client(), request));
+
+    let declared_len = content_length(&parts.headers);
+    if let (Some(limit), Some(len)) = (cfg.body_size_limit, declared_len)
+        && len > limit
+    {
+        let msg = format!("request body of {len} bytes exceeds body_size_limit ({limit} bytes)");
+        return fail(&ctx, flow, StatusCode::PAYLOAD_TOO_LARGE, msg).await;
+    }
+
+    let Some(mut flow_) = ctx.fire(HookKind::RequestHeaders, flow).await else {
+        return Err(Killed);
+    };
+    if proceed(&mut flow_).await.is_err() {
+        return killed(&ctx, flow_).await;
+    }
+    flow = flow_;
+
+    // The request body: buffered for the `request` hook, streamed when nobody looks at it or
+    // it is larger than `stream_large_bodies`.
+    let mut req_body: Option<ProxyBody> = None;
+    if flow.response.is_none() {
+        if manager.handles(HookKind::Request) {
+            match read_up_to(body, cfg.stream_large_bodies).await {
+                Ok(Read::Complete(b, trailers)) => {
+                    if let Some(limit) = cfg.body_size_limit
+                        && b.len() as u64 > limit
+                    {
+                        let msg = format!("request body exceeds body_size_limit ({limit} bytes)");
+                        return fail(&ctx, flow, StatusCode::PAYLOAD_TOO_LARGE, msg).await;
+                    }
+                    flow.request.raw_content = Some(b);
+                    flow.request.trailers = trailers.as_ref().map(headers_from);
+                    flow.request.timestamp_end = Some(now());
+                }
+                Ok(Read::TooLarge(chunks, rest)) => {
+                    flow.request.stream = true;
+                    req_body = Some(ProxyBody::streaming(chunks, rest, cfg.body_size_limit));
+                }
+                Err(e) => {
+                    let msg = format!("client disconnected while sending the request body: {e}");
+                    flow_failed(&manager, flow, msg).await;
+                    return Err(Killed);
+                }
+            }
+            let Some(mut f) = ctx.fire(HookKind::Request, flow).await else {
+                return Err(Killed);
+            };
+            if proceed(&mut f).await.is_err() {
+                return killed(&ctx, f).await;
+            }
+            flow = f;
+        } else {
+            flow.request.stream = true;
+            req_body = Some(
+                ProxyBody::streaming(Vec::new(), body, cfg.body_size_limit)
+                    .with_exact(declared_len),
+            );
+        }
+    }
+
+    // An addon answered: the server is never contacted.
+    if flow.response.is_some() {
+        return respond_from_flow(&ctx, flow, None).await;
+    }
+
+    let key = PoolKey {
+        tls: flow.request.scheme == "https",
+        host: flow.request.host.clone(),
+        port: flow.request.port,
+    };
+    let upstream_extensions = parts.extensions;
+    let mut attempt = 0;
+    let mut req_body = req_body;
+    let (entry, resp) = loop {
+        attempt += 1;
+        let entry = match checkout(&ctx, &key).await {
+            Ok(e) => e,
+            Err(e) => return fail(&ctx, flow, StatusCode::BAD_GATEWAY, e.to_string()).await,
+        };
+        let reused = entry.used.get();
+        let body = match req_body.take() {
+            Some(b) => b,
+            None => buffered_body(&flow),
+        };
+        let upstream =
+            match build_upstream(&flow, &upstream_extensions, body, entry.h2, absolute_form) {
+                Ok(r) => r,
+                Err(msg) => return fail(&ctx, flow, StatusCode::BAD_GATEWAY, msg).await,
+            };
+        if !entry.h2 {
+            entry.busy.set(true);
+        }
+        entry.used.set(true);
+        match entry.addr.send(Forward(upstream)).await {
+            Ok(Ok(resp)) => break (entry, resp),
+            Ok(Err(msg)) => {
+                evict(&ctx, &key, &entry);
+                // A kept-alive connection the server closed meanwhile: retry once on a new
+                // one if the request body can be sent again.
+                if reused && attempt == 1 && !flow.request.stream {
+                    tracing::debug!(server.addr = %entry.server.address, "retrying on a new connection: {msg}");
+                    continue;
+                }
+                let reason = format!("server {} failed: {msg}", entry.server.address);
+                return fail(&ctx, flow, StatusCode::BAD_GATEWAY, reason).await;
+            }
+            Err(_) => {
+                evict(&ctx, &key, &entry);
+                let reason = format!("server connection to {} is gone", entry.server.address);
+                return fail(&ctx, flow, StatusCode::BAD_GATEWAY, reason).await;
+            }
+        }
+    };
+    flow.server = Some(entry.server.clone());
+    response_phase(&ctx, flow, entry, resp).await
+}
+
+fn buffered_body(flow: &HttpFlow) -> ProxyBody {
+    let raw = flow.request.raw_content.clone().unwrap_or_default();
+    let trailers = flow.request.trailers.as_ref().map(headers_to);
+    ProxyBody::full(raw).with_trailers(trailers)
+}
+
+/// The request as it goes to the server: the flow's (possibly changed) request, hop-by-hop
+/// headers removed, framed for the server's protocol.
+fn build_upstream(
+    flow: &HttpFlow,
+    extensions: &http::Extensions,
+    body: ProxyBody,
+    h2: bool,
+    absolute_form: bool,
+) -> Result<hyper::Request<ProxyBody>, String> {
+    let r = &flow.request;
+    let method = Method::from_bytes(r.method.as_bytes())
+        .map_err(|_| format!("invalid method {:?}", r.method))?;
+    let mut headers = headers_to(&r.headers);
+    strip_hop_by_hop(&mut headers, false);
+    // The body was already read (or is streamed on demand): the client got its 100 Continue.
+    headers.remove(EXPECT);
+    let default_port = if r.scheme == "https" { 443 } else { 80 };
+    let host_port = if r.port == default_port {
+        if r.host.contains(':') {
+            format!("[{}]", r.host)
+        } else {
+            r.host.clone()
+        }
+    } else if r.host.contains(':') {
+        format!("[{}]:{}", r.host, r.port)
+    } else {
+        format!("{}:{}", r.host, r.port)
+    };
+    let authority = if h2 {
+        headers
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned)
+            .unwrap_or_else(|| {
+                if r.authority.is_empty() {
+                    host_port.clone()
+                } else {
+                    r.authority.clone()
+                }
+            })
+    } else {
+        String::new()
+    };
+    if h2 {
+        headers.remove(HOST);
+    } else if absolute_form && !r.authority.is_empty() {
+        // RFC 9112 §3.2.2: for absolute-form requests the URL's authority wins over Host.
+        let a = HeaderValue::from_str(&r.authority).map_err(|_| "invalid authority".to_owned())?;
+        headers.insert(HOST, a);
+    } else if !headers.contains_key(HOST) {
+        let a = if r.authority.is_empty() {
+            host_port.clone()
+        } else {
+            r.authority.clone()
+        };
+        let a = HeaderValue::from_str(&a).map_err(|_| "invalid host".to_owned())?;
+        headers.insert(HOST, a);
+    }
+    if let Some(raw) = &r.raw_content
+        && !r.stream
+    {
+        let had = headers.contains_key(CONTENT_LENGTH);
+        fix_content_length(&mut headers, raw.len(), had);
+    }
+    let uri = if h2 {
+        format!("{}://{}{}", r.scheme, authority, r.path)
+    } else if r.path.is_empty() {
+        "/".to_owned()
+    } else {
+        r.path.clone()
+    };
+    let mut req = hyper::Request::new(body);
+    *req.method_mut() = method;
+    *req.uri_mut() = uri
+        .parse()
+        .map_err(|e| format!("invalid request target {uri:?}: {e}"))?;
+    *req.version_mut() = if h2 {
+        http::Version::HTTP_2
+    } else {
+        http::Version::HTTP_11
+    };
+    *req.headers_mut() = headers;
+    if !h2 {
+        *req.extensions_mut() = extensions.clone();
+    }
+    Ok(req)
+}
+
+/// Reads the server's response into the flow, runs the response hooks, and answers the
+/// client.
+async fn response_phase(
+    ctx: &Rc<ConnCtx>,
+    mut flow: Box<HttpFlow>,
+    entry: PoolEntry,
+    resp: hyper::Response<Incoming>,
+) -> Result<HyperResponse, Killed> {
+    let cfg = ctx.shared.config();
+    let manager = ctx.manager().clone();
+    let (parts, body) = resp.into_parts();
+    let status = parts.status.as_u16();
+    let reason = parts
+        .extensions
+        .get::<hyper::ext::ReasonPhrase>()
+        .map(|r| String::from_utf8_lossy(r.as_bytes()).into_owned())
+        .unwrap_or_else(|| reason_phrase(status).to_owned());
+    let mut message = Message::new(version_of(parts.version), headers_from(&parts.headers));
+    message.timestamp_start = now();
+    flow.response = Some(Response {
+        status_code: status,
+        reason,
+        message,
+    });
+
+    let release = {
+        let busy = entry.busy.clone();
+        move || busy.set(false)
+    };
+    let Some(mut f) = ctx.fire(HookKind::ResponseHeaders, flow).await else {
+        release();
+        return Err(Killed);
+    };
+    if proceed(&mut f).await.is_err() {
+        release();
+        return killed(ctx, f).await;
+    }
+    flow = f;
+
+    let no_body = bodiless(&flow.request.method, status);
+    let declared_len = content_length(&parts.headers);
+    if let (Some(limit), Some(len)) = (cfg.body_size_limit, declared_len)
+        && len > limit
+        && !no_body
+    {
+        release();
+        let msg = format!("response body of {len} bytes exceeds body_size_limit ({limit} bytes)");
+        return fail(ctx, flow, StatusCode::BAD_GATEWAY, msg).await;
+    }
+
+    if manager.handles(HookKind::Response) {
+        match read_up_to(body, if no_body { 0 } else { cfg.stream_large_bodies }).await {
+            Ok(Read::Complete(b, trailers)) => {
+                release();
+                if let Some(limit) = cfg.body_size_limit
+                    && b.len() as u64 > limit
+                {
+                    let msg = format!("response body exceeds body_size_limit ({limit} bytes)");
+                    return fail(ctx, flow, StatusCode::BAD_GATEWAY, msg).await;
+                }
+                if let Some(r) = flow.response.as_mut() {
+                    r.raw_content = Some(b);
+                    r.trailers = trailers.as_ref().map(headers_from);
+                    r.timestamp_end = Some(now());
+                }
+                respond_from_flow(ctx, flow, Some(parts.extensions)).await
+            }
+            Ok(Read::TooLarge(chunks, rest)) => {
+                if let Some(r) = flow.response.as_mut() {
+                    r.stream = true;
+                }
+                let body = ProxyBody::streaming(chunks, rest, cfg.body_size_limit);
+                Ok(stream_to_client(
+                    ctx,
+                    flow,
+                    parts.extensions,
+                    body,
+                    declared_len,
+                    Box::new(release),
+                ))
+            }
+            Err(e) => {
+                release();
+                let msg = format!(
+                    "server {} failed while sending the response body: {e}",
+                    entry.server.address
+                );
+                fail(ctx, flow, StatusCode::BAD_GATEWAY, msg).await
+            }
+        }
+    } else {
+        if let Some(r) = flow.response.as_mut() {
+            r.stream = true;
+        }
+        let body = ProxyBody::streaming(Vec::new(), body, cfg.body_size_limit);
+        Ok(stream_to_client(
+            ctx,
+            flow,
+            parts.extensions,
+            body,
+            declared_len,
+            Box::new(release),
+        ))
+    }
+}
+
+/// The client's response head built from the flow's response.
+fn response_head(
+    resp: &Response,
+    extensions: Option<http::Extensions>,
+) -> Result<hyper::Response<()>, String> {
+    let status = StatusCode::from_u16(resp.status_code)
+        .map_err(|_| format!("invalid status code {}", resp.status_code))?;
+    let mut headers = headers_to(&resp.headers);
+    strip_hop_by_hop(&mut headers, false);
+    let mut r = hyper::Response::new(());
+    *r.status_mut() = status;
+    *r.headers_mut() = headers;
+    if let Some(ext) = extensions {
+        *r.extensions_mut() = ext;
+    }
+    if resp.reason != reason_phrase(resp.status_code)
+        && let Ok(rp) = hyper::ext::ReasonPhrase::try_from(resp.reason.clone().into_bytes())
+    {
+        r.extensions_mut().insert(rp);
+    } else {
+        r.extensions_mut().remove::<hyper::ext::ReasonPhrase>();
+    }
+    Ok(r)
+}
+
+/// Answers the client with the flow's buffered response, after the `response` hook.
+async fn respond_from_flow(
+    ctx: &Rc<ConnCtx>,
+    flow: Box<HttpFlow>,
+    extensions: Option<http::Extensions>,
+) -> Result<HyperResponse, Killed> {
+    let Some(mut flow) = ctx.fire(HookKind::Response, flow).await else {
+        return Err(Killed);
+    };
+    if proceed(&mut flow).await.is_err() {
+        return killed(ctx, flow).await;
+    }
+    let Some(resp) = flow.response.as_ref() else {
+        return fail(
+            ctx,
+            flow,
+            StatusCode::BAD_GATEWAY,
+            "an addon removed the response".into(),
+        )
+        .await;
+    };
+    let head = match response_head(resp, extensions) {
+        Ok(h) => h,
+        Err(msg) => return fail(ctx, flow, StatusCode::BAD_GATEWAY, msg).await,
+    };
+    let raw = resp.raw_content.clone().unwrap_or_default();
+    let trailers = resp.trailers.as_ref().map(headers_to);
+    let (mut head, ()) = head.into_parts();
+    if !bodiless(&flow.request.method, resp.status_code) {
+        let had = head.headers.contains_key(CONTENT_LENGTH);
+        fix_content_length(&mut head.headers, raw.len(), had || trailers.is_none());
+    }
+    Ok(hyper::Response::from_parts(
+        head,
+        ProxyBody::full(raw).with_trailers(trailers),
+    ))
+}
+
+/// Streams the server's response body to the client; the `response` (or `error`) hook fires
+/// when the body has been passed on.
+fn stream_to_client(
+    ctx: &Rc<ConnCtx>,
+    flow: Box<HttpFlow>,
+    extensions: http::Extensions,
+    body: ProxyBody,
+    declared_len: Option<u64>,
+    release: Box<dyn FnOnce() + Send>,
+) -> HyperResponse {
+    let manager = ctx.manager().clone();
+    let head = match flow
+        .response
+        .as_ref()
+        .map(|r| response_head(r, Some(extensions)))
+    {
+        Some(Ok(h)) => h,
+        Some(Err(msg)) => return error_response(StatusCode::BAD_GATEWAY, &msg),
+        None => return error_response(StatusCode::BAD_GATEWAY, "an addon removed the response"),
+    };
+    let mut flow = Some(flow);
+    let body = body
+        .with_exact(declared_len)
+        .on_end(Box::new(move |n, err| {
+            release();
+            let Some(mut flow) = flow.take() else { return };
+            actix::spawn(async move {
+                match err {
+                    None => {
+                        if let Some(r) = flow.response.as_mut() {
+                            r.timestamp_end = Some(now());
+                        }
+                        flow.metadata.insert("response_size".into(), n.into());
+                        let _ = fire(&manager, HookKind::Response, flow).await;
+                    }
+                    Some(e) => {
+                        flow_failed(
+                            &manager,
+                            flow,
+                            format!("response body transfer failed: {e}"),
+                        )
+                        .await
+                    }
+                }
+            });
+        }));
+    let (head, ()) = head.into_parts();
+    hyper::Response::from_parts(head, body)
+}

@@ -1,0 +1,63 @@
+//! HTTP/1 and HTTP/2 towards clients (hyper's server side) and servers (its client side).
+
+pub(crate) mod body;
+pub(crate) mod convert;
+mod exchange;
+
+use std::rc::Rc;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+
+use crate::context::{ConnCtx, Target};
+use crate::io::Io;
+use crate::rt::LocalExec;
+
+pub(crate) use exchange::{Killed, error_response};
+
+/// Serves HTTP/1.x requests from a client stream until it closes. `target` is the tunnel's
+/// destination (after CONNECT), `None` for the proxy's own port (absolute-form requests).
+pub(crate) async fn serve_h1<I: Io>(ctx: Rc<ConnCtx>, io: I, target: Option<Target>) {
+    let cfg = ctx.shared.config();
+    let target = Rc::new(target);
+    let svc_ctx = ctx.clone();
+    let service = service_fn(move |req| exchange::handle(svc_ctx.clone(), target.clone(), req));
+    let conn = hyper::server::conn::http1::Builder::new()
+        .preserve_header_case(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.header_timeout)
+        .max_buf_size(cfg.max_header_size)
+        .pipeline_flush(true)
+        .half_close(false)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    if let Err(e) = conn.await {
+        log_conn_error(&ctx, &e);
+    }
+}
+
+/// Serves HTTP/2 requests from a client stream until it closes.
+pub(crate) async fn serve_h2<I: Io>(ctx: Rc<ConnCtx>, io: I, target: Option<Target>) {
+    let target = Rc::new(target);
+    let svc_ctx = ctx.clone();
+    let service = service_fn(move |req| exchange::handle(svc_ctx.clone(), target.clone(), req));
+    let conn = hyper::server::conn::http2::Builder::new(LocalExec)
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256)
+        .serve_connection(TokioIo::new(io), service);
+    if let Err(e) = conn.await {
+        log_conn_error(&ctx, &e);
+    }
+}
+
+fn log_conn_error(ctx: &ConnCtx, e: &hyper::Error) {
+    let client = ctx.client();
+    // A client going away between requests is normal; a malformed request is worth a line.
+    if e.is_incomplete_message() || e.is_canceled() {
+        tracing::debug!(client.addr = %client.peername, error = %e, "client connection ended");
+    } else if e.is_parse() || e.is_parse_too_large() || e.is_timeout() {
+        tracing::info!(client.addr = %client.peername, "client error: {}", crate::server_conn::describe(e));
+    } else {
+        tracing::debug!(client.addr = %client.peername, "client connection ended: {}", crate::server_conn::describe(e));
+    }
+}

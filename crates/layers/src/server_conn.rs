@@ -1,0 +1,386 @@
+//! The `ServerConnection` actor: one connection from waylay to a server, with its dialing,
+//! TLS, hyper client connection and the `server_connect` / `server_disconnect` events.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use waylay_core::HookKind;
+use waylay_core::flow::{Address, Server, TlsInfo, now};
+use waylay_core::hooks::{ServerConnectionHookData, Side, TlsData};
+
+use crate::context::{ConnCtx, PoolKey, fire};
+use crate::error::ServerError;
+use crate::http::body::ProxyBody;
+use crate::rt::LocalExec;
+
+enum Sender {
+    H1(http1::SendRequest<ProxyBody>),
+    H2(http2::SendRequest<ProxyBody>),
+}
+
+/// Forwards one request on this server connection; answers the response head.
+#[derive(Debug)]
+pub(crate) struct Forward(pub(crate) hyper::Request<ProxyBody>);
+
+impl Message for Forward {
+    type Result = Result<hyper::Response<Incoming>, String>;
+}
+
+/// The actor owning one server connection's request sender. The connection's IO driver runs
+/// as its own task (never inside an actor's waiting future, where it would starve).
+pub(crate) struct ServerConnection {
+    sender: Option<Sender>,
+}
+
+impl std::fmt::Debug for ServerConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConnection").finish_non_exhaustive()
+    }
+}
+
+impl Actor for ServerConnection {
+    type Context = Context<Self>;
+}
+
+impl Handler<Forward> for ServerConnection {
+    type Result = ActorResponse<Self, Result<hyper::Response<Incoming>, String>>;
+
+    fn handle(&mut self, Forward(req): Forward, _ctx: &mut Self::Context) -> Self::Result {
+        match self.sender.take() {
+            Some(Sender::H2(s)) => {
+                // HTTP/2 multiplexes: every request gets its own clone, nothing waits.
+                let mut s2 = s.clone();
+                self.sender = Some(Sender::H2(s));
+                ActorResponse::r#async(
+                    async move { s2.send_request(req).await.map_err(|e| describe(&e)) }
+                        .into_actor(self),
+                )
+            }
+            Some(Sender::H1(mut s)) => {
+                // HTTP/1 carries one exchange at a time: the sender is moved into the request's
+                // future and back, and the actor answers nothing else meanwhile.
+                let fut = async move {
+                    let r = match s.ready().await {
+                        Ok(()) => s.send_request(req).await.map_err(|e| describe(&e)),
+                        Err(e) => Err(describe(&e)),
+                    };
+                    (s, r)
+                };
+                ActorResponse::r#async(fut.into_actor(self).map(|(s, r), act, _| {
+                    act.sender = Some(Sender::H1(s));
+                    r
+                }))
+            }
+            None => {
+                // Only if an earlier exchange's future was dropped half-way.
+                ActorResponse::reply(Err("server connection is no longer usable".to_owned()))
+            }
+        }
+    }
+}
+
+/// A pooled server connection of a client connection.
+#[derive(Debug, Clone)]
+pub(crate) struct PoolEntry {
+    pub(crate) addr: Addr<ServerConnection>,
+    pub(crate) server: Arc<Server>,
+    pub(crate) h2: bool,
+    /// Set by the IO driver when the connection ends.
+    pub(crate) closed: Rc<Cell<bool>>,
+    /// Set while an HTTP/1 exchange is in flight (until its response body ends).
+    pub(crate) busy: Arc<Flag>,
+    /// Set once a request was sent on it (a failure then may be a stale keep-alive).
+    pub(crate) used: Rc<Cell<bool>>,
+}
+
+impl PoolEntry {
+    pub(crate) fn usable(&self) -> bool {
+        !self.closed.get() && (self.h2 || !self.busy.get())
+    }
+}
+
+/// A boolean shared with a body that may be dropped on another thread's schedule.
+#[derive(Debug, Default)]
+pub(crate) struct Flag(std::sync::atomic::AtomicBool);
+
+impl Flag {
+    pub(crate) fn get(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+    pub(crate) fn set(&self, v: bool) {
+        self.0.store(v, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// What to dial.
+#[derive(Debug, Clone)]
+pub(crate) struct DialSpec {
+    pub(crate) address: Address,
+    /// TLS: the SNI to send (None: no SNI, e.g. IP literals) and the ALPN to offer.
+    pub(crate) tls: Option<(Option<String>, Vec<Vec<u8>>)>,
+}
+
+/// Takes a usable pooled connection for `key`, or dials one and pools it.
+pub(crate) async fn checkout(ctx: &Rc<ConnCtx>, key: &PoolKey) -> Result<PoolEntry, ServerError> {
+    if let Some(reason) = ctx.failed.borrow().get(key) {
+        return Err(ServerError::Earlier(reason.clone()));
+    }
+    {
+        let mut pool = ctx.pool.borrow_mut();
+        if let Some(list) = pool.get_mut(key) {
+            list.retain(|e| !e.closed.get());
+            if let Some(e) = list.iter().find(|e| e.usable()) {
+                return Ok(e.clone());
+            }
+        }
+    }
+    let alpn = if ctx.shared.config().http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
+    let spec = DialSpec {
+        address: Address::new(key.host.clone(), key.port),
+        tls: key.tls.then(|| (sni_for(&key.host), alpn)),
+    };
+    let entry = dial(ctx, spec).await?;
+    ctx.pool
+        .borrow_mut()
+        .entry(key.clone())
+        .or_default()
+        .push(entry.clone());
+    Ok(entry)
+}
+
+/// The SNI to send for `host`: none for IP literals (RFC 6066 forbids them).
+pub(crate) fn sni_for(host: &str) -> Option<String> {
+    host.parse::<std::net::IpAddr>()
+        .is_err()
+        .then(|| host.to_owned())
+}
+
+fn tls_version_name(v: Option<rustls::ProtocolVersion>) -> Option<String> {
+    v.map(|v| match v {
+        rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3".to_owned(),
+        rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2".to_owned(),
+        other => format!("{other:?}"),
+    })
+}
+
+/// Dials a server: `server_connect`, TCP, TLS (with its hooks), the HTTP handshake; starts
+/// the actor and the IO driver, which fires `server_disconnect` when the connection ends.
+pub(crate) async fn dial(ctx: &Rc<ConnCtx>, spec: DialSpec) -> Result<PoolEntry, ServerError> {
+    let client = ctx.client();
+    let mut server = Server::new(spec.address.clone());
+    server.tls = spec.tls.is_some();
+    server.sni = spec.tls.as_ref().and_then(|(sni, _)| sni.clone());
+    server.timestamp_start = Some(now());
+    let data = Box::new(ServerConnectionHookData {
+        client: client.clone(),
+        server,
+    });
+    let data = ctx
+        .fire(HookKind::ServerConnect, data)
+        .await
+        .ok_or_else(|| shutting_down(&spec))?;
+    let mut server = data.server;
+    let addr_text = server.address.to_string();
+    if let Some(reason) = server.error.clone() {
+        return Err(ServerError::Refused {
+            addr: addr_text,
+            reason,
+        });
+    }
+    let cfg = ctx.shared.config();
+    let connect = TcpStream::connect((server.address.host.as_str(), server.address.port));
+    let tcp = match tokio::time::timeout(cfg.connect_timeout, connect).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            return Err(ServerError::Connect {
+                addr: addr_text,
+                reason: e.to_string(),
+            });
+        }
+        Err(_) => {
+            return Err(ServerError::Connect {
+                addr: addr_text,
+                reason: format!("timed out after {}s", cfg.connect_timeout.as_secs()),
+            });
+        }
+    };
+    let _ = tcp.set_nodelay(true);
+    server.peername = tcp.peer_addr().ok();
+    server.sockname = tcp.local_addr().ok();
+    server.timestamp_tcp_setup = Some(now());
+
+    let (io, h2): (crate::io::BoxIo, bool) = match &spec.tls {
+        None => (Box::new(tcp), false),
+        Some((sni, alpn)) => {
+            let mut data = Box::new(TlsData {
+                side: Side::Server,
+                client: client.clone(),
+                server: Some(server.clone()),
+                sni: sni.clone(),
+                alpn_offers: alpn
+                    .iter()
+                    .map(|p| String::from_utf8_lossy(p).into_owned())
+                    .collect(),
+                alpn: None,
+                error: None,
+            });
+            data = ctx
+                .fire(HookKind::TlsStartServer, data)
+                .await
+                .ok_or_else(|| shutting_down(&spec))?;
+            let alpn: Vec<Vec<u8>> = data
+                .alpn_offers
+                .iter()
+                .map(|p| p.as_bytes().to_vec())
+                .collect();
+            let config = ctx.shared.client_tls(alpn).map_err(|e| ServerError::Tls {
+                addr: addr_text.clone(),
+                reason: e.to_string(),
+            })?;
+            // Without SNI (IP literal), rustls verifies against the IP address.
+            let name_text = data
+                .sni
+                .clone()
+                .unwrap_or_else(|| server.address.host.clone());
+            let name = rustls_pki_types::ServerName::try_from(name_text.clone()).map_err(|_| {
+                ServerError::Tls {
+                    addr: addr_text.clone(),
+                    reason: format!("invalid server name {name_text:?}"),
+                }
+            })?;
+            let connector = tokio_rustls::TlsConnector::from(config);
+            match connector.connect(name, tcp).await {
+                Ok(tls) => {
+                    let (_, conn) = tls.get_ref();
+                    let alpn = conn
+                        .alpn_protocol()
+                        .map(|p| String::from_utf8_lossy(p).into_owned());
+                    let info = TlsInfo {
+                        sni: data.sni.clone(),
+                        alpn: alpn.clone(),
+                        alpn_offers: data.alpn_offers.clone(),
+                        version: tls_version_name(conn.protocol_version()),
+                        cipher: conn
+                            .negotiated_cipher_suite()
+                            .map(|c| format!("{:?}", c.suite())),
+                        certificate_list: conn
+                            .peer_certificates()
+                            .map(|c| c.iter().map(|d| bytes::Bytes::copy_from_slice(d)).collect())
+                            .unwrap_or_default(),
+                    };
+                    server.tls_info = Some(info);
+                    server.timestamp_tls_setup = Some(now());
+                    data.server = Some(server.clone());
+                    data.alpn = alpn.clone();
+                    let _ = ctx.fire(HookKind::TlsEstablishedServer, data).await;
+                    (Box::new(tls), alpn.as_deref() == Some("h2"))
+                }
+                Err(e) => {
+                    let reason = crate::tls::describe_tls_error(&e);
+                    data.error = Some(reason.clone());
+                    let _ = ctx.fire(HookKind::TlsFailedServer, data).await;
+                    return Err(ServerError::Tls {
+                        addr: addr_text,
+                        reason,
+                    });
+                }
+            }
+        }
+    };
+
+    let closed = Rc::new(Cell::new(false));
+    let server = Arc::new(server);
+    let sender = if h2 {
+        let (s, conn) = http2::Builder::new(LocalExec)
+            .timer(hyper_util::rt::TokioTimer::new())
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| ServerError::Protocol {
+                addr: addr_text.clone(),
+                reason: e.to_string(),
+            })?;
+        spawn_driver(ctx, server.clone(), closed.clone(), conn);
+        Sender::H2(s)
+    } else {
+        let (s, conn) = http1::Builder::new()
+            .preserve_header_case(true)
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| ServerError::Protocol {
+                addr: addr_text.clone(),
+                reason: e.to_string(),
+            })?;
+        spawn_driver(ctx, server.clone(), closed.clone(), conn);
+        Sender::H1(s)
+    };
+    let addr = ServerConnection {
+        sender: Some(sender),
+    }
+    .start();
+    Ok(PoolEntry {
+        addr,
+        server,
+        h2,
+        closed,
+        busy: Arc::default(),
+        used: Rc::default(),
+    })
+}
+
+fn shutting_down(spec: &DialSpec) -> ServerError {
+    ServerError::Connect {
+        addr: spec.address.to_string(),
+        reason: "proxy is shutting down".into(),
+    }
+}
+
+fn spawn_driver<F, E>(ctx: &Rc<ConnCtx>, server: Arc<Server>, closed: Rc<Cell<bool>>, conn: F)
+where
+    F: std::future::Future<Output = Result<(), E>> + 'static,
+    E: std::fmt::Display,
+{
+    let manager = ctx.manager().clone();
+    let client = ctx.client();
+    actix::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(server.addr = %server.address, error = %e, "server connection ended");
+        }
+        closed.set(true);
+        let mut s = Server::clone(&server);
+        s.timestamp_end = Some(now());
+        let data = Box::new(ServerConnectionHookData { client, server: s });
+        let _ = fire(&manager, HookKind::ServerDisconnect, data).await;
+    });
+}
+
+/// Removes `entry` from the pool (after a failure on it).
+pub(crate) fn evict(ctx: &ConnCtx, key: &PoolKey, entry: &PoolEntry) {
+    if let Some(list) = ctx.pool.borrow_mut().get_mut(key) {
+        list.retain(|e| e.addr != entry.addr);
+    }
+}
+
+/// A hyper error with its causes, on one line.
+pub(crate) fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        let c_text = c.to_string();
+        if !s.contains(&c_text) {
+            s.push_str(": ");
+            s.push_str(&c_text);
+        }
+        src = c.source();
+    }
+    s
+}

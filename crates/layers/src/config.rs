@@ -59,13 +59,11 @@ fn secs(o: &Options, name: &str) -> Duration {
 
 /// Expands a leading `~` to the home directory.
 pub(crate) fn expand_home(p: &str) -> PathBuf {
-    if let Some(rest) = p
-        .strip_prefix("~/")
-        .or_else(|| p.strip_prefix('~').filter(|r| r.is_empty()))
+    let rest = if p == "~" { Some("") } else { p.strip_prefix("~/") };
+    if let Some(rest) = rest
+        && let Some(home) = std::env::var_os("HOME")
     {
-        if let Some(home) = std::env::var_os("HOME") {
-            return PathBuf::from(home).join(rest);
-        }
+        return PathBuf::from(home).join(rest);
     }
     PathBuf::from(p)
 }

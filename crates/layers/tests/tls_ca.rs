@@ -1,3 +1,4 @@
+#![expect(clippy::unwrap_used, reason = "test helpers panic on failure")]
 //! Loading, creating and persisting the CA.
 
 mod tls_support;

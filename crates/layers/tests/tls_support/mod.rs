@@ -14,10 +14,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 /// A directory under the system temp dir, removed on drop.
-pub struct TempDir(PathBuf);
+pub(crate) struct TempDir(PathBuf);
 
 impl TempDir {
-    pub fn new(label: &str) -> Self {
+    pub(crate) fn new(label: &str) -> Self {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let path = std::env::temp_dir().join(format!(
             "waylay-tls-test-{}-{}-{}",
@@ -30,7 +30,7 @@ impl TempDir {
         Self(path)
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 }
@@ -42,7 +42,7 @@ impl Drop for TempDir {
 }
 
 /// Runs `openssl` with `args` in `dir`; `None` if openssl is not installed.
-pub fn openssl(dir: &Path, args: &[&str]) -> Option<()> {
+pub(crate) fn openssl(dir: &Path, args: &[&str]) -> Option<()> {
     match Command::new("openssl").args(args).current_dir(dir).output() {
         Ok(out) if out.status.success() => Some(()),
         Ok(out) => panic!(
@@ -59,7 +59,7 @@ pub fn openssl(dir: &Path, args: &[&str]) -> Option<()> {
 
 /// Accepts one TLS connection on a loopback port; the server task writes
 /// "ok" after the handshake and yields the negotiated ALPN protocol.
-pub async fn serve_once(
+pub(crate) async fn serve_once(
     config: Arc<ServerConfig>,
 ) -> (
     SocketAddr,
@@ -80,7 +80,7 @@ pub async fn serve_once(
 
 /// Connects to `addr` presenting `server_name`, reads the server's "ok" and
 /// returns the negotiated ALPN protocol.
-pub async fn connect(
+pub(crate) async fn connect(
     config: Arc<ClientConfig>,
     addr: SocketAddr,
     server_name: &str,
@@ -95,7 +95,7 @@ pub async fn connect(
 }
 
 /// A client that trusts exactly `ca` and offers `alpn`.
-pub fn client_trusting(ca: &CertificateDer<'static>, alpn: &[&[u8]]) -> Arc<ClientConfig> {
+pub(crate) fn client_trusting(ca: &CertificateDer<'static>, alpn: &[&[u8]]) -> Arc<ClientConfig> {
     let mut roots = RootCertStore::empty();
     roots.add(ca.clone()).expect("add CA root");
     let mut config = ClientConfig::builder_with_provider(waylay_layers::tls::provider())

@@ -103,8 +103,25 @@ async fn serve(shared: Arc<ProxyShared>, socket: std::net::TcpStream) {
     let mut first = [0u8; 24];
     let n = tcp.peek(&mut first).await.unwrap_or(0);
     if n > 0 {
-        if detect(&first[..n]) == Detected::Http2 || first[..n].starts_with(b"PRI ") {
+        let kind = detect(&first[..n]);
+        if kind == Detected::Http2 || first[..n].starts_with(b"PRI ") {
             crate::http::serve_h2(ctx.clone(), tcp, None).await;
+        } else if kind == Detected::Other {
+            // Not an HTTP request line (nor TLS, which a regular-mode proxy port does not
+            // take): one clear line, then close.
+            let reason = if kind == Detected::Other && first[0] == 0x16 {
+                "waylay: this is an HTTP proxy port; TLS must go through CONNECT"
+            } else {
+                "waylay: malformed request line"
+            };
+            tracing::info!(client.addr = %peer, "bad request: {reason}");
+            let msg = format!(
+                "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reason}\n",
+                reason.len() + 1
+            );
+            let mut tcp = tcp;
+            let _ = tokio::io::AsyncWriteExt::write_all(&mut tcp, msg.as_bytes()).await;
+            let _ = tokio::io::AsyncWriteExt::shutdown(&mut tcp).await;
         } else {
             crate::http::serve_h1(ctx.clone(), tcp, None).await;
         }

@@ -59,7 +59,11 @@ fn secs(o: &Options, name: &str) -> Duration {
 
 /// Expands a leading `~` to the home directory.
 pub(crate) fn expand_home(p: &str) -> PathBuf {
-    let rest = if p == "~" { Some("") } else { p.strip_prefix("~/") };
+    let rest = if p == "~" {
+        Some("")
+    } else {
+        p.strip_prefix("~/")
+    };
     if let Some(rest) = rest
         && let Some(home) = std::env::var_os("HOME")
     {

@@ -45,6 +45,11 @@
 mod capture;
 mod flows;
 mod harness;
+mod proxy;
 
 pub use flows::{FlowExt, tclient, tflow, treq, tresp, tserver, ttcpflow, twebsocketflow};
 pub use harness::{AddonHarness, AddonList};
+pub use proxy::{
+    TempDir, TestProxy, connect_tls, http_origin, https_origin, proxy_get, raw_request,
+    read_to_close,
+};

@@ -132,6 +132,22 @@ pub(crate) async fn handle(
     }
     let cfg = ctx.shared.config();
     let manager = ctx.manager().clone();
+    let head_size: usize = req
+        .headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    if head_size > cfg.max_header_size {
+        let msg = format!(
+            "request header section of {head_size} bytes exceeds max_header_size ({} bytes)",
+            cfg.max_header_size
+        );
+        tracing::info!(client.addr = %ctx.client().peername, "{msg}");
+        let mut r = error_response(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, &msg);
+        r.headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        return Ok(r);
+    }
     let (scheme, host, port, authority) = match destination(&target, req.uri()) {
         Ok(d) => d,
         Err(msg) => {

@@ -1,0 +1,256 @@
+//! End to end on 127.0.0.1: real origins, the real proxy, plain clients.
+use rustls_pki_types::pem::PemObject;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use waylay_core::flow::Response;
+use waylay_core::{Addon, HttpFlow};
+use waylay_layers::Proxy;
+use waylay_testkit::{
+    TempDir, TestProxy, connect_tls, http_origin, https_origin, proxy_get, raw_request,
+};
+
+#[derive(Default)]
+struct Rewrite;
+
+impl Addon for Rewrite {
+    async fn request(&mut self, flow: &mut HttpFlow) {
+        if flow.request.path == "/answer" {
+            flow.response = Some(Response::make(200, "from addon", [("x-by", "addon")]));
+        }
+        if flow.request.path == "/kill" {
+            flow.kill();
+        }
+        flow.request.headers.insert("x-added", "1");
+    }
+
+    async fn response(&mut self, flow: &mut HttpFlow) {
+        if let Some(r) = flow.response.as_mut() {
+            r.headers.insert("x-seen", "yes");
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn forwards_absolute_form_and_runs_hooks() {
+    let origin = http_origin().await;
+    let proxy = TestProxy::start(Proxy::builder().addon(Rewrite)).await;
+    let out = proxy_get(proxy.addr(), &format!("http://{origin}/hello")).await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("x-seen: yes"), "{out}");
+    assert!(
+        out.ends_with(&format!("origin GET /hello host={origin}")),
+        "{out}"
+    );
+
+    // Answered by the addon: the origin is never asked.
+    let out = proxy_get(proxy.addr(), "http://127.0.0.1:1/answer").await;
+    assert!(
+        out.contains("x-by: addon") && out.ends_with("from addon"),
+        "{out}"
+    );
+
+    // Killed: the connection is dropped without an answer.
+    let out = proxy_get(proxy.addr(), &format!("http://{origin}/kill")).await;
+    assert!(out.is_empty(), "{out}");
+
+    // And the next request works.
+    let out = proxy_get(proxy.addr(), &format!("http://{origin}/again")).await;
+    assert!(
+        out.ends_with(&format!("origin GET /again host={origin}")),
+        "{out}"
+    );
+    proxy.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn bad_input_gets_clear_errors_and_the_proxy_goes_on() {
+    let origin = http_origin().await;
+    let proxy = TestProxy::start(Proxy::builder().set("body_size_limit=1k")).await;
+    let ok = format!("origin GET /ok host={origin}");
+
+    let out = raw_request(proxy.addr(), b"GARBAGE\r\n\r\n").await;
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    assert!(
+        proxy_get(proxy.addr(), &format!("http://{origin}/ok"))
+            .await
+            .ends_with(&ok)
+    );
+
+    let big = format!(
+        "GET http://{origin}/ HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(100_000)
+    );
+    let out = raw_request(proxy.addr(), big.as_bytes()).await;
+    assert!(out.starts_with("HTTP/1.1 431"), "{out}");
+    assert!(
+        proxy_get(proxy.addr(), &format!("http://{origin}/ok"))
+            .await
+            .ends_with(&ok)
+    );
+
+    let out = raw_request(
+        proxy.addr(),
+        b"GET /origin-form HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        out.starts_with("HTTP/1.1 400") && out.contains("absolute URL"),
+        "{out}"
+    );
+
+    let out = proxy_get(proxy.addr(), "http://127.0.0.1:1/").await;
+    assert!(
+        out.starts_with("HTTP/1.1 502") && out.contains("cannot connect to 127.0.0.1:1"),
+        "{out}"
+    );
+    assert!(
+        proxy_get(proxy.addr(), &format!("http://{origin}/ok"))
+            .await
+            .ends_with(&ok)
+    );
+
+    let post = format!(
+        "POST http://{origin}/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\nConnection: close\r\n\r\n{}",
+        "b".repeat(2000)
+    );
+    let out = raw_request(proxy.addr(), post.as_bytes()).await;
+    assert!(out.starts_with("HTTP/1.1 413"), "{out}");
+
+    // A client hanging up mid-body.
+    let mut s = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    s.write_all(
+        format!("POST http://{origin}/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\nabc")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    drop(s);
+    assert!(
+        proxy_get(proxy.addr(), &format!("http://{origin}/ok"))
+            .await
+            .ends_with(&ok)
+    );
+    proxy.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn keep_alive_serves_several_requests_and_bodies_pass_unchanged() {
+    let origin = http_origin().await;
+    let proxy = TestProxy::start(Proxy::builder()).await;
+    let mut s = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    let body = "x".repeat(5000);
+    let req = format!(
+        "POST http://{origin}/echo HTTP/1.1\r\nHost: {origin}\r\nContent-Length: {}\r\n\r\n{body}GET http://{origin}/bytes/3000000 HTTP/1.1\r\nHost: {origin}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert_eq!(
+        text.matches("HTTP/1.1 200").count(),
+        2,
+        "{}",
+        &text[..200.min(text.len())]
+    );
+    assert!(text.contains(&body));
+    let expected: Vec<u8> = (0..3_000_000usize).map(|i| (i % 251) as u8).collect();
+    assert!(out.ends_with(&expected));
+    proxy.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn intercepts_tls_with_a_minted_certificate_and_verifies_the_server() {
+    let dir = TempDir::new("origin");
+    let (origin, origin_ca) = https_origin(&dir).await;
+    let proxy = TestProxy::start(
+        Proxy::builder()
+            .set(format!(
+                "ssl_verify_upstream_trusted_ca={}",
+                origin_ca.display()
+            ))
+            .addon(Rewrite),
+    )
+    .await;
+    let target = format!("localhost:{}", origin.port());
+    let mut tls = connect_tls(
+        proxy.addr(),
+        &target,
+        "localhost",
+        &proxy.ca_pem,
+        &[b"http/1.1"],
+    )
+    .await
+    .unwrap();
+    let peer = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+    tls.write_all(b"GET /secret HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out).await;
+    let out = String::from_utf8_lossy(&out);
+    assert!(
+        out.starts_with("HTTP/1.1 200") && out.contains("x-seen: yes"),
+        "{out}"
+    );
+    assert!(out.ends_with("origin GET /secret host=localhost"), "{out}");
+
+    // The leaf names the host and is issued by the proxy's CA.
+    let (_, cert) = x509_parser::parse_x509_certificate(&peer).unwrap();
+    let san = cert.subject_alternative_name().unwrap().unwrap();
+    assert!(format!("{:?}", san.value.general_names).contains("localhost"));
+    let ca_der = rustls_pki_types::CertificateDer::pem_slice_iter(proxy.ca_pem.as_bytes())
+        .next()
+        .unwrap()
+        .unwrap();
+    let (_, ca) = x509_parser::parse_x509_certificate(&ca_der).unwrap();
+    assert_eq!(cert.issuer(), ca.subject());
+    proxy.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn an_untrusted_server_certificate_is_a_502_naming_the_reason() {
+    let dir = TempDir::new("origin");
+    let (origin, _) = https_origin(&dir).await;
+    let proxy = TestProxy::start(Proxy::builder()).await;
+    let target = format!("localhost:{}", origin.port());
+    let mut tls = connect_tls(
+        proxy.addr(),
+        &target,
+        "localhost",
+        &proxy.ca_pem,
+        &[b"http/1.1"],
+    )
+    .await
+    .unwrap();
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out).await;
+    let out = String::from_utf8_lossy(&out);
+    assert!(
+        out.starts_with("HTTP/1.1 502") && out.contains("UnknownIssuer"),
+        "{out}"
+    );
+
+    // With ssl_insecure the same server is reached.
+    let insecure = TestProxy::start(Proxy::builder().set("ssl_insecure=true")).await;
+    let mut tls = connect_tls(
+        insecure.addr(),
+        &target,
+        "localhost",
+        &insecure.ca_pem,
+        &[b"http/1.1"],
+    )
+    .await
+    .unwrap();
+    tls.write_all(b"GET /x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out).await;
+    assert!(String::from_utf8_lossy(&out).ends_with("origin GET /x host=localhost"));
+    proxy.shutdown().await;
+    insecure.shutdown().await;
+}

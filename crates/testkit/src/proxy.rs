@@ -1,0 +1,253 @@
+//! The real proxy on an ephemeral loopback port, test origins, and plain clients for
+//! end-to-end tests.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::pem::PemObject;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use waylay_layers::tls::{CertCache, CertificateAuthority};
+use waylay_layers::{ProxyBuilder, RunningProxy};
+
+/// A fresh, empty directory under the system temp dir (removed on drop).
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates it.
+    pub fn new(label: &str) -> Self {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "waylay-test-{label}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        Self(p)
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The real proxy, started in the current actix system on `127.0.0.1:0` with one worker and
+/// a fresh CA in a temporary confdir.
+#[derive(Debug)]
+pub struct TestProxy {
+    proxy: Option<RunningProxy>,
+    /// The proxy's CA certificate (PEM), for clients to trust.
+    pub ca_pem: String,
+    _dir: TempDir,
+}
+
+impl TestProxy {
+    /// Starts the proxy built by `builder` (addons and options already added).
+    pub async fn start(builder: ProxyBuilder) -> Self {
+        let dir = TempDir::new("proxy");
+        let proxy = builder
+            .set(format!("confdir={}", dir.path().display()))
+            .set("workers=1")
+            .listen("127.0.0.1:0")
+            .start()
+            .await
+            .expect("proxy starts");
+        let ca_pem = proxy.ca_cert_pem();
+        Self {
+            proxy: Some(proxy),
+            ca_pem,
+            _dir: dir,
+        }
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.proxy
+            .as_ref()
+            .map(RunningProxy::local_addr)
+            .expect("running")
+    }
+
+    /// The running proxy.
+    pub fn running(&self) -> &RunningProxy {
+        self.proxy.as_ref().expect("running")
+    }
+
+    /// Shuts it down (addons get `done`).
+    pub async fn shutdown(mut self) {
+        if let Some(p) = self.proxy.take() {
+            p.shutdown().await;
+        }
+    }
+}
+
+/// What the test origins answer: `GET /bytes/N` gives N bytes of a pattern, `/status/N`
+/// that status, `POST /echo` the request body; anything else `origin <METHOD> <path>`.
+async fn origin_service(
+    req: hyper::Request<hyper::body::Incoming>,
+) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let host = req
+        .headers()
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let mut status = 200;
+    let out = if let Some(n) = path.strip_prefix("/bytes/") {
+        let n: usize = n.parse().unwrap_or(0);
+        Bytes::from((0..n).map(|i| (i % 251) as u8).collect::<Vec<u8>>())
+    } else if let Some(s) = path.strip_prefix("/status/") {
+        status = s.parse().unwrap_or(200);
+        Bytes::new()
+    } else if path == "/echo" {
+        body
+    } else {
+        Bytes::from(format!("origin {method} {path} host={host}"))
+    };
+    let mut r = hyper::Response::new(Full::new(out));
+    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);
+    r.headers_mut()
+        .insert("x-origin", hyper::header::HeaderValue::from_static("1"));
+    Ok(r)
+}
+
+async fn serve_origin<S>(stream: S)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service_fn(origin_service))
+        .await;
+}
+
+/// A plain HTTP/1.1 origin on `127.0.0.1:0`; returns its address.
+pub async fn http_origin() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
+    let addr = l.local_addr().expect("addr");
+    actix::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            actix::spawn(serve_origin(s));
+        }
+    });
+    addr
+}
+
+/// An HTTPS (HTTP/1.1) origin for `localhost` on `127.0.0.1:0`, its certificate issued by a
+/// test CA minted now; returns the address and the CA certificate PEM file.
+pub async fn https_origin(dir: &TempDir) -> (SocketAddr, PathBuf) {
+    let ca = Arc::new(CertificateAuthority::generate().expect("test CA"));
+    let ca_file = dir.path().join("origin-ca.pem");
+    std::fs::write(&ca_file, ca.cert_pem()).expect("write CA");
+    let certs = CertCache::new(ca).expect("cert cache");
+    let config = certs
+        .server_config(&["localhost", "127.0.0.1"], &[b"http/1.1".to_vec()])
+        .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
+    let addr = l.local_addr().expect("addr");
+    actix::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let acceptor = acceptor.clone();
+            actix::spawn(async move {
+                if let Ok(tls) = acceptor.accept(s).await {
+                    serve_origin(tls).await;
+                }
+            });
+        }
+    });
+    (addr, ca_file)
+}
+
+/// Reads until the peer closes or 10 s pass.
+pub async fn read_to_close<S: AsyncRead + Unpin>(s: &mut S) -> Vec<u8> {
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    out
+}
+
+/// Sends raw bytes to `addr` and returns everything it answers until it closes.
+pub async fn raw_request(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(bytes).await.expect("write");
+    String::from_utf8_lossy(&read_to_close(&mut s).await).into_owned()
+}
+
+/// A GET through the proxy for `url` (absolute-form, `Connection: close`); the whole answer.
+pub async fn proxy_get(proxy: SocketAddr, url: &str) -> String {
+    let host = url
+        .split("://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap_or("");
+    let req = format!("GET {url} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    raw_request(proxy, req.as_bytes()).await
+}
+
+/// Opens a CONNECT tunnel to `target` through the proxy and a TLS session in it, trusting
+/// only `ca_pem`, offering `alpn`; returns the TLS stream.
+pub async fn connect_tls(
+    proxy: SocketAddr,
+    target: &str,
+    server_name: &str,
+    ca_pem: &str,
+    alpn: &[&[u8]],
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let mut s = TcpStream::connect(proxy).await?;
+    s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+        .await?;
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if s.read(&mut b).await? == 0 {
+            return Err(std::io::Error::other("proxy closed during CONNECT"));
+        }
+        head.push(b[0]);
+    }
+    if !head.starts_with(b"HTTP/1.1 200") {
+        return Err(std::io::Error::other(
+            String::from_utf8_lossy(&head).into_owned(),
+        ));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots
+            .add(c.map_err(std::io::Error::other)?)
+            .map_err(std::io::Error::other)?;
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(waylay_layers::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(std::io::Error::other)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let name = rustls_pki_types::ServerName::try_from(server_name.to_owned())
+        .map_err(std::io::Error::other)?;
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, s)
+        .await
+}

@@ -122,9 +122,6 @@ impl ProxyBuilder {
         let mut options = self.options;
         options.set_specs(&self.specs)?;
         let cfg = ProxyConfig::from_options(&options)?;
-        let confdir = expand_home(options.str("confdir").unwrap_or("~/.waylay"));
-        let ca = CertificateAuthority::load_or_create(&confdir)?;
-        let certs = Arc::new(CertCache::new(Arc::new(ca))?);
         let host = options.str("listen_host").unwrap_or("127.0.0.1").to_owned();
         let port =
             u16::try_from(options.int("listen_port")).map_err(|_| OptionsError::BadValue {
@@ -136,24 +133,6 @@ impl ProxyBuilder {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-
-        let manager = AddonManager::start(options);
-        let config = Arc::new(ArcSwap::from_pointee(cfg));
-        manager
-            .add(ConfigWatcher {
-                config: config.clone(),
-            })
-            .await?;
-        for add in self.addons {
-            add(manager.clone()).await?;
-        }
-        let shared = Arc::new(ProxyShared {
-            manager: manager.clone(),
-            config,
-            certs,
-            client_tls: dashmap::DashMap::new(),
-            connections: dashmap::DashMap::new(),
-        });
 
         let bind = if host.contains(':') {
             format!("[{host}]:{port}")
@@ -180,6 +159,27 @@ impl ProxyBuilder {
                 context: "listener".into(),
                 source,
             })?;
+
+        let confdir = expand_home(options.str("confdir").unwrap_or("~/.waylay"));
+        let ca = CertificateAuthority::load_or_create(&confdir)?;
+        let certs = Arc::new(CertCache::new(Arc::new(ca))?);
+        let manager = AddonManager::start(options);
+        let config = Arc::new(ArcSwap::from_pointee(cfg));
+        manager
+            .add(ConfigWatcher {
+                config: config.clone(),
+            })
+            .await?;
+        for add in self.addons {
+            add(manager.clone()).await?;
+        }
+        let shared = Arc::new(ProxyShared {
+            manager: manager.clone(),
+            config,
+            certs,
+            client_tls: dashmap::DashMap::new(),
+            connections: dashmap::DashMap::new(),
+        });
 
         // Worker 0 is this arbiter, where the manager and the addons live.
         let mut extra = Vec::new();

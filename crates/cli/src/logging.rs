@@ -26,10 +26,17 @@ pub(crate) fn init(level: LevelFilter) {
         Ok(v) if !v.trim().is_empty() => EnvFilter::new(v),
         _ => EnvFilter::default().add_directive(level.into()),
     };
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
+        .with_target(false);
+    // Addons' `log` hook gets the records stderr gets (from the proxy's start on).
+    let addons = waylay_core::log::GlobalAddonLogLayer::new(tracing::Level::TRACE);
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(stderr)
+        .with(addons)
         .try_init();
 }

@@ -88,3 +88,40 @@ impl<S: Subscriber> tracing_subscriber::Layer<S> for AddonLogLayer {
         self.manager.log(entry_of(event));
     }
 }
+
+/// The manager that [`GlobalAddonLogLayer`] delivers to: the proxy started last.
+static GLOBAL: arc_swap::ArcSwapOption<ManagerHandle> = arc_swap::ArcSwapOption::const_empty();
+
+/// Makes `manager` the receiver of [`GlobalAddonLogLayer`]'s records (the proxy calls this
+/// when it starts, so a binary can install its subscriber before the manager exists).
+pub fn attach_global(manager: &ManagerHandle) {
+    GLOBAL.store(Some(std::sync::Arc::new(manager.clone())));
+}
+
+/// Like [`AddonLogLayer`], but delivering to whichever manager was last given to
+/// [`attach_global`]; records before that are not delivered.
+#[derive(Debug, Clone)]
+pub struct GlobalAddonLogLayer {
+    min_level: Level,
+}
+
+impl GlobalAddonLogLayer {
+    /// Delivers records of `min_level` and more severe.
+    pub fn new(min_level: Level) -> Self {
+        Self { min_level }
+    }
+}
+
+impl<S: Subscriber> tracing_subscriber::Layer<S> for GlobalAddonLogLayer {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        if *event.metadata().level() > self.min_level || in_log_hook() {
+            return;
+        }
+        let guard = GLOBAL.load();
+        if let Some(manager) = guard.as_ref()
+            && manager.handles(crate::hooks::HookKind::Log)
+        {
+            manager.log(entry_of(event));
+        }
+    }
+}

@@ -213,6 +213,7 @@ impl ProxyBuilder {
                 }
             }
         });
+        waylay_core::log::attach_global(&manager);
         manager.running().await;
         tracing::info!("proxy listening at http://{local_addr}");
         Ok(RunningProxy {

@@ -51,5 +51,5 @@ pub use flows::{FlowExt, tclient, tflow, treq, tresp, tserver, ttcpflow, twebsoc
 pub use harness::{AddonHarness, AddonList};
 pub use proxy::{
     TempDir, TestProxy, connect_tls, http_origin, https_origin, proxy_get, raw_request,
-    read_to_close,
+    raw_request_bytes, read_to_close,
 };

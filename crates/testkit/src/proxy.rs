@@ -197,6 +197,13 @@ pub async fn raw_request(addr: SocketAddr, bytes: &[u8]) -> String {
     String::from_utf8_lossy(&read_to_close(&mut s).await).into_owned()
 }
 
+/// Sends raw bytes to `addr` and returns the raw answer until it closes.
+pub async fn raw_request_bytes(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(bytes).await.expect("write");
+    read_to_close(&mut s).await
+}
+
 /// A GET through the proxy for `url` (absolute-form, `Connection: close`); the whole answer.
 pub async fn proxy_get(proxy: SocketAddr, url: &str) -> String {
     let host = url

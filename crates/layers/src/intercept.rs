@@ -197,7 +197,7 @@ pub(crate) async fn intercept(ctx: Rc<ConnCtx>, io: BoxIo, hello: &[u8], host: S
         sni: ch.sni.clone(),
         alpn: alpn.clone(),
         alpn_offers: ch.alpn_protocols.clone(),
-        version: conn.protocol_version().map(|v| format!("{v:?}")),
+        version: crate::server_conn::tls_version_name(conn.protocol_version()),
         cipher: conn
             .negotiated_cipher_suite()
             .map(|c| format!("{:?}", c.suite())),

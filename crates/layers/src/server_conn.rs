@@ -165,7 +165,7 @@ pub(crate) fn sni_for(host: &str) -> Option<String> {
         .then(|| host.to_owned())
 }
 
-fn tls_version_name(v: Option<rustls::ProtocolVersion>) -> Option<String> {
+pub(crate) fn tls_version_name(v: Option<rustls::ProtocolVersion>) -> Option<String> {
     v.map(|v| match v {
         rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3".to_owned(),
         rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2".to_owned(),

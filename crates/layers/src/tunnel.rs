@@ -2,7 +2,6 @@
 //! the stream to the TLS, HTTP or relay layer.
 
 use std::rc::Rc;
-use std::sync::Arc;
 
 use bytes::BytesMut;
 use http::StatusCode;
@@ -170,7 +169,6 @@ pub(crate) async fn relay(ctx: Rc<ConnCtx>, mut io: BoxIo, host: String, port: u
         }
     };
     let _ = server.set_nodelay(true);
-    let _ = Arc::clone(&ctx.shared);
     if let Err(e) = tokio::io::copy_bidirectional(&mut io, &mut server).await {
         tracing::debug!(server.addr = %format!("{host}:{port}"), "relay ended: {e}");
     }

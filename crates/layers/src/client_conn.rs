@@ -9,6 +9,7 @@ use waylay_core::flow::{Client, ConnectionId, now};
 
 use crate::context::{ConnCtx, ProxyShared, fire};
 use crate::detect::{Detected, detect};
+use crate::io::IdleTimeout;
 
 /// Stops a client connection (proxy shutdown).
 #[derive(Debug, Message)]
@@ -100,8 +101,17 @@ async fn serve(shared: Arc<ProxyShared>, socket: std::net::TcpStream) {
     }
     tracing::debug!(client.addr = %peer, "client connected");
     let ctx = Rc::new(ConnCtx::new(shared, Arc::new(*client)));
+    let cfg = ctx.shared.config();
     let mut first = [0u8; 24];
-    let n = tcp.peek(&mut first).await.unwrap_or(0);
+    // A client that connects and says nothing is a slow header: `header_timeout`.
+    let n = match tokio::time::timeout(cfg.header_timeout, tcp.peek(&mut first)).await {
+        Ok(r) => r.unwrap_or(0),
+        Err(_) => {
+            tracing::info!(client.addr = %peer, "client sent nothing for {}s (header_timeout)", cfg.header_timeout.as_secs());
+            0
+        }
+    };
+    let tcp = IdleTimeout::new(tcp, cfg.idle_timeout);
     if n > 0 {
         let kind = detect(&first[..n]);
         if kind == Detected::Http2 || first[..n].starts_with(b"PRI ") {

@@ -21,6 +21,9 @@ pub(crate) struct ProxyConfig {
     pub(crate) tcp_hosts: Option<RegexSet>,
     pub(crate) connect_timeout: Duration,
     pub(crate) header_timeout: Duration,
+    /// `idle_timeout`: a connection with no byte moving either way for this long is closed
+    /// (zero: never).
+    pub(crate) idle_timeout: Option<Duration>,
     pub(crate) max_header_size: usize,
 }
 
@@ -88,6 +91,7 @@ impl ProxyConfig {
             tcp_hosts: regexes(o, "tcp_hosts")?,
             connect_timeout: secs(o, "connect_timeout"),
             header_timeout: secs(o, "header_timeout"),
+            idle_timeout: Some(secs(o, "idle_timeout")).filter(|d| !d.is_zero()),
             max_header_size: usize::try_from(o.int("max_header_size"))
                 .unwrap_or(65536)
                 .max(8192),

@@ -219,6 +219,7 @@ pub(crate) async fn dial(ctx: &Rc<ConnCtx>, spec: DialSpec) -> Result<PoolEntry,
     server.sockname = tcp.local_addr().ok();
     server.timestamp_tcp_setup = Some(now());
 
+    let tcp = crate::io::IdleTimeout::new(tcp, cfg.idle_timeout);
     let (io, h2): (crate::io::BoxIo, bool) = match &spec.tls {
         None => (Box::new(tcp), false),
         Some((sni, alpn)) => {

@@ -84,6 +84,12 @@ impl ManagerHandle {
         self.shared.handled.load(Ordering::Acquire) & (1 << kind as u8) != 0
     }
 
+    /// Whether at least one addon handles any of `kinds` (one atomic load).
+    pub fn handles_any(&self, kinds: &[HookKind]) -> bool {
+        let handled = self.shared.handled.load(Ordering::Acquire);
+        kinds.iter().any(|k| handled & (1 << *k as u8) != 0)
+    }
+
     /// The current options snapshot (no message).
     pub fn options(&self) -> Arc<Options> {
         self.shared.options.load_full()

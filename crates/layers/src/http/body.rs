@@ -21,7 +21,9 @@ pub(crate) struct ProxyBody {
     /// Chunks already read (buffered), sent first.
     prefix: VecDeque<Bytes>,
     /// Trailers to send after everything.
-    trailers: Option<http::HeaderMap>,
+    /// Boxed: every request in a server connection's queue carries a body, and the queue's
+    /// slots are sized for the largest (kept allocated while the connection idles).
+    trailers: Option<Box<http::HeaderMap>>,
     /// The rest, still streaming from the other side.
     rest: Option<Incoming>,
     /// Bytes passed so far (prefix included).
@@ -70,7 +72,7 @@ impl ProxyBody {
         if t.is_some() {
             self.exact = None;
         }
-        self.trailers = t;
+        self.trailers = t.map(Box::new);
         self
     }
 
@@ -160,7 +162,7 @@ impl Body for ProxyBody {
             }
         }
         if let Some(t) = this.trailers.take() {
-            return Poll::Ready(Some(Ok(Frame::trailers(t))));
+            return Poll::Ready(Some(Ok(Frame::trailers(*t))));
         }
         this.finish(None);
         Poll::Ready(None)

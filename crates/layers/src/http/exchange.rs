@@ -2,11 +2,12 @@
 //! through the hooks, forwarded (or answered by an addon), and the response walked back.
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING};
+use http::header::{CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use waylay_core::flow::{
     HttpFlow, Message, Release, Request, Response, now, reason_phrase, split_host_port,
 };
@@ -14,6 +15,7 @@ use waylay_core::{FlowError, HookKind, ManagerHandle};
 
 use super::body::{ProxyBody, Read, read_up_to};
 use super::convert::{bodiless, headers_from, headers_to, strip_hop_by_hop, version_of};
+use crate::config::ProxyConfig;
 use crate::context::{ConnCtx, PoolKey, Target, fire};
 use crate::server_conn::{Forward, PoolEntry, checkout, evict};
 
@@ -121,6 +123,131 @@ fn destination(
     Ok((scheme, host, port, authority))
 }
 
+/// The hooks of an HTTP exchange: when no addon handles any of them, a request is forwarded
+/// without building a flow ([`forward_unobserved`]).
+const HTTP_HOOKS: &[HookKind] = &[
+    HookKind::RequestHeaders,
+    HookKind::Request,
+    HookKind::ResponseHeaders,
+    HookKind::Response,
+    HookKind::Error,
+];
+
+/// Forwards a request nobody observes: no flow is built and no header is copied; the
+/// client's header map goes to the server with the hop-by-hop fields removed, and the
+/// server's response comes back the same way, bodies streamed. Failures are answered and
+/// logged as on the observed path (there is no `error` hook to fire).
+async fn forward_unobserved(
+    ctx: &Rc<ConnCtx>,
+    cfg: &ProxyConfig,
+    req: hyper::Request<Incoming>,
+    dest: &Dest<'_>,
+    absolute_form: bool,
+) -> HyperResponse {
+    let failed = |status: StatusCode, msg: String| {
+        tracing::info!(client.addr = %ctx.client().peername, server.addr = %dest.host_port(), "{msg}");
+        error_response(status, &msg)
+    };
+    let (parts, body) = req.into_parts();
+    let declared_len = content_length(&parts.headers);
+    if let (Some(limit), Some(len)) = (cfg.body_size_limit, declared_len)
+        && len > limit
+    {
+        let msg = format!("request body of {len} bytes exceeds body_size_limit ({limit} bytes)");
+        return failed(StatusCode::PAYLOAD_TOO_LARGE, msg);
+    }
+    let method = parts.method;
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    // A request without a body can be sent again on a fresh connection if a kept-alive one
+    // turns out to be stale.
+    let empty = body.is_end_stream();
+    let mut body = Some(body);
+    let mut extensions = Some(parts.extensions);
+    let mut headers = Some(parts.headers);
+    let key = PoolKey {
+        tls: dest.scheme == "https",
+        host: dest.host.to_owned(),
+        port: dest.port,
+    };
+    let mut attempt = 0;
+    let (entry, resp) = loop {
+        attempt += 1;
+        let entry = match checkout(ctx, &key).await {
+            Ok(e) => e,
+            Err(e) => return failed(StatusCode::BAD_GATEWAY, e.to_string()),
+        };
+        let reused = entry.used.get();
+        let retryable = empty && reused && attempt == 1;
+        let upstream_body = match body.take() {
+            Some(b) if !empty => {
+                ProxyBody::streaming(Vec::new(), b, cfg.body_size_limit).with_exact(declared_len)
+            }
+            _ => ProxyBody::empty(),
+        };
+        let (ext, hdrs) = if retryable {
+            (extensions.clone(), headers.clone())
+        } else {
+            (extensions.take(), headers.take())
+        };
+        let upstream = match upstream_request(
+            method.clone(),
+            hdrs.unwrap_or_default(),
+            dest,
+            path_and_query.clone(),
+            None,
+            ext,
+            upstream_body,
+            entry.h2,
+            absolute_form,
+        ) {
+            Ok(r) => r,
+            Err(msg) => return failed(StatusCode::BAD_GATEWAY, msg),
+        };
+        if !entry.h2 {
+            entry.busy.set(true);
+        }
+        entry.used.set(true);
+        match entry.addr.send(Forward(upstream)).await {
+            Ok(Ok(resp)) => break (entry, resp),
+            Ok(Err(msg)) => {
+                evict(ctx, &key, &entry);
+                if retryable {
+                    tracing::debug!(server.addr = %entry.server.address, "retrying on a new connection: {msg}");
+                    continue;
+                }
+                let reason = format!("server {} failed: {msg}", entry.server.address);
+                return failed(StatusCode::BAD_GATEWAY, reason);
+            }
+            Err(_) => {
+                evict(ctx, &key, &entry);
+                let reason = format!("server connection to {} is gone", entry.server.address);
+                return failed(StatusCode::BAD_GATEWAY, reason);
+            }
+        }
+    };
+    let (mut head, body) = resp.into_parts();
+    let no_body = bodiless(method.as_str(), head.status.as_u16());
+    let declared_len = content_length(&head.headers);
+    if let (Some(limit), Some(len)) = (cfg.body_size_limit, declared_len)
+        && len > limit
+        && !no_body
+    {
+        entry.busy.set(false);
+        let msg = format!("response body of {len} bytes exceeds body_size_limit ({limit} bytes)");
+        return failed(StatusCode::BAD_GATEWAY, msg);
+    }
+    strip_hop_by_hop(&mut head.headers, false);
+    let busy = entry.busy.clone();
+    let body = ProxyBody::streaming(Vec::new(), body, cfg.body_size_limit)
+        .with_exact(declared_len)
+        .on_end(Box::new(move |_, _| busy.set(false)));
+    hyper::Response::from_parts(head, body)
+}
+
 /// Serves one request from a client.
 pub(crate) async fn handle(
     ctx: Rc<ConnCtx>,
@@ -128,7 +255,9 @@ pub(crate) async fn handle(
     req: hyper::Request<Incoming>,
 ) -> Result<HyperResponse, Killed> {
     if req.method() == Method::CONNECT {
-        return crate::tunnel::connect(ctx, req).await;
+        // Boxed, like the observed path below: the future hyper keeps per connection is
+        // then only as large as the unobserved path needs (it stays allocated while idle).
+        return Box::pin(crate::tunnel::connect(ctx, req)).await;
     }
     let cfg = ctx.shared.config();
     let manager = ctx.manager().clone();
@@ -157,6 +286,28 @@ pub(crate) async fn handle(
     };
     let absolute_form =
         target.is_none() || req.uri().scheme().is_some() && req.version() != http::Version::HTTP_2;
+    if !manager.handles_any(HTTP_HOOKS) && !req.headers().contains_key(UPGRADE) {
+        let dest = Dest {
+            scheme,
+            host: &host,
+            port,
+            authority: &authority,
+        };
+        return Ok(forward_unobserved(&ctx, &cfg, req, &dest, absolute_form).await);
+    }
+    let dest = (scheme, host, port, authority);
+    Box::pin(observed(ctx, cfg, req, dest, absolute_form)).await
+}
+
+/// Serves a request some addon observes: the flow is built and walked through the hooks.
+async fn observed(
+    ctx: Rc<ConnCtx>,
+    cfg: Arc<ProxyConfig>,
+    req: hyper::Request<Incoming>,
+    (scheme, host, port, authority): (&'static str, String, u16, String),
+    absolute_form: bool,
+) -> Result<HyperResponse, Killed> {
+    let manager = ctx.manager().clone();
     let (parts, body) = req.into_parts();
     let path = match parts.uri.path_and_query() {
         Some(p) => p.as_str().to_owned(),
@@ -225,6 +376,10 @@ pub(crate) async fn handle(
                 return killed(&ctx, f).await;
             }
             flow = f;
+        } else if body.is_end_stream() {
+            // No body: held as empty, so a stale keep-alive can be retried.
+            flow.request.raw_content = Some(Bytes::new());
+            flow.request.timestamp_end = Some(now());
         } else {
             flow.request.stream = true;
             req_body = Some(
@@ -297,6 +452,106 @@ fn buffered_body(flow: &HttpFlow) -> ProxyBody {
     ProxyBody::full(raw).with_trailers(trailers)
 }
 
+/// Where a request goes, as the upstream request needs it.
+struct Dest<'a> {
+    scheme: &'a str,
+    host: &'a str,
+    port: u16,
+    /// The authority the client named (absolute-form URL or `:authority`), may be empty.
+    authority: &'a str,
+}
+
+impl Dest<'_> {
+    /// `host[:port]`, the port left out when it is the scheme's default.
+    fn host_port(&self) -> String {
+        let default_port = if self.scheme == "https" { 443 } else { 80 };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.to_owned()
+        };
+        if self.port == default_port {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+
+    fn authority_or_host_port(&self) -> String {
+        if self.authority.is_empty() {
+            self.host_port()
+        } else {
+            self.authority.to_owned()
+        }
+    }
+}
+
+/// Builds the request for the server from its parts: hop-by-hop headers removed, `Host` or
+/// `:authority` set, the target in the server protocol's form. `buffered_len` is the length
+/// of a body waylay holds in memory (its `Content-Length` is set to match).
+#[allow(clippy::too_many_arguments)]
+fn upstream_request(
+    method: Method,
+    mut headers: HeaderMap,
+    dest: &Dest<'_>,
+    path_and_query: http::uri::PathAndQuery,
+    buffered_len: Option<usize>,
+    extensions: Option<http::Extensions>,
+    body: ProxyBody,
+    h2: bool,
+    absolute_form: bool,
+) -> Result<hyper::Request<ProxyBody>, String> {
+    strip_hop_by_hop(&mut headers, false);
+    // The body was already read (or is streamed on demand): the client got its 100 Continue.
+    headers.remove(EXPECT);
+    let uri = if h2 {
+        let authority = match headers.remove(HOST) {
+            Some(h) => h
+                .to_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|_| dest.authority_or_host_port()),
+            None => dest.authority_or_host_port(),
+        };
+        http::Uri::builder()
+            .scheme(dest.scheme)
+            .authority(authority.as_str())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|e| format!("invalid request target {}://{authority}: {e}", dest.scheme))?
+    } else {
+        if absolute_form && !dest.authority.is_empty() {
+            // RFC 9112 §3.2.2: for absolute-form requests the URL's authority wins over Host.
+            let a = HeaderValue::from_str(dest.authority)
+                .map_err(|_| format!("invalid authority {:?}", dest.authority))?;
+            headers.insert(HOST, a);
+        } else if !headers.contains_key(HOST) {
+            let a = dest.authority_or_host_port();
+            let a = HeaderValue::from_str(&a).map_err(|_| format!("invalid host {a:?}"))?;
+            headers.insert(HOST, a);
+        }
+        let mut parts = http::uri::Parts::default();
+        parts.path_and_query = Some(path_and_query);
+        http::Uri::from_parts(parts).map_err(|e| format!("invalid request target: {e}"))?
+    };
+    if let Some(len) = buffered_len {
+        let had = headers.contains_key(CONTENT_LENGTH);
+        fix_content_length(&mut headers, len, had);
+    }
+    let mut req = hyper::Request::new(body);
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = if h2 {
+        http::Version::HTTP_2
+    } else {
+        http::Version::HTTP_11
+    };
+    *req.headers_mut() = headers;
+    if !h2 && let Some(ext) = extensions {
+        *req.extensions_mut() = ext;
+    }
+    Ok(req)
+}
+
 /// The request as it goes to the server: the flow's (possibly changed) request, hop-by-hop
 /// headers removed, framed for the server's protocol.
 fn build_upstream(
@@ -309,80 +564,31 @@ fn build_upstream(
     let r = &flow.request;
     let method = Method::from_bytes(r.method.as_bytes())
         .map_err(|_| format!("invalid method {:?}", r.method))?;
-    let mut headers = headers_to(&r.headers);
-    strip_hop_by_hop(&mut headers, false);
-    // The body was already read (or is streamed on demand): the client got its 100 Continue.
-    headers.remove(EXPECT);
-    let default_port = if r.scheme == "https" { 443 } else { 80 };
-    let host_port = if r.port == default_port {
-        if r.host.contains(':') {
-            format!("[{}]", r.host)
-        } else {
-            r.host.clone()
-        }
-    } else if r.host.contains(':') {
-        format!("[{}]:{}", r.host, r.port)
-    } else {
-        format!("{}:{}", r.host, r.port)
-    };
-    let authority = if h2 {
-        headers
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_owned)
-            .unwrap_or_else(|| {
-                if r.authority.is_empty() {
-                    host_port.clone()
-                } else {
-                    r.authority.clone()
-                }
-            })
-    } else {
-        String::new()
-    };
-    if h2 {
-        headers.remove(HOST);
-    } else if absolute_form && !r.authority.is_empty() {
-        // RFC 9112 §3.2.2: for absolute-form requests the URL's authority wins over Host.
-        let a = HeaderValue::from_str(&r.authority).map_err(|_| "invalid authority".to_owned())?;
-        headers.insert(HOST, a);
-    } else if !headers.contains_key(HOST) {
-        let a = if r.authority.is_empty() {
-            host_port.clone()
-        } else {
-            r.authority.clone()
-        };
-        let a = HeaderValue::from_str(&a).map_err(|_| "invalid host".to_owned())?;
-        headers.insert(HOST, a);
-    }
-    if let Some(raw) = &r.raw_content
-        && !r.stream
-    {
-        let had = headers.contains_key(CONTENT_LENGTH);
-        fix_content_length(&mut headers, raw.len(), had);
-    }
-    let uri = if h2 {
-        format!("{}://{}{}", r.scheme, authority, r.path)
-    } else if r.path.is_empty() {
-        "/".to_owned()
-    } else {
-        r.path.clone()
-    };
-    let mut req = hyper::Request::new(body);
-    *req.method_mut() = method;
-    *req.uri_mut() = uri
+    let path = if r.path.is_empty() { "/" } else { &r.path };
+    let path_and_query: http::uri::PathAndQuery = path
         .parse()
-        .map_err(|e| format!("invalid request target {uri:?}: {e}"))?;
-    *req.version_mut() = if h2 {
-        http::Version::HTTP_2
-    } else {
-        http::Version::HTTP_11
+        .map_err(|e| format!("invalid request target {path:?}: {e}"))?;
+    let dest = Dest {
+        scheme: &r.scheme,
+        host: &r.host,
+        port: r.port,
+        authority: &r.authority,
     };
-    *req.headers_mut() = headers;
-    if !h2 {
-        *req.extensions_mut() = extensions.clone();
-    }
-    Ok(req)
+    let buffered_len = match &r.raw_content {
+        Some(raw) if !r.stream => Some(raw.len()),
+        _ => None,
+    };
+    upstream_request(
+        method,
+        headers_to(&r.headers),
+        &dest,
+        path_and_query,
+        buffered_len,
+        Some(extensions.clone()),
+        body,
+        h2,
+        absolute_form,
+    )
 }
 
 /// Reads the server's response into the flow, runs the response hooks, and answers the

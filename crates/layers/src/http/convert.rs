@@ -5,7 +5,8 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use waylay_core::flow::{Headers, HttpVersion};
 
 /// Hop-by-hop headers a proxy never forwards (RFC 9110 §7.6.1), plus `Proxy-*` headers meant
-/// for waylay itself.
+/// for waylay itself. `Trailer` is end to end (it names the trailer fields, and hyper sends
+/// only the trailers it names).
 const HOP_BY_HOP: &[&str] = &[
     "connection",
     "proxy-connection",
@@ -13,7 +14,6 @@ const HOP_BY_HOP: &[&str] = &[
     "proxy-authorization",
     "proxy-authenticate",
     "te",
-    "trailer",
     "transfer-encoding",
     "upgrade",
 ];

@@ -53,10 +53,14 @@ fn content_length(h: &HeaderMap) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// Sets `Content-Length` to the real body length when waylay sends a buffered body.
-fn fix_content_length(map: &mut HeaderMap, len: usize, had_length: bool) {
+/// Sets `Content-Length` to the real body length when waylay sends a buffered body; with
+/// trailers there is none (HTTP/1 then sends the body chunked, the only framing that carries
+/// trailers).
+fn fix_content_length(map: &mut HeaderMap, len: usize, had_length: bool, trailers: bool) {
     map.remove(TRANSFER_ENCODING);
-    if had_length || len > 0 || map.contains_key(CONTENT_LENGTH) {
+    if trailers {
+        map.remove(CONTENT_LENGTH);
+    } else if had_length || len > 0 || map.contains_key(CONTENT_LENGTH) {
         map.insert(CONTENT_LENGTH, HeaderValue::from(len));
     }
 }
@@ -487,15 +491,16 @@ impl Dest<'_> {
 }
 
 /// Builds the request for the server from its parts: hop-by-hop headers removed, `Host` or
-/// `:authority` set, the target in the server protocol's form. `buffered_len` is the length
-/// of a body waylay holds in memory (its `Content-Length` is set to match).
+/// `:authority` set, the target in the server protocol's form. `buffered` is the length of
+/// a body waylay holds in memory and whether it has trailers (`Content-Length` is set to
+/// match).
 #[allow(clippy::too_many_arguments)]
 fn upstream_request(
     method: Method,
     mut headers: HeaderMap,
     dest: &Dest<'_>,
     path_and_query: http::uri::PathAndQuery,
-    buffered_len: Option<usize>,
+    buffered: Option<(usize, bool)>,
     extensions: Option<http::Extensions>,
     body: ProxyBody,
     h2: bool,
@@ -533,9 +538,9 @@ fn upstream_request(
         parts.path_and_query = Some(path_and_query);
         http::Uri::from_parts(parts).map_err(|e| format!("invalid request target: {e}"))?
     };
-    if let Some(len) = buffered_len {
+    if let Some((len, trailers)) = buffered {
         let had = headers.contains_key(CONTENT_LENGTH);
-        fix_content_length(&mut headers, len, had);
+        fix_content_length(&mut headers, len, had, trailers);
     }
     let mut req = hyper::Request::new(body);
     *req.method_mut() = method;
@@ -574,8 +579,8 @@ fn build_upstream(
         port: r.port,
         authority: &r.authority,
     };
-    let buffered_len = match &r.raw_content {
-        Some(raw) if !r.stream => Some(raw.len()),
+    let buffered = match &r.raw_content {
+        Some(raw) if !r.stream => Some((raw.len(), r.trailers.is_some())),
         _ => None,
     };
     upstream_request(
@@ -583,7 +588,7 @@ fn build_upstream(
         headers_to(&r.headers),
         &dest,
         path_and_query,
-        buffered_len,
+        buffered,
         Some(extensions.clone()),
         body,
         h2,
@@ -752,7 +757,7 @@ async fn respond_from_flow(
     let (mut head, ()) = head.into_parts();
     if !bodiless(&flow.request.method, resp.status_code) {
         let had = head.headers.contains_key(CONTENT_LENGTH);
-        fix_content_length(&mut head.headers, raw.len(), had || trailers.is_none());
+        fix_content_length(&mut head.headers, raw.len(), had, trailers.is_some());
     }
     Ok(hyper::Response::from_parts(
         head,

@@ -136,6 +136,11 @@ async fn serve(shared: Arc<ProxyShared>, socket: std::net::TcpStream) {
             crate::http::serve_h1(ctx.clone(), tcp, None).await;
         }
     }
+    // A CONNECT tunnel outlives hyper's connection, which ends when it hands the tunnel over.
+    let tunnels = std::mem::take(&mut *ctx.tunnels.borrow_mut());
+    for t in tunnels {
+        let _ = t.await;
+    }
     let mut client = Client::clone(&ctx.client());
     client.timestamp_end = Some(now());
     tracing::debug!(client.addr = %peer, "client disconnected");

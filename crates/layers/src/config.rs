@@ -98,17 +98,24 @@ impl ProxyConfig {
         })
     }
 
-    /// Whether a connection to `host:port` should be relayed untouched (`ignore_hosts`,
-    /// `allow_hosts`).
-    pub(crate) fn passthrough(&self, host: &str, port: u16) -> bool {
-        let target = format!("{host}:{port}");
-        if let Some(ignore) = &self.ignore_hosts {
-            return ignore.is_match(&target);
+    /// Whether a connection known by `names` (`host:port` strings: the CONNECT target, and
+    /// the TLS SNI with the target's port when there is one) is relayed untouched, as
+    /// mitmproxy decides it: with `allow_hosts`, a connection none of whose names is allowed
+    /// is ignored; with `ignore_hosts`, one any of whose names matches is ignored.
+    pub(crate) fn ignores<S: AsRef<str>>(&self, names: &[S]) -> bool {
+        if let Some(allow) = &self.allow_hosts
+            && !names.iter().any(|n| allow.is_match(n.as_ref()))
+        {
+            return true;
         }
-        if let Some(allow) = &self.allow_hosts {
-            return !allow.is_match(&target);
-        }
-        false
+        self.ignore_hosts
+            .as_ref()
+            .is_some_and(|ignore| names.iter().any(|n| ignore.is_match(n.as_ref())))
+    }
+
+    /// Whether `ignore_hosts` / `allow_hosts` are set at all.
+    pub(crate) fn has_host_filters(&self) -> bool {
+        self.ignore_hosts.is_some() || self.allow_hosts.is_some()
     }
 
     /// Whether `host:port` is to be treated as raw TCP (`tcp_hosts`).

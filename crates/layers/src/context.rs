@@ -92,6 +92,9 @@ pub(crate) struct ConnCtx {
     /// A server connection that failed during the TLS tunnel setup: requests in that tunnel
     /// are answered 502 with this reason.
     pub(crate) failed: RefCell<HashMap<PoolKey, String>>,
+    /// Tunnels (after CONNECT) still being served: hyper's connection ends when it hands a
+    /// tunnel over, and the client connection ends (`client_disconnect`) only after them.
+    pub(crate) tunnels: RefCell<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl ConnCtx {
@@ -101,6 +104,7 @@ impl ConnCtx {
             client: RefCell::new(client),
             pool: RefCell::default(),
             failed: RefCell::default(),
+            tunnels: RefCell::default(),
         }
     }
 

@@ -82,7 +82,11 @@ pub(crate) async fn intercept(ctx: Rc<ConnCtx>, io: BoxIo, hello: &[u8], host: S
     let cfg = ctx.shared.config();
     let parsed = parse_client_hello(hello).unwrap_or_default();
     let sni_host = parsed.sni.clone().unwrap_or_else(|| host.clone());
-    let ignore = cfg.passthrough(&sni_host, port) || cfg.passthrough(&host, port);
+    let mut names = vec![Address::new(host.clone(), port).to_string()];
+    if let Some(sni) = &parsed.sni {
+        names.push(Address::new(sni.clone(), port).to_string());
+    }
+    let ignore = cfg.has_host_filters() && cfg.ignores(&names);
     let mut ch = Box::new(ClientHelloData {
         client: ctx.client(),
         server: Some(Address::new(host.clone(), port)),
@@ -100,7 +104,8 @@ pub(crate) async fn intercept(ctx: Rc<ConnCtx>, io: BoxIo, hello: &[u8], host: S
         None => return,
     }
     if ch.ignore_connection {
-        crate::tunnel::relay(ctx, io, host, port).await;
+        let address = Address::new(host, port);
+        crate::tcp::serve(ctx, io, address, crate::tcp::Mode::Passthrough).await;
         return;
     }
 

@@ -22,6 +22,7 @@ mod io;
 mod proxy;
 mod rt;
 mod server_conn;
+mod tcp;
 pub mod tls;
 mod tunnel;
 

@@ -1,7 +1,8 @@
 //! CONNECT tunnels: answering CONNECT, detecting what the client speaks inside, and handing
-//! the stream to the TLS, HTTP or relay layer.
+//! the stream to the TLS, HTTP or raw TCP layer.
 
 use std::rc::Rc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use http::StatusCode;
@@ -18,6 +19,7 @@ use crate::http::body::ProxyBody;
 use crate::http::convert::{headers_from, version_of};
 use crate::http::error_response;
 use crate::io::{BoxIo, PrefixedIo};
+use crate::tcp;
 
 /// Most bytes read while waiting to tell which protocol a tunnel carries.
 const MAX_DETECT: usize = 64 * 1024;
@@ -70,7 +72,7 @@ pub(crate) async fn connect(
     let target_port = flow.request.port;
     let on_upgrade = hyper::upgrade::on(&mut req);
     let tunnel_ctx = ctx.clone();
-    actix::spawn(async move {
+    let task = actix::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
                 let io: BoxIo = Box::new(TokioIo::new(upgraded));
@@ -79,43 +81,84 @@ pub(crate) async fn connect(
             Err(e) => tracing::debug!("CONNECT upgrade failed: {e}"),
         }
     });
+    ctx.tunnels.borrow_mut().push(task);
     Ok(hyper::Response::new(ProxyBody::empty()))
 }
 
-/// Detects the protocol inside a tunnel and serves it.
-pub(crate) async fn serve_tunnel(ctx: Rc<ConnCtx>, mut io: BoxIo, host: String, port: u16) {
-    let cfg = ctx.shared.config();
-    let mut buf = BytesMut::with_capacity(4096);
-    let detected = loop {
-        match io.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
+/// How long a tunnel waits for the client's next bytes while its protocol is not known yet.
+///
+/// A client that sends nothing within it after CONNECT (a protocol where the server speaks
+/// first: SMTP, FTP, an SSH server banner...) or leaves its first message unfinished is
+/// served as raw TCP, so the server's greeting reaches it about this long after CONNECT. TLS
+/// and HTTP clients send at once, so they never wait for it. mitmproxy decides the same case
+/// by seeing the server's bytes first, because it dials eagerly.
+pub(crate) const DETECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What the client's first bytes say, or `None` when it closed (or failed) before any.
+async fn detect_client(io: &mut BoxIo, buf: &mut BytesMut) -> Option<Detected> {
+    loop {
+        match tokio::time::timeout(DETECT_TIMEOUT, io.read_buf(buf)).await {
+            // The client waits for the server (or paused mid-message): raw TCP.
+            Err(_) => return Some(Detected::Other),
+            Ok(Ok(0) | Err(_)) if buf.is_empty() => return None,
+            Ok(Ok(0) | Err(_)) => return Some(Detected::Other),
+            Ok(Ok(_)) => {}
         }
-        match detect(&buf) {
+        match detect(buf) {
             Detected::NeedMore if buf.len() < MAX_DETECT => continue,
             Detected::Tls => {
-                if crate::intercept::client_hello_complete(&buf) || buf.len() >= MAX_DETECT {
-                    break Detected::Tls;
+                if crate::intercept::client_hello_complete(buf) || buf.len() >= MAX_DETECT {
+                    return Some(Detected::Tls);
                 }
             }
-            d => break d,
+            d => return Some(d),
+        }
+    }
+}
+
+/// Detects the protocol inside a tunnel and serves it.
+///
+/// As mitmproxy's `next_layer`: a target matching `ignore_hosts` is relayed untouched and one
+/// matching `tcp_hosts` is raw TCP, both decided before the client sends anything; otherwise
+/// the client's first bytes decide (TLS, HTTP/1, HTTP/2, else raw TCP), and `ignore_hosts` /
+/// `allow_hosts` are checked against the target and the TLS SNI.
+pub(crate) async fn serve_tunnel(ctx: Rc<ConnCtx>, mut io: BoxIo, host: String, port: u16) {
+    let cfg = ctx.shared.config();
+    let target = Address::new(host.clone(), port).to_string();
+    let mut buf = BytesMut::new();
+    let ignored_early = cfg
+        .ignore_hosts
+        .as_ref()
+        .is_some_and(|s| s.is_match(&target));
+    let mut layer = if ignored_early {
+        Layer::Passthrough
+    } else if cfg.is_tcp_host(&host, port) {
+        Layer::Tcp
+    } else {
+        buf.reserve(4096);
+        let Some(detected) = detect_client(&mut io, &mut buf).await else {
+            return;
+        };
+        let layer = match detected {
+            Detected::Tls => Layer::Tls,
+            Detected::Http1 => Layer::Http1,
+            Detected::Http2 => Layer::Http2,
+            Detected::Other | Detected::NeedMore => Layer::Tcp,
+        };
+        let mut names = vec![target.clone()];
+        if layer == Layer::Tls
+            && let Some(sni) = crate::intercept::parse_client_hello(&buf).and_then(|h| h.sni)
+        {
+            names.push(Address::new(sni, port).to_string());
+        }
+        let ignored = cfg.has_host_filters() && cfg.ignores(&names);
+        // Without `rawtcp`, what is not HTTP or TLS is relayed with no events.
+        if ignored || (layer == Layer::Tcp && !cfg.rawtcp) {
+            Layer::Passthrough
+        } else {
+            layer
         }
     };
-    let mut layer = match detected {
-        Detected::Tls => Layer::Tls,
-        Detected::Http1 => Layer::Http1,
-        Detected::Http2 => Layer::Http2,
-        Detected::Other | Detected::NeedMore => Layer::Tcp,
-    };
-    if cfg.is_tcp_host(&host, port) {
-        layer = Layer::Tcp;
-    }
-    if layer == Layer::Tls && cfg.passthrough(&host, port) {
-        layer = Layer::Passthrough;
-    }
-    if layer == Layer::Tcp && !cfg.rawtcp {
-        layer = Layer::Passthrough;
-    }
     let data = buf.freeze();
     if ctx.manager().handles(HookKind::NextLayer) {
         let nl = Box::new(NextLayer {
@@ -130,7 +173,11 @@ pub(crate) async fn serve_tunnel(ctx: Rc<ConnCtx>, mut io: BoxIo, host: String, 
             None => return,
         }
     }
-    let io: BoxIo = Box::new(PrefixedIo::new(data.clone(), io));
+    let io: BoxIo = if data.is_empty() {
+        io
+    } else {
+        Box::new(PrefixedIo::new(data.clone(), io))
+    };
     match layer {
         Layer::Tls => crate::intercept::intercept(ctx, io, &data, host, port).await,
         Layer::Http1 => {
@@ -149,27 +196,9 @@ pub(crate) async fn serve_tunnel(ctx: Rc<ConnCtx>, mut io: BoxIo, host: String, 
             };
             crate::http::serve_h2(ctx, io, Some(target)).await;
         }
-        Layer::Tcp | Layer::Passthrough => relay(ctx, io, host, port).await,
-    }
-}
-
-/// Relays bytes between the client and `host:port` untouched.
-pub(crate) async fn relay(ctx: Rc<ConnCtx>, mut io: BoxIo, host: String, port: u16) {
-    let cfg = ctx.shared.config();
-    let connect = tokio::net::TcpStream::connect((host.as_str(), port));
-    let mut server = match tokio::time::timeout(cfg.connect_timeout, connect).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            tracing::info!(client.addr = %ctx.client().peername, server.addr = %format!("{host}:{port}"), "cannot connect: {e}");
-            return;
+        Layer::Tcp => tcp::serve(ctx, io, Address::new(host, port), tcp::Mode::Tcp).await,
+        Layer::Passthrough => {
+            tcp::serve(ctx, io, Address::new(host, port), tcp::Mode::Passthrough).await;
         }
-        Err(_) => {
-            tracing::info!(client.addr = %ctx.client().peername, server.addr = %format!("{host}:{port}"), "connect timed out");
-            return;
-        }
-    };
-    let _ = server.set_nodelay(true);
-    if let Err(e) = tokio::io::copy_bidirectional(&mut io, &mut server).await {
-        tracing::debug!(server.addr = %format!("{host}:{port}"), "relay ended: {e}");
     }
 }

@@ -46,10 +46,15 @@ mod capture;
 mod flows;
 mod harness;
 mod proxy;
+mod tcp_origin;
 
 pub use flows::{FlowExt, tclient, tflow, treq, tresp, tserver, ttcpflow, twebsocketflow};
 pub use harness::{AddonHarness, AddonList};
 pub use proxy::{
     TempDir, TestProxy, connect_tls, http_origin, https_origin, proxy_get, raw_request,
     raw_request_bytes, read_to_close,
+};
+pub use tcp_origin::{
+    TcpOrigin, connect_tunnel, tcp_banner_origin, tcp_binary_origin, tcp_line_origin,
+    tcp_reset_origin, tcp_stalled_origin,
 };

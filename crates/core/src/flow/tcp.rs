@@ -12,7 +12,7 @@ use super::{Client, FlowError, FlowId, Intercept, KILLED_MESSAGE, Metadata, Serv
 pub struct TcpMessage {
     /// Read from the client (else from the server).
     pub from_client: bool,
-    /// The bytes; an addon may replace them (empty drops the chunk).
+    /// The bytes; an addon may replace them (empty: nothing is sent for this chunk).
     pub content: Bytes,
     /// When they were read.
     pub timestamp: f64,
@@ -42,7 +42,12 @@ pub struct TcpFlow {
     pub client: Arc<Client>,
     /// The server connection.
     pub server: Option<Arc<Server>>,
-    /// Chunks so far, oldest first; in `tcp_message` the newest is `messages.last()`.
+    /// Chunks so far, oldest first (as sent on, after the addons' changes, injected ones
+    /// included); in `tcp_message` the newest is `messages.last()`.
+    ///
+    /// Unlike mitmproxy, which keeps every message, the proxy keeps only the newest: at most
+    /// 4 MiB of content and 4096 messages per flow (the oldest are dropped beyond that), so
+    /// a long-lived connection costs bounded memory.
     pub messages: Vec<TcpMessage>,
     /// A connection error.
     pub error: Option<FlowError>,
@@ -111,7 +116,9 @@ impl TcpFlow {
         self.error.as_ref().is_some_and(FlowError::is_killed)
     }
 
-    /// Sends `content` to the client (`to_client`) or the server after the current hook.
+    /// Sends `content` to the client (`to_client`) or the server after the current hook
+    /// (after the current message). It is recorded in `messages` with `injected` set; it does
+    /// not go through `tcp_message` itself.
     pub fn inject(&mut self, to_client: bool, content: impl Into<Bytes>) {
         let mut m = TcpMessage::new(!to_client, content);
         m.injected = true;

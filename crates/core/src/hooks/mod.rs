@@ -12,7 +12,11 @@
 //!       request_headers ─ request ─ [server_connect] ─ response_headers ─ response
 //!       (error instead of a response when the exchange fails)
 //!       websocket_handshake ─ … ─ websocket_start ─ websocket_message* ─ websocket_end
-//!     raw TCP: tcp_start ─ tcp_message* ─ tcp_end (tcp_error on failure)
+//!     raw TCP (not HTTP or TLS after CONNECT, nothing sent by the client within 1 s, or
+//!     `tcp_hosts`): next_layer ─ tcp_start ─ server_connect ─ tcp_message*
+//!       ─ server_disconnect ─ tcp_end (or tcp_error instead of tcp_end, never both)
+//!     passthrough (`ignore_hosts`, `allow_hosts`, `ignore_connection`): server_connect ─
+//!       server_disconnect, no tcp_* events
 //!     server_disconnect
 //!   client_disconnect
 //! configure(changed) on every option change; log on every log record; update when another

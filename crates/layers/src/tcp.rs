@@ -1,0 +1,456 @@
+//! Raw TCP: bytes relayed between the client and a server, with the `tcp_*` events, and
+//! passthrough (the same relay with no flow and no `tcp_*` events).
+//!
+//! Events of one raw TCP connection, in order (as mitmproxy's `TCPLayer` with a lazily opened
+//! server connection):
+//!
+//! ```text
+//! tcp_start ─ server_connect ─ tcp_message* ─ server_disconnect ─ tcp_end | tcp_error
+//! ```
+//!
+//! Every flow gets `tcp_start` and then exactly one of `tcp_end` (both directions closed
+//! cleanly) or `tcp_error` (the server could not be reached, a side failed, or the flow was
+//! killed; `flow.error` says which). A passthrough connection fires only `server_connect` and
+//! `server_disconnect`.
+//!
+//! When no addon handles `tcp_message`, the two directions are plain copies (no message per
+//! chunk). Otherwise each chunk read becomes a [`TcpMessage`], goes through `tcp_message`, and
+//! its possibly changed content (empty: nothing) is written before the next chunk of that
+//! direction is read. Either way a direction reads again only once its last chunk is written,
+//! so a slow reader on one side stops the proxy reading from the other and a connection holds
+//! at most one chunk per direction in flight.
+//!
+//! A FIN from one side is forwarded as a shutdown of the other side's write; the other
+//! direction goes on until it ends too.
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{Mutex, watch};
+use waylay_core::flow::{Address, FlowError, KILLED_MESSAGE, Server, TcpMessage, now};
+use waylay_core::hooks::ServerConnectionHookData;
+use waylay_core::{HookKind, TcpFlow};
+
+use crate::context::ConnCtx;
+use crate::error::ServerError;
+use crate::io::BoxIo;
+
+/// Most bytes read from one side at a time (and so the most one direction holds in flight).
+pub(crate) const CHUNK: usize = 64 * 1024;
+
+/// `flow.messages` keeps the newest messages within these bounds; when a connection exceeds
+/// either, the oldest are dropped until it is within half of both. A long-lived connection
+/// thus costs bounded memory even when an addon handles `tcp_message` (mitmproxy keeps
+/// every message).
+pub(crate) const RETAIN_BYTES: usize = 4 * 1024 * 1024;
+/// See [`RETAIN_BYTES`].
+pub(crate) const RETAIN_MESSAGES: usize = 4096;
+
+/// What the relay does besides moving bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Raw TCP with the `tcp_*` events.
+    Tcp,
+    /// Untouched, with no `tcp_*` events (`ignore_hosts`, `allow_hosts`, `ignore_connection`).
+    Passthrough,
+}
+
+/// Why a relay ended before both directions closed cleanly.
+#[derive(Debug, thiserror::Error)]
+enum RelayError {
+    #[error("client connection failed: {0}")]
+    Client(io::Error),
+    #[error("server connection failed: {0}")]
+    Server(io::Error),
+    #[error("{}", KILLED_MESSAGE)]
+    Killed,
+    #[error("proxy is shutting down")]
+    Shutdown,
+}
+
+impl RelayError {
+    fn side(client: bool) -> impl FnOnce(io::Error) -> Self {
+        move |e| {
+            if client {
+                Self::Client(e)
+            } else {
+                Self::Server(e)
+            }
+        }
+    }
+}
+
+/// Serves a raw TCP (or passthrough) connection from `client` to `address` until both sides
+/// are done or one fails.
+pub(crate) async fn serve(ctx: Rc<ConnCtx>, client: BoxIo, address: Address, mode: Mode) {
+    let manager = ctx.manager();
+    let wants_flow = mode == Mode::Tcp
+        && [
+            HookKind::TcpStart,
+            HookKind::TcpMessage,
+            HookKind::TcpError,
+            HookKind::TcpEnd,
+        ]
+        .into_iter()
+        .any(|k| manager.handles(k));
+    let hooked = wants_flow && manager.handles(HookKind::TcpMessage);
+    let mut flow = wants_flow.then(|| {
+        Box::new(TcpFlow::new(
+            ctx.client(),
+            Some(Arc::new(Server::new(address.clone()))),
+        ))
+    });
+
+    if let Some(f) = flow.take() {
+        let Some(f) = ctx.fire(HookKind::TcpStart, f).await else {
+            return;
+        };
+        if f.killed() {
+            finish(&ctx, f, Some(RelayError::Killed)).await;
+            return;
+        }
+        flow = Some(f);
+    }
+
+    let (server, info) = match connect(&ctx, address).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::info!(client.addr = %ctx.client().peername, "{e}");
+            if let Some(mut f) = flow {
+                f.error = Some(FlowError::new(e.to_string()));
+                f.live = false;
+                let _ = ctx.fire(HookKind::TcpError, f).await;
+            }
+            return;
+        }
+    };
+    if let Some(f) = flow.as_mut() {
+        f.server = Some(info.clone());
+    }
+
+    let (result, flow) = if hooked {
+        relay_hooked(&ctx, client, server, flow).await
+    } else {
+        (relay_plain(client, server).await, flow)
+    };
+
+    let mut s = Server::clone(&info);
+    s.timestamp_end = Some(now());
+    if let Err(e) = &result {
+        tracing::debug!(client.addr = %ctx.client().peername, server.addr = %s.address, "relay ended: {e}");
+    }
+    let data = Box::new(ServerConnectionHookData {
+        client: ctx.client(),
+        server: s.clone(),
+    });
+    let _ = ctx.fire(HookKind::ServerDisconnect, data).await;
+    if let Some(mut f) = flow {
+        f.server = Some(Arc::new(s));
+        finish(&ctx, f, result.err()).await;
+    }
+}
+
+/// Fires `tcp_end`, or `tcp_error` with `error` recorded (a kill keeps its own message).
+async fn finish(ctx: &ConnCtx, mut flow: Box<TcpFlow>, error: Option<RelayError>) {
+    flow.live = false;
+    match error {
+        None => {
+            let _ = ctx.fire(HookKind::TcpEnd, flow).await;
+        }
+        Some(e) => {
+            if flow.error.is_none() {
+                flow.error = Some(FlowError::new(e.to_string()));
+            }
+            let _ = ctx.fire(HookKind::TcpError, flow).await;
+        }
+    }
+}
+
+/// `server_connect`, then the TCP connection to the (possibly changed) address.
+async fn connect(ctx: &ConnCtx, address: Address) -> Result<(TcpStream, Arc<Server>), ServerError> {
+    let mut server = Server::new(address);
+    server.timestamp_start = Some(now());
+    let addr_text = server.address.to_string();
+    let data = Box::new(ServerConnectionHookData {
+        client: ctx.client(),
+        server,
+    });
+    let Some(data) = ctx.fire(HookKind::ServerConnect, data).await else {
+        return Err(ServerError::Connect {
+            addr: addr_text,
+            reason: "proxy is shutting down".into(),
+        });
+    };
+    let mut server = data.server;
+    let addr_text = server.address.to_string();
+    if let Some(reason) = server.error.clone() {
+        return Err(ServerError::Refused {
+            addr: addr_text,
+            reason,
+        });
+    }
+    let timeout = ctx.shared.config().connect_timeout;
+    let dial = TcpStream::connect((server.address.host.as_str(), server.address.port));
+    let tcp = match tokio::time::timeout(timeout, dial).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            return Err(ServerError::Connect {
+                addr: addr_text,
+                reason: e.to_string(),
+            });
+        }
+        Err(_) => {
+            return Err(ServerError::Connect {
+                addr: addr_text,
+                reason: format!("timed out after {}s", timeout.as_secs()),
+            });
+        }
+    };
+    let _ = tcp.set_nodelay(true);
+    server.peername = tcp.peer_addr().ok();
+    server.sockname = tcp.local_addr().ok();
+    server.timestamp_tcp_setup = Some(now());
+    Ok((tcp, Arc::new(server)))
+}
+
+/// Copies `r` to `w` until `r` ends (then shuts `w`'s write side) or either fails.
+async fn copy_half<R, W>(mut r: R, mut w: W, from_client: bool) -> Result<(), RelayError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = r
+            .read(&mut buf)
+            .await
+            .map_err(RelayError::side(from_client))?;
+        if n == 0 {
+            if let Err(e) = w.shutdown().await {
+                tracing::debug!("forwarding a half-close failed: {e}");
+            }
+            return Ok(());
+        }
+        let chunk = buf.get(..n).unwrap_or_default();
+        w.write_all(chunk)
+            .await
+            .map_err(RelayError::side(!from_client))?;
+        w.flush().await.map_err(RelayError::side(!from_client))?;
+    }
+}
+
+/// The fast path: both directions copied concurrently, no message per chunk.
+async fn relay_plain(client: BoxIo, mut server: TcpStream) -> Result<(), RelayError> {
+    let (cr, cw) = tokio::io::split(client);
+    let (sr, sw) = server.split();
+    futures::future::try_join(copy_half(cr, sw, true), copy_half(sr, cw, false))
+        .await
+        .map(|_| ())
+}
+
+type DynRead = Box<dyn AsyncRead + Unpin>;
+type DynWrite = Box<dyn AsyncWrite + Unpin>;
+
+/// One side's write half, and whether its write side was shut (after the other side's FIN).
+struct Writer {
+    w: DynWrite,
+    shut: bool,
+}
+
+/// What the two directions of a hooked relay share (one task, one thread).
+struct Hooked<'a> {
+    ctx: &'a ConnCtx,
+    /// Out (`None`) only while a hook holds it; the lock orders the two directions' hooks.
+    flow: Mutex<Option<Box<TcpFlow>>>,
+    client_w: Mutex<Writer>,
+    server_w: Mutex<Writer>,
+    /// Set when one direction fails, so the other stops at its next read or write (never
+    /// while a hook holds the flow, which would lose it).
+    cancel: watch::Sender<bool>,
+    /// The first failure.
+    error: RefCell<Option<RelayError>>,
+    /// Content bytes in `flow.messages` (approximate between trims).
+    retained: Cell<usize>,
+}
+
+/// How a direction ended: `Ok(())` cleanly or cancelled (the error is in `Hooked::error`).
+type Step<T> = Result<T, ()>;
+
+impl Hooked<'_> {
+    fn fail(&self, e: RelayError) {
+        let mut slot = self.error.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(e);
+        }
+        drop(slot);
+        let _ = self.cancel.send(true);
+    }
+
+    /// Runs `tcp_message` for `content`; answers what to send on and the injected messages.
+    async fn on_message(
+        &self,
+        from_client: bool,
+        content: Bytes,
+    ) -> Result<(Bytes, Vec<TcpMessage>), RelayError> {
+        let mut slot = self.flow.lock().await;
+        let Some(mut flow) = slot.take() else {
+            return Err(RelayError::Shutdown);
+        };
+        self.retained.set(self.retained.get() + content.len());
+        flow.messages.push(TcpMessage::new(from_client, content));
+        let Some(mut flow) = self.ctx.fire(HookKind::TcpMessage, flow).await else {
+            return Err(RelayError::Shutdown);
+        };
+        if flow.intercept_state().is_intercepted()
+            && flow.intercept_state().wait().await == waylay_core::flow::Release::Killed
+        {
+            flow.kill();
+        }
+        flow.intercept_state().reset();
+        let out = flow
+            .messages
+            .last()
+            .map(|m| m.content.clone())
+            .unwrap_or_default();
+        let injected = flow.take_injected();
+        for m in &injected {
+            self.retained.set(self.retained.get() + m.content.len());
+        }
+        flow.messages.extend(injected.iter().cloned());
+        self.trim(&mut flow.messages);
+        let killed = flow.killed();
+        *slot = Some(flow);
+        if killed {
+            Err(RelayError::Killed)
+        } else {
+            Ok((out, injected))
+        }
+    }
+
+    /// Keeps `messages` within [`RETAIN_BYTES`] and [`RETAIN_MESSAGES`].
+    fn trim(&self, messages: &mut Vec<TcpMessage>) {
+        if self.retained.get() <= RETAIN_BYTES && messages.len() <= RETAIN_MESSAGES {
+            return;
+        }
+        let mut bytes: usize = messages.iter().map(|m| m.content.len()).sum();
+        let mut drop_n = 0;
+        while drop_n + 1 < messages.len()
+            && (bytes > RETAIN_BYTES / 2 || messages.len() - drop_n > RETAIN_MESSAGES / 2)
+        {
+            bytes -= messages.get(drop_n).map_or(0, |m| m.content.len());
+            drop_n += 1;
+        }
+        messages.drain(..drop_n);
+        self.retained.set(bytes);
+    }
+
+    /// Writes `data` to the client (`to_client`) or the server; nothing when it is empty or
+    /// that side's write was already shut.
+    async fn write(
+        &self,
+        to_client: bool,
+        data: &[u8],
+        cancel: &mut watch::Receiver<bool>,
+    ) -> Step<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let mut w = if to_client {
+            self.client_w.lock().await
+        } else {
+            self.server_w.lock().await
+        };
+        if w.shut {
+            tracing::debug!(
+                to_client,
+                bytes = data.len(),
+                "dropping bytes for a side already closed for writing"
+            );
+            return Ok(());
+        }
+        let write = async {
+            w.w.write_all(data).await?;
+            w.w.flush().await
+        };
+        tokio::select! {
+            biased;
+            _ = cancel.wait_for(|c| *c) => Err(()),
+            r = write => r.map_err(|e| self.fail(RelayError::side(to_client)(e))),
+        }
+    }
+
+    /// One direction: read a chunk, run `tcp_message`, write what comes back, repeat.
+    async fn pump(&self, mut r: DynRead, from_client: bool) -> Step<()> {
+        let mut cancel = self.cancel.subscribe();
+        let mut buf = BytesMut::new();
+        loop {
+            buf.reserve(CHUNK);
+            let n = tokio::select! {
+                biased;
+                _ = cancel.wait_for(|c| *c) => return Err(()),
+                r = r.read_buf(&mut buf) => r.map_err(|e| self.fail(RelayError::side(from_client)(e)))?,
+            };
+            if n == 0 {
+                let mut w = if from_client {
+                    self.server_w.lock().await
+                } else {
+                    self.client_w.lock().await
+                };
+                w.shut = true;
+                if let Err(e) = w.w.shutdown().await {
+                    tracing::debug!("forwarding a half-close failed: {e}");
+                }
+                return Ok(());
+            }
+            let content = buf.split().freeze();
+            let (out, injected) = self
+                .on_message(from_client, content)
+                .await
+                .map_err(|e| self.fail(e))?;
+            self.write(!from_client, &out, &mut cancel).await?;
+            for m in injected {
+                // An injected message "from the client" goes to the server.
+                self.write(!m.from_client, &m.content, &mut cancel).await?;
+            }
+        }
+    }
+}
+
+/// The hooked path: both directions concurrently on this task, each chunk through
+/// `tcp_message`. Gives the flow back.
+async fn relay_hooked(
+    ctx: &ConnCtx,
+    client: BoxIo,
+    server: TcpStream,
+    flow: Option<Box<TcpFlow>>,
+) -> (Result<(), RelayError>, Option<Box<TcpFlow>>) {
+    let (cr, cw) = tokio::io::split(client);
+    let (sr, sw) = server.into_split();
+    let (cancel, _) = watch::channel(false);
+    let h = Hooked {
+        ctx,
+        flow: Mutex::new(flow),
+        client_w: Mutex::new(Writer {
+            w: Box::new(cw),
+            shut: false,
+        }),
+        server_w: Mutex::new(Writer {
+            w: Box::new(sw),
+            shut: false,
+        }),
+        cancel,
+        error: RefCell::new(None),
+        retained: Cell::new(0),
+    };
+    let _ = futures::future::join(h.pump(Box::new(cr), true), h.pump(Box::new(sr), false)).await;
+    let result = match h.error.into_inner() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    };
+    (result, h.flow.into_inner())
+}

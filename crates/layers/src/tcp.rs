@@ -38,7 +38,7 @@ use waylay_core::{HookKind, TcpFlow};
 
 use crate::context::ConnCtx;
 use crate::error::ServerError;
-use crate::io::BoxIo;
+use crate::io::{BoxIo, IdleTimeout};
 
 /// Most bytes read from one side at a time (and so the most one direction holds in flight).
 pub(crate) const CHUNK: usize = 64 * 1024;
@@ -172,7 +172,7 @@ async fn finish(ctx: &ConnCtx, mut flow: Box<TcpFlow>, error: Option<RelayError>
 }
 
 /// `server_connect`, then the TCP connection to the (possibly changed) address.
-async fn connect(ctx: &ConnCtx, address: Address) -> Result<(TcpStream, Arc<Server>), ServerError> {
+async fn connect(ctx: &ConnCtx, address: Address) -> Result<(ServerIo, Arc<Server>), ServerError> {
     let mut server = Server::new(address);
     server.timestamp_start = Some(now());
     let addr_text = server.address.to_string();
@@ -194,7 +194,8 @@ async fn connect(ctx: &ConnCtx, address: Address) -> Result<(TcpStream, Arc<Serv
             reason,
         });
     }
-    let timeout = ctx.shared.config().connect_timeout;
+    let cfg = ctx.shared.config();
+    let timeout = cfg.connect_timeout;
     let dial = TcpStream::connect((server.address.host.as_str(), server.address.port));
     let tcp = match tokio::time::timeout(timeout, dial).await {
         Ok(Ok(s)) => s,
@@ -215,7 +216,7 @@ async fn connect(ctx: &ConnCtx, address: Address) -> Result<(TcpStream, Arc<Serv
     server.peername = tcp.peer_addr().ok();
     server.sockname = tcp.local_addr().ok();
     server.timestamp_tcp_setup = Some(now());
-    Ok((tcp, Arc::new(server)))
+    Ok((IdleTimeout::new(tcp, cfg.idle_timeout), Arc::new(server)))
 }
 
 /// Copies `r` to `w` until `r` ends (then shuts `w`'s write side) or either fails.
@@ -245,13 +246,16 @@ where
 }
 
 /// The fast path: both directions copied concurrently, no message per chunk.
-async fn relay_plain(client: BoxIo, mut server: TcpStream) -> Result<(), RelayError> {
+async fn relay_plain(client: BoxIo, server: ServerIo) -> Result<(), RelayError> {
     let (cr, cw) = tokio::io::split(client);
-    let (sr, sw) = server.split();
+    let (sr, sw) = tokio::io::split(server);
     futures::future::try_join(copy_half(cr, sw, true), copy_half(sr, cw, false))
         .await
         .map(|_| ())
 }
+
+/// The server side of a relay: closed after `idle_timeout` without traffic either way.
+type ServerIo = IdleTimeout<TcpStream>;
 
 type DynRead = Box<dyn AsyncRead + Unpin>;
 type DynWrite = Box<dyn AsyncWrite + Unpin>;
@@ -426,11 +430,11 @@ impl Hooked<'_> {
 async fn relay_hooked(
     ctx: &ConnCtx,
     client: BoxIo,
-    server: TcpStream,
+    server: ServerIo,
     flow: Option<Box<TcpFlow>>,
 ) -> (Result<(), RelayError>, Option<Box<TcpFlow>>) {
     let (cr, cw) = tokio::io::split(client);
-    let (sr, sw) = server.into_split();
+    let (sr, sw) = tokio::io::split(server);
     let (cancel, _) = watch::channel(false);
     let h = Hooked {
         ctx,

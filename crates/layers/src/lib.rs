@@ -24,6 +24,7 @@ mod rt;
 mod server_conn;
 pub mod tls;
 mod tunnel;
+mod websocket;
 
 pub use error::{ProxyError, ServerError};
 pub use proxy::{Proxy, ProxyBuilder, RunningProxy};

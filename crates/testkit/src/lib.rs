@@ -46,10 +46,15 @@ mod capture;
 mod flows;
 mod harness;
 mod proxy;
+mod ws_origin;
 
 pub use flows::{FlowExt, tclient, tflow, treq, tresp, tserver, ttcpflow, twebsocketflow};
 pub use harness::{AddonHarness, AddonList};
 pub use proxy::{
     TempDir, TestProxy, connect_tls, http_origin, https_origin, proxy_get, raw_request,
     raw_request_bytes, read_to_close,
+};
+pub use ws_origin::{
+    HeaderList, TestIo, WsClient, WsOrigin, WsRecord, ws_config, ws_in_connect, ws_next,
+    ws_through_proxy, wss_in_connect,
 };

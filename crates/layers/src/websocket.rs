@@ -10,9 +10,12 @@
 //! - **Extensions are negotiated away**: `Sec-WebSocket-Extensions` is removed from the
 //!   request after `websocket_handshake`, so the server never agrees to permessage-deflate
 //!   (which tungstenite does not speak) and frames pass as they are.
-//! - **Messages are recorded only when some addon handles `websocket_message`**; then every
-//!   message is kept in `flow.websocket.messages`, as mitmproxy does. Without such an addon a
-//!   message is forwarded as it was received, with no copy and no hook.
+//! - **Messages are recorded only when some addon handles `websocket_message`**. Without
+//!   such an addon a message is forwarded as it was received, with no copy and no hook.
+//! - **The history is bounded**: mitmproxy keeps every message, so a long-lived connection
+//!   grows without limit. waylay keeps the newest messages whose contents add up to at most
+//!   [`HISTORY_BYTES`] (the newest one always); older ones are removed from the front of
+//!   `messages` and counted in `flow.metadata["websocket_messages_forgotten"]`.
 //! - **Pings and pongs pass through.** tungstenite answers a ping by itself, so the peer's
 //!   own pong to a forwarded ping is swallowed (matched by payload) and each side sees exactly
 //!   one pong per ping; unsolicited pongs are forwarded.
@@ -58,6 +61,12 @@ use crate::server_conn::PoolEntry;
 /// Largest message (and frame) accepted from either side: 16 MiB messages must pass, with
 /// room to spare, while one peer still cannot make waylay buffer without limit.
 const MAX_MESSAGE_SIZE: usize = 64 << 20;
+
+/// Initial read buffer per side.
+const READ_BUFFER: usize = 16 << 10;
+
+/// Content bytes of recorded messages kept per connection (see the module docs).
+const HISTORY_BYTES: usize = 32 << 20;
 
 /// How long the second side gets to answer a close frame before both connections are
 /// dropped.
@@ -221,6 +230,8 @@ struct Shared {
     flow: AsyncMutex<Option<Box<HttpFlow>>>,
     /// A close frame was forwarded: the next close from the other side is its answer.
     closing: Cell<bool>,
+    /// Content bytes of the recorded messages (see [`forget_old_messages`]).
+    history: Cell<usize>,
     /// Payloads of pings forwarded to the server (index 1) or the client (index 0) whose
     /// pong tungstenite already sent back: that side's own pong is swallowed.
     pings: [RefCell<VecDeque<Bytes>>; 2],
@@ -274,7 +285,10 @@ async fn run(
     let Some(flow) = fire(&manager, HookKind::WebsocketStart, flow).await else {
         return;
     };
+    // Small read buffers: each side preallocates one, and most WebSockets idle; larger
+    // frames grow it as needed.
     let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
         .max_message_size(Some(MAX_MESSAGE_SIZE))
         .max_frame_size(Some(MAX_MESSAGE_SIZE));
     let client_ws =
@@ -295,6 +309,7 @@ async fn run(
         manager: manager.clone(),
         flow: AsyncMutex::new(Some(flow)),
         closing: Cell::new(false),
+        history: Cell::new(0),
         pings: Default::default(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -513,7 +528,14 @@ async fn on_message(
             .and_then(|ws| ws.messages.last())
             .filter(|m| !m.dropped && !m.injected)
             .map(to_ws);
+        let own = flow
+            .websocket
+            .as_ref()
+            .and_then(|ws| ws.messages.last())
+            .map_or(0, |m| m.content.len());
         let injected = take_injected(&mut flow);
+        let added = own + injected.iter().map(|m| m.content.len()).sum::<usize>();
+        forget_old_messages(&mut flow, &sh.history, added);
         let is_killed = flow.killed();
         *g = Some(flow);
         if is_killed {
@@ -533,6 +555,37 @@ async fn on_message(
         send(to, to_ws(&m), stop).await?;
     }
     Ok(())
+}
+
+/// Removes the oldest messages once the history holds more than [`HISTORY_BYTES`] of
+/// content, down to half of it (so the work is amortised), keeping at least the newest.
+/// `history` is the running total of content recorded (recounted exactly when trimming, as
+/// addons may change contents), `added` what this message added.
+fn forget_old_messages(flow: &mut HttpFlow, history: &Cell<usize>, added: usize) {
+    let Some(ws) = flow.websocket.as_mut() else {
+        return;
+    };
+    let total = history.get() + added;
+    history.set(total);
+    if total <= HISTORY_BYTES {
+        return;
+    }
+    let mut kept = 0;
+    let mut keep_from = ws.messages.len();
+    while keep_from > 0 {
+        let len = ws.messages[keep_from - 1].content.len();
+        if kept + len > HISTORY_BYTES / 2 && keep_from < ws.messages.len() {
+            break;
+        }
+        kept += len;
+        keep_from -= 1;
+    }
+    ws.messages.drain(..keep_from);
+    history.set(kept);
+    let key = "websocket_messages_forgotten";
+    let before = flow.metadata.get(key).and_then(|v| v.as_u64()).unwrap_or(0);
+    flow.metadata
+        .insert(key.into(), (before + keep_from as u64).into());
 }
 
 /// Drains the messages addons injected, recording them in the flow.

@@ -192,12 +192,22 @@ async fn ws_absolute_form_echo_hooks_in_order_and_close_code() {
     assert_eq!(ws_data.close_code, Some(4001));
     assert_eq!(ws_data.close_reason, "client bye");
     assert_eq!(ws_data.closed_by_client, Some(true));
-    assert_eq!(ws_data.messages.len(), 15);
+    // The two 16 MiB messages pushed the oldest out of the bounded history.
+    let forgotten = flow.metadata["websocket_messages_forgotten"]
+        .as_u64()
+        .expect("count");
+    assert_eq!(ws_data.messages.len() as u64 + forgotten, 15);
+    let last_two: Vec<_> = ws_data.messages[ws_data.messages.len() - 2..]
+        .iter()
+        .map(|m| (m.from_client, m.as_text()))
+        .collect();
     assert_eq!(
-        ws_data.messages[2].as_text(),
-        Some("héllo wörld ✓ 🦀 — ünïcödé")
+        last_two,
+        [
+            (true, Some("after-server-ping")),
+            (false, Some("after-server-ping"))
+        ]
     );
-    assert!(ws_data.messages[2].from_client && !ws_data.messages[3].from_client);
     assert_eq!(flow.response.map(|r| r.status_code), Some(101));
     assert_eq!(flow.request.path, "/chat?x=1");
     proxy.shutdown().await;
@@ -426,5 +436,100 @@ async fn websocket_option_off_relays_bytes_without_hooks() {
             .any(|h| h.starts_with("websocket_") && *h != "websocket_handshake"),
         "{hooks:?}"
     );
+    proxy.shutdown().await;
+}
+
+/// Sends 1 MiB messages towards a server that stopped reading: the sends must stall long
+/// before 256 MiB, the proxy having stopped reading from the client.
+async fn client_sends_stall(ws: &mut WsClient) -> usize {
+    let chunk = Bytes::from(vec![1u8; 1 << 20]);
+    for i in 0..256 {
+        let sent = tokio::time::timeout(
+            Duration::from_secs(2),
+            ws.send(Message::Binary(chunk.clone())),
+        )
+        .await;
+        match sent {
+            Ok(r) => r.expect("send"),
+            Err(_) => return i,
+        }
+    }
+    256
+}
+
+#[actix_rt::test]
+async fn slow_server_stops_the_proxy_reading_from_the_client() {
+    let origin = WsOrigin::start().await;
+    let proxy = TestProxy::start(Proxy::builder()).await;
+    let (mut ws, _) = ws_through_proxy(proxy.addr(), origin.addr, "/", &[])
+        .await
+        .expect("upgrade");
+    send(&mut ws, Message::text("stall")).await;
+    let sent = client_sends_stall(&mut ws).await;
+    println!("client got {sent} MiB out before stalling");
+    assert!(sent < 128, "the proxy kept reading: {sent} MiB");
+    proxy.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn slow_client_stops_the_proxy_reading_from_the_server() {
+    let origin = WsOrigin::start().await;
+    // With an addon on every message, the hook path is the one under test.
+    let proxy = TestProxy::start(Proxy::builder().addon(Recorder::default())).await;
+    let (mut ws, _) = ws_through_proxy(proxy.addr(), origin.addr, "/", &[])
+        .await
+        .expect("upgrade");
+    send(&mut ws, Message::text("flood")).await;
+    let flooded = || {
+        origin
+            .record
+            .flooded
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let mut last = usize::MAX;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = flooded();
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    println!("server got {last} MiB out before stalling");
+    assert!(last < 128, "the proxy kept reading: {last} MiB");
+    // Reading again lets the rest through.
+    for _ in 0..256 {
+        match next(&mut ws).await {
+            Message::Binary(b) => assert_eq!(b.len(), 1 << 20),
+            other => panic!("expected binary, got {other:?}"),
+        }
+    }
+    assert_eq!(flooded(), 256);
+    proxy.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn recorded_history_is_bounded() {
+    let origin = WsOrigin::start().await;
+    let rec = Recorder::default();
+    let proxy = TestProxy::start(Proxy::builder().addon(rec.clone())).await;
+    let (mut ws, _) = ws_through_proxy(proxy.addr(), origin.addr, "/", &[])
+        .await
+        .expect("upgrade");
+    let chunk = big(1 << 20);
+    for _ in 0..40 {
+        send(&mut ws, Message::binary(chunk.clone())).await;
+        assert_eq!(next(&mut ws).await, Message::binary(chunk.clone()));
+    }
+    client_close(&mut ws).await;
+    rec.wait_for("websocket_end").await;
+    let flow = rec.last();
+    let kept = flow.websocket.expect("websocket").messages;
+    let bytes: usize = kept.iter().map(|m| m.content.len()).sum();
+    let forgotten = flow.metadata["websocket_messages_forgotten"]
+        .as_u64()
+        .expect("count");
+    assert!(bytes <= 32 << 20, "{bytes}");
+    assert_eq!(kept.len() as u64 + forgotten, 80);
     proxy.shutdown().await;
 }

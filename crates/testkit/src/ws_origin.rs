@@ -46,6 +46,8 @@ pub struct WsRecord {
     pub received: Arc<Mutex<Vec<Message>>>,
     /// Set when a connection ended with an error (no close frame).
     pub errors: Arc<Mutex<Vec<String>>>,
+    /// Messages sent by `flood` so far.
+    pub flooded: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl WsRecord {
@@ -66,8 +68,10 @@ impl WsRecord {
 /// A WebSocket echo origin on `127.0.0.1:0`.
 ///
 /// It echoes text and binary messages, answers close frames with the same code, and obeys
-/// three text commands: `close-me` (it closes with 4001 "server bye"), `drop-me` (it drops
-/// the TCP connection without a close frame) and `ping-me` (it sends a ping `srv`).
+/// text commands: `close-me` (it closes with 4001 "server bye"), `drop-me` (it drops the
+/// TCP connection without a close frame), `ping-me` (it sends a ping `srv`), `stall` (it
+/// stops reading for 30 s) and `flood` (it sends up to 256 binary messages of 1 MiB,
+/// counting them in [`WsRecord::flooded`], then goes on echoing).
 #[derive(Debug)]
 pub struct WsOrigin {
     /// Where it listens.
@@ -183,6 +187,21 @@ async fn serve_ws(io: Box<dyn TestIo>, rec: WsRecord) {
             Message::Text(t) if t.as_str() == "drop-me" => return,
             Message::Text(t) if t.as_str() == "ping-me" => {
                 Some(Message::Ping(Bytes::from_static(b"srv")))
+            }
+            Message::Text(t) if t.as_str() == "stall" => {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                None
+            }
+            Message::Text(t) if t.as_str() == "flood" => {
+                let chunk = Bytes::from(vec![7u8; 1 << 20]);
+                for _ in 0..256 {
+                    if ws.send(Message::Binary(chunk.clone())).await.is_err() {
+                        return;
+                    }
+                    rec.flooded
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                None
             }
             Message::Text(_) | Message::Binary(_) => Some(m),
             Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_) => None,

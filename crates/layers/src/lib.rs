@@ -25,6 +25,7 @@ mod server_conn;
 mod tcp;
 pub mod tls;
 mod tunnel;
+mod websocket;
 
 pub use error::{ProxyError, ServerError};
 pub use proxy::{Proxy, ProxyBuilder, RunningProxy};

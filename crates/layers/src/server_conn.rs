@@ -97,6 +97,9 @@ pub(crate) struct PoolEntry {
     pub(crate) busy: Arc<Flag>,
     /// Set once a request was sent on it (a failure then may be a stale keep-alive).
     pub(crate) used: Rc<Cell<bool>>,
+    /// Set while it carries a WebSocket upgrade: the WebSocket layer then owns the
+    /// connection after a 101 and reports its `server_disconnect`, not the IO driver.
+    pub(crate) upgrading: Rc<Cell<bool>>,
 }
 
 impl PoolEntry {
@@ -155,6 +158,40 @@ pub(crate) async fn checkout(ctx: &Rc<ConnCtx>, key: &PoolKey) -> Result<PoolEnt
         .entry(key.clone())
         .or_default()
         .push(entry.clone());
+    Ok(entry)
+}
+
+/// A server connection for a WebSocket upgrade, never shared with other requests: an idle
+/// pooled HTTP/1 connection is taken out of the pool (the one dialed eagerly for an
+/// intercepted TLS tunnel, typically), else a new HTTP/1.1 one is dialed and not pooled.
+pub(crate) async fn checkout_upgrade(
+    ctx: &Rc<ConnCtx>,
+    key: &PoolKey,
+) -> Result<PoolEntry, ServerError> {
+    if let Some(reason) = ctx.failed.borrow().get(key) {
+        return Err(ServerError::Earlier(reason.clone()));
+    }
+    let pooled = {
+        let mut pool = ctx.pool.borrow_mut();
+        pool.get_mut(key).and_then(|list| {
+            list.retain(|e| !e.closed.get());
+            let i = list.iter().position(|e| !e.h2 && e.usable())?;
+            Some(list.remove(i))
+        })
+    };
+    let entry = match pooled {
+        Some(e) => e,
+        None => {
+            let spec = DialSpec {
+                address: Address::new(key.host.clone(), key.port),
+                tls: key
+                    .tls
+                    .then(|| (sni_for(&key.host), vec![b"http/1.1".to_vec()])),
+            };
+            dial(ctx, spec).await?
+        }
+    };
+    entry.upgrading.set(true);
     Ok(entry)
 }
 
@@ -300,6 +337,7 @@ pub(crate) async fn dial(ctx: &Rc<ConnCtx>, spec: DialSpec) -> Result<PoolEntry,
     };
 
     let closed = Rc::new(Cell::new(false));
+    let upgrading = Rc::new(Cell::new(false));
     let server = Arc::new(server);
     let sender = if h2 {
         let (s, conn) = http2::Builder::new(LocalExec)
@@ -310,7 +348,7 @@ pub(crate) async fn dial(ctx: &Rc<ConnCtx>, spec: DialSpec) -> Result<PoolEntry,
                 addr: addr_text.clone(),
                 reason: e.to_string(),
             })?;
-        spawn_driver(ctx, server.clone(), closed.clone(), conn);
+        spawn_driver(ctx, server.clone(), closed.clone(), upgrading.clone(), conn);
         Sender::H2(s)
     } else {
         let (s, conn) = http1::Builder::new()
@@ -321,7 +359,14 @@ pub(crate) async fn dial(ctx: &Rc<ConnCtx>, spec: DialSpec) -> Result<PoolEntry,
                 addr: addr_text.clone(),
                 reason: e.to_string(),
             })?;
-        spawn_driver(ctx, server.clone(), closed.clone(), conn);
+        // With upgrades, a 101 hands the connection to the WebSocket layer.
+        spawn_driver(
+            ctx,
+            server.clone(),
+            closed.clone(),
+            upgrading.clone(),
+            conn.with_upgrades(),
+        );
         Sender::H1(s)
     };
     let addr = ServerConnection {
@@ -335,6 +380,7 @@ pub(crate) async fn dial(ctx: &Rc<ConnCtx>, spec: DialSpec) -> Result<PoolEntry,
         closed,
         busy: Arc::default(),
         used: Rc::default(),
+        upgrading,
     })
 }
 
@@ -345,8 +391,13 @@ fn shutting_down(spec: &DialSpec) -> ServerError {
     }
 }
 
-fn spawn_driver<F, E>(ctx: &Rc<ConnCtx>, server: Arc<Server>, closed: Rc<Cell<bool>>, conn: F)
-where
+fn spawn_driver<F, E>(
+    ctx: &Rc<ConnCtx>,
+    server: Arc<Server>,
+    closed: Rc<Cell<bool>>,
+    upgrading: Rc<Cell<bool>>,
+    conn: F,
+) where
     F: std::future::Future<Output = Result<(), E>> + 'static,
     E: std::fmt::Display,
 {
@@ -357,6 +408,9 @@ where
             tracing::debug!(server.addr = %server.address, error = %e, "server connection ended");
         }
         closed.set(true);
+        if upgrading.get() {
+            return;
+        }
         let mut s = Server::clone(&server);
         s.timestamp_end = Some(now());
         let data = Box::new(ServerConnectionHookData { client, server: s });

@@ -47,6 +47,7 @@ mod flows;
 mod harness;
 mod proxy;
 mod tcp_origin;
+mod ws_origin;
 
 pub use flows::{FlowExt, tclient, tflow, treq, tresp, tserver, ttcpflow, twebsocketflow};
 pub use harness::{AddonHarness, AddonList};
@@ -57,4 +58,8 @@ pub use proxy::{
 pub use tcp_origin::{
     TcpOrigin, connect_tunnel, tcp_banner_origin, tcp_binary_origin, tcp_line_origin,
     tcp_reset_origin, tcp_stalled_origin,
+};
+pub use ws_origin::{
+    HeaderList, TestIo, WsClient, WsOrigin, WsRecord, ws_config, ws_in_connect, ws_next,
+    ws_through_proxy, wss_in_connect,
 };

@@ -11,7 +11,10 @@
 //!     per request:
 //!       request_headers ─ request ─ [server_connect] ─ response_headers ─ response
 //!       (error instead of a response when the exchange fails)
-//!       websocket_handshake ─ … ─ websocket_start ─ websocket_message* ─ websocket_end
+//!     a WebSocket upgrade (HTTP/1.1):
+//!       websocket_handshake ─ request_headers ─ request ─ response_headers ─ response (101)
+//!       ─ websocket_start ─ websocket_message* ─ websocket_end (after a close frame)
+//!       or websocket_error (a side went away without one; `flow.error` set), never both
 //!     raw TCP (not HTTP or TLS after CONNECT, nothing sent by the client within 1 s, or
 //!     `tcp_hosts`): next_layer ─ tcp_start ─ server_connect ─ tcp_message*
 //!       ─ server_disconnect ─ tcp_end (or tcp_error instead of tcp_end, never both)
@@ -294,16 +297,19 @@ hooks! {
     Response = "response", fn response(flow: HttpFlow);
     /// A protocol or connection error happened (not an HTTP error status).
     Error = "error", fn error(flow: HttpFlow);
-    /// A client asks to upgrade to WebSocket; the handshake headers may be changed.
+    /// A client asks to upgrade to WebSocket (before `request_headers`); the handshake
+    /// headers may be changed.
     WebsocketHandshake = "websocket_handshake", fn websocket_handshake(flow: HttpFlow);
     /// A WebSocket connection started.
     WebsocketStart = "websocket_start", fn websocket_start(flow: HttpFlow);
     /// A WebSocket message arrived: `flow.websocket.messages.last()`, modifiable and
     /// droppable; more may be injected.
     WebsocketMessage = "websocket_message", fn websocket_message(flow: HttpFlow);
-    /// A WebSocket connection failed.
+    /// A WebSocket connection failed: a side went away without a close frame, or an
+    /// addon killed the flow. `flow.error` says why; `websocket_end` does not follow.
     WebsocketError = "websocket_error", fn websocket_error(flow: HttpFlow);
-    /// A WebSocket connection ended.
+    /// A WebSocket connection ended with a close frame: `close_code`, `close_reason` and
+    /// `closed_by_client` are set.
     WebsocketEnd = "websocket_end", fn websocket_end(flow: HttpFlow);
     /// A raw TCP connection started.
     TcpStart = "tcp_start", fn tcp_start(flow: TcpFlow);

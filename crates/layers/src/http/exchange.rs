@@ -17,7 +17,7 @@ use super::body::{ProxyBody, Read, read_up_to};
 use super::convert::{bodiless, headers_from, headers_to, strip_hop_by_hop, version_of};
 use crate::config::ProxyConfig;
 use crate::context::{ConnCtx, PoolKey, Target, fire};
-use crate::server_conn::{Forward, PoolEntry, checkout, evict};
+use crate::server_conn::{Forward, PoolEntry, checkout, checkout_upgrade, evict};
 
 /// Returned to hyper to drop the connection (a killed flow).
 #[derive(Debug)]
@@ -66,7 +66,7 @@ fn fix_content_length(map: &mut HeaderMap, len: usize, had_length: bool, trailer
 }
 
 /// Waits while the flow is intercepted; `Err` when it was killed meanwhile or by the hook.
-async fn proceed(flow: &mut HttpFlow) -> Result<(), ()> {
+pub(crate) async fn proceed(flow: &mut HttpFlow) -> Result<(), ()> {
     if flow.intercepted() && flow.intercept_state().wait().await == Release::Killed {
         flow.kill();
     }
@@ -83,7 +83,7 @@ async fn flow_failed(manager: &ManagerHandle, mut flow: Box<HttpFlow>, msg: Stri
 }
 
 /// Answers `status` with `msg` and reports the flow's error.
-async fn fail(
+pub(crate) async fn fail(
     ctx: &ConnCtx,
     flow: Box<HttpFlow>,
     status: StatusCode,
@@ -95,7 +95,10 @@ async fn fail(
 }
 
 /// Drops the connection for a killed flow, after telling the addons.
-async fn killed(ctx: &ConnCtx, mut flow: Box<HttpFlow>) -> Result<HyperResponse, Killed> {
+pub(crate) async fn killed(
+    ctx: &ConnCtx,
+    mut flow: Box<HttpFlow>,
+) -> Result<HyperResponse, Killed> {
     flow.live = false;
     let _ = ctx.fire(HookKind::Error, flow).await;
     Err(Killed)
@@ -207,6 +210,7 @@ async fn forward_unobserved(
             upstream_body,
             entry.h2,
             absolute_form,
+            false,
         ) {
             Ok(r) => r,
             Err(msg) => return failed(StatusCode::BAD_GATEWAY, msg),
@@ -312,7 +316,12 @@ async fn observed(
     absolute_form: bool,
 ) -> Result<HyperResponse, Killed> {
     let manager = ctx.manager().clone();
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    // A WebSocket handshake: the client's side of the upgrade, taken before the extensions
+    // are copied onto the server's request.
+    let client_upgrade = crate::websocket::wants_upgrade(&parts)
+        .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
+        .flatten();
     let path = match parts.uri.path_and_query() {
         Some(p) => p.as_str().to_owned(),
         None => "/".to_owned(),
@@ -336,6 +345,10 @@ async fn observed(
     {
         let msg = format!("request body of {len} bytes exceeds body_size_limit ({limit} bytes)");
         return fail(&ctx, flow, StatusCode::PAYLOAD_TOO_LARGE, msg).await;
+    }
+
+    if client_upgrade.is_some() {
+        flow = crate::websocket::handshake(&ctx, flow).await?;
     }
 
     let Some(mut flow_) = ctx.fire(HookKind::RequestHeaders, flow).await else {
@@ -408,7 +421,11 @@ async fn observed(
     let mut req_body = req_body;
     let (entry, resp) = loop {
         attempt += 1;
-        let entry = match checkout(&ctx, &key).await {
+        let entry = match if client_upgrade.is_some() {
+            checkout_upgrade(&ctx, &key).await
+        } else {
+            checkout(&ctx, &key).await
+        } {
             Ok(e) => e,
             Err(e) => return fail(&ctx, flow, StatusCode::BAD_GATEWAY, e.to_string()).await,
         };
@@ -418,7 +435,7 @@ async fn observed(
             None => buffered_body(&flow),
         };
         let upstream =
-            match build_upstream(&flow, &upstream_extensions, body, entry.h2, absolute_form) {
+            match build_upstream(&flow, &upstream_extensions, body, &entry, absolute_form) {
                 Ok(r) => r,
                 Err(msg) => return fail(&ctx, flow, StatusCode::BAD_GATEWAY, msg).await,
             };
@@ -447,6 +464,9 @@ async fn observed(
         }
     };
     flow.server = Some(entry.server.clone());
+    if let Some(client_upgrade) = client_upgrade {
+        return crate::websocket::response(&ctx, flow, entry, resp, client_upgrade).await;
+    }
     response_phase(&ctx, flow, entry, resp).await
 }
 
@@ -505,8 +525,9 @@ fn upstream_request(
     body: ProxyBody,
     h2: bool,
     absolute_form: bool,
+    keep_upgrade: bool,
 ) -> Result<hyper::Request<ProxyBody>, String> {
-    strip_hop_by_hop(&mut headers, false);
+    strip_hop_by_hop(&mut headers, keep_upgrade);
     // The body was already read (or is streamed on demand): the client got its 100 Continue.
     headers.remove(EXPECT);
     let uri = if h2 {
@@ -563,9 +584,10 @@ fn build_upstream(
     flow: &HttpFlow,
     extensions: &http::Extensions,
     body: ProxyBody,
-    h2: bool,
+    entry: &PoolEntry,
     absolute_form: bool,
 ) -> Result<hyper::Request<ProxyBody>, String> {
+    let h2 = entry.h2;
     let r = &flow.request;
     let method = Method::from_bytes(r.method.as_bytes())
         .map_err(|_| format!("invalid method {:?}", r.method))?;
@@ -593,12 +615,13 @@ fn build_upstream(
         body,
         h2,
         absolute_form,
+        entry.upgrading.get(),
     )
 }
 
 /// Reads the server's response into the flow, runs the response hooks, and answers the
 /// client.
-async fn response_phase(
+pub(crate) async fn response_phase(
     ctx: &Rc<ConnCtx>,
     mut flow: Box<HttpFlow>,
     entry: PoolEntry,

@@ -2,7 +2,7 @@
 
 pub(crate) mod body;
 pub(crate) mod convert;
-mod exchange;
+pub(crate) mod exchange;
 
 use std::rc::Rc;
 

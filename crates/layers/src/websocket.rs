@@ -1,0 +1,628 @@
+//! WebSocket (RFC 6455): the upgrade handshake's special cases, and the message relay
+//! between the client and the server once both sides switched protocols.
+//!
+//! The handshake is an HTTP/1.1 flow like any other (`websocket_handshake`, then
+//! `request_headers` … `response`); a 101 hands both connections to [`run`], which fires
+//! `websocket_start`, `websocket_message` per message and `websocket_end` (a close frame was
+//! exchanged) or `websocket_error` (a side went away without one).
+//!
+//! Choices worth knowing:
+//! - **Extensions are negotiated away**: `Sec-WebSocket-Extensions` is removed from the
+//!   request after `websocket_handshake`, so the server never agrees to permessage-deflate
+//!   (which tungstenite does not speak) and frames pass as they are.
+//! - **Messages are recorded only when some addon handles `websocket_message`**. Without
+//!   such an addon a message is forwarded as it was received, with no copy and no hook.
+//! - **The history is bounded**: mitmproxy keeps every message, so a long-lived connection
+//!   grows without limit. waylay keeps the newest messages whose contents add up to at most
+//!   [`HISTORY_BYTES`] (the newest one always); older ones are removed from the front of
+//!   `messages` and counted in `flow.metadata["websocket_messages_forgotten"]`.
+//! - **Pings and pongs pass through.** tungstenite answers a ping by itself, so the peer's
+//!   own pong to a forwarded ping is swallowed (matched by payload) and each side sees exactly
+//!   one pong per ping; unsolicited pongs are forwarded.
+//! - **Backpressure**: each direction reads one message, runs the hook and writes it to the
+//!   other side before it reads the next, so a slow reader stops the proxy reading from its
+//!   peer; nothing is queued beyond one message per direction.
+//! - Messages injected by an addon are recorded in `messages` (`injected` set) and sent after
+//!   the hook's own message; they do not fire `websocket_message` themselves.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::lock::Mutex as AsyncMutex;
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
+use http::header::{CONNECTION, UPGRADE};
+use http::{HeaderMap, StatusCode};
+use hyper::body::Incoming;
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
+use tokio::sync::watch;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Message as WsMessage, Utf8Bytes};
+use waylay_core::flow::{
+    HttpFlow, Message, Response, Server, WebSocketData, WebSocketMessage, WebSocketMessageKind,
+    now, reason_phrase,
+};
+use waylay_core::hooks::ServerConnectionHookData;
+use waylay_core::{FlowError, HookKind, ManagerHandle};
+
+use crate::context::{ConnCtx, fire};
+use crate::http::Killed;
+use crate::http::body::ProxyBody;
+use crate::http::convert::{headers_from, headers_to, strip_hop_by_hop, version_of};
+use crate::http::exchange::{fail, killed, proceed, response_phase};
+use crate::server_conn::PoolEntry;
+
+/// Largest message (and frame) accepted from either side: 16 MiB messages must pass, with
+/// room to spare, while one peer still cannot make waylay buffer without limit.
+const MAX_MESSAGE_SIZE: usize = 64 << 20;
+
+/// Initial read buffer per side.
+const READ_BUFFER: usize = 16 << 10;
+
+/// Content bytes of recorded messages kept per connection (see the module docs).
+const HISTORY_BYTES: usize = 32 << 20;
+
+/// How long the second side gets to answer a close frame before both connections are
+/// dropped.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// Pings forwarded and not yet answered, per side; older ones are forgotten (their pong
+/// would then be forwarded, a harmless unsolicited pong).
+const MAX_PENDING_PINGS: usize = 16;
+
+type Ws = WebSocketStream<TokioIo<Upgraded>>;
+type Sink = Rc<Peer>;
+
+/// The writing half of one side's WebSocket.
+struct Peer {
+    sink: AsyncMutex<SplitSink<Ws, WsMessage>>,
+    /// `client` or `server`, for error messages.
+    name: &'static str,
+}
+
+/// Whether a client's request asks to switch to WebSocket: HTTP/1.1 `GET` with
+/// `Connection: upgrade` and `Upgrade: websocket`.
+pub(crate) fn wants_upgrade(parts: &http::request::Parts) -> bool {
+    parts.version == http::Version::HTTP_11
+        && parts.method == http::Method::GET
+        && has_token(&parts.headers, CONNECTION, "upgrade")
+        && has_token(&parts.headers, UPGRADE, "websocket")
+}
+
+fn has_token(h: &HeaderMap, name: http::HeaderName, token: &str) -> bool {
+    h.get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Fires `websocket_handshake`, then removes the extension offer so that the server does
+/// not negotiate an extension waylay cannot relay (permessage-deflate).
+pub(crate) async fn handshake(ctx: &ConnCtx, flow: Box<HttpFlow>) -> Result<Box<HttpFlow>, Killed> {
+    let Some(mut flow) = ctx.fire(HookKind::WebsocketHandshake, flow).await else {
+        return Err(Killed);
+    };
+    if proceed(&mut flow).await.is_err() {
+        let _ = killed(ctx, flow).await;
+        return Err(Killed);
+    }
+    flow.request.headers.remove("sec-websocket-extensions");
+    Ok(flow)
+}
+
+/// The server's answer to an upgrade request. Anything but a 101 is an ordinary response;
+/// a 101 runs the response hooks, is passed to the client, and both connections go to the
+/// WebSocket relay once hyper hands them over.
+pub(crate) async fn response(
+    ctx: &Rc<ConnCtx>,
+    mut flow: Box<HttpFlow>,
+    entry: PoolEntry,
+    mut resp: hyper::Response<Incoming>,
+    client_upgrade: OnUpgrade,
+) -> Result<hyper::Response<ProxyBody>, Killed> {
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        // Refused: the connection stays plain HTTP and its driver reports its end.
+        entry.upgrading.set(false);
+        return response_phase(ctx, flow, entry, resp).await;
+    }
+    let server_upgrade = hyper::upgrade::on(&mut resp);
+    let (parts, _body) = resp.into_parts();
+    let mut message = Message::new(version_of(parts.version), headers_from(&parts.headers));
+    message.timestamp_start = now();
+    flow.response = Some(Response {
+        status_code: 101,
+        reason: reason_phrase(101).to_owned(),
+        message,
+    });
+    let server = entry.server.clone();
+    let Some(mut f) = ctx.fire(HookKind::ResponseHeaders, flow).await else {
+        return Err(Killed);
+    };
+    if proceed(&mut f).await.is_err() {
+        server_gone(ctx.manager(), ctx, &server).await;
+        return killed(ctx, f).await;
+    }
+    flow = f;
+    // Set before `response`, as mitmproxy does, so addons can tell a WebSocket follows.
+    if ctx.shared.config().websocket {
+        flow.websocket = Some(WebSocketData::default());
+    }
+    if let Some(r) = flow.response.as_mut() {
+        r.timestamp_end = Some(now());
+    }
+    let Some(mut f) = ctx.fire(HookKind::Response, flow).await else {
+        return Err(Killed);
+    };
+    if proceed(&mut f).await.is_err() {
+        server_gone(ctx.manager(), ctx, &server).await;
+        return killed(ctx, f).await;
+    }
+    flow = f;
+    let head = match flow.response.as_ref() {
+        Some(r) if r.status_code == 101 => {
+            let mut headers = headers_to(&r.headers);
+            strip_hop_by_hop(&mut headers, true);
+            let mut head = hyper::Response::new(ProxyBody::empty());
+            *head.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            *head.headers_mut() = headers;
+            head
+        }
+        _ => {
+            server_gone(ctx.manager(), ctx, &server).await;
+            let msg = "an addon changed the server's 101 Switching Protocols response".to_owned();
+            return fail(ctx, flow, StatusCode::BAD_GATEWAY, msg).await;
+        }
+    };
+    let relay_ctx = ctx.clone();
+    actix::spawn(async move {
+        match futures::future::try_join(client_upgrade, server_upgrade).await {
+            Ok((client, server_io)) => run(relay_ctx, flow, client, server_io, server).await,
+            Err(e) => {
+                let msg = format!("WebSocket upgrade failed: {e}");
+                tracing::info!(client.addr = %flow.client.peername, url = %flow.request.url(), "{msg}");
+                flow.error = Some(FlowError::new(msg));
+                flow.live = false;
+                let manager = relay_ctx.manager().clone();
+                let _ = fire(&manager, HookKind::Error, flow).await;
+                server_gone(&manager, &relay_ctx, &server).await;
+            }
+        }
+    });
+    Ok(head)
+}
+
+/// Fires `server_disconnect` for an upgraded server connection (its IO driver does not).
+async fn server_gone(manager: &ManagerHandle, ctx: &ConnCtx, server: &Arc<Server>) {
+    let mut s = Server::clone(server);
+    s.timestamp_end = Some(now());
+    let data = Box::new(ServerConnectionHookData {
+        client: ctx.client(),
+        server: s,
+    });
+    let _ = fire(manager, HookKind::ServerDisconnect, data).await;
+}
+
+/// How one direction of the relay ended.
+#[derive(Debug)]
+enum End {
+    /// A close frame passed (or answered one that did).
+    Closed,
+    /// A side failed or went away without a close frame.
+    Failed(String),
+    /// Told to stop because the other direction ended.
+    Stopped,
+    /// The addon manager is gone (shutdown); the flow went with it.
+    Shutdown,
+}
+
+/// What both directions share.
+struct Shared {
+    manager: ManagerHandle,
+    /// The flow, taken out while a hook holds it. The lock serialises the two directions'
+    /// hooks, so messages are recorded in the order the hooks saw them.
+    flow: AsyncMutex<Option<Box<HttpFlow>>>,
+    /// A close frame was forwarded: the next close from the other side is its answer.
+    closing: Cell<bool>,
+    /// Content bytes of the recorded messages (see [`forget_old_messages`]).
+    history: Cell<usize>,
+    /// Payloads of pings forwarded to the server (index 1) or the client (index 0) whose
+    /// pong tungstenite already sent back: that side's own pong is swallowed.
+    pings: [RefCell<VecDeque<Bytes>>; 2],
+}
+
+impl Shared {
+    fn expect_pong(&self, from_client: bool, payload: Bytes) {
+        let mut q = self.pings[usize::from(from_client)].borrow_mut();
+        if q.len() >= MAX_PENDING_PINGS {
+            q.pop_front();
+        }
+        q.push_back(payload);
+    }
+
+    fn swallow_pong(&self, from_client: bool, payload: &[u8]) -> bool {
+        let mut q = self.pings[usize::from(from_client)].borrow_mut();
+        match q.iter().position(|p| p.as_ref() == payload) {
+            Some(i) => {
+                q.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+fn side(from_client: bool) -> &'static str {
+    if from_client { "client" } else { "server" }
+}
+
+/// Relays messages between the upgraded client and server connections until a close
+/// handshake or a failure, firing the WebSocket hooks.
+async fn run(
+    ctx: Rc<ConnCtx>,
+    flow: Box<HttpFlow>,
+    client: Upgraded,
+    server_io: Upgraded,
+    server: Arc<Server>,
+) {
+    let manager = ctx.manager().clone();
+    if flow.websocket.is_none() {
+        // The `websocket` option is off: the bytes pass untouched, without hooks.
+        let mut c = TokioIo::new(client);
+        let mut s = TokioIo::new(server_io);
+        if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut s).await {
+            tracing::debug!(server.addr = %server.address, "upgraded relay ended: {e}");
+        }
+        server_gone(&manager, &ctx, &server).await;
+        return;
+    }
+    let Some(flow) = fire(&manager, HookKind::WebsocketStart, flow).await else {
+        return;
+    };
+    // Small read buffers: each side preallocates one, and most WebSockets idle; larger
+    // frames grow it as needed.
+    let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .max_message_size(Some(MAX_MESSAGE_SIZE))
+        .max_frame_size(Some(MAX_MESSAGE_SIZE));
+    let client_ws =
+        WebSocketStream::from_raw_socket(TokioIo::new(client), Role::Server, Some(config)).await;
+    let server_ws =
+        WebSocketStream::from_raw_socket(TokioIo::new(server_io), Role::Client, Some(config)).await;
+    let (client_sink, client_stream) = client_ws.split();
+    let (server_sink, server_stream) = server_ws.split();
+    let client_sink: Sink = Rc::new(Peer {
+        sink: AsyncMutex::new(client_sink),
+        name: "client",
+    });
+    let server_sink: Sink = Rc::new(Peer {
+        sink: AsyncMutex::new(server_sink),
+        name: "server",
+    });
+    let sh = Rc::new(Shared {
+        manager: manager.clone(),
+        flow: AsyncMutex::new(Some(flow)),
+        closing: Cell::new(false),
+        history: Cell::new(0),
+        pings: Default::default(),
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    // Messages injected in `websocket_start`.
+    let injected = {
+        let mut g = sh.flow.lock().await;
+        g.as_mut().map(|f| take_injected(f)).unwrap_or_default()
+    };
+    let mut first_end = None;
+    {
+        let mut stop = stop_rx.clone();
+        for m in injected {
+            let to = if m.from_client {
+                &server_sink
+            } else {
+                &client_sink
+            };
+            if let Err(end) = send(to, to_ws(&m), &mut stop).await {
+                first_end = Some(end);
+                break;
+            }
+        }
+    }
+
+    let ends = match first_end {
+        Some(end) => vec![end],
+        None => {
+            let c2s = direction(
+                sh.clone(),
+                true,
+                client_stream,
+                server_sink.clone(),
+                client_sink.clone(),
+                stop_rx.clone(),
+            );
+            let s2c = direction(
+                sh.clone(),
+                false,
+                server_stream,
+                client_sink.clone(),
+                server_sink.clone(),
+                stop_rx,
+            );
+            let c2s = std::pin::pin!(c2s);
+            let s2c = std::pin::pin!(s2c);
+            let (first, mut other) = match futures::future::select(c2s, s2c).await {
+                futures::future::Either::Left((e, other)) => {
+                    (e, futures::future::Either::Left(other))
+                }
+                futures::future::Either::Right((e, other)) => {
+                    (e, futures::future::Either::Right(other))
+                }
+            };
+            let wait = if matches!(first, End::Closed) {
+                CLOSE_WAIT
+            } else {
+                Duration::ZERO
+            };
+            let second = match tokio::time::timeout(wait, &mut other).await {
+                Ok(e) => e,
+                Err(_) => {
+                    // Stop the other direction at its next read or write (never inside a
+                    // hook, which holds the flow).
+                    let _ = stop_tx.send(true);
+                    other.await
+                }
+            };
+            vec![first, second]
+        }
+    };
+    // Both connections close here.
+    drop((client_sink, server_sink));
+
+    let Some(mut flow) = sh.flow.lock().await.take() else {
+        server_gone(&manager, &ctx, &server).await;
+        return;
+    };
+    if ends.iter().any(|e| matches!(e, End::Shutdown)) {
+        return;
+    }
+    flow.live = false;
+    if let Some(ws) = flow.websocket.as_mut() {
+        ws.timestamp_end = Some(now());
+    }
+    let failure = ends.into_iter().find_map(|e| match e {
+        End::Failed(msg) => Some(msg),
+        End::Closed | End::Stopped | End::Shutdown => None,
+    });
+    match failure {
+        Some(msg) if !sh.closing.get() => {
+            tracing::info!(client.addr = %flow.client.peername, url = %flow.request.url(), "WebSocket failed: {msg}");
+            flow.error = Some(FlowError::new(msg));
+            let _ = fire(&manager, HookKind::WebsocketError, flow).await;
+        }
+        _ => {
+            let _ = fire(&manager, HookKind::WebsocketEnd, flow).await;
+        }
+    }
+    server_gone(&manager, &ctx, &server).await;
+}
+
+/// One direction: reads a message from `src`, runs the hook, writes to `dst` (`back` is the
+/// source side's own sink, for injected messages and close answers).
+async fn direction(
+    sh: Rc<Shared>,
+    from_client: bool,
+    mut src: SplitStream<Ws>,
+    dst: Sink,
+    back: Sink,
+    mut stop: watch::Receiver<bool>,
+) -> End {
+    let who = side(from_client);
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => return End::Stopped,
+            m = src.next() => m,
+        };
+        let msg = match next {
+            Some(Ok(m)) => m,
+            Some(Err(e)) if sh.closing.get() => {
+                tracing::debug!("WebSocket {who} ended after close: {e}");
+                return End::Closed;
+            }
+            Some(Err(e)) => return End::Failed(format!("{who} connection failed: {e}")),
+            None if sh.closing.get() => return End::Closed,
+            None => {
+                return End::Failed(format!("{who} closed the connection without a close frame"));
+            }
+        };
+        let result = match msg {
+            WsMessage::Text(_) | WsMessage::Binary(_) => {
+                if sh.manager.handles(HookKind::WebsocketMessage) {
+                    on_message(&sh, from_client, msg, &dst, &back, &mut stop).await
+                } else {
+                    send(&dst, msg, &mut stop).await
+                }
+            }
+            WsMessage::Ping(p) => {
+                // tungstenite already queued the pong to this side.
+                sh.expect_pong(!from_client, p.clone());
+                send(&dst, WsMessage::Ping(p), &mut stop).await
+            }
+            WsMessage::Pong(p) => {
+                if sh.swallow_pong(from_client, &p) {
+                    Ok(())
+                } else {
+                    send(&dst, WsMessage::Pong(p), &mut stop).await
+                }
+            }
+            WsMessage::Close(frame) => {
+                if sh.closing.replace(true) {
+                    // The answer to the close frame forwarded the other way.
+                    return End::Closed;
+                }
+                {
+                    let mut g = sh.flow.lock().await;
+                    if let Some(ws) = g.as_mut().and_then(|f| f.websocket.as_mut()) {
+                        ws.closed_by_client = Some(from_client);
+                        ws.close_code = frame.as_ref().map(|f| u16::from(f.code));
+                        ws.close_reason = frame
+                            .as_ref()
+                            .map(|f| f.reason.as_str().to_owned())
+                            .unwrap_or_default();
+                    }
+                }
+                if let Err(e) = dst.sink.lock().await.send(WsMessage::Close(frame)).await {
+                    tracing::debug!("forwarding a WebSocket close from the {who}: {e}");
+                }
+                // Sends the answer tungstenite queued towards this side.
+                let _ = back.sink.lock().await.flush().await;
+                return End::Closed;
+            }
+            // Reads never yield raw frames.
+            WsMessage::Frame(_) => Ok(()),
+        };
+        if let Err(end) = result {
+            return end;
+        }
+    }
+}
+
+/// Records a message, fires `websocket_message`, forwards it unless dropped, and sends what
+/// the addons injected.
+async fn on_message(
+    sh: &Shared,
+    from_client: bool,
+    msg: WsMessage,
+    dst: &Sink,
+    back: &Sink,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), End> {
+    // The recorded content gets its own allocation: a payload from tungstenite shares its
+    // read buffer, which the history would otherwise pin (measured: every later read then
+    // allocates and faults in fresh pages, 3× slower for 64 KiB messages).
+    let (kind, content) = match &msg {
+        WsMessage::Text(t) => (
+            WebSocketMessageKind::Text,
+            Bytes::copy_from_slice(t.as_bytes()),
+        ),
+        WsMessage::Binary(b) => (WebSocketMessageKind::Binary, Bytes::copy_from_slice(b)),
+        WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Close(_) | WsMessage::Frame(_) => {
+            return Ok(());
+        }
+    };
+    let (out, injected) = {
+        let mut g = sh.flow.lock().await;
+        let Some(mut flow) = g.take() else {
+            return Err(End::Shutdown);
+        };
+        flow.websocket
+            .get_or_insert_with(WebSocketData::default)
+            .messages
+            .push(WebSocketMessage::new(kind, from_client, content));
+        let Some(mut flow) = fire(&sh.manager, HookKind::WebsocketMessage, flow).await else {
+            return Err(End::Shutdown);
+        };
+        let out = flow
+            .websocket
+            .as_ref()
+            .and_then(|ws| ws.messages.last())
+            .filter(|m| !m.dropped && !m.injected)
+            .map(to_ws);
+        let own = flow
+            .websocket
+            .as_ref()
+            .and_then(|ws| ws.messages.last())
+            .map_or(0, |m| m.content.len());
+        let injected = take_injected(&mut flow);
+        let added = own + injected.iter().map(|m| m.content.len()).sum::<usize>();
+        forget_old_messages(&mut flow, &sh.history, added);
+        let is_killed = flow.killed();
+        *g = Some(flow);
+        if is_killed {
+            return Err(End::Failed("killed by an addon".into()));
+        }
+        (out, injected)
+    };
+    if let Some(m) = out {
+        send(dst, m, stop).await?;
+    }
+    for m in injected {
+        let to = if m.from_client == from_client {
+            dst
+        } else {
+            back
+        };
+        send(to, to_ws(&m), stop).await?;
+    }
+    Ok(())
+}
+
+/// Removes the oldest messages once the history holds more than [`HISTORY_BYTES`] of
+/// content, down to half of it (so the work is amortised), keeping at least the newest.
+/// `history` is the running total of content recorded (recounted exactly when trimming, as
+/// addons may change contents), `added` what this message added.
+fn forget_old_messages(flow: &mut HttpFlow, history: &Cell<usize>, added: usize) {
+    let Some(ws) = flow.websocket.as_mut() else {
+        return;
+    };
+    let total = history.get() + added;
+    history.set(total);
+    if total <= HISTORY_BYTES {
+        return;
+    }
+    let mut kept = 0;
+    let mut keep_from = ws.messages.len();
+    while keep_from > 0 {
+        let len = ws.messages[keep_from - 1].content.len();
+        if kept + len > HISTORY_BYTES / 2 && keep_from < ws.messages.len() {
+            break;
+        }
+        kept += len;
+        keep_from -= 1;
+    }
+    ws.messages.drain(..keep_from);
+    history.set(kept);
+    let key = "websocket_messages_forgotten";
+    let before = flow.metadata.get(key).and_then(|v| v.as_u64()).unwrap_or(0);
+    flow.metadata
+        .insert(key.into(), (before + keep_from as u64).into());
+}
+
+/// Drains the messages addons injected, recording them in the flow.
+fn take_injected(flow: &mut HttpFlow) -> Vec<WebSocketMessage> {
+    let Some(ws) = flow.websocket.as_mut() else {
+        return Vec::new();
+    };
+    let injected = ws.take_injected();
+    ws.messages.extend(injected.iter().cloned());
+    injected
+}
+
+/// A flow message as a frame to send (text that is no longer UTF-8 is sent lossily).
+fn to_ws(m: &WebSocketMessage) -> WsMessage {
+    match m.kind {
+        WebSocketMessageKind::Binary => WsMessage::Binary(m.content.clone()),
+        WebSocketMessageKind::Text => match Utf8Bytes::try_from(m.content.clone()) {
+            Ok(t) => WsMessage::Text(t),
+            Err(_) => WsMessage::Text(String::from_utf8_lossy(&m.content).into_owned().into()),
+        },
+    }
+}
+
+/// Writes one message, waiting while the peer does not read (backpressure); gives up when
+/// told to stop.
+async fn send(dst: &Sink, msg: WsMessage, stop: &mut watch::Receiver<bool>) -> Result<(), End> {
+    tokio::select! {
+        biased;
+        _ = stop.wait_for(|s| *s) => Err(End::Stopped),
+        r = async { dst.sink.lock().await.send(msg).await } => {
+            r.map_err(|e| End::Failed(format!("sending to the {} failed: {e}", dst.name)))
+        }
+    }
+}

@@ -1,0 +1,535 @@
+//! WebSocket end to end on 127.0.0.1: an in-process tokio-tungstenite echo origin (plain and
+//! TLS), the real proxy, tokio-tungstenite clients (absolute-form upgrade, inside CONNECT,
+//! wss inside an intercepted tunnel).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::SinkExt;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use waylay_core::flow::WebSocketMessage;
+use waylay_core::{Addon, HttpFlow};
+use waylay_layers::Proxy;
+use waylay_testkit::{
+    TempDir, TestProxy, WsClient, WsOrigin, http_origin, proxy_get, ws_in_connect, ws_next,
+    ws_through_proxy, wss_in_connect,
+};
+
+/// Records the hooks it sees, and the flow as it was at the last WebSocket hook.
+#[derive(Clone, Default)]
+struct Recorder {
+    hooks: Arc<Mutex<Vec<&'static str>>>,
+    last: Arc<Mutex<Option<HttpFlow>>>,
+}
+
+impl Recorder {
+    fn push(&self, name: &'static str, flow: &HttpFlow) {
+        self.hooks.lock().expect("lock").push(name);
+        if name.starts_with("websocket") {
+            *self.last.lock().expect("lock") = Some(flow.clone());
+        }
+    }
+
+    fn hooks(&self) -> Vec<&'static str> {
+        self.hooks.lock().expect("lock").clone()
+    }
+
+    /// Waits (at most 10 s) until `name` was seen; the hooks so far.
+    async fn wait_for(&self, name: &str) -> Vec<&'static str> {
+        for _ in 0..200 {
+            if self.hooks().contains(&name) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.hooks()
+    }
+
+    fn last(&self) -> HttpFlow {
+        self.last
+            .lock()
+            .expect("lock")
+            .clone()
+            .expect("a WebSocket hook ran")
+    }
+}
+
+impl Addon for Recorder {
+    async fn websocket_handshake(&mut self, flow: &mut HttpFlow) {
+        self.push("websocket_handshake", flow);
+    }
+    async fn request_headers(&mut self, flow: &mut HttpFlow) {
+        self.push("requestheaders", flow);
+    }
+    async fn request(&mut self, flow: &mut HttpFlow) {
+        self.push("request", flow);
+    }
+    async fn response_headers(&mut self, flow: &mut HttpFlow) {
+        self.push("responseheaders", flow);
+    }
+    async fn response(&mut self, flow: &mut HttpFlow) {
+        self.push("response", flow);
+    }
+    async fn error(&mut self, flow: &mut HttpFlow) {
+        self.push("error", flow);
+    }
+    async fn websocket_start(&mut self, flow: &mut HttpFlow) {
+        self.push("websocket_start", flow);
+    }
+    async fn websocket_message(&mut self, flow: &mut HttpFlow) {
+        self.push("websocket_message", flow);
+    }
+    async fn websocket_error(&mut self, flow: &mut HttpFlow) {
+        self.push("websocket_error", flow);
+    }
+    async fn websocket_end(&mut self, flow: &mut HttpFlow) {
+        self.push("websocket_end", flow);
+    }
+}
+
+async fn send(ws: &mut WsClient, m: Message) {
+    tokio::time::timeout(Duration::from_secs(20), ws.send(m))
+        .await
+        .expect("send in time")
+        .expect("send");
+}
+
+async fn next(ws: &mut WsClient) -> Message {
+    ws_next(ws).await.expect("a message").expect("no error")
+}
+
+fn big(n: usize) -> Bytes {
+    Bytes::from((0..n).map(|i| (i % 251) as u8).collect::<Vec<u8>>())
+}
+
+/// Text, unicode, binary (small and 16 MiB) echo, and pings both ways with exactly one pong.
+async fn echo_all(ws: &mut WsClient, origin: &WsOrigin) {
+    for text in ["hello", "héllo wörld ✓ 🦀 — ünïcödé", ""] {
+        send(ws, Message::text(text)).await;
+        assert_eq!(next(ws).await, Message::text(text));
+    }
+    let small = Bytes::from_static(&[0, 1, 2, 0xff, 0xfe]);
+    send(ws, Message::binary(small.clone())).await;
+    assert_eq!(next(ws).await, Message::binary(small));
+    let huge = big(16 << 20);
+    send(ws, Message::binary(huge.clone())).await;
+    match next(ws).await {
+        Message::Binary(b) => assert!(b == huge, "16 MiB echo differs ({} bytes)", b.len()),
+        other => panic!("expected binary, got {other:?}"),
+    }
+
+    // A client ping reaches the server and comes back as exactly one pong.
+    send(ws, Message::Ping(Bytes::from_static(b"cli"))).await;
+    assert_eq!(next(ws).await, Message::Pong(Bytes::from_static(b"cli")));
+    send(ws, Message::text("after-ping")).await;
+    assert_eq!(next(ws).await, Message::text("after-ping"));
+    // A server ping reaches the client; the server gets exactly one pong.
+    send(ws, Message::text("ping-me")).await;
+    assert_eq!(next(ws).await, Message::Ping(Bytes::from_static(b"srv")));
+    send(ws, Message::text("after-server-ping")).await;
+    assert_eq!(next(ws).await, Message::text("after-server-ping"));
+    let received = origin.record.received();
+    let pings = received
+        .iter()
+        .filter(|m| **m == Message::Ping(Bytes::from_static(b"cli")))
+        .count();
+    let pongs = received
+        .iter()
+        .filter(|m| **m == Message::Pong(Bytes::from_static(b"srv")))
+        .count();
+    assert_eq!((pings, pongs), (1, 1), "{received:?}");
+}
+
+/// The client closes with 4001 and a reason; the answer carries the same.
+async fn client_close(ws: &mut WsClient) {
+    let frame = CloseFrame {
+        code: CloseCode::from(4001),
+        reason: "client bye".into(),
+    };
+    send(ws, Message::Close(Some(frame.clone()))).await;
+    assert_eq!(next(ws).await, Message::Close(Some(frame)));
+}
+
+#[actix_rt::test]
+async fn ws_absolute_form_echo_hooks_in_order_and_close_code() {
+    let origin = WsOrigin::start().await;
+    let rec = Recorder::default();
+    let proxy = TestProxy::start(Proxy::builder().addon(rec.clone())).await;
+    let (mut ws, head) = ws_through_proxy(proxy.addr(), origin.addr, "/chat?x=1", &[])
+        .await
+        .expect("upgrade");
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: websocket"),
+        "{head}"
+    );
+    echo_all(&mut ws, &origin).await;
+    client_close(&mut ws).await;
+
+    let hooks = rec.wait_for("websocket_end").await;
+    let http: Vec<_> = hooks.iter().take(6).copied().collect();
+    assert_eq!(
+        http,
+        [
+            "websocket_handshake",
+            "requestheaders",
+            "request",
+            "responseheaders",
+            "response",
+            "websocket_start"
+        ]
+    );
+    assert_eq!(hooks.last(), Some(&"websocket_end"), "{hooks:?}");
+    assert!(!hooks.contains(&"websocket_error"), "{hooks:?}");
+    // Text, unicode, empty, 2 binary, after-ping, ping-me, after-server-ping from the
+    // client; the same echoed but ping-me (answered with a ping).
+    let n = hooks.iter().filter(|h| **h == "websocket_message").count();
+    assert_eq!(n, 15, "{hooks:?}");
+    let flow = rec.last();
+    let ws_data = flow.websocket.expect("websocket data");
+    assert_eq!(ws_data.close_code, Some(4001));
+    assert_eq!(ws_data.close_reason, "client bye");
+    assert_eq!(ws_data.closed_by_client, Some(true));
+    // The two 16 MiB messages pushed the oldest out of the bounded history.
+    let forgotten = flow.metadata["websocket_messages_forgotten"]
+        .as_u64()
+        .expect("count");
+    assert_eq!(ws_data.messages.len() as u64 + forgotten, 15);
+    let last_two: Vec<_> = ws_data.messages[ws_data.messages.len() - 2..]
+        .iter()
+        .map(|m| (m.from_client, m.as_text()))
+        .collect();
+    assert_eq!(
+        last_two,
+        [
+            (true, Some("after-server-ping")),
+            (false, Some("after-server-ping"))
+        ]
+    );
+    assert_eq!(flow.response.map(|r| r.status_code), Some(101));
+    assert_eq!(flow.request.path, "/chat?x=1");
+    proxy.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn ws_inside_connect_without_addons_and_server_close_code() {
+    let origin = WsOrigin::start().await;
+    let proxy = TestProxy::start(Proxy::builder()).await;
+    let target = origin.addr.to_string();
+    let mut ws = ws_in_connect(proxy.addr(), &target, "/plain")
+        .await
+        .expect("upgrade");
+    echo_all(&mut ws, &origin).await;
+    // The server closes with 4001 and a reason.
+    send(&mut ws, Message::text("close-me")).await;
+    assert_eq!(
+        next(&mut ws).await,
+        Message::Close(Some(CloseFrame {
+            code: CloseCode::from(4001),
+            reason: "server bye".into()
+        }))
+    );
+    proxy.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn wss_inside_intercepted_tls() {
+    let dir = TempDir::new("wss");
+    let origin = WsOrigin::start_tls(&dir).await;
+    let ca = origin.ca_file.clone().expect("TLS origin");
+    let rec = Recorder::default();
+    let proxy = TestProxy::start(
+        Proxy::builder()
+            .set(format!("ssl_verify_upstream_trusted_ca={}", ca.display()))
+            .addon(rec.clone()),
+    )
+    .await;
+    let target = format!("localhost:{}", origin.addr.port());
+    let mut ws = wss_in_connect(proxy.addr(), &target, "localhost", &proxy.ca_pem, "/secure")
+        .await
+        .expect("wss through the proxy");
+    echo_all(&mut ws, &origin).await;
+    client_close(&mut ws).await;
+    let hooks = rec.wait_for("websocket_end").await;
+    assert!(hooks.contains(&"websocket_start"), "{hooks:?}");
+    let flow = rec.last();
+    assert_eq!(flow.request.scheme, "https");
+    assert_eq!(flow.websocket.and_then(|w| w.close_code), Some(4001));
+    proxy.shutdown().await;
+}
+
+/// Rewrites `rewrite-me`, drops `drop-me-please`, and on `inject` injects one message
+/// towards each side.
+struct Meddler;
+
+impl Addon for Meddler {
+    async fn websocket_message(&mut self, flow: &mut HttpFlow) {
+        let Some(ws) = flow.websocket.as_mut() else {
+            return;
+        };
+        let Some(last) = ws.messages.last_mut() else {
+            return;
+        };
+        if !last.from_client {
+            return;
+        }
+        match last.as_text() {
+            Some("rewrite-me") => last.set_text("rewritten"),
+            Some("drop-me-please") => last.drop_message(),
+            Some("inject") => {
+                ws.inject(true, WebSocketMessage::text(false, "injected-to-client"));
+                ws.inject(false, WebSocketMessage::text(true, "injected-to-server"));
+            }
+            _ => {}
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn addon_rewrites_drops_and_injects_messages() {
+    let origin = WsOrigin::start().await;
+    let proxy = TestProxy::start(Proxy::builder().addon(Meddler)).await;
+    let (mut ws, _) = ws_through_proxy(proxy.addr(), origin.addr, "/", &[])
+        .await
+        .expect("upgrade");
+    send(&mut ws, Message::text("rewrite-me")).await;
+    assert_eq!(next(&mut ws).await, Message::text("rewritten"));
+    send(&mut ws, Message::text("drop-me-please")).await;
+    send(&mut ws, Message::text("after-drop")).await;
+    assert_eq!(next(&mut ws).await, Message::text("after-drop"));
+    send(&mut ws, Message::text("inject")).await;
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.push(next(&mut ws).await.into_text().expect("text").to_string());
+    }
+    got.sort();
+    assert_eq!(got, ["inject", "injected-to-client", "injected-to-server"]);
+
+    let texts: Vec<String> = origin
+        .record
+        .received()
+        .into_iter()
+        .filter_map(|m| m.into_text().ok().map(|t| t.to_string()))
+        .collect();
+    assert_eq!(
+        texts,
+        ["rewritten", "after-drop", "inject", "injected-to-server"]
+    );
+    client_close(&mut ws).await;
+    proxy.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn permessage_deflate_offer_is_negotiated_away() {
+    let origin = WsOrigin::start().await;
+    let proxy = TestProxy::start(Proxy::builder()).await;
+    let (mut ws, head) = ws_through_proxy(
+        proxy.addr(),
+        origin.addr,
+        "/deflate",
+        &[(
+            "Sec-WebSocket-Extensions",
+            "permessage-deflate; client_max_window_bits",
+        )],
+    )
+    .await
+    .expect("upgrade");
+    assert!(
+        !head
+            .to_ascii_lowercase()
+            .contains("sec-websocket-extensions"),
+        "{head}"
+    );
+    let text = "compressible ".repeat(1000);
+    send(&mut ws, Message::text(text.clone())).await;
+    assert_eq!(next(&mut ws).await, Message::text(text));
+    let handshakes = origin.record.handshakes();
+    assert_eq!(handshakes.len(), 1);
+    assert!(
+        !handshakes[0]
+            .iter()
+            .any(|(n, _)| n == "sec-websocket-extensions"),
+        "{handshakes:?}"
+    );
+    client_close(&mut ws).await;
+    proxy.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn server_dropping_mid_stream_is_a_websocket_error() {
+    let origin = WsOrigin::start().await;
+    let http = http_origin().await;
+    let rec = Recorder::default();
+    let proxy = TestProxy::start(Proxy::builder().addon(rec.clone())).await;
+    let (mut ws, _) = ws_through_proxy(proxy.addr(), origin.addr, "/", &[])
+        .await
+        .expect("upgrade");
+    send(&mut ws, Message::text("one")).await;
+    assert_eq!(next(&mut ws).await, Message::text("one"));
+    send(&mut ws, Message::text("drop-me")).await;
+    // The client sees its connection end without a close frame.
+    match ws_next(&mut ws).await {
+        None | Some(Err(_)) => {}
+        Some(Ok(m)) => panic!("expected the connection to end, got {m:?}"),
+    }
+    let hooks = rec.wait_for("websocket_error").await;
+    assert!(hooks.contains(&"websocket_error"), "{hooks:?}");
+    assert!(!hooks.contains(&"websocket_end"), "{hooks:?}");
+    let flow = rec.last();
+    let err = flow.error.expect("flow.error set").msg;
+    assert!(err.contains("server"), "{err}");
+
+    // The proxy goes on serving.
+    let out = proxy_get(proxy.addr(), &format!("http://{http}/after")).await;
+    assert!(
+        out.ends_with(&format!("origin GET /after host={http}")),
+        "{out}"
+    );
+    proxy.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn client_dropping_mid_stream_is_a_websocket_error() {
+    let origin = WsOrigin::start().await;
+    let rec = Recorder::default();
+    let proxy = TestProxy::start(Proxy::builder().addon(rec.clone())).await;
+    let (mut ws, _) = ws_through_proxy(proxy.addr(), origin.addr, "/", &[])
+        .await
+        .expect("upgrade");
+    send(&mut ws, Message::text("one")).await;
+    assert_eq!(next(&mut ws).await, Message::text("one"));
+    drop(ws);
+    let hooks = rec.wait_for("websocket_error").await;
+    assert!(hooks.contains(&"websocket_error"), "{hooks:?}");
+    assert!(!hooks.contains(&"websocket_end"), "{hooks:?}");
+    let err = rec.last().error.expect("flow.error set").msg;
+    assert!(err.contains("client"), "{err}");
+    // The server's side was dropped too.
+    for _ in 0..100 {
+        if !origin.record.errors.lock().expect("lock").is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(origin.record.errors.lock().expect("lock").len(), 1);
+    proxy.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn websocket_option_off_relays_bytes_without_hooks() {
+    let origin = WsOrigin::start().await;
+    let rec = Recorder::default();
+    let proxy = TestProxy::start(Proxy::builder().set("websocket=false").addon(rec.clone())).await;
+    let (mut ws, _) = ws_through_proxy(proxy.addr(), origin.addr, "/", &[])
+        .await
+        .expect("upgrade");
+    send(&mut ws, Message::text("raw")).await;
+    assert_eq!(next(&mut ws).await, Message::text("raw"));
+    client_close(&mut ws).await;
+    let hooks = rec.hooks();
+    assert!(hooks.contains(&"response"), "{hooks:?}");
+    assert!(
+        !hooks
+            .iter()
+            .any(|h| h.starts_with("websocket_") && *h != "websocket_handshake"),
+        "{hooks:?}"
+    );
+    proxy.shutdown().await;
+}
+
+/// Sends 1 MiB messages towards a server that stopped reading: the sends must stall long
+/// before 256 MiB, the proxy having stopped reading from the client.
+async fn client_sends_stall(ws: &mut WsClient) -> usize {
+    let chunk = Bytes::from(vec![1u8; 1 << 20]);
+    for i in 0..256 {
+        let sent = tokio::time::timeout(
+            Duration::from_secs(2),
+            ws.send(Message::Binary(chunk.clone())),
+        )
+        .await;
+        match sent {
+            Ok(r) => r.expect("send"),
+            Err(_) => return i,
+        }
+    }
+    256
+}
+
+#[actix_rt::test]
+async fn slow_server_stops_the_proxy_reading_from_the_client() {
+    let origin = WsOrigin::start().await;
+    let proxy = TestProxy::start(Proxy::builder()).await;
+    let (mut ws, _) = ws_through_proxy(proxy.addr(), origin.addr, "/", &[])
+        .await
+        .expect("upgrade");
+    send(&mut ws, Message::text("stall")).await;
+    let sent = client_sends_stall(&mut ws).await;
+    println!("client got {sent} MiB out before stalling");
+    assert!(sent < 128, "the proxy kept reading: {sent} MiB");
+    proxy.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn slow_client_stops_the_proxy_reading_from_the_server() {
+    let origin = WsOrigin::start().await;
+    // With an addon on every message, the hook path is the one under test.
+    let proxy = TestProxy::start(Proxy::builder().addon(Recorder::default())).await;
+    let (mut ws, _) = ws_through_proxy(proxy.addr(), origin.addr, "/", &[])
+        .await
+        .expect("upgrade");
+    send(&mut ws, Message::text("flood")).await;
+    let flooded = || {
+        origin
+            .record
+            .flooded
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let mut last = usize::MAX;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = flooded();
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    println!("server got {last} MiB out before stalling");
+    assert!(last < 128, "the proxy kept reading: {last} MiB");
+    // Reading again lets the rest through.
+    for _ in 0..256 {
+        match next(&mut ws).await {
+            Message::Binary(b) => assert_eq!(b.len(), 1 << 20),
+            other => panic!("expected binary, got {other:?}"),
+        }
+    }
+    assert_eq!(flooded(), 256);
+    proxy.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn recorded_history_is_bounded() {
+    let origin = WsOrigin::start().await;
+    let rec = Recorder::default();
+    let proxy = TestProxy::start(Proxy::builder().addon(rec.clone())).await;
+    let (mut ws, _) = ws_through_proxy(proxy.addr(), origin.addr, "/", &[])
+        .await
+        .expect("upgrade");
+    let chunk = big(1 << 20);
+    for _ in 0..40 {
+        send(&mut ws, Message::binary(chunk.clone())).await;
+        assert_eq!(next(&mut ws).await, Message::binary(chunk.clone()));
+    }
+    client_close(&mut ws).await;
+    rec.wait_for("websocket_end").await;
+    let flow = rec.last();
+    let kept = flow.websocket.expect("websocket").messages;
+    let bytes: usize = kept.iter().map(|m| m.content.len()).sum();
+    let forgotten = flow.metadata["websocket_messages_forgotten"]
+        .as_u64()
+        .expect("count");
+    assert!(bytes <= 32 << 20, "{bytes}");
+    assert_eq!(kept.len() as u64 + forgotten, 80);
+    proxy.shutdown().await;
+}

@@ -101,6 +101,7 @@ async fn serve(shared: Arc<ProxyShared>, socket: std::net::TcpStream) {
     }
     tracing::debug!(client.addr = %peer, "client connected");
     let ctx = Rc::new(ConnCtx::new(shared, Arc::new(*client)));
+    let _stop_streams = AbortOnDrop(ctx.clone());
     let cfg = ctx.shared.config();
     let mut first = [0u8; 24];
     // A client that connects and says nothing is a slow header: `header_timeout`.
@@ -136,13 +137,31 @@ async fn serve(shared: Arc<ProxyShared>, socket: std::net::TcpStream) {
             crate::http::serve_h1(ctx.clone(), tcp, None).await;
         }
     }
-    // A CONNECT tunnel outlives hyper's connection, which ends when it hands the tunnel over.
-    let tunnels = std::mem::take(&mut *ctx.tunnels.borrow_mut());
-    for t in tunnels {
-        let _ = t.await;
+    // A CONNECT tunnel or a WebSocket outlives hyper's connection, which ends when it hands
+    // the stream over; one may start another (a WebSocket inside a tunnel).
+    loop {
+        let next = ctx.tunnels.borrow_mut().pop();
+        match next {
+            Some(t) => {
+                let _ = t.await;
+            }
+            None => break,
+        }
     }
     let mut client = Client::clone(&ctx.client());
     client.timestamp_end = Some(now());
     tracing::debug!(client.addr = %peer, "client disconnected");
     let _ = fire(&manager, HookKind::ClientDisconnect, Box::new(client)).await;
+}
+
+/// Ends the connection's tunnels and WebSockets when its service stops before them (proxy
+/// shutdown stops the actor, which drops the service future).
+struct AbortOnDrop(Rc<ConnCtx>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for t in self.0.tunnels.borrow_mut().drain(..) {
+            t.abort();
+        }
+    }
 }

@@ -181,7 +181,7 @@ pub(crate) async fn response(
         }
     };
     let relay_ctx = ctx.clone();
-    actix::spawn(async move {
+    let task = actix::spawn(async move {
         match futures::future::try_join(client_upgrade, server_upgrade).await {
             Ok((client, server_io)) => run(relay_ctx, flow, client, server_io, server).await,
             Err(e) => {
@@ -195,6 +195,8 @@ pub(crate) async fn response(
             }
         }
     });
+    // The client connection ends (`client_disconnect`) after the WebSocket.
+    ctx.tunnels.borrow_mut().push(task);
     Ok(head)
 }
 

@@ -85,6 +85,10 @@ impl Addon for Recorder {
     async fn websocket_error(&mut self, flow: &mut HttpFlow) {
         self.push("websocket_error", flow);
     }
+    async fn client_disconnect(&mut self, _client: &mut waylay_core::flow::Client) {
+        self.hooks.lock().expect("lock").push("client_disconnect");
+    }
+
     async fn websocket_end(&mut self, flow: &mut HttpFlow) {
         self.push("websocket_end", flow);
     }
@@ -181,8 +185,17 @@ async fn ws_absolute_form_echo_hooks_in_order_and_close_code() {
             "websocket_start"
         ]
     );
-    assert_eq!(hooks.last(), Some(&"websocket_end"), "{hooks:?}");
+    let last_ws = hooks.iter().rev().find(|h| h.starts_with("websocket"));
+    assert_eq!(last_ws, Some(&"websocket_end"), "{hooks:?}");
     assert!(!hooks.contains(&"websocket_error"), "{hooks:?}");
+    // The client connection ends after its WebSocket, not when hyper hands the stream over.
+    drop(ws);
+    let all = rec.wait_for("client_disconnect").await;
+    assert_eq!(
+        &all[all.len() - 2..],
+        ["websocket_end", "client_disconnect"],
+        "{all:?}"
+    );
     // Text, unicode, empty, 2 binary, after-ping, ping-me, after-server-ping from the
     // client; the same echoed but ping-me (answered with a ping).
     let n = hooks.iter().filter(|h| **h == "websocket_message").count();

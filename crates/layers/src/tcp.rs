@@ -32,7 +32,9 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Mutex, watch};
-use waylay_core::flow::{Address, FlowError, KILLED_MESSAGE, Server, TcpMessage, now};
+use waylay_core::flow::{
+    Address, FlowError, InjectQueues, KILLED_MESSAGE, Server, TcpInjector, TcpMessage, now,
+};
 use waylay_core::hooks::ServerConnectionHookData;
 use waylay_core::{HookKind, TcpFlow};
 
@@ -99,11 +101,17 @@ pub(crate) async fn serve(ctx: Rc<ConnCtx>, client: BoxIo, address: Address, mod
         .into_iter()
         .any(|k| manager.handles(k));
     let hooked = wants_flow && manager.handles(HookKind::TcpMessage);
+    // Addons holding the flow may inject at any time (`TcpFlow::injector`).
+    let mut queues = None;
     let mut flow = wants_flow.then(|| {
-        Box::new(TcpFlow::new(
+        let mut f = Box::new(TcpFlow::new(
             ctx.client(),
             Some(Arc::new(Server::new(address.clone()))),
-        ))
+        ));
+        let (injector, q) = TcpInjector::channel();
+        f.set_injector(injector);
+        queues = Some(q);
+        f
     });
 
     if let Some(f) = flow.take() {
@@ -134,9 +142,9 @@ pub(crate) async fn serve(ctx: Rc<ConnCtx>, client: BoxIo, address: Address, mod
     }
 
     let (result, flow) = if hooked {
-        relay_hooked(&ctx, client, server, flow).await
+        relay_hooked(&ctx, client, server, flow, queues).await
     } else {
-        (relay_plain(client, server).await, flow)
+        (relay_plain(client, server, queues).await, flow)
     };
 
     let mut s = Server::clone(&info);
@@ -219,8 +227,9 @@ async fn connect(ctx: &ConnCtx, address: Address) -> Result<(ServerIo, Arc<Serve
     Ok((IdleTimeout::new(tcp, cfg.idle_timeout), Arc::new(server)))
 }
 
-/// Copies `r` to `w` until `r` ends (then shuts `w`'s write side) or either fails.
-async fn copy_half<R, W>(mut r: R, mut w: W, from_client: bool) -> Result<(), RelayError>
+/// Copies `r` to `w` until `r` ends (then shuts `w`'s write side) or either fails. The
+/// writer is shared with the injection loop, which writes between chunks.
+async fn copy_half<R, W>(mut r: R, w: &Mutex<W>, from_client: bool) -> Result<(), RelayError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -231,6 +240,7 @@ where
             .read(&mut buf)
             .await
             .map_err(RelayError::side(from_client))?;
+        let mut w = w.lock().await;
         if n == 0 {
             if let Err(e) = w.shutdown().await {
                 tracing::debug!("forwarding a half-close failed: {e}");
@@ -245,13 +255,69 @@ where
     }
 }
 
-/// The fast path: both directions copied concurrently, no message per chunk.
-async fn relay_plain(client: BoxIo, server: ServerIo) -> Result<(), RelayError> {
+/// Writes what addons inject at any time, between the relay's own chunks; never ends by
+/// itself (the relay's end drops it).
+async fn inject_loop<C, S>(
+    mut queues: InjectQueues<Bytes>,
+    client: &Mutex<C>,
+    server: &Mutex<S>,
+    on_sent: impl Fn(bool, &Bytes),
+) where
+    C: AsyncWrite + Unpin,
+    S: AsyncWrite + Unpin,
+{
+    let (mut to_client, mut to_server) = (true, true);
+    while to_client || to_server {
+        let (towards_client, data) = tokio::select! {
+            m = queues.to_client.recv(), if to_client => match m {
+                Some(d) => (true, d),
+                None => { to_client = false; continue; }
+            },
+            m = queues.to_server.recv(), if to_server => match m {
+                Some(d) => (false, d),
+                None => { to_server = false; continue; }
+            },
+        };
+        let written = if towards_client {
+            write_locked(client, &data).await
+        } else {
+            write_locked(server, &data).await
+        };
+        match written {
+            Ok(()) => on_sent(towards_client, &data),
+            Err(e) => tracing::debug!(to_client = towards_client, "injecting failed: {e}"),
+        }
+    }
+    futures::future::pending::<()>().await;
+}
+
+async fn write_locked<W: AsyncWrite + Unpin>(w: &Mutex<W>, data: &[u8]) -> io::Result<()> {
+    let mut w = w.lock().await;
+    w.write_all(data).await?;
+    w.flush().await
+}
+
+/// The fast path: both directions copied concurrently, no message per chunk (injected
+/// messages are sent, not recorded: there are no messages on this path).
+async fn relay_plain(
+    client: BoxIo,
+    server: ServerIo,
+    queues: Option<InjectQueues<Bytes>>,
+) -> Result<(), RelayError> {
     let (cr, cw) = tokio::io::split(client);
     let (sr, sw) = tokio::io::split(server);
-    futures::future::try_join(copy_half(cr, sw, true), copy_half(sr, cw, false))
-        .await
-        .map(|_| ())
+    let (cw, sw) = (Mutex::new(cw), Mutex::new(sw));
+    let copy = futures::future::try_join(copy_half(cr, &sw, true), copy_half(sr, &cw, false));
+    match queues {
+        None => copy.await.map(|_| ()),
+        Some(q) => {
+            let inject = inject_loop(q, &cw, &sw, |_, _| {});
+            tokio::select! {
+                r = copy => r.map(|_| ()),
+                () = inject => Ok(()),
+            }
+        }
+    }
 }
 
 /// The server side of a relay: closed after `idle_timeout` without traffic either way.
@@ -388,6 +454,43 @@ impl Hooked<'_> {
         }
     }
 
+    /// Sends what addons inject at any time, recording each as an injected message; never
+    /// ends by itself.
+    async fn injections(&self, mut queues: InjectQueues<Bytes>) {
+        let mut cancel = self.cancel.subscribe();
+        let (mut to_client, mut to_server) = (true, true);
+        while to_client || to_server {
+            let (towards_client, data) = tokio::select! {
+                m = queues.to_client.recv(), if to_client => match m {
+                    Some(d) => (true, d),
+                    None => { to_client = false; continue; }
+                },
+                m = queues.to_server.recv(), if to_server => match m {
+                    Some(d) => (false, d),
+                    None => { to_server = false; continue; }
+                },
+            };
+            {
+                let mut slot = self.flow.lock().await;
+                if let Some(flow) = slot.as_mut() {
+                    let mut m = TcpMessage::new(!towards_client, data.clone());
+                    m.injected = true;
+                    self.retained.set(self.retained.get() + data.len());
+                    flow.messages.push(m);
+                    self.trim(&mut flow.messages);
+                }
+            }
+            if self
+                .write(towards_client, &data, &mut cancel)
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        futures::future::pending::<()>().await;
+    }
+
     /// One direction: read a chunk, run `tcp_message`, write what comes back, repeat.
     async fn pump(&self, mut r: DynRead, from_client: bool) -> Step<()> {
         let mut cancel = self.cancel.subscribe();
@@ -432,6 +535,7 @@ async fn relay_hooked(
     client: BoxIo,
     server: ServerIo,
     flow: Option<Box<TcpFlow>>,
+    queues: Option<InjectQueues<Bytes>>,
 ) -> (Result<(), RelayError>, Option<Box<TcpFlow>>) {
     let (cr, cw) = tokio::io::split(client);
     let (sr, sw) = tokio::io::split(server);
@@ -451,7 +555,18 @@ async fn relay_hooked(
         error: RefCell::new(None),
         retained: Cell::new(0),
     };
-    let _ = futures::future::join(h.pump(Box::new(cr), true), h.pump(Box::new(sr), false)).await;
+    let pumps = futures::future::join(h.pump(Box::new(cr), true), h.pump(Box::new(sr), false));
+    match queues {
+        None => {
+            let _ = pumps.await;
+        }
+        Some(q) => {
+            tokio::select! {
+                _ = pumps => {}
+                () = h.injections(q) => {}
+            }
+        }
+    }
     let result = match h.error.into_inner() {
         Some(e) => Err(e),
         None => Ok(()),

@@ -45,8 +45,8 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message as WsMessage, Utf8Bytes};
 use waylay_core::flow::{
-    HttpFlow, Message, Response, Server, WebSocketData, WebSocketMessage, WebSocketMessageKind,
-    now, reason_phrase,
+    HttpFlow, Message, Response, Server, WebSocketData, WebSocketInjector, WebSocketMessage,
+    WebSocketMessageKind, now, reason_phrase,
 };
 use waylay_core::hooks::ServerConnectionHookData;
 use waylay_core::{FlowError, HookKind, ManagerHandle};
@@ -284,6 +284,12 @@ async fn run(
         server_gone(&manager, &ctx, &server).await;
         return;
     }
+    // Addons may inject at any time from here on (see `WebSocketData::injector`).
+    let (injector, queues) = WebSocketInjector::channel();
+    let mut flow = flow;
+    if let Some(ws) = flow.websocket.as_mut() {
+        ws.set_injector(injector);
+    }
     let Some(flow) = fire(&manager, HookKind::WebsocketStart, flow).await else {
         return;
     };
@@ -346,6 +352,7 @@ async fn run(
                 client_stream,
                 server_sink.clone(),
                 client_sink.clone(),
+                queues.to_server,
                 stop_rx.clone(),
             );
             let s2c = direction(
@@ -354,6 +361,7 @@ async fn run(
                 server_stream,
                 client_sink.clone(),
                 server_sink.clone(),
+                queues.to_client,
                 stop_rx,
             );
             let c2s = std::pin::pin!(c2s);
@@ -415,21 +423,39 @@ async fn run(
 }
 
 /// One direction: reads a message from `src`, runs the hook, writes to `dst` (`back` is the
-/// source side's own sink, for injected messages and close answers).
+/// source side's own sink, for injected messages and close answers). Messages injected
+/// towards `dst` at any time (`injected`) are recorded and sent between reads.
+#[allow(clippy::too_many_arguments)]
 async fn direction(
     sh: Rc<Shared>,
     from_client: bool,
     mut src: SplitStream<Ws>,
     dst: Sink,
     back: Sink,
+    mut injected: tokio::sync::mpsc::Receiver<WebSocketMessage>,
     mut stop: watch::Receiver<bool>,
 ) -> End {
     let who = side(from_client);
+    let mut inject_open = true;
     loop {
         let next = tokio::select! {
             biased;
             _ = stop.wait_for(|s| *s) => return End::Stopped,
-            m = src.next() => m,
+            m = src.next() => Ok(m),
+            m = injected.recv(), if inject_open => Err(m),
+        };
+        let next = match next {
+            Ok(m) => m,
+            Err(Some(m)) => {
+                if let Err(end) = send_injected(&sh, from_client, m, &dst, &mut stop).await {
+                    return end;
+                }
+                continue;
+            }
+            Err(None) => {
+                inject_open = false;
+                continue;
+            }
         };
         let msg = match next {
             Some(Ok(m)) => m,
@@ -563,6 +589,33 @@ async fn on_message(
         send(to, to_ws(&m), stop).await?;
     }
     Ok(())
+}
+
+/// Sends a message injected outside a hook towards `dst`, recording it in the flow.
+async fn send_injected(
+    sh: &Shared,
+    from_client: bool,
+    mut m: WebSocketMessage,
+    dst: &Sink,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), End> {
+    m.from_client = from_client;
+    m.injected = true;
+    m.timestamp = now();
+    let out = to_ws(&m);
+    {
+        let mut g = sh.flow.lock().await;
+        let Some(flow) = g.as_mut() else {
+            return Err(End::Shutdown);
+        };
+        let added = m.content.len();
+        flow.websocket
+            .get_or_insert_with(WebSocketData::default)
+            .messages
+            .push(m);
+        forget_old_messages(flow, &sh.history, added);
+    }
+    send(dst, out, stop).await
 }
 
 /// Removes the oldest messages once the history holds more than [`HISTORY_BYTES`] of

@@ -532,3 +532,103 @@ impl Addon for Lifecycle {
         self.0.tcp_end(f).await;
     }
 }
+
+/// Keeps the injector of the TCP flow it sees start; handles `tcp_message` or not.
+#[derive(Clone, Default)]
+struct KeepInjector {
+    injector: Arc<Mutex<Option<waylay_core::flow::TcpInjector>>>,
+    history: Log,
+}
+
+impl Addon for KeepInjector {
+    // Declared, so that the very first connection already takes the unhooked relay.
+    fn hooks(&self) -> HookSet {
+        HookSet::of(&[HookKind::TcpStart, HookKind::TcpEnd])
+    }
+    async fn tcp_start(&mut self, flow: &mut TcpFlow) {
+        *self.injector.lock().expect("lock") = flow.injector();
+    }
+    async fn tcp_end(&mut self, flow: &mut TcpFlow) {
+        let mut h = self.history.lock().expect("lock");
+        for m in flow.messages.iter().filter(|m| m.injected) {
+            h.push(String::from_utf8_lossy(&m.content).into_owned());
+        }
+    }
+}
+
+/// The same, also handling `tcp_message` (the hooked relay).
+#[derive(Clone, Default)]
+struct KeepInjectorHooked(KeepInjector);
+
+impl Addon for KeepInjectorHooked {
+    fn hooks(&self) -> HookSet {
+        HookSet::of(&[HookKind::TcpStart, HookKind::TcpMessage, HookKind::TcpEnd])
+    }
+    async fn tcp_start(&mut self, flow: &mut TcpFlow) {
+        self.0.tcp_start(flow).await;
+    }
+    async fn tcp_message(&mut self, _flow: &mut TcpFlow) {}
+    async fn tcp_end(&mut self, flow: &mut TcpFlow) {
+        self.0.tcp_end(flow).await;
+    }
+}
+
+async fn inject_at_any_time(
+    keep: KeepInjector,
+    builder: waylay_layers::ProxyBuilder,
+) -> Vec<String> {
+    let origin = tcp_line_origin().await;
+    let proxy = TestProxy::start(builder).await;
+    let mut s = tunnel(&proxy, origin.addr).await;
+    s.write_all(b"hello\n").await.expect("write");
+    assert_eq!(read_n(&mut s, 12).await, b"echo: hello\n");
+    let injector = keep
+        .injector
+        .lock()
+        .expect("lock")
+        .clone()
+        .expect("an injector in tcp_start");
+    // Outside any hook: a line to the client, and one to the server (echoed back).
+    injector
+        .inject(true, Bytes::from_static(b"pushed\n"))
+        .expect("queued");
+    assert_eq!(read_n(&mut s, 7).await, b"pushed\n");
+    within(
+        "inject",
+        injector.send(false, Bytes::from_static(b"to server\n")),
+    )
+    .await
+    .expect("queued");
+    assert_eq!(read_n(&mut s, 16).await, b"echo: to server\n");
+    s.shutdown().await.expect("shutdown");
+    assert!(read_all(&mut s).await.is_empty());
+    within("relay end", async {
+        while !injector.is_closed() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        injector.inject(true, Bytes::from_static(b"late")),
+        Err(waylay_core::flow::InjectError::Closed)
+    );
+    assert!(origin.received().ends_with(b"to server\n"));
+    http_still_works(&proxy).await;
+    proxy.shutdown().await;
+    keep.history.lock().expect("lock").clone()
+}
+
+#[actix_rt::test]
+async fn injector_sends_at_any_time_without_a_message_hook() {
+    let keep = KeepInjector::default();
+    let history = inject_at_any_time(keep.clone(), Proxy::builder().addon(keep)).await;
+    // No messages are recorded on this path.
+    assert!(history.is_empty(), "{history:?}");
+}
+
+#[actix_rt::test]
+async fn injector_sends_at_any_time_with_a_message_hook() {
+    let keep = KeepInjectorHooked::default();
+    let history = inject_at_any_time(keep.0.clone(), Proxy::builder().addon(keep.clone())).await;
+    assert_eq!(history, ["pushed\n", "to server\n"]);
+}

@@ -334,6 +334,108 @@ async fn addon_rewrites_drops_and_injects_messages() {
     proxy.shutdown().await;
 }
 
+/// Keeps the injector of the WebSocket it sees start, and records every message.
+#[derive(Clone, Default)]
+struct KeepInjector {
+    injector: Arc<Mutex<Option<waylay_core::flow::WebSocketInjector>>>,
+    seen: Arc<Mutex<Vec<(bool, bool, String)>>>,
+}
+
+impl Addon for KeepInjector {
+    async fn websocket_start(&mut self, flow: &mut HttpFlow) {
+        *self.injector.lock().expect("lock") = flow.websocket.as_ref().and_then(|w| w.injector());
+    }
+
+    async fn websocket_message(&mut self, flow: &mut HttpFlow) {
+        if let Some(m) = flow.websocket.as_ref().and_then(|w| w.messages.last()) {
+            let text = m.as_text().unwrap_or_default().to_owned();
+            self.seen
+                .lock()
+                .expect("lock")
+                .push((m.from_client, m.injected, text));
+        }
+    }
+
+    async fn websocket_end(&mut self, flow: &mut HttpFlow) {
+        // The injected messages are in the flow's history, marked injected.
+        if let Some(ws) = flow.websocket.as_ref() {
+            for m in ws.messages.iter().filter(|m| m.injected) {
+                let text = m.as_text().unwrap_or_default().to_owned();
+                self.seen.lock().expect("lock").push((
+                    m.from_client,
+                    true,
+                    format!("history:{text}"),
+                ));
+            }
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn injector_sends_at_any_time_outside_hooks() {
+    let origin = WsOrigin::start().await;
+    let keep = KeepInjector::default();
+    let proxy = TestProxy::start(Proxy::builder().addon(keep.clone())).await;
+    let (mut ws, _) = ws_through_proxy(proxy.addr(), origin.addr, "/", &[])
+        .await
+        .expect("upgrade");
+    // One exchange so the relay is surely running.
+    send(&mut ws, Message::text("hello")).await;
+    assert_eq!(next(&mut ws).await, Message::text("hello"));
+    let injector = keep
+        .injector
+        .lock()
+        .expect("lock")
+        .clone()
+        .expect("an injector in websocket_start");
+    // From the test itself, no hook running: one towards each side.
+    injector
+        .inject(true, WebSocketMessage::text(false, "pushed-to-client"))
+        .expect("queued");
+    injector
+        .send(
+            false,
+            WebSocketMessage::binary(true, Bytes::from_static(b"pushed-to-server")),
+        )
+        .await
+        .expect("queued");
+    assert_eq!(next(&mut ws).await, Message::text("pushed-to-client"));
+    // The origin echoes what it got: the binary message comes back through the proxy.
+    assert_eq!(
+        next(&mut ws).await,
+        Message::binary(Bytes::from_static(b"pushed-to-server"))
+    );
+    client_close(&mut ws).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while !injector.is_closed() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    // After the end, injecting fails cleanly.
+    assert_eq!(
+        injector.inject(true, WebSocketMessage::text(false, "late")),
+        Err(waylay_core::flow::InjectError::Closed)
+    );
+    let seen = keep.seen.lock().expect("lock").clone();
+    // The injected messages did not go through websocket_message; the echo did.
+    assert!(
+        !seen
+            .iter()
+            .any(|(_, injected, t)| *injected && !t.starts_with("history:")),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains(&(false, true, "history:pushed-to-client".into())),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains(&(true, true, "history:pushed-to-server".into())),
+        "{seen:?}"
+    );
+    proxy.shutdown().await;
+}
+
 #[actix_rt::test]
 async fn permessage_deflate_offer_is_negotiated_away() {
     let origin = WsOrigin::start().await;

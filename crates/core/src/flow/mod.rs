@@ -5,6 +5,7 @@ pub mod encoding;
 mod error;
 mod headers;
 mod http;
+mod inject;
 mod intercept;
 mod message;
 mod tcp;
@@ -19,10 +20,11 @@ pub use connection::{Address, Client, Server, TlsInfo};
 pub use error::{FlowError, KILLED_MESSAGE};
 pub use headers::Headers;
 pub use http::{HttpFlow, Request, Response, reason_phrase, split_host_port};
+pub use inject::{INJECT_QUEUE, InjectError, InjectQueues, Injector};
 pub use intercept::{Intercept, InterceptHandle, Release};
 pub use message::{BodyError, HttpVersion, Message};
-pub use tcp::{TcpFlow, TcpMessage};
-pub use websocket::{WebSocketData, WebSocketMessage, WebSocketMessageKind};
+pub use tcp::{TcpFlow, TcpInjector, TcpMessage};
+pub use websocket::{WebSocketData, WebSocketInjector, WebSocketMessage, WebSocketMessageKind};
 
 /// Free-form data addons attach to a flow (serialised with it).
 pub type Metadata = serde_json::Map<String, serde_json::Value>;

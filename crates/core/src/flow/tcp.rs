@@ -33,6 +33,9 @@ impl TcpMessage {
     }
 }
 
+/// Sends bytes into a live TCP connection at any time: `inject(to_client, bytes)`.
+pub type TcpInjector = super::Injector<Bytes>;
+
 /// A raw TCP conversation.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TcpFlow {
@@ -67,6 +70,9 @@ pub struct TcpFlow {
     pub timestamp_created: f64,
     #[serde(skip)]
     pending: Vec<TcpMessage>,
+    /// Injects into the live connection at any time (set by the layer at the start).
+    #[serde(skip)]
+    injector: Option<TcpInjector>,
     #[serde(skip)]
     intercept: Intercept,
 }
@@ -101,6 +107,7 @@ impl TcpFlow {
             live: true,
             timestamp_created: now(),
             pending: Vec::new(),
+            injector: None,
             intercept: Intercept::default(),
         }
     }
@@ -128,6 +135,17 @@ impl TcpFlow {
     /// Takes the chunks injected by addons, for the layer to send.
     pub fn take_injected(&mut self) -> Vec<TcpMessage> {
         std::mem::take(&mut self.pending)
+    }
+
+    /// An injector for this connection, usable at any time while it lives (from `tcp_start`
+    /// on); `None` for a flow without a live connection. See [`Injector`](super::Injector).
+    pub fn injector(&self) -> Option<TcpInjector> {
+        self.injector.clone()
+    }
+
+    /// Gives the flow its connection's injector (done by the layer serving it).
+    pub fn set_injector(&mut self, injector: TcpInjector) {
+        self.injector = Some(injector);
     }
 
     /// The intercept state, for layers that wait on it.

@@ -96,7 +96,13 @@ pub struct WebSocketData {
     /// Messages an addon asked to send, drained by the layer after each hook.
     #[serde(skip)]
     pub(crate) pending: Vec<WebSocketMessage>,
+    /// Injects into the live connection at any time (set by the layer at the start).
+    #[serde(skip)]
+    injector: Option<WebSocketInjector>,
 }
+
+/// Sends messages into a live WebSocket at any time: `inject(to_client, message)`.
+pub type WebSocketInjector = super::Injector<WebSocketMessage>;
 
 impl WebSocketData {
     /// Sends `message` to the client (`to_client`) or the server after the current hook.
@@ -109,5 +115,17 @@ impl WebSocketData {
     /// Takes the messages injected by addons, for the layer to send.
     pub fn take_injected(&mut self) -> Vec<WebSocketMessage> {
         std::mem::take(&mut self.pending)
+    }
+
+    /// An injector for this connection, usable at any time while it lives (from
+    /// `websocket_start` on); `None` for a flow without a live connection (a test flow, a
+    /// loaded one). See [`Injector`](super::Injector).
+    pub fn injector(&self) -> Option<WebSocketInjector> {
+        self.injector.clone()
+    }
+
+    /// Gives the flow its connection's injector (done by the layer serving it).
+    pub fn set_injector(&mut self, injector: WebSocketInjector) {
+        self.injector = Some(injector);
     }
 }

@@ -19,6 +19,7 @@
 //!
 //! Settings: `LOAD_CONNS` (32), `LOAD_SECS` (3, measured), `LOAD_WARMUP` (1),
 //! `LOAD_SCENARIOS` (comma-separated, default all: `floor,waylay,waylay+4,waylay-w2,waylay+4-w2`),
+//! `LOAD_REPS` (1: repetitions of the whole list, then the median of each scenario),
 //! `LOAD_PIN` (1).
 
 use std::convert::Infallible;
@@ -508,7 +509,18 @@ async fn run_load(proxy: SocketAddr, origin: SocketAddr, pid: u32, cfg: &Setting
     }
 }
 
+fn ratio(us: f64, floor_us: Option<f64>) -> String {
+    floor_us.map_or_else(|| "—".to_owned(), |f| format!("{:.2}×", us / f))
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
 struct Settings {
+    reps: usize,
     conns: usize,
     warmup: Duration,
     measure: Duration,
@@ -519,6 +531,7 @@ fn parent() {
     let ncpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let place = place_parent(ncpus);
     let cfg = Settings {
+        reps: env_or("LOAD_REPS", 1usize).max(1),
         conns: env_or("LOAD_CONNS", 32usize).max(1),
         warmup: Duration::from_secs_f64(env_or("LOAD_WARMUP", 1.0f64).max(0.0)),
         measure: Duration::from_secs_f64(env_or("LOAD_SECS", 3.0f64).max(0.1)),
@@ -567,38 +580,68 @@ fn parent() {
             "CPU µs/req",
             "× floor"
         );
-        let mut floor_us = None;
-        for s in scenarios {
-            let confdir = TempDir::new("load");
-            let (child, addr) = spawn_child(s, &place, &confdir);
-            let m = run_load(addr, origin, child.0.id(), &cfg).await;
-            drop(child);
-            let us = if m.requests > 0 {
-                m.proxy_cpu_s * 1e6 / m.requests as f64
-            } else {
-                f64::NAN
-            };
-            if s.name == "floor" {
-                floor_us = Some(us);
+        // CPU µs/request of every repetition, per scenario.
+        let mut per_rep: Vec<Vec<f64>> = vec![Vec::new(); scenarios.len()];
+        for rep in 0..cfg.reps {
+            if cfg.reps > 1 {
+                println!("-- repetition {}", rep + 1);
             }
-            let ratio = floor_us.map_or_else(|| "—".to_owned(), |f| format!("{:.2}×", us / f));
-            println!(
-                "{:<12} {:>9} {:>8.0} {:>7} {:>7} {:>8.0} {:>8.0} {:>11.2} {:>8}{}",
-                s.name,
-                m.requests,
-                m.requests as f64 / m.secs,
-                m.p50_us,
-                m.p99_us,
-                100.0 * m.proxy_cpu_s / m.secs,
-                100.0 * m.rig_cpu_s / m.secs,
-                us,
-                ratio,
-                if m.errors > 0 {
-                    format!("  ({} errors)", m.errors)
+            let mut floor_us = None;
+            for (i, &s) in scenarios.iter().enumerate() {
+                let confdir = TempDir::new("load");
+                let (child, addr) = spawn_child(s, &place, &confdir);
+                let m = run_load(addr, origin, child.0.id(), &cfg).await;
+                drop(child);
+                let us = if m.requests > 0 {
+                    m.proxy_cpu_s * 1e6 / m.requests as f64
                 } else {
-                    String::new()
+                    f64::NAN
+                };
+                if s.name == "floor" {
+                    floor_us = Some(us);
                 }
-            );
+                if let Some(v) = per_rep.get_mut(i) {
+                    v.push(us);
+                }
+                println!(
+                    "{:<12} {:>9} {:>8.0} {:>7} {:>7} {:>8.0} {:>8.0} {:>11.2} {:>8}{}",
+                    s.name,
+                    m.requests,
+                    m.requests as f64 / m.secs,
+                    m.p50_us,
+                    m.p99_us,
+                    100.0 * m.proxy_cpu_s / m.secs,
+                    100.0 * m.rig_cpu_s / m.secs,
+                    us,
+                    ratio(us, floor_us),
+                    if m.errors > 0 {
+                        format!("  ({} errors)", m.errors)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+        }
+        if cfg.reps > 1 {
+            println!("-- median CPU µs/req over {} repetitions (min–max)", cfg.reps);
+            let floor_med = scenarios
+                .iter()
+                .zip(&per_rep)
+                .find(|(s, _)| s.name == "floor")
+                .map(|(_, v)| median(v));
+            for (s, v) in scenarios.iter().zip(&per_rep) {
+                let med = median(v);
+                let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                println!(
+                    "{:<12} {:>8.2} ({:.2}–{:.2}) {:>8}",
+                    s.name,
+                    med,
+                    lo,
+                    hi,
+                    ratio(med, floor_med)
+                );
+            }
         }
     });
 }

@@ -12,10 +12,10 @@
 //! current-thread runtime, and starts one child per scenario.
 //!
 //! With two cores or more and `taskset` present (and `LOAD_PIN` not `0`), the child is pinned
-//! to CPU 0 and the parent to the others, as `../shared/bench` does; waylay's default
-//! `workers` then is 1 and the floor's tokio pool has one thread. The `*-w2` scenarios run the
-//! child unpinned (all CPUs) with `workers=2`, so connections on worker 1 send their hooks
-//! across threads to the addon manager on worker 0.
+//! to CPU 0 and the parent to the others, as `../shared/bench` does; the pinned scenarios set
+//! `workers=1` (waylay's default on one core) and the floor's tokio pool has one thread. The
+//! `*-w2` scenarios run the child unpinned (all CPUs) with `workers=2`, so connections on
+//! worker 1 send their hooks across threads to the addon manager on worker 0.
 //!
 //! Settings: `LOAD_CONNS` (32), `LOAD_SECS` (3, measured), `LOAD_WARMUP` (1),
 //! `LOAD_SCENARIOS` (comma-separated, default all: `floor,waylay,waylay+4,waylay-w2,waylay+4-w2`),

@@ -1,0 +1,647 @@
+//! End-to-end load: HTTP/1.1 keep-alive, 1 KiB responses, absolute-form requests through a
+//! proxy running in its own process, whose CPU time is read from `/proc/<pid>/stat` around
+//! the measured window (DESIGN.md §9: CPU per request as a ratio to a minimal forwarder
+//! measured in the same run).
+//!
+//! `cargo bench -p waylay-benches --bench proxy_load`
+//!
+//! The bench binary is both sides: run with `WAYLAY_LOAD_CHILD=floor|waylay` it is the proxy
+//! under test (it prints its address on stdout and serves until its stdin closes); otherwise
+//! it is the parent, which runs the origin (hyper, 1 KiB body) and the load generator (plain
+//! tokio, `LOAD_CONNS` keep-alive connections each sending requests back to back) on one
+//! current-thread runtime, and starts one child per scenario.
+//!
+//! With two cores or more and `taskset` present (and `LOAD_PIN` not `0`), the child is pinned
+//! to CPU 0 and the parent to the others, as `../shared/bench` does; the pinned scenarios set
+//! `workers=1` (waylay's default on one core) and the floor's tokio pool has one thread. The
+//! `*-w2` scenarios run the child unpinned (all CPUs) with `workers=2`, so connections on
+//! worker 1 send their hooks across threads to the addon manager on worker 0.
+//!
+//! Settings: `LOAD_CONNS` (32), `LOAD_SECS` (3, measured), `LOAD_WARMUP` (1),
+//! `LOAD_SCENARIOS` (comma-separated, default all: `floor,waylay,waylay+4,waylay-w2,waylay+4-w2`),
+//! `LOAD_REPS` (1: repetitions of the whole list, then the median of each scenario),
+//! `LOAD_PIN` (1).
+
+use std::convert::Infallible;
+use std::io::{BufRead, Write};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use waylay_core::{Addon, HttpFlow};
+use waylay_layers::Proxy;
+use waylay_testkit::TempDir;
+
+const CHILD_ENV: &str = "WAYLAY_LOAD_CHILD";
+const ADDONS_ENV: &str = "WAYLAY_LOAD_ADDONS";
+const WORKERS_ENV: &str = "WAYLAY_LOAD_WORKERS";
+const CONFDIR_ENV: &str = "WAYLAY_LOAD_CONFDIR";
+
+/// Longest request head the floor reads before giving up on a connection.
+const MAX_HEAD: usize = 64 * 1024;
+/// No single response may take longer than this (keeps every loop bounded).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn main() {
+    // `cargo bench` passes `--bench`; arguments are ignored.
+    match std::env::var(CHILD_ENV).as_deref() {
+        Ok("floor") => child_floor(),
+        Ok("waylay") => child_waylay(),
+        Ok(other) => {
+            eprintln!("proxy_load: unknown child mode {other:?}");
+            std::process::exit(2);
+        }
+        Err(_) => parent(),
+    }
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Children: the proxies under test.
+
+/// Exits the child when the parent closes its stdin (or dies): no orphan keeps a core busy.
+fn exit_when_stdin_closes() {
+    std::thread::spawn(|| {
+        let mut sink = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+        std::process::exit(0);
+    });
+}
+
+fn announce(addr: SocketAddr) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{addr}");
+    let _ = out.flush();
+}
+
+/// Handles every HTTP hook a plain request/response fires, and does nothing with it.
+struct NoopHttp;
+
+impl Addon for NoopHttp {
+    async fn request_headers(&mut self, _flow: &mut HttpFlow) {}
+    async fn request(&mut self, _flow: &mut HttpFlow) {}
+    async fn response_headers(&mut self, _flow: &mut HttpFlow) {}
+    async fn response(&mut self, _flow: &mut HttpFlow) {}
+}
+
+/// The real proxy, as an embedder starts it, with `WAYLAY_LOAD_ADDONS` no-op addons.
+fn child_waylay() {
+    exit_when_stdin_closes();
+    let addons: usize = env_or(ADDONS_ENV, 0);
+    let workers: usize = env_or(WORKERS_ENV, 0);
+    let confdir = std::env::var(CONFDIR_ENV).expect("WAYLAY_LOAD_CONFDIR is set by the parent");
+    let sys = actix::System::new();
+    sys.block_on(async move {
+        let mut builder = Proxy::builder()
+            .set(format!("confdir={confdir}"))
+            .set(format!("workers={workers}"))
+            .listen("127.0.0.1:0");
+        for _ in 0..addons {
+            builder = builder.addon(NoopHttp);
+        }
+        let proxy = builder.start().await.expect("waylay starts");
+        announce(proxy.local_addr());
+        futures::future::pending::<()>().await;
+    });
+}
+
+/// The floor: a minimal forwarder. Reads the first request head, connects to its
+/// (loopback, IP-literal) target, forwards the head as received (origins accept
+/// absolute-form), then copies bytes both ways. Later requests on the connection go to the
+/// same target unparsed. A tokio multi-thread runtime sized by the affinity mask, as
+/// `../shared/bench/floor`.
+fn child_floor() {
+    exit_when_stdin_closes();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("floor runtime");
+    rt.block_on(async {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind floor");
+        announce(l.local_addr().expect("floor addr"));
+        loop {
+            match l.accept().await {
+                Ok((s, _)) => {
+                    tokio::spawn(async move {
+                        let _ = floor_connection(s).await;
+                    });
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    });
+}
+
+async fn floor_connection(mut client: TcpStream) -> std::io::Result<()> {
+    client.set_nodelay(true)?;
+    let mut head = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    while find(&head, b"\r\n\r\n").is_none() {
+        if head.len() >= MAX_HEAD {
+            return Ok(());
+        }
+        let n = client.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        head.extend_from_slice(chunk.get(..n).unwrap_or_default());
+    }
+    let Some(target) = absolute_form_target(&head) else {
+        client
+            .write_all(
+                b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            )
+            .await?;
+        return Ok(());
+    };
+    let mut server = TcpStream::connect(target).await?;
+    server.set_nodelay(true)?;
+    server.write_all(&head).await?;
+    drop(head);
+    tokio::io::copy_bidirectional(&mut client, &mut server).await?;
+    Ok(())
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// `GET http://127.0.0.1:PORT/... HTTP/1.1` → `127.0.0.1:PORT`; loopback IP literals only.
+fn absolute_form_target(head: &[u8]) -> Option<SocketAddr> {
+    let line = head.split(|&b| b == b'\r').next()?;
+    let line = std::str::from_utf8(line).ok()?;
+    let target = line.split(' ').nth(1)?;
+    let authority = target.strip_prefix("http://")?.split('/').next()?;
+    let addr: SocketAddr = authority.parse().ok()?;
+    addr.ip().is_loopback().then_some(addr)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parent: origin, load generator, measurement.
+
+#[derive(Clone, Copy)]
+struct Scenario {
+    name: &'static str,
+    mode: &'static str,
+    addons: usize,
+    /// waylay's `workers` (ignored by the floor, whose pool follows its affinity mask).
+    workers: usize,
+    /// On CPU 0 alone (when pinning), or on every CPU.
+    pinned: bool,
+}
+
+const SCENARIOS: [Scenario; 5] = [
+    Scenario {
+        name: "floor",
+        mode: "floor",
+        addons: 0,
+        workers: 1,
+        pinned: true,
+    },
+    Scenario {
+        name: "waylay",
+        mode: "waylay",
+        addons: 0,
+        workers: 1,
+        pinned: true,
+    },
+    Scenario {
+        name: "waylay+4",
+        mode: "waylay",
+        addons: 4,
+        workers: 1,
+        pinned: true,
+    },
+    Scenario {
+        name: "waylay-w2",
+        mode: "waylay",
+        addons: 0,
+        workers: 2,
+        pinned: false,
+    },
+    Scenario {
+        name: "waylay+4-w2",
+        mode: "waylay",
+        addons: 4,
+        workers: 2,
+        pinned: false,
+    },
+];
+
+/// How the child and the parent are placed on CPUs.
+struct Placement {
+    /// `taskset -c` list for a pinned child, and for an unpinned one.
+    child_pinned: Option<String>,
+    child_all: Option<String>,
+}
+
+fn place_parent(ncpus: usize) -> Placement {
+    let want = std::env::var("LOAD_PIN").map_or(true, |v| v != "0");
+    if !want || ncpus < 2 {
+        return Placement {
+            child_pinned: None,
+            child_all: None,
+        };
+    }
+    let others = format!("1-{}", ncpus - 1);
+    // `-a`: every thread of this process (only the main thread exists yet).
+    let pinned = Command::new("taskset")
+        .args(["-a", "-p", "-c", &others, &std::process::id().to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !pinned {
+        eprintln!("proxy_load: taskset failed; running unpinned");
+        return Placement {
+            child_pinned: None,
+            child_all: None,
+        };
+    }
+    Placement {
+        child_pinned: Some("0".into()),
+        child_all: Some(format!("0-{}", ncpus - 1)),
+    }
+}
+
+/// Clock ticks per second for `/proc/<pid>/stat` (`getconf CLK_TCK`; 100 if unknown).
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .filter(|&t| t > 0.0)
+        .unwrap_or(100.0)
+}
+
+/// utime + stime of a process (all its threads), in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (in parentheses, may hold spaces); `rest` starts at
+    // field 3, so utime (14) and stime (15) are at 11 and 12.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let at = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    at(11) + at(12)
+}
+
+/// A running child, killed and reaped when dropped (also on panic).
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_child(s: Scenario, place: &Placement, confdir: &TempDir) -> (ChildGuard, SocketAddr) {
+    let exe = std::env::current_exe().expect("current exe");
+    let cpus = if s.pinned {
+        place.child_pinned.as_deref()
+    } else {
+        place.child_all.as_deref()
+    };
+    let mut cmd = match cpus {
+        Some(list) => {
+            // taskset execs the program: the child's pid is the proxy's.
+            let mut c = Command::new("taskset");
+            c.args(["-c", list]).arg(&exe);
+            c
+        }
+        None => Command::new(&exe),
+    };
+    cmd.env(CHILD_ENV, s.mode)
+        .env(ADDONS_ENV, s.addons.to_string())
+        .env(WORKERS_ENV, s.workers.to_string())
+        .env(CONFDIR_ENV, confdir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut child = cmd.spawn().expect("spawn child proxy");
+    let stdout = child.stdout.take();
+    let guard = ChildGuard(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        if let Some(out) = stdout {
+            let _ = std::io::BufReader::new(out).read_line(&mut line);
+        }
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("child announces its address within 20 s");
+    let addr = line
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("child {} printed {line:?}, not an address", s.name));
+    (guard, addr)
+}
+
+/// The origin: HTTP/1.1 keep-alive, 1 KiB body for every request.
+async fn origin() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
+    let addr = l.local_addr().expect("origin addr");
+    let body = Bytes::from(vec![b'x'; 1024]);
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let _ = s.set_nodelay(true);
+            let body = body.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |_req: hyper::Request<hyper::body::Incoming>| {
+                    let body = body.clone();
+                    async move { Ok::<_, Infallible>(hyper::Response::new(Full::new(body))) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[derive(Default)]
+struct Shared {
+    done: AtomicU64,
+    errors: AtomicU64,
+    measuring: AtomicBool,
+    stop: AtomicBool,
+}
+
+/// One keep-alive connection sending `request` back to back until told to stop. Returns
+/// the latencies (µs) of the requests completed while measuring.
+async fn connection(proxy: SocketAddr, request: Arc<[u8]>, shared: Arc<Shared>) -> Vec<u32> {
+    let mut lat = Vec::new();
+    let Ok(mut s) = TcpStream::connect(proxy).await else {
+        shared.errors.fetch_add(1, Ordering::Relaxed);
+        return lat;
+    };
+    let _ = s.set_nodelay(true);
+    let mut buf = Vec::with_capacity(4096);
+    while !shared.stop.load(Ordering::Relaxed) {
+        let t = Instant::now();
+        let ok = tokio::time::timeout(RESPONSE_TIMEOUT, async {
+            s.write_all(&request).await.ok()?;
+            read_response(&mut s, &mut buf).await
+        })
+        .await;
+        if !matches!(ok, Ok(Some(()))) {
+            shared.errors.fetch_add(1, Ordering::Relaxed);
+            return lat;
+        }
+        shared.done.fetch_add(1, Ordering::Relaxed);
+        if shared.measuring.load(Ordering::Relaxed) {
+            lat.push(u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX));
+        }
+    }
+    lat
+}
+
+/// Reads one `200` response with a `Content-Length` body; `None` on anything else.
+async fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<()> {
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        if let Some(p) = find(buf, b"\r\n\r\n") {
+            break p + 4;
+        }
+        let n = s.read(&mut chunk).await.ok()?;
+        if n == 0 || buf.len() > MAX_HEAD {
+            return None;
+        }
+        buf.extend_from_slice(chunk.get(..n)?);
+    };
+    let head = std::str::from_utf8(buf.get(..head_end)?).ok()?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    let len: usize = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse().ok())?
+    })?;
+    while buf.len() < head_end + len {
+        let n = s.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(chunk.get(..n)?);
+    }
+    buf.drain(..head_end + len);
+    Some(())
+}
+
+struct Measured {
+    requests: u64,
+    secs: f64,
+    proxy_cpu_s: f64,
+    rig_cpu_s: f64,
+    p50_us: u32,
+    p99_us: u32,
+    errors: u64,
+}
+
+async fn run_load(proxy: SocketAddr, origin: SocketAddr, pid: u32, cfg: &Settings) -> Measured {
+    let request: Arc<[u8]> = format!(
+        "GET http://{origin}/1k HTTP/1.1\r\nHost: {origin}\r\nUser-Agent: waylay-proxy-load\r\nAccept: */*\r\n\r\n"
+    )
+    .into_bytes()
+    .into();
+    let shared = Arc::new(Shared::default());
+    let tasks: Vec<_> = (0..cfg.conns)
+        .map(|_| tokio::spawn(connection(proxy, request.clone(), shared.clone())))
+        .collect();
+    tokio::time::sleep(cfg.warmup).await;
+
+    let (cpu0, rig0, n0, t0) = (
+        cpu_ticks(pid),
+        cpu_ticks(std::process::id()),
+        shared.done.load(Ordering::Relaxed),
+        Instant::now(),
+    );
+    shared.measuring.store(true, Ordering::Relaxed);
+    tokio::time::sleep(cfg.measure).await;
+    shared.measuring.store(false, Ordering::Relaxed);
+    let (cpu1, rig1, n1, secs) = (
+        cpu_ticks(pid),
+        cpu_ticks(std::process::id()),
+        shared.done.load(Ordering::Relaxed),
+        t0.elapsed().as_secs_f64(),
+    );
+    shared.stop.store(true, Ordering::Relaxed);
+
+    let mut lat = Vec::new();
+    for t in tasks {
+        // Each connection finishes its request in flight (bounded by RESPONSE_TIMEOUT).
+        if let Ok(l) = t.await {
+            lat.extend(l);
+        }
+    }
+    lat.sort_unstable();
+    let pct = |p: f64| {
+        let i = ((lat.len() as f64 - 1.0) * p).round() as usize;
+        lat.get(i).copied().unwrap_or(0)
+    };
+    Measured {
+        requests: n1 - n0,
+        secs,
+        proxy_cpu_s: (cpu1 - cpu0) as f64 / cfg.ticks,
+        rig_cpu_s: (rig1 - rig0) as f64 / cfg.ticks,
+        p50_us: pct(0.5),
+        p99_us: pct(0.99),
+        errors: shared.errors.load(Ordering::Relaxed),
+    }
+}
+
+fn ratio(us: f64, floor_us: Option<f64>) -> String {
+    floor_us.map_or_else(|| "—".to_owned(), |f| format!("{:.2}×", us / f))
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+struct Settings {
+    reps: usize,
+    conns: usize,
+    warmup: Duration,
+    measure: Duration,
+    ticks: f64,
+}
+
+fn parent() {
+    let ncpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let place = place_parent(ncpus);
+    let cfg = Settings {
+        reps: env_or("LOAD_REPS", 1usize).max(1),
+        conns: env_or("LOAD_CONNS", 32usize).max(1),
+        warmup: Duration::from_secs_f64(env_or("LOAD_WARMUP", 1.0f64).max(0.0)),
+        measure: Duration::from_secs_f64(env_or("LOAD_SECS", 3.0f64).max(0.1)),
+        ticks: clock_ticks(),
+    };
+    let wanted = std::env::var("LOAD_SCENARIOS").unwrap_or_default();
+    let wanted: Vec<&str> = wanted
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    let scenarios: Vec<Scenario> = SCENARIOS
+        .into_iter()
+        .filter(|s| wanted.is_empty() || wanted.contains(&s.name))
+        .collect();
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("parent runtime");
+    rt.block_on(async move {
+        let origin = origin().await;
+        println!(
+            "proxy_load: HTTP/1.1 keep-alive, 1 KiB, {} connections, {:.0} s warm-up + {:.0} s measured; {}; CLK_TCK {}",
+            cfg.conns,
+            cfg.warmup.as_secs_f64(),
+            cfg.measure.as_secs_f64(),
+            match &place.child_pinned {
+                Some(c) => format!(
+                    "child on CPU {c} (w2: CPUs {}), load+origin on the others",
+                    place.child_all.as_deref().unwrap_or("?")
+                ),
+                None => "unpinned".into(),
+            },
+            cfg.ticks
+        );
+        println!(
+            "{:<12} {:>9} {:>8} {:>7} {:>7} {:>8} {:>8} {:>11} {:>8}",
+            "scenario",
+            "requests",
+            "req/s",
+            "p50 µs",
+            "p99 µs",
+            "proxy %",
+            "rig %",
+            "CPU µs/req",
+            "× floor"
+        );
+        // CPU µs/request of every repetition, per scenario.
+        let mut per_rep: Vec<Vec<f64>> = vec![Vec::new(); scenarios.len()];
+        for rep in 0..cfg.reps {
+            if cfg.reps > 1 {
+                println!("-- repetition {}", rep + 1);
+            }
+            let mut floor_us = None;
+            for (i, &s) in scenarios.iter().enumerate() {
+                let confdir = TempDir::new("load");
+                let (child, addr) = spawn_child(s, &place, &confdir);
+                let m = run_load(addr, origin, child.0.id(), &cfg).await;
+                drop(child);
+                let us = if m.requests > 0 {
+                    m.proxy_cpu_s * 1e6 / m.requests as f64
+                } else {
+                    f64::NAN
+                };
+                if s.name == "floor" {
+                    floor_us = Some(us);
+                }
+                if let Some(v) = per_rep.get_mut(i) {
+                    v.push(us);
+                }
+                println!(
+                    "{:<12} {:>9} {:>8.0} {:>7} {:>7} {:>8.0} {:>8.0} {:>11.2} {:>8}{}",
+                    s.name,
+                    m.requests,
+                    m.requests as f64 / m.secs,
+                    m.p50_us,
+                    m.p99_us,
+                    100.0 * m.proxy_cpu_s / m.secs,
+                    100.0 * m.rig_cpu_s / m.secs,
+                    us,
+                    ratio(us, floor_us),
+                    if m.errors > 0 {
+                        format!("  ({} errors)", m.errors)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+        }
+        if cfg.reps > 1 {
+            println!("-- median CPU µs/req over {} repetitions (min–max)", cfg.reps);
+            let floor_med = scenarios
+                .iter()
+                .zip(&per_rep)
+                .find(|(s, _)| s.name == "floor")
+                .map(|(_, v)| median(v));
+            for (s, v) in scenarios.iter().zip(&per_rep) {
+                let med = median(v);
+                let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                println!(
+                    "{:<12} {:>8.2} ({:.2}–{:.2}) {:>8}",
+                    s.name,
+                    med,
+                    lo,
+                    hi,
+                    ratio(med, floor_med)
+                );
+            }
+        }
+    });
+}

@@ -98,13 +98,18 @@ impl ManagerHandle {
     /// Walks `hook` through the addons that handle it, in registration order, and returns
     /// it with their changes. Sends no message when none handles it.
     pub async fn call(&self, hook: Hook) -> Result<Hook, HookError> {
-        if !self.handles(hook.kind()) {
+        let kind = hook.kind();
+        if !self.handles(kind) {
             return Ok(hook);
         }
-        self.addr
-            .send(Walk(hook))
-            .await
-            .map_err(|_| HookError::ManagerStopped)?
+        // The flow carries its own cursor: the route the manager published is walked here,
+        // in the caller's task, with no hop through the manager's mailbox (DESIGN.md §2's
+        // measured alternative; the manager keeps the order, the routes and the lifecycle).
+        let Some(route) = self.shared.routes.get(kind as usize).map(|r| r.load_full()) else {
+            return Ok(hook);
+        };
+        let addr = &self.addr;
+        super::walk(&route, hook, self.shared.timeout(), |msg| addr.do_send(msg)).await
     }
 
     /// Typed form of [`ManagerHandle::call`]: fires hook `kind` with `payload` (a

@@ -102,9 +102,19 @@ impl ManagerHandle {
         if !self.handles(kind) {
             return Ok(hook);
         }
-        // The flow carries its own cursor: the route the manager published is walked here,
-        // in the caller's task, with no hop through the manager's mailbox (DESIGN.md §2's
-        // measured alternative; the manager keeps the order, the routes and the lifecycle).
+        if std::thread::current().id() != self.shared.home {
+            // From another worker: one hop to the manager's thread, where the walk runs next
+            // to the addons (walking from here would cross threads twice per addon).
+            return self
+                .addr
+                .send(Walk(hook))
+                .await
+                .map_err(|_| HookError::ManagerStopped)?;
+        }
+        // On the manager's thread the flow carries its own cursor: the route the manager
+        // published is walked here, in the caller's task, with no hop through the manager's
+        // mailbox (DESIGN.md §2's measured alternative; the manager keeps the order, the
+        // routes and the lifecycle).
         let Some(route) = self.shared.routes.get(kind as usize).map(|r| r.load_full()) else {
             return Ok(hook);
         };

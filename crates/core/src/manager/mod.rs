@@ -1,8 +1,10 @@
 //! The addon manager: an actor owning the ordered addon registry, the options and the
-//! lifecycle, and publishing, per hook, the route of the addons handling it. A hook is walked
-//! along its route by the caller ([`ManagerHandle::call`]), moving the payload from one addon
-//! actor's message into the next: the flow carries its cursor, and the manager's mailbox is
-//! not on the path of every event (measured: one actor hop less per hook, see
+//! lifecycle, and publishing, per hook, the route of the addons handling it. A hook fired on
+//! the manager's own arbiter is walked along its route by the caller
+//! ([`ManagerHandle::call`]), moving the payload from one addon actor's message into the
+//! next: the flow carries its cursor, and the manager's mailbox is not on the path of the
+//! event. A hook fired on another worker goes to the manager in one message and is walked
+//! there, so it crosses threads twice rather than twice per addon (both measured, see
 //! `BENCHMARKS.md`).
 
 mod addon_actor;
@@ -38,6 +40,8 @@ pub(crate) struct Shared {
     /// order. The manager owns and rebuilds them; a hook's walk reads its route here and
     /// moves the payload from addon to addon itself, without a message to the manager.
     pub(crate) routes: Box<[ArcSwap<Vec<RouteEntry>>]>,
+    /// The thread of the manager's arbiter, where the addon actors live too.
+    pub(crate) home: std::thread::ThreadId,
 }
 
 impl Shared {
@@ -125,6 +129,7 @@ impl AddonManager {
             routes: (0..HookKind::COUNT)
                 .map(|_| ArcSwap::from_pointee(Vec::new()))
                 .collect(),
+            home: std::thread::current().id(),
         });
         shared.publish_options(Arc::new(options));
         let mgr = Self {

@@ -13,6 +13,14 @@
 //! killed; `flow.error` says which). A passthrough connection fires only `server_connect` and
 //! `server_disconnect`.
 //!
+//! Inside an intercepted TLS tunnel the server connection already exists when the layer
+//! starts (waylay connects to the server, TLS included, before answering the client's
+//! handshake), so `server_connect` came earlier and the layer's events are
+//!
+//! ```text
+//! tcp_start ─ tcp_message* ─ server_disconnect ─ tcp_end | tcp_error
+//! ```
+//!
 //! When no addon handles `tcp_message`, the two directions are plain copies (no message per
 //! chunk). Otherwise each chunk read becomes a [`TcpMessage`], goes through `tcp_message`, and
 //! its possibly changed content (empty: nothing) is written before the next chunk of that
@@ -38,7 +46,8 @@ use waylay_core::{HookKind, TcpFlow};
 
 use crate::context::ConnCtx;
 use crate::error::ServerError;
-use crate::io::{BoxIo, IdleTimeout};
+use crate::io::{BoxIo, IdleTimeout, PrefixedIo};
+use crate::server_conn::ServerStream;
 
 /// Most bytes read from one side at a time (and so the most one direction holds in flight).
 pub(crate) const CHUNK: usize = 64 * 1024;
@@ -85,9 +94,52 @@ impl RelayError {
     }
 }
 
-/// Serves a raw TCP (or passthrough) connection from `client` to `address` until both sides
+/// The server side of a TCP layer.
+pub(crate) enum ServerSide {
+    /// Dial this address over plain TCP after `tcp_start` (`server_connect` fires then).
+    Dial(Address),
+    /// Already connected (inside an intercepted TLS tunnel: the server's TLS is set up and
+    /// `server_connect` fired before the layer was chosen). `prefix` holds bytes already read
+    /// from the server (it spoke first while the client's protocol was being detected).
+    Connected {
+        stream: Box<ServerStream>,
+        prefix: Bytes,
+    },
+    /// Connecting failed before the layer started: `tcp_start`, then `tcp_error` with this.
+    Failed { address: Address, error: String },
+}
+
+impl std::fmt::Debug for ServerSide {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Dial(a) => f.debug_tuple("Dial").field(a).finish(),
+            Self::Connected { stream, prefix } => f
+                .debug_struct("Connected")
+                .field("stream", stream)
+                .field("prefix", &prefix.len())
+                .finish(),
+            Self::Failed { address, error } => f
+                .debug_struct("Failed")
+                .field("address", address)
+                .field("error", error)
+                .finish(),
+        }
+    }
+}
+
+impl ServerSide {
+    fn address(&self) -> Address {
+        match self {
+            Self::Dial(a) | Self::Failed { address: a, .. } => a.clone(),
+            Self::Connected { stream, .. } => stream.server.address.clone(),
+        }
+    }
+}
+
+/// Serves a raw TCP (or passthrough) connection from `client` to the server until both sides
 /// are done or one fails.
-pub(crate) async fn serve(ctx: Rc<ConnCtx>, client: BoxIo, address: Address, mode: Mode) {
+pub(crate) async fn serve(ctx: Rc<ConnCtx>, client: BoxIo, server_side: ServerSide, mode: Mode) {
+    let address = server_side.address();
     let manager = ctx.manager();
     let wants_flow = mode == Mode::Tcp
         && [
@@ -99,30 +151,48 @@ pub(crate) async fn serve(ctx: Rc<ConnCtx>, client: BoxIo, address: Address, mod
         .into_iter()
         .any(|k| manager.handles(k));
     let hooked = wants_flow && manager.handles(HookKind::TcpMessage);
-    let mut flow = wants_flow.then(|| {
-        Box::new(TcpFlow::new(
-            ctx.client(),
-            Some(Arc::new(Server::new(address.clone()))),
-        ))
-    });
+    let known = match &server_side {
+        ServerSide::Connected { stream, .. } => Arc::new(stream.server.clone()),
+        ServerSide::Dial(_) | ServerSide::Failed { .. } => Arc::new(Server::new(address)),
+    };
+    let mut flow = wants_flow.then(|| Box::new(TcpFlow::new(ctx.client(), Some(known))));
 
     if let Some(f) = flow.take() {
         let Some(f) = ctx.fire(HookKind::TcpStart, f).await else {
             return;
         };
         if f.killed() {
+            if let ServerSide::Connected { stream, .. } = server_side {
+                stream.close(&ctx).await;
+            }
             finish(&ctx, f, Some(RelayError::Killed)).await;
             return;
         }
         flow = Some(f);
     }
 
-    let (server, info) = match connect(&ctx, address).await {
+    let connected = match server_side {
+        ServerSide::Dial(address) => connect(&ctx, address).await.map(|(io, info)| {
+            let io: BoxIo = Box::new(io);
+            (io, info)
+        }),
+        ServerSide::Connected { stream, prefix } => {
+            let io: BoxIo = if prefix.is_empty() {
+                stream.io
+            } else {
+                Box::new(PrefixedIo::new(prefix, stream.io))
+            };
+            let ServerStream { server, .. } = *stream;
+            Ok((io, Arc::new(server)))
+        }
+        ServerSide::Failed { error, .. } => Err(error),
+    };
+    let (server, info) = match connected {
         Ok(s) => s,
         Err(e) => {
             tracing::info!(client.addr = %ctx.client().peername, "{e}");
             if let Some(mut f) = flow {
-                f.error = Some(FlowError::new(e.to_string()));
+                f.error = Some(FlowError::new(e));
                 f.live = false;
                 let _ = ctx.fire(HookKind::TcpError, f).await;
             }
@@ -172,7 +242,15 @@ async fn finish(ctx: &ConnCtx, mut flow: Box<TcpFlow>, error: Option<RelayError>
 }
 
 /// `server_connect`, then the TCP connection to the (possibly changed) address.
-async fn connect(ctx: &ConnCtx, address: Address) -> Result<(ServerIo, Arc<Server>), ServerError> {
+async fn connect(ctx: &ConnCtx, address: Address) -> Result<(ServerIo, Arc<Server>), String> {
+    connect_plain(ctx, address).await.map_err(|e| e.to_string())
+}
+
+/// See [`connect`].
+async fn connect_plain(
+    ctx: &ConnCtx,
+    address: Address,
+) -> Result<(ServerIo, Arc<Server>), ServerError> {
     let mut server = Server::new(address);
     server.timestamp_start = Some(now());
     let addr_text = server.address.to_string();
@@ -246,7 +324,7 @@ where
 }
 
 /// The fast path: both directions copied concurrently, no message per chunk.
-async fn relay_plain(client: BoxIo, server: ServerIo) -> Result<(), RelayError> {
+async fn relay_plain(client: BoxIo, server: BoxIo) -> Result<(), RelayError> {
     let (cr, cw) = tokio::io::split(client);
     let (sr, sw) = tokio::io::split(server);
     futures::future::try_join(copy_half(cr, sw, true), copy_half(sr, cw, false))
@@ -254,7 +332,7 @@ async fn relay_plain(client: BoxIo, server: ServerIo) -> Result<(), RelayError> 
         .map(|_| ())
 }
 
-/// The server side of a relay: closed after `idle_timeout` without traffic either way.
+/// A plain server connection: closed after `idle_timeout` without traffic either way.
 type ServerIo = IdleTimeout<TcpStream>;
 
 type DynRead = Box<dyn AsyncRead + Unpin>;
@@ -430,7 +508,7 @@ impl Hooked<'_> {
 async fn relay_hooked(
     ctx: &ConnCtx,
     client: BoxIo,
-    server: ServerIo,
+    server: BoxIo,
     flow: Option<Box<TcpFlow>>,
 ) -> (Result<(), RelayError>, Option<Box<TcpFlow>>) {
     let (cr, cw) = tokio::io::split(client);

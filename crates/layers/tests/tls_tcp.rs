@@ -407,3 +407,39 @@ async fn a_tls_server_dropping_mid_stream_is_a_tcp_error_and_the_proxy_goes_on()
     drop(s);
     proxy.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn an_unreachable_tls_server_is_a_tcp_error_for_a_tcp_client() {
+    // The origin's CA is not trusted: the server's TLS fails during interception, the client's
+    // handshake is finished anyway, and its non-HTTP bytes get tcp_start then tcp_error.
+    let dir = TempDir::new("tls-tcp-untrusted");
+    let (origin, _ca) = tls_line_origin(&dir).await;
+    let log = Log::default();
+    let addon = Recorder {
+        log: log.clone(),
+        upper: false,
+    };
+    let proxy = TestProxy::start(Proxy::builder().addon(addon)).await;
+    let mut s = tls_client(&proxy, origin.addr.port(), &[]).await;
+    s.write_all(b"hello\n").await.expect("test step");
+    assert!(read_all(&mut s).await.is_empty());
+    let events = wait_for(&log, "tcp_error").await;
+    let tail: Vec<&str> = events
+        .iter()
+        .skip_while(|e| !e.starts_with("next_layer Tcp"))
+        .map(String::as_str)
+        .collect();
+    assert!(!tail.contains(&"server_disconnect"), "{events:#?}");
+    assert_eq!(
+        tail.get(1),
+        Some(&"tcp_start server_tls=false"),
+        "{events:#?}"
+    );
+    assert!(
+        tail.get(2)
+            .is_some_and(|e| e.starts_with("tcp_error TLS handshake with")),
+        "{events:#?}"
+    );
+    assert!(origin.received().is_empty());
+    proxy.shutdown().await;
+}

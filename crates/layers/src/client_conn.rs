@@ -126,13 +126,7 @@ async fn serve(shared: Arc<ProxyShared>, socket: std::net::TcpStream) {
                 "waylay: malformed request line"
             };
             tracing::info!(client.addr = %peer, "bad request: {reason}");
-            let msg = format!(
-                "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reason}\n",
-                reason.len() + 1
-            );
-            let mut tcp = tcp;
-            let _ = tokio::io::AsyncWriteExt::write_all(&mut tcp, msg.as_bytes()).await;
-            let _ = tokio::io::AsyncWriteExt::shutdown(&mut tcp).await;
+            crate::http::bad_request(tcp, reason).await;
         } else {
             crate::http::serve_h1(ctx.clone(), tcp, None).await;
         }

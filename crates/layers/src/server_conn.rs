@@ -213,6 +213,52 @@ pub(crate) fn tls_version_name(v: Option<rustls::ProtocolVersion>) -> Option<Str
 /// Dials a server: `server_connect`, TCP, TLS (with its hooks), the HTTP handshake; starts
 /// the actor and the IO driver, which fires `server_disconnect` when the connection ends.
 pub(crate) async fn dial(ctx: &Rc<ConnCtx>, spec: DialSpec) -> Result<PoolEntry, ServerError> {
+    let stream = connect_stream(ctx, &spec).await?;
+    handshake(ctx, stream).await
+}
+
+/// A server connection before any application protocol: the plain or TLS stream, what is
+/// known of the server, and the ALPN protocol it chose.
+///
+/// `server_connect` (and, with TLS, the `tls_*_server` hooks) have fired. Whoever takes it
+/// owns the `server_disconnect` event: [`handshake`] hands it to the HTTP connection's IO
+/// driver, the TCP layer fires it when its relay ends, and [`ServerStream::close`] fires it
+/// for a stream that no layer took.
+pub(crate) struct ServerStream {
+    pub(crate) io: crate::io::BoxIo,
+    pub(crate) server: Server,
+    pub(crate) alpn: Option<String>,
+}
+
+impl std::fmt::Debug for ServerStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerStream")
+            .field("server", &self.server.address)
+            .field("alpn", &self.alpn)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerStream {
+    /// Closes a stream no layer took, with its `server_disconnect`.
+    pub(crate) async fn close(self, ctx: &ConnCtx) {
+        drop(self.io);
+        let mut server = self.server;
+        server.timestamp_end = Some(now());
+        let data = Box::new(ServerConnectionHookData {
+            client: ctx.client(),
+            server,
+        });
+        let _ = ctx.fire(HookKind::ServerDisconnect, data).await;
+    }
+}
+
+/// `server_connect`, TCP, and TLS with its hooks (when `spec` says so): the stream to the
+/// server, ready for an application protocol.
+pub(crate) async fn connect_stream(
+    ctx: &Rc<ConnCtx>,
+    spec: &DialSpec,
+) -> Result<ServerStream, ServerError> {
     let client = ctx.client();
     let mut server = Server::new(spec.address.clone());
     server.tls = spec.tls.is_some();
@@ -225,7 +271,7 @@ pub(crate) async fn dial(ctx: &Rc<ConnCtx>, spec: DialSpec) -> Result<PoolEntry,
     let data = ctx
         .fire(HookKind::ServerConnect, data)
         .await
-        .ok_or_else(|| shutting_down(&spec))?;
+        .ok_or_else(|| shutting_down(spec))?;
     let mut server = data.server;
     let addr_text = server.address.to_string();
     if let Some(reason) = server.error.clone() {
@@ -257,8 +303,8 @@ pub(crate) async fn dial(ctx: &Rc<ConnCtx>, spec: DialSpec) -> Result<PoolEntry,
     server.timestamp_tcp_setup = Some(now());
 
     let tcp = crate::io::IdleTimeout::new(tcp, cfg.idle_timeout);
-    let (io, h2): (crate::io::BoxIo, bool) = match &spec.tls {
-        None => (Box::new(tcp), false),
+    let (io, alpn): (crate::io::BoxIo, Option<String>) = match &spec.tls {
+        None => (Box::new(tcp), None),
         Some((sni, alpn)) => {
             let mut data = Box::new(TlsData {
                 side: Side::Server,
@@ -275,7 +321,7 @@ pub(crate) async fn dial(ctx: &Rc<ConnCtx>, spec: DialSpec) -> Result<PoolEntry,
             data = ctx
                 .fire(HookKind::TlsStartServer, data)
                 .await
-                .ok_or_else(|| shutting_down(&spec))?;
+                .ok_or_else(|| shutting_down(spec))?;
             let alpn: Vec<Vec<u8>> = data
                 .alpn_offers
                 .iter()
@@ -321,7 +367,7 @@ pub(crate) async fn dial(ctx: &Rc<ConnCtx>, spec: DialSpec) -> Result<PoolEntry,
                     data.server = Some(server.clone());
                     data.alpn = alpn.clone();
                     let _ = ctx.fire(HookKind::TlsEstablishedServer, data).await;
-                    (Box::new(tls), alpn.as_deref() == Some("h2"))
+                    (Box::new(tls), alpn)
                 }
                 Err(e) => {
                     let reason = crate::tls::describe_tls_error(&e);
@@ -336,6 +382,19 @@ pub(crate) async fn dial(ctx: &Rc<ConnCtx>, spec: DialSpec) -> Result<PoolEntry,
         }
     };
 
+    Ok(ServerStream { io, server, alpn })
+}
+
+/// The HTTP handshake on a connected server stream (HTTP/2 when the server chose `h2`);
+/// starts the actor and the IO driver, which fires `server_disconnect` when the connection
+/// ends.
+pub(crate) async fn handshake(
+    ctx: &Rc<ConnCtx>,
+    stream: ServerStream,
+) -> Result<PoolEntry, ServerError> {
+    let ServerStream { io, server, alpn } = stream;
+    let h2 = alpn.as_deref() == Some("h2");
+    let addr_text = server.address.to_string();
     let closed = Rc::new(Cell::new(false));
     let upgrading = Rc::new(Cell::new(false));
     let server = Arc::new(server);

@@ -13,6 +13,14 @@
 //! killed; `flow.error` says which). A passthrough connection fires only `server_connect` and
 //! `server_disconnect`.
 //!
+//! Inside an intercepted TLS tunnel the server connection already exists when the layer
+//! starts (waylay connects to the server, TLS included, before answering the client's
+//! handshake), so `server_connect` came earlier and the layer's events are
+//!
+//! ```text
+//! tcp_start ─ tcp_message* ─ server_disconnect ─ tcp_end | tcp_error
+//! ```
+//!
 //! When no addon handles `tcp_message`, the two directions are plain copies (no message per
 //! chunk). Otherwise each chunk read becomes a [`TcpMessage`], goes through `tcp_message`, and
 //! its possibly changed content (empty: nothing) is written before the next chunk of that
@@ -40,7 +48,8 @@ use waylay_core::{HookKind, TcpFlow};
 
 use crate::context::ConnCtx;
 use crate::error::ServerError;
-use crate::io::{BoxIo, IdleTimeout};
+use crate::io::{BoxIo, IdleTimeout, PrefixedIo};
+use crate::server_conn::ServerStream;
 
 /// Most bytes read from one side at a time (and so the most one direction holds in flight).
 pub(crate) const CHUNK: usize = 64 * 1024;
@@ -87,9 +96,52 @@ impl RelayError {
     }
 }
 
-/// Serves a raw TCP (or passthrough) connection from `client` to `address` until both sides
+/// The server side of a TCP layer.
+pub(crate) enum ServerSide {
+    /// Dial this address over plain TCP after `tcp_start` (`server_connect` fires then).
+    Dial(Address),
+    /// Already connected (inside an intercepted TLS tunnel: the server's TLS is set up and
+    /// `server_connect` fired before the layer was chosen). `prefix` holds bytes already read
+    /// from the server (it spoke first while the client's protocol was being detected).
+    Connected {
+        stream: Box<ServerStream>,
+        prefix: Bytes,
+    },
+    /// Connecting failed before the layer started: `tcp_start`, then `tcp_error` with this.
+    Failed { address: Address, error: String },
+}
+
+impl std::fmt::Debug for ServerSide {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Dial(a) => f.debug_tuple("Dial").field(a).finish(),
+            Self::Connected { stream, prefix } => f
+                .debug_struct("Connected")
+                .field("stream", stream)
+                .field("prefix", &prefix.len())
+                .finish(),
+            Self::Failed { address, error } => f
+                .debug_struct("Failed")
+                .field("address", address)
+                .field("error", error)
+                .finish(),
+        }
+    }
+}
+
+impl ServerSide {
+    fn address(&self) -> Address {
+        match self {
+            Self::Dial(a) | Self::Failed { address: a, .. } => a.clone(),
+            Self::Connected { stream, .. } => stream.server.address.clone(),
+        }
+    }
+}
+
+/// Serves a raw TCP (or passthrough) connection from `client` to the server until both sides
 /// are done or one fails.
-pub(crate) async fn serve(ctx: Rc<ConnCtx>, client: BoxIo, address: Address, mode: Mode) {
+pub(crate) async fn serve(ctx: Rc<ConnCtx>, client: BoxIo, server_side: ServerSide, mode: Mode) {
+    let address = server_side.address();
     let manager = ctx.manager();
     let wants_flow = mode == Mode::Tcp
         && [
@@ -101,13 +153,14 @@ pub(crate) async fn serve(ctx: Rc<ConnCtx>, client: BoxIo, address: Address, mod
         .into_iter()
         .any(|k| manager.handles(k));
     let hooked = wants_flow && manager.handles(HookKind::TcpMessage);
+    let known = match &server_side {
+        ServerSide::Connected { stream, .. } => Arc::new(stream.server.clone()),
+        ServerSide::Dial(_) | ServerSide::Failed { .. } => Arc::new(Server::new(address)),
+    };
     // Addons holding the flow may inject at any time (`TcpFlow::injector`).
     let mut queues = None;
     let mut flow = wants_flow.then(|| {
-        let mut f = Box::new(TcpFlow::new(
-            ctx.client(),
-            Some(Arc::new(Server::new(address.clone()))),
-        ));
+        let mut f = Box::new(TcpFlow::new(ctx.client(), Some(known)));
         let (injector, q) = TcpInjector::channel();
         f.set_injector(injector);
         queues = Some(q);
@@ -119,18 +172,37 @@ pub(crate) async fn serve(ctx: Rc<ConnCtx>, client: BoxIo, address: Address, mod
             return;
         };
         if f.killed() {
+            if let ServerSide::Connected { stream, .. } = server_side {
+                stream.close(&ctx).await;
+            }
             finish(&ctx, f, Some(RelayError::Killed)).await;
             return;
         }
         flow = Some(f);
     }
 
-    let (server, info) = match connect(&ctx, address).await {
+    let connected = match server_side {
+        ServerSide::Dial(address) => connect(&ctx, address).await.map(|(io, info)| {
+            let io: BoxIo = Box::new(io);
+            (io, info)
+        }),
+        ServerSide::Connected { stream, prefix } => {
+            let io: BoxIo = if prefix.is_empty() {
+                stream.io
+            } else {
+                Box::new(PrefixedIo::new(prefix, stream.io))
+            };
+            let ServerStream { server, .. } = *stream;
+            Ok((io, Arc::new(server)))
+        }
+        ServerSide::Failed { error, .. } => Err(error),
+    };
+    let (server, info) = match connected {
         Ok(s) => s,
         Err(e) => {
             tracing::info!(client.addr = %ctx.client().peername, "{e}");
             if let Some(mut f) = flow {
-                f.error = Some(FlowError::new(e.to_string()));
+                f.error = Some(FlowError::new(e));
                 f.live = false;
                 let _ = ctx.fire(HookKind::TcpError, f).await;
             }
@@ -180,7 +252,15 @@ async fn finish(ctx: &ConnCtx, mut flow: Box<TcpFlow>, error: Option<RelayError>
 }
 
 /// `server_connect`, then the TCP connection to the (possibly changed) address.
-async fn connect(ctx: &ConnCtx, address: Address) -> Result<(ServerIo, Arc<Server>), ServerError> {
+async fn connect(ctx: &ConnCtx, address: Address) -> Result<(ServerIo, Arc<Server>), String> {
+    connect_plain(ctx, address).await.map_err(|e| e.to_string())
+}
+
+/// See [`connect`].
+async fn connect_plain(
+    ctx: &ConnCtx,
+    address: Address,
+) -> Result<(ServerIo, Arc<Server>), ServerError> {
     let mut server = Server::new(address);
     server.timestamp_start = Some(now());
     let addr_text = server.address.to_string();
@@ -301,7 +381,7 @@ async fn write_locked<W: AsyncWrite + Unpin>(w: &Mutex<W>, data: &[u8]) -> io::R
 /// messages are sent, not recorded: there are no messages on this path).
 async fn relay_plain(
     client: BoxIo,
-    server: ServerIo,
+    server: BoxIo,
     queues: Option<InjectQueues<Bytes>>,
 ) -> Result<(), RelayError> {
     let (cr, cw) = tokio::io::split(client);
@@ -320,7 +400,7 @@ async fn relay_plain(
     }
 }
 
-/// The server side of a relay: closed after `idle_timeout` without traffic either way.
+/// A plain server connection: closed after `idle_timeout` without traffic either way.
 type ServerIo = IdleTimeout<TcpStream>;
 
 type DynRead = Box<dyn AsyncRead + Unpin>;
@@ -533,7 +613,7 @@ impl Hooked<'_> {
 async fn relay_hooked(
     ctx: &ConnCtx,
     client: BoxIo,
-    server: ServerIo,
+    server: BoxIo,
     flow: Option<Box<TcpFlow>>,
     queues: Option<InjectQueues<Bytes>>,
 ) -> (Result<(), RelayError>, Option<Box<TcpFlow>>) {

@@ -22,7 +22,7 @@ use crate::io::{BoxIo, PrefixedIo};
 use crate::tcp;
 
 /// Most bytes read while waiting to tell which protocol a tunnel carries.
-const MAX_DETECT: usize = 64 * 1024;
+pub(crate) const MAX_DETECT: usize = 64 * 1024;
 
 /// Answers a CONNECT request (after `http_connect`) and serves the tunnel once hyper hands
 /// over the stream.
@@ -196,9 +196,23 @@ pub(crate) async fn serve_tunnel(ctx: Rc<ConnCtx>, mut io: BoxIo, host: String, 
             };
             crate::http::serve_h2(ctx, io, Some(target)).await;
         }
-        Layer::Tcp => tcp::serve(ctx, io, Address::new(host, port), tcp::Mode::Tcp).await,
+        Layer::Tcp => {
+            tcp::serve(
+                ctx,
+                io,
+                tcp::ServerSide::Dial(Address::new(host, port)),
+                tcp::Mode::Tcp,
+            )
+            .await
+        }
         Layer::Passthrough => {
-            tcp::serve(ctx, io, Address::new(host, port), tcp::Mode::Passthrough).await;
+            tcp::serve(
+                ctx,
+                io,
+                tcp::ServerSide::Dial(Address::new(host, port)),
+                tcp::Mode::Passthrough,
+            )
+            .await;
         }
     }
 }

@@ -57,7 +57,7 @@ pub use proxy::{
 };
 pub use tcp_origin::{
     TcpOrigin, connect_tunnel, tcp_banner_origin, tcp_binary_origin, tcp_line_origin,
-    tcp_reset_origin, tcp_stalled_origin,
+    tcp_reset_origin, tcp_stalled_origin, tls_banner_origin, tls_line_origin, tls_reset_origin,
 };
 pub use ws_origin::{
     HeaderList, TestIo, WsClient, WsOrigin, WsRecord, ws_config, ws_in_connect, ws_next,

@@ -1,14 +1,20 @@
 //! In-process raw TCP origins on `127.0.0.1:0` (a line protocol, a length-prefixed binary
 //! protocol, a server that speaks first, one that resets mid-stream, one that never reads),
-//! and a client helper opening a CONNECT tunnel through the proxy.
+//! the same protocols over TLS, and a client helper opening a CONNECT tunnel through the
+//! proxy.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::server::TlsStream;
+use waylay_layers::tls::{CertCache, CertificateAuthority};
+
+use crate::proxy::TempDir;
 
 /// A running test origin: its address, and what it received over all its connections.
 #[derive(Debug, Clone)]
@@ -60,8 +66,8 @@ where
 }
 
 /// Answers every line `x\n` with `echo: x\n`; closes when the client closes.
-async fn echo_lines(s: TcpStream, origin: TcpOrigin) {
-    let (r, mut w) = s.into_split();
+async fn echo_lines<S: AsyncRead + AsyncWrite + Unpin>(s: S, origin: TcpOrigin) {
+    let (r, mut w) = tokio::io::split(s);
     let mut r = BufReader::new(r);
     let mut line = Vec::new();
     loop {
@@ -144,6 +150,67 @@ pub async fn tcp_reset_origin(after: usize) -> TcpOrigin {
 pub async fn tcp_stalled_origin(hold: Duration) -> TcpOrigin {
     spawn_origin(move |s: TcpStream, _| async move {
         tokio::time::sleep(hold).await;
+        drop(s);
+    })
+    .await
+}
+
+/// Starts a TLS origin for `localhost` and `127.0.0.1` (no ALPN), its certificate issued by
+/// a test CA minted now, that runs `serve` on every handshaken connection; returns it and the
+/// CA certificate's PEM file (written in `dir`).
+async fn spawn_tls_origin<F, Fut>(dir: &TempDir, serve: F) -> (TcpOrigin, PathBuf)
+where
+    F: Fn(TlsStream<TcpStream>, TcpOrigin) -> Fut + Clone + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    let ca = Arc::new(CertificateAuthority::generate().expect("test CA"));
+    let ca_file = dir.path().join("tcp-origin-ca.pem");
+    std::fs::write(&ca_file, ca.cert_pem()).expect("write CA");
+    let certs = CertCache::new(ca).expect("cert cache");
+    let config = certs
+        .server_config(&["localhost", "127.0.0.1"], &[])
+        .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let origin = spawn_origin(move |s: TcpStream, o: TcpOrigin| {
+        let acceptor = acceptor.clone();
+        let serve = serve.clone();
+        async move {
+            if let Ok(Ok(tls)) =
+                tokio::time::timeout(Duration::from_secs(10), acceptor.accept(s)).await
+            {
+                serve(tls, o).await;
+            }
+        }
+    })
+    .await;
+    (origin, ca_file)
+}
+
+/// [`tcp_line_origin`] over TLS: returns the origin and its CA certificate's PEM file.
+pub async fn tls_line_origin(dir: &TempDir) -> (TcpOrigin, PathBuf) {
+    spawn_tls_origin(dir, echo_lines).await
+}
+
+/// [`tcp_banner_origin`] over TLS: sends `banner` once the handshake is done, then serves
+/// the line protocol.
+pub async fn tls_banner_origin(dir: &TempDir, banner: &'static str) -> (TcpOrigin, PathBuf) {
+    spawn_tls_origin(dir, move |mut s: TlsStream<TcpStream>, o| async move {
+        if s.write_all(banner.as_bytes()).await.is_ok() && s.flush().await.is_ok() {
+            echo_lines(s, o).await;
+        }
+    })
+    .await
+}
+
+/// [`tcp_reset_origin`] over TLS: reads `after` decrypted bytes (answering nothing), then
+/// resets the TCP connection with no TLS close_notify.
+pub async fn tls_reset_origin(dir: &TempDir, after: usize) -> (TcpOrigin, PathBuf) {
+    spawn_tls_origin(dir, move |mut s: TlsStream<TcpStream>, o| async move {
+        let mut buf = vec![0u8; after];
+        if s.read_exact(&mut buf).await.is_ok() {
+            o.record(&buf);
+        }
+        let _ = s.get_ref().0.set_zero_linger();
         drop(s);
     })
     .await

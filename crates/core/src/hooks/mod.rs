@@ -18,6 +18,13 @@
 //!     raw TCP (not HTTP or TLS after CONNECT, nothing sent by the client within 1 s, or
 //!     `tcp_hosts`): next_layer ─ tcp_start ─ server_connect ─ tcp_message*
 //!       ─ server_disconnect ─ tcp_end (or tcp_error instead of tcp_end, never both)
+//!     inside intercepted TLS, after tls_established_client: next_layer again for what the
+//!       client speaks inside (ALPN `h2` / `http/1.1` decide at once; else its first decrypted
+//!       bytes: an HTTP/1 request line or the h2 preface is HTTP, anything else, nothing
+//!       within 1 s, or the server speaking first is raw TCP with `rawtcp`), then the
+//!       per-request hooks above, or raw TCP over the TLS connection dialed before
+//!       (server_connect already fired): tcp_start ─ tcp_message* ─ server_disconnect
+//!       ─ tcp_end (or tcp_error)
 //!     passthrough (`ignore_hosts`, `allow_hosts`, `ignore_connection`): server_connect ─
 //!       server_disconnect, no tcp_* events
 //!     server_disconnect

@@ -36,6 +36,17 @@ pub(crate) async fn serve_h1<I: Io>(ctx: Rc<ConnCtx>, io: I, target: Option<Targ
     }
 }
 
+/// Answers a client whose first bytes are no HTTP request line with a 400 naming `reason`
+/// (hyper would close without a word), then closes.
+pub(crate) async fn bad_request<I: Io>(mut io: I, reason: &str) {
+    let msg = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reason}\n",
+        reason.len() + 1
+    );
+    let _ = tokio::io::AsyncWriteExt::write_all(&mut io, msg.as_bytes()).await;
+    let _ = tokio::io::AsyncWriteExt::shutdown(&mut io).await;
+}
+
 /// Serves HTTP/2 requests from a client stream until it closes.
 pub(crate) async fn serve_h2<I: Io>(ctx: Rc<ConnCtx>, io: I, target: Option<Target>) {
     let target = Rc::new(target);

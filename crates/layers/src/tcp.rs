@@ -38,7 +38,6 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::{Mutex, watch};
 use waylay_core::flow::{
     Address, FlowError, InjectQueues, KILLED_MESSAGE, Server, TcpInjector, TcpMessage, now,
@@ -47,8 +46,7 @@ use waylay_core::hooks::ServerConnectionHookData;
 use waylay_core::{HookKind, TcpFlow};
 
 use crate::context::ConnCtx;
-use crate::error::ServerError;
-use crate::io::{BoxIo, IdleTimeout, PrefixedIo};
+use crate::io::{BoxIo, PrefixedIo};
 use crate::server_conn::ServerStream;
 
 /// Most bytes read from one side at a time (and so the most one direction holds in flight).
@@ -182,10 +180,13 @@ pub(crate) async fn serve(ctx: Rc<ConnCtx>, client: BoxIo, server_side: ServerSi
     }
 
     let connected = match server_side {
-        ServerSide::Dial(address) => connect(&ctx, address).await.map(|(io, info)| {
-            let io: BoxIo = Box::new(io);
-            (io, info)
-        }),
+        ServerSide::Dial(address) => {
+            let spec = crate::server_conn::DialSpec { address, tls: None };
+            crate::server_conn::connect_stream(&ctx, &spec)
+                .await
+                .map(|s| (s.io, Arc::new(s.server)))
+                .map_err(|e| e.to_string())
+        }
         ServerSide::Connected { stream, prefix } => {
             let io: BoxIo = if prefix.is_empty() {
                 stream.io
@@ -251,62 +252,6 @@ async fn finish(ctx: &ConnCtx, mut flow: Box<TcpFlow>, error: Option<RelayError>
     }
 }
 
-/// `server_connect`, then the TCP connection to the (possibly changed) address.
-async fn connect(ctx: &ConnCtx, address: Address) -> Result<(ServerIo, Arc<Server>), String> {
-    connect_plain(ctx, address).await.map_err(|e| e.to_string())
-}
-
-/// See [`connect`].
-async fn connect_plain(
-    ctx: &ConnCtx,
-    address: Address,
-) -> Result<(ServerIo, Arc<Server>), ServerError> {
-    let mut server = Server::new(address);
-    server.timestamp_start = Some(now());
-    let addr_text = server.address.to_string();
-    let data = Box::new(ServerConnectionHookData {
-        client: ctx.client(),
-        server,
-    });
-    let Some(data) = ctx.fire(HookKind::ServerConnect, data).await else {
-        return Err(ServerError::Connect {
-            addr: addr_text,
-            reason: "proxy is shutting down".into(),
-        });
-    };
-    let mut server = data.server;
-    let addr_text = server.address.to_string();
-    if let Some(reason) = server.error.clone() {
-        return Err(ServerError::Refused {
-            addr: addr_text,
-            reason,
-        });
-    }
-    let cfg = ctx.shared.config();
-    let timeout = cfg.connect_timeout;
-    let dial = TcpStream::connect((server.address.host.as_str(), server.address.port));
-    let tcp = match tokio::time::timeout(timeout, dial).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            return Err(ServerError::Connect {
-                addr: addr_text,
-                reason: e.to_string(),
-            });
-        }
-        Err(_) => {
-            return Err(ServerError::Connect {
-                addr: addr_text,
-                reason: format!("timed out after {}s", timeout.as_secs()),
-            });
-        }
-    };
-    let _ = tcp.set_nodelay(true);
-    server.peername = tcp.peer_addr().ok();
-    server.sockname = tcp.local_addr().ok();
-    server.timestamp_tcp_setup = Some(now());
-    Ok((IdleTimeout::new(tcp, cfg.idle_timeout), Arc::new(server)))
-}
-
 /// Copies `r` to `w` until `r` ends (then shuts `w`'s write side) or either fails. The
 /// writer is shared with the injection loop, which writes between chunks.
 async fn copy_half<R, W>(mut r: R, w: &Mutex<W>, from_client: bool) -> Result<(), RelayError>
@@ -346,18 +291,8 @@ async fn inject_loop<C, S>(
     C: AsyncWrite + Unpin,
     S: AsyncWrite + Unpin,
 {
-    let (mut to_client, mut to_server) = (true, true);
-    while to_client || to_server {
-        let (towards_client, data) = tokio::select! {
-            m = queues.to_client.recv(), if to_client => match m {
-                Some(d) => (true, d),
-                None => { to_client = false; continue; }
-            },
-            m = queues.to_server.recv(), if to_server => match m {
-                Some(d) => (false, d),
-                None => { to_server = false; continue; }
-            },
-        };
+    let mut open = [true; 2];
+    while let Some((towards_client, data)) = next_injected(&mut queues, &mut open).await {
         let written = if towards_client {
             write_locked(client, &data).await
         } else {
@@ -369,6 +304,24 @@ async fn inject_loop<C, S>(
         }
     }
     futures::future::pending::<()>().await;
+}
+
+/// The next message addons injected, towards the client (`true`) or the server; `None` once
+/// both queues are closed. `open` remembers which still are.
+async fn next_injected(q: &mut InjectQueues<Bytes>, open: &mut [bool; 2]) -> Option<(bool, Bytes)> {
+    while open[0] || open[1] {
+        tokio::select! {
+            m = q.to_client.recv(), if open[0] => match m {
+                Some(d) => return Some((true, d)),
+                None => open[0] = false,
+            },
+            m = q.to_server.recv(), if open[1] => match m {
+                Some(d) => return Some((false, d)),
+                None => open[1] = false,
+            },
+        }
+    }
+    None
 }
 
 async fn write_locked<W: AsyncWrite + Unpin>(w: &Mutex<W>, data: &[u8]) -> io::Result<()> {
@@ -399,9 +352,6 @@ async fn relay_plain(
         }
     }
 }
-
-/// A plain server connection: closed after `idle_timeout` without traffic either way.
-type ServerIo = IdleTimeout<TcpStream>;
 
 type DynRead = Box<dyn AsyncRead + Unpin>;
 type DynWrite = Box<dyn AsyncWrite + Unpin>;
@@ -538,18 +488,8 @@ impl Hooked<'_> {
     /// ends by itself.
     async fn injections(&self, mut queues: InjectQueues<Bytes>) {
         let mut cancel = self.cancel.subscribe();
-        let (mut to_client, mut to_server) = (true, true);
-        while to_client || to_server {
-            let (towards_client, data) = tokio::select! {
-                m = queues.to_client.recv(), if to_client => match m {
-                    Some(d) => (true, d),
-                    None => { to_client = false; continue; }
-                },
-                m = queues.to_server.recv(), if to_server => match m {
-                    Some(d) => (false, d),
-                    None => { to_server = false; continue; }
-                },
-            };
+        let mut open = [true; 2];
+        while let Some((towards_client, data)) = next_injected(&mut queues, &mut open).await {
             {
                 let mut slot = self.flow.lock().await;
                 if let Some(flow) = slot.as_mut() {

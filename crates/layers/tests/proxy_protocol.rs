@@ -16,9 +16,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use waylay_core::{Addon, HttpFlow};
-use waylay_layers::tls::{CertCache, CertificateAuthority};
 use waylay_layers::{Proxy, ProxyBuilder};
-use waylay_testkit::{TempDir, TestProxy, http_origin, https_origin, raw_request};
+use waylay_testkit::{
+    TempDir, TestProxy, http_origin, https_origin, raw_request, test_tls_acceptor,
+};
 
 const T: Duration = Duration::from_secs(10);
 
@@ -457,14 +458,7 @@ async fn conflicting_framing_never_desynchronises() {
 
 /// An HTTPS origin that speaks only HTTP/2 (ALPN `h2`); returns its address and CA file.
 async fn h2_origin(dir: &TempDir) -> (SocketAddr, std::path::PathBuf) {
-    let ca = Arc::new(CertificateAuthority::generate().expect("CA"));
-    let ca_file = dir.path().join("h2-origin-ca.pem");
-    std::fs::write(&ca_file, ca.cert_pem()).expect("write CA");
-    let certs = CertCache::new(ca).expect("cache");
-    let config = certs
-        .server_config(&["localhost", "127.0.0.1"], &[b"h2".to_vec()])
-        .expect("config");
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let (acceptor, ca_file) = test_tls_acceptor(dir, "h2-origin-ca.pem", &[b"h2"]);
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = l.local_addr().expect("addr");
     tokio::spawn(async move {

@@ -2,44 +2,20 @@
 //! `tcp_message` rewriting, `tcp_hosts`, the event order, errors when either side drops, and
 //! backpressure.
 
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use waylay_core::flow::Client;
 use waylay_core::hooks::{Layer, NextLayer, ServerConnectionHookData};
 use waylay_core::{Addon, HookKind, HookSet, TcpFlow};
 use waylay_layers::Proxy;
 use waylay_testkit::{
-    TestProxy, connect_tunnel, http_origin, proxy_get, tcp_banner_origin, tcp_binary_origin,
-    tcp_line_origin, tcp_reset_origin, tcp_stalled_origin,
+    TestProxy, connect_tunnel, http_origin, proxy_get, read_n, read_to_close, tcp_banner_origin,
+    tcp_binary_origin, tcp_line_origin, tcp_reset_origin, tcp_stalled_origin, within,
 };
-
-/// Every await of a test is bounded.
-async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(20), fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
-
-/// Reads exactly `n` bytes.
-async fn read_n<R: AsyncRead + Unpin>(r: &mut R, n: usize) -> Vec<u8> {
-    let mut buf = vec![0u8; n];
-    within("read", r.read_exact(&mut buf))
-        .await
-        .expect("test step");
-    buf
-}
-
-/// Reads until the peer closes.
-async fn read_all<R: AsyncRead + Unpin>(r: &mut R) -> Vec<u8> {
-    let mut out = Vec::new();
-    let _ = within("read to close", r.read_to_end(&mut out)).await;
-    out
-}
 
 type Log = Arc<Mutex<Vec<String>>>;
 
@@ -181,7 +157,7 @@ async fn line_protocol_with_events_in_order() {
     assert_eq!(read_n(&mut s, 18).await, b"echo: second line\n");
     // Half-close: the server sees EOF, closes its side, and the flow ends cleanly.
     s.shutdown().await.unwrap();
-    assert!(read_all(&mut s).await.is_empty());
+    assert!(read_to_close(&mut s).await.is_empty());
     let events = wait_for(&log, "client_disconnect").await;
     assert_eq!(
         events,
@@ -217,7 +193,7 @@ async fn line_protocol_fast_path_without_tcp_message() {
         assert_eq!(read_n(&mut s, want.len()).await, want.as_bytes());
     }
     s.shutdown().await.unwrap();
-    assert!(read_all(&mut s).await.is_empty());
+    assert!(read_to_close(&mut s).await.is_empty());
     http_still_works(&proxy).await;
     proxy.shutdown().await;
 }
@@ -327,7 +303,7 @@ async fn tcp_message_rewrites_both_directions_and_injects() {
     assert_eq!(read_n(&mut s, 9).await, b"injected\n");
     assert_eq!(read_n(&mut s, 18).await, b"ECHO! HELLO THERE\n");
     s.shutdown().await.unwrap();
-    assert!(read_all(&mut s).await.is_empty());
+    assert!(read_to_close(&mut s).await.is_empty());
     // The server got the rewritten bytes.
     assert_eq!(origin.received(), b"HELLO THERE\n");
     wait_for(&log, "tcp_end").await;
@@ -389,7 +365,7 @@ async fn refused_server_is_a_tcp_error_and_the_client_is_closed() {
     .await;
     let mut s = tunnel(&proxy, dead).await;
     s.write_all(b"hello\n").await.unwrap();
-    assert!(read_all(&mut s).await.is_empty());
+    assert!(read_to_close(&mut s).await.is_empty());
     let events = wait_for(&log, "tcp_error").await;
     let err = events.iter().find(|e| e.starts_with("tcp_error")).unwrap();
     assert!(err.contains("cannot connect"), "{err}");
@@ -470,7 +446,7 @@ async fn killing_the_flow_closes_both_sides() {
     s.write_all(b"ok\n").await.unwrap();
     assert_eq!(read_n(&mut s, 9).await, b"echo: ok\n");
     s.write_all(b"die\n").await.unwrap();
-    assert!(read_all(&mut s).await.is_empty());
+    assert!(read_to_close(&mut s).await.is_empty());
     let events = wait_for(&log, "tcp_error").await;
     assert!(
         events.contains(&"tcp_error Connection killed.".to_owned()),
@@ -601,7 +577,7 @@ async fn inject_at_any_time(
     .expect("queued");
     assert_eq!(read_n(&mut s, 16).await, b"echo: to server\n");
     s.shutdown().await.expect("shutdown");
-    assert!(read_all(&mut s).await.is_empty());
+    assert!(read_to_close(&mut s).await.is_empty());
     within("relay end", async {
         while !injector.is_closed() {
             tokio::time::sleep(Duration::from_millis(20)).await;

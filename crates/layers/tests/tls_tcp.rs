@@ -3,46 +3,22 @@
 //! protocol with `tcp_message` rewriting and the event order, a server that speaks first, an
 //! HTTP client that still gets the HTTP layer, `rawtcp=false`, and a server that drops.
 
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use waylay_core::flow::Client;
 use waylay_core::hooks::{ClientHelloData, Layer, NextLayer, ServerConnectionHookData, TlsData};
 use waylay_core::{Addon, HttpFlow, TcpFlow};
 use waylay_layers::Proxy;
 use waylay_testkit::{
-    TempDir, TestProxy, connect_tls, https_origin, tls_banner_origin, tls_line_origin,
-    tls_reset_origin,
+    TempDir, TestProxy, connect_tls, https_origin, read_n, read_to_close, tls_banner_origin,
+    tls_line_origin, tls_reset_origin, within,
 };
 
 type ClientTls = tokio_rustls::client::TlsStream<TcpStream>;
-
-/// Every await of a test is bounded.
-async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(20), fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
-
-/// Reads exactly `n` bytes.
-async fn read_n<R: AsyncRead + Unpin>(r: &mut R, n: usize) -> Vec<u8> {
-    let mut buf = vec![0u8; n];
-    within("read", r.read_exact(&mut buf))
-        .await
-        .expect("test step");
-    buf
-}
-
-/// Reads until the peer closes (or fails).
-async fn read_all<R: AsyncRead + Unpin>(r: &mut R) -> Vec<u8> {
-    let mut out = Vec::new();
-    let _ = within("read to close", r.read_to_end(&mut out)).await;
-    out
-}
 
 type Log = Arc<Mutex<Vec<String>>>;
 
@@ -200,7 +176,7 @@ async fn line_protocol_inside_tls_is_tcp_with_rewriting_and_events_in_order() {
     assert_eq!(read_n(&mut s, 18).await, b"echo: SECOND LINE\n");
     // Half-close (close_notify + FIN): the server sees the end, closes, the flow ends cleanly.
     within("shutdown", s.shutdown()).await.expect("test step");
-    assert!(read_all(&mut s).await.is_empty());
+    assert!(read_to_close(&mut s).await.is_empty());
     let events = wait_for(&log, "client_disconnect").await;
     assert_eq!(
         events,
@@ -244,7 +220,7 @@ async fn line_protocol_inside_tls_without_addons() {
         assert_eq!(read_n(&mut s, want.len()).await, want.as_bytes());
     }
     within("shutdown", s.shutdown()).await.expect("test step");
-    assert!(read_all(&mut s).await.is_empty());
+    assert!(read_to_close(&mut s).await.is_empty());
     proxy.shutdown().await;
 }
 
@@ -282,7 +258,7 @@ async fn a_tls_server_that_speaks_first_reaches_the_client() {
 async fn get(s: &mut ClientTls, path: &str) -> String {
     let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.expect("test step");
-    String::from_utf8_lossy(&read_all(s).await).into_owned()
+    String::from_utf8_lossy(&read_to_close(s).await).into_owned()
 }
 
 #[actix_rt::test]
@@ -338,7 +314,7 @@ async fn without_rawtcp_non_http_inside_tls_is_served_as_http() {
     let proxy = proxy_for(&ca, Some(addon), &["rawtcp=false"]).await;
     let mut s = tls_client(&proxy, origin.addr.port(), &[]).await;
     s.write_all(b"hello\n").await.expect("test step");
-    let out = String::from_utf8_lossy(&read_all(&mut s).await).into_owned();
+    let out = String::from_utf8_lossy(&read_to_close(&mut s).await).into_owned();
     assert!(
         out.starts_with("HTTP/1.1 400") && out.ends_with("malformed request line\n"),
         "{out:?}"
@@ -377,7 +353,7 @@ async fn a_tls_server_dropping_mid_stream_is_a_tcp_error_and_the_proxy_goes_on()
     let mut s = tls_client(&proxy, origin.addr.port(), &[]).await;
     s.write_all(b"hello\n").await.expect("test step");
     // The proxy closes the client's side once the server is gone.
-    let _ = read_all(&mut s).await;
+    let _ = read_to_close(&mut s).await;
     let events = wait_for(&log, "tcp_error").await;
     let tail: Vec<&str> = events
         .iter()
@@ -422,7 +398,7 @@ async fn an_unreachable_tls_server_is_a_tcp_error_for_a_tcp_client() {
     let proxy = TestProxy::start(Proxy::builder().addon(addon)).await;
     let mut s = tls_client(&proxy, origin.addr.port(), &[]).await;
     s.write_all(b"hello\n").await.expect("test step");
-    assert!(read_all(&mut s).await.is_empty());
+    assert!(read_to_close(&mut s).await.is_empty());
     let events = wait_for(&log, "tcp_error").await;
     let tail: Vec<&str> = events
         .iter()

@@ -157,17 +157,28 @@ pub async fn http_origin() -> SocketAddr {
     addr
 }
 
+/// A TLS acceptor for `localhost` and `127.0.0.1` offering `alpn`, its certificate issued by
+/// a test CA minted now, whose PEM is written to `dir/ca_file_name`; returns both.
+pub fn test_tls_acceptor(
+    dir: &TempDir,
+    ca_file_name: &str,
+    alpn: &[&[u8]],
+) -> (tokio_rustls::TlsAcceptor, PathBuf) {
+    let ca = Arc::new(CertificateAuthority::generate().expect("test CA"));
+    let ca_file = dir.path().join(ca_file_name);
+    std::fs::write(&ca_file, ca.cert_pem()).expect("write CA");
+    let certs = CertCache::new(ca).expect("cert cache");
+    let alpn: Vec<Vec<u8>> = alpn.iter().map(|p| p.to_vec()).collect();
+    let config = certs
+        .server_config(&["localhost", "127.0.0.1"], &alpn)
+        .expect("server config");
+    (tokio_rustls::TlsAcceptor::from(config), ca_file)
+}
+
 /// An HTTPS (HTTP/1.1) origin for `localhost` on `127.0.0.1:0`, its certificate issued by a
 /// test CA minted now; returns the address and the CA certificate PEM file.
 pub async fn https_origin(dir: &TempDir) -> (SocketAddr, PathBuf) {
-    let ca = Arc::new(CertificateAuthority::generate().expect("test CA"));
-    let ca_file = dir.path().join("origin-ca.pem");
-    std::fs::write(&ca_file, ca.cert_pem()).expect("write CA");
-    let certs = CertCache::new(ca).expect("cert cache");
-    let config = certs
-        .server_config(&["localhost", "127.0.0.1"], &[b"http/1.1".to_vec()])
-        .expect("server config");
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let (acceptor, ca_file) = test_tls_acceptor(dir, "origin-ca.pem", &[b"http/1.1"]);
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
     let addr = l.local_addr().expect("addr");
     actix::spawn(async move {
@@ -181,6 +192,23 @@ pub async fn https_origin(dir: &TempDir) -> (SocketAddr, PathBuf) {
         }
     });
     (addr, ca_file)
+}
+
+/// Awaits `fut` for at most 20 s, and panics naming `what` when it takes longer: every await
+/// of a test is bounded.
+pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(20), fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
+}
+
+/// Reads exactly `n` bytes (within 20 s).
+pub async fn read_n<R: AsyncRead + Unpin>(r: &mut R, n: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; n];
+    within("read", r.read_exact(&mut buf))
+        .await
+        .expect("read the expected bytes");
+    buf
 }
 
 /// Reads until the peer closes or 10 s pass.
@@ -224,22 +252,7 @@ pub async fn connect_tls(
     ca_pem: &str,
     alpn: &[&[u8]],
 ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
-    let mut s = TcpStream::connect(proxy).await?;
-    s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
-        .await?;
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if s.read(&mut b).await? == 0 {
-            return Err(std::io::Error::other("proxy closed during CONNECT"));
-        }
-        head.push(b[0]);
-    }
-    if !head.starts_with(b"HTTP/1.1 200") {
-        return Err(std::io::Error::other(
-            String::from_utf8_lossy(&head).into_owned(),
-        ));
-    }
+    let s = crate::tcp_origin::connect_tunnel(proxy, target).await?;
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots

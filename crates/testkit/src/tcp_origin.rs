@@ -12,7 +12,6 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
-use waylay_layers::tls::{CertCache, CertificateAuthority};
 
 use crate::proxy::TempDir;
 
@@ -163,14 +162,7 @@ where
     F: Fn(TlsStream<TcpStream>, TcpOrigin) -> Fut + Clone + 'static,
     Fut: std::future::Future<Output = ()> + 'static,
 {
-    let ca = Arc::new(CertificateAuthority::generate().expect("test CA"));
-    let ca_file = dir.path().join("tcp-origin-ca.pem");
-    std::fs::write(&ca_file, ca.cert_pem()).expect("write CA");
-    let certs = CertCache::new(ca).expect("cert cache");
-    let config = certs
-        .server_config(&["localhost", "127.0.0.1"], &[])
-        .expect("server config");
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let (acceptor, ca_file) = crate::proxy::test_tls_acceptor(dir, "tcp-origin-ca.pem", &[]);
     let origin = spawn_origin(move |s: TcpStream, o: TcpOrigin| {
         let acceptor = acceptor.clone();
         let serve = serve.clone();

@@ -15,7 +15,6 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use waylay_layers::tls::{CertCache, CertificateAuthority};
 
 use crate::proxy::TempDir;
 
@@ -104,14 +103,8 @@ impl WsOrigin {
     /// A `wss://` origin for `localhost`, its certificate issued by a CA minted now (its
     /// PEM file is written in `dir`).
     pub async fn start_tls(dir: &TempDir) -> Self {
-        let ca = Arc::new(CertificateAuthority::generate().expect("test CA"));
-        let ca_file = dir.path().join("ws-origin-ca.pem");
-        std::fs::write(&ca_file, ca.cert_pem()).expect("write CA");
-        let certs = CertCache::new(ca).expect("cert cache");
-        let config = certs
-            .server_config(&["localhost", "127.0.0.1"], &[b"http/1.1".to_vec()])
-            .expect("server config");
-        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let (acceptor, ca_file) =
+            crate::proxy::test_tls_acceptor(dir, "ws-origin-ca.pem", &[b"http/1.1"]);
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
         let addr = l.local_addr().expect("addr");
         let record = WsRecord::default();

@@ -268,7 +268,7 @@ pub(crate) async fn handle(
         return Box::pin(crate::tunnel::connect(ctx, req)).await;
     }
     let cfg = ctx.shared.config();
-    let manager = ctx.manager().clone();
+    let manager = ctx.manager();
     let head_size: usize = req
         .headers()
         .iter()
@@ -315,7 +315,7 @@ async fn observed(
     (scheme, host, port, authority): (&'static str, String, u16, String),
     absolute_form: bool,
 ) -> Result<HyperResponse, Killed> {
-    let manager = ctx.manager().clone();
+    let manager = ctx.manager();
     let (mut parts, body) = req.into_parts();
     // A WebSocket handshake: the client's side of the upgrade, taken before the extensions
     // are copied onto the server's request.
@@ -382,7 +382,7 @@ async fn observed(
                 }
                 Err(e) => {
                     let msg = format!("client disconnected while sending the request body: {e}");
-                    flow_failed(&manager, flow, msg).await;
+                    flow_failed(manager, flow, msg).await;
                     return Err(Killed);
                 }
             }
@@ -628,7 +628,7 @@ pub(crate) async fn response_phase(
     resp: hyper::Response<Incoming>,
 ) -> Result<HyperResponse, Killed> {
     let cfg = ctx.shared.config();
-    let manager = ctx.manager().clone();
+    let manager = ctx.manager();
     let (parts, body) = resp.into_parts();
     let status = parts.status.as_u16();
     let reason = parts

@@ -85,6 +85,20 @@ async fn serve(shared: Arc<ProxyShared>, socket: std::net::TcpStream) {
     let (Ok(peer), Ok(local)) = (tcp.peer_addr(), tcp.local_addr()) else {
         return;
     };
+    {
+        // mitmproxy's `block_global` / `block_private`.
+        let cfg = shared.config();
+        let private = crate::config::is_private(peer.ip());
+        if (cfg.block_global && !private) || (cfg.block_private && private) {
+            let rule = if private {
+                "block_private"
+            } else {
+                "block_global"
+            };
+            tracing::info!(client.addr = %peer, "client connection refused ({rule})");
+            return;
+        }
+    }
     let manager = shared.manager.clone();
     let Some(client) = fire(
         &manager,

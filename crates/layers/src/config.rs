@@ -26,6 +26,148 @@ pub(crate) struct ProxyConfig {
     /// (zero: never).
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) max_header_size: usize,
+    /// `proxyauth`: what a client must send in `Proxy-Authorization`.
+    pub(crate) proxyauth: Option<ProxyAuth>,
+    /// `anticache`: drop the request headers that make a server answer 304.
+    pub(crate) anticache: bool,
+    /// `anticomp`: ask servers for uncompressed content.
+    pub(crate) anticomp: bool,
+    /// `block_global` / `block_private`: refuse clients from public / private addresses.
+    pub(crate) block_global: bool,
+    pub(crate) block_private: bool,
+}
+
+/// Proxy authentication (`proxyauth`), HTTP Basic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ProxyAuth {
+    /// `any`: some credentials must be sent, whatever they are.
+    Any,
+    /// `username:password`: exactly these.
+    Single { user: String, pass: String },
+}
+
+impl ProxyAuth {
+    fn parse(v: &str) -> Result<Self, OptionsError> {
+        if v == "any" {
+            return Ok(Self::Any);
+        }
+        let bad = |expected: &str| OptionsError::BadValue {
+            name: "proxyauth".into(),
+            value: v.into(),
+            expected: expected.into(),
+        };
+        if v.starts_with('@') {
+            return Err(bad(
+                "\"username:password\" or \"any\" (htpasswd files are not supported yet)",
+            ));
+        }
+        match v.split_once(':') {
+            Some((user, pass)) if !user.is_empty() => Ok(Self::Single {
+                user: user.into(),
+                pass: pass.into(),
+            }),
+            _ => Err(bad("\"username:password\" or \"any\"")),
+        }
+    }
+
+    /// Whether a `Proxy-Authorization` header value carries acceptable credentials.
+    pub(crate) fn accepts(&self, header: Option<&[u8]>) -> bool {
+        use base64::Engine as _;
+        let Some(h) = header.and_then(|h| std::str::from_utf8(h).ok()) else {
+            return false;
+        };
+        let Some((scheme, token)) = h.trim().split_once(' ') else {
+            return false;
+        };
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return false;
+        }
+        let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(token.trim()) else {
+            return false;
+        };
+        let Ok(text) = String::from_utf8(raw) else {
+            return false;
+        };
+        let Some((user, pass)) = text.split_once(':') else {
+            return false;
+        };
+        match self {
+            Self::Any => true,
+            Self::Single { user: u, pass: p } => {
+                // Constant-time in the password's length, so a probe learns nothing from timing.
+                let same = pass.len() == p.len()
+                    && pass
+                        .bytes()
+                        .zip(p.bytes())
+                        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                        == 0;
+                user == u && same
+            }
+        }
+    }
+}
+
+/// Options waylay declares under mitmproxy's names (so option files and scripts written for
+/// mitmproxy load) but does not implement yet: setting one to anything but its default is
+/// refused with a clear error rather than silently ignored.
+const NOT_YET: &[&str] = &[
+    "add_upstream_certs_to_client_chain",
+    "client_certs",
+    "connection_strategy",
+    "intercept",
+    "intercept_active",
+    "keep_host_header",
+    "normalize_outbound_headers",
+    "readfile_filter",
+    "rfile",
+    "save_stream_file",
+    "save_stream_filter",
+    "ssl_verify_upstream_trusted_confdir",
+    "stickyauth",
+    "stickycookie",
+    "tls_version_client_min",
+    "tls_version_server_min",
+    "upstream_auth",
+    "validate_inbound_headers",
+];
+
+fn refuse_unimplemented(o: &Options) -> Result<(), OptionsError> {
+    for spec in o.specs().filter(|s| NOT_YET.contains(&s.name.as_str())) {
+        if o.get(&spec.name).is_some_and(|v| *v != spec.default) {
+            return Err(OptionsError::rejected(
+                spec.name.clone(),
+                "not supported by waylay yet (only its default is)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `ip` is a private, loopback or link-local address (mitmproxy's `block_private`;
+/// everything else is global for `block_global`).
+pub(crate) fn is_private(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let o = v4.octets();
+            v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                // Shared address space (RFC 6598, carrier-grade NAT).
+                || (o[0] == 100 && (o[1] & 0xc0) == 64)
+        }
+        std::net::IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_private(std::net::IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                // Unique local (fc00::/7) and link-local (fe80::/10).
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+        }
+    }
 }
 
 fn regexes(o: &Options, name: &str) -> Result<Option<RegexSet>, OptionsError> {
@@ -79,6 +221,7 @@ pub(crate) fn expand_home(p: &str) -> PathBuf {
 impl ProxyConfig {
     /// Reads and validates the layer options.
     pub(crate) fn from_options(o: &Options) -> Result<Self, OptionsError> {
+        refuse_unimplemented(o)?;
         Ok(Self {
             ssl_insecure: o.bool("ssl_insecure"),
             trusted_ca: o.str("ssl_verify_upstream_trusted_ca").map(expand_home),
@@ -93,10 +236,19 @@ impl ProxyConfig {
             tcp_hosts: regexes(o, "tcp_hosts")?,
             connect_timeout: secs(o, "connect_timeout"),
             header_timeout: secs(o, "header_timeout"),
-            idle_timeout: Some(secs(o, "idle_timeout")).filter(|d| !d.is_zero()),
+            // Zero: never.
+            idle_timeout: u64::try_from(o.int("idle_timeout"))
+                .ok()
+                .filter(|s| *s > 0)
+                .map(Duration::from_secs),
             max_header_size: usize::try_from(o.int("max_header_size"))
                 .unwrap_or(65536)
                 .max(8192),
+            proxyauth: o.str("proxyauth").map(ProxyAuth::parse).transpose()?,
+            anticache: o.bool("anticache"),
+            anticomp: o.bool("anticomp"),
+            block_global: o.bool("block_global"),
+            block_private: o.bool("block_private"),
         })
     }
 

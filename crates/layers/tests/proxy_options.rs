@@ -1,0 +1,204 @@
+//! Options that change the proxy's behaviour end to end: `proxyauth`, `anticache`,
+//! `anticomp`, `block_private`, and the mitmproxy options waylay declares but does not
+//! implement yet (refused, never silently ignored).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use waylay_layers::{Proxy, ProxyError};
+use waylay_testkit::{TempDir, TestProxy, http_origin, raw_request, within};
+
+/// An origin that records each request head (lowercased) and answers `200 ok`.
+async fn recording_origin() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    actix::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let log = log.clone();
+            actix::spawn(async move {
+                let (rd, mut wr) = s.into_split();
+                let mut rd = BufReader::new(rd);
+                for _ in 0..100 {
+                    let mut head = String::new();
+                    loop {
+                        let mut line = String::new();
+                        match rd.read_line(&mut line).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) => {}
+                        }
+                        head.push_str(&line);
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    log.lock().expect("log").push(head.to_ascii_lowercase());
+                    let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                    if wr.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+fn basic(user_pass: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(user_pass)
+    )
+}
+
+#[actix_rt::test]
+async fn proxyauth_requires_the_credentials_on_the_proxy_port_and_for_connect() {
+    let (origin, seen) = recording_origin().await;
+    let proxy = TestProxy::start(Proxy::builder().set("proxyauth=alice:s3cret")).await;
+    let get = |auth: Option<String>| {
+        let auth = auth
+            .map(|a| format!("Proxy-Authorization: {a}\r\n"))
+            .unwrap_or_default();
+        format!(
+            "GET http://{origin}/p HTTP/1.1\r\nHost: {origin}\r\n{auth}Connection: close\r\n\r\n"
+        )
+    };
+    for (label, auth) in [
+        ("none", None),
+        ("wrong password", Some(basic("alice:nope"))),
+        ("wrong user", Some(basic("bob:s3cret"))),
+        ("not basic", Some("Bearer abc".to_owned())),
+        ("garbage", Some("Basic !!!".to_owned())),
+    ] {
+        let out = raw_request(proxy.addr(), get(auth).as_bytes()).await;
+        assert!(out.starts_with("HTTP/1.1 407"), "{label}: {out}");
+        assert!(
+            out.to_ascii_lowercase()
+                .contains("proxy-authenticate: basic realm=\"waylay\""),
+            "{label}: {out}"
+        );
+    }
+    assert!(seen.lock().expect("log").is_empty());
+
+    let out = raw_request(proxy.addr(), get(Some(basic("alice:s3cret"))).as_bytes()).await;
+    assert!(
+        out.starts_with("HTTP/1.1 200") && out.ends_with("ok"),
+        "{out}"
+    );
+    // The credentials are for the proxy: the origin never sees them.
+    let head = seen
+        .lock()
+        .expect("log")
+        .last()
+        .cloned()
+        .unwrap_or_default();
+    assert!(!head.contains("proxy-authorization"), "{head}");
+
+    // CONNECT needs them too; the requests inside the tunnel do not.
+    let connect =
+        format!("CONNECT {origin} HTTP/1.1\r\nHost: {origin}\r\nConnection: close\r\n\r\n");
+    let out = raw_request(proxy.addr(), connect.as_bytes()).await;
+    assert!(out.starts_with("HTTP/1.1 407"), "{out}");
+    let mut s = TcpStream::connect(proxy.addr()).await.expect("connect");
+    let connect = format!(
+        "CONNECT {origin} HTTP/1.1\r\nHost: {origin}\r\nProxy-Authorization: {}\r\n\r\nGET /inside HTTP/1.1\r\nHost: {origin}\r\nConnection: close\r\n\r\n",
+        basic("alice:s3cret")
+    );
+    s.write_all(connect.as_bytes()).await.expect("write");
+    let out = String::from_utf8_lossy(&waylay_testkit::read_to_close(&mut s).await).into_owned();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.ends_with("ok"), "{out}");
+    proxy.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn proxyauth_any_accepts_any_credentials_but_not_none() {
+    let origin = http_origin().await;
+    let proxy = TestProxy::start(Proxy::builder().set("proxyauth=any")).await;
+    let req =
+        format!("GET http://{origin}/a HTTP/1.1\r\nHost: {origin}\r\nConnection: close\r\n\r\n");
+    let out = raw_request(proxy.addr(), req.as_bytes()).await;
+    assert!(out.starts_with("HTTP/1.1 407"), "{out}");
+    let req = format!(
+        "GET http://{origin}/a HTTP/1.1\r\nHost: {origin}\r\nProxy-Authorization: {}\r\nConnection: close\r\n\r\n",
+        basic("whoever:whatever")
+    );
+    let out = raw_request(proxy.addr(), req.as_bytes()).await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    proxy.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn anticache_and_anticomp_rewrite_the_request() {
+    let (origin, seen) = recording_origin().await;
+    let proxy = TestProxy::start(Proxy::builder().set("anticache=true").set("anticomp=true")).await;
+    let req = format!(
+        "GET http://{origin}/c HTTP/1.1\r\nHost: {origin}\r\nIf-None-Match: \"abc\"\r\nIf-Modified-Since: Tue, 24 Nov 2026 10:00:00 GMT\r\nAccept-Encoding: gzip, br\r\nConnection: close\r\n\r\n"
+    );
+    let out = raw_request(proxy.addr(), req.as_bytes()).await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    let head = seen
+        .lock()
+        .expect("log")
+        .last()
+        .cloned()
+        .unwrap_or_default();
+    assert!(!head.contains("if-none-match"), "{head}");
+    assert!(!head.contains("if-modified-since"), "{head}");
+    assert!(head.contains("accept-encoding: identity"), "{head}");
+    assert!(!head.contains("gzip"), "{head}");
+    proxy.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn block_private_refuses_a_loopback_client() {
+    let origin = http_origin().await;
+    let proxy = TestProxy::start(Proxy::builder().set("block_private=true")).await;
+    let req =
+        format!("GET http://{origin}/b HTTP/1.1\r\nHost: {origin}\r\nConnection: close\r\n\r\n");
+    let out = within("closed", raw_request(proxy.addr(), req.as_bytes())).await;
+    assert!(out.is_empty(), "{out}");
+    proxy.shutdown().await;
+    // By default (block_global only) a loopback client is served.
+    let proxy = TestProxy::start(Proxy::builder()).await;
+    let out = raw_request(proxy.addr(), req.as_bytes()).await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    proxy.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn options_not_implemented_yet_are_refused_not_ignored() {
+    for spec in [
+        "rfile=flows.bin",
+        "intercept=~d example.com",
+        "upstream_auth=u:p",
+        "tls_version_client_min=TLS1_3",
+        "connection_strategy=lazy",
+        "proxyauth=@htpasswd",
+    ] {
+        let dir = TempDir::new("not-yet");
+        let r = Proxy::builder()
+            .set(format!("confdir={}", dir.path().display()))
+            .set("workers=1")
+            .listen("127.0.0.1:0")
+            .set(spec)
+            .start()
+            .await;
+        match r {
+            Err(ProxyError::Options(e)) => {
+                let name = spec.split('=').next().unwrap_or_default();
+                assert!(e.to_string().contains(name), "{spec}: {e}");
+            }
+            Err(other) => panic!("{spec}: unexpected error {other}"),
+            Ok(p) => {
+                p.shutdown().await;
+                panic!("{spec}: accepted");
+            }
+        }
+    }
+    // Their defaults are fine (every other test starts with them).
+}

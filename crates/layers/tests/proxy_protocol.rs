@@ -623,3 +623,28 @@ async fn curl_through_the_proxy() {
         );
     }
 }
+
+#[actix_rt::test]
+async fn a_client_hanging_up_mid_body_leaves_the_proxy_serving() {
+    let origin = http_origin().await;
+    for (label, builder) in builders() {
+        let proxy = TestProxy::start(builder).await;
+        {
+            let mut s = TcpStream::connect(proxy.addr()).await.expect("connect");
+            let head = format!(
+                "POST http://{origin}/echo HTTP/1.1\r\nHost: {origin}\r\nContent-Length: 100000\r\n\r\n"
+            );
+            s.write_all(head.as_bytes()).await.expect("head");
+            s.write_all(&[b'x'; 1000]).await.expect("some body");
+            // Hang up with 99 000 bytes still owed.
+        }
+        let req =
+            format!("GET http://{origin}/next HTTP/1.1\r\nHost: {origin}\r\nConnection: close\r\n\r\n");
+        let out = raw_request(proxy.addr(), req.as_bytes()).await;
+        assert!(
+            out.ends_with(&format!("origin GET /next host={origin}")),
+            "{label}: {out}"
+        );
+        proxy.shutdown().await;
+    }
+}

@@ -373,6 +373,13 @@ pub(crate) async fn connect_stream(
                     let reason = crate::tls::describe_tls_error(&e);
                     data.error = Some(reason.clone());
                     let _ = ctx.fire(HookKind::TlsFailedServer, data).await;
+                    // The TCP connection was open (`server_connect` fired): it closes now.
+                    server.timestamp_end = Some(now());
+                    let closed = Box::new(ServerConnectionHookData {
+                        client: client.clone(),
+                        server: server.clone(),
+                    });
+                    let _ = ctx.fire(HookKind::ServerDisconnect, closed).await;
                     return Err(ServerError::Tls {
                         addr: addr_text,
                         reason,

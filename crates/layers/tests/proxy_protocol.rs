@@ -638,8 +638,9 @@ async fn a_client_hanging_up_mid_body_leaves_the_proxy_serving() {
             s.write_all(&[b'x'; 1000]).await.expect("some body");
             // Hang up with 99 000 bytes still owed.
         }
-        let req =
-            format!("GET http://{origin}/next HTTP/1.1\r\nHost: {origin}\r\nConnection: close\r\n\r\n");
+        let req = format!(
+            "GET http://{origin}/next HTTP/1.1\r\nHost: {origin}\r\nConnection: close\r\n\r\n"
+        );
         let out = raw_request(proxy.addr(), req.as_bytes()).await;
         assert!(
             out.ends_with(&format!("origin GET /next host={origin}")),

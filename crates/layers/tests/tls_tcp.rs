@@ -406,6 +406,10 @@ async fn an_unreachable_tls_server_is_a_tcp_error_for_a_tcp_client() {
         .map(String::as_str)
         .collect();
     assert!(!tail.contains(&"server_disconnect"), "{events:#?}");
+    // The server's TCP connection closed when its TLS failed, before the client's layer.
+    let closed = events.iter().position(|e| e == "server_disconnect");
+    let next = events.iter().position(|e| e.starts_with("next_layer Tcp"));
+    assert!(closed.is_some() && closed < next, "{events:#?}");
     assert_eq!(
         tail.get(1),
         Some(&"tcp_start server_tls=false"),

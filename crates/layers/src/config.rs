@@ -112,8 +112,15 @@ impl ProxyAuth {
 /// refused with a clear error rather than silently ignored.
 const NOT_YET: &[&str] = &[
     "add_upstream_certs_to_client_chain",
+    "block_list",
+    "certs",
     "client_certs",
     "connection_strategy",
+    "map_local",
+    "map_remote",
+    "modify_body",
+    "modify_headers",
+    "server",
     "intercept",
     "intercept_active",
     "keep_host_header",
@@ -132,6 +139,14 @@ const NOT_YET: &[&str] = &[
 ];
 
 fn refuse_unimplemented(o: &Options) -> Result<(), OptionsError> {
+    // Only regular mode exists yet (mitmproxy also has upstream, reverse, transparent, ...).
+    if let Some(other) = o.seq("mode").iter().find(|m| m.as_str() != "regular") {
+        return Err(OptionsError::BadValue {
+            name: "mode".into(),
+            value: other.clone(),
+            expected: "regular (the only mode waylay supports yet)".into(),
+        });
+    }
     for spec in o.specs().filter(|s| NOT_YET.contains(&s.name.as_str())) {
         if o.get(&spec.name).is_some_and(|v| *v != spec.default) {
             return Err(OptionsError::rejected(

@@ -179,6 +179,9 @@ async fn options_not_implemented_yet_are_refused_not_ignored() {
         "tls_version_client_min=TLS1_3",
         "connection_strategy=lazy",
         "proxyauth=@htpasswd",
+        "mode=reverse:http://127.0.0.1:1",
+        "modify_headers=/~q/Host/example.org",
+        "server=false",
     ] {
         let dir = TempDir::new("not-yet");
         let r = Proxy::builder()

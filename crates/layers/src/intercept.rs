@@ -85,9 +85,17 @@ fn cert_names(der: &[u8]) -> Vec<String> {
 }
 
 /// Intercepts the TLS connection in `io` (whose first bytes, `hello`, are a ClientHello).
-pub(crate) async fn intercept(ctx: Rc<ConnCtx>, io: BoxIo, hello: &[u8], host: String, port: u16) {
+pub(crate) async fn intercept(
+    ctx: Rc<ConnCtx>,
+    io: BoxIo,
+    hello: bytes::Bytes,
+    host: String,
+    port: u16,
+) {
     let cfg = ctx.shared.config();
-    let parsed = parse_client_hello(hello).unwrap_or_default();
+    let parsed = parse_client_hello(&hello).unwrap_or_default();
+    // The bytes read during detection (a 4 KiB buffer) are not kept for the connection's life.
+    drop(hello);
     let sni_host = parsed.sni.clone().unwrap_or_else(|| host.clone());
     let mut names = vec![Address::new(host.clone(), port).to_string()];
     if let Some(sni) = &parsed.sni {

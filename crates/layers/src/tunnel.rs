@@ -179,7 +179,7 @@ pub(crate) async fn serve_tunnel(ctx: Rc<ConnCtx>, mut io: BoxIo, host: String, 
         Box::new(PrefixedIo::new(data.clone(), io))
     };
     match layer {
-        Layer::Tls => crate::intercept::intercept(ctx, io, &data, host, port).await,
+        Layer::Tls => crate::intercept::intercept(ctx, io, data, host, port).await,
         Layer::Http1 => {
             let target = Target {
                 scheme: "http",

@@ -11,6 +11,11 @@ use waylay_core::{Options, OptionsError};
 pub(crate) struct ProxyConfig {
     pub(crate) ssl_insecure: bool,
     pub(crate) trusted_ca: Option<PathBuf>,
+    /// `ssl_verify_upstream_trusted_confdir`.
+    pub(crate) trusted_dir: Option<PathBuf>,
+    /// `tls_version_client_min` / `tls_version_server_min` = `TLS1_3`.
+    pub(crate) client_tls13_only: bool,
+    pub(crate) server_tls13_only: bool,
     pub(crate) upstream_cert: bool,
     pub(crate) http2: bool,
     pub(crate) rawtcp: bool,
@@ -129,11 +134,8 @@ const NOT_YET: &[&str] = &[
     "rfile",
     "save_stream_file",
     "save_stream_filter",
-    "ssl_verify_upstream_trusted_confdir",
     "stickyauth",
     "stickycookie",
-    "tls_version_client_min",
-    "tls_version_server_min",
     "upstream_auth",
     "validate_inbound_headers",
 ];
@@ -240,6 +242,11 @@ impl ProxyConfig {
         Ok(Self {
             ssl_insecure: o.bool("ssl_insecure"),
             trusted_ca: o.str("ssl_verify_upstream_trusted_ca").map(expand_home),
+            trusted_dir: o
+                .str("ssl_verify_upstream_trusted_confdir")
+                .map(expand_home),
+            client_tls13_only: o.str("tls_version_client_min") == Some("TLS1_3"),
+            server_tls13_only: o.str("tls_version_server_min") == Some("TLS1_3"),
             upstream_cert: o.bool("upstream_cert"),
             http2: o.bool("http2"),
             rawtcp: o.bool("rawtcp"),

@@ -33,6 +33,8 @@ pub(crate) struct ProxyShared {
 pub(crate) struct UpstreamKey {
     pub(crate) insecure: bool,
     pub(crate) trusted_ca: Option<std::path::PathBuf>,
+    pub(crate) trusted_dir: Option<std::path::PathBuf>,
+    pub(crate) tls13_only: bool,
     pub(crate) alpn: Vec<Vec<u8>>,
 }
 
@@ -50,6 +52,8 @@ impl ProxyShared {
         let key = UpstreamKey {
             insecure: cfg.ssl_insecure,
             trusted_ca: cfg.trusted_ca.clone(),
+            trusted_dir: cfg.trusted_dir.clone(),
+            tls13_only: cfg.server_tls13_only,
             alpn,
         };
         if let Some(c) = self.client_tls.get(&key) {
@@ -59,6 +63,8 @@ impl ProxyShared {
             insecure: key.insecure,
             extra_ca_pem: key.trusted_ca.clone(),
             alpn: key.alpn.clone(),
+            extra_ca_dir: key.trusted_dir.clone(),
+            tls13_only: key.tls13_only,
         })?;
         self.client_tls.insert(key, c.clone());
         Ok(c)

@@ -202,6 +202,7 @@ pub(crate) async fn intercept(
         Some(d) => data = d,
         None => return,
     }
+    ctx.shared.certs.set_tls13_only(cfg.client_tls13_only);
     let config = match ctx.shared.certs.server_config(&names, &client_alpn) {
         Ok(c) => c,
         Err(e) => {

@@ -32,13 +32,13 @@ pub fn core_options() -> Vec<OptionSpec> {
         // TLS.
         b("ssl_insecure", false, "Do not verify upstream server TLS certificates."),
         o("ssl_verify_upstream_trusted_ca", None, "Path to a PEM file of trusted CA certificates for verifying upstream servers, in addition to the system roots."),
-        o("ssl_verify_upstream_trusted_confdir", None, "Path to a directory of trusted CA certificates for upstream server verification. (Not supported by waylay yet: only the default is accepted.)"),
+        o("ssl_verify_upstream_trusted_confdir", None, "Path to a directory of trusted CA certificates for upstream server verification."),
         b("upstream_cert", true, "Connect to the server to learn the names of its certificate and copy them into the minted certificate."),
         b("add_upstream_certs_to_client_chain", false, "Add all certificates of the upstream server to the chain presented to the client. (Not supported by waylay yet: only the default is accepted.)"),
         q("certs", "SSL certificates of the form \"[domain=]path\" to use instead of minted ones. (Not supported by waylay yet: only the default is accepted.)"),
         o("client_certs", None, "Client certificate file or directory. (Not supported by waylay yet: only the default is accepted.)"),
-        s("tls_version_client_min", "TLS1_2", "Minimum TLS version towards clients. (Not supported by waylay yet: only the default is accepted.)").with_choices(["TLS1_2", "TLS1_3"]),
-        s("tls_version_server_min", "TLS1_2", "Minimum TLS version towards servers. (Not supported by waylay yet: only the default is accepted.)").with_choices(["TLS1_2", "TLS1_3"]),
+        s("tls_version_client_min", "TLS1_2", "Minimum TLS version towards clients.").with_choices(["TLS1_2", "TLS1_3"]),
+        s("tls_version_server_min", "TLS1_2", "Minimum TLS version towards servers.").with_choices(["TLS1_2", "TLS1_3"]),
         // Which connections are intercepted.
         q("ignore_hosts", "Regexes on host:port: matching connections are relayed untouched (TLS is not intercepted)."),
         q("allow_hosts", "Regexes on host:port: only matching connections are intercepted."),

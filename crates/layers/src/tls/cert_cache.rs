@@ -90,6 +90,8 @@ pub struct CertCache {
     capacity: usize,
     minted: AtomicU64,
     clock: AtomicU64,
+    /// Offer clients TLS 1.3 only (`tls_version_client_min=TLS1_3`).
+    tls13_only: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for CertCache {
@@ -128,6 +130,7 @@ impl CertCache {
             capacity: capacity.max(1),
             minted: AtomicU64::new(0),
             clock: AtomicU64::new(0),
+            tls13_only: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -157,7 +160,16 @@ impl CertCache {
         Ok(self.leaf(&names)?.key)
     }
 
-    /// Returns a rustls server configuration (TLS 1.2 and 1.3, ring) that
+    /// Offer clients TLS 1.3 only from now on (or 1.2 and 1.3 again); cached
+    /// configurations made for the other setting are dropped.
+    pub fn set_tls13_only(&self, on: bool) {
+        if self.tls13_only.swap(on, Ordering::AcqRel) != on {
+            self.configs.clear();
+        }
+    }
+
+    /// Returns a rustls server configuration (TLS 1.2 and 1.3, or 1.3 only after
+    /// [`CertCache::set_tls13_only`]; ring) that
     /// presents the leaf for `names` and offers `alpn` in preference order.
     ///
     /// Configurations are cached per (names, ALPN list), so calling this for
@@ -179,8 +191,14 @@ impl CertCache {
         }
 
         let leaf = self.leaf(&names)?;
+        let versions: &[&rustls::SupportedProtocolVersion] =
+            if self.tls13_only.load(Ordering::Acquire) {
+                &[&rustls::version::TLS13]
+            } else {
+                &[&rustls::version::TLS13, &rustls::version::TLS12]
+            };
         let mut config = ServerConfig::builder_with_provider(super::provider())
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .with_protocol_versions(versions)?
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(SingleCertAndKey::from(leaf.key)));
         config.alpn_protocols = alpn.to_vec();

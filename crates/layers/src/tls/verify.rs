@@ -24,6 +24,12 @@ pub struct UpstreamTls {
     pub extra_ca_pem: Option<PathBuf>,
     /// ALPN protocols to offer, in preference order.
     pub alpn: Vec<Vec<u8>>,
+    /// A directory whose files hold more trusted CA certificates (PEM; files without a
+    /// certificate are skipped), added like `extra_ca_pem`
+    /// (mitmproxy's `ssl_verify_upstream_trusted_confdir`).
+    pub extra_ca_dir: Option<PathBuf>,
+    /// Offer TLS 1.3 only (mitmproxy's `tls_version_server_min=TLS1_3`).
+    pub tls13_only: bool,
 }
 
 /// Builds a rustls client configuration (ring, TLS 1.2 and 1.3) according
@@ -33,8 +39,13 @@ pub struct UpstreamTls {
 /// without any usable roots still works with `extra_ca_pem`.
 pub fn client_config(opts: &UpstreamTls) -> Result<Arc<ClientConfig>, TlsError> {
     let provider = super::provider();
-    let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let versions: &[&rustls::SupportedProtocolVersion] = if opts.tls13_only {
+        &[&rustls::version::TLS13]
+    } else {
+        &[&rustls::version::TLS13, &rustls::version::TLS12]
+    };
+    let builder =
+        ClientConfig::builder_with_provider(provider.clone()).with_protocol_versions(versions)?;
 
     let mut config = if opts.insecure {
         builder
@@ -45,6 +56,9 @@ pub fn client_config(opts: &UpstreamTls) -> Result<Arc<ClientConfig>, TlsError> 
         let mut roots = native_roots().clone();
         if let Some(path) = &opts.extra_ca_pem {
             add_pem_roots(&mut roots, path)?;
+        }
+        if let Some(dir) = &opts.extra_ca_dir {
+            add_pem_dir(&mut roots, dir)?;
         }
         if roots.is_empty() {
             tracing::warn!(
@@ -75,6 +89,33 @@ fn native_roots() -> &'static RootCertStore {
         tracing::debug!(added, "loaded system root certificates");
         store
     })
+}
+
+/// Adds the certificates of every file in `dir` that holds any; a directory without a single
+/// certificate is an error (a wrong path should not pass silently).
+fn add_pem_dir(roots: &mut RootCertStore, dir: &std::path::Path) -> Result<(), TlsError> {
+    let entries = std::fs::read_dir(dir).map_err(TlsError::io(dir))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    let before = roots.len();
+    for f in &files {
+        match add_pem_roots(roots, f) {
+            Ok(()) => {}
+            Err(e) => {
+                tracing::debug!(path = %f.display(), "skipping a file in the trusted CA directory: {e}")
+            }
+        }
+    }
+    if roots.len() == before {
+        return Err(TlsError::MissingCert {
+            origin: dir.display().to_string(),
+        });
+    }
+    Ok(())
 }
 
 fn add_pem_roots(roots: &mut RootCertStore, path: &std::path::Path) -> Result<(), TlsError> {

@@ -17,7 +17,27 @@ pub(crate) type BodyError = Box<dyn std::error::Error + Send + Sync>;
 pub(crate) type OnEnd = Box<dyn FnOnce(u64, Option<String>) + Send>;
 
 /// The body type waylay hands to hyper on both sides.
-pub(crate) struct ProxyBody {
+///
+/// One pointer wide: every request waiting in a hyper client connection's queue carries one,
+/// and the queue's first block (32 slots, sized for the request) stays allocated for the
+/// connection's life (measured: 4 KiB less per idle intercepted connection).
+pub(crate) struct ProxyBody(Box<State>);
+
+impl std::ops::Deref for ProxyBody {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ProxyBody {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.0
+    }
+}
+
+/// What a [`ProxyBody`] holds.
+pub(crate) struct State {
     /// Chunks already read (buffered), sent first.
     prefix: VecDeque<Bytes>,
     /// Trailers to send after everything.
@@ -56,7 +76,7 @@ impl ProxyBody {
         if !b.is_empty() {
             prefix.push_back(b);
         }
-        Self {
+        Self(Box::new(State {
             prefix,
             trailers: None,
             rest: None,
@@ -64,7 +84,7 @@ impl ProxyBody {
             limit: None,
             exact,
             on_end: None,
-        }
+        }))
     }
 
     /// A buffered body with trailers.
@@ -78,7 +98,7 @@ impl ProxyBody {
 
     /// Streams `prefix` chunks then `rest`.
     pub(crate) fn streaming(prefix: Vec<Bytes>, rest: Incoming, limit: Option<u64>) -> Self {
-        Self {
+        Self(Box::new(State {
             prefix: prefix.into(),
             trailers: None,
             rest: Some(rest),
@@ -86,7 +106,7 @@ impl ProxyBody {
             limit,
             exact: None,
             on_end: None,
-        }
+        }))
     }
 
     /// Sets the exact length (from `Content-Length`) so hyper frames it the same way.
@@ -100,7 +120,9 @@ impl ProxyBody {
         self.on_end = Some(f);
         self
     }
+}
 
+impl State {
     fn finish(&mut self, err: Option<String>) {
         if let Some(f) = self.on_end.take() {
             f(self.seen, err);
@@ -129,7 +151,7 @@ impl Body for ProxyBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let this = &mut *self;
+        let this: &mut State = &mut self.0;
         if let Some(b) = this.prefix.pop_front() {
             this.seen += b.len() as u64;
             return Poll::Ready(Some(Ok(Frame::data(b))));

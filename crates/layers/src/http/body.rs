@@ -130,6 +130,10 @@ impl State {
     }
 }
 
+/// The error `on_end` gets when the body is dropped before its end (the other side stopped
+/// reading it), as opposed to a failure of the stream it comes from.
+pub(crate) const NOT_FULLY_TRANSFERRED: &str = "body not fully transferred";
+
 impl Drop for ProxyBody {
     fn drop(&mut self) {
         if self.on_end.is_some() {
@@ -137,7 +141,7 @@ impl Drop for ProxyBody {
             self.finish(if done {
                 None
             } else {
-                Some("body not fully transferred".into())
+                Some(NOT_FULLY_TRANSFERRED.into())
             });
         }
     }

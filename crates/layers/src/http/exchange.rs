@@ -13,7 +13,7 @@ use waylay_core::flow::{
 };
 use waylay_core::{FlowError, HookKind, ManagerHandle};
 
-use super::body::{ProxyBody, Read, read_up_to};
+use super::body::{NOT_FULLY_TRANSFERRED, ProxyBody, Read, read_up_to};
 use super::convert::{bodiless, headers_from, headers_to, strip_hop_by_hop, version_of};
 use crate::config::ProxyConfig;
 use crate::context::{ConnCtx, PoolKey, Target, fire};
@@ -173,6 +173,9 @@ async fn forward_unobserved(
     // turns out to be stale.
     let empty = body.is_end_stream();
     let mut body = Some(body);
+    // Set when the client's side of a streamed request body fails (the client hung up, or
+    // the body outgrew `body_size_limit`): the server's failure that follows is not its own.
+    let client_failure: Arc<std::sync::OnceLock<String>> = Arc::default();
     let mut extensions = Some(parts.extensions);
     let mut headers = Some(parts.headers);
     let key = PoolKey {
@@ -191,7 +194,14 @@ async fn forward_unobserved(
         let retryable = empty && reused && attempt == 1;
         let upstream_body = match body.take() {
             Some(b) if !empty => {
-                ProxyBody::streaming(Vec::new(), b, cfg.body_size_limit).with_exact(declared_len)
+                let seen = client_failure.clone();
+                ProxyBody::streaming(Vec::new(), b, cfg.body_size_limit)
+                    .with_exact(declared_len)
+                    .on_end(Box::new(move |_, err| {
+                        if let Some(e) = err.filter(|e| e != NOT_FULLY_TRANSFERRED) {
+                            let _ = seen.set(e);
+                        }
+                    }))
             }
             _ => ProxyBody::empty(),
         };
@@ -223,6 +233,15 @@ async fn forward_unobserved(
             Ok(Ok(resp)) => break (entry, resp),
             Ok(Err(msg)) => {
                 evict(ctx, &key, &entry);
+                if let Some(e) = client_failure.get() {
+                    return if e.contains("body_size_limit") {
+                        failed(StatusCode::PAYLOAD_TOO_LARGE, format!("request {e}"))
+                    } else {
+                        let reason =
+                            format!("client disconnected while sending the request body: {e}");
+                        failed(StatusCode::BAD_REQUEST, reason)
+                    };
+                }
                 if retryable {
                     tracing::debug!(server.addr = %entry.server.address, "retrying on a new connection: {msg}");
                     continue;

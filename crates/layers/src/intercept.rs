@@ -174,8 +174,9 @@ pub(crate) async fn intercept(
         }
         Err(e) => {
             // Finish the client's handshake anyway and answer its requests with a 502 that
-            // names the reason, as a browser user can read it.
-            tracing::info!(client.addr = %ctx.client().peername, server.addr = %format!("{host}:{port}"), "{e}");
+            // names the reason, as a browser user can read it. Each of those (or the TCP
+            // flow's error) is logged at info with its URL; this line would say it twice.
+            tracing::debug!(client.addr = %ctx.client().peername, server.addr = %format!("{host}:{port}"), "{e}");
             ctx.failed.borrow_mut().insert(key.clone(), e.to_string());
             if offers.iter().any(|p| p == b"http/1.1") || offers.is_empty() {
                 offers

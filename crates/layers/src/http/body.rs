@@ -130,6 +130,14 @@ impl State {
     }
 }
 
+/// Names the option in the error of a body that outgrew it ([`is_limit_error`]).
+const LIMIT: &str = "body_size_limit";
+
+/// Whether a body error (as `on_end` gets it) is the body outgrowing `body_size_limit`.
+pub(crate) fn is_limit_error(e: &str) -> bool {
+    e.contains(LIMIT)
+}
+
 /// The error `on_end` gets when the body is dropped before its end (the other side stopped
 /// reading it), as opposed to a failure of the stream it comes from.
 pub(crate) const NOT_FULLY_TRANSFERRED: &str = "body not fully transferred";
@@ -169,7 +177,7 @@ impl Body for ProxyBody {
                         if let Some(limit) = this.limit
                             && this.seen > limit
                         {
-                            let msg = format!("body exceeds body_size_limit ({limit} bytes)");
+                            let msg = format!("body exceeds {LIMIT} ({limit} bytes)");
                             this.rest = None;
                             this.finish(Some(msg.clone()));
                             return Poll::Ready(Some(Err(msg.into())));

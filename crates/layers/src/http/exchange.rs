@@ -13,7 +13,7 @@ use waylay_core::flow::{
 };
 use waylay_core::{FlowError, HookKind, ManagerHandle};
 
-use super::body::{NOT_FULLY_TRANSFERRED, ProxyBody, Read, read_up_to};
+use super::body::{NOT_FULLY_TRANSFERRED, ProxyBody, Read, is_limit_error, read_up_to};
 use super::convert::{bodiless, headers_from, headers_to, strip_hop_by_hop, version_of};
 use crate::config::ProxyConfig;
 use crate::context::{ConnCtx, PoolKey, Target, fire};
@@ -140,6 +140,55 @@ const HTTP_HOOKS: &[HookKind] = &[
     HookKind::Error,
 ];
 
+/// Sends the request `build` makes on a server connection for `key` (a dedicated one for an
+/// upgrade) and gives back the connection and the response head. When a kept-alive
+/// connection turns out to be stale and `can_retry` (the request can be sent again), it
+/// retries once on a fresh connection; `build` is told whether the request it makes may be
+/// retried (so it keeps a copy of what it would otherwise move). `Err` is the reason for a
+/// 502.
+async fn send_upstream(
+    ctx: &Rc<ConnCtx>,
+    key: &PoolKey,
+    upgrade: bool,
+    can_retry: bool,
+    mut build: impl FnMut(&PoolEntry, bool) -> Result<hyper::Request<ProxyBody>, String>,
+) -> Result<(PoolEntry, hyper::Response<Incoming>), String> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let entry = if upgrade {
+            checkout_upgrade(ctx, key).await
+        } else {
+            checkout(ctx, key).await
+        }
+        .map_err(|e| e.to_string())?;
+        let retryable = can_retry && entry.used.get() && attempt == 1;
+        let upstream = build(&entry, retryable)?;
+        if !entry.h2 {
+            entry.busy.set(true);
+        }
+        entry.used.set(true);
+        match entry.addr.send(Forward(upstream)).await {
+            Ok(Ok(resp)) => return Ok((entry, resp)),
+            Ok(Err(msg)) => {
+                evict(ctx, key, &entry);
+                if retryable {
+                    tracing::debug!(server.addr = %entry.server.address, "retrying on a new connection: {msg}");
+                    continue;
+                }
+                return Err(format!("server {} failed: {msg}", entry.server.address));
+            }
+            Err(_) => {
+                evict(ctx, key, &entry);
+                return Err(format!(
+                    "server connection to {} is gone",
+                    entry.server.address
+                ));
+            }
+        }
+    }
+}
+
 /// Forwards a request nobody observes: no flow is built and no header is copied; the
 /// client's header map goes to the server with the hop-by-hop fields removed, and the
 /// server's response comes back the same way, bodies streamed. Failures are answered and
@@ -175,7 +224,8 @@ async fn forward_unobserved(
     let mut body = Some(body);
     // Set when the client's side of a streamed request body fails (the client hung up, or
     // the body outgrew `body_size_limit`): the server's failure that follows is not its own.
-    let client_failure: Arc<std::sync::OnceLock<String>> = Arc::default();
+    // Only a request with a body gets one.
+    let mut client_failure: Option<Arc<std::sync::OnceLock<String>>> = None;
     let mut extensions = Some(parts.extensions);
     let mut headers = Some(parts.headers);
     let key = PoolKey {
@@ -183,18 +233,10 @@ async fn forward_unobserved(
         host: dest.host.to_owned(),
         port: dest.port,
     };
-    let mut attempt = 0;
-    let (entry, resp) = loop {
-        attempt += 1;
-        let entry = match checkout(ctx, &key).await {
-            Ok(e) => e,
-            Err(e) => return failed(StatusCode::BAD_GATEWAY, e.to_string()),
-        };
-        let reused = entry.used.get();
-        let retryable = empty && reused && attempt == 1;
+    let sent = send_upstream(ctx, &key, false, empty, |entry, retryable| {
         let upstream_body = match body.take() {
             Some(b) if !empty => {
-                let seen = client_failure.clone();
+                let seen = client_failure.get_or_insert_with(Arc::default).clone();
                 ProxyBody::streaming(Vec::new(), b, cfg.body_size_limit)
                     .with_exact(declared_len)
                     .on_end(Box::new(move |_, err| {
@@ -210,7 +252,7 @@ async fn forward_unobserved(
         } else {
             (extensions.take(), headers.take())
         };
-        let upstream = match upstream_request(
+        upstream_request(
             method.clone(),
             hdrs.unwrap_or_default(),
             dest,
@@ -221,39 +263,22 @@ async fn forward_unobserved(
             entry.h2,
             absolute_form,
             false,
-        ) {
-            Ok(r) => r,
-            Err(msg) => return failed(StatusCode::BAD_GATEWAY, msg),
-        };
-        if !entry.h2 {
-            entry.busy.set(true);
-        }
-        entry.used.set(true);
-        match entry.addr.send(Forward(upstream)).await {
-            Ok(Ok(resp)) => break (entry, resp),
-            Ok(Err(msg)) => {
-                evict(ctx, &key, &entry);
-                if let Some(e) = client_failure.get() {
-                    return if e.contains("body_size_limit") {
-                        failed(StatusCode::PAYLOAD_TOO_LARGE, format!("request {e}"))
-                    } else {
-                        let reason =
-                            format!("client disconnected while sending the request body: {e}");
-                        failed(StatusCode::BAD_REQUEST, reason)
-                    };
-                }
-                if retryable {
-                    tracing::debug!(server.addr = %entry.server.address, "retrying on a new connection: {msg}");
-                    continue;
-                }
-                let reason = format!("server {} failed: {msg}", entry.server.address);
-                return failed(StatusCode::BAD_GATEWAY, reason);
+        )
+    })
+    .await;
+    let (entry, resp) = match sent {
+        Ok(sent) => sent,
+        Err(reason) => {
+            // A failure of the client's side of the body, not the server's.
+            if let Some(e) = client_failure.as_ref().and_then(|c| c.get()) {
+                return if is_limit_error(e) {
+                    failed(StatusCode::PAYLOAD_TOO_LARGE, format!("request {e}"))
+                } else {
+                    let reason = format!("client disconnected while sending the request body: {e}");
+                    failed(StatusCode::BAD_REQUEST, reason)
+                };
             }
-            Err(_) => {
-                evict(ctx, &key, &entry);
-                let reason = format!("server connection to {} is gone", entry.server.address);
-                return failed(StatusCode::BAD_GATEWAY, reason);
-            }
+            return failed(StatusCode::BAD_GATEWAY, reason);
         }
     };
     let (mut head, body) = resp.into_parts();
@@ -466,51 +491,25 @@ async fn observed(
         port: flow.request.port,
     };
     let upstream_extensions = parts.extensions;
-    let mut attempt = 0;
     let mut req_body = req_body;
-    let (entry, resp) = loop {
-        attempt += 1;
-        let entry = match if client_upgrade.is_some() {
-            checkout_upgrade(&ctx, &key).await
-        } else {
-            checkout(&ctx, &key).await
-        } {
-            Ok(e) => e,
-            Err(e) => return fail(&ctx, flow, StatusCode::BAD_GATEWAY, e.to_string()).await,
-        };
-        let reused = entry.used.get();
-        let body = match req_body.take() {
-            Some(b) => b,
-            None => buffered_body(&flow),
-        };
-        let upstream =
-            match build_upstream(&flow, &upstream_extensions, body, &entry, absolute_form) {
-                Ok(r) => r,
-                Err(msg) => return fail(&ctx, flow, StatusCode::BAD_GATEWAY, msg).await,
+    let can_retry = !flow.request.stream;
+    let sent = send_upstream(
+        &ctx,
+        &key,
+        client_upgrade.is_some(),
+        can_retry,
+        |entry, _| {
+            let body = match req_body.take() {
+                Some(b) => b,
+                None => buffered_body(&flow),
             };
-        if !entry.h2 {
-            entry.busy.set(true);
-        }
-        entry.used.set(true);
-        match entry.addr.send(Forward(upstream)).await {
-            Ok(Ok(resp)) => break (entry, resp),
-            Ok(Err(msg)) => {
-                evict(&ctx, &key, &entry);
-                // A kept-alive connection the server closed meanwhile: retry once on a new
-                // one if the request body can be sent again.
-                if reused && attempt == 1 && !flow.request.stream {
-                    tracing::debug!(server.addr = %entry.server.address, "retrying on a new connection: {msg}");
-                    continue;
-                }
-                let reason = format!("server {} failed: {msg}", entry.server.address);
-                return fail(&ctx, flow, StatusCode::BAD_GATEWAY, reason).await;
-            }
-            Err(_) => {
-                evict(&ctx, &key, &entry);
-                let reason = format!("server connection to {} is gone", entry.server.address);
-                return fail(&ctx, flow, StatusCode::BAD_GATEWAY, reason).await;
-            }
-        }
+            build_upstream(&flow, &upstream_extensions, body, entry, absolute_form)
+        },
+    )
+    .await;
+    let (entry, resp) = match sent {
+        Ok(sent) => sent,
+        Err(reason) => return fail(&ctx, flow, StatusCode::BAD_GATEWAY, reason).await,
     };
     flow.server = Some(entry.server.clone());
     if let Some(client_upgrade) = client_upgrade {

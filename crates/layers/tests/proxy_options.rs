@@ -6,46 +6,14 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use rustls_pki_types::pem::PemObject;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use waylay_layers::{Proxy, ProxyError};
-use waylay_testkit::{TempDir, TestProxy, http_origin, raw_request, within};
+use waylay_testkit::{TempDir, TestProxy, http_origin, raw_request, scripted_origin, within};
 
-/// An origin that records each request head (lowercased) and answers `200 ok`.
+/// An origin that records each request (lowercased) and answers `200 ok`.
 async fn recording_origin() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = l.local_addr().expect("addr");
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let log = seen.clone();
-    actix::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            let log = log.clone();
-            actix::spawn(async move {
-                let (rd, mut wr) = s.into_split();
-                let mut rd = BufReader::new(rd);
-                for _ in 0..100 {
-                    let mut head = String::new();
-                    loop {
-                        let mut line = String::new();
-                        match rd.read_line(&mut line).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(_) => {}
-                        }
-                        head.push_str(&line);
-                        if line == "\r\n" {
-                            break;
-                        }
-                    }
-                    log.lock().expect("log").push(head.to_ascii_lowercase());
-                    let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-                    if wr.write_all(answer).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (addr, seen)
+    scripted_origin(|_| b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec()).await
 }
 
 fn basic(user_pass: &str) -> String {

@@ -53,7 +53,7 @@ pub use flows::{FlowExt, tclient, tflow, treq, tresp, tserver, ttcpflow, twebsoc
 pub use harness::{AddonHarness, AddonList};
 pub use proxy::{
     TempDir, TestProxy, connect_tls, http_origin, https_origin, proxy_get, raw_request,
-    raw_request_bytes, read_n, read_to_close, test_tls_acceptor, within,
+    raw_request_bytes, read_n, read_to_close, scripted_origin, test_tls_acceptor, within,
 };
 pub use tcp_origin::{
     TcpOrigin, connect_tunnel, tcp_banner_origin, tcp_binary_origin, tcp_line_origin,

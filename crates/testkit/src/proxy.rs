@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::pem::PemObject;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use waylay_layers::tls::{CertCache, CertificateAuthority};
 use waylay_layers::{ProxyBuilder, RunningProxy};
@@ -270,4 +270,86 @@ pub async fn connect_tls(
     tokio_rustls::TlsConnector::from(Arc::new(cfg))
         .connect(name, s)
         .await
+}
+
+/// An origin speaking raw HTTP/1.1: it records every request head (and body, framed by
+/// `Content-Length` or chunked) and answers with `answer(path)`, keeping the connection
+/// (at most 100 requests each). Returns its address and the recorded requests, oldest first.
+pub async fn scripted_origin(
+    answer: fn(&str) -> Vec<u8>,
+) -> (SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    actix::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let log = log.clone();
+            actix::spawn(async move {
+                let (rd, mut wr) = s.into_split();
+                let mut rd = BufReader::new(rd);
+                for _ in 0..100 {
+                    let mut head = String::new();
+                    loop {
+                        let mut line = String::new();
+                        match rd.read_line(&mut line).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) => {}
+                        }
+                        head.push_str(&line);
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let lower = head.to_ascii_lowercase();
+                    let mut record = head.clone();
+                    if lower.contains("transfer-encoding: chunked") {
+                        loop {
+                            let mut line = String::new();
+                            if rd.read_line(&mut line).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                            record.push_str(&line);
+                            let n = usize::from_str_radix(line.trim(), 16).unwrap_or(0);
+                            if n == 0 {
+                                // Trailers, up to the empty line.
+                                loop {
+                                    let mut t = String::new();
+                                    if rd.read_line(&mut t).await.unwrap_or(0) == 0 {
+                                        return;
+                                    }
+                                    record.push_str(&t);
+                                    if t == "\r\n" {
+                                        break;
+                                    }
+                                }
+                                break;
+                            }
+                            let mut chunk = vec![0; n + 2];
+                            if rd.read_exact(&mut chunk).await.is_err() {
+                                return;
+                            }
+                            record.push_str(&String::from_utf8_lossy(&chunk));
+                        }
+                    } else if let Some(len) = lower
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                    {
+                        let mut b = vec![0; len];
+                        if rd.read_exact(&mut b).await.is_err() {
+                            return;
+                        }
+                        record.push_str(&String::from_utf8_lossy(&b));
+                    }
+                    let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
+                    log.lock().expect("log").push(record);
+                    if wr.write_all(&answer(&path)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
 }

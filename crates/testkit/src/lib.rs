@@ -45,6 +45,7 @@
 mod capture;
 mod flows;
 mod harness;
+pub mod peers;
 mod proxy;
 mod tcp_origin;
 mod ws_origin;

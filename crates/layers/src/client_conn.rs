@@ -8,8 +8,8 @@ use waylay_core::HookKind;
 use waylay_core::flow::{Client, ConnectionId, now};
 
 use crate::context::{ConnCtx, ProxyShared, fire};
-use crate::detect::{Detected, detect};
-use crate::io::IdleTimeout;
+use crate::io::{IdleTimeout, LingeringClose};
+use crate::proto::detect::{Detected, detect};
 
 /// Stops a client connection (proxy shutdown).
 #[derive(Debug, Message)]
@@ -126,7 +126,7 @@ async fn serve(shared: Arc<ProxyShared>, socket: std::net::TcpStream) {
             0
         }
     };
-    let tcp = IdleTimeout::new(tcp, cfg.idle_timeout);
+    let tcp = LingeringClose::new(IdleTimeout::new(tcp, cfg.idle_timeout));
     if n > 0 {
         let kind = detect(&first[..n]);
         if kind == Detected::Http2 || first[..n].starts_with(b"PRI ") {

@@ -13,49 +13,13 @@ use waylay_core::flow::{Address, Client, TlsInfo, now};
 use waylay_core::hooks::{ClientHelloData, Layer, NextLayer, Side, TlsData};
 
 use crate::context::{ConnCtx, PoolKey, Target};
-use crate::detect::{Detected, detect};
 use crate::error::ServerError;
 use crate::io::{BoxIo, Io, PrefixedIo};
+use crate::proto::client_hello::parse_client_hello;
+use crate::proto::detect::{Detected, detect};
 use crate::server_conn::{DialSpec, ServerStream, connect_stream, handshake, sni_for};
 use crate::tcp::{Mode, ServerSide};
 use crate::tunnel::{DETECT_TIMEOUT, MAX_DETECT};
-
-/// What the ClientHello offered.
-#[derive(Debug, Default)]
-pub(crate) struct Hello {
-    pub(crate) sni: Option<String>,
-    pub(crate) alpn: Vec<Vec<u8>>,
-}
-
-/// Parses a ClientHello from the first bytes of a connection; `None` while incomplete or
-/// not a ClientHello.
-pub(crate) fn parse_client_hello(buf: &[u8]) -> Option<Hello> {
-    let mut acceptor = rustls::server::Acceptor::default();
-    let mut rd: &[u8] = buf;
-    while !rd.is_empty() {
-        if acceptor.read_tls(&mut rd).is_err() {
-            return None;
-        }
-    }
-    match acceptor.accept() {
-        Ok(Some(accepted)) => {
-            let ch = accepted.client_hello();
-            Some(Hello {
-                sni: ch.server_name().map(str::to_owned),
-                alpn: ch
-                    .alpn()
-                    .map(|it| it.map(<[u8]>::to_vec).collect())
-                    .unwrap_or_default(),
-            })
-        }
-        _ => None,
-    }
-}
-
-/// Whether `buf` holds a whole ClientHello.
-pub(crate) fn client_hello_complete(buf: &[u8]) -> bool {
-    crate::detect::tls_record_len(buf).is_some() && parse_client_hello(buf).is_some()
-}
 
 /// DNS names and IP addresses of a server certificate (for `upstream_cert`).
 fn cert_names(der: &[u8]) -> Vec<String> {

@@ -211,3 +211,118 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<T> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
+
+/// How long a closed connection keeps reading (and discarding) what the client still sends,
+/// at most, and how many bytes it discards at most.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1 << 20;
+
+/// A client stream that closes the way nginx's lingering close does.
+///
+/// Closing a socket whose receive buffer holds unread bytes makes the kernel send a reset,
+/// and a reset can destroy a response the client has not read yet (a request hyper refuses
+/// to keep alive after, followed by the client's next request, is the common case). So when
+/// the stream is dropped before the client closed its side, its write side is shut (FIN after
+/// whatever was written) and what the client still sends is read and discarded for at most
+/// [`LINGER_TIME`] (and [`LINGER_BYTES`]) on its own task, then the socket closes.
+#[derive(Debug)]
+pub(crate) struct LingeringClose<T: Io> {
+    /// `None` only once dropped.
+    inner: Option<T>,
+    /// The client closed its side (a read gave end of stream): nothing is left to drain.
+    eof: bool,
+}
+
+impl<T: Io> LingeringClose<T> {
+    pub(crate) fn new(inner: T) -> Self {
+        Self {
+            inner: Some(inner),
+            eof: false,
+        }
+    }
+
+    fn inner(&mut self) -> io::Result<Pin<&mut T>> {
+        self.inner
+            .as_mut()
+            .map(Pin::new)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
+    }
+}
+
+impl<T: Io> Drop for LingeringClose<T> {
+    fn drop(&mut self) {
+        let Some(mut io) = self.inner.take() else {
+            return;
+        };
+        if self.eof {
+            return;
+        }
+        // Outside a runtime (shutdown) the socket simply closes.
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        rt.spawn(async move {
+            let drain = async {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let _ = io.shutdown().await;
+                let mut scratch = [0u8; 4096];
+                let mut left = LINGER_BYTES;
+                while left > 0 {
+                    match io.read(&mut scratch).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => left = left.saturating_sub(n),
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+        });
+    }
+}
+
+impl<T: Io> AsyncRead for LingeringClose<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = self.inner()?.poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = r
+            && buf.filled().len() == before
+            && buf.remaining() > 0
+        {
+            self.eof = true;
+        }
+        r
+    }
+}
+
+impl<T: Io> AsyncWrite for LingeringClose<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.inner()?.poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.inner()?.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.as_ref().is_some_and(|i| i.is_write_vectored())
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.inner()?.poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.inner()?.poll_shutdown(cx)
+    }
+}

@@ -14,11 +14,11 @@
 mod client_conn;
 mod config;
 mod context;
-mod detect;
 mod error;
 mod http;
 mod intercept;
 mod io;
+mod proto;
 mod proxy;
 mod rt;
 mod server_conn;

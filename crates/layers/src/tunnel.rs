@@ -10,15 +10,17 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncReadExt;
 use waylay_core::HookKind;
-use waylay_core::flow::{Address, HttpFlow, Message, Request, split_host_port};
+use waylay_core::flow::{Address, HttpFlow, Message, Request};
 use waylay_core::hooks::{Layer, NextLayer};
 
 use crate::context::{ConnCtx, Target};
-use crate::detect::{Detected, detect};
 use crate::http::body::ProxyBody;
 use crate::http::convert::{headers_from, version_of};
 use crate::http::error_response;
 use crate::io::{BoxIo, PrefixedIo};
+use crate::proto::client_hello::{client_hello_complete, parse_client_hello};
+use crate::proto::detect::{Detected, detect};
+use crate::proto::target::connect_target;
 use crate::tcp;
 
 /// Most bytes read while waiting to tell which protocol a tunnel carries.
@@ -35,10 +37,13 @@ pub(crate) async fn connect(
         .authority()
         .map(|a| a.as_str().to_owned())
         .unwrap_or_default();
-    let Some((host, port)) = split_host_port(&authority, 443) else {
-        let msg = format!("bad CONNECT target {authority:?}: expected host:port");
-        tracing::info!(client.addr = %ctx.client().peername, "{msg}");
-        return Ok(error_response(StatusCode::BAD_REQUEST, &msg));
+    let (host, port) = match connect_target(&authority) {
+        Ok(t) => t,
+        Err(e) => {
+            let msg = e.to_string();
+            tracing::info!(client.addr = %ctx.client().peername, "{msg}");
+            return Ok(error_response(StatusCode::BAD_REQUEST, &msg));
+        }
     };
     let request = Request {
         method: "CONNECT".into(),
@@ -107,7 +112,7 @@ async fn detect_client(io: &mut BoxIo, buf: &mut BytesMut) -> Option<Detected> {
         match detect(buf) {
             Detected::NeedMore if buf.len() < MAX_DETECT => continue,
             Detected::Tls => {
-                if crate::intercept::client_hello_complete(buf) || buf.len() >= MAX_DETECT {
+                if client_hello_complete(buf) || buf.len() >= MAX_DETECT {
                     return Some(Detected::Tls);
                 }
             }
@@ -147,7 +152,7 @@ pub(crate) async fn serve_tunnel(ctx: Rc<ConnCtx>, mut io: BoxIo, host: String, 
         };
         let mut names = vec![target.clone()];
         if layer == Layer::Tls
-            && let Some(sni) = crate::intercept::parse_client_hello(&buf).and_then(|h| h.sni)
+            && let Some(sni) = parse_client_hello(&buf).and_then(|h| h.sni)
         {
             names.push(Address::new(sni, port).to_string());
         }

@@ -54,8 +54,9 @@ use waylay_core::{FlowError, HookKind, ManagerHandle};
 use crate::context::{ConnCtx, fire};
 use crate::http::Killed;
 use crate::http::body::ProxyBody;
-use crate::http::convert::{headers_from, headers_to, strip_hop_by_hop, version_of};
+use crate::http::convert::{headers_from, headers_to, version_of};
 use crate::http::exchange::{fail, killed, proceed, response_phase};
+use crate::proto::headers::strip_hop_by_hop;
 use crate::server_conn::PoolEntry;
 
 /// Largest message (and frame) accepted from either side: 16 MiB messages must pass, with

@@ -8,15 +8,15 @@ use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use hyper::body::{Body as _, Incoming};
-use waylay_core::flow::{
-    HttpFlow, Message, Release, Request, Response, now, reason_phrase, split_host_port,
-};
+use waylay_core::flow::{HttpFlow, Message, Release, Request, Response, now, reason_phrase};
 use waylay_core::{FlowError, HookKind, ManagerHandle};
 
 use super::body::{NOT_FULLY_TRANSFERRED, ProxyBody, Read, is_limit_error, read_up_to};
-use super::convert::{bodiless, headers_from, headers_to, strip_hop_by_hop, version_of};
+use super::convert::{headers_from, headers_to, version_of};
 use crate::config::ProxyConfig;
 use crate::context::{ConnCtx, PoolKey, Target, fire};
+use crate::proto::headers::{bodiless, strip_hop_by_hop};
+use crate::proto::target::absolute_target;
 use crate::server_conn::{Forward, PoolEntry, checkout, checkout_upgrade, evict};
 
 /// Returned to hyper to drop the connection (a killed flow).
@@ -116,17 +116,9 @@ fn destination(
     if let Some(t) = target {
         return Ok((t.scheme, t.host.clone(), t.port, authority));
     }
-    let scheme = match uri.scheme_str() {
-        Some(s) if s.eq_ignore_ascii_case("http") => "http",
-        Some(s) if s.eq_ignore_ascii_case("https") => "https",
-        Some(s) => return Err(format!("unsupported URL scheme {s:?}")),
-        None => {
-            return Err("waylay is a proxy: the request target must be an absolute URL (http://host/path) or CONNECT host:port".into());
-        }
-    };
-    let default = if scheme == "https" { 443 } else { 80 };
-    let (host, port) = split_host_port(&authority, default)
-        .ok_or_else(|| format!("bad authority {authority:?} in request target"))?;
+    let (scheme, host, port) =
+        absolute_target(uri.scheme_str(), &authority).map_err(|e| e.to_string())?;
+    let scheme = scheme.as_str();
     Ok((scheme, host, port, authority))
 }
 

@@ -27,7 +27,10 @@ pub(crate) async fn serve_h1<I: Io>(ctx: Rc<ConnCtx>, io: I, target: Option<Targ
         .timer(TokioTimer::new())
         .header_read_timeout(cfg.header_timeout)
         .max_buf_size(cfg.max_header_size)
-        .pipeline_flush(true)
+        // Not `pipeline_flush`: hyper 1.x then holds a response back while more requests
+        // are buffered, and when it closes instead of reading them (a request it will not
+        // keep alive after, such as one with both Content-Length and Transfer-Encoding) it
+        // shuts the socket with the response still in its buffer: the client got nothing.
         .half_close(false)
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();

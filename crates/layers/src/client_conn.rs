@@ -9,7 +9,6 @@ use waylay_core::flow::{Client, ConnectionId, now};
 
 use crate::context::{ConnCtx, ProxyShared, fire};
 use crate::io::{IdleTimeout, LingeringClose};
-use crate::proto::detect::{Detected, detect};
 
 /// Stops a client connection (proxy shutdown).
 #[derive(Debug, Message)]
@@ -128,27 +127,11 @@ async fn serve(shared: Arc<ProxyShared>, socket: std::net::TcpStream) {
     };
     let tcp = LingeringClose::new(IdleTimeout::new(tcp, cfg.idle_timeout));
     if n > 0 {
-        let kind = detect(&first[..n]);
-        if kind == Detected::Http2 || first[..n].starts_with(b"PRI ") {
-            crate::http::serve_h2(ctx.clone(), tcp, None).await;
-        } else if kind == Detected::Other {
-            // Not an HTTP request line (nor TLS, which a regular-mode proxy port does not
-            // take): one clear line, then close.
-            let reason = if kind == Detected::Other && first[0] == 0x16 {
-                "waylay: this is an HTTP proxy port; TLS must go through CONNECT"
-            } else {
-                "waylay: malformed request line"
-            };
-            tracing::info!(client.addr = %peer, "bad request: {reason}");
-            crate::http::bad_request(tcp, reason).await;
-        } else {
-            crate::http::serve_h1(ctx.clone(), tcp, None).await;
-        }
+        crate::next_layer::serve_proxy_port(ctx.clone(), Box::new(tcp), &first[..n]).await;
     }
-    // A CONNECT tunnel or a WebSocket outlives hyper's connection, which ends when it hands
-    // the stream over; one may start another (a WebSocket inside a tunnel).
+    // A WebSocket outlives hyper's connection, which ends when it hands the streams over.
     loop {
-        let next = ctx.tunnels.borrow_mut().pop();
+        let next = ctx.relays.borrow_mut().pop();
         match next {
             Some(t) => {
                 let _ = t.await;
@@ -162,13 +145,13 @@ async fn serve(shared: Arc<ProxyShared>, socket: std::net::TcpStream) {
     let _ = fire(&manager, HookKind::ClientDisconnect, Box::new(client)).await;
 }
 
-/// Ends the connection's tunnels and WebSockets when its service stops before them (proxy
+/// Ends the connection's WebSocket relays when its service stops before them (proxy
 /// shutdown stops the actor, which drops the service future).
 struct AbortOnDrop(Rc<ConnCtx>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
-        for t in self.0.tunnels.borrow_mut().drain(..) {
+        for t in self.0.relays.borrow_mut().drain(..) {
             t.abort();
         }
     }

@@ -98,20 +98,48 @@ pub(crate) struct ConnCtx {
     /// A server connection that failed during the TLS tunnel setup: requests in that tunnel
     /// are answered 502 with this reason.
     pub(crate) failed: RefCell<HashMap<PoolKey, String>>,
-    /// Tunnels (after CONNECT) still being served: hyper's connection ends when it hands a
-    /// tunnel over, and the client connection ends (`client_disconnect`) only after them.
-    pub(crate) tunnels: RefCell<Vec<tokio::task::JoinHandle<()>>>,
+    /// WebSocket relays still running: hyper's connection ends when it hands the upgraded
+    /// streams over, and the client connection ends (`client_disconnect`) only after them.
+    pub(crate) relays: RefCell<Vec<tokio::task::JoinHandle<()>>>,
+    /// CONNECT tunnels answered by the HTTP layer, for the next-layer step to serve.
+    tunnel_tx: tokio::sync::mpsc::UnboundedSender<Tunnel>,
+    tunnel_rx: RefCell<Option<tokio::sync::mpsc::UnboundedReceiver<Tunnel>>>,
+}
+
+/// A CONNECT tunnel the HTTP layer answered; the next-layer step serves it once hyper hands
+/// the stream over.
+#[derive(Debug)]
+pub(crate) struct Tunnel {
+    pub(crate) upgrade: hyper::upgrade::OnUpgrade,
+    pub(crate) host: String,
+    pub(crate) port: u16,
 }
 
 impl ConnCtx {
     pub(crate) fn new(shared: Arc<ProxyShared>, client: Arc<Client>) -> Self {
+        let (tunnel_tx, tunnel_rx) = tokio::sync::mpsc::unbounded_channel();
         Self {
             shared,
             client: RefCell::new(client),
             pool: RefCell::default(),
             failed: RefCell::default(),
-            tunnels: RefCell::default(),
+            relays: RefCell::default(),
+            tunnel_tx,
+            tunnel_rx: RefCell::new(Some(tunnel_rx)),
         }
+    }
+
+    /// Queues a tunnel for the next-layer step (before its CONNECT is answered, so the step
+    /// cannot finish without it).
+    pub(crate) fn open_tunnel(&self, tunnel: Tunnel) {
+        if self.tunnel_tx.send(tunnel).is_err() {
+            tracing::debug!("tunnel opened after its connection was done");
+        }
+    }
+
+    /// The queue of tunnels to serve; only the connection's front takes it, once.
+    pub(crate) fn take_tunnels(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Tunnel>> {
+        self.tunnel_rx.borrow_mut().take()
     }
 
     pub(crate) fn client(&self) -> Arc<Client> {

@@ -18,13 +18,13 @@ mod error;
 mod http;
 mod intercept;
 mod io;
+mod next_layer;
 mod proto;
 mod proxy;
 mod rt;
 mod server_conn;
 mod tcp;
 pub mod tls;
-mod tunnel;
 mod websocket;
 
 pub use error::{ProxyError, ServerError};

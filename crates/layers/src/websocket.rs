@@ -197,7 +197,7 @@ pub(crate) async fn response(
         }
     });
     // The client connection ends (`client_disconnect`) after the WebSocket.
-    ctx.tunnels.borrow_mut().push(task);
+    ctx.relays.borrow_mut().push(task);
     Ok(head)
 }
 

@@ -320,7 +320,7 @@ pub(crate) async fn handle(
     if req.method() == Method::CONNECT {
         // Boxed, like the observed path below: the future hyper keeps per connection is
         // then only as large as the unobserved path needs (it stays allocated while idle).
-        return Box::pin(crate::tunnel::connect(ctx, req)).await;
+        return Box::pin(super::connect::connect(ctx, req)).await;
     }
     let mut req = req;
     if cfg.anticache {

@@ -1,6 +1,7 @@
 //! HTTP/1 and HTTP/2 towards clients (hyper's server side) and servers (its client side).
 
 pub(crate) mod body;
+mod connect;
 pub(crate) mod convert;
 pub(crate) mod exchange;
 

@@ -1,0 +1,521 @@
+//! The next-layer step: what does the client speak, and which layer serves it?
+//!
+//! Every nesting goes through here, as in mitmproxy: the proxy port (HTTP/1 or HTTP/2 with
+//! absolute-form requests and CONNECT), a CONNECT tunnel (TLS, HTTP/1, HTTP/2, raw TCP or
+//! passthrough), and the inside of an intercepted TLS connection (HTTP/1, HTTP/2 or raw TCP).
+//! Each step detects the client's first bytes, applies `ignore_hosts` / `allow_hosts` /
+//! `tcp_hosts`, asks the pure [`choose`], fires `next_layer` (an addon may override the
+//! choice) and serves the layer. The layers themselves never call back here: a CONNECT
+//! handler queues its tunnel on the connection ([`ConnCtx::open_tunnel`]) and the TLS layer
+//! returns the decrypted stream, so the nesting is a loop in this file, not an import cycle.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncReadExt;
+use waylay_core::HookKind;
+use waylay_core::flow::Address;
+use waylay_core::hooks::{Layer, NextLayer};
+
+use crate::context::{ConnCtx, Target, Tunnel};
+use crate::error::ServerError;
+use crate::intercept::{Intercepted, TlsOutcome};
+use crate::io::{BoxIo, Io, PrefixedIo};
+use crate::proto::client_hello::{client_hello_complete, parse_client_hello};
+use crate::proto::detect::{Detected, detect};
+use crate::server_conn::{ServerStream, handshake};
+use crate::tcp::{Mode, ServerSide};
+
+/// Most bytes read while waiting to tell which protocol a tunnel carries.
+pub(crate) const MAX_DETECT: usize = 64 * 1024;
+
+/// How long a tunnel waits for the client's next bytes while its protocol is not known yet.
+///
+/// A client that sends nothing within it after CONNECT (a protocol where the server speaks
+/// first: SMTP, FTP, an SSH server banner...) or leaves its first message unfinished is
+/// served as raw TCP, so the server's greeting reaches it about this long after CONNECT. TLS
+/// and HTTP clients send at once, so they never wait for it. mitmproxy decides the same case
+/// by seeing the server's bytes first, because it dials eagerly.
+pub(crate) const DETECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Where a layer is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Position<'a> {
+    /// Inside a CONNECT tunnel.
+    Tunnel {
+        /// `ignore_hosts` / `allow_hosts` leave this connection alone.
+        ignored: bool,
+        /// `tcp_hosts` matches the tunnel's destination.
+        tcp_host: bool,
+    },
+    /// Inside an intercepted TLS connection, with the ALPN protocol agreed on.
+    InsideTls { alpn: Option<&'a [u8]> },
+}
+
+/// The layer for what the client's first bytes look like (`detected`: `Other` also when the
+/// client sent nothing in time, or the server spoke first), as mitmproxy's `next_layer`
+/// decides it.
+///
+/// - In a tunnel: an ignored host is relayed untouched and a `tcp_hosts` one is raw TCP
+///   whatever it speaks; otherwise TLS, HTTP/1 and HTTP/2 are recognised, and anything else
+///   is raw TCP with `rawtcp`, passthrough without.
+/// - Inside TLS: an HTTP ALPN decides at once; without one, HTTP/1 and HTTP/2 are recognised
+///   by their first bytes and anything else is raw TCP with `rawtcp` and HTTP/1 without (as
+///   before raw TCP existed).
+pub(crate) fn choose(position: Position<'_>, detected: Detected, rawtcp: bool) -> Layer {
+    match position {
+        Position::Tunnel { ignored: true, .. } => Layer::Passthrough,
+        Position::Tunnel { tcp_host: true, .. } => Layer::Tcp,
+        Position::Tunnel { .. } => match detected {
+            Detected::Tls => Layer::Tls,
+            Detected::Http1 => Layer::Http1,
+            Detected::Http2 => Layer::Http2,
+            Detected::Other | Detected::NeedMore if rawtcp => Layer::Tcp,
+            Detected::Other | Detected::NeedMore => Layer::Passthrough,
+        },
+        Position::InsideTls { alpn } => {
+            let not_http = if rawtcp { Layer::Tcp } else { Layer::Http1 };
+            match alpn {
+                Some(b"h2") => Layer::Http2,
+                Some(b"http/1.1" | b"http/1.0") => Layer::Http1,
+                Some(_) => not_http,
+                None => match detected {
+                    Detected::Http1 => Layer::Http1,
+                    Detected::Http2 => Layer::Http2,
+                    Detected::Tls | Detected::Other | Detected::NeedMore => not_http,
+                },
+            }
+        }
+    }
+}
+
+/// The layer of regular mode's proxy port from the client's first bytes: HTTP/2 (prior
+/// knowledge) or HTTP/1; anything else gets a 400 with the reason (a regular-mode port takes
+/// no TLS: that goes through CONNECT).
+pub(crate) fn proxy_port_layer(first: &[u8]) -> Result<Layer, &'static str> {
+    match detect(first) {
+        Detected::Http2 => Ok(Layer::Http2),
+        // An unfinished preface is HTTP/2 too (hyper reports what is wrong with it).
+        _ if first.starts_with(b"PRI ") => Ok(Layer::Http2),
+        Detected::Http1 | Detected::NeedMore => Ok(Layer::Http1),
+        Detected::Tls => Err("waylay: this is an HTTP proxy port; TLS must go through CONNECT"),
+        Detected::Other if first.first() == Some(&0x16) => {
+            Err("waylay: this is an HTTP proxy port; TLS must go through CONNECT")
+        }
+        Detected::Other => Err("waylay: malformed request line"),
+    }
+}
+
+/// Serves regular mode's proxy port: `first` is what the client sent first (peeked), `io`
+/// the whole stream. Every CONNECT tunnel opened on it is served concurrently on this task;
+/// returns when the connection and all its tunnels are done.
+pub(crate) async fn serve_proxy_port(ctx: Rc<ConnCtx>, io: BoxIo, first: &[u8]) {
+    let Some(mut tunnels) = ctx.take_tunnels() else {
+        return;
+    };
+    let mut running = FuturesUnordered::new();
+    let front = ctx.clone();
+    let layer = proxy_port_layer(first);
+    running.push(Box::pin(async move {
+        match layer {
+            Ok(Layer::Http2) => crate::http::serve_h2(front, io, None).await,
+            Ok(_) => crate::http::serve_h1(front, io, None).await,
+            Err(reason) => {
+                tracing::info!(client.addr = %front.client().peername, "bad request: {reason}");
+                crate::http::bad_request(io, reason).await;
+            }
+        }
+    })
+        as std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>);
+    loop {
+        tokio::select! {
+            Some(t) = tunnels.recv() => running.push(Box::pin(tunnel(ctx.clone(), t))),
+            done = running.next() => if done.is_none() {
+                // A tunnel is queued before its CONNECT is answered, so none can be missed.
+                match tunnels.try_recv() {
+                    Ok(t) => running.push(Box::pin(tunnel(ctx.clone(), t))),
+                    Err(_) => break,
+                }
+            },
+        }
+    }
+}
+
+async fn tunnel(ctx: Rc<ConnCtx>, t: Tunnel) {
+    match t.upgrade.await {
+        Ok(upgraded) => {
+            let io: BoxIo = Box::new(TokioIo::new(upgraded));
+            serve_tunnel(ctx, io, t.host, t.port).await;
+        }
+        Err(e) => tracing::debug!("CONNECT upgrade failed: {e}"),
+    }
+}
+
+/// What the client's first bytes say, or `None` when it closed (or failed) before any.
+async fn detect_client(io: &mut BoxIo, buf: &mut BytesMut) -> Option<Detected> {
+    loop {
+        match tokio::time::timeout(DETECT_TIMEOUT, io.read_buf(buf)).await {
+            // The client waits for the server (or paused mid-message): raw TCP.
+            Err(_) => return Some(Detected::Other),
+            Ok(Ok(0) | Err(_)) if buf.is_empty() => return None,
+            Ok(Ok(0) | Err(_)) => return Some(Detected::Other),
+            Ok(Ok(_)) => {}
+        }
+        match detect(buf) {
+            Detected::NeedMore if buf.len() < MAX_DETECT => continue,
+            Detected::Tls => {
+                if client_hello_complete(buf) || buf.len() >= MAX_DETECT {
+                    return Some(Detected::Tls);
+                }
+            }
+            d => return Some(d),
+        }
+    }
+}
+
+/// Fires `next_layer` when some addon handles it: the layer it chose, or `None` when the
+/// proxy is shutting down.
+async fn next_layer_hook(
+    ctx: &ConnCtx,
+    server: Address,
+    data: &Bytes,
+    detected: Layer,
+) -> Option<Layer> {
+    if !ctx.manager().handles(HookKind::NextLayer) {
+        return Some(detected);
+    }
+    let nl = Box::new(NextLayer {
+        client: ctx.client(),
+        server: Some(server),
+        data_client: data.clone(),
+        detected,
+        layer: detected,
+    });
+    ctx.fire(HookKind::NextLayer, nl).await.map(|nl| nl.layer)
+}
+
+/// Detects the protocol inside a tunnel and serves it.
+///
+/// A target matching `ignore_hosts` is relayed untouched and one matching `tcp_hosts` is raw
+/// TCP, both decided before the client sends anything; otherwise the client's first bytes
+/// decide, and `ignore_hosts` / `allow_hosts` are checked against the target and the TLS SNI.
+pub(crate) async fn serve_tunnel(ctx: Rc<ConnCtx>, mut io: BoxIo, host: String, port: u16) {
+    let cfg = ctx.shared.config();
+    let target = Address::new(host.clone(), port).to_string();
+    let mut buf = BytesMut::new();
+    let ignored_early = cfg
+        .ignore_hosts
+        .as_ref()
+        .is_some_and(|s| s.is_match(&target));
+    let tcp_host = !ignored_early && cfg.is_tcp_host(&host, port);
+    let detected = if ignored_early || tcp_host {
+        Detected::NeedMore
+    } else {
+        buf.reserve(4096);
+        let Some(detected) = detect_client(&mut io, &mut buf).await else {
+            return;
+        };
+        detected
+    };
+    let ignored = ignored_early
+        || !tcp_host && {
+            let mut names = vec![target];
+            if detected == Detected::Tls
+                && let Some(sni) = parse_client_hello(&buf).and_then(|h| h.sni)
+            {
+                names.push(Address::new(sni, port).to_string());
+            }
+            cfg.has_host_filters() && cfg.ignores(&names)
+        };
+    let layer = choose(Position::Tunnel { ignored, tcp_host }, detected, cfg.rawtcp);
+    let data = buf.freeze();
+    let address = Address::new(host.clone(), port);
+    let Some(layer) = next_layer_hook(&ctx, address.clone(), &data, layer).await else {
+        return;
+    };
+    let io: BoxIo = if data.is_empty() {
+        io
+    } else {
+        Box::new(PrefixedIo::new(data.clone(), io))
+    };
+    let target = |scheme| Target { scheme, host, port };
+    match layer {
+        Layer::Tls => {
+            match crate::intercept::intercept(&ctx, io, data, address.host.clone(), port).await {
+                TlsOutcome::Intercepted(i) => serve_inside_tls(ctx, *i).await,
+                TlsOutcome::Ignored(io) => {
+                    crate::tcp::serve(ctx, io, ServerSide::Dial(address), Mode::Passthrough).await
+                }
+                TlsOutcome::Done => {}
+            }
+        }
+        Layer::Http1 => crate::http::serve_h1(ctx, io, Some(target("http"))).await,
+        Layer::Http2 => crate::http::serve_h2(ctx, io, Some(target("http"))).await,
+        Layer::Tcp => crate::tcp::serve(ctx, io, ServerSide::Dial(address), Mode::Tcp).await,
+        Layer::Passthrough => {
+            crate::tcp::serve(ctx, io, ServerSide::Dial(address), Mode::Passthrough).await
+        }
+    }
+}
+
+/// Who spoke first inside the TLS, while the client's protocol is not known yet.
+#[derive(Debug)]
+enum First {
+    /// The client sent bytes (they are in the client buffer) or sent nothing in time.
+    Client(Detected),
+    /// The server sent bytes first (they are in the server buffer): not HTTP.
+    Server,
+    /// The client closed (or failed) before sending anything.
+    Closed,
+}
+
+/// Reads the first decrypted bytes of `client` into `buf` until [`detect`] can tell (or
+/// [`DETECT_TIMEOUT`] passes without a byte), and meanwhile the first bytes of `server`
+/// (when given) into `server_buf`: a server that speaks first decides at once.
+async fn first_bytes<C: Io, S: Io>(
+    client: &mut C,
+    buf: &mut BytesMut,
+    mut server: Option<&mut S>,
+    server_buf: &mut BytesMut,
+) -> First {
+    buf.reserve(4096);
+    loop {
+        let server_read = async {
+            match server.as_deref_mut() {
+                Some(s) => {
+                    server_buf.reserve(4096);
+                    s.read_buf(server_buf).await
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            r = tokio::time::timeout(DETECT_TIMEOUT, client.read_buf(buf)) => match r {
+                // The client waits for the server (or paused mid-message).
+                Err(_) => return First::Client(Detected::Other),
+                Ok(Ok(0) | Err(_)) if buf.is_empty() => return First::Closed,
+                Ok(Ok(0) | Err(_)) => return First::Client(Detected::Other),
+                Ok(Ok(_)) => match detect(buf) {
+                    Detected::NeedMore if buf.len() < MAX_DETECT => {}
+                    d => return First::Client(d),
+                },
+            },
+            r = server_read => match r {
+                Ok(n) if n > 0 => return First::Server,
+                // The server closed or failed first: let the client's bytes decide.
+                Ok(_) | Err(_) => server = None,
+            },
+        }
+    }
+}
+
+/// Closes a server stream no layer took (with its `server_disconnect`).
+async fn close_unused(ctx: &ConnCtx, server: Result<ServerStream, ServerError>) {
+    if let Ok(stream) = server {
+        stream.close(ctx).await;
+    }
+}
+
+/// Chooses and serves the layer inside the client's TLS (`next_layer` may override it).
+async fn serve_inside_tls(ctx: Rc<ConnCtx>, tls: Intercepted) {
+    let Intercepted {
+        mut client,
+        alpn,
+        mut server,
+        key,
+        target,
+    } = tls;
+    let cfg = ctx.shared.config();
+    let mut data = BytesMut::new();
+    let mut server_data = BytesMut::new();
+    let detected = if alpn.is_some() {
+        Detected::NeedMore
+    } else {
+        // Only a raw TCP layer could relay what a server says first.
+        let watch = match (&mut server, cfg.rawtcp) {
+            (Ok(s), true) => Some(&mut s.io),
+            _ => None,
+        };
+        match first_bytes(&mut client, &mut data, watch, &mut server_data).await {
+            First::Client(d) => d,
+            First::Server => Detected::Other,
+            First::Closed => return close_unused(&ctx, server).await,
+        }
+    };
+    let alpn_bytes = alpn.as_deref().map(str::as_bytes);
+    let layer = choose(
+        Position::InsideTls { alpn: alpn_bytes },
+        detected,
+        cfg.rawtcp,
+    );
+    let data = data.freeze();
+    let server_data = server_data.freeze();
+    let address = Address::new(target.host.clone(), target.port);
+    let Some(layer) = next_layer_hook(&ctx, address.clone(), &data, layer).await else {
+        return close_unused(&ctx, server).await;
+    };
+    if layer == Layer::Http1 && detect(&data) == Detected::Other {
+        // HTTP/1 chosen for bytes that are not HTTP (`rawtcp` off): one clear line, as on
+        // the proxy port.
+        let reason = "waylay: malformed request line";
+        tracing::info!(client.addr = %ctx.client().peername, "bad request inside TLS: {reason}");
+        crate::http::bad_request(client, reason).await;
+        return close_unused(&ctx, server).await;
+    }
+    let client = PrefixedIo::new(data, client);
+    let mode = match layer {
+        Layer::Http1 | Layer::Http2 => {
+            // A failed dial is already in `ctx.failed`: requests are answered 502.
+            if let Ok(mut stream) = server {
+                if !server_data.is_empty() {
+                    stream.io = Box::new(PrefixedIo::new(server_data, stream.io));
+                }
+                match handshake(&ctx, stream).await {
+                    Ok(entry) => ctx.pool.borrow_mut().entry(key).or_default().push(entry),
+                    Err(e) => {
+                        tracing::info!(client.addr = %ctx.client().peername, "{e}");
+                        ctx.failed.borrow_mut().insert(key, e.to_string());
+                    }
+                }
+            }
+            if layer == Layer::Http2 {
+                crate::http::serve_h2(ctx, client, Some(target)).await;
+            } else {
+                crate::http::serve_h1(ctx, client, Some(target)).await;
+            }
+            return;
+        }
+        Layer::Tcp => Mode::Tcp,
+        Layer::Passthrough => Mode::Passthrough,
+        Layer::Tls => {
+            tracing::info!(client.addr = %ctx.client().peername, "TLS inside intercepted TLS is not intercepted again: relayed as raw TCP");
+            Mode::Tcp
+        }
+    };
+    let server_side = match server {
+        Ok(stream) => ServerSide::Connected {
+            stream: Box::new(stream),
+            prefix: server_data,
+        },
+        Err(e) => ServerSide::Failed {
+            address,
+            error: e.to_string(),
+        },
+    };
+    crate::tcp::serve(ctx, Box::new(client), server_side, mode).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const TUNNEL: Position<'static> = Position::Tunnel {
+        ignored: false,
+        tcp_host: false,
+    };
+
+    fn inside(alpn: Option<&'static [u8]>) -> Position<'static> {
+        Position::InsideTls { alpn }
+    }
+
+    #[test]
+    fn in_a_tunnel_the_first_bytes_decide() {
+        assert_eq!(choose(TUNNEL, Detected::Tls, false), Layer::Tls);
+        assert_eq!(choose(TUNNEL, Detected::Http1, false), Layer::Http1);
+        assert_eq!(choose(TUNNEL, Detected::Http2, false), Layer::Http2);
+        assert_eq!(choose(TUNNEL, Detected::Other, true), Layer::Tcp);
+        assert_eq!(choose(TUNNEL, Detected::Other, false), Layer::Passthrough);
+    }
+
+    #[test]
+    fn host_filters_win_over_the_bytes() {
+        for d in [Detected::Tls, Detected::Http1, Detected::Other] {
+            let ignored = Position::Tunnel {
+                ignored: true,
+                tcp_host: true,
+            };
+            assert_eq!(choose(ignored, d, true), Layer::Passthrough);
+            let tcp = Position::Tunnel {
+                ignored: false,
+                tcp_host: true,
+            };
+            assert_eq!(choose(tcp, d, false), Layer::Tcp);
+        }
+    }
+
+    #[test]
+    fn an_http_alpn_decides_without_bytes() {
+        for rawtcp in [true, false] {
+            assert_eq!(
+                choose(inside(Some(b"h2")), Detected::Other, rawtcp),
+                Layer::Http2
+            );
+            assert_eq!(
+                choose(inside(Some(b"http/1.1")), Detected::Other, rawtcp),
+                Layer::Http1
+            );
+        }
+    }
+
+    #[test]
+    fn inside_tls_without_alpn_the_first_bytes_decide() {
+        assert_eq!(choose(inside(None), Detected::Http1, true), Layer::Http1);
+        assert_eq!(choose(inside(None), Detected::Http2, true), Layer::Http2);
+        assert_eq!(choose(inside(None), Detected::Other, true), Layer::Tcp);
+        assert_eq!(choose(inside(None), Detected::Tls, true), Layer::Tcp);
+        assert_eq!(
+            choose(inside(Some(b"imap")), Detected::Other, true),
+            Layer::Tcp
+        );
+    }
+
+    #[test]
+    fn without_rawtcp_what_is_not_http_stays_http1_inside_tls() {
+        assert_eq!(choose(inside(None), Detected::Other, false), Layer::Http1);
+        assert_eq!(choose(inside(None), Detected::Http2, false), Layer::Http2);
+        assert_eq!(
+            choose(inside(Some(b"imap")), Detected::Other, false),
+            Layer::Http1
+        );
+    }
+
+    #[test]
+    fn the_proxy_port_takes_http_only() {
+        assert_eq!(
+            proxy_port_layer(b"GET http://a/ HTTP/1.1"),
+            Ok(Layer::Http1)
+        );
+        assert_eq!(
+            proxy_port_layer(b"CONNECT a:443 HTTP/1.1"),
+            Ok(Layer::Http1)
+        );
+        assert_eq!(
+            proxy_port_layer(crate::proto::detect::H2_PREFACE),
+            Ok(Layer::Http2)
+        );
+        assert_eq!(
+            proxy_port_layer(b"PRI * HTTP/2.0\r\n\r\nXX"),
+            Ok(Layer::Http2)
+        );
+        let tls = proxy_port_layer(&[0x16, 3, 1, 0, 5]).expect_err("tls");
+        assert!(tls.contains("CONNECT"), "{tls}");
+        let other = proxy_port_layer(b"\x00\x01hello").expect_err("other");
+        assert!(other.contains("malformed"), "{other}");
+    }
+
+    proptest! {
+        #[test]
+        fn random_first_bytes_never_panic(b in proptest::collection::vec(any::<u8>(), 0..32), rawtcp in any::<bool>()) {
+            let d = detect(&b);
+            let _ = proxy_port_layer(&b);
+            let _ = choose(TUNNEL, d, rawtcp);
+            let _ = choose(inside(None), d, rawtcp);
+        }
+    }
+}

@@ -2,7 +2,6 @@
 //! shares with its requests.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -10,7 +9,8 @@ use waylay_core::flow::Client;
 use waylay_core::{HookKind, ManagerHandle};
 
 use crate::config::ProxyConfig;
-use crate::server_conn::PoolEntry;
+use crate::conn::pool::Pool;
+use crate::modes::mode::Mode;
 use crate::tls::{CertCache, UpstreamTls};
 
 /// Per proxy instance, shared by every worker (thread-safe).
@@ -22,11 +22,14 @@ pub(crate) struct ProxyShared {
     /// Client configs for dialing servers, by (insecure, trusted CA, ALPN offer).
     pub(crate) client_tls: dashmap::DashMap<UpstreamKey, Arc<rustls::ClientConfig>>,
     /// Live client connections, for shutdown.
-    pub(crate) connections: dashmap::DashMap<
-        waylay_core::flow::ConnectionId,
-        actix::Addr<crate::client_conn::ClientConnection>,
-    >,
+    pub(crate) connections:
+        dashmap::DashMap<waylay_core::flow::ConnectionId, actix::Recipient<Close>>,
 }
+
+/// Stops a client connection (proxy shutdown).
+#[derive(Debug, actix::Message)]
+#[rtype(result = "()")]
+pub(crate) struct Close;
 
 /// Which upstream TLS configuration to use.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -79,25 +82,16 @@ pub(crate) struct Target {
     pub(crate) port: u16,
 }
 
-/// Key of a pooled server connection.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) struct PoolKey {
-    pub(crate) tls: bool,
-    pub(crate) host: String,
-    pub(crate) port: u16,
-}
-
 /// One client connection's state, shared by the futures serving it (all on one worker
 /// thread, hence `Rc`/`RefCell`; no borrow is held across an await).
 #[derive(Debug)]
 pub(crate) struct ConnCtx {
     pub(crate) shared: Arc<ProxyShared>,
+    /// The mode of the listener that accepted the connection.
+    pub(crate) mode: Mode,
     pub(crate) client: RefCell<Arc<Client>>,
     /// Server connections of this client connection, by destination.
-    pub(crate) pool: RefCell<HashMap<PoolKey, Vec<PoolEntry>>>,
-    /// A server connection that failed during the TLS tunnel setup: requests in that tunnel
-    /// are answered 502 with this reason.
-    pub(crate) failed: RefCell<HashMap<PoolKey, String>>,
+    pub(crate) pool: Pool,
     /// WebSocket relays still running: hyper's connection ends when it hands the upgraded
     /// streams over, and the client connection ends (`client_disconnect`) only after them.
     pub(crate) relays: RefCell<Vec<tokio::task::JoinHandle<()>>>,
@@ -116,13 +110,13 @@ pub(crate) struct Tunnel {
 }
 
 impl ConnCtx {
-    pub(crate) fn new(shared: Arc<ProxyShared>, client: Arc<Client>) -> Self {
+    pub(crate) fn new(shared: Arc<ProxyShared>, mode: Mode, client: Arc<Client>) -> Self {
         let (tunnel_tx, tunnel_rx) = tokio::sync::mpsc::unbounded_channel();
         Self {
             shared,
+            mode,
             client: RefCell::new(client),
-            pool: RefCell::default(),
-            failed: RefCell::default(),
+            pool: Pool::default(),
             relays: RefCell::default(),
             tunnel_tx,
             tunnel_rx: RefCell::new(Some(tunnel_rx)),

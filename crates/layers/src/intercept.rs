@@ -9,11 +9,13 @@ use waylay_core::HookKind;
 use waylay_core::flow::{Address, Client, TlsInfo, now};
 use waylay_core::hooks::{ClientHelloData, Side, TlsData};
 
-use crate::context::{ConnCtx, PoolKey, Target};
+use crate::conn::dial::{DialSpec, ServerStream, connect_stream, sni_for};
+use crate::conn::pool::PoolKey;
+use crate::conn::server::tls_version_name;
+use crate::context::{ConnCtx, Target};
 use crate::error::ServerError;
 use crate::io::BoxIo;
 use crate::proto::client_hello::parse_client_hello;
-use crate::server_conn::{DialSpec, ServerStream, connect_stream, sni_for};
 
 /// DNS names and IP addresses of a server certificate (for `upstream_cert`).
 fn cert_names(der: &[u8]) -> Vec<String> {
@@ -168,7 +170,7 @@ pub(crate) async fn intercept(
             // names the reason, as a browser user can read it. Each of those (or the TCP
             // flow's error) is logged at info with its URL; this line would say it twice.
             tracing::debug!(client.addr = %ctx.client().peername, server.addr = %format!("{host}:{port}"), "{e}");
-            ctx.failed.borrow_mut().insert(key.clone(), e.to_string());
+            ctx.pool.fail(key.clone(), e.to_string());
             if offers.iter().any(|p| p == b"http/1.1") || offers.is_empty() {
                 offers
                     .iter()
@@ -228,7 +230,7 @@ pub(crate) async fn intercept(
         sni: ch.sni.clone(),
         alpn: alpn.clone(),
         alpn_offers: ch.alpn_protocols.clone(),
-        version: crate::server_conn::tls_version_name(conn.protocol_version()),
+        version: tls_version_name(conn.protocol_version()),
         cipher: conn
             .negotiated_cipher_suite()
             .map(|c| format!("{:?}", c.suite())),

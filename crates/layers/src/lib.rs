@@ -11,18 +11,18 @@
 //! # }
 //! ```
 
-mod client_conn;
 mod config;
+mod conn;
 mod context;
 mod error;
 mod http;
 mod intercept;
 mod io;
+mod modes;
 mod next_layer;
 mod proto;
 mod proxy;
 mod rt;
-mod server_conn;
 mod tcp;
 pub mod tls;
 mod websocket;

@@ -21,13 +21,13 @@ use waylay_core::HookKind;
 use waylay_core::flow::Address;
 use waylay_core::hooks::{Layer, NextLayer};
 
+use crate::conn::dial::{ServerStream, handshake};
 use crate::context::{ConnCtx, Target, Tunnel};
 use crate::error::ServerError;
 use crate::intercept::{Intercepted, TlsOutcome};
 use crate::io::{BoxIo, Io, PrefixedIo};
 use crate::proto::client_hello::{client_hello_complete, parse_client_hello};
 use crate::proto::detect::{Detected, detect};
-use crate::server_conn::{ServerStream, handshake};
 use crate::tcp::{Mode, ServerSide};
 
 /// Most bytes read while waiting to tell which protocol a tunnel carries.
@@ -370,16 +370,16 @@ async fn serve_inside_tls(ctx: Rc<ConnCtx>, tls: Intercepted) {
     let client = PrefixedIo::new(data, client);
     let mode = match layer {
         Layer::Http1 | Layer::Http2 => {
-            // A failed dial is already in `ctx.failed`: requests are answered 502.
+            // A failed dial is already in the pool's failures: requests are answered 502.
             if let Ok(mut stream) = server {
                 if !server_data.is_empty() {
                     stream.io = Box::new(PrefixedIo::new(server_data, stream.io));
                 }
                 match handshake(&ctx, stream).await {
-                    Ok(entry) => ctx.pool.borrow_mut().entry(key).or_default().push(entry),
+                    Ok(entry) => ctx.pool.insert(key, entry),
                     Err(e) => {
                         tracing::info!(client.addr = %ctx.client().peername, "{e}");
-                        ctx.failed.borrow_mut().insert(key, e.to_string());
+                        ctx.pool.fail(key, e.to_string());
                     }
                 }
             }

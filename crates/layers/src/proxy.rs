@@ -10,10 +10,12 @@ use arc_swap::ArcSwap;
 use waylay_core::hooks::Configure;
 use waylay_core::{AddError, Addon, AddonId, AddonManager, ManagerHandle, Options, OptionsError};
 
-use crate::client_conn::{ClientConnection, Close};
 use crate::config::{ProxyConfig, expand_home};
+use crate::conn::client::ClientConnection;
+use crate::context::Close;
 use crate::context::ProxyShared;
 use crate::error::ProxyError;
+use crate::modes::mode::Mode;
 use crate::tls::{CertCache, CertificateAuthority};
 
 type AddonThunk = Box<
@@ -205,7 +207,7 @@ impl ProxyBuilder {
                             let s = accept_shared.clone();
                             let arb = &arbiters[next % arbiters.len()];
                             next = next.wrapping_add(1);
-                            ClientConnection::start_in_arbiter(arb, move |_| ClientConnection::new(std_sock, s));
+                            ClientConnection::start_in_arbiter(arb, move |_| ClientConnection::new(std_sock, s, Mode::Regular));
                         }
                         Err(e) => {
                             // Out of file descriptors and the like: log and keep serving.

@@ -45,9 +45,9 @@ use waylay_core::flow::{
 use waylay_core::hooks::ServerConnectionHookData;
 use waylay_core::{HookKind, TcpFlow};
 
+use crate::conn::dial::{DialSpec, ServerStream, connect_stream};
 use crate::context::ConnCtx;
 use crate::io::{BoxIo, PrefixedIo};
-use crate::server_conn::ServerStream;
 
 /// Most bytes read from one side at a time (and so the most one direction holds in flight).
 pub(crate) const CHUNK: usize = 64 * 1024;
@@ -181,8 +181,8 @@ pub(crate) async fn serve(ctx: Rc<ConnCtx>, client: BoxIo, server_side: ServerSi
 
     let connected = match server_side {
         ServerSide::Dial(address) => {
-            let spec = crate::server_conn::DialSpec { address, tls: None };
-            crate::server_conn::connect_stream(&ctx, &spec)
+            let spec = DialSpec { address, tls: None };
+            connect_stream(&ctx, &spec)
                 .await
                 .map(|s| (s.io, Arc::new(s.server)))
                 .map_err(|e| e.to_string())

@@ -51,13 +51,13 @@ use waylay_core::flow::{
 use waylay_core::hooks::ServerConnectionHookData;
 use waylay_core::{FlowError, HookKind, ManagerHandle};
 
+use crate::conn::pool::PoolEntry;
 use crate::context::{ConnCtx, fire};
-use crate::http::Killed;
 use crate::http::body::ProxyBody;
 use crate::http::convert::{headers_from, headers_to, version_of};
-use crate::http::exchange::{fail, killed, proceed, response_phase};
+use crate::http::response::response_phase;
+use crate::http::walk::{Killed, fail, killed, proceed, run_hook};
 use crate::proto::headers::strip_hop_by_hop;
-use crate::server_conn::PoolEntry;
 
 /// Largest message (and frame) accepted from either side: 16 MiB messages must pass, with
 /// room to spare, while one peer still cannot make waylay buffer without limit.
@@ -107,13 +107,7 @@ fn has_token(h: &HeaderMap, name: http::HeaderName, token: &str) -> bool {
 /// Fires `websocket_handshake`, then removes the extension offer so that the server does
 /// not negotiate an extension waylay cannot relay (permessage-deflate).
 pub(crate) async fn handshake(ctx: &ConnCtx, flow: Box<HttpFlow>) -> Result<Box<HttpFlow>, Killed> {
-    let Some(mut flow) = ctx.fire(HookKind::WebsocketHandshake, flow).await else {
-        return Err(Killed);
-    };
-    if proceed(&mut flow).await.is_err() {
-        let _ = killed(ctx, flow).await;
-        return Err(Killed);
-    }
+    let mut flow = run_hook(ctx, HookKind::WebsocketHandshake, flow).await?;
     flow.request.headers.remove("sec-websocket-extensions");
     Ok(flow)
 }

@@ -9,7 +9,7 @@ use waylay_core::flow::{HttpFlow, Message, Request};
 
 use super::body::ProxyBody;
 use super::convert::{headers_from, version_of};
-use super::error_response;
+use super::walk::{Killed, error_response};
 use crate::context::{ConnCtx, Tunnel};
 use crate::proto::target::connect_target;
 
@@ -18,7 +18,7 @@ use crate::proto::target::connect_target;
 pub(crate) async fn connect(
     ctx: Rc<ConnCtx>,
     mut req: hyper::Request<Incoming>,
-) -> Result<hyper::Response<ProxyBody>, crate::http::Killed> {
+) -> Result<hyper::Response<ProxyBody>, Killed> {
     let authority = req
         .uri()
         .authority()
@@ -43,10 +43,10 @@ pub(crate) async fn connect(
     };
     let flow = Box::new(HttpFlow::new(ctx.client(), request));
     let Some(mut flow) = ctx.fire(HookKind::HttpConnect, flow).await else {
-        return Err(crate::http::Killed);
+        return Err(Killed);
     };
     if flow.killed() {
-        return Err(crate::http::Killed);
+        return Err(Killed);
     }
     if let Some(resp) = &flow.response
         && !(200..300).contains(&resp.status_code)

@@ -3,7 +3,10 @@
 pub(crate) mod body;
 mod connect;
 pub(crate) mod convert;
-pub(crate) mod exchange;
+mod exchange;
+pub(crate) mod response;
+mod upstream;
+pub(crate) mod walk;
 
 use std::rc::Rc;
 
@@ -13,8 +16,6 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use crate::context::{ConnCtx, Target};
 use crate::io::Io;
 use crate::rt::LocalExec;
-
-pub(crate) use exchange::{Killed, error_response};
 
 /// Serves HTTP/1.x requests from a client stream until it closes. `target` is the tunnel's
 /// destination (after CONNECT), `None` for the proxy's own port (absolute-form requests).
@@ -71,8 +72,8 @@ fn log_conn_error(ctx: &ConnCtx, e: &hyper::Error) {
     if e.is_incomplete_message() || e.is_canceled() {
         tracing::debug!(client.addr = %client.peername, error = %e, "client connection ended");
     } else if e.is_parse() || e.is_parse_too_large() || e.is_timeout() {
-        tracing::info!(client.addr = %client.peername, "client error: {}", crate::server_conn::describe(e));
+        tracing::info!(client.addr = %client.peername, "client error: {}", crate::conn::server::describe(e));
     } else {
-        tracing::debug!(client.addr = %client.peername, "client connection ended: {}", crate::server_conn::describe(e));
+        tracing::debug!(client.addr = %client.peername, "client connection ended: {}", crate::conn::server::describe(e));
     }
 }

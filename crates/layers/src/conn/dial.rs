@@ -1,12 +1,10 @@
-//! The `ServerConnection` actor: one connection from waylay to a server, with its dialing,
-//! TLS, hyper client connection and the `server_connect` / `server_disconnect` events.
+//! Dialing a server: `server_connect`, TCP, TLS with its hooks, the HTTP handshake, and
+//! taking a pooled connection (or dialing one) for a request.
 
 use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use actix::prelude::*;
-use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -14,111 +12,17 @@ use waylay_core::HookKind;
 use waylay_core::flow::{Address, Server, TlsInfo, now};
 use waylay_core::hooks::{ServerConnectionHookData, Side, TlsData};
 
-use crate::context::{ConnCtx, PoolKey, fire};
+use super::pool::{PoolEntry, PoolKey};
+use super::server::{ServerConnection, tls_version_name};
+use crate::context::{ConnCtx, fire};
 use crate::error::ServerError;
 use crate::http::body::ProxyBody;
 use crate::rt::LocalExec;
 
+/// The request sender of a fresh HTTP connection.
 enum Sender {
     H1(http1::SendRequest<ProxyBody>),
     H2(http2::SendRequest<ProxyBody>),
-}
-
-/// Forwards one request on this server connection; answers the response head.
-#[derive(Debug)]
-pub(crate) struct Forward(pub(crate) hyper::Request<ProxyBody>);
-
-impl Message for Forward {
-    type Result = Result<hyper::Response<Incoming>, String>;
-}
-
-/// The actor owning one server connection's request sender. The connection's IO driver runs
-/// as its own task (never inside an actor's waiting future, where it would starve).
-pub(crate) struct ServerConnection {
-    sender: Option<Sender>,
-}
-
-impl std::fmt::Debug for ServerConnection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerConnection").finish_non_exhaustive()
-    }
-}
-
-impl Actor for ServerConnection {
-    type Context = Context<Self>;
-}
-
-impl Handler<Forward> for ServerConnection {
-    type Result = ActorResponse<Self, Result<hyper::Response<Incoming>, String>>;
-
-    fn handle(&mut self, Forward(req): Forward, _ctx: &mut Self::Context) -> Self::Result {
-        match self.sender.take() {
-            Some(Sender::H2(s)) => {
-                // HTTP/2 multiplexes: every request gets its own clone, nothing waits.
-                let mut s2 = s.clone();
-                self.sender = Some(Sender::H2(s));
-                ActorResponse::r#async(
-                    async move { s2.send_request(req).await.map_err(|e| describe(&e)) }
-                        .into_actor(self),
-                )
-            }
-            Some(Sender::H1(mut s)) => {
-                // HTTP/1 carries one exchange at a time: the sender is moved into the request's
-                // future and back, and the actor answers nothing else meanwhile.
-                let fut = async move {
-                    let r = match s.ready().await {
-                        Ok(()) => s.send_request(req).await.map_err(|e| describe(&e)),
-                        Err(e) => Err(describe(&e)),
-                    };
-                    (s, r)
-                };
-                ActorResponse::r#async(fut.into_actor(self).map(|(s, r), act, _| {
-                    act.sender = Some(Sender::H1(s));
-                    r
-                }))
-            }
-            None => {
-                // Only if an earlier exchange's future was dropped half-way.
-                ActorResponse::reply(Err("server connection is no longer usable".to_owned()))
-            }
-        }
-    }
-}
-
-/// A pooled server connection of a client connection.
-#[derive(Debug, Clone)]
-pub(crate) struct PoolEntry {
-    pub(crate) addr: Addr<ServerConnection>,
-    pub(crate) server: Arc<Server>,
-    pub(crate) h2: bool,
-    /// Set by the IO driver when the connection ends.
-    pub(crate) closed: Rc<Cell<bool>>,
-    /// Set while an HTTP/1 exchange is in flight (until its response body ends).
-    pub(crate) busy: Arc<Flag>,
-    /// Set once a request was sent on it (a failure then may be a stale keep-alive).
-    pub(crate) used: Rc<Cell<bool>>,
-    /// Set while it carries a WebSocket upgrade: the WebSocket layer then owns the
-    /// connection after a 101 and reports its `server_disconnect`, not the IO driver.
-    pub(crate) upgrading: Rc<Cell<bool>>,
-}
-
-impl PoolEntry {
-    pub(crate) fn usable(&self) -> bool {
-        !self.closed.get() && (self.h2 || !self.busy.get())
-    }
-}
-
-/// A boolean shared with a body that may be dropped on another thread's schedule.
-#[derive(Debug, Default)]
-pub(crate) struct Flag(std::sync::atomic::AtomicBool);
-
-impl Flag {
-    pub(crate) fn get(&self) -> bool {
-        self.0.load(std::sync::atomic::Ordering::Acquire)
-    }
-    pub(crate) fn set(&self, v: bool) {
-        self.0.store(v, std::sync::atomic::Ordering::Release);
-    }
 }
 
 /// What to dial.
@@ -131,17 +35,11 @@ pub(crate) struct DialSpec {
 
 /// Takes a usable pooled connection for `key`, or dials one and pools it.
 pub(crate) async fn checkout(ctx: &Rc<ConnCtx>, key: &PoolKey) -> Result<PoolEntry, ServerError> {
-    if let Some(reason) = ctx.failed.borrow().get(key) {
-        return Err(ServerError::Earlier(reason.clone()));
+    if let Some(reason) = ctx.pool.failure(key) {
+        return Err(ServerError::Earlier(reason));
     }
-    {
-        let mut pool = ctx.pool.borrow_mut();
-        if let Some(list) = pool.get_mut(key) {
-            list.retain(|e| !e.closed.get());
-            if let Some(e) = list.iter().find(|e| e.usable()) {
-                return Ok(e.clone());
-            }
-        }
+    if let Some(e) = ctx.pool.usable(key) {
+        return Ok(e);
     }
     let alpn = if ctx.shared.config().http2 {
         vec![b"h2".to_vec(), b"http/1.1".to_vec()]
@@ -153,11 +51,7 @@ pub(crate) async fn checkout(ctx: &Rc<ConnCtx>, key: &PoolKey) -> Result<PoolEnt
         tls: key.tls.then(|| (sni_for(&key.host), alpn)),
     };
     let entry = dial(ctx, spec).await?;
-    ctx.pool
-        .borrow_mut()
-        .entry(key.clone())
-        .or_default()
-        .push(entry.clone());
+    ctx.pool.insert(key.clone(), entry.clone());
     Ok(entry)
 }
 
@@ -168,18 +62,10 @@ pub(crate) async fn checkout_upgrade(
     ctx: &Rc<ConnCtx>,
     key: &PoolKey,
 ) -> Result<PoolEntry, ServerError> {
-    if let Some(reason) = ctx.failed.borrow().get(key) {
-        return Err(ServerError::Earlier(reason.clone()));
+    if let Some(reason) = ctx.pool.failure(key) {
+        return Err(ServerError::Earlier(reason));
     }
-    let pooled = {
-        let mut pool = ctx.pool.borrow_mut();
-        pool.get_mut(key).and_then(|list| {
-            list.retain(|e| !e.closed.get());
-            let i = list.iter().position(|e| !e.h2 && e.usable())?;
-            Some(list.remove(i))
-        })
-    };
-    let entry = match pooled {
+    let entry = match ctx.pool.take_idle_h1(key) {
         Some(e) => e,
         None => {
             let spec = DialSpec {
@@ -200,14 +86,6 @@ pub(crate) fn sni_for(host: &str) -> Option<String> {
     host.parse::<std::net::IpAddr>()
         .is_err()
         .then(|| host.to_owned())
-}
-
-pub(crate) fn tls_version_name(v: Option<rustls::ProtocolVersion>) -> Option<String> {
-    v.map(|v| match v {
-        rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3".to_owned(),
-        rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2".to_owned(),
-        other => format!("{other:?}"),
-    })
 }
 
 /// Dials a server: `server_connect`, TCP, TLS (with its hooks), the HTTP handshake; starts
@@ -435,10 +313,10 @@ pub(crate) async fn handshake(
         );
         Sender::H1(s)
     };
-    let addr = ServerConnection {
-        sender: Some(sender),
-    }
-    .start();
+    let addr = match sender {
+        Sender::H1(s) => ServerConnection::start_h1(s),
+        Sender::H2(s) => ServerConnection::start_h2(s),
+    };
     Ok(PoolEntry {
         addr,
         server,
@@ -482,26 +360,4 @@ fn spawn_driver<F, E>(
         let data = Box::new(ServerConnectionHookData { client, server: s });
         let _ = fire(&manager, HookKind::ServerDisconnect, data).await;
     });
-}
-
-/// Removes `entry` from the pool (after a failure on it).
-pub(crate) fn evict(ctx: &ConnCtx, key: &PoolKey, entry: &PoolEntry) {
-    if let Some(list) = ctx.pool.borrow_mut().get_mut(key) {
-        list.retain(|e| e.addr != entry.addr);
-    }
-}
-
-/// A hyper error with its causes, on one line.
-pub(crate) fn describe(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        let c_text = c.to_string();
-        if !s.contains(&c_text) {
-            s.push_str(": ");
-            s.push_str(&c_text);
-        }
-        src = c.source();
-    }
-    s
 }

@@ -1,4 +1,5 @@
-//! The `ClientConnection` actor: owns one client socket and the layer stack serving it.
+//! The `ClientConnection` actor: owns one client socket for its life: `client_connect`,
+//! the mode's front (see `modes`), and `client_disconnect` once everything it started is done.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -7,13 +8,8 @@ use actix::prelude::*;
 use waylay_core::HookKind;
 use waylay_core::flow::{Client, ConnectionId, now};
 
-use crate::context::{ConnCtx, ProxyShared, fire};
-use crate::io::{IdleTimeout, LingeringClose};
-
-/// Stops a client connection (proxy shutdown).
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub(crate) struct Close;
+use crate::context::{Close, ConnCtx, ProxyShared, fire};
+use crate::modes::mode::Mode;
 
 /// One client connection. It is started on a worker arbiter with the accepted socket (as a
 /// std socket: a tokio socket belongs to the runtime that made it) and lives until the
@@ -21,6 +17,7 @@ pub(crate) struct Close;
 pub(crate) struct ClientConnection {
     socket: Option<std::net::TcpStream>,
     shared: Arc<ProxyShared>,
+    mode: Mode,
     id: ConnectionId,
 }
 
@@ -33,10 +30,11 @@ impl std::fmt::Debug for ClientConnection {
 }
 
 impl ClientConnection {
-    pub(crate) fn new(socket: std::net::TcpStream, shared: Arc<ProxyShared>) -> Self {
+    pub(crate) fn new(socket: std::net::TcpStream, shared: Arc<ProxyShared>, mode: Mode) -> Self {
         Self {
             socket: Some(socket),
             shared,
+            mode,
             id: ConnectionId::new(),
         }
     }
@@ -50,10 +48,12 @@ impl Actor for ClientConnection {
             ctx.stop();
             return;
         };
-        self.shared.connections.insert(self.id, ctx.address());
+        self.shared
+            .connections
+            .insert(self.id, ctx.address().recipient());
         let shared = self.shared.clone();
         ctx.spawn(
-            serve(shared, socket)
+            serve(shared, self.mode.clone(), socket)
                 .into_actor(self)
                 .map(|(), _, ctx| ctx.stop()),
         );
@@ -72,7 +72,7 @@ impl Handler<Close> for ClientConnection {
     }
 }
 
-async fn serve(shared: Arc<ProxyShared>, socket: std::net::TcpStream) {
+async fn serve(shared: Arc<ProxyShared>, mode: Mode, socket: std::net::TcpStream) {
     let tcp = match tokio::net::TcpStream::from_std(socket) {
         Ok(s) => s,
         Err(e) => {
@@ -99,13 +99,9 @@ async fn serve(shared: Arc<ProxyShared>, socket: std::net::TcpStream) {
         }
     }
     let manager = shared.manager.clone();
-    let Some(client) = fire(
-        &manager,
-        HookKind::ClientConnect,
-        Box::new(Client::new(peer, local)),
-    )
-    .await
-    else {
+    let mut client = Client::new(peer, local);
+    client.proxy_mode = mode.name().to_owned();
+    let Some(client) = fire(&manager, HookKind::ClientConnect, Box::new(client)).await else {
         return;
     };
     if let Some(reason) = &client.error {
@@ -113,22 +109,9 @@ async fn serve(shared: Arc<ProxyShared>, socket: std::net::TcpStream) {
         return;
     }
     tracing::debug!(client.addr = %peer, "client connected");
-    let ctx = Rc::new(ConnCtx::new(shared, Arc::new(*client)));
+    let ctx = Rc::new(ConnCtx::new(shared, mode, Arc::new(*client)));
     let _stop_streams = AbortOnDrop(ctx.clone());
-    let cfg = ctx.shared.config();
-    let mut first = [0u8; 24];
-    // A client that connects and says nothing is a slow header: `header_timeout`.
-    let n = match tokio::time::timeout(cfg.header_timeout, tcp.peek(&mut first)).await {
-        Ok(r) => r.unwrap_or(0),
-        Err(_) => {
-            tracing::info!(client.addr = %peer, "client sent nothing for {}s (header_timeout)", cfg.header_timeout.as_secs());
-            0
-        }
-    };
-    let tcp = LingeringClose::new(IdleTimeout::new(tcp, cfg.idle_timeout));
-    if n > 0 {
-        crate::next_layer::serve_proxy_port(ctx.clone(), Box::new(tcp), &first[..n]).await;
-    }
+    crate::modes::serve(ctx.clone(), tcp).await;
     // A WebSocket outlives hyper's connection, which ends when it hands the streams over.
     loop {
         let next = ctx.relays.borrow_mut().pop();

@@ -1,0 +1,259 @@
+//! The response phase: the server's response read into the flow, walked through
+//! `response_headers` and `response`, and answered to the client (buffered or streamed).
+
+use std::rc::Rc;
+
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use hyper::body::Incoming;
+use waylay_core::HookKind;
+use waylay_core::flow::{HttpFlow, Message, Response, now, reason_phrase};
+
+use super::body::{ProxyBody, Read, read_up_to};
+use super::convert::{headers_from, headers_to, version_of};
+use super::walk::{HyperResponse, Killed, error_response, fail, flow_failed, killed, proceed};
+use crate::conn::pool::PoolEntry;
+use crate::context::{ConnCtx, fire};
+use crate::proto::headers::{bodiless, strip_hop_by_hop};
+
+pub(crate) fn content_length(h: &HeaderMap) -> Option<u64> {
+    h.get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Sets `Content-Length` to the real body length when waylay sends a buffered body; with
+/// trailers there is none (HTTP/1 then sends the body chunked, the only framing that carries
+/// trailers).
+pub(crate) fn fix_content_length(
+    map: &mut HeaderMap,
+    len: usize,
+    had_length: bool,
+    trailers: bool,
+) {
+    map.remove(TRANSFER_ENCODING);
+    if trailers {
+        map.remove(CONTENT_LENGTH);
+    } else if had_length || len > 0 || map.contains_key(CONTENT_LENGTH) {
+        map.insert(CONTENT_LENGTH, HeaderValue::from(len));
+    }
+}
+
+/// Reads the server's response into the flow, runs the response hooks, and answers the
+/// client.
+pub(crate) async fn response_phase(
+    ctx: &Rc<ConnCtx>,
+    mut flow: Box<HttpFlow>,
+    entry: PoolEntry,
+    resp: hyper::Response<Incoming>,
+) -> Result<HyperResponse, Killed> {
+    let cfg = ctx.shared.config();
+    let manager = ctx.manager();
+    let (parts, body) = resp.into_parts();
+    let status = parts.status.as_u16();
+    let reason = parts
+        .extensions
+        .get::<hyper::ext::ReasonPhrase>()
+        .map(|r| String::from_utf8_lossy(r.as_bytes()).into_owned())
+        .unwrap_or_else(|| reason_phrase(status).to_owned());
+    let mut message = Message::new(version_of(parts.version), headers_from(&parts.headers));
+    message.timestamp_start = now();
+    flow.response = Some(Response {
+        status_code: status,
+        reason,
+        message,
+    });
+
+    let release = {
+        let busy = entry.busy.clone();
+        move || busy.set(false)
+    };
+    let Some(mut f) = ctx.fire(HookKind::ResponseHeaders, flow).await else {
+        release();
+        return Err(Killed);
+    };
+    if proceed(&mut f).await.is_err() {
+        release();
+        return killed(ctx, f).await;
+    }
+    flow = f;
+
+    let no_body = bodiless(&flow.request.method, status);
+    let declared_len = content_length(&parts.headers);
+    if let (Some(limit), Some(len)) = (cfg.body_size_limit, declared_len)
+        && len > limit
+        && !no_body
+    {
+        release();
+        let msg = format!("response body of {len} bytes exceeds body_size_limit ({limit} bytes)");
+        return fail(ctx, flow, StatusCode::BAD_GATEWAY, msg).await;
+    }
+
+    if manager.handles(HookKind::Response) {
+        match read_up_to(body, if no_body { 0 } else { cfg.stream_large_bodies }).await {
+            Ok(Read::Complete(b, trailers)) => {
+                release();
+                if let Some(limit) = cfg.body_size_limit
+                    && b.len() as u64 > limit
+                {
+                    let msg = format!("response body exceeds body_size_limit ({limit} bytes)");
+                    return fail(ctx, flow, StatusCode::BAD_GATEWAY, msg).await;
+                }
+                if let Some(r) = flow.response.as_mut() {
+                    r.raw_content = Some(b);
+                    r.trailers = trailers.as_ref().map(headers_from);
+                    r.timestamp_end = Some(now());
+                }
+                respond_from_flow(ctx, flow, Some(parts.extensions)).await
+            }
+            Ok(Read::TooLarge(chunks, rest)) => {
+                if let Some(r) = flow.response.as_mut() {
+                    r.stream = true;
+                }
+                let body = ProxyBody::streaming(chunks, rest, cfg.body_size_limit);
+                Ok(stream_to_client(
+                    ctx,
+                    flow,
+                    parts.extensions,
+                    body,
+                    declared_len,
+                    Box::new(release),
+                ))
+            }
+            Err(e) => {
+                release();
+                let msg = format!(
+                    "server {} failed while sending the response body: {e}",
+                    entry.server.address
+                );
+                fail(ctx, flow, StatusCode::BAD_GATEWAY, msg).await
+            }
+        }
+    } else {
+        if let Some(r) = flow.response.as_mut() {
+            r.stream = true;
+        }
+        let body = ProxyBody::streaming(Vec::new(), body, cfg.body_size_limit);
+        Ok(stream_to_client(
+            ctx,
+            flow,
+            parts.extensions,
+            body,
+            declared_len,
+            Box::new(release),
+        ))
+    }
+}
+
+/// The client's response head built from the flow's response.
+fn response_head(
+    resp: &Response,
+    extensions: Option<http::Extensions>,
+) -> Result<hyper::Response<()>, String> {
+    let status = StatusCode::from_u16(resp.status_code)
+        .map_err(|_| format!("invalid status code {}", resp.status_code))?;
+    let mut headers = headers_to(&resp.headers);
+    strip_hop_by_hop(&mut headers, false);
+    let mut r = hyper::Response::new(());
+    *r.status_mut() = status;
+    *r.headers_mut() = headers;
+    if let Some(ext) = extensions {
+        *r.extensions_mut() = ext;
+    }
+    if resp.reason != reason_phrase(resp.status_code)
+        && let Ok(rp) = hyper::ext::ReasonPhrase::try_from(resp.reason.clone().into_bytes())
+    {
+        r.extensions_mut().insert(rp);
+    } else {
+        r.extensions_mut().remove::<hyper::ext::ReasonPhrase>();
+    }
+    Ok(r)
+}
+
+/// Answers the client with the flow's buffered response, after the `response` hook.
+pub(crate) async fn respond_from_flow(
+    ctx: &Rc<ConnCtx>,
+    flow: Box<HttpFlow>,
+    extensions: Option<http::Extensions>,
+) -> Result<HyperResponse, Killed> {
+    let Some(mut flow) = ctx.fire(HookKind::Response, flow).await else {
+        return Err(Killed);
+    };
+    if proceed(&mut flow).await.is_err() {
+        return killed(ctx, flow).await;
+    }
+    let Some(resp) = flow.response.as_ref() else {
+        return fail(
+            ctx,
+            flow,
+            StatusCode::BAD_GATEWAY,
+            "an addon removed the response".into(),
+        )
+        .await;
+    };
+    let head = match response_head(resp, extensions) {
+        Ok(h) => h,
+        Err(msg) => return fail(ctx, flow, StatusCode::BAD_GATEWAY, msg).await,
+    };
+    let raw = resp.raw_content.clone().unwrap_or_default();
+    let trailers = resp.trailers.as_ref().map(headers_to);
+    let (mut head, ()) = head.into_parts();
+    if !bodiless(&flow.request.method, resp.status_code) {
+        let had = head.headers.contains_key(CONTENT_LENGTH);
+        fix_content_length(&mut head.headers, raw.len(), had, trailers.is_some());
+    }
+    Ok(hyper::Response::from_parts(
+        head,
+        ProxyBody::full(raw).with_trailers(trailers),
+    ))
+}
+
+/// Streams the server's response body to the client; the `response` (or `error`) hook fires
+/// when the body has been passed on.
+fn stream_to_client(
+    ctx: &Rc<ConnCtx>,
+    flow: Box<HttpFlow>,
+    extensions: http::Extensions,
+    body: ProxyBody,
+    declared_len: Option<u64>,
+    release: Box<dyn FnOnce() + Send>,
+) -> HyperResponse {
+    let manager = ctx.manager().clone();
+    let head = match flow
+        .response
+        .as_ref()
+        .map(|r| response_head(r, Some(extensions)))
+    {
+        Some(Ok(h)) => h,
+        Some(Err(msg)) => return error_response(StatusCode::BAD_GATEWAY, &msg),
+        None => return error_response(StatusCode::BAD_GATEWAY, "an addon removed the response"),
+    };
+    let mut flow = Some(flow);
+    let body = body
+        .with_exact(declared_len)
+        .on_end(Box::new(move |n, err| {
+            release();
+            let Some(mut flow) = flow.take() else { return };
+            actix::spawn(async move {
+                match err {
+                    None => {
+                        if let Some(r) = flow.response.as_mut() {
+                            r.timestamp_end = Some(now());
+                        }
+                        flow.metadata.insert("response_size".into(), n.into());
+                        let _ = fire(&manager, HookKind::Response, flow).await;
+                    }
+                    Some(e) => {
+                        flow_failed(
+                            &manager,
+                            flow,
+                            format!("response body transfer failed: {e}"),
+                        )
+                        .await
+                    }
+                }
+            });
+        }));
+    let (head, ()) = head.into_parts();
+    hyper::Response::from_parts(head, body)
+}

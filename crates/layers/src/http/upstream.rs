@@ -1,0 +1,217 @@
+//! The path to the server: the request as the server gets it (hop-by-hop headers removed,
+//! `Host` / `:authority`, the target in the server protocol's form) and sending it on a
+//! pooled connection, retried once on a fresh one when a kept-alive connection was stale.
+
+use std::rc::Rc;
+
+use http::header::{CONTENT_LENGTH, EXPECT, HOST};
+use http::{HeaderMap, HeaderValue, Method};
+use hyper::body::Incoming;
+use waylay_core::flow::HttpFlow;
+
+use super::body::ProxyBody;
+use super::convert::headers_to;
+use super::response::fix_content_length;
+use crate::conn::dial::{checkout, checkout_upgrade};
+use crate::conn::pool::{PoolEntry, PoolKey};
+use crate::conn::server::Forward;
+use crate::context::ConnCtx;
+use crate::proto::headers::strip_hop_by_hop;
+
+/// Sends the request `build` makes on a server connection for `key` (a dedicated one for an
+/// upgrade) and gives back the connection and the response head. When a kept-alive
+/// connection turns out to be stale and `can_retry` (the request can be sent again), it
+/// retries once on a fresh connection; `build` is told whether the request it makes may be
+/// retried (so it keeps a copy of what it would otherwise move). `Err` is the reason for a
+/// 502.
+pub(crate) async fn send_upstream(
+    ctx: &Rc<ConnCtx>,
+    key: &PoolKey,
+    upgrade: bool,
+    can_retry: bool,
+    mut build: impl FnMut(&PoolEntry, bool) -> Result<hyper::Request<ProxyBody>, String>,
+) -> Result<(PoolEntry, hyper::Response<Incoming>), String> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let entry = if upgrade {
+            checkout_upgrade(ctx, key).await
+        } else {
+            checkout(ctx, key).await
+        }
+        .map_err(|e| e.to_string())?;
+        let retryable = can_retry && entry.used.get() && attempt == 1;
+        let upstream = build(&entry, retryable)?;
+        if !entry.h2 {
+            entry.busy.set(true);
+        }
+        entry.used.set(true);
+        match entry.addr.send(Forward(upstream)).await {
+            Ok(Ok(resp)) => return Ok((entry, resp)),
+            Ok(Err(msg)) => {
+                ctx.pool.evict(key, &entry);
+                if retryable {
+                    tracing::debug!(server.addr = %entry.server.address, "retrying on a new connection: {msg}");
+                    continue;
+                }
+                return Err(format!("server {} failed: {msg}", entry.server.address));
+            }
+            Err(_) => {
+                ctx.pool.evict(key, &entry);
+                return Err(format!(
+                    "server connection to {} is gone",
+                    entry.server.address
+                ));
+            }
+        }
+    }
+}
+
+pub(crate) fn buffered_body(flow: &HttpFlow) -> ProxyBody {
+    let raw = flow.request.raw_content.clone().unwrap_or_default();
+    let trailers = flow.request.trailers.as_ref().map(headers_to);
+    ProxyBody::full(raw).with_trailers(trailers)
+}
+
+/// Where a request goes, as the upstream request needs it.
+pub(crate) struct Dest<'a> {
+    pub(crate) scheme: &'a str,
+    pub(crate) host: &'a str,
+    pub(crate) port: u16,
+    /// The authority the client named (absolute-form URL or `:authority`), may be empty.
+    pub(crate) authority: &'a str,
+}
+
+impl Dest<'_> {
+    /// `host[:port]`, the port left out when it is the scheme's default.
+    pub(crate) fn host_port(&self) -> String {
+        let default_port = if self.scheme == "https" { 443 } else { 80 };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.to_owned()
+        };
+        if self.port == default_port {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+
+    fn authority_or_host_port(&self) -> String {
+        if self.authority.is_empty() {
+            self.host_port()
+        } else {
+            self.authority.to_owned()
+        }
+    }
+}
+
+/// Builds the request for the server from its parts: hop-by-hop headers removed, `Host` or
+/// `:authority` set, the target in the server protocol's form. `buffered` is the length of
+/// a body waylay holds in memory and whether it has trailers (`Content-Length` is set to
+/// match).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn upstream_request(
+    method: Method,
+    mut headers: HeaderMap,
+    dest: &Dest<'_>,
+    path_and_query: http::uri::PathAndQuery,
+    buffered: Option<(usize, bool)>,
+    extensions: Option<http::Extensions>,
+    body: ProxyBody,
+    h2: bool,
+    absolute_form: bool,
+    keep_upgrade: bool,
+) -> Result<hyper::Request<ProxyBody>, String> {
+    strip_hop_by_hop(&mut headers, keep_upgrade);
+    // The body was already read (or is streamed on demand): the client got its 100 Continue.
+    headers.remove(EXPECT);
+    let uri = if h2 {
+        let authority = match headers.remove(HOST) {
+            Some(h) => h
+                .to_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|_| dest.authority_or_host_port()),
+            None => dest.authority_or_host_port(),
+        };
+        http::Uri::builder()
+            .scheme(dest.scheme)
+            .authority(authority.as_str())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|e| format!("invalid request target {}://{authority}: {e}", dest.scheme))?
+    } else {
+        if absolute_form && !dest.authority.is_empty() {
+            // RFC 9112 §3.2.2: for absolute-form requests the URL's authority wins over Host.
+            let a = HeaderValue::from_str(dest.authority)
+                .map_err(|_| format!("invalid authority {:?}", dest.authority))?;
+            headers.insert(HOST, a);
+        } else if !headers.contains_key(HOST) {
+            let a = dest.authority_or_host_port();
+            let a = HeaderValue::from_str(&a).map_err(|_| format!("invalid host {a:?}"))?;
+            headers.insert(HOST, a);
+        }
+        let mut parts = http::uri::Parts::default();
+        parts.path_and_query = Some(path_and_query);
+        http::Uri::from_parts(parts).map_err(|e| format!("invalid request target: {e}"))?
+    };
+    if let Some((len, trailers)) = buffered {
+        let had = headers.contains_key(CONTENT_LENGTH);
+        fix_content_length(&mut headers, len, had, trailers);
+    }
+    let mut req = hyper::Request::new(body);
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = if h2 {
+        http::Version::HTTP_2
+    } else {
+        http::Version::HTTP_11
+    };
+    *req.headers_mut() = headers;
+    if !h2 && let Some(ext) = extensions {
+        *req.extensions_mut() = ext;
+    }
+    Ok(req)
+}
+
+/// The request as it goes to the server: the flow's (possibly changed) request, hop-by-hop
+/// headers removed, framed for the server's protocol.
+pub(crate) fn build_upstream(
+    flow: &HttpFlow,
+    extensions: &http::Extensions,
+    body: ProxyBody,
+    entry: &PoolEntry,
+    absolute_form: bool,
+) -> Result<hyper::Request<ProxyBody>, String> {
+    let h2 = entry.h2;
+    let r = &flow.request;
+    let method = Method::from_bytes(r.method.as_bytes())
+        .map_err(|_| format!("invalid method {:?}", r.method))?;
+    let path = if r.path.is_empty() { "/" } else { &r.path };
+    let path_and_query: http::uri::PathAndQuery = path
+        .parse()
+        .map_err(|e| format!("invalid request target {path:?}: {e}"))?;
+    let dest = Dest {
+        scheme: &r.scheme,
+        host: &r.host,
+        port: r.port,
+        authority: &r.authority,
+    };
+    let buffered = match &r.raw_content {
+        Some(raw) if !r.stream => Some((raw.len(), r.trailers.is_some())),
+        _ => None,
+    };
+    upstream_request(
+        method,
+        headers_to(&r.headers),
+        &dest,
+        path_and_query,
+        buffered,
+        Some(extensions.clone()),
+        body,
+        h2,
+        absolute_form,
+        entry.upgrading.get(),
+    )
+}

@@ -4,6 +4,10 @@
 //!
 //! - [`Dumper`]: mitmdump's flow output, one line per flow by default, more with
 //!   `flow_detail`.
+//! - [`ProxyAuth`] (`proxyauth`), [`Block`] (`block_global`, `block_private`),
+//!   [`AntiCache`] (`anticache`), [`AntiComp`] (`anticomp`): the proxy's policy options, as
+//!   mitmproxy's addons of the same names. `waylay::Proxy::builder()` registers them; each is
+//!   made with `from_options` and handles its hooks only when its option is on at start.
 //!
 //! Addons depend on `waylay-core` only; register them on a proxy with
 //! `waylay::Proxy::builder().addon(...)`, or run them in a bare
@@ -29,8 +33,16 @@
 //! });
 //! ```
 
+mod anticache;
+mod anticomp;
+mod block;
 mod contentview;
 mod dumper;
 mod human;
+mod proxyauth;
 
+pub use anticache::AntiCache;
+pub use anticomp::AntiComp;
+pub use block::{Block, is_private};
 pub use dumper::{Dumper, MAX_FLOW_DETAIL};
+pub use proxyauth::{Credentials, ProxyAuth, parse_basic};

@@ -42,7 +42,27 @@ pub use waylay_core::{
     Hook, HookError, HookKind, HookSet, HttpFlow, ManagerHandle, OptionSpec, OptionValue, Options,
     OptionsError, Request, Response, TcpFlow, flow, hooks, log, options,
 };
-pub use waylay_layers::{Proxy, ProxyBuilder, ProxyError, RunningProxy};
+pub use waylay_layers::{ProxyBuilder, ProxyError, RunningProxy};
+
+/// Entry point of the proxy API: `Proxy::builder()`.
+#[derive(Debug)]
+pub struct Proxy;
+
+impl Proxy {
+    /// A builder with the default options and waylay's default addons, as mitmproxy loads
+    /// its own: [`Block`](addons::Block) (`block_global`, `block_private`),
+    /// [`AntiCache`](addons::AntiCache), [`AntiComp`](addons::AntiComp) and
+    /// [`ProxyAuth`](addons::ProxyAuth). Each handles its hooks only when its option is on
+    /// when the proxy starts (an option turned on later at run time takes effect at the next
+    /// start); the addons added with `addon` come after them.
+    pub fn builder() -> ProxyBuilder {
+        waylay_layers::Proxy::builder()
+            .addon_with(waylay_addons::Block::from_options)
+            .addon_with(waylay_addons::AntiCache::from_options)
+            .addon_with(waylay_addons::AntiComp::from_options)
+            .addon_with(waylay_addons::ProxyAuth::from_options)
+    }
+}
 
 /// The addons bundled with waylay.
 pub mod addons {

@@ -31,85 +31,6 @@ pub(crate) struct ProxyConfig {
     /// (zero: never).
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) max_header_size: usize,
-    /// `proxyauth`: what a client must send in `Proxy-Authorization`.
-    pub(crate) proxyauth: Option<ProxyAuth>,
-    /// `anticache`: drop the request headers that make a server answer 304.
-    pub(crate) anticache: bool,
-    /// `anticomp`: ask servers for uncompressed content.
-    pub(crate) anticomp: bool,
-    /// `block_global` / `block_private`: refuse clients from public / private addresses.
-    pub(crate) block_global: bool,
-    pub(crate) block_private: bool,
-}
-
-/// Proxy authentication (`proxyauth`), HTTP Basic.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum ProxyAuth {
-    /// `any`: some credentials must be sent, whatever they are.
-    Any,
-    /// `username:password`: exactly these.
-    Single { user: String, pass: String },
-}
-
-impl ProxyAuth {
-    fn parse(v: &str) -> Result<Self, OptionsError> {
-        if v == "any" {
-            return Ok(Self::Any);
-        }
-        let bad = |expected: &str| OptionsError::BadValue {
-            name: "proxyauth".into(),
-            value: v.into(),
-            expected: expected.into(),
-        };
-        if v.starts_with('@') {
-            return Err(bad(
-                "\"username:password\" or \"any\" (htpasswd files are not supported yet)",
-            ));
-        }
-        match v.split_once(':') {
-            Some((user, pass)) if !user.is_empty() => Ok(Self::Single {
-                user: user.into(),
-                pass: pass.into(),
-            }),
-            _ => Err(bad("\"username:password\" or \"any\"")),
-        }
-    }
-
-    /// Whether a `Proxy-Authorization` header value carries acceptable credentials.
-    pub(crate) fn accepts(&self, header: Option<&[u8]>) -> bool {
-        use base64::Engine as _;
-        let Some(h) = header.and_then(|h| std::str::from_utf8(h).ok()) else {
-            return false;
-        };
-        let Some((scheme, token)) = h.trim().split_once(' ') else {
-            return false;
-        };
-        if !scheme.eq_ignore_ascii_case("basic") {
-            return false;
-        }
-        let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(token.trim()) else {
-            return false;
-        };
-        let Ok(text) = String::from_utf8(raw) else {
-            return false;
-        };
-        let Some((user, pass)) = text.split_once(':') else {
-            return false;
-        };
-        match self {
-            Self::Any => true,
-            Self::Single { user: u, pass: p } => {
-                // Constant-time in the password's length, so a probe learns nothing from timing.
-                let same = pass.len() == p.len()
-                    && pass
-                        .bytes()
-                        .zip(p.bytes())
-                        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                        == 0;
-                user == u && same
-            }
-        }
-    }
 }
 
 /// Options waylay declares under mitmproxy's names (so option files and scripts written for
@@ -158,33 +79,6 @@ fn refuse_unimplemented(o: &Options) -> Result<(), OptionsError> {
         }
     }
     Ok(())
-}
-
-/// Whether `ip` is a private, loopback or link-local address (mitmproxy's `block_private`;
-/// everything else is global for `block_global`).
-pub(crate) fn is_private(ip: std::net::IpAddr) -> bool {
-    match ip {
-        std::net::IpAddr::V4(v4) => {
-            let o = v4.octets();
-            v4.is_private()
-                || v4.is_loopback()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                // Shared address space (RFC 6598, carrier-grade NAT).
-                || (o[0] == 100 && (o[1] & 0xc0) == 64)
-        }
-        std::net::IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_private(std::net::IpAddr::V4(v4));
-            }
-            let first = v6.segments()[0];
-            v6.is_loopback()
-                || v6.is_unspecified()
-                // Unique local (fc00::/7) and link-local (fe80::/10).
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-        }
-    }
 }
 
 fn regexes(o: &Options, name: &str) -> Result<Option<RegexSet>, OptionsError> {
@@ -266,11 +160,6 @@ impl ProxyConfig {
             max_header_size: usize::try_from(o.int("max_header_size"))
                 .unwrap_or(65536)
                 .max(8192),
-            proxyauth: o.str("proxyauth").map(ProxyAuth::parse).transpose()?,
-            anticache: o.bool("anticache"),
-            anticomp: o.bool("anticomp"),
-            block_global: o.bool("block_global"),
-            block_private: o.bool("block_private"),
         })
     }
 

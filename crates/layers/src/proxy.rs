@@ -19,7 +19,8 @@ use crate::modes::mode::Mode;
 use crate::tls::{CertCache, CertificateAuthority};
 
 type AddonThunk = Box<
-    dyn FnOnce(ManagerHandle) -> Pin<Box<dyn Future<Output = Result<AddonId, AddError>>>> + Send,
+    dyn FnOnce(ManagerHandle, &Options) -> Pin<Box<dyn Future<Output = Result<AddonId, AddError>>>>
+        + Send,
 >;
 
 /// Entry point of the proxy API: `Proxy::builder()`.
@@ -100,9 +101,25 @@ impl ProxyBuilder {
 
     /// Adds an addon; addons see events in the order they were added.
     pub fn addon<A: Addon>(mut self, addon: A) -> Self {
-        self.addons.push(Box::new(move |m: ManagerHandle| {
-            Box::pin(async move { m.add(addon).await })
-        }));
+        self.addons
+            .push(Box::new(move |m: ManagerHandle, _: &Options| {
+                Box::pin(async move { m.add(addon).await })
+            }));
+        self
+    }
+
+    /// Adds an addon made from the options the proxy starts with (after every `set`), in
+    /// order with [`addon`](Self::addon). For addons whose hooks depend on an option: one
+    /// that handles no request hook while its option is off keeps a proxy's fast path.
+    pub fn addon_with<A: Addon>(
+        mut self,
+        make: impl FnOnce(&Options) -> A + Send + 'static,
+    ) -> Self {
+        self.addons
+            .push(Box::new(move |m: ManagerHandle, o: &Options| {
+                let addon = make(o);
+                Box::pin(async move { m.add(addon).await })
+            }));
         self
     }
 
@@ -175,8 +192,9 @@ impl ProxyBuilder {
                 config: config.clone(),
             })
             .await?;
+        let started_with = manager.options();
         for add in self.addons {
-            add(manager.clone()).await?;
+            add(manager.clone(), &started_with).await?;
         }
         let shared = Arc::new(ProxyShared {
             manager: manager.clone(),

@@ -1,143 +1,16 @@
-//! Options that change the proxy's behaviour end to end: `proxyauth`, `anticache`,
-//! `anticomp`, `block_private`, and the mitmproxy options waylay declares but does not
-//! implement yet (refused, never silently ignored).
+//! Options that change the proxy's behaviour end to end (the TLS versions, trusted CA
+//! directories), and the mitmproxy options waylay declares but does not implement yet
+//! (refused, never silently ignored). The policy options (`proxyauth`, `anticache`,
+//! `anticomp`, `block_*`) are addons, tested in `waylay-addons`.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use rustls_pki_types::pem::PemObject;
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use waylay_layers::{Proxy, ProxyError};
-use waylay_testkit::{TempDir, TestProxy, http_origin, raw_request, scripted_origin, within};
-
-/// An origin that records each request (lowercased) and answers `200 ok`.
-async fn recording_origin() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
-    scripted_origin(|_| b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec()).await
-}
-
-fn basic(user_pass: &str) -> String {
-    use base64::Engine as _;
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(user_pass)
-    )
-}
-
-#[actix_rt::test]
-async fn proxyauth_requires_the_credentials_on_the_proxy_port_and_for_connect() {
-    let (origin, seen) = recording_origin().await;
-    let proxy = TestProxy::start(Proxy::builder().set("proxyauth=alice:s3cret")).await;
-    let get = |auth: Option<String>| {
-        let auth = auth
-            .map(|a| format!("Proxy-Authorization: {a}\r\n"))
-            .unwrap_or_default();
-        format!(
-            "GET http://{origin}/p HTTP/1.1\r\nHost: {origin}\r\n{auth}Connection: close\r\n\r\n"
-        )
-    };
-    for (label, auth) in [
-        ("none", None),
-        ("wrong password", Some(basic("alice:nope"))),
-        ("wrong user", Some(basic("bob:s3cret"))),
-        ("not basic", Some("Bearer abc".to_owned())),
-        ("garbage", Some("Basic !!!".to_owned())),
-    ] {
-        let out = raw_request(proxy.addr(), get(auth).as_bytes()).await;
-        assert!(out.starts_with("HTTP/1.1 407"), "{label}: {out}");
-        assert!(
-            out.to_ascii_lowercase()
-                .contains("proxy-authenticate: basic realm=\"waylay\""),
-            "{label}: {out}"
-        );
-    }
-    assert!(seen.lock().expect("log").is_empty());
-
-    let out = raw_request(proxy.addr(), get(Some(basic("alice:s3cret"))).as_bytes()).await;
-    assert!(
-        out.starts_with("HTTP/1.1 200") && out.ends_with("ok"),
-        "{out}"
-    );
-    // The credentials are for the proxy: the origin never sees them.
-    let head = seen
-        .lock()
-        .expect("log")
-        .last()
-        .map(|h| h.to_ascii_lowercase())
-        .unwrap_or_default();
-    assert!(!head.contains("proxy-authorization"), "{head}");
-
-    // CONNECT needs them too; the requests inside the tunnel do not.
-    let connect =
-        format!("CONNECT {origin} HTTP/1.1\r\nHost: {origin}\r\nConnection: close\r\n\r\n");
-    let out = raw_request(proxy.addr(), connect.as_bytes()).await;
-    assert!(out.starts_with("HTTP/1.1 407"), "{out}");
-    let mut s = TcpStream::connect(proxy.addr()).await.expect("connect");
-    let connect = format!(
-        "CONNECT {origin} HTTP/1.1\r\nHost: {origin}\r\nProxy-Authorization: {}\r\n\r\nGET /inside HTTP/1.1\r\nHost: {origin}\r\nConnection: close\r\n\r\n",
-        basic("alice:s3cret")
-    );
-    s.write_all(connect.as_bytes()).await.expect("write");
-    let out = String::from_utf8_lossy(&waylay_testkit::read_to_close(&mut s).await).into_owned();
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    assert!(out.ends_with("ok"), "{out}");
-    proxy.shutdown().await;
-}
-
-#[actix_rt::test]
-async fn proxyauth_any_accepts_any_credentials_but_not_none() {
-    let origin = http_origin().await;
-    let proxy = TestProxy::start(Proxy::builder().set("proxyauth=any")).await;
-    let req =
-        format!("GET http://{origin}/a HTTP/1.1\r\nHost: {origin}\r\nConnection: close\r\n\r\n");
-    let out = raw_request(proxy.addr(), req.as_bytes()).await;
-    assert!(out.starts_with("HTTP/1.1 407"), "{out}");
-    let req = format!(
-        "GET http://{origin}/a HTTP/1.1\r\nHost: {origin}\r\nProxy-Authorization: {}\r\nConnection: close\r\n\r\n",
-        basic("whoever:whatever")
-    );
-    let out = raw_request(proxy.addr(), req.as_bytes()).await;
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    proxy.shutdown().await;
-}
-
-#[actix_rt::test]
-async fn anticache_and_anticomp_rewrite_the_request() {
-    let (origin, seen) = recording_origin().await;
-    let proxy = TestProxy::start(Proxy::builder().set("anticache=true").set("anticomp=true")).await;
-    let req = format!(
-        "GET http://{origin}/c HTTP/1.1\r\nHost: {origin}\r\nIf-None-Match: \"abc\"\r\nIf-Modified-Since: Tue, 24 Nov 2026 10:00:00 GMT\r\nAccept-Encoding: gzip, br\r\nConnection: close\r\n\r\n"
-    );
-    let out = raw_request(proxy.addr(), req.as_bytes()).await;
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    let head = seen
-        .lock()
-        .expect("log")
-        .last()
-        .map(|h| h.to_ascii_lowercase())
-        .unwrap_or_default();
-    assert!(!head.contains("if-none-match"), "{head}");
-    assert!(!head.contains("if-modified-since"), "{head}");
-    assert!(head.contains("accept-encoding: identity"), "{head}");
-    assert!(!head.contains("gzip"), "{head}");
-    proxy.shutdown().await;
-}
-
-#[actix_rt::test]
-async fn block_private_refuses_a_loopback_client() {
-    let origin = http_origin().await;
-    let proxy = TestProxy::start(Proxy::builder().set("block_private=true")).await;
-    let req =
-        format!("GET http://{origin}/b HTTP/1.1\r\nHost: {origin}\r\nConnection: close\r\n\r\n");
-    let out = within("closed", raw_request(proxy.addr(), req.as_bytes())).await;
-    assert!(out.is_empty(), "{out}");
-    proxy.shutdown().await;
-    // By default (block_global only) a loopback client is served.
-    let proxy = TestProxy::start(Proxy::builder()).await;
-    let out = raw_request(proxy.addr(), req.as_bytes()).await;
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    proxy.shutdown().await;
-}
+use waylay_testkit::{TempDir, TestProxy, raw_request, within};
 
 #[actix_rt::test]
 async fn options_not_implemented_yet_are_refused_not_ignored() {
@@ -146,7 +19,6 @@ async fn options_not_implemented_yet_are_refused_not_ignored() {
         "intercept=~d example.com",
         "upstream_auth=u:p",
         "connection_strategy=lazy",
-        "proxyauth=@htpasswd",
         "mode=reverse:http://127.0.0.1:1",
         "modify_headers=/~q/Host/example.org",
         "server=false",

@@ -84,20 +84,6 @@ async fn serve(shared: Arc<ProxyShared>, mode: Mode, socket: std::net::TcpStream
     let (Ok(peer), Ok(local)) = (tcp.peer_addr(), tcp.local_addr()) else {
         return;
     };
-    {
-        // mitmproxy's `block_global` / `block_private`.
-        let cfg = shared.config();
-        let private = crate::config::is_private(peer.ip());
-        if (cfg.block_global && !private) || (cfg.block_private && private) {
-            let rule = if private {
-                "block_private"
-            } else {
-                "block_global"
-            };
-            tracing::info!(client.addr = %peer, "client connection refused ({rule})");
-            return;
-        }
-    }
     let manager = shared.manager.clone();
     let mut client = Client::new(peer, local);
     client.proxy_mode = mode.name().to_owned();

@@ -168,40 +168,10 @@ pub(crate) async fn handle(
     req: hyper::Request<Incoming>,
 ) -> Result<HyperResponse, Killed> {
     let cfg = ctx.shared.config();
-    // `proxyauth`: requests to the proxy itself (not those inside an authorised tunnel).
-    if target.is_none()
-        && let Some(auth) = &cfg.proxyauth
-        && !auth.accepts(
-            req.headers()
-                .get(http::header::PROXY_AUTHORIZATION)
-                .map(HeaderValue::as_bytes),
-        )
-    {
-        let msg = "proxy authentication required (proxyauth)";
-        tracing::info!(client.addr = %ctx.client().peername, "{msg}");
-        let mut r = error_response(StatusCode::PROXY_AUTHENTICATION_REQUIRED, msg);
-        r.headers_mut().insert(
-            http::header::PROXY_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"waylay\""),
-        );
-        return Ok(r);
-    }
     if req.method() == Method::CONNECT {
         // Boxed, like the observed path below: the future hyper keeps per connection is
         // then only as large as the unobserved path needs (it stays allocated while idle).
         return Box::pin(super::connect::connect(ctx, req)).await;
-    }
-    let mut req = req;
-    if cfg.anticache {
-        let h = req.headers_mut();
-        h.remove(http::header::IF_NONE_MATCH);
-        h.remove(http::header::IF_MODIFIED_SINCE);
-    }
-    if cfg.anticomp {
-        req.headers_mut().insert(
-            http::header::ACCEPT_ENCODING,
-            HeaderValue::from_static("identity"),
-        );
     }
     let manager = ctx.manager();
     let head_size: usize = req

@@ -145,7 +145,8 @@ pub(crate) async fn response_phase(
     }
 }
 
-/// The client's response head built from the flow's response.
+/// The client's response head built from the flow's response (`extensions`: those of the
+/// server's response; `None` when an addon made the response).
 fn response_head(
     resp: &Response,
     extensions: Option<http::Extensions>,
@@ -153,7 +154,16 @@ fn response_head(
     let status = StatusCode::from_u16(resp.status_code)
         .map_err(|_| format!("invalid status code {}", resp.status_code))?;
     let mut headers = headers_to(&resp.headers);
+    let made_by_addon = extensions.is_none();
     strip_hop_by_hop(&mut headers, false);
+    if made_by_addon {
+        // A challenge an addon answers with (`proxyauth`'s 407) is for this hop: it stays.
+        for v in resp.headers.get_all("proxy-authenticate") {
+            if let Ok(v) = HeaderValue::from_str(v) {
+                headers.append(http::header::PROXY_AUTHENTICATE, v);
+            }
+        }
+    }
     let mut r = hyper::Response::new(());
     *r.status_mut() = status;
     *r.headers_mut() = headers;

@@ -1,0 +1,269 @@
+//! `proxyauth`: clients must authenticate to the proxy with HTTP Basic credentials in
+//! `Proxy-Authorization` (mitmproxy's `proxyauth` addon).
+//!
+//! A CONNECT without valid credentials is refused with `407 Proxy Authentication Required`
+//! (`http_connect`); one with them authenticates its client connection, so the requests inside
+//! the tunnel need none. A request to the proxy itself (absolute-form, on a connection that
+//! did not authenticate) needs them too (`request_headers`). The credential check,
+//! [`Credentials::verify`], is a plain function of a user and a password, for other
+//! mechanisms (SOCKS5) to reuse; [`parse_basic`] reads the header.
+
+use std::collections::HashSet;
+
+use base64::Engine as _;
+use waylay_core::flow::{Client, ConnectionId, Response};
+use waylay_core::hooks::Configure;
+use waylay_core::{Addon, HookKind, HookSet, HttpFlow, Options, OptionsError};
+
+/// The body of the 407 (the realm is in `Proxy-Authenticate`).
+const REQUIRED: &str = "waylay: proxy authentication required (proxyauth)\n";
+const CHALLENGE: &str = "Basic realm=\"waylay\"";
+
+/// What `proxyauth` accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credentials {
+    /// `any`: some user and password must be sent, whatever they are.
+    Any,
+    /// `username:password`: exactly these.
+    Single {
+        /// The user name.
+        user: String,
+        /// The password.
+        pass: String,
+    },
+}
+
+impl Credentials {
+    /// Parses the `proxyauth` option: `any` or `username:password`. htpasswd files
+    /// (`@path`) are refused with a clear error (not supported yet).
+    pub fn parse(v: &str) -> Result<Self, OptionsError> {
+        if v == "any" {
+            return Ok(Self::Any);
+        }
+        let bad = |expected: &str| OptionsError::BadValue {
+            name: "proxyauth".into(),
+            value: v.into(),
+            expected: expected.into(),
+        };
+        if v.starts_with('@') {
+            return Err(bad(
+                "\"username:password\" or \"any\" (htpasswd files are not supported yet)",
+            ));
+        }
+        match v.split_once(':') {
+            Some((user, pass)) if !user.is_empty() => Ok(Self::Single {
+                user: user.into(),
+                pass: pass.into(),
+            }),
+            _ => Err(bad("\"username:password\" or \"any\"")),
+        }
+    }
+
+    /// Whether `user` with `pass` may use the proxy.
+    pub fn verify(&self, user: &str, pass: &str) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Single { user: u, pass: p } => {
+                // Constant-time in the password's length, so a probe learns nothing from timing.
+                let same = pass.len() == p.len()
+                    && pass
+                        .bytes()
+                        .zip(p.bytes())
+                        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                        == 0;
+                user == u && same
+            }
+        }
+    }
+}
+
+/// The user and password of a `Basic` credentials header value (`Basic base64(user:pass)`);
+/// `None` for any other scheme or a malformed value.
+pub fn parse_basic(value: &[u8]) -> Option<(String, String)> {
+    let h = std::str::from_utf8(value).ok()?;
+    let (scheme, token) = h.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(token.trim())
+        .ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (user, pass) = text.split_once(':')?;
+    Some((user.to_owned(), pass.to_owned()))
+}
+
+/// Requires proxy authentication while `proxyauth` is set.
+#[derive(Debug, Default)]
+pub struct ProxyAuth {
+    credentials: Option<Credentials>,
+    /// Client connections whose CONNECT carried valid credentials.
+    authenticated: HashSet<ConnectionId>,
+}
+
+impl ProxyAuth {
+    /// The addon for `options`; it handles requests only when `proxyauth` is set at start.
+    pub fn from_options(options: &Options) -> Self {
+        Self {
+            credentials: options
+                .str("proxyauth")
+                .and_then(|v| Credentials::parse(v).ok()),
+            authenticated: HashSet::new(),
+        }
+    }
+
+    /// Whether the flow's request carries acceptable credentials.
+    fn accepts(&self, flow: &HttpFlow) -> bool {
+        let Some(creds) = &self.credentials else {
+            return true;
+        };
+        flow.request
+            .headers
+            .get_bytes("proxy-authorization")
+            .and_then(parse_basic)
+            .is_some_and(|(user, pass)| creds.verify(&user, &pass))
+    }
+
+    fn refuse(flow: &mut HttpFlow) {
+        tracing::info!(client.addr = %flow.client.peername, "proxy authentication required (proxyauth)");
+        flow.response = Some(Response::make(
+            407,
+            REQUIRED,
+            [
+                ("proxy-authenticate", CHALLENGE),
+                ("content-type", "text/plain; charset=utf-8"),
+            ],
+        ));
+    }
+}
+
+impl Addon for ProxyAuth {
+    fn name(&self) -> String {
+        "proxyauth".into()
+    }
+
+    fn hooks(&self) -> HookSet {
+        if self.credentials.is_some() {
+            HookSet::of(&[
+                HookKind::Configure,
+                HookKind::HttpConnect,
+                HookKind::RequestHeaders,
+                HookKind::ClientDisconnect,
+            ])
+        } else {
+            HookSet::of(&[HookKind::Configure])
+        }
+    }
+
+    async fn configure(&mut self, cfg: &mut Configure) -> Result<(), OptionsError> {
+        self.credentials = cfg
+            .options
+            .str("proxyauth")
+            .map(Credentials::parse)
+            .transpose()?;
+        Ok(())
+    }
+
+    async fn http_connect(&mut self, flow: &mut HttpFlow) {
+        if self.credentials.is_none() {
+            return;
+        }
+        if self.accepts(flow) {
+            self.authenticated.insert(flow.client.id);
+        } else {
+            Self::refuse(flow);
+        }
+    }
+
+    async fn request_headers(&mut self, flow: &mut HttpFlow) {
+        if self.credentials.is_none() || self.authenticated.contains(&flow.client.id) {
+            return;
+        }
+        if !self.accepts(flow) {
+            Self::refuse(flow);
+        }
+    }
+
+    async fn client_disconnect(&mut self, client: &mut Client) {
+        self.authenticated.remove(&client.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn basic(user_pass: &str) -> Vec<u8> {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(user_pass)
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn basic_credentials_are_read() {
+        assert_eq!(
+            parse_basic(&basic("alice:s3cret")),
+            Some(("alice".into(), "s3cret".into()))
+        );
+        assert_eq!(
+            parse_basic(&basic("alice:with:colon")),
+            Some(("alice".into(), "with:colon".into()))
+        );
+        assert_eq!(parse_basic(b"basic YTpi"), Some(("a".into(), "b".into())));
+    }
+
+    #[test]
+    fn other_schemes_and_garbage_are_no_credentials() {
+        for v in [
+            &b"Bearer abc"[..],
+            b"Basic !!!",
+            b"Basic",
+            b"",
+            b"Basic YWxpY2U=",
+            b"\xff\xfe",
+        ] {
+            assert_eq!(parse_basic(v), None, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn the_option_is_any_or_user_and_password() {
+        assert_eq!(Credentials::parse("any").ok(), Some(Credentials::Any));
+        assert_eq!(
+            Credentials::parse("alice:s3cret").ok(),
+            Some(Credentials::Single {
+                user: "alice".into(),
+                pass: "s3cret".into()
+            })
+        );
+        for bad in ["@htpasswd", "nocolon", ":pass"] {
+            assert!(Credentials::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn verify_needs_the_exact_user_and_password() {
+        let c = Credentials::parse("alice:s3cret").expect("parse");
+        assert!(c.verify("alice", "s3cret"));
+        assert!(!c.verify("alice", "s3cre"));
+        assert!(!c.verify("alice", "s3cret!"));
+        assert!(!c.verify("bob", "s3cret"));
+        assert!(Credentials::Any.verify("", ""));
+    }
+
+    proptest! {
+        #[test]
+        fn random_header_values_never_panic(v in proptest::collection::vec(any::<u8>(), 0..128)) {
+            let _ = parse_basic(&v);
+        }
+
+        #[test]
+        fn encoded_credentials_come_back(user in "[^:\\x00]{0,20}", pass in ".{0,20}") {
+            let parsed = parse_basic(&basic(&format!("{user}:{pass}")));
+            prop_assert_eq!(parsed, Some((user, pass)));
+        }
+    }
+}

@@ -59,9 +59,15 @@ pub enum ServerError {
         /// What happened.
         reason: String,
     },
-    /// The server connection of this tunnel failed earlier (the text says how).
+    /// The server connection of this tunnel failed earlier, as this says.
     #[error("{0}")]
-    Earlier(String),
+    Earlier(Box<ServerError>),
+    /// The server connection's actor stopped (its connection ended under the request).
+    #[error("server connection to {addr} is gone")]
+    Gone {
+        /// `host:port`.
+        addr: String,
+    },
     /// An addon refused the connection in `server_connect`.
     #[error("connection to {addr} refused by an addon: {reason}")]
     Refused {
@@ -70,4 +76,73 @@ pub enum ServerError {
         /// The error the addon set.
         reason: String,
     },
+}
+
+/// Which side of a proxied connection failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client, or its connection to waylay.
+    Client,
+    /// The server, or waylay's connection to it.
+    Server,
+    /// waylay itself (an addon's decision, a request it cannot build).
+    Proxy,
+}
+
+impl ServerError {
+    /// The side that failed: the server, except when an addon refused the connection.
+    pub fn side(&self) -> Side {
+        match self {
+            Self::Refused { .. } => Side::Proxy,
+            Self::Earlier(e) => e.side(),
+            Self::Connect { .. } | Self::Tls { .. } | Self::Protocol { .. } | Self::Gone { .. } => {
+                Side::Server
+            }
+        }
+    }
+}
+
+/// Why a request could not be forwarded; the text is the one-line reason of the 502.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ForwardError {
+    /// The server connection failed.
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    /// The request (as addons left it) cannot be sent: an invalid method, target or header.
+    #[error("{0}")]
+    Request(String),
+}
+
+impl ForwardError {
+    /// The side that failed.
+    pub(crate) fn side(&self) -> Side {
+        match self {
+            Self::Server(e) => e.side(),
+            Self::Request(_) => Side::Proxy,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_the_side_that_failed() {
+        let refused = ServerError::Refused {
+            addr: "a:1".into(),
+            reason: "no".into(),
+        };
+        assert_eq!(refused.side(), Side::Proxy);
+        let connect = ServerError::Connect {
+            addr: "a:1".into(),
+            reason: "refused".into(),
+        };
+        assert_eq!(
+            ServerError::Earlier(Box::new(connect.clone())).side(),
+            Side::Server
+        );
+        assert_eq!(ForwardError::from(connect).side(), Side::Server);
+        assert_eq!(ForwardError::Request("bad".into()).side(), Side::Proxy);
+    }
 }

@@ -170,7 +170,7 @@ pub(crate) async fn intercept(
             // names the reason, as a browser user can read it. Each of those (or the TCP
             // flow's error) is logged at info with its URL; this line would say it twice.
             tracing::debug!(client.addr = %ctx.client().peername, server.addr = %format!("{host}:{port}"), "{e}");
-            ctx.pool.fail(key.clone(), e.to_string());
+            ctx.pool.fail(key.clone(), e.clone());
             if offers.iter().any(|p| p == b"http/1.1") || offers.is_empty() {
                 offers
                     .iter()

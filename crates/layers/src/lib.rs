@@ -27,5 +27,5 @@ mod tcp;
 pub mod tls;
 mod websocket;
 
-pub use error::{ProxyError, ServerError};
+pub use error::{ProxyError, ServerError, Side};
 pub use proxy::{Proxy, ProxyBuilder, RunningProxy};

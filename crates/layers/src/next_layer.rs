@@ -379,7 +379,7 @@ async fn serve_inside_tls(ctx: Rc<ConnCtx>, tls: Intercepted) {
                     Ok(entry) => ctx.pool.insert(key, entry),
                     Err(e) => {
                         tracing::info!(client.addr = %ctx.client().peername, "{e}");
-                        ctx.pool.fail(key, e.to_string());
+                        ctx.pool.fail(key, e);
                     }
                 }
             }

@@ -36,7 +36,7 @@ pub(crate) struct DialSpec {
 /// Takes a usable pooled connection for `key`, or dials one and pools it.
 pub(crate) async fn checkout(ctx: &Rc<ConnCtx>, key: &PoolKey) -> Result<PoolEntry, ServerError> {
     if let Some(reason) = ctx.pool.failure(key) {
-        return Err(ServerError::Earlier(reason));
+        return Err(ServerError::Earlier(Box::new(reason)));
     }
     if let Some(e) = ctx.pool.usable(key) {
         return Ok(e);
@@ -63,7 +63,7 @@ pub(crate) async fn checkout_upgrade(
     key: &PoolKey,
 ) -> Result<PoolEntry, ServerError> {
     if let Some(reason) = ctx.pool.failure(key) {
-        return Err(ServerError::Earlier(reason));
+        return Err(ServerError::Earlier(Box::new(reason)));
     }
     let entry = match ctx.pool.take_idle_h1(key) {
         Some(e) => e,

@@ -11,6 +11,7 @@ use actix::Addr;
 use waylay_core::flow::Server;
 
 use super::server::ServerConnection;
+use crate::error::ServerError;
 
 /// Key of a pooled server connection.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -63,18 +64,18 @@ pub(crate) struct Pool {
     entries: RefCell<HashMap<PoolKey, Vec<PoolEntry>>>,
     /// A server connection that failed during the TLS tunnel setup: requests in that tunnel
     /// are answered 502 with this reason.
-    failed: RefCell<HashMap<PoolKey, String>>,
+    failed: RefCell<HashMap<PoolKey, ServerError>>,
 }
 
 impl Pool {
     /// Why the server connection for `key` failed earlier, if it did.
-    pub(crate) fn failure(&self, key: &PoolKey) -> Option<String> {
+    pub(crate) fn failure(&self, key: &PoolKey) -> Option<ServerError> {
         self.failed.borrow().get(key).cloned()
     }
 
     /// Records that the server connection for `key` failed (requests for it get a 502).
-    pub(crate) fn fail(&self, key: PoolKey, reason: String) {
-        self.failed.borrow_mut().insert(key, reason);
+    pub(crate) fn fail(&self, key: PoolKey, error: ServerError) {
+        self.failed.borrow_mut().insert(key, error);
     }
 
     /// A connection for `key` that can take a request now.

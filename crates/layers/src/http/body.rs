@@ -13,8 +13,22 @@ use hyper::body::Incoming;
 /// The error type of bodies flowing through the proxy.
 pub(crate) type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Called once when a streamed body ends: total bytes and the error, if it failed.
-pub(crate) type OnEnd = Box<dyn FnOnce(u64, Option<String>) + Send>;
+/// Called once when a streamed body ends: total bytes and why it ended early, if it did.
+pub(crate) type OnEnd = Box<dyn FnOnce(u64, Option<BodyEnd>) + Send>;
+
+/// Why a body passed through the proxy ended before its end.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum BodyEnd {
+    /// It outgrew `body_size_limit` (the limit in bytes).
+    #[error("body exceeds body_size_limit ({0} bytes)")]
+    Limit(u64),
+    /// It was dropped before its end: the other side stopped reading it.
+    #[error("body not fully transferred")]
+    NotFullyTransferred,
+    /// The stream it comes from failed (the side that sent it).
+    #[error("{0}")]
+    Stream(String),
+}
 
 /// The body type waylay hands to hyper on both sides.
 ///
@@ -123,24 +137,12 @@ impl ProxyBody {
 }
 
 impl State {
-    fn finish(&mut self, err: Option<String>) {
+    fn finish(&mut self, err: Option<BodyEnd>) {
         if let Some(f) = self.on_end.take() {
             f(self.seen, err);
         }
     }
 }
-
-/// Names the option in the error of a body that outgrew it ([`is_limit_error`]).
-const LIMIT: &str = "body_size_limit";
-
-/// Whether a body error (as `on_end` gets it) is the body outgrowing `body_size_limit`.
-pub(crate) fn is_limit_error(e: &str) -> bool {
-    e.contains(LIMIT)
-}
-
-/// The error `on_end` gets when the body is dropped before its end (the other side stopped
-/// reading it), as opposed to a failure of the stream it comes from.
-pub(crate) const NOT_FULLY_TRANSFERRED: &str = "body not fully transferred";
 
 impl Drop for ProxyBody {
     fn drop(&mut self) {
@@ -149,7 +151,7 @@ impl Drop for ProxyBody {
             self.finish(if done {
                 None
             } else {
-                Some(NOT_FULLY_TRANSFERRED.into())
+                Some(BodyEnd::NotFullyTransferred)
             });
         }
     }
@@ -177,17 +179,16 @@ impl Body for ProxyBody {
                         if let Some(limit) = this.limit
                             && this.seen > limit
                         {
-                            let msg = format!("body exceeds {LIMIT} ({limit} bytes)");
                             this.rest = None;
-                            this.finish(Some(msg.clone()));
-                            return Poll::Ready(Some(Err(msg.into())));
+                            this.finish(Some(BodyEnd::Limit(limit)));
+                            return Poll::Ready(Some(Err(Box::new(BodyEnd::Limit(limit)))));
                         }
                     }
                     return Poll::Ready(Some(Ok(frame)));
                 }
                 Poll::Ready(Some(Err(e))) => {
                     this.rest = None;
-                    this.finish(Some(e.to_string()));
+                    this.finish(Some(BodyEnd::Stream(e.to_string())));
                     return Poll::Ready(Some(Err(Box::new(e))));
                 }
                 Poll::Ready(None) => {

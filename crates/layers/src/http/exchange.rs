@@ -11,7 +11,7 @@ use hyper::body::{Body as _, Incoming};
 use waylay_core::HookKind;
 use waylay_core::flow::{HttpFlow, Message, Request, now};
 
-use super::body::{NOT_FULLY_TRANSFERRED, ProxyBody, Read, is_limit_error, read_up_to};
+use super::body::{BodyEnd, ProxyBody, Read, read_up_to};
 use super::convert::{headers_from, version_of};
 use super::response::{content_length, respond_from_flow, response_phase};
 use super::upstream::{Dest, buffered_body, build_upstream, send_upstream, upstream_request};
@@ -86,7 +86,7 @@ async fn forward_unobserved(
     // Set when the client's side of a streamed request body fails (the client hung up, or
     // the body outgrew `body_size_limit`): the server's failure that follows is not its own.
     // Only a request with a body gets one.
-    let mut client_failure: Option<Arc<std::sync::OnceLock<String>>> = None;
+    let mut client_failure: Option<Arc<std::sync::OnceLock<BodyEnd>>> = None;
     let mut extensions = Some(parts.extensions);
     let mut headers = Some(parts.headers);
     let key = PoolKey {
@@ -101,7 +101,7 @@ async fn forward_unobserved(
                 ProxyBody::streaming(Vec::new(), b, cfg.body_size_limit)
                     .with_exact(declared_len)
                     .on_end(Box::new(move |_, err| {
-                        if let Some(e) = err.filter(|e| e != NOT_FULLY_TRANSFERRED) {
+                        if let Some(e) = err.filter(|e| *e != BodyEnd::NotFullyTransferred) {
                             let _ = seen.set(e);
                         }
                     }))
@@ -132,14 +132,15 @@ async fn forward_unobserved(
         Err(reason) => {
             // A failure of the client's side of the body, not the server's.
             if let Some(e) = client_failure.as_ref().and_then(|c| c.get()) {
-                return if is_limit_error(e) {
+                return if matches!(e, BodyEnd::Limit(_)) {
                     failed(StatusCode::PAYLOAD_TOO_LARGE, format!("request {e}"))
                 } else {
                     let reason = format!("client disconnected while sending the request body: {e}");
                     failed(StatusCode::BAD_REQUEST, reason)
                 };
             }
-            return failed(StatusCode::BAD_GATEWAY, reason);
+            tracing::debug!(side = ?reason.side(), "forwarding failed");
+            return failed(StatusCode::BAD_GATEWAY, reason.to_string());
         }
     };
     let (mut head, body) = resp.into_parts();
@@ -328,7 +329,10 @@ async fn observed(
     .await;
     let (entry, resp) = match sent {
         Ok(sent) => sent,
-        Err(reason) => return fail(&ctx, flow, StatusCode::BAD_GATEWAY, reason).await,
+        Err(reason) => {
+            tracing::debug!(side = ?reason.side(), "forwarding failed");
+            return fail(&ctx, flow, StatusCode::BAD_GATEWAY, reason.to_string()).await;
+        }
     };
     flow.server = Some(entry.server.clone());
     if let Some(client_upgrade) = client_upgrade {

@@ -16,21 +16,22 @@ use crate::conn::dial::{checkout, checkout_upgrade};
 use crate::conn::pool::{PoolEntry, PoolKey};
 use crate::conn::server::Forward;
 use crate::context::ConnCtx;
+use crate::error::{ForwardError, ServerError};
 use crate::proto::headers::strip_hop_by_hop;
 
 /// Sends the request `build` makes on a server connection for `key` (a dedicated one for an
 /// upgrade) and gives back the connection and the response head. When a kept-alive
 /// connection turns out to be stale and `can_retry` (the request can be sent again), it
 /// retries once on a fresh connection; `build` is told whether the request it makes may be
-/// retried (so it keeps a copy of what it would otherwise move). `Err` is the reason for a
-/// 502.
+/// retried (so it keeps a copy of what it would otherwise move). `Err` says which side
+/// failed and why (the 502's reason).
 pub(crate) async fn send_upstream(
     ctx: &Rc<ConnCtx>,
     key: &PoolKey,
     upgrade: bool,
     can_retry: bool,
     mut build: impl FnMut(&PoolEntry, bool) -> Result<hyper::Request<ProxyBody>, String>,
-) -> Result<(PoolEntry, hyper::Response<Incoming>), String> {
+) -> Result<(PoolEntry, hyper::Response<Incoming>), ForwardError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -38,10 +39,9 @@ pub(crate) async fn send_upstream(
             checkout_upgrade(ctx, key).await
         } else {
             checkout(ctx, key).await
-        }
-        .map_err(|e| e.to_string())?;
+        }?;
         let retryable = can_retry && entry.used.get() && attempt == 1;
-        let upstream = build(&entry, retryable)?;
+        let upstream = build(&entry, retryable).map_err(ForwardError::Request)?;
         if !entry.h2 {
             entry.busy.set(true);
         }
@@ -54,14 +54,18 @@ pub(crate) async fn send_upstream(
                     tracing::debug!(server.addr = %entry.server.address, "retrying on a new connection: {msg}");
                     continue;
                 }
-                return Err(format!("server {} failed: {msg}", entry.server.address));
+                return Err(ServerError::Protocol {
+                    addr: entry.server.address.to_string(),
+                    reason: msg,
+                }
+                .into());
             }
             Err(_) => {
                 ctx.pool.evict(key, &entry);
-                return Err(format!(
-                    "server connection to {} is gone",
-                    entry.server.address
-                ));
+                return Err(ServerError::Gone {
+                    addr: entry.server.address.to_string(),
+                }
+                .into());
             }
         }
     }

@@ -74,14 +74,6 @@ impl ProxyShared {
     }
 }
 
-/// Where a tunnel (after CONNECT) leads.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Target {
-    pub(crate) scheme: &'static str,
-    pub(crate) host: String,
-    pub(crate) port: u16,
-}
-
 /// One client connection's state, shared by the futures serving it (all on one worker
 /// thread, hence `Rc`/`RefCell`; no borrow is held across an await).
 #[derive(Debug)]
@@ -89,7 +81,7 @@ pub(crate) struct ConnCtx {
     pub(crate) shared: Arc<ProxyShared>,
     /// The mode of the listener that accepted the connection.
     pub(crate) mode: Mode,
-    pub(crate) client: RefCell<Arc<Client>>,
+    client: RefCell<Arc<Client>>,
     /// Server connections of this client connection, by destination.
     pub(crate) pool: Pool,
     /// WebSocket relays still running: hyper's connection ends when it hands the upgraded
@@ -138,6 +130,11 @@ impl ConnCtx {
 
     pub(crate) fn client(&self) -> Arc<Client> {
         self.client.borrow().clone()
+    }
+
+    /// Replaces what is known of the client (its TLS, once established).
+    pub(crate) fn set_client(&self, client: Client) {
+        *self.client.borrow_mut() = Arc::new(client);
     }
 
     pub(crate) fn manager(&self) -> &ManagerHandle {

@@ -3,19 +3,19 @@
 //! hand the decrypted stream back to the next-layer step, which serves what is inside.
 
 use std::rc::Rc;
-use std::sync::Arc;
 
 use waylay_core::HookKind;
 use waylay_core::flow::{Address, Client, TlsInfo, now};
 use waylay_core::hooks::{ClientHelloData, Side, TlsData};
 
+use crate::conn::dest::Destination;
 use crate::conn::dial::{DialSpec, ServerStream, connect_stream, sni_for};
-use crate::conn::pool::PoolKey;
 use crate::conn::server::tls_version_name;
-use crate::context::{ConnCtx, Target};
+use crate::context::ConnCtx;
 use crate::error::ServerError;
 use crate::io::BoxIo;
 use crate::proto::client_hello::parse_client_hello;
+use crate::proto::target::Scheme;
 
 /// DNS names and IP addresses of a server certificate (for `upstream_cert`).
 fn cert_names(der: &[u8]) -> Vec<String> {
@@ -44,6 +44,54 @@ fn cert_names(der: &[u8]) -> Vec<String> {
     out
 }
 
+/// What to offer the server: what the client offered and waylay can speak (HTTP, and with
+/// `rawtcp` any other protocol, relayed as raw TCP inside the TLS).
+fn offers_for_server(client_offers: &[Vec<u8>], http2: bool, rawtcp: bool) -> Vec<Vec<u8>> {
+    client_offers
+        .iter()
+        .filter(|p| match p.as_slice() {
+            b"h2" => http2,
+            b"http/1.1" | b"http/1.0" => true,
+            _ => rawtcp,
+        })
+        .cloned()
+        .collect()
+}
+
+/// What to offer the client: the protocol the server chose (`Ok(None)`: none, then HTTP/1.1
+/// if it was offered), or, when the server could not be reached (`Err`), HTTP/1.1 if the
+/// client offered it (its requests get a readable 502) and else what it offered.
+fn alpn_for_client(server: Result<Option<String>, ()>, offers: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let has_h1 = offers.iter().any(|p| p == b"http/1.1");
+    match server {
+        Ok(Some(p)) => vec![p.into_bytes()],
+        Ok(None) if has_h1 => vec![b"http/1.1".to_vec()],
+        Ok(None) => Vec::new(),
+        Err(()) if has_h1 || offers.is_empty() => offers
+            .iter()
+            .filter(|p| p.as_slice() == b"http/1.1")
+            .cloned()
+            .collect(),
+        Err(()) => offers.to_vec(),
+    }
+}
+
+/// The client side's TLS as the flow records it.
+fn client_tls_info(conn: &rustls::ServerConnection, ch: &ClientHelloData) -> TlsInfo {
+    TlsInfo {
+        sni: ch.sni.clone(),
+        alpn: conn
+            .alpn_protocol()
+            .map(|p| String::from_utf8_lossy(p).into_owned()),
+        alpn_offers: ch.alpn_protocols.clone(),
+        version: tls_version_name(conn.protocol_version()),
+        cipher: conn
+            .negotiated_cipher_suite()
+            .map(|c| format!("{:?}", c.suite())),
+        certificate_list: Vec::new(),
+    }
+}
+
 /// An intercepted TLS connection, ready for the layer inside it.
 pub(crate) struct Intercepted {
     /// The client's side, decrypted.
@@ -52,8 +100,8 @@ pub(crate) struct Intercepted {
     pub(crate) alpn: Option<String>,
     /// The server connection dialed for it (TLS set up), or why that failed.
     pub(crate) server: Result<ServerStream, ServerError>,
-    pub(crate) key: PoolKey,
-    pub(crate) target: Target,
+    /// Where it goes (`https`), and the pool key of `server`.
+    pub(crate) target: Destination,
 }
 
 impl std::fmt::Debug for Intercepted {
@@ -123,23 +171,8 @@ pub(crate) async fn intercept(
         return TlsOutcome::Ignored(io);
     }
 
-    // Offer the server what the client offered and waylay can speak: HTTP, and with `rawtcp`
-    // any other protocol (relayed as raw TCP inside the TLS).
-    let offers: Vec<Vec<u8>> = parsed
-        .alpn
-        .iter()
-        .filter(|p| match p.as_slice() {
-            b"h2" => cfg.http2,
-            b"http/1.1" | b"http/1.0" => true,
-            _ => cfg.rawtcp,
-        })
-        .cloned()
-        .collect();
-    let key = PoolKey {
-        tls: true,
-        host: host.clone(),
-        port,
-    };
+    let offers = offers_for_server(&parsed.alpn, cfg.http2, cfg.rawtcp);
+    let target = Destination::direct(Scheme::Https, host.clone(), port);
     let spec = DialSpec {
         address: Address::new(host.clone(), port),
         tls: Some((ch.sni.clone().or_else(|| sni_for(&host)), offers.clone())),
@@ -147,7 +180,7 @@ pub(crate) async fn intercept(
     let mut names = vec![sni_host.clone()];
     // The raw stream: the HTTP handshake waits until the client's protocol is known.
     let server = connect_stream(ctx, &spec).await;
-    let client_alpn: Vec<Vec<u8>> = match &server {
+    let server_alpn = match &server {
         Ok(stream) => {
             let info = stream.server.tls_info.clone().unwrap_or_default();
             if cfg.upstream_cert
@@ -159,29 +192,18 @@ pub(crate) async fn intercept(
                     }
                 }
             }
-            match info.alpn {
-                Some(p) => vec![p.into_bytes()],
-                None if offers.iter().any(|p| p == b"http/1.1") => vec![b"http/1.1".to_vec()],
-                None => Vec::new(),
-            }
+            Ok(info.alpn)
         }
         Err(e) => {
             // Finish the client's handshake anyway and answer its requests with a 502 that
             // names the reason, as a browser user can read it. Each of those (or the TCP
             // flow's error) is logged at info with its URL; this line would say it twice.
             tracing::debug!(client.addr = %ctx.client().peername, server.addr = %format!("{host}:{port}"), "{e}");
-            ctx.pool.fail(key.clone(), e.clone());
-            if offers.iter().any(|p| p == b"http/1.1") || offers.is_empty() {
-                offers
-                    .iter()
-                    .filter(|p| p.as_slice() == b"http/1.1")
-                    .cloned()
-                    .collect()
-            } else {
-                offers.clone()
-            }
+            ctx.pool.fail(target.clone(), e.clone());
+            Err(())
         }
     };
+    let client_alpn = alpn_for_client(server_alpn, &offers);
 
     let mut data = Box::new(TlsData {
         side: Side::Client,
@@ -221,36 +243,60 @@ pub(crate) async fn intercept(
             return TlsOutcome::Done;
         }
     };
-    let (_, conn) = tls.get_ref();
-    let alpn = conn
-        .alpn_protocol()
-        .map(|p| String::from_utf8_lossy(p).into_owned());
+    let info = client_tls_info(tls.get_ref().1, &ch);
+    let alpn = info.alpn.clone();
     let mut client = Client::clone(&ctx.client());
-    client.tls = Some(TlsInfo {
-        sni: ch.sni.clone(),
-        alpn: alpn.clone(),
-        alpn_offers: ch.alpn_protocols.clone(),
-        version: tls_version_name(conn.protocol_version()),
-        cipher: conn
-            .negotiated_cipher_suite()
-            .map(|c| format!("{:?}", c.suite())),
-        certificate_list: Vec::new(),
-    });
+    client.tls = Some(info);
     client.timestamp_tls_setup = Some(now());
-    *ctx.client.borrow_mut() = Arc::new(client);
+    ctx.set_client(client);
     data.client = ctx.client();
     data.alpn = alpn.clone();
     let _ = ctx.fire(HookKind::TlsEstablishedClient, data).await;
-    let target = Target {
-        scheme: "https",
-        host,
-        port,
-    };
     TlsOutcome::Intercepted(Box::new(Intercepted {
         client: tls,
         alpn,
         server,
-        key,
         target,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_is_offered_what_waylay_can_speak() {
+        let offers = vec![b"h2".to_vec(), b"http/1.1".to_vec(), b"imap".to_vec()];
+        assert_eq!(offers_for_server(&offers, true, true), offers);
+        assert_eq!(
+            offers_for_server(&offers, false, false),
+            vec![b"http/1.1".to_vec()]
+        );
+    }
+
+    #[test]
+    fn the_client_is_offered_what_the_server_chose() {
+        let offers = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        assert_eq!(
+            alpn_for_client(Ok(Some("h2".into())), &offers),
+            vec![b"h2".to_vec()]
+        );
+        assert_eq!(
+            alpn_for_client(Ok(None), &offers),
+            vec![b"http/1.1".to_vec()]
+        );
+        assert_eq!(
+            alpn_for_client(Ok(None), &[b"imap".to_vec()]),
+            Vec::<Vec<u8>>::new()
+        );
+        // The server is unreachable: HTTP/1.1, so the client reads the 502.
+        assert_eq!(
+            alpn_for_client(Err(()), &offers),
+            vec![b"http/1.1".to_vec()]
+        );
+        assert_eq!(
+            alpn_for_client(Err(()), &[b"imap".to_vec()]),
+            vec![b"imap".to_vec()]
+        );
+    }
 }

@@ -21,13 +21,15 @@ use waylay_core::HookKind;
 use waylay_core::flow::Address;
 use waylay_core::hooks::{Layer, NextLayer};
 
+use crate::conn::dest::Destination;
 use crate::conn::dial::{ServerStream, handshake};
-use crate::context::{ConnCtx, Target, Tunnel};
+use crate::context::{ConnCtx, Tunnel};
 use crate::error::ServerError;
 use crate::intercept::{Intercepted, TlsOutcome};
 use crate::io::{BoxIo, Io, PrefixedIo};
 use crate::proto::client_hello::{client_hello_complete, parse_client_hello};
 use crate::proto::detect::{Detected, detect};
+use crate::proto::target::Scheme;
 use crate::tcp::{Mode, ServerSide};
 
 /// Most bytes read while waiting to tell which protocol a tunnel carries.
@@ -242,7 +244,7 @@ pub(crate) async fn serve_tunnel(ctx: Rc<ConnCtx>, mut io: BoxIo, host: String, 
     } else {
         Box::new(PrefixedIo::new(data.clone(), io))
     };
-    let target = |scheme| Target { scheme, host, port };
+    let target = |scheme| Destination::direct(scheme, host, port);
     match layer {
         Layer::Tls => {
             match crate::intercept::intercept(&ctx, io, data, address.host.clone(), port).await {
@@ -253,8 +255,8 @@ pub(crate) async fn serve_tunnel(ctx: Rc<ConnCtx>, mut io: BoxIo, host: String, 
                 TlsOutcome::Done => {}
             }
         }
-        Layer::Http1 => crate::http::serve_h1(ctx, io, Some(target("http"))).await,
-        Layer::Http2 => crate::http::serve_h2(ctx, io, Some(target("http"))).await,
+        Layer::Http1 => crate::http::serve_h1(ctx, io, Some(target(Scheme::Http))).await,
+        Layer::Http2 => crate::http::serve_h2(ctx, io, Some(target(Scheme::Http))).await,
         Layer::Tcp => crate::tcp::serve(ctx, io, ServerSide::Dial(address), Mode::Tcp).await,
         Layer::Passthrough => {
             crate::tcp::serve(ctx, io, ServerSide::Dial(address), Mode::Passthrough).await
@@ -327,7 +329,6 @@ async fn serve_inside_tls(ctx: Rc<ConnCtx>, tls: Intercepted) {
         mut client,
         alpn,
         mut server,
-        key,
         target,
     } = tls;
     let cfg = ctx.shared.config();
@@ -376,10 +377,10 @@ async fn serve_inside_tls(ctx: Rc<ConnCtx>, tls: Intercepted) {
                     stream.io = Box::new(PrefixedIo::new(server_data, stream.io));
                 }
                 match handshake(&ctx, stream).await {
-                    Ok(entry) => ctx.pool.insert(key, entry),
+                    Ok(entry) => ctx.pool.insert(target.clone(), entry),
                     Err(e) => {
                         tracing::info!(client.addr = %ctx.client().peername, "{e}");
-                        ctx.pool.fail(key, e);
+                        ctx.pool.fail(target.clone(), e);
                     }
                 }
             }

@@ -341,49 +341,9 @@ async fn run(
     let ends = match first_end {
         Some(end) => vec![end],
         None => {
-            let c2s = direction(
-                sh.clone(),
-                true,
-                client_stream,
-                server_sink.clone(),
-                client_sink.clone(),
-                queues.to_server,
-                stop_rx.clone(),
-            );
-            let s2c = direction(
-                sh.clone(),
-                false,
-                server_stream,
-                client_sink.clone(),
-                server_sink.clone(),
-                queues.to_client,
-                stop_rx,
-            );
-            let c2s = std::pin::pin!(c2s);
-            let s2c = std::pin::pin!(s2c);
-            let (first, mut other) = match futures::future::select(c2s, s2c).await {
-                futures::future::Either::Left((e, other)) => {
-                    (e, futures::future::Either::Left(other))
-                }
-                futures::future::Either::Right((e, other)) => {
-                    (e, futures::future::Either::Right(other))
-                }
-            };
-            let wait = if matches!(first, End::Closed) {
-                CLOSE_WAIT
-            } else {
-                Duration::ZERO
-            };
-            let second = match tokio::time::timeout(wait, &mut other).await {
-                Ok(e) => e,
-                Err(_) => {
-                    // Stop the other direction at its next read or write (never inside a
-                    // hook, which holds the flow).
-                    let _ = stop_tx.send(true);
-                    other.await
-                }
-            };
-            vec![first, second]
+            let client = (client_stream, client_sink.clone());
+            let server = (server_stream, server_sink.clone());
+            both_directions(sh.clone(), client, server, queues, stop_rx, stop_tx).await
         }
     };
     // Both connections close here.
@@ -415,6 +375,57 @@ async fn run(
         }
     }
     server_gone(&manager, &ctx, &server).await;
+}
+
+/// Relays both directions until one ends, then gives the other [`CLOSE_WAIT`] after a close
+/// frame (none after a failure) before stopping it; how each ended.
+async fn both_directions(
+    sh: Rc<Shared>,
+    (client_stream, client_sink): (SplitStream<Ws>, Sink),
+    (server_stream, server_sink): (SplitStream<Ws>, Sink),
+    queues: waylay_core::flow::InjectQueues<WebSocketMessage>,
+    stop_rx: watch::Receiver<bool>,
+    stop_tx: watch::Sender<bool>,
+) -> Vec<End> {
+    let c2s = direction(
+        sh.clone(),
+        true,
+        client_stream,
+        server_sink.clone(),
+        client_sink.clone(),
+        queues.to_server,
+        stop_rx.clone(),
+    );
+    let s2c = direction(
+        sh.clone(),
+        false,
+        server_stream,
+        client_sink.clone(),
+        server_sink.clone(),
+        queues.to_client,
+        stop_rx,
+    );
+    let c2s = std::pin::pin!(c2s);
+    let s2c = std::pin::pin!(s2c);
+    let (first, mut other) = match futures::future::select(c2s, s2c).await {
+        futures::future::Either::Left((e, other)) => (e, futures::future::Either::Left(other)),
+        futures::future::Either::Right((e, other)) => (e, futures::future::Either::Right(other)),
+    };
+    let wait = if matches!(first, End::Closed) {
+        CLOSE_WAIT
+    } else {
+        Duration::ZERO
+    };
+    let second = match tokio::time::timeout(wait, &mut other).await {
+        Ok(e) => e,
+        Err(_) => {
+            // Stop the other direction at its next read or write (never inside a
+            // hook, which holds the flow).
+            let _ = stop_tx.send(true);
+            other.await
+        }
+    };
+    vec![first, second]
 }
 
 /// One direction: reads a message from `src`, runs the hook, writes to `dst` (`back` is the

@@ -12,7 +12,8 @@ use waylay_core::HookKind;
 use waylay_core::flow::{Address, Server, TlsInfo, now};
 use waylay_core::hooks::{ServerConnectionHookData, Side, TlsData};
 
-use super::pool::{PoolEntry, PoolKey};
+use super::dest::Destination;
+use super::pool::PoolEntry;
 use super::server::{ServerConnection, tls_version_name};
 use crate::context::{ConnCtx, fire};
 use crate::error::ServerError;
@@ -34,7 +35,10 @@ pub(crate) struct DialSpec {
 }
 
 /// Takes a usable pooled connection for `key`, or dials one and pools it.
-pub(crate) async fn checkout(ctx: &Rc<ConnCtx>, key: &PoolKey) -> Result<PoolEntry, ServerError> {
+pub(crate) async fn checkout(
+    ctx: &Rc<ConnCtx>,
+    key: &Destination,
+) -> Result<PoolEntry, ServerError> {
     if let Some(reason) = ctx.pool.failure(key) {
         return Err(ServerError::Earlier(Box::new(reason)));
     }
@@ -47,8 +51,8 @@ pub(crate) async fn checkout(ctx: &Rc<ConnCtx>, key: &PoolKey) -> Result<PoolEnt
         vec![b"http/1.1".to_vec()]
     };
     let spec = DialSpec {
-        address: Address::new(key.host.clone(), key.port),
-        tls: key.tls.then(|| (sni_for(&key.host), alpn)),
+        address: key.address(),
+        tls: key.is_tls().then(|| (sni_for(&key.host), alpn)),
     };
     let entry = dial(ctx, spec).await?;
     ctx.pool.insert(key.clone(), entry.clone());
@@ -60,7 +64,7 @@ pub(crate) async fn checkout(ctx: &Rc<ConnCtx>, key: &PoolKey) -> Result<PoolEnt
 /// intercepted TLS tunnel, typically), else a new HTTP/1.1 one is dialed and not pooled.
 pub(crate) async fn checkout_upgrade(
     ctx: &Rc<ConnCtx>,
-    key: &PoolKey,
+    key: &Destination,
 ) -> Result<PoolEntry, ServerError> {
     if let Some(reason) = ctx.pool.failure(key) {
         return Err(ServerError::Earlier(Box::new(reason)));
@@ -69,9 +73,9 @@ pub(crate) async fn checkout_upgrade(
         Some(e) => e,
         None => {
             let spec = DialSpec {
-                address: Address::new(key.host.clone(), key.port),
+                address: key.address(),
                 tls: key
-                    .tls
+                    .is_tls()
                     .then(|| (sni_for(&key.host), vec![b"http/1.1".to_vec()])),
             };
             dial(ctx, spec).await?
@@ -183,91 +187,104 @@ pub(crate) async fn connect_stream(
     let tcp = crate::io::IdleTimeout::new(tcp, cfg.idle_timeout);
     let (io, alpn): (crate::io::BoxIo, Option<String>) = match &spec.tls {
         None => (Box::new(tcp), None),
-        Some((sni, alpn)) => {
-            let mut data = Box::new(TlsData {
-                side: Side::Server,
-                client: client.clone(),
-                server: Some(server.clone()),
-                sni: sni.clone(),
-                alpn_offers: alpn
-                    .iter()
-                    .map(|p| String::from_utf8_lossy(p).into_owned())
-                    .collect(),
-                alpn: None,
-                error: None,
-            });
-            data = ctx
-                .fire(HookKind::TlsStartServer, data)
-                .await
-                .ok_or_else(|| shutting_down(spec))?;
-            let alpn: Vec<Vec<u8>> = data
-                .alpn_offers
-                .iter()
-                .map(|p| p.as_bytes().to_vec())
-                .collect();
-            let config = ctx.shared.client_tls(alpn).map_err(|e| ServerError::Tls {
-                addr: addr_text.clone(),
-                reason: e.to_string(),
-            })?;
-            // Without SNI (IP literal), rustls verifies against the IP address.
-            let name_text = data
-                .sni
-                .clone()
-                .unwrap_or_else(|| server.address.host.clone());
-            let name = rustls_pki_types::ServerName::try_from(name_text.clone()).map_err(|_| {
-                ServerError::Tls {
-                    addr: addr_text.clone(),
-                    reason: format!("invalid server name {name_text:?}"),
-                }
-            })?;
-            let connector = tokio_rustls::TlsConnector::from(config);
-            match connector.connect(name, tcp).await {
-                Ok(tls) => {
-                    let (_, conn) = tls.get_ref();
-                    let alpn = conn
-                        .alpn_protocol()
-                        .map(|p| String::from_utf8_lossy(p).into_owned());
-                    let info = TlsInfo {
-                        sni: data.sni.clone(),
-                        alpn: alpn.clone(),
-                        alpn_offers: data.alpn_offers.clone(),
-                        version: tls_version_name(conn.protocol_version()),
-                        cipher: conn
-                            .negotiated_cipher_suite()
-                            .map(|c| format!("{:?}", c.suite())),
-                        certificate_list: conn
-                            .peer_certificates()
-                            .map(|c| c.iter().map(|d| bytes::Bytes::copy_from_slice(d)).collect())
-                            .unwrap_or_default(),
-                    };
-                    server.tls_info = Some(info);
-                    server.timestamp_tls_setup = Some(now());
-                    data.server = Some(server.clone());
-                    data.alpn = alpn.clone();
-                    let _ = ctx.fire(HookKind::TlsEstablishedServer, data).await;
-                    (Box::new(tls), alpn)
-                }
-                Err(e) => {
-                    let reason = crate::tls::describe_tls_error(&e);
-                    data.error = Some(reason.clone());
-                    let _ = ctx.fire(HookKind::TlsFailedServer, data).await;
-                    // The TCP connection was open (`server_connect` fired): it closes now.
-                    server.timestamp_end = Some(now());
-                    let closed = Box::new(ServerConnectionHookData {
-                        client: client.clone(),
-                        server: server.clone(),
-                    });
-                    let _ = ctx.fire(HookKind::ServerDisconnect, closed).await;
-                    return Err(ServerError::Tls {
-                        addr: addr_text,
-                        reason,
-                    });
-                }
-            }
-        }
+        Some((sni, alpn)) => tls_to_server(ctx, spec, tcp, &mut server, sni, alpn).await?,
     };
 
     Ok(ServerStream { io, server, alpn })
+}
+
+/// TLS with the server on a connected `tcp`, with the `tls_*_server` hooks; on failure the
+/// TCP connection closes (with its `server_disconnect`).
+async fn tls_to_server(
+    ctx: &Rc<ConnCtx>,
+    spec: &DialSpec,
+    tcp: crate::io::IdleTimeout<TcpStream>,
+    server: &mut Server,
+    sni: &Option<String>,
+    alpn: &[Vec<u8>],
+) -> Result<(crate::io::BoxIo, Option<String>), ServerError> {
+    let client = ctx.client();
+    let addr_text = server.address.to_string();
+    let mut data = Box::new(TlsData {
+        side: Side::Server,
+        client: client.clone(),
+        server: Some(server.clone()),
+        sni: sni.clone(),
+        alpn_offers: alpn
+            .iter()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect(),
+        alpn: None,
+        error: None,
+    });
+    data = ctx
+        .fire(HookKind::TlsStartServer, data)
+        .await
+        .ok_or_else(|| shutting_down(spec))?;
+    let alpn: Vec<Vec<u8>> = data
+        .alpn_offers
+        .iter()
+        .map(|p| p.as_bytes().to_vec())
+        .collect();
+    let config = ctx.shared.client_tls(alpn).map_err(|e| ServerError::Tls {
+        addr: addr_text.clone(),
+        reason: e.to_string(),
+    })?;
+    // Without SNI (IP literal), rustls verifies against the IP address.
+    let name_text = data
+        .sni
+        .clone()
+        .unwrap_or_else(|| server.address.host.clone());
+    let name = rustls_pki_types::ServerName::try_from(name_text.clone()).map_err(|_| {
+        ServerError::Tls {
+            addr: addr_text.clone(),
+            reason: format!("invalid server name {name_text:?}"),
+        }
+    })?;
+    let connector = tokio_rustls::TlsConnector::from(config);
+    match connector.connect(name, tcp).await {
+        Ok(tls) => {
+            let (_, conn) = tls.get_ref();
+            let alpn = conn
+                .alpn_protocol()
+                .map(|p| String::from_utf8_lossy(p).into_owned());
+            let info = TlsInfo {
+                sni: data.sni.clone(),
+                alpn: alpn.clone(),
+                alpn_offers: data.alpn_offers.clone(),
+                version: tls_version_name(conn.protocol_version()),
+                cipher: conn
+                    .negotiated_cipher_suite()
+                    .map(|c| format!("{:?}", c.suite())),
+                certificate_list: conn
+                    .peer_certificates()
+                    .map(|c| c.iter().map(|d| bytes::Bytes::copy_from_slice(d)).collect())
+                    .unwrap_or_default(),
+            };
+            server.tls_info = Some(info);
+            server.timestamp_tls_setup = Some(now());
+            data.server = Some(server.clone());
+            data.alpn = alpn.clone();
+            let _ = ctx.fire(HookKind::TlsEstablishedServer, data).await;
+            Ok((Box::new(tls), alpn))
+        }
+        Err(e) => {
+            let reason = crate::tls::describe_tls_error(&e);
+            data.error = Some(reason.clone());
+            let _ = ctx.fire(HookKind::TlsFailedServer, data).await;
+            // The TCP connection was open (`server_connect` fired): it closes now.
+            server.timestamp_end = Some(now());
+            let closed = Box::new(ServerConnectionHookData {
+                client: client.clone(),
+                server: server.clone(),
+            });
+            let _ = ctx.fire(HookKind::ServerDisconnect, closed).await;
+            Err(ServerError::Tls {
+                addr: addr_text,
+                reason,
+            })
+        }
+    }
 }
 
 /// The HTTP handshake on a connected server stream (HTTP/2 when the server chose `h2`);

@@ -2,6 +2,7 @@
 //! (dialing, the server connection actor, the pool of a client connection).
 
 pub(crate) mod client;
+pub(crate) mod dest;
 pub(crate) mod dial;
 pub(crate) mod pool;
 pub(crate) mod server;

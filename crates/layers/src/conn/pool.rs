@@ -10,16 +10,9 @@ use std::sync::Arc;
 use actix::Addr;
 use waylay_core::flow::Server;
 
+use super::dest::Destination;
 use super::server::ServerConnection;
 use crate::error::ServerError;
-
-/// Key of a pooled server connection.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) struct PoolKey {
-    pub(crate) tls: bool,
-    pub(crate) host: String,
-    pub(crate) port: u16,
-}
 
 /// A pooled server connection of a client connection.
 #[derive(Debug, Clone)]
@@ -61,25 +54,25 @@ impl Flag {
 /// is held across an await).
 #[derive(Debug, Default)]
 pub(crate) struct Pool {
-    entries: RefCell<HashMap<PoolKey, Vec<PoolEntry>>>,
+    entries: RefCell<HashMap<Destination, Vec<PoolEntry>>>,
     /// A server connection that failed during the TLS tunnel setup: requests in that tunnel
     /// are answered 502 with this reason.
-    failed: RefCell<HashMap<PoolKey, ServerError>>,
+    failed: RefCell<HashMap<Destination, ServerError>>,
 }
 
 impl Pool {
     /// Why the server connection for `key` failed earlier, if it did.
-    pub(crate) fn failure(&self, key: &PoolKey) -> Option<ServerError> {
+    pub(crate) fn failure(&self, key: &Destination) -> Option<ServerError> {
         self.failed.borrow().get(key).cloned()
     }
 
     /// Records that the server connection for `key` failed (requests for it get a 502).
-    pub(crate) fn fail(&self, key: PoolKey, error: ServerError) {
+    pub(crate) fn fail(&self, key: Destination, error: ServerError) {
         self.failed.borrow_mut().insert(key, error);
     }
 
     /// A connection for `key` that can take a request now.
-    pub(crate) fn usable(&self, key: &PoolKey) -> Option<PoolEntry> {
+    pub(crate) fn usable(&self, key: &Destination) -> Option<PoolEntry> {
         let mut pool = self.entries.borrow_mut();
         let list = pool.get_mut(key)?;
         list.retain(|e| !e.closed.get());
@@ -87,7 +80,7 @@ impl Pool {
     }
 
     /// Takes an idle HTTP/1 connection for `key` out of the pool (for an upgrade).
-    pub(crate) fn take_idle_h1(&self, key: &PoolKey) -> Option<PoolEntry> {
+    pub(crate) fn take_idle_h1(&self, key: &Destination) -> Option<PoolEntry> {
         let mut pool = self.entries.borrow_mut();
         let list = pool.get_mut(key)?;
         list.retain(|e| !e.closed.get());
@@ -95,7 +88,7 @@ impl Pool {
         Some(list.remove(i))
     }
 
-    pub(crate) fn insert(&self, key: PoolKey, entry: PoolEntry) {
+    pub(crate) fn insert(&self, key: Destination, entry: PoolEntry) {
         self.entries
             .borrow_mut()
             .entry(key)
@@ -104,7 +97,7 @@ impl Pool {
     }
 
     /// Removes `entry` from the pool (after a failure on it).
-    pub(crate) fn evict(&self, key: &PoolKey, entry: &PoolEntry) {
+    pub(crate) fn evict(&self, key: &Destination, entry: &PoolEntry) {
         if let Some(list) = self.entries.borrow_mut().get_mut(key) {
             list.retain(|e| e.addr != entry.addr);
         }

@@ -17,27 +17,27 @@ use super::response::{content_length, respond_from_flow, response_phase};
 use super::upstream::{Dest, buffered_body, build_upstream, send_upstream, upstream_request};
 use super::walk::{HyperResponse, Killed, error_response, fail, flow_failed, run_hook};
 use crate::config::ProxyConfig;
-use crate::conn::pool::PoolKey;
-use crate::context::{ConnCtx, Target};
+use crate::conn::dest::Destination;
+use crate::context::ConnCtx;
 use crate::proto::headers::{bodiless, strip_hop_by_hop};
-use crate::proto::target::absolute_target;
+use crate::proto::target::{Scheme, absolute_target};
 
 /// Where a request goes: the tunnel's destination, or the absolute-form URL's.
+/// Gives the destination and the authority the client named (may be empty).
 fn destination(
-    target: &Option<Target>,
+    target: &Option<Destination>,
     uri: &http::Uri,
-) -> Result<(&'static str, String, u16, String), String> {
+) -> Result<(Destination, String), String> {
     let authority = uri
         .authority()
         .map(|a| a.as_str().to_owned())
         .unwrap_or_default();
     if let Some(t) = target {
-        return Ok((t.scheme, t.host.clone(), t.port, authority));
+        return Ok((t.clone(), authority));
     }
     let (scheme, host, port) =
         absolute_target(uri.scheme_str(), &authority).map_err(|e| e.to_string())?;
-    let scheme = scheme.as_str();
-    Ok((scheme, host, port, authority))
+    Ok((Destination::direct(scheme, host, port), authority))
 }
 
 /// The hooks of an HTTP exchange: when no addon handles any of them, a request is forwarded
@@ -58,6 +58,7 @@ async fn forward_unobserved(
     ctx: &Rc<ConnCtx>,
     cfg: &ProxyConfig,
     req: hyper::Request<Incoming>,
+    key: &Destination,
     dest: &Dest<'_>,
     absolute_form: bool,
 ) -> HyperResponse {
@@ -89,12 +90,7 @@ async fn forward_unobserved(
     let mut client_failure: Option<Arc<std::sync::OnceLock<BodyEnd>>> = None;
     let mut extensions = Some(parts.extensions);
     let mut headers = Some(parts.headers);
-    let key = PoolKey {
-        tls: dest.scheme == "https",
-        host: dest.host.to_owned(),
-        port: dest.port,
-    };
-    let sent = send_upstream(ctx, &key, false, empty, |entry, retryable| {
+    let sent = send_upstream(ctx, key, false, empty, |entry, retryable| {
         let upstream_body = match body.take() {
             Some(b) if !empty => {
                 let seen = client_failure.get_or_insert_with(Arc::default).clone();
@@ -165,7 +161,7 @@ async fn forward_unobserved(
 /// Serves one request from a client.
 pub(crate) async fn handle(
     ctx: Rc<ConnCtx>,
-    target: Rc<Option<Target>>,
+    target: Rc<Option<Destination>>,
     req: hyper::Request<Incoming>,
 ) -> Result<HyperResponse, Killed> {
     let cfg = ctx.shared.config();
@@ -191,7 +187,7 @@ pub(crate) async fn handle(
             .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         return Ok(r);
     }
-    let (scheme, host, port, authority) = match destination(&target, req.uri()) {
+    let (key, authority) = match destination(&target, req.uri()) {
         Ok(d) => d,
         Err(msg) => {
             tracing::info!(client.addr = %ctx.client().peername, "bad request: {msg}");
@@ -202,15 +198,14 @@ pub(crate) async fn handle(
         target.is_none() || req.uri().scheme().is_some() && req.version() != http::Version::HTTP_2;
     if !manager.handles_any(HTTP_HOOKS) && !req.headers().contains_key(UPGRADE) {
         let dest = Dest {
-            scheme,
-            host: &host,
-            port,
+            scheme: key.scheme.as_str(),
+            host: &key.host,
+            port: key.port,
             authority: &authority,
         };
-        return Ok(forward_unobserved(&ctx, &cfg, req, &dest, absolute_form).await);
+        return Ok(forward_unobserved(&ctx, &cfg, req, &key, &dest, absolute_form).await);
     }
-    let dest = (scheme, host, port, authority);
-    Box::pin(observed(ctx, cfg, req, dest, absolute_form)).await
+    Box::pin(observed(ctx, cfg, req, (key, authority), absolute_form)).await
 }
 
 /// Serves a request some addon observes: the flow is built and walked through the hooks.
@@ -218,7 +213,7 @@ async fn observed(
     ctx: Rc<ConnCtx>,
     cfg: Arc<ProxyConfig>,
     req: hyper::Request<Incoming>,
-    (scheme, host, port, authority): (&'static str, String, u16, String),
+    (dest, authority): (Destination, String),
     absolute_form: bool,
 ) -> Result<HyperResponse, Killed> {
     let manager = ctx.manager();
@@ -236,10 +231,10 @@ async fn observed(
     message.timestamp_start = now();
     let request = Request {
         method: parts.method.as_str().to_owned(),
-        scheme: scheme.to_owned(),
+        scheme: dest.scheme.as_str().to_owned(),
         authority,
-        host,
-        port,
+        host: dest.host,
+        port: dest.port,
         path,
         message,
     };
@@ -305,11 +300,12 @@ async fn observed(
         return respond_from_flow(&ctx, flow, None).await;
     }
 
-    let key = PoolKey {
-        tls: flow.request.scheme == "https",
-        host: flow.request.host.clone(),
-        port: flow.request.port,
-    };
+    // The flow's request as addons left it says where it goes.
+    let key = Destination::direct(
+        Scheme::of(&flow.request.scheme),
+        flow.request.host.clone(),
+        flow.request.port,
+    );
     let upstream_extensions = parts.extensions;
     let mut req_body = req_body;
     let can_retry = !flow.request.stream;

@@ -13,13 +13,14 @@ use std::rc::Rc;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 
-use crate::context::{ConnCtx, Target};
+use crate::conn::dest::Destination;
+use crate::context::ConnCtx;
 use crate::io::Io;
 use crate::rt::LocalExec;
 
 /// Serves HTTP/1.x requests from a client stream until it closes. `target` is the tunnel's
 /// destination (after CONNECT), `None` for the proxy's own port (absolute-form requests).
-pub(crate) async fn serve_h1<I: Io>(ctx: Rc<ConnCtx>, io: I, target: Option<Target>) {
+pub(crate) async fn serve_h1<I: Io>(ctx: Rc<ConnCtx>, io: I, target: Option<Destination>) {
     let cfg = ctx.shared.config();
     let target = Rc::new(target);
     let svc_ctx = ctx.clone();
@@ -53,7 +54,7 @@ pub(crate) async fn bad_request<I: Io>(mut io: I, reason: &str) {
 }
 
 /// Serves HTTP/2 requests from a client stream until it closes.
-pub(crate) async fn serve_h2<I: Io>(ctx: Rc<ConnCtx>, io: I, target: Option<Target>) {
+pub(crate) async fn serve_h2<I: Io>(ctx: Rc<ConnCtx>, io: I, target: Option<Destination>) {
     let target = Rc::new(target);
     let svc_ctx = ctx.clone();
     let service = service_fn(move |req| exchange::handle(svc_ctx.clone(), target.clone(), req));

@@ -12,8 +12,9 @@ use waylay_core::flow::HttpFlow;
 use super::body::ProxyBody;
 use super::convert::headers_to;
 use super::response::fix_content_length;
+use crate::conn::dest::Destination;
 use crate::conn::dial::{checkout, checkout_upgrade};
-use crate::conn::pool::{PoolEntry, PoolKey};
+use crate::conn::pool::PoolEntry;
 use crate::conn::server::Forward;
 use crate::context::ConnCtx;
 use crate::error::{ForwardError, ServerError};
@@ -27,7 +28,7 @@ use crate::proto::headers::strip_hop_by_hop;
 /// failed and why (the 502's reason).
 pub(crate) async fn send_upstream(
     ctx: &Rc<ConnCtx>,
-    key: &PoolKey,
+    key: &Destination,
     upgrade: bool,
     can_retry: bool,
     mut build: impl FnMut(&PoolEntry, bool) -> Result<hyper::Request<ProxyBody>, String>,

@@ -56,6 +56,15 @@ pub(crate) enum Scheme {
 }
 
 impl Scheme {
+    /// The scheme a flow's request names (`https` is TLS; anything else plain HTTP).
+    pub(crate) fn of(s: &str) -> Self {
+        if s.eq_ignore_ascii_case("https") {
+            Self::Https
+        } else {
+            Self::Http
+        }
+    }
+
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Http => "http",

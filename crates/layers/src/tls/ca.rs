@@ -20,7 +20,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use time::{Duration, OffsetDateTime};
 
-use super::TlsError;
+use super::error::TlsError;
 
 /// File holding waylay's CA private key followed by its certificate.
 pub const CA_FILE: &str = "waylay-ca.pem";
@@ -258,7 +258,7 @@ fn generate_bundle() -> Result<String, TlsError> {
 /// from the public key, which all our leaves share.
 pub(crate) fn random_serial() -> Result<SerialNumber, TlsError> {
     let mut bytes = [0u8; 16];
-    super::provider()
+    super::provider::provider()
         .secure_random
         .fill(&mut bytes)
         .map_err(|_| TlsError::Rcgen("no randomness available for a serial number".into()))?;

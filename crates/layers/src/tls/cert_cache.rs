@@ -20,8 +20,9 @@ use rustls::sign::{CertifiedKey, SigningKey, SingleCertAndKey};
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use time::{Duration, OffsetDateTime};
 
+use super::ca::CertificateAuthority;
 use super::ca::{BACKDATE, random_serial};
-use super::{CertificateAuthority, TlsError};
+use super::error::TlsError;
 
 /// Default number of cached leaves (and, separately, server configs).
 pub const DEFAULT_CAPACITY: usize = 10_000;
@@ -117,7 +118,7 @@ impl CertCache {
     pub fn with_capacity(ca: Arc<CertificateAuthority>, capacity: usize) -> Result<Self, TlsError> {
         let leaf_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let pkcs8 = PrivatePkcs8KeyDer::from(leaf_key.serialize_der());
-        let leaf_signer = super::provider()
+        let leaf_signer = super::provider::provider()
             .key_provider
             .load_private_key(PrivateKeyDer::Pkcs8(pkcs8))?;
         Ok(Self {
@@ -197,7 +198,7 @@ impl CertCache {
             } else {
                 &[&rustls::version::TLS13, &rustls::version::TLS12]
             };
-        let mut config = ServerConfig::builder_with_provider(super::provider())
+        let mut config = ServerConfig::builder_with_provider(super::provider::provider())
             .with_protocol_versions(versions)?
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(SingleCertAndKey::from(leaf.key)));

@@ -12,7 +12,7 @@ use rustls::{
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
-use super::TlsError;
+use super::error::TlsError;
 
 /// How waylay connects to upstream servers.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -38,7 +38,7 @@ pub struct UpstreamTls {
 /// The system trust store is read once per process and reused; a system
 /// without any usable roots still works with `extra_ca_pem`.
 pub fn client_config(opts: &UpstreamTls) -> Result<Arc<ClientConfig>, TlsError> {
-    let provider = super::provider();
+    let provider = super::provider::provider();
     let versions: &[&rustls::SupportedProtocolVersion] = if opts.tls13_only {
         &[&rustls::version::TLS13]
     } else {

@@ -124,7 +124,7 @@ pub(crate) async fn response(
 ) -> Result<hyper::Response<ProxyBody>, Killed> {
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         // Refused: the connection stays plain HTTP and its driver reports its end.
-        entry.upgrading.set(false);
+        entry.state.upgrading(false);
         return response_phase(ctx, flow, entry, resp).await;
     }
     let server_upgrade = hyper::upgrade::on(&mut resp);

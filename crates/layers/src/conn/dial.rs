@@ -1,7 +1,6 @@
 //! Dialing a server: `server_connect`, TCP, TLS with its hooks, the HTTP handshake, and
 //! taking a pooled connection (or dialing one) for a request.
 
-use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -13,7 +12,7 @@ use waylay_core::flow::{Address, Server, TlsInfo, now};
 use waylay_core::hooks::{ServerConnectionHookData, Side, TlsData};
 
 use super::dest::Destination;
-use super::pool::PoolEntry;
+use super::pool::{ConnState, EntryState, PoolEntry};
 use super::server::{ServerConnection, tls_version_name};
 use crate::context::{ConnCtx, fire};
 use crate::error::ServerError;
@@ -81,7 +80,7 @@ pub(crate) async fn checkout_upgrade(
             dial(ctx, spec).await?
         }
     };
-    entry.upgrading.set(true);
+    entry.state.upgrading(true);
     Ok(entry)
 }
 
@@ -297,8 +296,7 @@ pub(crate) async fn handshake(
     let ServerStream { io, server, alpn } = stream;
     let h2 = alpn.as_deref() == Some("h2");
     let addr_text = server.address.to_string();
-    let closed = Rc::new(Cell::new(false));
-    let upgrading = Rc::new(Cell::new(false));
+    let state = Arc::new(EntryState::default());
     let server = Arc::new(server);
     let sender = if h2 {
         let (s, conn) = http2::Builder::new(LocalExec)
@@ -309,7 +307,7 @@ pub(crate) async fn handshake(
                 addr: addr_text.clone(),
                 reason: e.to_string(),
             })?;
-        spawn_driver(ctx, server.clone(), closed.clone(), upgrading.clone(), conn);
+        spawn_driver(ctx, server.clone(), state.clone(), conn);
         Sender::H2(s)
     } else {
         let (s, conn) = http1::Builder::new()
@@ -321,13 +319,7 @@ pub(crate) async fn handshake(
                 reason: e.to_string(),
             })?;
         // With upgrades, a 101 hands the connection to the WebSocket layer.
-        spawn_driver(
-            ctx,
-            server.clone(),
-            closed.clone(),
-            upgrading.clone(),
-            conn.with_upgrades(),
-        );
+        spawn_driver(ctx, server.clone(), state.clone(), conn.with_upgrades());
         Sender::H1(s)
     };
     let addr = match sender {
@@ -338,10 +330,7 @@ pub(crate) async fn handshake(
         addr,
         server,
         h2,
-        closed,
-        busy: Arc::default(),
-        used: Rc::default(),
-        upgrading,
+        state,
     })
 }
 
@@ -352,13 +341,8 @@ fn shutting_down(spec: &DialSpec) -> ServerError {
     }
 }
 
-fn spawn_driver<F, E>(
-    ctx: &Rc<ConnCtx>,
-    server: Arc<Server>,
-    closed: Rc<Cell<bool>>,
-    upgrading: Rc<Cell<bool>>,
-    conn: F,
-) where
+fn spawn_driver<F, E>(ctx: &Rc<ConnCtx>, server: Arc<Server>, state: Arc<EntryState>, conn: F)
+where
     F: std::future::Future<Output = Result<(), E>> + 'static,
     E: std::fmt::Display,
 {
@@ -368,8 +352,7 @@ fn spawn_driver<F, E>(
         if let Err(e) = conn.await {
             tracing::debug!(server.addr = %server.address, error = %e, "server connection ended");
         }
-        closed.set(true);
-        if upgrading.get() {
+        if let ConnState::Upgrading { .. } = state.close() {
             return;
         }
         let mut s = Server::clone(&server);

@@ -2,10 +2,10 @@
 //! requests, taken out for a WebSocket upgrade, evicted when they fail. Its state changes
 //! only through [`Pool`]'s methods.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
-use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use actix::Addr;
 use waylay_core::flow::Server;
@@ -20,33 +20,169 @@ pub(crate) struct PoolEntry {
     pub(crate) addr: Addr<ServerConnection>,
     pub(crate) server: Arc<Server>,
     pub(crate) h2: bool,
-    /// Set by the IO driver when the connection ends.
-    pub(crate) closed: Rc<Cell<bool>>,
-    /// Set while an HTTP/1 exchange is in flight (until its response body ends).
-    pub(crate) busy: Arc<Flag>,
-    /// Set once a request was sent on it (a failure then may be a stale keep-alive).
-    pub(crate) used: Rc<Cell<bool>>,
-    /// Set while it carries a WebSocket upgrade: the WebSocket layer then owns the
-    /// connection after a 101 and reports its `server_disconnect`, not the IO driver.
-    pub(crate) upgrading: Rc<Cell<bool>>,
+    /// Where it is in its life, shared with its IO driver and with the response body that
+    /// ends its exchange.
+    pub(crate) state: Arc<EntryState>,
 }
 
 impl PoolEntry {
     pub(crate) fn usable(&self) -> bool {
-        !self.closed.get() && (self.h2 || !self.busy.get())
+        matches!(self.state.get(), ConnState::Fresh | ConnState::Idle)
     }
 }
 
-/// A boolean shared with a body that may be dropped on another thread's schedule.
-#[derive(Debug, Default)]
-pub(crate) struct Flag(std::sync::atomic::AtomicBool);
+/// Where a server connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ConnState {
+    /// Ready; no request was sent on it yet.
+    Fresh,
+    /// Ready; it carried requests before (a failure now may be a stale keep-alive).
+    Idle,
+    /// An HTTP/1 exchange is in flight, until its response body ends.
+    Busy,
+    /// It carries a WebSocket upgrade (`used`: it carried requests before): after a 101 the
+    /// WebSocket layer owns it and reports its `server_disconnect`, not the IO driver.
+    Upgrading { used: bool },
+    /// The connection ended.
+    Closed,
+}
 
-impl Flag {
-    pub(crate) fn get(&self) -> bool {
-        self.0.load(std::sync::atomic::Ordering::Acquire)
+impl ConnState {
+    fn to_u8(self) -> u8 {
+        match self {
+            Self::Fresh => 0,
+            Self::Idle => 1,
+            Self::Busy => 2,
+            Self::Upgrading { used: false } => 3,
+            Self::Upgrading { used: true } => 4,
+            Self::Closed => 5,
+        }
     }
-    pub(crate) fn set(&self, v: bool) {
-        self.0.store(v, std::sync::atomic::Ordering::Release);
+
+    fn from_u8(v: u8) -> Self {
+        match v {
+            0 => Self::Fresh,
+            1 => Self::Idle,
+            2 => Self::Busy,
+            3 => Self::Upgrading { used: false },
+            4 => Self::Upgrading { used: true },
+            _ => Self::Closed,
+        }
+    }
+
+    /// Whether a request was sent on it before.
+    pub(crate) fn used(self) -> bool {
+        match self {
+            Self::Fresh | Self::Upgrading { used: false } => false,
+            Self::Idle | Self::Busy | Self::Upgrading { used: true } | Self::Closed => true,
+        }
+    }
+}
+
+/// A [`ConnState`] shared across threads (a response body may end on another thread's
+/// schedule); each transition is one atomic step.
+#[derive(Debug)]
+pub(crate) struct EntryState(AtomicU8);
+
+impl Default for EntryState {
+    fn default() -> Self {
+        Self(AtomicU8::new(ConnState::Fresh.to_u8()))
+    }
+}
+
+impl EntryState {
+    pub(crate) fn get(&self) -> ConnState {
+        ConnState::from_u8(self.0.load(Ordering::Acquire))
+    }
+
+    fn update(&self, f: impl Fn(ConnState) -> Option<ConnState>) {
+        let _ = self
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                f(ConnState::from_u8(v)).map(ConnState::to_u8)
+            });
+    }
+
+    /// A request is sent on it: HTTP/1 is busy until its response ends, HTTP/2 multiplexes.
+    pub(crate) fn send(&self, h2: bool) {
+        self.update(|s| match s {
+            ConnState::Fresh | ConnState::Idle | ConnState::Busy if h2 => Some(ConnState::Idle),
+            ConnState::Fresh | ConnState::Idle | ConnState::Busy => Some(ConnState::Busy),
+            ConnState::Upgrading { .. } => Some(ConnState::Upgrading { used: true }),
+            ConnState::Closed => None,
+        });
+    }
+
+    /// The exchange in flight ended (its response body was passed on or dropped).
+    pub(crate) fn release(&self) {
+        self.update(|s| (s == ConnState::Busy).then_some(ConnState::Idle));
+    }
+
+    /// Taken for a WebSocket upgrade (`true`), or the server refused it (`false`).
+    pub(crate) fn upgrading(&self, on: bool) {
+        self.update(|s| match (s, on) {
+            (ConnState::Closed, _) => None,
+            (s, true) => Some(ConnState::Upgrading { used: s.used() }),
+            (ConnState::Upgrading { .. }, false) => Some(ConnState::Busy),
+            (_, false) => None,
+        });
+    }
+
+    /// The connection ended; gives the state it was in.
+    pub(crate) fn close(&self) -> ConnState {
+        ConnState::from_u8(self.0.swap(ConnState::Closed.to_u8(), Ordering::AcqRel))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_http1_connection_is_busy_until_its_response_ends() {
+        let s = EntryState::default();
+        assert_eq!(s.get(), ConnState::Fresh);
+        s.send(false);
+        assert_eq!(s.get(), ConnState::Busy);
+        s.release();
+        assert_eq!(s.get(), ConnState::Idle);
+        assert!(s.get().used());
+    }
+
+    #[test]
+    fn an_http2_connection_is_never_busy() {
+        let s = EntryState::default();
+        s.send(true);
+        assert_eq!(s.get(), ConnState::Idle);
+    }
+
+    #[test]
+    fn closed_stays_closed() {
+        let s = EntryState::default();
+        s.send(false);
+        assert_eq!(s.close(), ConnState::Busy);
+        s.release();
+        s.send(false);
+        s.upgrading(true);
+        assert_eq!(s.get(), ConnState::Closed);
+    }
+
+    #[test]
+    fn an_upgrade_remembers_whether_the_connection_was_used() {
+        let s = EntryState::default();
+        s.send(false);
+        s.release();
+        s.upgrading(true);
+        assert_eq!(s.get(), ConnState::Upgrading { used: true });
+        s.send(false);
+        assert_eq!(s.close(), ConnState::Upgrading { used: true });
+        let fresh = EntryState::default();
+        fresh.upgrading(true);
+        assert!(!fresh.get().used());
+        // Refused: an ordinary exchange, released when its response ends.
+        fresh.upgrading(false);
+        fresh.release();
+        assert_eq!(fresh.get(), ConnState::Idle);
     }
 }
 
@@ -75,7 +211,7 @@ impl Pool {
     pub(crate) fn usable(&self, key: &Destination) -> Option<PoolEntry> {
         let mut pool = self.entries.borrow_mut();
         let list = pool.get_mut(key)?;
-        list.retain(|e| !e.closed.get());
+        list.retain(|e| e.state.get() != ConnState::Closed);
         list.iter().find(|e| e.usable()).cloned()
     }
 
@@ -83,7 +219,7 @@ impl Pool {
     pub(crate) fn take_idle_h1(&self, key: &Destination) -> Option<PoolEntry> {
         let mut pool = self.entries.borrow_mut();
         let list = pool.get_mut(key)?;
-        list.retain(|e| !e.closed.get());
+        list.retain(|e| e.state.get() != ConnState::Closed);
         let i = list.iter().position(|e| !e.h2 && e.usable())?;
         Some(list.remove(i))
     }

@@ -146,15 +146,15 @@ async fn forward_unobserved(
         && len > limit
         && !no_body
     {
-        entry.busy.set(false);
+        entry.state.release();
         let msg = format!("response body of {len} bytes exceeds body_size_limit ({limit} bytes)");
         return failed(StatusCode::BAD_GATEWAY, msg);
     }
     strip_hop_by_hop(&mut head.headers, false);
-    let busy = entry.busy.clone();
+    let state = entry.state.clone();
     let body = ProxyBody::streaming(Vec::new(), body, cfg.body_size_limit)
         .with_exact(declared_len)
-        .on_end(Box::new(move |_, _| busy.set(false)));
+        .on_end(Box::new(move |_, _| state.release()));
     hyper::Response::from_parts(head, body)
 }
 

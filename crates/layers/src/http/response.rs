@@ -65,8 +65,8 @@ pub(crate) async fn response_phase(
     });
 
     let release = {
-        let busy = entry.busy.clone();
-        move || busy.set(false)
+        let state = entry.state.clone();
+        move || state.release()
     };
     let Some(mut f) = ctx.fire(HookKind::ResponseHeaders, flow).await else {
         release();

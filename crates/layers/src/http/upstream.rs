@@ -14,7 +14,7 @@ use super::convert::headers_to;
 use super::response::fix_content_length;
 use crate::conn::dest::Destination;
 use crate::conn::dial::{checkout, checkout_upgrade};
-use crate::conn::pool::PoolEntry;
+use crate::conn::pool::{ConnState, PoolEntry};
 use crate::conn::server::Forward;
 use crate::context::ConnCtx;
 use crate::error::{ForwardError, ServerError};
@@ -41,12 +41,9 @@ pub(crate) async fn send_upstream(
         } else {
             checkout(ctx, key).await
         }?;
-        let retryable = can_retry && entry.used.get() && attempt == 1;
+        let retryable = can_retry && entry.state.get().used() && attempt == 1;
         let upstream = build(&entry, retryable).map_err(ForwardError::Request)?;
-        if !entry.h2 {
-            entry.busy.set(true);
-        }
-        entry.used.set(true);
+        entry.state.send(entry.h2);
         match entry.addr.send(Forward(upstream)).await {
             Ok(Ok(resp)) => return Ok((entry, resp)),
             Ok(Err(msg)) => {
@@ -217,6 +214,6 @@ pub(crate) fn build_upstream(
         body,
         h2,
         absolute_form,
-        entry.upgrading.get(),
+        matches!(entry.state.get(), ConnState::Upgrading { .. }),
     )
 }

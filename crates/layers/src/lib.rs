@@ -22,10 +22,9 @@ mod modes;
 mod next_layer;
 mod proto;
 mod proxy;
+mod relay;
 mod rt;
-mod tcp;
 pub mod tls;
-mod websocket;
 
 pub use error::{ProxyError, ServerError, Side};
 pub use proxy::{Proxy, ProxyBuilder, RunningProxy};

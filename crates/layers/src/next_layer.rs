@@ -30,7 +30,7 @@ use crate::io::{BoxIo, Io, PrefixedIo};
 use crate::proto::client_hello::{client_hello_complete, parse_client_hello};
 use crate::proto::detect::{Detected, detect};
 use crate::proto::target::Scheme;
-use crate::tcp::{Mode, ServerSide};
+use crate::relay::tcp::{Mode, ServerSide};
 
 /// Most bytes read while waiting to tell which protocol a tunnel carries.
 pub(crate) const MAX_DETECT: usize = 64 * 1024;
@@ -250,16 +250,17 @@ pub(crate) async fn serve_tunnel(ctx: Rc<ConnCtx>, mut io: BoxIo, host: String, 
             match crate::intercept::intercept(&ctx, io, data, address.host.clone(), port).await {
                 TlsOutcome::Intercepted(i) => serve_inside_tls(ctx, *i).await,
                 TlsOutcome::Ignored(io) => {
-                    crate::tcp::serve(ctx, io, ServerSide::Dial(address), Mode::Passthrough).await
+                    crate::relay::tcp::serve(ctx, io, ServerSide::Dial(address), Mode::Passthrough)
+                        .await
                 }
                 TlsOutcome::Done => {}
             }
         }
         Layer::Http1 => crate::http::serve_h1(ctx, io, Some(target(Scheme::Http))).await,
         Layer::Http2 => crate::http::serve_h2(ctx, io, Some(target(Scheme::Http))).await,
-        Layer::Tcp => crate::tcp::serve(ctx, io, ServerSide::Dial(address), Mode::Tcp).await,
+        Layer::Tcp => crate::relay::tcp::serve(ctx, io, ServerSide::Dial(address), Mode::Tcp).await,
         Layer::Passthrough => {
-            crate::tcp::serve(ctx, io, ServerSide::Dial(address), Mode::Passthrough).await
+            crate::relay::tcp::serve(ctx, io, ServerSide::Dial(address), Mode::Passthrough).await
         }
     }
 }
@@ -408,7 +409,7 @@ async fn serve_inside_tls(ctx: Rc<ConnCtx>, tls: Intercepted) {
             error: e.to_string(),
         },
     };
-    crate::tcp::serve(ctx, Box::new(client), server_side, mode).await;
+    crate::relay::tcp::serve(ctx, Box::new(client), server_side, mode).await;
 }
 
 #[cfg(test)]

@@ -220,7 +220,7 @@ async fn observed(
     let (mut parts, body) = req.into_parts();
     // A WebSocket handshake: the client's side of the upgrade, taken before the extensions
     // are copied onto the server's request.
-    let client_upgrade = crate::websocket::wants_upgrade(&parts)
+    let client_upgrade = super::upgrade::wants_upgrade(&parts)
         .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
         .flatten();
     let path = match parts.uri.path_and_query() {
@@ -249,7 +249,7 @@ async fn observed(
     }
 
     if client_upgrade.is_some() {
-        flow = crate::websocket::handshake(&ctx, flow).await?;
+        flow = super::upgrade::handshake(&ctx, flow).await?;
     }
 
     flow = run_hook(&ctx, HookKind::RequestHeaders, flow).await?;
@@ -332,7 +332,7 @@ async fn observed(
     };
     flow.server = Some(entry.server.clone());
     if let Some(client_upgrade) = client_upgrade {
-        return crate::websocket::response(&ctx, flow, entry, resp, client_upgrade).await;
+        return super::upgrade::response(&ctx, flow, entry, resp, client_upgrade).await;
     }
     response_phase(&ctx, flow, entry, resp).await
 }

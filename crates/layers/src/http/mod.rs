@@ -5,6 +5,7 @@ mod connect;
 pub(crate) mod convert;
 mod exchange;
 pub(crate) mod response;
+mod upgrade;
 mod upstream;
 pub(crate) mod walk;
 

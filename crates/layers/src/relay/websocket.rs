@@ -35,29 +35,19 @@ use bytes::Bytes;
 use futures::lock::Mutex as AsyncMutex;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
-use http::header::{CONNECTION, UPGRADE};
-use http::{HeaderMap, StatusCode};
-use hyper::body::Incoming;
-use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message as WsMessage, Utf8Bytes};
 use waylay_core::flow::{
-    HttpFlow, Message, Response, Server, WebSocketData, WebSocketInjector, WebSocketMessage,
-    WebSocketMessageKind, now, reason_phrase,
+    HttpFlow, Server, WebSocketData, WebSocketInjector, WebSocketMessage, WebSocketMessageKind, now,
 };
 use waylay_core::hooks::ServerConnectionHookData;
 use waylay_core::{FlowError, HookKind, ManagerHandle};
 
-use crate::conn::pool::PoolEntry;
 use crate::context::{ConnCtx, fire};
-use crate::http::body::ProxyBody;
-use crate::http::convert::{headers_from, headers_to, version_of};
-use crate::http::response::response_phase;
-use crate::http::walk::{Killed, fail, killed, proceed, run_hook};
-use crate::proto::headers::strip_hop_by_hop;
 
 /// Largest message (and frame) accepted from either side: 16 MiB messages must pass, with
 /// room to spare, while one peer still cannot make waylay buffer without limit.
@@ -87,116 +77,8 @@ struct Peer {
     name: &'static str,
 }
 
-/// Whether a client's request asks to switch to WebSocket: HTTP/1.1 `GET` with
-/// `Connection: upgrade` and `Upgrade: websocket`.
-pub(crate) fn wants_upgrade(parts: &http::request::Parts) -> bool {
-    parts.version == http::Version::HTTP_11
-        && parts.method == http::Method::GET
-        && has_token(&parts.headers, CONNECTION, "upgrade")
-        && has_token(&parts.headers, UPGRADE, "websocket")
-}
-
-fn has_token(h: &HeaderMap, name: http::HeaderName, token: &str) -> bool {
-    h.get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
-}
-
-/// Fires `websocket_handshake`, then removes the extension offer so that the server does
-/// not negotiate an extension waylay cannot relay (permessage-deflate).
-pub(crate) async fn handshake(ctx: &ConnCtx, flow: Box<HttpFlow>) -> Result<Box<HttpFlow>, Killed> {
-    let mut flow = run_hook(ctx, HookKind::WebsocketHandshake, flow).await?;
-    flow.request.headers.remove("sec-websocket-extensions");
-    Ok(flow)
-}
-
-/// The server's answer to an upgrade request. Anything but a 101 is an ordinary response;
-/// a 101 runs the response hooks, is passed to the client, and both connections go to the
-/// WebSocket relay once hyper hands them over.
-pub(crate) async fn response(
-    ctx: &Rc<ConnCtx>,
-    mut flow: Box<HttpFlow>,
-    entry: PoolEntry,
-    mut resp: hyper::Response<Incoming>,
-    client_upgrade: OnUpgrade,
-) -> Result<hyper::Response<ProxyBody>, Killed> {
-    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        // Refused: the connection stays plain HTTP and its driver reports its end.
-        entry.state.upgrading(false);
-        return response_phase(ctx, flow, entry, resp).await;
-    }
-    let server_upgrade = hyper::upgrade::on(&mut resp);
-    let (parts, _body) = resp.into_parts();
-    let mut message = Message::new(version_of(parts.version), headers_from(&parts.headers));
-    message.timestamp_start = now();
-    flow.response = Some(Response {
-        status_code: 101,
-        reason: reason_phrase(101).to_owned(),
-        message,
-    });
-    let server = entry.server.clone();
-    let Some(mut f) = ctx.fire(HookKind::ResponseHeaders, flow).await else {
-        return Err(Killed);
-    };
-    if proceed(&mut f).await.is_err() {
-        server_gone(ctx.manager(), ctx, &server).await;
-        return killed(ctx, f).await;
-    }
-    flow = f;
-    // Set before `response`, as mitmproxy does, so addons can tell a WebSocket follows.
-    if ctx.shared.config().websocket {
-        flow.websocket = Some(WebSocketData::default());
-    }
-    if let Some(r) = flow.response.as_mut() {
-        r.timestamp_end = Some(now());
-    }
-    let Some(mut f) = ctx.fire(HookKind::Response, flow).await else {
-        return Err(Killed);
-    };
-    if proceed(&mut f).await.is_err() {
-        server_gone(ctx.manager(), ctx, &server).await;
-        return killed(ctx, f).await;
-    }
-    flow = f;
-    let head = match flow.response.as_ref() {
-        Some(r) if r.status_code == 101 => {
-            let mut headers = headers_to(&r.headers);
-            strip_hop_by_hop(&mut headers, true);
-            let mut head = hyper::Response::new(ProxyBody::empty());
-            *head.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-            *head.headers_mut() = headers;
-            head
-        }
-        _ => {
-            server_gone(ctx.manager(), ctx, &server).await;
-            let msg = "an addon changed the server's 101 Switching Protocols response".to_owned();
-            return fail(ctx, flow, StatusCode::BAD_GATEWAY, msg).await;
-        }
-    };
-    let relay_ctx = ctx.clone();
-    let task = actix::spawn(async move {
-        match futures::future::try_join(client_upgrade, server_upgrade).await {
-            Ok((client, server_io)) => run(relay_ctx, flow, client, server_io, server).await,
-            Err(e) => {
-                let msg = format!("WebSocket upgrade failed: {e}");
-                tracing::info!(client.addr = %flow.client.peername, url = %flow.request.url(), "{msg}");
-                flow.error = Some(FlowError::new(msg));
-                flow.live = false;
-                let manager = relay_ctx.manager().clone();
-                let _ = fire(&manager, HookKind::Error, flow).await;
-                server_gone(&manager, &relay_ctx, &server).await;
-            }
-        }
-    });
-    // The client connection ends (`client_disconnect`) after the WebSocket.
-    ctx.relays.borrow_mut().push(task);
-    Ok(head)
-}
-
 /// Fires `server_disconnect` for an upgraded server connection (its IO driver does not).
-async fn server_gone(manager: &ManagerHandle, ctx: &ConnCtx, server: &Arc<Server>) {
+pub(crate) async fn server_gone(manager: &ManagerHandle, ctx: &ConnCtx, server: &Arc<Server>) {
     let mut s = Server::clone(server);
     s.timestamp_end = Some(now());
     let data = Box::new(ServerConnectionHookData {
@@ -261,7 +143,7 @@ fn side(from_client: bool) -> &'static str {
 
 /// Relays messages between the upgraded client and server connections until a close
 /// handshake or a failure, firing the WebSocket hooks.
-async fn run(
+pub(crate) async fn run(
     ctx: Rc<ConnCtx>,
     flow: Box<HttpFlow>,
     client: Upgraded,

@@ -208,6 +208,64 @@ pub(crate) async fn handle(
     Box::pin(observed(ctx, cfg, req, (key, authority), absolute_form)).await
 }
 
+/// What the request body phase gave.
+enum BodyPhase {
+    /// Go on to the server with this flow and the body it gets (`None`: the flow's buffered
+    /// body).
+    Next(Box<HttpFlow>, Option<ProxyBody>),
+    /// The client was answered already (the body outgrew `body_size_limit`).
+    Answered(HyperResponse),
+}
+
+/// The request body: buffered for the `request` hook, streamed when nobody looks at it or it
+/// is larger than `stream_large_bodies`.
+async fn request_body(
+    ctx: &Rc<ConnCtx>,
+    cfg: &ProxyConfig,
+    mut flow: Box<HttpFlow>,
+    body: Incoming,
+    declared_len: Option<u64>,
+) -> Result<BodyPhase, Killed> {
+    if !ctx.manager().handles(HookKind::Request) {
+        if body.is_end_stream() {
+            // No body: held as empty, so a stale keep-alive can be retried.
+            flow.request.raw_content = Some(Bytes::new());
+            flow.request.timestamp_end = Some(now());
+            return Ok(BodyPhase::Next(flow, None));
+        }
+        flow.request.stream = true;
+        let body =
+            ProxyBody::streaming(Vec::new(), body, cfg.body_size_limit).with_exact(declared_len);
+        return Ok(BodyPhase::Next(flow, Some(body)));
+    }
+    let mut streamed = None;
+    match read_up_to(body, cfg.stream_large_bodies).await {
+        Ok(Read::Complete(b, trailers)) => {
+            if let Some(limit) = cfg.body_size_limit
+                && b.len() as u64 > limit
+            {
+                let msg = format!("request body exceeds body_size_limit ({limit} bytes)");
+                let answer = fail(ctx, flow, StatusCode::PAYLOAD_TOO_LARGE, msg).await?;
+                return Ok(BodyPhase::Answered(answer));
+            }
+            flow.request.raw_content = Some(b);
+            flow.request.trailers = trailers.as_ref().map(headers_from);
+            flow.request.timestamp_end = Some(now());
+        }
+        Ok(Read::TooLarge(chunks, rest)) => {
+            flow.request.stream = true;
+            streamed = Some(ProxyBody::streaming(chunks, rest, cfg.body_size_limit));
+        }
+        Err(e) => {
+            let msg = format!("client disconnected while sending the request body: {e}");
+            flow_failed(ctx.manager(), flow, msg).await;
+            return Err(Killed);
+        }
+    }
+    let flow = run_hook(ctx, HookKind::Request, flow).await?;
+    Ok(BodyPhase::Next(flow, streamed))
+}
+
 /// Serves a request some addon observes: the flow is built and walked through the hooks.
 async fn observed(
     ctx: Rc<ConnCtx>,
@@ -216,7 +274,6 @@ async fn observed(
     (dest, authority): (Destination, String),
     absolute_form: bool,
 ) -> Result<HyperResponse, Killed> {
-    let manager = ctx.manager();
     let (mut parts, body) = req.into_parts();
     // A WebSocket handshake: the client's side of the upgrade, taken before the extensions
     // are copied onto the server's request.
@@ -254,46 +311,17 @@ async fn observed(
 
     flow = run_hook(&ctx, HookKind::RequestHeaders, flow).await?;
 
-    // The request body: buffered for the `request` hook, streamed when nobody looks at it or
-    // it is larger than `stream_large_bodies`.
-    let mut req_body: Option<ProxyBody> = None;
-    if flow.response.is_none() {
-        if manager.handles(HookKind::Request) {
-            match read_up_to(body, cfg.stream_large_bodies).await {
-                Ok(Read::Complete(b, trailers)) => {
-                    if let Some(limit) = cfg.body_size_limit
-                        && b.len() as u64 > limit
-                    {
-                        let msg = format!("request body exceeds body_size_limit ({limit} bytes)");
-                        return fail(&ctx, flow, StatusCode::PAYLOAD_TOO_LARGE, msg).await;
-                    }
-                    flow.request.raw_content = Some(b);
-                    flow.request.trailers = trailers.as_ref().map(headers_from);
-                    flow.request.timestamp_end = Some(now());
-                }
-                Ok(Read::TooLarge(chunks, rest)) => {
-                    flow.request.stream = true;
-                    req_body = Some(ProxyBody::streaming(chunks, rest, cfg.body_size_limit));
-                }
-                Err(e) => {
-                    let msg = format!("client disconnected while sending the request body: {e}");
-                    flow_failed(manager, flow, msg).await;
-                    return Err(Killed);
-                }
+    let req_body = if flow.response.is_none() {
+        match request_body(&ctx, &cfg, flow, body, declared_len).await? {
+            BodyPhase::Next(f, b) => {
+                flow = f;
+                b
             }
-            flow = run_hook(&ctx, HookKind::Request, flow).await?;
-        } else if body.is_end_stream() {
-            // No body: held as empty, so a stale keep-alive can be retried.
-            flow.request.raw_content = Some(Bytes::new());
-            flow.request.timestamp_end = Some(now());
-        } else {
-            flow.request.stream = true;
-            req_body = Some(
-                ProxyBody::streaming(Vec::new(), body, cfg.body_size_limit)
-                    .with_exact(declared_len),
-            );
+            BodyPhase::Answered(r) => return Ok(r),
         }
-    }
+    } else {
+        None
+    };
 
     // An addon answered: the server is never contacted.
     if flow.response.is_some() {

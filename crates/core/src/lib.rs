@@ -69,9 +69,14 @@ pub mod flow;
 pub mod hooks;
 pub mod log;
 mod manager;
+pub mod mode;
 pub mod options;
 
 pub use flow::{Flow, FlowError, FlowId, Headers, HttpFlow, Request, Response, TcpFlow};
 pub use hooks::{Addon, Hook, HookKind, HookSet};
 pub use manager::{AddError, AddonActor, AddonId, AddonManager, Fault, HookError, ManagerHandle};
+pub use mode::{
+    Credentials, Mode, ModeSpec, ModeSpecError, ProxyScheme, ReverseScheme, ReverseTarget,
+    UpstreamProxy, Via,
+};
 pub use options::{OptionSpec, OptionValue, Options, OptionsError};

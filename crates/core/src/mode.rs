@@ -1,0 +1,687 @@
+//! Proxy modes and routes as plain data: the `--mode` spec grammar ([`ModeSpec`]) and where a
+//! server connection goes ([`Via`]).
+//!
+//! # The mode spec grammar
+//!
+//! mitmproxy's: `MODE[:DATA][@[LISTEN_HOST:]LISTEN_PORT]`, for example `regular`,
+//! `socks5@1080`, `reverse:https://example.com@127.0.0.1:8443`,
+//! `upstream:http://proxy.internal:3128`. The mode name is case-insensitive.
+//!
+//! | mode | data | default listen port |
+//! |---|---|---|
+//! | `regular` | none | 8080 |
+//! | `transparent` | none | 8080 |
+//! | `socks5` | none | 1080 |
+//! | `reverse` | `[SCHEME://]HOST[:PORT][/]`, scheme `http`, `https` (default), `tls`, `tcp` | 8080 |
+//! | `upstream` | `[SCHEME://][USER:PASS@]HOST[:PORT][/]`, scheme `http` (default), `https`, `socks5` | 8080 |
+//!
+//! Default target ports: `http` 80, `https` 443, `socks5` 1080; `tls://` and `tcp://` need one.
+//! mitmproxy's UDP schemes (`dns`, `udp`, `quic`, `http3`, `dtls`) and its other modes (`dns`,
+//! `wireguard`, `local`, `tun`) are refused with an error saying so: waylay proxies TCP.
+//!
+//! **Credentials in an upstream URL** (waylay only; mitmproxy takes them from `upstream_auth`)
+//! are percent-encoded (`%40` for `@`, `%3A` for `:`). Both the credentials and the listen
+//! address are introduced by `@`, so with a single `@` in the URL: a bare port after it
+//! (`@8081`) is the listen port, anything else (`user:pass@proxy:1080`) is the credentials;
+//! write `upstream:http://proxy:3128/@127.0.0.1:8081` (trailing `/`) to give a listen host
+//! to an upstream without credentials. A reverse target never carries credentials, so there
+//! the last `@` always starts the listen address, as in mitmproxy.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::flow::Address;
+
+/// Why a mode spec or a route URL was refused. The message is one line for the user.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ModeSpecError {
+    /// The mode name is not one waylay or mitmproxy knows.
+    #[error(
+        "unknown proxy mode {0:?} (expected regular, reverse:URL, upstream:URL, socks5 or transparent)"
+    )]
+    UnknownMode(String),
+    /// A mitmproxy mode or scheme waylay does not implement (UDP-based ones).
+    #[error("{0} is not supported by waylay (it proxies TCP: use http, https, tls or tcp)")]
+    Unsupported(String),
+    /// A mode that takes no data was given some (`socks5:foo`).
+    #[error("mode {mode} takes no arguments (got {data:?})")]
+    UnexpectedData {
+        /// The mode.
+        mode: &'static str,
+        /// What followed the `:`.
+        data: String,
+    },
+    /// A mode that needs a URL got none (`reverse`).
+    #[error("mode {0} needs a URL ({0}:SCHEME://HOST[:PORT])")]
+    MissingData(&'static str),
+    /// The URL's scheme is not one this mode accepts.
+    #[error("invalid scheme {scheme:?} for {what} (expected {expected})")]
+    BadScheme {
+        /// The scheme given.
+        scheme: String,
+        /// What the URL was for (`reverse target`, `upstream proxy`).
+        what: &'static str,
+        /// The accepted schemes.
+        expected: &'static str,
+    },
+    /// The host is not a DNS name or an IP address.
+    #[error("invalid host {0:?}")]
+    BadHost(String),
+    /// A port that is not a number in 0..=65535.
+    #[error("invalid port {0:?}")]
+    BadPort(String),
+    /// `tls://` and `tcp://` have no default port.
+    #[error("{0}:// needs a port ({0}://HOST:PORT)")]
+    MissingPort(String),
+    /// Credentials that do not decode, or are not `user:pass`.
+    #[error("invalid credentials in {0:?} (expected percent-encoded user:pass)")]
+    BadCredentials(String),
+    /// Something that is not `[SCHEME://]HOST[:PORT][/]`.
+    #[error("invalid URL {0:?} (expected SCHEME://HOST[:PORT])")]
+    BadUrl(String),
+}
+
+/// A parsed `--mode` spec: the mode and where it listens.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ModeSpec {
+    /// The mode and its data.
+    pub mode: Mode,
+    /// `@HOST:PORT`'s host (`Some("")` for `@:PORT`, all interfaces, as mitmproxy).
+    pub listen_host: Option<String>,
+    /// `@PORT`.
+    pub listen_port: Option<u16>,
+}
+
+/// A proxy mode.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// An explicit HTTP(S) proxy: CONNECT and absolute-form requests.
+    Regular,
+    /// Connections redirected to waylay by the OS; the destination read from the socket.
+    Transparent,
+    /// A SOCKS v5 proxy (RFC 1928).
+    Socks5,
+    /// Every connection goes to one fixed target.
+    Reverse(ReverseTarget),
+    /// A regular proxy whose server connections all go through another proxy.
+    Upstream(UpstreamProxy),
+}
+
+/// Where a reverse proxy sends everything.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ReverseTarget {
+    /// How waylay talks to the target.
+    pub scheme: ReverseScheme,
+    /// The target.
+    pub address: Address,
+}
+
+/// The protocol a reverse proxy speaks to its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReverseScheme {
+    /// HTTP over plain TCP.
+    Http,
+    /// HTTP over TLS.
+    Https,
+    /// Any protocol over TLS (relayed through the TLS and TCP layers).
+    Tls,
+    /// Any protocol over plain TCP.
+    Tcp,
+}
+
+impl ReverseScheme {
+    /// The scheme as written in a spec.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Https => "https",
+            Self::Tls => "tls",
+            Self::Tcp => "tcp",
+        }
+    }
+
+    /// Whether waylay speaks TLS to the target.
+    pub const fn tls(self) -> bool {
+        matches!(self, Self::Https | Self::Tls)
+    }
+}
+
+/// A proxy that server connections go through.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct UpstreamProxy {
+    /// How waylay talks to the proxy.
+    pub scheme: ProxyScheme,
+    /// The proxy's address.
+    pub address: Address,
+    /// Credentials for the proxy (HTTP Basic `Proxy-Authorization`, or SOCKS5 RFC 1929).
+    pub credentials: Option<Credentials>,
+}
+
+impl fmt::Debug for UpstreamProxy {
+    /// The URL form, password masked.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "UpstreamProxy({}://", self.scheme.as_str())?;
+        if let Some(c) = &self.credentials {
+            write!(f, "{}:***@", encode_userinfo(&c.username))?;
+        }
+        write!(f, "{})", self.address)
+    }
+}
+
+/// The protocol waylay speaks to an upstream proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProxyScheme {
+    /// An HTTP proxy: absolute-form requests and CONNECT.
+    Http,
+    /// An HTTP proxy reached over TLS.
+    Https,
+    /// A SOCKS v5 proxy.
+    Socks5,
+}
+
+impl ProxyScheme {
+    /// The scheme as written in a URL.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Https => "https",
+            Self::Socks5 => "socks5",
+        }
+    }
+
+    /// The port used when a URL gives none.
+    pub const fn default_port(self) -> u16 {
+        match self {
+            Self::Http => 80,
+            Self::Https => 443,
+            Self::Socks5 => 1080,
+        }
+    }
+}
+
+/// A user name and password (for an upstream proxy).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Credentials {
+    /// The user name.
+    pub username: String,
+    /// The password.
+    pub password: String,
+}
+
+impl Credentials {
+    /// `user:pass`, as the `upstream_auth` option takes them (split at the first `:`).
+    pub fn parse(s: &str) -> Result<Self, ModeSpecError> {
+        let (username, password) = s
+            .split_once(':')
+            .ok_or_else(|| ModeSpecError::BadCredentials("user:***".into()))?;
+        Ok(Self {
+            username: username.to_owned(),
+            password: password.to_owned(),
+        })
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"***")
+            .finish()
+    }
+}
+
+/// Where a server connection goes: set on a flow's server by the mode, or by an addon in
+/// `request_headers`, `http_connect`, `next_layer` or `server_connect`.
+///
+/// Written as `direct` or a proxy URL: `http://HOST:PORT`, `https://HOST:PORT`,
+/// `socks5://[USER:PASS@]HOST:PORT` (credentials percent-encoded; also allowed for
+/// `http(s)://`, sent as Basic `Proxy-Authorization`). Serialised as that string.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Via {
+    /// Straight to the server.
+    Direct,
+    /// Through a proxy.
+    Proxy(UpstreamProxy),
+}
+
+impl Via {
+    /// Parses `direct` or a proxy URL (see the type's docs).
+    pub fn parse(s: &str) -> Result<Self, ModeSpecError> {
+        if s.eq_ignore_ascii_case("direct") {
+            return Ok(Self::Direct);
+        }
+        parse_proxy_url(s, true).map(Self::Proxy)
+    }
+
+    /// The proxy, unless direct.
+    pub fn proxy(&self) -> Option<&UpstreamProxy> {
+        match self {
+            Self::Direct => None,
+            Self::Proxy(p) => Some(p),
+        }
+    }
+}
+
+impl fmt::Display for Via {
+    /// `direct` or the proxy URL, credentials included (percent-encoded).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Direct => f.write_str("direct"),
+            Self::Proxy(p) => write_proxy_url(f, p),
+        }
+    }
+}
+
+impl FromStr for Via {
+    type Err = ModeSpecError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+impl TryFrom<String> for Via {
+    type Error = ModeSpecError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s)
+    }
+}
+
+impl From<Via> for String {
+    fn from(v: Via) -> Self {
+        v.to_string()
+    }
+}
+
+impl ModeSpec {
+    /// Parses a spec (see the [module docs](self) for the grammar). Never panics.
+    pub fn parse(spec: &str) -> Result<Self, ModeSpecError> {
+        let (name, data) = match spec.split_once(':') {
+            Some((name, data)) => (name, Some(data)),
+            None => (spec, None),
+        };
+        // Modes without data: the listen suffix follows the name directly.
+        let (name, data, listen) = match data {
+            None => match name.split_once('@') {
+                Some((n, l)) => (n.to_ascii_lowercase(), None, Some(l.to_owned())),
+                None => (name.to_ascii_lowercase(), None, None),
+            },
+            Some(d) => {
+                if let Some((n, rest)) = name.split_once('@') {
+                    // `socks5@127.0.0.1:1080`: the `:` belonged to the listen address.
+                    (n.to_ascii_lowercase(), None, Some(format!("{rest}:{d}")))
+                } else {
+                    let name = name.to_ascii_lowercase();
+                    let (d, l) = split_listen(&name, d);
+                    (name, Some(d.to_owned()), l.map(str::to_owned))
+                }
+            }
+        };
+        let (listen_host, listen_port) = match listen {
+            Some(l) => {
+                let (h, p) = parse_listen(&l)?;
+                (h, Some(p))
+            }
+            None => (None, None),
+        };
+        let mode = match name.as_str() {
+            "regular" => no_data("regular", data, Mode::Regular)?,
+            "transparent" => no_data("transparent", data, Mode::Transparent)?,
+            "socks5" => no_data("socks5", data, Mode::Socks5)?,
+            "reverse" => {
+                let data = data
+                    .filter(|d| !d.is_empty())
+                    .ok_or(ModeSpecError::MissingData("reverse"))?;
+                Mode::Reverse(parse_reverse(&data)?)
+            }
+            "upstream" => {
+                let data = data
+                    .filter(|d| !d.is_empty())
+                    .ok_or(ModeSpecError::MissingData("upstream"))?;
+                Mode::Upstream(parse_proxy_url(&data, false)?)
+            }
+            "dns" | "wireguard" | "local" | "tun" | "osproxy" => {
+                return Err(ModeSpecError::Unsupported(format!("mode {name}")));
+            }
+            _ => return Err(ModeSpecError::UnknownMode(name)),
+        };
+        Ok(Self {
+            mode,
+            listen_host,
+            listen_port,
+        })
+    }
+
+    /// The mode's name (`regular`, `reverse`, ...).
+    pub const fn name(&self) -> &'static str {
+        match self.mode {
+            Mode::Regular => "regular",
+            Mode::Transparent => "transparent",
+            Mode::Socks5 => "socks5",
+            Mode::Reverse(_) => "reverse",
+            Mode::Upstream(_) => "upstream",
+        }
+    }
+
+    /// The port this mode listens on when neither the spec nor `listen_port` says.
+    pub const fn default_port(&self) -> u16 {
+        match self.mode {
+            Mode::Socks5 => 1080,
+            Mode::Regular | Mode::Transparent | Mode::Reverse(_) | Mode::Upstream(_) => 8080,
+        }
+    }
+
+    /// The port to listen on: the spec's, else `option` (the `listen_port` option when set),
+    /// else the mode's default.
+    pub fn listen_port_or(&self, option: Option<u16>) -> u16 {
+        self.listen_port
+            .or(option)
+            .unwrap_or_else(|| self.default_port())
+    }
+
+    /// The host to listen on: the spec's, else `option` (the `listen_host` option).
+    pub fn listen_host_or<'a>(&'a self, option: &'a str) -> &'a str {
+        self.listen_host.as_deref().unwrap_or(option)
+    }
+}
+
+impl FromStr for ModeSpec {
+    type Err = ModeSpecError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+impl fmt::Display for ModeSpec {
+    /// The canonical spec, which [`ModeSpec::parse`] reads back to the same value (what a
+    /// flow's `client.proxy_mode` says).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())?;
+        let mut needs_slash = false;
+        match &self.mode {
+            Mode::Regular | Mode::Transparent | Mode::Socks5 => {}
+            Mode::Reverse(t) => write!(f, ":{}://{}", t.scheme.as_str(), t.address)?,
+            Mode::Upstream(p) => {
+                f.write_str(":")?;
+                write_proxy_url(f, p)?;
+                // A single `@` followed by `host:port` would read as credentials.
+                needs_slash = p.credentials.is_none() && self.listen_host.is_some();
+            }
+        }
+        if let Some(port) = self.listen_port {
+            if needs_slash {
+                f.write_str("/")?;
+            }
+            f.write_str("@")?;
+            if let Some(h) = &self.listen_host {
+                if h.contains(':') {
+                    write!(f, "[{h}]:")?;
+                } else {
+                    write!(f, "{h}:")?;
+                }
+            }
+            write!(f, "{port}")?;
+        }
+        Ok(())
+    }
+}
+
+fn no_data(mode: &'static str, data: Option<String>, m: Mode) -> Result<Mode, ModeSpecError> {
+    match data {
+        Some(d) if !d.is_empty() => Err(ModeSpecError::UnexpectedData { mode, data: d }),
+        _ => Ok(m),
+    }
+}
+
+/// Splits a mode's data from its `@listen` suffix (see the module docs for the one-`@` rule).
+fn split_listen<'a>(mode: &str, data: &'a str) -> (&'a str, Option<&'a str>) {
+    let Some(at) = data.rfind('@') else {
+        return (data, None);
+    };
+    let (before, after) = (&data[..at], &data[at + 1..]);
+    if mode != "upstream" {
+        return (before, Some(after));
+    }
+    let authority_start = data.find("://").map_or(0, |i| i + 3);
+    let ats = data[authority_start..].matches('@').count();
+    let bare_port = !after.is_empty() && after.bytes().all(|b| b.is_ascii_digit());
+    let path_ended = data[authority_start..at].contains('/');
+    if ats >= 2 || bare_port || path_ended {
+        (before, Some(after))
+    } else {
+        (data, None)
+    }
+}
+
+/// `[HOST:]PORT`, the host possibly bracketed.
+fn parse_listen(s: &str) -> Result<(Option<String>, u16), ModeSpecError> {
+    let (host, port) = match s.rsplit_once(':') {
+        Some((h, p)) => {
+            let h = h
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .unwrap_or(h);
+            if !h.is_empty() && !valid_host(h) {
+                return Err(ModeSpecError::BadHost(h.to_owned()));
+            }
+            (Some(h.to_owned()), p)
+        }
+        None => (None, s),
+    };
+    Ok((host, parse_port(port)?))
+}
+
+fn parse_port(s: &str) -> Result<u16, ModeSpecError> {
+    if s.is_empty() || s.len() > 5 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ModeSpecError::BadPort(s.to_owned()));
+    }
+    s.parse().map_err(|_| ModeSpecError::BadPort(s.to_owned()))
+}
+
+/// A DNS name (labels of letters, digits, `-`, `_`; an optional final dot) or an IP address.
+fn valid_host(h: &str) -> bool {
+    if h.parse::<IpAddr>().is_ok() {
+        return true;
+    }
+    let name = h.strip_suffix('.').unwrap_or(h);
+    h.len() <= 255
+        && !name.is_empty()
+        && name.split('.').all(|l| {
+            (1..=63).contains(&l.len())
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// `[SCHEME://]REST`, with the default scheme when none is given.
+fn split_scheme<'a>(s: &'a str, default: &'a str) -> (String, &'a str) {
+    match s.split_once("://") {
+        Some((scheme, rest)) => (scheme.to_ascii_lowercase(), rest),
+        None => (default.to_owned(), s),
+    }
+}
+
+/// `HOST[:PORT][/]` (an IPv6 host in brackets).
+fn parse_host_port(
+    s: &str,
+    default_port: Option<u16>,
+    scheme: &str,
+) -> Result<Address, ModeSpecError> {
+    let s = s.strip_suffix('/').unwrap_or(s);
+    if s.contains('/') {
+        return Err(ModeSpecError::BadUrl(s.to_owned()));
+    }
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (h, after) = rest
+            .split_once(']')
+            .ok_or_else(|| ModeSpecError::BadHost(s.to_owned()))?;
+        if h.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(ModeSpecError::BadHost(h.to_owned()));
+        }
+        match after {
+            "" => (h, None),
+            p => match p.strip_prefix(':') {
+                Some(p) => (h, Some(parse_port(p)?)),
+                None => return Err(ModeSpecError::BadUrl(s.to_owned())),
+            },
+        }
+    } else {
+        match s.split_once(':') {
+            Some((h, p)) => (h, Some(parse_port(p)?)),
+            None => (s, None),
+        }
+    };
+    if !valid_host(host) {
+        return Err(ModeSpecError::BadHost(host.to_owned()));
+    }
+    let port = port
+        .or(default_port)
+        .ok_or_else(|| ModeSpecError::MissingPort(scheme.to_owned()))?;
+    Ok(Address::new(host, port))
+}
+
+fn parse_reverse(data: &str) -> Result<ReverseTarget, ModeSpecError> {
+    let (scheme, rest) = split_scheme(data, "https");
+    let scheme = match scheme.as_str() {
+        "http" => ReverseScheme::Http,
+        "https" => ReverseScheme::Https,
+        "tls" => ReverseScheme::Tls,
+        "tcp" => ReverseScheme::Tcp,
+        "dns" | "udp" | "quic" | "http3" | "dtls" => {
+            return Err(ModeSpecError::Unsupported(format!("reverse:{scheme}://")));
+        }
+        _ => {
+            return Err(ModeSpecError::BadScheme {
+                scheme,
+                what: "reverse target",
+                expected: "http, https, tls or tcp",
+            });
+        }
+    };
+    let default_port = match scheme {
+        ReverseScheme::Http => Some(80),
+        ReverseScheme::Https => Some(443),
+        ReverseScheme::Tls | ReverseScheme::Tcp => None,
+    };
+    Ok(ReverseTarget {
+        scheme,
+        address: parse_host_port(rest, default_port, scheme.as_str())?,
+    })
+}
+
+/// A proxy URL; `require_scheme` for a route (`Via`), where a bare host would be ambiguous.
+fn parse_proxy_url(s: &str, require_scheme: bool) -> Result<UpstreamProxy, ModeSpecError> {
+    if require_scheme && !s.contains("://") {
+        return Err(ModeSpecError::BadUrl(s.to_owned()));
+    }
+    let (scheme, rest) = split_scheme(s, "http");
+    let scheme = match scheme.as_str() {
+        "http" => ProxyScheme::Http,
+        "https" => ProxyScheme::Https,
+        "socks5" => ProxyScheme::Socks5,
+        _ => {
+            return Err(ModeSpecError::BadScheme {
+                scheme,
+                what: "upstream proxy",
+                expected: "http, https or socks5",
+            });
+        }
+    };
+    let (credentials, hostport) = match rest.split_once('@') {
+        Some((userinfo, hostport)) => {
+            let bad = || ModeSpecError::BadCredentials(mask_userinfo(userinfo));
+            let (u, p) = userinfo.split_once(':').ok_or_else(bad)?;
+            let username = decode_userinfo(u).ok_or_else(bad)?;
+            let password = decode_userinfo(p).ok_or_else(bad)?;
+            (Some(Credentials { username, password }), hostport)
+        }
+        None => (None, rest),
+    };
+    let address = parse_host_port(hostport, Some(scheme.default_port()), scheme.as_str())?;
+    Ok(UpstreamProxy {
+        scheme,
+        address,
+        credentials,
+    })
+}
+
+fn write_proxy_url(f: &mut fmt::Formatter<'_>, p: &UpstreamProxy) -> fmt::Result {
+    write!(f, "{}://", p.scheme.as_str())?;
+    if let Some(c) = &p.credentials {
+        write!(
+            f,
+            "{}:{}@",
+            encode_userinfo(&c.username),
+            encode_userinfo(&c.password)
+        )?;
+    }
+    write!(f, "{}", p.address)
+}
+
+/// Keeps the user name of `user:pass` for an error message, never the password.
+fn mask_userinfo(userinfo: &str) -> String {
+    match userinfo.split_once(':') {
+        Some((u, _)) => format!("{u}:***"),
+        None => userinfo.to_owned(),
+    }
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+fn encode_userinfo(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Decodes `%XX` escapes; `None` for a broken escape or bytes that are not UTF-8, or for a
+/// raw `/`, `@` or `:` (which must be escaped).
+fn decode_userinfo(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = s.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'/' | b'@' | b':' => return None,
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding_rejects_half_escapes() {
+        assert_eq!(decode_userinfo("a%4"), None);
+        assert_eq!(decode_userinfo("a%zz"), None);
+        assert_eq!(decode_userinfo("a%40b").as_deref(), Some("a@b"));
+        assert_eq!(decode_userinfo("%C3%A9").as_deref(), Some("é"));
+        assert_eq!(decode_userinfo("%FF"), None);
+    }
+
+    #[test]
+    fn encoding_round_trips() {
+        for s in ["", "a b", "p@ss:word/%", "ünï"] {
+            assert_eq!(decode_userinfo(&encode_userinfo(s)).as_deref(), Some(s));
+        }
+    }
+}

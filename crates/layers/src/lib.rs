@@ -19,6 +19,7 @@ mod error;
 mod http;
 mod intercept;
 mod io;
+mod proto;
 mod proxy;
 mod rt;
 mod server_conn;
@@ -28,4 +29,5 @@ mod tunnel;
 mod websocket;
 
 pub use error::{ProxyError, ServerError};
+pub use proto::{proxy_protocol, socks5};
 pub use proxy::{Proxy, ProxyBuilder, RunningProxy};

@@ -26,6 +26,7 @@ mod server_conn;
 mod tcp;
 pub mod tls;
 mod tunnel;
+pub mod via;
 mod websocket;
 
 pub use error::{ProxyError, ServerError};

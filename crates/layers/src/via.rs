@@ -114,11 +114,11 @@ pub enum ViaError {
 }
 
 impl ViaError {
-    /// Whether the proxy asked for (other) credentials: HTTP 407, or SOCKS5 rejecting them
-    /// or accepting no offered method.
+    /// Whether the proxy asked for (other) credentials: HTTP 407 (or 401, which tinyproxy
+    /// answers to wrong ones), or SOCKS5 rejecting them or accepting no offered method.
     pub fn auth_required(&self) -> bool {
         match self {
-            Self::Status { status, .. } => *status == 407,
+            Self::Status { status, .. } => matches!(status, 401 | 407),
             Self::Socks5 { source, .. } => matches!(
                 source,
                 Socks5Error::AuthRejected(_) | Socks5Error::NoAcceptableMethod

@@ -77,6 +77,6 @@ pub use hooks::{Addon, Hook, HookKind, HookSet};
 pub use manager::{AddError, AddonActor, AddonId, AddonManager, Fault, HookError, ManagerHandle};
 pub use mode::{
     Credentials, Mode, ModeSpec, ModeSpecError, ProxyScheme, ReverseScheme, ReverseTarget,
-    UpstreamProxy, Via,
+    UpstreamProxy, Via, parse_modes,
 };
 pub use options::{OptionSpec, OptionValue, Options, OptionsError};

@@ -82,6 +82,16 @@ pub enum ModeSpecError {
     /// Something that is not `[SCHEME://]HOST[:PORT][/]`.
     #[error("invalid URL {0:?} (expected SCHEME://HOST[:PORT])")]
     BadUrl(String),
+    /// Two modes would listen on the same address.
+    #[error("modes {first} and {second} would both listen on {addr}: give one another @port")]
+    SameListenAddress {
+        /// The first mode's spec.
+        first: String,
+        /// The second mode's spec.
+        second: String,
+        /// The address both resolve to.
+        addr: String,
+    },
 }
 
 /// A parsed `--mode` spec: the mode and where it listens.
@@ -386,6 +396,38 @@ impl ModeSpec {
     pub fn listen_host_or<'a>(&'a self, option: &'a str) -> &'a str {
         self.listen_host.as_deref().unwrap_or(option)
     }
+}
+
+/// Parses every `--mode` given, in order, and checks that no two would listen on the same
+/// address once the `listen_host` / `listen_port` options (`None`: not set) and the modes'
+/// default ports apply (mitmproxy refuses that too). An empty host (all interfaces) clashes
+/// with any host on the same port.
+pub fn parse_modes<S: AsRef<str>>(
+    specs: &[S],
+    listen_host: &str,
+    listen_port: Option<u16>,
+) -> Result<Vec<ModeSpec>, ModeSpecError> {
+    let modes = specs
+        .iter()
+        .map(|s| ModeSpec::parse(s.as_ref()))
+        .collect::<Result<Vec<_>, _>>()?;
+    for (i, a) in modes.iter().enumerate() {
+        let (ha, pa) = (a.listen_host_or(listen_host), a.listen_port_or(listen_port));
+        for b in &modes[..i] {
+            let (hb, pb) = (b.listen_host_or(listen_host), b.listen_port_or(listen_port));
+            // Port 0 asks the OS for a free port each time: never a clash.
+            let same_host = ha == hb || ha.is_empty() || hb.is_empty();
+            if pa == pb && pa != 0 && same_host {
+                let host = if ha.is_empty() { hb } else { ha };
+                return Err(ModeSpecError::SameListenAddress {
+                    first: b.to_string(),
+                    second: a.to_string(),
+                    addr: Address::new(host, pa).to_string(),
+                });
+            }
+        }
+    }
+    Ok(modes)
 }
 
 impl FromStr for ModeSpec {

@@ -4,7 +4,7 @@ use proptest::prelude::*;
 use waylay_core::flow::{Address, Server};
 use waylay_core::{
     Credentials, Mode, ModeSpec, ModeSpecError, ProxyScheme, ReverseScheme, ReverseTarget,
-    UpstreamProxy, Via,
+    UpstreamProxy, Via, parse_modes,
 };
 
 fn spec(s: &str) -> ModeSpec {
@@ -259,6 +259,38 @@ fn credentials_from_upstream_auth() {
         ("user", "pa:ss")
     );
     assert!(Credentials::parse("nocolon").is_err());
+}
+
+#[test]
+fn several_modes_need_distinct_listen_addresses() {
+    let modes = parse_modes(
+        &["regular@8080", "socks5", "reverse:https://example.com@8443"],
+        "127.0.0.1",
+        None,
+    )
+    .unwrap();
+    let ports: Vec<u16> = modes.iter().map(|m| m.listen_port_or(None)).collect();
+    assert_eq!(ports, [8080, 1080, 8443]);
+
+    // `regular` and `transparent` both default to 8080.
+    let e = parse_modes(&["regular", "transparent"], "", None).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "modes regular and transparent would both listen on :8080: give one another @port"
+    );
+    // The listen_port option applies to every mode without its own port.
+    assert!(parse_modes(&["regular", "socks5"], "", Some(9000)).is_err());
+    assert!(parse_modes(&["regular", "socks5"], "", None).is_ok());
+    // Different hosts may share a port; all interfaces clashes with any host.
+    assert!(parse_modes(&["regular@127.0.0.1:80", "socks5@127.0.0.2:80"], "", None).is_ok());
+    assert!(parse_modes(&["regular@:80", "socks5@127.0.0.2:80"], "", None).is_err());
+    // Port 0 (any free port) never clashes.
+    assert!(parse_modes(&["regular@0", "socks5@0"], "", None).is_ok());
+    // A bad spec is reported as such.
+    assert!(matches!(
+        parse_modes(&["regular", "bogus"], "", None),
+        Err(ModeSpecError::UnknownMode(_))
+    ));
 }
 
 fn host() -> impl Strategy<Value = String> {

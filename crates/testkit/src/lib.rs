@@ -57,7 +57,9 @@ pub use proxy::{
     TempDir, TestProxy, connect_tls, http_origin, https_origin, proxy_get, raw_request,
     raw_request_bytes, read_n, read_to_close, scripted_origin, test_tls_acceptor, within,
 };
-pub use proxy_peers::{PeerProxy, Socks5Server, danted, socks5_server, tinyproxy, tls_front};
+pub use proxy_peers::{
+    PeerProxy, Socks5Server, danted, haproxy, socks5_server, tinyproxy, tls_front,
+};
 pub use tcp_origin::{
     TcpOrigin, connect_tunnel, tcp_banner_origin, tcp_binary_origin, tcp_line_origin,
     tcp_reset_origin, tcp_stalled_origin, tls_banner_origin, tls_line_origin, tls_reset_origin,

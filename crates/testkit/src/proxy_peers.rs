@@ -135,6 +135,35 @@ pub async fn danted() -> Option<PeerProxy> {
     Some(start("danted", cmd, addr, log, dir).await)
 }
 
+/// HAProxy in TCP mode on `127.0.0.1:<free port>`, forwarding to `backend` with a PROXY
+/// protocol header (`version` 1 or 2) in front of each connection; `None` (test skipped)
+/// when haproxy is not installed outside CI.
+pub async fn haproxy(backend: SocketAddr, version: u8) -> Option<PeerProxy> {
+    let bin = program("haproxy")?;
+    let dir = TempDir::new("haproxy");
+    let port = free_port();
+    // v2 also carries a TLV (the unique id), which readers must skip.
+    let send = if version == 2 {
+        "send-proxy-v2 proxy-v2-options unique-id"
+    } else {
+        "send-proxy"
+    };
+    let conf = format!(
+        "defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 30s\n    \
+         timeout server 30s\n\
+         frontend fe\n    bind 127.0.0.1:{port}\n    unique-id-format waylay-%ci-%cp\n    \
+         default_backend be\n\
+         backend be\n    server s1 {backend} {send}\n"
+    );
+    let conf_path = dir.path().join("haproxy.cfg");
+    std::fs::write(&conf_path, conf).expect("write haproxy.cfg");
+    let mut cmd = Command::new(bin);
+    cmd.arg("-db").arg("-f").arg(&conf_path);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let log = dir.path().join("stderr");
+    Some(start("haproxy", cmd, addr, log, dir).await)
+}
+
 /// An in-process SOCKS5 server on `127.0.0.1:0` (CONNECT only, as waylay's codec serves it).
 #[derive(Debug, Clone)]
 pub struct Socks5Server {

@@ -18,8 +18,10 @@ use base64::Engine as _;
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use waylay_core::flow::{Address, Headers, HttpVersion, Message};
-use waylay_core::{Credentials, ProxyScheme, Request, UpstreamProxy, Via};
+use waylay_core::flow::{Address, Client, Headers, HttpVersion, Message, Server};
+use waylay_core::{
+    Credentials, HookKind, HttpFlow, ManagerHandle, ProxyScheme, Request, UpstreamProxy, Via,
+};
 
 use crate::io::{BoxIo, PrefixedIo};
 use crate::proto::socks5::{ClientHandshake, ClientStep, Reply, Socks5Error, TargetAddr};
@@ -103,6 +105,12 @@ pub enum ViaError {
         /// What went wrong.
         source: Socks5Error,
     },
+    /// An addon killed the CONNECT in `http_connect_upstream`, or the proxy is shutting down.
+    #[error("CONNECT to upstream proxy {proxy} was killed before it was sent")]
+    Killed {
+        /// The proxy's `host:port`.
+        proxy: String,
+    },
     /// The proxy broke the protocol, closed, or stalled during the handshake.
     #[error("upstream proxy {proxy} failed: {reason}")]
     Protocol {
@@ -127,6 +135,7 @@ impl ViaError {
             | Self::Connect { .. }
             | Self::Tls { .. }
             | Self::Socks5Refused { .. }
+            | Self::Killed { .. }
             | Self::Protocol { .. } => false,
         }
     }
@@ -272,6 +281,47 @@ pub async fn dial(
             tunnel(stream, proxy, target, connect, opts).await
         }
     }
+}
+
+/// The route a server connection takes: the one an addon set on the server (`via`), else
+/// the mode's (`direct`, or the upstream proxy of `upstream:` mode).
+pub fn route<'a>(server: &'a Server, mode_default: &'a Via) -> &'a Via {
+    server.via.as_ref().unwrap_or(mode_default)
+}
+
+/// Dials `server.address` through [`route`]: for an HTTP(S) proxy the CONNECT is first handed
+/// to `http_connect_upstream` (an [`HttpFlow`] whose `server` is this one) when an addon
+/// handles it, and sent as the addons left it.
+pub async fn dial_server(
+    manager: &ManagerHandle,
+    client: Arc<Client>,
+    server: &Server,
+    mode_default: &Via,
+    opts: &ViaOptions,
+) -> Result<ViaStream, ViaError> {
+    let via = route(server, mode_default);
+    let proxy = match via {
+        Via::Proxy(p) if p.scheme != ProxyScheme::Socks5 => p,
+        Via::Direct | Via::Proxy(_) => return dial(via, &server.address, None, opts).await,
+    };
+    let credentials = credentials_for(proxy, opts.upstream_auth.as_ref());
+    let request = connect_request(&server.address, credentials);
+    if !manager.handles(HookKind::HttpConnectUpstream) {
+        return dial(via, &server.address, Some(&request), opts).await;
+    }
+    let mut flow = HttpFlow::new(client, request);
+    flow.server = Some(Arc::new(server.clone()));
+    let killed = || ViaError::Killed {
+        proxy: proxy.address.to_string(),
+    };
+    let flow = manager
+        .fire(HookKind::HttpConnectUpstream, Box::new(flow))
+        .await
+        .map_err(|_| killed())?;
+    if flow.killed() {
+        return Err(killed());
+    }
+    dial(via, &server.address, Some(&flow.request), opts).await
 }
 
 /// Opens a connection to the proxy itself (TCP, then TLS for `https://`): what absolute-form

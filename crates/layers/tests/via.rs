@@ -6,15 +6,17 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use waylay_core::flow::Address;
-use waylay_core::{Credentials, Via};
+
+use waylay_core::flow::{Address, Server};
+use waylay_core::{Addon, Credentials, HttpFlow, Via};
 use waylay_layers::socks5::{Reply, Socks5Error};
 use waylay_layers::tls::{UpstreamTls, client_config};
-use waylay_layers::via::{ViaError, ViaOptions, ViaStream, connect_request, dial};
+use waylay_layers::via::{ViaError, ViaOptions, ViaStream, connect_request, dial, dial_server};
 use waylay_testkit::{
-    TempDir, danted, http_origin, read_to_close, scripted_origin, socks5_server, tinyproxy,
-    tls_front, within,
+    AddonHarness, TempDir, danted, http_origin, read_to_close, scripted_origin, socks5_server,
+    tclient, tinyproxy, tls_front, within,
 };
 
 fn opts(extra_ca: Option<PathBuf>, upstream_auth: Option<&str>) -> ViaOptions {
@@ -321,4 +323,87 @@ async fn socks5_with_username_and_password() {
         server.targets().last().map(String::as_str),
         Some(format!("localhost:{}", origin.port()).as_str())
     );
+}
+
+/// Tags the CONNECT sent upstream, or kills it for `blocked.test`.
+struct TagsUpstreamConnect;
+
+impl Addon for TagsUpstreamConnect {
+    async fn http_connect_upstream(&mut self, flow: &mut HttpFlow) {
+        if flow.request.host == "blocked.test" {
+            flow.kill();
+            return;
+        }
+        let server = flow.server.as_ref().map(|s| s.address.to_string());
+        flow.request
+            .headers
+            .append("X-Server", server.unwrap_or_default());
+        flow.request.headers.append("X-Trace", "from-addon");
+    }
+}
+
+#[actix_rt::test]
+async fn http_connect_upstream_lets_an_addon_change_or_kill_the_connect() {
+    let h = AddonHarness::new(TagsUpstreamConnect).await;
+    let (fake_proxy, seen) = scripted_origin(connect_ok).await;
+    let upstream = via(&format!("http://{fake_proxy}"));
+    let client = Arc::new(tclient());
+    let server = Server::new(Address::new("example.test", 443));
+    let o = opts(None, Some("u:p"));
+    let s = within(
+        "dial",
+        dial_server(h.manager(), client.clone(), &server, &upstream, &o),
+    )
+    .await
+    .unwrap();
+    drop(s);
+    let head = seen.lock().unwrap()[0].clone();
+    assert!(
+        head.starts_with("CONNECT example.test:443 HTTP/1.1\r\n"),
+        "{head}"
+    );
+    assert!(head.contains("X-Trace: from-addon\r\n"), "{head}");
+    assert!(head.contains("X-Server: example.test:443\r\n"), "{head}");
+    assert!(
+        head.contains("Proxy-Authorization: Basic dTpw\r\n"),
+        "{head}"
+    );
+
+    let blocked = Server::new(Address::new("blocked.test", 443));
+    let e = within(
+        "dial",
+        dial_server(h.manager(), client, &blocked, &upstream, &o),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("CONNECT to upstream proxy {fake_proxy} was killed before it was sent")
+    );
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}
+
+#[actix_rt::test]
+async fn a_servers_via_overrides_the_modes_route() {
+    let h = AddonHarness::empty().await;
+    let origin = http_origin().await;
+    let dead_proxy = via(&format!("http://127.0.0.1:{}", dead_port()));
+    let mut server = Server::new(target(origin));
+    let o = opts(None, None);
+    let e = within(
+        "dial",
+        dial_server(h.manager(), Arc::new(tclient()), &server, &dead_proxy, &o),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(e, ViaError::Connect { .. }), "{e:?}");
+    server.via = Some(Via::Direct);
+    let s = within(
+        "dial",
+        dial_server(h.manager(), Arc::new(tclient()), &server, &dead_proxy, &o),
+    )
+    .await
+    .unwrap();
+    let resp = within("get", get(s, &origin.to_string())).await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
 }

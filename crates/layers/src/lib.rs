@@ -16,6 +16,7 @@ mod config;
 mod context;
 mod detect;
 mod error;
+pub mod front;
 mod http;
 mod intercept;
 mod io;

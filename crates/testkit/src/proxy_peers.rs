@@ -1,6 +1,6 @@
 //! Proxies for waylay to chain to: real tinyproxy and dante (`danted`) processes started with
 //! a generated configuration on a loopback port, and a small in-process SOCKS5 server built
-//! on waylay's own codec (for what dante cannot do without system accounts: username and
+//! on waylay's own SOCKS5 front (for what dante cannot do without system accounts: username and
 //! password authentication, and a view of the targets asked for).
 
 use std::net::SocketAddr;
@@ -8,11 +8,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use waylay_layers::socks5::{
-    Reply, ServerAuth, ServerHandshake, ServerStep, TargetAddr, encode_reply,
-};
+use waylay_layers::front::socks5_accept;
+use waylay_layers::socks5::{Reply, ServerAuth, TargetAddr, UserPass};
 
 use crate::peers::program;
 use crate::proxy::{TempDir, test_tls_acceptor};
@@ -201,7 +200,7 @@ pub async fn socks5_server(auth: Option<(&str, &str)>) -> Socks5Server {
 }
 
 async fn serve_socks5(
-    mut s: TcpStream,
+    s: TcpStream,
     auth: Option<(String, String)>,
     targets: Arc<Mutex<Vec<String>>>,
 ) -> std::io::Result<()> {
@@ -210,67 +209,29 @@ async fn serve_socks5(
     } else {
         ServerAuth::None
     };
-    let mut hs = ServerHandshake::new(mode);
-    let mut buf = Vec::new();
-    for _ in 0..16 {
-        match hs.advance(&buf) {
-            Err(_) => return Ok(()),
-            Ok(ServerStep::NeedMore) => {
-                let mut chunk = [0u8; 512];
-                let n = s.read(&mut chunk).await?;
-                if n == 0 {
-                    return Ok(());
-                }
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            Ok(ServerStep::Send { consumed, reply }) => {
-                buf.drain(..consumed);
-                s.write_all(&reply).await?;
-            }
-            Ok(ServerStep::Authenticate {
-                consumed,
-                credentials,
-            }) => {
-                buf.drain(..consumed);
-                let ok = auth
-                    .as_ref()
-                    .is_some_and(|(u, p)| *u == credentials.username && *p == credentials.password);
-                s.write_all(&hs.auth_result(ok)).await?;
-                if !ok {
-                    return Ok(());
-                }
-            }
-            Ok(ServerStep::Refuse { reply, .. }) => {
-                s.write_all(&reply).await?;
-                return Ok(());
-            }
-            Ok(ServerStep::Connect { consumed, target }) => {
-                buf.drain(..consumed);
-                if let Ok(mut t) = targets.lock() {
-                    t.push(target.to_string());
-                }
-                let dialed = match &target {
-                    TargetAddr::Ip(a) => TcpStream::connect(*a).await,
-                    TargetAddr::Domain(h, p) => TcpStream::connect((h.as_str(), *p)).await,
-                };
-                let mut server = match dialed {
-                    Ok(server) => server,
-                    Err(e) => {
-                        s.write_all(&encode_reply(Reply::from_io_error(&e), None))
-                            .await?;
-                        return Ok(());
-                    }
-                };
-                s.write_all(&encode_reply(Reply::Succeeded, server.local_addr().ok()))
-                    .await?;
-                if !buf.is_empty() {
-                    server.write_all(&buf).await?;
-                }
-                let _ = tokio::io::copy_bidirectional(&mut s, &mut server).await;
-                return Ok(());
-            }
-        }
+    let check = |given: &UserPass| {
+        auth.as_ref()
+            .is_some_and(|(u, p)| *u == given.username && *p == given.password)
+    };
+    let Ok(pending) = socks5_accept(s, mode, check, Duration::from_secs(10)).await else {
+        return Ok(());
+    };
+    if let Ok(mut t) = targets.lock() {
+        t.push(pending.target().to_string());
     }
+    let dialed = match pending.target() {
+        TargetAddr::Ip(a) => TcpStream::connect(*a).await,
+        TargetAddr::Domain(h, p) => TcpStream::connect((h.as_str(), *p)).await,
+    };
+    let mut server = match dialed {
+        Ok(server) => server,
+        Err(e) => return pending.failed(Reply::from_io_error(&e)).await,
+    };
+    let (mut s, early) = pending.succeeded(server.local_addr().ok()).await?;
+    if !early.is_empty() {
+        server.write_all(&early).await?;
+    }
+    let _ = tokio::io::copy_bidirectional(&mut s, &mut server).await;
     Ok(())
 }
 

@@ -33,7 +33,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::flow::Address;
+use crate::flow::{Address, HttpVersion, Request};
 
 /// Why a mode spec or a route URL was refused. The message is one line for the user.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -127,6 +127,46 @@ pub struct ReverseTarget {
     pub scheme: ReverseScheme,
     /// The target.
     pub address: Address,
+}
+
+impl ReverseTarget {
+    /// The `Host` a reverse proxy sends the target: its host, with the port unless it is
+    /// the scheme's default (as mitmproxy), an IPv6 host in brackets.
+    pub fn host_header(&self) -> String {
+        let default = match self.scheme {
+            ReverseScheme::Http => 80,
+            ReverseScheme::Https => 443,
+            ReverseScheme::Tls | ReverseScheme::Tcp => 0,
+        };
+        if self.address.port == default {
+            if self.address.host.contains(':') {
+                format!("[{}]", self.address.host)
+            } else {
+                self.address.host.clone()
+            }
+        } else {
+            self.address.to_string()
+        }
+    }
+
+    /// Points a request a reverse proxy received at its target: scheme, host and port, and,
+    /// unless `keep_host_header`, the `Host` header (HTTP/1) or `:authority` (HTTP/2)
+    /// rewritten to [`ReverseTarget::host_header`].
+    pub fn apply(&self, request: &mut Request, keep_host_header: bool) {
+        request.scheme = if self.scheme.tls() { "https" } else { "http" }.into();
+        request.host = self.address.host.clone();
+        request.port = self.address.port;
+        if keep_host_header {
+            return;
+        }
+        let host = self.host_header();
+        if !request.authority.is_empty() {
+            request.authority = host.clone();
+        }
+        if request.http_version != HttpVersion::Http2 || request.headers.contains("host") {
+            request.headers.insert("Host", host);
+        }
+    }
 }
 
 /// The protocol a reverse proxy speaks to its target.

@@ -1,7 +1,8 @@
 //! The `--mode` spec grammar and route URLs: fixtures, errors, and properties.
 
 use proptest::prelude::*;
-use waylay_core::flow::{Address, Server};
+use waylay_core::Request;
+use waylay_core::flow::{Address, HttpVersion, Server};
 use waylay_core::{
     Credentials, Mode, ModeSpec, ModeSpecError, ProxyScheme, ReverseScheme, ReverseTarget,
     UpstreamProxy, Via, parse_modes,
@@ -91,6 +92,49 @@ fn reverse_targets() {
         t("reverse:HTTP://h:81@8080"),
         (ReverseScheme::Http, "h:81".into())
     );
+}
+
+fn reverse(s: &str) -> ReverseTarget {
+    match spec(s).mode {
+        Mode::Reverse(t) => t,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn reverse_rewrites_requests_to_its_target() {
+    let t = reverse("reverse:https://api.example.com");
+    assert_eq!(t.host_header(), "api.example.com");
+    assert_eq!(reverse("reverse:http://h:8080").host_header(), "h:8080");
+    assert_eq!(reverse("reverse:http://[::1]").host_header(), "[::1]");
+    assert_eq!(
+        reverse("reverse:https://[::1]:8443").host_header(),
+        "[::1]:8443"
+    );
+
+    let mut r = Request::new("GET", "http", "127.0.0.1", 8080, "/x");
+    r.headers.insert("Host", "127.0.0.1:8080");
+    let mut kept = r.clone();
+    t.apply(&mut r, false);
+    assert_eq!(
+        (r.scheme.as_str(), r.host.as_str(), r.port),
+        ("https", "api.example.com", 443)
+    );
+    assert_eq!(r.headers.get("host"), Some("api.example.com"));
+    assert_eq!(r.url(), "https://api.example.com/x");
+    // keep_host_header: the destination changes, the Host header does not.
+    t.apply(&mut kept, true);
+    assert_eq!(kept.host, "api.example.com");
+    assert_eq!(kept.headers.get("host"), Some("127.0.0.1:8080"));
+
+    // HTTP/2: the :authority is rewritten, no Host header is added.
+    let mut h2 = Request::new("GET", "https", "localhost", 8443, "/");
+    h2.http_version = HttpVersion::Http2;
+    h2.authority = "localhost:8443".into();
+    reverse("reverse:http://origin.internal:81").apply(&mut h2, false);
+    assert_eq!(h2.authority, "origin.internal:81");
+    assert_eq!(h2.scheme, "http");
+    assert_eq!(h2.headers.get("host"), None);
 }
 
 #[test]

@@ -200,6 +200,25 @@ pub async fn read_proxy_header<S: AsyncRead + Unpin>(
         .unwrap_or(Err(ProxyHeaderError::Incomplete("stalled")))
 }
 
+/// The destination a connection redirected to waylay (an nftables or iptables `redirect` or
+/// `dnat` rule) was originally addressed to: transparent mode's target. Linux only.
+#[cfg(target_os = "linux")]
+pub fn original_destination(stream: &tokio::net::TcpStream) -> io::Result<SocketAddr> {
+    let sock = socket2::SockRef::from(stream);
+    // An IPv4 connection on an IPv6 socket (`::ffff:a.b.c.d`) was redirected by IPv4 rules.
+    let v6 = match stream.local_addr()? {
+        SocketAddr::V6(a) => a.ip().to_ipv4_mapped().is_none(),
+        SocketAddr::V4(_) => false,
+    };
+    let addr = if v6 {
+        sock.original_dst_v6()?
+    } else {
+        sock.original_dst_v4()?
+    };
+    addr.as_socket()
+        .ok_or_else(|| io::Error::other("the original destination is not an IP address"))
+}
+
 #[cfg(test)]
 mod tests {
     use tokio::io::duplex;

@@ -34,11 +34,31 @@ const MAX_CONNECT_HEAD: usize = 16 * 1024;
 pub struct ViaOptions {
     /// Limit for the TCP connect, and again for each handshake (TLS, CONNECT, SOCKS5).
     pub timeout: Duration,
-    /// TLS towards an HTTPS proxy, verified as towards servers (`ssl_insecure`, trusted CAs);
-    /// HTTP/1.1 is spoken to the proxy whatever the configuration's ALPN says.
+    /// TLS towards an HTTPS proxy, verified as towards servers (`ssl_insecure`, trusted CAs),
+    /// used as it is: [`ViaOptions::new`] makes one offering HTTP/1.1 only.
     pub tls: Arc<rustls::ClientConfig>,
     /// Credentials for proxies whose URL has none (the `upstream_auth` option).
     pub upstream_auth: Option<Credentials>,
+}
+
+impl ViaOptions {
+    /// Options verifying HTTPS proxies as `upstream` says servers are verified (offering
+    /// HTTP/1.1 by ALPN whatever `upstream.alpn` holds).
+    pub fn new(
+        timeout: Duration,
+        upstream: &crate::tls::UpstreamTls,
+        upstream_auth: Option<Credentials>,
+    ) -> Result<Self, crate::tls::TlsError> {
+        let tls = crate::tls::client_config(&crate::tls::UpstreamTls {
+            alpn: vec![b"http/1.1".to_vec()],
+            ..upstream.clone()
+        })?;
+        Ok(Self {
+            timeout,
+            tls,
+            upstream_auth,
+        })
+    }
 }
 
 impl std::fmt::Debug for ViaOptions {
@@ -347,9 +367,7 @@ pub async fn connect_proxy(
             };
             let server_name = rustls_pki_types::ServerName::try_from(proxy.address.host.clone())
                 .map_err(|_| tls_fail(format!("invalid name {:?}", proxy.address.host)))?;
-            let mut config = (*opts.tls).clone();
-            config.alpn_protocols = vec![b"http/1.1".to_vec()];
-            let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+            let connector = tokio_rustls::TlsConnector::from(opts.tls.clone());
             let tls = tokio::time::timeout(opts.timeout, connector.connect(server_name, tcp))
                 .await
                 .map_err(|_| tls_fail(timed_out(opts.timeout)))?

@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use waylay_core::flow::{Address, Server};
 use waylay_core::{Addon, Credentials, HttpFlow, Via};
 use waylay_layers::socks5::{Reply, Socks5Error};
-use waylay_layers::tls::{UpstreamTls, client_config};
+use waylay_layers::tls::UpstreamTls;
 use waylay_layers::via::{ViaError, ViaOptions, ViaStream, connect_request, dial, dial_server};
 use waylay_testkit::{
     AddonHarness, TempDir, danted, http_origin, read_to_close, scripted_origin, socks5_server,
@@ -20,16 +20,12 @@ use waylay_testkit::{
 };
 
 fn opts(extra_ca: Option<PathBuf>, upstream_auth: Option<&str>) -> ViaOptions {
-    let tls = client_config(&UpstreamTls {
+    let upstream = UpstreamTls {
         extra_ca_pem: extra_ca,
         ..UpstreamTls::default()
-    })
-    .expect("client config");
-    ViaOptions {
-        timeout: Duration::from_secs(5),
-        tls,
-        upstream_auth: upstream_auth.map(|s| Credentials::parse(s).expect("credentials")),
-    }
+    };
+    let auth = upstream_auth.map(|s| Credentials::parse(s).expect("credentials"));
+    ViaOptions::new(Duration::from_secs(5), &upstream, auth).expect("via options")
 }
 
 fn via(s: &str) -> Via {

@@ -2,8 +2,8 @@
 //! byte buffers: no socket here.
 //!
 //! The messages and their codes are here; the two handshakes, as state machines, are in
-//! `handshake.rs`. The server side ([`ServerHandshake`]) is what `--mode socks5` runs on an accepted
-//! connection; the client side ([`ClientHandshake`]) is what waylay runs towards a SOCKS5
+//! `handshake.rs`. The server side ([`ServerHandshake`]) is what `--mode socks5` runs on an
+//! accepted connection; the client side ([`ClientHandshake`]) is what waylay runs towards a SOCKS5
 //! upstream proxy. Both are fed the bytes read so far and say what to do next: read more,
 //! write these bytes, check these credentials, dial this target, or give up with a typed
 //! error. Only CONNECT is supported; BIND and UDP ASSOCIATE are answered "command not

@@ -259,22 +259,35 @@ pub fn connect_request(target: &Address, credentials: Option<&Credentials>) -> R
     }
 }
 
-/// The bytes of a CONNECT head (the authority from the request, else its host and port).
-fn connect_head(req: &Request) -> Vec<u8> {
+/// The bytes of a CONNECT head (the authority from the request, else its host and port);
+/// refuses a target or header that would break the head (CR, LF, NUL; a name that is not a
+/// token), whoever put it there.
+fn connect_head(req: &Request) -> Result<Vec<u8>, String> {
     let authority = if req.authority.is_empty() {
         Address::new(req.host.clone(), req.port).to_string()
     } else {
         req.authority.clone()
     };
+    let breaks = |b: &u8| matches!(b, b'\r' | b'\n' | 0);
+    if authority.is_empty() || authority.bytes().any(|b| breaks(&b) || b == b' ') {
+        return Err(format!("invalid CONNECT target {authority:?}"));
+    }
     let mut out = format!("CONNECT {authority} HTTP/1.1\r\n").into_bytes();
     for (name, value) in req.headers.iter() {
+        let token = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !token || value.iter().any(breaks) {
+            return Err(format!("invalid CONNECT header {name:?}"));
+        }
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    out
+    Ok(out)
 }
 
 /// Opens a connection to `target` through `via`. For an HTTP(S) proxy, `connect` is the
@@ -429,7 +442,8 @@ async fn http_connect(io: &mut BoxIo, proxy: &str, req: &Request) -> Result<Byte
         proxy: proxy.to_owned(),
         reason,
     };
-    io.write_all(&connect_head(req))
+    let head = connect_head(req).map_err(&broken)?;
+    io.write_all(&head)
         .await
         .map_err(|e| broken(format!("sending CONNECT: {e}")))?;
     io.flush()
@@ -602,10 +616,26 @@ mod tests {
         };
         let req = connect_request(&Address::new("::1", 443), Some(&c));
         assert_eq!(
-            String::from_utf8(connect_head(&req)).unwrap(),
+            String::from_utf8(connect_head(&req).unwrap()).unwrap(),
             "CONNECT [::1]:443 HTTP/1.1\r\nHost: [::1]:443\r\n\
              Proxy-Authorization: Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn connect_heads_refuse_what_would_split_them() {
+        let mut req = connect_request(&Address::new("example.com", 443), None);
+        req.headers.append("X-Evil", "a\r\nHost: other");
+        assert_eq!(
+            connect_head(&req),
+            Err("invalid CONNECT header \"X-Evil\"".into())
+        );
+        let mut req = connect_request(&Address::new("example.com", 443), None);
+        req.headers.append("Bad Name", "v");
+        assert!(connect_head(&req).is_err());
+        let mut req = connect_request(&Address::new("example.com", 443), None);
+        req.authority = "example.com:443 HTTP/1.1\r\nX: y".into();
+        assert!(connect_head(&req).is_err());
     }
 
     #[test]

@@ -182,6 +182,12 @@ fn waylay_agrees_with_mitmproxy_on_the_corpus() {
             .unwrap_or("");
         match (Filter::parse(expr), want_ok) {
             (Ok(f), true) => {
+                let printed = f.to_string();
+                if Filter::parse(&printed).ok().as_ref() != Some(&f) {
+                    failures.push(format!(
+                        "{expr:?}: printed as {printed:?}, which parses differently"
+                    ));
+                }
                 let got: String = flows
                     .iter()
                     .map(|fl| if f.matches(fl) { '1' } else { '0' })

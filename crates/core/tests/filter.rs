@@ -328,6 +328,11 @@ fn python_regex_meanings_are_kept() {
     assert!(m("~comment [[:alpha:]]", &s));
     s.comment = "alpha".into();
     assert!(!m("~comment [[:alpha:]]", &s));
+    // Python's `\B` never matches an empty text (the regex crate's does).
+    assert!(m("~comment \\B", &s));
+    s.comment = String::new();
+    assert!(!m("~comment \\B", &s));
+    assert!(m("~comment '\\B|^$'", &s));
 }
 
 #[test]

@@ -4,7 +4,7 @@
 Run with the Python of a venv that has mitmproxy 12.3.1 installed (scripts/peers.sh
 installs one; it exports WAYLAY_MITMPROXY_PY):
 
-    "$WAYLAY_MITMPROXY_PY" scripts/gen_filter_fixtures.py
+    "$WAYLAY_MITMPROXY_PY" scripts/gen_filter_fixtures.py [--out PATH]
 
 It reads the flow descriptions in crates/core/tests/data/filter_flows.json, builds the same
 flows with mitmproxy's classes, evaluates every expression of the corpus below (hand-written
@@ -588,7 +588,8 @@ def main() -> None:
         "expressions": out,
     }
     text = json.dumps(corpus, indent=0, ensure_ascii=False)
-    (DATA / "filter_corpus.json").write_text(text + "\n")
+    out_path = Path(sys.argv[sys.argv.index("--out") + 1]) if "--out" in sys.argv else DATA / "filter_corpus.json"
+    out_path.write_text(text + "\n")
     n_ok = sum(1 for r in out if r["ok"])
     print(f"{len(out)} expressions ({n_ok} accepted by mitmproxy) x {len(flows)} flows", file=sys.stderr)
 

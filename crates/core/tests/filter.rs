@@ -332,7 +332,7 @@ fn python_regex_meanings_are_kept() {
     assert!(m("~comment \\B", &s));
     s.comment = String::new();
     assert!(!m("~comment \\B", &s));
-    assert!(m("~comment '\\B|^$'", &s));
+    assert!(m("~comment '\\\\B|^$'", &s) && !m("~comment '\\\\B|a'", &s));
 }
 
 #[test]

@@ -309,3 +309,30 @@ fn python_regexes_mean_the_same_in_waylay() {
         failures.join("\n")
     );
 }
+
+/// The committed fixture is what mitmproxy answers today: with the mitmproxy peer
+/// installed, the script regenerates it and the result must be identical.
+#[test]
+fn the_fixture_is_what_mitmproxy_answers() {
+    let Some(python) = waylay_testkit::peers::mitmproxy_python() else {
+        return;
+    };
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out =
+        std::env::temp_dir().join(format!("waylay-filter-corpus-{}.json", std::process::id()));
+    let status = std::process::Command::new(python)
+        .arg("-W")
+        .arg("ignore")
+        .arg(root.join("scripts/gen_filter_fixtures.py"))
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success(), "scripts/gen_filter_fixtures.py failed");
+    let fresh: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&out);
+    assert!(
+        fresh == data("filter_corpus.json"),
+        "tests/data/filter_corpus.json is stale: run scripts/gen_filter_fixtures.py"
+    );
+}

@@ -97,7 +97,12 @@ struct Translator {
     /// Translating the variant used on an empty text (where `\B` cannot match).
     for_empty: bool,
     saw_non_boundary: bool,
+    /// Groups open around the current position (the translator recurses into each).
+    depth: usize,
 }
+
+/// The deepest group nesting translated (the regex crate refuses deeper than 250 anyway).
+const MAX_DEPTH: usize = 200;
 
 const MAXREPEAT: u64 = u32::MAX as u64;
 
@@ -833,7 +838,12 @@ impl Translator {
             }
             self.groups += 1;
         }
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err("too many nested groups".into());
+        }
         let body = self.sub(inner, false)?;
+        self.depth -= 1;
         if !self.eat(')') {
             return Err("missing ), unterminated subpattern".into());
         }
@@ -887,6 +897,7 @@ fn translate_one(
         names: Vec::new(),
         for_empty,
         saw_non_boundary: false,
+        depth: 0,
     };
     let scope = Scope {
         verbose: false,

@@ -587,7 +587,17 @@ def main() -> None:
         "flows": [d["name"] for d in desc["flows"]],
         "expressions": out,
     }
-    text = json.dumps(corpus, indent=0, ensure_ascii=False)
+    # One record per line: small, and a regenerated fixture diffs line by line.
+    def dump(v) -> str:
+        return json.dumps(v, ensure_ascii=False, separators=(",", ":"))
+
+    lines = []
+    for key, value in corpus.items():
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            lines.append(f"{dump(key)}:[\n" + ",\n".join(dump(x) for x in value) + "\n]")
+        else:
+            lines.append(f"{dump(key)}:{dump(value)}")
+    text = "{\n" + ",\n".join(lines) + "\n}"
     out_path = Path(sys.argv[sys.argv.index("--out") + 1]) if "--out" in sys.argv else DATA / "filter_corpus.json"
     out_path.write_text(text + "\n")
     n_ok = sum(1 for r in out if r["ok"])

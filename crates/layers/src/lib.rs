@@ -15,6 +15,7 @@ mod config;
 mod conn;
 mod context;
 mod error;
+pub mod front;
 mod http;
 mod intercept;
 mod io;
@@ -25,6 +26,8 @@ mod proxy;
 mod relay;
 mod rt;
 pub mod tls;
+pub mod via;
 
 pub use error::{ProxyError, ServerError, Side};
+pub use proto::{proxy_protocol, socks5};
 pub use proxy::{Proxy, ProxyBuilder, RunningProxy};

@@ -66,6 +66,7 @@
 //! `crossbeam-channel` to a writer thread).
 
 pub mod flow;
+pub mod flowfile;
 pub mod hooks;
 pub mod log;
 mod manager;

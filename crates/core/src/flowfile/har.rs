@@ -43,9 +43,15 @@ fn header_list(h: &Headers) -> Json {
     )
 }
 
-/// The size of the header block as mitmproxy counts it (`name: value\r\n` per field).
+/// The size of the header fields as sent (`name: value\r\n` per field and the final
+/// CRLF), as HAR 1.2 means it. mitmproxy reports the length of a Python `repr` of its
+/// headers object instead; waylay reports the bytes on purpose.
 fn headers_size(h: &Headers) -> usize {
-    h.fields().iter().map(|(n, v)| n.len() + v.len() + 4).sum()
+    h.fields()
+        .iter()
+        .map(|(n, v)| n.len() + v.len() + 4)
+        .sum::<usize>()
+        + 2
 }
 
 fn response_cookies(r: &Response) -> Json {
@@ -55,7 +61,14 @@ fn response_cookies(r: &Response) -> Json {
             .filter_map(|line| {
                 let mut parts = line.split(';');
                 let (name, value) = parts.next()?.split_once('=')?;
-                let mut c = json!({"name": name.trim(), "value": value.trim()});
+                let mut c = json!({
+                    "name": name.trim(),
+                    "value": value.trim(),
+                    "path": "/",
+                    "domain": "",
+                    "httpOnly": false,
+                    "secure": false,
+                });
                 for attr in parts {
                     let (k, v) = attr.split_once('=').unwrap_or((attr, ""));
                     let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
@@ -383,7 +396,8 @@ fn entry_to_flow(e: &Json) -> Result<HttpFlow, String> {
     flow.live = false;
     flow.timestamp_created = start;
     if let Some(ip) = e.get("serverIPAddress").and_then(Json::as_str) {
-        let port = if url.starts_with("http://") { 80 } else { 443 };
+        // The URL's port (mitmproxy guesses 80 or 443 from the scheme, losing e.g. 8080).
+        let port = flow.request.port;
         let mut s = Server::new(Address::new(ip, port));
         s.peername = ip
             .trim_matches(['[', ']'])

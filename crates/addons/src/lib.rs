@@ -4,6 +4,7 @@
 //!
 //! - [`Dumper`]: mitmdump's flow output, one line per flow by default, more with
 //!   `flow_detail`.
+//! - [`Save`]: `save_stream_file` (`-w`), flows written to a mitmproxy-format flow file.
 //!
 //! Addons depend on `waylay-core` only; register them on a proxy with
 //! `waylay::Proxy::builder().addon(...)`, or run them in a bare
@@ -32,5 +33,7 @@
 mod contentview;
 mod dumper;
 mod human;
+mod save;
 
 pub use dumper::{Dumper, MAX_FLOW_DETAIL};
+pub use save::{SAVE_QUEUE, Save};

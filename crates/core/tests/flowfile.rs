@@ -607,3 +607,103 @@ fn har_files_are_read_as_flows() {
     let msg = got[0].as_ref().unwrap_err().to_string();
     assert!(msg.contains("not a valid HAR file"), "{msg}");
 }
+
+/// Records every flow hook it sees, with the number of WebSocket/TCP messages at that point.
+#[derive(Default)]
+struct Recorder(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl waylay_core::Addon for Recorder {
+    async fn request_headers(&mut self, _f: &mut HttpFlow) {
+        self.push("requestheaders");
+    }
+    async fn request(&mut self, _f: &mut HttpFlow) {
+        self.push("request");
+    }
+    async fn response_headers(&mut self, _f: &mut HttpFlow) {
+        self.push("responseheaders");
+    }
+    async fn response(&mut self, _f: &mut HttpFlow) {
+        self.push("response");
+    }
+    async fn error(&mut self, _f: &mut HttpFlow) {
+        self.push("error");
+    }
+    async fn websocket_start(&mut self, f: &mut HttpFlow) {
+        self.push(&format!("websocket_start {}", ws_len(f)));
+    }
+    async fn websocket_message(&mut self, f: &mut HttpFlow) {
+        self.push(&format!("websocket_message {}", ws_len(f)));
+    }
+    async fn websocket_end(&mut self, f: &mut HttpFlow) {
+        self.push(&format!("websocket_end {}", ws_len(f)));
+    }
+    async fn tcp_start(&mut self, f: &mut waylay_core::TcpFlow) {
+        self.push(&format!("tcp_start {}", f.messages.len()));
+    }
+    async fn tcp_message(&mut self, f: &mut waylay_core::TcpFlow) {
+        self.push(&format!("tcp_message {}", f.messages.len()));
+    }
+    async fn tcp_end(&mut self, f: &mut waylay_core::TcpFlow) {
+        self.push(&format!("tcp_end {}", f.messages.len()));
+    }
+}
+
+fn ws_len(f: &HttpFlow) -> usize {
+    f.websocket.as_ref().map_or(0, |w| w.messages.len())
+}
+
+impl Recorder {
+    fn push(&self, s: &str) {
+        self.0.lock().unwrap().push(s.to_owned());
+    }
+}
+
+#[actix_rt::test]
+async fn recorded_flows_play_through_the_hooks_in_live_order() {
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let h = waylay_testkit::AddonHarness::new(Recorder(log.clone())).await;
+    let flows = read_ok(FIXTURE);
+    let mut back = Vec::new();
+    for f in flows.clone() {
+        back.push(flowfile::play(h.manager(), f).await.unwrap());
+    }
+    assert_eq!(back, flows, "playing gives the flows back whole");
+    let got = log.lock().unwrap().clone();
+    assert_eq!(
+        got,
+        [
+            "requestheaders",
+            "request",
+            "responseheaders",
+            "response",
+            // WebSocket: messages re-appear one by one.
+            "requestheaders",
+            "request",
+            "responseheaders",
+            "response",
+            "websocket_start 0",
+            "websocket_message 1",
+            "websocket_message 2",
+            "websocket_message 3",
+            "websocket_end 3",
+            "tcp_start 0",
+            "tcp_message 1",
+            "tcp_message 2",
+            "tcp_end 2",
+            "requestheaders",
+            "request",
+            "error",
+            "requestheaders",
+            "request",
+            "responseheaders",
+            "response",
+        ]
+    );
+    let kinds: Vec<&str> = flows
+        .iter()
+        .flat_map(flowfile::hook_sequence)
+        .map(|k| k.name())
+        .collect();
+    let names: Vec<&str> = got.iter().map(|s| s.split(' ').next().unwrap()).collect();
+    assert_eq!(kinds, names);
+}

@@ -21,6 +21,7 @@
 
 mod compat;
 pub mod har;
+mod play;
 mod state;
 pub mod tnetstring;
 
@@ -30,6 +31,7 @@ use bytes::Bytes;
 
 /// The oldest flow format version waylay reads (older ones need mitmproxy 12 to convert).
 pub const OLDEST_FLOW_FORMAT_VERSION: i64 = compat::OLDEST;
+pub use play::{hook_sequence, play};
 pub use state::{VERSION as FLOW_FORMAT_VERSION, from_state, to_state};
 
 use crate::Flow;

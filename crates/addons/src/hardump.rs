@@ -4,15 +4,16 @@ use std::io::Write;
 
 use waylay_core::flowfile::har;
 use waylay_core::hooks::{Configure, Loader};
-use waylay_core::{Addon, Flow, HookKind, HookSet, HttpFlow, OptionSpec, OptionsError};
+use waylay_core::{Addon, Filter, Flow, HookKind, HookSet, HttpFlow, OptionSpec, OptionsError};
 
 /// mitmproxy's `hardump` option as an addon: with `hardump=PATH` it keeps every finished
 /// HTTP flow (at `response` or `error`; a WebSocket flow at its end) and writes them as one
 /// HAR 1.2 document in `done`: to standard output for `-`, zlib-compressed for a path
-/// ending in `.zhar`. As in mitmproxy, the flows are held in memory until then.
+/// ending in `.zhar`. `save_stream_filter` limits which flows are kept. As in mitmproxy, the flows are held in memory until then.
 #[derive(Debug, Default)]
 pub struct HarDump {
     path: Option<String>,
+    filter: Option<Filter>,
     flows: Vec<Flow>,
 }
 
@@ -24,15 +25,21 @@ impl HarDump {
 
     /// The option it declares.
     pub fn option_specs() -> Vec<OptionSpec> {
-        vec![OptionSpec::optional(
-            "hardump",
-            "Save a HAR file of all HTTP flows on exit (- for stdout; a .zhar path is \
+        vec![
+            OptionSpec::optional(
+                "save_stream_filter",
+                "Filter which flows are written to file.",
+            ),
+            OptionSpec::optional(
+                "hardump",
+                "Save a HAR file of all HTTP flows on exit (- for stdout; a .zhar path is \
              zlib-compressed). The flows are kept in memory until then.",
-        )]
+            ),
+        ]
     }
 
     fn keep(&mut self, f: &HttpFlow) {
-        if self.path.is_some() {
+        if self.path.is_some() && self.filter.as_ref().is_none_or(|flt| flt.matches(f)) {
             self.flows.push(Flow::Http(Box::new(f.clone())));
         }
     }
@@ -94,6 +101,14 @@ impl Addon for HarDump {
     }
 
     async fn configure(&mut self, cfg: &mut Configure) -> Result<(), OptionsError> {
+        if cfg.changed("save_stream_filter") {
+            self.filter = cfg
+                .options
+                .str("save_stream_filter")
+                .map(Filter::parse)
+                .transpose()
+                .map_err(|e| OptionsError::rejected("save_stream_filter", e.to_string()))?;
+        }
         if cfg.changed("hardump") {
             self.path = cfg
                 .options

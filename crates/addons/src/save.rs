@@ -13,7 +13,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use waylay_core::flowfile::FlowWriter;
 use waylay_core::hooks::{Configure, Loader};
 use waylay_core::{
-    Addon, Flow, FlowId, HookKind, HookSet, HttpFlow, OptionSpec, OptionsError, TcpFlow,
+    Addon, Filter, Flow, FlowId, HookKind, HookSet, HttpFlow, OptionSpec, OptionsError, TcpFlow,
 };
 
 /// How many flows may wait for the writer thread before hooks wait for it.
@@ -164,6 +164,8 @@ fn expand_home(p: &str) -> PathBuf {
 /// the queue is full the hook waits for room (the flow's connection waits with it): no flow
 /// is ever dropped. How often that happened is logged at shutdown.
 ///
+/// `save_stream_filter` (mitmproxy's filter language) limits which flows are written.
+///
 /// A streamed body (above `stream_large_bodies`) is not stored, as in mitmproxy: it is
 /// written as missing (`None`).
 #[derive(Debug, Default)]
@@ -173,6 +175,8 @@ pub struct Save {
     /// Flows seen but not finished, written at shutdown: a copy taken at `request` (or
     /// `tcp_start`), kept up to date with each WebSocket/TCP message.
     active: HashMap<FlowId, Flow>,
+    /// `save_stream_filter`: only matching flows are written.
+    filter: Option<Filter>,
     waits: u64,
 }
 
@@ -209,7 +213,9 @@ impl Save {
 
     async fn write(&mut self, id: FlowId, flow: Flow) {
         self.active.remove(&id);
-        if let Some(s) = &self.stream {
+        if let Some(s) = &self.stream
+            && self.filter.as_ref().is_none_or(|f| f.matches(&flow))
+        {
             s.0.send(flow, &mut self.waits).await;
         }
     }
@@ -218,7 +224,9 @@ impl Save {
         if let Some(s) = self.stream.take() {
             let open: Vec<Flow> = self.active.drain().map(|(_, f)| f).collect();
             for f in open {
-                s.0.send(f, &mut self.waits).await;
+                if self.filter.as_ref().is_none_or(|flt| flt.matches(&f)) {
+                    s.0.send(f, &mut self.waits).await;
+                }
             }
             if self.waits > 0 {
                 tracing::warn!(
@@ -275,12 +283,12 @@ impl Addon for Save {
         if !cfg.changed("save_stream_file") && !cfg.changed("save_stream_filter") {
             return Ok(());
         }
-        if let Some(f) = cfg.options.str("save_stream_filter") {
-            return Err(OptionsError::rejected(
-                "save_stream_filter",
-                format!("filter expressions are not supported yet, cannot use {f:?}"),
-            ));
-        }
+        self.filter = cfg
+            .options
+            .str("save_stream_filter")
+            .map(Filter::parse)
+            .transpose()
+            .map_err(|e| OptionsError::rejected("save_stream_filter", e.to_string()))?;
         let spec = cfg.options.str("save_stream_file").map(str::to_owned);
         if spec == self.spec {
             return Ok(());

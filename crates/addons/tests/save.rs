@@ -232,3 +232,34 @@ async fn a_slow_writer_makes_flows_wait_and_none_is_dropped() {
         h.logs()
     );
 }
+
+#[actix_rt::test]
+async fn save_stream_filter_limits_what_is_written() {
+    let dir = TempDir::new("save");
+    let path = dir.path().join("out.flows");
+    let mut h = AddonHarness::new(Save::new()).await;
+    h.set_options(&[
+        format!("save_stream_file={}", path.display()),
+        "save_stream_filter=~c 404 | ~tcp".to_owned(),
+    ])
+    .await
+    .expect("accepted");
+    h.response(tflow().with_response(tresp())).await;
+    let mut nf = tresp();
+    nf.status_code = 404;
+    let kept = h.response(tflow().with_response(nf)).await;
+    let tcp = h.tcp_start(ttcpflow()).await;
+    h.shutdown().await;
+    let ids: Vec<_> = read(&path).iter().map(Flow::id).collect();
+    assert_eq!(ids, [kept.id, tcp.id], "the 404 and the open TCP flow");
+
+    let mut h = AddonHarness::new(Save::new()).await;
+    let e = h
+        .set_options(&["save_stream_filter=~c"])
+        .await
+        .expect_err("a bad filter is refused");
+    assert!(
+        e.to_string().starts_with("option save_stream_filter: "),
+        "{e}"
+    );
+}

@@ -333,6 +333,45 @@ pub fn parse_iso8601(s: &str) -> Option<f64> {
     Some(days_from_civil(y, m, d) as f64 * 86_400.0 + hh * 3600.0 + mm * 60.0 + ss - off)
 }
 
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+
+/// `ts` as an HTTP date (IMF-fixdate, `Sun, 06 Nov 1994 08:49:37 GMT`).
+pub fn format_http_date(ts: f64) -> String {
+    let secs = ts.floor() as i64;
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{}, {d:02} {} {y:04} {:02}:{:02}:{:02} GMT",
+        WEEKDAYS[days.rem_euclid(7) as usize],
+        MONTHS[(m - 1) as usize],
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60
+    )
+}
+
+/// Parses an HTTP date in IMF-fixdate form into seconds since the epoch.
+pub fn parse_http_date(s: &str) -> Option<f64> {
+    let mut parts = s.split_whitespace();
+    let _weekday = parts.next()?;
+    let d: u32 = parts.next()?.parse().ok()?;
+    let mon = parts.next()?;
+    let m = MONTHS.iter().position(|x| x.eq_ignore_ascii_case(mon))? as u32 + 1;
+    let y: i64 = parts.next()?.parse().ok()?;
+    let mut t = parts.next()?.split(':');
+    let hh: i64 = t.next()?.parse().ok()?;
+    let mm: i64 = t.next()?.parse().ok()?;
+    let ss: i64 = t.next()?.parse().ok()?;
+    if !parts.next()?.eq_ignore_ascii_case("GMT") || !(1..=31).contains(&d) {
+        return None;
+    }
+    Some((days_from_civil(y, m, d) * 86_400 + hh * 3600 + mm * 60 + ss) as f64)
+}
+
 fn har_headers(v: Option<&Json>) -> Result<Headers, String> {
     let mut h = Headers::new();
     for item in v.and_then(Json::as_array).into_iter().flatten() {
@@ -488,6 +527,19 @@ mod tests {
         );
         assert_eq!(parse_iso8601("2001-09-09T01:46:40Z"), Some(1_000_000_000.0));
         assert_eq!(parse_iso8601("garbage"), None);
+    }
+
+    #[test]
+    fn http_dates_round_trip() {
+        assert_eq!(
+            format_http_date(784_111_777.0),
+            "Sun, 06 Nov 1994 08:49:37 GMT"
+        );
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784_111_777.0)
+        );
+        assert_eq!(parse_http_date("yesterday"), None);
     }
 
     #[test]

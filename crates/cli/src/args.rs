@@ -69,6 +69,11 @@ pub(crate) struct Cli {
     #[arg(short = 'S', long = "server-replay", value_name = "PATH")]
     pub(crate) server_replay: Vec<String>,
 
+    /// Replay the requests recorded in this file through the proxy, then exit unless
+    /// --keepserving (client_replay); repeat for several files.
+    #[arg(short = 'C', long = "client-replay", value_name = "PATH")]
+    pub(crate) client_replay: Vec<String>,
+
     /// Print every option with its type, default and help, and exit.
     #[arg(long)]
     pub(crate) options: bool,
@@ -120,6 +125,11 @@ impl Cli {
             self.server_replay
                 .iter()
                 .map(|p| format!("server_replay={p}")),
+        );
+        specs.extend(
+            self.client_replay
+                .iter()
+                .map(|p| format!("client_replay={p}")),
         );
         if !self.filter.is_empty() {
             // As mitmdump: the trailing filter limits what is printed, saved and read.

@@ -45,6 +45,8 @@ pub use waylay_core::{
 };
 pub use waylay_layers::{Proxy, ProxyBuilder, ProxyError, RunningProxy};
 
+pub mod client_replay;
+
 /// The addons bundled with waylay.
 pub mod addons {
     pub use waylay_addons::*;

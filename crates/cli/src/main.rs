@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use waylay::addons::{HarDump, Save, ServerReplay};
+use waylay::client_replay::{self, ReplayMarker};
 use waylay::{
     AddError, AddonManager, Dumper, Filter, ManagerHandle, OptionSpec, OptionValue, Options,
     OptionsError, Proxy, ProxyBuilder, ProxyError,
@@ -82,6 +83,7 @@ fn options(cli: &Cli) -> Result<Options, Failure> {
         .chain(Save::option_specs())
         .chain(HarDump::option_specs())
         .chain(ServerReplay::option_specs())
+        .chain(ReplayMarker::option_specs())
     {
         opts.add(spec)?;
     }
@@ -91,6 +93,18 @@ fn options(cli: &Cli) -> Result<Options, Failure> {
         "Continue serving after reading a file (rfile) or replaying; without a proxy server, wait for Ctrl-C.",
     ))?;
     opts.set_specs(&cli.option_specs())?;
+    if !matches!(opts.int("client_replay_concurrency"), 1 | -1) {
+        return Err(Failure::Usage(format!(
+            "option client_replay_concurrency: expected 1 or -1 (no limit), got {}",
+            opts.int("client_replay_concurrency")
+        )));
+    }
+    if !opts.seq("client_replay").is_empty() && !opts.bool("server") {
+        return Err(Failure::Usage(
+            "client replay sends the requests through waylay's proxy listener: it cannot run with -n"
+                .into(),
+        ));
+    }
     if let Some(f) = opts.str("readfile_filter") {
         Filter::parse(f).map_err(|e| Failure::Usage(format!("option readfile_filter: {e}")))?;
     }
@@ -120,7 +134,8 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         other => Failure::Runtime(anyhow::Error::new(other)),
     };
     // Without `-r` waylay is the proxy; `-n` runs the addons with no listener.
-    if opts.bool("server") && opts.str("rfile").is_none() {
+    let replaying = !opts.seq("client_replay").is_empty();
+    if opts.bool("server") && opts.str("rfile").is_none() && !replaying {
         return with_addons(
             Proxy::builder()
                 .options(opts.clone())
@@ -154,7 +169,13 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         if let Some(path) = opts.str("rfile") {
             result = read_and_play(&manager, path, opts.str("readfile_filter")).await;
         }
-        if opts.bool("keepserving") || opts.str("rfile").is_none() {
+        if result.is_ok()
+            && let Some(p) = &proxy
+            && replaying
+        {
+            result = replay_clients(p, &opts).await;
+        }
+        if opts.bool("keepserving") || (opts.str("rfile").is_none() && !replaying) {
             wait_for_signal().await;
         }
         match proxy {
@@ -163,6 +184,24 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         }
         result
     })
+}
+
+/// Reads every `client_replay` file and replays its requests through the proxy.
+async fn replay_clients(proxy: &waylay::RunningProxy, opts: &Options) -> Result<(), Failure> {
+    let mut flows = Vec::new();
+    for path in opts.seq("client_replay") {
+        flows.extend(waylay::flowfile::read_file(path).map_err(|e| {
+            Failure::Runtime(anyhow::Error::new(e).context(format!("reading {path}")))
+        })?);
+    }
+    let total = flows.len();
+    tracing::debug!(total, "client replay: read");
+    let concurrency = (opts.int("client_replay_concurrency") == 1).then_some(1);
+    let sent =
+        client_replay::replay_all(proxy.local_addr(), &proxy.ca_cert_pem(), flows, concurrency)
+            .await;
+    tracing::info!("client replay: {sent} of {total} flows replayed");
+    Ok(())
 }
 
 fn listen_addr(opts: &Options) -> String {
@@ -203,6 +242,10 @@ impl Wanted {
 /// printed.
 fn with_addons(mut builder: ProxyBuilder, opts: &Options) -> ProxyBuilder {
     let w = Wanted::of(opts);
+    if !opts.seq("client_replay").is_empty() {
+        // First, so no other addon sees the marker header.
+        builder = builder.addon(ReplayMarker);
+    }
     if w.replay {
         builder = builder.addon(ServerReplay::new());
     }

@@ -8,10 +8,13 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use waylay::addons::{Save, ServerReplay};
+use waylay::client_replay::{self, ReplayMarker};
 use waylay::flow::{Client, Request, Response, Server};
 use waylay::flowfile::{FlowReader, FlowWriter};
 use waylay::{Flow, HttpFlow, Proxy};
-use waylay_testkit::{TempDir, TestProxy, http_origin, proxy_get, within};
+use waylay_testkit::{
+    TempDir, TestProxy, http_origin, https_origin, proxy_get, scripted_origin, within,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_waylay");
 const FIXTURE: &str = concat!(
@@ -465,4 +468,187 @@ async fn server_replay_extra_choices() {
         .await;
     let e = r.expect_err("refused");
     assert!(e.to_string().contains("server_replay"), "{e}");
+}
+
+fn answer_ok(path: &str) -> Vec<u8> {
+    let body = format!("scripted {path}");
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Recorded requests to `base` (`http://host:port`): a GET and a POST with a body.
+fn recorded_requests(base: &str) -> Vec<Flow> {
+    let client = Arc::new(Client::new(
+        ([127, 0, 0, 1], 50000).into(),
+        ([127, 0, 0, 1], 8080).into(),
+    ));
+    let get = HttpFlow::new(
+        client.clone(),
+        Request::from_url("GET", &format!("{base}/one?q=1")).expect("url"),
+    );
+    let mut post = HttpFlow::new(
+        client,
+        Request::from_url("POST", &format!("{base}/two")).expect("url"),
+    );
+    post.request.headers.append("Content-Type", "text/plain");
+    post.request.set_raw_content("payload");
+    post.response = Some(Response::make(500, "recorded answer", [("x", "y")]));
+    vec![Flow::Http(Box::new(get)), Flow::Http(Box::new(post))]
+}
+
+#[actix_rt::test]
+async fn client_replay_sends_recorded_requests_through_the_addons() {
+    let dir = TempDir::new("e2e-creplay");
+    let out = dir.path().join("out.flows");
+    let (origin, seen) = scripted_origin(answer_ok).await;
+    let (tls_origin, ca_file) = https_origin(&dir).await;
+    let mut flows = recorded_requests(&format!("http://{origin}"));
+    let mut tls_req = Request::from_url(
+        "GET",
+        &format!("https://localhost:{}/secure", tls_origin.port()),
+    )
+    .expect("url");
+    tls_req.headers.append("Accept", "*/*");
+    let client = Arc::new(Client::new(
+        ([127, 0, 0, 1], 50000).into(),
+        ([127, 0, 0, 1], 8080).into(),
+    ));
+    flows.push(Flow::Http(Box::new(HttpFlow::new(client, tls_req))));
+
+    let proxy = TestProxy::start(
+        Proxy::builder()
+            .set(format!("save_stream_file={}", out.display()))
+            .set(format!(
+                "ssl_verify_upstream_trusted_ca={}",
+                ca_file.display()
+            ))
+            .addon(ReplayMarker)
+            .addon(Save::new()),
+    )
+    .await;
+    let sent = within(
+        "replay",
+        client_replay::replay_all(proxy.addr(), &proxy.ca_pem, flows, Some(1)),
+    )
+    .await;
+    assert_eq!(sent, 3);
+    within("shutdown", proxy.shutdown()).await;
+
+    let got = read(&out);
+    assert_eq!(got.len(), 3);
+    for f in &got {
+        let f = http(f);
+        assert_eq!(
+            f.is_replay.as_deref(),
+            Some("request"),
+            "{}",
+            f.request.url()
+        );
+        assert!(!f.request.headers.contains(client_replay::MARKER));
+        assert_eq!(f.response.as_ref().expect("a live answer").status_code, 200);
+    }
+    assert_eq!(
+        http(&got[0])
+            .response
+            .as_ref()
+            .expect("r")
+            .text()
+            .expect("text"),
+        "scripted /one?q=1"
+    );
+    assert!(
+        http(&got[2])
+            .response
+            .as_ref()
+            .expect("r")
+            .text()
+            .expect("text")
+            .starts_with("origin GET /secure")
+    );
+    let heads = seen.lock().expect("lock").clone();
+    assert_eq!(heads.len(), 2);
+    assert!(
+        heads[0].starts_with("GET /one?q=1 HTTP/1.1\r\n"),
+        "{}",
+        heads[0]
+    );
+    assert!(
+        heads[1].starts_with("POST /two HTTP/1.1\r\n"),
+        "{}",
+        heads[1]
+    );
+    assert!(heads[1].ends_with("payload"), "{}", heads[1]);
+    assert!(
+        heads
+            .iter()
+            .all(|h| !h.to_ascii_lowercase().contains(client_replay::MARKER))
+    );
+}
+
+#[actix_rt::test]
+async fn c_replays_a_file_and_exits() {
+    let dir = TempDir::new("e2e-c");
+    let rec = dir.path().join("rec.flows");
+    let out = dir.path().join("out.flows");
+    let (origin, seen) = scripted_origin(answer_ok).await;
+    let mut w = FlowWriter::new(std::fs::File::create(&rec).expect("create"));
+    for f in recorded_requests(&format!("http://{origin}")) {
+        w.add(&f).expect("write");
+    }
+    drop(w);
+    let args: Vec<String> = [
+        "-C",
+        &rec.display().to_string(),
+        "-p",
+        "0",
+        "--set",
+        &format!("confdir={}", dir.path().display()),
+        "-w",
+        &out.display().to_string(),
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    // The origin runs on this test's thread: wait for the child elsewhere.
+    let output = within(
+        "waylay -C exits",
+        tokio::task::spawn_blocking(move || {
+            let mut child = Command::new(BIN)
+                .args(&args)
+                .env("NO_COLOR", "1")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("runs");
+            // Bounded: a child that does not exit is killed (the test then fails).
+            for _ in 0..300 {
+                if child.try_wait().expect("wait").is_some() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            child.wait_with_output().expect("output")
+        }),
+    )
+    .await
+    .expect("joined");
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains(&format!("[replay]: GET http://{origin}/one?q=1 << 200 OK")),
+        "{stdout}"
+    );
+    assert_eq!(seen.lock().expect("lock").len(), 2);
+    assert!(
+        read(&out)
+            .iter()
+            .all(|f| http(f).is_replay.as_deref() == Some("request"))
+    );
+    // Client replay needs the proxy listener.
+    let out = waylay(&["-n", "-C", &rec.display().to_string()]);
+    assert_eq!(out.status.code(), Some(2));
 }

@@ -28,6 +28,23 @@ fn sample() -> Flow {
     Flow::Http(Box::new(f))
 }
 
+/// This process's CPU time (user + system) in seconds, from `/proc/self/stat`: on a shared
+/// machine it says more than the wall clock.
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let at = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 (1-based), in clock ticks (100 per second).
+    (at(11) + at(12)) / 100.0
+}
+
 fn main() {
     let n: usize = std::env::var("FLOWFILE_N")
         .ok()
@@ -38,7 +55,32 @@ fn main() {
     let flow = sample();
 
     for round in 1..=3 {
-        let t = Instant::now();
+        // In memory: the encoding and decoding alone.
+        let (t, c) = (Instant::now(), cpu_secs());
+        let mut mem = Vec::with_capacity(4096 * n);
+        {
+            let mut w = FlowWriter::new(&mut mem);
+            for _ in 0..n {
+                w.add(&flow).expect("write");
+            }
+        }
+        let (enc, enc_cpu) = (t.elapsed().as_secs_f64(), cpu_secs() - c);
+        let (t, c) = (Instant::now(), cpu_secs());
+        let decoded = FlowReader::new(&mem[..]).filter(Result::is_ok).count();
+        let (dec, dec_cpu) = (t.elapsed().as_secs_f64(), cpu_secs() - c);
+        assert_eq!(decoded, n);
+        drop(mem);
+        println!(
+            "round {round}: in memory: encode {:.0} flows/s ({:.2} µs/flow wall, {:.2} µs CPU), decode {:.0} flows/s ({:.2} µs/flow wall, {:.2} µs CPU)",
+            n as f64 / enc,
+            enc * 1e6 / n as f64,
+            enc_cpu * 1e6 / n as f64,
+            n as f64 / dec,
+            dec * 1e6 / n as f64,
+            dec_cpu * 1e6 / n as f64,
+        );
+
+        let (t, c) = (Instant::now(), cpu_secs());
         {
             let file = std::fs::File::create(&path).expect("create");
             let mut w = FlowWriter::new(BufWriter::with_capacity(256 * 1024, file));
@@ -47,28 +89,30 @@ fn main() {
             }
             w.flush().expect("flush");
         }
-        let write = t.elapsed().as_secs_f64();
+        let (write, write_cpu) = (t.elapsed().as_secs_f64(), cpu_secs() - c);
         let size = std::fs::metadata(&path).expect("file").len() as f64;
 
-        let t = Instant::now();
+        let (t, c) = (Instant::now(), cpu_secs());
         let file = std::fs::File::open(&path).expect("open");
         let mut count = 0usize;
         for f in FlowReader::new(BufReader::new(file)) {
             f.expect("reads");
             count += 1;
         }
-        let read = t.elapsed().as_secs_f64();
+        let (read, read_cpu) = (t.elapsed().as_secs_f64(), cpu_secs() - c);
         assert_eq!(count, n);
         println!(
-            "round {round}: {n} flows, {:.1} MiB ({:.0} B/flow): write {:.0} flows/s ({:.0} MiB/s, {:.2} µs/flow), read {:.0} flows/s ({:.0} MiB/s, {:.2} µs/flow)",
+            "round {round}: file: {n} flows, {:.1} MiB ({:.0} B/flow): write {:.0} flows/s ({:.0} MiB/s, {:.2} µs/flow, {:.2} µs CPU), read {:.0} flows/s ({:.0} MiB/s, {:.2} µs/flow, {:.2} µs CPU)",
             size / 1048576.0,
             size / n as f64,
             n as f64 / write,
             size / 1048576.0 / write,
             write * 1e6 / n as f64,
+            write_cpu * 1e6 / n as f64,
             n as f64 / read,
             size / 1048576.0 / read,
             read * 1e6 / n as f64,
+            read_cpu * 1e6 / n as f64,
         );
     }
 }

@@ -8,6 +8,9 @@
 //!   [`AntiCache`] (`anticache`), [`AntiComp`] (`anticomp`): the proxy's policy options, as
 //!   mitmproxy's addons of the same names. `waylay::Proxy::builder()` registers them; each is
 //!   made with `from_options` and handles its hooks only when its option is on at start.
+//! - [`HarDump`]: `hardump`, a HAR 1.2 file of the HTTP flows at shutdown.
+//! - [`ServerReplay`]: `server_replay` (`-S`), requests answered from a recording.
+//! - [`Save`]: `save_stream_file` (`-w`), flows written to a mitmproxy-format flow file.
 //!
 //! Addons depend on `waylay-core` only; register them on a proxy with
 //! `waylay::Proxy::builder().addon(...)`, or run them in a bare
@@ -38,11 +41,17 @@ mod anticomp;
 mod block;
 mod contentview;
 mod dumper;
+mod hardump;
 mod human;
 mod proxyauth;
+mod save;
+mod server_replay;
 
 pub use anticache::AntiCache;
 pub use anticomp::AntiComp;
 pub use block::{Block, is_private};
 pub use dumper::{Dumper, MAX_FLOW_DETAIL};
+pub use hardump::HarDump;
 pub use proxyauth::{Credentials, ProxyAuth, parse_basic};
+pub use save::{SAVE_QUEUE, Save};
+pub use server_replay::ServerReplay;

@@ -41,7 +41,7 @@ pub use waylay_core::{
     AddError, Addon, AddonActor, AddonId, AddonManager, Fault, Filter, FilterError, Flow,
     FlowError, FlowId, FlowRef, Headers, Hook, HookError, HookKind, HookSet, HttpFlow,
     ManagerHandle, OptionSpec, OptionValue, Options, OptionsError, Request, Response, TcpFlow,
-    filter, flow, hooks, log, options,
+    filter, flow, flowfile, hooks, log, options,
 };
 pub use waylay_layers::{ProxyBuilder, ProxyError, RunningProxy};
 
@@ -64,6 +64,8 @@ impl Proxy {
             .addon_with(waylay_addons::ProxyAuth::from_options)
     }
 }
+
+pub mod client_replay;
 
 /// The addons bundled with waylay.
 pub mod addons {

@@ -1,0 +1,174 @@
+//! The addon: records flows for the UI, intercepts what the `intercept` filter matches, and
+//! refuses requests sent through the proxy to the UI itself.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+use waylay_core::hooks::{Configure, LogEntry, LogLevel, ServerConnectionHookData};
+use waylay_core::{
+    Addon, Flow, HookKind, HookSet, HttpFlow, OptionValue, OptionsError, Response, TcpFlow,
+};
+
+use crate::guard::targets_ui;
+use crate::state::Shared;
+
+/// The web UI's addon. Made by [`crate::WebUi::bind`]; register it last, so that the UI shows
+/// flows as the other addons left them.
+#[derive(Debug)]
+pub struct WebAddon {
+    pub(crate) shared: Arc<Shared>,
+}
+
+const HOOKS: HookSet = HookSet::of(&[
+    HookKind::Configure,
+    HookKind::Log,
+    HookKind::HttpConnect,
+    HookKind::RequestHeaders,
+    HookKind::Request,
+    HookKind::Response,
+    HookKind::Error,
+    HookKind::ServerConnect,
+    HookKind::WebsocketStart,
+    HookKind::WebsocketMessage,
+    HookKind::WebsocketEnd,
+    HookKind::WebsocketError,
+    HookKind::TcpStart,
+    HookKind::TcpEnd,
+    HookKind::TcpError,
+]);
+
+fn refusal() -> Response {
+    Response::make(
+        403,
+        "waylay: the web UI cannot be reached through the proxy\n",
+        [("content-type", "text/plain; charset=utf-8")],
+    )
+}
+
+impl WebAddon {
+    /// Refuses `flow` when it is addressed to the UI; `true` if it did.
+    fn guard(&self, flow: &mut HttpFlow) -> bool {
+        if targets_ui(&flow.request.host, flow.request.port, self.shared.ui_addr) {
+            tracing::warn!(client.addr = %flow.client.peername, "refused a request through the proxy to the web UI ({}:{})", flow.request.host, flow.request.port);
+            flow.response = Some(refusal());
+            return true;
+        }
+        false
+    }
+
+    fn record_http(&self, flow: &mut HttpFlow, may_intercept: bool, finished: bool) {
+        let held = (may_intercept && self.shared.should_intercept(flow)).then(|| flow.intercept());
+        self.shared
+            .record(Flow::Http(Box::new(flow.clone())), held, finished);
+    }
+
+    fn record_tcp(&self, flow: &TcpFlow, finished: bool) {
+        self.shared
+            .record(Flow::Tcp(Box::new(flow.clone())), None, finished);
+    }
+}
+
+fn option_json(v: &OptionValue) -> (&'static str, Value) {
+    match v {
+        OptionValue::Bool(b) => ("bool", json!(b)),
+        OptionValue::Int(i) => ("int", json!(i)),
+        OptionValue::Str(s) => ("str", json!(s)),
+        OptionValue::OptStr(s) => ("optional str", json!(s)),
+        OptionValue::Seq(v) => ("sequence of str", json!(v)),
+    }
+}
+
+impl Addon for WebAddon {
+    fn name(&self) -> String {
+        "web".into()
+    }
+
+    fn hooks(&self) -> HookSet {
+        HOOKS
+    }
+
+    async fn configure(&mut self, cfg: &mut Configure) -> Result<(), OptionsError> {
+        let mut all = Map::new();
+        for spec in cfg.options.specs() {
+            let value = cfg.options.get(&spec.name).unwrap_or(&spec.default);
+            let (ty, mut value) = option_json(value);
+            // The UI's own secret is never sent back to a browser.
+            if spec.name == "web_password" && value != json!("") {
+                value = json!("(set)");
+            }
+            all.insert(
+                spec.name.clone(),
+                json!({"type": ty, "value": value, "default": option_json(&spec.default).1, "help": spec.help, "choices": spec.choices}),
+            );
+        }
+        let all = Value::Object(all);
+        self.shared.options_changed(all);
+        Ok(())
+    }
+
+    async fn log(&mut self, entry: &mut LogEntry) {
+        let level = match entry.level {
+            LogLevel::Trace | LogLevel::Debug => return,
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        };
+        self.shared.event(level, entry.message.clone());
+    }
+
+    async fn http_connect(&mut self, flow: &mut HttpFlow) {
+        self.guard(flow);
+    }
+
+    async fn request_headers(&mut self, flow: &mut HttpFlow) {
+        self.guard(flow);
+    }
+
+    async fn server_connect(&mut self, data: &mut ServerConnectionHookData) {
+        let a = &data.server.address;
+        if targets_ui(&a.host, a.port, self.shared.ui_addr) {
+            data.server.error = Some("the web UI cannot be reached through the proxy".into());
+        }
+    }
+
+    async fn request(&mut self, flow: &mut HttpFlow) {
+        let answered = flow.response.is_some();
+        self.record_http(flow, !answered, answered && !flow.live);
+    }
+
+    async fn response(&mut self, flow: &mut HttpFlow) {
+        self.record_http(flow, true, true);
+    }
+
+    async fn error(&mut self, flow: &mut HttpFlow) {
+        self.record_http(flow, false, true);
+    }
+
+    async fn websocket_start(&mut self, flow: &mut HttpFlow) {
+        self.record_http(flow, false, false);
+    }
+
+    async fn websocket_message(&mut self, flow: &mut HttpFlow) {
+        self.record_http(flow, false, false);
+    }
+
+    async fn websocket_end(&mut self, flow: &mut HttpFlow) {
+        self.record_http(flow, false, true);
+    }
+
+    async fn websocket_error(&mut self, flow: &mut HttpFlow) {
+        self.record_http(flow, false, true);
+    }
+
+    async fn tcp_start(&mut self, flow: &mut TcpFlow) {
+        self.record_tcp(flow, false);
+    }
+
+    async fn tcp_end(&mut self, flow: &mut TcpFlow) {
+        self.record_tcp(flow, true);
+    }
+
+    async fn tcp_error(&mut self, flow: &mut TcpFlow) {
+        self.record_tcp(flow, true);
+    }
+}

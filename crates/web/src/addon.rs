@@ -58,13 +58,20 @@ impl WebAddon {
 
     fn record_http(&self, flow: &mut HttpFlow, may_intercept: bool, finished: bool) {
         let held = (may_intercept && self.shared.should_intercept(flow)).then(|| flow.intercept());
-        self.shared
-            .record(Flow::Http(Box::new(flow.clone())), held, finished);
+        let mut copy = Box::new(flow.clone());
+        if finished {
+            // The layer clears `live` after the last hook; the UI's copy is final now.
+            copy.live = false;
+        }
+        self.shared.record(Flow::Http(copy), held, finished);
     }
 
     fn record_tcp(&self, flow: &TcpFlow, finished: bool) {
-        self.shared
-            .record(Flow::Tcp(Box::new(flow.clone())), None, finished);
+        let mut copy = Box::new(flow.clone());
+        if finished {
+            copy.live = false;
+        }
+        self.shared.record(Flow::Tcp(copy), None, finished);
     }
 }
 

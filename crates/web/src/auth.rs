@@ -31,8 +31,11 @@ enum Secret {
 pub(crate) enum Access {
     /// The session cookie was shown.
     Session,
-    /// The token or password was shown: set the cookie on the answer.
+    /// The token or password was shown in the URL or a form: set the cookie on the answer.
     Credentials,
+    /// `Authorization: Bearer` (a script, not a browser: a browser never adds it by itself,
+    /// so no XSRF token is needed).
+    Bearer,
     /// Nothing valid was shown.
     Denied,
 }
@@ -123,7 +126,7 @@ impl Auth {
         if let Some(b) = bearer
             && self.check_secret(b)
         {
-            return Access::Credentials;
+            return Access::Bearer;
         }
         if let Some(t) = query.and_then(|q| query_param(q, "token"))
             && self.check_secret(&t)
@@ -263,7 +266,7 @@ mod tests {
         );
         assert_eq!(
             a.access(&headers(&[("authorization", "Bearer tok")]), None),
-            Access::Credentials
+            Access::Bearer
         );
         let cookie = a.session_cookies()[0].split(';').next().unwrap().to_owned();
         assert_eq!(

@@ -192,7 +192,7 @@ impl WebFilter {
                         position: at,
                     });
                 }
-                w if w.is_empty() => {
+                "" => {
                     return Err(FilterParseError {
                         message: "! needs a term".into(),
                         position: at,

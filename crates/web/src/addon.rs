@@ -4,11 +4,12 @@
 use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
-use waylay_core::hooks::{Configure, LogEntry, LogLevel, ServerConnectionHookData};
+use waylay_core::hooks::{Configure, Loader, LogEntry, LogLevel, ServerConnectionHookData};
 use waylay_core::{
     Addon, Flow, HookKind, HookSet, HttpFlow, OptionValue, OptionsError, Response, TcpFlow,
 };
 
+use crate::config::WebConfig;
 use crate::guard::targets_ui;
 use crate::state::Shared;
 
@@ -92,6 +93,12 @@ impl Addon for WebAddon {
 
     fn hooks(&self) -> HookSet {
         HOOKS
+    }
+
+    async fn load(&mut self, loader: &mut Loader) {
+        for spec in WebConfig::option_specs() {
+            loader.add_option(spec);
+        }
     }
 
     async fn configure(&mut self, cfg: &mut Configure) -> Result<(), OptionsError> {

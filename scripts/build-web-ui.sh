@@ -8,7 +8,8 @@ npm ci --no-audit --no-fund --loglevel=error
 npx tsc --noEmit -p .
 npm run --silent build >/dev/null
 if [ "${1:-}" = "--check" ]; then
-  git diff --exit-code -- dist || {
+  git diff --quiet -- dist || {
+    git diff --stat -- dist >&2
     echo "web UI: the committed bundle (crates/web/ui/dist) is stale: run scripts/build-web-ui.sh and commit it" >&2
     exit 1
   }

@@ -134,11 +134,11 @@ function FlowTable(props: { flows: Flow[]; selected: string | null; onSelect: (i
           if (f.error) cls.push("has-error");
           return (
             <div class={cls.join(" ")} data-id={f.id} style={{ top: `${(first + i) * ROW}px` }} onClick={() => props.onSelect(f.id)}>
-              <div class="td col-tls">{tls(f) ? "🔒" : ""}</div>
+              <div class="td col-tls">{tls(f) ? <span class="badge tls">TLS</span> : ""}</div>
               <div class="td col-method">{f.request?.method ?? f.type.toUpperCase()}</div>
               <div class="td col-path" title={url(f)}>
-                {f.marked ? <span class="mark">{f.marked} </span> : null}
-                {f.intercepted ? <span class="paused">⏸ </span> : null}
+                {f.marked ? <span class="mark" title={f.marked} /> : null}
+                {f.intercepted ? <span class="badge held">held</span> : null}
                 {url(f)}
               </div>
               <div class={`td col-status status-${Math.floor((f.response?.status_code ?? 0) / 100)}`}>{f.response?.status_code ?? (f.error ? "✕" : "")}</div>

@@ -83,7 +83,7 @@ with sync_playwright() as p:
     expect(page.locator(".tr")).to_contain_text("/live/3")
     page.fill("#highlight", "~m GET ~zz")
     page.press("#highlight", "Enter")
-    expect(page.locator(".filter-error")).to_contain_text("unknown filter ~zz")
+    expect(page.locator(".filter-error")).to_contain_text("unknown operator ~zz")
     page.screenshot(path=f"{artifacts}/filter-error.png")
     page.fill("#highlight", "")
     page.press("#highlight", "Enter")

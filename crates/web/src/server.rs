@@ -432,7 +432,24 @@ pub(crate) fn render(
             .ok()
             .and_then(|v| serde_json::to_string_pretty(&v).ok())
     };
+    let form = |b: &[u8]| {
+        String::from_utf8_lossy(b)
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                let k = query_param(&format!("k={k}"), "k").unwrap_or_default();
+                let v = query_param(&format!("v={v}"), "v").unwrap_or_default();
+                format!("{k}: {v}")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     match view.to_ascii_lowercase().as_str() {
+        "form" => Ok(("Form", form(body))),
+        "auto" if content_type.starts_with("application/x-www-form-urlencoded") => {
+            Ok(("Form", form(body)))
+        }
         "auto" => {
             if (content_type.contains("json")
                 || body.first().is_some_and(|c| *c == b'{' || *c == b'['))
@@ -441,8 +458,14 @@ pub(crate) fn render(
                 return Ok(("JSON", p));
             }
             match std::str::from_utf8(body) {
-                Ok(t) => Ok(("Text", t.to_owned())),
-                Err(_) => Ok(("Hex", hex(body))),
+                Ok(t)
+                    if !t
+                        .chars()
+                        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) =>
+                {
+                    Ok(("Text", t.to_owned()))
+                }
+                _ => Ok(("Hex", hex(body))),
             }
         }
         "json" => pretty_json(body)
@@ -450,7 +473,9 @@ pub(crate) fn render(
             .ok_or_else(|| "the body is not valid JSON".to_owned()),
         "text" | "raw" => Ok(("Text", String::from_utf8_lossy(body).into_owned())),
         "hex" => Ok(("Hex", hex(body))),
-        other => Err(format!("no content view {other:?} (auto, json, text, hex)")),
+        other => Err(format!(
+            "no content view {other:?} (auto, json, form, text, hex)"
+        )),
     }
 }
 
@@ -633,4 +658,29 @@ fn put_options(shared: &Shared, v: &Value) -> Result<Resp, Resp> {
         }
     }
     Ok(json_resp(&json!({})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::render;
+
+    #[test]
+    fn content_views() {
+        let (n, t) = render("auto", "application/json", br#"{"a":[1,2]}"#).unwrap();
+        assert_eq!(
+            (n, t.as_str()),
+            ("JSON", "{\n  \"a\": [\n    1,\n    2\n  ]\n}")
+        );
+        let (n, t) = render("auto", "application/x-www-form-urlencoded", b"a=1&b=x+y%21").unwrap();
+        assert_eq!((n, t.as_str()), ("Form", "a: 1\nb: x y!"));
+        let (n, t) = render("auto", "", b"\x00\x01abc").unwrap();
+        assert_eq!(n, "Hex");
+        assert!(t.starts_with("00000000  00 01 61 62 63"), "{t}");
+        assert_eq!(
+            render("auto", "text/plain", b"hi").unwrap(),
+            ("Text", "hi".to_owned())
+        );
+        assert!(render("json", "", b"nope").is_err());
+        assert!(render("bogus", "", b"").is_err());
+    }
 }

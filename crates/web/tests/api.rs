@@ -777,3 +777,62 @@ async fn a_slow_browser_gets_a_reset_instead_of_a_growing_buffer() {
     let a = call(ui.addr(), "GET", "/flows?limit=5", &[BEARER], "").await;
     assert_eq!(a.json().as_array().unwrap().len(), 5);
 }
+
+#[actix_rt::test]
+async fn an_overloaded_store_drops_bodies_and_says_so() {
+    // Room for 4 body bytes in the writer's queue: every body is dropped from the store.
+    let (proxy, ui) = start(WebConfig {
+        store_queue_bytes: 4,
+        ring: 1,
+        ..config()
+    })
+    .await;
+    let origin = http_origin().await;
+    proxy_get(proxy.addr(), &format!("http://{origin}/bytes/100")).await;
+    proxy_get(proxy.addr(), &format!("http://{origin}/bytes/50")).await;
+    within("both flows stored", async {
+        while ui.stored_flows().unwrap() < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let a = call(ui.addr(), "GET", "/events", &[BEARER], "").await;
+    let events = a.json();
+    assert!(
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["level"] == "warn"
+                && e["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("flow store overloaded")),
+        "{events}"
+    );
+    let state = call(ui.addr(), "GET", "/state", &[BEARER], "").await.json();
+    assert_eq!(state["store"]["dropped_bodies"], 2, "{state}");
+    let all = flows_until(ui.addr(), |v| v.len() == 2).await;
+    // The newest flow's body is still in memory; the older one's was not stored.
+    let body = |id: &str| {
+        let id = id.to_owned();
+        let uia = ui.addr();
+        async move {
+            call(
+                uia,
+                "GET",
+                &format!("/flows/{id}/response/content.data"),
+                &[BEARER],
+                "",
+            )
+            .await
+        }
+    };
+    let a = body(all[1]["id"].as_str().unwrap()).await;
+    assert_eq!((a.status, a.body.len()), (200, 50));
+    let a = body(all[0]["id"].as_str().unwrap()).await;
+    assert_eq!(a.status, 404);
+    assert!(a.body.contains("not stored under overload"), "{}", a.body);
+    // The listing still knows how big it was.
+    assert_eq!(all[0]["response"]["contentLength"], 100);
+}

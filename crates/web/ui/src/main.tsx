@@ -199,15 +199,17 @@ function Content(props: { flow: Flow; part: "request" | "response"; editing: boo
   if (!m) return null;
   if (m.contentLength === null) return <div class="muted">No body held (streamed, or not read yet).</div>;
   if (m.contentLength === 0) return <div class="muted">No content.</div>;
+  const image = (m.headers.find(([k]) => k.toLowerCase() === "content-type")?.[1] ?? "").startsWith("image/");
   return (
     <div class="content">
       <div class="content-bar">
         <select value={view} onChange={(e) => setView((e.target as HTMLSelectElement).value)}>
-          {["auto", "json", "text", "hex"].map((v) => <option value={v}>{v}</option>)}
+          {["auto", "json", "form", "text", "hex"].map((v) => <option value={v}>{v}</option>)}
         </select>
         <span class="muted">{data?.view_name} {size(m.contentLength)}</span>
         <a href={`/flows/${props.flow.id}/${props.part}/content.data`} download>download</a>
       </div>
+      {image && view === "auto" ? <img class="body-image" src={`/flows/${props.flow.id}/${props.part}/content.data`} alt="" /> : null}
       {err ? <div class="error">{err}</div> : <pre class="body">{data?.text}</pre>}
       {data?.truncated ? <button onClick={() => setLines(1e9)}>Show all {data.lines_total} lines</button> : null}
     </div>

@@ -126,6 +126,14 @@ with sync_playwright() as p:
     page.locator(".tr", has_text="/live/2").click()
     page.locator(".tab", has_text="response").click()
     expect(page.locator("pre.body")).to_contain_text('"path": "/live/2"')
+
+    # Replay (r): the request goes again through the proxy, a new flow marked replay.
+    page.locator("body").click(position={"x": 5, "y": 700})
+    page.keyboard.press("r")
+    expect(page.locator(".tr")).to_have_count(7)
+    expect(page.locator(".tr .badge.replay")).to_have_count(1)
+    assert len([h for h in seen if h[":path"] == "/live/2"]) == 2, seen
+    page.locator(".tr", has_text="/live/2").first.click()
     page.screenshot(path=f"{artifacts}/main.png")
     browser.close()
 

@@ -135,7 +135,9 @@ impl Addon for WebAddon {
     }
 
     async fn request_headers(&mut self, flow: &mut HttpFlow) {
-        self.guard(flow);
+        if !self.guard(flow) && self.shared.is_replay(flow.client.peername) {
+            flow.is_replay = Some("request".into());
+        }
     }
 
     async fn server_connect(&mut self, data: &mut ServerConnectionHookData) {

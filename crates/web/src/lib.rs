@@ -32,6 +32,7 @@ mod config;
 mod filter;
 mod guard;
 mod json;
+mod replay;
 mod server;
 mod state;
 mod store;

@@ -244,6 +244,7 @@ async fn route(
             .delete(id)
             .map(|()| json_resp(&json!({})))
             .map_err(Resp::from),
+        ("POST", ["flows", id, "replay"]) => start_replay(shared, id),
         ("POST", ["flows", id, action]) => flow_action(shared, id, action),
         ("GET", ["flows", id, part @ ("request" | "response"), "content.data"]) => {
             body(shared, id, part)
@@ -325,15 +326,45 @@ fn flow_action(shared: &Shared, id: &str, action: &str) -> Result<Resp, Resp> {
         "kill" => shared.release(id, true)?,
         "revert" => shared.revert(id)?,
         "duplicate" => shared.duplicate(id)?,
-        "replay" => {
-            return Err(error(
-                501,
-                "replay is not available in waylay yet (the client-replay addon has not landed)",
-            ));
-        }
         other => return Err(error(404, &format!("no flow action {other:?}"))),
     };
     Ok(json_resp(&snap.json()))
+}
+
+/// Sends the request of flow `id` again through the proxy (in the background: the new flow
+/// shows up in the list, marked a replay; a failure goes to the event log).
+fn start_replay(shared: &Arc<Shared>, id: &str) -> Result<Resp, Resp> {
+    let snap = shared.full(id)?;
+    let Flow::Http(f) = &*snap.flow else {
+        return Err(error(400, "only HTTP flows can be replayed"));
+    };
+    let flow = HttpFlow::clone(f);
+    crate::replay::request_bytes(&flow, true).map_err(|e| error(400, &e.to_string()))?;
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let confdir = shared.confdir();
+        let mut local = None;
+        let result = crate::replay::replay(&flow, &confdir, |addr| {
+            local = Some(addr);
+            shared
+                .replaying
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(addr);
+        })
+        .await;
+        if let Some(addr) = local {
+            shared
+                .replaying
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&addr);
+        }
+        if let Err(e) = result {
+            shared.event("warn", format!("{e} ({})", flow.request.url()));
+        }
+    });
+    Ok(json_resp(&json!({})))
 }
 
 fn message_of<'a>(f: &'a HttpFlow, part: &str) -> Option<&'a Message> {

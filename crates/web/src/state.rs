@@ -108,6 +108,8 @@ pub(crate) struct Shared {
     pub(crate) ui_addr: SocketAddr,
     /// The options as the addon last saw them (`configure`), as mitmweb's `/options` JSON.
     pub(crate) options: Mutex<Value>,
+    /// Local addresses of replay connections in progress: their flows are marked replays.
+    pub(crate) replaying: Mutex<std::collections::HashSet<SocketAddr>>,
 }
 
 const MAX_EVENTS: usize = 1000;
@@ -133,6 +135,7 @@ impl Shared {
             config,
             ui_addr,
             options: Mutex::new(json!({})),
+            replaying: Mutex::default(),
         }
     }
 
@@ -156,6 +159,18 @@ impl Shared {
         *self.options.lock().unwrap_or_else(|p| p.into_inner()) = all.clone();
         let mut inner = self.lock();
         self.publish(&mut inner, Change::Options(all));
+    }
+
+    /// Whether a flow from `peer` is one of our replays.
+    pub(crate) fn is_replay(&self, peer: SocketAddr) -> bool {
+        let set = self.replaying.lock().unwrap_or_else(|p| p.into_inner());
+        !set.is_empty() && set.contains(&peer)
+    }
+
+    /// The proxy's `confdir` (where its CA is), from the options it was configured with.
+    pub(crate) fn confdir(&self) -> std::path::PathBuf {
+        let o = self.options.lock().unwrap_or_else(|p| p.into_inner());
+        crate::replay::expand_home(o["confdir"]["value"].as_str().unwrap_or("~/.waylay"))
     }
 
     /// Whether the intercept filter matches `flow`.

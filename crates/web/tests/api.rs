@@ -503,15 +503,6 @@ async fn edits_revert_duplicate_delete_and_clear() {
     let a = call(ui.addr(), "DELETE", &format!("/flows/{dup}"), &[BEARER], "").await;
     assert_eq!(a.status, 200);
     flows_until(ui.addr(), |v| v.len() == 1).await;
-    let a = call(
-        ui.addr(),
-        "POST",
-        &format!("/flows/{id}/replay"),
-        &[BEARER],
-        "",
-    )
-    .await;
-    assert_eq!(a.status, 501);
     let a = call(ui.addr(), "POST", "/clear", &[BEARER], "").await;
     assert_eq!(a.status, 200);
     flows_until(ui.addr(), |v| v.is_empty()).await;
@@ -835,4 +826,82 @@ async fn an_overloaded_store_drops_bodies_and_says_so() {
     assert!(a.body.contains("not stored under overload"), "{}", a.body);
     // The listing still knows how big it was.
     assert_eq!(all[0]["response"]["contentLength"], 100);
+}
+
+#[actix_rt::test]
+async fn replay_sends_the_request_again_through_the_proxy_http_and_https() {
+    use waylay_testkit::{TempDir, connect_tls, https_origin};
+    let dir = TempDir::new("replay");
+    let (tls_origin, ca_file) = https_origin(&dir).await;
+    let (addon, ui) = WebUi::bind(config()).expect("web UI binds");
+    let proxy = TestProxy::start(
+        Proxy::builder()
+            .set(format!(
+                "ssl_verify_upstream_trusted_ca={}",
+                ca_file.display()
+            ))
+            .addon(addon),
+    )
+    .await;
+    let (origin, seen) = scripted_origin(ok_answer).await;
+    let req = format!(
+        "POST http://{origin}/again HTTP/1.1\r\nHost: {origin}\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbody"
+    );
+    let r = raw_request(proxy.addr(), req.as_bytes()).await;
+    assert!(r.ends_with("ok"), "{r}");
+    let flows = flows_until(ui.addr(), |v| v.len() == 1 && v[0]["response"].is_object()).await;
+    let id = flows[0]["id"].as_str().unwrap();
+    let a = call(
+        ui.addr(),
+        "POST",
+        &format!("/flows/{id}/replay"),
+        &[BEARER],
+        "",
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let flows = flows_until(ui.addr(), |v| v.len() == 2 && v[1]["response"].is_object()).await;
+    assert_eq!(flows[1]["is_replay"], "request");
+    assert_eq!(flows[0]["is_replay"], Value::Null);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    assert!(
+        seen[1].starts_with("POST /again HTTP/1.1\r\n") && seen[1].ends_with("body"),
+        "{}",
+        seen[1]
+    );
+
+    // HTTPS: through a CONNECT tunnel and TLS trusting the proxy's CA.
+    let mut tls = connect_tls(
+        proxy.addr(),
+        &format!("localhost:{}", tls_origin.port()),
+        "localhost",
+        &proxy.ca_pem,
+        &[b"http/1.1"],
+    )
+    .await
+    .expect("TLS through the proxy");
+    use tokio::io::AsyncWriteExt;
+    tls.write_all(b"GET /secure HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = waylay_testkit::read_to_close(&mut tls).await;
+    assert!(String::from_utf8_lossy(&answer).contains("origin GET /secure"));
+    let flows = flows_until(ui.addr(), |v| v.len() == 3 && v[2]["response"].is_object()).await;
+    let id = flows[2]["id"].as_str().unwrap();
+    let a = call(
+        ui.addr(),
+        "POST",
+        &format!("/flows/{id}/replay"),
+        &[BEARER],
+        "",
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let flows = flows_until(ui.addr(), |v| v.len() == 4 && v[3]["response"].is_object()).await;
+    assert_eq!(flows[3]["is_replay"], "request");
+    assert_eq!(flows[3]["request"]["scheme"], "https");
+    assert_eq!(flows[3]["response"]["status_code"], 200);
+    let events = call(ui.addr(), "GET", "/events", &[BEARER], "").await.body;
+    assert!(!events.contains("replay:"), "{events}");
 }

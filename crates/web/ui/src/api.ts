@@ -45,6 +45,7 @@ export interface Flow {
   seq: number;
   type: "http" | "tcp";
   intercepted: boolean;
+  is_replay: string | null;
   modified: boolean;
   marked: string;
   comment: string;

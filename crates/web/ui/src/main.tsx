@@ -139,6 +139,7 @@ function FlowTable(props: { flows: Flow[]; selected: string | null; onSelect: (i
               <div class="td col-path" title={url(f)}>
                 {f.marked ? <span class="mark" title={f.marked} /> : null}
                 {f.intercepted ? <span class="badge held">held</span> : null}
+                {f.is_replay ? <span class="badge replay">replay</span> : null}
                 {url(f)}
               </div>
               <div class={`td col-status status-${Math.floor((f.response?.status_code ?? 0) / 100)}`}>{f.response?.status_code ?? (f.error ? "✕" : "")}</div>

@@ -34,6 +34,7 @@ const HOOKS: HookSet = HookSet::of(&[
     HookKind::WebsocketEnd,
     HookKind::WebsocketError,
     HookKind::TcpStart,
+    HookKind::TcpMessage,
     HookKind::TcpEnd,
     HookKind::TcpError,
 ]);
@@ -74,6 +75,14 @@ impl WebAddon {
         }
         self.shared.record(Flow::Tcp(copy), None, finished);
     }
+}
+
+/// Whether the UI's copy is refreshed at the `n`th message of a connection: each of the
+/// first 64, then at powers of two. Every refresh copies the messages so far, so refreshing
+/// on each message would cost the square of a long connection's length; the end of the
+/// connection records them all.
+fn sample(n: usize) -> bool {
+    n <= 64 || n.is_power_of_two()
 }
 
 fn option_json(v: &OptionValue) -> (&'static str, Value) {
@@ -165,7 +174,10 @@ impl Addon for WebAddon {
     }
 
     async fn websocket_message(&mut self, flow: &mut HttpFlow) {
-        self.record_http(flow, false, false);
+        let n = flow.websocket.as_ref().map_or(0, |w| w.messages.len());
+        if sample(n) {
+            self.record_http(flow, false, false);
+        }
     }
 
     async fn websocket_end(&mut self, flow: &mut HttpFlow) {
@@ -178,6 +190,12 @@ impl Addon for WebAddon {
 
     async fn tcp_start(&mut self, flow: &mut TcpFlow) {
         self.record_tcp(flow, false);
+    }
+
+    async fn tcp_message(&mut self, flow: &mut TcpFlow) {
+        if sample(flow.messages.len()) {
+            self.record_tcp(flow, false);
+        }
     }
 
     async fn tcp_end(&mut self, flow: &mut TcpFlow) {

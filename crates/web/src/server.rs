@@ -334,8 +334,8 @@ fn flow_action(shared: &Shared, id: &str, action: &str) -> Result<Resp, Resp> {
 /// Sends the request of flow `id` again through the proxy (in the background: the new flow
 /// shows up in the list, marked a replay; a failure goes to the event log).
 fn start_replay(shared: &Arc<Shared>, id: &str) -> Result<Resp, Resp> {
-    let snap = shared.full(id)?;
-    let Flow::Http(f) = &*snap.flow else {
+    let (_, full) = shared.full(id)?;
+    let Flow::Http(f) = &full else {
         return Err(error(400, "only HTTP flows can be replayed"));
     };
     let flow = HttpFlow::clone(f);
@@ -376,8 +376,8 @@ fn message_of<'a>(f: &'a HttpFlow, part: &str) -> Option<&'a Message> {
 }
 
 fn body(shared: &Shared, id: &str, part: &str) -> Result<Resp, Resp> {
-    let snap = shared.full(id)?;
-    let Flow::Http(f) = &*snap.flow else {
+    let (_, full) = shared.full(id)?;
+    let Flow::Http(f) = &full else {
         return Err(error(400, "not an HTTP flow"));
     };
     let m = message_of(f, part).ok_or_else(|| error(404, &format!("the flow has no {part}")))?;
@@ -408,12 +408,12 @@ fn content_view(
     view: &str,
     query: &str,
 ) -> Result<Resp, Resp> {
-    let snap = shared.full(id)?;
+    let (_, full) = shared.full(id)?;
     let max_lines = param_u64(query, "lines")?.unwrap_or(512) as usize;
     if part == "messages" {
-        return Ok(json_resp(&messages_json(&snap.flow)));
+        return Ok(json_resp(&messages_json(&full)));
     }
-    let Flow::Http(f) = &*snap.flow else {
+    let Flow::Http(f) = &full else {
         return Err(error(400, "not an HTTP flow"));
     };
     let m = message_of(f, part).ok_or_else(|| error(404, &format!("the flow has no {part}")))?;

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 use waylay_core::flow::{FlowId, InterceptHandle};
@@ -17,20 +18,49 @@ use crate::auth::Auth;
 use crate::config::WebConfig;
 use crate::filter::{FilterParseError, WebFilter};
 use crate::json::{BodyLens, flow_json};
-use crate::store::{Store, StoreError, body_bytes, split_bodies};
+use crate::store::{Store, StoreError, split_bodies};
+
+/// A flow's two bodies (request, response), shared.
+pub(crate) type Bodies = Arc<[Option<Bytes>; 2]>;
+
+/// Bodies up to this size travel with an update to the browsers' connections (for body
+/// filters); larger ones stay out of the update queue, whose memory is then bounded by
+/// `client_queue` times this.
+const UPDATE_BODY_MAX: usize = 16 * 1024;
 
 /// A flow as the list shows it, shared with the browsers' connections.
 #[derive(Debug, Clone)]
 pub(crate) struct Snapshot {
     /// Position in the flow list (increasing, never reused).
     pub(crate) seq: u64,
+    /// The flow without its bodies (`raw_content` is `None`; `lens` has their sizes).
     pub(crate) flow: Arc<Flow>,
     pub(crate) intercepted: bool,
     pub(crate) modified: bool,
     pub(crate) lens: BodyLens,
+    /// The bodies, when held in memory.
+    pub(crate) bodies: Option<Bodies>,
 }
 
 impl Snapshot {
+    /// A snapshot of `flow`, its bodies taken out.
+    pub(crate) fn new(seq: u64, mut flow: Flow, intercepted: bool, modified: bool) -> Self {
+        let bodies = split_bodies(&mut flow);
+        let lens = BodyLens {
+            request: bodies[0].as_ref().map(Bytes::len),
+            response: bodies[1].as_ref().map(Bytes::len),
+        };
+        let bodies = bodies.iter().any(Option::is_some).then(|| Arc::new(bodies));
+        Self {
+            seq,
+            flow: Arc::new(flow),
+            intercepted,
+            modified,
+            lens,
+            bodies,
+        }
+    }
+
     pub(crate) fn json(&self) -> Value {
         flow_json(
             &self.flow,
@@ -39,6 +69,39 @@ impl Snapshot {
             self.modified,
             self.lens,
         )
+    }
+
+    /// Body bytes held.
+    fn body_bytes(&self) -> usize {
+        self.bodies
+            .as_ref()
+            .map_or(0, |b| b.iter().flatten().map(Bytes::len).sum())
+    }
+
+    /// The flow with its bodies put back (those held).
+    pub(crate) fn full_flow(&self) -> Flow {
+        let mut f = Flow::clone(&self.flow);
+        if let (Some(b), Flow::Http(h)) = (&self.bodies, &mut f) {
+            h.request.raw_content = b[0].clone();
+            if let Some(r) = h.response.as_mut() {
+                r.raw_content = b[1].clone();
+            }
+        }
+        f
+    }
+
+    /// Whether bodies exist that this snapshot does not hold.
+    fn lacks_bodies(&self) -> bool {
+        self.bodies.is_none() && (self.lens.request.is_some() || self.lens.response.is_some())
+    }
+
+    /// The copy that goes into the update queue: small bodies only.
+    fn for_update(&self) -> Self {
+        let mut s = self.clone();
+        if s.body_bytes() > UPDATE_BODY_MAX {
+            s.bodies = None;
+        }
+        s
     }
 }
 
@@ -210,55 +273,49 @@ impl Shared {
     /// intercepted; `finished` writes it to the store.
     pub(crate) fn record(&self, flow: Flow, held: Option<InterceptHandle>, finished: bool) {
         let id = flow.id();
-        let bytes = body_bytes(&flow);
-        let flow = Arc::new(flow);
-        let mut inner = self.lock();
         let intercepted = held.is_some();
-        let (seq, change) = match inner.index.get(&id).copied() {
+        let mut snap = Snapshot::new(0, flow, intercepted, false);
+        let bytes = snap.body_bytes();
+        let mut inner = self.lock();
+        let change = match inner.index.get(&id).copied() {
             Some(seq) => {
                 let Some(e) = find(&mut inner.ring, seq) else {
                     return;
                 };
+                snap.seq = seq;
+                snap.modified = e.snap.modified;
                 let old = e.bytes;
-                e.snap.flow = flow.clone();
-                e.snap.intercepted = intercepted;
-                e.snap.lens = BodyLens::default();
+                e.snap = snap.clone();
                 e.bytes = bytes;
                 e.held = held;
-                let snap = e.snap.clone();
                 inner.ring_bytes = inner.ring_bytes - old + bytes;
-                (seq, Change::Update(snap))
+                Change::Update(snap.for_update())
             }
             None => {
-                let seq = inner.next_seq;
+                snap.seq = inner.next_seq;
                 inner.next_seq += 1;
-                let snap = Snapshot {
-                    seq,
-                    flow: flow.clone(),
-                    intercepted,
-                    modified: false,
-                    lens: BodyLens::default(),
-                };
                 inner.ring.push_back(Entry {
                     snap: snap.clone(),
                     bytes,
                     held,
                 });
-                inner.index.insert(id, seq);
+                inner.index.insert(id, snap.seq);
                 inner.ring_bytes += bytes;
                 self.evict(&mut inner);
-                (seq, Change::Add(snap))
+                Change::Add(snap.for_update())
             }
         };
         self.publish(&mut inner, change);
         drop(inner);
         if finished {
-            self.store_put(seq, flow);
+            self.store_put(&snap);
         }
     }
 
-    fn store_put(&self, seq: u64, flow: Arc<Flow>) {
-        let (bodies, whole) = self.store.put(seq, flow);
+    fn store_put(&self, snap: &Snapshot) {
+        let (bodies, whole) =
+            self.store
+                .put(snap.seq, snap.flow.clone(), snap.bodies.clone(), snap.lens);
         if bodies || whole {
             self.report_drops();
         }
@@ -306,13 +363,7 @@ impl Shared {
             if e.held.is_some() || e.bytes == 0 {
                 continue;
             }
-            let mut f = Flow::clone(&e.snap.flow);
-            let bodies = split_bodies(&mut f);
-            e.snap.lens = BodyLens {
-                request: bodies[0].as_ref().map(bytes::Bytes::len),
-                response: bodies[1].as_ref().map(bytes::Bytes::len),
-            };
-            e.snap.flow = Arc::new(f);
+            e.snap.bodies = None;
             let freed = e.bytes;
             e.bytes = 0;
             inner.ring_bytes -= freed;
@@ -381,6 +432,7 @@ impl Shared {
                         intercepted: false,
                         modified: false,
                         lens,
+                        bodies: None,
                     })
                     .collect::<Vec<_>>()
             })
@@ -421,24 +473,19 @@ impl Shared {
             return Ok(e.snap.clone());
         }
         let flow = self.store.get(seq)?.ok_or_else(|| not_found(id))?;
-        Ok(Snapshot {
-            seq,
-            flow: Arc::new(flow),
-            intercepted: false,
-            modified: false,
-            lens: BodyLens::default(),
-        })
+        Ok(Snapshot::new(seq, flow, false, false))
     }
 
     /// Flow `id` with its bodies (from memory, or the store for what memory dropped).
-    pub(crate) fn full(&self, id: &str) -> Result<Snapshot, ApiError> {
-        let mut snap = self.snapshot(id)?;
-        if snap.lens != BodyLens::default()
+    pub(crate) fn full(&self, id: &str) -> Result<(Snapshot, Flow), ApiError> {
+        let snap = self.snapshot(id)?;
+        if snap.lacks_bodies()
             && let Some(stored) = self.store.get(snap.seq)?
         {
-            snap.flow = Arc::new(stored);
+            return Ok((snap, stored));
         }
-        Ok(snap)
+        let flow = snap.full_flow();
+        Ok((snap, flow))
     }
 
     /// Changes flow `id` with `edit`, keeping a backup for `revert`. A flow still travelling
@@ -448,8 +495,8 @@ impl Shared {
         id: &str,
         edit: impl FnOnce(&mut Flow) -> Result<(), ApiError>,
     ) -> Result<Snapshot, ApiError> {
-        let snap = self.full(id)?;
-        let live = match &*snap.flow {
+        let (snap, mut flow) = self.full(id)?;
+        let live = match &flow {
             Flow::Http(f) => f.live,
             Flow::Tcp(f) => f.live,
         };
@@ -459,53 +506,48 @@ impl Shared {
                 "the flow is still travelling through the proxy: intercept it to edit it".into(),
             ));
         }
-        let mut flow = Flow::clone(&snap.flow);
+        let before = flow.clone();
         edit(&mut flow)?;
-        self.replace(snap, flow, true)
+        self.replace(snap, before, flow, true)
     }
 
-    fn replace(&self, old: Snapshot, flow: Flow, modified: bool) -> Result<Snapshot, ApiError> {
+    fn replace(
+        &self,
+        old: Snapshot,
+        before: Flow,
+        flow: Flow,
+        modified: bool,
+    ) -> Result<Snapshot, ApiError> {
         let id = flow.id();
-        let bytes = body_bytes(&flow);
-        let flow = Arc::new(flow);
+        let mut snap = Snapshot::new(old.seq, flow, old.intercepted, modified);
+        let bytes = snap.body_bytes();
         let mut inner = self.lock();
         if modified {
-            inner.backups.entry(id).or_insert_with(|| old.flow.clone());
+            inner.backups.entry(id).or_insert_with(|| Arc::new(before));
         } else {
             inner.backups.remove(&id);
         }
-        let snap = match find(&mut inner.ring, old.seq) {
-            Some(e) => {
-                let before = e.bytes;
-                e.snap.flow = flow.clone();
-                e.snap.modified = modified;
-                e.snap.lens = BodyLens::default();
-                e.bytes = bytes;
-                let s = e.snap.clone();
-                inner.ring_bytes = inner.ring_bytes - before + bytes;
-                s
-            }
-            None => Snapshot {
-                flow: flow.clone(),
-                modified,
-                lens: BodyLens::default(),
-                ..old
-            },
-        };
-        self.publish(&mut inner, Change::Update(snap.clone()));
+        if let Some(e) = find(&mut inner.ring, old.seq) {
+            snap.intercepted = e.snap.intercepted;
+            let was = e.bytes;
+            e.snap = snap.clone();
+            e.bytes = bytes;
+            inner.ring_bytes = inner.ring_bytes - was + bytes;
+        }
+        self.publish(&mut inner, Change::Update(snap.for_update()));
         drop(inner);
         if !snap.intercepted {
-            self.store_put(snap.seq, flow);
+            self.store_put(&snap);
         }
         Ok(snap)
     }
 
     /// Restores a flow as it was before its first edit.
     pub(crate) fn revert(&self, id: &str) -> Result<Snapshot, ApiError> {
-        let snap = self.full(id)?;
+        let (snap, flow) = self.full(id)?;
         let backup = self.lock().backups.get(&snap.flow.id()).cloned();
         match backup {
-            Some(b) => self.replace(snap, Flow::clone(&b), false),
+            Some(b) => self.replace(snap, flow, Flow::clone(&b), false),
             None => Ok(snap),
         }
     }
@@ -524,8 +566,7 @@ impl Shared {
         if kill {
             handle.kill();
         } else if e.snap.modified {
-            if let Flow::Http(edited) = &*e.snap.flow {
-                let edited = HttpFlow::clone(edited);
+            if let Flow::Http(edited) = e.snap.full_flow() {
                 handle.resume_with::<waylay_core::flow::HttpEdit>(Box::new(
                     move |f: &mut HttpFlow| {
                         f.request = edited.request;
@@ -541,7 +582,7 @@ impl Shared {
             handle.resume();
         }
         let snap = e.snap.clone();
-        self.publish(&mut inner, Change::Update(snap.clone()));
+        self.publish(&mut inner, Change::Update(snap.for_update()));
         Ok(snap)
     }
 
@@ -561,8 +602,7 @@ impl Shared {
 
     /// A copy of flow `id` under a new id, appended to the list (not live).
     pub(crate) fn duplicate(&self, id: &str) -> Result<Snapshot, ApiError> {
-        let snap = self.full(id)?;
-        let mut flow = Flow::clone(&snap.flow);
+        let (_, mut flow) = self.full(id)?;
         match &mut flow {
             Flow::Http(f) => {
                 f.id = FlowId::new();

@@ -12,6 +12,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use waylay_core::Flow;
 
 use crate::json::BodyLens;
+use crate::state::Bodies;
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
@@ -30,8 +31,10 @@ pub enum StoreError {
 enum Op {
     Put {
         seq: u64,
+        /// Without bodies.
         flow: Arc<Flow>,
-        keep_bodies: bool,
+        bodies: Option<Bodies>,
+        lens: BodyLens,
         bytes: usize,
     },
     Delete(u64),
@@ -79,20 +82,6 @@ fn open(path: &Path) -> Result<Connection, StoreError> {
              data BLOB NOT NULL, PRIMARY KEY (seq, part));",
     )?;
     Ok(c)
-}
-
-/// The body bytes a flow holds.
-pub(crate) fn body_bytes(flow: &Flow) -> usize {
-    match flow {
-        Flow::Http(f) => {
-            f.request.raw_content.as_ref().map_or(0, Bytes::len)
-                + f.response
-                    .as_ref()
-                    .and_then(|r| r.raw_content.as_ref())
-                    .map_or(0, Bytes::len)
-        }
-        Flow::Tcp(_) => 0,
-    }
 }
 
 /// Takes the bodies out of `flow` (they go to their own table).
@@ -145,29 +134,39 @@ impl Store {
         &self.path
     }
 
-    /// Queues `flow` (with its bodies) for writing; never waits. Returns what was dropped:
-    /// `(bodies, whole flow)`.
-    pub(crate) fn put(&self, seq: u64, flow: Arc<Flow>) -> (bool, bool) {
-        let mut bytes = body_bytes(&flow);
-        let mut keep_bodies = true;
+    /// Queues `flow` (its bodies apart, as the UI holds them) for writing; never waits.
+    /// Returns what was dropped: `(bodies, whole flow)`.
+    pub(crate) fn put(
+        &self,
+        seq: u64,
+        flow: Arc<Flow>,
+        mut bodies: Option<Bodies>,
+        lens: BodyLens,
+    ) -> (bool, bool) {
+        let mut bytes: usize = bodies
+            .as_ref()
+            .map_or(0, |b| b.iter().flatten().map(Bytes::len).sum());
+        let mut dropped_bodies = false;
         if bytes > 0 && self.pending_bytes.load(Ordering::Relaxed) + bytes > self.max_bytes {
-            keep_bodies = false;
+            bodies = None;
             bytes = 0;
+            dropped_bodies = true;
             self.drops.bodies.fetch_add(1, Ordering::Relaxed);
         }
         self.pending_bytes.fetch_add(bytes, Ordering::Relaxed);
         let op = Op::Put {
             seq,
             flow,
-            keep_bodies,
+            bodies,
+            lens,
             bytes,
         };
         match self.tx.try_send(op) {
-            Ok(()) => (!keep_bodies, false),
+            Ok(()) => (dropped_bodies, false),
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.pending_bytes.fetch_sub(bytes, Ordering::Relaxed);
                 self.drops.flows.fetch_add(1, Ordering::Relaxed);
-                (!keep_bodies, true)
+                (dropped_bodies, true)
             }
         }
     }
@@ -316,20 +315,12 @@ fn write_batch(c: &mut Connection, batch: &[Op], freed: &mut usize) -> Result<()
             Op::Put {
                 seq,
                 flow,
-                keep_bodies,
+                bodies,
+                lens,
                 bytes,
             } => {
                 *freed += bytes;
-                let mut flow = Flow::clone(flow);
-                let mut bodies = split_bodies(&mut flow);
-                let lens = BodyLens {
-                    request: bodies[0].as_ref().map(Bytes::len),
-                    response: bodies[1].as_ref().map(Bytes::len),
-                };
-                if !keep_bodies {
-                    bodies = [None, None];
-                }
-                let text = serde_json::to_string(&flow)?;
+                let text = serde_json::to_string(&**flow)?;
                 tx.prepare_cached(
                     "INSERT INTO flows (seq, id, flow, req_len, resp_len) VALUES (?1, ?2, ?3, ?4, ?5)
                      ON CONFLICT(seq) DO UPDATE SET flow = excluded.flow,
@@ -344,7 +335,7 @@ fn write_batch(c: &mut Connection, batch: &[Op], freed: &mut usize) -> Result<()
                 ])?;
                 tx.prepare_cached("DELETE FROM bodies WHERE seq = ?1")?
                     .execute([*seq as i64])?;
-                for (part, b) in bodies.iter().enumerate() {
+                for (part, b) in bodies.iter().flat_map(|b| b.iter()).enumerate() {
                     if let Some(b) = b {
                         tx.prepare_cached(
                             "INSERT INTO bodies (seq, part, data) VALUES (?1, ?2, ?3)",

@@ -63,8 +63,14 @@ pub(crate) fn upgrade(mut req: hyper::Request<Incoming>, shared: Arc<Shared>) ->
 
 fn matching(filters: &HashMap<String, WebFilter>, snap: &Snapshot) -> Value {
     let mut m = serde_json::Map::new();
+    if filters.is_empty() {
+        return Value::Object(m);
+    }
+    // Body filters see the bodies an update carries (small ones).
+    let full = snap.bodies.as_ref().map(|_| snap.full_flow());
+    let flow = full.as_ref().unwrap_or(&snap.flow);
     for (name, f) in filters {
-        m.insert(name.clone(), json!(f.matches(&snap.flow)));
+        m.insert(name.clone(), json!(f.matches(flow)));
     }
     Value::Object(m)
 }
@@ -168,7 +174,7 @@ fn client_message(
                 .map(|(snaps, _)| {
                     snaps
                         .iter()
-                        .filter(|s| f.matches(&s.flow))
+                        .filter(|s| f.matches(&s.full_flow()))
                         .map(|s| s.flow.id().to_string())
                         .collect()
                 })

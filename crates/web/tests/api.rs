@@ -96,20 +96,23 @@ async fn start(cfg: WebConfig) -> (TestProxy, WebHandle) {
     (proxy, ui)
 }
 
-/// Polls `GET /flows` until `done` holds (within 20 s).
+/// Polls `GET /flows` until `done` holds (within 20 s; the last listing is printed if not).
 async fn flows_until(ui: SocketAddr, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    within("flows to show up", async {
-        loop {
-            let a = call(ui, "GET", "/flows", &[BEARER], "").await;
-            assert_eq!(a.status, 200, "{}", a.body);
-            let v = a.json().as_array().cloned().unwrap_or_default();
-            if done(&v) {
-                return v;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let a = call(ui, "GET", "/flows", &[BEARER], "").await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        let v = a.json().as_array().cloned().unwrap_or_default();
+        if done(&v) {
+            return v;
         }
-    })
-    .await
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for flows; last listing: {}",
+            serde_json::to_string_pretty(&v).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// A session: the cookies a browser would hold after opening the printed URL.
@@ -904,4 +907,74 @@ async fn replay_sends_the_request_again_through_the_proxy_http_and_https() {
     assert_eq!(flows[3]["response"]["status_code"], 200);
     let events = call(ui.addr(), "GET", "/events", &[BEARER], "").await.body;
     assert!(!events.contains("replay:"), "{events}");
+}
+
+#[actix_rt::test]
+async fn websocket_and_tcp_messages_are_shown() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use waylay_testkit::{WsOrigin, connect_tunnel, tcp_line_origin, ws_next, ws_through_proxy};
+    let (proxy, ui) = start(config()).await;
+    let origin = WsOrigin::start().await;
+    let (mut ws, _) = ws_through_proxy(proxy.addr(), origin.addr, "/chat", &[])
+        .await
+        .unwrap();
+    ws.send(Message::text("hello")).await.unwrap();
+    let echo = ws_next(&mut ws).await;
+    assert!(echo.is_some(), "the origin answers");
+    ws.close(None).await.unwrap();
+    let flows = flows_until(ui.addr(), |v| {
+        v.iter()
+            .any(|f| f["websocket"]["timestamp_end"].is_number())
+    })
+    .await;
+    let f = flows.iter().find(|f| f["websocket"].is_object()).unwrap();
+    assert!(
+        f["websocket"]["messages_meta"]["count"].as_u64().unwrap() >= 2,
+        "{f}"
+    );
+    let id = f["id"].as_str().unwrap();
+    let msgs = call(
+        ui.addr(),
+        "GET",
+        &format!("/flows/{id}/messages/content/auto.json"),
+        &[BEARER],
+        "",
+    )
+    .await
+    .json();
+    assert_eq!(msgs[0]["from_client"], true);
+    assert_eq!(msgs[0]["text"], "hello");
+
+    let tcp = tcp_line_origin().await;
+    let mut s = connect_tunnel(proxy.addr(), &tcp.addr.to_string())
+        .await
+        .unwrap();
+    s.write_all(b"ping\n").await.unwrap();
+    let mut buf = vec![0u8; 11];
+    within("echo", s.read_exact(&mut buf)).await.unwrap();
+    assert_eq!(buf, b"echo: ping\n");
+    drop(s);
+    let flows = flows_until(ui.addr(), |v| {
+        v.iter().any(|f| f["type"] == "tcp" && f["live"] == false)
+    })
+    .await;
+    let f = flows.iter().find(|f| f["type"] == "tcp").unwrap();
+    assert_eq!(f["messages_meta"]["count"], 2, "{f}");
+    let id = f["id"].as_str().unwrap();
+    let msgs = call(
+        ui.addr(),
+        "GET",
+        &format!("/flows/{id}/messages/content/auto.json"),
+        &[BEARER],
+        "",
+    )
+    .await
+    .json();
+    assert_eq!(
+        msgs,
+        json!([
+            {"from_client": true, "timestamp": msgs[0]["timestamp"], "text": "ping\n"},
+            {"from_client": false, "timestamp": msgs[1]["timestamp"], "text": "echo: ping\n"},
+        ])
+    );
 }

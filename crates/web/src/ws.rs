@@ -2,7 +2,7 @@
 //! filters, and a bounded queue: a browser that falls behind gets `flows/reset` (and
 //! refetches) instead of growing the proxy's memory.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +16,8 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
+
+use waylay_core::FlowId;
 
 use crate::filter::WebFilter;
 use crate::server::Resp;
@@ -75,8 +77,61 @@ fn matching(filters: &HashMap<String, WebFilter>, snap: &Snapshot) -> Value {
     Value::Object(m)
 }
 
-fn message(u: &Update, filters: &HashMap<String, WebFilter>) -> Value {
+/// What waits for the next batch: changes (turned into JSON only when sent, and only the
+/// latest state of each flow), and replies to this browser.
+enum Pending {
+    Change(Arc<Update>),
+    Reply(Value),
+}
+
+/// The batch as one frame: a flow added and updated within it is sent once, as added, in
+/// its latest state.
+fn frame(batch: &[Pending], filters: &HashMap<String, WebFilter>) -> String {
+    let mut last: HashMap<FlowId, usize> = HashMap::new();
+    let mut added: HashSet<FlowId> = HashSet::new();
+    for (i, p) in batch.iter().enumerate() {
+        if let Pending::Change(u) = p {
+            match &u.change {
+                Change::Add(s) => {
+                    added.insert(s.flow.id());
+                    last.insert(s.flow.id(), i);
+                }
+                Change::Update(s) => {
+                    last.insert(s.flow.id(), i);
+                }
+                Change::Remove(id) => {
+                    last.insert(*id, i);
+                }
+                Change::Reset | Change::Event(_) | Change::Options(_) => {}
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(batch.len());
+    for (i, p) in batch.iter().enumerate() {
+        match p {
+            Pending::Reply(v) => out.push(v.clone()),
+            Pending::Change(u) => {
+                let id = match &u.change {
+                    Change::Add(s) | Change::Update(s) => Some(s.flow.id()),
+                    _ => None,
+                };
+                match id {
+                    Some(id) if last.get(&id) != Some(&i) => {}
+                    Some(id) => out.push(message(u, filters, added.contains(&id))),
+                    None => out.push(message(u, filters, false)),
+                }
+            }
+        }
+    }
+    Value::Array(out).to_string()
+}
+
+fn message(u: &Update, filters: &HashMap<String, WebFilter>, as_add: bool) -> Value {
     let (ty, payload) = match &u.change {
+        Change::Update(s) if as_add => (
+            "flows/add",
+            json!({"flow": s.json(), "matching_filters": matching(filters, s)}),
+        ),
         Change::Add(s) => (
             "flows/add",
             json!({"flow": s.json(), "matching_filters": matching(filters, s)}),
@@ -100,7 +155,7 @@ where
     let (mut tx, mut rx) = ws.split();
     let mut updates = shared.updates.subscribe();
     let max = shared.config.client_queue.max(1);
-    let mut batch: Vec<Value> = Vec::new();
+    let mut batch: Vec<Pending> = Vec::new();
     let mut filters: HashMap<String, WebFilter> = HashMap::new();
     let mut tick = tokio::time::interval(BATCH_EVERY);
     // The first message says which change the socket starts after.
@@ -113,33 +168,33 @@ where
         tokio::select! {
             u = updates.recv() => match u {
                 Ok(u) => {
-                    batch.push(message(&u, &filters));
+                    batch.push(Pending::Change(u));
                     if batch.len() >= max {
                         // Behind by a whole queue: start over rather than buffer more.
                         batch.clear();
                         updates = updates.resubscribe();
-                        batch.push(json!({"type": "flows/reset", "payload": {"reason": "too far behind"}, "seq": shared.seq_now()}));
+                        batch.push(Pending::Reply(json!({"type": "flows/reset", "payload": {"reason": "too far behind"}, "seq": shared.seq_now()})));
                     }
                 }
                 Err(RecvError::Lagged(n)) => {
                     tracing::debug!("web UI: a browser fell {n} updates behind; it gets a reset");
                     batch.clear();
-                    batch.push(json!({"type": "flows/reset", "payload": {"reason": "too far behind", "missed": n}, "seq": shared.seq_now()}));
+                    batch.push(Pending::Reply(json!({"type": "flows/reset", "payload": {"reason": "too far behind", "missed": n}, "seq": shared.seq_now()})));
                 }
                 Err(RecvError::Closed) => break,
             },
             m = rx.next() => match m {
                 Some(Ok(Message::Text(t))) => {
                     if let Some(reply) = client_message(&shared, &mut filters, t.as_str()) {
-                        batch.push(reply);
+                        batch.push(Pending::Reply(reply));
                     }
                 }
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => {}
             },
             _ = tick.tick(), if !batch.is_empty() => {
-                let frame = Value::Array(std::mem::take(&mut batch)).to_string();
-                if tx.send(Message::text(frame)).await.is_err() {
+                let text = frame(&std::mem::take(&mut batch), &filters);
+                if tx.send(Message::text(text)).await.is_err() {
                     break;
                 }
             }

@@ -167,7 +167,9 @@ async fn route_auth(req: hyper::Request<Incoming>, shared: &Arc<Shared>, path: &
         }
         Access::Bearer => {}
     }
-    let checked = if access == Access::Bearer {
+    let checked = if access == Access::Bearer || path == "/updates" {
+        // The socket streams every flow: another site must not open it (cross-site
+        // WebSocket hijacking), even though the session cookie would not go along.
         check_fetch_site(req.headers())
     } else {
         auth.check_unsafe(&method, req.headers())

@@ -293,6 +293,16 @@ async fn state_changes_need_the_xsrf_token_and_a_same_site_request() {
     )
     .await;
     assert_eq!(a.status, 200, "{}", a.body);
+    // Another site may link to the UI (a GET changes nothing).
+    let a = call(
+        ui.addr(),
+        "GET",
+        &format!("/?token={TOKEN}"),
+        &[("Sec-Fetch-Site", "cross-site")],
+        "",
+    )
+    .await;
+    assert_eq!(a.status, 302);
     // A script with the bearer token needs no XSRF token, but a cross-site one is refused.
     let a = call(ui.addr(), "POST", "/clear", &[BEARER], "").await;
     assert_eq!(a.status, 200);
@@ -676,6 +686,15 @@ async fn updates_are_numbered_and_filters_answer_with_errors_positions() {
     let (proxy, ui) = start(config()).await;
     let a = call(ui.addr(), "GET", "/updates", &[], "").await;
     assert_eq!(a.status, 403, "no token, no socket");
+    let a = call(
+        ui.addr(),
+        "GET",
+        "/updates",
+        &[BEARER, ("Sec-Fetch-Site", "cross-site")],
+        "",
+    )
+    .await;
+    assert_eq!(a.status, 403, "no socket for another site");
     let mut ws = ws_connect(ui.addr()).await;
     let hello = next_batch(&mut ws).await;
     assert_eq!(hello[0]["type"], "hello");

@@ -18,7 +18,8 @@
 //! worker 1 send their hooks across threads to the addon manager on worker 0.
 //!
 //! Settings: `LOAD_CONNS` (32), `LOAD_SECS` (3, measured), `LOAD_WARMUP` (1),
-//! `LOAD_SCENARIOS` (comma-separated, default all: `floor,waylay,waylay+4,waylay-w2,waylay+4-w2`),
+//! `LOAD_SCENARIOS` (comma-separated, default all: `floor,waylay,waylay+4,waylay-w2,waylay+4-w2,waylay-w` (`waylay-w`: with `-w`, the save addon
+//! writing every flow to a file in the confdir)),
 //! `LOAD_REPS` (1: repetitions of the whole list, then the median of each scenario),
 //! `LOAD_PIN` (1).
 //!
@@ -51,6 +52,7 @@ const CONFDIR_ENV: &str = "WAYLAY_LOAD_CONFDIR";
 const WEB_ENV: &str = "WAYLAY_LOAD_WEB";
 /// The web UI's token in the `+web` scenarios (the bench's own, on loopback).
 const WEB_TOKEN: &str = "00000000000000000000000000000bec";
+const SAVE_ENV: &str = "WAYLAY_LOAD_SAVE";
 
 /// Longest request head the floor reads before giving up on a connection.
 const MAX_HEAD: usize = 64 * 1024;
@@ -135,6 +137,12 @@ fn child_waylay() {
             .expect("web UI binds");
             builder = builder.addon(addon);
             ui = Some(handle);
+        }
+        if env_or(SAVE_ENV, 0u8) == 1 {
+            // `-w`: every flow written to a flow file by the save addon's writer thread.
+            builder = builder
+                .set(format!("save_stream_file={confdir}/load.flows"))
+                .addon(waylay_addons::Save::new());
         }
         let proxy = builder.start().await.expect("waylay starts");
         match &ui {
@@ -231,9 +239,11 @@ struct Scenario {
     /// 0: no web UI; 1: the web UI's addon; 2: and a browser-like WebSocket client reading
     /// `/updates` throughout.
     web: u8,
+    /// With `-w` (the save addon writing every flow to a file).
+    save: bool,
 }
 
-const SCENARIOS: [Scenario; 7] = [
+const SCENARIOS: [Scenario; 8] = [
     Scenario {
         name: "floor",
         mode: "floor",
@@ -241,6 +251,7 @@ const SCENARIOS: [Scenario; 7] = [
         workers: 1,
         pinned: true,
         web: 0,
+        save: false,
     },
     Scenario {
         name: "waylay",
@@ -249,6 +260,7 @@ const SCENARIOS: [Scenario; 7] = [
         workers: 1,
         pinned: true,
         web: 0,
+        save: false,
     },
     Scenario {
         name: "waylay+4",
@@ -257,6 +269,7 @@ const SCENARIOS: [Scenario; 7] = [
         workers: 1,
         pinned: true,
         web: 0,
+        save: false,
     },
     Scenario {
         name: "waylay-w2",
@@ -265,6 +278,7 @@ const SCENARIOS: [Scenario; 7] = [
         workers: 2,
         pinned: false,
         web: 0,
+        save: false,
     },
     Scenario {
         name: "waylay+4-w2",
@@ -273,6 +287,16 @@ const SCENARIOS: [Scenario; 7] = [
         workers: 2,
         pinned: false,
         web: 0,
+        save: false,
+    },
+    Scenario {
+        name: "waylay-w",
+        mode: "waylay",
+        addons: 0,
+        workers: 1,
+        pinned: true,
+        web: 0,
+        save: true,
     },
     Scenario {
         name: "waylay+web",
@@ -281,6 +305,7 @@ const SCENARIOS: [Scenario; 7] = [
         workers: 1,
         pinned: true,
         web: 1,
+        save: false,
     },
     Scenario {
         name: "waylay+web+ws",
@@ -289,6 +314,7 @@ const SCENARIOS: [Scenario; 7] = [
         workers: 1,
         pinned: true,
         web: 2,
+        save: false,
     },
 ];
 
@@ -385,6 +411,7 @@ fn spawn_child(
         .env(WORKERS_ENV, s.workers.to_string())
         .env(CONFDIR_ENV, confdir.path())
         .env(WEB_ENV, s.web.to_string())
+        .env(SAVE_ENV, if s.save { "1" } else { "0" })
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());

@@ -20,7 +20,10 @@ _debian_peers=(
   "ip iproute2"
   "h2load nghttp2-client"
   "/usr/include/python3.11/Python.h libpython3.11-dev"
+  "chromium chromium"
+  "chromedriver chromium-driver"
 )
+PLAYWRIGHT_VERSION=1.65.2
 
 _have() {
   case "$1" in
@@ -76,9 +79,24 @@ install_mitmproxy() {
   export WAYLAY_MITMDUMP="$venv/bin/mitmdump"
 }
 
+# Playwright for Python in a venv, driving Debian's Chromium (never a browser download: the
+# tests launch /usr/bin/chromium through `executable_path`).
+install_playwright() {
+  local venv="$WAYLAY_PEERS_DIR/playwright"
+  if ! "$venv/bin/python" -c "import playwright, importlib.metadata as m; assert m.version('playwright') == '$PLAYWRIGHT_VERSION'" 2>/dev/null; then
+    echo "peers: installing playwright $PLAYWRIGHT_VERSION (Python)"
+    rm -rf "$venv"
+    mkdir -p "$WAYLAY_PEERS_DIR"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check "playwright==$PLAYWRIGHT_VERSION"
+  fi
+  export WAYLAY_PLAYWRIGHT_PY="$venv/bin/python"
+}
+
 install_peers() {
   install_debian_peers
   install_mitmproxy
+  install_playwright
   # The python feature embeds Debian's libpython3.11 (python3.11-dev), not pyenv's.
   export PYO3_PYTHON="${PYO3_PYTHON:-/usr/bin/python3.11}"
 }

@@ -22,6 +22,10 @@
 //! writing every flow to a file in the confdir)),
 //! `LOAD_REPS` (1: repetitions of the whole list, then the median of each scenario),
 //! `LOAD_PIN` (1).
+//!
+//! `waylay+web` adds the web UI's addon (`waylay web`: ring, SQLite store written by its own
+//! thread, UI server on its own thread); `waylay+web+ws` also has a browser-like client
+//! reading `/updates` the whole time. The child's RSS is printed after the window.
 
 use std::convert::Infallible;
 use std::io::{BufRead, Write};
@@ -45,6 +49,9 @@ const CHILD_ENV: &str = "WAYLAY_LOAD_CHILD";
 const ADDONS_ENV: &str = "WAYLAY_LOAD_ADDONS";
 const WORKERS_ENV: &str = "WAYLAY_LOAD_WORKERS";
 const CONFDIR_ENV: &str = "WAYLAY_LOAD_CONFDIR";
+const WEB_ENV: &str = "WAYLAY_LOAD_WEB";
+/// The web UI's token in the `+web` scenarios (the bench's own, on loopback).
+const WEB_TOKEN: &str = "00000000000000000000000000000bec";
 const SAVE_ENV: &str = "WAYLAY_LOAD_SAVE";
 
 /// Longest request head the floor reads before giving up on a connection.
@@ -85,8 +92,12 @@ fn exit_when_stdin_closes() {
 }
 
 fn announce(addr: SocketAddr) {
+    announce_line(&addr.to_string());
+}
+
+fn announce_line(line: &str) {
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{addr}");
+    let _ = writeln!(out, "{line}");
     let _ = out.flush();
 }
 
@@ -115,6 +126,18 @@ fn child_waylay() {
         for _ in 0..addons {
             builder = builder.addon(NoopHttp);
         }
+        // `+web`: the web UI's addon (ring, SQLite store, UI server on its own thread).
+        let mut ui = None;
+        if env_or(WEB_ENV, 0u8) > 0 {
+            let (addon, handle) = waylay_web::WebUi::bind(waylay_web::WebConfig {
+                port: 0,
+                token: Some(WEB_TOKEN.into()),
+                ..waylay_web::WebConfig::default()
+            })
+            .expect("web UI binds");
+            builder = builder.addon(addon);
+            ui = Some(handle);
+        }
         if env_or(SAVE_ENV, 0u8) == 1 {
             // `-w`: every flow written to a flow file by the save addon's writer thread.
             builder = builder
@@ -122,7 +145,10 @@ fn child_waylay() {
                 .addon(waylay_addons::Save::new());
         }
         let proxy = builder.start().await.expect("waylay starts");
-        announce(proxy.local_addr());
+        match &ui {
+            Some(ui) => announce_line(&format!("{} {}", proxy.local_addr(), ui.addr())),
+            None => announce(proxy.local_addr()),
+        }
         futures::future::pending::<()>().await;
     });
 }
@@ -210,17 +236,21 @@ struct Scenario {
     workers: usize,
     /// On CPU 0 alone (when pinning), or on every CPU.
     pinned: bool,
+    /// 0: no web UI; 1: the web UI's addon; 2: and a browser-like WebSocket client reading
+    /// `/updates` throughout.
+    web: u8,
     /// With `-w` (the save addon writing every flow to a file).
     save: bool,
 }
 
-const SCENARIOS: [Scenario; 6] = [
+const SCENARIOS: [Scenario; 8] = [
     Scenario {
         name: "floor",
         mode: "floor",
         addons: 0,
         workers: 1,
         pinned: true,
+        web: 0,
         save: false,
     },
     Scenario {
@@ -229,6 +259,7 @@ const SCENARIOS: [Scenario; 6] = [
         addons: 0,
         workers: 1,
         pinned: true,
+        web: 0,
         save: false,
     },
     Scenario {
@@ -237,6 +268,7 @@ const SCENARIOS: [Scenario; 6] = [
         addons: 4,
         workers: 1,
         pinned: true,
+        web: 0,
         save: false,
     },
     Scenario {
@@ -245,6 +277,7 @@ const SCENARIOS: [Scenario; 6] = [
         addons: 0,
         workers: 2,
         pinned: false,
+        web: 0,
         save: false,
     },
     Scenario {
@@ -253,6 +286,7 @@ const SCENARIOS: [Scenario; 6] = [
         addons: 4,
         workers: 2,
         pinned: false,
+        web: 0,
         save: false,
     },
     Scenario {
@@ -261,7 +295,26 @@ const SCENARIOS: [Scenario; 6] = [
         addons: 0,
         workers: 1,
         pinned: true,
+        web: 0,
         save: true,
+    },
+    Scenario {
+        name: "waylay+web",
+        mode: "waylay",
+        addons: 0,
+        workers: 1,
+        pinned: true,
+        web: 1,
+        save: false,
+    },
+    Scenario {
+        name: "waylay+web+ws",
+        mode: "waylay",
+        addons: 0,
+        workers: 1,
+        pinned: true,
+        web: 2,
+        save: false,
     },
 ];
 
@@ -333,7 +386,11 @@ impl Drop for ChildGuard {
     }
 }
 
-fn spawn_child(s: Scenario, place: &Placement, confdir: &TempDir) -> (ChildGuard, SocketAddr) {
+fn spawn_child(
+    s: Scenario,
+    place: &Placement,
+    confdir: &TempDir,
+) -> (ChildGuard, SocketAddr, Option<SocketAddr>) {
     let exe = std::env::current_exe().expect("current exe");
     let cpus = if s.pinned {
         place.child_pinned.as_deref()
@@ -353,6 +410,7 @@ fn spawn_child(s: Scenario, place: &Placement, confdir: &TempDir) -> (ChildGuard
         .env(ADDONS_ENV, s.addons.to_string())
         .env(WORKERS_ENV, s.workers.to_string())
         .env(CONFDIR_ENV, confdir.path())
+        .env(WEB_ENV, s.web.to_string())
         .env(SAVE_ENV, if s.save { "1" } else { "0" })
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -371,11 +429,54 @@ fn spawn_child(s: Scenario, place: &Placement, confdir: &TempDir) -> (ChildGuard
     let line = rx
         .recv_timeout(Duration::from_secs(20))
         .expect("child announces its address within 20 s");
-    let addr = line
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("child {} printed {line:?}, not an address", s.name));
-    (guard, addr)
+    let mut words = line.split_whitespace();
+    let addr = words
+        .next()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("child {} printed {line:?}, not an address", s.name));
+    let ui = words.next().and_then(|w| w.parse().ok());
+    (guard, addr, ui)
+}
+
+/// A browser's share of the web UI: `/updates` read as fast as it comes; returns the
+/// messages seen when `stop` is set.
+async fn browser(ui: SocketAddr, stop: Arc<AtomicBool>) -> u64 {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let Ok(mut req) = format!("ws://{ui}/updates").into_client_request() else {
+        return 0;
+    };
+    if let Ok(v) = format!("Bearer {WEB_TOKEN}").parse() {
+        req.headers_mut().insert("authorization", v);
+    }
+    let Ok(s) = TcpStream::connect(ui).await else {
+        return 0;
+    };
+    let Ok((mut ws, _)) = tokio_tungstenite::client_async(req, s).await else {
+        return 0;
+    };
+    let mut n = 0;
+    while !stop.load(Ordering::Relaxed) {
+        match tokio::time::timeout(Duration::from_millis(500), ws.next()).await {
+            Ok(Some(Ok(m))) => n += m.len() as u64,
+            Ok(_) => break,
+            Err(_) => {}
+        }
+    }
+    n
+}
+
+/// Resident set size of a process, in KiB (`VmRSS`).
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// The origin: HTTP/1.1 keep-alive, 1 KiB body for every request.
@@ -593,7 +694,7 @@ fn parent() {
             cfg.ticks
         );
         println!(
-            "{:<12} {:>9} {:>8} {:>7} {:>7} {:>8} {:>8} {:>11} {:>8}",
+            "{:<14} {:>9} {:>8} {:>7} {:>7} {:>8} {:>8} {:>11} {:>8} {:>8}",
             "scenario",
             "requests",
             "req/s",
@@ -602,7 +703,8 @@ fn parent() {
             "proxy %",
             "rig %",
             "CPU µs/req",
-            "× floor"
+            "× floor",
+            "RSS MiB"
         );
         // CPU µs/request of every repetition, per scenario.
         let mut per_rep: Vec<Vec<f64>> = vec![Vec::new(); scenarios.len()];
@@ -613,8 +715,19 @@ fn parent() {
             let mut floor_us = None;
             for (i, &s) in scenarios.iter().enumerate() {
                 let confdir = TempDir::new("load");
-                let (child, addr) = spawn_child(s, &place, &confdir);
+                let (child, addr, ui) = spawn_child(s, &place, &confdir);
+                let stop = Arc::new(AtomicBool::new(false));
+                let reader = match ui {
+                    Some(ui) if s.web >= 2 => Some(tokio::spawn(browser(ui, stop.clone()))),
+                    _ => None,
+                };
                 let m = run_load(addr, origin, child.0.id(), &cfg).await;
+                let rss = rss_kib(child.0.id());
+                stop.store(true, Ordering::Relaxed);
+                let ws_bytes = match reader {
+                    Some(r) => r.await.unwrap_or(0),
+                    None => 0,
+                };
                 drop(child);
                 let us = if m.requests > 0 {
                     m.proxy_cpu_s * 1e6 / m.requests as f64
@@ -628,7 +741,7 @@ fn parent() {
                     v.push(us);
                 }
                 println!(
-                    "{:<12} {:>9} {:>8.0} {:>7} {:>7} {:>8.0} {:>8.0} {:>11.2} {:>8}{}",
+                    "{:<14} {:>9} {:>8.0} {:>7} {:>7} {:>8.0} {:>8.0} {:>11.2} {:>8} {:>8.1}{}{}",
                     s.name,
                     m.requests,
                     m.requests as f64 / m.secs,
@@ -638,6 +751,12 @@ fn parent() {
                     100.0 * m.rig_cpu_s / m.secs,
                     us,
                     ratio(us, floor_us),
+                    rss as f64 / 1024.0,
+                    if ws_bytes > 0 {
+                        format!("  (browser read {:.1} MiB of updates)", ws_bytes as f64 / 1048576.0)
+                    } else {
+                        String::new()
+                    },
                     if m.errors > 0 {
                         format!("  ({} errors)", m.errors)
                     } else {
@@ -658,7 +777,7 @@ fn parent() {
                 let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
                 let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
                 println!(
-                    "{:<12} {:>8.2} ({:.2}–{:.2}) {:>8}",
+                    "{:<14} {:>8.2} ({:.2}–{:.2}) {:>8}",
                     s.name,
                     med,
                     lo,

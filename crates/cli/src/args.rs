@@ -143,6 +143,53 @@ impl Cli {
     }
 }
 
+/// `waylay web`: the proxy with its web UI (mitmweb's flags, plus every proxy flag).
+#[derive(Debug, Parser)]
+#[command(
+    name = "waylay web",
+    version,
+    after_help = "Examples:\n  waylay web                              proxy on 127.0.0.1:8080, UI on 127.0.0.1:8081 (URL with token printed)\n  waylay web --web-port 9090 -p 9000\n  waylay web --set web_password=secret    a password instead of the random token\n  waylay web --set web_store=flows.sqlite keep the flows after exit"
+)]
+pub(crate) struct WebCli {
+    /// Web UI host (web_host).
+    #[arg(long, value_name = "HOST")]
+    pub(crate) web_host: Option<String>,
+
+    /// Web UI port (web_port).
+    #[arg(long, value_name = "PORT")]
+    pub(crate) web_port: Option<u16>,
+
+    /// Start a browser on the UI (web_open_browser; off by default).
+    #[arg(long)]
+    pub(crate) web_open_browser: bool,
+
+    /// The proxy's flags.
+    #[command(flatten)]
+    pub(crate) proxy: Cli,
+}
+
+impl WebCli {
+    /// The option specs: the web flags, then the proxy's (whose `--set` come last and win).
+    /// The dumper is off unless `--flow-detail` asks for it: the flows are in the browser.
+    pub(crate) fn option_specs(&self) -> Vec<String> {
+        let mut specs = Vec::new();
+        if let Some(h) = &self.web_host {
+            specs.push(format!("web_host={h}"));
+        }
+        if let Some(p) = self.web_port {
+            specs.push(format!("web_port={p}"));
+        }
+        if self.web_open_browser {
+            specs.push("web_open_browser=true".to_owned());
+        }
+        if self.proxy.flow_detail.is_none() {
+            specs.push("flow_detail=0".to_owned());
+        }
+        specs.extend(self.proxy.option_specs());
+        specs
+    }
+}
+
 /// Turns a clap error into one line: its first line, with clap's tip (a similar flag)
 /// appended, without the `error: ` prefix and without the usage block.
 pub(crate) fn one_line(err: &clap::Error) -> String {
@@ -249,6 +296,29 @@ mod tests {
                 "keepserving=true",
                 "server_replay=a",
                 "server_replay=b",
+            ]
+        );
+    }
+
+    #[test]
+    fn web_flags_map_to_options() {
+        let cli = WebCli::try_parse_from([
+            "waylay web",
+            "--web-port",
+            "9090",
+            "-p",
+            "9000",
+            "--set",
+            "web_password=x",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.option_specs(),
+            [
+                "web_port=9090",
+                "flow_detail=0",
+                "listen_port=9000",
+                "web_password=x"
             ]
         );
     }

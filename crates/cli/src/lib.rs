@@ -72,3 +72,8 @@ pub mod addons {
     pub use waylay_addons::*;
 }
 pub use waylay_addons::Dumper;
+
+/// The web UI (`waylay web`): its addon, configuration and server handle.
+pub mod web {
+    pub use waylay_web::*;
+}

@@ -16,7 +16,9 @@ use waylay::{
     OptionsError, Proxy, ProxyBuilder, ProxyError,
 };
 
-use crate::args::Cli;
+use waylay::web::{WebConfig, WebUi};
+
+use crate::args::{Cli, WebCli};
 
 /// How `waylay` failed.
 enum Failure {
@@ -33,16 +35,32 @@ impl From<OptionsError> for Failure {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) if !e.use_stderr() => {
-            // --help and --version.
-            let _ = e.print();
-            return ExitCode::SUCCESS;
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // `waylay web ...`: the proxy with its web UI (a subcommand only in name: `waylay`'s
+    // trailing filter expression would swallow a clap subcommand).
+    let web = argv.get(1).is_some_and(|a| a == "web");
+    let result = if web {
+        argv.remove(0);
+        argv[0] = "waylay web".into();
+        match WebCli::try_parse_from(argv) {
+            Ok(cli) => run_web(&cli),
+            Err(e) if !e.use_stderr() => {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            Err(e) => return fail(&args::one_line(&e), 2),
         }
-        Err(e) => return fail(&args::one_line(&e), 2),
+    } else {
+        match Cli::try_parse_from(argv) {
+            Ok(cli) => run(&cli),
+            Err(e) if !e.use_stderr() => {
+                // --help and --version.
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            Err(e) => return fail(&args::one_line(&e), 2),
+        }
     };
-    let result = run(&cli);
     let _ = std::io::stdout().flush();
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -77,7 +95,17 @@ fn chain(e: &anyhow::Error) -> String {
 
 /// The options the flags ask for, checked as the proxy and the dumper will check them.
 fn options(cli: &Cli) -> Result<Options, Failure> {
+    options_from(&cli.option_specs(), false)
+}
+
+/// The options `specs` set, with the web UI's declared too for `waylay web`.
+fn options_from(specs: &[String], web: bool) -> Result<Options, Failure> {
     let mut opts = Options::new();
+    if web {
+        for spec in WebConfig::option_specs() {
+            opts.add(spec)?;
+        }
+    }
     for spec in Dumper::option_specs()
         .into_iter()
         .chain(Save::option_specs())
@@ -92,7 +120,7 @@ fn options(cli: &Cli) -> Result<Options, Failure> {
         OptionValue::Bool(false),
         "Continue serving after reading a file (rfile) or replaying; without a proxy server, wait for Ctrl-C.",
     ))?;
-    opts.set_specs(&cli.option_specs())?;
+    opts.set_specs(specs)?;
     if !matches!(opts.int("client_replay_concurrency"), 1 | -1) {
         return Err(Failure::Usage(format!(
             "option client_replay_concurrency: expected 1 or -1 (no limit), got {}",
@@ -105,9 +133,6 @@ fn options(cli: &Cli) -> Result<Options, Failure> {
                 .into(),
         ));
     }
-    if let Some(f) = opts.str("readfile_filter") {
-        Filter::parse(f).map_err(|e| Failure::Usage(format!("option readfile_filter: {e}")))?;
-    }
     let port = opts.int("listen_port");
     if !(0..=65535).contains(&port) {
         return Err(Failure::Usage(format!(
@@ -115,6 +140,11 @@ fn options(cli: &Cli) -> Result<Options, Failure> {
         )));
     }
     Dumper::check_options(&opts)?;
+    // After the dumper's check: the trailing filter sets both, and the error names the
+    // dumper's option as it did before flow files.
+    if let Some(f) = opts.str("readfile_filter") {
+        Filter::parse(f).map_err(|e| Failure::Usage(format!("option readfile_filter: {e}")))?;
+    }
     Ok(opts)
 }
 
@@ -184,6 +214,55 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         }
         result
     })
+}
+
+/// `waylay web`: binds the UI, prints its URL (with the token), and runs the proxy with the
+/// UI's addon registered last (after the bundled ones the options ask for).
+fn run_web(cli: &WebCli) -> Result<(), Failure> {
+    let opts = options_from(&cli.option_specs(), true)?;
+    if cli.proxy.options {
+        print!("{}", opts.listing());
+        return Ok(());
+    }
+    logging::init(logging::level_of(
+        opts.str("termlog_verbosity").unwrap_or("info"),
+        cli.proxy.verbose,
+    ));
+    let port = opts.int("web_port");
+    if !(0..=65535).contains(&port) {
+        return Err(Failure::Usage(format!(
+            "option web_port: expected 0 to 65535, got {port}"
+        )));
+    }
+    if opts.str("rfile").is_some() || !opts.seq("client_replay").is_empty() || !opts.bool("server")
+    {
+        return Err(Failure::Usage(
+            "waylay web does not read flow files or replay clients yet (-r, -C, -n)".into(),
+        ));
+    }
+    let (addon, ui) = WebUi::bind(WebConfig::from_options(&opts))
+        .map_err(|e| Failure::Runtime(anyhow::Error::new(e)))?;
+    println!("Web server listening at {}", ui.url());
+    let _ = std::io::stdout().flush();
+    if opts.bool("web_open_browser") {
+        // Best effort, as mitmweb: no browser is not an error.
+        let _ = std::process::Command::new("xdg-open").arg(ui.url()).spawn();
+    }
+    let result = with_addons(
+        Proxy::builder()
+            .options(opts.clone())
+            .listen(&listen_addr(&opts)),
+        &opts,
+    )
+    .addon(addon)
+    .run()
+    .map_err(|e| match e {
+        ProxyError::Options(e) => Failure::Usage(e.to_string()),
+        ProxyError::Addon(e @ AddError::Options { .. }) => Failure::Usage(e.to_string()),
+        other => Failure::Runtime(anyhow::Error::new(other)),
+    });
+    drop(ui);
+    result
 }
 
 /// Reads every `client_replay` file and replays its requests through the proxy.

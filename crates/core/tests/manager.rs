@@ -662,3 +662,37 @@ async fn intercepted_flows_wait_until_resumed_or_killed() {
     flow.resume();
     assert_eq!(flow.intercept_state().wait().await, Release::Resumed);
 }
+
+#[actix_rt::test]
+async fn a_flow_resumed_with_an_edit_gets_the_edit_when_it_wakes() {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut h = AddonHarness::new(Interceptor(tx)).await;
+    let mut flow = h.request(tflow()).await;
+    let handle = rx.recv().await.unwrap();
+    assert!(handle.is_waiting());
+    let edit: waylay_core::flow::HttpEdit = Box::new(|f: &mut HttpFlow| {
+        f.request.headers.insert("x-edited", "yes");
+    });
+    let waiter = actix_rt::spawn(async move {
+        let released = flow.wait_released().await;
+        (released, flow)
+    });
+    tokio::task::yield_now().await;
+    assert!(!waiter.is_finished());
+    handle.resume_with(edit);
+    let (released, flow) = waiter.await.unwrap();
+    assert_eq!(released, Release::Resumed);
+    assert_eq!(flow.request.headers.get("x-edited"), Some("yes"));
+    assert!(!handle.is_waiting());
+    // Once released, another edit is ignored (the flow has gone on).
+    handle.resume_with::<waylay_core::flow::HttpEdit>(Box::new(|f: &mut HttpFlow| {
+        f.request.headers.insert("x-late", "yes");
+    }));
+    assert_eq!(flow.request.headers.get("x-late"), None);
+
+    // A kill wins over nothing: no edit is applied.
+    let mut flow = h.request(tflow()).await;
+    let handle = rx.recv().await.unwrap();
+    handle.kill();
+    assert_eq!(flow.wait_released().await, Release::Killed);
+}

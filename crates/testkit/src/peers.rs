@@ -1,5 +1,5 @@
 //! Real peers the end-to-end tests talk to: programs from Debian's packages (curl, tinyproxy,
-//! danted, haproxy, nft, h2load) and mitmproxy from PyPI, installed by `scripts/peers.sh`.
+//! danted, haproxy, nft, h2load, chromium) and mitmproxy and Playwright from PyPI, installed by `scripts/peers.sh`.
 //!
 //! A test asks for a peer and gets `None` when it is missing on a developer's machine (the
 //! test then returns early, after one line on stderr saying what to install). Under `CI=true`
@@ -54,6 +54,12 @@ pub fn mitmproxy_python() -> Option<PathBuf> {
 /// mitmproxy's `mitmdump` from the same venv (`WAYLAY_MITMDUMP`), or `None` (skip).
 pub fn mitmdump() -> Option<PathBuf> {
     env_path("WAYLAY_MITMDUMP")
+}
+
+/// The Python of the venv holding Playwright (`WAYLAY_PLAYWRIGHT_PY`, set by
+/// `scripts/peers.sh`; it drives Debian's Chromium), or `None` (skip).
+pub fn playwright_python() -> Option<PathBuf> {
+    env_path("WAYLAY_PLAYWRIGHT_PY")
 }
 
 fn env_path(var: &str) -> Option<PathBuf> {

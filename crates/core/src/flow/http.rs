@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     Client, FlowError, FlowId, Headers, HttpVersion, Intercept, InterceptHandle, KILLED_MESSAGE,
-    Message, Metadata, Server, WebSocketData, now,
+    Message, Metadata, Release, Server, WebSocketData, now,
 };
 
 /// An HTTP request as waylay read it (or as an addon rewrote it).
@@ -339,6 +339,10 @@ pub fn split_host_port(authority: &str, default: u16) -> Option<(String, u16)> {
     }
 }
 
+/// An edit applied to an intercepted flow when it is resumed
+/// ([`InterceptHandle::resume_with`]), by whoever holds the flow.
+pub type HttpEdit = Box<dyn FnOnce(&mut HttpFlow) + Send>;
+
 /// One HTTP request/response exchange, the unit addons see.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HttpFlow {
@@ -442,6 +446,19 @@ impl HttpFlow {
     /// Releases an intercepted flow.
     pub fn resume(&mut self) {
         self.intercept.resume();
+    }
+
+    /// Waits while the flow is intercepted, then applies the [`HttpEdit`] it was resumed
+    /// with, if any (see [`InterceptHandle::resume_with`]). Returns at once when the flow is
+    /// not intercepted.
+    pub async fn wait_released(&mut self) -> Release {
+        let released = self.intercept.wait().await;
+        if released == Release::Resumed
+            && let Some(edit) = self.intercept.take_edit::<HttpEdit>()
+        {
+            edit(self);
+        }
+        released
     }
 
     /// The intercept state, for layers that wait on it.

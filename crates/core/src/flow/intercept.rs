@@ -1,7 +1,8 @@
 //! Intercepting a flow: it waits, outside the addons, until it is resumed or killed.
 
-use std::sync::Arc;
+use std::any::Any;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
@@ -20,10 +21,21 @@ pub struct Intercept {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Inner {
     state: AtomicU8,
     wake: Notify,
+    /// An edit handed over with the release, applied by the flow's owner when it wakes
+    /// (the UI edits an intercepted flow's copy; the layer holds the flow itself).
+    edit: Mutex<Option<Box<dyn Any + Send>>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A handle that resumes or kills an intercepted flow from anywhere (another addon, a
@@ -88,6 +100,18 @@ impl Intercept {
         }
     }
 
+    /// Takes the edit a [`InterceptHandle::resume_with`] left, if it is of type `T`.
+    pub fn take_edit<T: Any>(&self) -> Option<T> {
+        let mut slot = self.inner.edit.lock().unwrap_or_else(|p| p.into_inner());
+        match slot.take()?.downcast::<T>() {
+            Ok(edit) => Some(*edit),
+            Err(other) => {
+                *slot = Some(other);
+                None
+            }
+        }
+    }
+
     /// Forgets a finished interception so the flow can be intercepted again.
     pub fn reset(&mut self) {
         if self.inner.state.load(Ordering::Acquire) != INTERCEPTED {
@@ -100,6 +124,22 @@ impl InterceptHandle {
     /// Lets the flow go on.
     pub fn resume(&self) {
         self.release(RESUMED);
+    }
+
+    /// Lets the flow go on after applying `edit` to it: the flow's owner takes the edit
+    /// when it wakes (see `HttpFlow::wait_released`). Does nothing when the flow is no
+    /// longer intercepted.
+    pub fn resume_with<T: Any + Send>(&self, edit: T) {
+        if self.inner.state.load(Ordering::Acquire) != INTERCEPTED {
+            return;
+        }
+        *self.inner.edit.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(edit));
+        self.release(RESUMED);
+    }
+
+    /// Whether the flow still waits for this handle.
+    pub fn is_waiting(&self) -> bool {
+        self.inner.state.load(Ordering::Acquire) == INTERCEPTED
     }
 
     /// Kills the flow.

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 pub use connection::{Address, Client, Server, TlsInfo};
 pub use error::{FlowError, KILLED_MESSAGE};
 pub use headers::Headers;
-pub use http::{HttpFlow, Request, Response, reason_phrase, split_host_port};
+pub use http::{HttpEdit, HttpFlow, Request, Response, reason_phrase, split_host_port};
 pub use inject::{INJECT_QUEUE, InjectError, InjectQueues, Injector};
 pub use intercept::{Intercept, InterceptHandle, Release};
 pub use message::{BodyError, HttpVersion, Message};

@@ -40,7 +40,7 @@ pub(crate) fn error_response(status: StatusCode, reason: &str) -> HyperResponse 
 
 /// Waits while the flow is intercepted; `Err` when it was killed meanwhile or by the hook.
 pub(crate) async fn proceed(flow: &mut HttpFlow) -> Result<(), ()> {
-    if flow.intercepted() && flow.intercept_state().wait().await == Release::Killed {
+    if flow.intercepted() && flow.wait_released().await == Release::Killed {
         flow.kill();
     }
     flow.intercept_state().reset();

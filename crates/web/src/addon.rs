@@ -1,0 +1,208 @@
+//! The addon: records flows for the UI, intercepts what the `intercept` filter matches, and
+//! refuses requests sent through the proxy to the UI itself.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+use waylay_core::hooks::{Configure, Loader, LogEntry, LogLevel, ServerConnectionHookData};
+use waylay_core::{
+    Addon, Flow, HookKind, HookSet, HttpFlow, OptionValue, OptionsError, Response, TcpFlow,
+};
+
+use crate::config::WebConfig;
+use crate::guard::targets_ui;
+use crate::state::Shared;
+
+/// The web UI's addon. Made by [`crate::WebUi::bind`]; register it last, so that the UI shows
+/// flows as the other addons left them.
+#[derive(Debug)]
+pub struct WebAddon {
+    pub(crate) shared: Arc<Shared>,
+}
+
+const HOOKS: HookSet = HookSet::of(&[
+    HookKind::Configure,
+    HookKind::Log,
+    HookKind::HttpConnect,
+    HookKind::RequestHeaders,
+    HookKind::Request,
+    HookKind::Response,
+    HookKind::Error,
+    HookKind::ServerConnect,
+    HookKind::WebsocketStart,
+    HookKind::WebsocketMessage,
+    HookKind::WebsocketEnd,
+    HookKind::WebsocketError,
+    HookKind::TcpStart,
+    HookKind::TcpMessage,
+    HookKind::TcpEnd,
+    HookKind::TcpError,
+]);
+
+fn refusal() -> Response {
+    Response::make(
+        403,
+        "waylay: the web UI cannot be reached through the proxy\n",
+        [("content-type", "text/plain; charset=utf-8")],
+    )
+}
+
+impl WebAddon {
+    /// Refuses `flow` when it is addressed to the UI; `true` if it did.
+    fn guard(&self, flow: &mut HttpFlow) -> bool {
+        if targets_ui(&flow.request.host, flow.request.port, self.shared.ui_addr) {
+            tracing::warn!(client.addr = %flow.client.peername, "refused a request through the proxy to the web UI ({}:{})", flow.request.host, flow.request.port);
+            flow.response = Some(refusal());
+            return true;
+        }
+        false
+    }
+
+    fn record_http(&self, flow: &mut HttpFlow, may_intercept: bool, finished: bool) {
+        let held = (may_intercept && self.shared.should_intercept(flow)).then(|| flow.intercept());
+        let mut copy = Box::new(flow.clone());
+        if finished {
+            // The layer clears `live` after the last hook; the UI's copy is final now.
+            copy.live = false;
+        }
+        self.shared.record(Flow::Http(copy), held, finished);
+    }
+
+    fn record_tcp(&self, flow: &TcpFlow, finished: bool) {
+        let mut copy = Box::new(flow.clone());
+        if finished {
+            copy.live = false;
+        }
+        self.shared.record(Flow::Tcp(copy), None, finished);
+    }
+}
+
+/// Whether the UI's copy is refreshed at the `n`th message of a connection: each of the
+/// first 64, then at powers of two. Every refresh copies the messages so far, so refreshing
+/// on each message would cost the square of a long connection's length; the end of the
+/// connection records them all.
+fn sample(n: usize) -> bool {
+    n <= 64 || n.is_power_of_two()
+}
+
+fn option_json(v: &OptionValue) -> (&'static str, Value) {
+    match v {
+        OptionValue::Bool(b) => ("bool", json!(b)),
+        OptionValue::Int(i) => ("int", json!(i)),
+        OptionValue::Str(s) => ("str", json!(s)),
+        OptionValue::OptStr(s) => ("optional str", json!(s)),
+        OptionValue::Seq(v) => ("sequence of str", json!(v)),
+    }
+}
+
+impl Addon for WebAddon {
+    fn name(&self) -> String {
+        "web".into()
+    }
+
+    fn hooks(&self) -> HookSet {
+        HOOKS
+    }
+
+    async fn load(&mut self, loader: &mut Loader) {
+        for spec in WebConfig::option_specs() {
+            loader.add_option(spec);
+        }
+    }
+
+    async fn configure(&mut self, cfg: &mut Configure) -> Result<(), OptionsError> {
+        let mut all = Map::new();
+        for spec in cfg.options.specs() {
+            let value = cfg.options.get(&spec.name).unwrap_or(&spec.default);
+            let (ty, mut value) = option_json(value);
+            // The UI's own secret is never sent back to a browser.
+            if spec.name == "web_password" && value != json!("") {
+                value = json!("(set)");
+            }
+            all.insert(
+                spec.name.clone(),
+                json!({"type": ty, "value": value, "default": option_json(&spec.default).1, "help": spec.help, "choices": spec.choices}),
+            );
+        }
+        let all = Value::Object(all);
+        self.shared.options_changed(all);
+        Ok(())
+    }
+
+    async fn log(&mut self, entry: &mut LogEntry) {
+        let level = match entry.level {
+            LogLevel::Trace | LogLevel::Debug => return,
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        };
+        self.shared.event(level, entry.message.clone());
+    }
+
+    async fn http_connect(&mut self, flow: &mut HttpFlow) {
+        self.guard(flow);
+    }
+
+    async fn request_headers(&mut self, flow: &mut HttpFlow) {
+        if !self.guard(flow) && self.shared.is_replay(flow.client.peername) {
+            flow.is_replay = Some("request".into());
+        }
+    }
+
+    async fn server_connect(&mut self, data: &mut ServerConnectionHookData) {
+        let a = &data.server.address;
+        if targets_ui(&a.host, a.port, self.shared.ui_addr) {
+            data.server.error = Some("the web UI cannot be reached through the proxy".into());
+        }
+    }
+
+    async fn request(&mut self, flow: &mut HttpFlow) {
+        let answered = flow.response.is_some();
+        self.record_http(flow, !answered, answered && !flow.live);
+    }
+
+    async fn response(&mut self, flow: &mut HttpFlow) {
+        self.record_http(flow, true, true);
+    }
+
+    async fn error(&mut self, flow: &mut HttpFlow) {
+        self.record_http(flow, false, true);
+    }
+
+    async fn websocket_start(&mut self, flow: &mut HttpFlow) {
+        self.record_http(flow, false, false);
+    }
+
+    async fn websocket_message(&mut self, flow: &mut HttpFlow) {
+        let n = flow.websocket.as_ref().map_or(0, |w| w.messages.len());
+        if sample(n) {
+            self.record_http(flow, false, false);
+        }
+    }
+
+    async fn websocket_end(&mut self, flow: &mut HttpFlow) {
+        self.record_http(flow, false, true);
+    }
+
+    async fn websocket_error(&mut self, flow: &mut HttpFlow) {
+        self.record_http(flow, false, true);
+    }
+
+    async fn tcp_start(&mut self, flow: &mut TcpFlow) {
+        self.record_tcp(flow, false);
+    }
+
+    async fn tcp_message(&mut self, flow: &mut TcpFlow) {
+        if sample(flow.messages.len()) {
+            self.record_tcp(flow, false);
+        }
+    }
+
+    async fn tcp_end(&mut self, flow: &mut TcpFlow) {
+        self.record_tcp(flow, true);
+    }
+
+    async fn tcp_error(&mut self, flow: &mut TcpFlow) {
+        self.record_tcp(flow, true);
+    }
+}

@@ -1,0 +1,28 @@
+//! The filter expressions of the search, highlight and intercept boxes: mitmproxy's
+//! flow-filter language from the core ([`waylay_core::Filter`]), matched on the UI's copies.
+
+use waylay_core::{Filter, FilterError, Flow, HttpFlow};
+
+/// A parsed filter.
+#[derive(Debug, Clone)]
+pub(crate) struct WebFilter(Filter);
+
+/// Why an expression does not parse, and where (a byte offset).
+pub(crate) type FilterParseError = FilterError;
+
+impl WebFilter {
+    /// Parses `expr`.
+    pub(crate) fn parse(expr: &str) -> Result<Self, FilterParseError> {
+        Filter::parse(expr).map(Self)
+    }
+
+    /// Whether the HTTP flow `flow` matches.
+    pub(crate) fn matches_http(&self, flow: &HttpFlow) -> bool {
+        self.0.matches(flow)
+    }
+
+    /// Whether `flow` matches.
+    pub(crate) fn matches(&self, flow: &Flow) -> bool {
+        self.0.matches(flow)
+    }
+}

@@ -1,0 +1,1001 @@
+#![expect(clippy::unwrap_used, reason = "test helpers panic on failure")]
+//! The web UI's API over real sockets: authentication, flows listed and paged, edits,
+//! actions, intercept, the UI refused through the proxy, and a slow browser reset.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use waylay_layers::Proxy;
+use waylay_testkit::{TestProxy, http_origin, proxy_get, raw_request, scripted_origin, within};
+use waylay_web::{WebConfig, WebHandle, WebUi};
+
+const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn cookies(&self) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+/// One HTTP/1.1 request (`Connection: close`) and its answer.
+async fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Answer {
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    let text = raw_request(addr, req.as_bytes()).await;
+    let (head, body) = text.split_once("\r\n\r\n").expect("a complete answer");
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    Answer {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+const BEARER: (&str, &str) = ("Authorization", "Bearer 0123456789abcdef0123456789abcdef");
+
+fn config() -> WebConfig {
+    WebConfig {
+        port: 0,
+        token: Some(TOKEN.into()),
+        ..WebConfig::default()
+    }
+}
+
+async fn start(cfg: WebConfig) -> (TestProxy, WebHandle) {
+    let (addon, ui) = WebUi::bind(cfg).expect("web UI binds");
+    let proxy = TestProxy::start(Proxy::builder().addon(addon)).await;
+    (proxy, ui)
+}
+
+/// Polls `GET /flows` until `done` holds (within 20 s; the last listing is printed if not).
+async fn flows_until(ui: SocketAddr, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let a = call(ui, "GET", "/flows", &[BEARER], "").await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        let v = a.json().as_array().cloned().unwrap_or_default();
+        if done(&v) {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for flows; last listing: {}",
+            serde_json::to_string_pretty(&v).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A session: the cookies a browser would hold after opening the printed URL.
+async fn login(ui: SocketAddr) -> (String, String) {
+    let a = call(ui, "GET", &format!("/?token={TOKEN}"), &[], "").await;
+    assert_eq!(a.status, 302);
+    assert_eq!(a.header("location"), Some("/"));
+    let cookies = a.cookies();
+    let session = cookies
+        .iter()
+        .find(|c| c.starts_with("waylay-auth-"))
+        .expect("session cookie");
+    assert!(
+        session.contains("HttpOnly") && session.contains("SameSite=Strict"),
+        "{session}"
+    );
+    let xsrf = cookies
+        .iter()
+        .find(|c| c.starts_with("waylay-xsrf-"))
+        .expect("xsrf cookie");
+    let pair = |c: &str| c.split(';').next().unwrap().to_owned();
+    let xsrf_value = pair(xsrf).split_once('=').unwrap().1.to_owned();
+    (format!("{}; {}", pair(session), pair(xsrf)), xsrf_value)
+}
+
+#[actix_rt::test]
+async fn no_token_gets_the_login_page_and_403() {
+    let (_proxy, ui) = start(config()).await;
+    let a = call(ui.addr(), "GET", "/", &[], "").await;
+    assert_eq!(a.status, 403);
+    assert!(
+        a.body.contains("<form method=post action=/login"),
+        "{}",
+        a.body
+    );
+    let a = call(ui.addr(), "GET", "/flows", &[], "").await;
+    assert_eq!(a.status, 403);
+    let a = call(ui.addr(), "GET", "/flows?token=wrong", &[], "").await;
+    assert_eq!(a.status, 403);
+    let a = call(
+        ui.addr(),
+        "GET",
+        "/flows",
+        &[("Authorization", "Bearer wrong")],
+        "",
+    )
+    .await;
+    assert_eq!(a.status, 403);
+    let a = call(
+        ui.addr(),
+        "GET",
+        "/flows",
+        &[(
+            "Cookie",
+            &format!("waylay-auth-{}=forged", ui.addr().port()),
+        )],
+        "",
+    )
+    .await;
+    assert_eq!(a.status, 403);
+    // Every answer forbids framing and foreign scripts.
+    assert_eq!(a.header("x-frame-options"), Some("DENY"));
+    assert!(
+        a.header("content-security-policy")
+            .unwrap()
+            .starts_with("default-src 'self'")
+    );
+    assert!(ui.url().ends_with(&format!("/?token={TOKEN}")));
+}
+
+#[actix_rt::test]
+async fn token_bearer_and_cookie_are_accepted() {
+    let (_proxy, ui) = start(config()).await;
+    let a = call(ui.addr(), "GET", "/flows", &[BEARER], "").await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.json(), json!([]));
+    let a = call(ui.addr(), "GET", &format!("/flows?token={TOKEN}"), &[], "").await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.cookies().len(), 2);
+    let (cookie, _) = login(ui.addr()).await;
+    let a = call(ui.addr(), "GET", "/", &[("Cookie", &cookie)], "").await;
+    assert_eq!(a.status, 200);
+    assert!(a.body.contains("/static/app.js"));
+    let a = call(
+        ui.addr(),
+        "GET",
+        "/static/app.js",
+        &[("Cookie", &cookie)],
+        "",
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    assert!(
+        a.header("content-type")
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+}
+
+#[actix_rt::test]
+async fn a_password_replaces_the_token_plain_or_argon2() {
+    use argon2::password_hash::PasswordHasher;
+    let hash = argon2::Argon2::default()
+        .hash_password(b"s3cret")
+        .unwrap()
+        .to_string();
+    for pw in ["s3cret".to_owned(), hash] {
+        let (_proxy, ui) = start(WebConfig {
+            password: Some(pw),
+            ..config()
+        })
+        .await;
+        assert!(ui.token().is_none());
+        assert!(!ui.url().contains("token="));
+        // The token no longer opens it.
+        let a = call(ui.addr(), "GET", &format!("/flows?token={TOKEN}"), &[], "").await;
+        assert_eq!(a.status, 403);
+        let form = [("Content-Type", "application/x-www-form-urlencoded")];
+        let a = call(ui.addr(), "POST", "/login", &form, "token=wrong").await;
+        assert_eq!(a.status, 403);
+        let a = call(ui.addr(), "POST", "/login", &form, "token=s3cret").await;
+        assert_eq!(a.status, 303, "{}", a.body);
+        let session = a.cookies()[0].split(';').next().unwrap().to_owned();
+        let a = call(ui.addr(), "GET", "/flows", &[("Cookie", &session)], "").await;
+        assert_eq!(a.status, 200);
+        let a = call(
+            ui.addr(),
+            "GET",
+            "/flows",
+            &[("Authorization", "Bearer s3cret")],
+            "",
+        )
+        .await;
+        assert_eq!(a.status, 200);
+    }
+}
+
+#[actix_rt::test]
+async fn state_changes_need_the_xsrf_token_and_a_same_site_request() {
+    let (_proxy, ui) = start(config()).await;
+    let (cookie, xsrf) = login(ui.addr()).await;
+    let a = call(ui.addr(), "POST", "/clear", &[("Cookie", &cookie)], "").await;
+    assert_eq!(a.status, 403);
+    assert!(a.body.contains("X-XSRFToken"), "{}", a.body);
+    let a = call(
+        ui.addr(),
+        "POST",
+        "/clear",
+        &[("Cookie", &cookie), ("X-XSRFToken", "nope")],
+        "",
+    )
+    .await;
+    assert_eq!(a.status, 403);
+    let a = call(
+        ui.addr(),
+        "POST",
+        "/clear",
+        &[
+            ("Cookie", &cookie),
+            ("X-XSRFToken", &xsrf),
+            ("Sec-Fetch-Site", "cross-site"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(a.status, 403);
+    assert!(a.body.contains("cross-site"), "{}", a.body);
+    let a = call(
+        ui.addr(),
+        "POST",
+        "/clear",
+        &[
+            ("Cookie", &cookie),
+            ("X-XSRFToken", &xsrf),
+            ("Sec-Fetch-Site", "same-origin"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    // Another site may link to the UI (a GET changes nothing).
+    let a = call(
+        ui.addr(),
+        "GET",
+        &format!("/?token={TOKEN}"),
+        &[("Sec-Fetch-Site", "cross-site")],
+        "",
+    )
+    .await;
+    assert_eq!(a.status, 302);
+    // A script with the bearer token needs no XSRF token, but a cross-site one is refused.
+    let a = call(ui.addr(), "POST", "/clear", &[BEARER], "").await;
+    assert_eq!(a.status, 200);
+    let a = call(
+        ui.addr(),
+        "POST",
+        "/clear",
+        &[BEARER, ("Sec-Fetch-Site", "cross-site")],
+        "",
+    )
+    .await;
+    assert_eq!(a.status, 403);
+}
+
+#[actix_rt::test]
+async fn flows_are_listed_and_paged_from_the_ring_and_the_store() {
+    // A ring of 3: the older flows come back from SQLite.
+    let (proxy, ui) = start(WebConfig {
+        ring: 3,
+        ..config()
+    })
+    .await;
+    let origin = http_origin().await;
+    for i in 0..8 {
+        let r = proxy_get(proxy.addr(), &format!("http://{origin}/p{i}")).await;
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    }
+    within("the store to hold 8 flows", async {
+        while ui.stored_flows().unwrap() < 8 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let all = flows_until(ui.addr(), |v| v.len() == 8).await;
+    let paths: Vec<&str> = all
+        .iter()
+        .map(|f| f["request"]["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        ["/p0", "/p1", "/p2", "/p3", "/p4", "/p5", "/p6", "/p7"]
+    );
+    let seqs: Vec<u64> = all.iter().map(|f| f["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(all[0]["response"]["status_code"], 200);
+    assert_eq!(all[0]["type"], "http");
+    assert!(all[0]["request"]["headers"].is_array());
+
+    let uia = ui.addr();
+    let page = |q: String| async move {
+        let a = call(uia, "GET", &format!("/flows?{q}"), &[BEARER], "").await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        assert!(a.header("x-waylay-seq").is_some());
+        a.json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["request"]["path"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        page(format!("after={}&limit=3", seqs[1])).await,
+        ["/p2", "/p3", "/p4"]
+    );
+    assert_eq!(
+        page(format!("after={}&limit=3", seqs[5])).await,
+        ["/p6", "/p7"]
+    );
+    assert_eq!(
+        page(format!("before={}&limit=2", seqs[3])).await,
+        ["/p1", "/p2"]
+    );
+    assert_eq!(page("limit=2".into()).await, ["/p6", "/p7"]);
+    let a = call(ui.addr(), "GET", "/flows?after=x", &[BEARER], "").await;
+    assert_eq!(a.status, 400);
+
+    // A flow and its body, from the ring and from the store.
+    for f in [&all[7], &all[0]] {
+        let id = f["id"].as_str().unwrap();
+        let a = call(ui.addr(), "GET", &format!("/flows/{id}"), &[BEARER], "").await;
+        assert_eq!(a.json()["request"]["path"], f["request"]["path"]);
+        let a = call(
+            ui.addr(),
+            "GET",
+            &format!("/flows/{id}/response/content.data"),
+            &[BEARER],
+            "",
+        )
+        .await;
+        assert_eq!(a.status, 200);
+        assert!(a.body.starts_with("origin GET /p"), "{}", a.body);
+        let a = call(
+            ui.addr(),
+            "GET",
+            &format!("/flows/{id}/response/content/auto.json"),
+            &[BEARER],
+            "",
+        )
+        .await;
+        assert_eq!(a.json()["view_name"], "Text");
+        let a = call(
+            ui.addr(),
+            "GET",
+            &format!("/flows/{id}/response/content/hex.json?lines=1"),
+            &[BEARER],
+            "",
+        )
+        .await;
+        assert_eq!(a.json()["truncated"], true);
+    }
+    let a = call(ui.addr(), "GET", "/flows/nope", &[BEARER], "").await;
+    assert_eq!(a.status, 404);
+    let a = call(ui.addr(), "GET", "/state", &[BEARER], "").await;
+    assert_eq!(a.json()["ring"]["flows"], 3);
+}
+
+#[actix_rt::test]
+async fn edits_revert_duplicate_delete_and_clear() {
+    let (proxy, ui) = start(config()).await;
+    let origin = http_origin().await;
+    proxy_get(proxy.addr(), &format!("http://{origin}/edit")).await;
+    let flows = flows_until(ui.addr(), |v| v.len() == 1 && v[0]["response"].is_object()).await;
+    let id = flows[0]["id"].as_str().unwrap().to_owned();
+    let uia = ui.addr();
+    let put = |body: Value| {
+        let id = id.clone();
+        async move {
+            call(
+                uia,
+                "PUT",
+                &format!("/flows/{id}"),
+                &[BEARER],
+                &body.to_string(),
+            )
+            .await
+        }
+    };
+    let a = put(json!({"comment": "looked at", "marked": true, "response": {"code": 418, "headers": [["x-a", "1"]]}, "request": {"path": "/edited"}})).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let f = a.json();
+    assert_eq!(f["comment"], "looked at");
+    assert_eq!(f["marked"], "🔴");
+    assert_eq!(f["modified"], true);
+    assert_eq!(f["response"]["status_code"], 418);
+    assert_eq!(f["response"]["headers"], json!([["x-a", "1"]]));
+    assert_eq!(f["request"]["path"], "/edited");
+    // Bad edits are refused with a reason, and the next request works.
+    for bad in [
+        json!({"response": {"code": 42}}),
+        json!({"request": {"headers": [["bad name", "x"]]}}),
+        json!({"nope": 1}),
+        json!([1]),
+    ] {
+        let a = put(bad).await;
+        assert_eq!(a.status, 400, "{}", a.body);
+    }
+    let a = call(
+        ui.addr(),
+        "PUT",
+        &format!("/flows/{id}"),
+        &[BEARER],
+        "{not json",
+    )
+    .await;
+    assert_eq!(a.status, 400);
+    // The body is replaced by an upload.
+    let a = call(
+        ui.addr(),
+        "POST",
+        &format!("/flows/{id}/response/content.data"),
+        &[BEARER],
+        "new body",
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    let a = call(
+        ui.addr(),
+        "GET",
+        &format!("/flows/{id}/response/content.data"),
+        &[BEARER],
+        "",
+    )
+    .await;
+    assert_eq!(a.body, "new body");
+    let a = call(
+        ui.addr(),
+        "POST",
+        &format!("/flows/{id}/revert"),
+        &[BEARER],
+        "",
+    )
+    .await;
+    let f = a.json();
+    assert_eq!(f["response"]["status_code"], 200);
+    assert_eq!(f["request"]["path"], "/edit");
+    assert_eq!(f["modified"], false);
+    assert_eq!(f["comment"], "");
+
+    let a = call(
+        ui.addr(),
+        "POST",
+        &format!("/flows/{id}/duplicate"),
+        &[BEARER],
+        "",
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    let dup = a.json()["id"].as_str().unwrap().to_owned();
+    assert_ne!(dup, id);
+    flows_until(ui.addr(), |v| v.len() == 2).await;
+    let a = call(ui.addr(), "DELETE", &format!("/flows/{dup}"), &[BEARER], "").await;
+    assert_eq!(a.status, 200);
+    flows_until(ui.addr(), |v| v.len() == 1).await;
+    let a = call(ui.addr(), "POST", "/clear", &[BEARER], "").await;
+    assert_eq!(a.status, 200);
+    flows_until(ui.addr(), |v| v.is_empty()).await;
+}
+
+fn ok_answer(_: &str) -> Vec<u8> {
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec()
+}
+
+#[actix_rt::test]
+async fn intercept_edit_resume_reaches_the_origin_and_kill_drops_it() {
+    let (proxy, ui) = start(config()).await;
+    let (origin, seen) = scripted_origin(ok_answer).await;
+    // A bad filter is refused with its position.
+    let a = call(
+        ui.addr(),
+        "PUT",
+        "/options",
+        &[BEARER],
+        &json!({"intercept": "~q ~zz"}).to_string(),
+    )
+    .await;
+    assert_eq!(a.status, 400);
+    assert_eq!(a.json()["error"]["position"], 3);
+    let a = call(
+        ui.addr(),
+        "PUT",
+        "/options",
+        &[BEARER],
+        &json!({"intercept": "~q ~u /hold"}).to_string(),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+
+    let p = proxy.addr();
+    let client = actix::spawn(async move { proxy_get(p, &format!("http://{origin}/hold")).await });
+    let flows = flows_until(ui.addr(), |v| v.iter().any(|f| f["intercepted"] == true)).await;
+    let id = flows[0]["id"].as_str().unwrap().to_owned();
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "the origin saw nothing yet"
+    );
+    let mut headers = flows[0]["request"]["headers"].as_array().unwrap().clone();
+    headers.push(json!(["x-edited", "in the UI"]));
+    let a = call(
+        ui.addr(),
+        "PUT",
+        &format!("/flows/{id}"),
+        &[BEARER],
+        &json!({"request": {"headers": headers}}).to_string(),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let a = call(
+        ui.addr(),
+        "POST",
+        &format!("/flows/{id}/resume"),
+        &[BEARER],
+        "",
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let answer = within("the client's answer", client).await.unwrap();
+    assert!(answer.ends_with("ok"), "{answer}");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    assert!(
+        seen[0].to_ascii_lowercase().contains("x-edited: in the ui"),
+        "{}",
+        seen[0]
+    );
+
+    // Kill: the client gets no answer.
+    let client =
+        actix::spawn(async move { proxy_get(p, &format!("http://{origin}/hold/kill")).await });
+    let flows = flows_until(ui.addr(), |v| {
+        v.iter()
+            .any(|f| f["intercepted"] == true && f["request"]["path"] == "/hold/kill")
+    })
+    .await;
+    let id = flows
+        .iter()
+        .find(|f| f["request"]["path"] == "/hold/kill")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let a = call(
+        ui.addr(),
+        "POST",
+        &format!("/flows/{id}/kill"),
+        &[BEARER],
+        "",
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    let answer = within("the killed client", client).await.unwrap();
+    assert!(!answer.contains("200 OK"), "{answer}");
+    let a = call(
+        ui.addr(),
+        "POST",
+        &format!("/flows/{id}/resume"),
+        &[BEARER],
+        "",
+    )
+    .await;
+    assert_eq!(a.status, 409, "resuming twice is refused");
+}
+
+#[actix_rt::test]
+async fn the_ui_is_not_reachable_through_the_proxy() {
+    let (proxy, ui) = start(config()).await;
+    let port = ui.addr().port();
+    for host in ["127.0.0.1", "localhost", "[::1]", "0.0.0.0", "127.0.0.2"] {
+        let r = proxy_get(
+            proxy.addr(),
+            &format!("http://{host}:{port}/flows?token={TOKEN}"),
+        )
+        .await;
+        assert!(r.starts_with("HTTP/1.1 403"), "{host}: {r}");
+        assert!(r.contains("cannot be reached through the proxy"), "{r}");
+    }
+    let r = raw_request(
+        proxy.addr(),
+        format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 403"), "{r}");
+    // Other ports on the same host still work.
+    let origin = http_origin().await;
+    let r = proxy_get(
+        proxy.addr(),
+        &format!("http://127.0.0.1:{}/x", origin.port()),
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+}
+
+async fn ws_connect(ui: SocketAddr) -> tokio_tungstenite::WebSocketStream<TcpStream> {
+    let mut req = format!("ws://{ui}/updates").into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    let s = TcpStream::connect(ui).await.unwrap();
+    let (ws, _) = within("ws connect", tokio_tungstenite::client_async(req, s))
+        .await
+        .unwrap();
+    ws
+}
+
+async fn next_batch(ws: &mut tokio_tungstenite::WebSocketStream<TcpStream>) -> Vec<Value> {
+    loop {
+        match within("a WebSocket message", ws.next()).await {
+            Some(Ok(Message::Text(t))) => {
+                return serde_json::from_str::<Value>(t.as_str())
+                    .unwrap()
+                    .as_array()
+                    .unwrap()
+                    .clone();
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("socket ended: {other:?}"),
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn updates_are_numbered_and_filters_answer_with_errors_positions() {
+    let (proxy, ui) = start(config()).await;
+    let a = call(ui.addr(), "GET", "/updates", &[], "").await;
+    assert_eq!(a.status, 403, "no token, no socket");
+    let a = call(
+        ui.addr(),
+        "GET",
+        "/updates",
+        &[BEARER, ("Sec-Fetch-Site", "cross-site")],
+        "",
+    )
+    .await;
+    assert_eq!(a.status, 403, "no socket for another site");
+    let mut ws = ws_connect(ui.addr()).await;
+    let hello = next_batch(&mut ws).await;
+    assert_eq!(hello[0]["type"], "hello");
+    let origin = http_origin().await;
+    proxy_get(proxy.addr(), &format!("http://{origin}/live")).await;
+    let mut seen = Vec::new();
+    // A flow added and updated within one batch is sent once, as added, in its latest state.
+    while !seen.iter().any(|m: &Value| {
+        (m["type"] == "flows/update" || m["type"] == "flows/add")
+            && m["payload"]["flow"]["response"].is_object()
+    }) {
+        seen.extend(next_batch(&mut ws).await);
+    }
+    let adds: Vec<&Value> = seen.iter().filter(|m| m["type"] == "flows/add").collect();
+    assert_eq!(adds.len(), 1);
+    assert_eq!(adds[0]["payload"]["flow"]["request"]["path"], "/live");
+    let ns: Vec<u64> = seen.iter().filter_map(|m| m["seq"].as_u64()).collect();
+    assert!(ns.windows(2).all(|w| w[0] < w[1]), "{ns:?}");
+
+    ws.send(Message::text(
+        json!({"type": "flows/updateFilter", "payload": {"name": "search", "expr": "~d ("}})
+            .to_string(),
+    ))
+    .await
+    .unwrap();
+    let m = next_batch(&mut ws).await;
+    assert_eq!(m[0]["type"], "flows/filterUpdate");
+    assert_eq!(m[0]["payload"]["error"]["position"], 3);
+    ws.send(Message::text(
+        json!({"type": "flows/updateFilter", "payload": {"name": "search", "expr": "~u /live"}})
+            .to_string(),
+    ))
+    .await
+    .unwrap();
+    let m = next_batch(&mut ws).await;
+    assert_eq!(
+        m[0]["payload"]["matching_flow_ids"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    proxy_get(proxy.addr(), &format!("http://{origin}/other")).await;
+    let mut other = None;
+    while other.is_none() {
+        other = next_batch(&mut ws)
+            .await
+            .into_iter()
+            .find(|m| m["type"] == "flows/add");
+    }
+    assert_eq!(
+        other.unwrap()["payload"]["matching_filters"]["search"],
+        false
+    );
+}
+
+#[actix_rt::test]
+async fn a_slow_browser_gets_a_reset_instead_of_a_growing_buffer() {
+    let (proxy, ui) = start(WebConfig {
+        client_queue: 16,
+        ..config()
+    })
+    .await;
+    let mut ws = ws_connect(ui.addr()).await;
+    let origin = http_origin().await;
+    // 60 KiB of header per flow: 300 flows' updates (36 MiB of JSON) cannot all sit in the
+    // socket buffers while the browser reads nothing.
+    let big = "x".repeat(60 * 1024);
+    for i in 0..300 {
+        let req = format!(
+            "GET http://{origin}/f{i} HTTP/1.1\r\nHost: {origin}\r\nX-Big: {big}\r\nConnection: close\r\n\r\n"
+        );
+        let r = raw_request(proxy.addr(), req.as_bytes()).await;
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    }
+    let mut flow_messages = 0;
+    let mut reset = false;
+    within("a reset", async {
+        while !reset {
+            for m in next_batch(&mut ws).await {
+                match m["type"].as_str() {
+                    Some("flows/reset") => reset = true,
+                    Some("flows/add" | "flows/update") => flow_messages += 1,
+                    _ => {}
+                }
+            }
+        }
+    })
+    .await;
+    assert!(
+        flow_messages < 600,
+        "the browser got everything ({flow_messages}) instead of a reset"
+    );
+    // After the reset the browser refetches; the server still answers.
+    let a = call(ui.addr(), "GET", "/flows?limit=5", &[BEARER], "").await;
+    assert_eq!(a.json().as_array().unwrap().len(), 5);
+}
+
+#[actix_rt::test]
+async fn an_overloaded_store_drops_bodies_and_says_so() {
+    // Room for 4 body bytes in the writer's queue: every body is dropped from the store.
+    let (proxy, ui) = start(WebConfig {
+        store_queue_bytes: 4,
+        ring: 1,
+        ..config()
+    })
+    .await;
+    let origin = http_origin().await;
+    proxy_get(proxy.addr(), &format!("http://{origin}/bytes/100")).await;
+    proxy_get(proxy.addr(), &format!("http://{origin}/bytes/50")).await;
+    within("both flows stored", async {
+        while ui.stored_flows().unwrap() < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let a = call(ui.addr(), "GET", "/events", &[BEARER], "").await;
+    let events = a.json();
+    assert!(
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["level"] == "warn"
+                && e["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("flow store overloaded")),
+        "{events}"
+    );
+    let state = call(ui.addr(), "GET", "/state", &[BEARER], "").await.json();
+    assert_eq!(state["store"]["dropped_bodies"], 2, "{state}");
+    let all = flows_until(ui.addr(), |v| v.len() == 2).await;
+    // The newest flow's body is still in memory; the older one's was not stored.
+    let body = |id: &str| {
+        let id = id.to_owned();
+        let uia = ui.addr();
+        async move {
+            call(
+                uia,
+                "GET",
+                &format!("/flows/{id}/response/content.data"),
+                &[BEARER],
+                "",
+            )
+            .await
+        }
+    };
+    let a = body(all[1]["id"].as_str().unwrap()).await;
+    assert_eq!((a.status, a.body.len()), (200, 50));
+    let a = body(all[0]["id"].as_str().unwrap()).await;
+    assert_eq!(a.status, 404);
+    assert!(a.body.contains("not stored under overload"), "{}", a.body);
+    // The listing still knows how big it was.
+    assert_eq!(all[0]["response"]["contentLength"], 100);
+}
+
+#[actix_rt::test]
+async fn replay_sends_the_request_again_through_the_proxy_http_and_https() {
+    use waylay_testkit::{TempDir, connect_tls, https_origin};
+    let dir = TempDir::new("replay");
+    let (tls_origin, ca_file) = https_origin(&dir).await;
+    let (addon, ui) = WebUi::bind(config()).expect("web UI binds");
+    let proxy = TestProxy::start(
+        Proxy::builder()
+            .set(format!(
+                "ssl_verify_upstream_trusted_ca={}",
+                ca_file.display()
+            ))
+            .addon(addon),
+    )
+    .await;
+    let (origin, seen) = scripted_origin(ok_answer).await;
+    let req = format!(
+        "POST http://{origin}/again HTTP/1.1\r\nHost: {origin}\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbody"
+    );
+    let r = raw_request(proxy.addr(), req.as_bytes()).await;
+    assert!(r.ends_with("ok"), "{r}");
+    let flows = flows_until(ui.addr(), |v| v.len() == 1 && v[0]["response"].is_object()).await;
+    let id = flows[0]["id"].as_str().unwrap();
+    let a = call(
+        ui.addr(),
+        "POST",
+        &format!("/flows/{id}/replay"),
+        &[BEARER],
+        "",
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let flows = flows_until(ui.addr(), |v| v.len() == 2 && v[1]["response"].is_object()).await;
+    assert_eq!(flows[1]["is_replay"], "request");
+    assert_eq!(flows[0]["is_replay"], Value::Null);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    assert!(
+        seen[1].starts_with("POST /again HTTP/1.1\r\n") && seen[1].ends_with("body"),
+        "{}",
+        seen[1]
+    );
+
+    // HTTPS: through a CONNECT tunnel and TLS trusting the proxy's CA.
+    let mut tls = connect_tls(
+        proxy.addr(),
+        &format!("localhost:{}", tls_origin.port()),
+        "localhost",
+        &proxy.ca_pem,
+        &[b"http/1.1"],
+    )
+    .await
+    .expect("TLS through the proxy");
+    use tokio::io::AsyncWriteExt;
+    tls.write_all(b"GET /secure HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = waylay_testkit::read_to_close(&mut tls).await;
+    assert!(String::from_utf8_lossy(&answer).contains("origin GET /secure"));
+    let flows = flows_until(ui.addr(), |v| v.len() == 3 && v[2]["response"].is_object()).await;
+    let id = flows[2]["id"].as_str().unwrap();
+    let a = call(
+        ui.addr(),
+        "POST",
+        &format!("/flows/{id}/replay"),
+        &[BEARER],
+        "",
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let flows = flows_until(ui.addr(), |v| v.len() == 4 && v[3]["response"].is_object()).await;
+    assert_eq!(flows[3]["is_replay"], "request");
+    assert_eq!(flows[3]["request"]["scheme"], "https");
+    assert_eq!(flows[3]["response"]["status_code"], 200);
+    let events = call(ui.addr(), "GET", "/events", &[BEARER], "").await.body;
+    assert!(!events.contains("replay:"), "{events}");
+}
+
+#[actix_rt::test]
+async fn websocket_and_tcp_messages_are_shown() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use waylay_testkit::{WsOrigin, connect_tunnel, tcp_line_origin, ws_next, ws_through_proxy};
+    let (proxy, ui) = start(config()).await;
+    let origin = WsOrigin::start().await;
+    let (mut ws, _) = ws_through_proxy(proxy.addr(), origin.addr, "/chat", &[])
+        .await
+        .unwrap();
+    ws.send(Message::text("hello")).await.unwrap();
+    let echo = ws_next(&mut ws).await;
+    assert!(echo.is_some(), "the origin answers");
+    ws.close(None).await.unwrap();
+    let flows = flows_until(ui.addr(), |v| {
+        v.iter()
+            .any(|f| f["websocket"]["timestamp_end"].is_number())
+    })
+    .await;
+    let f = flows.iter().find(|f| f["websocket"].is_object()).unwrap();
+    assert!(
+        f["websocket"]["messages_meta"]["count"].as_u64().unwrap() >= 2,
+        "{f}"
+    );
+    let id = f["id"].as_str().unwrap();
+    let msgs = call(
+        ui.addr(),
+        "GET",
+        &format!("/flows/{id}/messages/content/auto.json"),
+        &[BEARER],
+        "",
+    )
+    .await
+    .json();
+    assert_eq!(msgs[0]["from_client"], true);
+    assert_eq!(msgs[0]["text"], "hello");
+
+    let tcp = tcp_line_origin().await;
+    let mut s = connect_tunnel(proxy.addr(), &tcp.addr.to_string())
+        .await
+        .unwrap();
+    s.write_all(b"ping\n").await.unwrap();
+    let mut buf = vec![0u8; 11];
+    within("echo", s.read_exact(&mut buf)).await.unwrap();
+    assert_eq!(buf, b"echo: ping\n");
+    drop(s);
+    let flows = flows_until(ui.addr(), |v| {
+        v.iter().any(|f| f["type"] == "tcp" && f["live"] == false)
+    })
+    .await;
+    let f = flows.iter().find(|f| f["type"] == "tcp").unwrap();
+    assert_eq!(f["messages_meta"]["count"], 2, "{f}");
+    let id = f["id"].as_str().unwrap();
+    let msgs = call(
+        ui.addr(),
+        "GET",
+        &format!("/flows/{id}/messages/content/auto.json"),
+        &[BEARER],
+        "",
+    )
+    .await
+    .json();
+    assert_eq!(
+        msgs,
+        json!([
+            {"from_client": true, "timestamp": msgs[0]["timestamp"], "text": "ping\n"},
+            {"from_client": false, "timestamp": msgs[1]["timestamp"], "text": "echo: ping\n"},
+        ])
+    );
+}

@@ -34,3 +34,4 @@ mod dumper;
 mod human;
 
 pub use dumper::{Dumper, MAX_FLOW_DETAIL};
+mod spec;

@@ -32,6 +32,8 @@
 mod contentview;
 mod dumper;
 mod human;
+mod onboarding;
 
 pub use dumper::{Dumper, MAX_FLOW_DETAIL};
+pub use onboarding::{ONBOARDING_HOST, Onboarding, p12_of};
 mod spec;

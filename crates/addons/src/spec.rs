@@ -309,9 +309,21 @@ mod tests {
             t.replace_all(&re, "see https://a.com/xyz/rest"),
             "see http://a.com.local/xyz-xyz\\\n$1/rest"
         );
-        assert!(Template::parse(r"\3", &re).unwrap_err().contains("group reference 3"));
-        assert!(Template::parse(r"\g<nope>", &re).unwrap_err().contains("nope"));
-        assert!(Template::parse(r"\q", &re).unwrap_err().contains("bad escape"));
+        assert!(
+            Template::parse(r"\3", &re)
+                .unwrap_err()
+                .contains("group reference 3")
+        );
+        assert!(
+            Template::parse(r"\g<nope>", &re)
+                .unwrap_err()
+                .contains("nope")
+        );
+        assert!(
+            Template::parse(r"\q", &re)
+                .unwrap_err()
+                .contains("bad escape")
+        );
         assert!(Template::parse(r"\g", &re).is_err());
     }
 

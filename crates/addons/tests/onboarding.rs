@@ -59,26 +59,38 @@ async fn the_certificate_downloads_are_the_confdir_files() {
     let (pem, der) = write_ca(&dir);
     let mut h = harness(&dir, &[]).await;
 
-    let resp = h.request(get("http://mitm.it/cert/pem")).await.response.unwrap();
+    let resp = h
+        .request(get("http://mitm.it/cert/pem"))
+        .await
+        .response
+        .unwrap();
     assert_eq!(resp.status_code, 200);
     assert_eq!(resp.raw_content.as_deref(), Some(pem.as_slice()));
     assert_eq!(
         resp.headers.get("content-disposition"),
         Some("attachment; filename=\"waylay-ca-cert.pem\"")
     );
-    let resp = h.request(get("http://mitm.it/cert/cer")).await.response.unwrap();
+    let resp = h
+        .request(get("http://mitm.it/cert/cer"))
+        .await
+        .response
+        .unwrap();
     assert_eq!(resp.raw_content.as_deref(), Some(der.as_slice()));
 
-    let resp = h.request(get("http://mitm.it/cert/p12")).await.response.unwrap();
+    let resp = h
+        .request(get("http://mitm.it/cert/p12"))
+        .await
+        .response
+        .unwrap();
     assert_eq!(resp.status_code, 200);
-    assert_eq!(resp.headers.get("content-type"), Some("application/x-pkcs12"));
+    assert_eq!(
+        resp.headers.get("content-type"),
+        Some("application/x-pkcs12")
+    );
     let p12 = resp.raw_content.clone().unwrap();
-    let store = p12_keystore::KeyStore::from_pkcs12(
-        &p12,
-        "",
-        p12_keystore::Pkcs12ImportPolicy::Relaxed,
-    )
-    .unwrap();
+    let store =
+        p12_keystore::KeyStore::from_pkcs12(&p12, "", p12_keystore::Pkcs12ImportPolicy::Relaxed)
+            .unwrap();
     let certs: Vec<Vec<u8>> = store
         .entries()
         .filter_map(|(_, e)| match e {
@@ -86,9 +98,17 @@ async fn the_certificate_downloads_are_the_confdir_files() {
             _ => None,
         })
         .collect();
-    assert_eq!(certs, vec![der], "the PKCS#12 file holds the CA certificate only");
+    assert_eq!(
+        certs,
+        vec![der],
+        "the PKCS#12 file holds the CA certificate only"
+    );
 
-    let resp = h.request(get("http://mitm.it/nope")).await.response.unwrap();
+    let resp = h
+        .request(get("http://mitm.it/nope"))
+        .await
+        .response
+        .unwrap();
     assert_eq!(resp.status_code, 404);
 }
 
@@ -97,14 +117,22 @@ async fn mitmproxys_certificate_is_offered_when_confdir_holds_its_ca() {
     let dir = TempDir::new("onboarding");
     std::fs::write(dir.path().join("mitmproxy-ca-cert.pem"), "mitm pem").unwrap();
     let mut h = harness(&dir, &[]).await;
-    let resp = h.request(get("http://mitm.it/cert/pem")).await.response.unwrap();
+    let resp = h
+        .request(get("http://mitm.it/cert/pem"))
+        .await
+        .response
+        .unwrap();
     assert_eq!(resp.raw_content.as_deref(), Some(&b"mitm pem"[..]));
     assert_eq!(
         resp.headers.get("content-disposition"),
         Some("attachment; filename=\"mitmproxy-ca-cert.pem\"")
     );
     // No DER file: a clear 404, not a panic.
-    let resp = h.request(get("http://mitm.it/cert/cer")).await.response.unwrap();
+    let resp = h
+        .request(get("http://mitm.it/cert/cer"))
+        .await
+        .response
+        .unwrap();
     assert_eq!(resp.status_code, 404);
     assert!(resp.text().unwrap().contains("no CA certificate"));
 }
@@ -114,7 +142,12 @@ async fn other_hosts_pass_and_the_page_can_be_turned_off_or_moved() {
     let dir = TempDir::new("onboarding");
     write_ca(&dir);
     let mut h = harness(&dir, &[]).await;
-    assert!(h.request(get("http://example.com/")).await.response.is_none());
+    assert!(
+        h.request(get("http://example.com/"))
+            .await
+            .response
+            .is_none()
+    );
     // The Host header decides (as mitmproxy's pretty_host), whatever the destination.
     let mut f = get("http://127.0.0.1:1/");
     f.request.headers.insert("host", "MITM.IT");
@@ -123,10 +156,16 @@ async fn other_hosts_pass_and_the_page_can_be_turned_off_or_moved() {
     h.set_options(&["onboarding=false"]).await.unwrap();
     assert!(h.request(get("http://mitm.it/")).await.response.is_none());
 
-    h.set_options(&["onboarding=true", "onboarding_host=ca.test"]).await.unwrap();
+    h.set_options(&["onboarding=true", "onboarding_host=ca.test"])
+        .await
+        .unwrap();
     assert!(h.request(get("http://mitm.it/")).await.response.is_none());
     assert_eq!(
-        h.request(get("http://ca.test/")).await.response.unwrap().status_code,
+        h.request(get("http://ca.test/"))
+            .await
+            .response
+            .unwrap()
+            .status_code,
         200
     );
 }

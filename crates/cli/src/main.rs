@@ -3,15 +3,20 @@
 //! and an exit code: 2 for a bad flag or option value, 1 for a failure at run time.
 
 mod args;
+mod bundle;
+mod config_file;
 mod logging;
 
+use std::collections::BTreeSet;
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use waylay::{AddError, Dumper, Options, OptionsError, Proxy, ProxyError};
+use waylay::{AddError, Options, OptionsError, Proxy, ProxyError};
 
 use crate::args::Cli;
+use crate::bundle::Bundle;
 
 /// How `waylay` failed.
 enum Failure {
@@ -70,25 +75,73 @@ fn chain(e: &anyhow::Error) -> String {
     line
 }
 
-/// The options the flags ask for, checked as the proxy and the dumper will check them.
-fn options(cli: &Cli) -> Result<Options, Failure> {
-    let mut opts = Options::new();
-    for spec in Dumper::option_specs() {
-        opts.add(spec)?;
+/// Expands a leading `~/` to the home directory.
+fn expand_home(p: &str) -> PathBuf {
+    let rest = if p == "~" {
+        Some("")
+    } else {
+        p.strip_prefix("~/")
+    };
+    match (rest, std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(p),
     }
-    opts.set_specs(&cli.option_specs())?;
+}
+
+/// The options: the bundled addons' declarations, then `confdir/config.yaml`, then the
+/// flags (which win), checked as the proxy and every addon will check them.
+fn options(cli: &Cli, bundle: &mut Bundle) -> Result<Options, Failure> {
+    let mut opts = Options::new();
+    bundle.declare(&mut opts)?;
+    let flags = cli.option_specs();
+    // The flags alone first: a bad flag is refused before any file is read, and they say
+    // where confdir is.
+    let mut probe = opts.clone();
+    probe.set_specs(&flags)?;
+    let confdir = expand_home(probe.str("confdir").unwrap_or("~/.waylay"));
+
+    let mut file = None;
+    if let Some((path, values)) = config_file::read(&confdir, &opts).map_err(Failure::Usage)? {
+        let mut names = BTreeSet::new();
+        for (name, value) in values {
+            opts.set(&name, value)
+                .map_err(|e| Failure::Usage(format!("config file {}: {e}", path.display())))?;
+            names.insert(name);
+        }
+        file = Some((path, names));
+    }
+    let from_flags: BTreeSet<String> = opts
+        .parse_specs(&flags)?
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    opts.set_specs(&flags)?;
+
     let port = opts.int("listen_port");
     if !(0..=65535).contains(&port) {
         return Err(Failure::Usage(format!(
             "option listen_port: expected 0 to 65535, got {port}"
         )));
     }
-    Dumper::check_options(&opts)?;
+    if let Err(e) = bundle.check(&opts) {
+        // Say so when the refused value came from the config file.
+        if let (Some((path, names)), OptionsError::Rejected { name, .. }) = (&file, &e)
+            && names.contains(name)
+            && !from_flags.contains(name)
+        {
+            return Err(Failure::Usage(format!(
+                "config file {}: {e}",
+                path.display()
+            )));
+        }
+        return Err(e.into());
+    }
     Ok(opts)
 }
 
 fn run(cli: &Cli) -> Result<(), Failure> {
-    let opts = options(cli)?;
+    let mut bundle = Bundle::new();
+    let opts = options(cli, &mut bundle)?;
     if cli.options {
         print!("{}", opts.listing());
         return Ok(());
@@ -104,11 +157,10 @@ fn run(cli: &Cli) -> Result<(), Failure> {
     } else {
         format!("{host}:{}", opts.int("listen_port"))
     };
-    let mut builder = Proxy::builder().options(opts.clone()).listen(&listen);
-    // With nothing to print the dumper is not registered at all, so `-q` costs no hook.
-    if opts.int("flow_detail") > 0 {
-        builder = builder.addon(Dumper::stdout());
-    }
+    let builder = Proxy::builder().options(opts.clone()).listen(&listen);
+    // With nothing to print the dumper is not registered at all, so `-q` costs no hook; the
+    // same holds for every bundled addon whose options leave it nothing to do.
+    let builder = bundle.register(builder, &opts);
     builder.run().map_err(|e| match e {
         ProxyError::Options(e) => Failure::Usage(e.to_string()),
         ProxyError::Addon(e @ AddError::Options { .. }) => Failure::Usage(e.to_string()),

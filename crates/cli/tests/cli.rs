@@ -273,3 +273,92 @@ fn a_request_through_the_proxy_prints_one_line() {
     );
     let _ = std::fs::remove_dir_all(&confdir);
 }
+
+/// `confdir/config.yaml` sets options as mitmproxy's `config.yaml` does; flags win.
+#[test]
+fn the_config_file_sets_options_and_flags_win() {
+    let confdir = temp_dir("config");
+    std::fs::write(
+        confdir.join("config.yaml"),
+        "listen_port: 9191\nssl_insecure: true\nignore_hosts:\n  - a\\.example\n  - b\\.example\n",
+    )
+    .expect("write config.yaml");
+    let set = format!("confdir={}", confdir.display());
+    let out = waylay(&["--set", &set, "--options"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let list = text(&out.stdout);
+    assert!(
+        list.contains("listen_port: int (default: 8080) [set: 9191]\n"),
+        "{list}"
+    );
+    assert!(
+        list.contains("ssl_insecure: bool (default: false) [set: true]\n"),
+        "{list}"
+    );
+    assert!(
+        list.contains(r#"[set: ["a\\.example", "b\\.example"]]"#),
+        "{list}"
+    );
+
+    let out = waylay(&[
+        "--set",
+        &set,
+        "-p",
+        "9292",
+        "--set",
+        "ignore_hosts=c",
+        "--options",
+    ]);
+    let list = text(&out.stdout);
+    assert!(
+        list.contains("listen_port: int (default: 8080) [set: 9292]\n"),
+        "{list}"
+    );
+    assert!(list.contains(r#"[set: ["c"]]"#), "{list}");
+    let _ = std::fs::remove_dir_all(&confdir);
+}
+
+#[test]
+fn a_bad_config_file_is_one_line_naming_the_file_and_the_key() {
+    let confdir = temp_dir("badconfig");
+    let path = confdir.join("config.yaml");
+    let set = format!("confdir={}", confdir.display());
+
+    std::fs::write(&path, "lisen_port: 1\n").expect("write");
+    let err = assert_one_line_error(&waylay(&["--set", &set]), 2);
+    assert_eq!(
+        err,
+        format!(
+            "waylay: error: config file {}: unknown option \"lisen_port\" (did you mean \"listen_port\"?)",
+            path.display()
+        )
+    );
+
+    std::fs::write(&path, "listen_port: eighty\n").expect("write");
+    let err = assert_one_line_error(&waylay(&["--set", &set]), 2);
+    assert!(
+        err.contains(&path.display().to_string()) && err.contains("listen_port"),
+        "{err}"
+    );
+
+    std::fs::write(&path, "ignore_hosts: [\n").expect("write");
+    let err = assert_one_line_error(&waylay(&["--set", &set]), 2);
+    assert!(err.contains("config.yaml"), "{err}");
+
+    // A value an addon refuses names the file too, unless a flag set it.
+    std::fs::write(&path, "onboarding_host: a b\n").expect("write");
+    let err = assert_one_line_error(&waylay(&["--set", &set]), 2);
+    assert_eq!(
+        err,
+        format!(
+            "waylay: error: config file {}: option onboarding_host: \"a b\" is not a host name",
+            path.display()
+        )
+    );
+    let err = assert_one_line_error(&waylay(&["--set", &set, "--set", "onboarding_host=c d"]), 2);
+    assert_eq!(
+        err,
+        "waylay: error: option onboarding_host: \"c d\" is not a host name"
+    );
+    let _ = std::fs::remove_dir_all(&confdir);
+}

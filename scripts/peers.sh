@@ -19,6 +19,7 @@ _debian_peers=(
   "nft nftables"
   "h2load nghttp2-client"
   "/usr/include/python3.11/Python.h libpython3.11-dev"
+  "chromium chromium"
 )
 
 _have() {

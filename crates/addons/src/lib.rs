@@ -31,6 +31,7 @@
 
 mod contentview;
 mod dumper;
+pub mod export;
 mod human;
 mod onboarding;
 

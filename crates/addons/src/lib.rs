@@ -29,12 +29,28 @@
 //! });
 //! ```
 
+mod block_list;
 mod contentview;
 mod dumper;
 pub mod export;
 mod human;
+mod map_local;
+mod map_remote;
+mod matcher;
+mod modify_body;
+mod modify_headers;
 mod onboarding;
-
-pub use dumper::{Dumper, MAX_FLOW_DETAIL};
-pub use onboarding::{ONBOARDING_HOST, Onboarding, p12_of};
 mod spec;
+mod stickyauth;
+mod stickycookie;
+mod value;
+
+pub use block_list::{BlockList, NO_RESPONSE};
+pub use dumper::{Dumper, MAX_FLOW_DETAIL};
+pub use map_local::MapLocal;
+pub use map_remote::MapRemote;
+pub use modify_body::ModifyBody;
+pub use modify_headers::ModifyHeaders;
+pub use onboarding::{ONBOARDING_HOST, Onboarding, p12_of};
+pub use stickyauth::StickyAuth;
+pub use stickycookie::StickyCookie;

@@ -6,7 +6,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use waylay::addons::Onboarding;
+use waylay::addons::{
+    BlockList, MapLocal, MapRemote, ModifyBody, ModifyHeaders, Onboarding, StickyAuth, StickyCookie,
+};
 use waylay::hooks::{Configure, Loader};
 use waylay::{Addon, Dumper, OptionSpec, Options, OptionsError, ProxyBuilder};
 
@@ -89,7 +91,14 @@ macro_rules! bundle {
 }
 
 bundle! {
+    block_list: BlockList = BlockList::new(), active when |o| !o.seq("block_list").is_empty();
     onboarding: Onboarding = Onboarding::new(), active when |o| o.bool("onboarding");
+    map_remote: MapRemote = MapRemote::new(), active when |o| !o.seq("map_remote").is_empty();
+    map_local: MapLocal = MapLocal::new(), active when |o| !o.seq("map_local").is_empty();
+    modify_body: ModifyBody = ModifyBody::new(), active when |o| !o.seq("modify_body").is_empty();
+    modify_headers: ModifyHeaders = ModifyHeaders::new(), active when |o| !o.seq("modify_headers").is_empty();
+    stickyauth: StickyAuth = StickyAuth::new(), active when |o| o.str("stickyauth").is_some();
+    stickycookie: StickyCookie = StickyCookie::new(), active when |o| o.str("stickycookie").is_some();
     dumper: Dumper = Dumper::stdout(), active when |o| o.int("flow_detail") > 0;
 }
 
@@ -107,7 +116,18 @@ mod tests {
     fn the_addons_declare_their_own_options() {
         let mut b = Bundle::new();
         let names = b.option_names();
-        for n in ["onboarding", "onboarding_host", "flow_detail"] {
+        for n in [
+            "onboarding",
+            "onboarding_host",
+            "flow_detail",
+            "block_list",
+            "map_remote",
+            "map_local",
+            "modify_body",
+            "modify_headers",
+            "stickyauth",
+            "stickycookie",
+        ] {
             assert!(names.contains(n), "{n}");
         }
         let mut o = Options::new();

@@ -117,14 +117,9 @@ impl ProxyAuth {
 /// refused with a clear error rather than silently ignored.
 const NOT_YET: &[&str] = &[
     "add_upstream_certs_to_client_chain",
-    "block_list",
     "certs",
     "client_certs",
     "connection_strategy",
-    "map_local",
-    "map_remote",
-    "modify_body",
-    "modify_headers",
     "server",
     "intercept",
     "intercept_active",
@@ -134,8 +129,6 @@ const NOT_YET: &[&str] = &[
     "rfile",
     "save_stream_file",
     "save_stream_filter",
-    "stickyauth",
-    "stickycookie",
     "upstream_auth",
     "validate_inbound_headers",
 ];

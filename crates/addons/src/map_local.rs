@@ -141,7 +141,8 @@ fn content_type(path: &Path) -> Option<String> {
 ///
 /// The content type comes from the file's extension. When no candidate exists the answer is
 /// 404. A remainder with `..` never leaves the directory, and neither does a symlink inside
-/// it (waylay checks the resolved path, where mitmproxy only checks the name).
+/// it (waylay checks the resolved path, where mitmproxy only checks the name); such a request
+/// gets 404 too, where mitmproxy forwards it to the server.
 #[derive(Debug, Default)]
 pub struct MapLocal {
     rules: Vec<Rule>,
@@ -206,10 +207,12 @@ impl Addon for MapLocal {
         }
         let url = flow.request.pretty_url();
         let mut tried = Vec::new();
+        let mut matched = false;
         for rule in &self.rules {
             if !rule.matcher.matches(flow) || !rule.regex.is_match(&url) {
                 continue;
             }
+            matched = true;
             let (candidates, root) = if rule.is_file {
                 let dir = rule.root.parent().unwrap_or(&rule.root).to_path_buf();
                 (vec![rule.root.clone()], dir)
@@ -237,12 +240,14 @@ impl Addon for MapLocal {
             }
             tried.extend(candidates);
         }
-        if !tried.is_empty() {
+        if matched {
             let list: Vec<String> = tried.iter().map(|p| p.display().to_string()).collect();
-            tracing::info!(
-                "map_local: none of the local file candidates exist: {}",
+            let list = if list.is_empty() {
+                "none inside the directory".to_owned()
+            } else {
                 list.join(", ")
-            );
+            };
+            tracing::info!("map_local: no local file for {url} (candidates: {list})");
             flow.response = Some(Response::make(404, "", [("server", "waylay")]));
         }
     }

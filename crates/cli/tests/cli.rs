@@ -362,3 +362,74 @@ fn a_bad_config_file_is_one_line_naming_the_file_and_the_key() {
     );
     let _ = std::fs::remove_dir_all(&confdir);
 }
+
+/// Every bundled addon refuses a bad value before the proxy starts: exit code 2, one line
+/// naming the option and quoting the offending part.
+#[test]
+fn bad_addon_values_are_refused_at_start() {
+    let confdir = temp_dir("badaddon");
+    let set = format!("confdir={}", confdir.display());
+    for (args, option, quoted) in [
+        (vec!["-H", "/only"], "modify_headers", "\"/only\""),
+        (vec!["-H", "|bad name|x"], "modify_headers", "\"bad name\""),
+        (vec!["-B", "|(|x"], "modify_body", "\"(\""),
+        (vec!["-M", "|[|x"], "map_remote", "\"[\""),
+        (
+            vec!["-M", r"|a|\3"],
+            "map_remote",
+            "invalid group reference 3",
+        ),
+        (
+            vec!["--map-local", "|a|/does/not/exist"],
+            "map_local",
+            "\"/does/not/exist\"",
+        ),
+        (
+            vec!["--set", "block_list=/~all/nope"],
+            "block_list",
+            "\"nope\"",
+        ),
+        (
+            vec!["--set", "onboarding_host=a b"],
+            "onboarding_host",
+            "\"a b\"",
+        ),
+    ] {
+        let mut all = vec!["--set", set.as_str()];
+        all.extend(args.iter().copied());
+        let err = assert_one_line_error(&waylay(&all), 2);
+        assert!(
+            err.contains(&format!("option {option}: ")) && err.contains(quoted),
+            "{args:?}: {err}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&confdir);
+}
+
+#[test]
+fn options_lists_the_addons_options() {
+    let out = waylay(&["--options"]);
+    let list = text(&out.stdout);
+    for name in [
+        "modify_headers: sequence of str",
+        "modify_body: sequence of str",
+        "map_remote: sequence of str",
+        "map_local: sequence of str",
+        "block_list: sequence of str",
+        "stickycookie: optional str",
+        "stickyauth: optional str",
+        "onboarding: bool (default: true)",
+        "onboarding_host: str (default: \"mitm.it\")",
+    ] {
+        assert!(list.contains(name), "{name} missing:\n{list}");
+    }
+    let help = list
+        .split("modify_headers: ")
+        .nth(1)
+        .and_then(|rest| rest.lines().nth(1))
+        .unwrap_or_default();
+    assert!(
+        help.contains("header-name") && !help.contains("Not supported"),
+        "{help}"
+    );
+}

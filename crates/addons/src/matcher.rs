@@ -15,11 +15,9 @@ impl FlowMatcher {
 
     /// Parses the filter text of an option; the error is one line quoting it.
     pub(crate) fn parse(text: &str) -> Result<Self, String> {
-        Filter::parse(text)
-            .map(|f| Self(Some(f)))
-            .map_err(|e| {
-                format!("invalid filter expression {text:?}: {e}").replace(['\n', '\r'], " ")
-            })
+        Filter::parse(text).map(|f| Self(Some(f))).map_err(|e| {
+            format!("invalid filter expression {text:?}: {e}").replace(['\n', '\r'], " ")
+        })
     }
 
     /// `parse` for an optional filter part.

@@ -293,6 +293,128 @@ async fn block_list_refuses_bad_values() {
 }
 
 #[actix_rt::test]
+async fn block_list_answers_with_the_status_or_kills_for_444() {
+    let mut h = harness(
+        BlockList::new(),
+        &["block_list=/~d ads\\.test/404", "block_list=|~u /track|444"],
+    )
+    .await;
+    let f = h.request(get("http://ads.test/banner")).await;
+    let r = f.response.as_ref().expect("blocked with a response");
+    assert_eq!(
+        (r.status_code, r.raw_content.as_deref()),
+        (404, Some(&b""[..]))
+    );
+    assert_eq!(
+        f.metadata.get("blocklisted"),
+        Some(&serde_json::Value::Bool(true))
+    );
+
+    let f = h.request(get("http://example.com/track/me")).await;
+    assert!(f.killed(), "444 closes without a response");
+    assert!(f.response.is_none());
+
+    let f = h.request(get("http://example.com/fine")).await;
+    assert!(f.response.is_none() && !f.killed());
+    assert!(!f.metadata.contains_key("blocklisted"));
+
+    let e = refused(&mut h, "block_list=/~nonsense/404").await;
+    assert!(e.contains("invalid filter expression \"~nonsense\""), "{e}");
+}
+
+#[actix_rt::test]
+async fn rules_with_filters_apply_to_matching_flows_only() {
+    let mut h = harness(
+        ModifyHeaders::new(),
+        &["modify_headers=/~q/X-Req/1", "modify_headers=/~s/X-Resp/1"],
+    )
+    .await;
+    let f = h.request_headers(tflow()).await;
+    assert_eq!(f.request.headers.get("x-req"), Some("1"));
+    assert!(!f.request.headers.contains("x-resp"));
+    let f = h.response_headers(tflow().with_response(tresp())).await;
+    let r = f.response.unwrap();
+    assert_eq!(r.headers.get("x-resp"), Some("1"));
+    assert!(!r.headers.contains("x-req"));
+
+    let mut h = harness(
+        MapRemote::new(),
+        &[r"map_remote=|~m POST|example\.com|example.org"],
+    )
+    .await;
+    assert_eq!(
+        h.request(get("http://example.com/")).await.request.host,
+        "example.com"
+    );
+    let mut post = get("http://example.com/");
+    post.request.method = "POST".into();
+    assert_eq!(h.request(post).await.request.host, "example.org");
+}
+
+#[actix_rt::test]
+async fn stickycookie_replays_cookies_set_by_the_server() {
+    let mut h = harness(StickyCookie::new(), &["stickycookie=~d example.com"]).await;
+    let mut resp = tresp();
+    resp.headers.append("set-cookie", "id=abc; Path=/");
+    resp.headers.append("set-cookie", "lang=en");
+    h.response(tflow().with_response(resp)).await;
+
+    let f = h.request(tflow()).await;
+    assert_eq!(f.request.headers.get("cookie"), Some("id=abc; lang=en"));
+    assert_eq!(
+        f.metadata.get("stickycookie"),
+        Some(&serde_json::Value::Bool(true))
+    );
+    // Another host, or a request the filter does not match, gets nothing.
+    assert!(
+        !h.request(get("http://other.test/"))
+            .await
+            .request
+            .headers
+            .contains("cookie")
+    );
+
+    // A cookie set expired leaves the jar.
+    let mut resp = tresp();
+    resp.headers.append("set-cookie", "id=gone; Max-Age=0");
+    h.response(tflow().with_response(resp)).await;
+    let f = h.request(tflow()).await;
+    assert_eq!(f.request.headers.get("cookie"), Some("lang=en"));
+
+    let e = refused(&mut h, "stickycookie=~d (").await;
+    assert!(
+        e.starts_with("option stickycookie: invalid filter expression"),
+        "{e}"
+    );
+}
+
+#[actix_rt::test]
+async fn stickyauth_replays_the_last_authorization_per_host() {
+    let mut h = harness(StickyAuth::new(), &["stickyauth=~d example.com"]).await;
+    let mut f = tflow();
+    f.request.headers.insert("authorization", "Basic dTpw");
+    h.request(f).await;
+    let f = h.request(tflow()).await;
+    assert_eq!(f.request.headers.get("authorization"), Some("Basic dTpw"));
+    // A request carrying its own keeps it (and it becomes the remembered one).
+    let mut f = tflow();
+    f.request.headers.insert("authorization", "Bearer new");
+    assert_eq!(
+        h.request(f).await.request.headers.get("authorization"),
+        Some("Bearer new")
+    );
+    let f = h.request(tflow()).await;
+    assert_eq!(f.request.headers.get("authorization"), Some("Bearer new"));
+    assert!(
+        !h.request(get("http://other.test/"))
+            .await
+            .request
+            .headers
+            .contains("authorization")
+    );
+}
+
+#[actix_rt::test]
 async fn sticky_addons_do_nothing_until_set() {
     let mut h = AddonHarness::with_addons((StickyCookie::new(), StickyAuth::new())).await;
     let mut resp = tresp();

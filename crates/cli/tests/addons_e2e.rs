@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use waylay::Proxy;
-use waylay::addons::{MapLocal, MapRemote, ModifyBody, ModifyHeaders};
+use waylay::addons::{
+    BlockList, MapLocal, MapRemote, ModifyBody, ModifyHeaders, StickyAuth, StickyCookie,
+};
 use waylay_testkit::{TempDir, TestProxy, proxy_get, raw_request, scripted_origin, within};
 
 fn answer(_path: &str) -> Vec<u8> {
@@ -192,5 +194,83 @@ async fn map_local_answers_from_a_directory_and_never_asks_the_origin() {
             .await
             .is_err()
     );
+    proxy.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn block_list_answers_or_closes_without_asking_the_origin() {
+    let (origin, log) = origin().await;
+    let proxy = TestProxy::start(Proxy::builder().addon(BlockList::new())).await;
+    set(
+        &proxy,
+        &["block_list=/~u blocked/403", "block_list=|~u silent|444"],
+    )
+    .await
+    .expect("valid rules");
+    let out = within(
+        "get",
+        proxy_get(proxy.addr(), &format!("http://{origin}/blocked")),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 403"), "{out}");
+    let out = within(
+        "get",
+        proxy_get(proxy.addr(), &format!("http://{origin}/silent")),
+    )
+    .await;
+    assert_eq!(out, "", "444 closes the connection without a response");
+    assert!(seen(&log).is_empty(), "{:?}", seen(&log));
+    let out = within(
+        "get",
+        proxy_get(proxy.addr(), &format!("http://{origin}/fine")),
+    )
+    .await;
+    assert!(out.ends_with("hello, origin"), "{out}");
+    proxy.shutdown().await;
+}
+
+fn cookie_answer(path: &str) -> Vec<u8> {
+    if path == "/login" {
+        b"HTTP/1.1 200 OK\r\nSet-Cookie: session=s3cr3t; Path=/\r\nContent-Length: 2\r\n\r\nok"
+            .to_vec()
+    } else {
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec()
+    }
+}
+
+#[actix_rt::test]
+async fn stickycookie_and_stickyauth_through_the_proxy() {
+    let (origin, log) = scripted_origin(cookie_answer).await;
+    let proxy = TestProxy::start(
+        Proxy::builder()
+            .addon(StickyAuth::new())
+            .addon(StickyCookie::new()),
+    )
+    .await;
+    set(&proxy, &["stickycookie=~all", "stickyauth=~all"])
+        .await
+        .expect("valid filters");
+    let login = format!(
+        "GET http://{origin}/login HTTP/1.1\r\nHost: {origin}\r\nAuthorization: Basic dTpw\r\nConnection: close\r\n\r\n"
+    );
+    let out = within("login", raw_request(proxy.addr(), login.as_bytes())).await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    let out = within(
+        "next",
+        proxy_get(proxy.addr(), &format!("http://{origin}/next")),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    let next = seen(&log)[1].to_ascii_lowercase();
+    assert!(next.contains("cookie: session=s3cr3t\r\n"), "{next}");
+    assert!(next.contains("authorization: basic dtpw\r\n"), "{next}");
+
+    assert!(set(&proxy, &["stickycookie=~bogus"]).await.is_err());
+    let out = within(
+        "again",
+        proxy_get(proxy.addr(), &format!("http://{origin}/again")),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     proxy.shutdown().await;
 }

@@ -394,6 +394,13 @@ fn bad_addon_values_are_refused_at_start() {
             "onboarding_host",
             "\"a b\"",
         ),
+        (
+            vec!["--set", "block_list=/~bogus/404"],
+            "block_list",
+            "\"~bogus\"",
+        ),
+        (vec!["--stickycookie", "~d ("], "stickycookie", "\"~d (\""),
+        (vec!["--stickyauth", "~x"], "stickyauth", "\"~x\""),
     ] {
         let mut all = vec!["--set", set.as_str()];
         all.extend(args.iter().copied());

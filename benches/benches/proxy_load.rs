@@ -18,7 +18,10 @@
 //! worker 1 send their hooks across threads to the addon manager on worker 0.
 //!
 //! Settings: `LOAD_CONNS` (32), `LOAD_SECS` (3, measured), `LOAD_WARMUP` (1),
-//! `LOAD_SCENARIOS` (comma-separated, default all: `floor,waylay,waylay+4,waylay-w2,waylay+4-w2`),
+//! `LOAD_SCENARIOS` (comma-separated, default all:
+//! `floor,waylay,waylay+4,waylay+mh,waylay+mr,waylay-w2,waylay+4-w2`; `waylay+mh` and
+//! `waylay+mr` run the bundled `modify_headers` / `map_remote` with one rule matching every
+//! request),
 //! `LOAD_REPS` (1: repetitions of the whole list, then the median of each scenario),
 //! `LOAD_PIN` (1).
 
@@ -44,6 +47,7 @@ const CHILD_ENV: &str = "WAYLAY_LOAD_CHILD";
 const ADDONS_ENV: &str = "WAYLAY_LOAD_ADDONS";
 const WORKERS_ENV: &str = "WAYLAY_LOAD_WORKERS";
 const CONFDIR_ENV: &str = "WAYLAY_LOAD_CONFDIR";
+const BUNDLED_ENV: &str = "WAYLAY_LOAD_BUNDLED";
 
 /// Longest request head the floor reads before giving up on a connection.
 const MAX_HEAD: usize = 64 * 1024;
@@ -113,7 +117,23 @@ fn child_waylay() {
         for _ in 0..addons {
             builder = builder.addon(NoopHttp);
         }
+        // One bundled addon with one rule matching every request.
+        let bundled = std::env::var(BUNDLED_ENV).unwrap_or_default();
+        let rule = match bundled.as_str() {
+            "modify_headers" => {
+                builder = builder.addon(waylay_addons::ModifyHeaders::new());
+                Some("modify_headers=|X-Waylay-Load|1")
+            }
+            "map_remote" => {
+                builder = builder.addon(waylay_addons::MapRemote::new());
+                Some(r"map_remote=|^(http://[^/]+)/(.*)$|\1/mapped/\2")
+            }
+            _ => None,
+        };
         let proxy = builder.start().await.expect("waylay starts");
+        if let Some(rule) = rule {
+            proxy.manager().set(&[rule]).await.expect("the bench rule is valid");
+        }
         announce(proxy.local_addr());
         futures::future::pending::<()>().await;
     });
@@ -198,17 +218,20 @@ struct Scenario {
     name: &'static str,
     mode: &'static str,
     addons: usize,
+    /// A bundled addon with one rule matching every request (`modify_headers`, `map_remote`).
+    bundled: &'static str,
     /// waylay's `workers` (ignored by the floor, whose pool follows its affinity mask).
     workers: usize,
     /// On CPU 0 alone (when pinning), or on every CPU.
     pinned: bool,
 }
 
-const SCENARIOS: [Scenario; 5] = [
+const SCENARIOS: [Scenario; 7] = [
     Scenario {
         name: "floor",
         mode: "floor",
         addons: 0,
+        bundled: "",
         workers: 1,
         pinned: true,
     },
@@ -216,6 +239,7 @@ const SCENARIOS: [Scenario; 5] = [
         name: "waylay",
         mode: "waylay",
         addons: 0,
+        bundled: "",
         workers: 1,
         pinned: true,
     },
@@ -223,6 +247,23 @@ const SCENARIOS: [Scenario; 5] = [
         name: "waylay+4",
         mode: "waylay",
         addons: 4,
+        bundled: "",
+        workers: 1,
+        pinned: true,
+    },
+    Scenario {
+        name: "waylay+mh",
+        mode: "waylay",
+        addons: 0,
+        bundled: "modify_headers",
+        workers: 1,
+        pinned: true,
+    },
+    Scenario {
+        name: "waylay+mr",
+        mode: "waylay",
+        addons: 0,
+        bundled: "map_remote",
         workers: 1,
         pinned: true,
     },
@@ -230,6 +271,7 @@ const SCENARIOS: [Scenario; 5] = [
         name: "waylay-w2",
         mode: "waylay",
         addons: 0,
+        bundled: "",
         workers: 2,
         pinned: false,
     },
@@ -237,6 +279,7 @@ const SCENARIOS: [Scenario; 5] = [
         name: "waylay+4-w2",
         mode: "waylay",
         addons: 4,
+        bundled: "",
         workers: 2,
         pinned: false,
     },
@@ -329,6 +372,7 @@ fn spawn_child(s: Scenario, place: &Placement, confdir: &TempDir) -> (ChildGuard
     cmd.env(CHILD_ENV, s.mode)
         .env(ADDONS_ENV, s.addons.to_string())
         .env(WORKERS_ENV, s.workers.to_string())
+        .env(BUNDLED_ENV, s.bundled)
         .env(CONFDIR_ENV, confdir.path())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -4,6 +4,17 @@
 //!
 //! - [`Dumper`]: mitmdump's flow output, one line per flow by default, more with
 //!   `flow_detail`.
+//! - The rule addons, each with mitmproxy's option and syntax (`[SEP filter] SEP subject SEP
+//!   replacement`, any separator): [`ModifyHeaders`] (`modify_headers`), [`ModifyBody`]
+//!   (`modify_body`), [`MapRemote`] (`map_remote`), [`MapLocal`] (`map_local`),
+//!   [`BlockList`] (`block_list`), and the filter-taking [`StickyCookie`] and [`StickyAuth`].
+//! - [`Onboarding`]: `http://mitm.it/` answered by waylay with the CA certificate.
+//! - [`export`]: mitmproxy's export formats (curl, httpie, raw) as functions over a flow.
+//!
+//! Each declares its options in `load` and refuses a bad value in `configure` with one line
+//! naming the option and quoting the offending part. Options set with
+//! `ProxyBuilder::set` are applied before addons load, so set an addon's options on the
+//! running proxy (`proxy.manager().set(...)`) or declare them first (the `waylay` binary does).
 //!
 //! Addons depend on `waylay-core` only; register them on a proxy with
 //! `waylay::Proxy::builder().addon(...)`, or run them in a bare

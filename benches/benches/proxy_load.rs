@@ -19,8 +19,9 @@
 //!
 //! Settings: `LOAD_CONNS` (32), `LOAD_SECS` (3, measured), `LOAD_WARMUP` (1),
 //! `LOAD_SCENARIOS` (comma-separated, default all:
-//! `floor,waylay,waylay+4,waylay+mh,waylay+mr,waylay-w2,waylay+4-w2`; `waylay+mh` and
-//! `waylay+mr` run the bundled `modify_headers` / `map_remote` with one rule matching every
+//! `floor,waylay,waylay+4,waylay+onb,waylay+mh,waylay+mr,waylay-w2,waylay+4-w2`;
+//! `waylay+onb` runs the onboarding addon (the binary's default), `waylay+mh` and
+//! `waylay+mr` the bundled `modify_headers` / `map_remote` with one rule matching every
 //! request),
 //! `LOAD_REPS` (1: repetitions of the whole list, then the median of each scenario),
 //! `LOAD_PIN` (1).
@@ -124,6 +125,11 @@ fn child_waylay() {
                 builder = builder.addon(waylay_addons::ModifyHeaders::new());
                 Some("modify_headers=|X-Waylay-Load|1")
             }
+            "onboarding" => {
+                // The binary's default: the onboarding page is on, nothing else.
+                builder = builder.addon(waylay_addons::Onboarding::new());
+                None
+            }
             "map_remote" => {
                 builder = builder.addon(waylay_addons::MapRemote::new());
                 Some(r"map_remote=|^(http://[^/]+)/(.*)$|\1/mapped/\2")
@@ -226,7 +232,7 @@ struct Scenario {
     pinned: bool,
 }
 
-const SCENARIOS: [Scenario; 7] = [
+const SCENARIOS: [Scenario; 8] = [
     Scenario {
         name: "floor",
         mode: "floor",
@@ -248,6 +254,14 @@ const SCENARIOS: [Scenario; 7] = [
         mode: "waylay",
         addons: 4,
         bundled: "",
+        workers: 1,
+        pinned: true,
+    },
+    Scenario {
+        name: "waylay+onb",
+        mode: "waylay",
+        addons: 0,
+        bundled: "onboarding",
         workers: 1,
         pinned: true,
     },

@@ -19,8 +19,8 @@ const PEM_FILES: [&str; 2] = ["waylay-ca-cert.pem", "mitmproxy-ca-cert.pem"];
 const DER_FILES: [&str; 2] = ["waylay-ca-cert.cer", "mitmproxy-ca-cert.cer"];
 
 /// mitmproxy's onboarding app as an addon: while `onboarding` is on (the default), any request
-/// whose host (the `Host` header, else the destination) is `onboarding_host` is answered in
-/// `request` and never forwarded:
+/// whose host (the `Host` header, else the destination) is `onboarding_host` is answered at
+/// `requestheaders` and never forwarded:
 ///
 /// | path | answer |
 /// |---|---|
@@ -165,7 +165,7 @@ impl Addon for Onboarding {
             HookKind::Load,
             HookKind::Configure,
             HookKind::Done,
-            HookKind::Request,
+            HookKind::RequestHeaders,
         ])
     }
 
@@ -194,7 +194,9 @@ impl Addon for Onboarding {
         Ok(())
     }
 
-    async fn request(&mut self, flow: &mut HttpFlow) {
+    // Answered at `requestheaders` (mitmproxy answers at `request`): the client sees the
+    // same, and no other request's body is buffered for this addon.
+    async fn request_headers(&mut self, flow: &mut HttpFlow) {
         if !self.enabled || flow.response.is_some() || flow.error.is_some() || !flow.live {
             return;
         }

@@ -37,7 +37,7 @@ async fn the_page_is_answered_by_the_addon_with_the_three_links() {
     let dir = TempDir::new("onboarding");
     write_ca(&dir);
     let mut h = harness(&dir, &[]).await;
-    let f = h.request(get("http://mitm.it/")).await;
+    let f = h.request_headers(get("http://mitm.it/")).await;
     let resp = f.response.expect("answered, not forwarded");
     assert_eq!(resp.status_code, 200);
     assert_eq!(
@@ -143,7 +143,7 @@ async fn other_hosts_pass_and_the_page_can_be_turned_off_or_moved() {
     write_ca(&dir);
     let mut h = harness(&dir, &[]).await;
     assert!(
-        h.request(get("http://example.com/"))
+        h.request_headers(get("http://example.com/"))
             .await
             .response
             .is_none()
@@ -151,17 +151,17 @@ async fn other_hosts_pass_and_the_page_can_be_turned_off_or_moved() {
     // The Host header decides (as mitmproxy's pretty_host), whatever the destination.
     let mut f = get("http://127.0.0.1:1/");
     f.request.headers.insert("host", "MITM.IT");
-    assert!(h.request(f).await.response.is_some());
+    assert!(h.request_headers(f).await.response.is_some());
 
     h.set_options(&["onboarding=false"]).await.unwrap();
-    assert!(h.request(get("http://mitm.it/")).await.response.is_none());
+    assert!(h.request_headers(get("http://mitm.it/")).await.response.is_none());
 
     h.set_options(&["onboarding=true", "onboarding_host=ca.test"])
         .await
         .unwrap();
-    assert!(h.request(get("http://mitm.it/")).await.response.is_none());
+    assert!(h.request_headers(get("http://mitm.it/")).await.response.is_none());
     assert_eq!(
-        h.request(get("http://ca.test/"))
+        h.request_headers(get("http://ca.test/"))
             .await
             .response
             .unwrap()
@@ -181,5 +181,5 @@ async fn a_bad_onboarding_host_is_refused_and_the_old_one_kept() {
         .unwrap_err()
         .to_string();
     assert_eq!(err, "option onboarding_host: \"a b/c\" is not a host name");
-    assert!(h.request(get("http://mitm.it/")).await.response.is_some());
+    assert!(h.request_headers(get("http://mitm.it/")).await.response.is_some());
 }

@@ -138,7 +138,11 @@ fn child_waylay() {
         };
         let proxy = builder.start().await.expect("waylay starts");
         if let Some(rule) = rule {
-            proxy.manager().set(&[rule]).await.expect("the bench rule is valid");
+            proxy
+                .manager()
+                .set(&[rule])
+                .await
+                .expect("the bench rule is valid");
         }
         announce(proxy.local_addr());
         futures::future::pending::<()>().await;

@@ -44,6 +44,7 @@ mod block_list;
 mod contentview;
 mod dumper;
 pub mod export;
+mod htpasswd;
 mod human;
 mod map_local;
 mod map_remote;
@@ -58,6 +59,7 @@ mod value;
 
 pub use block_list::{BlockList, NO_RESPONSE};
 pub use dumper::{Dumper, MAX_FLOW_DETAIL};
+pub use htpasswd::Htpasswd;
 pub use map_local::MapLocal;
 pub use map_remote::MapRemote;
 pub use modify_body::ModifyBody;

@@ -60,7 +60,7 @@ async fn the_certificate_downloads_are_the_confdir_files() {
     let mut h = harness(&dir, &[]).await;
 
     let resp = h
-        .request(get("http://mitm.it/cert/pem"))
+        .request_headers(get("http://mitm.it/cert/pem"))
         .await
         .response
         .unwrap();
@@ -71,14 +71,14 @@ async fn the_certificate_downloads_are_the_confdir_files() {
         Some("attachment; filename=\"waylay-ca-cert.pem\"")
     );
     let resp = h
-        .request(get("http://mitm.it/cert/cer"))
+        .request_headers(get("http://mitm.it/cert/cer"))
         .await
         .response
         .unwrap();
     assert_eq!(resp.raw_content.as_deref(), Some(der.as_slice()));
 
     let resp = h
-        .request(get("http://mitm.it/cert/p12"))
+        .request_headers(get("http://mitm.it/cert/p12"))
         .await
         .response
         .unwrap();
@@ -105,7 +105,7 @@ async fn the_certificate_downloads_are_the_confdir_files() {
     );
 
     let resp = h
-        .request(get("http://mitm.it/nope"))
+        .request_headers(get("http://mitm.it/nope"))
         .await
         .response
         .unwrap();
@@ -118,7 +118,7 @@ async fn mitmproxys_certificate_is_offered_when_confdir_holds_its_ca() {
     std::fs::write(dir.path().join("mitmproxy-ca-cert.pem"), "mitm pem").unwrap();
     let mut h = harness(&dir, &[]).await;
     let resp = h
-        .request(get("http://mitm.it/cert/pem"))
+        .request_headers(get("http://mitm.it/cert/pem"))
         .await
         .response
         .unwrap();
@@ -129,7 +129,7 @@ async fn mitmproxys_certificate_is_offered_when_confdir_holds_its_ca() {
     );
     // No DER file: a clear 404, not a panic.
     let resp = h
-        .request(get("http://mitm.it/cert/cer"))
+        .request_headers(get("http://mitm.it/cert/cer"))
         .await
         .response
         .unwrap();
@@ -154,12 +154,22 @@ async fn other_hosts_pass_and_the_page_can_be_turned_off_or_moved() {
     assert!(h.request_headers(f).await.response.is_some());
 
     h.set_options(&["onboarding=false"]).await.unwrap();
-    assert!(h.request_headers(get("http://mitm.it/")).await.response.is_none());
+    assert!(
+        h.request_headers(get("http://mitm.it/"))
+            .await
+            .response
+            .is_none()
+    );
 
     h.set_options(&["onboarding=true", "onboarding_host=ca.test"])
         .await
         .unwrap();
-    assert!(h.request_headers(get("http://mitm.it/")).await.response.is_none());
+    assert!(
+        h.request_headers(get("http://mitm.it/"))
+            .await
+            .response
+            .is_none()
+    );
     assert_eq!(
         h.request_headers(get("http://ca.test/"))
             .await
@@ -181,5 +191,10 @@ async fn a_bad_onboarding_host_is_refused_and_the_old_one_kept() {
         .unwrap_err()
         .to_string();
     assert_eq!(err, "option onboarding_host: \"a b/c\" is not a host name");
-    assert!(h.request_headers(get("http://mitm.it/")).await.response.is_some());
+    assert!(
+        h.request_headers(get("http://mitm.it/"))
+            .await
+            .response
+            .is_some()
+    );
 }

@@ -329,7 +329,7 @@ mod tests {
 
     #[test]
     fn regex_errors_are_one_line() {
-        let e = regex::Regex::new("(").unwrap_err();
+        let e = regex::Regex::new(&String::from("(")).unwrap_err();
         let line = regex_error(&e);
         assert!(!line.contains('\n'), "{line}");
         assert!(line.contains("unclosed"), "{line}");

@@ -13,8 +13,11 @@ const OPTION: &str = "stickycookie";
 /// Where a cookie applies: domain, port, path.
 type Origin = (String, u16, String);
 
-/// One `Set-Cookie` value: name, value and attributes (names lowercased).
-pub(crate) fn parse_set_cookie(header: &str) -> Option<(String, String, Vec<(String, String)>)> {
+/// A cookie's attributes, names lowercased (`("path", "/")`, `("secure", "")`).
+type Attrs = Vec<(String, String)>;
+
+/// One `Set-Cookie` value: name, value and attributes.
+pub(crate) fn parse_set_cookie(header: &str) -> Option<(String, String, Attrs)> {
     let mut parts = header.split(';');
     let (name, value) = parts.next()?.split_once('=')?;
     let name = name.trim();
@@ -98,10 +101,10 @@ pub(crate) fn cookie_date(s: &str) -> Option<i64> {
 /// Whether the attributes say the cookie is already expired (`Max-Age` ≤ 0 or `Expires` in
 /// the past).
 fn is_expired(attrs: &[(String, String)], now: i64) -> bool {
-    if let Some((_, v)) = attrs.iter().find(|(k, _)| k == "max-age") {
-        if let Ok(age) = v.parse::<i64>() {
-            return age <= 0;
-        }
+    if let Some((_, v)) = attrs.iter().find(|(k, _)| k == "max-age")
+        && let Ok(age) = v.parse::<i64>()
+    {
+        return age <= 0;
     }
     attrs
         .iter()

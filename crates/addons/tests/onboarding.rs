@@ -8,7 +8,7 @@ use waylay_testkit::{AddonHarness, TempDir, tflow};
 
 fn get(url: &str) -> HttpFlow {
     let mut f = tflow();
-    f.request = Request::from_url("GET", url).unwrap();
+    f.request = Request::from_url("GET", url).expect("test setup");
     f
 }
 
@@ -18,17 +18,18 @@ async fn harness(dir: &TempDir, specs: &[&str]) -> AddonHarness {
     let mut h = AddonHarness::new(Onboarding::new()).await;
     let mut all = vec![format!("confdir={}", dir.path().display())];
     all.extend(specs.iter().map(|s| (*s).to_owned()));
-    h.set_options(&all).await.unwrap();
+    h.set_options(&all).await.expect("test setup");
     h
 }
 
 fn write_ca(dir: &TempDir) -> (Vec<u8>, Vec<u8>) {
     // A real certificate, so that the PKCS#12 download can be built from it.
-    let cert = rcgen::generate_simple_self_signed(vec!["waylay test CA".into()]).unwrap();
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["waylay test CA".into()]).expect("test setup");
     let ca = cert.cert.der().to_vec();
     let pem = cert.cert.pem();
-    std::fs::write(dir.path().join("waylay-ca-cert.pem"), &pem).unwrap();
-    std::fs::write(dir.path().join("waylay-ca-cert.cer"), &ca).unwrap();
+    std::fs::write(dir.path().join("waylay-ca-cert.pem"), &pem).expect("test setup");
+    std::fs::write(dir.path().join("waylay-ca-cert.cer"), &ca).expect("test setup");
     (pem.into_bytes(), ca)
 }
 

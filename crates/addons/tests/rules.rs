@@ -20,7 +20,7 @@ async fn harness<A: Addon>(addon: A, specs: &[&str]) -> AddonHarness {
 
 fn get(url: &str) -> HttpFlow {
     let mut f = tflow();
-    f.request = Request::from_url("GET", url).unwrap();
+    f.request = Request::from_url("GET", url).expect("test setup");
     f
 }
 

@@ -48,12 +48,12 @@ impl Yaml {
     }
 }
 
+/// Option values by name.
+pub(crate) type Values = Vec<(String, OptionValue)>;
+
 /// The option values the file sets, checked against the declared options, in name order.
 /// `Ok(None)` when there is no file. Errors are one line naming the file and the key.
-pub(crate) fn read(
-    confdir: &Path,
-    options: &Options,
-) -> Result<Option<(PathBuf, Vec<(String, OptionValue)>)>, String> {
+pub(crate) fn read(confdir: &Path, options: &Options) -> Result<Option<(PathBuf, Values)>, String> {
     let path = confdir.join(CONFIG_FILE);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
@@ -66,7 +66,7 @@ pub(crate) fn read(
 }
 
 /// Parses the file's text into option values.
-pub(crate) fn parse(text: &str, options: &Options) -> Result<Vec<(String, OptionValue)>, String> {
+pub(crate) fn parse(text: &str, options: &Options) -> Result<Values, String> {
     if text.trim().is_empty() {
         return Ok(Vec::new());
     }

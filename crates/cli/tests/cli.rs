@@ -443,3 +443,41 @@ fn options_lists_the_addons_options() {
         "{help}"
     );
 }
+
+/// Rules from `config.yaml` reach the addons of the running binary.
+#[test]
+fn a_rule_from_the_config_file_applies_to_traffic() {
+    let confdir = temp_dir("configrule");
+    std::fs::write(
+        confdir.join("config.yaml"),
+        "modify_headers:\n  - \"|X-From-Config|yes\"\nflow_detail: 0\n",
+    )
+    .expect("write config.yaml");
+    let port = free_port();
+    let origin = origin();
+    let mut child = Command::new(BIN)
+        .args(["-p", &port.to_string()])
+        .args(["--set", &format!("confdir={}", confdir.display())])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("waylay starts");
+    wait_listening(&mut child, port);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the proxy");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET http://127.0.0.1:{origin}/ HTTP/1.1\r\nHost: 127.0.0.1:{origin}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send request");
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    let resp = text(&resp).to_ascii_lowercase();
+    assert!(resp.starts_with("http/1.1 200"), "{resp}");
+    assert!(resp.contains("x-from-config: yes\r\n"), "{resp}");
+    let status = terminate(&mut child);
+    assert!(status.success(), "{status}");
+    let _ = std::fs::remove_dir_all(&confdir);
+}

@@ -307,6 +307,25 @@ mod tests {
         assert_eq!(safe_join(root, "a/./b"), Some(PathBuf::from("/srv/a/b")));
     }
 
+    proptest::proptest! {
+        /// Whatever the URL, every candidate stays under the directory (by its components,
+        /// before symlinks, which the serving path checks on the resolved file).
+        #[test]
+        fn candidates_never_leave_the_root(rest in "[a-z./%2eEfF\\\\?#:_-]{0,40}") {
+            let root = Path::new("/srv/www");
+            let re = Regex::new("example.com/").unwrap();
+            let url = format!("http://example.com/{rest}");
+            for c in file_candidates(&url, &re, root) {
+                proptest::prop_assert!(c.starts_with(root), "{url} -> {}", c.display());
+                proptest::prop_assert!(
+                    !c.components().any(|p| p == std::path::Component::ParentDir),
+                    "{url} -> {}",
+                    c.display()
+                );
+            }
+        }
+    }
+
     #[test]
     fn content_types_from_extensions() {
         assert_eq!(

@@ -34,7 +34,7 @@ struct Settings {
     detail: u8,
     showhost: bool,
     raw_bodies: bool,
-    /// `dumper_filter`: only matching flows are printed.
+    /// `dumper_filter`, parsed once: only matching flows are printed.
     filter: Option<Filter>,
 }
 
@@ -53,17 +53,13 @@ impl Settings {
                     format!("expected 0 to {MAX_FLOW_DETAIL}, got {detail}"),
                 )
             })?;
-        let filter = o
-            .str("dumper_filter")
-            .map(|f| {
-                Filter::parse(f).map_err(|e| {
-                    OptionsError::rejected(
-                        "dumper_filter",
-                        format!("invalid filter expression {f:?}: {e}"),
-                    )
-                })
-            })
-            .transpose()?;
+        let filter = match o.str("dumper_filter") {
+            None | Some("") => None,
+            Some(text) => Some(
+                Filter::parse(text)
+                    .map_err(|e| OptionsError::rejected("dumper_filter", e.to_string()))?,
+            ),
+        };
         Ok(Self {
             detail,
             showhost: o.bool("showhost"),
@@ -103,7 +99,9 @@ impl Settings {
 /// and a reader of a pipe sees every flow as soon as it is done. A write error (the reader
 /// went away) is logged once and output stops; the proxy goes on.
 ///
-/// `dumper_filter` (mitmdump's trailing filter argument) prints only matching flows.
+/// `dumper_filter` (mitmdump's trailing filter argument) limits the output to the flows a
+/// filter expression matches (`~d example.com & ~c 500`); an invalid expression is an
+/// option error that names the position.
 ///
 /// ```
 /// use waylay_addons::Dumper;
@@ -537,16 +535,15 @@ impl Dumper {
         format!("{}\n", self.paint(&line, sgr::PLAIN_RED))
     }
 
-    fn quiet(&self) -> bool {
-        self.settings.detail == 0
-    }
-
-    /// Whether `dumper_filter` lets the flow through.
-    fn wanted<'a>(&self, flow: impl Into<FlowRef<'a>>) -> bool {
-        self.settings
-            .filter
-            .as_ref()
-            .is_none_or(|f| f.matches(flow))
+    /// Whether `flow` is to be printed: output is on and the flow matches `dumper_filter`
+    /// (mitmproxy's `Dumper.match`).
+    fn shows<'a>(&self, flow: impl Into<FlowRef<'a>>) -> bool {
+        self.settings.detail > 0
+            && self
+                .settings
+                .filter
+                .as_ref()
+                .is_none_or(|filter| filter.matches(flow))
     }
 }
 
@@ -622,51 +619,49 @@ impl Addon for Dumper {
     }
 
     async fn response(&mut self, flow: &mut HttpFlow) {
-        if !self.wanted(&*flow) {
-            return;
+        if self.shows(&*flow) {
+            let text = self.echo_flow(flow);
+            self.emit(&text);
         }
-        let text = self.echo_flow(flow);
-        self.emit(&text);
     }
 
     async fn error(&mut self, flow: &mut HttpFlow) {
-        if !self.wanted(&*flow) {
-            return;
+        if self.shows(&*flow) {
+            let text = self.echo_flow(flow);
+            self.emit(&text);
         }
-        let text = self.echo_flow(flow);
-        self.emit(&text);
     }
 
     async fn websocket_message(&mut self, flow: &mut HttpFlow) {
-        if !self.quiet() && self.wanted(&*flow) {
+        if self.shows(&*flow) {
             let text = self.echo_websocket_message(flow);
             self.emit(&text);
         }
     }
 
     async fn websocket_error(&mut self, flow: &mut HttpFlow) {
-        if !self.quiet() && self.wanted(&*flow) {
+        if self.shows(&*flow) {
             let text = self.echo_websocket_error(flow);
             self.emit(&text);
         }
     }
 
     async fn websocket_end(&mut self, flow: &mut HttpFlow) {
-        if !self.quiet() && self.wanted(&*flow) {
+        if self.shows(&*flow) {
             let text = self.echo_websocket_end(flow);
             self.emit(&text);
         }
     }
 
     async fn tcp_message(&mut self, flow: &mut TcpFlow) {
-        if !self.quiet() && self.wanted(&*flow) {
+        if self.shows(&*flow) {
             let text = self.echo_tcp_message(flow);
             self.emit(&text);
         }
     }
 
     async fn tcp_error(&mut self, flow: &mut TcpFlow) {
-        if !self.quiet() && self.wanted(&*flow) {
+        if self.shows(&*flow) {
             let text = self.echo_tcp_error(flow);
             self.emit(&text);
         }

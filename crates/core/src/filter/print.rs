@@ -32,12 +32,23 @@ pub(super) fn write_regex(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
     f.write_char('"')
 }
 
+/// Whether the text of `n` ends with an operator without argument (`~q`): such an
+/// operator must be followed by a space, so `(~q )` and not `(~q)`.
+fn ends_with_flag(n: &Node) -> bool {
+    match n {
+        Node::Flag(_) => true,
+        Node::Not(inner) => ends_with_flag(inner),
+        Node::And(items) | Node::Or(items) => items.last().is_some_and(ends_with_flag),
+        Node::Rex(..) | Node::Code(_) => false,
+    }
+}
+
 fn write_operand(f: &mut fmt::Formatter<'_>, n: &Node) -> fmt::Result {
     match n {
         Node::And(_) | Node::Or(_) => {
             f.write_char('(')?;
             write_node(f, n)?;
-            f.write_char(')')
+            f.write_str(if ends_with_flag(n) { " )" } else { ")" })
         }
         _ => write_node(f, n),
     }

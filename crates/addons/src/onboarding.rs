@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use waylay_core::hooks::{Configure, Loader};
+
+use crate::value::expand_home;
 use waylay_core::options::OptionValue;
 use waylay_core::{Addon, HookKind, HookSet, HttpFlow, OptionSpec, OptionsError, Response};
 
@@ -138,21 +140,6 @@ pub fn p12_of(der: &[u8]) -> Result<Vec<u8>, String> {
     let mut store = KeyStore::new();
     store.add_entry("waylay", KeyStoreEntry::Certificate(cert));
     store.writer("").write().map_err(|e| e.to_string())
-}
-
-/// Expands a leading `~/` to the home directory (as the proxy reads `confdir`).
-fn expand_home(p: &str) -> PathBuf {
-    let rest = if p == "~" {
-        Some("")
-    } else {
-        p.strip_prefix("~/")
-    };
-    if let Some(rest) = rest
-        && let Some(home) = std::env::var_os("HOME")
-    {
-        return PathBuf::from(home).join(rest);
-    }
-    PathBuf::from(p)
 }
 
 impl Addon for Onboarding {

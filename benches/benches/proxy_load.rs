@@ -19,7 +19,8 @@
 //!
 //! Settings: `LOAD_CONNS` (32), `LOAD_SECS` (3, measured), `LOAD_WARMUP` (1),
 //! `LOAD_SCENARIOS` (comma-separated, default all:
-//! `floor,waylay,waylay+4,waylay+onb,waylay+mh,waylay+mr,waylay-w2,waylay+4-w2`;
+//! `floor,waylay,waylay+4,waylay+onb,waylay+mh,waylay+mr,waylay-w2,waylay+4-w2,waylay-w`;
+//! `waylay-w`: with `-w`, the save addon writing every flow to a file in the confdir;
 //! `waylay+onb` runs the onboarding addon (the binary's default), `waylay+mh` and
 //! `waylay+mr` the bundled `modify_headers` / `map_remote` with one rule matching every
 //! request),
@@ -48,6 +49,7 @@ const CHILD_ENV: &str = "WAYLAY_LOAD_CHILD";
 const ADDONS_ENV: &str = "WAYLAY_LOAD_ADDONS";
 const WORKERS_ENV: &str = "WAYLAY_LOAD_WORKERS";
 const CONFDIR_ENV: &str = "WAYLAY_LOAD_CONFDIR";
+const SAVE_ENV: &str = "WAYLAY_LOAD_SAVE";
 const BUNDLED_ENV: &str = "WAYLAY_LOAD_BUNDLED";
 
 /// Longest request head the floor reads before giving up on a connection.
@@ -117,6 +119,12 @@ fn child_waylay() {
             .listen("127.0.0.1:0");
         for _ in 0..addons {
             builder = builder.addon(NoopHttp);
+        }
+        if env_or(SAVE_ENV, 0u8) == 1 {
+            // `-w`: every flow written to a flow file by the save addon's writer thread.
+            builder = builder
+                .set(format!("save_stream_file={confdir}/load.flows"))
+                .addon(waylay_addons::Save::new());
         }
         // One bundled addon with one rule matching every request.
         let bundled = std::env::var(BUNDLED_ENV).unwrap_or_default();
@@ -228,78 +236,98 @@ struct Scenario {
     name: &'static str,
     mode: &'static str,
     addons: usize,
-    /// A bundled addon with one rule matching every request (`modify_headers`, `map_remote`).
-    bundled: &'static str,
     /// waylay's `workers` (ignored by the floor, whose pool follows its affinity mask).
     workers: usize,
     /// On CPU 0 alone (when pinning), or on every CPU.
     pinned: bool,
+    /// With `-w` (the save addon writing every flow to a file).
+    save: bool,
+    /// A bundled addon with one rule matching every request (`modify_headers`, `map_remote`,
+    /// or `onboarding` alone).
+    bundled: &'static str,
 }
 
-const SCENARIOS: [Scenario; 8] = [
+const SCENARIOS: [Scenario; 9] = [
     Scenario {
         name: "floor",
         mode: "floor",
         addons: 0,
-        bundled: "",
         workers: 1,
         pinned: true,
+        save: false,
+        bundled: "",
     },
     Scenario {
         name: "waylay",
         mode: "waylay",
         addons: 0,
-        bundled: "",
         workers: 1,
         pinned: true,
+        save: false,
+        bundled: "",
     },
     Scenario {
         name: "waylay+4",
         mode: "waylay",
         addons: 4,
-        bundled: "",
         workers: 1,
         pinned: true,
+        save: false,
+        bundled: "",
     },
     Scenario {
         name: "waylay+onb",
         mode: "waylay",
         addons: 0,
-        bundled: "onboarding",
         workers: 1,
         pinned: true,
+        save: false,
+        bundled: "onboarding",
     },
     Scenario {
         name: "waylay+mh",
         mode: "waylay",
         addons: 0,
-        bundled: "modify_headers",
         workers: 1,
         pinned: true,
+        save: false,
+        bundled: "modify_headers",
     },
     Scenario {
         name: "waylay+mr",
         mode: "waylay",
         addons: 0,
-        bundled: "map_remote",
         workers: 1,
         pinned: true,
+        save: false,
+        bundled: "map_remote",
     },
     Scenario {
         name: "waylay-w2",
         mode: "waylay",
         addons: 0,
-        bundled: "",
         workers: 2,
         pinned: false,
+        save: false,
+        bundled: "",
     },
     Scenario {
         name: "waylay+4-w2",
         mode: "waylay",
         addons: 4,
-        bundled: "",
         workers: 2,
         pinned: false,
+        save: false,
+        bundled: "",
+    },
+    Scenario {
+        name: "waylay-w",
+        mode: "waylay",
+        addons: 0,
+        workers: 1,
+        pinned: true,
+        save: true,
+        bundled: "",
     },
 ];
 
@@ -390,8 +418,9 @@ fn spawn_child(s: Scenario, place: &Placement, confdir: &TempDir) -> (ChildGuard
     cmd.env(CHILD_ENV, s.mode)
         .env(ADDONS_ENV, s.addons.to_string())
         .env(WORKERS_ENV, s.workers.to_string())
-        .env(BUNDLED_ENV, s.bundled)
         .env(CONFDIR_ENV, confdir.path())
+        .env(SAVE_ENV, if s.save { "1" } else { "0" })
+        .env(BUNDLED_ENV, s.bundled)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());

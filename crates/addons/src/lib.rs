@@ -15,6 +15,9 @@
 //! naming the option and quoting the offending part. Options set with
 //! `ProxyBuilder::set` are applied before addons load, so set an addon's options on the
 //! running proxy (`proxy.manager().set(...)`) or declare them first (the `waylay` binary does).
+//! - [`HarDump`]: `hardump`, a HAR 1.2 file of the HTTP flows at shutdown.
+//! - [`ServerReplay`]: `server_replay` (`-S`), requests answered from a recording.
+//! - [`Save`]: `save_stream_file` (`-w`), flows written to a mitmproxy-format flow file.
 //!
 //! Addons depend on `waylay-core` only; register them on a proxy with
 //! `waylay::Proxy::builder().addon(...)`, or run them in a bare
@@ -44,6 +47,7 @@ mod block_list;
 mod contentview;
 mod dumper;
 pub mod export;
+mod hardump;
 mod htpasswd;
 mod human;
 mod map_local;
@@ -52,6 +56,8 @@ mod matcher;
 mod modify_body;
 mod modify_headers;
 mod onboarding;
+mod save;
+mod server_replay;
 mod spec;
 mod stickyauth;
 mod stickycookie;
@@ -59,11 +65,14 @@ mod value;
 
 pub use block_list::{BlockList, NO_RESPONSE};
 pub use dumper::{Dumper, MAX_FLOW_DETAIL};
+pub use hardump::HarDump;
 pub use htpasswd::Htpasswd;
 pub use map_local::MapLocal;
 pub use map_remote::MapRemote;
 pub use modify_body::ModifyBody;
 pub use modify_headers::ModifyHeaders;
 pub use onboarding::{ONBOARDING_HOST, Onboarding, p12_of};
+pub use save::{SAVE_QUEUE, Save};
+pub use server_replay::ServerReplay;
 pub use stickyauth::StickyAuth;
 pub use stickycookie::StickyCookie;

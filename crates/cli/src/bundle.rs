@@ -10,7 +10,7 @@ use waylay::addons::{
     BlockList, MapLocal, MapRemote, ModifyBody, ModifyHeaders, Onboarding, StickyAuth, StickyCookie,
 };
 use waylay::hooks::{Configure, Loader};
-use waylay::{Addon, Dumper, OptionSpec, Options, OptionsError, ProxyBuilder};
+use waylay::{Addon, OptionSpec, Options, OptionsError, ProxyBuilder};
 
 /// Runs a hook future that completes without waiting (a `load` or `configure` that does
 /// no IO); `None` if it would wait, and the manager then runs it for real.
@@ -99,7 +99,6 @@ bundle! {
     modify_headers: ModifyHeaders = ModifyHeaders::new(), active when |o| !o.seq("modify_headers").is_empty();
     stickyauth: StickyAuth = StickyAuth::new(), active when |o| o.str("stickyauth").is_some();
     stickycookie: StickyCookie = StickyCookie::new(), active when |o| o.str("stickycookie").is_some();
-    dumper: Dumper = Dumper::stdout(), active when |o| o.int("flow_detail") > 0;
 }
 
 impl std::fmt::Debug for Bundle {
@@ -119,7 +118,6 @@ mod tests {
         for n in [
             "onboarding",
             "onboarding_host",
-            "flow_detail",
             "block_list",
             "map_remote",
             "map_local",

@@ -73,6 +73,7 @@
 
 pub mod filter;
 pub mod flow;
+pub mod flowfile;
 pub mod hooks;
 pub mod log;
 mod manager;

@@ -125,10 +125,7 @@ const NOT_YET: &[&str] = &[
     "intercept_active",
     "keep_host_header",
     "normalize_outbound_headers",
-    "readfile_filter",
-    "rfile",
-    "save_stream_file",
-    "save_stream_filter",
+    "store_streamed_bodies",
     "upstream_auth",
     "validate_inbound_headers",
 ];

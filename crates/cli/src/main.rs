@@ -5,6 +5,7 @@
 mod args;
 mod bundle;
 mod config_file;
+mod export_cmd;
 mod logging;
 
 use std::collections::BTreeSet;
@@ -38,6 +39,15 @@ impl From<OptionsError> for Failure {
 }
 
 fn main() -> ExitCode {
+    // `waylay export FORMAT FILE [FILTER]` (mitmproxy's export formats for recorded flows).
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().map(String::as_str) == Some("export") {
+        return match export_cmd::run(&argv[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err((msg, true)) => fail(&msg, 2),
+            Err((msg, false)) => fail(&msg, 1),
+        };
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {

@@ -546,3 +546,40 @@ fn a_rule_from_the_config_file_applies_to_traffic() {
     assert!(status.success(), "{status}");
     let _ = std::fs::remove_dir_all(&confdir);
 }
+
+/// `waylay export FORMAT FILE [FILTER]` prints recorded flows in mitmproxy's export formats.
+#[test]
+fn export_prints_recorded_flows_as_curl_and_raw() {
+    let dir = temp_dir("export");
+    let file = dir.join("flows");
+    let mut flow = waylay_testkit::tflow();
+    flow.response = Some(waylay_testkit::tresp());
+    let mut w =
+        waylay_core::flowfile::FlowWriter::new(std::fs::File::create(&file).expect("create"));
+    w.add(&waylay_core::Flow::Http(Box::new(flow)))
+        .expect("write flow");
+    w.flush().expect("flush");
+    drop(w);
+    let path = file.display().to_string();
+
+    let out = waylay(&["export", "curl", &path]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "curl -H 'User-Agent: waylay-testkit' -H 'Accept: */*' -H 'header: qvalue' http://example.com/path -d content\n"
+    );
+    let out = waylay(&["export", "raw_response", &path]);
+    assert!(
+        text(&out.stdout).starts_with("HTTP/1.1 200 OK\r\n"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = waylay(&["export", "curl", &path, "~c", "404"]);
+    assert_eq!(text(&out.stdout), "", "the filter matches nothing");
+
+    let err = assert_one_line_error(&waylay(&["export", "har", &path]), 2);
+    assert!(err.contains("no such export format: \"har\""), "{err}");
+    let err = assert_one_line_error(&waylay(&["export", "curl", "/does/not/exist"]), 1);
+    assert!(err.contains("/does/not/exist"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

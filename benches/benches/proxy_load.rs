@@ -18,8 +18,12 @@
 //! worker 1 send their hooks across threads to the addon manager on worker 0.
 //!
 //! Settings: `LOAD_CONNS` (32), `LOAD_SECS` (3, measured), `LOAD_WARMUP` (1),
-//! `LOAD_SCENARIOS` (comma-separated, default all: `floor,waylay,waylay+4,waylay-w2,waylay+4-w2,waylay-w` (`waylay-w`: with `-w`, the save addon
-//! writing every flow to a file in the confdir)),
+//! `LOAD_SCENARIOS` (comma-separated, default all:
+//! `floor,waylay,waylay+4,waylay+onb,waylay+mh,waylay+mr,waylay-w2,waylay+4-w2,waylay-w`;
+//! `waylay-w`: with `-w`, the save addon writing every flow to a file in the confdir;
+//! `waylay+onb` runs the onboarding addon (the binary's default), `waylay+mh` and
+//! `waylay+mr` the bundled `modify_headers` / `map_remote` with one rule matching every
+//! request),
 //! `LOAD_REPS` (1: repetitions of the whole list, then the median of each scenario),
 //! `LOAD_PIN` (1).
 //!
@@ -53,6 +57,7 @@ const WEB_ENV: &str = "WAYLAY_LOAD_WEB";
 /// The web UI's token in the `+web` scenarios (the bench's own, on loopback).
 const WEB_TOKEN: &str = "00000000000000000000000000000bec";
 const SAVE_ENV: &str = "WAYLAY_LOAD_SAVE";
+const BUNDLED_ENV: &str = "WAYLAY_LOAD_BUNDLED";
 
 /// Longest request head the floor reads before giving up on a connection.
 const MAX_HEAD: usize = 64 * 1024;
@@ -144,7 +149,32 @@ fn child_waylay() {
                 .set(format!("save_stream_file={confdir}/load.flows"))
                 .addon(waylay_addons::Save::new());
         }
+        // One bundled addon with one rule matching every request.
+        let bundled = std::env::var(BUNDLED_ENV).unwrap_or_default();
+        let rule = match bundled.as_str() {
+            "modify_headers" => {
+                builder = builder.addon(waylay_addons::ModifyHeaders::new());
+                Some("modify_headers=|X-Waylay-Load|1")
+            }
+            "onboarding" => {
+                // The binary's default: the onboarding page is on, nothing else.
+                builder = builder.addon(waylay_addons::Onboarding::new());
+                None
+            }
+            "map_remote" => {
+                builder = builder.addon(waylay_addons::MapRemote::new());
+                Some(r"map_remote=|^(http://[^/]+)/(.*)$|\1/mapped/\2")
+            }
+            _ => None,
+        };
         let proxy = builder.start().await.expect("waylay starts");
+        if let Some(rule) = rule {
+            proxy
+                .manager()
+                .set(&[rule])
+                .await
+                .expect("the bench rule is valid");
+        }
         match &ui {
             Some(ui) => announce_line(&format!("{} {}", proxy.local_addr(), ui.addr())),
             None => announce(proxy.local_addr()),
@@ -241,9 +271,12 @@ struct Scenario {
     web: u8,
     /// With `-w` (the save addon writing every flow to a file).
     save: bool,
+    /// A bundled addon with one rule matching every request (`modify_headers`, `map_remote`,
+    /// or `onboarding` alone).
+    bundled: &'static str,
 }
 
-const SCENARIOS: [Scenario; 8] = [
+const SCENARIOS: [Scenario; 11] = [
     Scenario {
         name: "floor",
         mode: "floor",
@@ -252,6 +285,7 @@ const SCENARIOS: [Scenario; 8] = [
         pinned: true,
         web: 0,
         save: false,
+        bundled: "",
     },
     Scenario {
         name: "waylay",
@@ -261,6 +295,7 @@ const SCENARIOS: [Scenario; 8] = [
         pinned: true,
         web: 0,
         save: false,
+        bundled: "",
     },
     Scenario {
         name: "waylay+4",
@@ -270,6 +305,37 @@ const SCENARIOS: [Scenario; 8] = [
         pinned: true,
         web: 0,
         save: false,
+        bundled: "",
+    },
+    Scenario {
+        name: "waylay+onb",
+        mode: "waylay",
+        addons: 0,
+        workers: 1,
+        pinned: true,
+        web: 0,
+        save: false,
+        bundled: "onboarding",
+    },
+    Scenario {
+        name: "waylay+mh",
+        mode: "waylay",
+        addons: 0,
+        workers: 1,
+        pinned: true,
+        web: 0,
+        save: false,
+        bundled: "modify_headers",
+    },
+    Scenario {
+        name: "waylay+mr",
+        mode: "waylay",
+        addons: 0,
+        workers: 1,
+        pinned: true,
+        web: 0,
+        save: false,
+        bundled: "map_remote",
     },
     Scenario {
         name: "waylay-w2",
@@ -279,6 +345,7 @@ const SCENARIOS: [Scenario; 8] = [
         pinned: false,
         web: 0,
         save: false,
+        bundled: "",
     },
     Scenario {
         name: "waylay+4-w2",
@@ -288,6 +355,7 @@ const SCENARIOS: [Scenario; 8] = [
         pinned: false,
         web: 0,
         save: false,
+        bundled: "",
     },
     Scenario {
         name: "waylay-w",
@@ -297,6 +365,7 @@ const SCENARIOS: [Scenario; 8] = [
         pinned: true,
         web: 0,
         save: true,
+        bundled: "",
     },
     Scenario {
         name: "waylay+web",
@@ -306,6 +375,7 @@ const SCENARIOS: [Scenario; 8] = [
         pinned: true,
         web: 1,
         save: false,
+        bundled: "",
     },
     Scenario {
         name: "waylay+web+ws",
@@ -315,6 +385,7 @@ const SCENARIOS: [Scenario; 8] = [
         pinned: true,
         web: 2,
         save: false,
+        bundled: "",
     },
 ];
 
@@ -412,6 +483,7 @@ fn spawn_child(
         .env(CONFDIR_ENV, confdir.path())
         .env(WEB_ENV, s.web.to_string())
         .env(SAVE_ENV, if s.save { "1" } else { "0" })
+        .env(BUNDLED_ENV, s.bundled)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());

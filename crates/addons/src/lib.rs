@@ -8,9 +8,20 @@
 //!   [`AntiCache`] (`anticache`), [`AntiComp`] (`anticomp`): the proxy's policy options, as
 //!   mitmproxy's addons of the same names. `waylay::Proxy::builder()` registers them; each is
 //!   made with `from_options` and handles its hooks only when its option is on at start.
+//! - The rule addons, each with mitmproxy's option and syntax (`[SEP filter] SEP subject SEP
+//!   replacement`, any separator): [`ModifyHeaders`] (`modify_headers`), [`ModifyBody`]
+//!   (`modify_body`), [`MapRemote`] (`map_remote`), [`MapLocal`] (`map_local`),
+//!   [`BlockList`] (`block_list`), and the filter-taking [`StickyCookie`] and [`StickyAuth`].
+//! - [`Onboarding`]: `http://mitm.it/` answered by waylay with the CA certificate.
+//! - [`export`]: mitmproxy's export formats (curl, httpie, raw) as functions over a flow.
 //! - [`HarDump`]: `hardump`, a HAR 1.2 file of the HTTP flows at shutdown.
 //! - [`ServerReplay`]: `server_replay` (`-S`), requests answered from a recording.
 //! - [`Save`]: `save_stream_file` (`-w`), flows written to a mitmproxy-format flow file.
+//!
+//! Each declares its options in `load` and refuses a bad value in `configure` with one line
+//! naming the option and quoting the offending part. Options set with
+//! `ProxyBuilder::set` are applied before addons load, so set an addon's options on the
+//! running proxy (`proxy.manager().set(...)`) or declare them first (the `waylay` binary does).
 //!
 //! Addons depend on `waylay-core` only; register them on a proxy with
 //! `waylay::Proxy::builder().addon(...)`, or run them in a bare
@@ -39,19 +50,41 @@
 mod anticache;
 mod anticomp;
 mod block;
+mod block_list;
 mod contentview;
 mod dumper;
+pub mod export;
 mod hardump;
+mod htpasswd;
 mod human;
+mod map_local;
+mod map_remote;
+mod matcher;
+mod modify_body;
+mod modify_headers;
+mod onboarding;
 mod proxyauth;
 mod save;
 mod server_replay;
+mod spec;
+mod stickyauth;
+mod stickycookie;
+mod value;
 
 pub use anticache::AntiCache;
 pub use anticomp::AntiComp;
 pub use block::{Block, is_private};
 pub use dumper::{Dumper, MAX_FLOW_DETAIL};
+pub use block_list::{BlockList, NO_RESPONSE};
 pub use hardump::HarDump;
+pub use htpasswd::Htpasswd;
+pub use map_local::MapLocal;
+pub use map_remote::MapRemote;
+pub use modify_body::ModifyBody;
+pub use modify_headers::ModifyHeaders;
+pub use onboarding::{ONBOARDING_HOST, Onboarding, p12_of};
 pub use proxyauth::{Credentials, ProxyAuth, parse_basic};
 pub use save::{SAVE_QUEUE, Save};
 pub use server_replay::ServerReplay;
+pub use stickyauth::StickyAuth;
+pub use stickycookie::StickyCookie;

@@ -46,6 +46,37 @@ pub(crate) struct Cli {
     #[arg(long, value_name = "LEVEL", value_parser = clap::value_parser!(u8).range(0..=4))]
     pub(crate) flow_detail: Option<u8>,
 
+    /// Header modify pattern "[/flow-filter]/header-name/[@]header-value"; repeat for
+    /// several (modify_headers).
+    #[arg(short = 'H', long, value_name = "PATTERN")]
+    pub(crate) modify_headers: Vec<String>,
+
+    /// Body replacement pattern "[/flow-filter]/regex/[@]replacement"; repeat for several
+    /// (modify_body).
+    #[arg(short = 'B', long, value_name = "PATTERN")]
+    pub(crate) modify_body: Vec<String>,
+
+    /// Map remote resources to another URL: "[/flow-filter]/url-regex/replacement"
+    /// (map_remote).
+    #[arg(short = 'M', long, value_name = "PATTERN")]
+    pub(crate) map_remote: Vec<String>,
+
+    /// Map remote resources to a local file or directory:
+    /// "[/flow-filter]/url-regex/file-or-directory-path" (map_local).
+    #[arg(long, value_name = "PATTERN")]
+    pub(crate) map_local: Vec<String>,
+
+    /// Set sticky cookie filter (stickycookie).
+    #[arg(long, value_name = "FILTER")]
+    pub(crate) stickycookie: Option<String>,
+
+    /// Set sticky auth filter (stickyauth).
+    #[arg(long, value_name = "FILTER")]
+    pub(crate) stickyauth: Option<String>,
+
+    /// Use the Host header to construct URLs for display (showhost).
+    #[arg(long)]
+    pub(crate) showhost: bool,
     /// Stream flows to a file (mitmproxy's format) as they complete; +PATH appends
     /// (save_stream_file).
     #[arg(short = 'w', long = "save-stream-file", value_name = "PATH")]
@@ -108,6 +139,23 @@ impl Cli {
         }
         if self.verbose > 0 {
             specs.push("termlog_verbosity=debug".to_owned());
+        }
+        for (name, values) in [
+            ("modify_headers", &self.modify_headers),
+            ("modify_body", &self.modify_body),
+            ("map_remote", &self.map_remote),
+            ("map_local", &self.map_local),
+        ] {
+            specs.extend(values.iter().map(|v| format!("{name}={v}")));
+        }
+        if let Some(f) = &self.stickycookie {
+            specs.push(format!("stickycookie={f}"));
+        }
+        if let Some(f) = &self.stickyauth {
+            specs.push(format!("stickyauth={f}"));
+        }
+        if self.showhost {
+            specs.push("showhost=true".to_owned());
         }
         if let Some(w) = &self.save_stream_file {
             specs.push(format!("save_stream_file={w}"));

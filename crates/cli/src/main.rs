@@ -3,9 +3,14 @@
 //! and an exit code: 2 for a bad flag or option value, 1 for a failure at run time.
 
 mod args;
+mod bundle;
+mod config_file;
+mod export_cmd;
 mod logging;
 
+use std::collections::BTreeSet;
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -19,6 +24,7 @@ use waylay::{
 use waylay::web::{WebConfig, WebUi};
 
 use crate::args::{Cli, WebCli};
+use crate::bundle::Bundle;
 
 /// How `waylay` failed.
 enum Failure {
@@ -35,7 +41,19 @@ impl From<OptionsError> for Failure {
 }
 
 fn main() -> ExitCode {
+    // `waylay export FORMAT FILE [FILTER]` (mitmproxy's export formats for recorded flows).
     let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == "export") {
+        let rest: Vec<String> = argv[2..]
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        return match export_cmd::run(&rest) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err((msg, true)) => fail(&msg, 2),
+            Err((msg, false)) => fail(&msg, 1),
+        };
+    }
     // `waylay web ...`: the proxy with its web UI (a subcommand only in name: `waylay`'s
     // trailing filter expression would swallow a clap subcommand).
     let web = argv.get(1).is_some_and(|a| a == "web");
@@ -93,14 +111,25 @@ fn chain(e: &anyhow::Error) -> String {
     line
 }
 
-/// The options the flags ask for, checked as the proxy and the dumper will check them.
-fn options(cli: &Cli) -> Result<Options, Failure> {
-    options_from(&cli.option_specs(), false)
+/// Expands a leading `~/` to the home directory.
+fn expand_home(p: &str) -> PathBuf {
+    let rest = if p == "~" {
+        Some("")
+    } else {
+        p.strip_prefix("~/")
+    };
+    match (rest, std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(p),
+    }
 }
 
-/// The options `specs` set, with the web UI's declared too for `waylay web`.
-fn options_from(specs: &[String], web: bool) -> Result<Options, Failure> {
+/// The options: the bundled addons' declarations (and the web UI's for `waylay web`), then
+/// `confdir/config.yaml`, then the flags `specs` (which win), checked as the proxy and every
+/// addon will check them.
+fn options_from(specs: &[String], web: bool, bundle: &mut Bundle) -> Result<Options, Failure> {
     let mut opts = Options::new();
+    bundle.declare(&mut opts)?;
     if web {
         for spec in WebConfig::option_specs() {
             opts.add(spec)?;
@@ -120,7 +149,32 @@ fn options_from(specs: &[String], web: bool) -> Result<Options, Failure> {
         OptionValue::Bool(false),
         "Continue serving after reading a file (rfile) or replaying; without a proxy server, wait for Ctrl-C.",
     ))?;
-    opts.set_specs(specs)?;
+    let flags = specs.to_vec();
+    // The flags alone first: a bad flag is refused before any file is read, and they say
+    // where confdir is.
+    let mut probe = opts.clone();
+    probe.set_specs(&flags)?;
+    let confdir = expand_home(probe.str("confdir").unwrap_or("~/.waylay"));
+
+    let mut file = None;
+    if let Some((path, values)) = config_file::read(&confdir, &opts).map_err(Failure::Usage)? {
+        let mut names = BTreeSet::new();
+        for (name, value) in values {
+            opts.set(&name, value)
+                .map_err(|e| Failure::Usage(format!("config file {}: {e}", path.display())))?;
+            names.insert(name);
+        }
+        file = Some((path, names));
+    }
+    let from_flags: BTreeSet<String> = opts
+        .parse_specs(&flags)?
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    opts.set_specs(&flags)?;
+    // The trailing filter sets dumper_filter first: its error names that option.
+    Dumper::check_options(&opts)?;
+
     if !matches!(opts.int("client_replay_concurrency"), 1 | -1) {
         return Err(Failure::Usage(format!(
             "option client_replay_concurrency: expected 1 or -1 (no limit), got {}",
@@ -139,9 +193,21 @@ fn options_from(specs: &[String], web: bool) -> Result<Options, Failure> {
             "option listen_port: expected 0 to 65535, got {port}"
         )));
     }
-    Dumper::check_options(&opts)?;
+    if let Err(e) = bundle.check(&opts) {
+        // Say so when the refused value came from the config file.
+        if let (Some((path, names)), OptionsError::Rejected { name, .. }) = (&file, &e)
+            && names.contains(name)
+            && !from_flags.contains(name)
+        {
+            return Err(Failure::Usage(format!(
+                "config file {}: {e}",
+                path.display()
+            )));
+        }
+        return Err(e.into());
+    }
     // After the dumper's check: the trailing filter sets both, and the error names the
-    // dumper's option as it did before flow files.
+    // dumper's option.
     if let Some(f) = opts.str("readfile_filter") {
         Filter::parse(f).map_err(|e| Failure::Usage(format!("option readfile_filter: {e}")))?;
     }
@@ -149,7 +215,8 @@ fn options_from(specs: &[String], web: bool) -> Result<Options, Failure> {
 }
 
 fn run(cli: &Cli) -> Result<(), Failure> {
-    let opts = options(cli)?;
+    let mut bundle = Bundle::new();
+    let opts = options_from(&cli.option_specs(), false, &mut bundle)?;
     if cli.options {
         print!("{}", opts.listing());
         return Ok(());
@@ -171,6 +238,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 .options(opts.clone())
                 .listen(&listen_addr(&opts)),
             &opts,
+            bundle,
         )
         .run()
         .map_err(usage);
@@ -183,6 +251,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                     .options(opts.clone())
                     .listen(&listen_addr(&opts)),
                 &opts,
+                bundle,
             );
             let proxy = builder.start().await.map_err(usage)?;
             (proxy.manager().clone(), Some(proxy))
@@ -219,7 +288,8 @@ fn run(cli: &Cli) -> Result<(), Failure> {
 /// `waylay web`: binds the UI, prints its URL (with the token), and runs the proxy with the
 /// UI's addon registered last (after the bundled ones the options ask for).
 fn run_web(cli: &WebCli) -> Result<(), Failure> {
-    let opts = options_from(&cli.option_specs(), true)?;
+    let mut bundle = Bundle::new();
+    let opts = options_from(&cli.option_specs(), true, &mut bundle)?;
     if cli.proxy.options {
         print!("{}", opts.listing());
         return Ok(());
@@ -253,6 +323,7 @@ fn run_web(cli: &WebCli) -> Result<(), Failure> {
             .options(opts.clone())
             .listen(&listen_addr(&opts)),
         &opts,
+        bundle,
     )
     .addon(addon)
     .run()
@@ -319,7 +390,7 @@ impl Wanted {
 
 /// The bundled addons, in mitmdump's order: replay answers before the flow is saved or
 /// printed.
-fn with_addons(mut builder: ProxyBuilder, opts: &Options) -> ProxyBuilder {
+fn with_addons(mut builder: ProxyBuilder, opts: &Options, bundle: Bundle) -> ProxyBuilder {
     let w = Wanted::of(opts);
     if !opts.seq("client_replay").is_empty() {
         // First, so no other addon sees the marker header.
@@ -328,6 +399,8 @@ fn with_addons(mut builder: ProxyBuilder, opts: &Options) -> ProxyBuilder {
     if w.replay {
         builder = builder.addon(ServerReplay::new());
     }
+    // The rule addons and onboarding (those their options give something to do).
+    builder = bundle.register(builder, opts);
     if w.save {
         builder = builder.addon(Save::new());
     }

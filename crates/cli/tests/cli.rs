@@ -54,6 +54,13 @@ fn help_lists_mitmdumps_flags() {
         "-q, --quiet",
         "-v, --verbose",
         "--flow-detail <LEVEL>",
+        "-H, --modify-headers <PATTERN>",
+        "-B, --modify-body <PATTERN>",
+        "-M, --map-remote <PATTERN>",
+        "--map-local <PATTERN>",
+        "--stickycookie <FILTER>",
+        "--stickyauth <FILTER>",
+        "--showhost",
         "--options",
         "--version",
         "[FILTER]",
@@ -333,4 +340,246 @@ fn the_trailing_filter_limits_what_is_printed() {
         "{stdout}"
     );
     let _ = std::fs::remove_dir_all(&confdir);
+}
+
+/// `confdir/config.yaml` sets options as mitmproxy's `config.yaml` does; flags win.
+#[test]
+fn the_config_file_sets_options_and_flags_win() {
+    let confdir = temp_dir("config");
+    std::fs::write(
+        confdir.join("config.yaml"),
+        "listen_port: 9191\nssl_insecure: true\nignore_hosts:\n  - a\\.example\n  - b\\.example\n",
+    )
+    .expect("write config.yaml");
+    let set = format!("confdir={}", confdir.display());
+    let out = waylay(&["--set", &set, "--options"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let list = text(&out.stdout);
+    assert!(
+        list.contains("listen_port: int (default: 8080) [set: 9191]\n"),
+        "{list}"
+    );
+    assert!(
+        list.contains("ssl_insecure: bool (default: false) [set: true]\n"),
+        "{list}"
+    );
+    assert!(
+        list.contains(r#"[set: ["a\\.example", "b\\.example"]]"#),
+        "{list}"
+    );
+
+    let out = waylay(&[
+        "--set",
+        &set,
+        "-p",
+        "9292",
+        "--set",
+        "ignore_hosts=c",
+        "--options",
+    ]);
+    let list = text(&out.stdout);
+    assert!(
+        list.contains("listen_port: int (default: 8080) [set: 9292]\n"),
+        "{list}"
+    );
+    assert!(list.contains(r#"[set: ["c"]]"#), "{list}");
+    let _ = std::fs::remove_dir_all(&confdir);
+}
+
+#[test]
+fn a_bad_config_file_is_one_line_naming_the_file_and_the_key() {
+    let confdir = temp_dir("badconfig");
+    let path = confdir.join("config.yaml");
+    let set = format!("confdir={}", confdir.display());
+
+    std::fs::write(&path, "lisen_port: 1\n").expect("write");
+    let err = assert_one_line_error(&waylay(&["--set", &set]), 2);
+    assert_eq!(
+        err,
+        format!(
+            "waylay: error: config file {}: unknown option \"lisen_port\" (did you mean \"listen_port\"?)",
+            path.display()
+        )
+    );
+
+    std::fs::write(&path, "listen_port: eighty\n").expect("write");
+    let err = assert_one_line_error(&waylay(&["--set", &set]), 2);
+    assert!(
+        err.contains(&path.display().to_string()) && err.contains("listen_port"),
+        "{err}"
+    );
+
+    std::fs::write(&path, "ignore_hosts: [\n").expect("write");
+    let err = assert_one_line_error(&waylay(&["--set", &set]), 2);
+    assert!(err.contains("config.yaml"), "{err}");
+
+    // A value an addon refuses names the file too, unless a flag set it.
+    std::fs::write(&path, "onboarding_host: a b\n").expect("write");
+    let err = assert_one_line_error(&waylay(&["--set", &set]), 2);
+    assert_eq!(
+        err,
+        format!(
+            "waylay: error: config file {}: option onboarding_host: \"a b\" is not a host name",
+            path.display()
+        )
+    );
+    let err = assert_one_line_error(&waylay(&["--set", &set, "--set", "onboarding_host=c d"]), 2);
+    assert_eq!(
+        err,
+        "waylay: error: option onboarding_host: \"c d\" is not a host name"
+    );
+    let _ = std::fs::remove_dir_all(&confdir);
+}
+
+/// Every bundled addon refuses a bad value before the proxy starts: exit code 2, one line
+/// naming the option and quoting the offending part.
+#[test]
+fn bad_addon_values_are_refused_at_start() {
+    let confdir = temp_dir("badaddon");
+    let set = format!("confdir={}", confdir.display());
+    for (args, option, quoted) in [
+        (vec!["-H", "/only"], "modify_headers", "\"/only\""),
+        (vec!["-H", "|bad name|x"], "modify_headers", "\"bad name\""),
+        (vec!["-B", "|(|x"], "modify_body", "\"(\""),
+        (vec!["-M", "|[|x"], "map_remote", "\"[\""),
+        (
+            vec!["-M", r"|a|\3"],
+            "map_remote",
+            "invalid group reference 3",
+        ),
+        (
+            vec!["--map-local", "|a|/does/not/exist"],
+            "map_local",
+            "\"/does/not/exist\"",
+        ),
+        (
+            vec!["--set", "block_list=/~all/nope"],
+            "block_list",
+            "\"nope\"",
+        ),
+        (
+            vec!["--set", "onboarding_host=a b"],
+            "onboarding_host",
+            "\"a b\"",
+        ),
+        (
+            vec!["--set", "block_list=/~bogus/404"],
+            "block_list",
+            "\"~bogus\"",
+        ),
+        (vec!["--stickycookie", "~d ("], "stickycookie", "\"~d (\""),
+        (vec!["--stickyauth", "~x"], "stickyauth", "\"~x\""),
+    ] {
+        let mut all = vec!["--set", set.as_str()];
+        all.extend(args.iter().copied());
+        let err = assert_one_line_error(&waylay(&all), 2);
+        assert!(
+            err.contains(&format!("option {option}: ")) && err.contains(quoted),
+            "{args:?}: {err}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&confdir);
+}
+
+#[test]
+fn options_lists_the_addons_options() {
+    let out = waylay(&["--options"]);
+    let list = text(&out.stdout);
+    for name in [
+        "modify_headers: sequence of str",
+        "modify_body: sequence of str",
+        "map_remote: sequence of str",
+        "map_local: sequence of str",
+        "block_list: sequence of str",
+        "stickycookie: optional str",
+        "stickyauth: optional str",
+        "onboarding: bool (default: true)",
+        "onboarding_host: str (default: \"mitm.it\")",
+    ] {
+        assert!(list.contains(name), "{name} missing:\n{list}");
+    }
+    let help = list
+        .split("modify_headers: ")
+        .nth(1)
+        .and_then(|rest| rest.lines().nth(1))
+        .unwrap_or_default();
+    assert!(
+        help.contains("header-name") && !help.contains("Not supported"),
+        "{help}"
+    );
+}
+
+/// Rules from `config.yaml` reach the addons of the running binary.
+#[test]
+fn a_rule_from_the_config_file_applies_to_traffic() {
+    let confdir = temp_dir("configrule");
+    std::fs::write(
+        confdir.join("config.yaml"),
+        "modify_headers:\n  - \"|X-From-Config|yes\"\nflow_detail: 0\n",
+    )
+    .expect("write config.yaml");
+    let port = free_port();
+    let origin = origin();
+    let mut child = Command::new(BIN)
+        .args(["-p", &port.to_string()])
+        .args(["--set", &format!("confdir={}", confdir.display())])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("waylay starts");
+    wait_listening(&mut child, port);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the proxy");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET http://127.0.0.1:{origin}/ HTTP/1.1\r\nHost: 127.0.0.1:{origin}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send request");
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    let resp = text(&resp).to_ascii_lowercase();
+    assert!(resp.starts_with("http/1.1 200"), "{resp}");
+    assert!(resp.contains("x-from-config: yes\r\n"), "{resp}");
+    let status = terminate(&mut child);
+    assert!(status.success(), "{status}");
+    let _ = std::fs::remove_dir_all(&confdir);
+}
+
+/// `waylay export FORMAT FILE [FILTER]` prints recorded flows in mitmproxy's export formats.
+#[test]
+fn export_prints_recorded_flows_as_curl_and_raw() {
+    let dir = temp_dir("export");
+    let file = dir.join("flows");
+    let mut flow = waylay_testkit::tflow();
+    flow.response = Some(waylay_testkit::tresp());
+    let mut w =
+        waylay_core::flowfile::FlowWriter::new(std::fs::File::create(&file).expect("create"));
+    w.add(&waylay_core::Flow::Http(Box::new(flow)))
+        .expect("write flow");
+    w.flush().expect("flush");
+    drop(w);
+    let path = file.display().to_string();
+
+    let out = waylay(&["export", "curl", &path]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "curl -H 'User-Agent: waylay-testkit' -H 'Accept: */*' -H 'header: qvalue' http://example.com/path -d content\n"
+    );
+    let out = waylay(&["export", "raw_response", &path]);
+    assert!(
+        text(&out.stdout).starts_with("HTTP/1.1 200 OK\r\n"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = waylay(&["export", "curl", &path, "~c", "404"]);
+    assert_eq!(text(&out.stdout), "", "the filter matches nothing");
+
+    let err = assert_one_line_error(&waylay(&["export", "har", &path]), 2);
+    assert!(err.contains("no such export format: \"har\""), "{err}");
+    let err = assert_one_line_error(&waylay(&["export", "curl", "/does/not/exist"]), 1);
+    assert!(err.contains("/does/not/exist"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

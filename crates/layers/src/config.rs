@@ -38,22 +38,15 @@ pub(crate) struct ProxyConfig {
 /// refused with a clear error rather than silently ignored.
 const NOT_YET: &[&str] = &[
     "add_upstream_certs_to_client_chain",
-    "block_list",
     "certs",
     "client_certs",
     "connection_strategy",
-    "map_local",
-    "map_remote",
-    "modify_body",
-    "modify_headers",
     "server",
     "intercept",
     "intercept_active",
     "keep_host_header",
     "normalize_outbound_headers",
-    "stickyauth",
     "store_streamed_bodies",
-    "stickycookie",
     "upstream_auth",
     "validate_inbound_headers",
 ];

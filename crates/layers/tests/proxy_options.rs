@@ -20,7 +20,7 @@ async fn options_not_implemented_yet_are_refused_not_ignored() {
         "upstream_auth=u:p",
         "connection_strategy=lazy",
         "mode=reverse:http://127.0.0.1:1",
-        "modify_headers=/~q/Host/example.org",
+        "certs=example.org=cert.pem",
         "server=false",
     ] {
         let dir = TempDir::new("not-yet");

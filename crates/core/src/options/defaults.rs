@@ -79,16 +79,9 @@ pub fn core_options() -> Vec<OptionSpec> {
         o("readfile_filter", None, "Filter which flows are read from file."),
         b("store_streamed_bodies", false, "Store HTTP request and response bodies when streamed (see stream_large_bodies). (Not supported by waylay yet: the proxy does not hand streamed body chunks to addons, so only the default is accepted.)"),
         // Common bundled addons.
-        q("modify_headers", "Header modify pattern of the form \"[/flow-filter]/header-name/[@]header-value\". (Not supported by waylay yet: only the default is accepted.)"),
-        q("modify_body", "Replacement pattern of the form \"[/flow-filter]/regex/[@]replacement\". (Not supported by waylay yet: only the default is accepted.)"),
-        q("map_remote", "Map remote resources to another remote URL: \"[/flow-filter]/url-regex/replacement-url\". (Not supported by waylay yet: only the default is accepted.)"),
-        q("map_local", "Map remote resources to a local file: \"[/flow-filter]/url-regex/file-or-directory-path\". (Not supported by waylay yet: only the default is accepted.)"),
-        o("stickycookie", None, "Set sticky cookie filter. (Not supported by waylay yet: only the default is accepted.)"),
-        o("stickyauth", None, "Set sticky auth filter. (Not supported by waylay yet: only the default is accepted.)"),
         o("intercept", None, "Intercept filter expression. (Not supported by waylay yet: only the default is accepted.)"),
         b("intercept_active", false, "Intercept toggle. (Not supported by waylay yet: only the default is accepted.)"),
         b("block_global", true, "Block connections from public IP addresses."),
         b("block_private", false, "Block connections from local (private) IP addresses."),
-        q("block_list", "Block matching requests and return an empty response with the given status: \"/flow-filter/status-code\". (Not supported by waylay yet: only the default is accepted.)"),
     ]
 }

@@ -18,7 +18,8 @@
 //! worker 1 send their hooks across threads to the addon manager on worker 0.
 //!
 //! Settings: `LOAD_CONNS` (32), `LOAD_SECS` (3, measured), `LOAD_WARMUP` (1),
-//! `LOAD_SCENARIOS` (comma-separated, default all: `floor,waylay,waylay+4,waylay-w2,waylay+4-w2`),
+//! `LOAD_SCENARIOS` (comma-separated, default all:
+//! `floor,waylay,waylay+1,waylay+4,waylay+16,waylay-w2,waylay+4-w2`),
 //! `LOAD_REPS` (1: repetitions of the whole list, then the median of each scenario),
 //! `LOAD_PIN` (1).
 
@@ -204,7 +205,7 @@ struct Scenario {
     pinned: bool,
 }
 
-const SCENARIOS: [Scenario; 5] = [
+const SCENARIOS: [Scenario; 7] = [
     Scenario {
         name: "floor",
         mode: "floor",
@@ -220,9 +221,23 @@ const SCENARIOS: [Scenario; 5] = [
         pinned: true,
     },
     Scenario {
+        name: "waylay+1",
+        mode: "waylay",
+        addons: 1,
+        workers: 1,
+        pinned: true,
+    },
+    Scenario {
         name: "waylay+4",
         mode: "waylay",
         addons: 4,
+        workers: 1,
+        pinned: true,
+    },
+    Scenario {
+        name: "waylay+16",
+        mode: "waylay",
+        addons: 16,
         workers: 1,
         pinned: true,
     },

@@ -3,14 +3,16 @@
 //! addon was busy, from lifecycle calls) with panics and overruns contained, so the flow
 //! always comes back.
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::Duration;
 
 use actix::prelude::*;
 use futures::FutureExt;
 
-use super::slot::{Slot, SlotKey};
+use super::slot::{ActorSlot, SlotKey};
 use crate::hooks::{Addon, Hook, HookKind, HookOutput, track_unhandled};
 
 /// Capacity of the manager's and the addon actors' mailboxes: actix's default of 16 costs
@@ -110,7 +112,8 @@ pub(crate) struct Retire;
 /// a time); hooks run inline by callers take the same state from the same slot, so the
 /// addon still sees one hook at a time. An `async` hook may hold `&mut self` across awaits.
 pub struct AddonActor<A: Addon> {
-    slot: Rc<Slot<A>>,
+    slot: Rc<dyn ActorSlot>,
+    addon: std::marker::PhantomData<fn() -> A>,
 }
 
 impl<A: Addon> std::fmt::Debug for AddonActor<A> {
@@ -125,7 +128,8 @@ impl<A: Addon> AddonActor<A> {
     /// The actor for `addon`, its slot registered on this thread under `key`.
     pub(crate) fn new(addon: A, key: SlotKey) -> Self {
         Self {
-            slot: Slot::register(addon, key),
+            slot: super::slot::register(addon, key),
+            addon: std::marker::PhantomData,
         }
     }
 }
@@ -163,21 +167,27 @@ pub(crate) async fn run_hook<A: Addon>(
     let res = {
         let tracked = track_unhandled(hook.dispatch(addon), is_log);
         let mut guarded = std::pin::pin!(AssertUnwindSafe(tracked).catch_unwind());
-        // Most hooks finish in their first poll: arm the deadline only for those that wait,
-        // since a timer costs more than the whole hook (benches/benches/hooks.rs).
-        match futures::poll!(guarded.as_mut()) {
-            std::task::Poll::Ready(r) => Ok(r),
-            std::task::Poll::Pending => tokio::time::timeout(timeout, guarded).await,
-        }
+        // Most hooks finish in their first poll: the deadline is armed (and boxed, keeping it
+        // out of this future's size) only for those that wait, since a timer costs more than
+        // the whole hook (benches/benches/hooks.rs).
+        let mut deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = guarded.as_mut().poll(cx) {
+                return Poll::Ready(Some(r));
+            }
+            let d = deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+            d.as_mut().poll(cx).map(|()| None)
+        })
+        .await
     };
     let (output, unhandled, fault) = match res {
-        Ok(Ok((output, unhandled))) => (output, unhandled, None),
-        Ok(Err(panic)) => (
+        Some(Ok((output, unhandled))) => (output, unhandled, None),
+        Some(Err(panic)) => (
             HookOutput::Unit,
             false,
             Some(Fault::Panic(panic_message(&*panic))),
         ),
-        Err(_) => (HookOutput::Unit, false, Some(Fault::Timeout(timeout))),
+        None => (HookOutput::Unit, false, Some(Fault::Timeout(timeout))),
     };
     HookReply {
         hook,
@@ -192,8 +202,7 @@ impl<A: Addon> Handler<HookCall> for AddonActor<A> {
     type Result = AtomicResponse<Self, HookReply>;
 
     fn handle(&mut self, msg: HookCall, _ctx: &mut Self::Context) -> Self::Result {
-        let slot = self.slot.clone();
-        let fut = slot.serve(msg.hook, msg.timeout, msg.counted);
+        let fut = self.slot.clone().serve(msg.hook, msg.timeout, msg.counted);
         AtomicResponse::new(Box::pin(fut.into_actor(self)))
     }
 }

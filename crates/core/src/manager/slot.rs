@@ -22,6 +22,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
@@ -116,10 +117,20 @@ pub(crate) struct State<A> {
     faults_in_a_row: [u32; HookKind::COUNT],
 }
 
+/// Starts a hook's run: [`run`] for the addon type, as a function pointer so that the
+/// slot can name its future's type `F`.
+type Start<A, F> = fn(Box<State<A>>, Hook, Duration) -> F;
+
 /// One addon's slot (see the module docs). Lives on the addons' thread only.
-pub(crate) struct Slot<A> {
+///
+/// `F` is the future of [`run`] for `A`. Inline runs reuse one heap place for it (`runner`),
+/// so a hook costs no allocation; the place moves to the task a waiting hook is handed to,
+/// and comes back when it is done.
+pub(crate) struct Slot<A, F> {
     key: SlotKey,
     state: Cell<Option<Box<State<A>>>>,
+    runner: Cell<Option<Pin<Box<Option<F>>>>>,
+    start: Start<A, F>,
     /// Removed from the manager: hooks pass through untouched.
     retired: Cell<bool>,
     /// Hooks sent to the actor because the addon was busy, not yet run: while there are
@@ -130,15 +141,21 @@ pub(crate) struct Slot<A> {
     waker: Cell<Option<Waker>>,
 }
 
-impl<A: Addon> Slot<A> {
-    /// Makes the slot for `addon` and registers it on this thread under `key`.
-    pub(crate) fn register(addon: A, key: SlotKey) -> Rc<Self> {
+/// Makes the slot for `addon`, registered on this thread under `key`; what its actor holds.
+pub(crate) fn register<A: Addon>(addon: A, key: SlotKey) -> Rc<dyn ActorSlot> {
+    Slot::register(addon, key, run::<A>)
+}
+
+impl<A: Addon, F: Future<Output = (Box<State<A>>, HookReply)> + 'static> Slot<A, F> {
+    fn register(addon: A, key: SlotKey, start: Start<A, F>) -> Rc<Self> {
         let slot = Rc::new(Self {
             key,
             state: Cell::new(Some(Box::new(State {
                 addon,
                 faults_in_a_row: [0; HookKind::COUNT],
             }))),
+            runner: Cell::new(None),
+            start,
             retired: Cell::new(false),
             queued: Cell::new(0),
             actor_waiting: Cell::new(false),
@@ -147,15 +164,6 @@ impl<A: Addon> Slot<A> {
         let erased: Rc<dyn InlineSlot> = slot.clone();
         SLOTS.with(|s| s.borrow_mut().insert(key, erased));
         slot
-    }
-
-    /// Takes the slot out of this thread's registry (the actor stopped).
-    pub(crate) fn unregister(&self) {
-        SLOTS.with(|s| s.borrow_mut().remove(&self.key));
-    }
-
-    pub(crate) fn retire(&self) {
-        self.retired.set(true);
     }
 
     fn put_back(&self, state: Box<State<A>>) {
@@ -194,7 +202,7 @@ impl<A: Addon> Slot<A> {
             HookReply::passthrough(hook)
         } else {
             let is_done = hook.kind() == HookKind::Done;
-            let (state, reply) = run(state, hook, timeout).await;
+            let (state, reply) = (self.start)(state, hook, timeout).await;
             if is_done {
                 // Nothing after `done`, also not an inline hook that read an old route.
                 self.retired.set(true);
@@ -229,7 +237,68 @@ impl<A: Addon> Slot<A> {
     }
 }
 
-impl<A: Addon> InlineSlot for Slot<A> {
+/// The actor's face of a slot (the actor path boxes its futures anyway).
+pub(crate) trait ActorSlot {
+    /// Runs a hook sent to the actor (see [`Slot::serve`]).
+    fn serve(
+        self: Rc<Self>,
+        hook: Hook,
+        timeout: Duration,
+        counted: bool,
+    ) -> LocalFuture<HookReply>;
+    /// Runs a command sent to the actor.
+    fn command(
+        self: Rc<Self>,
+        name: String,
+        args: Vec<String>,
+    ) -> LocalFuture<Result<String, String>>;
+    /// From now on hooks pass through untouched.
+    fn retire(&self);
+    /// Takes the slot out of this thread's registry (the actor stopped).
+    fn unregister(&self);
+}
+
+pub(crate) type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;
+
+impl<A: Addon, F: Future<Output = (Box<State<A>>, HookReply)> + 'static> ActorSlot for Slot<A, F> {
+    fn serve(
+        self: Rc<Self>,
+        hook: Hook,
+        timeout: Duration,
+        counted: bool,
+    ) -> LocalFuture<HookReply> {
+        Box::pin(Slot::serve(self, hook, timeout, counted))
+    }
+
+    fn command(
+        self: Rc<Self>,
+        name: String,
+        args: Vec<String>,
+    ) -> LocalFuture<Result<String, String>> {
+        Box::pin(Slot::command(self, name, args))
+    }
+
+    fn retire(&self) {
+        self.retired.set(true);
+    }
+
+    fn unregister(&self) {
+        SLOTS.with(|s| s.borrow_mut().remove(&self.key));
+    }
+}
+
+/// Polls the hook's future in the runner's place (empty only if misused: then pending).
+fn poll_runner<F: Future>(
+    runner: &mut Pin<Box<Option<F>>>,
+    cx: &mut Context<'_>,
+) -> Poll<F::Output> {
+    match runner.as_mut().as_pin_mut() {
+        Some(f) => f.poll(cx),
+        None => Poll::Pending,
+    }
+}
+
+impl<A: Addon, F: Future<Output = (Box<State<A>>, HookReply)> + 'static> InlineSlot for Slot<A, F> {
     fn try_run(self: Rc<Self>, hook: Hook, timeout: Duration, cx: &mut Context<'_>) -> Attempt {
         if self.retired.get() {
             return Attempt::Done(HookReply::passthrough(hook));
@@ -243,18 +312,26 @@ impl<A: Addon> InlineSlot for Slot<A> {
             self.queued.set(self.queued.get() + 1);
             return Attempt::Busy(hook);
         };
-        // One allocation: the hook's future must be able to move to a task of its own if
-        // it waits, after it was polled here.
-        let mut fut = Box::pin(run(state, hook, timeout));
-        match fut.as_mut().poll(cx) {
+        // The hook's future goes into the runner's heap place (reused from the last hook), so
+        // that it can move to a task of its own if it waits after this first poll.
+        let mut runner = self.runner.take().unwrap_or_else(|| Box::pin(None));
+        runner
+            .as_mut()
+            .set(Some((self.start)(state, hook, timeout)));
+        match poll_runner(&mut runner, cx) {
             Poll::Ready((state, reply)) => {
+                runner.as_mut().set(None);
+                self.runner.set(Some(runner));
                 self.put_back(state);
                 Attempt::Done(reply)
             }
             Poll::Pending => {
                 let (tx, rx) = oneshot::channel();
                 actix::spawn(async move {
-                    let (state, reply) = fut.await;
+                    let (state, reply) =
+                        std::future::poll_fn(|cx| poll_runner(&mut runner, cx)).await;
+                    runner.as_mut().set(None);
+                    self.runner.set(Some(runner));
                     self.put_back(state);
                     let _ = tx.send(reply);
                 });

@@ -18,6 +18,7 @@ _debian_peers=(
   "haproxy haproxy"
   "nft nftables"
   "h2load nghttp2-client"
+  "gnuplot gnuplot-nox"
   "/usr/include/python3.11/Python.h libpython3.11-dev"
 )
 

@@ -337,7 +337,7 @@ async fn new_connections(
         n += 1;
         let done = tokio::time::timeout(STEP_TIMEOUT, async {
             let mut buf = Vec::new();
-            if n % 2 == 0 {
+            if n.is_multiple_of(2) {
                 let mut s = TcpStream::connect(proxy).await.ok()?;
                 let _open = Open::new(&c);
                 s.write_all(&plain).await.ok()?;

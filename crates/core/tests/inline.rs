@@ -68,11 +68,14 @@ async fn an_idle_addons_hook_runs_in_the_callers_task_in_registration_order() {
     assert_eq!(chain(&flow), "abc");
 }
 
+/// The requests an addon saw, in order (their `x-n`).
+type Seen = Arc<Mutex<Vec<String>>>;
+
 /// Holds its first request until released; records the order in which it saw requests.
 struct Gate {
     entered: Option<oneshot::Sender<()>>,
     release: Arc<Notify>,
-    seen: Arc<Mutex<Vec<String>>>,
+    seen: Seen,
 }
 
 impl Addon for Gate {
@@ -81,7 +84,7 @@ impl Addon for Gate {
     }
 
     async fn request(&mut self, flow: &mut HttpFlow) {
-        self.seen.lock().unwrap().push(number(flow));
+        self.seen.lock().expect("lock").push(number(flow));
         if let Some(tx) = self.entered.take() {
             let _ = tx.send(());
             self.release.notified().await;
@@ -90,12 +93,7 @@ impl Addon for Gate {
     }
 }
 
-fn gate() -> (
-    Gate,
-    Arc<Notify>,
-    oneshot::Receiver<()>,
-    Arc<Mutex<Vec<String>>>,
-) {
+fn gate() -> (Gate, Arc<Notify>, oneshot::Receiver<()>, Seen) {
     let release = Arc::new(Notify::new());
     let (tx, rx) = oneshot::channel();
     let seen = Arc::new(Mutex::new(Vec::new()));

@@ -19,7 +19,8 @@
 //!
 //! Settings: `LOAD_CONNS` (32), `LOAD_SECS` (3, measured), `LOAD_WARMUP` (1),
 //! `LOAD_SCENARIOS` (comma-separated, default all:
-//! `floor,waylay,waylay+1,waylay+4,waylay+16,waylay-w2,waylay+4-w2`),
+//! `floor,waylay,waylay+1,waylay+4,waylay+16,waylay-w2,waylay+4-w2,waylay-w` (`waylay-w`:
+//! with `-w`, the save addon writing every flow to a file in the confdir)),
 //! `LOAD_REPS` (1: repetitions of the whole list, then the median of each scenario),
 //! `LOAD_PIN` (1).
 
@@ -45,6 +46,7 @@ const CHILD_ENV: &str = "WAYLAY_LOAD_CHILD";
 const ADDONS_ENV: &str = "WAYLAY_LOAD_ADDONS";
 const WORKERS_ENV: &str = "WAYLAY_LOAD_WORKERS";
 const CONFDIR_ENV: &str = "WAYLAY_LOAD_CONFDIR";
+const SAVE_ENV: &str = "WAYLAY_LOAD_SAVE";
 
 /// Longest request head the floor reads before giving up on a connection.
 const MAX_HEAD: usize = 64 * 1024;
@@ -113,6 +115,12 @@ fn child_waylay() {
             .listen("127.0.0.1:0");
         for _ in 0..addons {
             builder = builder.addon(NoopHttp);
+        }
+        if env_or(SAVE_ENV, 0u8) == 1 {
+            // `-w`: every flow written to a flow file by the save addon's writer thread.
+            builder = builder
+                .set(format!("save_stream_file={confdir}/load.flows"))
+                .addon(waylay_addons::Save::new());
         }
         let proxy = builder.start().await.expect("waylay starts");
         announce(proxy.local_addr());
@@ -203,15 +211,18 @@ struct Scenario {
     workers: usize,
     /// On CPU 0 alone (when pinning), or on every CPU.
     pinned: bool,
+    /// With `-w` (the save addon writing every flow to a file).
+    save: bool,
 }
 
-const SCENARIOS: [Scenario; 7] = [
+const SCENARIOS: [Scenario; 8] = [
     Scenario {
         name: "floor",
         mode: "floor",
         addons: 0,
         workers: 1,
         pinned: true,
+        save: false,
     },
     Scenario {
         name: "waylay",
@@ -219,6 +230,7 @@ const SCENARIOS: [Scenario; 7] = [
         addons: 0,
         workers: 1,
         pinned: true,
+        save: false,
     },
     Scenario {
         name: "waylay+1",
@@ -226,6 +238,7 @@ const SCENARIOS: [Scenario; 7] = [
         addons: 1,
         workers: 1,
         pinned: true,
+        save: false,
     },
     Scenario {
         name: "waylay+4",
@@ -233,6 +246,7 @@ const SCENARIOS: [Scenario; 7] = [
         addons: 4,
         workers: 1,
         pinned: true,
+        save: false,
     },
     Scenario {
         name: "waylay+16",
@@ -240,6 +254,7 @@ const SCENARIOS: [Scenario; 7] = [
         addons: 16,
         workers: 1,
         pinned: true,
+        save: false,
     },
     Scenario {
         name: "waylay-w2",
@@ -247,6 +262,7 @@ const SCENARIOS: [Scenario; 7] = [
         addons: 0,
         workers: 2,
         pinned: false,
+        save: false,
     },
     Scenario {
         name: "waylay+4-w2",
@@ -254,6 +270,15 @@ const SCENARIOS: [Scenario; 7] = [
         addons: 4,
         workers: 2,
         pinned: false,
+        save: false,
+    },
+    Scenario {
+        name: "waylay-w",
+        mode: "waylay",
+        addons: 0,
+        workers: 1,
+        pinned: true,
+        save: true,
     },
 ];
 
@@ -345,6 +370,7 @@ fn spawn_child(s: Scenario, place: &Placement, confdir: &TempDir) -> (ChildGuard
         .env(ADDONS_ENV, s.addons.to_string())
         .env(WORKERS_ENV, s.workers.to_string())
         .env(CONFDIR_ENV, confdir.path())
+        .env(SAVE_ENV, if s.save { "1" } else { "0" })
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());

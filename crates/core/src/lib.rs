@@ -79,6 +79,7 @@
 
 pub mod filter;
 pub mod flow;
+pub mod flowfile;
 pub mod hooks;
 pub mod log;
 mod manager;

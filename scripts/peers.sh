@@ -19,6 +19,7 @@ _debian_peers=(
   "nft nftables"
   "ip iproute2"
   "h2load nghttp2-client"
+  "gnuplot gnuplot-nox"
   "/usr/include/python3.11/Python.h libpython3.11-dev"
   "chromium chromium"
   "chromedriver chromium-driver"

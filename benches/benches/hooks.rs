@@ -1,6 +1,9 @@
 //! Hook dispatch: one hook through the addon manager with 0, 1, 4 and 16 handling addons,
-//! with 1 and 64 flows in flight, on one arbiter and across arbiters; the same addons called
-//! directly; and the fast path for a hook nobody handles.
+//! with 1 and 64 flows in flight, on one arbiter (idle addons run inline in the caller's
+//! task, and the literal actor path) and across arbiters; the same addons called directly;
+//! and the fast path for a hook nobody handles.
+//!
+//! For instruction counts of one case, see `src/bin/hook_count.rs`.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -72,22 +75,36 @@ fn boxed_flows(n: usize) -> Vec<Box<HttpFlow>> {
     (0..n).map(|_| Box::new(bench_flow())).collect()
 }
 
+/// The default path: an idle addon's hook runs in the caller's task (`manager/`), and the
+/// literal actor path, every hook through the addon actors' mailboxes as when the addons are
+/// busy (`manager_actor/`).
 fn manager_same_arbiter(c: &mut Criterion) {
-    let mut g = c.benchmark_group("hook_dispatch/manager");
-    for inflight in [1, 64] {
-        for n in ADDONS {
-            let system = actix_rt::System::new();
-            let manager = system.block_on(manager_with(n));
-            let mut flows = boxed_flows(inflight);
-            g.bench_with_input(
-                BenchmarkId::new(format!("{inflight}_inflight"), format!("{n}_addons")),
-                &n,
-                |b, _| b.iter_custom(|iters| fire_in_task(&system, &manager, &mut flows, iters)),
-            );
-            system.block_on(manager.shutdown());
+    for (group, inline) in [
+        ("hook_dispatch/manager", true),
+        ("hook_dispatch/manager_actor", false),
+    ] {
+        let mut g = c.benchmark_group(group);
+        for inflight in [1, 64] {
+            for n in ADDONS {
+                if !inline && n == 0 {
+                    continue;
+                }
+                let system = actix_rt::System::new();
+                let manager = system.block_on(manager_with(n));
+                manager.set_inline_hooks(inline);
+                let mut flows = boxed_flows(inflight);
+                g.bench_with_input(
+                    BenchmarkId::new(format!("{inflight}_inflight"), format!("{n}_addons")),
+                    &n,
+                    |b, _| {
+                        b.iter_custom(|iters| fire_in_task(&system, &manager, &mut flows, iters))
+                    },
+                );
+                system.block_on(manager.shutdown());
+            }
         }
+        g.finish();
     }
-    g.finish();
 }
 
 /// The manager and its addons on another arbiter (thread), hooks fired from this one: what

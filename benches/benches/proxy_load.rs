@@ -19,7 +19,8 @@
 //!
 //! Settings: `LOAD_CONNS` (32), `LOAD_SECS` (3, measured), `LOAD_WARMUP` (1),
 //! `LOAD_SCENARIOS` (comma-separated, default all:
-//! `floor,waylay,waylay+4,waylay+onb,waylay+mh,waylay+mr,waylay-w2,waylay+4-w2,waylay-w`;
+//! `floor,waylay,waylay+1,waylay+4,waylay+16,waylay+onb,waylay+mh,waylay+mr,waylay-w2,
+//! waylay+4-w2,waylay-w,waylay+web,waylay+web+ws`;
 //! `waylay-w`: with `-w`, the save addon writing every flow to a file in the confdir;
 //! `waylay+onb` runs the onboarding addon (the binary's default), `waylay+mh` and
 //! `waylay+mr` the bundled `modify_headers` / `map_remote` with one rule matching every
@@ -276,7 +277,7 @@ struct Scenario {
     bundled: &'static str,
 }
 
-const SCENARIOS: [Scenario; 11] = [
+const SCENARIOS: [Scenario; 13] = [
     Scenario {
         name: "floor",
         mode: "floor",
@@ -291,6 +292,16 @@ const SCENARIOS: [Scenario; 11] = [
         name: "waylay",
         mode: "waylay",
         addons: 0,
+        workers: 1,
+        pinned: true,
+        web: 0,
+        save: false,
+        bundled: "",
+    },
+    Scenario {
+        name: "waylay+1",
+        mode: "waylay",
+        addons: 1,
         workers: 1,
         pinned: true,
         web: 0,
@@ -336,6 +347,16 @@ const SCENARIOS: [Scenario; 11] = [
         web: 0,
         save: false,
         bundled: "map_remote",
+    },
+    Scenario {
+        name: "waylay+16",
+        mode: "waylay",
+        addons: 16,
+        workers: 1,
+        pinned: true,
+        web: 0,
+        save: false,
+        bundled: "",
     },
     Scenario {
         name: "waylay-w2",

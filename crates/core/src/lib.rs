@@ -53,11 +53,17 @@
 //!
 //! ## How hooks travel
 //!
-//! Every addon runs in its own actor ([`AddonActor`]); the [`AddonManager`] actor keeps them
-//! in registration order and, for each hook, moves the payload into the first handling
-//! addon's message, takes it back, moves it into the next, and returns it. A slow addon
-//! delays only the flow it holds. A panicking addon is logged with its name and the flow
-//! continues with what the addon left; so is a hook that overruns `addon_timeout`.
+//! Every addon has its own actor ([`AddonActor`]); the [`AddonManager`] actor keeps them in
+//! registration order and publishes, per hook, the route of the addons handling it. A hook
+//! walks its route: the payload moves into the first handling addon, comes back, moves into
+//! the next, and is returned. When an addon is idle and the hook is fired on the addons'
+//! thread, its hook runs right in the caller's task: the addon's state is taken from its
+//! slot and put back, with no message. When it is busy, or the hook comes from another
+//! thread, the hook goes through the addon actor's mailbox. Either way an addon runs one
+//! hook at a time (its state needs no lock), and a slow addon delays only the flows it
+//! holds: a hook that waits is handed to a task of its own. A panicking addon is logged with
+//! its name and the flow continues with what the addon left; so is a hook that overruns
+//! `addon_timeout`.
 //!
 //! Hooks nobody handles cost one atomic load ([`ManagerHandle::handles`]): see
 //! [`Addon`] for how waylay learns which hooks an addon implements.

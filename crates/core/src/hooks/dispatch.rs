@@ -3,8 +3,6 @@
 
 use std::cell::Cell;
 use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use crate::options::OptionsError;
 
@@ -48,40 +46,56 @@ impl From<Result<(), OptionsError>> for HookOutput {
     }
 }
 
-/// Wraps a hook future: around every poll it clears the "not handled" flag and reads it back,
-/// so hooks of other addons polled in between on the same thread cannot be confused with this
-/// one; during a `log` hook it also sets the no-recursion flag.
-pub(crate) struct TrackUnhandled<F> {
-    inner: Pin<Box<F>>,
-    is_log: bool,
-    pub(crate) unhandled: bool,
+/// The thread-local flags around one poll of a hook: entering clears "not handled" and sets
+/// the no-recursion flag for `log`; leaving (also by a panic) restores what was there.
+struct PollFlags {
+    prev_log: bool,
+    prev_unhandled: bool,
+    left: bool,
 }
 
-impl<F: Future> TrackUnhandled<F> {
-    pub(crate) fn new(inner: F, is_log: bool) -> Self {
+impl PollFlags {
+    fn enter(is_log: bool) -> Self {
         Self {
-            inner: Box::pin(inner),
-            is_log,
-            unhandled: false,
+            prev_log: IN_LOG.with(|c| c.replace(is_log)),
+            prev_unhandled: UNHANDLED.with(|c| c.replace(false)),
+            left: false,
+        }
+    }
+
+    /// Restores the flags; answers whether the hook hit its default body during the poll.
+    fn leave(mut self) -> bool {
+        self.left = true;
+        let hit = UNHANDLED.with(|c| c.replace(self.prev_unhandled));
+        IN_LOG.with(|c| c.set(self.prev_log));
+        hit
+    }
+}
+
+impl Drop for PollFlags {
+    fn drop(&mut self) {
+        if !self.left {
+            UNHANDLED.with(|c| c.set(self.prev_unhandled));
+            IN_LOG.with(|c| c.set(self.prev_log));
         }
     }
 }
 
-impl<F: Future> Future for TrackUnhandled<F> {
-    type Output = (F::Output, bool);
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let prev_log = IN_LOG.with(|c| c.replace(self.is_log));
-        let prev = UNHANDLED.with(|c| c.replace(false));
-        let r = self.inner.as_mut().poll(cx);
-        let hit = UNHANDLED.with(|c| c.replace(prev));
-        IN_LOG.with(|c| c.set(prev_log));
-        self.unhandled |= hit;
-        match r {
-            Poll::Ready(v) => Poll::Ready((v, self.unhandled)),
-            Poll::Pending => Poll::Pending,
-        }
-    }
+/// Runs a hook future: around every poll it clears the "not handled" flag and reads it back,
+/// so hooks of other addons polled in between on the same thread cannot be confused with this
+/// one; during a `log` hook it also sets the no-recursion flag. Answers the hook's output and
+/// whether it was not handled. The future is pinned in place (no allocation of its own).
+pub(crate) async fn track_unhandled<F: Future>(inner: F, is_log: bool) -> (F::Output, bool) {
+    let mut inner = std::pin::pin!(inner);
+    let mut unhandled = false;
+    let out = std::future::poll_fn(|cx| {
+        let flags = PollFlags::enter(is_log);
+        let r = inner.as_mut().poll(cx);
+        unhandled |= flags.leave();
+        r
+    })
+    .await;
+    (out, unhandled)
 }
 
 /// Runs `f` with delivery of log records to addons turned off on this thread (for records

@@ -40,7 +40,7 @@ mod payloads;
 
 use std::fmt;
 
-pub(crate) use dispatch::TrackUnhandled;
+pub(crate) use dispatch::track_unhandled;
 pub use dispatch::{HookOutput, in_log_hook, not_handled, with_log_suppressed};
 pub use payloads::{
     ClientHelloData, CommandSpec, Configure, Flows, Layer, Loader, LogEntry, LogLevel, NextLayer,

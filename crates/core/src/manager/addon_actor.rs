@@ -1,13 +1,19 @@
-//! `AddonActor<A>`: one addon, its mailbox serialising its hooks, with panics and overruns
-//! contained so the flow always comes back.
+//! `AddonActor<A>`: one addon's mailbox. The addon's state lives in its [`Slot`], which the
+//! actor and inline callers take turns owning; the actor runs the hooks sent to it (when the
+//! addon was busy, from lifecycle calls) with panics and overruns contained, so the flow
+//! always comes back.
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::rc::Rc;
+use std::task::Poll;
 use std::time::Duration;
 
 use actix::prelude::*;
 use futures::FutureExt;
 
-use crate::hooks::{Addon, Hook, HookKind, HookOutput, TrackUnhandled};
+use super::slot::{ActorSlot, SlotKey};
+use crate::hooks::{Addon, Hook, HookKind, HookOutput, track_unhandled};
 
 /// Capacity of the manager's and the addon actors' mailboxes: actix's default of 16 costs
 /// 30–40% under load; `send` still applies backpressure beyond this.
@@ -34,11 +40,25 @@ impl std::fmt::Display for Fault {
     }
 }
 
-/// Sent by the manager (or the handle, for lifecycle hooks): run `hook` on this addon.
+/// Sent by a walk (the addon was busy) or by the handle (lifecycle hooks): run `hook` on
+/// this addon.
 #[derive(Debug)]
 pub(crate) struct HookCall {
     pub(crate) hook: Hook,
     pub(crate) timeout: Duration,
+    /// The slot counted this hook as queued (see `slot::Attempt::Busy`).
+    pub(crate) counted: bool,
+}
+
+impl HookCall {
+    /// A hook the slot did not count (lifecycle hooks, walks that found no slot).
+    pub(crate) fn new(hook: Hook, timeout: Duration) -> Self {
+        Self {
+            hook,
+            timeout,
+            counted: false,
+        }
+    }
 }
 
 /// The addon's answer: the payload back, what the method returned, and what was learned.
@@ -51,6 +71,19 @@ pub(crate) struct HookReply {
     pub(crate) fault: Option<Fault>,
     /// The addon failed too often in a row and should leave every route.
     pub(crate) give_up: bool,
+}
+
+impl HookReply {
+    /// The hook back untouched (a retired addon).
+    pub(crate) fn passthrough(hook: Hook) -> Self {
+        Self {
+            hook,
+            output: HookOutput::Unit,
+            unhandled: false,
+            fault: None,
+            give_up: false,
+        }
+    }
 }
 
 impl Message for HookCall {
@@ -75,32 +108,28 @@ pub(crate) struct Retire;
 
 /// The actor wrapping one addon.
 ///
-/// Its mailbox serialises the addon's hooks (as mitmproxy runs an addon's events one at a
-/// time). The addon is moved into each hook's future and back, so an `async` hook can hold
-/// `&mut self` across awaits.
+/// Its mailbox serialises the hooks sent to it (as mitmproxy runs an addon's events one at
+/// a time); hooks run inline by callers take the same state from the same slot, so the
+/// addon still sees one hook at a time. An `async` hook may hold `&mut self` across awaits.
 pub struct AddonActor<A: Addon> {
-    addon: Option<Box<A>>,
-    retired: bool,
-    /// Consecutive faults per hook kind: a hook that keeps failing is not excused by other
-    /// hooks succeeding (the `log` record of each fault would otherwise reset the count).
-    faults_in_a_row: [u32; HookKind::COUNT],
+    slot: Rc<dyn ActorSlot>,
+    addon: std::marker::PhantomData<fn() -> A>,
 }
 
 impl<A: Addon> std::fmt::Debug for AddonActor<A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AddonActor")
             .field("addon", &std::any::type_name::<A>())
-            .field("retired", &self.retired)
             .finish()
     }
 }
 
 impl<A: Addon> AddonActor<A> {
-    pub(crate) fn new(addon: A) -> Self {
+    /// The actor for `addon`, its slot registered on this thread under `key`.
+    pub(crate) fn new(addon: A, key: SlotKey) -> Self {
         Self {
-            addon: Some(Box::new(addon)),
-            retired: false,
-            faults_in_a_row: [0; HookKind::COUNT],
+            slot: super::slot::register(addon, key),
+            addon: std::marker::PhantomData,
         }
     }
 }
@@ -111,9 +140,13 @@ impl<A: Addon> Actor for AddonActor<A> {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
     }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.slot.unregister();
+    }
 }
 
-fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = p.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = p.downcast_ref::<String>() {
@@ -125,26 +158,36 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 
 /// Runs `hook` on `addon` with the panic guard and the deadline *inside*, so the payload
 /// always comes back even when the addon fails.
-async fn run_hook<A: Addon>(addon: &mut A, mut hook: Hook, timeout: Duration) -> HookReply {
+pub(crate) async fn run_hook<A: Addon>(
+    addon: &mut A,
+    mut hook: Hook,
+    timeout: Duration,
+) -> HookReply {
     let is_log = hook.kind() == HookKind::Log;
     let res = {
-        let tracked = TrackUnhandled::new(hook.dispatch(addon), is_log);
+        let tracked = track_unhandled(hook.dispatch(addon), is_log);
         let mut guarded = std::pin::pin!(AssertUnwindSafe(tracked).catch_unwind());
-        // Most hooks finish in their first poll: arm the deadline only for those that wait,
-        // since a timer costs more than the whole hook (benches/benches/hooks.rs).
-        match futures::poll!(guarded.as_mut()) {
-            std::task::Poll::Ready(r) => Ok(r),
-            std::task::Poll::Pending => tokio::time::timeout(timeout, guarded).await,
-        }
+        // Most hooks finish in their first poll: the deadline is armed (and boxed, keeping it
+        // out of this future's size) only for those that wait, since a timer costs more than
+        // the whole hook (benches/benches/hooks.rs).
+        let mut deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = guarded.as_mut().poll(cx) {
+                return Poll::Ready(Some(r));
+            }
+            let d = deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+            d.as_mut().poll(cx).map(|()| None)
+        })
+        .await
     };
     let (output, unhandled, fault) = match res {
-        Ok(Ok((output, unhandled))) => (output, unhandled, None),
-        Ok(Err(panic)) => (
+        Some(Ok((output, unhandled))) => (output, unhandled, None),
+        Some(Err(panic)) => (
             HookOutput::Unit,
             false,
             Some(Fault::Panic(panic_message(&*panic))),
         ),
-        Err(_) => (HookOutput::Unit, false, Some(Fault::Timeout(timeout))),
+        None => (HookOutput::Unit, false, Some(Fault::Timeout(timeout))),
     };
     HookReply {
         hook,
@@ -159,39 +202,8 @@ impl<A: Addon> Handler<HookCall> for AddonActor<A> {
     type Result = AtomicResponse<Self, HookReply>;
 
     fn handle(&mut self, msg: HookCall, _ctx: &mut Self::Context) -> Self::Result {
-        let passthrough = |hook| HookReply {
-            hook,
-            output: HookOutput::Unit,
-            unhandled: false,
-            fault: None,
-            give_up: false,
-        };
-        let addon = match (self.retired, self.addon.take()) {
-            (false, Some(a)) => a,
-            (_, other) => {
-                self.addon = other;
-                let reply = passthrough(msg.hook);
-                return AtomicResponse::new(Box::pin(fut::ready(reply)));
-            }
-        };
-        let kind = msg.hook.kind() as usize;
-        let fut = async move {
-            let mut addon = addon;
-            let reply = run_hook(&mut *addon, msg.hook, msg.timeout).await;
-            (addon, reply)
-        };
-        AtomicResponse::new(Box::pin(fut.into_actor(self).map(
-            move |(addon, mut reply), act, _| {
-                act.addon = Some(addon);
-                if reply.fault.is_some() {
-                    act.faults_in_a_row[kind] += 1;
-                    reply.give_up = act.faults_in_a_row[kind] >= MAX_CONSECUTIVE_FAULTS;
-                } else {
-                    act.faults_in_a_row[kind] = 0;
-                }
-                reply
-            },
-        )))
+        let fut = self.slot.clone().serve(msg.hook, msg.timeout, msg.counted);
+        AtomicResponse::new(Box::pin(fut.into_actor(self)))
     }
 }
 
@@ -199,25 +211,8 @@ impl<A: Addon> Handler<CommandCall> for AddonActor<A> {
     type Result = AtomicResponse<Self, Result<String, String>>;
 
     fn handle(&mut self, msg: CommandCall, _ctx: &mut Self::Context) -> Self::Result {
-        let Some(addon) = self.addon.take() else {
-            let r = Err(format!(
-                "addon is busy or gone; command {} not run",
-                msg.name
-            ));
-            return AtomicResponse::new(Box::pin(fut::ready(r)));
-        };
-        let fut = async move {
-            let mut addon = addon;
-            let r = AssertUnwindSafe(addon.command(&msg.name, &msg.args))
-                .catch_unwind()
-                .await;
-            let r = r.unwrap_or_else(|p| Err(format!("command panicked: {}", panic_message(&*p))));
-            (addon, r)
-        };
-        AtomicResponse::new(Box::pin(fut.into_actor(self).map(|(addon, r), act, _| {
-            act.addon = Some(addon);
-            r
-        })))
+        let fut = self.slot.clone().command(msg.name, msg.args);
+        AtomicResponse::new(Box::pin(fut.into_actor(self)))
     }
 }
 
@@ -225,6 +220,6 @@ impl<A: Addon> Handler<Retire> for AddonActor<A> {
     type Result = ();
 
     fn handle(&mut self, _: Retire, _ctx: &mut Self::Context) {
-        self.retired = true;
+        self.slot.retire();
     }
 }

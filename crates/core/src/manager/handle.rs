@@ -9,8 +9,8 @@ use actix::prelude::*;
 
 use super::{
     Activate, AddonActor, AddonManager, CommandCall, FindCommand, HookCall, ListAddons,
-    ListCommands, PublishOptions, Register, RouteEntry, SetRunning, Shared, Unregister, Walk,
-    report_fault,
+    ListCommands, PublishOptions, Register, RouteEntry, SetRunning, Shared, SlotKey, Unregister,
+    Walk, report_fault,
 };
 use crate::hooks::{
     Addon, CommandSpec, Configure, Flows, Hook, HookKind, HookOutput, Loader, LogEntry, in_log_hook,
@@ -119,7 +119,19 @@ impl ManagerHandle {
             return Ok(hook);
         };
         let addr = &self.addr;
-        super::walk(&route, hook, self.shared.timeout(), |msg| addr.do_send(msg)).await
+        let inline = self.shared.inline.load(Ordering::Relaxed);
+        super::walk(&route, hook, self.shared.timeout(), inline, |msg| {
+            addr.do_send(msg)
+        })
+        .await
+    }
+
+    /// Turns running hooks inline (in the caller's task, when the addon is idle; the
+    /// default) on or off; off, every hook goes through the addon actors' mailboxes. For
+    /// benchmarks and tests comparing the two paths.
+    #[doc(hidden)]
+    pub fn set_inline_hooks(&self, on: bool) {
+        self.shared.inline.store(on, Ordering::Relaxed);
     }
 
     /// Typed form of [`ManagerHandle::call`]: fires hook `kind` with `payload` (a
@@ -148,15 +160,14 @@ impl ManagerHandle {
         let name: Arc<str> = addon.name().into();
         let declared = addon.hooks();
         let stopped = || AddError::Stopped(name.to_string());
-        let addr = AddonActor::start_in_arbiter(&self.arbiter, move |_| AddonActor::new(addon));
+        let slot = SlotKey::next();
+        let addr =
+            AddonActor::start_in_arbiter(&self.arbiter, move |_| AddonActor::new(addon, slot));
         let _guard = self.shared.config_lock.lock().await;
         let timeout = self.shared.timeout();
 
         let reply = addr
-            .send(HookCall {
-                hook: Hook::Load(Box::default()),
-                timeout,
-            })
+            .send(HookCall::new(Hook::Load(Box::default()), timeout))
             .await
             .map_err(|_| stopped())?;
         if let Some(f) = &reply.fault {
@@ -171,6 +182,7 @@ impl ManagerHandle {
             id,
             name: name.clone(),
             recipient: addr.clone().recipient(),
+            slot,
         };
         let options = self
             .addr
@@ -201,10 +213,7 @@ impl ManagerHandle {
         if running {
             let _ = route
                 .recipient
-                .send(HookCall {
-                    hook: Hook::Running,
-                    timeout,
-                })
+                .send(HookCall::new(Hook::Running, timeout))
                 .await;
         }
         Ok(id)
@@ -219,10 +228,7 @@ impl ManagerHandle {
         let timeout = self.shared.timeout();
         if let Ok(reply) = route
             .recipient
-            .send(HookCall {
-                hook: Hook::Done,
-                timeout,
-            })
+            .send(HookCall::new(Hook::Done, timeout))
             .await
             && let Some(f) = &reply.fault
         {
@@ -288,10 +294,7 @@ impl ManagerHandle {
                 let timeout = self.shared.timeout();
                 let _ = route
                     .recipient
-                    .send(HookCall {
-                        hook: Hook::Done,
-                        timeout,
-                    })
+                    .send(HookCall::new(Hook::Done, timeout))
                     .await;
                 let _ = retire.send(super::Retire).await;
             }
@@ -301,13 +304,7 @@ impl ManagerHandle {
     async fn broadcast(&self, addons: &[RouteEntry], hook: impl Fn() -> Hook) {
         let timeout = self.shared.timeout();
         for a in addons {
-            if let Ok(reply) = a
-                .recipient
-                .send(HookCall {
-                    hook: hook(),
-                    timeout,
-                })
-                .await
+            if let Ok(reply) = a.recipient.send(HookCall::new(hook(), timeout)).await
                 && let Some(f) = &reply.fault
             {
                 report_fault(&a.name, reply.hook.kind(), f);
@@ -363,7 +360,7 @@ async fn configure_one(
     let hook = Hook::Configure(Box::new(Configure { updated, options }));
     let reply = route
         .recipient
-        .send(HookCall { hook, timeout })
+        .send(HookCall::new(hook, timeout))
         .await
         .map_err(|_| OptionsError::rejected("*", format!("addon {} stopped", route.name)))?;
     if let Some(f) = &reply.fault {

@@ -1,17 +1,19 @@
 //! The addon manager: an actor owning the ordered addon registry, the options and the
 //! lifecycle, and publishing, per hook, the route of the addons handling it. A hook fired on
 //! the manager's own arbiter is walked along its route by the caller
-//! ([`ManagerHandle::call`]), moving the payload from one addon actor's message into the
-//! next: the flow carries its cursor, and the manager's mailbox is not on the path of the
-//! event. A hook fired on another worker goes to the manager in one message and is walked
-//! there, so it crosses threads twice rather than twice per addon (both measured, see
-//! `BENCHMARKS.md`).
+//! ([`ManagerHandle::call`]): the flow carries its cursor, and the manager's mailbox is not
+//! on the path of the event. At each addon the walk runs the hook in the caller's task when
+//! the addon is idle (its state taken from its [`slot`] and put back, no message), and sends
+//! it into the addon actor's mailbox when the addon is busy. A hook fired on another worker
+//! goes to the manager in one message and is walked there, so it crosses threads twice
+//! rather than twice per addon (both measured, see `BENCHMARKS.md`).
 
 mod addon_actor;
 mod handle;
+mod slot;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use actix::WeakAddr;
@@ -21,6 +23,7 @@ use arc_swap::ArcSwap;
 pub use addon_actor::{AddonActor, Fault};
 pub(crate) use addon_actor::{CommandCall, HookCall, MAILBOX_CAPACITY, Retire};
 pub use handle::{AddError, AddonId, HookError, ManagerHandle};
+pub(crate) use slot::SlotKey;
 
 use crate::hooks::{CommandSpec, Hook, HookKind, HookSet, LIFECYCLE, with_log_suppressed};
 use crate::options::Options;
@@ -42,6 +45,9 @@ pub(crate) struct Shared {
     pub(crate) routes: Box<[ArcSwap<Vec<RouteEntry>>]>,
     /// The thread of the manager's arbiter, where the addon actors live too.
     pub(crate) home: std::thread::ThreadId,
+    /// Whether walks may run a hook in the caller's task when its addon is idle (on by
+    /// default; off, every hook goes through the addon actors' mailboxes).
+    pub(crate) inline: AtomicBool,
 }
 
 impl Shared {
@@ -67,6 +73,8 @@ pub(crate) struct RouteEntry {
     pub(crate) id: AddonId,
     pub(crate) name: Arc<str>,
     pub(crate) recipient: Recipient<HookCall>,
+    /// The addon's state slot on the manager's thread.
+    pub(crate) slot: SlotKey,
 }
 
 type Route = Arc<[RouteEntry]>;
@@ -130,6 +138,7 @@ impl AddonManager {
                 .map(|_| ArcSwap::from_pointee(Vec::new()))
                 .collect(),
             home: std::thread::current().id(),
+            inline: AtomicBool::new(true),
         });
         shared.publish_options(Arc::new(options));
         let mgr = Self {
@@ -170,20 +179,44 @@ impl AddonManager {
 
 /// Walks `hook` through `route`, moving the payload through each addon in turn; what it
 /// learns (an addon not handling the hook, or failing too often) goes to `report`, for the
-/// manager.
+/// manager. Runs on the manager's thread. With `inline`, an idle addon's hook runs right here
+/// in the caller's task (see [`slot`]); a busy addon's goes to its actor's mailbox.
 pub(crate) async fn walk(
     route: &[RouteEntry],
     mut hook: Hook,
     timeout: Duration,
+    inline: bool,
     report: impl Fn(Learned),
 ) -> Result<Hook, HookError> {
     let kind = hook.kind();
     for entry in route.iter() {
-        let reply = entry
-            .recipient
-            .send(HookCall { hook, timeout })
-            .await
-            .map_err(|_| HookError::AddonStopped(entry.name.to_string()))?;
+        let stopped = || HookError::AddonStopped(entry.name.to_string());
+        let reply = if inline {
+            match slot::attempt(entry.slot, hook, timeout).await {
+                slot::Attempt::Done(reply) => reply,
+                slot::Attempt::HandedOver(rx) => rx.await.map_err(|_| stopped())?,
+                slot::Attempt::Busy(hook) => entry
+                    .recipient
+                    .send(HookCall {
+                        hook,
+                        timeout,
+                        counted: true,
+                    })
+                    .await
+                    .map_err(|_| stopped())?,
+                slot::Attempt::NoSlot(hook) => entry
+                    .recipient
+                    .send(HookCall::new(hook, timeout))
+                    .await
+                    .map_err(|_| stopped())?,
+            }
+        } else {
+            entry
+                .recipient
+                .send(HookCall::new(hook, timeout))
+                .await
+                .map_err(|_| stopped())?
+        };
         hook = reply.hook;
         if reply.unhandled && !LIFECYCLE.contains(kind) {
             report(Learned {
@@ -236,8 +269,9 @@ impl Handler<Walk> for AddonManager {
         let route = self.routes[hook.kind() as usize].clone();
         let me = self.me.clone();
         let timeout = self.shared.timeout();
+        let inline = self.shared.inline.load(Ordering::Relaxed);
         Box::pin(async move {
-            walk(&route, hook, timeout, |msg| {
+            walk(&route, hook, timeout, inline, |msg| {
                 if let Some(addr) = me.as_ref().and_then(WeakAddr::upgrade) {
                     addr.do_send(msg);
                 }

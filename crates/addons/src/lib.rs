@@ -32,5 +32,9 @@
 mod contentview;
 mod dumper;
 mod human;
+#[cfg(feature = "python")]
+mod script;
 
 pub use dumper::{Dumper, MAX_FLOW_DETAIL};
+#[cfg(feature = "python")]
+pub use script::{ScriptAddon, ScriptError};

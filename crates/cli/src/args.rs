@@ -46,6 +46,11 @@ pub(crate) struct Cli {
     #[arg(long, value_name = "LEVEL", value_parser = clap::value_parser!(u8).range(0..=4))]
     pub(crate) flow_detail: Option<u8>,
 
+    /// Run a mitmproxy addon script; repeat for several, each an addon at its position
+    /// (scripts). Needs a build with the `python` feature.
+    #[arg(short = 's', long = "scripts", value_name = "SCRIPT")]
+    pub(crate) scripts: Vec<String>,
+
     /// Print every option with its type, default and help, and exit.
     #[arg(long)]
     pub(crate) options: bool,
@@ -85,6 +90,19 @@ impl Cli {
         }
         specs.extend(self.set.iter().cloned());
         specs
+    }
+
+    /// The scripts to run, in order: every `-s`, then every `--set scripts=...`.
+    pub(crate) fn scripts(&self) -> Vec<String> {
+        let mut out = self.scripts.clone();
+        out.extend(
+            self.set
+                .iter()
+                .filter_map(|s| s.strip_prefix("scripts="))
+                .filter(|s| !s.trim().is_empty())
+                .map(str::to_owned),
+        );
+        out
     }
 }
 

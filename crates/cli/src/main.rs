@@ -9,7 +9,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use waylay::{AddError, Dumper, Options, OptionsError, Proxy, ProxyError};
+use waylay::{AddError, Dumper, OptionSpec, OptionValue, Options, OptionsError, Proxy, ProxyError};
 
 use crate::args::Cli;
 
@@ -70,10 +70,44 @@ fn chain(e: &anyhow::Error) -> String {
     line
 }
 
+/// The `scripts` option (`-s`), as mitmdump names it.
+fn scripts_spec() -> OptionSpec {
+    OptionSpec::new(
+        "scripts",
+        OptionValue::Seq(Vec::new()),
+        "Execute a script (a mitmproxy addon script). May be passed multiple times.",
+    )
+}
+
+/// The scripts asked for, loaded (their modules run and `load` called) so their options are
+/// known before the others are parsed.
+#[cfg(feature = "python")]
+fn load_scripts(cli: &Cli) -> Result<Vec<waylay::addons::ScriptAddon>, Failure> {
+    cli.scripts()
+        .iter()
+        .map(|p| waylay::addons::ScriptAddon::load(p).map_err(|e| Failure::Usage(e.to_string())))
+        .collect()
+}
+
+/// Without the `python` feature, `-s` says how to get a build that has it.
+#[cfg(not(feature = "python"))]
+fn load_scripts(cli: &Cli) -> Result<Vec<std::convert::Infallible>, Failure> {
+    if cli.scripts().is_empty() {
+        return Ok(Vec::new());
+    }
+    Err(Failure::Usage(
+        "this waylay was built without Python scripting; build one with it: cargo run --release -p waylay --features python -- -s script.py".into(),
+    ))
+}
+
 /// The options the flags ask for, checked as the proxy and the dumper will check them.
-fn options(cli: &Cli) -> Result<Options, Failure> {
+fn options(cli: &Cli, script_specs: Vec<OptionSpec>) -> Result<Options, Failure> {
     let mut opts = Options::new();
     for spec in Dumper::option_specs() {
+        opts.add(spec)?;
+    }
+    opts.add(scripts_spec())?;
+    for spec in script_specs {
         opts.add(spec)?;
     }
     opts.set_specs(&cli.option_specs())?;
@@ -88,7 +122,12 @@ fn options(cli: &Cli) -> Result<Options, Failure> {
 }
 
 fn run(cli: &Cli) -> Result<(), Failure> {
-    let opts = options(cli)?;
+    let scripts = load_scripts(cli)?;
+    #[cfg(feature = "python")]
+    let specs: Vec<OptionSpec> = scripts.iter().flat_map(|s| s.option_specs()).collect();
+    #[cfg(not(feature = "python"))]
+    let specs: Vec<OptionSpec> = Vec::new();
+    let opts = options(cli, specs)?;
     if cli.options {
         print!("{}", opts.listing());
         return Ok(());
@@ -105,6 +144,14 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         format!("{host}:{}", opts.int("listen_port"))
     };
     let mut builder = Proxy::builder().options(opts.clone()).listen(&listen);
+    // Scripts come before the dumper, so it prints flows as the scripts left them (as in
+    // mitmdump).
+    #[cfg(feature = "python")]
+    for script in scripts {
+        builder = builder.addon(script);
+    }
+    #[cfg(not(feature = "python"))]
+    let _ = scripts;
     // With nothing to print the dumper is not registered at all, so `-q` costs no hook.
     if opts.int("flow_detail") > 0 {
         builder = builder.addon(Dumper::stdout());

@@ -30,9 +30,10 @@ use std::time::{Duration, SystemTime};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PySet, PyTuple};
 use waylay_core::flow::FlowId;
-use waylay_core::hooks::{Configure, Loader};
+use waylay_core::hooks::{Begin, Configure, Loader};
 use waylay_core::{
-    Addon, HookKind, HookSet, HttpFlow, OptionSpec, OptionValue, Options, OptionsError, TcpFlow,
+    Addon, Fault, Hook, HookKind, HookSet, HttpFlow, OptionSpec, OptionValue, Options,
+    OptionsError, TcpFlow,
 };
 
 use self::core::Core;
@@ -118,6 +119,9 @@ fn later(kind: HookKind) -> HookSet {
     }
 }
 
+/// The methods one hook calls, in order: each callable and whether it is `async def`.
+type Calls = Vec<(Py<PyAny>, bool)>;
+
 /// One hook method of the script: the bound callable and whether it is `async def`.
 #[derive(Debug)]
 struct Method {
@@ -131,6 +135,8 @@ struct Loaded {
     host: Py<PyAny>,
     methods: Vec<Vec<Method>>,
     handled: HookSet,
+    /// Hooks with at least one `async def` method: these run detached from the addon.
+    asynchronous: HookSet,
     options: Vec<OptionSpec>,
     commands: Vec<(String, String)>,
 }
@@ -150,8 +156,7 @@ pub struct ScriptAddon {
     name: String,
     loaded: Option<Loaded>,
     declared: HookSet,
-    flows: HashMap<FlowId, FlowEntry>,
-    order: VecDeque<FlowId>,
+    table: Arc<Mutex<FlowTable>>,
     options: Arc<Options>,
     changed: Arc<AtomicBool>,
     watching: bool,
@@ -207,8 +212,7 @@ impl ScriptAddon {
             name,
             loaded: Some(loaded),
             declared,
-            flows: HashMap::new(),
-            order: VecDeque::new(),
+            table: Arc::default(),
             options: Arc::new(Options::empty()),
             changed: Arc::new(AtomicBool::new(false)),
             watching: false,
@@ -267,8 +271,7 @@ impl ScriptAddon {
             host::keep_thread_state();
             Python::attach(|py| lifecycle(py, &old.host, "done"));
         }
-        self.flows.clear();
-        self.order.clear();
+        lock(&self.table).clear();
         match load_module(&self.path) {
             Ok(new) => {
                 for k in new.handled.iter() {
@@ -295,6 +298,77 @@ impl ScriptAddon {
         }
     }
 
+    /// Whether the flow's Python object is still needed after hook `kind`.
+    fn keep_after(&self, kind: HookKind, upgraded: bool) -> bool {
+        let handled = self.loaded.as_ref().map_or(HookSet::EMPTY, |l| l.handled);
+        let mut next = later(kind);
+        if kind == HookKind::Response && !upgraded {
+            next = HookSet::EMPTY;
+        }
+        next.iter().any(|k| handled.contains(k))
+    }
+
+    /// What a flow hook needs: the methods to call, and whether the flow's object is kept
+    /// afterwards; `None` when the script has nothing to run for it.
+    fn prepare(&mut self, kind: HookKind, id: FlowId, upgraded: bool) -> Option<(Calls, bool)> {
+        self.reload_if_changed();
+        let loaded = self.loaded.as_ref()?;
+        let calls = host_methods(loaded, kind);
+        let keep = self.keep_after(kind, upgraded);
+        if calls.is_empty() {
+            if !keep {
+                lock(&self.table).flows.remove(&id);
+            }
+            return None;
+        }
+        host::keep_thread_state();
+        Some((calls, keep))
+    }
+
+    async fn http_hook(&mut self, kind: HookKind, flow: &mut HttpFlow) {
+        let upgraded = upgraded(flow);
+        let Some((calls, keep)) = self.prepare(kind, flow.id, upgraded) else {
+            return;
+        };
+        run_http(
+            self.name.clone(),
+            kind,
+            flow,
+            calls,
+            keep,
+            self.table.clone(),
+        )
+        .await;
+    }
+
+    async fn tcp_hook(&mut self, kind: HookKind, flow: &mut TcpFlow) {
+        let Some((calls, keep)) = self.prepare(kind, flow.id, false) else {
+            return;
+        };
+        run_tcp(
+            self.name.clone(),
+            kind,
+            flow,
+            calls,
+            keep,
+            self.table.clone(),
+        )
+        .await;
+    }
+}
+
+fn upgraded(flow: &HttpFlow) -> bool {
+    flow.websocket.is_some() || flow.response.as_ref().is_some_and(|r| r.status_code == 101)
+}
+
+/// The Python objects of the live flows the script has seen.
+#[derive(Debug, Default)]
+struct FlowTable {
+    flows: HashMap<FlowId, FlowEntry>,
+    order: VecDeque<FlowId>,
+}
+
+impl FlowTable {
     fn remember(&mut self, id: FlowId, entry: FlowEntry) {
         if self.flows.len() >= MAX_LIVE_FLOWS {
             while self.flows.len() >= MAX_LIVE_FLOWS / 2 {
@@ -308,90 +382,127 @@ impl ScriptAddon {
         self.flows.insert(id, entry);
     }
 
-    /// Whether the flow's Python object is still needed after hook `kind`.
-    fn keep_after(&self, kind: HookKind, upgraded: bool) -> bool {
-        let handled = self.loaded.as_ref().map_or(HookSet::EMPTY, |l| l.handled);
-        let mut next = later(kind);
-        if kind == HookKind::Response && !upgraded {
-            next = HookSet::EMPTY;
-        }
-        next.iter().any(|k| handled.contains(k))
-    }
-
-    async fn http_hook(&mut self, kind: HookKind, flow: &mut HttpFlow) {
-        self.reload_if_changed();
-        let Some(loaded) = self.loaded.as_ref() else {
-            return;
-        };
-        let calls: Vec<(Py<PyAny>, bool)> = host_methods(loaded, kind);
-        let keep = self.keep_after(
-            kind,
-            flow.websocket.is_some()
-                || flow.response.as_ref().is_some_and(|r| r.status_code == 101),
-        );
-        if calls.is_empty() {
-            if !keep {
-                self.flows.remove(&flow.id);
-            }
-            return;
-        }
-        host::keep_thread_state();
-        let id = flow.id;
-        let entry = match self.flows.remove(&id) {
-            Some(e) => Ok(e),
-            None => Python::attach(|py| new_http_entry(py, flow)),
-        };
-        let entry = match entry {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::error!(target: "script", script = %self.name, "{e}");
-                return;
-            }
-        };
-        let guard = Attached::http(&entry, flow);
-        run_calls(&self.name, kind, &entry, &calls).await;
-        guard.detach();
-        if keep {
-            self.remember(id, entry);
-        }
-    }
-
-    async fn tcp_hook(&mut self, kind: HookKind, flow: &mut TcpFlow) {
-        self.reload_if_changed();
-        let Some(loaded) = self.loaded.as_ref() else {
-            return;
-        };
-        let calls = host_methods(loaded, kind);
-        let keep = self.keep_after(kind, false);
-        if calls.is_empty() {
-            if !keep {
-                self.flows.remove(&flow.id);
-            }
-            return;
-        }
-        host::keep_thread_state();
-        let id = flow.id;
-        let entry = match self.flows.remove(&id) {
-            Some(e) => Ok(e),
-            None => Python::attach(|py| new_tcp_entry(py, flow)),
-        };
-        let entry = match entry {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::error!(target: "script", script = %self.name, "{e}");
-                return;
-            }
-        };
-        let guard = Attached::tcp(&entry, flow);
-        run_calls(&self.name, kind, &entry, &calls).await;
-        guard.detach();
-        if keep {
-            self.remember(id, entry);
-        }
+    fn clear(&mut self) {
+        self.flows.clear();
+        self.order.clear();
     }
 }
 
-fn host_methods(loaded: &Loaded, kind: HookKind) -> Vec<(Py<PyAny>, bool)> {
+fn lock(t: &Mutex<FlowTable>) -> std::sync::MutexGuard<'_, FlowTable> {
+    t.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Runs an HTTP flow hook's methods with the flow attached to its Python object.
+async fn run_http(
+    name: String,
+    kind: HookKind,
+    flow: &mut HttpFlow,
+    calls: Calls,
+    keep: bool,
+    table: Arc<Mutex<FlowTable>>,
+) {
+    let id = flow.id;
+    let known = lock(&table).flows.remove(&id);
+    let entry = match known {
+        Some(e) => Ok(e),
+        None => Python::attach(|py| new_http_entry(py, flow)),
+    };
+    let entry = match entry {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(target: "script", script = %name, "{e}");
+            return;
+        }
+    };
+    let guard = Attached::http(&entry, flow);
+    run_calls(&name, kind, &entry, &calls).await;
+    guard.detach();
+    if keep {
+        lock(&table).remember(id, entry);
+    }
+}
+
+/// Runs a TCP flow hook's methods with the flow attached to its Python object.
+async fn run_tcp(
+    name: String,
+    kind: HookKind,
+    flow: &mut TcpFlow,
+    calls: Calls,
+    keep: bool,
+    table: Arc<Mutex<FlowTable>>,
+) {
+    let id = flow.id;
+    let known = lock(&table).flows.remove(&id);
+    let entry = match known {
+        Some(e) => Ok(e),
+        None => Python::attach(|py| new_tcp_entry(py, flow)),
+    };
+    let entry = match entry {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(target: "script", script = %name, "{e}");
+            return;
+        }
+    };
+    let guard = Attached::tcp(&entry, flow);
+    run_calls(&name, kind, &entry, &calls).await;
+    guard.detach();
+    if keep {
+        lock(&table).remember(id, entry);
+    }
+}
+
+/// A hook with an `async def` method, run detached from the addon under `timeout`: the flow
+/// comes back when the methods are done, or at the deadline with what they did so far.
+async fn detached(
+    name: String,
+    mut hook: Hook,
+    calls: Calls,
+    keep: bool,
+    table: Arc<Mutex<FlowTable>>,
+    timeout: Duration,
+) -> (Hook, Option<Fault>) {
+    let kind = hook.kind();
+    let run = async {
+        if let Some(flow) = http_of(&mut hook) {
+            run_http(name, kind, flow, calls, keep, table).await;
+        } else if let Some(flow) = tcp_of(&mut hook) {
+            run_tcp(name, kind, flow, calls, keep, table).await;
+        }
+    };
+    // On the deadline the run is dropped, and its guard moves the flow's data back.
+    let fault = match tokio::time::timeout(timeout, run).await {
+        Ok(()) => None,
+        Err(_) => Some(Fault::Timeout(timeout)),
+    };
+    (hook, fault)
+}
+
+fn http_of(hook: &mut Hook) -> Option<&mut HttpFlow> {
+    match hook {
+        Hook::HttpConnect(f)
+        | Hook::RequestHeaders(f)
+        | Hook::Request(f)
+        | Hook::ResponseHeaders(f)
+        | Hook::Response(f)
+        | Hook::Error(f)
+        | Hook::WebsocketHandshake(f)
+        | Hook::WebsocketStart(f)
+        | Hook::WebsocketMessage(f)
+        | Hook::WebsocketError(f)
+        | Hook::WebsocketEnd(f) => Some(f),
+        _ => None,
+    }
+}
+
+fn tcp_of(hook: &mut Hook) -> Option<&mut TcpFlow> {
+    match hook {
+        Hook::TcpStart(f) | Hook::TcpMessage(f) | Hook::TcpError(f) | Hook::TcpEnd(f) => Some(f),
+        _ => None,
+    }
+}
+
+fn host_methods(loaded: &Loaded, kind: HookKind) -> Calls {
     let Some(ms) = loaded.methods.get(kind as usize) else {
         return Vec::new();
     };
@@ -586,10 +697,14 @@ fn load_module(path: &Path) -> Result<Loaded, String> {
             host.call_method0("load")?;
             let mut methods: Vec<Vec<Method>> = (0..HookKind::COUNT).map(|_| Vec::new()).collect();
             let mut handled = HookSet::EMPTY;
+            let mut asynchronous = HookSet::EMPTY;
             for kind in FLOW_HOOKS {
                 let ms = host.call_method1("methods", (kind.name(),))?;
                 for m in ms.cast::<PyList>()?.iter() {
                     let (call, is_async): (Bound<'_, PyAny>, bool) = m.extract()?;
+                    if is_async {
+                        asynchronous = asynchronous.with(*kind);
+                    }
                     methods[*kind as usize].push(Method {
                         call: call.unbind(),
                         is_async,
@@ -610,6 +725,7 @@ fn load_module(path: &Path) -> Result<Loaded, String> {
                 host: host.unbind(),
                 methods,
                 handled,
+                asynchronous,
                 options,
                 commands,
             })
@@ -696,6 +812,36 @@ impl Addon for ScriptAddon {
         self.declared
     }
 
+    fn begin(&mut self, hook: Hook, timeout: Duration) -> Begin {
+        let kind = hook.kind();
+        if !self
+            .loaded
+            .as_ref()
+            .is_some_and(|l| l.asynchronous.contains(kind))
+        {
+            return Begin::Method(hook);
+        }
+        let mut hook = hook;
+        let (id, up) = if let Some(f) = http_of(&mut hook) {
+            (f.id, upgraded(f))
+        } else if let Some(f) = tcp_of(&mut hook) {
+            (f.id, false)
+        } else {
+            return Begin::Method(hook);
+        };
+        let Some((calls, keep)) = self.prepare(kind, id, up) else {
+            return Begin::Method(hook);
+        };
+        Begin::Detached(Box::pin(detached(
+            self.name.clone(),
+            hook,
+            calls,
+            keep,
+            self.table.clone(),
+            timeout,
+        )))
+    }
+
     async fn load(&mut self, loader: &mut Loader) {
         if let Some(l) = &self.loaded {
             for spec in &l.options {
@@ -731,8 +877,7 @@ impl Addon for ScriptAddon {
             host::keep_thread_state();
             Python::attach(|py| lifecycle(py, &l.host, "done"));
         }
-        self.flows.clear();
-        self.order.clear();
+        lock(&self.table).clear();
     }
 
     async fn command(&mut self, name: &str, args: &[String]) -> Result<String, String> {

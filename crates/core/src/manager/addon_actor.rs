@@ -155,10 +155,61 @@ async fn run_hook<A: Addon>(addon: &mut A, mut hook: Hook, timeout: Duration) ->
     }
 }
 
+/// The answer to a [`HookCall`]: a hook run through the addon's method holds the actor until
+/// it ends (one hook at a time); a detached one runs beside the actor's next messages.
+pub(crate) enum HookResponse<A: Addon> {
+    Atomic(AtomicResponse<AddonActor<A>, HookReply>),
+    Detached(std::pin::Pin<Box<dyn std::future::Future<Output = HookReply>>>),
+}
+
+impl<A: Addon> actix::dev::MessageResponse<AddonActor<A>, HookCall> for HookResponse<A> {
+    fn handle(
+        self,
+        ctx: &mut Context<AddonActor<A>>,
+        tx: Option<actix::dev::OneshotSender<HookReply>>,
+    ) {
+        match self {
+            Self::Atomic(r) => {
+                actix::dev::MessageResponse::<AddonActor<A>, HookCall>::handle(r, ctx, tx)
+            }
+            Self::Detached(f) => {
+                ctx.spawn(
+                    actix::fut::wrap_future::<_, AddonActor<A>>(f).map(|reply, _, _| {
+                        if let Some(tx) = tx {
+                            let _ = tx.send(reply);
+                        }
+                    }),
+                );
+            }
+        }
+    }
+}
+
 impl<A: Addon> Handler<HookCall> for AddonActor<A> {
-    type Result = AtomicResponse<Self, HookReply>;
+    type Result = HookResponse<A>;
 
     fn handle(&mut self, msg: HookCall, _ctx: &mut Self::Context) -> Self::Result {
+        let msg = match (self.retired, self.addon.as_mut()) {
+            (false, Some(a)) => match a.begin(msg.hook, msg.timeout) {
+                crate::hooks::Begin::Method(hook) => HookCall {
+                    hook,
+                    timeout: msg.timeout,
+                },
+                crate::hooks::Begin::Detached(f) => {
+                    return HookResponse::Detached(Box::pin(async move {
+                        let (hook, fault) = f.await;
+                        HookReply {
+                            hook,
+                            output: HookOutput::Unit,
+                            unhandled: false,
+                            fault,
+                            give_up: false,
+                        }
+                    }));
+                }
+            },
+            _ => msg,
+        };
         let passthrough = |hook| HookReply {
             hook,
             output: HookOutput::Unit,
@@ -171,7 +222,7 @@ impl<A: Addon> Handler<HookCall> for AddonActor<A> {
             (_, other) => {
                 self.addon = other;
                 let reply = passthrough(msg.hook);
-                return AtomicResponse::new(Box::pin(fut::ready(reply)));
+                return HookResponse::Atomic(AtomicResponse::new(Box::pin(fut::ready(reply))));
             }
         };
         let kind = msg.hook.kind() as usize;
@@ -180,7 +231,7 @@ impl<A: Addon> Handler<HookCall> for AddonActor<A> {
             let reply = run_hook(&mut *addon, msg.hook, msg.timeout).await;
             (addon, reply)
         };
-        AtomicResponse::new(Box::pin(fut.into_actor(self).map(
+        HookResponse::Atomic(AtomicResponse::new(Box::pin(fut.into_actor(self).map(
             move |(addon, mut reply), act, _| {
                 act.addon = Some(addon);
                 if reply.fault.is_some() {
@@ -191,7 +242,7 @@ impl<A: Addon> Handler<HookCall> for AddonActor<A> {
                 }
                 reply
             },
-        )))
+        ))))
     }
 }
 

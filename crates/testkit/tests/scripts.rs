@@ -475,3 +475,136 @@ async fn the_harness_runs_a_script_on_test_flows() {
     assert_eq!(resp.headers.get("x-n"), Some("1"));
     assert_eq!(resp.headers.get("x-marker"), Some("set in request"));
 }
+
+/// Starts waylay with `script` and, when the peer is there, mitmdump with it; returns the
+/// running waylay proxy and mitmdump.
+async fn both(name: &str, src: &str) -> Option<(TestProxy, Mitmdump, TempDir, TempDir)> {
+    let bin = peers::mitmdump()?;
+    let dir = TempDir::new(name);
+    let script = write_script(&dir, &format!("{name}.py"), src);
+    let addon = ScriptAddon::load(&script).expect("script loads");
+    let proxy = TestProxy::start(Proxy::builder().addon(addon)).await;
+    let confdir = TempDir::new("mitm-conf");
+    let mitm = Mitmdump::start(&bin, &script, confdir.path(), &[]);
+    Some((proxy, mitm, dir, confdir))
+}
+
+const WEBSOCKET: &str = r#"
+from mitmproxy import ctx, http
+
+def websocket_message(flow: http.HTTPFlow) -> None:
+    msg = flow.websocket.messages[-1]
+    if msg.from_client:
+        if msg.text == "drop":
+            msg.drop()
+        elif msg.text == "inject":
+            ctx.master.commands.call("inject.websocket", flow, True, b"injected to client")
+        else:
+            msg.content = msg.content.upper()
+    elif not msg.injected:
+        msg.text = msg.text + " (seen, " + str(len(flow.websocket.messages) > 0) + ")"
+"#;
+
+async fn websocket_scenario(proxy: SocketAddr, origin: SocketAddr) -> Vec<String> {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let (mut ws, _) = within(
+        "ws handshake",
+        waylay_testkit::ws_through_proxy(proxy, origin, "/ws", &[]),
+    )
+    .await
+    .expect("handshake");
+    let mut got = Vec::new();
+    for text in ["hello", "drop", "after drop", "inject"] {
+        ws.send(Message::text(text)).await.expect("send");
+        if text == "drop" {
+            continue;
+        }
+        let n = if text == "inject" { 2 } else { 1 };
+        for _ in 0..n {
+            match waylay_testkit::ws_next(&mut ws).await {
+                Some(Ok(Message::Text(t))) => got.push(t.to_string()),
+                other => got.push(format!("{other:?}")),
+            }
+        }
+    }
+    let _ = ws.close(None).await;
+    got
+}
+
+#[actix_rt::test]
+async fn a_websocket_message_script_matches_mitmproxy() {
+    let Some((proxy, mitm, _d, _c)) = both("websocket", WEBSOCKET).await else {
+        return;
+    };
+    let origin = waylay_testkit::WsOrigin::start().await;
+    let ours = websocket_scenario(proxy.addr(), origin.addr).await;
+    let ours_seen = origin.record.received();
+    let theirs = websocket_scenario(mitm.addr, origin.addr).await;
+    assert_eq!(
+        ours,
+        [
+            "HELLO (seen, True)",
+            "AFTER DROP (seen, True)",
+            "injected to client",
+            "inject (seen, True)"
+        ]
+    );
+    assert_eq!(ours, theirs, "mitmdump said:\n{}", mitm.output());
+    let texts: Vec<String> = ours_seen
+        .iter()
+        .filter_map(|m| m.to_text().ok().map(str::to_owned))
+        .filter(|t| !t.is_empty())
+        .collect();
+    assert_eq!(
+        texts,
+        ["HELLO", "AFTER DROP", "inject"],
+        "the origin never saw the dropped one"
+    );
+    proxy.shutdown().await;
+}
+
+const TCP: &str = r#"
+from mitmproxy import tcp
+
+def tcp_message(flow: tcp.TCPFlow) -> None:
+    message = flow.messages[-1]
+    if message.from_client:
+        message.content = message.content.replace(b"secret", b"******")
+    else:
+        message.content = message.content.upper()
+"#;
+
+async fn tcp_scenario(proxy: SocketAddr, origin: SocketAddr) -> Vec<u8> {
+    use tokio::io::AsyncWriteExt;
+    let mut s = within(
+        "tunnel",
+        waylay_testkit::connect_tunnel(proxy, &origin.to_string()),
+    )
+    .await
+    .expect("tunnel");
+    s.write_all(b"my secret\n").await.expect("write");
+    let first = waylay_testkit::read_n(&mut s, 16).await;
+    s.write_all(b"no secrets here\n").await.expect("write");
+    let mut out = first;
+    out.extend(waylay_testkit::read_n(&mut s, 22).await);
+    out
+}
+
+#[actix_rt::test]
+async fn a_tcp_message_script_matches_mitmproxy() {
+    let Some((proxy, mitm, _d, _c)) = both("tcp", TCP).await else {
+        return;
+    };
+    let origin = waylay_testkit::tcp_line_origin().await;
+    let ours = tcp_scenario(proxy.addr(), origin.addr).await;
+    let seen = origin.received();
+    assert_eq!(
+        String::from_utf8_lossy(&ours),
+        "ECHO: MY ******\nECHO: NO ******S HERE\n"
+    );
+    assert_eq!(seen, b"my ******\nno ******s here\n");
+    let theirs = tcp_scenario(mitm.addr, origin.addr).await;
+    assert_eq!(ours, theirs, "mitmdump said:\n{}", mitm.output());
+    proxy.shutdown().await;
+}

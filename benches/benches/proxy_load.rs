@@ -18,7 +18,8 @@
 //! worker 1 send their hooks across threads to the addon manager on worker 0.
 //!
 //! Settings: `LOAD_CONNS` (32), `LOAD_SECS` (3, measured), `LOAD_WARMUP` (1),
-//! `LOAD_SCENARIOS` (comma-separated, default all: `floor,waylay,waylay+4,waylay-w2,waylay+4-w2`),
+//! `LOAD_SCENARIOS` (comma-separated, default all: `floor,waylay,waylay+4,waylay-w2,waylay+4-w2,
+//! waylay+addheader,waylay+py-noop,waylay+py-addheader`; the last two need `--features python`),
 //! `LOAD_REPS` (1: repetitions of the whole list, then the median of each scenario),
 //! `LOAD_PIN` (1).
 
@@ -44,6 +45,12 @@ const CHILD_ENV: &str = "WAYLAY_LOAD_CHILD";
 const ADDONS_ENV: &str = "WAYLAY_LOAD_ADDONS";
 const WORKERS_ENV: &str = "WAYLAY_LOAD_WORKERS";
 const CONFDIR_ENV: &str = "WAYLAY_LOAD_CONFDIR";
+const EXTRA_ENV: &str = "WAYLAY_LOAD_EXTRA";
+
+/// The seed's AddHeader as a mitmproxy script (the same addon as [`AddHeader`]).
+const PY_ADDHEADER: &str = "class AddHeader:\n    def __init__(self):\n        self.num = 0\n\n    def response(self, flow):\n        self.num = self.num + 1\n        flow.response.headers[\"count\"] = str(self.num)\n\naddons = [AddHeader()]\n";
+/// A script whose `response` hook does nothing.
+const PY_NOOP: &str = "def response(flow):\n    pass\n";
 
 /// Longest request head the floor reads before giving up on a connection.
 const MAX_HEAD: usize = 64 * 1024;
@@ -98,7 +105,32 @@ impl Addon for NoopHttp {
     async fn response(&mut self, _flow: &mut HttpFlow) {}
 }
 
-/// The real proxy, as an embedder starts it, with `WAYLAY_LOAD_ADDONS` no-op addons.
+/// The seed's AddHeader: counts responses in a header.
+#[derive(Default)]
+struct AddHeader {
+    num: u64,
+}
+
+impl Addon for AddHeader {
+    async fn response(&mut self, flow: &mut HttpFlow) {
+        self.num += 1;
+        if let Some(r) = flow.response.as_mut() {
+            r.headers.insert("count", self.num.to_string());
+        }
+    }
+}
+
+/// The script scenarios' addon (`py-noop`, `py-addheader`), written into `confdir`.
+#[cfg(feature = "python")]
+fn script_addon(extra: &str, confdir: &str) -> waylay_addons::ScriptAddon {
+    let src = if extra == "py-noop" { PY_NOOP } else { PY_ADDHEADER };
+    let path = std::path::Path::new(confdir).join(format!("{extra}.py"));
+    std::fs::write(&path, src).expect("write the script");
+    waylay_addons::ScriptAddon::load(&path).expect("the script loads")
+}
+
+/// The real proxy, as an embedder starts it, with `WAYLAY_LOAD_ADDONS` no-op addons and the
+/// `WAYLAY_LOAD_EXTRA` addon (`addheader`, `py-noop`, `py-addheader`).
 fn child_waylay() {
     exit_when_stdin_closes();
     let addons: usize = env_or(ADDONS_ENV, 0);
@@ -112,6 +144,15 @@ fn child_waylay() {
             .listen("127.0.0.1:0");
         for _ in 0..addons {
             builder = builder.addon(NoopHttp);
+        }
+        match std::env::var(EXTRA_ENV).as_deref().unwrap_or("") {
+            "" => {}
+            "addheader" => builder = builder.addon(AddHeader::default()),
+            #[cfg(feature = "python")]
+            py @ ("py-noop" | "py-addheader") => {
+                builder = builder.addon(script_addon(py, &confdir));
+            }
+            other => panic!("proxy_load: unknown extra addon {other:?}"),
         }
         let proxy = builder.start().await.expect("waylay starts");
         announce(proxy.local_addr());
@@ -202,15 +243,18 @@ struct Scenario {
     workers: usize,
     /// On CPU 0 alone (when pinning), or on every CPU.
     pinned: bool,
+    /// One more addon: `addheader` (Rust), `py-noop` / `py-addheader` (a Python script).
+    extra: &'static str,
 }
 
-const SCENARIOS: [Scenario; 5] = [
+const SCENARIOS: [Scenario; 8] = [
     Scenario {
         name: "floor",
         mode: "floor",
         addons: 0,
         workers: 1,
         pinned: true,
+        extra: "",
     },
     Scenario {
         name: "waylay",
@@ -218,6 +262,7 @@ const SCENARIOS: [Scenario; 5] = [
         addons: 0,
         workers: 1,
         pinned: true,
+        extra: "",
     },
     Scenario {
         name: "waylay+4",
@@ -225,6 +270,7 @@ const SCENARIOS: [Scenario; 5] = [
         addons: 4,
         workers: 1,
         pinned: true,
+        extra: "",
     },
     Scenario {
         name: "waylay-w2",
@@ -232,6 +278,7 @@ const SCENARIOS: [Scenario; 5] = [
         addons: 0,
         workers: 2,
         pinned: false,
+        extra: "",
     },
     Scenario {
         name: "waylay+4-w2",
@@ -239,6 +286,31 @@ const SCENARIOS: [Scenario; 5] = [
         addons: 4,
         workers: 2,
         pinned: false,
+        extra: "",
+    },
+    Scenario {
+        name: "waylay+addheader",
+        mode: "waylay",
+        addons: 0,
+        workers: 1,
+        pinned: true,
+        extra: "addheader",
+    },
+    Scenario {
+        name: "waylay+py-noop",
+        mode: "waylay",
+        addons: 0,
+        workers: 1,
+        pinned: true,
+        extra: "py-noop",
+    },
+    Scenario {
+        name: "waylay+py-addheader",
+        mode: "waylay",
+        addons: 0,
+        workers: 1,
+        pinned: true,
+        extra: "py-addheader",
     },
 ];
 
@@ -330,6 +402,7 @@ fn spawn_child(s: Scenario, place: &Placement, confdir: &TempDir) -> (ChildGuard
         .env(ADDONS_ENV, s.addons.to_string())
         .env(WORKERS_ENV, s.workers.to_string())
         .env(CONFDIR_ENV, confdir.path())
+        .env(EXTRA_ENV, s.extra)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
@@ -546,6 +619,8 @@ fn parent() {
     let scenarios: Vec<Scenario> = SCENARIOS
         .into_iter()
         .filter(|s| wanted.is_empty() || wanted.contains(&s.name))
+        // The script scenarios need the `python` feature.
+        .filter(|s| cfg!(feature = "python") || !s.extra.starts_with("py-"))
         .collect();
 
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -569,7 +644,7 @@ fn parent() {
             cfg.ticks
         );
         println!(
-            "{:<12} {:>9} {:>8} {:>7} {:>7} {:>8} {:>8} {:>11} {:>8}",
+            "{:<20} {:>9} {:>8} {:>7} {:>7} {:>8} {:>8} {:>11} {:>8}",
             "scenario",
             "requests",
             "req/s",
@@ -604,7 +679,7 @@ fn parent() {
                     v.push(us);
                 }
                 println!(
-                    "{:<12} {:>9} {:>8.0} {:>7} {:>7} {:>8.0} {:>8.0} {:>11.2} {:>8}{}",
+                    "{:<20} {:>9} {:>8.0} {:>7} {:>7} {:>8.0} {:>8.0} {:>11.2} {:>8}{}",
                     s.name,
                     m.requests,
                     m.requests as f64 / m.secs,
@@ -634,7 +709,7 @@ fn parent() {
                 let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
                 let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
                 println!(
-                    "{:<12} {:>8.2} ({:.2}–{:.2}) {:>8}",
+                    "{:<20} {:>8.2} ({:.2}–{:.2}) {:>8}",
                     s.name,
                     med,
                     lo,

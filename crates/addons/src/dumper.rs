@@ -6,7 +6,9 @@ use std::io::{IsTerminal, Write};
 use waylay_core::flow::{Address, HttpVersion, Message, TcpFlow};
 use waylay_core::hooks::{Configure, Loader};
 use waylay_core::options::OptionValue;
-use waylay_core::{Addon, HookKind, HookSet, HttpFlow, OptionSpec, Options, OptionsError};
+use waylay_core::{
+    Addon, Filter, FlowRef, HookKind, HookSet, HttpFlow, OptionSpec, Options, OptionsError,
+};
 
 use crate::contentview::{self, Cutoff, DETAIL3_CUTOFF};
 use crate::human::{escape_bytes, escape_control, format_address, pretty_duration, pretty_size};
@@ -27,11 +29,13 @@ mod sgr {
 }
 
 /// What the options say about the output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 struct Settings {
     detail: u8,
     showhost: bool,
     raw_bodies: bool,
+    /// `dumper_filter`, parsed once: only matching flows are printed.
+    filter: Option<Filter>,
 }
 
 impl Settings {
@@ -49,16 +53,18 @@ impl Settings {
                     format!("expected 0 to {MAX_FLOW_DETAIL}, got {detail}"),
                 )
             })?;
-        if let Some(f) = o.str("dumper_filter") {
-            return Err(OptionsError::rejected(
-                "dumper_filter",
-                format!("filter expressions are not supported yet, cannot use {f:?}"),
-            ));
-        }
+        let filter = match o.str("dumper_filter") {
+            None | Some("") => None,
+            Some(text) => Some(
+                Filter::parse(text)
+                    .map_err(|e| OptionsError::rejected("dumper_filter", e.to_string()))?,
+            ),
+        };
         Ok(Self {
             detail,
             showhost: o.bool("showhost"),
             raw_bodies: o.bool("dumper_default_contentview"),
+            filter,
         })
     }
 }
@@ -93,7 +99,9 @@ impl Settings {
 /// and a reader of a pipe sees every flow as soon as it is done. A write error (the reader
 /// went away) is logged once and output stops; the proxy goes on.
 ///
-/// `dumper_filter` is not supported yet: setting it is an error, never silently ignored.
+/// `dumper_filter` (mitmdump's trailing filter argument) limits the output to the flows a
+/// filter expression matches (`~d example.com & ~c 500`); an invalid expression is an
+/// option error that names the position.
 ///
 /// ```
 /// use waylay_addons::Dumper;
@@ -128,6 +136,7 @@ impl Dumper {
                 detail: 1,
                 showhost: false,
                 raw_bodies: false,
+                filter: None,
             },
             color: false,
             failed: false,
@@ -526,8 +535,15 @@ impl Dumper {
         format!("{}\n", self.paint(&line, sgr::PLAIN_RED))
     }
 
-    fn quiet(&self) -> bool {
-        self.settings.detail == 0
+    /// Whether `flow` is to be printed: output is on and the flow matches `dumper_filter`
+    /// (mitmproxy's `Dumper.match`).
+    fn shows<'a>(&self, flow: impl Into<FlowRef<'a>>) -> bool {
+        self.settings.detail > 0
+            && self
+                .settings
+                .filter
+                .as_ref()
+                .is_none_or(|filter| filter.matches(flow))
     }
 }
 
@@ -603,45 +619,49 @@ impl Addon for Dumper {
     }
 
     async fn response(&mut self, flow: &mut HttpFlow) {
-        let text = self.echo_flow(flow);
-        self.emit(&text);
+        if self.shows(&*flow) {
+            let text = self.echo_flow(flow);
+            self.emit(&text);
+        }
     }
 
     async fn error(&mut self, flow: &mut HttpFlow) {
-        let text = self.echo_flow(flow);
-        self.emit(&text);
+        if self.shows(&*flow) {
+            let text = self.echo_flow(flow);
+            self.emit(&text);
+        }
     }
 
     async fn websocket_message(&mut self, flow: &mut HttpFlow) {
-        if !self.quiet() {
+        if self.shows(&*flow) {
             let text = self.echo_websocket_message(flow);
             self.emit(&text);
         }
     }
 
     async fn websocket_error(&mut self, flow: &mut HttpFlow) {
-        if !self.quiet() {
+        if self.shows(&*flow) {
             let text = self.echo_websocket_error(flow);
             self.emit(&text);
         }
     }
 
     async fn websocket_end(&mut self, flow: &mut HttpFlow) {
-        if !self.quiet() {
+        if self.shows(&*flow) {
             let text = self.echo_websocket_end(flow);
             self.emit(&text);
         }
     }
 
     async fn tcp_message(&mut self, flow: &mut TcpFlow) {
-        if !self.quiet() {
+        if self.shows(&*flow) {
             let text = self.echo_tcp_message(flow);
             self.emit(&text);
         }
     }
 
     async fn tcp_error(&mut self, flow: &mut TcpFlow) {
-        if !self.quiet() {
+        if self.shows(&*flow) {
             let text = self.echo_tcp_error(flow);
             self.emit(&text);
         }

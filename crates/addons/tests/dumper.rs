@@ -324,18 +324,58 @@ async fn tcp_messages_and_errors() {
 }
 
 #[actix_rt::test]
-async fn dumper_filter_is_rejected_not_ignored() {
+async fn dumper_filter_limits_the_output() {
+    let (mut h, buf) = harness(&["dumper_filter=~d example.org | ~c 404"]).await;
+    h.response(timed(tflow(), tresp())).await;
+    assert_eq!(buf.take(), "", "example.com with a 200 is filtered out");
+    h.response(timed(tflow(), Response::make(404, "", [("a", "b")])))
+        .await;
+    assert!(buf.take().contains("<< 404 Not Found"));
+    let mut other = tflow();
+    other.request.host = "example.org".into();
+    other.request.headers.insert("Host", "example.org");
+    h.response(timed(other, tresp())).await;
+    assert!(buf.take().contains("GET http://example.org/path"));
+    // Errors, WebSocket and TCP output go through the same filter.
+    h.error(tflow().with_error("boom")).await;
+    assert_eq!(buf.take(), "");
+    h.tcp_message(ttcpflow()).await;
+    assert_eq!(buf.take(), "");
+    h.websocket_message(twebsocketflow()).await;
+    assert_eq!(buf.take(), "");
+
+    h.set_options(&["dumper_filter=~tcp | ~websocket"])
+        .await
+        .unwrap();
+    h.tcp_message(ttcpflow()).await;
+    let out = buf.take();
+    assert_eq!(
+        out, "127.0.0.1:22 <- tcp <- example.com:80\n",
+        "TCP now shown"
+    );
+    h.websocket_message(twebsocketflow()).await;
+    assert!(buf.take().contains("WebSocket"));
+    h.response(timed(tflow(), tresp())).await;
+    assert_eq!(buf.take(), "");
+
+    // Unset again: everything is shown.
+    h.set_options(&["dumper_filter="]).await.unwrap();
+    h.response(timed(tflow(), tresp())).await;
+    assert!(!buf.take().is_empty());
+}
+
+#[actix_rt::test]
+async fn a_bad_dumper_filter_is_rejected_with_its_position() {
     let (mut h, buf) = harness(&[]).await;
     let err = h
-        .set_options(&["dumper_filter=~d example.com"])
+        .set_options(&["dumper_filter=~c 200 & ~d"])
         .await
         .unwrap_err();
-    assert!(
-        err.to_string()
-            .starts_with("option dumper_filter: filter expressions are not supported yet"),
-        "{err}"
+    assert_eq!(
+        err.to_string(),
+        "option dumper_filter: expected a regex after ~d at 11"
     );
-    // The old value was kept and the dumper still prints.
+    // The old value was kept and the dumper still prints everything.
     assert_eq!(h.options().str("dumper_filter"), None);
     h.response(timed(tflow(), tresp())).await;
     assert!(!buf.take().is_empty());
@@ -361,7 +401,13 @@ async fn check_options_validates_up_front() {
     let mut o = waylay_core::Options::new();
     assert!(Dumper::check_options(&o).is_ok());
     o.set_specs(&["dumper_filter=~q"]).unwrap();
-    assert!(Dumper::check_options(&o).is_err());
+    assert!(Dumper::check_options(&o).is_ok());
+    o.set_specs(&["dumper_filter=~q &"]).unwrap();
+    let err = Dumper::check_options(&o).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "option dumper_filter: expected an expression after & at 4"
+    );
 }
 
 /// A writer whose reader went away.

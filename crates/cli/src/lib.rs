@@ -38,9 +38,10 @@
 //! Addons are tested without a network with `waylay-testkit`'s `AddonHarness`.
 
 pub use waylay_core::{
-    AddError, Addon, AddonActor, AddonId, AddonManager, Fault, Flow, FlowError, FlowId, Headers,
-    Hook, HookError, HookKind, HookSet, HttpFlow, ManagerHandle, OptionSpec, OptionValue, Options,
-    OptionsError, Request, Response, TcpFlow, flow, hooks, log, options,
+    AddError, Addon, AddonActor, AddonId, AddonManager, Fault, Filter, FilterError, Flow,
+    FlowError, FlowId, FlowRef, Headers, Hook, HookError, HookKind, HookSet, HttpFlow,
+    ManagerHandle, OptionSpec, OptionValue, Options, OptionsError, Request, Response, TcpFlow,
+    filter, flow, hooks, log, options,
 };
 pub use waylay_layers::{Proxy, ProxyBuilder, ProxyError, RunningProxy};
 

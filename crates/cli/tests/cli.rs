@@ -120,9 +120,19 @@ fn unknown_flag_is_one_line() {
 }
 
 #[test]
-fn a_filter_expression_is_refused_until_filters_exist() {
-    let err = assert_one_line_error(&waylay(&["~d", "example.com"]), 2);
-    assert!(err.contains("dumper_filter"), "{err}");
+fn a_bad_filter_expression_is_one_line_with_its_position() {
+    let err = assert_one_line_error(&waylay(&["~c", "200", "&", "~d"]), 2);
+    assert_eq!(
+        err,
+        "waylay: error: option dumper_filter: expected a regex after ~d at 11"
+    );
+    let err = assert_one_line_error(&waylay(&["~q&~s"]), 2);
+    assert_eq!(
+        err,
+        "waylay: error: option dumper_filter: expected a space after ~q at 2"
+    );
+    let err = assert_one_line_error(&waylay(&["~u", "'[a-'"]), 2);
+    assert!(err.contains("unterminated character set at 3"), "{err}");
 }
 
 fn free_port() -> u16 {
@@ -269,6 +279,57 @@ fn a_request_through_the_proxy_prints_one_line() {
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
     assert!(
         stdout.starts_with("127.0.0.1:") && stdout.contains(&line),
+        "{stdout}"
+    );
+    let _ = std::fs::remove_dir_all(&confdir);
+}
+
+/// Sends `GET /path` through the proxy to the origin and reads the whole response.
+fn get_through(port: u16, origin: u16, path: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the proxy");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET http://127.0.0.1:{origin}{path} HTTP/1.1\r\nHost: 127.0.0.1:{origin}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send request");
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    text(&resp)
+}
+
+/// `waylay "~u /wanted"` prints only the flows the trailing filter matches; the others
+/// are proxied all the same.
+#[test]
+fn the_trailing_filter_limits_what_is_printed() {
+    let confdir = temp_dir("filter");
+    let port = free_port();
+    let origin = origin();
+    let mut child = Command::new(BIN)
+        .args(["-p", &port.to_string()])
+        .args(["--set", &format!("confdir={}", confdir.display())])
+        .args(["~u", "/wanted", "|", "~c", "404"])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("waylay starts");
+    wait_listening(&mut child, port);
+    for path in ["/other", "/wanted", "/also-other"] {
+        let resp = get_through(port, origin, path);
+        assert!(
+            resp.starts_with("HTTP/1.1 200") && resp.ends_with("hello"),
+            "{resp}"
+        );
+    }
+    let status = terminate(&mut child);
+    let out = child.wait_with_output().expect("output");
+    let stdout = text(&out.stdout);
+    assert!(status.success(), "{status}: {}", text(&out.stderr));
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(
+        stdout.contains(&format!("GET http://127.0.0.1:{origin}/wanted << 200 OK")),
         "{stdout}"
     );
     let _ = std::fs::remove_dir_all(&confdir);

@@ -65,12 +65,14 @@
 //! Hooks must not block the thread: hand blocking work to a thread pool (for example a
 //! `crossbeam-channel` to a writer thread).
 
+pub mod filter;
 pub mod flow;
 pub mod hooks;
 pub mod log;
 mod manager;
 pub mod options;
 
+pub use filter::{Filter, FilterError, FlowRef};
 pub use flow::{Flow, FlowError, FlowId, Headers, HttpFlow, Request, Response, TcpFlow};
 pub use hooks::{Addon, Hook, HookKind, HookSet};
 pub use manager::{AddError, AddonActor, AddonId, AddonManager, Fault, HookError, ManagerHandle};

@@ -123,7 +123,11 @@ impl Addon for AddHeader {
 /// The script scenarios' addon (`py-noop`, `py-addheader`), written into `confdir`.
 #[cfg(feature = "python")]
 fn script_addon(extra: &str, confdir: &str) -> waylay_addons::ScriptAddon {
-    let src = if extra == "py-noop" { PY_NOOP } else { PY_ADDHEADER };
+    let src = if extra == "py-noop" {
+        PY_NOOP
+    } else {
+        PY_ADDHEADER
+    };
     let path = std::path::Path::new(confdir).join(format!("{extra}.py"));
     std::fs::write(&path, src).expect("write the script");
     waylay_addons::ScriptAddon::load(&path).expect("the script loads")

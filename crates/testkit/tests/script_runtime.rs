@@ -270,3 +270,102 @@ async fn a_script_importing_a_missing_name_fails_at_load_with_one_line() {
     );
     assert!(e.contains("b.py:2"), "{e}");
 }
+
+const HOLD: &str = r#"
+from mitmproxy import command, http
+
+class Hold:
+    def __init__(self):
+        self.held = []
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        if flow.request.path == "/hold":
+            flow.intercept()
+            flow.comment = "held"
+            self.held.append(flow)
+
+    @command.command("hold.release")
+    def release(self) -> int:
+        n = len(self.held)
+        for f in self.held:
+            f.resume()
+        self.held.clear()
+        return n
+
+addons = [Hold()]
+"#;
+
+#[actix_rt::test]
+async fn a_flow_intercepted_by_a_script_waits_until_a_command_resumes_it() {
+    let dir = TempDir::new("hold");
+    let path = write(&dir, "hold.py", HOLD);
+    let origin = http_origin().await;
+    let proxy =
+        TestProxy::start(Proxy::builder().addon(ScriptAddon::load(&path).expect("loads"))).await;
+    let addr = proxy.addr();
+    let held = actix::spawn(async move { proxy_get(addr, &format!("http://{origin}/hold")).await });
+    // Other flows go on while it is held.
+    let other = within(
+        "another flow",
+        proxy_get(addr, &format!("http://{origin}/other")),
+    )
+    .await;
+    assert!(other.starts_with("HTTP/1.1 200"), "{other}");
+    let manager = proxy.running().manager().clone();
+    let mut released = false;
+    for _ in 0..100 {
+        if manager.command("hold.release", &[]).await == Ok("1".into()) {
+            released = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(released, "the flow was never held");
+    let answer = within("the held flow after resume", held)
+        .await
+        .expect("joined");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    proxy.shutdown().await;
+}
+
+const MARKS: &str = r#"
+kept = []
+
+def response(flow):
+    flow.response.headers["x-had"] = str(getattr(flow, "mark", None)) + "/" + str(flow.metadata.get("m"))
+    flow.mark = 1
+    flow.metadata["m"] = 2
+    if flow.request.path == "/keep":
+        kept.append(flow)
+    if flow.request.path == "/check":
+        flow.response.headers["x-kept"] = kept[0].metadata.get("m", "gone") and str(kept[0].mark)
+"#;
+
+#[actix_rt::test]
+async fn a_flow_object_starts_empty_and_one_a_script_kept_stays_its_own() {
+    use waylay_testkit::{FlowExt, tresp};
+    let dir = TempDir::new("marks");
+    let path = write(&dir, "marks.py", MARKS);
+    let mut h = AddonHarness::script(&path).await;
+    let with_path = |p: &str| {
+        let mut f = tflow().with_response(tresp());
+        f.request.path = p.into();
+        f
+    };
+    for p in ["/a", "/keep", "/b", "/check"] {
+        let f = h.response(with_path(p)).await;
+        let r = f.response.expect("response");
+        assert_eq!(
+            r.headers.get("x-had"),
+            Some("None/None"),
+            "{p}: a fresh flow object"
+        );
+        if p == "/check" {
+            assert_eq!(
+                r.headers.get("x-kept"),
+                Some("1"),
+                "the kept flow kept its attributes"
+            );
+        }
+    }
+}

@@ -290,6 +290,8 @@ const REPLY: &str = r#"
 from mitmproxy import http
 
 def request(flow: http.HTTPFlow) -> None:
+    if flow.request.path.startswith("/kill"):
+        flow.kill()
     if flow.request.path.startswith("/local"):
         flow.response = http.Response.make(
             418, b"from the proxy", {"Content-Type": "text/plain", "X-Made": "1"}
@@ -406,6 +408,51 @@ async fn forms_cookies_and_queries_match_mitmproxy() {
             extra: "Content-Type: application/x-www-form-urlencoded\r\nCookie: k=v; other=2\r\n",
             body: "x=1&y=h%C3%A9",
         }],
+    )
+    .await;
+}
+
+const FILTER: &str = r#"
+from mitmproxy import ctx, flowfilter, http
+
+class Filtered:
+    def load(self, loader):
+        loader.add_option("match", str, "~u /api & ~m POST", "What to tag.")
+
+    def configure(self, updated):
+        if "match" in updated:
+            self.filter = flowfilter.parse(ctx.options.match)
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        flow.request.headers["x-match"] = str(self.filter(flow))
+        flow.request.headers["x-host"] = str(flowfilter.match("~d 127.0.0.1 & !~h x-nothing", flow))
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        flow.response.headers["x-json"] = str(flowfilter.match("~c 200 & ~t json & ~bs path", flow))
+
+addons = [Filtered()]
+"#;
+
+#[actix_rt::test]
+async fn flowfilter_in_a_script_matches_mitmproxy() {
+    compare(
+        "filtered",
+        FILTER,
+        &[],
+        &[
+            Req {
+                method: "POST",
+                path: "/api/x",
+                extra: "",
+                body: "a",
+            },
+            Req {
+                method: "GET",
+                path: "/api/x",
+                extra: "",
+                body: "",
+            },
+        ],
     )
     .await;
 }

@@ -127,14 +127,19 @@ impl Core {
             std::mem::swap(&mut **f, flow);
             *live = attach;
             if attach {
-                if let Some(h) = f.intercept_state().handle() {
-                    self.intercept = Some(h);
-                }
+                self.intercept = f.intercept_state().handle();
                 if self.ws_injector.is_none() {
                     self.ws_injector = f.websocket.as_ref().and_then(|w| w.injector());
                 }
             }
         }
+    }
+
+    /// Forgets what belonged to the flow this core served last, before it serves another.
+    pub(crate) fn reset(&mut self) {
+        self.intercept = None;
+        self.ws_injector = None;
+        self.tcp_injector = None;
     }
 
     /// Swaps the hook's TCP flow in or out.
@@ -817,4 +822,44 @@ fn tcp_msg(f: &mut TcpFlow, i: usize) -> PyResult<&mut TcpMessage> {
     f.messages
         .get_mut(i)
         .ok_or_else(|| PyIndexError::new_err("no such TCP message"))
+}
+
+/// `mitmproxy.flowfilter`'s compiled filter: waylay's [`waylay_core::Filter`].
+#[pyclass(module = "mitmproxy._waylay", name = "Filter")]
+#[derive(Debug)]
+pub(crate) struct PyFilter {
+    filter: waylay_core::Filter,
+    spec: String,
+}
+
+#[pymethods]
+impl PyFilter {
+    #[new]
+    fn new(spec: &str) -> PyResult<Self> {
+        let filter = waylay_core::Filter::parse(spec)
+            .map_err(|e| PyValueError::new_err(format!("Invalid filter expression: {e}")))?;
+        Ok(Self {
+            filter,
+            spec: spec.to_owned(),
+        })
+    }
+
+    /// Whether the flow behind `core` matches.
+    fn matches(&self, core: &Bound<'_, Core>) -> PyResult<bool> {
+        let c = core.try_borrow()?;
+        match &c.data {
+            Data::Http { f, live: true } => Ok(self.filter.matches(&**f)),
+            Data::Tcp { f, live: true } => Ok(self.filter.matches(&**f)),
+            _ => Err(detached()),
+        }
+    }
+
+    #[getter]
+    fn pattern(&self) -> &str {
+        &self.spec
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<Filter {}>", self.filter)
+    }
 }

@@ -60,6 +60,7 @@ pub(crate) fn keep_thread_state() {
 fn install(py: Python<'_>) -> PyResult<()> {
     let native = PyModule::new(py, "_waylay")?;
     native.add_class::<Core>()?;
+    native.add_class::<super::core::PyFilter>()?;
     native.add_class::<super::Waker>()?;
     native.add_function(wrap_pyfunction!(log, &native)?)?;
     let sys = py.import("sys")?;
@@ -115,4 +116,30 @@ pub(crate) fn traceback(py: Python<'_>, e: &PyErr) -> String {
 /// The shim module (`_waylay_shim` globals are reachable through `mitmproxy._host`).
 pub(crate) fn shim(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
     py.import("mitmproxy._host")
+}
+
+/// The shim functions a hook calls, looked up once (an import per hook would cost more than
+/// the hook).
+#[derive(Debug)]
+pub(crate) struct ShimFns {
+    pub(crate) wrap_http: Py<PyAny>,
+    pub(crate) wrap_tcp: Py<PyAny>,
+    pub(crate) recycle: Py<PyAny>,
+    pub(crate) metadata_json: Py<PyAny>,
+    pub(crate) run_async: Py<PyAny>,
+}
+
+static SHIM_FNS: pyo3::sync::PyOnceLock<ShimFns> = pyo3::sync::PyOnceLock::new();
+
+pub(crate) fn fns(py: Python<'_>) -> PyResult<&ShimFns> {
+    SHIM_FNS.get_or_try_init(py, || {
+        let m = shim(py)?;
+        Ok(ShimFns {
+            wrap_http: m.getattr("wrap_http")?.unbind(),
+            wrap_tcp: m.getattr("wrap_tcp")?.unbind(),
+            recycle: m.getattr("recycle")?.unbind(),
+            metadata_json: m.getattr("metadata_json")?.unbind(),
+            run_async: m.getattr("run_async")?.unbind(),
+        })
+    })
 }

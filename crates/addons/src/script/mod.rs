@@ -157,6 +157,8 @@ pub struct ScriptAddon {
     loaded: Option<Loaded>,
     declared: HookSet,
     table: Arc<Mutex<FlowTable>>,
+    /// Python objects of finished HTTP flows, ready for the next flows.
+    pool: Vec<FlowEntry>,
     options: Arc<Options>,
     changed: Arc<AtomicBool>,
     watching: bool,
@@ -213,6 +215,7 @@ impl ScriptAddon {
             loaded: Some(loaded),
             declared,
             table: Arc::default(),
+            pool: Vec::new(),
             options: Arc::new(Options::empty()),
             changed: Arc::new(AtomicBool::new(false)),
             watching: false,
@@ -272,6 +275,7 @@ impl ScriptAddon {
             Python::attach(|py| lifecycle(py, &old.host, "done"));
         }
         lock(&self.table).clear();
+        self.pool.clear();
         match load_module(&self.path) {
             Ok(new) => {
                 for k in new.handled.iter() {
@@ -325,20 +329,58 @@ impl ScriptAddon {
         Some((calls, keep))
     }
 
+    /// A hook whose methods are all plain functions (hooks with an `async def` method go
+    /// through [`Addon::begin`]): one GIL acquisition for the whole hook, and the flow's
+    /// Python object reused from a finished flow when nothing else holds it.
     async fn http_hook(&mut self, kind: HookKind, flow: &mut HttpFlow) {
-        let upgraded = upgraded(flow);
-        let Some((calls, keep)) = self.prepare(kind, flow.id, upgraded) else {
+        self.reload_if_changed();
+        let keep = self.keep_after(kind, upgraded(flow));
+        let Some(loaded) = self.loaded.as_ref() else {
             return;
         };
-        run_http(
-            self.name.clone(),
-            kind,
-            flow,
-            calls,
-            keep,
-            self.table.clone(),
-        )
-        .await;
+        let methods = loaded
+            .methods
+            .get(kind as usize)
+            .map_or(&[][..], Vec::as_slice);
+        if methods.is_empty() {
+            if !keep {
+                lock(&self.table).flows.remove(&flow.id);
+            }
+            return;
+        }
+        host::keep_thread_state();
+        let (name, table, pool) = (&self.name, &self.table, &mut self.pool);
+        Python::attach(|py| {
+            let known = lock(table).flows.remove(&flow.id);
+            let entry = match known {
+                Some(e) => Ok(e),
+                None => match reuse(py, pool, flow) {
+                    Some(e) => Ok(e),
+                    None => new_http_entry(py, flow),
+                },
+            };
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::error!(target: "script", script = %name, "{e}");
+                    return;
+                }
+            };
+            entry.core.borrow_mut(py).swap_http(flow, true);
+            let obj = entry.obj.bind(py);
+            for m in methods {
+                if let Err(e) = m.call.bind(py).call1((obj,)) {
+                    hook_error(name, kind, &host::traceback(py, &e));
+                }
+            }
+            sync_metadata(py, &entry.core, &entry.meta);
+            entry.core.borrow_mut(py).swap_http(flow, false);
+            if keep {
+                lock(table).remember(flow.id, entry);
+            } else {
+                recycle(py, pool, entry);
+            }
+        });
     }
 
     async fn tcp_hook(&mut self, kind: HookKind, flow: &mut TcpFlow) {
@@ -574,14 +616,69 @@ impl Drop for Attached<'_> {
     }
 }
 
+/// Finished flow objects kept for reuse at most.
+const POOL_MAX: usize = 256;
+
+/// How many references an object has (to know that only waylay holds it).
+fn refcount(_py: Python<'_>, obj: &Py<PyAny>) -> isize {
+    #[expect(
+        unsafe_code,
+        reason = "PyO3 deprecated its wrapper in favour of the FFI call"
+    )]
+    // SAFETY: `_py` proves this thread is attached, and `obj` is a live reference.
+    unsafe {
+        pyo3::ffi::Py_REFCNT(obj.as_ptr())
+    }
+}
+
+/// Keeps a finished flow's Python object for the next flow, if nothing but waylay holds it
+/// (a script that kept the flow, its request or its headers keeps them as they were).
+fn recycle(py: Python<'_>, pool: &mut Vec<FlowEntry>, mut entry: FlowEntry) {
+    if pool.len() >= POOL_MAX || refcount(py, &entry.obj) != 1 {
+        return;
+    }
+    let Ok(fns) = host::fns(py) else { return };
+    let meta = fns
+        .recycle
+        .bind(py)
+        .call1((entry.obj.bind(py), Option::<String>::None))
+        .and_then(|m| Ok(m.cast_into::<PyDict>()?.unbind()));
+    let Ok(meta) = meta else { return };
+    entry.meta = meta;
+    // The entry and the flow object's `_c`: no request, response or headers object of the
+    // finished flow survives.
+    if refcount(py, entry.core.as_any()) != 2 {
+        return;
+    }
+    entry.core.borrow_mut(py).reset();
+    pool.push(entry);
+}
+
+/// A pooled flow object for `flow`, its metadata seeded from the flow's.
+fn reuse(py: Python<'_>, pool: &mut Vec<FlowEntry>, flow: &HttpFlow) -> Option<FlowEntry> {
+    let mut e = pool.pop()?;
+    if !flow.metadata.is_empty() {
+        let json = serde_json::to_string(&flow.metadata).unwrap_or_default();
+        let fns = host::fns(py).ok()?;
+        let meta = fns
+            .recycle
+            .bind(py)
+            .call1((e.obj.bind(py), json))
+            .and_then(|m| Ok(m.cast_into::<PyDict>()?.unbind()))
+            .ok()?;
+        e.meta = meta;
+    }
+    Some(e)
+}
+
 /// Copies a non-empty `flow.metadata` dict into the flow (as JSON values) for other addons.
 fn sync_metadata(py: Python<'_>, core: &Py<Core>, meta: &Py<PyDict>) {
     let meta = meta.bind(py);
     if meta.is_empty() {
         return;
     }
-    let json = host::shim(py)
-        .and_then(|m| m.call_method1("metadata_json", (meta,)))
+    let json = host::fns(py)
+        .and_then(|f| f.metadata_json.bind(py).call1((meta,)))
         .and_then(|s| s.extract::<String>());
     if let Ok(json) = json {
         let _ = core.borrow_mut(py).set_metadata_json(&json);
@@ -610,9 +707,14 @@ fn new_entry(
     metadata: impl FnOnce() -> String,
 ) -> Result<FlowEntry, String> {
     let r = (|| -> PyResult<FlowEntry> {
-        let shim = host::shim(py)?;
+        let fns = host::fns(py)?;
+        let wrap = if wrap == "wrap_http" {
+            &fns.wrap_http
+        } else {
+            &fns.wrap_tcp
+        };
         let json = if seed { Some(metadata()) } else { None };
-        let obj = shim.call_method1(wrap, (core.clone_ref(py), json))?;
+        let obj = wrap.bind(py).call1((core.clone_ref(py), json))?;
         let meta = obj.getattr("metadata")?.cast_into::<PyDict>()?.unbind();
         Ok(FlowEntry {
             obj: obj.unbind(),
@@ -636,7 +738,7 @@ async fn run_calls(name: &str, kind: HookKind, entry: &FlowEntry, calls: &[(Py<P
                         tx: Mutex::new(Some(tx)),
                     };
                     let started =
-                        host::shim(py).and_then(|s| s.call_method1("run_async", (coro, waker)));
+                        host::fns(py).and_then(|f| f.run_async.bind(py).call1((coro, waker)));
                     match started {
                         Ok(_) => Some(rx),
                         Err(e) => {
@@ -878,6 +980,7 @@ impl Addon for ScriptAddon {
             Python::attach(|py| lifecycle(py, &l.host, "done"));
         }
         lock(&self.table).clear();
+        self.pool.clear();
     }
 
     async fn command(&mut self, name: &str, args: &[String]) -> Result<String, String> {

@@ -1031,12 +1031,21 @@ def _new_flow(cls, core, metadata_json):
 
 
 class _Options:
+    """`ctx.options`. The values are those of the addon manager that configured the
+    scripts on this thread (one per process in the binary; tests run several), else the last
+    configured anywhere (the asyncio thread)."""
+
     def __init__(self):
         object.__setattr__(self, "_values", {})
         object.__setattr__(self, "_declared", {})
+        object.__setattr__(self, "_tls", threading.local())
+
+    def _configured(self, values):
+        object.__setattr__(self, "_values", values)
+        self._tls.values = values
 
     def __getattr__(self, name):
-        v = self._values
+        v = getattr(self._tls, "values", None) or self._values
         if name in v:
             return v[name]
         d = self._declared
@@ -1048,10 +1057,12 @@ class _Options:
         raise AttributeError("waylay: set options with --set name=value (scripts cannot set them yet)")
 
     def __contains__(self, name):
-        return name in self._values or name in self._declared
+        v = getattr(self._tls, "values", None) or self._values
+        return name in v or name in self._declared
 
     def keys(self):
-        return set(self._values) | set(self._declared)
+        v = getattr(self._tls, "values", None) or self._values
+        return set(v) | set(self._declared)
 
     def update(self, **kw):
         self.__setattr__("x", None)
@@ -1285,8 +1296,7 @@ class ScriptHost:
         return out
 
     def configure(self, updated, values):
-        ctx_options._values.clear()
-        ctx_options._values.update(values)
+        ctx_options._configured(dict(values))
         for a in self.addons:
             f = getattr(a, "configure", None)
             if callable(f):
@@ -1361,6 +1371,17 @@ def wrap_tcp(core, metadata_json):
     return _new_flow(TCPFlow, core, metadata_json)
 
 
+def recycle(f, metadata_json):
+    """Readies a finished flow's object for the next flow (only called when nothing else
+    holds it)."""
+    f._req = f._resp = f._ws = None
+    d = f.__dict__
+    if d:
+        d.clear()
+    f.metadata = _json.loads(metadata_json) if metadata_json else {}
+    return f.metadata
+
+
 def metadata_json(d):
     return _json.dumps(d, default=repr)
 
@@ -1368,12 +1389,24 @@ def metadata_json(d):
 # ---------------------------------------------------------------- flowfilter
 
 
-class _FilterUnavailable:
-    pass
+class TFilter:
+    """A compiled filter expression (waylay's filter language, mitmproxy's syntax)."""
+
+    __slots__ = ("_f", "pattern")
+
+    def __init__(self, spec):
+        self._f = _waylay.Filter(spec)
+        self.pattern = spec
+
+    def __call__(self, flow):
+        return self._f.matches(flow._c)
+
+    def __repr__(self):
+        return repr(self._f)
 
 
 def _filter_parse(spec):
-    raise ValueError("waylay: mitmproxy.flowfilter is not available yet in scripts")
+    return TFilter(spec)
 
 
 def _filter_match(flt, flow):
@@ -1413,6 +1446,7 @@ log_mod.ALERT = 25
 flowfilter = _module("mitmproxy.flowfilter")
 flowfilter.parse = _filter_parse
 flowfilter.match = _filter_match
+flowfilter.TFilter = TFilter
 
 coretypes = _module("mitmproxy.coretypes")
 multidict_mod = _module("mitmproxy.coretypes.multidict")
@@ -1422,7 +1456,7 @@ coretypes.multidict = multidict_mod
 types_mod = _module("mitmproxy.types")
 
 host_mod = _module("mitmproxy._host")
-for _n in ("ScriptHost", "ScriptLoadError", "wrap_http", "wrap_tcp", "run_async", "metadata_json"):
+for _n in ("ScriptHost", "ScriptLoadError", "wrap_http", "wrap_tcp", "run_async", "metadata_json", "recycle"):
     setattr(host_mod, _n, globals()[_n])
 
 for _n, _m in (("http", http), ("tcp", tcp), ("websocket", websocket), ("flow", flow_mod),

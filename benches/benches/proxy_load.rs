@@ -19,7 +19,9 @@
 //!
 //! Settings: `LOAD_CONNS` (32), `LOAD_SECS` (3, measured), `LOAD_WARMUP` (1),
 //! `LOAD_SCENARIOS` (comma-separated, default all: `floor,waylay,waylay+4,waylay-w2,waylay+4-w2,
-//! waylay+addheader,waylay+py-noop,waylay+py-addheader`; the last two need `--features python`),
+//! waylay+addheader,waylay+py-noop,waylay+py-addheader,mitmdump,mitmdump+py-addheader`; the
+//! `py` ones need `--features python`, the mitmdump ones `WAYLAY_MITMDUMP`: mitmproxy running
+//! the same script on the same rig),
 //! `LOAD_REPS` (1: repetitions of the whole list, then the median of each scenario),
 //! `LOAD_PIN` (1).
 
@@ -251,7 +253,7 @@ struct Scenario {
     extra: &'static str,
 }
 
-const SCENARIOS: [Scenario; 8] = [
+const SCENARIOS: [Scenario; 10] = [
     Scenario {
         name: "floor",
         mode: "floor",
@@ -311,6 +313,22 @@ const SCENARIOS: [Scenario; 8] = [
     Scenario {
         name: "waylay+py-addheader",
         mode: "waylay",
+        addons: 0,
+        workers: 1,
+        pinned: true,
+        extra: "py-addheader",
+    },
+    Scenario {
+        name: "mitmdump",
+        mode: "mitmdump",
+        addons: 0,
+        workers: 1,
+        pinned: true,
+        extra: "",
+    },
+    Scenario {
+        name: "mitmdump+py-addheader",
+        mode: "mitmdump",
         addons: 0,
         workers: 1,
         pinned: true,
@@ -386,7 +404,56 @@ impl Drop for ChildGuard {
     }
 }
 
+/// mitmdump (`WAYLAY_MITMDUMP`) as the child, pinned like waylay, with the same script for
+/// `py-*` scenarios; it is given a free port and polled until it accepts.
+fn spawn_mitmdump(s: Scenario, place: &Placement, confdir: &TempDir) -> (ChildGuard, SocketAddr) {
+    let bin = std::env::var("WAYLAY_MITMDUMP").expect("WAYLAY_MITMDUMP names mitmdump");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let mut cmd = match place.child_pinned.as_deref() {
+        Some(list) if s.pinned => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", list]).arg(&bin);
+            c
+        }
+        _ => Command::new(&bin),
+    };
+    cmd.args(["-q", "--listen-host", "127.0.0.1", "-p", &port.to_string()])
+        .arg("--set")
+        .arg(format!("confdir={}", confdir.path().display()));
+    if s.extra.starts_with("py-") {
+        let src = if s.extra == "py-noop" {
+            PY_NOOP
+        } else {
+            PY_ADDHEADER
+        };
+        let path = confdir.path().join(format!("{}.py", s.extra));
+        std::fs::write(&path, src).expect("write the script");
+        cmd.arg("-s").arg(path);
+    }
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn mitmdump");
+    let guard = ChildGuard(child);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return (guard, addr);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("mitmdump did not listen on {addr} within 20 s");
+}
+
 fn spawn_child(s: Scenario, place: &Placement, confdir: &TempDir) -> (ChildGuard, SocketAddr) {
+    if s.mode == "mitmdump" {
+        return spawn_mitmdump(s, place, confdir);
+    }
     let exe = std::env::current_exe().expect("current exe");
     let cpus = if s.pinned {
         place.child_pinned.as_deref()
@@ -623,8 +690,9 @@ fn parent() {
     let scenarios: Vec<Scenario> = SCENARIOS
         .into_iter()
         .filter(|s| wanted.is_empty() || wanted.contains(&s.name))
-        // The script scenarios need the `python` feature.
-        .filter(|s| cfg!(feature = "python") || !s.extra.starts_with("py-"))
+        // The script scenarios need the `python` feature, mitmdump's `WAYLAY_MITMDUMP`.
+        .filter(|s| cfg!(feature = "python") || !s.extra.starts_with("py-") || s.mode == "mitmdump")
+        .filter(|s| s.mode != "mitmdump" || std::env::var_os("WAYLAY_MITMDUMP").is_some())
         .collect();
 
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -648,7 +716,7 @@ fn parent() {
             cfg.ticks
         );
         println!(
-            "{:<20} {:>9} {:>8} {:>7} {:>7} {:>8} {:>8} {:>11} {:>8}",
+            "{:<22} {:>9} {:>8} {:>7} {:>7} {:>8} {:>8} {:>11} {:>8}",
             "scenario",
             "requests",
             "req/s",
@@ -683,7 +751,7 @@ fn parent() {
                     v.push(us);
                 }
                 println!(
-                    "{:<20} {:>9} {:>8.0} {:>7} {:>7} {:>8.0} {:>8.0} {:>11.2} {:>8}{}",
+                    "{:<22} {:>9} {:>8.0} {:>7} {:>7} {:>8.0} {:>8.0} {:>11.2} {:>8}{}",
                     s.name,
                     m.requests,
                     m.requests as f64 / m.secs,
@@ -713,7 +781,7 @@ fn parent() {
                 let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
                 let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
                 println!(
-                    "{:<20} {:>8.2} ({:.2}–{:.2}) {:>8}",
+                    "{:<22} {:>8.2} ({:.2}–{:.2}) {:>8}",
                     s.name,
                     med,
                     lo,

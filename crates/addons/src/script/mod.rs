@@ -638,16 +638,19 @@ fn recycle(py: Python<'_>, pool: &mut Vec<FlowEntry>, mut entry: FlowEntry) {
         return;
     }
     let Ok(fns) = host::fns(py) else { return };
-    let meta = fns
+    let r = fns
         .recycle
         .bind(py)
         .call1((entry.obj.bind(py), Option::<String>::None))
-        .and_then(|m| Ok(m.cast_into::<PyDict>()?.unbind()));
-    let Ok(meta) = meta else { return };
+        .and_then(|r| {
+            let (m, n): (Bound<'_, PyAny>, isize) = r.extract()?;
+            Ok((m.cast_into::<PyDict>()?.unbind(), n))
+        });
+    let Ok((meta, expected)) = r else { return };
     entry.meta = meta;
-    // The entry and the flow object's `_c`: no request, response or headers object of the
-    // finished flow survives.
-    if refcount(py, entry.core.as_any()) != 2 {
+    // Only the entry, the flow object and its own views refer to the core: no request,
+    // response or headers object of the finished flow is held by the script.
+    if refcount(py, entry.core.as_any()) != expected {
         return;
     }
     entry.core.borrow_mut(py).reset();
@@ -664,7 +667,10 @@ fn reuse(py: Python<'_>, pool: &mut Vec<FlowEntry>, flow: &HttpFlow) -> Option<F
             .recycle
             .bind(py)
             .call1((e.obj.bind(py), json))
-            .and_then(|m| Ok(m.cast_into::<PyDict>()?.unbind()))
+            .and_then(|r| {
+                let (m, _n): (Bound<'_, PyAny>, isize) = r.extract()?;
+                Ok(m.cast_into::<PyDict>()?.unbind())
+            })
             .ok()?;
         e.meta = meta;
     }

@@ -1371,15 +1371,35 @@ def wrap_tcp(core, metadata_json):
     return _new_flow(TCPFlow, core, metadata_json)
 
 
-def recycle(f, metadata_json):
+def recycle(f, metadata_json, getrefcount=sys.getrefcount):
     """Readies a finished flow's object for the next flow (only called when nothing else
-    holds it)."""
-    f._req = f._resp = f._ws = None
+    holds it). Its request/response views and their headers views are kept when nothing
+    else holds them either (they are views of the same core); returns the new metadata dict
+    and how many references the core must then have for the object to be reused."""
+    n = 2  # the pool entry and `f._c`
+    for name in ("_req", "_resp"):
+        m = getattr(f, name)
+        if m is None:
+            continue
+        # f's slot, the local `m` and getrefcount's argument.
+        if getrefcount(m) == 3:
+            n += 1
+            h = m._headers
+            if h is not None:
+                if getrefcount(h) == 3:
+                    n += 1
+                else:
+                    m._headers = None
+            del h
+        else:
+            setattr(f, name, None)
+        del m
+    f._ws = None
     d = f.__dict__
     if d:
         d.clear()
     f.metadata = _json.loads(metadata_json) if metadata_json else {}
-    return f.metadata
+    return f.metadata, n
 
 
 def metadata_json(d):

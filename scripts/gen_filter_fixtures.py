@@ -4,7 +4,7 @@
 Run with the Python of a venv that has mitmproxy 12.3.1 installed (scripts/peers.sh
 installs one; it exports WAYLAY_MITMPROXY_PY):
 
-    "$WAYLAY_MITMPROXY_PY" scripts/gen_filter_fixtures.py
+    "$WAYLAY_MITMPROXY_PY" scripts/gen_filter_fixtures.py [--out PATH]
 
 It reads the flow descriptions in crates/core/tests/data/filter_flows.json, builds the same
 flows with mitmproxy's classes, evaluates every expression of the corpus below (hand-written
@@ -430,6 +430,71 @@ def random_regex(rng: random.Random) -> str:
     return "".join(rng.choice(REGEX_ALPHABET) for _ in range(rng.randint(1, 8)))
 
 
+def gen_regex(rng: random.Random, depth: int = 0) -> str:
+    """A random, mostly valid, Python regex from a small grammar."""
+    atoms = ["a", "b", "A", "é", "\\n", "\\.", ".", "-", " ", "[a-c]", "[^a]", "[é\\d]",
+             "\\d", "\\w", "\\W", "\\s", "\\S", "\\b", "\\B", "^", "$", "\\A", "\\Z",
+             "\\x41", "{", "}", "]", "[[:a]]", "\\t", "[\\]a]", "[a-]", "\\-"]
+    out = ""
+    for _ in range(rng.randint(1, 4)):
+        k = rng.random()
+        if k < 0.6 or depth > 2:
+            item = rng.choice(atoms)
+        elif k < 0.7:
+            item = "(" + gen_regex(rng, depth + 1) + ")"
+        elif k < 0.8:
+            item = "(?:" + gen_regex(rng, depth + 1) + "|" + gen_regex(rng, depth + 1) + ")"
+        elif k < 0.87:
+            item = "(?" + rng.choice(["i", "-i", "s", "m", "x", "a"]) + ":" + gen_regex(rng, depth + 1) + ")"
+        else:
+            item = rng.choice(["a", "b", "é"]) + "|" + gen_regex(rng, depth + 1)
+        if rng.random() < 0.3 and item not in ("^", "$", "\\A", "\\Z", "\\b", "\\B"):
+            item += rng.choice(["*", "+", "?", "{2}", "{1,2}", "{,2}", "{2,}", "*?", "+?", "??"])
+        out += item
+    if depth == 0 and rng.random() < 0.1:
+        out = rng.choice(["(?i)", "(?s)", "(?m)", "(?x)", "(?a)"]) + out
+    return out
+
+
+SUBJECT_ALPHABET = ["a", "b", "A", "B", "c", "é", "É", "\n", " ", ".", "-", "1", "_", "{", "]", ":"]
+
+
+def quote(s: str) -> str:
+    """A filter-language quoted string whose content unquotes to `s`."""
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r") + '"'
+
+
+def regex_cases(rng: random.Random, n: int) -> list[dict]:
+    """Regex semantics: each regex on a few subjects, as `~comment` (text, multiline) and as
+    `~bq` (bytes, dotall) on a flow whose comment and request body are the subject."""
+    client = connection.Client(peername=("127.0.0.1", 1), sockname=("127.0.0.1", 8080), timestamp_start=1.0)
+    cases = []
+    for _ in range(n):
+        rx = gen_regex(rng)
+        subjects = ["".join(rng.choice(SUBJECT_ALPHABET) for _ in range(rng.randint(0, 6))) for _ in range(6)]
+        rec: dict = {"regex": rx, "subjects": subjects}
+        for op in ["~comment", "~bq"]:
+            try:
+                flt = flowfilter.parse(f"{op} {quote(rx)}")
+            except ValueError:
+                rec[op] = None
+                continue
+            feature = regex_feature(flt)
+            if feature:
+                rec[op] = None
+                rec["divergence"] = f"waylay refuses a regex with a {feature}"
+                continue
+            answers = ""
+            for subj in subjects:
+                f = http.HTTPFlow(client, connection.Server(address=None))
+                f.request = http.Request.make("GET", "http://example.com/", subj.encode())
+                f.comment = subj
+                answers += "1" if flt(f) else "0"
+            rec[op] = answers
+        cases.append(rec)
+    return cases
+
+
 def unsupported(pattern: str, flags: int, as_bytes: bool) -> str | None:
     """The unsupported feature a valid Python pattern uses, if any."""
     try:
@@ -517,12 +582,24 @@ def main() -> None:
         out.append(rec)
     corpus = {
         "generated_by": "scripts/gen_filter_fixtures.py",
+        "regex_cases": regex_cases(random.Random(7), 1500),
         "mitmproxy": __import__("mitmproxy.version").version.VERSION,
         "flows": [d["name"] for d in desc["flows"]],
         "expressions": out,
     }
-    text = json.dumps(corpus, indent=0, ensure_ascii=False)
-    (DATA / "filter_corpus.json").write_text(text + "\n")
+    # One record per line: small, and a regenerated fixture diffs line by line.
+    def dump(v) -> str:
+        return json.dumps(v, ensure_ascii=False, separators=(",", ":"))
+
+    lines = []
+    for key, value in corpus.items():
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            lines.append(f"{dump(key)}:[\n" + ",\n".join(dump(x) for x in value) + "\n]")
+        else:
+            lines.append(f"{dump(key)}:{dump(value)}")
+    text = "{\n" + ",\n".join(lines) + "\n}"
+    out_path = Path(sys.argv[sys.argv.index("--out") + 1]) if "--out" in sys.argv else DATA / "filter_corpus.json"
+    out_path.write_text(text + "\n")
     n_ok = sum(1 for r in out if r["ok"])
     print(f"{len(out)} expressions ({n_ok} accepted by mitmproxy) x {len(flows)} flows", file=sys.stderr)
 

@@ -17,6 +17,7 @@ _debian_peers=(
   "danted dante-server"
   "haproxy haproxy"
   "nft nftables"
+  "ip iproute2"
   "h2load nghttp2-client"
   "/usr/include/python3.11/Python.h libpython3.11-dev"
 )

@@ -21,7 +21,8 @@
 //! `LOAD_SCENARIOS` (comma-separated, default all: `floor,waylay,waylay+4,waylay-w2,waylay+4-w2,
 //! waylay+addheader,waylay+py-noop,waylay+py-addheader,mitmdump,mitmdump+py-addheader`; the
 //! `py` ones need `--features python`, the mitmdump ones `WAYLAY_MITMDUMP`: mitmproxy running
-//! the same script on the same rig),
+//! the same script on the same rig; `waylay-w`: with `-w`, the save addon writing every flow to a
+//! file in the confdir),
 //! `LOAD_REPS` (1: repetitions of the whole list, then the median of each scenario),
 //! `LOAD_PIN` (1).
 
@@ -158,6 +159,12 @@ fn child_waylay() {
             py @ ("py-noop" | "py-addheader") => {
                 builder = builder.addon(script_addon(py, &confdir));
             }
+            "save" => {
+                // `-w`: every flow written to a flow file by the save addon's writer thread.
+                builder = builder
+                    .set(format!("save_stream_file={confdir}/load.flows"))
+                    .addon(waylay_addons::Save::new());
+            }
             other => panic!("proxy_load: unknown extra addon {other:?}"),
         }
         let proxy = builder.start().await.expect("waylay starts");
@@ -253,7 +260,7 @@ struct Scenario {
     extra: &'static str,
 }
 
-const SCENARIOS: [Scenario; 10] = [
+const SCENARIOS: [Scenario; 11] = [
     Scenario {
         name: "floor",
         mode: "floor",
@@ -293,6 +300,14 @@ const SCENARIOS: [Scenario; 10] = [
         workers: 2,
         pinned: false,
         extra: "",
+    },
+    Scenario {
+        name: "waylay-w",
+        mode: "waylay",
+        addons: 0,
+        workers: 1,
+        pinned: true,
+        extra: "save",
     },
     Scenario {
         name: "waylay+addheader",

@@ -4,6 +4,9 @@
 //!
 //! - [`Dumper`]: mitmdump's flow output, one line per flow by default, more with
 //!   `flow_detail`.
+//! - [`HarDump`]: `hardump`, a HAR 1.2 file of the HTTP flows at shutdown.
+//! - [`ServerReplay`]: `server_replay` (`-S`), requests answered from a recording.
+//! - [`Save`]: `save_stream_file` (`-w`), flows written to a mitmproxy-format flow file.
 //!
 //! Addons depend on `waylay-core` only; register them on a proxy with
 //! `waylay::Proxy::builder().addon(...)`, or run them in a bare
@@ -31,10 +34,16 @@
 
 mod contentview;
 mod dumper;
+mod hardump;
 mod human;
+mod save;
 #[cfg(feature = "python")]
 mod script;
+mod server_replay;
 
 pub use dumper::{Dumper, MAX_FLOW_DETAIL};
+pub use hardump::HarDump;
+pub use save::{SAVE_QUEUE, Save};
 #[cfg(feature = "python")]
 pub use script::{ScriptAddon, ScriptError};
+pub use server_replay::ServerReplay;

@@ -51,11 +51,40 @@ pub(crate) struct Cli {
     #[arg(short = 's', long = "scripts", value_name = "SCRIPT")]
     pub(crate) scripts: Vec<String>,
 
+    /// Stream flows to a file (mitmproxy's format) as they complete; +PATH appends
+    /// (save_stream_file).
+    #[arg(short = 'w', long = "save-stream-file", value_name = "PATH")]
+    pub(crate) save_stream_file: Option<String>,
+
+    /// Read flows from a flow file or a HAR file (- for stdin) and play them through the
+    /// addons, then exit unless --keepserving (rfile).
+    #[arg(short = 'r', long = "rfile", value_name = "PATH")]
+    pub(crate) rfile: Option<String>,
+
+    /// Start no proxy server (server=false), e.g. to only read a file with -r.
+    #[arg(short = 'n', long = "no-server")]
+    pub(crate) no_server: bool,
+
+    /// Keep serving after reading a file (-r) or replaying (keepserving).
+    #[arg(long)]
+    pub(crate) keepserving: bool,
+
+    /// Answer requests with the responses recorded in this file (server_replay); repeat
+    /// for several files.
+    #[arg(short = 'S', long = "server-replay", value_name = "PATH")]
+    pub(crate) server_replay: Vec<String>,
+
+    /// Replay the requests recorded in this file through the proxy, then exit unless
+    /// --keepserving (client_replay); repeat for several files.
+    #[arg(short = 'C', long = "client-replay", value_name = "PATH")]
+    pub(crate) client_replay: Vec<String>,
+
     /// Print every option with its type, default and help, and exit.
     #[arg(long)]
     pub(crate) options: bool,
 
-    /// Only print flows matching this filter expression (dumper_filter).
+    /// Only print, save and read flows matching this filter expression (dumper_filter,
+    /// save_stream_filter, readfile_filter).
     #[arg(value_name = "FILTER", trailing_var_arg = true)]
     pub(crate) filter: Vec<String>,
 }
@@ -85,8 +114,34 @@ impl Cli {
         if self.verbose > 0 {
             specs.push("termlog_verbosity=debug".to_owned());
         }
+        if let Some(w) = &self.save_stream_file {
+            specs.push(format!("save_stream_file={w}"));
+        }
+        if let Some(r) = &self.rfile {
+            specs.push(format!("rfile={r}"));
+        }
+        if self.no_server {
+            specs.push("server=false".to_owned());
+        }
+        if self.keepserving {
+            specs.push("keepserving=true".to_owned());
+        }
+        specs.extend(
+            self.server_replay
+                .iter()
+                .map(|p| format!("server_replay={p}")),
+        );
+        specs.extend(
+            self.client_replay
+                .iter()
+                .map(|p| format!("client_replay={p}")),
+        );
         if !self.filter.is_empty() {
-            specs.push(format!("dumper_filter={}", self.filter.join(" ")));
+            // As mitmdump: the trailing filter limits what is printed, saved and read.
+            let f = self.filter.join(" ");
+            specs.push(format!("dumper_filter={f}"));
+            specs.push(format!("save_stream_filter={f}"));
+            specs.push(format!("readfile_filter={f}"));
         }
         specs.extend(self.set.iter().cloned());
         specs
@@ -183,6 +238,35 @@ mod tests {
                 "flow_detail=3",
                 "termlog_verbosity=debug",
                 "dumper_filter=~d example.com",
+                "save_stream_filter=~d example.com",
+                "readfile_filter=~d example.com",
+            ]
+        );
+    }
+
+    #[test]
+    fn flow_file_flags_map_to_options() {
+        let cli = parse(&[
+            "-n",
+            "-r",
+            "in.flows",
+            "-w",
+            "+out.flows",
+            "--keepserving",
+            "-S",
+            "a",
+            "-S",
+            "b",
+        ]);
+        assert_eq!(
+            cli.option_specs(),
+            [
+                "save_stream_file=+out.flows",
+                "rfile=in.flows",
+                "server=false",
+                "keepserving=true",
+                "server_replay=a",
+                "server_replay=b",
             ]
         );
     }

@@ -41,9 +41,11 @@ pub use waylay_core::{
     AddError, Addon, AddonActor, AddonId, AddonManager, Fault, Filter, FilterError, Flow,
     FlowError, FlowId, FlowRef, Headers, Hook, HookError, HookKind, HookSet, HttpFlow,
     ManagerHandle, OptionSpec, OptionValue, Options, OptionsError, Request, Response, TcpFlow,
-    filter, flow, hooks, log, options,
+    filter, flow, flowfile, hooks, log, options,
 };
 pub use waylay_layers::{Proxy, ProxyBuilder, ProxyError, RunningProxy};
+
+pub mod client_replay;
 
 /// The addons bundled with waylay.
 pub mod addons {

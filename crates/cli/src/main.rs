@@ -9,7 +9,12 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use waylay::{AddError, Dumper, OptionSpec, OptionValue, Options, OptionsError, Proxy, ProxyError};
+use waylay::addons::{HarDump, Save, ServerReplay};
+use waylay::client_replay::{self, ReplayMarker};
+use waylay::{
+    AddError, AddonManager, Dumper, Filter, ManagerHandle, OptionSpec, OptionValue, Options,
+    OptionsError, Proxy, ProxyBuilder, ProxyError,
+};
 
 use crate::args::Cli;
 
@@ -103,14 +108,40 @@ fn load_scripts(cli: &Cli) -> Result<Vec<std::convert::Infallible>, Failure> {
 /// The options the flags ask for, checked as the proxy and the dumper will check them.
 fn options(cli: &Cli, script_specs: Vec<OptionSpec>) -> Result<Options, Failure> {
     let mut opts = Options::new();
-    for spec in Dumper::option_specs() {
+    for spec in Dumper::option_specs()
+        .into_iter()
+        .chain(Save::option_specs())
+        .chain(HarDump::option_specs())
+        .chain(ServerReplay::option_specs())
+        .chain(ReplayMarker::option_specs())
+    {
         opts.add(spec)?;
     }
     opts.add(scripts_spec())?;
     for spec in script_specs {
         opts.add(spec)?;
     }
+    opts.add(OptionSpec::new(
+        "keepserving",
+        OptionValue::Bool(false),
+        "Continue serving after reading a file (rfile) or replaying; without a proxy server, wait for Ctrl-C.",
+    ))?;
     opts.set_specs(&cli.option_specs())?;
+    if !matches!(opts.int("client_replay_concurrency"), 1 | -1) {
+        return Err(Failure::Usage(format!(
+            "option client_replay_concurrency: expected 1 or -1 (no limit), got {}",
+            opts.int("client_replay_concurrency")
+        )));
+    }
+    if !opts.seq("client_replay").is_empty() && !opts.bool("server") {
+        return Err(Failure::Usage(
+            "client replay sends the requests through waylay's proxy listener: it cannot run with -n"
+                .into(),
+        ));
+    }
+    if let Some(f) = opts.str("readfile_filter") {
+        Filter::parse(f).map_err(|e| Failure::Usage(format!("option readfile_filter: {e}")))?;
+    }
     let port = opts.int("listen_port");
     if !(0..=65535).contains(&port) {
         return Err(Failure::Usage(format!(
@@ -136,29 +167,263 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         opts.str("termlog_verbosity").unwrap_or("info"),
         cli.verbose,
     ));
-
-    let host = opts.str("listen_host").unwrap_or("127.0.0.1");
-    let listen = if host.contains(':') {
-        format!("[{host}]:{}", opts.int("listen_port"))
-    } else {
-        format!("{host}:{}", opts.int("listen_port"))
-    };
-    let mut builder = Proxy::builder().options(opts.clone()).listen(&listen);
-    // Scripts come before the dumper, so it prints flows as the scripts left them (as in
-    // mitmdump).
-    #[cfg(feature = "python")]
-    for script in scripts {
-        builder = builder.addon(script);
-    }
-    #[cfg(not(feature = "python"))]
-    let _ = scripts;
-    // With nothing to print the dumper is not registered at all, so `-q` costs no hook.
-    if opts.int("flow_detail") > 0 {
-        builder = builder.addon(Dumper::stdout());
-    }
-    builder.run().map_err(|e| match e {
+    let usage = |e: ProxyError| match e {
         ProxyError::Options(e) => Failure::Usage(e.to_string()),
         ProxyError::Addon(e @ AddError::Options { .. }) => Failure::Usage(e.to_string()),
         other => Failure::Runtime(anyhow::Error::new(other)),
+    };
+    // Without `-r` waylay is the proxy; `-n` runs the addons with no listener.
+    let replaying = !opts.seq("client_replay").is_empty();
+    if opts.bool("server") && opts.str("rfile").is_none() && !replaying {
+        return with_addons(
+            Proxy::builder()
+                .options(opts.clone())
+                .listen(&listen_addr(&opts)),
+            &opts,
+            scripts,
+        )
+        .run()
+        .map_err(usage);
+    }
+    let sys = actix::System::new();
+    sys.block_on(async move {
+        let (manager, proxy) = if opts.bool("server") {
+            let builder = with_addons(
+                Proxy::builder()
+                    .options(opts.clone())
+                    .listen(&listen_addr(&opts)),
+                &opts,
+                scripts,
+            );
+            let proxy = builder.start().await.map_err(usage)?;
+            (proxy.manager().clone(), Some(proxy))
+        } else {
+            let manager = AddonManager::start(opts.clone());
+            add_offline(&manager, &opts, scripts)
+                .await
+                .map_err(|e| match e {
+                    e @ AddError::Options { .. } => Failure::Usage(e.to_string()),
+                    other => Failure::Runtime(anyhow::Error::new(other)),
+                })?;
+            manager.running().await;
+            (manager, None)
+        };
+        let mut result = Ok(());
+        if let Some(path) = opts.str("rfile") {
+            result = read_and_play(&manager, path, opts.str("readfile_filter")).await;
+        }
+        if result.is_ok()
+            && let Some(p) = &proxy
+            && replaying
+        {
+            result = replay_clients(p, &opts).await;
+        }
+        if opts.bool("keepserving") || (opts.str("rfile").is_none() && !replaying) {
+            wait_for_signal().await;
+        }
+        match proxy {
+            Some(p) => p.shutdown().await,
+            None => manager.shutdown().await,
+        }
+        result
     })
+}
+
+/// Reads every `client_replay` file and replays its requests through the proxy.
+async fn replay_clients(proxy: &waylay::RunningProxy, opts: &Options) -> Result<(), Failure> {
+    let mut flows = Vec::new();
+    for path in opts.seq("client_replay") {
+        flows.extend(waylay::flowfile::read_file(path).map_err(|e| {
+            Failure::Runtime(anyhow::Error::new(e).context(format!("reading {path}")))
+        })?);
+    }
+    let total = flows.len();
+    tracing::debug!(total, "client replay: read");
+    let concurrency = (opts.int("client_replay_concurrency") == 1).then_some(1);
+    let sent =
+        client_replay::replay_all(proxy.local_addr(), &proxy.ca_cert_pem(), flows, concurrency)
+            .await;
+    tracing::info!("client replay: {sent} of {total} flows replayed");
+    Ok(())
+}
+
+fn listen_addr(opts: &Options) -> String {
+    let host = opts.str("listen_host").unwrap_or("127.0.0.1");
+    if host.contains(':') {
+        format!("[{host}]:{}", opts.int("listen_port"))
+    } else {
+        format!("{host}:{}", opts.int("listen_port"))
+    }
+}
+
+/// Whether the dumper is registered: with nothing to print it is not, so `-q` costs no hook.
+fn wants_dumper(opts: &Options) -> bool {
+    opts.int("flow_detail") > 0
+}
+
+/// Which bundled addons the options ask for. An addon whose option is unset is not
+/// registered at all, so it costs no hook (the command line cannot set options later).
+struct Wanted {
+    replay: bool,
+    save: bool,
+    har: bool,
+    dumper: bool,
+}
+
+impl Wanted {
+    fn of(opts: &Options) -> Self {
+        Self {
+            replay: !opts.seq("server_replay").is_empty(),
+            save: opts.str("save_stream_file").is_some(),
+            har: opts.str("hardump").is_some_and(|p| !p.is_empty()),
+            dumper: wants_dumper(opts),
+        }
+    }
+}
+
+/// The scripts given with `-s`, loaded.
+#[cfg(feature = "python")]
+type Scripts = Vec<waylay::addons::ScriptAddon>;
+/// Without the `python` feature there are never any (`-s` is refused).
+#[cfg(not(feature = "python"))]
+type Scripts = Vec<std::convert::Infallible>;
+
+#[cfg(feature = "python")]
+fn add_scripts(builder: ProxyBuilder, scripts: Scripts) -> ProxyBuilder {
+    scripts.into_iter().fold(builder, ProxyBuilder::addon)
+}
+
+#[cfg(not(feature = "python"))]
+fn add_scripts(builder: ProxyBuilder, scripts: Scripts) -> ProxyBuilder {
+    let _ = scripts;
+    builder
+}
+
+#[cfg(feature = "python")]
+async fn add_scripts_offline(m: &ManagerHandle, scripts: Scripts) -> Result<(), AddError> {
+    for s in scripts {
+        m.add(s).await?;
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "python"))]
+async fn add_scripts_offline(m: &ManagerHandle, scripts: Scripts) -> Result<(), AddError> {
+    let _ = (m, scripts);
+    Ok(())
+}
+
+/// The bundled addons, in mitmdump's order: replay answers before the flow is saved or
+/// printed.
+fn with_addons(mut builder: ProxyBuilder, opts: &Options, scripts: Scripts) -> ProxyBuilder {
+    let w = Wanted::of(opts);
+    if !opts.seq("client_replay").is_empty() {
+        // First, so no other addon sees the marker header.
+        builder = builder.addon(ReplayMarker);
+    }
+    // Scripts next, as mitmproxy's script loader sits before replay, save and the dumper
+    // (which then prints flows as the scripts left them).
+    builder = add_scripts(builder, scripts);
+    if w.replay {
+        builder = builder.addon(ServerReplay::new());
+    }
+    if w.save {
+        builder = builder.addon(Save::new());
+    }
+    if w.har {
+        builder = builder.addon(HarDump::new());
+    }
+    if w.dumper {
+        builder = builder.addon(Dumper::stdout());
+    }
+    builder
+}
+
+async fn add_offline(m: &ManagerHandle, opts: &Options, scripts: Scripts) -> Result<(), AddError> {
+    let w = Wanted::of(opts);
+    add_scripts_offline(m, scripts).await?;
+    if w.replay {
+        m.add(ServerReplay::new()).await?;
+    }
+    if w.save {
+        m.add(Save::new()).await?;
+    }
+    if w.har {
+        m.add(HarDump::new()).await?;
+    }
+    if w.dumper {
+        m.add(Dumper::stdout()).await?;
+    }
+    Ok(())
+}
+
+/// Reads `path` (`-` for stdin) on a thread and plays each flow (matching `filter`) through
+/// the addons as if live. The flows before a damaged part are played, then the error is
+/// returned.
+async fn read_and_play(m: &ManagerHandle, path: &str, filter: Option<&str>) -> Result<(), Failure> {
+    let filter = filter
+        .map(Filter::parse)
+        .transpose()
+        .map_err(|e| Failure::Usage(format!("option readfile_filter: {e}")))?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let owned = path.to_owned();
+    std::thread::Builder::new()
+        .name("waylay-rfile".into())
+        .spawn(move || {
+            let send = |item| tx.blocking_send(item).is_ok();
+            if owned == "-" {
+                for item in waylay::flowfile::FlowReader::new(std::io::stdin().lock()) {
+                    if !send(item) {
+                        break;
+                    }
+                }
+                return;
+            }
+            match std::fs::File::open(&owned) {
+                Ok(f) => {
+                    for item in waylay::flowfile::FlowReader::new(f) {
+                        if !send(item) {
+                            break;
+                        }
+                    }
+                }
+                Err(e) => {
+                    let _ = send(Err(waylay::flowfile::FlowFileError::Io(e)));
+                }
+            }
+        })
+        .map_err(|e| Failure::Runtime(anyhow::anyhow!("cannot start the reader thread: {e}")))?;
+    let mut played = 0usize;
+    while let Some(item) = rx.recv().await {
+        let flow = item.map_err(|e| {
+            Failure::Runtime(anyhow::Error::new(e).context(format!("reading {path}")))
+        })?;
+        if filter.as_ref().is_some_and(|f| !f.matches(&flow)) {
+            continue;
+        }
+        waylay::flowfile::play(m, flow)
+            .await
+            .map_err(|e| Failure::Runtime(anyhow::Error::new(e)))?;
+        played += 1;
+    }
+    tracing::debug!(played, "read {path}");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }

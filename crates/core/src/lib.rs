@@ -62,18 +62,30 @@
 //! Hooks nobody handles cost one atomic load ([`ManagerHandle::handles`]): see
 //! [`Addon`] for how waylay learns which hooks an addon implements.
 //!
+//! ## Filters
+//!
+//! [`Filter`] is mitmproxy's filter language (`~d example.com & ~c 200`), parsed once and
+//! matched against any flow through [`FlowRef`]: addons that take a filter in an option
+//! parse it in `configure` and call [`Filter::matches`] in their hooks. See [`filter`].
+//!
 //! Hooks must not block the thread: hand blocking work to a thread pool (for example a
 //! `crossbeam-channel` to a writer thread).
 
 pub mod filter;
 pub mod flow;
+pub mod flowfile;
 pub mod hooks;
 pub mod log;
 mod manager;
+pub mod mode;
 pub mod options;
 
 pub use filter::{Filter, FilterError, FlowRef};
 pub use flow::{Flow, FlowError, FlowId, Headers, HttpFlow, Request, Response, TcpFlow};
 pub use hooks::{Addon, Hook, HookKind, HookSet};
 pub use manager::{AddError, AddonActor, AddonId, AddonManager, Fault, HookError, ManagerHandle};
+pub use mode::{
+    Credentials, Mode, ModeSpec, ModeSpecError, ProxyScheme, ReverseScheme, ReverseTarget,
+    UpstreamProxy, Via, parse_modes,
+};
 pub use options::{OptionSpec, OptionValue, Options, OptionsError};

@@ -308,6 +308,25 @@ fn errors_name_the_problem_and_the_position() {
     assert!(e.to_string().contains("unterminated character set"), "{e}");
     let e = err("~b 'a(?=b)'");
     assert!(e.to_string().contains("not supported"), "{e}");
+    // Deep nesting is refused rather than risking the stack.
+    assert!(Filter::parse(&format!("{}~q", "!".repeat(150))).is_ok());
+    let deep = format!("{}~q", "!".repeat(100_000));
+    assert_eq!(
+        err(&deep).to_string(),
+        "expression nested too deeply at 201"
+    );
+    let parens = format!("{}~q {}", "(".repeat(100_000), ")".repeat(100_000));
+    assert!(
+        err(&parens)
+            .to_string()
+            .starts_with("expression nested too deeply")
+    );
+    let e = err(&format!(
+        "~u '{}a{}'",
+        "(".repeat(50_000),
+        ")".repeat(50_000)
+    ));
+    assert!(e.to_string().contains("too many nested groups"), "{e}");
     // Positions are byte offsets into the text as given, tabs included.
     assert_eq!(err("~q\t~d").position, 3 + 2);
     assert_eq!(err("é ~d").position, 5);
@@ -328,6 +347,11 @@ fn python_regex_meanings_are_kept() {
     assert!(m("~comment [[:alpha:]]", &s));
     s.comment = "alpha".into();
     assert!(!m("~comment [[:alpha:]]", &s));
+    // Python's `\B` never matches an empty text (the regex crate's does).
+    assert!(m("~comment \\B", &s));
+    s.comment = String::new();
+    assert!(!m("~comment \\B", &s));
+    assert!(m("~comment '\\\\B|^$'", &s) && !m("~comment '\\\\B|a'", &s));
 }
 
 #[test]

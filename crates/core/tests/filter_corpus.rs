@@ -232,3 +232,107 @@ fn waylay_agrees_with_mitmproxy_on_the_corpus() {
         failures.join("\n")
     );
 }
+
+/// A filter-language quoted string whose content unquotes to `s`.
+fn quote(s: &str) -> String {
+    let mut q = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '\\' => q.push_str("\\\\"),
+            '"' => q.push_str("\\\""),
+            '\n' => q.push_str("\\n"),
+            '\t' => q.push_str("\\t"),
+            '\r' => q.push_str("\\r"),
+            c => q.push(c),
+        }
+    }
+    q.push('"');
+    q
+}
+
+/// Regex semantics: random Python regexes on random subjects, as text (`~comment`,
+/// multiline) and as bytes (`~bq`, dotall), against mitmproxy's answers.
+#[test]
+fn python_regexes_mean_the_same_in_waylay() {
+    let corpus = data("filter_corpus.json");
+    let cases = corpus["regex_cases"].as_array().unwrap();
+    assert!(cases.len() >= 1000);
+    let mut failures = Vec::new();
+    let mut compared = 0;
+    for case in cases {
+        let regex = s(case, "regex");
+        let subjects: Vec<&str> = case["subjects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        for op in ["~comment", "~bq"] {
+            let expr = format!("{op} {}", quote(regex));
+            let want = case[op].as_str();
+            match (Filter::parse(&expr), want) {
+                (Ok(f), Some(want)) => {
+                    let got: String = subjects
+                        .iter()
+                        .map(|subject| {
+                            let mut flow = waylay_testkit::tflow();
+                            flow.comment = (*subject).to_owned();
+                            flow.request.headers.remove("content-encoding");
+                            flow.request
+                                .set_raw_content(Bytes::from(subject.to_string()));
+                            if f.matches(&flow) { '1' } else { '0' }
+                        })
+                        .collect();
+                    compared += subjects.len();
+                    if got != want {
+                        failures.push(format!(
+                            "{expr}: got {got}, mitmproxy {want} on {subjects:?}"
+                        ));
+                    }
+                }
+                (Ok(f), None) if case["divergence"].is_null() => {
+                    failures.push(format!("{expr}: waylay accepts ({f}), mitmproxy refuses"));
+                }
+                (Ok(_), None) => failures.push(format!("{expr}: should be refused (divergence)")),
+                (Err(e), Some(_)) => {
+                    failures.push(format!("{expr}: waylay refuses ({e}), mitmproxy accepts"))
+                }
+                (Err(_), None) => {}
+            }
+        }
+    }
+    assert!(compared > 10_000, "only {compared} compared");
+    assert!(
+        failures.is_empty(),
+        "{} disagreements:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// The committed fixture is what mitmproxy answers today: with the mitmproxy peer
+/// installed, the script regenerates it and the result must be identical.
+#[test]
+fn the_fixture_is_what_mitmproxy_answers() {
+    let Some(python) = waylay_testkit::peers::mitmproxy_python() else {
+        return;
+    };
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out =
+        std::env::temp_dir().join(format!("waylay-filter-corpus-{}.json", std::process::id()));
+    let status = std::process::Command::new(python)
+        .arg("-W")
+        .arg("ignore")
+        .arg(root.join("scripts/gen_filter_fixtures.py"))
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success(), "scripts/gen_filter_fixtures.py failed");
+    let fresh: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&out);
+    assert!(
+        fresh == data("filter_corpus.json"),
+        "tests/data/filter_corpus.json is stale: run scripts/gen_filter_fixtures.py"
+    );
+}

@@ -295,6 +295,9 @@ impl Addon for EveryHook {
     async fn http_connect(&mut self, f: &mut HttpFlow) {
         self.http("http_connect", f);
     }
+    async fn http_connect_upstream(&mut self, f: &mut HttpFlow) {
+        self.http("http_connect_upstream", f);
+    }
     async fn request_headers(&mut self, f: &mut HttpFlow) {
         self.http("request_headers", f);
     }
@@ -407,6 +410,7 @@ async fn every_typed_harness_method_reaches_its_hook() {
 
     let http_hooks = [
         "http_connect",
+        "http_connect_upstream",
         "request_headers",
         "request",
         "response_headers",
@@ -422,6 +426,7 @@ async fn every_typed_harness_method_reaches_its_hook() {
         let flow = twebsocketflow();
         let flow = match method {
             "http_connect" => h.http_connect(flow).await,
+            "http_connect_upstream" => h.http_connect_upstream(flow).await,
             "request_headers" => h.request_headers(flow).await,
             "request" => h.request(flow).await,
             "response_headers" => h.response_headers(flow).await,

@@ -142,7 +142,7 @@ async fn block_private_refuses_a_loopback_client() {
 #[actix_rt::test]
 async fn options_not_implemented_yet_are_refused_not_ignored() {
     for spec in [
-        "rfile=flows.bin",
+        "store_streamed_bodies=true",
         "intercept=~d example.com",
         "upstream_auth=u:p",
         "connection_strategy=lazy",

@@ -285,6 +285,7 @@ typed_hooks! {
     next_layer => NextLayer(NextLayer);
     log_entry => Log(LogEntry);
     http_connect => HttpConnect(HttpFlow);
+    http_connect_upstream => HttpConnectUpstream(HttpFlow);
     request_headers => RequestHeaders(HttpFlow);
     request => Request(HttpFlow);
     response_headers => ResponseHeaders(HttpFlow);

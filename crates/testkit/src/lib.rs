@@ -47,6 +47,7 @@ mod flows;
 mod harness;
 pub mod peers;
 mod proxy;
+mod proxy_peers;
 mod tcp_origin;
 mod ws_origin;
 
@@ -55,6 +56,9 @@ pub use harness::{AddonHarness, AddonList};
 pub use proxy::{
     TempDir, TestProxy, connect_tls, http_origin, https_origin, proxy_get, raw_request,
     raw_request_bytes, read_n, read_to_close, scripted_origin, test_tls_acceptor, within,
+};
+pub use proxy_peers::{
+    PeerProxy, Socks5Server, danted, haproxy, socks5_server, tinyproxy, tls_front,
 };
 pub use tcp_origin::{
     TcpOrigin, connect_tunnel, tcp_banner_origin, tcp_binary_origin, tcp_line_origin,

@@ -148,6 +148,25 @@ pub(super) enum Compiled {
 pub(super) struct Rex {
     pub(super) source: String,
     pub(super) re: Compiled,
+    /// The form used on an empty text, when it differs (see `pyre::Translated`).
+    pub(super) for_empty: Option<Compiled>,
+}
+
+fn compile_as(mode: Mode, pattern: &str) -> Result<Compiled, String> {
+    Ok(match mode {
+        Mode::Str => Compiled::Str(regex::Regex::new(pattern).map_err(short)?),
+        Mode::Bytes => Compiled::Bytes(regex::bytes::Regex::new(pattern).map_err(short)?),
+    })
+}
+
+impl Compiled {
+    #[inline]
+    fn is_match(&self, data: &[u8]) -> bool {
+        match self {
+            Self::Bytes(r) => r.is_match(data),
+            Self::Str(r) => std::str::from_utf8(data).is_ok_and(|t| r.is_match(t)),
+        }
+    }
 }
 
 impl Rex {
@@ -155,17 +174,26 @@ impl Rex {
     pub(super) fn compile(op: RexOp, source: String) -> Result<Self, String> {
         let (mode, flags) = op.compile_as();
         let translated = pyre::translate(&source, mode, flags)?;
-        let re = match mode {
-            Mode::Str => Compiled::Str(regex::Regex::new(&translated).map_err(short)?),
-            Mode::Bytes => Compiled::Bytes(regex::bytes::Regex::new(&translated).map_err(short)?),
+        let re = compile_as(mode, &translated.pattern)?;
+        let for_empty = match &translated.for_empty {
+            Some(p) => Some(compile_as(mode, p)?),
+            None => None,
         };
-        Ok(Self { source, re })
+        Ok(Self {
+            source,
+            re,
+            for_empty,
+        })
     }
 
     /// Whether the regex matches somewhere in `text`.
     #[inline]
     pub(super) fn is_match_str(&self, text: &str) -> bool {
-        match &self.re {
+        let re = match (&self.for_empty, text.is_empty()) {
+            (Some(empty), true) => empty,
+            _ => &self.re,
+        };
+        match re {
             Compiled::Str(r) => r.is_match(text),
             Compiled::Bytes(r) => r.is_match(text.as_bytes()),
         }
@@ -174,9 +202,9 @@ impl Rex {
     /// Whether the regex matches somewhere in `data`.
     #[inline]
     pub(super) fn is_match_bytes(&self, data: &[u8]) -> bool {
-        match &self.re {
-            Compiled::Bytes(r) => r.is_match(data),
-            Compiled::Str(r) => std::str::from_utf8(data).is_ok_and(|t| r.is_match(t)),
+        match (&self.for_empty, data.is_empty()) {
+            (Some(empty), true) => empty.is_match(data),
+            _ => self.re.is_match(data),
         }
     }
 }

@@ -197,7 +197,9 @@ fn http_rex(op: RexOp, rex: &Rex, f: &HttpFlow) -> bool {
         RexOp::HeaderResponse => resp.is_some_and(|r| headers_match(rex, r)),
         RexOp::Method => rex.is_match_bytes(f.request.method.as_bytes()),
         RexOp::Domain => {
-            rex.is_match_str(&f.request.host) || rex.is_match_str(pretty_host(&f.request))
+            let pretty = pretty_host(&f.request);
+            rex.is_match_str(&f.request.host)
+                || (pretty != f.request.host && rex.is_match_str(pretty))
         }
         RexOp::Url => url_matches(rex, &f.request),
         RexOp::Src => src_matches(rex, &f.client.peername),

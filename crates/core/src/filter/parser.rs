@@ -105,6 +105,9 @@ pub(super) fn parse(text: &str) -> Result<Node, FilterError> {
     })
 }
 
+/// How many operators may wait for their operands at once (bounds the depth of the tree).
+const MAX_NESTING: usize = 200;
+
 enum Pending {
     Not,
     /// `&` (prec 20) or `|` (prec 10) with the number of operators seen at this level.
@@ -160,6 +163,10 @@ fn expression(input: &Input, mut pos: usize) -> Result<(Node, usize), FilterErro
     let mut expect_operand = true;
     loop {
         pos = input.skip_ws(pos);
+        if ops.len() > MAX_NESTING {
+            // The tree is walked recursively (matching, printing, dropping): bound its depth.
+            return Err(input.err(pos, "expression nested too deeply"));
+        }
         if expect_operand {
             match input.get(pos) {
                 Some('!') => {

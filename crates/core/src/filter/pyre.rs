@@ -94,7 +94,15 @@ struct Translator {
     /// Opened capturing groups so far, plus one (Python counts group 0).
     groups: usize,
     names: Vec<String>,
+    /// Translating the variant used on an empty text (where `\B` cannot match).
+    for_empty: bool,
+    saw_non_boundary: bool,
+    /// Groups open around the current position (the translator recurses into each).
+    depth: usize,
 }
+
+/// The deepest group nesting translated (the regex crate refuses deeper than 250 anyway).
+const MAX_DEPTH: usize = 200;
 
 const MAXREPEAT: u64 = u32::MAX as u64;
 
@@ -344,10 +352,25 @@ impl Translator {
         Ok(match cc {
             'A' => at("\\A"),
             'Z' => at("\\z"),
+            'B' if self.for_empty => {
+                // Python's `\B` never matches in an empty text; the regex crate's does.
+                self.saw_non_boundary = true;
+                at(if self.mode == Mode::Bytes {
+                    "(?-u:[^\\x00-\\xFF])"
+                } else {
+                    "[^\\x{0}-\\x{10FFFF}]"
+                })
+            }
+            'B' => {
+                self.saw_non_boundary = true;
+                at(if scope.ascii && self.mode == Mode::Str {
+                    "(?-u:\\B)"
+                } else {
+                    "\\B"
+                })
+            }
             'b' if scope.ascii && self.mode == Mode::Str => at("(?-u:\\b)"),
-            'B' if scope.ascii && self.mode == Mode::Str => at("(?-u:\\B)"),
             'b' => at("\\b"),
-            'B' => at("\\B"),
             'd' | 'D' | 's' | 'S' | 'w' | 'W' => other(self.category(cc, scope.ascii)),
             'a' => other(self.lit(7)?),
             'f' => other(self.lit(12)?),
@@ -815,7 +838,12 @@ impl Translator {
             }
             self.groups += 1;
         }
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err("too many nested groups".into());
+        }
         let body = self.sub(inner, false)?;
+        self.depth -= 1;
         if !self.eat(')') {
             return Err("missing ), unterminated subpattern".into());
         }
@@ -826,9 +854,36 @@ impl Translator {
     }
 }
 
+/// A translated pattern: for any text, and, when it differs, for the empty text.
+#[derive(Debug)]
+pub(super) struct Translated {
+    pub(super) pattern: String,
+    /// Python's `\B` never matches in an empty text, the regex crate's does: a pattern
+    /// with `\B` has a second form, with `\B` matching nothing, for empty texts.
+    pub(super) for_empty: Option<String>,
+}
+
 /// Translates a Python pattern into the `regex` crate's syntax (to be compiled for text
 /// in [`Mode::Str`], for bytes with Unicode off in [`Mode::Bytes`]).
-pub(super) fn translate(pattern: &str, mode: Mode, base: BaseFlags) -> Result<String, Error> {
+pub(super) fn translate(pattern: &str, mode: Mode, base: BaseFlags) -> Result<Translated, Error> {
+    let (text, non_boundary) = translate_one(pattern, mode, base, false)?;
+    let for_empty = if non_boundary {
+        Some(translate_one(pattern, mode, base, true)?.0)
+    } else {
+        None
+    };
+    Ok(Translated {
+        pattern: text,
+        for_empty,
+    })
+}
+
+fn translate_one(
+    pattern: &str,
+    mode: Mode,
+    base: BaseFlags,
+    for_empty: bool,
+) -> Result<(String, bool), Error> {
     let chars: Vec<u32> = match mode {
         Mode::Str => pattern.chars().map(u32::from).collect(),
         Mode::Bytes => pattern.bytes().map(u32::from).collect(),
@@ -840,6 +895,9 @@ pub(super) fn translate(pattern: &str, mode: Mode, base: BaseFlags) -> Result<St
         global: 0,
         groups: 1,
         names: Vec::new(),
+        for_empty,
+        saw_non_boundary: false,
+        depth: 0,
     };
     let scope = Scope {
         verbose: false,
@@ -863,5 +921,5 @@ pub(super) fn translate(pattern: &str, mode: Mode, base: BaseFlags) -> Result<St
     flags.push(')');
     let mut out = String::with_capacity(flags.len() + body.len());
     let _ = write!(out, "{flags}{body}");
-    Ok(out)
+    Ok((out, t.saw_non_boundary))
 }

@@ -6,6 +6,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::{ConnectionId, now};
+use crate::mode::Via;
 
 /// TLS details of one side of a connection, once a handshake has completed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,6 +137,13 @@ pub struct Server {
     pub timestamp_end: Option<f64>,
     /// Why the connection failed; setting it in `server_connect` makes the dial fail with it.
     pub error: Option<String>,
+    /// Where this server connection goes: set in `request_headers`, `http_connect`,
+    /// `next_layer` or `server_connect` to choose where this server connection goes
+    /// (straight to the server, or through an HTTP(S) or SOCKS5 proxy). `None` leaves it to
+    /// the mode (direct, or the upstream proxy of `upstream:` mode). Connections are pooled
+    /// per route: a flow never reuses a connection made for another one.
+    #[serde(default)]
+    pub via: Option<Via>,
 }
 
 impl Server {
@@ -154,6 +162,7 @@ impl Server {
             timestamp_tls_setup: None,
             timestamp_end: None,
             error: None,
+            via: None,
         }
     }
 }

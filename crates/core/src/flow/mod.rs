@@ -141,5 +141,6 @@ impl Flow {
     }
 }
 
-/// The version of the flow file format written by this build.
-pub const FLOW_FORMAT_VERSION: u32 = 1;
+/// The version of the flow file format written by this build: mitmproxy 12's (see
+/// [`crate::flowfile`]).
+pub const FLOW_FORMAT_VERSION: i64 = crate::flowfile::FLOW_FORMAT_VERSION;

@@ -11,6 +11,8 @@
 //!     per request:
 //!       request_headers ─ request ─ [server_connect] ─ response_headers ─ response
 //!       (error instead of a response when the exchange fails)
+//!     a server connection through an upstream HTTP proxy (upstream mode, or a server's
+//!       `via`) opened with a CONNECT: server_connect ─ http_connect_upstream (that CONNECT)
 //!     a WebSocket upgrade (HTTP/1.1):
 //!       websocket_handshake ─ request_headers ─ request ─ response_headers ─ response (101)
 //!       ─ websocket_start ─ websocket_message* ─ websocket_end (after a close frame)
@@ -303,6 +305,10 @@ hooks! {
     /// A CONNECT request arrived. A non-2xx response set here is returned and the tunnel
     /// refused. CONNECT requests do not fire the other HTTP hooks.
     HttpConnect = "http_connect", fn http_connect(flow: HttpFlow);
+    /// A CONNECT request is about to be sent to an upstream HTTP proxy (upstream mode, or a
+    /// flow routed through one by its server's `via`): the payload is that CONNECT, whose
+    /// headers an addon may change (add a `Proxy-Authorization`, a tracing header).
+    HttpConnectUpstream = "http_connect_upstream", fn http_connect_upstream(flow: HttpFlow);
     /// Request headers were read; the body was not read yet.
     RequestHeaders = "requestheaders", fn request_headers(flow: HttpFlow);
     /// The full request was read. Set `flow.response` to answer without contacting the

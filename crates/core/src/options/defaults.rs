@@ -73,10 +73,11 @@ pub fn core_options() -> Vec<OptionSpec> {
         o("dumper_filter", None, "Limit which flows are dumped."),
         b("dumper_default_contentview", false, "Show bodies raw rather than through a content view."),
         // Flow files.
-        o("save_stream_file", None, "Stream flows to file as they arrive; prefix the path with + to append. (Not supported by waylay yet: only the default is accepted.)"),
-        o("save_stream_filter", None, "Filter which flows are written to the stream file. (Not supported by waylay yet: only the default is accepted.)"),
-        o("rfile", None, "Read flows from file. (Not supported by waylay yet: only the default is accepted.)"),
-        o("readfile_filter", None, "Filter which flows are read from file. (Not supported by waylay yet: only the default is accepted.)"),
+        o("save_stream_file", None, "Stream flows to file as they complete (mitmproxy's flow format); prefix the path with + to append."),
+        o("save_stream_filter", None, "Filter which flows are written to the stream file (and to hardump)."),
+        o("rfile", None, "Read flows from file (a flow file or a HAR file; - for stdin) and play them through the addons."),
+        o("readfile_filter", None, "Filter which flows are read from file."),
+        b("store_streamed_bodies", false, "Store HTTP request and response bodies when streamed (see stream_large_bodies). (Not supported by waylay yet: the proxy does not hand streamed body chunks to addons, so only the default is accepted.)"),
         // Common bundled addons.
         q("modify_headers", "Header modify pattern of the form \"[/flow-filter]/header-name/[@]header-value\". (Not supported by waylay yet: only the default is accepted.)"),
         q("modify_body", "Replacement pattern of the form \"[/flow-filter]/regex/[@]replacement\". (Not supported by waylay yet: only the default is accepted.)"),

@@ -139,9 +139,6 @@ fn options(cli: &Cli, script_specs: Vec<OptionSpec>) -> Result<Options, Failure>
                 .into(),
         ));
     }
-    if let Some(f) = opts.str("readfile_filter") {
-        Filter::parse(f).map_err(|e| Failure::Usage(format!("option readfile_filter: {e}")))?;
-    }
     let port = opts.int("listen_port");
     if !(0..=65535).contains(&port) {
         return Err(Failure::Usage(format!(
@@ -149,6 +146,11 @@ fn options(cli: &Cli, script_specs: Vec<OptionSpec>) -> Result<Options, Failure>
         )));
     }
     Dumper::check_options(&opts)?;
+    // After the dumper's check: the trailing filter sets both, and the error names the
+    // dumper's option as it did before flow files.
+    if let Some(f) = opts.str("readfile_filter") {
+        Filter::parse(f).map_err(|e| Failure::Usage(format!("option readfile_filter: {e}")))?;
+    }
     Ok(opts)
 }
 

@@ -19,12 +19,14 @@
 //!
 //! Settings: `LOAD_CONNS` (32), `LOAD_SECS` (3, measured), `LOAD_WARMUP` (1),
 //! `LOAD_SCENARIOS` (comma-separated, default all:
-//! `floor,waylay,waylay+1,waylay+4,waylay+16,waylay+onb,waylay+mh,waylay+mr,waylay-w2,
-//! waylay+4-w2,waylay-w,waylay+web,waylay+web+ws`;
+//! `floor,waylay,waylay+1,waylay+4,waylay+onb,waylay+mh,waylay+mr,waylay+16,waylay-w2,
+//! waylay+4-w2,waylay-w,waylay+web,waylay+web+ws,waylay+addheader,waylay+py-noop,
+//! waylay+py-addheader,mitmdump,mitmdump+py-addheader`;
 //! `waylay-w`: with `-w`, the save addon writing every flow to a file in the confdir;
 //! `waylay+onb` runs the onboarding addon (the binary's default), `waylay+mh` and
 //! `waylay+mr` the bundled `modify_headers` / `map_remote` with one rule matching every
-//! request),
+//! request; the `py` ones need `--features python`, the mitmdump ones `WAYLAY_MITMDUMP`:
+//! mitmproxy running the same script on the same rig),
 //! `LOAD_REPS` (1: repetitions of the whole list, then the median of each scenario),
 //! `LOAD_PIN` (1).
 //!
@@ -57,7 +59,12 @@ const CONFDIR_ENV: &str = "WAYLAY_LOAD_CONFDIR";
 const WEB_ENV: &str = "WAYLAY_LOAD_WEB";
 /// The web UI's token in the `+web` scenarios (the bench's own, on loopback).
 const WEB_TOKEN: &str = "00000000000000000000000000000bec";
-const SAVE_ENV: &str = "WAYLAY_LOAD_SAVE";
+const EXTRA_ENV: &str = "WAYLAY_LOAD_EXTRA";
+
+/// The seed's AddHeader as a mitmproxy script (the same addon as [`AddHeader`]).
+const PY_ADDHEADER: &str = "class AddHeader:\n    def __init__(self):\n        self.num = 0\n\n    def response(self, flow):\n        self.num = self.num + 1\n        flow.response.headers[\"count\"] = str(self.num)\n\naddons = [AddHeader()]\n";
+/// A script whose `response` hook does nothing.
+const PY_NOOP: &str = "def response(flow):\n    pass\n";
 const BUNDLED_ENV: &str = "WAYLAY_LOAD_BUNDLED";
 
 /// Longest request head the floor reads before giving up on a connection.
@@ -117,7 +124,36 @@ impl Addon for NoopHttp {
     async fn response(&mut self, _flow: &mut HttpFlow) {}
 }
 
-/// The real proxy, as an embedder starts it, with `WAYLAY_LOAD_ADDONS` no-op addons.
+/// The seed's AddHeader: counts responses in a header.
+#[derive(Default)]
+struct AddHeader {
+    num: u64,
+}
+
+impl Addon for AddHeader {
+    async fn response(&mut self, flow: &mut HttpFlow) {
+        self.num += 1;
+        if let Some(r) = flow.response.as_mut() {
+            r.headers.insert("count", self.num.to_string());
+        }
+    }
+}
+
+/// The script scenarios' addon (`py-noop`, `py-addheader`), written into `confdir`.
+#[cfg(feature = "python")]
+fn script_addon(extra: &str, confdir: &str) -> waylay_addons::ScriptAddon {
+    let src = if extra == "py-noop" {
+        PY_NOOP
+    } else {
+        PY_ADDHEADER
+    };
+    let path = std::path::Path::new(confdir).join(format!("{extra}.py"));
+    std::fs::write(&path, src).expect("write the script");
+    waylay_addons::ScriptAddon::load(&path).expect("the script loads")
+}
+
+/// The real proxy, as an embedder starts it, with `WAYLAY_LOAD_ADDONS` no-op addons and the
+/// `WAYLAY_LOAD_EXTRA` addon (`addheader`, `py-noop`, `py-addheader`).
 fn child_waylay() {
     exit_when_stdin_closes();
     let addons: usize = env_or(ADDONS_ENV, 0);
@@ -144,11 +180,20 @@ fn child_waylay() {
             builder = builder.addon(addon);
             ui = Some(handle);
         }
-        if env_or(SAVE_ENV, 0u8) == 1 {
-            // `-w`: every flow written to a flow file by the save addon's writer thread.
-            builder = builder
-                .set(format!("save_stream_file={confdir}/load.flows"))
-                .addon(waylay_addons::Save::new());
+        match std::env::var(EXTRA_ENV).as_deref().unwrap_or("") {
+            "" => {}
+            "addheader" => builder = builder.addon(AddHeader::default()),
+            #[cfg(feature = "python")]
+            py @ ("py-noop" | "py-addheader") => {
+                builder = builder.addon(script_addon(py, &confdir));
+            }
+            "save" => {
+                // `-w`: every flow written to a flow file by the save addon's writer thread.
+                builder = builder
+                    .set(format!("save_stream_file={confdir}/load.flows"))
+                    .addon(waylay_addons::Save::new());
+            }
+            other => panic!("proxy_load: unknown extra addon {other:?}"),
         }
         // One bundled addon with one rule matching every request.
         let bundled = std::env::var(BUNDLED_ENV).unwrap_or_default();
@@ -270,14 +315,14 @@ struct Scenario {
     /// 0: no web UI; 1: the web UI's addon; 2: and a browser-like WebSocket client reading
     /// `/updates` throughout.
     web: u8,
-    /// With `-w` (the save addon writing every flow to a file).
-    save: bool,
     /// A bundled addon with one rule matching every request (`modify_headers`, `map_remote`,
     /// or `onboarding` alone).
     bundled: &'static str,
+    /// One more addon: `addheader` (Rust), `py-noop` / `py-addheader` (a Python script).
+    extra: &'static str,
 }
 
-const SCENARIOS: [Scenario; 13] = [
+const SCENARIOS: [Scenario; 18] = [
     Scenario {
         name: "floor",
         mode: "floor",
@@ -285,8 +330,8 @@ const SCENARIOS: [Scenario; 13] = [
         workers: 1,
         pinned: true,
         web: 0,
-        save: false,
         bundled: "",
+        extra: "",
     },
     Scenario {
         name: "waylay",
@@ -295,8 +340,8 @@ const SCENARIOS: [Scenario; 13] = [
         workers: 1,
         pinned: true,
         web: 0,
-        save: false,
         bundled: "",
+        extra: "",
     },
     Scenario {
         name: "waylay+1",
@@ -305,8 +350,8 @@ const SCENARIOS: [Scenario; 13] = [
         workers: 1,
         pinned: true,
         web: 0,
-        save: false,
         bundled: "",
+        extra: "",
     },
     Scenario {
         name: "waylay+4",
@@ -315,8 +360,8 @@ const SCENARIOS: [Scenario; 13] = [
         workers: 1,
         pinned: true,
         web: 0,
-        save: false,
         bundled: "",
+        extra: "",
     },
     Scenario {
         name: "waylay+onb",
@@ -325,8 +370,8 @@ const SCENARIOS: [Scenario; 13] = [
         workers: 1,
         pinned: true,
         web: 0,
-        save: false,
         bundled: "onboarding",
+        extra: "",
     },
     Scenario {
         name: "waylay+mh",
@@ -335,8 +380,8 @@ const SCENARIOS: [Scenario; 13] = [
         workers: 1,
         pinned: true,
         web: 0,
-        save: false,
         bundled: "modify_headers",
+        extra: "",
     },
     Scenario {
         name: "waylay+mr",
@@ -345,8 +390,8 @@ const SCENARIOS: [Scenario; 13] = [
         workers: 1,
         pinned: true,
         web: 0,
-        save: false,
         bundled: "map_remote",
+        extra: "",
     },
     Scenario {
         name: "waylay+16",
@@ -355,8 +400,8 @@ const SCENARIOS: [Scenario; 13] = [
         workers: 1,
         pinned: true,
         web: 0,
-        save: false,
         bundled: "",
+        extra: "",
     },
     Scenario {
         name: "waylay-w2",
@@ -365,8 +410,8 @@ const SCENARIOS: [Scenario; 13] = [
         workers: 2,
         pinned: false,
         web: 0,
-        save: false,
         bundled: "",
+        extra: "",
     },
     Scenario {
         name: "waylay+4-w2",
@@ -375,8 +420,8 @@ const SCENARIOS: [Scenario; 13] = [
         workers: 2,
         pinned: false,
         web: 0,
-        save: false,
         bundled: "",
+        extra: "",
     },
     Scenario {
         name: "waylay-w",
@@ -385,8 +430,8 @@ const SCENARIOS: [Scenario; 13] = [
         workers: 1,
         pinned: true,
         web: 0,
-        save: true,
         bundled: "",
+        extra: "save",
     },
     Scenario {
         name: "waylay+web",
@@ -395,8 +440,8 @@ const SCENARIOS: [Scenario; 13] = [
         workers: 1,
         pinned: true,
         web: 1,
-        save: false,
         bundled: "",
+        extra: "",
     },
     Scenario {
         name: "waylay+web+ws",
@@ -405,8 +450,58 @@ const SCENARIOS: [Scenario; 13] = [
         workers: 1,
         pinned: true,
         web: 2,
-        save: false,
         bundled: "",
+        extra: "",
+    },
+    Scenario {
+        name: "waylay+addheader",
+        mode: "waylay",
+        addons: 0,
+        workers: 1,
+        pinned: true,
+        web: 0,
+        bundled: "",
+        extra: "addheader",
+    },
+    Scenario {
+        name: "waylay+py-noop",
+        mode: "waylay",
+        addons: 0,
+        workers: 1,
+        pinned: true,
+        web: 0,
+        bundled: "",
+        extra: "py-noop",
+    },
+    Scenario {
+        name: "waylay+py-addheader",
+        mode: "waylay",
+        addons: 0,
+        workers: 1,
+        pinned: true,
+        web: 0,
+        bundled: "",
+        extra: "py-addheader",
+    },
+    Scenario {
+        name: "mitmdump",
+        mode: "mitmdump",
+        addons: 0,
+        workers: 1,
+        pinned: true,
+        web: 0,
+        bundled: "",
+        extra: "",
+    },
+    Scenario {
+        name: "mitmdump+py-addheader",
+        mode: "mitmdump",
+        addons: 0,
+        workers: 1,
+        pinned: true,
+        web: 0,
+        bundled: "",
+        extra: "py-addheader",
     },
 ];
 
@@ -478,11 +573,64 @@ impl Drop for ChildGuard {
     }
 }
 
+/// mitmdump (`WAYLAY_MITMDUMP`) as the child, pinned like waylay, with the same script for
+/// `py-*` scenarios; it is given a free port and polled until it accepts.
+fn spawn_mitmdump(
+    s: Scenario,
+    place: &Placement,
+    confdir: &TempDir,
+) -> (ChildGuard, SocketAddr, Option<SocketAddr>) {
+    let bin = std::env::var("WAYLAY_MITMDUMP").expect("WAYLAY_MITMDUMP names mitmdump");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let mut cmd = match place.child_pinned.as_deref() {
+        Some(list) if s.pinned => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", list]).arg(&bin);
+            c
+        }
+        _ => Command::new(&bin),
+    };
+    cmd.args(["-q", "--listen-host", "127.0.0.1", "-p", &port.to_string()])
+        .arg("--set")
+        .arg(format!("confdir={}", confdir.path().display()));
+    if s.extra.starts_with("py-") {
+        let src = if s.extra == "py-noop" {
+            PY_NOOP
+        } else {
+            PY_ADDHEADER
+        };
+        let path = confdir.path().join(format!("{}.py", s.extra));
+        std::fs::write(&path, src).expect("write the script");
+        cmd.arg("-s").arg(path);
+    }
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn mitmdump");
+    let guard = ChildGuard(child);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return (guard, addr, None);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("mitmdump did not listen on {addr} within 20 s");
+}
+
 fn spawn_child(
     s: Scenario,
     place: &Placement,
     confdir: &TempDir,
 ) -> (ChildGuard, SocketAddr, Option<SocketAddr>) {
+    if s.mode == "mitmdump" {
+        return spawn_mitmdump(s, place, confdir);
+    }
     let exe = std::env::current_exe().expect("current exe");
     let cpus = if s.pinned {
         place.child_pinned.as_deref()
@@ -503,7 +651,7 @@ fn spawn_child(
         .env(WORKERS_ENV, s.workers.to_string())
         .env(CONFDIR_ENV, confdir.path())
         .env(WEB_ENV, s.web.to_string())
-        .env(SAVE_ENV, if s.save { "1" } else { "0" })
+        .env(EXTRA_ENV, s.extra)
         .env(BUNDLED_ENV, s.bundled)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -764,6 +912,9 @@ fn parent() {
     let scenarios: Vec<Scenario> = SCENARIOS
         .into_iter()
         .filter(|s| wanted.is_empty() || wanted.contains(&s.name))
+        // The script scenarios need the `python` feature, mitmdump's `WAYLAY_MITMDUMP`.
+        .filter(|s| cfg!(feature = "python") || !s.extra.starts_with("py-") || s.mode == "mitmdump")
+        .filter(|s| s.mode != "mitmdump" || std::env::var_os("WAYLAY_MITMDUMP").is_some())
         .collect();
 
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -787,7 +938,7 @@ fn parent() {
             cfg.ticks
         );
         println!(
-            "{:<14} {:>9} {:>8} {:>7} {:>7} {:>8} {:>8} {:>11} {:>8} {:>8}",
+            "{:<22} {:>9} {:>8} {:>7} {:>7} {:>8} {:>8} {:>11} {:>8} {:>8}",
             "scenario",
             "requests",
             "req/s",
@@ -834,7 +985,7 @@ fn parent() {
                     v.push(us);
                 }
                 println!(
-                    "{:<14} {:>9} {:>8.0} {:>7} {:>7} {:>8.0} {:>8.0} {:>11.2} {:>8} {:>8.1}{}{}",
+                    "{:<22} {:>9} {:>8.0} {:>7} {:>7} {:>8.0} {:>8.0} {:>11.2} {:>8} {:>8.1}{}{}",
                     s.name,
                     m.requests,
                     m.requests as f64 / m.secs,
@@ -870,7 +1021,7 @@ fn parent() {
                 let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
                 let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
                 println!(
-                    "{:<14} {:>8.2} ({:.2}–{:.2}) {:>8}",
+                    "{:<22} {:>8.2} ({:.2}–{:.2}) {:>8}",
                     s.name,
                     med,
                     lo,

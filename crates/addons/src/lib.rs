@@ -65,6 +65,8 @@ mod modify_headers;
 mod onboarding;
 mod proxyauth;
 mod save;
+#[cfg(feature = "python")]
+mod script;
 mod server_replay;
 mod spec;
 mod stickyauth;
@@ -74,8 +76,8 @@ mod value;
 pub use anticache::AntiCache;
 pub use anticomp::AntiComp;
 pub use block::{Block, is_private};
-pub use dumper::{Dumper, MAX_FLOW_DETAIL};
 pub use block_list::{BlockList, NO_RESPONSE};
+pub use dumper::{Dumper, MAX_FLOW_DETAIL};
 pub use hardump::HarDump;
 pub use htpasswd::Htpasswd;
 pub use map_local::MapLocal;
@@ -85,6 +87,8 @@ pub use modify_headers::ModifyHeaders;
 pub use onboarding::{ONBOARDING_HOST, Onboarding, p12_of};
 pub use proxyauth::{Credentials, ProxyAuth, parse_basic};
 pub use save::{SAVE_QUEUE, Save};
+#[cfg(feature = "python")]
+pub use script::{ScriptAddon, ScriptError};
 pub use server_replay::ServerReplay;
 pub use stickyauth::StickyAuth;
 pub use stickycookie::StickyCookie;

@@ -77,6 +77,12 @@ pub(crate) struct Cli {
     /// Use the Host header to construct URLs for display (showhost).
     #[arg(long)]
     pub(crate) showhost: bool,
+
+    /// Run a mitmproxy addon script; repeat for several, each an addon at its position
+    /// (scripts). Needs a build with the `python` feature.
+    #[arg(short = 's', long = "scripts", value_name = "SCRIPT")]
+    pub(crate) scripts: Vec<String>,
+
     /// Stream flows to a file (mitmproxy's format) as they complete; +PATH appends
     /// (save_stream_file).
     #[arg(short = 'w', long = "save-stream-file", value_name = "PATH")]
@@ -188,6 +194,19 @@ impl Cli {
         }
         specs.extend(self.set.iter().cloned());
         specs
+    }
+
+    /// The scripts to run, in order: every `-s`, then every `--set scripts=...`.
+    pub(crate) fn scripts(&self) -> Vec<String> {
+        let mut out = self.scripts.clone();
+        out.extend(
+            self.set
+                .iter()
+                .filter_map(|s| s.strip_prefix("scripts="))
+                .filter(|s| !s.trim().is_empty())
+                .map(str::to_owned),
+        );
+        out
     }
 }
 

@@ -111,6 +111,36 @@ fn chain(e: &anyhow::Error) -> String {
     line
 }
 
+/// The `scripts` option (`-s`), as mitmdump names it.
+fn scripts_spec() -> OptionSpec {
+    OptionSpec::new(
+        "scripts",
+        OptionValue::Seq(Vec::new()),
+        "Execute a script (a mitmproxy addon script). May be passed multiple times.",
+    )
+}
+
+/// The scripts asked for, loaded (their modules run and `load` called) so their options are
+/// known before the others are parsed.
+#[cfg(feature = "python")]
+fn load_scripts(cli: &Cli) -> Result<Vec<waylay::addons::ScriptAddon>, Failure> {
+    cli.scripts()
+        .iter()
+        .map(|p| waylay::addons::ScriptAddon::load(p).map_err(|e| Failure::Usage(e.to_string())))
+        .collect()
+}
+
+/// Without the `python` feature, `-s` says how to get a build that has it.
+#[cfg(not(feature = "python"))]
+fn load_scripts(cli: &Cli) -> Result<Vec<std::convert::Infallible>, Failure> {
+    if cli.scripts().is_empty() {
+        return Ok(Vec::new());
+    }
+    Err(Failure::Usage(
+        "this waylay was built without Python scripting; build one with it: cargo run --release -p waylay --features python -- -s script.py".into(),
+    ))
+}
+
 /// Expands a leading `~/` to the home directory.
 fn expand_home(p: &str) -> PathBuf {
     let rest = if p == "~" {
@@ -127,7 +157,12 @@ fn expand_home(p: &str) -> PathBuf {
 /// The options: the bundled addons' declarations (and the web UI's for `waylay web`), then
 /// `confdir/config.yaml`, then the flags `specs` (which win), checked as the proxy and every
 /// addon will check them.
-fn options_from(specs: &[String], web: bool, bundle: &mut Bundle) -> Result<Options, Failure> {
+fn options_from(
+    specs: &[String],
+    web: bool,
+    bundle: &mut Bundle,
+    script_specs: Vec<OptionSpec>,
+) -> Result<Options, Failure> {
     let mut opts = Options::new();
     bundle.declare(&mut opts)?;
     if web {
@@ -142,6 +177,10 @@ fn options_from(specs: &[String], web: bool, bundle: &mut Bundle) -> Result<Opti
         .chain(ServerReplay::option_specs())
         .chain(ReplayMarker::option_specs())
     {
+        opts.add(spec)?;
+    }
+    opts.add(scripts_spec())?;
+    for spec in script_specs {
         opts.add(spec)?;
     }
     opts.add(OptionSpec::new(
@@ -215,8 +254,13 @@ fn options_from(specs: &[String], web: bool, bundle: &mut Bundle) -> Result<Opti
 }
 
 fn run(cli: &Cli) -> Result<(), Failure> {
+    let scripts = load_scripts(cli)?;
+    #[cfg(feature = "python")]
+    let specs: Vec<OptionSpec> = scripts.iter().flat_map(|s| s.option_specs()).collect();
+    #[cfg(not(feature = "python"))]
+    let specs: Vec<OptionSpec> = Vec::new();
     let mut bundle = Bundle::new();
-    let opts = options_from(&cli.option_specs(), false, &mut bundle)?;
+    let opts = options_from(&cli.option_specs(), false, &mut bundle, specs)?;
     if cli.options {
         print!("{}", opts.listing());
         return Ok(());
@@ -239,6 +283,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 .listen(&listen_addr(&opts)),
             &opts,
             bundle,
+            scripts,
         )
         .run()
         .map_err(usage);
@@ -252,15 +297,18 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                     .listen(&listen_addr(&opts)),
                 &opts,
                 bundle,
+                scripts,
             );
             let proxy = builder.start().await.map_err(usage)?;
             (proxy.manager().clone(), Some(proxy))
         } else {
             let manager = AddonManager::start(opts.clone());
-            add_offline(&manager, &opts).await.map_err(|e| match e {
-                e @ AddError::Options { .. } => Failure::Usage(e.to_string()),
-                other => Failure::Runtime(anyhow::Error::new(other)),
-            })?;
+            add_offline(&manager, &opts, scripts)
+                .await
+                .map_err(|e| match e {
+                    e @ AddError::Options { .. } => Failure::Usage(e.to_string()),
+                    other => Failure::Runtime(anyhow::Error::new(other)),
+                })?;
             manager.running().await;
             (manager, None)
         };
@@ -288,8 +336,13 @@ fn run(cli: &Cli) -> Result<(), Failure> {
 /// `waylay web`: binds the UI, prints its URL (with the token), and runs the proxy with the
 /// UI's addon registered last (after the bundled ones the options ask for).
 fn run_web(cli: &WebCli) -> Result<(), Failure> {
+    let scripts = load_scripts(&cli.proxy)?;
+    #[cfg(feature = "python")]
+    let specs: Vec<OptionSpec> = scripts.iter().flat_map(|s| s.option_specs()).collect();
+    #[cfg(not(feature = "python"))]
+    let specs: Vec<OptionSpec> = Vec::new();
     let mut bundle = Bundle::new();
-    let opts = options_from(&cli.option_specs(), true, &mut bundle)?;
+    let opts = options_from(&cli.option_specs(), true, &mut bundle, specs)?;
     if cli.proxy.options {
         print!("{}", opts.listing());
         return Ok(());
@@ -324,6 +377,7 @@ fn run_web(cli: &WebCli) -> Result<(), Failure> {
             .listen(&listen_addr(&opts)),
         &opts,
         bundle,
+        scripts,
     )
     .addon(addon)
     .run()
@@ -388,14 +442,54 @@ impl Wanted {
     }
 }
 
+/// The scripts given with `-s`, loaded.
+#[cfg(feature = "python")]
+type Scripts = Vec<waylay::addons::ScriptAddon>;
+/// Without the `python` feature there are never any (`-s` is refused).
+#[cfg(not(feature = "python"))]
+type Scripts = Vec<std::convert::Infallible>;
+
+#[cfg(feature = "python")]
+fn add_scripts(builder: ProxyBuilder, scripts: Scripts) -> ProxyBuilder {
+    scripts.into_iter().fold(builder, ProxyBuilder::addon)
+}
+
+#[cfg(not(feature = "python"))]
+fn add_scripts(builder: ProxyBuilder, scripts: Scripts) -> ProxyBuilder {
+    let _ = scripts;
+    builder
+}
+
+#[cfg(feature = "python")]
+async fn add_scripts_offline(m: &ManagerHandle, scripts: Scripts) -> Result<(), AddError> {
+    for s in scripts {
+        m.add(s).await?;
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "python"))]
+async fn add_scripts_offline(m: &ManagerHandle, scripts: Scripts) -> Result<(), AddError> {
+    let _ = (m, scripts);
+    Ok(())
+}
+
 /// The bundled addons, in mitmdump's order: replay answers before the flow is saved or
 /// printed.
-fn with_addons(mut builder: ProxyBuilder, opts: &Options, bundle: Bundle) -> ProxyBuilder {
+fn with_addons(
+    mut builder: ProxyBuilder,
+    opts: &Options,
+    bundle: Bundle,
+    scripts: Scripts,
+) -> ProxyBuilder {
     let w = Wanted::of(opts);
     if !opts.seq("client_replay").is_empty() {
         // First, so no other addon sees the marker header.
         builder = builder.addon(ReplayMarker);
     }
+    // Scripts next, as mitmproxy's script loader sits before replay, save and the dumper
+    // (which then prints flows as the scripts left them).
+    builder = add_scripts(builder, scripts);
     if w.replay {
         builder = builder.addon(ServerReplay::new());
     }
@@ -413,8 +507,9 @@ fn with_addons(mut builder: ProxyBuilder, opts: &Options, bundle: Bundle) -> Pro
     builder
 }
 
-async fn add_offline(m: &ManagerHandle, opts: &Options) -> Result<(), AddError> {
+async fn add_offline(m: &ManagerHandle, opts: &Options, scripts: Scripts) -> Result<(), AddError> {
     let w = Wanted::of(opts);
+    add_scripts_offline(m, scripts).await?;
     if w.replay {
         m.add(ServerReplay::new()).await?;
     }

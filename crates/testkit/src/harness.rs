@@ -94,6 +94,21 @@ impl AddonHarness {
         h
     }
 
+    /// A harness running the mitmproxy addon script at `path` (loaded as `waylay -s` loads
+    /// it), so a script is unit-tested from Rust without a network. Needs the testkit's
+    /// `python` feature.
+    ///
+    /// # Panics
+    ///
+    /// When the script cannot be loaded (the message is the one-line load error).
+    #[cfg(feature = "python")]
+    pub async fn script(path: impl AsRef<std::path::Path>) -> Self {
+        match waylay_addons::ScriptAddon::load(path) {
+            Ok(addon) => Self::new(addon).await,
+            Err(e) => panic!("AddonHarness: {e}"),
+        }
+    }
+
     /// A harness running several addons, in this order: `with_addons((first, second))`.
     ///
     /// # Panics

@@ -3,6 +3,7 @@
 
 use std::cell::Cell;
 use std::future::Future;
+use std::pin::Pin;
 
 use crate::options::OptionsError;
 
@@ -23,6 +24,26 @@ pub fn not_handled() {
 /// delivered to addons, so logging from `log` cannot recurse).
 pub fn in_log_hook() -> bool {
     IN_LOG.with(Cell::get)
+}
+
+/// How an addon runs one hook, as chosen by [`Addon::begin`](crate::Addon::begin).
+pub enum Begin {
+    /// Through the addon's method, one hook at a time (every addon's default).
+    Method(crate::hooks::Hook),
+    /// In a future that no longer holds the addon, so the addon's next hook may start while
+    /// this one waits (a scripting host whose hooks await I/O). It must give the payload
+    /// back in every case, its own deadline included: on the deadline it returns the hook
+    /// with [`Fault::Timeout`](crate::Fault::Timeout).
+    Detached(Pin<Box<dyn Future<Output = (crate::hooks::Hook, Option<crate::Fault>)>>>),
+}
+
+impl std::fmt::Debug for Begin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Method(h) => f.debug_tuple("Method").field(&h.kind()).finish(),
+            Self::Detached(_) => f.write_str("Detached"),
+        }
+    }
 }
 
 /// What a hook method returned.

@@ -41,7 +41,7 @@ mod payloads;
 use std::fmt;
 
 pub(crate) use dispatch::track_unhandled;
-pub use dispatch::{HookOutput, in_log_hook, not_handled, with_log_suppressed};
+pub use dispatch::{Begin, HookOutput, in_log_hook, not_handled, with_log_suppressed};
 pub use payloads::{
     ClientHelloData, CommandSpec, Configure, Flows, Layer, Loader, LogEntry, LogLevel, NextLayer,
     ServerConnectionHookData, Side, TlsData,
@@ -259,6 +259,16 @@ hooks! {
         /// (see the trait docs); declaring it exactly saves one call per unhandled hook.
         fn hooks(&self) -> HookSet {
             HookSet::ALL
+        }
+
+        /// Chooses how `hook` runs: through its method, one hook at a time (the default), or
+        /// detached from the addon so that the addon's next hook may start while this one
+        /// waits ([`Begin::Detached`], for scripting hosts whose hooks await I/O, as
+        /// mitmproxy runs `async def` hooks). `timeout` is `addon_timeout`, which a detached
+        /// hook enforces itself. Called on the addon's thread, before the hook.
+        fn begin(&mut self, hook: Hook, timeout: std::time::Duration) -> Begin {
+            let _ = timeout;
+            Begin::Method(hook)
         }
 
         /// Runs a command this addon declared in `load`.

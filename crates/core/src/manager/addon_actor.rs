@@ -84,6 +84,17 @@ impl HookReply {
             give_up: false,
         }
     }
+
+    /// The reply of a hook the addon ran detached ([`crate::hooks::Begin::Detached`]).
+    pub(crate) fn detached(hook: Hook, fault: Option<Fault>) -> Self {
+        Self {
+            hook,
+            output: HookOutput::Unit,
+            unhandled: false,
+            fault,
+            give_up: false,
+        }
+    }
 }
 
 impl Message for HookCall {

@@ -31,6 +31,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use super::addon_actor::{HookReply, MAX_CONSECUTIVE_FAULTS, run_hook};
+use crate::hooks::Begin;
 use crate::hooks::{Addon, Hook, HookKind};
 
 /// Names an addon's slot in its thread's registry.
@@ -201,6 +202,19 @@ impl<A: Addon, F: Future<Output = (Box<State<A>>, HookReply)> + 'static> Slot<A,
             self.put_back(state);
             HookReply::passthrough(hook)
         } else {
+            let mut state = state;
+            let hook = match state.addon.begin(hook, timeout) {
+                Begin::Method(hook) => hook,
+                Begin::Detached(f) => {
+                    // The addon is free again at once; only this hook's flow waits.
+                    self.put_back(state);
+                    let (hook, fault) = f.await;
+                    if counted {
+                        self.queued.set(self.queued.get().saturating_sub(1));
+                    }
+                    return HookReply::detached(hook, fault);
+                }
+            };
             let is_done = hook.kind() == HookKind::Done;
             let (state, reply) = (self.start)(state, hook, timeout).await;
             if is_done {
@@ -308,9 +322,25 @@ impl<A: Addon, F: Future<Output = (Box<State<A>>, HookReply)> + 'static> InlineS
         } else {
             None
         };
-        let Some(state) = state else {
+        let Some(mut state) = state else {
             self.queued.set(self.queued.get() + 1);
             return Attempt::Busy(hook);
+        };
+        let hook = match state.addon.begin(hook, timeout) {
+            Begin::Method(hook) => hook,
+            Begin::Detached(mut f) => {
+                // The addon is free again at once; only this hook's flow waits for `f`.
+                self.put_back(state);
+                if let Poll::Ready((hook, fault)) = f.as_mut().poll(cx) {
+                    return Attempt::Done(HookReply::detached(hook, fault));
+                }
+                let (tx, rx) = oneshot::channel();
+                actix::spawn(async move {
+                    let (hook, fault) = f.await;
+                    let _ = tx.send(HookReply::detached(hook, fault));
+                });
+                return Attempt::HandedOver(rx);
+            }
         };
         // The hook's future goes into the runner's heap place (reused from the last hook), so
         // that it can move to a task of its own if it waits after this first poll.

@@ -1,0 +1,865 @@
+//! `Core`: the Rust data behind one Python flow (or one standalone request/response), and the
+//! accessors the `mitmproxy` shim calls. The shim's classes are thin Python wrappers; every
+//! read and write goes here, so waylay's flow stays the one source of truth and nothing is
+//! copied back after a hook.
+//!
+//! During a hook the flow's data is *attached*: swapped into the `Core` (a move, no copy)
+//! and swapped back when the hook returns. Outside a hook a Python flow object is
+//! detached: reading it raises, except for what lives outside the flow (its id, its
+//! interception handle, its metadata dict).
+
+use bytes::Bytes;
+use pyo3::BoundObject;
+use pyo3::exceptions::{PyAttributeError, PyIndexError, PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+use waylay_core::flow::{
+    FlowError, HttpVersion, InterceptHandle, Message, TcpInjector, TcpMessage, TlsInfo,
+    WebSocketInjector, WebSocketMessage, WebSocketMessageKind,
+};
+use waylay_core::{HttpFlow, Request, Response, TcpFlow};
+
+/// What a [`Core`] holds.
+#[derive(Debug)]
+pub(crate) enum Data {
+    /// An HTTP flow; `live` while a hook runs (otherwise `f` is a stale placeholder).
+    Http { f: Box<HttpFlow>, live: bool },
+    /// A TCP flow, likewise.
+    Tcp { f: Box<TcpFlow>, live: bool },
+    /// A request made by a script (`Request.make`), not yet in a flow.
+    Req(Option<Box<Request>>),
+    /// A response made by a script (`Response.make`), not yet in a flow.
+    Resp(Option<Box<Response>>),
+}
+
+/// The Rust side of one Python flow, request or response.
+#[pyclass(module = "mitmproxy._waylay")]
+#[derive(Debug)]
+pub(crate) struct Core {
+    pub(crate) data: Data,
+    /// The interception of the flow, kept outside the data so `resume()` works after the
+    /// hook returned (the usual way to release an intercepted flow later).
+    intercept: Option<InterceptHandle>,
+    /// Injectors kept for injecting outside a hook.
+    ws_injector: Option<WebSocketInjector>,
+    tcp_injector: Option<TcpInjector>,
+}
+
+fn detached() -> PyErr {
+    PyRuntimeError::new_err(
+        "this flow is not in a hook right now (waylay hands a flow to Python only while a hook runs)",
+    )
+}
+
+fn no_such(name: &str) -> PyErr {
+    PyAttributeError::new_err(format!("no attribute {name:?}"))
+}
+
+pub(crate) fn to_bytes(v: &Bound<'_, PyAny>) -> PyResult<Bytes> {
+    if let Ok(b) = v.cast::<PyBytes>() {
+        return Ok(Bytes::copy_from_slice(b.as_bytes()));
+    }
+    if let Ok(s) = v.cast::<PyString>() {
+        return Ok(Bytes::copy_from_slice(s.to_str()?.as_bytes()));
+    }
+    if let Ok(b) = v.extract::<Vec<u8>>() {
+        return Ok(Bytes::from(b));
+    }
+    Err(PyValueError::new_err("expected bytes or str"))
+}
+
+fn py_obj<'py, T>(py: Python<'py>, v: T) -> PyResult<Py<PyAny>>
+where
+    T: IntoPyObject<'py>,
+{
+    v.into_pyobject(py)
+        .map(|b| b.into_any().unbind())
+        .map_err(Into::into)
+}
+
+fn version_of(s: &str) -> PyResult<HttpVersion> {
+    match s {
+        "HTTP/1.0" => Ok(HttpVersion::Http10),
+        "HTTP/1.1" => Ok(HttpVersion::Http11),
+        "HTTP/2.0" | "HTTP/2" => Ok(HttpVersion::Http2),
+        "HTTP/3" => Ok(HttpVersion::Http3),
+        other => Err(PyValueError::new_err(format!(
+            "unknown HTTP version {other:?}"
+        ))),
+    }
+}
+
+fn body_err(e: impl std::fmt::Display) -> PyErr {
+    PyValueError::new_err(e.to_string())
+}
+
+impl Core {
+    pub(crate) fn http_placeholder(like: &HttpFlow) -> Self {
+        Self {
+            data: Data::Http {
+                f: Box::new(HttpFlow::new(
+                    like.client.clone(),
+                    Request::new("GET", "http", "", 0, ""),
+                )),
+                live: false,
+            },
+            intercept: None,
+            ws_injector: None,
+            tcp_injector: None,
+        }
+    }
+
+    pub(crate) fn tcp_placeholder(like: &TcpFlow) -> Self {
+        Self {
+            data: Data::Tcp {
+                f: Box::new(TcpFlow::new(like.client.clone(), None)),
+                live: false,
+            },
+            intercept: None,
+            ws_injector: None,
+            tcp_injector: None,
+        }
+    }
+
+    /// Swaps the hook's HTTP flow in (`attach`) or back out (`detach`).
+    pub(crate) fn swap_http(&mut self, flow: &mut HttpFlow, attach: bool) {
+        if let Data::Http { f, live } = &mut self.data {
+            std::mem::swap(&mut **f, flow);
+            *live = attach;
+            if attach {
+                self.intercept = f.intercept_state().handle();
+                if self.ws_injector.is_none() {
+                    self.ws_injector = f.websocket.as_ref().and_then(|w| w.injector());
+                }
+            }
+        }
+    }
+
+    /// Forgets what belonged to the flow this core served last, before it serves another.
+    pub(crate) fn reset(&mut self) {
+        self.intercept = None;
+        self.ws_injector = None;
+        self.tcp_injector = None;
+    }
+
+    /// Swaps the hook's TCP flow in or out.
+    pub(crate) fn swap_tcp(&mut self, flow: &mut TcpFlow, attach: bool) {
+        if let Data::Tcp { f, live } = &mut self.data {
+            std::mem::swap(&mut **f, flow);
+            *live = attach;
+            if attach && self.tcp_injector.is_none() {
+                self.tcp_injector = f.injector();
+            }
+        }
+    }
+
+    fn http(&mut self) -> PyResult<&mut HttpFlow> {
+        match &mut self.data {
+            Data::Http { f, live: true } => Ok(f),
+            Data::Http { .. } | Data::Tcp { .. } => Err(detached()),
+            _ => Err(PyRuntimeError::new_err("not a flow")),
+        }
+    }
+
+    fn tcp(&mut self) -> PyResult<&mut TcpFlow> {
+        match &mut self.data {
+            Data::Tcp { f, live: true } => Ok(f),
+            Data::Tcp { .. } => Err(detached()),
+            _ => Err(PyRuntimeError::new_err("not a TCP flow")),
+        }
+    }
+
+    fn request(&mut self) -> PyResult<&mut Request> {
+        if !matches!(self.data, Data::Req(_)) {
+            return Ok(&mut self.http()?.request);
+        }
+        match &mut self.data {
+            Data::Req(Some(r)) => Ok(r),
+            _ => Err(PyRuntimeError::new_err("request moved into a flow")),
+        }
+    }
+
+    fn response(&mut self) -> PyResult<&mut Response> {
+        if !matches!(self.data, Data::Resp(_)) {
+            return self
+                .http()?
+                .response
+                .as_mut()
+                .ok_or_else(|| PyRuntimeError::new_err("the flow has no response"));
+        }
+        match &mut self.data {
+            Data::Resp(Some(r)) => Ok(r),
+            _ => Err(PyRuntimeError::new_err("response moved into a flow")),
+        }
+    }
+
+    fn msg(&mut self, side: u8) -> PyResult<&mut Message> {
+        if side == 0 {
+            Ok(&mut self.request()?.message)
+        } else {
+            Ok(&mut self.response()?.message)
+        }
+    }
+
+    fn tls_of(&mut self, which: &str) -> PyResult<Option<TlsInfo>> {
+        let (client, server) = match &mut self.data {
+            Data::Http { f, live: true } => (f.client.clone(), f.server.clone()),
+            Data::Tcp { f, live: true } => (f.client.clone(), f.server.clone()),
+            _ => return Err(detached()),
+        };
+        Ok(if which == "client" {
+            client.tls.clone()
+        } else {
+            server.and_then(|s| s.tls_info.clone())
+        })
+    }
+}
+
+#[pymethods]
+impl Core {
+    /// A standalone request (`Request.make`).
+    #[staticmethod]
+    fn new_request(method: &str, url: &str) -> PyResult<Self> {
+        let r = Request::from_url(method, url).map_err(PyValueError::new_err)?;
+        Ok(Self {
+            data: Data::Req(Some(Box::new(r))),
+            intercept: None,
+            ws_injector: None,
+            tcp_injector: None,
+        })
+    }
+
+    /// A standalone response (`Response.make`).
+    #[staticmethod]
+    fn new_response(status_code: u16) -> Self {
+        let no_headers: [(&str, Bytes); 0] = [];
+        let mut r = Response::make(status_code, Bytes::new(), no_headers);
+        r.headers.clear();
+        Self {
+            data: Data::Resp(Some(Box::new(r))),
+            intercept: None,
+            ws_injector: None,
+            tcp_injector: None,
+        }
+    }
+
+    fn attached(&self) -> bool {
+        matches!(
+            self.data,
+            Data::Http { live: true, .. }
+                | Data::Tcp { live: true, .. }
+                | Data::Req(Some(_))
+                | Data::Resp(Some(_))
+        )
+    }
+
+    // ---- the flow itself ----
+
+    fn fget(&mut self, py: Python<'_>, name: &str) -> PyResult<Py<PyAny>> {
+        if let Data::Tcp { .. } = self.data {
+            let f = self.tcp()?;
+            return match name {
+                "id" => py_obj(py, f.id.to_string()),
+                "marked" => py_obj(py, f.marked.clone()),
+                "comment" => py_obj(py, f.comment.clone()),
+                "live" => py_obj(py, f.live),
+                "timestamp_created" => py_obj(py, f.timestamp_created),
+                "error" => py_obj(py, f.error.as_ref().map(|e| e.msg.clone())),
+                "error_timestamp" => py_obj(py, f.error.as_ref().map(|e| e.timestamp)),
+                "killable" => py_obj(py, f.live && !f.killed()),
+                "intercepted" => py_obj(py, f.intercept_state().is_intercepted()),
+                _ => Err(no_such(name)),
+            };
+        }
+        let f = self.http()?;
+        match name {
+            "id" => py_obj(py, f.id.to_string()),
+            "marked" => py_obj(py, f.marked.clone()),
+            "comment" => py_obj(py, f.comment.clone()),
+            "live" => py_obj(py, f.live),
+            "is_replay" => py_obj(py, f.is_replay.clone()),
+            "timestamp_created" => py_obj(py, f.timestamp_created),
+            "error" => py_obj(py, f.error.as_ref().map(|e| e.msg.clone())),
+            "error_timestamp" => py_obj(py, f.error.as_ref().map(|e| e.timestamp)),
+            "killable" => py_obj(py, f.killable()),
+            "intercepted" => py_obj(py, f.intercepted()),
+            "has_response" => py_obj(py, f.response.is_some()),
+            "has_websocket" => py_obj(py, f.websocket.is_some()),
+            _ => Err(no_such(name)),
+        }
+    }
+
+    fn fset(&mut self, name: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let (marked, comment, error) = match &mut self.data {
+            Data::Http { f, live: true } => (&mut f.marked, &mut f.comment, &mut f.error),
+            Data::Tcp { f, live: true } => (&mut f.marked, &mut f.comment, &mut f.error),
+            _ => return Err(detached()),
+        };
+        match name {
+            "marked" => {
+                *marked = if let Ok(b) = value.extract::<bool>() {
+                    if b { ":default:".into() } else { String::new() }
+                } else {
+                    value.extract()?
+                }
+            }
+            "comment" => *comment = value.extract()?,
+            "error" => {
+                let msg: Option<String> = value.extract()?;
+                *error = msg.map(FlowError::new);
+            }
+            "is_replay" => self.http()?.is_replay = value.extract()?,
+            _ => return Err(no_such(name)),
+        }
+        Ok(())
+    }
+
+    fn kill(&mut self) -> PyResult<()> {
+        match &mut self.data {
+            Data::Http { f, live: true } => f.kill(),
+            Data::Tcp { f, live: true } => f.kill(),
+            _ => match &self.intercept {
+                Some(h) => h.kill(),
+                None => return Err(detached()),
+            },
+        }
+        Ok(())
+    }
+
+    fn intercept(&mut self) -> PyResult<()> {
+        let h = match &mut self.data {
+            Data::Http { f, live: true } => f.intercept(),
+            Data::Tcp { f, live: true } => f.intercept_state().intercept(),
+            _ => return Err(detached()),
+        };
+        self.intercept = Some(h);
+        Ok(())
+    }
+
+    fn resume(&mut self) -> PyResult<()> {
+        match &mut self.data {
+            Data::Http { f, live: true } => f.resume(),
+            Data::Tcp { f, live: true } => f.intercept_state().resume(),
+            _ => {}
+        }
+        if let Some(h) = self.intercept.take() {
+            h.resume();
+        }
+        Ok(())
+    }
+
+    // ---- request / response scalars ----
+
+    fn mget(&mut self, py: Python<'_>, side: u8, name: &str) -> PyResult<Py<PyAny>> {
+        match name {
+            "http_version" => return py_obj(py, self.msg(side)?.http_version.as_str()),
+            "timestamp_start" => return py_obj(py, self.msg(side)?.timestamp_start),
+            "timestamp_end" => return py_obj(py, self.msg(side)?.timestamp_end),
+            "stream" => return py_obj(py, self.msg(side)?.stream),
+            _ => {}
+        }
+        if side == 0 {
+            let r = self.request()?;
+            match name {
+                "method" => py_obj(py, r.method.clone()),
+                "scheme" => py_obj(py, r.scheme.clone()),
+                "authority" => py_obj(py, r.authority.clone()),
+                "host" => py_obj(py, r.host.clone()),
+                "port" => py_obj(py, r.port),
+                "path" => py_obj(py, r.path.clone()),
+                "url" => py_obj(py, r.url()),
+                "pretty_host" => py_obj(py, r.pretty_host()),
+                "pretty_url" => py_obj(py, r.pretty_url()),
+                _ => Err(no_such(name)),
+            }
+        } else {
+            let r = self.response()?;
+            match name {
+                "status_code" => py_obj(py, r.status_code),
+                "reason" => py_obj(py, r.reason.clone()),
+                _ => Err(no_such(name)),
+            }
+        }
+    }
+
+    fn mset(&mut self, side: u8, name: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        match name {
+            "http_version" => {
+                self.msg(side)?.http_version = version_of(&value.extract::<String>()?)?;
+                return Ok(());
+            }
+            "timestamp_start" => {
+                self.msg(side)?.timestamp_start = value.extract()?;
+                return Ok(());
+            }
+            "timestamp_end" => {
+                self.msg(side)?.timestamp_end = value.extract()?;
+                return Ok(());
+            }
+            "stream" => {
+                self.msg(side)?.stream = value.extract()?;
+                return Ok(());
+            }
+            _ => {}
+        }
+        if side == 0 {
+            let r = self.request()?;
+            match name {
+                "method" => r.method = value.extract()?,
+                "scheme" => r.scheme = value.extract()?,
+                "authority" => r.authority = value.extract()?,
+                "host" => r.host = value.extract()?,
+                "port" => r.port = value.extract()?,
+                "path" => r.path = value.extract()?,
+                _ => return Err(no_such(name)),
+            }
+        } else {
+            let r = self.response()?;
+            match name {
+                "status_code" => r.status_code = value.extract()?,
+                "reason" => r.reason = value.extract()?,
+                _ => return Err(no_such(name)),
+            }
+        }
+        Ok(())
+    }
+
+    // ---- headers ----
+
+    fn h_first(&mut self, side: u8, name: &str) -> PyResult<Option<String>> {
+        Ok(self
+            .msg(side)?
+            .headers
+            .get_bytes(name)
+            .map(|v| String::from_utf8_lossy(v).into_owned()))
+    }
+
+    fn h_get_all(&mut self, side: u8, name: &str) -> PyResult<Vec<String>> {
+        Ok(self
+            .msg(side)?
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .collect())
+    }
+
+    fn h_contains(&mut self, side: u8, name: &str) -> PyResult<bool> {
+        Ok(self.msg(side)?.headers.contains(name))
+    }
+
+    fn h_insert(&mut self, side: u8, name: String, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let v = to_bytes(value)?;
+        self.msg(side)?.headers.insert(name, v);
+        Ok(())
+    }
+
+    fn h_append(&mut self, side: u8, name: String, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let v = to_bytes(value)?;
+        self.msg(side)?.headers.append(name, v);
+        Ok(())
+    }
+
+    fn h_del(&mut self, side: u8, name: &str) -> PyResult<usize> {
+        Ok(self.msg(side)?.headers.remove(name))
+    }
+
+    fn h_fields<'py>(&mut self, py: Python<'py>, side: u8) -> PyResult<Bound<'py, PyList>> {
+        let items: Vec<Bound<'py, PyTuple>> = self
+            .msg(side)?
+            .headers
+            .iter()
+            .map(|(n, v)| {
+                PyTuple::new(
+                    py,
+                    [
+                        PyBytes::new(py, n.as_bytes()).into_any(),
+                        PyBytes::new(py, v).into_any(),
+                    ],
+                )
+            })
+            .collect::<PyResult<_>>()?;
+        PyList::new(py, items)
+    }
+
+    fn h_set_fields(&mut self, side: u8, fields: &Bound<'_, PyAny>) -> PyResult<()> {
+        let mut out = Vec::new();
+        for item in fields.try_iter()? {
+            let (n, v): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item?.extract()?;
+            let n = String::from_utf8_lossy(&to_bytes(&n)?).into_owned();
+            out.push((n, to_bytes(&v)?));
+        }
+        let h = &mut self.msg(side)?.headers;
+        *h = out.into_iter().collect();
+        Ok(())
+    }
+
+    fn h_len(&mut self, side: u8) -> PyResult<usize> {
+        Ok(self.msg(side)?.headers.len())
+    }
+
+    // ---- bodies ----
+
+    fn raw<'py>(&mut self, py: Python<'py>, side: u8) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        Ok(self
+            .msg(side)?
+            .raw_content
+            .as_ref()
+            .map(|b| PyBytes::new(py, b)))
+    }
+
+    #[pyo3(signature = (side, data))]
+    fn set_raw(&mut self, side: u8, data: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let m = self.msg(side)?;
+        match data {
+            None => m.raw_content = None,
+            Some(d) => m.set_raw_content(to_bytes(d)?),
+        }
+        Ok(())
+    }
+
+    fn content<'py>(&mut self, py: Python<'py>, side: u8) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let m = self.msg(side)?;
+        if m.raw_content.is_none() {
+            return Ok(None);
+        }
+        let c = m.content().map_err(body_err)?;
+        Ok(Some(PyBytes::new(py, &c)))
+    }
+
+    fn set_content(&mut self, side: u8, data: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let m = self.msg(side)?;
+        match data {
+            None => m.raw_content = None,
+            Some(d) => m.set_content(to_bytes(d)?),
+        }
+        Ok(())
+    }
+
+    fn decode(&mut self, side: u8) -> PyResult<()> {
+        self.msg(side)?.decode().map_err(body_err)
+    }
+
+    fn encode(&mut self, side: u8, encoding: &str) -> PyResult<()> {
+        self.msg(side)?.encode(encoding).map_err(body_err)
+    }
+
+    // ---- replacing the request or response of a flow ----
+
+    /// Moves the standalone request/response of `other` into this flow (side 0: request,
+    /// 1: response; `None` removes the response).
+    #[pyo3(signature = (side, other))]
+    fn adopt(&mut self, side: u8, other: Option<&Bound<'_, Core>>) -> PyResult<()> {
+        let used = || PyValueError::new_err("that request/response was already used");
+        let wrong = || {
+            PyValueError::new_err(
+                "expected a Request/Response made with .make() or taken from another flow",
+            )
+        };
+        match (side, other) {
+            (1, None) => {
+                self.http()?.response = None;
+            }
+            (0, Some(o)) => {
+                let r = match &mut o.try_borrow_mut()?.data {
+                    Data::Req(r) => r.take().ok_or_else(used)?,
+                    _ => return Err(wrong()),
+                };
+                self.http()?.request = *r;
+            }
+            (_, Some(o)) => {
+                let r = match &mut o.try_borrow_mut()?.data {
+                    Data::Resp(r) => r.take().ok_or_else(used)?,
+                    _ => return Err(wrong()),
+                };
+                self.http()?.response = Some(*r);
+            }
+            (_, None) => return Err(wrong()),
+        }
+        Ok(())
+    }
+
+    /// A standalone copy of this flow's request/response (to keep or to give to another
+    /// flow).
+    fn copy_msg(&mut self, side: u8) -> PyResult<Core> {
+        let data = if side == 0 {
+            Data::Req(Some(Box::new(self.request()?.clone())))
+        } else {
+            Data::Resp(Some(Box::new(self.response()?.clone())))
+        };
+        Ok(Core {
+            data,
+            intercept: None,
+            ws_injector: None,
+            tcp_injector: None,
+        })
+    }
+
+    // ---- connections ----
+
+    fn conn(&mut self, py: Python<'_>, which: &str, name: &str) -> PyResult<Py<PyAny>> {
+        let (client, server) = match &mut self.data {
+            Data::Http { f, live: true } => (f.client.clone(), f.server.clone()),
+            Data::Tcp { f, live: true } => (f.client.clone(), f.server.clone()),
+            _ => return Err(detached()),
+        };
+        let addr = |a: std::net::SocketAddr| (a.ip().to_string(), a.port());
+        let tls = self.tls_of(which)?;
+        let tls_field = |n: &str| -> PyResult<Py<PyAny>> {
+            let t = tls.as_ref();
+            match n {
+                "sni" => py_obj(py, t.and_then(|t| t.sni.clone())),
+                "alpn" => py_obj(py, t.and_then(|t| t.alpn.clone()).map(String::into_bytes)),
+                "tls_version" => py_obj(py, t.and_then(|t| t.version.clone())),
+                "cipher" => py_obj(py, t.and_then(|t| t.cipher.clone())),
+                "tls_established" => py_obj(py, t.is_some()),
+                _ => Err(no_such(n)),
+            }
+        };
+        if which == "client" {
+            match name {
+                "id" => py_obj(py, client.id.to_string()),
+                "peername" => py_obj(py, addr(client.peername)),
+                "sockname" => py_obj(py, addr(client.sockname)),
+                "timestamp_start" => py_obj(py, client.timestamp_start),
+                "timestamp_end" => py_obj(py, client.timestamp_end),
+                "timestamp_tls_setup" => py_obj(py, client.timestamp_tls_setup),
+                "proxy_mode" => py_obj(py, client.proxy_mode.clone()),
+                "error" => py_obj(py, client.error.clone()),
+                "sni" if client.tls.is_none() => py_obj(py, Option::<String>::None),
+                n => tls_field(n),
+            }
+        } else {
+            let Some(s) = server else {
+                return match name {
+                    "address"
+                    | "peername"
+                    | "sockname"
+                    | "sni"
+                    | "alpn"
+                    | "tls_version"
+                    | "cipher"
+                    | "timestamp_start"
+                    | "timestamp_end"
+                    | "timestamp_tcp_setup"
+                    | "timestamp_tls_setup"
+                    | "error" => py_obj(py, Option::<String>::None),
+                    "tls_established" | "tls" => py_obj(py, false),
+                    "id" => py_obj(py, ""),
+                    _ => Err(no_such(name)),
+                };
+            };
+            match name {
+                "id" => py_obj(py, s.id.to_string()),
+                "address" => py_obj(py, (s.address.host.clone(), s.address.port)),
+                "peername" => py_obj(py, s.peername.map(addr)),
+                "sockname" => py_obj(py, s.sockname.map(addr)),
+                "tls" => py_obj(py, s.tls),
+                "sni" => py_obj(py, s.sni.clone()),
+                "timestamp_start" => py_obj(py, s.timestamp_start),
+                "timestamp_tcp_setup" => py_obj(py, s.timestamp_tcp_setup),
+                "timestamp_tls_setup" => py_obj(py, s.timestamp_tls_setup),
+                "timestamp_end" => py_obj(py, s.timestamp_end),
+                "error" => py_obj(py, s.error.clone()),
+                n => tls_field(n),
+            }
+        }
+    }
+
+    // ---- WebSocket and TCP messages ----
+
+    /// Number of messages (WebSocket for an HTTP flow, else TCP).
+    fn msg_count(&mut self) -> PyResult<usize> {
+        if let Data::Tcp { .. } = self.data {
+            return Ok(self.tcp()?.messages.len());
+        }
+        Ok(self
+            .http()?
+            .websocket
+            .as_ref()
+            .map_or(0, |w| w.messages.len()))
+    }
+
+    fn msg_get(&mut self, py: Python<'_>, i: usize, name: &str) -> PyResult<Py<PyAny>> {
+        if let Data::Tcp { .. } = self.data {
+            let m = tcp_msg(self.tcp()?, i)?;
+            return match name {
+                "content" => py_obj(py, PyBytes::new(py, &m.content)),
+                "from_client" => py_obj(py, m.from_client),
+                "timestamp" => py_obj(py, m.timestamp),
+                "injected" => py_obj(py, m.injected),
+                _ => Err(no_such(name)),
+            };
+        }
+        let m = ws_msg(self.http()?, i)?;
+        match name {
+            "content" => py_obj(py, PyBytes::new(py, &m.content)),
+            "from_client" => py_obj(py, m.from_client),
+            "is_text" => py_obj(py, m.kind == WebSocketMessageKind::Text),
+            "timestamp" => py_obj(py, m.timestamp),
+            "dropped" => py_obj(py, m.dropped),
+            "injected" => py_obj(py, m.injected),
+            _ => Err(no_such(name)),
+        }
+    }
+
+    fn msg_set(&mut self, i: usize, name: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        if let Data::Tcp { .. } = self.data {
+            let m = tcp_msg(self.tcp()?, i)?;
+            return match name {
+                "content" => {
+                    m.content = to_bytes(value)?;
+                    Ok(())
+                }
+                _ => Err(no_such(name)),
+            };
+        }
+        let m = ws_msg(self.http()?, i)?;
+        match name {
+            "content" => m.content = to_bytes(value)?,
+            "is_text" => {
+                m.kind = if value.extract()? {
+                    WebSocketMessageKind::Text
+                } else {
+                    WebSocketMessageKind::Binary
+                }
+            }
+            "dropped" => m.dropped = value.extract()?,
+            _ => return Err(no_such(name)),
+        }
+        Ok(())
+    }
+
+    fn ws_get(&mut self, py: Python<'_>, name: &str) -> PyResult<Py<PyAny>> {
+        let f = self.http()?;
+        let Some(w) = f.websocket.as_ref() else {
+            return py_obj(py, Option::<String>::None);
+        };
+        match name {
+            "close_code" => py_obj(py, w.close_code),
+            "close_reason" => py_obj(py, w.close_reason.clone()),
+            "closed_by_client" => py_obj(py, w.closed_by_client),
+            "timestamp_end" => py_obj(py, w.timestamp_end),
+            _ => Err(no_such(name)),
+        }
+    }
+
+    /// Sends a message into the live connection (mitmproxy's `inject.websocket` /
+    /// `inject.tcp`): inside a hook it goes out after the hook, at any other time at once.
+    #[pyo3(signature = (to_client, content, is_text = true))]
+    fn inject(
+        &mut self,
+        to_client: bool,
+        content: &Bound<'_, PyAny>,
+        is_text: bool,
+    ) -> PyResult<()> {
+        let content = to_bytes(content)?;
+        let kind = if is_text {
+            WebSocketMessageKind::Text
+        } else {
+            WebSocketMessageKind::Binary
+        };
+        match &mut self.data {
+            Data::Tcp { f, live: true } => {
+                f.inject(to_client, content);
+                Ok(())
+            }
+            Data::Tcp { .. } => match &self.tcp_injector {
+                Some(i) => i.inject(to_client, content).map_err(body_err),
+                None => Err(PyRuntimeError::new_err("the TCP connection is not live")),
+            },
+            Data::Http { f, live: true } => match f.websocket.as_mut() {
+                Some(w) => {
+                    w.inject(to_client, WebSocketMessage::new(kind, !to_client, content));
+                    Ok(())
+                }
+                None => Err(PyRuntimeError::new_err("the flow has no WebSocket")),
+            },
+            _ => match &self.ws_injector {
+                Some(i) => {
+                    let mut m = WebSocketMessage::new(kind, !to_client, content);
+                    m.injected = true;
+                    i.inject(to_client, m).map_err(body_err)
+                }
+                None => Err(PyRuntimeError::new_err(
+                    "the WebSocket connection is not live",
+                )),
+            },
+        }
+    }
+
+    /// The flow's metadata as JSON (what other addons stored), to seed the Python dict.
+    fn metadata_json(&mut self) -> PyResult<String> {
+        let m = match &mut self.data {
+            Data::Http { f, live: true } => &f.metadata,
+            Data::Tcp { f, live: true } => &f.metadata,
+            _ => return Err(detached()),
+        };
+        serde_json::to_string(m).map_err(body_err)
+    }
+
+    /// Stores the Python metadata dict (as JSON) on the flow, for other addons.
+    pub(crate) fn set_metadata_json(&mut self, json: &str) -> PyResult<()> {
+        let v: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(json).map_err(body_err)?;
+        match &mut self.data {
+            Data::Http { f, live: true } => f.metadata = v,
+            Data::Tcp { f, live: true } => f.metadata = v,
+            _ => return Err(detached()),
+        }
+        Ok(())
+    }
+}
+
+fn ws_msg(f: &mut HttpFlow, i: usize) -> PyResult<&mut WebSocketMessage> {
+    f.websocket
+        .as_mut()
+        .and_then(|w| w.messages.get_mut(i))
+        .ok_or_else(|| PyIndexError::new_err("no such WebSocket message"))
+}
+
+fn tcp_msg(f: &mut TcpFlow, i: usize) -> PyResult<&mut TcpMessage> {
+    f.messages
+        .get_mut(i)
+        .ok_or_else(|| PyIndexError::new_err("no such TCP message"))
+}
+
+/// `mitmproxy.flowfilter`'s compiled filter: waylay's [`waylay_core::Filter`].
+#[pyclass(module = "mitmproxy._waylay", name = "Filter")]
+#[derive(Debug)]
+pub(crate) struct PyFilter {
+    filter: waylay_core::Filter,
+    spec: String,
+}
+
+#[pymethods]
+impl PyFilter {
+    #[new]
+    fn new(spec: &str) -> PyResult<Self> {
+        let filter = waylay_core::Filter::parse(spec)
+            .map_err(|e| PyValueError::new_err(format!("Invalid filter expression: {e}")))?;
+        Ok(Self {
+            filter,
+            spec: spec.to_owned(),
+        })
+    }
+
+    /// Whether the flow behind `core` matches.
+    fn matches(&self, core: &Bound<'_, Core>) -> PyResult<bool> {
+        let c = core.try_borrow()?;
+        match &c.data {
+            Data::Http { f, live: true } => Ok(self.filter.matches(&**f)),
+            Data::Tcp { f, live: true } => Ok(self.filter.matches(&**f)),
+            _ => Err(detached()),
+        }
+    }
+
+    #[getter]
+    fn pattern(&self) -> &str {
+        &self.spec
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<Filter {}>", self.filter)
+    }
+}

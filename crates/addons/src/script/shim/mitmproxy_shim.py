@@ -1,0 +1,1501 @@
+# waylay's `mitmproxy` package for addon scripts: the names a mitmproxy addon script
+# imports, implemented over waylay's flows (the `_waylay.Core` accessors). Written for
+# waylay; behaviour follows mitmproxy's documented API.
+import asyncio
+import functools
+import inspect
+import json as _json
+import logging
+import os
+import sys
+import threading
+import time as _time
+import traceback
+import types
+import typing
+import urllib.parse
+
+import _waylay
+
+Core = _waylay.Core
+
+
+def _module(name, doc=""):
+    m = types.ModuleType(name, doc)
+    m.__path__ = []  # a package, so `import mitmproxy.x` asks our finder
+    sys.modules[name] = m
+    return m
+
+
+mitmproxy = _module("mitmproxy", "waylay's mitmproxy API for addon scripts")
+
+
+def _export(mod, *objs, **named):
+    for o in objs:
+        setattr(mod, o.__name__, o)
+        try:
+            o.__module__ = mod.__name__
+        except (AttributeError, TypeError):
+            pass
+    for k, v in named.items():
+        setattr(mod, k, v)
+
+
+# ---------------------------------------------------------------- multidicts
+
+
+def _s(v):
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "surrogateescape")
+    return str(v)
+
+
+def _b(v):
+    if isinstance(v, str):
+        return v.encode("utf-8", "surrogateescape")
+    return bytes(v)
+
+
+class _MultiDictBase:
+    """A dict-like view of ordered (key, value) fields, duplicates kept."""
+
+    def _fields(self):
+        raise NotImplementedError
+
+    def _set_fields(self, fields):
+        raise NotImplementedError
+
+    @staticmethod
+    def _kconv(k):
+        return k
+
+    def get_all(self, key):
+        k = self._kconv(key)
+        return [v for (n, v) in self._fields() if self._kconv(n) == k]
+
+    def set_all(self, key, values):
+        k = self._kconv(key)
+        values = list(values)
+        out = []
+        for n, v in self._fields():
+            if self._kconv(n) == k:
+                if values:
+                    out.append((n, values.pop(0)))
+            else:
+                out.append((n, v))
+        for v in values:
+            out.append((key, v))
+        self._set_fields(out)
+
+    def add(self, key, value):
+        self._set_fields(list(self._fields()) + [(key, value)])
+
+    def insert(self, index, key, value):
+        f = list(self._fields())
+        f.insert(index, (key, value))
+        self._set_fields(f)
+
+    def __getitem__(self, key):
+        vals = self.get_all(key)
+        if not vals:
+            raise KeyError(key)
+        return vals[0]
+
+    def __setitem__(self, key, value):
+        self.set_all(key, [value])
+
+    def __delitem__(self, key):
+        k = self._kconv(key)
+        f = [(n, v) for (n, v) in self._fields() if self._kconv(n) != k]
+        if len(f) == len(self._fields()):
+            raise KeyError(key)
+        self._set_fields(f)
+
+    def __contains__(self, key):
+        k = self._kconv(key)
+        return any(self._kconv(n) == k for n, _ in self._fields())
+
+    def get(self, key, default=None):
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __iter__(self):
+        seen = set()
+        for n, _ in self._fields():
+            k = self._kconv(n)
+            if k not in seen:
+                seen.add(k)
+                yield n
+
+    def __len__(self):
+        return len({self._kconv(n) for n, _ in self._fields()})
+
+    def keys(self, multi=False):
+        return [n for n, _ in self._fields()] if multi else list(self)
+
+    def values(self, multi=False):
+        return [v for _, v in self.items(multi)]
+
+    def items(self, multi=False):
+        if multi:
+            return list(self._fields())
+        return [(k, self[k]) for k in self]
+
+    def pop(self, key, *default):
+        try:
+            v = self[key]
+        except KeyError:
+            if default:
+                return default[0]
+            raise
+        del self[key]
+        return v
+
+    def setdefault(self, key, default=None):
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def update(self, other=(), **kw):
+        items = other.items() if hasattr(other, "items") else other
+        for k, v in list(items) + list(kw.items()):
+            self[k] = v
+
+    def clear(self):
+        self._set_fields([])
+
+    @property
+    def fields(self):
+        return tuple(self._fields())
+
+    @fields.setter
+    def fields(self, value):
+        self._set_fields(list(value))
+
+    def __eq__(self, other):
+        if isinstance(other, _MultiDictBase):
+            return self.fields == other.fields
+        return False
+
+    def __repr__(self):
+        return f"{type(self).__name__}[{', '.join(f'({k!r}, {v!r})' for k, v in self._fields())}]"
+
+    def to_dict(self):
+        return {k: (self.get_all(k) if len(self.get_all(k)) > 1 else self[k]) for k in self}
+
+
+class MultiDict(_MultiDictBase):
+    def __init__(self, fields=()):
+        self._f = [tuple(x) for x in fields]
+
+    def _fields(self):
+        return self._f
+
+    def _set_fields(self, fields):
+        self._f = [tuple(x) for x in fields]
+
+    def copy(self):
+        return MultiDict(self._f)
+
+
+class MultiDictView(_MultiDictBase):
+    """A live view: reads with `getter`, writes the whole field list back with `setter`."""
+
+    def __init__(self, getter, setter):
+        self._getter = getter
+        self._setter = setter
+
+    def _fields(self):
+        return list(self._getter())
+
+    def _set_fields(self, fields):
+        self._setter(list(fields))
+
+    def copy(self):
+        return MultiDict(self._fields())
+
+
+class Headers(_MultiDictBase):
+    """HTTP headers: ordered, case-insensitive, duplicates kept; values are str."""
+
+    __slots__ = ("_f",)
+
+    def __init__(self, fields=(), **headers):
+        f = [(_b(k), _b(v)) for k, v in fields]
+        for k, v in headers.items():
+            f.append((_b(k.replace("_", "-")), _b(v)))
+        self._f = f
+
+    @staticmethod
+    def _kconv(k):
+        return k.lower()
+
+    def _raw(self):
+        return self._f
+
+    def _set_raw(self, fields):
+        self._f = [(_b(k), _b(v)) for k, v in fields]
+
+    def _fields(self):
+        return [(_s(k), _s(v)) for k, v in self._raw()]
+
+    def _set_fields(self, fields):
+        self._set_raw(fields)
+
+    @property
+    def fields(self):
+        return tuple(self._raw())
+
+    @fields.setter
+    def fields(self, value):
+        self._set_raw(list(value))
+
+    def __bytes__(self):
+        return b"".join(k + b": " + v + b"\r\n" for k, v in self._raw())
+
+    def copy(self):
+        return Headers(self._raw())
+
+
+class _FlowHeaders(Headers):
+    """The headers of a request/response inside waylay: every operation goes to Rust."""
+
+    __slots__ = ("_c", "_side")
+
+    def __init__(self, core, side):
+        self._c = core
+        self._side = side
+
+    def _raw(self):
+        return self._c.h_fields(self._side)
+
+    def _set_raw(self, fields):
+        self._c.h_set_fields(self._side, [(_b(k), _b(v)) for k, v in fields])
+
+    def __getitem__(self, key):
+        v = self._c.h_first(self._side, key)
+        if v is None:
+            raise KeyError(key)
+        return v
+
+    def get(self, key, default=None):
+        v = self._c.h_first(self._side, key)
+        return default if v is None else v
+
+    def __setitem__(self, key, value):
+        self._c.h_insert(self._side, key, _b(value))
+
+    def __delitem__(self, key):
+        if not self._c.h_del(self._side, key):
+            raise KeyError(key)
+
+    def __contains__(self, key):
+        return self._c.h_contains(self._side, key)
+
+    def get_all(self, key):
+        return self._c.h_get_all(self._side, key)
+
+    def add(self, key, value):
+        self._c.h_append(self._side, key, _b(value))
+
+    def copy(self):
+        return Headers(self._raw())
+
+
+# ---------------------------------------------------------------- messages
+
+
+def _parse_qs(q):
+    return [(k, v) for k, v in urllib.parse.parse_qsl(q, keep_blank_values=True, errors="surrogateescape")]
+
+
+def _encode_qs(pairs, similar_to=None):
+    enc = urllib.parse.urlencode(list(pairs), False, errors="surrogateescape")
+    if similar_to and enc and any("=" not in p for p in similar_to.split("&")):
+        enc = enc.replace("=&", "&")
+        if enc.endswith("="):
+            enc = enc[:-1]
+    return enc
+
+
+class _Prop:
+    """A property read from / written to the Rust message (`Core.mget`/`mset`)."""
+
+    def __init__(self, name, readonly=False):
+        self.name = name
+        self.readonly = readonly
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self
+        return obj._c.mget(obj._side, self.name)
+
+    def __set__(self, obj, value):
+        if self.readonly:
+            raise AttributeError(f"{self.name} is read-only")
+        obj._c.mset(obj._side, self.name, value)
+
+
+class Message:
+    __slots__ = ("_c", "_side", "_headers")
+
+    http_version = _Prop("http_version")
+    timestamp_start = _Prop("timestamp_start")
+    timestamp_end = _Prop("timestamp_end")
+    stream = _Prop("stream")
+
+    def _bind(self, core):
+        self._c = core
+        self._headers = None
+
+    @property
+    def headers(self):
+        h = self._headers
+        if h is None:
+            h = self._headers = _FlowHeaders(self._c, self._side)
+        return h
+
+    @headers.setter
+    def headers(self, value):
+        if not isinstance(value, Headers):
+            value = Headers(value)
+        self._c.h_set_fields(self._side, list(value.fields))
+
+    @property
+    def raw_content(self):
+        return self._c.raw(self._side)
+
+    @raw_content.setter
+    def raw_content(self, value):
+        self._c.set_raw(self._side, value)
+
+    @property
+    def content(self):
+        return self._c.content(self._side)
+
+    @content.setter
+    def content(self, value):
+        if isinstance(value, str):
+            raise ValueError(f"Message content must be bytes, not {type(value).__name__}. Please use .text if you want to assign a str.")
+        self._c.set_content(self._side, value)
+
+    def get_content(self, strict=True):
+        return self._c.content(self._side)
+
+    def set_content(self, value):
+        self._c.set_content(self._side, value)
+
+    def _charset(self):
+        ct = self.headers.get("content-type", "")
+        for part in ct.split(";"):
+            part = part.strip()
+            if part.lower().startswith("charset="):
+                return part[8:].strip("\"'")
+        return None
+
+    @property
+    def text(self):
+        c = self.content
+        if c is None:
+            return None
+        return c.decode(self._charset() or "utf-8", "surrogateescape")
+
+    @text.setter
+    def text(self, value):
+        if value is None:
+            self.content = None
+            return
+        self.content = value.encode(self._charset() or "utf-8", "surrogateescape")
+
+    def get_text(self, strict=True):
+        try:
+            return self.text
+        except (ValueError, LookupError):
+            if strict:
+                raise
+            return None
+
+    def set_text(self, text):
+        self.text = text
+
+    def json(self, **kwargs):
+        c = self.get_content(strict=False)
+        if c is None:
+            raise TypeError("Message content is not available.")
+        return _json.loads(c, **kwargs)
+
+    def decode(self, strict=True):
+        try:
+            self._c.decode(self._side)
+        except ValueError:
+            if strict:
+                raise
+
+    def encode(self, encoding):
+        self._c.encode(self._side, encoding)
+
+    @property
+    def trailers(self):
+        return None
+
+    @property
+    def is_http10(self):
+        return self.http_version == "HTTP/1.0"
+
+    @property
+    def is_http11(self):
+        return self.http_version == "HTTP/1.1"
+
+    @property
+    def is_http2(self):
+        return self.http_version == "HTTP/2.0"
+
+
+class Request(Message):
+    __slots__ = ()
+
+    method = _Prop("method")
+    scheme = _Prop("scheme")
+    authority = _Prop("authority")
+    host = _Prop("host")
+    port = _Prop("port")
+    path = _Prop("path")
+    pretty_host = _Prop("pretty_host", readonly=True)
+    pretty_url = _Prop("pretty_url", readonly=True)
+
+    def __init__(self, *a, **kw):
+        raise TypeError("use Request.make(method, url, content, headers)")
+
+    @classmethod
+    def _wrap(cls, core, side=0):
+        r = object.__new__(cls)
+        r._c = core
+        r._side = side
+        r._headers = None
+        return r
+
+    @classmethod
+    def make(cls, method, url, content=b"", headers=()):
+        core = Core.new_request(method, url)
+        r = cls._wrap(core)
+        if isinstance(headers, dict):
+            headers = list(headers.items())
+        elif isinstance(headers, Headers):
+            headers = list(headers.fields)
+        for k, v in headers:
+            r.headers.add(_s(k), v)
+        if isinstance(content, str):
+            content = content.encode()
+        if content:
+            r.content = content
+        return r
+
+    @property
+    def url(self):
+        return self._c.mget(0, "url")
+
+    @url.setter
+    def url(self, value):
+        u = urllib.parse.urlsplit(value)
+        self.scheme = u.scheme
+        self.host = u.hostname or ""
+        self.port = u.port or (443 if u.scheme in ("https", "wss") else 80)
+        self.path = (u.path or "/") + ("?" + u.query if u.query else "")
+
+    @property
+    def host_header(self):
+        return self.headers.get("host")
+
+    @host_header.setter
+    def host_header(self, value):
+        if value is None:
+            self.headers.pop("host", None)
+        else:
+            self.headers["host"] = value
+
+    def _get_query(self):
+        q = self.path.partition("?")[2]
+        return _parse_qs(q)
+
+    def _set_query(self, pairs):
+        p, _, q = self.path.partition("?")
+        enc = _encode_qs(pairs)
+        self.path = p + ("?" + enc if enc else "")
+
+    @property
+    def query(self):
+        return MultiDictView(self._get_query, self._set_query)
+
+    @query.setter
+    def query(self, value):
+        self._set_query(value.items(multi=True) if isinstance(value, _MultiDictBase) else list(value.items()) if isinstance(value, dict) else value)
+
+    def _get_cookies(self):
+        out = []
+        for h in self.headers.get_all("cookie"):
+            for part in h.split(";"):
+                part = part.strip()
+                if not part:
+                    continue
+                k, _, v = part.partition("=")
+                out.append((k.strip(), v.strip()))
+        return out
+
+    def _set_cookies(self, pairs):
+        self.headers["cookie"] = "; ".join(f"{k}={v}" for k, v in pairs)
+
+    @property
+    def cookies(self):
+        return MultiDictView(self._get_cookies, self._set_cookies)
+
+    @cookies.setter
+    def cookies(self, value):
+        self._set_cookies(value.items(multi=True) if isinstance(value, _MultiDictBase) else value)
+
+    @property
+    def path_components(self):
+        p = urllib.parse.urlsplit(self.path).path
+        return tuple(urllib.parse.unquote(x) for x in p.split("/") if x)
+
+    @path_components.setter
+    def path_components(self, components):
+        q = self.path.partition("?")[2]
+        p = "/" + "/".join(urllib.parse.quote(c, safe="") for c in components)
+        self.path = p + ("?" + q if q else "")
+
+    def _is_form(self):
+        return "application/x-www-form-urlencoded" in self.headers.get("content-type", "").lower()
+
+    def _get_urlencoded_form(self):
+        if not self._is_form():
+            return []
+        return _parse_qs(self.get_text(strict=False) or "")
+
+    def _set_urlencoded_form(self, pairs):
+        self.headers["content-type"] = "application/x-www-form-urlencoded"
+        self.content = _encode_qs(pairs, self.get_text(strict=False)).encode()
+
+    @property
+    def urlencoded_form(self):
+        return MultiDictView(self._get_urlencoded_form, self._set_urlencoded_form)
+
+    @urlencoded_form.setter
+    def urlencoded_form(self, value):
+        self._set_urlencoded_form(value.items(multi=True) if isinstance(value, _MultiDictBase) else value)
+
+    def _get_multipart_form(self):
+        ct = self.headers.get("content-type", "")
+        if not ct.lower().startswith("multipart/form-data"):
+            return []
+        import email.parser
+        import email.policy
+
+        raw = b"Content-Type: " + ct.encode() + b"\r\n\r\n" + (self.content or b"")
+        msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(raw)
+        out = []
+        for part in msg.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            if name is None:
+                continue
+            out.append((name.encode(), part.get_payload(decode=True) or b""))
+        return out
+
+    def _set_multipart_form(self, pairs):
+        import secrets
+
+        boundary = "waylay" + secrets.token_hex(8)
+        body = b""
+        for k, v in pairs:
+            body += b"--" + boundary.encode() + b"\r\n"
+            body += b'Content-Disposition: form-data; name="' + _b(k) + b'"\r\n\r\n' + _b(v) + b"\r\n"
+        body += b"--" + boundary.encode() + b"--\r\n"
+        self.headers["content-type"] = f"multipart/form-data; boundary={boundary}"
+        self.content = body
+
+    @property
+    def multipart_form(self):
+        return MultiDictView(self._get_multipart_form, self._set_multipart_form)
+
+    @multipart_form.setter
+    def multipart_form(self, value):
+        self._set_multipart_form(value.items(multi=True) if isinstance(value, _MultiDictBase) else value)
+
+    def anticache(self):
+        for h in ("if-modified-since", "if-none-match"):
+            self.headers.pop(h, None)
+
+    def anticomp(self):
+        self.headers["accept-encoding"] = "identity"
+
+    def constrain_encoding(self):
+        ae = self.headers.get("accept-encoding")
+        if ae:
+            keep = [e for e in ("gzip", "identity", "deflate", "br", "zstd") if e in ae]
+            self.headers["accept-encoding"] = ", ".join(keep)
+
+    def __repr__(self):
+        if not self._c.attached():
+            return "Request(<detached>)"
+        return f"Request({self.method} {self.host}:{self.port}{self.path})"
+
+
+class Response(Message):
+    __slots__ = ()
+
+    status_code = _Prop("status_code")
+    reason = _Prop("reason")
+
+    def __init__(self, *a, **kw):
+        raise TypeError("use Response.make(status_code, content, headers)")
+
+    @classmethod
+    def _wrap(cls, core, side=1):
+        r = object.__new__(cls)
+        r._c = core
+        r._side = side
+        r._headers = None
+        return r
+
+    @classmethod
+    def make(cls, status_code=200, content=b"", headers=()):
+        core = Core.new_response(int(status_code))
+        r = cls._wrap(core)
+        if isinstance(headers, dict):
+            headers = list(headers.items())
+        elif isinstance(headers, Headers):
+            headers = list(headers.fields)
+        for k, v in headers:
+            r.headers.add(_s(k), v)
+        if isinstance(content, str):
+            content = content.encode()
+        elif isinstance(content, (dict, list)):
+            raise TypeError("content must be bytes or str")
+        r.raw_content = content or b""
+        r.headers["content-length"] = str(len(content or b""))
+        r.timestamp_end = r.timestamp_start
+        return r
+
+    def _get_cookies(self):
+        out = []
+        for h in self.headers.get_all("set-cookie"):
+            first, *attrs = h.split(";")
+            k, _, v = first.strip().partition("=")
+            a = MultiDict()
+            for at in attrs:
+                ak, eq, av = at.strip().partition("=")
+                a.add(ak, av if eq else None)
+            out.append((k, (v, a)))
+        return out
+
+    def _set_cookies(self, pairs):
+        hs = []
+        for k, (v, attrs) in pairs:
+            parts = [f"{k}={v}"]
+            for ak, av in (attrs.items(multi=True) if isinstance(attrs, _MultiDictBase) else attrs):
+                parts.append(ak if av is None else f"{ak}={av}")
+            hs.append("; ".join(parts))
+        self.headers.set_all("set-cookie", hs)
+
+    @property
+    def cookies(self):
+        return MultiDictView(self._get_cookies, self._set_cookies)
+
+    def refresh(self, now=None):
+        pass
+
+    def __repr__(self):
+        if not self._c.attached():
+            return "Response(<detached>)"
+        return f"Response({self.status_code} {self.reason})"
+
+
+# ---------------------------------------------------------------- flows
+
+
+class Error:
+    KILLED_MESSAGE = "Connection killed."
+
+    def __init__(self, msg, timestamp=None):
+        self.msg = msg
+        self.timestamp = timestamp or _time.time()
+
+    def __str__(self):
+        return self.msg
+
+    def __repr__(self):
+        return self.msg
+
+
+class _Connection:
+    __slots__ = ("_c", "_which")
+
+    def __init__(self, core, which):
+        self._c = core
+        self._which = which
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self._c.conn(self._which, name)
+
+    @property
+    def alpn_proto_negotiated(self):
+        return self.alpn
+
+    @property
+    def ip_address(self):
+        return self.peername
+
+    @property
+    def connected(self):
+        return self.timestamp_end is None
+
+    def __repr__(self):
+        return f"{'Client' if self._which == 'client' else 'Server'}({self.peername if self._which == 'client' else self.address})"
+
+
+class Client(_Connection):
+    __slots__ = ()
+
+
+class Server(_Connection):
+    __slots__ = ()
+
+
+def _flow_prop(name):
+    def get(self):
+        return self._c.fget(name)
+
+    def set(self, value):
+        self._c.fset(name, value)
+
+    return property(get, set)
+
+
+class Flow:
+    __slots__ = ("_c", "metadata", "__dict__", "__weakref__")
+    marked = _flow_prop("marked")
+    comment = _flow_prop("comment")
+    live = property(lambda self: self._c.fget("live"))
+    timestamp_created = property(lambda self: self._c.fget("timestamp_created"))
+    killable = property(lambda self: self._c.fget("killable"))
+    intercepted = property(lambda self: self._c.fget("intercepted"))
+
+    @property
+    def id(self):
+        return self._c.fget("id")
+
+    @property
+    def type(self):
+        return "tcp" if isinstance(self, TCPFlow) else "http"
+
+    @property
+    def error(self):
+        m = self._c.fget("error")
+        return None if m is None else Error(m, self._c.fget("error_timestamp"))
+
+    @error.setter
+    def error(self, value):
+        self._c.fset("error", None if value is None else str(value.msg if isinstance(value, Error) else value))
+
+    @property
+    def client_conn(self):
+        return Client(self._c, "client")
+
+    @property
+    def server_conn(self):
+        return Server(self._c, "server")
+
+    def kill(self):
+        self._c.kill()
+
+    def intercept(self):
+        self._c.intercept()
+
+    def resume(self):
+        self._c.resume()
+
+    async def wait_for_resume(self):
+        while self._c.attached() and self.intercepted:
+            await asyncio.sleep(0.05)
+
+    def copy(self):
+        raise NotImplementedError("waylay: flow.copy() is not supported in scripts")
+
+    def backup(self, force=False):
+        pass
+
+    def revert(self):
+        pass
+
+    @property
+    def modified(self):
+        return False
+
+
+class HTTPFlow(Flow):
+    __slots__ = ("_req", "_resp", "_ws")
+
+    def __init__(self, *a, **kw):
+        raise TypeError("flows are made by waylay")
+
+    @property
+    def request(self):
+        r = self._req
+        if r is None:
+            r = self._req = Request._wrap(self._c, 0)
+        return r
+
+    @request.setter
+    def request(self, value):
+        self._c.adopt(0, value._c)
+        value._bind(self._c)
+        self._req = value
+
+    @property
+    def response(self):
+        if not self._c.fget("has_response"):
+            return None
+        r = self._resp
+        if r is None:
+            r = self._resp = Response._wrap(self._c, 1)
+        return r
+
+    @response.setter
+    def response(self, value):
+        if value is None:
+            self._c.adopt(1, None)
+            self._resp = None
+            return
+        if value._c is not self._c:
+            self._c.adopt(1, value._c)
+            value._bind(self._c)
+        self._resp = value
+
+    @property
+    def websocket(self):
+        if not self._c.fget("has_websocket"):
+            return None
+        w = self._ws
+        if w is None:
+            w = self._ws = WebSocketData(self._c)
+        return w
+
+    is_replay = _flow_prop("is_replay")
+
+    @property
+    def timestamp_start(self):
+        return self.request.timestamp_start
+
+    def __repr__(self):
+        return f"<HTTPFlow {self.id}>"
+
+
+class _Messages:
+    """`flow.messages` / `flow.websocket.messages`: a live list of the flow's messages."""
+
+    __slots__ = ("_c", "_cls")
+
+    def __init__(self, core, cls):
+        self._c = core
+        self._cls = cls
+
+    def __len__(self):
+        return self._c.msg_count()
+
+    def __getitem__(self, i):
+        n = self._c.msg_count()
+        if isinstance(i, slice):
+            return [self._cls(self._c, j) for j in range(n)[i]]
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError("message index out of range")
+        return self._cls(self._c, i)
+
+    def __iter__(self):
+        for j in range(self._c.msg_count()):
+            yield self._cls(self._c, j)
+
+    def __bool__(self):
+        return self._c.msg_count() > 0
+
+
+def _msg_prop(name):
+    def get(self):
+        return self._c.msg_get(self._i, name)
+
+    def set(self, value):
+        self._c.msg_set(self._i, name, value)
+
+    return property(get, set)
+
+
+class WebSocketMessage:
+    __slots__ = ("_c", "_i")
+
+    def __init__(self, core, i):
+        self._c = core
+        self._i = i
+
+    content = _msg_prop("content")
+    from_client = property(lambda self: self._c.msg_get(self._i, "from_client"))
+    timestamp = property(lambda self: self._c.msg_get(self._i, "timestamp"))
+    dropped = property(lambda self: self._c.msg_get(self._i, "dropped"))
+    injected = property(lambda self: self._c.msg_get(self._i, "injected"))
+    is_text = property(lambda self: self._c.msg_get(self._i, "is_text"))
+
+    @property
+    def type(self):
+        return 1 if self.is_text else 2
+
+    @property
+    def text(self):
+        return self.content.decode("utf-8", "replace")
+
+    @text.setter
+    def text(self, value):
+        self._c.msg_set(self._i, "content", value.encode())
+        self._c.msg_set(self._i, "is_text", True)
+
+    def drop(self):
+        self._c.msg_set(self._i, "dropped", True)
+
+    def kill(self):
+        self.drop()
+
+    def __repr__(self):
+        return f"WebSocketMessage({'client' if self.from_client else 'server'}: {self.content!r})"
+
+
+class WebSocketData:
+    __slots__ = ("_c",)
+
+    def __init__(self, core):
+        self._c = core
+
+    @property
+    def messages(self):
+        return _Messages(self._c, WebSocketMessage)
+
+    close_code = property(lambda self: self._c.ws_get("close_code"))
+    close_reason = property(lambda self: self._c.ws_get("close_reason"))
+    closed_by_client = property(lambda self: self._c.ws_get("closed_by_client"))
+    timestamp_end = property(lambda self: self._c.ws_get("timestamp_end"))
+
+
+class TCPMessage:
+    __slots__ = ("_c", "_i")
+
+    def __init__(self, core, i):
+        self._c = core
+        self._i = i
+
+    content = _msg_prop("content")
+    from_client = property(lambda self: self._c.msg_get(self._i, "from_client"))
+    timestamp = property(lambda self: self._c.msg_get(self._i, "timestamp"))
+    injected = property(lambda self: self._c.msg_get(self._i, "injected"))
+
+    def __repr__(self):
+        return f"TCPMessage({'client' if self.from_client else 'server'}: {self.content!r})"
+
+
+class TCPFlow(Flow):
+    __slots__ = ()
+
+    def __init__(self, *a, **kw):
+        raise TypeError("flows are made by waylay")
+
+    @property
+    def messages(self):
+        return _Messages(self._c, TCPMessage)
+
+    def __repr__(self):
+        return f"<TCPFlow {self.id}>"
+
+
+def _new_flow(cls, core, metadata_json):
+    f = object.__new__(cls)
+    f._c = core
+    f.metadata = _json.loads(metadata_json) if metadata_json else {}
+    if cls is HTTPFlow:
+        f._req = None
+        f._resp = None
+        f._ws = None
+    return f
+
+
+# ---------------------------------------------------------------- ctx, log, options
+
+
+class _Options:
+    """`ctx.options`. The values are those of the addon manager that configured the
+    scripts on this thread (one per process in the binary; tests run several), else the last
+    configured anywhere (the asyncio thread)."""
+
+    def __init__(self):
+        object.__setattr__(self, "_values", {})
+        object.__setattr__(self, "_declared", {})
+        object.__setattr__(self, "_tls", threading.local())
+
+    def _configured(self, values):
+        object.__setattr__(self, "_values", values)
+        self._tls.values = values
+
+    def __getattr__(self, name):
+        v = getattr(self._tls, "values", None) or self._values
+        if name in v:
+            return v[name]
+        d = self._declared
+        if name in d:
+            return d[name]
+        raise AttributeError(f"No such option: {name}")
+
+    def __setattr__(self, name, value):
+        raise AttributeError("waylay: set options with --set name=value (scripts cannot set them yet)")
+
+    def __contains__(self, name):
+        v = getattr(self._tls, "values", None) or self._values
+        return name in v or name in self._declared
+
+    def keys(self):
+        v = getattr(self._tls, "values", None) or self._values
+        return set(v) | set(self._declared)
+
+    def update(self, **kw):
+        self.__setattr__("x", None)
+
+
+class _Log:
+    def _emit(self, level, msg):
+        _waylay.log(level, "script", str(msg))
+
+    def debug(self, msg):
+        self._emit(10, msg)
+
+    def info(self, msg):
+        self._emit(20, msg)
+
+    def warn(self, msg):
+        self._emit(30, msg)
+
+    warning = warn
+
+    def error(self, msg):
+        self._emit(40, msg)
+
+    def alert(self, msg):
+        self._emit(20, msg)
+
+
+class _Handler(logging.Handler):
+    def emit(self, record):
+        try:
+            msg = self.format(record)
+        except Exception:
+            msg = str(record.msg)
+        _waylay.log(record.levelno, record.name, msg)
+
+
+_root = logging.getLogger()
+_root.handlers[:] = [_Handler()]
+_root.setLevel(logging.DEBUG)
+logging.addLevelName(25, "ALERT")
+logging.ALERT = 25
+
+
+class _Commands:
+    """`ctx.master.commands`: the script's own commands, and `inject.websocket`/`inject.tcp`."""
+
+    def __init__(self):
+        self.registry = {}
+
+    def call(self, name, *args):
+        if name == "inject.websocket":
+            flow, to_client, message = args[0], args[1], args[2]
+            is_text = args[3] if len(args) > 3 else True
+            flow._c.inject(bool(to_client), _b(message), bool(is_text))
+            return None
+        if name == "inject.tcp":
+            flow, to_client, message = args
+            flow._c.inject(bool(to_client), _b(message))
+            return None
+        if name in self.registry:
+            return self.registry[name](*args)
+        raise ValueError(f"waylay: unknown command {name!r} for ctx.master.commands.call")
+
+    def execute(self, cmdstr):
+        import shlex
+
+        parts = shlex.split(cmdstr)
+        return self.call(parts[0], *parts[1:])
+
+
+class _Master:
+    def __init__(self):
+        self.commands = _Commands()
+        self.options = ctx_options
+
+    def shutdown(self):
+        _waylay.log(30, "script", "waylay: a script cannot shut the proxy down")
+
+
+ctx_options = _Options()
+ctx = _module("mitmproxy.ctx")
+ctx.options = ctx_options
+ctx.log = _Log()
+ctx.master = _Master()
+mitmproxy.ctx = ctx
+
+
+# ---------------------------------------------------------------- command decorator
+
+
+def command(path=None):
+    def decorator(fn):
+        fn.command_name = path or fn.__name__
+        return fn
+
+    return decorator
+
+
+def argument(name, type=None):
+    def decorator(fn):
+        return fn
+
+    return decorator
+
+
+class Loader:
+    """What `load(loader)` receives."""
+
+    def __init__(self, host):
+        self._host = host
+
+    def add_option(self, name, typespec, default, help, choices=None):
+        kinds = {bool: "bool", int: "int", str: "str", typing.Optional[str]: "optional str", typing.Sequence[str]: "sequence of str"}
+        kind = kinds.get(typespec)
+        if kind is None:
+            o = typing.get_origin(typespec)
+            if o in (list, tuple, typing.Sequence) or str(typespec).startswith("collections.abc.Sequence"):
+                kind = "sequence of str"
+            elif typing.get_args(typespec) == (str, type(None)):
+                kind = "optional str"
+            else:
+                raise TypeError(f"waylay: option {name}: type {typespec!r} is not supported (bool, int, str, Optional[str], Sequence[str] are)")
+        if kind == "sequence of str":
+            default = list(default or [])
+        self._host.option_specs.append((name, kind, default, help, list(choices) if choices else None))
+        ctx_options._declared[name] = tuple(default) if kind == "sequence of str" else default
+
+    def add_command(self, path, func):
+        self._host.register_command(path, func)
+
+
+# ---------------------------------------------------------------- the script host
+
+_HOOK_NAMES = {
+    "clientconnect": "client_connected",
+}
+
+
+class ScriptLoadError(Exception):
+    pass
+
+
+def _traverse(obj, out, seen):
+    if id(obj) in seen:
+        return
+    seen.add(id(obj))
+    out.append(obj)
+    for child in getattr(obj, "addons", None) or []:
+        _traverse(child, out, seen)
+
+
+class ScriptHost:
+    def __init__(self, path):
+        self.path = os.path.abspath(path)
+        self.name = os.path.basename(path)
+        self.option_specs = []
+        self.command_specs = []
+        self.commands = {}
+        self.addons = []
+        self.module = None
+
+    def _one_line(self, e):
+        if isinstance(e, SyntaxError):
+            return f"{self.path}:{e.lineno}: SyntaxError: {e.msg}"
+        tb = traceback.extract_tb(e.__traceback__)
+        line = next((fr.lineno for fr in reversed(tb) if os.path.abspath(fr.filename) == self.path), None)
+        where = f"{self.path}:{line}" if line else self.path
+        if isinstance(e, ImportError) and (e.name or "").startswith("mitmproxy"):
+            missing = getattr(e, "_waylay_missing", None)
+            if missing is None:
+                msg = str(e)
+                missing = msg.split("'")[1] if "'" in msg else msg
+                if "cannot import name" in msg:
+                    return f"{where}: waylay does not provide {e.name}.{missing} (ImportError: {msg})"
+            return f"{where}: waylay does not provide {missing} (ImportError: {e})"
+        return f"{where}: {type(e).__name__}: {e}"
+
+    def load(self):
+        d = os.path.dirname(self.path)
+        if d not in sys.path:
+            sys.path.insert(0, d)
+        modname = "__waylay_script_" + os.path.splitext(self.name)[0]
+        try:
+            with open(self.path, "rb") as f:
+                src = f.read()
+            code = compile(src, self.path, "exec")
+            mod = types.ModuleType(os.path.splitext(self.name)[0])
+            mod.__file__ = self.path
+            sys.modules[modname] = mod
+            exec(code, mod.__dict__)
+        except BaseException as e:
+            raise ScriptLoadError(self._one_line(e)) from None
+        self.module = mod
+        top = getattr(mod, "addons", None)
+        out, seen = [], set()
+        if top is not None:
+            for a in top:
+                _traverse(a, out, seen)
+        else:
+            _traverse(mod, out, seen)
+        self.addons = out
+        for a in out:
+            for attr in dir(a):
+                fn = getattr(a, attr, None)
+                cname = getattr(fn, "command_name", None)
+                if cname and callable(fn):
+                    self.register_command(cname, fn)
+        loader = Loader(self)
+        for a in out:
+            f = getattr(a, "load", None)
+            if callable(f):
+                try:
+                    f(loader)
+                except BaseException as e:
+                    raise ScriptLoadError(self._one_line(e)) from None
+
+    def register_command(self, name, fn):
+        self.commands[name] = fn
+        doc = (inspect.getdoc(fn) or "").split("\n")[0]
+        self.command_specs.append((name, doc))
+        ctx.master.commands.registry[name] = fn
+
+    def methods(self, hook):
+        out = []
+        for a in self.addons:
+            if isinstance(a, types.ModuleType) and hook in ("load",):
+                continue
+            f = getattr(a, hook, None)
+            if f is not None and callable(f) and not isinstance(f, type):
+                out.append((f, inspect.iscoroutinefunction(f)))
+        return out
+
+    def configure(self, updated, values):
+        ctx_options._configured(dict(values))
+        for a in self.addons:
+            f = getattr(a, "configure", None)
+            if callable(f):
+                f(updated)
+
+    def lifecycle(self, name):
+        for a in self.addons:
+            f = getattr(a, name, None)
+            if callable(f):
+                try:
+                    r = f()
+                    if inspect.iscoroutine(r):
+                        asyncio.run_coroutine_threadsafe(r, _loop()).result(timeout=30)
+                except Exception:
+                    _waylay.log(40, "script", f"{self.name}: error in {name}:\n" + traceback.format_exc().rstrip())
+
+    def command(self, name, args):
+        fn = self.commands.get(name)
+        if fn is None:
+            raise ValueError(f"unknown command {name}")
+        sig = inspect.signature(fn)
+        conv = []
+        params = [p for p in sig.parameters.values()]
+        for p, a in zip(params, args):
+            t = p.annotation
+            if t is int:
+                a = int(a)
+            elif t is bool:
+                a = a.lower() in ("true", "1", "yes", "on")
+            elif t is float:
+                a = float(a)
+            conv.append(a)
+        r = fn(*conv)
+        return "" if r is None else str(r)
+
+
+# ---------------------------------------------------------------- async hooks
+
+_async_loop = None
+_async_lock = threading.Lock()
+
+
+def _loop():
+    global _async_loop
+    with _async_lock:
+        if _async_loop is None:
+            loop = asyncio.new_event_loop()
+            t = threading.Thread(target=loop.run_forever, name="waylay-asyncio", daemon=True)
+            t.start()
+            _async_loop = loop
+        return _async_loop
+
+
+def run_async(coro, waker):
+    fut = asyncio.run_coroutine_threadsafe(coro, _loop())
+
+    def done(f):
+        exc = f.exception()
+        if exc is None:
+            waker(None)
+        else:
+            waker("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip())
+
+    fut.add_done_callback(done)
+
+
+def wrap_http(core, metadata_json):
+    return _new_flow(HTTPFlow, core, metadata_json)
+
+
+def wrap_tcp(core, metadata_json):
+    return _new_flow(TCPFlow, core, metadata_json)
+
+
+def recycle(f, metadata_json, getrefcount=sys.getrefcount):
+    """Readies a finished flow's object for the next flow (only called when nothing else
+    holds it). Its request/response views and their headers views are kept when nothing
+    else holds them either (they are views of the same core); returns the new metadata dict
+    and how many references the core must then have for the object to be reused."""
+    n = 2  # the pool entry and `f._c`
+    for name in ("_req", "_resp"):
+        m = getattr(f, name)
+        if m is None:
+            continue
+        # f's slot, the local `m` and getrefcount's argument.
+        if getrefcount(m) == 3:
+            n += 1
+            h = m._headers
+            if h is not None:
+                if getrefcount(h) == 3:
+                    n += 1
+                else:
+                    m._headers = None
+            del h
+        else:
+            setattr(f, name, None)
+        del m
+    f._ws = None
+    d = f.__dict__
+    if d:
+        d.clear()
+    f.metadata = _json.loads(metadata_json) if metadata_json else {}
+    return f.metadata, n
+
+
+def metadata_json(d):
+    return _json.dumps(d, default=repr)
+
+
+# ---------------------------------------------------------------- flowfilter
+
+
+class TFilter:
+    """A compiled filter expression (waylay's filter language, mitmproxy's syntax)."""
+
+    __slots__ = ("_f", "pattern")
+
+    def __init__(self, spec):
+        self._f = _waylay.Filter(spec)
+        self.pattern = spec
+
+    def __call__(self, flow):
+        return self._f.matches(flow._c)
+
+    def __repr__(self):
+        return repr(self._f)
+
+
+def _filter_parse(spec):
+    return TFilter(spec)
+
+
+def _filter_match(flt, flow):
+    if isinstance(flt, str):
+        flt = _filter_parse(flt)
+    return flt(flow)
+
+
+# ---------------------------------------------------------------- the modules
+
+http = _module("mitmproxy.http")
+_export(http, HTTPFlow, Request, Response, Headers, Message)
+http.Headers = Headers
+
+tcp = _module("mitmproxy.tcp")
+_export(tcp, TCPFlow, TCPMessage)
+
+websocket = _module("mitmproxy.websocket")
+_export(websocket, WebSocketMessage, WebSocketData)
+
+flow_mod = _module("mitmproxy.flow")
+_export(flow_mod, Flow, Error)
+
+connection = _module("mitmproxy.connection")
+_export(connection, Client, Server)
+
+command_mod = _module("mitmproxy.command")
+command_mod.command = command
+command_mod.argument = argument
+
+addonmanager = _module("mitmproxy.addonmanager")
+_export(addonmanager, Loader)
+
+log_mod = _module("mitmproxy.log")
+log_mod.ALERT = 25
+
+flowfilter = _module("mitmproxy.flowfilter")
+flowfilter.parse = _filter_parse
+flowfilter.match = _filter_match
+flowfilter.TFilter = TFilter
+
+coretypes = _module("mitmproxy.coretypes")
+multidict_mod = _module("mitmproxy.coretypes.multidict")
+_export(multidict_mod, MultiDict, MultiDictView)
+coretypes.multidict = multidict_mod
+
+types_mod = _module("mitmproxy.types")
+
+host_mod = _module("mitmproxy._host")
+for _n in ("ScriptHost", "ScriptLoadError", "wrap_http", "wrap_tcp", "run_async", "metadata_json", "recycle"):
+    setattr(host_mod, _n, globals()[_n])
+
+for _n, _m in (("http", http), ("tcp", tcp), ("websocket", websocket), ("flow", flow_mod),
+               ("connection", connection), ("command", command_mod), ("addonmanager", addonmanager),
+               ("log", log_mod), ("flowfilter", flowfilter), ("coretypes", coretypes), ("types", types_mod)):
+    setattr(mitmproxy, _n, _m)
+
+
+class _MissingFinder:
+    """Any other `mitmproxy.*` module: a one-line ImportError naming it."""
+
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name == "mitmproxy" or name.startswith("mitmproxy."):
+            if name not in sys.modules:
+                e = ModuleNotFoundError(f"waylay does not provide {name}", name=name)
+                e._waylay_missing = name
+                raise e
+        return None
+
+
+sys.meta_path.insert(0, _MissingFinder)

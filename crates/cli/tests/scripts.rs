@@ -1,0 +1,80 @@
+//! `waylay -s script.py` as a user runs it: with the `python` feature, a script's options
+//! are listed and settable and a script that cannot load is one line; without it, `-s` says
+//! in one line how to get a build that has it.
+
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_waylay");
+
+fn waylay(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("the waylay binary runs")
+}
+
+fn one_line_error(out: &Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    assert_eq!(err.lines().count(), 1, "not one line: {err:?}");
+    assert!(err.starts_with("waylay: error: "), "{err:?}");
+    err
+}
+
+fn script(name: &str, src: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("waylay-cli-scripts-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let p = dir.join(name);
+    std::fs::write(&p, src).expect("write script");
+    p
+}
+
+#[cfg(not(feature = "python"))]
+#[test]
+fn without_python_s_says_how_to_get_it() {
+    let p = script("noop.py", "def request(flow):\n    pass\n");
+    let err = one_line_error(&waylay(&["-s", p.to_str().expect("utf-8")]));
+    assert!(
+        err.contains("cargo run --release -p waylay --features python -- -s script.py"),
+        "{err}"
+    );
+}
+
+#[cfg(feature = "python")]
+#[test]
+fn script_options_are_listed_and_checked() {
+    let p = script(
+        "opts.py",
+        "from mitmproxy import ctx\n\ndef load(loader):\n    loader.add_option('shout_level', int, 3, 'How loud.')\n",
+    );
+    let path = p.to_str().expect("utf-8");
+    let out = waylay(&["-s", path, "--options"]);
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        listing.contains("shout_level: int (default: 3)"),
+        "{listing}"
+    );
+    assert!(listing.contains("How loud."), "{listing}");
+    let err = one_line_error(&waylay(&[
+        "-s",
+        path,
+        "--set",
+        "shout_level=loud",
+        "--options",
+    ]));
+    assert!(err.contains("shout_level"), "{err}");
+}
+
+#[cfg(feature = "python")]
+#[test]
+fn a_script_importing_a_missing_name_is_one_line() {
+    let p = script("missing.py", "from mitmproxy.addons import asgiapp\n");
+    let err = one_line_error(&waylay(&["-s", p.to_str().expect("utf-8"), "--options"]));
+    assert!(
+        err.contains("waylay does not provide mitmproxy.addons"),
+        "{err}"
+    );
+    assert!(err.contains("missing.py:1"), "{err}");
+}

@@ -1,0 +1,657 @@
+//! mitmproxy addon scripts run by waylay (`ScriptAddon`), end to end through the real proxy,
+//! each compared with mitmproxy 12.3.1 (`mitmdump -s`) running the same script on the same
+//! requests: what the origin receives and what the client receives must match.
+#![cfg(feature = "python")]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use waylay_addons::ScriptAddon;
+use waylay_core::hooks::LogLevel;
+use waylay_layers::Proxy;
+use waylay_testkit::{
+    AddonHarness, FlowExt, TempDir, TestProxy, peers, raw_request, scripted_origin, tflow, tresp,
+    within,
+};
+
+/// The origin's answer: a small JSON body, a cookie, and the path echoed in a header.
+fn answer(path: &str) -> Vec<u8> {
+    let body = format!("{{\"path\": \"{path}\", \"n\": 1}}");
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Origin-Path: {path}\r\nSet-Cookie: s=1; Path=/\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// A request head (+ body) as the origin recorded it, normalised for comparison: the request
+/// line, then the headers lowercased and stably sorted by name (duplicates keep their
+/// order), then the body. `connection` is left out: mitmproxy forwards the client's
+/// `Connection: close`, waylay drops hop-by-hop headers (RFC 9110 §7.6.1), and waylay's
+/// header map moves the last field into the removed one's place.
+fn normalise_request(raw: &str) -> String {
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((raw, ""));
+    let mut lines = head.lines();
+    let first = lines.next().unwrap_or("").to_owned();
+    let mut headers: Vec<String> = lines
+        .map(str::to_ascii_lowercase)
+        .filter(|l| !l.starts_with("connection:") && !l.starts_with("proxy-"))
+        .collect();
+    headers.sort_by(|a, b| a.split(':').next().cmp(&b.split(':').next()));
+    let mut out = vec![first];
+    out.extend(headers);
+    out.push(body.to_owned());
+    out.join("\n")
+}
+
+/// What a client received, normalised: the status line, the headers lowercased and sorted
+/// (both proxies keep the origin's order; sorted so a hop header added differently does
+/// not hide the rest), the body. `connection`/`date` are the proxies' own.
+fn normalise_response(raw: &str) -> String {
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((raw, ""));
+    let mut lines = head.lines();
+    let status = lines.next().unwrap_or("").to_owned();
+    let mut headers: Vec<String> = lines
+        .map(str::to_ascii_lowercase)
+        .filter(|l| !l.starts_with("connection:") && !l.starts_with("date:"))
+        .collect();
+    headers.sort();
+    format!("{status}\n{}\n\n{body}", headers.join("\n"))
+}
+
+fn write_script(dir: &TempDir, name: &str, src: &str) -> PathBuf {
+    let p = dir.path().join(name);
+    std::fs::write(&p, src).expect("write script");
+    p
+}
+
+/// mitmdump running `script` on an ephemeral loopback port; killed on drop.
+struct Mitmdump {
+    child: Child,
+    addr: SocketAddr,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Mitmdump {
+    fn start(bin: &Path, script: &Path, confdir: &Path, sets: &[&str]) -> Self {
+        let mut cmd = Command::new(bin);
+        cmd.args([
+            "--listen-host",
+            "127.0.0.1",
+            "-p",
+            "0",
+            "--flow-detail",
+            "0",
+        ])
+        .arg("-s")
+        .arg(script)
+        .arg("--set")
+        .arg(format!("confdir={}", confdir.display()));
+        for s in sets {
+            cmd.arg("--set").arg(s);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mitmdump starts");
+        let out = child.stdout.take().expect("stdout");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let keep = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening at ").nth(1) {
+                    let _ = tx.send(rest.trim_end_matches('.').to_owned());
+                }
+                keep.lock().expect("lines").push(line);
+            }
+        });
+        let at = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("mitmdump says where it listens");
+        let port: u16 = at
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("a port");
+        Self {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            lines,
+        }
+    }
+
+    fn output(&self) -> String {
+        self.lines.lock().expect("lines").join("\n")
+    }
+}
+
+impl Drop for Mitmdump {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A request to send through a proxy: the path and extra head lines and body.
+struct Req {
+    method: &'static str,
+    path: &'static str,
+    extra: &'static str,
+    body: &'static str,
+}
+
+fn raw(origin: SocketAddr, r: &Req) -> Vec<u8> {
+    let len = if r.body.is_empty() && r.method == "GET" {
+        String::new()
+    } else {
+        format!("Content-Length: {}\r\n", r.body.len())
+    };
+    format!(
+        "{} http://{origin}{} HTTP/1.1\r\nHost: {origin}\r\nConnection: close\r\n{}{len}\r\n{}",
+        r.method, r.path, r.extra, r.body
+    )
+    .into_bytes()
+}
+
+/// What the origin received and what the client received, per request.
+type Seen = Vec<(Vec<String>, String)>;
+
+async fn send_all(
+    proxy: SocketAddr,
+    origin: SocketAddr,
+    log: &Mutex<Vec<String>>,
+    reqs: &[Req],
+) -> Seen {
+    let mut out = Vec::new();
+    for r in reqs {
+        log.lock().expect("log").clear();
+        let answer = within(
+            "request through the proxy",
+            raw_request(proxy, &raw(origin, r)),
+        )
+        .await;
+        let got: Vec<String> = log
+            .lock()
+            .expect("log")
+            .iter()
+            .map(|s| normalise_request(&s.replace(&origin.to_string(), "ORIGIN")))
+            .collect();
+        out.push((
+            got,
+            normalise_response(&answer.replace(&origin.to_string(), "ORIGIN")),
+        ));
+    }
+    out
+}
+
+/// Runs `script` in waylay and in mitmdump on `reqs` and asserts both saw and answered the
+/// same; returns waylay's proxy logs' text for further checks.
+async fn compare(name: &str, src: &str, sets: &[&str], reqs: &[Req]) -> Option<Seen> {
+    let bin = peers::mitmdump()?;
+    let dir = TempDir::new(name);
+    let script = write_script(&dir, &format!("{name}.py"), src);
+    let (origin, log) = scripted_origin(answer).await;
+
+    let addon = ScriptAddon::load(&script).expect("script loads");
+    let mut builder = Proxy::builder().set("flow_detail=0");
+    for s in sets {
+        builder = builder.set(*s);
+    }
+    let options = addon.option_specs();
+    let mut opts = waylay_core::Options::new();
+    for spec in options {
+        opts.add(spec).expect("script option");
+    }
+    let proxy = TestProxy::start(builder.options(opts).addon(addon)).await;
+    let ours = send_all(proxy.addr(), origin, &log, reqs).await;
+    proxy.shutdown().await;
+
+    let confdir = TempDir::new("mitm-conf");
+    let mitm = Mitmdump::start(&bin, &script, confdir.path(), sets);
+    let theirs = send_all(mitm.addr, origin, &log, reqs).await;
+    for (i, (a, b)) in ours.iter().zip(theirs.iter()).enumerate() {
+        assert_eq!(
+            a.0,
+            b.0,
+            "request {i}: the origin received different requests (left waylay, right mitmproxy); mitmdump said:\n{}",
+            mitm.output()
+        );
+        assert_eq!(
+            a.1,
+            b.1,
+            "request {i}: the client received different answers (left waylay, right mitmproxy); mitmdump said:\n{}",
+            mitm.output()
+        );
+    }
+    Some(ours)
+}
+
+const REWRITE: &str = r#"
+from mitmproxy import http, ctx
+
+class Rewrite:
+    def request(self, flow: http.HTTPFlow) -> None:
+        r = flow.request
+        r.headers["X-Added"] = "yes"
+        r.headers.add("X-Multi", "a")
+        r.headers.add("X-Multi", "b")
+        if "x-drop" in r.headers:
+            del r.headers["x-drop"]
+        r.query["added"] = "a b&c"
+        r.path = r.path.replace("/old", "/new")
+        r.headers["X-Url"] = r.url
+        r.headers["X-Pretty"] = r.pretty_host + "|" + str(r.port) + "|" + r.scheme + "|" + r.method
+        if r.method == "POST":
+            r.text = r.text.upper() + "!"
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        resp = flow.response
+        data = resp.json()
+        data["seen"] = flow.request.path
+        resp.text = __import__("json").dumps(data, sort_keys=True)
+        resp.headers["X-Status"] = str(resp.status_code) + " " + resp.reason
+        resp.headers["X-Multi-Count"] = str(len(flow.request.headers.get_all("x-multi")))
+        resp.status_code = 201
+
+addons = [Rewrite()]
+"#;
+
+#[actix_rt::test]
+async fn rewriting_requests_and_responses_matches_mitmproxy() {
+    compare(
+        "rewrite",
+        REWRITE,
+        &[],
+        &[
+            Req {
+                method: "GET",
+                path: "/old/a?x=1",
+                extra: "X-Drop: 1\r\n",
+                body: "",
+            },
+            Req {
+                method: "POST",
+                path: "/post",
+                extra: "Content-Type: text/plain\r\n",
+                body: "hello",
+            },
+        ],
+    )
+    .await;
+}
+
+const REPLY: &str = r#"
+from mitmproxy import http
+
+def request(flow: http.HTTPFlow) -> None:
+    if flow.request.path.startswith("/kill"):
+        flow.kill()
+    if flow.request.path.startswith("/local"):
+        flow.response = http.Response.make(
+            418, b"from the proxy", {"Content-Type": "text/plain", "X-Made": "1"}
+        )
+"#;
+
+#[actix_rt::test]
+async fn a_response_made_in_request_matches_mitmproxy() {
+    let seen = compare(
+        "reply",
+        REPLY,
+        &[],
+        &[
+            Req {
+                method: "GET",
+                path: "/local/x",
+                extra: "",
+                body: "",
+            },
+            Req {
+                method: "GET",
+                path: "/remote",
+                extra: "",
+                body: "",
+            },
+        ],
+    )
+    .await;
+    if let Some(seen) = seen {
+        assert!(seen[0].0.is_empty(), "the origin was not contacted");
+        assert!(seen[0].1.contains("from the proxy"), "{}", seen[0].1);
+    }
+}
+
+const STATE: &str = r#"
+import logging
+from mitmproxy import ctx, http
+
+class State:
+    def __init__(self):
+        self.n = 0
+
+    def load(self, loader):
+        loader.add_option("greeting", str, "hello", "What to greet with.")
+        loader.add_option("shout", bool, False, "Upper-case it.")
+        loader.add_option("times", int, 1, "How often.")
+
+    def request(self, flow):
+        self.n += 1
+        flow.metadata["n"] = self.n
+        flow.marker = "set in request"
+        g = ctx.options.greeting * ctx.options.times
+        flow.request.headers["x-greeting"] = g.upper() if ctx.options.shout else g
+        logging.info("request %d", self.n)
+
+    def response(self, flow):
+        flow.response.headers["x-n"] = str(flow.metadata["n"])
+        flow.response.headers["x-marker"] = flow.marker
+        flow.response.headers["x-cookie"] = ",".join(flow.response.cookies.keys())
+        flow.response.headers["x-client"] = str(flow.client_conn.peername[0])
+        flow.response.headers["x-server"] = str(flow.server_conn.address[1] > 0)
+
+addons = [State()]
+"#;
+
+#[actix_rt::test]
+async fn options_metadata_and_flow_attributes_match_mitmproxy() {
+    compare(
+        "state",
+        STATE,
+        &["greeting=hey", "shout=true", "times=2"],
+        &[
+            Req {
+                method: "GET",
+                path: "/1",
+                extra: "",
+                body: "",
+            },
+            Req {
+                method: "GET",
+                path: "/2",
+                extra: "",
+                body: "",
+            },
+        ],
+    )
+    .await;
+}
+
+const FORMS: &str = r#"
+from mitmproxy import http
+
+def request(flow: http.HTTPFlow) -> None:
+    r = flow.request
+    if r.urlencoded_form:
+        form = r.urlencoded_form
+        form["extra"] = "1 2"
+        r.headers["x-form"] = ",".join(f"{k}={v}" for k, v in form.items(multi=True))
+    r.headers["x-cookies"] = ";".join(f"{k}={v}" for k, v in r.cookies.items(multi=True))
+    r.headers["x-path-components"] = "/".join(r.path_components)
+    q = r.query
+    r.headers["x-query"] = ",".join(q.get_all("a"))
+"#;
+
+#[actix_rt::test]
+async fn forms_cookies_and_queries_match_mitmproxy() {
+    compare(
+        "forms",
+        FORMS,
+        &[],
+        &[Req {
+            method: "POST",
+            path: "/f/a%20b?a=1&a=2&b",
+            extra: "Content-Type: application/x-www-form-urlencoded\r\nCookie: k=v; other=2\r\n",
+            body: "x=1&y=h%C3%A9",
+        }],
+    )
+    .await;
+}
+
+const FILTER: &str = r#"
+from mitmproxy import ctx, flowfilter, http
+
+class Filtered:
+    def load(self, loader):
+        loader.add_option("match", str, "~u /api & ~m POST", "What to tag.")
+
+    def configure(self, updated):
+        if "match" in updated:
+            self.filter = flowfilter.parse(ctx.options.match)
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        flow.request.headers["x-match"] = str(self.filter(flow))
+        flow.request.headers["x-host"] = str(flowfilter.match("~d 127.0.0.1 & !~h x-nothing", flow))
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        flow.response.headers["x-json"] = str(flowfilter.match("~c 200 & ~t json & ~bs path", flow))
+
+addons = [Filtered()]
+"#;
+
+#[actix_rt::test]
+async fn flowfilter_in_a_script_matches_mitmproxy() {
+    compare(
+        "filtered",
+        FILTER,
+        &[],
+        &[
+            Req {
+                method: "POST",
+                path: "/api/x",
+                extra: "",
+                body: "a",
+            },
+            Req {
+                method: "GET",
+                path: "/api/x",
+                extra: "",
+                body: "",
+            },
+        ],
+    )
+    .await;
+}
+
+const FAULT: &str = r#"
+from mitmproxy import http
+
+def request(flow: http.HTTPFlow) -> None:
+    flow.request.headers["x-before"] = "kept"
+    raise RuntimeError("script failed on purpose")
+
+def response(flow: http.HTTPFlow) -> None:
+    flow.response.headers["x-after"] = "still runs"
+"#;
+
+#[actix_rt::test]
+async fn an_exception_in_a_hook_keeps_the_edits_before_it_as_mitmproxy_does() {
+    compare(
+        "fault",
+        FAULT,
+        &[],
+        &[Req {
+            method: "GET",
+            path: "/",
+            extra: "",
+            body: "",
+        }],
+    )
+    .await;
+}
+
+#[actix_rt::test]
+async fn an_exception_is_logged_with_its_traceback() {
+    let dir = TempDir::new("fault-log");
+    let script = write_script(&dir, "fault.py", FAULT);
+    let mut h = AddonHarness::script(&script).await;
+    let flow = h.request(tflow()).await;
+    assert_eq!(flow.request.headers.get("x-before"), Some("kept"));
+    assert!(h.has_log_at(LogLevel::Error, "RuntimeError: script failed on purpose"));
+    assert!(h.has_log("Traceback (most recent call last)"));
+    assert!(
+        h.has_log("fault.py\", line 6, in request"),
+        "{:?}",
+        h.logs()
+    );
+    // The next flow still goes through the script.
+    let flow = h.response(tflow().with_response(tresp())).await;
+    assert_eq!(
+        flow.response.expect("response").headers.get("x-after"),
+        Some("still runs")
+    );
+}
+
+#[actix_rt::test]
+async fn the_harness_runs_a_script_on_test_flows() {
+    let dir = TempDir::new("harness");
+    let script = write_script(&dir, "state.py", STATE);
+    let mut h = AddonHarness::script(&script).await;
+    h.set_options(&["greeting=yo"])
+        .await
+        .expect("script option is settable");
+    let flow = h.request(tflow()).await;
+    assert_eq!(flow.request.headers.get("x-greeting"), Some("yo"));
+    assert_eq!(flow.metadata.get("n"), Some(&serde_json::json!(1)));
+    let flow = h.response(flow.with_response(tresp())).await;
+    let resp = flow.response.expect("response");
+    assert_eq!(resp.headers.get("x-n"), Some("1"));
+    assert_eq!(resp.headers.get("x-marker"), Some("set in request"));
+}
+
+/// Starts waylay with `script` and, when the peer is there, mitmdump with it; returns the
+/// running waylay proxy and mitmdump.
+async fn both(name: &str, src: &str) -> Option<(TestProxy, Mitmdump, TempDir, TempDir)> {
+    let bin = peers::mitmdump()?;
+    let dir = TempDir::new(name);
+    let script = write_script(&dir, &format!("{name}.py"), src);
+    let addon = ScriptAddon::load(&script).expect("script loads");
+    let proxy = TestProxy::start(Proxy::builder().addon(addon)).await;
+    let confdir = TempDir::new("mitm-conf");
+    let mitm = Mitmdump::start(&bin, &script, confdir.path(), &[]);
+    Some((proxy, mitm, dir, confdir))
+}
+
+const WEBSOCKET: &str = r#"
+from mitmproxy import ctx, http
+
+def websocket_message(flow: http.HTTPFlow) -> None:
+    msg = flow.websocket.messages[-1]
+    if msg.from_client:
+        if msg.text == "drop":
+            msg.drop()
+        elif msg.text == "inject":
+            ctx.master.commands.call("inject.websocket", flow, True, b"injected to client")
+        else:
+            msg.content = msg.content.upper()
+    elif not msg.injected:
+        msg.text = msg.text + " (seen, " + str(len(flow.websocket.messages) > 0) + ")"
+"#;
+
+async fn websocket_scenario(proxy: SocketAddr, origin: SocketAddr) -> Vec<String> {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let (mut ws, _) = within(
+        "ws handshake",
+        waylay_testkit::ws_through_proxy(proxy, origin, "/ws", &[]),
+    )
+    .await
+    .expect("handshake");
+    let mut got = Vec::new();
+    for text in ["hello", "drop", "after drop", "inject"] {
+        ws.send(Message::text(text)).await.expect("send");
+        if text == "drop" {
+            continue;
+        }
+        let n = if text == "inject" { 2 } else { 1 };
+        for _ in 0..n {
+            match waylay_testkit::ws_next(&mut ws).await {
+                Some(Ok(Message::Text(t))) => got.push(t.to_string()),
+                other => got.push(format!("{other:?}")),
+            }
+        }
+    }
+    let _ = ws.close(None).await;
+    got
+}
+
+#[actix_rt::test]
+async fn a_websocket_message_script_matches_mitmproxy() {
+    let Some((proxy, mitm, _d, _c)) = both("websocket", WEBSOCKET).await else {
+        return;
+    };
+    let origin = waylay_testkit::WsOrigin::start().await;
+    let ours = websocket_scenario(proxy.addr(), origin.addr).await;
+    let ours_seen = origin.record.received();
+    let theirs = websocket_scenario(mitm.addr, origin.addr).await;
+    assert_eq!(
+        ours,
+        [
+            "HELLO (seen, True)",
+            "AFTER DROP (seen, True)",
+            "injected to client",
+            "inject (seen, True)"
+        ]
+    );
+    assert_eq!(ours, theirs, "mitmdump said:\n{}", mitm.output());
+    let texts: Vec<String> = ours_seen
+        .iter()
+        .filter_map(|m| m.to_text().ok().map(str::to_owned))
+        .filter(|t| !t.is_empty())
+        .collect();
+    assert_eq!(
+        texts,
+        ["HELLO", "AFTER DROP", "inject"],
+        "the origin never saw the dropped one"
+    );
+    proxy.shutdown().await;
+}
+
+const TCP: &str = r#"
+from mitmproxy import tcp
+
+def tcp_message(flow: tcp.TCPFlow) -> None:
+    message = flow.messages[-1]
+    if message.from_client:
+        message.content = message.content.replace(b"secret", b"******")
+    else:
+        message.content = message.content.upper()
+"#;
+
+async fn tcp_scenario(proxy: SocketAddr, origin: SocketAddr) -> Vec<u8> {
+    use tokio::io::AsyncWriteExt;
+    let mut s = within(
+        "tunnel",
+        waylay_testkit::connect_tunnel(proxy, &origin.to_string()),
+    )
+    .await
+    .expect("tunnel");
+    s.write_all(b"my secret\n").await.expect("write");
+    let first = waylay_testkit::read_n(&mut s, 16).await;
+    s.write_all(b"no secrets here\n").await.expect("write");
+    let mut out = first;
+    out.extend(waylay_testkit::read_n(&mut s, 22).await);
+    out
+}
+
+#[actix_rt::test]
+async fn a_tcp_message_script_matches_mitmproxy() {
+    let Some((proxy, mitm, _d, _c)) = both("tcp", TCP).await else {
+        return;
+    };
+    let origin = waylay_testkit::tcp_line_origin().await;
+    let ours = tcp_scenario(proxy.addr(), origin.addr).await;
+    let seen = origin.received();
+    assert_eq!(
+        String::from_utf8_lossy(&ours),
+        "ECHO: MY ******\nECHO: NO ******S HERE\n"
+    );
+    assert_eq!(seen, b"my ******\nno ******s here\n");
+    let theirs = tcp_scenario(mitm.addr, origin.addr).await;
+    assert_eq!(ours, theirs, "mitmdump said:\n{}", mitm.output());
+    proxy.shutdown().await;
+}

@@ -4,7 +4,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use regex::RegexSet;
-use waylay_core::{Options, OptionsError};
+use waylay_core::{Credentials, Mode, ModeSpec, Options, OptionsError, Via};
+
+use crate::tls::UpstreamTls;
+use crate::via::ViaOptions;
 
 /// A typed view of the options the proxy layers use.
 #[derive(Debug, Clone)]
@@ -25,12 +28,18 @@ pub(crate) struct ProxyConfig {
     pub(crate) ignore_hosts: Option<RegexSet>,
     pub(crate) allow_hosts: Option<RegexSet>,
     pub(crate) tcp_hosts: Option<RegexSet>,
-    pub(crate) connect_timeout: Duration,
     pub(crate) header_timeout: Duration,
     /// `idle_timeout`: a connection with no byte moving either way for this long is closed
     /// (zero: never).
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) max_header_size: usize,
+    /// The listener's mode (`regular` or `upstream:URL`), as given.
+    pub(crate) mode: ModeSpec,
+    /// Where server connections go unless an addon sets a flow's `via`: the upstream proxy
+    /// in upstream mode, else direct.
+    pub(crate) mode_default: Via,
+    /// What dialing through a route needs (timeouts, TLS to HTTPS proxies, `upstream_auth`).
+    pub(crate) via: ViaOptions,
 }
 
 /// Options waylay declares under mitmproxy's names (so option files and scripts written for
@@ -47,19 +56,10 @@ const NOT_YET: &[&str] = &[
     "keep_host_header",
     "normalize_outbound_headers",
     "store_streamed_bodies",
-    "upstream_auth",
     "validate_inbound_headers",
 ];
 
 fn refuse_unimplemented(o: &Options) -> Result<(), OptionsError> {
-    // Only regular mode exists yet (mitmproxy also has upstream, reverse, transparent, ...).
-    if let Some(other) = o.seq("mode").iter().find(|m| m.as_str() != "regular") {
-        return Err(OptionsError::BadValue {
-            name: "mode".into(),
-            value: other.clone(),
-            expected: "regular (the only mode waylay supports yet)".into(),
-        });
-    }
     for spec in o.specs().filter(|s| NOT_YET.contains(&s.name.as_str())) {
         if o.get(&spec.name).is_some_and(|v| *v != spec.default) {
             return Err(OptionsError::rejected(
@@ -69,6 +69,40 @@ fn refuse_unimplemented(o: &Options) -> Result<(), OptionsError> {
         }
     }
     Ok(())
+}
+
+/// The one mode waylay listens in: `regular` or `upstream:URL` (the others parse, and are
+/// refused until wired).
+fn mode(o: &Options) -> Result<ModeSpec, OptionsError> {
+    let specs = o.seq("mode");
+    let listen_port = u16::try_from(o.int("listen_port")).ok();
+    let bad = |value: String, expected: String| OptionsError::BadValue {
+        name: "mode".into(),
+        value,
+        expected,
+    };
+    let modes =
+        waylay_core::mode::parse_modes(&specs, o.str("listen_host").unwrap_or(""), listen_port)
+            .map_err(|e| bad(specs.join(","), e.to_string()))?;
+    let mut modes = modes.into_iter();
+    let first = modes.next().unwrap_or(ModeSpec {
+        mode: Mode::Regular,
+        listen_host: None,
+        listen_port: None,
+    });
+    if let Some(second) = modes.next() {
+        return Err(bad(
+            second.to_string(),
+            "a single mode (waylay listens in one mode at a time yet)".into(),
+        ));
+    }
+    match &first.mode {
+        Mode::Regular | Mode::Upstream(_) => Ok(first),
+        _ => Err(bad(
+            first.to_string(),
+            "regular or upstream:URL (the other modes are not wired yet)".into(),
+        )),
+    }
 }
 
 fn regexes(o: &Options, name: &str) -> Result<Option<RegexSet>, OptionsError> {
@@ -123,7 +157,35 @@ impl ProxyConfig {
     /// Reads and validates the layer options.
     pub(crate) fn from_options(o: &Options) -> Result<Self, OptionsError> {
         refuse_unimplemented(o)?;
+        let mode = mode(o)?;
+        let mode_default = match &mode.mode {
+            Mode::Upstream(proxy) => Via::Proxy(proxy.clone()),
+            _ => Via::Direct,
+        };
+        let upstream_auth = match o.str("upstream_auth").filter(|s| !s.is_empty()) {
+            None => None,
+            Some(s) => Some(Credentials::parse(s).map_err(|e| OptionsError::BadValue {
+                name: "upstream_auth".into(),
+                value: "(hidden)".into(),
+                expected: format!("USER:PASS ({e})"),
+            })?),
+        };
+        let connect_timeout = secs(o, "connect_timeout");
+        let upstream_tls = UpstreamTls {
+            insecure: o.bool("ssl_insecure"),
+            extra_ca_pem: o.str("ssl_verify_upstream_trusted_ca").map(expand_home),
+            extra_ca_dir: o
+                .str("ssl_verify_upstream_trusted_confdir")
+                .map(expand_home),
+            tls13_only: o.str("tls_version_server_min") == Some("TLS1_3"),
+            alpn: Vec::new(),
+        };
+        let via = ViaOptions::new(connect_timeout, &upstream_tls, upstream_auth)
+            .map_err(|e| OptionsError::rejected("ssl_verify_upstream_trusted_ca", e.to_string()))?;
         Ok(Self {
+            mode,
+            mode_default,
+            via,
             ssl_insecure: o.bool("ssl_insecure"),
             trusted_ca: o.str("ssl_verify_upstream_trusted_ca").map(expand_home),
             trusted_dir: o
@@ -140,7 +202,6 @@ impl ProxyConfig {
             ignore_hosts: regexes(o, "ignore_hosts")?,
             allow_hosts: regexes(o, "allow_hosts")?,
             tcp_hosts: regexes(o, "tcp_hosts")?,
-            connect_timeout: secs(o, "connect_timeout"),
             header_timeout: secs(o, "header_timeout"),
             // Zero: never.
             idle_timeout: u64::try_from(o.int("idle_timeout"))

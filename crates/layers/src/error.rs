@@ -68,6 +68,10 @@ pub enum ServerError {
         /// `host:port`.
         addr: String,
     },
+    /// The route to the server failed: the upstream proxy could not be reached, refused the
+    /// tunnel (407, 502, ...) or failed its handshake. The text names the proxy.
+    #[error("{0}")]
+    Via(crate::via::ViaError),
     /// An addon refused the connection in `server_connect`.
     #[error("connection to {addr} refused by an addon: {reason}")]
     Refused {
@@ -95,9 +99,11 @@ impl ServerError {
         match self {
             Self::Refused { .. } => Side::Proxy,
             Self::Earlier(e) => e.side(),
-            Self::Connect { .. } | Self::Tls { .. } | Self::Protocol { .. } | Self::Gone { .. } => {
-                Side::Server
-            }
+            Self::Connect { .. }
+            | Self::Tls { .. }
+            | Self::Protocol { .. }
+            | Self::Gone { .. }
+            | Self::Via(_) => Side::Server,
         }
     }
 }

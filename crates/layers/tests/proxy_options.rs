@@ -17,7 +17,6 @@ async fn options_not_implemented_yet_are_refused_not_ignored() {
     for spec in [
         "store_streamed_bodies=true",
         "intercept=~d example.com",
-        "upstream_auth=u:p",
         "connection_strategy=lazy",
         "mode=reverse:http://127.0.0.1:1",
         "certs=example.org=cert.pem",

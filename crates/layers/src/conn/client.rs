@@ -86,7 +86,10 @@ async fn serve(shared: Arc<ProxyShared>, mode: Mode, socket: std::net::TcpStream
     };
     let manager = shared.manager.clone();
     let mut client = Client::new(peer, local);
-    client.proxy_mode = mode.name().to_owned();
+    client.proxy_mode = match &shared.config().mode.mode {
+        waylay_core::Mode::Regular => mode.name().to_owned(),
+        _ => shared.config().mode.to_string(),
+    };
     let Some(client) = fire(&manager, HookKind::ClientConnect, Box::new(client)).await else {
         return;
     };

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use waylay_core::HookKind;
 use waylay_core::flow::{Address, Server, TlsInfo, now};
 use waylay_core::hooks::{ServerConnectionHookData, Side, TlsData};
@@ -162,25 +161,24 @@ pub(crate) async fn connect_stream(
         });
     }
     let cfg = ctx.shared.config();
-    let connect = TcpStream::connect((server.address.host.as_str(), server.address.port));
-    let tcp = match tokio::time::timeout(cfg.connect_timeout, connect).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            return Err(ServerError::Connect {
-                addr: addr_text,
-                reason: e.to_string(),
-            });
+    // Straight to the server, or through the route an addon set on it (`via`), else the
+    // mode's (the upstream proxy in upstream mode).
+    let dialed = crate::via::dial_server(
+        ctx.manager(),
+        client.clone(),
+        &server,
+        &cfg.mode_default,
+        &cfg.via,
+    );
+    let tcp = match dialed.await {
+        Ok(s) => s,
+        Err(crate::via::ViaError::Server { addr, reason }) => {
+            return Err(ServerError::Connect { addr, reason });
         }
-        Err(_) => {
-            return Err(ServerError::Connect {
-                addr: addr_text,
-                reason: format!("timed out after {}s", cfg.connect_timeout.as_secs()),
-            });
-        }
+        Err(e) => return Err(ServerError::Via(e)),
     };
-    let _ = tcp.set_nodelay(true);
-    server.peername = tcp.peer_addr().ok();
-    server.sockname = tcp.local_addr().ok();
+    server.peername = tcp.peername;
+    server.sockname = tcp.sockname;
     server.timestamp_tcp_setup = Some(now());
 
     let tcp = crate::io::IdleTimeout::new(tcp, cfg.idle_timeout);
@@ -197,7 +195,7 @@ pub(crate) async fn connect_stream(
 async fn tls_to_server(
     ctx: &Rc<ConnCtx>,
     spec: &DialSpec,
-    tcp: crate::io::IdleTimeout<TcpStream>,
+    tcp: crate::io::IdleTimeout<crate::via::ViaStream>,
     server: &mut Server,
     sni: &Option<String>,
     alpn: &[Vec<u8>],

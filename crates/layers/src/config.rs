@@ -82,7 +82,7 @@ fn mode(o: &Options) -> Result<ModeSpec, OptionsError> {
         expected,
     };
     let modes =
-        waylay_core::mode::parse_modes(&specs, o.str("listen_host").unwrap_or(""), listen_port)
+        waylay_core::mode::parse_modes(specs, o.str("listen_host").unwrap_or(""), listen_port)
             .map_err(|e| bad(specs.join(","), e.to_string()))?;
     let mut modes = modes.into_iter();
     let first = modes.next().unwrap_or(ModeSpec {

@@ -176,6 +176,7 @@ pub(crate) async fn intercept(
     let spec = DialSpec {
         address: Address::new(host.clone(), port),
         tls: Some((ch.sni.clone().or_else(|| sni_for(&host)), offers.clone())),
+        via: None,
     };
     let mut names = vec![sni_host.clone()];
     // The raw stream: the HTTP handshake waits until the client's protocol is known.

@@ -1,10 +1,18 @@
 //! `--mode upstream:URL` end to end against tinyproxy on loopback: plain HTTP and HTTPS
 //! (intercepted inside the CONNECT waylay opens at the upstream proxy), `upstream_auth`
 //! against tinyproxy's BasicAuth, and an upstream proxy that refuses (407) or is dead giving
-//! the client a 502 naming it, followed by a request that succeeds.
+//! the client a 502 naming it, followed by a request that succeeds; and the route chosen per
+//! flow by an addon (`via` on the flow's server), in regular mode.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use waylay_core::flow::{Address, Server};
+use waylay_core::{Addon, HttpFlow, Via};
 
 use waylay_layers::{Proxy, ProxyBuilder};
 use waylay_testkit::{TempDir, TestProxy, http_origin, https_origin, proxy_get, tinyproxy, within};
@@ -198,4 +206,79 @@ async fn modes_not_wired_yet_are_refused_with_one_line() {
             }
         }
     }
+}
+
+/// Sends each flow for a listed port through that port's route (`via` on the flow's
+/// server, set in `request_headers`).
+struct Routes(Vec<(u16, Via)>);
+
+impl Addon for Routes {
+    async fn request_headers(&mut self, flow: &mut HttpFlow) {
+        if let Some((_, via)) = self.0.iter().find(|(p, _)| *p == flow.request.port) {
+            let mut server =
+                Server::new(Address::new(flow.request.host.clone(), flow.request.port));
+            server.via = Some(via.clone());
+            flow.server = Some(Arc::new(server));
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn an_addon_routes_each_flow_through_its_own_upstream() {
+    let (Some(tiny_a), Some(tiny_b)) = (tinyproxy(None).await, tinyproxy(None).await) else {
+        return;
+    };
+    let (a, b, c) = (
+        http_origin().await,
+        http_origin().await,
+        http_origin().await,
+    );
+    let via = |p: SocketAddr| Via::parse(&format!("http://{p}")).expect("via");
+    let routes = Routes(vec![
+        (a.port(), via(tiny_a.addr)),
+        (b.port(), via(tiny_b.addr)),
+    ]);
+    let proxy = TestProxy::start(Proxy::builder().addon(routes)).await;
+    // Twice each, on one client connection per request: pooled connections never cross routes.
+    for round in 0..2 {
+        for origin in [a, b, c] {
+            let url = format!("http://{origin}/r{round}");
+            let out = within("GET", proxy_get(proxy.addr(), &url)).await;
+            assert!(
+                out.ends_with(&format!("origin GET /r{round} host={origin}")),
+                "{out}"
+            );
+        }
+    }
+    // The same, on one kept-alive client connection: its pooled server connections are keyed
+    // by route, so a request never rides a connection opened for another route.
+    let mut s = TcpStream::connect(proxy.addr()).await.expect("connect");
+    for (i, origin) in [a, c, b, a, c, b].into_iter().enumerate() {
+        let req = format!("GET http://{origin}/k{i} HTTP/1.1\r\nHost: {origin}\r\n\r\n");
+        s.write_all(req.as_bytes()).await.expect("write");
+        let want = format!("origin GET /k{i} host={origin}");
+        let mut got = Vec::new();
+        within("keep-alive response", async {
+            while !got.ends_with(want.as_bytes()) {
+                let mut buf = [0u8; 4096];
+                let n = s.read(&mut buf).await.expect("read");
+                assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+                got.extend_from_slice(&buf[..n]);
+            }
+        })
+        .await;
+    }
+    drop(s);
+    // Each proxy saw its own origin only; the third went direct.
+    let (log_a, log_b) = (tiny_a.log(), tiny_b.log());
+    let saw = |log: &str, o: SocketAddr| log.contains(&o.to_string());
+    assert!(
+        saw(&log_a, a) && !saw(&log_a, b) && !saw(&log_a, c),
+        "{log_a}"
+    );
+    assert!(
+        saw(&log_b, b) && !saw(&log_b, a) && !saw(&log_b, c),
+        "{log_b}"
+    );
+    proxy.shutdown().await;
 }

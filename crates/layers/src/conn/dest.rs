@@ -1,21 +1,10 @@
 //! Where a server connection goes: one type for a request's or a tunnel's destination and
 //! the key of pooled server connections.
 
+use waylay_core::Via;
 use waylay_core::flow::Address;
 
 use crate::proto::target::Scheme;
-
-/// How waylay reaches a destination. Part of the pool key: a connection made through one
-/// route never serves a request meant for another.
-///
-/// Only direct connections exist yet; the upstream mode will add a route through an HTTP
-/// proxy and the SOCKS5 support one through a SOCKS5 proxy, set by the mode's front and
-/// changeable by an addon.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) enum Route {
-    /// Straight to the destination's address.
-    Direct,
-}
 
 /// Where a request or a tunnel goes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -24,17 +13,20 @@ pub(crate) struct Destination {
     pub(crate) scheme: Scheme,
     pub(crate) host: String,
     pub(crate) port: u16,
-    pub(crate) route: Route,
+    /// The route an addon set on the flow's server (`via`); `None`: the mode's (direct, or
+    /// the upstream proxy). Part of the pool key: a connection made through one route never
+    /// serves a request meant for another.
+    pub(crate) route: Option<Via>,
 }
 
 impl Destination {
-    /// A destination reached directly.
+    /// A destination reached by the mode's route.
     pub(crate) fn direct(scheme: Scheme, host: impl Into<String>, port: u16) -> Self {
         Self {
             scheme,
             host: host.into(),
             port,
-            route: Route::Direct,
+            route: None,
         }
     }
 

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::TokioIo;
-use waylay_core::HookKind;
 use waylay_core::flow::{Address, Server, TlsInfo, now};
 use waylay_core::hooks::{ServerConnectionHookData, Side, TlsData};
+use waylay_core::{HookKind, Via};
 
 use super::dest::Destination;
 use super::pool::{ConnState, EntryState, PoolEntry};
@@ -30,6 +30,9 @@ pub(crate) struct DialSpec {
     pub(crate) address: Address,
     /// TLS: the SNI to send (None: no SNI, e.g. IP literals) and the ALPN to offer.
     pub(crate) tls: Option<(Option<String>, Vec<Vec<u8>>)>,
+    /// The route an addon chose (`None`: the mode's), set as the server's `via` before
+    /// `server_connect`, where addons may still change it.
+    pub(crate) via: Option<Via>,
 }
 
 /// Takes a usable pooled connection for `key`, or dials one and pools it.
@@ -51,6 +54,7 @@ pub(crate) async fn checkout(
     let spec = DialSpec {
         address: key.address(),
         tls: key.is_tls().then(|| (sni_for(&key.host), alpn)),
+        via: key.route.clone(),
     };
     let entry = dial(ctx, spec).await?;
     ctx.pool.insert(key.clone(), entry.clone());
@@ -75,6 +79,7 @@ pub(crate) async fn checkout_upgrade(
                 tls: key
                     .is_tls()
                     .then(|| (sni_for(&key.host), vec![b"http/1.1".to_vec()])),
+                via: key.route.clone(),
             };
             dial(ctx, spec).await?
         }
@@ -144,6 +149,7 @@ pub(crate) async fn connect_stream(
     server.tls = spec.tls.is_some();
     server.sni = spec.tls.as_ref().and_then(|(sni, _)| sni.clone());
     server.timestamp_start = Some(now());
+    server.via = spec.via.clone();
     let data = Box::new(ServerConnectionHookData {
         client: client.clone(),
         server,

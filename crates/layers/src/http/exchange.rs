@@ -328,12 +328,14 @@ async fn observed(
         return respond_from_flow(&ctx, flow, None).await;
     }
 
-    // The flow's request as addons left it says where it goes.
-    let key = Destination::direct(
+    // The flow's request as addons left it says where it goes, and its server's `via` (set
+    // by an addon) how.
+    let mut key = Destination::direct(
         Scheme::of(&flow.request.scheme),
         flow.request.host.clone(),
         flow.request.port,
     );
+    key.route = flow.server.as_ref().and_then(|s| s.via.clone());
     let upstream_extensions = parts.extensions;
     let mut req_body = req_body;
     let can_retry = !flow.request.stream;

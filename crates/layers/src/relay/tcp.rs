@@ -181,7 +181,11 @@ pub(crate) async fn serve(ctx: Rc<ConnCtx>, client: BoxIo, server_side: ServerSi
 
     let connected = match server_side {
         ServerSide::Dial(address) => {
-            let spec = DialSpec { address, tls: None };
+            let spec = DialSpec {
+                address,
+                tls: None,
+                via: None,
+            };
             connect_stream(&ctx, &spec)
                 .await
                 .map(|s| (s.io, Arc::new(s.server)))

@@ -177,6 +177,7 @@ pub(crate) async fn intercept(
         address: Address::new(host.clone(), port),
         tls: Some((ch.sni.clone().or_else(|| sni_for(&host)), offers.clone())),
         via: None,
+        proxy_form: false,
     };
     let mut names = vec![sni_host.clone()];
     // The raw stream: the HTTP handshake waits until the client's protocol is known.

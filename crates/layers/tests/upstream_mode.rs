@@ -15,7 +15,9 @@ use waylay_core::flow::{Address, Server};
 use waylay_core::{Addon, HttpFlow, Via};
 
 use waylay_layers::{Proxy, ProxyBuilder};
-use waylay_testkit::{TempDir, TestProxy, http_origin, https_origin, proxy_get, tinyproxy, within};
+use waylay_testkit::{
+    TempDir, TestProxy, http_origin, https_origin, proxy_get, raw_request, tinyproxy, within,
+};
 
 const T: Duration = Duration::from_secs(10);
 
@@ -94,12 +96,14 @@ async fn plain_and_intercepted_https_go_through_tinyproxy() {
     // Answered by the origin through an intercepted tunnel (curl trusted waylay's CA).
     assert_eq!(out, format!("origin GET /secure host=localhost:{port}"));
     let log = tiny.log();
+    // Plain HTTP went absolute-form to tinyproxy (no CONNECT), HTTPS by a CONNECT.
     assert!(
-        log.contains(&format!("{origin}")),
-        "tinyproxy saw no plain request: {log}"
+        log.contains(&format!("GET http://{origin}/plain")),
+        "tinyproxy saw no absolute-form request: {log}"
     );
+    assert!(!log.contains(&format!("CONNECT {origin}")), "{log}");
     assert!(
-        log.contains(&format!("localhost:{port}")),
+        log.contains(&format!("CONNECT localhost:{port}")),
         "tinyproxy saw no CONNECT for the HTTPS origin: {log}"
     );
     proxy.shutdown().await;
@@ -123,6 +127,13 @@ async fn upstream_auth_is_sent_and_a_refusal_names_the_proxy() {
         out.contains(&tiny.addr.to_string()) && out.contains("407"),
         "502 should name the proxy and its answer: {out}"
     );
+    // The client's own Proxy-Authorization (here the right one) is never forwarded.
+    let req = format!(
+        "GET http://{origin}/own HTTP/1.1\r\nHost: {origin}\r\n\
+         Proxy-Authorization: Basic YWxpY2U6czNjcmV0\r\nConnection: close\r\n\r\n"
+    );
+    let out = within("GET", raw_request(proxy.addr(), req.as_bytes())).await;
+    assert!(out.starts_with("HTTP/1.1 502"), "{out}");
     proxy.shutdown().await;
     // With `upstream_auth`: through.
     let proxy = TestProxy::start(upstream(tiny.addr).set("upstream_auth=alice:s3cret")).await;

@@ -8,10 +8,10 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::TokioIo;
 use waylay_core::flow::{Address, Server, TlsInfo, now};
 use waylay_core::hooks::{ServerConnectionHookData, Side, TlsData};
-use waylay_core::{HookKind, Via};
+use waylay_core::{HookKind, ProxyScheme, Via};
 
 use super::dest::Destination;
-use super::pool::{ConnState, EntryState, PoolEntry};
+use super::pool::{ConnState, EntryState, PoolEntry, ProxyForm};
 use super::server::{ServerConnection, tls_version_name};
 use crate::context::{ConnCtx, fire};
 use crate::error::ServerError;
@@ -33,6 +33,9 @@ pub(crate) struct DialSpec {
     /// The route an addon chose (`None`: the mode's), set as the server's `via` before
     /// `server_connect`, where addons may still change it.
     pub(crate) via: Option<Via>,
+    /// For plain-HTTP request connections: through an HTTP(S) proxy, connect to the proxy
+    /// itself and send requests absolute-form (else a CONNECT tunnel, as for TLS and TCP).
+    pub(crate) proxy_form: bool,
 }
 
 /// Takes a usable pooled connection for `key`, or dials one and pools it.
@@ -55,6 +58,7 @@ pub(crate) async fn checkout(
         address: key.address(),
         tls: key.is_tls().then(|| (sni_for(&key.host), alpn)),
         via: key.route.clone(),
+        proxy_form: !key.is_tls(),
     };
     let entry = dial(ctx, spec).await?;
     ctx.pool.insert(key.clone(), entry.clone());
@@ -80,6 +84,7 @@ pub(crate) async fn checkout_upgrade(
                     .is_tls()
                     .then(|| (sni_for(&key.host), vec![b"http/1.1".to_vec()])),
                 via: key.route.clone(),
+                proxy_form: false,
             };
             dial(ctx, spec).await?
         }
@@ -113,6 +118,8 @@ pub(crate) struct ServerStream {
     pub(crate) io: crate::io::BoxIo,
     pub(crate) server: Server,
     pub(crate) alpn: Option<String>,
+    /// Set when connected to an HTTP(S) proxy itself (see [`DialSpec::proxy_form`]).
+    pub(crate) proxy_form: Option<Arc<ProxyForm>>,
 }
 
 impl std::fmt::Debug for ServerStream {
@@ -169,14 +176,38 @@ pub(crate) async fn connect_stream(
     let cfg = ctx.shared.config();
     // Straight to the server, or through the route an addon set on it (`via`), else the
     // mode's (the upstream proxy in upstream mode).
-    let dialed = crate::via::dial_server(
-        ctx.manager(),
-        client.clone(),
-        &server,
-        &cfg.mode_default,
-        &cfg.via,
-    );
-    let tcp = match dialed.await {
+    let route = crate::via::route(&server, &cfg.mode_default);
+    let forward = match route {
+        Via::Proxy(p)
+            if spec.proxy_form && spec.tls.is_none() && p.scheme != ProxyScheme::Socks5 =>
+        {
+            Some(p.clone())
+        }
+        Via::Direct | Via::Proxy(_) => None,
+    };
+    let dialed = match &forward {
+        Some(proxy) => crate::via::connect_proxy(proxy, &cfg.via).await,
+        None => {
+            crate::via::dial_server(
+                ctx.manager(),
+                client.clone(),
+                &server,
+                &cfg.mode_default,
+                &cfg.via,
+            )
+            .await
+        }
+    };
+    let proxy_form = forward.map(|p| {
+        let credentials = crate::via::credentials_for(&p, cfg.via.upstream_auth.as_ref());
+        Arc::new(ProxyForm {
+            proxy: p.address.to_string(),
+            authorization: credentials.and_then(|c| {
+                http::HeaderValue::from_str(&crate::via::proxy_authorization(c)).ok()
+            }),
+        })
+    });
+    let tcp = match dialed {
         Ok(s) => s,
         Err(crate::via::ViaError::Server { addr, reason }) => {
             return Err(ServerError::Connect { addr, reason });
@@ -193,7 +224,12 @@ pub(crate) async fn connect_stream(
         Some((sni, alpn)) => tls_to_server(ctx, spec, tcp, &mut server, sni, alpn).await?,
     };
 
-    Ok(ServerStream { io, server, alpn })
+    Ok(ServerStream {
+        io,
+        server,
+        alpn,
+        proxy_form,
+    })
 }
 
 /// TLS with the server on a connected `tcp`, with the `tls_*_server` hooks; on failure the
@@ -297,7 +333,12 @@ pub(crate) async fn handshake(
     ctx: &Rc<ConnCtx>,
     stream: ServerStream,
 ) -> Result<PoolEntry, ServerError> {
-    let ServerStream { io, server, alpn } = stream;
+    let ServerStream {
+        io,
+        server,
+        alpn,
+        proxy_form,
+    } = stream;
     let h2 = alpn.as_deref() == Some("h2");
     let addr_text = server.address.to_string();
     let state = Arc::new(EntryState::default());
@@ -335,6 +376,7 @@ pub(crate) async fn handshake(
         server,
         h2,
         state,
+        proxy_form,
     })
 }
 

@@ -23,6 +23,19 @@ pub(crate) struct PoolEntry {
     /// Where it is in its life, shared with its IO driver and with the response body that
     /// ends its exchange.
     pub(crate) state: Arc<EntryState>,
+    /// A connection to an HTTP(S) proxy itself (plain HTTP through an upstream proxy): its
+    /// requests go absolute-form, with this `Proxy-Authorization` when set.
+    pub(crate) proxy_form: Option<Arc<ProxyForm>>,
+}
+
+/// How requests go on a connection to an HTTP(S) proxy itself.
+#[derive(Debug)]
+pub(crate) struct ProxyForm {
+    /// The proxy's `host:port`, named when it refuses.
+    pub(crate) proxy: String,
+    /// The `Proxy-Authorization` sent with each request (the proxy URL's credentials, else
+    /// `upstream_auth`); the client's own is never forwarded.
+    pub(crate) authorization: Option<http::HeaderValue>,
 }
 
 impl PoolEntry {
@@ -220,7 +233,10 @@ impl Pool {
         let mut pool = self.entries.borrow_mut();
         let list = pool.get_mut(key)?;
         list.retain(|e| e.state.get() != ConnState::Closed);
-        let i = list.iter().position(|e| !e.h2 && e.usable())?;
+        // Upgrades go by CONNECT, never on a connection to a proxy itself.
+        let i = list
+            .iter()
+            .position(|e| !e.h2 && e.usable() && e.proxy_form.is_none())?;
         Some(list.remove(i))
     }
 

@@ -14,7 +14,9 @@ use waylay_core::flow::{HttpFlow, Message, Request, now};
 use super::body::{BodyEnd, ProxyBody, Read, read_up_to};
 use super::convert::{headers_from, version_of};
 use super::response::{content_length, respond_from_flow, response_phase};
-use super::upstream::{Dest, buffered_body, build_upstream, send_upstream, upstream_request};
+use super::upstream::{
+    Dest, buffered_body, build_upstream, send_upstream, to_proxy_form, upstream_request,
+};
 use super::walk::{HyperResponse, Killed, error_response, fail, flow_failed, run_hook};
 use crate::config::ProxyConfig;
 use crate::conn::dest::Destination;
@@ -109,7 +111,7 @@ async fn forward_unobserved(
         } else {
             (extensions.take(), headers.take())
         };
-        upstream_request(
+        let mut req = upstream_request(
             method.clone(),
             hdrs.unwrap_or_default(),
             dest,
@@ -120,7 +122,9 @@ async fn forward_unobserved(
             entry.h2,
             absolute_form,
             false,
-        )
+        )?;
+        to_proxy_form(&mut req, entry, dest)?;
+        Ok(req)
     })
     .await;
     let (entry, resp) = match sent {

@@ -45,7 +45,26 @@ pub(crate) async fn send_upstream(
         let upstream = build(&entry, retryable).map_err(ForwardError::Request)?;
         entry.state.send(entry.h2);
         match entry.addr.send(Forward(upstream)).await {
-            Ok(Ok(resp)) => return Ok((entry, resp)),
+            Ok(Ok(resp)) => {
+                // The upstream proxy itself refusing (not the server answering): a 502 naming
+                // it, as for a refused CONNECT.
+                if let Some(form) = &entry.proxy_form
+                    && resp.status() == http::StatusCode::PROXY_AUTHENTICATION_REQUIRED
+                {
+                    ctx.pool.evict(key, &entry);
+                    return Err(ServerError::Via(crate::via::ViaError::Status {
+                        proxy: form.proxy.clone(),
+                        status: resp.status().as_u16(),
+                        reason: resp
+                            .status()
+                            .canonical_reason()
+                            .unwrap_or_default()
+                            .to_owned(),
+                    })
+                    .into());
+                }
+                return Ok((entry, resp));
+            }
             Ok(Err(msg)) => {
                 ctx.pool.evict(key, &entry);
                 if retryable {
@@ -67,6 +86,33 @@ pub(crate) async fn send_upstream(
             }
         }
     }
+}
+
+/// On a connection to an HTTP(S) proxy itself, the request goes absolute-form to the
+/// destination (`http://host:port/path`, `Host` left as it is), with the proxy's
+/// `Proxy-Authorization`.
+pub(crate) fn to_proxy_form(
+    req: &mut hyper::Request<ProxyBody>,
+    entry: &PoolEntry,
+    dest: &Dest<'_>,
+) -> Result<(), String> {
+    let Some(form) = &entry.proxy_form else {
+        return Ok(());
+    };
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let url = format!("http://{}{path}", dest.host_port());
+    *req.uri_mut() = url
+        .parse()
+        .map_err(|e| format!("invalid request target {url:?}: {e}"))?;
+    if let Some(auth) = &form.authorization {
+        req.headers_mut()
+            .insert(http::header::PROXY_AUTHORIZATION, auth.clone());
+    }
+    Ok(())
 }
 
 pub(crate) fn buffered_body(flow: &HttpFlow) -> ProxyBody {
@@ -204,7 +250,7 @@ pub(crate) fn build_upstream(
         Some(raw) if !r.stream => Some((raw.len(), r.trailers.is_some())),
         _ => None,
     };
-    upstream_request(
+    let mut req = upstream_request(
         method,
         headers_to(&r.headers),
         &dest,
@@ -215,5 +261,7 @@ pub(crate) fn build_upstream(
         h2,
         absolute_form,
         matches!(entry.state.get(), ConnState::Upgrading { .. }),
-    )
+    )?;
+    to_proxy_form(&mut req, entry, &dest)?;
+    Ok(req)
 }

@@ -185,6 +185,7 @@ pub(crate) async fn serve(ctx: Rc<ConnCtx>, client: BoxIo, server_side: ServerSi
                 address,
                 tls: None,
                 via: None,
+                proxy_form: false,
             };
             connect_stream(&ctx, &spec)
                 .await

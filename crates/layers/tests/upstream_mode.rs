@@ -16,7 +16,8 @@ use waylay_core::{Addon, HttpFlow, Via};
 
 use waylay_layers::{Proxy, ProxyBuilder};
 use waylay_testkit::{
-    TempDir, TestProxy, http_origin, https_origin, proxy_get, raw_request, tinyproxy, within,
+    TempDir, TestProxy, http_origin, https_origin, proxy_get, raw_request, socks5_server,
+    tinyproxy, within,
 };
 
 const T: Duration = Duration::from_secs(10);
@@ -290,6 +291,46 @@ async fn an_addon_routes_each_flow_through_its_own_upstream() {
     assert!(
         saw(&log_b, b) && !saw(&log_b, a) && !saw(&log_b, c),
         "{log_b}"
+    );
+    proxy.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_socks5_upstream_carries_plain_and_intercepted_https() {
+    let socks = socks5_server(Some(("bob", "pw"))).await;
+    let dir = TempDir::new("socks5-upstream");
+    let origin = http_origin().await;
+    let (tls_origin, origin_ca) = https_origin(&dir).await;
+    let proxy = TestProxy::start(
+        Proxy::builder()
+            .set(format!("mode=upstream:socks5://bob:pw@{}", socks.addr))
+            .set(format!(
+                "ssl_verify_upstream_trusted_ca={}",
+                origin_ca.display()
+            )),
+    )
+    .await;
+    let out = within(
+        "plain GET",
+        proxy_get(proxy.addr(), &format!("http://{origin}/s")),
+    )
+    .await;
+    assert!(
+        out.ends_with(&format!("origin GET /s host={origin}")),
+        "{out}"
+    );
+    let ca = dir.path().join("proxy-ca.pem");
+    std::fs::write(&ca, proxy.running().ca_cert_pem()).expect("write CA");
+    let port = tls_origin.port();
+    let out = curl(proxy.addr(), &ca, &format!("https://localhost:{port}/t"))
+        .await
+        .expect("HTTPS through the SOCKS5 upstream");
+    assert_eq!(out, format!("origin GET /t host=localhost:{port}"));
+    let targets = socks.targets();
+    assert!(targets.contains(&origin.to_string()), "{targets:?}");
+    assert!(
+        targets.contains(&format!("localhost:{port}")),
+        "{targets:?}"
     );
     proxy.shutdown().await;
 }

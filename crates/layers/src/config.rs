@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use regex::RegexSet;
-use waylay_core::{Credentials, Mode, ModeSpec, Options, OptionsError, Via};
+use waylay_core::{Credentials, Mode, ModeSpec, Options, OptionsError, ReverseScheme, Via};
 
 use crate::tls::UpstreamTls;
 use crate::via::ViaOptions;
@@ -98,9 +98,13 @@ fn mode(o: &Options) -> Result<ModeSpec, OptionsError> {
     }
     match &first.mode {
         Mode::Regular | Mode::Upstream(_) => Ok(first),
+        Mode::Reverse(t) if matches!(t.scheme, ReverseScheme::Http | ReverseScheme::Https) => {
+            Ok(first)
+        }
         _ => Err(bad(
             first.to_string(),
-            "regular or upstream:URL (the other modes are not wired yet)".into(),
+            "regular, upstream:URL or reverse:http(s)://HOST:PORT (the other modes are not wired yet)"
+                .into(),
         )),
     }
 }

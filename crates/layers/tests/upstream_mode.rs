@@ -191,7 +191,9 @@ async fn a_dead_upstream_gives_a_502_naming_it_then_requests_still_work() {
 #[actix_rt::test]
 async fn modes_not_wired_yet_are_refused_with_one_line() {
     for spec in [
-        "reverse:http://127.0.0.1:1",
+        "reverse:tls://127.0.0.1:1",
+        "reverse:tcp://127.0.0.1:1",
+        "reverse:dns://127.0.0.1:1",
         "socks5",
         "transparent",
         "bogus",

@@ -166,9 +166,12 @@ async fn forward_unobserved(
 pub(crate) async fn handle(
     ctx: Rc<ConnCtx>,
     target: Rc<Option<Destination>>,
-    req: hyper::Request<Incoming>,
+    mut req: hyper::Request<Incoming>,
 ) -> Result<HyperResponse, Killed> {
     let cfg = ctx.shared.config();
+    if let waylay_core::Mode::Reverse(t) = &cfg.mode.mode {
+        crate::modes::reverse::rewrite_host(&mut req, t);
+    }
     if req.method() == Method::CONNECT {
         // Boxed, like the observed path below: the future hyper keeps per connection is
         // then only as large as the unobserved path needs (it stays allocated while idle).

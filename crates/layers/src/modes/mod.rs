@@ -3,6 +3,7 @@
 
 pub(crate) mod mode;
 mod regular;
+pub(crate) mod reverse;
 
 use std::rc::Rc;
 
@@ -13,6 +14,10 @@ pub(crate) use mode::Mode;
 
 /// Serves a fresh client connection (after `client_connect`) by its listener's mode.
 pub(crate) async fn serve(ctx: Rc<ConnCtx>, tcp: TcpStream) {
+    // Upstream mode's front is regular's (only the route of server connections differs).
+    if let waylay_core::Mode::Reverse(target) = &ctx.shared.config().mode.mode {
+        return reverse::serve(ctx.clone(), tcp, target.clone()).await;
+    }
     match ctx.mode {
         Mode::Regular => regular::serve(ctx, tcp).await,
     }

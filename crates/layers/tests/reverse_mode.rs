@@ -27,7 +27,7 @@ async fn plain_http_goes_to_the_target_with_host_rewritten() {
     }
     // Two requests on one kept-alive connection.
     let req = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-    let out = within("pipelined", raw_request(proxy.addr(), req.as_bytes())).await;
+    let out = within("pipelined", raw_request(proxy.addr(), req)).await;
     assert!(
         out.contains(&format!("origin GET /a host={origin}")),
         "{out}"

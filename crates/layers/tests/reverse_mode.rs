@@ -3,7 +3,10 @@
 //! the target reached over TLS; a refused target gives a 502 naming it, and the proxy keeps
 //! serving.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use waylay_core::{Addon, HttpFlow};
 
 use waylay_layers::Proxy;
 use waylay_testkit::{TempDir, TestProxy, http_origin, https_origin, raw_request, within};

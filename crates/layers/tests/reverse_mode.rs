@@ -13,11 +13,34 @@ use waylay_testkit::{TempDir, TestProxy, http_origin, https_origin, raw_request,
 
 const T: Duration = Duration::from_secs(10);
 
+/// Records each flow's `client.proxy_mode` and `Host` as `request_headers` sees them.
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<Vec<(String, String)>>>);
+
+impl Addon for Seen {
+    async fn request_headers(&mut self, flow: &mut HttpFlow) {
+        let host = flow
+            .request
+            .headers
+            .get("host")
+            .unwrap_or_default()
+            .to_owned();
+        if let Ok(mut v) = self.0.lock() {
+            v.push((flow.client.proxy_mode.clone(), host));
+        }
+    }
+}
+
 #[actix_rt::test]
 async fn plain_http_goes_to_the_target_with_host_rewritten() {
     let origin = http_origin().await;
-    let proxy =
-        TestProxy::start(Proxy::builder().set(format!("mode=reverse:http://{origin}"))).await;
+    let seen = Seen::default();
+    let proxy = TestProxy::start(
+        Proxy::builder()
+            .set(format!("mode=reverse:http://{origin}"))
+            .addon(seen.clone()),
+    )
+    .await;
     for path in ["/one", "/two"] {
         let req =
             format!("GET {path} HTTP/1.1\r\nHost: example.invalid\r\nConnection: close\r\n\r\n");
@@ -39,6 +62,13 @@ async fn plain_http_goes_to_the_target_with_host_rewritten() {
         out.ends_with(&format!("origin GET /b host={origin}")),
         "{out}"
     );
+    // Addons see the flow already pointed at the target, in mode `reverse:http://...`.
+    let seen = seen.0.lock().expect("seen").clone();
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    for (mode, host) in seen {
+        assert_eq!(mode, format!("reverse:http://{origin}"));
+        assert_eq!(host, origin.to_string());
+    }
     proxy.shutdown().await;
 }
 

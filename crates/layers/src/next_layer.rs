@@ -151,7 +151,7 @@ async fn tunnel(ctx: Rc<ConnCtx>, t: Tunnel) {
     match t.upgrade.await {
         Ok(upgraded) => {
             let io: BoxIo = Box::new(TokioIo::new(upgraded));
-            serve_tunnel(ctx, io, t.host, t.port).await;
+            serve_tunnel(ctx, io, t.host, t.port, Scheme::Http).await;
         }
         Err(e) => tracing::debug!("CONNECT upgrade failed: {e}"),
     }
@@ -205,7 +205,15 @@ async fn next_layer_hook(
 /// A target matching `ignore_hosts` is relayed untouched and one matching `tcp_hosts` is raw
 /// TCP, both decided before the client sends anything; otherwise the client's first bytes
 /// decide, and `ignore_hosts` / `allow_hosts` are checked against the target and the TLS SNI.
-pub(crate) async fn serve_tunnel(ctx: Rc<ConnCtx>, mut io: BoxIo, host: String, port: u16) {
+/// Plain HTTP from the client goes to the target by `plain` (`https` for a reverse proxy to
+/// an HTTPS target).
+pub(crate) async fn serve_tunnel(
+    ctx: Rc<ConnCtx>,
+    mut io: BoxIo,
+    host: String,
+    port: u16,
+    plain: Scheme,
+) {
     let cfg = ctx.shared.config();
     let target = Address::new(host.clone(), port).to_string();
     let mut buf = BytesMut::new();
@@ -256,8 +264,8 @@ pub(crate) async fn serve_tunnel(ctx: Rc<ConnCtx>, mut io: BoxIo, host: String, 
                 TlsOutcome::Done => {}
             }
         }
-        Layer::Http1 => crate::http::serve_h1(ctx, io, Some(target(Scheme::Http))).await,
-        Layer::Http2 => crate::http::serve_h2(ctx, io, Some(target(Scheme::Http))).await,
+        Layer::Http1 => crate::http::serve_h1(ctx, io, Some(target(plain))).await,
+        Layer::Http2 => crate::http::serve_h2(ctx, io, Some(target(plain))).await,
         Layer::Tcp => crate::relay::tcp::serve(ctx, io, ServerSide::Dial(address), Mode::Tcp).await,
         Layer::Passthrough => {
             crate::relay::tcp::serve(ctx, io, ServerSide::Dial(address), Mode::Passthrough).await

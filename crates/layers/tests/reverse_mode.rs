@@ -88,7 +88,7 @@ async fn a_refused_target_gives_a_502_naming_it() {
 }
 
 #[actix_rt::test]
-async fn a_tls_client_reaches_an_https_target() {
+async fn an_https_target_is_reached_from_tls_and_plain_clients() {
     let dir = TempDir::new("reverse-https");
     let (tls_origin, origin_ca) = https_origin(&dir).await;
     let port = tls_origin.port();
@@ -103,6 +103,13 @@ async fn a_tls_client_reaches_an_https_target() {
     .await;
     let ca = dir.path().join("proxy-ca.pem");
     std::fs::write(&ca, proxy.running().ca_cert_pem()).expect("write CA");
+    // A plain client: waylay speaks TLS to the target.
+    let req = b"GET /plain HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let out = within("plain GET", raw_request(proxy.addr(), req)).await;
+    assert!(
+        out.ends_with(&format!("origin GET /plain host=localhost:{port}")),
+        "{out}"
+    );
     for version in ["--http1.1", "--http2"] {
         let out = tokio::time::timeout(
             T,

@@ -12,13 +12,19 @@ use waylay_core::ReverseTarget;
 
 use crate::context::ConnCtx;
 use crate::io::{IdleTimeout, LingeringClose};
+use crate::proto::target::Scheme;
 
 /// Serves a reverse-mode client connection: a tunnel to `target`.
 pub(crate) async fn serve(ctx: Rc<ConnCtx>, tcp: TcpStream, target: ReverseTarget) {
     let cfg = ctx.shared.config();
     let tcp = LingeringClose::new(IdleTimeout::new(tcp, cfg.idle_timeout));
+    let plain = if target.scheme.tls() {
+        Scheme::Https
+    } else {
+        Scheme::Http
+    };
     let address = target.address;
-    crate::next_layer::serve_tunnel(ctx, Box::new(tcp), address.host, address.port).await;
+    crate::next_layer::serve_tunnel(ctx, Box::new(tcp), address.host, address.port, plain).await;
 }
 
 /// Points a request's `Host` (HTTP/1, and HTTP/2 when the client sent one) and its URL's

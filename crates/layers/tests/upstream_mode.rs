@@ -336,3 +336,30 @@ async fn a_socks5_upstream_carries_plain_and_intercepted_https() {
     );
     proxy.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn in_upstream_mode_an_addon_can_send_a_flow_direct() {
+    let Some(tiny) = tinyproxy(None).await else {
+        return;
+    };
+    let (a, c) = (http_origin().await, http_origin().await);
+    let routes = Routes(vec![(c.port(), Via::Direct)]);
+    let proxy = TestProxy::start(upstream(tiny.addr).addon(routes)).await;
+    for origin in [a, c] {
+        let out = within(
+            "GET",
+            proxy_get(proxy.addr(), &format!("http://{origin}/d")),
+        )
+        .await;
+        assert!(
+            out.ends_with(&format!("origin GET /d host={origin}")),
+            "{out}"
+        );
+    }
+    let log = tiny.log();
+    assert!(
+        log.contains(&a.to_string()) && !log.contains(&c.to_string()),
+        "{log}"
+    );
+    proxy.shutdown().await;
+}

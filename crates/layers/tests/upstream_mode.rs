@@ -363,3 +363,84 @@ async fn in_upstream_mode_an_addon_can_send_a_flow_direct() {
     );
     proxy.shutdown().await;
 }
+
+/// Adds a header to every CONNECT sent upstream.
+struct Tag;
+
+impl Addon for Tag {
+    async fn http_connect_upstream(&mut self, flow: &mut HttpFlow) {
+        flow.request.headers.insert("X-Tag", "from-addon");
+    }
+}
+
+/// A CONNECT-only proxy recording each CONNECT head it gets, then relaying.
+async fn recording_proxy() -> (SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let heads: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let seen = heads.clone();
+    actix::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let seen = seen.clone();
+            actix::spawn(async move {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
+                    if s.read(&mut b).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(b[0]);
+                }
+                let text = String::from_utf8_lossy(&head).into_owned();
+                let target = text.split(' ').nth(1).unwrap_or("").to_owned();
+                if let Ok(mut h) = seen.lock() {
+                    h.push(text);
+                }
+                let Ok(mut up) = TcpStream::connect(target).await else {
+                    return;
+                };
+                if s.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.is_ok() {
+                    let _ = tokio::io::copy_bidirectional(&mut s, &mut up).await;
+                }
+            });
+        }
+    });
+    (addr, heads)
+}
+
+#[actix_rt::test]
+async fn http_connect_upstream_changes_the_connect_sent_upstream() {
+    let (upstream_addr, heads) = recording_proxy().await;
+    let dir = TempDir::new("connect-upstream");
+    let (tls_origin, origin_ca) = https_origin(&dir).await;
+    let proxy = TestProxy::start(
+        upstream(upstream_addr)
+            .set(format!(
+                "ssl_verify_upstream_trusted_ca={}",
+                origin_ca.display()
+            ))
+            .set("upstream_auth=u:p")
+            .addon(Tag),
+    )
+    .await;
+    let ca = dir.path().join("proxy-ca.pem");
+    std::fs::write(&ca, proxy.running().ca_cert_pem()).expect("write CA");
+    let port = tls_origin.port();
+    let out = curl(proxy.addr(), &ca, &format!("https://localhost:{port}/c"))
+        .await
+        .expect("HTTPS through the recording upstream");
+    assert_eq!(out, format!("origin GET /c host=localhost:{port}"));
+    let heads = heads.lock().expect("heads").clone();
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    let head = heads[0].to_ascii_lowercase();
+    assert!(
+        head.starts_with(&format!("connect localhost:{port} ")),
+        "{head}"
+    );
+    assert!(head.contains("x-tag: from-addon"), "{head}");
+    // upstream_auth=u:p, Basic dTpw.
+    assert!(head.contains("proxy-authorization: basic dtpw"), "{head}");
+    proxy.shutdown().await;
+}

@@ -12,6 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use waylay_core::flow::{Address, Server};
+use waylay_core::hooks::ServerConnectionHookData;
 use waylay_core::{Addon, HttpFlow, Via};
 
 use waylay_layers::{Proxy, ProxyBuilder};
@@ -442,5 +443,43 @@ async fn http_connect_upstream_changes_the_connect_sent_upstream() {
     assert!(head.contains("x-tag: from-addon"), "{head}");
     // upstream_auth=u:p, Basic dTpw.
     assert!(head.contains("proxy-authorization: basic dtpw"), "{head}");
+    proxy.shutdown().await;
+}
+
+/// Routes every server connection through one proxy, set in `server_connect`.
+struct ViaInServerConnect(Via);
+
+impl Addon for ViaInServerConnect {
+    async fn server_connect(&mut self, data: &mut ServerConnectionHookData) {
+        data.server.via = Some(self.0.clone());
+    }
+}
+
+#[actix_rt::test]
+async fn a_via_set_in_server_connect_routes_an_intercepted_tunnel() {
+    let Some(tiny) = tinyproxy(None).await else {
+        return;
+    };
+    let dir = TempDir::new("via-server-connect");
+    let (tls_origin, origin_ca) = https_origin(&dir).await;
+    let via = Via::parse(&format!("http://{}", tiny.addr)).expect("via");
+    let proxy = TestProxy::start(
+        Proxy::builder()
+            .set(format!(
+                "ssl_verify_upstream_trusted_ca={}",
+                origin_ca.display()
+            ))
+            .addon(ViaInServerConnect(via)),
+    )
+    .await;
+    let ca = dir.path().join("proxy-ca.pem");
+    std::fs::write(&ca, proxy.running().ca_cert_pem()).expect("write CA");
+    let port = tls_origin.port();
+    let out = curl(proxy.addr(), &ca, &format!("https://localhost:{port}/v"))
+        .await
+        .expect("HTTPS routed in server_connect");
+    assert_eq!(out, format!("origin GET /v host=localhost:{port}"));
+    let log = tiny.log();
+    assert!(log.contains(&format!("CONNECT localhost:{port}")), "{log}");
     proxy.shutdown().await;
 }

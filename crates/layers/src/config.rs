@@ -96,6 +96,13 @@ fn mode(o: &Options) -> Result<ModeSpec, OptionsError> {
             "a single mode (waylay listens in one mode at a time yet)".into(),
         ));
     }
+    if first.listen_host.is_some() || first.listen_port.is_some() {
+        return Err(bad(
+            first.to_string(),
+            "a mode without @ (set listen_host / listen_port; per-mode listen addresses are not wired yet)"
+                .into(),
+        ));
+    }
     match &first.mode {
         Mode::Regular | Mode::Upstream(_) => Ok(first),
         Mode::Reverse(t) if matches!(t.scheme, ReverseScheme::Http | ReverseScheme::Https) => {

@@ -469,6 +469,16 @@ fn bad_addon_values_are_refused_at_start() {
         ),
         (vec!["--stickycookie", "~d ("], "stickycookie", "\"~d (\""),
         (vec!["--stickyauth", "~x"], "stickyauth", "\"~x\""),
+        (
+            vec!["--set", "proxyauth=nocolon"],
+            "proxyauth",
+            "\"nocolon\"",
+        ),
+        (
+            vec!["--set", "proxyauth=@/does/not/exist/htpasswd"],
+            "proxyauth",
+            "/does/not/exist/htpasswd",
+        ),
     ] {
         let mut all = vec!["--set", set.as_str()];
         all.extend(args.iter().copied());

@@ -13,7 +13,22 @@ use waylay_testkit::{TestProxy, proxy_get, within};
 /// Records, per `response` hook, the path, whether the response was streamed and the body
 /// the flow kept.
 #[derive(Debug, Clone, Default)]
-struct Observe(Arc<Mutex<Vec<(String, bool, Option<usize>)>>>);
+struct Observe(Arc<Mutex<Vec<Seen>>>);
+
+/// The path, `response.stream`, and the length of the body the flow kept.
+type Seen = (String, bool, Option<usize>);
+
+/// Unsets `stream` at `response_headers`: the addon wants the whole body at `response`.
+#[derive(Debug, Default)]
+struct Buffer;
+
+impl Addon for Buffer {
+    async fn response_headers(&mut self, flow: &mut HttpFlow) {
+        if let Some(r) = flow.response.as_mut() {
+            r.stream = false;
+        }
+    }
+}
 
 impl Addon for Observe {
     async fn response(&mut self, flow: &mut HttpFlow) {
@@ -141,4 +156,38 @@ async fn events_reach_the_client_before_the_origin_finishes() {
     assert_eq!((second.0.as_str(), second.1), ("/plain", false));
     assert!(second.2.is_some_and(|n| n > 0), "{second:?}");
     proxy.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn an_addon_may_ask_for_the_events_buffered() {
+    let origin = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let origin_addr = origin.local_addr().expect("addr");
+    let server = tokio::spawn(async move {
+        let (mut s, _) = origin.accept().await.expect("accept");
+        read_head(&mut s).await;
+        s.write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: 13\r\n\r\n\
+              data: whole\n\n",
+        )
+        .await
+        .expect("write");
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest).await;
+    });
+    let seen = Observe::default();
+    let proxy = TestProxy::start(Proxy::builder().addon(Buffer).addon(seen.clone())).await;
+    let out = proxy_get(proxy.addr(), &format!("http://{origin_addr}/events")).await;
+    assert!(out.ends_with("data: whole\n\n"), "{out}");
+    within("the response hook", async {
+        while seen.0.lock().expect("log").is_empty() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert_eq!(
+        seen.0.lock().expect("log")[0],
+        ("/events".to_owned(), false, Some(13))
+    );
+    proxy.shutdown().await;
+    server.abort();
 }

@@ -305,11 +305,16 @@ async fn curl_with_proxy_user_against_an_htpasswd_file() {
         return;
     };
     assert_eq!(code, "200");
+    // The same credentials again: verified once, remembered.
+    let again = curl(proxy.addr(), &url, "alice:s3cret")
+        .await
+        .expect("curl");
+    assert_eq!(again, "200");
     let refused = curl(proxy.addr(), &url, "alice:wrong").await.expect("curl");
     assert_eq!(refused, "407");
     // After a refusal the next request still works, the SHA-1 user too.
     let after = curl(proxy.addr(), &url, "bob:pa:ss").await.expect("curl");
     assert_eq!(after, "200");
-    assert_eq!(seen.lock().expect("log").len(), 2);
+    assert_eq!(seen.lock().expect("log").len(), 3);
     proxy.shutdown().await;
 }

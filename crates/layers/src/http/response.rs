@@ -283,3 +283,33 @@ fn stream_to_client(
     let (head, ()) = head.into_parts();
     hyper::Response::from_parts(head, body)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_type(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_str(v).unwrap(),
+        );
+        h
+    }
+
+    #[test]
+    fn event_streams_are_recognised_by_their_media_type() {
+        for v in [
+            "text/event-stream",
+            "Text/Event-Stream",
+            "text/event-stream; charset=utf-8",
+            " text/event-stream ;x=y",
+        ] {
+            assert!(is_event_stream(&with_type(v)), "{v}");
+        }
+        for v in ["text/plain", "text/event-streams", "application/json", ""] {
+            assert!(!is_event_stream(&with_type(v)), "{v}");
+        }
+        assert!(!is_event_stream(&HeaderMap::new()));
+    }
+}

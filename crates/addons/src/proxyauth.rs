@@ -61,6 +61,12 @@ impl Credentials {
                 .map(|h| Self::Htpasswd(Arc::new(h)))
                 .map_err(rejected);
         }
+        if v.starts_with("ldap:") || v.starts_with("ldaps:") {
+            // mitmproxy's LDAP form: never taken for user "ldap".
+            return Err(rejected(format!(
+                "{v:?}: LDAP authentication is not supported (use \"@htpasswd-file\")"
+            )));
+        }
         match v.split_once(':') {
             Some((user, pass)) if !user.is_empty() => Ok(Self::Single {
                 user: user.into(),
@@ -285,7 +291,15 @@ mod tests {
                 pass: "with:colon".into()
             })
         );
-        for bad in ["@", "@/does/not/exist/htpasswd", "nocolon", ":pass", ""] {
+        for bad in [
+            "@",
+            "@/does/not/exist/htpasswd",
+            "nocolon",
+            ":pass",
+            "",
+            "ldap:localhost:cn=admin:pw:ou=users",
+            "ldaps:localhost:cn=admin:pw:ou=users",
+        ] {
             assert!(Credentials::parse(bad).is_err(), "{bad}");
         }
     }

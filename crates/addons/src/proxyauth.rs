@@ -321,6 +321,23 @@ mod tests {
         }
 
         #[test]
+        fn option_values_parse_or_refuse_without_panic(v in "[^@]{0,40}") {
+            let _ = Credentials::parse(&v);
+        }
+
+        #[test]
+        fn a_password_is_everything_after_the_first_colon(
+            // Not "ldap" or "ldaps": those are the refused LDAP form.
+            user in "u[a-z]{0,10}",
+            pass in ".{0,20}",
+        ) {
+            prop_assert_eq!(
+                Credentials::parse(&format!("{user}:{pass}")).ok(),
+                Some(Credentials::Single { user, pass })
+            );
+        }
+
+        #[test]
         fn encoded_credentials_come_back(user in "[^:\\x00]{0,20}", pass in ".{0,20}") {
             let parsed = parse_basic(&basic(&format!("{user}:{pass}")));
             prop_assert_eq!(parsed, Some((user, pass)));

@@ -7,7 +7,9 @@ use waylay_core::hooks::{Configure, Loader};
 
 use crate::value::expand_home;
 use waylay_core::options::OptionValue;
-use waylay_core::{Addon, HookKind, HookSet, HttpFlow, OptionSpec, OptionsError, Response};
+use waylay_core::{
+    Addon, HookKind, HookSet, HttpFlow, OptionSpec, Options, OptionsError, Response,
+};
 
 /// The page, with links to `/cert/pem`, `/cert/cer` and `/cert/p12`.
 const PAGE: &str = include_str!("onboarding.html");
@@ -154,6 +156,16 @@ impl Addon for Onboarding {
             HookKind::Done,
             HookKind::RequestHeaders,
         ])
+    }
+
+    // Only requests to the onboarding host need a flow: others take the proxy's flowless path
+    // when no other addon looks at HTTP (the onboarding page is on by default).
+    fn http_hosts(options: &Options) -> Option<Vec<String>> {
+        if !options.bool("onboarding") {
+            return Some(Vec::new());
+        }
+        let host = options.str("onboarding_host").unwrap_or(ONBOARDING_HOST);
+        Some(vec![host.trim().to_ascii_lowercase()])
     }
 
     async fn load(&mut self, loader: &mut Loader) {

@@ -8,16 +8,22 @@
 //! [`Credentials::verify`], is a plain function of a user and a password, for other
 //! mechanisms (SOCKS5) to reuse; [`parse_basic`] reads the header.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use base64::Engine as _;
 use waylay_core::flow::{Client, ConnectionId, Response};
 use waylay_core::hooks::Configure;
 use waylay_core::{Addon, HookKind, HookSet, HttpFlow, Options, OptionsError};
 
+use crate::htpasswd::{Htpasswd, constant_time_eq};
+
 /// The body of the 407 (the realm is in `Proxy-Authenticate`).
 const REQUIRED: &str = "waylay: proxy authentication required (proxyauth)\n";
 const CHALLENGE: &str = "Basic realm=\"waylay\"";
+/// How many accepted header values [`ProxyAuth`] remembers (then it starts over), so a
+/// bcrypt hash is checked once per client credentials, not on every request.
+const CACHE_LIMIT: usize = 1024;
 
 /// What `proxyauth` accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,49 +37,65 @@ pub enum Credentials {
         /// The password.
         pass: String,
     },
+    /// `@path`: the users of an htpasswd file (bcrypt or `{SHA}`).
+    Htpasswd(Arc<Htpasswd>),
 }
 
 impl Credentials {
-    /// Parses the `proxyauth` option: `any` or `username:password`. htpasswd files
-    /// (`@path`) are refused with a clear error (not supported yet).
+    /// Parses the `proxyauth` option: `any`, `username:password` (split at the first `:`,
+    /// so the password may contain more) or `@path` to an htpasswd file, read now. The error
+    /// is one line naming the option.
     pub fn parse(v: &str) -> Result<Self, OptionsError> {
+        let rejected = |reason: String| OptionsError::Rejected {
+            name: "proxyauth".into(),
+            reason,
+        };
         if v == "any" {
             return Ok(Self::Any);
         }
-        let bad = |expected: &str| OptionsError::BadValue {
-            name: "proxyauth".into(),
-            value: v.into(),
-            expected: expected.into(),
-        };
-        if v.starts_with('@') {
-            return Err(bad(
-                "\"username:password\" or \"any\" (htpasswd files are not supported yet)",
-            ));
+        if let Some(path) = v.strip_prefix('@') {
+            if path.is_empty() {
+                return Err(rejected(format!("{v:?} names no htpasswd file")));
+            }
+            return Htpasswd::read(std::path::Path::new(path))
+                .map(|h| Self::Htpasswd(Arc::new(h)))
+                .map_err(rejected);
+        }
+        if v.starts_with("ldap:") || v.starts_with("ldaps:") {
+            // mitmproxy's LDAP form: never taken for user "ldap".
+            return Err(rejected(format!(
+                "{v:?}: LDAP authentication is not supported (use \"@htpasswd-file\")"
+            )));
         }
         match v.split_once(':') {
             Some((user, pass)) if !user.is_empty() => Ok(Self::Single {
                 user: user.into(),
                 pass: pass.into(),
             }),
-            _ => Err(bad("\"username:password\" or \"any\"")),
+            _ => Err(rejected(format!(
+                "{v:?} is not \"username:password\", \"any\" or \"@htpasswd-file\""
+            ))),
         }
     }
 
-    /// Whether `user` with `pass` may use the proxy.
+    /// Whether `user` with `pass` may use the proxy: the one credential check, for HTTP
+    /// proxy authentication and SOCKS5 alike. A bcrypt hash costs milliseconds of CPU: see
+    /// [`Credentials::is_costly`].
     pub fn verify(&self, user: &str, pass: &str) -> bool {
         match self {
             Self::Any => true,
             Self::Single { user: u, pass: p } => {
                 // Constant-time in the password's length, so a probe learns nothing from timing.
-                let same = pass.len() == p.len()
-                    && pass
-                        .bytes()
-                        .zip(p.bytes())
-                        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                        == 0;
-                user == u && same
+                user == u && constant_time_eq(pass.as_bytes(), p.as_bytes())
             }
+            Self::Htpasswd(h) => h.check(user, pass),
         }
+    }
+
+    /// Whether [`Credentials::verify`] may be slow (an htpasswd file, maybe bcrypt): then run
+    /// it off the worker thread ([`tokio::task::spawn_blocking`]) and cache the outcome.
+    pub fn is_costly(&self) -> bool {
+        matches!(self, Self::Htpasswd(_))
     }
 }
 
@@ -99,6 +121,9 @@ pub struct ProxyAuth {
     credentials: Option<Credentials>,
     /// Client connections whose CONNECT carried valid credentials.
     authenticated: HashSet<ConnectionId>,
+    /// `Proxy-Authorization` values already verified against costly credentials, with the
+    /// outcome; at most [`CACHE_LIMIT`], emptied when the option changes.
+    verified: HashMap<Vec<u8>, bool>,
 }
 
 impl ProxyAuth {
@@ -109,19 +134,38 @@ impl ProxyAuth {
                 .str("proxyauth")
                 .and_then(|v| Credentials::parse(v).ok()),
             authenticated: HashSet::new(),
+            verified: HashMap::new(),
         }
     }
 
-    /// Whether the flow's request carries acceptable credentials.
-    fn accepts(&self, flow: &HttpFlow) -> bool {
+    /// Whether the flow's request carries acceptable credentials. Costly checks (bcrypt) run
+    /// on the blocking pool, once per header value.
+    async fn accepts(&mut self, flow: &HttpFlow) -> bool {
         let Some(creds) = &self.credentials else {
             return true;
         };
-        flow.request
-            .headers
-            .get_bytes("proxy-authorization")
-            .and_then(parse_basic)
-            .is_some_and(|(user, pass)| creds.verify(&user, &pass))
+        let Some(value) = flow.request.headers.get_bytes("proxy-authorization") else {
+            return false;
+        };
+        let Some((user, pass)) = parse_basic(value) else {
+            return false;
+        };
+        if !creds.is_costly() {
+            return creds.verify(&user, &pass);
+        }
+        if let Some(&ok) = self.verified.get(value) {
+            return ok;
+        }
+        let value = value.to_vec();
+        let check = creds.clone();
+        let ok = tokio::task::spawn_blocking(move || check.verify(&user, &pass))
+            .await
+            .unwrap_or(false);
+        if self.verified.len() >= CACHE_LIMIT {
+            self.verified.clear();
+        }
+        self.verified.insert(value, ok);
+        ok
     }
 
     fn refuse(flow: &mut HttpFlow) {
@@ -161,6 +205,7 @@ impl Addon for ProxyAuth {
             .str("proxyauth")
             .map(Credentials::parse)
             .transpose()?;
+        self.verified.clear();
         Ok(())
     }
 
@@ -168,7 +213,7 @@ impl Addon for ProxyAuth {
         if self.credentials.is_none() {
             return;
         }
-        if self.accepts(flow) {
+        if self.accepts(flow).await {
             self.authenticated.insert(flow.client.id);
         } else {
             Self::refuse(flow);
@@ -179,7 +224,7 @@ impl Addon for ProxyAuth {
         if self.credentials.is_none() || self.authenticated.contains(&flow.client.id) {
             return;
         }
-        if !self.accepts(flow) {
+        if !self.accepts(flow).await {
             Self::refuse(flow);
         }
     }
@@ -239,7 +284,22 @@ mod tests {
                 pass: "s3cret".into()
             })
         );
-        for bad in ["@htpasswd", "nocolon", ":pass"] {
+        assert_eq!(
+            Credentials::parse("alice:with:colon").ok(),
+            Some(Credentials::Single {
+                user: "alice".into(),
+                pass: "with:colon".into()
+            })
+        );
+        for bad in [
+            "@",
+            "@/does/not/exist/htpasswd",
+            "nocolon",
+            ":pass",
+            "",
+            "ldap:localhost:cn=admin:pw:ou=users",
+            "ldaps:localhost:cn=admin:pw:ou=users",
+        ] {
             assert!(Credentials::parse(bad).is_err(), "{bad}");
         }
     }
@@ -258,6 +318,23 @@ mod tests {
         #[test]
         fn random_header_values_never_panic(v in proptest::collection::vec(any::<u8>(), 0..128)) {
             let _ = parse_basic(&v);
+        }
+
+        #[test]
+        fn option_values_parse_or_refuse_without_panic(v in "[^@]{0,40}") {
+            let _ = Credentials::parse(&v);
+        }
+
+        #[test]
+        fn a_password_is_everything_after_the_first_colon(
+            // Not "ldap" or "ldaps": those are the refused LDAP form.
+            user in "u[a-z]{0,10}",
+            pass in ".{0,20}",
+        ) {
+            prop_assert_eq!(
+                Credentials::parse(&format!("{user}:{pass}")).ok(),
+                Some(Credentials::Single { user, pass })
+            );
         }
 
         #[test]

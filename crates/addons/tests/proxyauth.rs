@@ -165,14 +165,93 @@ async fn proxyauth_any_accepts_any_credentials_but_not_none() {
     proxy.shutdown().await;
 }
 
+/// An htpasswd file with a bcrypt user and a `{SHA}` user (whose password has a `:`).
+fn htpasswd_file(dir: &TempDir) -> std::path::PathBuf {
+    use base64::Engine as _;
+    use sha1::Digest as _;
+    let bc = bcrypt::hash("s3cret", 4).expect("bcrypt");
+    let sha = base64::engine::general_purpose::STANDARD.encode(sha1::Sha1::digest(b"pa:ss"));
+    let path = dir.path().join("htpasswd");
+    std::fs::write(&path, format!("# users\nalice:{bc}\nbob:{{SHA}}{sha}\n")).expect("write");
+    path
+}
+
+async fn decide(h: &mut AddonHarness, auth: Option<String>) -> Option<u16> {
+    let mut flow = tflow();
+    if let Some(a) = auth {
+        flow.request.headers.insert("proxy-authorization", a);
+    }
+    h.request_headers(flow)
+        .await
+        .response
+        .map(|r| r.status_code)
+}
+
 #[actix_rt::test]
-async fn an_htpasswd_file_is_refused_not_ignored() {
+async fn an_htpasswd_file_checks_bcrypt_and_sha1_users() {
+    let dir = TempDir::new("proxyauth-htpasswd");
+    let path = htpasswd_file(&dir);
+    let mut h = harness(&format!("proxyauth=@{}", path.display())).await;
+    // Twice each: the second answer comes from the cache and must be the same.
+    for _ in 0..2 {
+        assert_eq!(decide(&mut h, Some(basic("alice:s3cret"))).await, None);
+        assert_eq!(decide(&mut h, Some(basic("bob:pa:ss"))).await, None);
+        assert_eq!(decide(&mut h, Some(basic("alice:wrong"))).await, Some(407));
+        assert_eq!(decide(&mut h, Some(basic("bob:pa"))).await, Some(407));
+        assert_eq!(decide(&mut h, Some(basic("carol:s3cret"))).await, Some(407));
+        assert_eq!(decide(&mut h, None).await, Some(407));
+    }
+    // A new value replaces the file and forgets what was verified against it.
+    h.set_options(&["proxyauth=carol:x"]).await.expect("valid");
+    assert_eq!(decide(&mut h, Some(basic("alice:s3cret"))).await, Some(407));
+    assert_eq!(decide(&mut h, Some(basic("carol:x"))).await, None);
+}
+
+#[actix_rt::test]
+async fn a_password_may_contain_colons() {
+    let mut h = harness("proxyauth=alice:a:b:c").await;
+    assert_eq!(decide(&mut h, Some(basic("alice:a:b:c"))).await, None);
+    assert_eq!(decide(&mut h, Some(basic("alice:a"))).await, Some(407));
+    assert_eq!(decide(&mut h, Some(basic("alice:a:b"))).await, Some(407));
+}
+
+#[actix_rt::test]
+async fn bad_values_are_refused_in_configure_with_one_line() {
+    let dir = TempDir::new("proxyauth-bad");
+    let bad_line = dir.path().join("bad");
+    std::fs::write(&bad_line, "ok:{SHA}x\nu:$apr1$x$y\n").expect("write");
+    let missing = dir.path().join("missing");
+    let mut h = harness("proxyauth=alice:s3cret").await;
+    for (value, part) in [
+        (
+            format!("@{}", missing.display()),
+            "cannot read htpasswd file",
+        ),
+        (format!("@{}", bad_line.display()), "line 2"),
+        ("nocolon".to_owned(), "\"nocolon\""),
+        ("@".to_owned(), "\"@\""),
+    ] {
+        let e = h
+            .set_options(&[format!("proxyauth={value}")])
+            .await
+            .expect_err("refused")
+            .to_string();
+        assert!(e.starts_with("option proxyauth: "), "{e}");
+        assert!(e.contains(part), "{value}: {e}");
+        assert!(!e.contains('\n'), "{e}");
+        // The old value still holds.
+        assert_eq!(decide(&mut h, Some(basic("alice:s3cret"))).await, None);
+    }
+}
+
+#[actix_rt::test]
+async fn a_missing_htpasswd_file_stops_the_proxy_from_starting() {
     let dir = TempDir::new("proxyauth");
     let r = Proxy::builder()
         .set(format!("confdir={}", dir.path().display()))
         .set("workers=1")
         .listen("127.0.0.1:0")
-        .set("proxyauth=@htpasswd")
+        .set(format!("proxyauth=@{}", dir.path().join("nope").display()))
         .addon_with(ProxyAuth::from_options)
         .start()
         .await;
@@ -184,4 +263,58 @@ async fn an_htpasswd_file_is_refused_not_ignored() {
             panic!("accepted");
         }
     }
+}
+
+/// curl through the proxy with `--proxy-user`; its status code.
+async fn curl(proxy: SocketAddr, url: &str, user: &str) -> Option<String> {
+    let bin = waylay_testkit::peers::program("curl")?;
+    let out = waylay_testkit::within(
+        "curl",
+        tokio::process::Command::new(bin)
+            .args([
+                "-sS",
+                "--max-time",
+                "10",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ])
+            .args(["-x", &format!("http://{proxy}"), "--proxy-user", user, url])
+            .output(),
+    )
+    .await
+    .expect("run curl");
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[actix_rt::test]
+async fn curl_with_proxy_user_against_an_htpasswd_file() {
+    let dir = TempDir::new("proxyauth-curl");
+    let path = htpasswd_file(&dir);
+    let (origin, seen) = recording_origin().await;
+    let proxy = TestProxy::start(
+        Proxy::builder()
+            .set(format!("proxyauth=@{}", path.display()))
+            .addon_with(ProxyAuth::from_options),
+    )
+    .await;
+    let url = format!("http://{origin}/p");
+    let Some(code) = curl(proxy.addr(), &url, "alice:s3cret").await else {
+        proxy.shutdown().await;
+        return;
+    };
+    assert_eq!(code, "200");
+    // The same credentials again: verified once, remembered.
+    let again = curl(proxy.addr(), &url, "alice:s3cret")
+        .await
+        .expect("curl");
+    assert_eq!(again, "200");
+    let refused = curl(proxy.addr(), &url, "alice:wrong").await.expect("curl");
+    assert_eq!(refused, "407");
+    // After a refusal the next request still works, the SHA-1 user too.
+    let after = curl(proxy.addr(), &url, "bob:pa:ss").await.expect("curl");
+    assert_eq!(after, "200");
+    assert_eq!(seen.lock().expect("log").len(), 3);
+    proxy.shutdown().await;
 }

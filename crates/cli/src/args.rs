@@ -74,6 +74,11 @@ pub(crate) struct Cli {
     #[arg(long, value_name = "FILTER")]
     pub(crate) stickyauth: Option<String>,
 
+    /// Require proxy authentication: "username:pass", "any" to accept any user/pass
+    /// combination, or "@path" to an htpasswd file (bcrypt or {SHA}) (proxyauth).
+    #[arg(long, value_name = "SPEC")]
+    pub(crate) proxyauth: Option<String>,
+
     /// Use the Host header to construct URLs for display (showhost).
     #[arg(long)]
     pub(crate) showhost: bool,
@@ -159,6 +164,9 @@ impl Cli {
         }
         if let Some(f) = &self.stickyauth {
             specs.push(format!("stickyauth={f}"));
+        }
+        if let Some(v) = &self.proxyauth {
+            specs.push(format!("proxyauth={v}"));
         }
         if self.showhost {
             specs.push("showhost=true".to_owned());

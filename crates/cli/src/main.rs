@@ -232,7 +232,15 @@ fn options_from(
             "option listen_port: expected 0 to 65535, got {port}"
         )));
     }
-    if let Err(e) = bundle.check(&opts) {
+    // proxyauth is registered by the builder, not the bundle: its value (an htpasswd file
+    // read now) is checked here, before the CA or the listener.
+    let checked = bundle.check(&opts).and_then(|()| {
+        opts.str("proxyauth")
+            .map(waylay::addons::Credentials::parse)
+            .transpose()
+            .map(drop)
+    });
+    if let Err(e) = checked {
         // Say so when the refused value came from the config file.
         if let (Some((path, names)), OptionsError::Rejected { name, .. }) = (&file, &e)
             && names.contains(name)

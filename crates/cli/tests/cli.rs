@@ -469,6 +469,17 @@ fn bad_addon_values_are_refused_at_start() {
         ),
         (vec!["--stickycookie", "~d ("], "stickycookie", "\"~d (\""),
         (vec!["--stickyauth", "~x"], "stickyauth", "\"~x\""),
+        (
+            vec!["--set", "proxyauth=nocolon"],
+            "proxyauth",
+            "\"nocolon\"",
+        ),
+        (vec!["--proxyauth", ":nouser"], "proxyauth", "\":nouser\""),
+        (
+            vec!["--set", "proxyauth=@/does/not/exist/htpasswd"],
+            "proxyauth",
+            "/does/not/exist/htpasswd",
+        ),
     ] {
         let mut all = vec!["--set", set.as_str()];
         all.extend(args.iter().copied());
@@ -582,4 +593,53 @@ fn export_prints_recorded_flows_as_curl_and_raw() {
     let err = assert_one_line_error(&waylay(&["export", "curl", "/does/not/exist"]), 1);
     assert!(err.contains("/does/not/exist"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--proxyauth` on the real binary with curl's `--proxy-user`: the password keeps its
+/// colons; wrong credentials get 407 and the next request still works.
+#[test]
+fn proxyauth_flag_with_curl() {
+    let Some(curl) = waylay_testkit::peers::program("curl") else {
+        return;
+    };
+    let confdir = temp_dir("proxyauth");
+    let port = free_port();
+    let origin = origin();
+    let mut child = Command::new(BIN)
+        .args(["-q", "-p", &port.to_string(), "--proxyauth", "alice:pa:ss"])
+        .args(["--set", &format!("confdir={}", confdir.display())])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("waylay starts");
+    wait_listening(&mut child, port);
+    let code = |user: &str| {
+        let out = Command::new(&curl)
+            .args([
+                "-sS",
+                "--max-time",
+                "10",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ])
+            .args([
+                "-x",
+                &format!("http://127.0.0.1:{port}"),
+                "--proxy-user",
+                user,
+            ])
+            .arg(format!("http://127.0.0.1:{origin}/p"))
+            .output()
+            .expect("run curl");
+        text(&out.stdout)
+    };
+    assert_eq!(code("alice:pa:ss"), "200");
+    assert_eq!(code("alice:pa"), "407");
+    assert_eq!(code("alice:pa:ss"), "200");
+    let status = terminate(&mut child);
+    assert!(status.success(), "{status}");
+    let _ = std::fs::remove_dir_all(&confdir);
 }

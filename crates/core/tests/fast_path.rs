@@ -113,3 +113,58 @@ async fn removing_the_last_handler_clears_the_bit() {
     assert!(!h.handles(HookKind::Response));
     assert!(completes_at_once(&h, HookKind::Response));
 }
+
+/// Acts on the HTTP flows of one host only, named by an option (as the onboarding page).
+struct OneHost;
+
+impl Addon for OneHost {
+    fn http_hosts(options: &Options) -> Option<Vec<String>> {
+        Some(vec![
+            options.str("one_host").unwrap_or("MITM.it").to_owned(),
+        ])
+    }
+
+    fn hooks(&self) -> HookSet {
+        HookSet::of(&[HookKind::RequestHeaders])
+    }
+
+    async fn request_headers(&mut self, flow: &mut HttpFlow) {
+        flow.comment = "one host".into();
+    }
+}
+
+#[actix_rt::test]
+async fn addons_acting_on_named_hosts_leave_other_hosts_flowless() {
+    let mut options = Options::new();
+    options
+        .add(waylay_core::OptionSpec::new(
+            "one_host",
+            waylay_core::OptionValue::OptStr(None),
+            "the host",
+        ))
+        .unwrap();
+    let manager = AddonManager::start(options);
+    assert!(
+        manager.observes_http_host("example.com"),
+        "no addon: unscoped"
+    );
+
+    manager.add(OneHost).await.unwrap();
+    assert!(manager.handles(HookKind::RequestHeaders));
+    assert!(manager.observes_http_host("mitm.it"));
+    assert!(
+        manager.observes_http_host("MITM.IT"),
+        "host names compare without case"
+    );
+    assert!(!manager.observes_http_host("example.com"));
+
+    // The scope follows the options it is computed from.
+    manager.set(&["one_host=example.com"]).await.unwrap();
+    assert!(manager.observes_http_host("example.com"));
+    assert!(!manager.observes_http_host("mitm.it"));
+
+    // One addon acting on every host makes every request observed again.
+    manager.add(OnlyResponse).await.unwrap();
+    assert!(manager.observes_http_host("mitm.it"));
+    assert!(manager.observes_http_host("anything.example"));
+}

@@ -261,6 +261,19 @@ hooks! {
             HookSet::ALL
         }
 
+        /// The hosts whose HTTP flows this addon acts on, when it acts on no others (the
+        /// onboarding page: its `onboarding_host`), from the current options; `None` (the
+        /// default): any host. When every addon handling an HTTP hook names its hosts, a
+        /// request to another host is forwarded without building a flow, so such an addon
+        /// costs nothing on the rest of the traffic. Read again whenever the options change.
+        fn http_hosts(options: &crate::options::Options) -> Option<Vec<String>>
+        where
+            Self: Sized,
+        {
+            let _ = options;
+            None
+        }
+
         /// Chooses how `hook` runs: through its method, one hook at a time (the default), or
         /// detached from the addon so that the addon's next hook may start while this one
         /// waits ([`Begin::Detached`], for scripting hosts whose hooks await I/O, as

@@ -84,6 +84,16 @@ impl ManagerHandle {
         self.shared.handled.load(Ordering::Acquire) & (1 << kind as u8) != 0
     }
 
+    /// Whether an HTTP request to `host` needs a flow for the addons handling HTTP hooks:
+    /// one of them acts on any host, or names this one ([`Addon::http_hosts`](crate::Addon::http_hosts)).
+    /// Meaningful when some addon handles an HTTP hook ([`ManagerHandle::handles_any`]).
+    pub fn observes_http_host(&self, host: &str) -> bool {
+        match &*self.shared.http_scope.load() {
+            None => true,
+            Some(hosts) => hosts.iter().any(|h| h.eq_ignore_ascii_case(host)),
+        }
+    }
+
     /// Whether at least one addon handles any of `kinds` (one atomic load).
     pub fn handles_any(&self, kinds: &[HookKind]) -> bool {
         let handled = self.shared.handled.load(Ordering::Acquire);
@@ -193,6 +203,7 @@ impl ManagerHandle {
                 command_specs: loader.commands,
                 declared,
                 options: loader.options,
+                http_hosts: A::http_hosts,
             })
             .await
             .map_err(|_| stopped())?

@@ -28,6 +28,15 @@ pub(crate) use slot::SlotKey;
 use crate::hooks::{CommandSpec, Hook, HookKind, HookSet, LIFECYCLE, with_log_suppressed};
 use crate::options::Options;
 
+/// The hooks of an HTTP exchange: an addon handling any of them makes the layers build flows.
+const HTTP_HOOKS: [HookKind; 5] = [
+    HookKind::RequestHeaders,
+    HookKind::Request,
+    HookKind::ResponseHeaders,
+    HookKind::Response,
+    HookKind::Error,
+];
+
 /// State shared between the manager and every handle, readable without a message.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -35,6 +44,9 @@ pub(crate) struct Shared {
     pub(crate) handled: AtomicU64,
     /// The current options snapshot.
     pub(crate) options: ArcSwap<Options>,
+    /// `Some(hosts)` when every addon handling an HTTP hook acts only on these hosts
+    /// (lowercase; see [`Addon::http_hosts`](crate::Addon::http_hosts)); `None`: any host.
+    pub(crate) http_scope: arc_swap::ArcSwapOption<Vec<String>>,
     /// `addon_timeout` in milliseconds (0: no deadline).
     pub(crate) timeout_ms: AtomicU64,
     /// Serialises option changes and registrations (both walk `configure`).
@@ -87,6 +99,7 @@ struct Entry {
     command_specs: Vec<CommandSpec>,
     declared: HookSet,
     unhandled: HookSet,
+    http_hosts: HttpHosts,
     active: bool,
     gave_up: bool,
 }
@@ -132,6 +145,7 @@ impl AddonManager {
         let shared = Arc::new(Shared {
             handled: AtomicU64::new(0),
             options: ArcSwap::from_pointee(Options::empty()),
+            http_scope: arc_swap::ArcSwapOption::empty(),
             timeout_ms: AtomicU64::new(0),
             config_lock: tokio::sync::Mutex::new(()),
             routes: (0..HookKind::COUNT)
@@ -170,6 +184,29 @@ impl AddonManager {
             self.routes[kind as usize] = route.into();
         }
         self.shared.handled.store(bits, Ordering::Release);
+        self.publish_http_scope();
+    }
+
+    /// Publishes which hosts the HTTP-hook addons act on (see [`Shared::http_scope`]).
+    fn publish_http_scope(&self) {
+        let options = self.shared.options.load();
+        let mut hosts: Vec<String> = Vec::new();
+        let mut scoped = true;
+        for e in &self.entries {
+            if !HTTP_HOOKS.iter().any(|k| e.routes().contains(*k)) {
+                continue;
+            }
+            match (e.http_hosts)(&options) {
+                Some(h) => hosts.extend(h.into_iter().map(|h| h.to_ascii_lowercase())),
+                None => {
+                    scoped = false;
+                    break;
+                }
+            }
+        }
+        self.shared
+            .http_scope
+            .store(scoped.then(|| Arc::new(hosts)));
     }
 
     fn entry_mut(&mut self, id: AddonId) -> Option<&mut Entry> {
@@ -313,7 +350,12 @@ pub(crate) struct Register {
     pub(crate) command_specs: Vec<CommandSpec>,
     pub(crate) declared: HookSet,
     pub(crate) options: Vec<crate::options::OptionSpec>,
+    /// The addon type's [`Addon::http_hosts`](crate::Addon::http_hosts).
+    pub(crate) http_hosts: HttpHosts,
 }
+
+/// An addon type's [`Addon::http_hosts`](crate::Addon::http_hosts).
+pub(crate) type HttpHosts = fn(&Options) -> Option<Vec<String>>;
 
 impl std::fmt::Debug for Register {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -344,6 +386,7 @@ impl Handler<Register> for AddonManager {
             command_specs: msg.command_specs,
             declared: msg.declared,
             unhandled: HookSet::EMPTY,
+            http_hosts: msg.http_hosts,
             active: false,
             gave_up: false,
         });
@@ -412,6 +455,7 @@ impl Handler<PublishOptions> for AddonManager {
 
     fn handle(&mut self, PublishOptions(o): PublishOptions, _ctx: &mut Self::Context) {
         self.shared.publish_options(o);
+        self.publish_http_scope();
     }
 }
 

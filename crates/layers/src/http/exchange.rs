@@ -8,8 +8,8 @@ use bytes::Bytes;
 use http::header::{HeaderValue, UPGRADE};
 use http::{Method, StatusCode};
 use hyper::body::{Body as _, Incoming};
-use waylay_core::HookKind;
 use waylay_core::flow::{HttpFlow, Message, Request, now};
+use waylay_core::{HookKind, ManagerHandle};
 
 use super::body::{BodyEnd, ProxyBody, Read, read_up_to};
 use super::convert::{headers_from, version_of};
@@ -51,6 +51,31 @@ const HTTP_HOOKS: &[HookKind] = &[
     HookKind::Response,
     HookKind::Error,
 ];
+
+/// Whether some addon observes a request to `host` (its destination, or its `Host` header):
+/// an addon acting only on named hosts (onboarding) costs nothing on other requests.
+fn observed_host(manager: &ManagerHandle, host: &str, headers: &http::HeaderMap) -> bool {
+    if !manager.handles_any(HTTP_HOOKS) {
+        return false;
+    }
+    manager.observes_http_host(host)
+        || headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .is_some_and(|h| manager.observes_http_host(host_of(h)))
+}
+
+/// The host of a `Host` header value (`host`, `host:port`, `[v6]:port`).
+fn host_of(authority: &str) -> &str {
+    let a = authority.trim();
+    if let Some(rest) = a.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match a.rsplit_once(':') {
+        Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => a,
+    }
+}
 
 /// Forwards a request nobody observes: no flow is built and no header is copied; the
 /// client's header map goes to the server with the hop-by-hop fields removed, and the
@@ -203,7 +228,7 @@ pub(crate) async fn handle(
     };
     let absolute_form =
         target.is_none() || req.uri().scheme().is_some() && req.version() != http::Version::HTTP_2;
-    if !manager.handles_any(HTTP_HOOKS) && !req.headers().contains_key(UPGRADE) {
+    if !observed_host(manager, &key.host, req.headers()) && !req.headers().contains_key(UPGRADE) {
         let dest = Dest {
             scheme: key.scheme.as_str(),
             host: &key.host,

@@ -22,6 +22,14 @@ pub(crate) fn content_length(h: &HeaderMap) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// Whether the response is server-sent events (`Content-Type: text/event-stream`).
+pub(crate) fn is_event_stream(h: &HeaderMap) -> bool {
+    h.get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("text/event-stream"))
+}
+
 /// Sets `Content-Length` to the real body length when waylay sends a buffered body; with
 /// trailers there is none (HTTP/1 then sends the body chunked, the only framing that carries
 /// trailers).
@@ -58,11 +66,18 @@ pub(crate) async fn response_phase(
         .unwrap_or_else(|| reason_phrase(status).to_owned());
     let mut message = Message::new(version_of(parts.version), headers_from(&parts.headers));
     message.timestamp_start = now();
+    // Server-sent events arrive over a long time and the client wants each as it comes:
+    // marked streamed before `response_headers` (an addon may still unmark it), so the
+    // `response` hook never holds them back (mitmproxy buffers them, with a warning).
+    let stream = is_event_stream(&parts.headers);
     flow.response = Some(Response {
         status_code: status,
         reason,
         message,
     });
+    if let Some(r) = flow.response.as_mut() {
+        r.stream = stream;
+    }
 
     let release = {
         let state = entry.state.clone();
@@ -89,7 +104,8 @@ pub(crate) async fn response_phase(
         return fail(ctx, flow, StatusCode::BAD_GATEWAY, msg).await;
     }
 
-    if manager.handles(HookKind::Response) {
+    let streamed = flow.response.as_ref().is_some_and(|r| r.stream);
+    if manager.handles(HookKind::Response) && !streamed {
         match read_up_to(body, if no_body { 0 } else { cfg.stream_large_bodies }).await {
             Ok(Read::Complete(b, trailers)) => {
                 release();
@@ -266,4 +282,34 @@ fn stream_to_client(
         }));
     let (head, ()) = head.into_parts();
     hyper::Response::from_parts(head, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_type(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_str(v).unwrap(),
+        );
+        h
+    }
+
+    #[test]
+    fn event_streams_are_recognised_by_their_media_type() {
+        for v in [
+            "text/event-stream",
+            "Text/Event-Stream",
+            "text/event-stream; charset=utf-8",
+            " text/event-stream ;x=y",
+        ] {
+            assert!(is_event_stream(&with_type(v)), "{v}");
+        }
+        for v in ["text/plain", "text/event-streams", "application/json", ""] {
+            assert!(!is_event_stream(&with_type(v)), "{v}");
+        }
+        assert!(!is_event_stream(&HeaderMap::new()));
+    }
 }

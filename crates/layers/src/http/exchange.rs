@@ -195,7 +195,7 @@ pub(crate) async fn handle(
 ) -> Result<HyperResponse, Killed> {
     let cfg = ctx.shared.config();
     if let waylay_core::Mode::Reverse(t) = &cfg.mode.mode {
-        crate::modes::reverse::rewrite_host(&mut req, t);
+        super::upstream::rewrite_host(&mut req, t);
     }
     if req.method() == Method::CONNECT {
         // Boxed, like the observed path below: the future hyper keeps per connection is

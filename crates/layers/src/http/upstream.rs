@@ -265,3 +265,23 @@ pub(crate) fn build_upstream(
     to_proxy_form(&mut req, entry, &dest)?;
     Ok(req)
 }
+
+/// Points a request's `Host` (HTTP/1, and HTTP/2 when the client sent one) and its URL's
+/// authority at the reverse target, as [`waylay_core::ReverseTarget::apply`] does on a flow.
+pub(crate) fn rewrite_host<B>(req: &mut hyper::Request<B>, target: &waylay_core::ReverseTarget) {
+    let host = target.host_header();
+    if (req.version() != http::Version::HTTP_2 || req.headers().contains_key(http::header::HOST))
+        && let Ok(v) = http::HeaderValue::from_str(&host)
+    {
+        req.headers_mut().insert(http::header::HOST, v);
+    }
+    if req.uri().authority().is_some() {
+        let mut parts = req.uri().clone().into_parts();
+        if let Ok(a) = host.parse() {
+            parts.authority = Some(a);
+            if let Ok(u) = http::Uri::from_parts(parts) {
+                *req.uri_mut() = u;
+            }
+        }
+    }
+}

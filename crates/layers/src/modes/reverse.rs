@@ -1,12 +1,10 @@
 //! Reverse mode (mitmproxy's `reverse:SCHEME://HOST:PORT`): every client connection goes to
 //! one fixed target. The client side is detected as inside a tunnel to the target (TLS is
 //! intercepted with a leaf for the SNI or the target's name; HTTP/1, HTTP/2), and each
-//! request's `Host` / `:authority` is rewritten to the target ([`rewrite_host`]).
+//! request's `Host` / `:authority` is rewritten to the target (`http::upstream::rewrite_host`).
 
 use std::rc::Rc;
 
-use http::HeaderValue;
-use http::header::HOST;
 use tokio::net::TcpStream;
 use waylay_core::ReverseTarget;
 
@@ -25,24 +23,4 @@ pub(crate) async fn serve(ctx: Rc<ConnCtx>, tcp: TcpStream, target: ReverseTarge
     };
     let address = target.address;
     crate::next_layer::serve_tunnel(ctx, Box::new(tcp), address.host, address.port, plain).await;
-}
-
-/// Points a request's `Host` (HTTP/1, and HTTP/2 when the client sent one) and its URL's
-/// authority at the reverse target, as [`ReverseTarget::apply`] does on a flow.
-pub(crate) fn rewrite_host<B>(req: &mut hyper::Request<B>, target: &ReverseTarget) {
-    let host = target.host_header();
-    if (req.version() != http::Version::HTTP_2 || req.headers().contains_key(HOST))
-        && let Ok(v) = HeaderValue::from_str(&host)
-    {
-        req.headers_mut().insert(HOST, v);
-    }
-    if req.uri().authority().is_some() {
-        let mut parts = req.uri().clone().into_parts();
-        if let Ok(a) = host.parse() {
-            parts.authority = Some(a);
-            if let Ok(u) = http::Uri::from_parts(parts) {
-                *req.uri_mut() = u;
-            }
-        }
-    }
 }

@@ -119,16 +119,9 @@ impl Addon for ModifyBody {
     }
 
     async fn configure(&mut self, cfg: &mut Configure) -> Result<(), OptionsError> {
-        if !cfg.changed(OPTION) {
-            return Ok(());
+        if let Some(rules) = crate::spec::parse_rules(cfg, OPTION, parse_rule)? {
+            self.rules = rules;
         }
-        let mut rules = Vec::new();
-        for option in cfg.options.seq(OPTION) {
-            rules.push(parse_rule(option).map_err(|e| {
-                OptionsError::rejected(OPTION, format!("cannot parse {option:?}: {e}"))
-            })?);
-        }
-        self.rules = rules;
         Ok(())
     }
 

@@ -242,6 +242,28 @@ impl Template {
     }
 }
 
+/// `configure` for a rule addon: when `option` changed, every value of it parsed by `parse`
+/// (`None` when it did not change), or the refusal naming the option and quoting the value.
+pub(crate) fn parse_rules<R>(
+    cfg: &waylay_core::hooks::Configure,
+    option: &str,
+    parse: fn(&str) -> Result<R, String>,
+) -> Result<Option<Vec<R>>, waylay_core::OptionsError> {
+    if !cfg.changed(option) {
+        return Ok(None);
+    }
+    cfg.options
+        .seq(option)
+        .iter()
+        .map(|value| {
+            parse(value).map_err(|e| {
+                waylay_core::OptionsError::rejected(option, format!("cannot parse {value:?}: {e}"))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

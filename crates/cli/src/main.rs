@@ -253,6 +253,12 @@ fn options_from(
         }
         return Err(e.into());
     }
+    // Intercepted flows wait until someone resumes them: only the web UI can.
+    if !web && opts.str("intercept").is_some_and(|s| !s.is_empty()) {
+        return Err(Failure::Usage(
+            "option intercept: intercepted flows wait until resumed in the web UI: use `waylay web`".into(),
+        ));
+    }
     // After the dumper's check: the trailing filter sets both, and the error names the
     // dumper's option.
     if let Some(f) = opts.str("readfile_filter") {
@@ -379,7 +385,7 @@ fn run_web(cli: &WebCli) -> Result<(), Failure> {
         // Best effort, as mitmweb: no browser is not an error.
         let _ = std::process::Command::new("xdg-open").arg(ui.url()).spawn();
     }
-    let result = with_addons(
+    let builder = with_addons(
         Proxy::builder()
             .options(opts.clone())
             .listen(&listen_addr(&opts)),
@@ -387,12 +393,24 @@ fn run_web(cli: &WebCli) -> Result<(), Failure> {
         bundle,
         scripts,
     )
-    .addon(addon)
-    .run()
-    .map_err(|e| match e {
+    .addon(addon);
+    let usage = |e: ProxyError| match e {
         ProxyError::Options(e) => Failure::Usage(e.to_string()),
         ProxyError::Addon(e @ AddError::Options { .. }) => Failure::Usage(e.to_string()),
         other => Failure::Runtime(anyhow::Error::new(other)),
+    };
+    let sys = actix::System::new();
+    let result = sys.block_on(async {
+        // Signal handlers while the proxy starts (the task runs at the start's first await):
+        // a SIGTERM right after the port opens must shut down gracefully.
+        let signal = actix::spawn(wait_for_signal());
+        let proxy = builder.start().await.map_err(usage)?;
+        // Options changed in the UI are set through the manager (every addon sees them).
+        ui.attach(proxy.manager().clone());
+        let _ = signal.await;
+        tracing::info!("shutting down");
+        proxy.shutdown().await;
+        Ok(())
     });
     drop(ui);
     result

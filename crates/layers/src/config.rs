@@ -51,8 +51,6 @@ const NOT_YET: &[&str] = &[
     "client_certs",
     "connection_strategy",
     "server",
-    "intercept",
-    "intercept_active",
     "keep_host_header",
     "normalize_outbound_headers",
     "store_streamed_bodies",

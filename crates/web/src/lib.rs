@@ -29,6 +29,7 @@ mod addon;
 mod assets;
 mod auth;
 mod config;
+mod files;
 mod filter;
 mod guard;
 mod json;
@@ -144,6 +145,13 @@ impl WebHandle {
             Some(t) => format!("http://{host}:{}/?token={t}", self.addr.port()),
             None => format!("http://{host}:{}/", self.addr.port()),
         }
+    }
+
+    /// Connects the UI to the proxy's addon manager: options changed in the UI (the options
+    /// editor, the intercept box) are set through it, so every addon's `configure` sees
+    /// them. Without it the UI's options are read-only.
+    pub fn attach(&self, manager: waylay_core::ManagerHandle) {
+        let _ = self.shared.manager.set(manager);
     }
 
     /// The SQLite file holding the flows.

@@ -79,8 +79,8 @@ pub fn core_options() -> Vec<OptionSpec> {
         o("readfile_filter", None, "Filter which flows are read from file."),
         b("store_streamed_bodies", false, "Store HTTP request and response bodies when streamed (see stream_large_bodies). (Not supported by waylay yet: the proxy does not hand streamed body chunks to addons, so only the default is accepted.)"),
         // Common bundled addons.
-        o("intercept", None, "Intercept filter expression. (Not supported by waylay yet: only the default is accepted.)"),
-        b("intercept_active", false, "Intercept toggle. (Not supported by waylay yet: only the default is accepted.)"),
+        o("intercept", None, "Intercept filter expression: matching flows wait until resumed or killed in the web UI (`waylay web`; setting it turns intercept_active on)."),
+        b("intercept_active", false, "Intercept toggle (set by setting intercept, as in mitmproxy)."),
         b("block_global", true, "Block connections from public IP addresses."),
         b("block_private", false, "Block connections from local (private) IP addresses."),
     ]

@@ -10,6 +10,14 @@ export interface FilterState {
   ids: Set<string> | null;
 }
 
+export interface OptionInfo {
+  type: string;
+  default: unknown;
+  value: unknown;
+  help: string;
+  choices: string[] | null;
+}
+
 export interface Event {
   id: string;
   level: string;
@@ -29,6 +37,8 @@ export class Store {
   events: Event[] = [];
   connected = false;
   intercept = "";
+  /** The proxy's options as `/options` lists them: {name: {type, default, value, help, choices}}. */
+  options: Record<string, OptionInfo> = {};
   private seq = 0;
   private pending: Update[] | null = [];
   private listeners = new Set<() => void>();
@@ -91,7 +101,8 @@ export class Store {
       for (const f of flows) this.flows.set(f.id, f);
       this.order = flows.map((f) => f.id);
       this.events = events;
-      this.intercept = options?.intercept?.value ?? "";
+      this.options = options ?? {};
+      this.intercept = (options?.intercept?.value as string) ?? "";
       this.seq = seq;
       const pending = this.pending ?? [];
       this.pending = null;
@@ -167,6 +178,7 @@ export class Store {
         if (this.events.length > 1000) this.events.splice(0, this.events.length - 1000);
         break;
       case "options/update":
+        for (const [k, v] of Object.entries(u.payload ?? {})) this.options[k] = { ...this.options[k], ...(v as OptionInfo) };
         if (u.payload?.intercept) this.intercept = u.payload.intercept.value ?? "";
         break;
     }

@@ -105,8 +105,9 @@ export async function api(method: string, path: string, body?: unknown): Promise
   return parsed;
 }
 
-export async function fetchFlows(limit: number): Promise<{ flows: Flow[]; seq: number }> {
-  const r = await fetch(`/flows?limit=${limit}`, { credentials: "same-origin" });
+/** The newest `limit` flows (older than `before`, a seq, when given), oldest first. */
+export async function fetchFlows(limit: number, before?: number): Promise<{ flows: Flow[]; seq: number }> {
+  const r = await fetch(`/flows?limit=${limit}${before ? `&before=${before}` : ""}`, { credentials: "same-origin" });
   if (!r.ok) throw new ApiError(r.status, await r.text(), null);
   const seq = Number(r.headers.get("x-waylay-seq") ?? "0");
   return { flows: await r.json(), seq };

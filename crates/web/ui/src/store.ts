@@ -26,6 +26,10 @@ export interface Event {
 
 /** How many flows the page keeps (older ones stay on the server, in its store). */
 export const KEEP = 5000;
+/** The first page: small, so the list shows at once however many flows are stored; older
+ * ones follow in the background, a page at a time, by keyset. */
+const FIRST = 200;
+const OLDER = 1000;
 
 export class Store {
   flows = new Map<string, Flow>();
@@ -44,6 +48,7 @@ export class Store {
   private listeners = new Set<() => void>();
   private ws: WebSocket | null = null;
   private scheduled = false;
+  private generation = 0;
 
   subscribe(f: () => void): () => void {
     this.listeners.add(f);
@@ -91,9 +96,10 @@ export class Store {
 
   async resync() {
     this.pending = this.pending ?? [];
+    const gen = ++this.generation;
     try {
       const [{ flows, seq }, events, options] = await Promise.all([
-        fetchFlows(KEEP),
+        fetchFlows(FIRST),
         fetch("/events").then((r) => r.json()),
         fetch("/options").then((r) => r.json()),
       ]);
@@ -110,11 +116,33 @@ export class Store {
       for (const name of ["search", "highlight"] as FilterName[]) {
         if (this.filters[name].expr) this.sendFilter(name, this.filters[name].expr);
       }
+      this.notify();
+      if (flows.length === FIRST) this.loadOlder(flows[0].seq, gen);
     } catch (e) {
       this.pending = null;
       this.events.push({ id: "ui", level: "error", message: `could not load flows: ${e}` });
     }
     this.notify();
+  }
+
+  /** Prepends older flows, page by page, until the page holds KEEP (or there are no more). */
+  private async loadOlder(before: number, gen: number) {
+    while (gen === this.generation && this.order.length < KEEP) {
+      const want = Math.min(OLDER, KEEP - this.order.length);
+      let page: Flow[];
+      try {
+        page = (await fetchFlows(want, before)).flows;
+      } catch {
+        return;
+      }
+      if (gen !== this.generation || page.length === 0) return;
+      const fresh = page.filter((f) => !this.flows.has(f.id));
+      for (const f of fresh) this.flows.set(f.id, f);
+      this.order = fresh.map((f) => f.id).concat(this.order);
+      before = page[0].seq;
+      this.notify();
+      if (page.length < want) return;
+    }
   }
 
   sendFilter(name: FilterName, expr: string) {

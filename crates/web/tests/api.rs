@@ -1299,6 +1299,19 @@ async fn a_live_flow_that_is_not_intercepted_can_be_killed() {
     )
     .await;
     assert_eq!(a.status, 409, "{}", a.body);
+    // Kill all: every live flow, intercepted or not.
+    let (origin, go) = held_origin().await;
+    let client = actix::spawn(async move { proxy_get(p, &format!("http://{origin}/slow2")).await });
+    flows_until(ui.addr(), |v| v.len() == 2 && v[1]["live"] == true).await;
+    let a = call(ui.addr(), "POST", "/flows/kill", &[BEARER], "").await;
+    assert_eq!(a.json()["count"], 1, "{}", a.body);
+    go.send(()).unwrap();
+    let answer = within("the second killed client", client).await.unwrap();
+    assert!(
+        !answer.contains("late"),
+        "the client got the answer: {answer}"
+    );
+    flows_until(ui.addr(), |v| v[1]["error"]["msg"] == "Connection killed.").await;
 }
 
 #[actix_rt::test]

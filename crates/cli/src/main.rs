@@ -371,14 +371,25 @@ fn run_web(cli: &WebCli) -> Result<(), Failure> {
             "option web_port: expected 0 to 65535, got {port}"
         )));
     }
-    if opts.str("rfile").is_some() || !opts.seq("client_replay").is_empty() || !opts.bool("server")
-    {
+    if !opts.seq("client_replay").is_empty() || !opts.bool("server") {
         return Err(Failure::Usage(
-            "waylay web does not read flow files or replay clients yet (-r, -C, -n)".into(),
+            "waylay web does not replay clients or run without a proxy yet (-C, -n)".into(),
         ));
     }
     let (addon, ui) = WebUi::bind(WebConfig::from_options(&opts))
         .map_err(|e| Failure::Runtime(anyhow::Error::new(e)))?;
+    // `-r FILE`: the flows are loaded into the UI (as mitmweb shows them), checked first
+    // so that a missing file is a usage error, then read in the background.
+    if let Some(path) = opts.str("rfile") {
+        let path = PathBuf::from(path);
+        std::fs::metadata(&path)
+            .map_err(|e| Failure::Usage(format!("option rfile: {}: {e}", path.display())))?;
+        let loader = ui.loader();
+        std::thread::spawn(move || match loader.load_file(&path) {
+            Ok(n) => tracing::info!("loaded {n} flows from {}", path.display()),
+            Err(e) => tracing::error!("{e}"),
+        });
+    }
     println!("Web server listening at {}", ui.url());
     let _ = std::io::stdout().flush();
     if opts.bool("web_open_browser") {

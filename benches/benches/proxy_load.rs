@@ -174,6 +174,9 @@ fn child_waylay() {
             let (addon, handle) = waylay_web::WebUi::bind(waylay_web::WebConfig {
                 port: 0,
                 token: Some(WEB_TOKEN.into()),
+                // In the parent's temporary confdir: the child is killed, so a temporary
+                // store could not remove itself.
+                store_path: Some(std::path::Path::new(&confdir).join("web.sqlite")),
                 ..waylay_web::WebConfig::default()
             })
             .expect("web UI binds");

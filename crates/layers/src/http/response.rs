@@ -7,14 +7,16 @@ use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use hyper::body::Incoming;
 use waylay_core::HookKind;
-use waylay_core::flow::{HttpFlow, Message, Response, now, reason_phrase};
+use waylay_core::flow::{HttpFlow, HttpVersion, Message, Response, now, reason_phrase};
 
 use super::body::{ProxyBody, Read, read_up_to};
 use super::convert::{headers_from, headers_to, version_of};
 use super::walk::{HyperResponse, Killed, error_response, fail, flow_failed, killed, proceed};
 use crate::conn::pool::PoolEntry;
 use crate::context::{ConnCtx, fire};
-use crate::proto::headers::{bodiless, strip_hop_by_hop};
+use crate::proto::headers::{
+    bodiless, remove_in_order, strip_hop_by_hop, strip_hop_by_hop_keeping_close,
+};
 
 pub(crate) fn content_length(h: &HeaderMap) -> Option<u64> {
     h.get(CONTENT_LENGTH)
@@ -39,10 +41,10 @@ pub(crate) fn fix_content_length(
     had_length: bool,
     trailers: bool,
 ) {
-    map.remove(TRANSFER_ENCODING);
-    if trailers {
-        map.remove(CONTENT_LENGTH);
-    } else if had_length || len > 0 || map.contains_key(CONTENT_LENGTH) {
+    remove_in_order(map, |n| {
+        n == TRANSFER_ENCODING || (trailers && n == CONTENT_LENGTH)
+    });
+    if !trailers && (had_length || len > 0 || map.contains_key(CONTENT_LENGTH)) {
         map.insert(CONTENT_LENGTH, HeaderValue::from(len));
     }
 }
@@ -162,16 +164,22 @@ pub(crate) async fn response_phase(
 }
 
 /// The client's response head built from the flow's response (`extensions`: those of the
-/// server's response; `None` when an addon made the response).
+/// server's response; `None` when an addon made the response). `h1_client`: the client
+/// speaks HTTP/1, where a `Connection: close` stays.
 fn response_head(
     resp: &Response,
     extensions: Option<http::Extensions>,
+    h1_client: bool,
 ) -> Result<hyper::Response<()>, String> {
     let status = StatusCode::from_u16(resp.status_code)
         .map_err(|_| format!("invalid status code {}", resp.status_code))?;
     let mut headers = headers_to(&resp.headers);
     let made_by_addon = extensions.is_none();
-    strip_hop_by_hop(&mut headers, false);
+    if h1_client {
+        strip_hop_by_hop_keeping_close(&mut headers);
+    } else {
+        strip_hop_by_hop(&mut headers, false);
+    }
     if made_by_addon {
         // A challenge an addon answers with (`proxyauth`'s 407) is for this hop: it stays.
         for v in resp.headers.get_all("proxy-authenticate") {
@@ -196,6 +204,14 @@ fn response_head(
     Ok(r)
 }
 
+/// Whether the flow's client speaks HTTP/1 (connection options mean something to it).
+fn h1_client(flow: &HttpFlow) -> bool {
+    matches!(
+        flow.request.http_version,
+        HttpVersion::Http10 | HttpVersion::Http11
+    )
+}
+
 /// Answers the client with the flow's buffered response, after the `response` hook.
 pub(crate) async fn respond_from_flow(
     ctx: &Rc<ConnCtx>,
@@ -217,7 +233,7 @@ pub(crate) async fn respond_from_flow(
         )
         .await;
     };
-    let head = match response_head(resp, extensions) {
+    let head = match response_head(resp, extensions, h1_client(&flow)) {
         Ok(h) => h,
         Err(msg) => return fail(ctx, flow, StatusCode::BAD_GATEWAY, msg).await,
     };
@@ -245,10 +261,11 @@ fn stream_to_client(
     release: Box<dyn FnOnce() + Send>,
 ) -> HyperResponse {
     let manager = ctx.manager().clone();
+    let h1 = h1_client(&flow);
     let head = match flow
         .response
         .as_ref()
-        .map(|r| response_head(r, Some(extensions)))
+        .map(|r| response_head(r, Some(extensions), h1))
     {
         Some(Ok(h)) => h,
         Some(Err(msg)) => return error_response(StatusCode::BAD_GATEWAY, &msg),

@@ -97,6 +97,21 @@ fn field_names(head: &str) -> Vec<String> {
         .collect()
 }
 
+/// Sends `req` and reads the answer until waylay closes the connection (a test failure if it
+/// stays open).
+async fn answer_until_closed(proxy: std::net::SocketAddr, req: &str) -> String {
+    let mut s = TcpStream::connect(proxy).await.expect("connect");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    within(
+        "the connection closed",
+        tokio::io::AsyncReadExt::read_to_end(&mut s, &mut out),
+    )
+    .await
+    .expect("read");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// An addon that handles every HTTP hook (flows are built, the hooks' path is taken).
 struct Observe;
 
@@ -160,15 +175,7 @@ async fn a_client_connection_close_closes_the_connection_after_the_response() {
             let req = format!(
                 "GET http://{origin}/c HTTP/1.1\r\nHost: {origin}\r\n{close}\r\nX-Private: p\r\n\r\n"
             );
-            let mut s = TcpStream::connect(proxy.addr()).await.expect("connect");
-            s.write_all(req.as_bytes()).await.expect("write");
-            // Ends only when waylay closes the connection.
-            let out = within(
-                "the connection closed",
-                waylay_testkit::read_to_close(&mut s),
-            )
-            .await;
-            let out = String::from_utf8_lossy(&out).into_owned();
+            let out = answer_until_closed(proxy.addr(), &req).await;
             assert!(out.starts_with("HTTP/1.1 200"), "{label}, {close}: {out}");
             assert!(out.ends_with("\r\n\r\nok"), "{label}, {close}: {out}");
             assert!(
@@ -198,14 +205,7 @@ async fn a_server_connection_close_reaches_the_client_and_closes_its_connection(
     ] {
         let proxy = TestProxy::start(builder).await;
         let req = format!("GET http://{origin}/s HTTP/1.1\r\nHost: {origin}\r\n\r\n");
-        let mut s = TcpStream::connect(proxy.addr()).await.expect("connect");
-        s.write_all(req.as_bytes()).await.expect("write");
-        let out = within(
-            "the connection closed",
-            waylay_testkit::read_to_close(&mut s),
-        )
-        .await;
-        let out = String::from_utf8_lossy(&out).into_owned();
+        let out = answer_until_closed(proxy.addr(), &req).await;
         assert!(out.starts_with("HTTP/1.1 200"), "{label}: {out}");
         assert!(out.ends_with("\r\n\r\nok"), "{label}: {out}");
         let names: Vec<String> = field_names(&out)

@@ -63,9 +63,13 @@ fn connection_options(map: &HeaderMap) -> Vec<String> {
         .collect()
 }
 
-/// Whether the `Connection` fields carry `option` (lowercase).
+/// Whether the `Connection` fields carry `option`.
 fn connection_has(map: &HeaderMap, option: &str) -> bool {
-    connection_options(map).iter().any(|t| t == option)
+    map.get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(option))
 }
 
 fn strip(map: &mut HeaderMap, keep: Keep) {

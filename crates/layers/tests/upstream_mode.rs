@@ -192,9 +192,8 @@ async fn a_dead_upstream_gives_a_502_naming_it_then_requests_still_work() {
 #[actix_rt::test]
 async fn modes_not_wired_yet_are_refused_with_one_line() {
     for spec in [
-        "reverse:tls://127.0.0.1:1",
-        "reverse:tcp://127.0.0.1:1",
         "reverse:dns://127.0.0.1:1",
+        "reverse:udp://127.0.0.1:1",
         "regular@8081",
         "socks5",
         "transparent",

@@ -483,3 +483,66 @@ async fn a_via_set_in_server_connect_routes_an_intercepted_tunnel() {
     assert!(log.contains(&format!("CONNECT localhost:{port}")), "{log}");
     proxy.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn an_https_upstream_proxy_in_mode_form_carries_plain_and_intercepted_https() {
+    let Some(tiny) = tinyproxy(None).await else {
+        return;
+    };
+    let dir = TempDir::new("upstream-https");
+    let (front, front_ca) = waylay_testkit::tls_front(tiny.addr, &dir).await;
+    let origin = http_origin().await;
+    let (tls_origin, origin_ca) = https_origin(&dir).await;
+    // One trust file: the proxy's front and the HTTPS origin.
+    let trusted = dir.path().join("trusted.pem");
+    let pems = [&front_ca, &origin_ca]
+        .iter()
+        .map(|p| std::fs::read_to_string(p).expect("read CA"))
+        .collect::<String>();
+    std::fs::write(&trusted, pems).expect("write trusted");
+    let mode = format!("mode=upstream:https://localhost:{}", front.port());
+    // First without trusting the front: a 502 naming the proxy and the TLS failure.
+    let proxy = TestProxy::start(Proxy::builder().set(mode)).await;
+    let out = within(
+        "GET",
+        proxy_get(proxy.addr(), &format!("http://{origin}/x")),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 502"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "TLS handshake with upstream proxy localhost:{}",
+            front.port()
+        )),
+        "{out}"
+    );
+    // Trusted now: plain HTTP (absolute-form over TLS to the proxy) and intercepted HTTPS
+    // (a CONNECT over TLS to the proxy).
+    proxy
+        .running()
+        .manager()
+        .set(&[format!(
+            "ssl_verify_upstream_trusted_ca={}",
+            trusted.display()
+        )])
+        .await
+        .expect("set");
+    let out = within(
+        "GET",
+        proxy_get(proxy.addr(), &format!("http://{origin}/plain")),
+    )
+    .await;
+    assert!(
+        out.ends_with(&format!("origin GET /plain host={origin}")),
+        "{out}"
+    );
+    let ca = dir.path().join("proxy-ca.pem");
+    std::fs::write(&ca, &proxy.ca_pem).expect("write CA");
+    let port = tls_origin.port();
+    let out = curl(proxy.addr(), &ca, &format!("https://localhost:{port}/s")).await;
+    assert_eq!(out, Ok(format!("origin GET /s host=localhost:{port}")));
+    let log = tiny.log();
+    assert!(log.contains(&format!("CONNECT localhost:{port}")), "{log}");
+    assert!(log.contains(&format!("http://{origin}/plain")), "{log}");
+    proxy.shutdown().await;
+}

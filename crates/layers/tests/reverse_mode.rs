@@ -88,6 +88,46 @@ async fn a_refused_target_gives_a_502_naming_it() {
         assert!(out.starts_with("HTTP/1.1 502"), "{out}");
         assert!(out.contains(&dead.to_string()), "{out}");
     }
+    // The target comes up: the same proxy serves it.
+    let Ok(l) = tokio::net::TcpListener::bind(dead).await else {
+        return proxy.shutdown().await; // the port was taken meanwhile
+    };
+    counting_origin_on(l);
+    let req = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let out = within("GET", raw_request(proxy.addr(), req)).await;
+    assert!(out.ends_with(&format!("conn 1 req 1 host={dead}")), "{out}");
+    proxy.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn an_untrusted_https_target_gives_a_502_then_succeeds_once_trusted() {
+    let dir = TempDir::new("reverse-https-untrusted");
+    let (tls_origin, origin_ca) = https_origin(&dir).await;
+    let port = tls_origin.port();
+    let proxy =
+        TestProxy::start(Proxy::builder().set(format!("mode=reverse:https://localhost:{port}")))
+            .await;
+    let req = b"GET /t HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let out = within("GET", raw_request(proxy.addr(), req)).await;
+    assert!(out.starts_with("HTTP/1.1 502"), "{out}");
+    assert!(
+        out.contains(&format!("localhost:{port}")) && out.contains("certificate"),
+        "{out}"
+    );
+    proxy
+        .running()
+        .manager()
+        .set(&[format!(
+            "ssl_verify_upstream_trusted_ca={}",
+            origin_ca.display()
+        )])
+        .await
+        .expect("set");
+    let out = within("GET", raw_request(proxy.addr(), req)).await;
+    assert!(
+        out.ends_with(&format!("origin GET /t host=localhost:{port}")),
+        "{out}"
+    );
     proxy.shutdown().await;
 }
 
@@ -168,6 +208,11 @@ async fn counting_origin() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
+    counting_origin_on(l)
+}
+
+/// [`counting_origin`] on a bound listener.
+fn counting_origin_on(l: tokio::net::TcpListener) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
     let addr = l.local_addr().expect("addr");
     let conns = Arc::new(AtomicUsize::new(0));
     let count = conns.clone();

@@ -136,8 +136,24 @@ async fn upstream_auth_is_sent_and_a_refusal_names_the_proxy() {
     );
     let out = within("GET", raw_request(proxy.addr(), req.as_bytes())).await;
     assert!(out.starts_with("HTTP/1.1 502"), "{out}");
+    // Given `upstream_auth` while running: the same proxy goes through.
+    proxy
+        .running()
+        .manager()
+        .set(&["upstream_auth=alice:s3cret"])
+        .await
+        .expect("set");
+    let out = within(
+        "GET",
+        proxy_get(proxy.addr(), &format!("http://{origin}/same")),
+    )
+    .await;
+    assert!(
+        out.ends_with(&format!("origin GET /same host={origin}")),
+        "{out}"
+    );
     proxy.shutdown().await;
-    // With `upstream_auth`: through.
+    // With `upstream_auth` from the start: through.
     let proxy = TestProxy::start(upstream(tiny.addr).set("upstream_auth=alice:s3cret")).await;
     let out = within(
         "GET",
@@ -175,6 +191,30 @@ async fn a_dead_upstream_gives_a_502_naming_it_then_requests_still_work() {
     )
     .await;
     assert!(out.starts_with("HTTP/1.1 502"), "{out}");
+    // The upstream comes up on that address (a forwarder to tinyproxy): the same proxy
+    // serves again.
+    let Ok(listener) = tokio::net::TcpListener::bind(&dead).await else {
+        return proxy.shutdown().await; // the port was taken meanwhile
+    };
+    let tiny_addr = tiny.addr;
+    actix_rt::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            actix_rt::spawn(async move {
+                if let Ok(mut back) = TcpStream::connect(tiny_addr).await {
+                    let _ = tokio::io::copy_bidirectional(&mut s, &mut back).await;
+                }
+            });
+        }
+    });
+    let out = within(
+        "GET revived",
+        proxy_get(proxy.addr(), &format!("http://{origin}/up")),
+    )
+    .await;
+    assert!(
+        out.ends_with(&format!("origin GET /up host={origin}")),
+        "{out}"
+    );
     proxy.shutdown().await;
     let proxy = TestProxy::start(upstream(tiny.addr)).await;
     let out = within(

@@ -454,3 +454,30 @@ async fn keep_host_header_leaves_host_and_authority_alone() {
     );
     proxy.shutdown().await;
 }
+
+fn ok_answer(_path: &str) -> Vec<u8> {
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec()
+}
+
+#[actix_rt::test]
+async fn upstream_auth_sends_basic_authorization_to_the_target() {
+    let (origin, seen) = waylay_testkit::scripted_origin(ok_answer).await;
+    let proxy = TestProxy::start(
+        Proxy::builder()
+            .set(format!("mode=reverse:http://{origin}"))
+            .set("upstream_auth=Aladdin:open sesame"),
+    )
+    .await;
+    // The client's own Authorization is replaced (as mitmproxy's upstream_auth does).
+    let req =
+        b"GET /a HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer mine\r\nConnection: close\r\n\r\n";
+    let out = within("GET", raw_request(proxy.addr(), req)).await;
+    assert!(out.ends_with("ok"), "{out}");
+    let head = seen.lock().expect("seen")[0].to_ascii_lowercase();
+    assert!(
+        head.contains("authorization: basic qwxhzgrpbjpvcgvuihnlc2ftzq=="),
+        "{head}"
+    );
+    assert!(!head.contains("bearer"), "{head}");
+    proxy.shutdown().await;
+}

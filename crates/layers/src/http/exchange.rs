@@ -194,10 +194,14 @@ pub(crate) async fn handle(
     mut req: hyper::Request<Incoming>,
 ) -> Result<HyperResponse, Killed> {
     let cfg = ctx.shared.config();
-    if let waylay_core::Mode::Reverse(t) = &cfg.mode.mode
-        && !cfg.keep_host_header
-    {
-        super::upstream::rewrite_host(&mut req, t);
+    if let waylay_core::Mode::Reverse(t) = &cfg.mode.mode {
+        if !cfg.keep_host_header {
+            super::upstream::rewrite_host(&mut req, t);
+        }
+        if let Some(c) = &cfg.via.upstream_auth {
+            // mitmproxy's `upstream_auth` in reverse mode: Basic credentials for the target.
+            super::upstream::authorize(&mut req, c);
+        }
     }
     if req.method() == Method::CONNECT {
         // Boxed, like the observed path below: the future hyper keeps per connection is

@@ -359,18 +359,18 @@ pub(crate) async fn serve_tunnel_to(
         Layer::Http1 => crate::http::serve_h1(ctx, io, Some(dest)).await,
         Layer::Http2 => crate::http::serve_h2(ctx, io, Some(dest)).await,
         Layer::Tcp => {
-            let side = match server_tls {
-                // A plain client to a `tls://` target: waylay adds the TLS.
-                ServerTls::Sni(sni) if to.stream() => {
-                    let spec = DialSpec {
-                        address: address.clone(),
-                        tls: Some((sni, Vec::new())),
-                        via: via.clone(),
-                        proxy_form: false,
-                    };
-                    server_side(connect_stream(&ctx, &spec).await, address)
-                }
-                ServerTls::ClientSni | ServerTls::Sni(_) | ServerTls::Plain => dial(address),
+            let side = if to == TunnelTo::Reverse(ReverseScheme::Tls) {
+                // A plain client to a `tls://` target: waylay adds the TLS, under the
+                // target's name (there is no client SNI to keep).
+                let spec = DialSpec {
+                    address: address.clone(),
+                    tls: Some((sni_for(&host), Vec::new())),
+                    via: via.clone(),
+                    proxy_form: false,
+                };
+                server_side(connect_stream(&ctx, &spec).await, address)
+            } else {
+                dial(address)
             };
             crate::relay::tcp::serve(ctx, io, side, Mode::Tcp).await
         }
@@ -487,8 +487,9 @@ async fn serve_inside_tls(ctx: Rc<ConnCtx>, tls: Intercepted) {
     let data = data.freeze();
     let server_data = server_data.freeze();
     let address = Address::new(target.host.clone(), target.port);
-    // The server is connected already: its route is what it is.
-    let Some((layer, _)) = next_layer_hook(&ctx, address.clone(), &data, layer, None).await else {
+    // The server is connected already: its route is shown, a change to it is moot.
+    let via = target.route.clone();
+    let Some((layer, _)) = next_layer_hook(&ctx, address.clone(), &data, layer, via).await else {
         return close_unused(&ctx, server).await;
     };
     if layer == Layer::Http1 && detect(&data) == Detected::Other {

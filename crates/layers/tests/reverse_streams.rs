@@ -341,3 +341,44 @@ async fn a_refused_tcp_target_then_one_that_listens() {
     echo(&mut s, "up").await;
     proxy.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn keep_host_header_with_a_tls_target_and_a_plain_client_still_adds_tls() {
+    let dir = TempDir::new("reverse-tls-keep");
+    let (origin, origin_ca) = tls_line_origin(&dir).await;
+    let rec = Recorder::default();
+    let proxy = TestProxy::start(
+        Proxy::builder()
+            .set(format!(
+                "mode=reverse:tls://localhost:{}",
+                origin.addr.port()
+            ))
+            .set(format!(
+                "ssl_verify_upstream_trusted_ca={}",
+                origin_ca.display()
+            ))
+            .set("keep_host_header=true")
+            .addon(rec.clone()),
+    )
+    .await;
+    // No client SNI to keep: the target's name.
+    let mut s = TcpStream::connect(proxy.addr()).await.expect("connect");
+    echo(&mut s, "kept").await;
+    drop(s);
+    let log = rec.wait_for("tcp_end").await;
+    assert!(
+        log.contains(&"tls_established_server sni=Some(\"localhost\")".to_owned()),
+        "{log:?}"
+    );
+    // A TLS client's SNI is kept towards the target.
+    rec.0.lock().expect("log").clear();
+    let mut tls = tls_to(proxy.addr(), "localhost", &proxy.ca_pem).await;
+    echo(&mut tls, "sni kept").await;
+    tls.shutdown().await.expect("close_notify");
+    let log = rec.wait_for("tcp_end").await;
+    assert!(
+        log.contains(&"tls_established_server sni=Some(\"localhost\")".to_owned()),
+        "{log:?}"
+    );
+    proxy.shutdown().await;
+}

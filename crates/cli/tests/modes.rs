@@ -61,7 +61,11 @@ impl Waylay {
         // It binds before it writes its CA into the confdir.
         let ca = dir.path().join("waylay-ca-cert.pem");
         while !ca.exists() {
-            assert!(Instant::now() < deadline, "waylay never wrote {}", ca.display());
+            assert!(
+                Instant::now() < deadline,
+                "waylay never wrote {}",
+                ca.display()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Self { child, port, dir }

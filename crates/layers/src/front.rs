@@ -83,12 +83,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socks5Pending<S> {
 pub async fn socks5_accept<S, F>(
     io: S,
     auth: ServerAuth,
-    check: F,
+    mut check: F,
     timeout: Duration,
 ) -> Result<Socks5Pending<S>, Socks5AcceptError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     F: FnMut(&UserPass) -> bool,
+{
+    socks5_accept_with(
+        io,
+        auth,
+        |u: UserPass| std::future::ready(check(&u)),
+        timeout,
+    )
+    .await
+}
+
+/// [`socks5_accept`] with an asynchronous check (a hook, a costly password hash).
+pub async fn socks5_accept_with<S, F, Fut>(
+    io: S,
+    auth: ServerAuth,
+    check: F,
+    timeout: Duration,
+) -> Result<Socks5Pending<S>, Socks5AcceptError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: FnMut(UserPass) -> Fut,
+    Fut: std::future::Future<Output = bool>,
 {
     tokio::time::timeout(timeout, socks5_handshake(io, auth, check))
         .await
@@ -97,14 +118,15 @@ where
         )))
 }
 
-async fn socks5_handshake<S, F>(
+async fn socks5_handshake<S, F, Fut>(
     mut io: S,
     auth: ServerAuth,
     mut check: F,
 ) -> Result<Socks5Pending<S>, Socks5AcceptError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
-    F: FnMut(&UserPass) -> bool,
+    F: FnMut(UserPass) -> Fut,
+    Fut: std::future::Future<Output = bool>,
 {
     let mut hs = ServerHandshake::new(auth);
     let mut buf: Vec<u8> = Vec::with_capacity(64);
@@ -135,7 +157,7 @@ where
                 credentials: given,
             } => {
                 buf.drain(..consumed);
-                let ok = check(&given);
+                let ok = check(given.clone()).await;
                 io.write_all(&hs.auth_result(ok)).await?;
                 io.flush().await?;
                 if !ok {

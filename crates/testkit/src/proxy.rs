@@ -157,6 +157,20 @@ pub async fn http_origin() -> SocketAddr {
     addr
 }
 
+/// The origin of [`http_origin`], on IPv6 loopback (`[::1]`).
+pub async fn http_origin_v6() -> SocketAddr {
+    let l = TcpListener::bind("[::1]:0")
+        .await
+        .expect("bind origin on ::1");
+    let addr = l.local_addr().expect("addr");
+    actix::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            actix::spawn(serve_origin(s));
+        }
+    });
+    addr
+}
+
 /// A TLS acceptor for `localhost` and `127.0.0.1` offering `alpn`, its certificate issued by
 /// a test CA minted now, whose PEM is written to `dir/ca_file_name`; returns both.
 pub fn test_tls_acceptor(

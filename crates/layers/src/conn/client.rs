@@ -17,7 +17,7 @@ use crate::modes::mode::Mode;
 pub(crate) struct ClientConnection {
     socket: Option<std::net::TcpStream>,
     shared: Arc<ProxyShared>,
-    mode: Mode,
+    mode: Arc<Mode>,
     id: ConnectionId,
 }
 
@@ -30,7 +30,11 @@ impl std::fmt::Debug for ClientConnection {
 }
 
 impl ClientConnection {
-    pub(crate) fn new(socket: std::net::TcpStream, shared: Arc<ProxyShared>, mode: Mode) -> Self {
+    pub(crate) fn new(
+        socket: std::net::TcpStream,
+        shared: Arc<ProxyShared>,
+        mode: Arc<Mode>,
+    ) -> Self {
         Self {
             socket: Some(socket),
             shared,
@@ -72,7 +76,7 @@ impl Handler<Close> for ClientConnection {
     }
 }
 
-async fn serve(shared: Arc<ProxyShared>, mode: Mode, socket: std::net::TcpStream) {
+async fn serve(shared: Arc<ProxyShared>, mode: Arc<Mode>, socket: std::net::TcpStream) {
     let tcp = match tokio::net::TcpStream::from_std(socket) {
         Ok(s) => s,
         Err(e) => {
@@ -86,10 +90,7 @@ async fn serve(shared: Arc<ProxyShared>, mode: Mode, socket: std::net::TcpStream
     };
     let manager = shared.manager.clone();
     let mut client = Client::new(peer, local);
-    client.proxy_mode = match &shared.config().mode.mode {
-        waylay_core::Mode::Regular => mode.name().to_owned(),
-        _ => shared.config().mode.to_string(),
-    };
+    client.proxy_mode = mode.full_spec.clone();
     let Some(client) = fire(&manager, HookKind::ClientConnect, Box::new(client)).await else {
         return;
     };

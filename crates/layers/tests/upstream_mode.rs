@@ -195,9 +195,6 @@ async fn modes_not_wired_yet_are_refused_with_one_line() {
         "reverse:tls://127.0.0.1:1",
         "reverse:tcp://127.0.0.1:1",
         "reverse:dns://127.0.0.1:1",
-        "regular@8081",
-        "socks5",
-        "transparent",
         "bogus",
     ] {
         let dir = TempDir::new("modes");

@@ -83,7 +83,10 @@ async fn with_several_modes_each_line_names_the_mode() {
     client.proxy_mode = "regular".into();
     tcp.client = std::sync::Arc::new(client);
     h.tcp_message(tcp).await;
-    assert_eq!(buf.take(), "[regular] 127.0.0.1:22 <- tcp <- example.com:80\n");
+    assert_eq!(
+        buf.take(),
+        "[regular] 127.0.0.1:22 <- tcp <- example.com:80\n"
+    );
 }
 
 #[actix_rt::test]

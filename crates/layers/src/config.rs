@@ -38,6 +38,9 @@ pub(crate) struct ProxyConfig {
     pub(crate) modes: Vec<ModeSpec>,
     /// `proxyauth` is set: SOCKS5 clients must send a username and password.
     pub(crate) proxyauth: bool,
+    /// `proxy_protocol`: each connection starts with a PROXY protocol header naming the
+    /// real client.
+    pub(crate) proxy_protocol: bool,
     /// What dialing through a route needs (timeouts, TLS to HTTPS proxies, `upstream_auth`).
     pub(crate) via: ViaOptions,
 }
@@ -205,6 +208,7 @@ impl ProxyConfig {
         Ok(Self {
             modes,
             proxyauth: o.str("proxyauth").is_some_and(|v| !v.is_empty()),
+            proxy_protocol: o.bool("proxy_protocol"),
             via,
             ssl_insecure: o.bool("ssl_insecure"),
             trusted_ca: o.str("ssl_verify_upstream_trusted_ca").map(expand_home),

@@ -77,7 +77,7 @@ impl Handler<Close> for ClientConnection {
 }
 
 async fn serve(shared: Arc<ProxyShared>, mode: Arc<Mode>, socket: std::net::TcpStream) {
-    let tcp = match tokio::net::TcpStream::from_std(socket) {
+    let mut tcp = match tokio::net::TcpStream::from_std(socket) {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!("cannot adopt an accepted socket: {e}");
@@ -85,9 +85,19 @@ async fn serve(shared: Arc<ProxyShared>, mode: Arc<Mode>, socket: std::net::TcpS
         }
     };
     let _ = tcp.set_nodelay(true);
-    let (Ok(peer), Ok(local)) = (tcp.peer_addr(), tcp.local_addr()) else {
+    let (Ok(mut peer), Ok(local)) = (tcp.peer_addr(), tcp.local_addr()) else {
         return;
     };
+    if shared.config().proxy_protocol {
+        // Behind a load balancer: the real client is the one its header names.
+        match crate::front::accept_proxy_header(&mut tcp, shared.config().header_timeout).await {
+            Ok(header) => peer = header.source().unwrap_or(peer),
+            Err(e) => {
+                tracing::info!(client.addr = %peer, "connection without a valid PROXY protocol header (proxy_protocol is on), closed: {e}");
+                return;
+            }
+        }
+    }
     let manager = shared.manager.clone();
     let mut client = Client::new(peer, local);
     client.proxy_mode = mode.full_spec.clone();

@@ -116,6 +116,15 @@ async fn three_modes_in_one_process_each_serving() {
             (reverse.clone(), "/by-reverse".to_owned()),
         ]
     );
+    // The listeners are bound: the modes cannot change while running (refused, one line).
+    let refused = running
+        .manager()
+        .set(&["mode=regular"])
+        .await
+        .expect_err("a mode change is refused");
+    assert!(refused.to_string().contains("restart"), "{refused}");
+    let out = proxy_get(regular, &format!("http://{origin}/still")).await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     let text = String::from_utf8_lossy(&logs.0.lock().expect("logs")).into_owned();
     for line in [
         format!("HTTP(S) proxy listening at http://{regular}"),

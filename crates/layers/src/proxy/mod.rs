@@ -65,6 +65,21 @@ struct ConfigWatcher {
     config: Arc<ArcSwap<ProxyConfig>>,
 }
 
+impl ConfigWatcher {
+    /// The listeners were bound for the modes the proxy started with: another set is refused
+    /// rather than silently not applied.
+    fn check_modes(&self, next: &ProxyConfig) -> Result<(), OptionsError> {
+        let started = &self.config.load().modes;
+        if *started == next.modes {
+            return Ok(());
+        }
+        Err(OptionsError::rejected(
+            "mode",
+            "the modes cannot change while the proxy runs (each has its listener): restart it",
+        ))
+    }
+}
+
 impl Addon for ConfigWatcher {
     fn name(&self) -> String {
         "proxyserver".into()
@@ -75,8 +90,9 @@ impl Addon for ConfigWatcher {
     }
 
     async fn configure(&mut self, cfg: &mut Configure) -> Result<(), OptionsError> {
-        self.config
-            .store(Arc::new(ProxyConfig::from_options(&cfg.options)?));
+        let next = ProxyConfig::from_options(&cfg.options)?;
+        self.check_modes(&next)?;
+        self.config.store(Arc::new(next));
         Ok(())
     }
 }

@@ -21,7 +21,11 @@
 //! `LOAD_SCENARIOS` (comma-separated, default all:
 //! `floor,waylay,waylay+1,waylay+4,waylay+onb,waylay+mh,waylay+mr,waylay+16,waylay-w2,
 //! waylay+4-w2,waylay-w,waylay+web,waylay+web+ws,waylay+addheader,waylay+py-noop,
-//! waylay+py-addheader,mitmdump,mitmdump+py-addheader`;
+//! waylay+py-addheader,mitmdump,mitmdump+py-addheader,tunnels`;
+//! `tunnels`: one waylay child listening in `regular` and `socks5` mode, measured with
+//! intercepted HTTPS (HTTP/1.1, 1 KiB) through a CONNECT and through SOCKS5 in the same run,
+//! keep-alive (CPU per request) and a new tunnel per request (TCP, the proxy handshake, TLS:
+//! connections per second and CPU per connection), SOCKS5 as a ratio to CONNECT;
 //! `waylay-w`: with `-w`, the save addon writing every flow to a file in the confdir;
 //! `waylay+onb` runs the onboarding addon (the binary's default), `waylay+mh` and
 //! `waylay+mr` the bundled `modify_headers` / `map_remote` with one rule matching every

@@ -317,3 +317,32 @@ async fn a_failed_dial_and_bind_get_their_socks_replies() {
     }
     proxy.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn an_ignored_host_is_passed_through_untouched() {
+    let dir = TempDir::new("socks5-ignore");
+    let (origin, origin_ca) = https_origin(&dir).await;
+    let seen = Seen::default();
+    let proxy = socks_proxy(
+        Proxy::builder()
+            .set(format!("ignore_hosts=^localhost:{}$", origin.port()))
+            .addon(seen.clone()),
+    )
+    .await;
+    // The client sees the origin's own certificate: it trusts only the origin's CA.
+    let args = [
+        "--socks5-hostname".into(),
+        proxy.addr().to_string(),
+        "--cacert".into(),
+        origin_ca.display().to_string(),
+        format!("https://localhost:{}/through", origin.port()),
+    ];
+    let Some(out) = curl(&args).await else {
+        return;
+    };
+    let text = stdout(&out);
+    assert!(text.ends_with("\n200"), "{out:?}");
+    assert!(text.starts_with("origin GET /through"), "{text}");
+    assert!(seen.flows().is_empty(), "passthrough makes no flow");
+    proxy.shutdown().await;
+}

@@ -21,7 +21,11 @@
 //! `LOAD_SCENARIOS` (comma-separated, default all:
 //! `floor,waylay,waylay+1,waylay+4,waylay+onb,waylay+mh,waylay+mr,waylay+16,waylay-w2,
 //! waylay+4-w2,waylay-w,waylay+web,waylay+web+ws,waylay+addheader,waylay+py-noop,
-//! waylay+py-addheader,mitmdump,mitmdump+py-addheader`;
+//! waylay+py-addheader,mitmdump,mitmdump+py-addheader,tunnels`;
+//! `tunnels`: one waylay child listening in `regular` and `socks5` mode, measured with
+//! intercepted HTTPS (HTTP/1.1, 1 KiB) through a CONNECT and through SOCKS5 in the same run,
+//! keep-alive (CPU per request) and a new tunnel per request (TCP, the proxy handshake, TLS:
+//! connections per second and CPU per connection), SOCKS5 as a ratio to CONNECT;
 //! `waylay-w`: with `-w`, the save addon writing every flow to a file in the confdir;
 //! `waylay+onb` runs the onboarding addon (the binary's default), `waylay+mh` and
 //! `waylay+mr` the bundled `modify_headers` / `map_remote` with one rule matching every
@@ -46,7 +50,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use waylay_core::{Addon, HttpFlow};
 use waylay_layers::Proxy;
@@ -68,6 +72,8 @@ const PY_ADDHEADER: &str = "class AddHeader:\n    def __init__(self):\n        s
 /// A script whose `response` hook does nothing.
 const PY_NOOP: &str = "def response(flow):\n    pass\n";
 const BUNDLED_ENV: &str = "WAYLAY_LOAD_BUNDLED";
+/// Set for the tunnel section: the child listens in `regular` and `socks5` mode.
+const TUNNELS_ENV: &str = "WAYLAY_LOAD_TUNNELS";
 
 /// Longest request head the floor reads before giving up on a connection.
 const MAX_HEAD: usize = 64 * 1024;
@@ -173,6 +179,14 @@ fn child_waylay() {
         if let Ok(mode) = std::env::var(MODE_ENV) {
             builder = builder.set(format!("mode={mode}"));
         }
+        let tunnels = env_or(TUNNELS_ENV, 0u8) > 0;
+        if tunnels {
+            // The HTTPS origin's certificate is the bench's own: not verified.
+            builder = builder
+                .set("mode=regular")
+                .set("mode=socks5")
+                .set("ssl_insecure=true");
+        }
         // `+web`: the web UI's addon (ring, SQLite store, UI server on its own thread).
         let mut ui = None;
         if env_or(WEB_ENV, 0u8) > 0 {
@@ -229,9 +243,13 @@ fn child_waylay() {
                 .await
                 .expect("the bench rule is valid");
         }
-        match &ui {
-            Some(ui) => announce_line(&format!("{} {}", proxy.local_addr(), ui.addr())),
-            None => announce(proxy.local_addr()),
+        match (&ui, proxy.addr_of("socks5")) {
+            (Some(ui), _) => announce_line(&format!("{} {}", proxy.local_addr(), ui.addr())),
+            // The tunnel section: the regular listener, then the SOCKS5 one.
+            (None, Some(socks)) if tunnels => {
+                announce_line(&format!("{} {socks}", proxy.local_addr()));
+            }
+            _ => announce(proxy.local_addr()),
         }
         futures::future::pending::<()>().await;
     });
@@ -711,6 +729,7 @@ fn spawn_child(
         .env(WEB_ENV, s.web.to_string())
         .env(EXTRA_ENV, s.extra)
         .env(BUNDLED_ENV, s.bundled)
+        .env(TUNNELS_ENV, u8::from(s.name == TUNNELS.name).to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
@@ -842,7 +861,7 @@ async fn connection(proxy: SocketAddr, request: Arc<[u8]>, shared: Arc<Shared>) 
 }
 
 /// Reads one `200` response with a `Content-Length` body; `None` on anything else.
-async fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<()> {
+async fn read_response<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>) -> Option<()> {
     let mut chunk = [0u8; 8192];
     let head_end = loop {
         if let Some(p) = find(buf, b"\r\n\r\n") {
@@ -982,6 +1001,7 @@ fn parent() {
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .collect();
+    let run_tunnels = wanted.is_empty() || wanted.contains(&TUNNELS.name);
     let scenarios: Vec<Scenario> = SCENARIOS
         .into_iter()
         .filter(|s| wanted.is_empty() || wanted.contains(&s.name))
@@ -1100,6 +1120,9 @@ fn parent() {
                 );
             }
         }
+        if run_tunnels {
+            tunnels(&place, &cfg).await;
+        }
         if cfg.reps > 1 {
             println!("-- median CPU µs/req over {} repetitions (min–max)", cfg.reps);
             let floor_med = scenarios
@@ -1122,4 +1145,260 @@ fn parent() {
             }
         }
     });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tunnels: intercepted HTTPS through CONNECT and through SOCKS5, one child serving both.
+
+/// The child of the tunnel section: one waylay (pinned, one worker) listening in `regular`
+/// and `socks5` mode, so both paths are measured against the same process.
+const TUNNELS: Scenario = Scenario {
+    name: "tunnels",
+    mode: "waylay",
+    addons: 0,
+    workers: 1,
+    pinned: true,
+    web: 0,
+    bundled: "",
+    extra: "",
+    proxy_mode: "regular",
+};
+
+/// How a client reaches the HTTPS origin through the proxy.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Via {
+    Connect,
+    Socks5,
+}
+
+/// The HTTPS origin: as [`origin`], over TLS (HTTP/1.1), certificate from a test CA.
+async fn https_origin(dir: &TempDir) -> SocketAddr {
+    let (acceptor, _ca) =
+        waylay_testkit::test_tls_acceptor(dir, "load-origin-ca.pem", &[b"http/1.1"]);
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
+    let addr = l.local_addr().expect("origin addr");
+    let body = Bytes::from(vec![b'x'; 1024]);
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let _ = s.set_nodelay(true);
+            let (body, acceptor) = (body.clone(), acceptor.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(s).await else {
+                    return;
+                };
+                let svc = service_fn(move |_req: hyper::Request<hyper::body::Incoming>| {
+                    let body = body.clone();
+                    async move { Ok::<_, Infallible>(hyper::Response::new(Full::new(body))) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A TLS connection to `localhost:port` through the proxy, intercepted (waylay's leaf).
+async fn tunnel(
+    via: Via,
+    proxy: SocketAddr,
+    port: u16,
+    ca: &str,
+) -> std::io::Result<impl AsyncRead + AsyncWrite + Unpin> {
+    match via {
+        Via::Connect => {
+            waylay_testkit::connect_tls(
+                proxy,
+                &format!("localhost:{port}"),
+                "localhost",
+                ca,
+                &[b"http/1.1"],
+            )
+            .await
+        }
+        Via::Socks5 => {
+            waylay_testkit::connect_tls_socks5(proxy, "localhost", port, ca, &[b"http/1.1"]).await
+        }
+    }
+}
+
+/// One client: with `keep_alive`, one tunnel sending requests back to back; without, a new
+/// tunnel (TCP, CONNECT or SOCKS5, TLS) for every request. Returns the latencies (µs) of the
+/// requests (with their tunnel, when new) completed while measuring.
+async fn tunnel_client(
+    via: Via,
+    keep_alive: bool,
+    proxy: SocketAddr,
+    port: u16,
+    ca: Arc<str>,
+    shared: Arc<Shared>,
+) -> Vec<u32> {
+    let mut lat = Vec::new();
+    let close = if keep_alive {
+        ""
+    } else {
+        "Connection: close\r\n"
+    };
+    let request = format!(
+        "GET /1k HTTP/1.1\r\nHost: localhost:{port}\r\nUser-Agent: waylay-proxy-load\r\n{close}\r\n"
+    );
+    let mut buf = Vec::with_capacity(4096);
+    let mut kept = None;
+    while !shared.stop.load(Ordering::Relaxed) {
+        let t = Instant::now();
+        let ok = tokio::time::timeout(RESPONSE_TIMEOUT, async {
+            let mut s = match kept.take() {
+                Some(s) => s,
+                None => tunnel(via, proxy, port, &ca).await.ok()?,
+            };
+            s.write_all(request.as_bytes()).await.ok()?;
+            buf.clear();
+            read_response(&mut s, &mut buf).await?;
+            if keep_alive {
+                kept = Some(s);
+            }
+            Some(())
+        })
+        .await;
+        if !matches!(ok, Ok(Some(()))) {
+            shared.errors.fetch_add(1, Ordering::Relaxed);
+            return lat;
+        }
+        shared.done.fetch_add(1, Ordering::Relaxed);
+        if shared.measuring.load(Ordering::Relaxed) {
+            lat.push(u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX));
+        }
+    }
+    lat
+}
+
+/// Measures one tunnel scenario against the running child `pid`.
+async fn run_tunnel_load(
+    via: Via,
+    keep_alive: bool,
+    proxy: SocketAddr,
+    port: u16,
+    ca: Arc<str>,
+    pid: u32,
+    cfg: &Settings,
+) -> Measured {
+    let shared = Arc::new(Shared::default());
+    let tasks: Vec<_> = (0..cfg.conns)
+        .map(|_| {
+            tokio::spawn(tunnel_client(
+                via,
+                keep_alive,
+                proxy,
+                port,
+                ca.clone(),
+                shared.clone(),
+            ))
+        })
+        .collect();
+    tokio::time::sleep(cfg.warmup).await;
+    let (cpu0, rig0, n0, t0) = (
+        cpu_ticks(pid),
+        cpu_ticks(std::process::id()),
+        shared.done.load(Ordering::Relaxed),
+        Instant::now(),
+    );
+    shared.measuring.store(true, Ordering::Relaxed);
+    tokio::time::sleep(cfg.measure).await;
+    shared.measuring.store(false, Ordering::Relaxed);
+    let (cpu1, rig1, n1, secs) = (
+        cpu_ticks(pid),
+        cpu_ticks(std::process::id()),
+        shared.done.load(Ordering::Relaxed),
+        t0.elapsed().as_secs_f64(),
+    );
+    shared.stop.store(true, Ordering::Relaxed);
+    let mut lat = Vec::new();
+    for t in tasks {
+        if let Ok(l) = t.await {
+            lat.extend(l);
+        }
+    }
+    lat.sort_unstable();
+    let pct = |p: f64| {
+        let i = ((lat.len() as f64 - 1.0) * p).round() as usize;
+        lat.get(i).copied().unwrap_or(0)
+    };
+    Measured {
+        requests: n1 - n0,
+        secs,
+        proxy_cpu_s: (cpu1 - cpu0) as f64 / cfg.ticks,
+        rig_cpu_s: (rig1 - rig0) as f64 / cfg.ticks,
+        p50_us: pct(0.5),
+        p99_us: pct(0.99),
+        errors: shared.errors.load(Ordering::Relaxed),
+    }
+}
+
+/// The tunnel section: CONNECT and SOCKS5, keep-alive and a new tunnel per request, each
+/// pair against the same child, and each SOCKS5 figure as a ratio to its CONNECT one.
+async fn tunnels(place: &Placement, cfg: &Settings) {
+    let dir = TempDir::new("load-tls");
+    let origin = https_origin(&dir).await;
+    let confdir = TempDir::new("load");
+    let (child, regular, socks) = spawn_child(TUNNELS, place, &confdir, None);
+    let socks = socks.expect("the tunnel child announces its SOCKS5 address");
+    let ca: Arc<str> = std::fs::read_to_string(confdir.path().join("waylay-ca-cert.pem"))
+        .expect("waylay's CA certificate")
+        .into();
+    println!(
+        "tunnels: intercepted HTTPS (HTTP/1.1, 1 KiB) through one waylay (regular + socks5, one worker), {} clients",
+        cfg.conns
+    );
+    println!(
+        "{:<22} {:>9} {:>8} {:>7} {:>7} {:>8} {:>11} {:>10}",
+        "scenario", "requests", "req/s", "p50 µs", "p99 µs", "proxy %", "CPU µs/req", "× CONNECT"
+    );
+    for keep_alive in [true, false] {
+        let mut connect_us = None;
+        for via in [Via::Connect, Via::Socks5] {
+            let proxy = if via == Via::Connect { regular } else { socks };
+            let m = run_tunnel_load(
+                via,
+                keep_alive,
+                proxy,
+                origin.port(),
+                ca.clone(),
+                child.0.id(),
+                cfg,
+            )
+            .await;
+            let us = if m.requests > 0 {
+                m.proxy_cpu_s * 1e6 / m.requests as f64
+            } else {
+                f64::NAN
+            };
+            let name = match (via, keep_alive) {
+                (Via::Connect, true) => "CONNECT+TLS keep-alive",
+                (Via::Socks5, true) => "SOCKS5+TLS keep-alive",
+                (Via::Connect, false) => "CONNECT+TLS new conn",
+                (Via::Socks5, false) => "SOCKS5+TLS new conn",
+            };
+            if via == Via::Connect {
+                connect_us = Some(us);
+            }
+            println!(
+                "{:<22} {:>9} {:>8.0} {:>7} {:>7} {:>8.0} {:>11.2} {:>10}{}",
+                name,
+                m.requests,
+                m.requests as f64 / m.secs,
+                m.p50_us,
+                m.p99_us,
+                100.0 * m.proxy_cpu_s / m.secs,
+                us,
+                ratio(us, connect_us),
+                if m.errors > 0 {
+                    format!("  ({} errors)", m.errors)
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+    drop(child);
 }

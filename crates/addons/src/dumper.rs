@@ -36,6 +36,8 @@ struct Settings {
     raw_bodies: bool,
     /// `dumper_filter`, parsed once: only matching flows are printed.
     filter: Option<Filter>,
+    /// Several modes listen (`--mode` repeated): each client address says which accepted it.
+    several_modes: bool,
 }
 
 impl Settings {
@@ -65,6 +67,7 @@ impl Settings {
             showhost: o.bool("showhost"),
             raw_bodies: o.bool("dumper_default_contentview"),
             filter,
+            several_modes: o.seq("mode").len() > 1,
         })
     }
 }
@@ -137,6 +140,7 @@ impl Dumper {
                 showhost: false,
                 raw_bodies: false,
                 filter: None,
+                several_modes: false,
             },
             color: false,
             failed: false,
@@ -209,7 +213,17 @@ impl Dumper {
         if f.is_replay.as_deref() == Some("request") {
             self.paint("[replay]", sgr::YELLOW)
         } else {
-            format_address(&f.client.peername)
+            self.client_addr(&f.client)
+        }
+    }
+
+    /// The client's address, after the mode that accepted it when several listen (waylay
+    /// only: mitmdump never shows the mode).
+    fn client_addr(&self, c: &waylay_core::flow::Client) -> String {
+        if self.settings.several_modes {
+            format!("[{}] {}", c.proxy_mode, format_address(&c.peername))
+        } else {
+            format_address(&c.peername)
         }
     }
 
@@ -461,7 +475,7 @@ impl Dumper {
         let _ = writeln!(
             out,
             "{} {dir} WebSocket {kind} message {dir} {}{}",
-            format_address(&f.client.peername),
+            self.client_addr(&f.client),
             Self::server_of_http(f),
             escape_control(&f.request.path, false),
         );
@@ -516,7 +530,7 @@ impl Dumper {
         let _ = writeln!(
             out,
             "{} {dir} tcp {dir} {}",
-            format_address(&f.client.peername),
+            self.client_addr(&f.client),
             Self::server_of_tcp(f),
         );
         if self.settings.detail >= 3 {

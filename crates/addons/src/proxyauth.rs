@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use waylay_core::flow::{Client, ConnectionId, Response};
-use waylay_core::hooks::Configure;
+use waylay_core::hooks::{Configure, Socks5AuthData};
 use waylay_core::{Addon, HookKind, HookSet, HttpFlow, Options, OptionsError};
 
 use crate::htpasswd::{Htpasswd, constant_time_eq};
@@ -194,6 +194,7 @@ impl Addon for ProxyAuth {
                 HookKind::HttpConnect,
                 HookKind::RequestHeaders,
                 HookKind::ClientDisconnect,
+                HookKind::Socks5Auth,
             ])
         } else {
             HookSet::of(&[HookKind::Configure])
@@ -227,6 +228,30 @@ impl Addon for ProxyAuth {
         }
         if !self.accepts(flow).await {
             Self::refuse(flow);
+        }
+    }
+
+    /// SOCKS5 mode asks for a username and password when `proxyauth` is set: the same
+    /// credentials as HTTP proxy authentication. An accepted client connection needs none
+    /// on the requests it then sends (as after an authenticated CONNECT).
+    async fn socks5_auth(&mut self, data: &mut Socks5AuthData) {
+        let Some(credentials) = &self.credentials else {
+            return;
+        };
+        data.valid = if credentials.is_costly() {
+            let (c, u, p) = (
+                credentials.clone(),
+                data.username.clone(),
+                data.password.clone(),
+            );
+            tokio::task::spawn_blocking(move || c.verify(&u, &p))
+                .await
+                .unwrap_or(false)
+        } else {
+            credentials.verify(&data.username, &data.password)
+        };
+        if data.valid {
+            self.authenticated.insert(data.client.id);
         }
     }
 

@@ -67,6 +67,29 @@ async fn one_line_per_flow_by_default() {
 }
 
 #[actix_rt::test]
+async fn with_several_modes_each_line_names_the_mode() {
+    let (mut h, buf) = harness(&["mode=regular", "mode=socks5@1080"]).await;
+    let mut flow = timed(tflow(), tresp());
+    let mut client = flow.client.as_ref().clone();
+    client.proxy_mode = "socks5@1080".into();
+    flow.client = std::sync::Arc::new(client);
+    h.response(flow).await;
+    assert_eq!(
+        buf.take(),
+        "[socks5@1080] 127.0.0.1:22: GET http://example.com/path << 200 OK 7b 12ms\n"
+    );
+    let mut tcp = ttcpflow();
+    let mut client = tcp.client.as_ref().clone();
+    client.proxy_mode = "regular".into();
+    tcp.client = std::sync::Arc::new(client);
+    h.tcp_message(tcp).await;
+    assert_eq!(
+        buf.take(),
+        "[regular] 127.0.0.1:22 <- tcp <- example.com:80\n"
+    );
+}
+
+#[actix_rt::test]
 async fn flow_detail_0_prints_nothing() {
     let (mut h, buf) = harness(&["flow_detail=0"]).await;
     h.response(timed(tflow(), tresp())).await;

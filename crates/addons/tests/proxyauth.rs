@@ -13,6 +13,7 @@ async fn recording_origin() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use waylay_addons::ProxyAuth;
+use waylay_core::hooks::Socks5AuthData;
 use waylay_core::{HookKind, Options};
 use waylay_layers::{Proxy, ProxyError};
 use waylay_testkit::{AddonHarness, TempDir, TestProxy, http_origin, raw_request, tflow};
@@ -317,6 +318,31 @@ async fn curl_with_proxy_user_against_an_htpasswd_file() {
     assert_eq!(after, "200");
     assert_eq!(seen.lock().expect("log").len(), 3);
     proxy.shutdown().await;
+}
+
+fn socks5_auth(user: &str, pass: &str) -> Socks5AuthData {
+    Socks5AuthData {
+        client: tflow().client,
+        username: user.into(),
+        password: pass.into(),
+        valid: false,
+    }
+}
+
+#[actix_rt::test]
+async fn socks5_credentials_are_checked_as_http_proxy_credentials() {
+    let mut h = harness("proxyauth=alice:s3cret").await;
+    assert!(h.socks5_auth(socks5_auth("alice", "s3cret")).await.valid);
+    assert!(!h.socks5_auth(socks5_auth("alice", "nope")).await.valid);
+    assert!(!h.socks5_auth(socks5_auth("bob", "s3cret")).await.valid);
+    // An accepted SOCKS5 client's requests need no Proxy-Authorization.
+    let accepted = h.socks5_auth(socks5_auth("alice", "s3cret")).await;
+    let mut inside = tflow();
+    inside.client = accepted.client.clone();
+    assert!(h.request_headers(inside).await.response.is_none());
+
+    let mut any = harness("proxyauth=any").await;
+    assert!(any.socks5_auth(socks5_auth("who", "ever")).await.valid);
 }
 
 #[actix_rt::test]

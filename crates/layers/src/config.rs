@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use regex::RegexSet;
-use waylay_core::{Credentials, Mode, ModeSpec, Options, OptionsError, Via};
+use waylay_core::{Credentials, Mode, ModeSpec, Options, OptionsError};
 
 use crate::tls::UpstreamTls;
 use crate::via::ViaOptions;
@@ -33,11 +33,14 @@ pub(crate) struct ProxyConfig {
     /// (zero: never).
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) max_header_size: usize,
-    /// The listener's mode (`regular` or `upstream:URL`), as given.
-    pub(crate) mode: ModeSpec,
-    /// Where server connections go unless an addon sets a flow's `via`: the upstream proxy
-    /// in upstream mode, else direct.
-    pub(crate) mode_default: Via,
+    /// The modes to listen in, one listener each, in the order given (`regular` when none).
+    /// Read when the proxy starts: listeners are not rebound on a later change.
+    pub(crate) modes: Vec<ModeSpec>,
+    /// `proxyauth` is set: SOCKS5 clients must send a username and password.
+    pub(crate) proxyauth: bool,
+    /// `proxy_protocol`: each connection starts with a PROXY protocol header naming the
+    /// real client.
+    pub(crate) proxy_protocol: bool,
     /// `keep_host_header`: a reverse proxy leaves `Host` / `:authority` (and the server's
     /// SNI) as the client sent them.
     pub(crate) keep_host_header: bool,
@@ -71,45 +74,55 @@ fn refuse_unimplemented(o: &Options) -> Result<(), OptionsError> {
     Ok(())
 }
 
-/// The one mode waylay listens in: `regular` or `upstream:URL` (the others parse, and are
-/// refused until wired).
-fn mode(o: &Options) -> Result<ModeSpec, OptionsError> {
+/// The `listen_port` option when it is not left at its default (8080), so that a mode with
+/// another default port (`socks5`: 1080) keeps it unless the user asked for a port.
+pub(crate) fn listen_port_option(o: &Options) -> Option<u16> {
+    u16::try_from(o.int("listen_port"))
+        .ok()
+        .filter(|p| *p != DEFAULT_LISTEN_PORT)
+}
+
+/// `listen_port`'s default.
+const DEFAULT_LISTEN_PORT: u16 = 8080;
+
+/// The modes waylay listens in, each with its own listener (`--mode` repeated); two on one
+/// address are refused, and so are the mitmproxy modes waylay does not implement.
+fn modes(o: &Options) -> Result<Vec<ModeSpec>, OptionsError> {
     let specs = o.seq("mode");
-    let listen_port = u16::try_from(o.int("listen_port")).ok();
     let bad = |value: String, expected: String| OptionsError::BadValue {
         name: "mode".into(),
         value,
         expected,
     };
-    let modes =
-        waylay_core::mode::parse_modes(specs, o.str("listen_host").unwrap_or(""), listen_port)
-            .map_err(|e| bad(specs.join(","), e.to_string()))?;
-    let mut modes = modes.into_iter();
-    let first = modes.next().unwrap_or(ModeSpec {
-        mode: Mode::Regular,
-        listen_host: None,
-        listen_port: None,
-    });
-    if let Some(second) = modes.next() {
-        return Err(bad(
-            second.to_string(),
-            "a single mode (waylay listens in one mode at a time yet)".into(),
-        ));
+    let mut modes = waylay_core::mode::parse_modes(
+        specs,
+        o.str("listen_host").unwrap_or(""),
+        listen_port_option(o),
+    )
+    .map_err(|e| bad(specs.join(","), e.to_string()))?;
+    if modes.is_empty() {
+        modes.push(ModeSpec {
+            mode: Mode::Regular,
+            listen_host: None,
+            listen_port: None,
+        });
     }
-    if first.listen_host.is_some() || first.listen_port.is_some() {
-        return Err(bad(
-            first.to_string(),
-            "a mode without @ (set listen_host / listen_port; per-mode listen addresses are not wired yet)"
-                .into(),
-        ));
+    for m in &modes {
+        match &m.mode {
+            Mode::Regular | Mode::Upstream(_) | Mode::Socks5 => {}
+            #[cfg(target_os = "linux")]
+            Mode::Transparent => {}
+            #[cfg(not(target_os = "linux"))]
+            Mode::Transparent => {
+                return Err(bad(
+                    m.to_string(),
+                    "a mode this platform supports (transparent mode is Linux only)".into(),
+                ));
+            }
+            Mode::Reverse(_) => {}
+        }
     }
-    match &first.mode {
-        Mode::Regular | Mode::Upstream(_) | Mode::Reverse(_) => Ok(first),
-        Mode::Socks5 | Mode::Transparent => Err(bad(
-            first.to_string(),
-            "regular, upstream:URL or reverse:URL (the other modes are not wired yet)".into(),
-        )),
-    }
+    Ok(modes)
 }
 
 fn regexes(o: &Options, name: &str) -> Result<Option<RegexSet>, OptionsError> {
@@ -164,11 +177,7 @@ impl ProxyConfig {
     /// Reads and validates the layer options.
     pub(crate) fn from_options(o: &Options) -> Result<Self, OptionsError> {
         refuse_unimplemented(o)?;
-        let mode = mode(o)?;
-        let mode_default = match &mode.mode {
-            Mode::Upstream(proxy) => Via::Proxy(proxy.clone()),
-            _ => Via::Direct,
-        };
+        let modes = modes(o)?;
         let upstream_auth = match o.str("upstream_auth").filter(|s| !s.is_empty()) {
             None => None,
             Some(s) => Some(Credentials::parse(s).map_err(|e| OptionsError::BadValue {
@@ -190,8 +199,9 @@ impl ProxyConfig {
         let via = ViaOptions::new(connect_timeout, &upstream_tls, upstream_auth)
             .map_err(|e| OptionsError::rejected("ssl_verify_upstream_trusted_ca", e.to_string()))?;
         Ok(Self {
-            mode,
-            mode_default,
+            modes,
+            proxyauth: o.str("proxyauth").is_some_and(|v| !v.is_empty()),
+            proxy_protocol: o.bool("proxy_protocol"),
             keep_host_header: o.bool("keep_host_header"),
             via,
             ssl_insecure: o.bool("ssl_insecure"),

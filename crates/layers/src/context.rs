@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use waylay_core::flow::Client;
+use waylay_core::flow::{Address, Client};
 use waylay_core::{HookKind, ManagerHandle};
 
 use crate::config::ProxyConfig;
@@ -80,7 +80,7 @@ impl ProxyShared {
 pub(crate) struct ConnCtx {
     pub(crate) shared: Arc<ProxyShared>,
     /// The mode of the listener that accepted the connection.
-    pub(crate) mode: Mode,
+    pub(crate) mode: Arc<Mode>,
     client: RefCell<Arc<Client>>,
     /// Server connections of this client connection, by destination.
     pub(crate) pool: Pool,
@@ -90,6 +90,9 @@ pub(crate) struct ConnCtx {
     /// CONNECT tunnels answered by the HTTP layer, for the next-layer step to serve.
     tunnel_tx: tokio::sync::mpsc::UnboundedSender<Tunnel>,
     tunnel_rx: RefCell<Option<tokio::sync::mpsc::UnboundedReceiver<Tunnel>>>,
+    /// A server connection a front opened before the next-layer step (SOCKS5 answers its
+    /// client only once the server is reached), for the first dial to that address to use.
+    predialed: RefCell<Option<(Address, tokio::net::TcpStream)>>,
 }
 
 /// A CONNECT tunnel the HTTP layer answered; the next-layer step serves it once hyper hands
@@ -104,7 +107,7 @@ pub(crate) struct Tunnel {
 }
 
 impl ConnCtx {
-    pub(crate) fn new(shared: Arc<ProxyShared>, mode: Mode, client: Arc<Client>) -> Self {
+    pub(crate) fn new(shared: Arc<ProxyShared>, mode: Arc<Mode>, client: Arc<Client>) -> Self {
         let (tunnel_tx, tunnel_rx) = tokio::sync::mpsc::unbounded_channel();
         Self {
             shared,
@@ -114,6 +117,7 @@ impl ConnCtx {
             relays: RefCell::default(),
             tunnel_tx,
             tunnel_rx: RefCell::new(Some(tunnel_rx)),
+            predialed: RefCell::new(None),
         }
     }
 
@@ -128,6 +132,18 @@ impl ConnCtx {
     /// The queue of tunnels to serve; only the connection's front takes it, once.
     pub(crate) fn take_tunnels(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Tunnel>> {
         self.tunnel_rx.borrow_mut().take()
+    }
+
+    /// Keeps a server connection the front opened to `address` for the first dial.
+    pub(crate) fn set_predialed(&self, address: Address, tcp: tokio::net::TcpStream) {
+        *self.predialed.borrow_mut() = Some((address, tcp));
+    }
+
+    /// The connection the front opened, when the first direct dial goes to its address;
+    /// once any dial happened it is dropped (closed), an addon having sent that one elsewhere.
+    pub(crate) fn take_predialed(&self, address: &Address) -> Option<tokio::net::TcpStream> {
+        let (a, tcp) = self.predialed.borrow_mut().take()?;
+        (a == *address).then_some(tcp)
     }
 
     pub(crate) fn client(&self) -> Arc<Client> {

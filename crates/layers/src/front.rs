@@ -83,12 +83,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socks5Pending<S> {
 pub async fn socks5_accept<S, F>(
     io: S,
     auth: ServerAuth,
-    check: F,
+    mut check: F,
     timeout: Duration,
 ) -> Result<Socks5Pending<S>, Socks5AcceptError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     F: FnMut(&UserPass) -> bool,
+{
+    socks5_accept_with(
+        io,
+        auth,
+        |u: UserPass| std::future::ready(check(&u)),
+        timeout,
+    )
+    .await
+}
+
+/// [`socks5_accept`] with an asynchronous check (a hook, a costly password hash).
+pub async fn socks5_accept_with<S, F, Fut>(
+    io: S,
+    auth: ServerAuth,
+    check: F,
+    timeout: Duration,
+) -> Result<Socks5Pending<S>, Socks5AcceptError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: FnMut(UserPass) -> Fut,
+    Fut: std::future::Future<Output = bool>,
 {
     tokio::time::timeout(timeout, socks5_handshake(io, auth, check))
         .await
@@ -97,14 +118,15 @@ where
         )))
 }
 
-async fn socks5_handshake<S, F>(
+async fn socks5_handshake<S, F, Fut>(
     mut io: S,
     auth: ServerAuth,
     mut check: F,
 ) -> Result<Socks5Pending<S>, Socks5AcceptError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
-    F: FnMut(&UserPass) -> bool,
+    F: FnMut(UserPass) -> Fut,
+    Fut: std::future::Future<Output = bool>,
 {
     let mut hs = ServerHandshake::new(auth);
     let mut buf: Vec<u8> = Vec::with_capacity(64);
@@ -135,7 +157,7 @@ where
                 credentials: given,
             } => {
                 buf.drain(..consumed);
-                let ok = check(&given);
+                let ok = check(given.clone()).await;
                 io.write_all(&hs.auth_result(ok)).await?;
                 io.flush().await?;
                 if !ok {
@@ -198,6 +220,82 @@ pub async fn read_proxy_header<S: AsyncRead + Unpin>(
     tokio::time::timeout(timeout, read)
         .await
         .unwrap_or(Err(ProxyHeaderError::Incomplete("stalled")))
+}
+
+/// Reads the PROXY protocol header that must start `io`, consuming exactly its bytes (so
+/// the stream can be handed on as it is), within `timeout`. A v2 header's length is in its
+/// first 16 bytes; a v1 header is read a byte at a time up to its CRLF (at most 107).
+pub async fn read_proxy_header_exact<S: AsyncRead + Unpin>(
+    io: &mut S,
+    timeout: Duration,
+) -> Result<ProxyHeader, ProxyHeaderError> {
+    tokio::time::timeout(timeout, read_exact_header(io, Vec::new()))
+        .await
+        .unwrap_or(Err(ProxyHeaderError::Incomplete("stalled")))
+}
+
+/// [`read_proxy_header_exact`] on a TCP socket: one `peek` usually holds the whole header
+/// (a balancer sends it in one write), which is then consumed in one read.
+pub async fn accept_proxy_header(
+    tcp: &mut tokio::net::TcpStream,
+    timeout: Duration,
+) -> Result<ProxyHeader, ProxyHeaderError> {
+    let read = async {
+        let mut peeked = [0u8; 256];
+        let n = tcp.peek(&mut peeked).await?;
+        if n == 0 {
+            return Err(ProxyHeaderError::Incomplete("closed"));
+        }
+        match proxy_protocol::parse(&peeked[..n])? {
+            Parsed::Done { value, len } => {
+                tcp.read_exact(&mut peeked[..len]).await?;
+                Ok(value)
+            }
+            // Sent in pieces, or longer than the peek: the careful way.
+            Parsed::Incomplete => read_exact_header(tcp, Vec::new()).await,
+        }
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .unwrap_or(Err(ProxyHeaderError::Incomplete("stalled")))
+}
+
+async fn read_exact_header<S: AsyncRead + Unpin>(
+    io: &mut S,
+    mut buf: Vec<u8>,
+) -> Result<ProxyHeader, ProxyHeaderError> {
+    let eof = |e: io::Error| match e.kind() {
+        io::ErrorKind::UnexpectedEof => ProxyHeaderError::Incomplete("closed"),
+        _ => ProxyHeaderError::Io(e),
+    };
+    loop {
+        if let Parsed::Done { value, len } = proxy_protocol::parse(&buf)? {
+            debug_assert_eq!(len, buf.len());
+            return Ok(value);
+        }
+        // How many bytes are certainly still part of the header.
+        let want = if buf.len() >= 16 && buf.starts_with(&proxy_protocol::V2_SIGNATURE) {
+            (16 + usize::from(u16::from_be_bytes([buf[14], buf[15]])))
+                .saturating_sub(buf.len())
+                .max(1)
+        } else if buf.len() < 15 && buf.first() == Some(&b'P') {
+            // A v1 header is at least `PROXY UNKNOWN\r\n`, 15 bytes.
+            15 - buf.len()
+        } else if buf.len() < 16 && buf.first() == Some(&b'\r') {
+            // Every v2 header has 16 bytes before its addresses.
+            16 - buf.len()
+        } else {
+            1
+        };
+        if buf.len() + want > proxy_protocol::V1_MAX_LEN
+            && !buf.starts_with(&proxy_protocol::V2_SIGNATURE)
+        {
+            return Err(ProxyProtocolError::V1TooLong.into());
+        }
+        let start = buf.len();
+        buf.resize(start + want, 0);
+        io.read_exact(&mut buf[start..]).await.map_err(eof)?;
+    }
 }
 
 /// The destination a connection redirected to waylay (an nftables or iptables `redirect` or
@@ -358,6 +456,51 @@ mod tests {
             let (got, rest) = reader.await.unwrap().unwrap();
             assert_eq!(got.source(), header.source());
             assert_eq!(&rest[..], b"GET / HTTP/1.1\r\n");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_exact_reader_leaves_the_client_bytes_in_the_stream() {
+        let proxied = ProxyHeader::Proxied {
+            version: Version::V2,
+            source: "[2001:db8::9]:5555".parse().unwrap(),
+            destination: "[::1]:8080".parse().unwrap(),
+        };
+        let local = ProxyHeader::Local {
+            version: Version::V1,
+        };
+        for bytes in [
+            encode_v2(&proxied, b"\x05\x00\x03abc"),
+            encode_v1(&proxied),
+            b"PROXY UNKNOWN\r\n".to_vec(),
+        ] {
+            let (mut lb, mut server) = duplex(1024);
+            let mut sent = bytes.clone();
+            sent.extend_from_slice(b"GET / HTTP/1.1\r\n");
+            lb.write_all(&sent).await.unwrap();
+            drop(lb);
+            let got = read_proxy_header_exact(&mut server, T).await.unwrap();
+            if bytes.starts_with(b"PROXY UNKNOWN") {
+                assert_eq!(got, local);
+            } else {
+                assert_eq!(got.source(), proxied.source());
+            }
+            let mut rest = Vec::new();
+            server.read_to_end(&mut rest).await.unwrap();
+            assert_eq!(rest, b"GET / HTTP/1.1\r\n");
+        }
+        for bad in [
+            &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+            b"PROXY TCP4 nonsense here\r\n",
+            b"\r\n\r\n\0\r\nQUIT\n\x31\x11\x00\x0c",
+        ] {
+            let (mut lb, mut server) = duplex(1024);
+            lb.write_all(bad).await.unwrap();
+            drop(lb);
+            assert!(
+                read_proxy_header_exact(&mut server, T).await.is_err(),
+                "{bad:?}"
+            );
         }
     }
 

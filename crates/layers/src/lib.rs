@@ -30,4 +30,4 @@ pub mod via;
 
 pub use error::{ProxyError, ServerError, Side};
 pub use proto::{proxy_protocol, socks5};
-pub use proxy::{Proxy, ProxyBuilder, RunningProxy};
+pub use proxy::{Listening, Proxy, ProxyBuilder, RunningProxy};

@@ -573,7 +573,7 @@ async fn tcp_connect(addr: &Address, timeout: Duration) -> Result<TcpStream, Str
     }
 }
 
-fn plain(tcp: TcpStream) -> ViaStream {
+pub(crate) fn plain(tcp: TcpStream) -> ViaStream {
     ViaStream {
         peername: tcp.peer_addr().ok(),
         sockname: tcp.local_addr().ok(),

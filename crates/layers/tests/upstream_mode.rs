@@ -234,9 +234,6 @@ async fn modes_not_wired_yet_are_refused_with_one_line() {
     for spec in [
         "reverse:dns://127.0.0.1:1",
         "reverse:udp://127.0.0.1:1",
-        "regular@8081",
-        "socks5",
-        "transparent",
         "bogus",
     ] {
         let dir = TempDir::new("modes");

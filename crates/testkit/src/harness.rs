@@ -8,7 +8,8 @@ use tracing::subscriber::DefaultGuard;
 use tracing_subscriber::layer::SubscriberExt;
 use waylay_core::flow::{Client, Flow};
 use waylay_core::hooks::{
-    ClientHelloData, Flows, LogEntry, LogLevel, NextLayer, ServerConnectionHookData, TlsData,
+    ClientHelloData, Flows, LogEntry, LogLevel, NextLayer, ServerConnectionHookData,
+    Socks5AuthData, TlsData,
 };
 use waylay_core::log::AddonLogLayer;
 use waylay_core::{
@@ -307,6 +308,7 @@ typed_hooks! {
     tls_established_server => TlsEstablishedServer(TlsData);
     tls_failed_client => TlsFailedClient(TlsData);
     tls_failed_server => TlsFailedServer(TlsData);
+    socks5_auth => Socks5Auth(Socks5AuthData);
 }
 
 /// Addons to start a harness with, in order: a tuple of up to eight addons

@@ -54,8 +54,9 @@ mod ws_origin;
 pub use flows::{FlowExt, tclient, tflow, treq, tresp, tserver, ttcpflow, twebsocketflow};
 pub use harness::{AddonHarness, AddonList};
 pub use proxy::{
-    TempDir, TestProxy, connect_tls, http_origin, https_origin, proxy_get, raw_request,
-    raw_request_bytes, read_n, read_to_close, scripted_origin, test_tls_acceptor, within,
+    TempDir, TestProxy, connect_tls, connect_tls_socks5, http_origin, http_origin_v6, https_origin,
+    proxy_get, raw_request, raw_request_bytes, read_n, read_to_close, scripted_origin,
+    socks5_tunnel, test_tls_acceptor, within,
 };
 pub use proxy_peers::{
     PeerProxy, Socks5Server, danted, haproxy, socks5_server, tinyproxy, tls_front,

@@ -157,6 +157,20 @@ pub async fn http_origin() -> SocketAddr {
     addr
 }
 
+/// The origin of [`http_origin`], on IPv6 loopback (`[::1]`).
+pub async fn http_origin_v6() -> SocketAddr {
+    let l = TcpListener::bind("[::1]:0")
+        .await
+        .expect("bind origin on ::1");
+    let addr = l.local_addr().expect("addr");
+    actix::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            actix::spawn(serve_origin(s));
+        }
+    });
+    addr
+}
+
 /// A TLS acceptor for `localhost` and `127.0.0.1` offering `alpn`, its certificate issued by
 /// a test CA minted now, whose PEM is written to `dir/ca_file_name`; returns both.
 pub fn test_tls_acceptor(
@@ -253,6 +267,48 @@ pub async fn connect_tls(
     alpn: &[&[u8]],
 ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
     let s = crate::tcp_origin::connect_tunnel(proxy, target).await?;
+    tls_client(s, server_name, ca_pem, alpn).await
+}
+
+/// A SOCKS5 CONNECT (no authentication) through `proxy` to `host:port`, by hand: the
+/// stream once the proxy answered "succeeded".
+pub async fn socks5_tunnel(proxy: SocketAddr, host: &str, port: u16) -> std::io::Result<TcpStream> {
+    let mut s = TcpStream::connect(proxy).await?;
+    let _ = s.set_nodelay(true);
+    let name_len = u8::try_from(host.len()).map_err(std::io::Error::other)?;
+    let mut hello = vec![5, 1, 0, 5, 1, 0, 3, name_len];
+    hello.extend_from_slice(host.as_bytes());
+    hello.extend_from_slice(&port.to_be_bytes());
+    s.write_all(&hello).await?;
+    // Method selection (2 bytes), then a reply with an IPv4 bound address (10 bytes).
+    let mut answer = [0u8; 12];
+    s.read_exact(&mut answer).await?;
+    if answer[..4] != [5, 0, 5, 0] {
+        return Err(std::io::Error::other(format!(
+            "SOCKS5 proxy refused: {answer:?}"
+        )));
+    }
+    Ok(s)
+}
+
+/// TLS through a SOCKS5 proxy ([`socks5_tunnel`]), as [`connect_tls`] through a CONNECT.
+pub async fn connect_tls_socks5(
+    proxy: SocketAddr,
+    host: &str,
+    port: u16,
+    ca_pem: &str,
+    alpn: &[&[u8]],
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let s = socks5_tunnel(proxy, host, port).await?;
+    tls_client(s, host, ca_pem, alpn).await
+}
+
+async fn tls_client(
+    s: TcpStream,
+    server_name: &str,
+    ca_pem: &str,
+    alpn: &[&[u8]],
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots

@@ -6,6 +6,7 @@
 //! ```text
 //! load ─ configure(all) ─ running
 //!   client_connect
+//!     socks5_auth (SOCKS5 mode with `proxyauth`, before the client's CONNECT is answered)
 //!     http_connect (CONNECT only) ─ next_layer ─ tls_clienthello ─ tls_start_server
 //!       ─ tls_established_server ─ tls_start_client ─ tls_established_client
 //!     per request:
@@ -44,7 +45,7 @@ pub(crate) use dispatch::track_unhandled;
 pub use dispatch::{Begin, HookOutput, in_log_hook, not_handled, with_log_suppressed};
 pub use payloads::{
     ClientHelloData, CommandSpec, Configure, Flows, Layer, Loader, LogEntry, LogLevel, NextLayer,
-    ServerConnectionHookData, Side, TlsData,
+    ServerConnectionHookData, Side, Socks5AuthData, TlsData,
 };
 
 use crate::flow::{Client, HttpFlow, TcpFlow};
@@ -366,6 +367,9 @@ hooks! {
     TlsStartServer = "tls_start_server", fn tls_start_server(data: TlsData);
     /// TLS with the client is established.
     TlsEstablishedClient = "tls_established_client", fn tls_established_client(data: TlsData);
+    /// A SOCKS5 client sent a username and password (`proxyauth` is set): set
+    /// `data.valid` to accept them (the `proxyauth` addon does).
+    Socks5Auth = "socks5_auth", fn socks5_auth(data: Socks5AuthData);
     /// TLS with the server is established.
     TlsEstablishedServer = "tls_established_server", fn tls_established_server(data: TlsData);
     /// The TLS handshake with the client failed.

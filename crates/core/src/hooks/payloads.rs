@@ -94,6 +94,32 @@ pub struct TlsData {
     pub error: Option<String>,
 }
 
+/// The `socks5_auth` payload: the username and password a SOCKS5 client sent (RFC 1929,
+/// asked for when `proxyauth` is set). Set `valid` to let the client in; it starts `false`,
+/// so without an addon deciding, the client is refused.
+#[derive(Clone)]
+pub struct Socks5AuthData {
+    /// The client connection.
+    pub client: Arc<Client>,
+    /// The username sent.
+    pub username: String,
+    /// The password sent.
+    pub password: String,
+    /// Whether the credentials are accepted.
+    pub valid: bool,
+}
+
+impl std::fmt::Debug for Socks5AuthData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never a password in a log line.
+        f.debug_struct("Socks5AuthData")
+            .field("client", &self.client.peername)
+            .field("username", &self.username)
+            .field("valid", &self.valid)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The `server_connect` / `server_disconnect` payload: the server connection (its address
 /// may be changed in `server_connect`) and the client it serves.
 #[derive(Debug, Clone)]

@@ -25,7 +25,8 @@ pub fn core_options() -> Vec<OptionSpec> {
         // Listening and modes.
         s("listen_host", "127.0.0.1", "Address to bind the proxy to (waylay's default is loopback only; use 0.0.0.0 to listen on all interfaces)."),
         i("listen_port", 8080, "Port to bind the proxy to."),
-        OptionSpec::new("mode", OptionValue::Seq(vec!["regular".into()]), "The proxy server mode: regular, upstream:URL (http://, https://, socks5://) or reverse:URL (http://, https://, tls://, tcp://) so far; one at a time (any other is an error)."),
+        OptionSpec::new("mode", OptionValue::Seq(vec!["regular".into()]), "The proxy server modes, each with its own listener: regular, upstream:URL (http://, https://, socks5://), reverse:URL (http://, https://, tls://, tcp://), socks5 (port 1080 by default), transparent (Linux); add @PORT or @HOST:PORT to listen elsewhere."),
+        b("proxy_protocol", false, "Every listener requires a HAProxy PROXY protocol header (v1 or v2) on each connection, sent by a TCP load balancer in front of waylay: the client address addons, filters and logs see is the one it names. A connection without a valid header is closed."),
         b("server", true, "Start a proxy server. Enabled by default. (Turning it off is not supported by waylay yet.)"),
         i("workers", 0, "Worker threads (actix arbiters) serving connections; 0 means one per core this process may run on."),
         s("confdir", "~/.waylay", "Location of the default waylay configuration files (CA)."),

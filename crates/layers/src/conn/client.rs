@@ -17,7 +17,7 @@ use crate::modes::mode::Mode;
 pub(crate) struct ClientConnection {
     socket: Option<std::net::TcpStream>,
     shared: Arc<ProxyShared>,
-    mode: Mode,
+    mode: Arc<Mode>,
     id: ConnectionId,
 }
 
@@ -30,7 +30,11 @@ impl std::fmt::Debug for ClientConnection {
 }
 
 impl ClientConnection {
-    pub(crate) fn new(socket: std::net::TcpStream, shared: Arc<ProxyShared>, mode: Mode) -> Self {
+    pub(crate) fn new(
+        socket: std::net::TcpStream,
+        shared: Arc<ProxyShared>,
+        mode: Arc<Mode>,
+    ) -> Self {
         Self {
             socket: Some(socket),
             shared,
@@ -72,8 +76,8 @@ impl Handler<Close> for ClientConnection {
     }
 }
 
-async fn serve(shared: Arc<ProxyShared>, mode: Mode, socket: std::net::TcpStream) {
-    let tcp = match tokio::net::TcpStream::from_std(socket) {
+async fn serve(shared: Arc<ProxyShared>, mode: Arc<Mode>, socket: std::net::TcpStream) {
+    let mut tcp = match tokio::net::TcpStream::from_std(socket) {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!("cannot adopt an accepted socket: {e}");
@@ -81,15 +85,22 @@ async fn serve(shared: Arc<ProxyShared>, mode: Mode, socket: std::net::TcpStream
         }
     };
     let _ = tcp.set_nodelay(true);
-    let (Ok(peer), Ok(local)) = (tcp.peer_addr(), tcp.local_addr()) else {
+    let (Ok(mut peer), Ok(local)) = (tcp.peer_addr(), tcp.local_addr()) else {
         return;
     };
+    if shared.config().proxy_protocol {
+        // Behind a load balancer: the real client is the one its header names.
+        match crate::front::accept_proxy_header(&mut tcp, shared.config().header_timeout).await {
+            Ok(header) => peer = header.source().unwrap_or(peer),
+            Err(e) => {
+                tracing::info!(client.addr = %peer, "connection without a valid PROXY protocol header (proxy_protocol is on), closed: {e}");
+                return;
+            }
+        }
+    }
     let manager = shared.manager.clone();
     let mut client = Client::new(peer, local);
-    client.proxy_mode = match &shared.config().mode.mode {
-        waylay_core::Mode::Regular => mode.name().to_owned(),
-        _ => shared.config().mode.to_string(),
-    };
+    client.proxy_mode = mode.full_spec.clone();
     let Some(client) = fire(&manager, HookKind::ClientConnect, Box::new(client)).await else {
         return;
     };

@@ -176,7 +176,7 @@ pub(crate) async fn connect_stream(
     let cfg = ctx.shared.config();
     // Straight to the server, or through the route an addon set on it (`via`), else the
     // mode's (the upstream proxy in upstream mode).
-    let route = crate::via::route(&server, &cfg.mode_default);
+    let route = crate::via::route(&server, &ctx.mode.default_route);
     let forward = match route {
         Via::Proxy(p)
             if spec.proxy_form && spec.tls.is_none() && p.scheme != ProxyScheme::Socks5 =>
@@ -185,14 +185,19 @@ pub(crate) async fn connect_stream(
         }
         Via::Direct | Via::Proxy(_) => None,
     };
-    let dialed = match &forward {
-        Some(proxy) => crate::via::connect_proxy(proxy, &cfg.via).await,
-        None => {
+    let predialed = match (route, &forward) {
+        (Via::Direct, None) => ctx.take_predialed(&server.address),
+        _ => None,
+    };
+    let dialed = match (&forward, predialed) {
+        (None, Some(tcp)) => Ok(crate::via::plain(tcp)),
+        (Some(proxy), _) => crate::via::connect_proxy(proxy, &cfg.via).await,
+        (None, None) => {
             crate::via::dial_server(
                 ctx.manager(),
                 client.clone(),
                 &server,
-                &cfg.mode_default,
+                &ctx.mode.default_route,
                 &cfg.via,
             )
             .await

@@ -199,7 +199,7 @@ pub(crate) async fn handle(
     mut req: hyper::Request<Incoming>,
 ) -> Result<HyperResponse, Killed> {
     let cfg = ctx.shared.config();
-    if let waylay_core::Mode::Reverse(t) = &cfg.mode.mode {
+    if let waylay_core::Mode::Reverse(t) = &ctx.mode.spec.mode {
         if !cfg.keep_host_header {
             super::upstream::rewrite_host(&mut req, t);
         }

@@ -4,6 +4,9 @@
 pub(crate) mod mode;
 mod regular;
 pub(crate) mod reverse;
+mod socks5;
+#[cfg(target_os = "linux")]
+mod transparent;
 
 use std::rc::Rc;
 
@@ -14,11 +17,20 @@ pub(crate) use mode::Mode;
 
 /// Serves a fresh client connection (after `client_connect`) by its listener's mode.
 pub(crate) async fn serve(ctx: Rc<ConnCtx>, tcp: TcpStream) {
-    // Upstream mode's front is regular's (only the route of server connections differs).
-    if let waylay_core::Mode::Reverse(target) = &ctx.shared.config().mode.mode {
-        return reverse::serve(ctx.clone(), tcp, target.clone()).await;
-    }
-    match ctx.mode {
-        Mode::Regular => regular::serve(ctx, tcp).await,
+    match &ctx.mode.spec.mode {
+        // Upstream mode's front is regular's (only the route of server connections differs).
+        waylay_core::Mode::Regular | waylay_core::Mode::Upstream(_) => {
+            regular::serve(ctx.clone(), tcp).await;
+        }
+        waylay_core::Mode::Reverse(target) => {
+            let target = target.clone();
+            reverse::serve(ctx.clone(), tcp, target).await;
+        }
+        waylay_core::Mode::Socks5 => socks5::serve(ctx.clone(), tcp).await,
+        #[cfg(target_os = "linux")]
+        waylay_core::Mode::Transparent => transparent::serve(ctx.clone(), tcp).await,
+        // Refused by the config on other platforms.
+        #[cfg(not(target_os = "linux"))]
+        waylay_core::Mode::Transparent => {}
     }
 }

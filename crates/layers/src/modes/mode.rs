@@ -1,19 +1,30 @@
-//! The proxy modes waylay knows (mitmproxy's `--mode`).
+//! The mode a listener serves (mitmproxy's `--mode`), as the connections it accepts see it.
 
-/// How a listener's clients reach waylay, and so how the front learns where they want to
-/// go. Only `regular` exists yet; `reverse:URL`, `upstream:URL`, `socks5` and `transparent`
-/// are next, each with its front in `modes/`.
+use waylay_core::{ModeSpec, Via};
+
+/// One listener's mode: how its clients reach waylay (and so which front learns where they
+/// want to go), and where its server connections go by default.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Mode {
-    /// An HTTP proxy: absolute-form requests and CONNECT.
-    Regular,
+pub(crate) struct Mode {
+    /// The spec as parsed (`regular`, `socks5@1080`, `reverse:https://example.com`...).
+    pub(crate) spec: ModeSpec,
+    /// `client.proxy_mode` of the connections it accepts: the canonical spec.
+    pub(crate) full_spec: String,
+    /// Where server connections go unless an addon sets a server's `via`: the upstream proxy
+    /// in upstream mode, else direct.
+    pub(crate) default_route: Via,
 }
 
 impl Mode {
-    /// The mode's name, as in mitmproxy's mode specs and `Client::proxy_mode`.
-    pub(crate) fn name(&self) -> &'static str {
-        match self {
-            Self::Regular => "regular",
+    pub(crate) fn new(spec: ModeSpec) -> Self {
+        let default_route = match &spec.mode {
+            waylay_core::Mode::Upstream(proxy) => Via::Proxy(proxy.clone()),
+            _ => Via::Direct,
+        };
+        Self {
+            full_spec: spec.to_string(),
+            spec,
+            default_route,
         }
     }
 }

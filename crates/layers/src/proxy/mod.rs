@@ -1,8 +1,13 @@
-//! The proxy: builder, workers, listener, and graceful shutdown.
+//! The proxy: builder, workers, listeners (one per mode), and graceful shutdown.
 
+mod listen;
+mod signals;
+
+use std::cell::Cell;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -10,12 +15,13 @@ use arc_swap::ArcSwap;
 use waylay_core::hooks::Configure;
 use waylay_core::{AddError, Addon, AddonId, AddonManager, ManagerHandle, Options, OptionsError};
 
-use crate::config::{ProxyConfig, expand_home};
-use crate::conn::client::ClientConnection;
+pub use listen::Listening;
+use signals::Signals;
+
+use crate::config::{ProxyConfig, expand_home, listen_port_option};
 use crate::context::Close;
 use crate::context::ProxyShared;
 use crate::error::ProxyError;
-use crate::modes::mode::Mode;
 use crate::tls::{CertCache, CertificateAuthority};
 
 type AddonThunk = Box<
@@ -93,6 +99,21 @@ struct ConfigWatcher {
     config: Arc<ArcSwap<ProxyConfig>>,
 }
 
+impl ConfigWatcher {
+    /// The listeners were bound for the modes the proxy started with: another set is refused
+    /// rather than silently not applied.
+    fn check_modes(&self, next: &ProxyConfig) -> Result<(), OptionsError> {
+        let started = &self.config.load().modes;
+        if *started == next.modes {
+            return Ok(());
+        }
+        Err(OptionsError::rejected(
+            "mode",
+            "the modes cannot change while the proxy runs (each has its listener): restart it",
+        ))
+    }
+}
+
 impl Addon for ConfigWatcher {
     fn name(&self) -> String {
         "proxyserver".into()
@@ -103,8 +124,9 @@ impl Addon for ConfigWatcher {
     }
 
     async fn configure(&mut self, cfg: &mut Configure) -> Result<(), OptionsError> {
-        self.config
-            .store(Arc::new(ProxyConfig::from_options(&cfg.options)?));
+        let next = ProxyConfig::from_options(&cfg.options)?;
+        self.check_modes(&next)?;
+        self.config.store(Arc::new(next));
         Ok(())
     }
 }
@@ -175,7 +197,8 @@ impl ProxyBuilder {
         })
     }
 
-    /// Starts the proxy inside the current actix system; returns once it listens.
+    /// Starts the proxy inside the current actix system; returns once every mode's listener
+    /// listens.
     pub async fn start(self) -> Result<RunningProxy, ProxyError> {
         let mut options = self.options;
         // Options an addon declares in `load` are set once it is added (`add_addons`).
@@ -183,42 +206,20 @@ impl ProxyBuilder {
         options.set_specs(&known)?;
         let cfg = ProxyConfig::from_options(&options)?;
         let host = options.str("listen_host").unwrap_or("127.0.0.1").to_owned();
-        let port =
-            u16::try_from(options.int("listen_port")).map_err(|_| OptionsError::BadValue {
+        if u16::try_from(options.int("listen_port")).is_err() {
+            return Err(OptionsError::BadValue {
                 name: "listen_port".into(),
                 value: options.int("listen_port").to_string(),
                 expected: "a port number (0-65535)".into(),
-            })?;
+            }
+            .into());
+        }
         let workers = match usize::try_from(options.int("workers")).unwrap_or(0) {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-
-        let bind = if host.contains(':') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        };
-        let std_listener =
-            std::net::TcpListener::bind(&bind).map_err(|source| ProxyError::Bind {
-                addr: bind.clone(),
-                source,
-            })?;
-        std_listener
-            .set_nonblocking(true)
-            .map_err(|source| ProxyError::Io {
-                context: "listener".into(),
-                source,
-            })?;
-        let local_addr = std_listener.local_addr().map_err(|source| ProxyError::Io {
-            context: "listener".into(),
-            source,
-        })?;
-        let listener =
-            tokio::net::TcpListener::from_std(std_listener).map_err(|source| ProxyError::Io {
-                context: "listener".into(),
-                source,
-            })?;
+        // Every port first: one in use fails the start before the CA or an addon is touched.
+        let bound = listen::bind_all(&cfg.modes, &host, listen_port_option(&options))?;
 
         let confdir = expand_home(options.str("confdir").unwrap_or("~/.waylay"));
         let ca = CertificateAuthority::load_or_create(&confdir)?;
@@ -238,121 +239,89 @@ impl ProxyBuilder {
             client_tls: dashmap::DashMap::new(),
             connections: dashmap::DashMap::new(),
         });
-
-        // Worker 0 is this arbiter, where the manager and the addons live.
-        let mut extra = Vec::new();
-        let mut arbiters = vec![Arbiter::current()];
-        for _ in 1..workers {
-            let a = Arbiter::new();
-            arbiters.push(a.handle());
-            extra.push(a);
+        let (arbiters, extra) = start_workers(workers);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let listeners = bound.iter().map(listen::Bound::listening).collect();
+        let startup: Vec<_> = bound.iter().map(|b| (b.mode.clone(), b.addr)).collect();
+        let next = Rc::new(Cell::new(0));
+        for b in bound {
+            b.accept(
+                shared.clone(),
+                arbiters.clone(),
+                next.clone(),
+                stop_rx.clone(),
+            )?;
         }
-        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let accept_shared = shared.clone();
-        actix::spawn(async move {
-            let mut next = 0usize;
-            loop {
-                tokio::select! {
-                    _ = &mut stop_rx => break,
-                    accepted = listener.accept() => match accepted {
-                        Ok((sock, _)) => {
-                            let Ok(std_sock) = sock.into_std() else { continue };
-                            let s = accept_shared.clone();
-                            let arb = &arbiters[next % arbiters.len()];
-                            next = next.wrapping_add(1);
-                            ClientConnection::start_in_arbiter(arb, move |_| ClientConnection::new(std_sock, s, Mode::Regular));
-                        }
-                        Err(e) => {
-                            // Out of file descriptors and the like: log and keep serving.
-                            tracing::warn!("accept failed: {e}");
-                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        }
-                    }
-                }
-            }
-        });
         waylay_core::log::attach_global(&manager);
         manager.running().await;
-        tracing::info!("proxy listening at http://{local_addr}");
+        for (mode, addr) in startup {
+            listen::log_listening(&mode, addr);
+        }
         Ok(RunningProxy {
-            local_addr,
+            listeners,
             manager,
             shared,
-            stop: Some(stop_tx),
+            stop: stop_tx,
             extra,
         })
     }
 }
 
-/// SIGINT and SIGTERM, listened for from the moment they are installed.
-struct Signals {
-    #[cfg(unix)]
-    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
-}
-
-impl Signals {
-    fn install() -> Self {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            let streams = match (
-                signal(SignalKind::interrupt()),
-                signal(SignalKind::terminate()),
-            ) {
-                (Ok(i), Ok(t)) => Some((i, t)),
-                _ => None,
-            };
-            Self { streams }
-        }
-        #[cfg(not(unix))]
-        {
-            Self {}
-        }
+/// The worker arbiters: worker 0 is the current one, where the manager and the addons live;
+/// the others are started here (and stopped by [`RunningProxy::shutdown`]).
+fn start_workers(workers: usize) -> (Rc<Vec<ArbiterHandle>>, Vec<Arbiter>) {
+    let mut extra = Vec::new();
+    let mut arbiters = vec![Arbiter::current()];
+    for _ in 1..workers {
+        let a = Arbiter::new();
+        arbiters.push(a.handle());
+        extra.push(a);
     }
-
-    async fn wait(self) {
-        #[cfg(unix)]
-        {
-            match self.streams {
-                Some((mut int, mut term)) => {
-                    tokio::select! {
-                        _ = int.recv() => {}
-                        _ = term.recv() => {}
-                    }
-                }
-                None => {
-                    let _ = tokio::signal::ctrl_c().await;
-                }
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
+    (Rc::new(arbiters), extra)
 }
 
 /// A proxy that is listening.
 pub struct RunningProxy {
-    local_addr: SocketAddr,
+    listeners: Vec<Listening>,
     manager: ManagerHandle,
     shared: Arc<ProxyShared>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    stop: tokio::sync::watch::Sender<bool>,
     extra: Vec<Arbiter>,
 }
 
 impl std::fmt::Debug for RunningProxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RunningProxy")
-            .field("local_addr", &self.local_addr)
+            .field("listeners", &self.listeners)
             .finish_non_exhaustive()
     }
 }
 
 impl RunningProxy {
-    /// The address the proxy listens on.
+    /// The address of the first mode's listener (the only one unless several modes were
+    /// given).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.listeners[0].addr
+    }
+
+    /// Every listener, in the order the modes were given.
+    pub fn listeners(&self) -> &[Listening] {
+        &self.listeners
+    }
+
+    /// The address of the listener of the mode `mode` (a mode's name, `socks5`, or its full
+    /// spec, `socks5@1080`): the first one that matches.
+    pub fn addr_of(&self, mode: &str) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|l| {
+                l.mode == mode
+                    || l.mode
+                        .split([':', '@'])
+                        .next()
+                        .is_some_and(|name| name == mode)
+            })
+            .map(|l| l.addr)
     }
 
     /// The addon manager.
@@ -367,9 +336,7 @@ impl RunningProxy {
 
     /// Stops listening, closes client connections, and fires `done` on every addon.
     pub async fn shutdown(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
+        let _ = self.stop.send(true);
         let conns: Vec<_> = self
             .shared
             .connections

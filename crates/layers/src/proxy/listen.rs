@@ -1,0 +1,154 @@
+//! The listeners, one per mode: bound before anything else starts (so a port in use fails
+//! the start with one line naming it), then an accept loop each, handing every connection
+//! to a worker arbiter round-robin.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use waylay_core::ModeSpec;
+
+use crate::conn::client::ClientConnection;
+use crate::context::ProxyShared;
+use crate::error::ProxyError;
+use crate::modes::Mode;
+
+/// A listener a running proxy accepts connections on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listening {
+    /// The mode it serves, as a flow's `client.proxy_mode` says it (`regular`,
+    /// `socks5@1080`, ...).
+    pub mode: String,
+    /// The address it is bound to (the real port when port 0 was asked for).
+    pub addr: SocketAddr,
+}
+
+/// A bound socket, not yet accepting.
+pub(super) struct Bound {
+    listener: std::net::TcpListener,
+    pub(super) mode: Arc<Mode>,
+    pub(super) addr: SocketAddr,
+}
+
+/// Binds every mode's listener: its `@host:port`, else `listen_host` and the `listen_port`
+/// option (`None`: left at its default), else the mode's default port.
+pub(super) fn bind_all(
+    modes: &[ModeSpec],
+    listen_host: &str,
+    listen_port: Option<u16>,
+) -> Result<Vec<Bound>, ProxyError> {
+    modes
+        .iter()
+        .map(|spec| {
+            let host = spec.listen_host_or(listen_host);
+            // `@:PORT` (empty host) is every interface, as in mitmproxy.
+            let host = if host.is_empty() { "0.0.0.0" } else { host };
+            let port = spec.listen_port_or(listen_port);
+            bind(host, port, Mode::new(spec.clone()))
+        })
+        .collect()
+}
+
+fn bind(host: &str, port: u16, mode: Mode) -> Result<Bound, ProxyError> {
+    let addr = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let io = |source| ProxyError::Io {
+        context: format!("listener {addr} ({})", mode.full_spec),
+        source,
+    };
+    let listener = std::net::TcpListener::bind(&addr).map_err(|source| ProxyError::Bind {
+        addr: format!("{addr} ({} mode)", mode.full_spec),
+        source,
+    })?;
+    listener.set_nonblocking(true).map_err(io)?;
+    let local = listener.local_addr().map_err(io)?;
+    Ok(Bound {
+        listener,
+        mode: Arc::new(mode),
+        addr: local,
+    })
+}
+
+impl Bound {
+    /// What [`RunningProxy::listeners`](super::RunningProxy::listeners) reports.
+    pub(super) fn listening(&self) -> Listening {
+        Listening {
+            mode: self.mode.full_spec.clone(),
+            addr: self.addr,
+        }
+    }
+
+    /// Accepts connections until `stop` turns true, each started as a `ClientConnection`
+    /// on the next of `arbiters` (shared by all listeners through `next`).
+    pub(super) fn accept(
+        self,
+        shared: Arc<ProxyShared>,
+        arbiters: Rc<Vec<ArbiterHandle>>,
+        next: Rc<Cell<usize>>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(), ProxyError> {
+        let listener =
+            tokio::net::TcpListener::from_std(self.listener).map_err(|source| ProxyError::Io {
+                context: format!("listener {}", self.addr),
+                source,
+            })?;
+        let mode = self.mode;
+        actix::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => break,
+                    accepted = listener.accept() => match accepted {
+                        Ok((sock, _)) => {
+                            let Ok(std_sock) = sock.into_std() else { continue };
+                            let (s, m) = (shared.clone(), mode.clone());
+                            let i = next.get();
+                            next.set(i.wrapping_add(1));
+                            let arb = &arbiters[i % arbiters.len()];
+                            ClientConnection::start_in_arbiter(arb, move |_| {
+                                ClientConnection::new(std_sock, s, m)
+                            });
+                        }
+                        Err(e) => {
+                            // Out of file descriptors and the like: log and keep serving.
+                            tracing::warn!("accept failed: {e}");
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+/// The startup line of one listener, as mitmproxy words it.
+pub(super) fn log_listening(mode: &Mode, addr: SocketAddr) {
+    let spec = &mode.full_spec;
+    match &mode.spec.mode {
+        waylay_core::Mode::Regular => {
+            tracing::info!(mode = %spec, "HTTP(S) proxy listening at http://{addr}");
+        }
+        waylay_core::Mode::Upstream(p) => tracing::info!(
+            mode = %spec,
+            "HTTP(S) proxy (upstream mode, via {}) listening at http://{addr}",
+            p.address
+        ),
+        waylay_core::Mode::Socks5 => {
+            tracing::info!(mode = %spec, "SOCKS v5 proxy listening at {addr}");
+        }
+        waylay_core::Mode::Transparent => {
+            tracing::info!(mode = %spec, "Transparent proxy listening at {addr}");
+        }
+        waylay_core::Mode::Reverse(t) => tracing::info!(
+            mode = %spec,
+            "Reverse proxy to {}://{} listening at {addr}",
+            t.scheme.as_str(),
+            t.address
+        ),
+    }
+}

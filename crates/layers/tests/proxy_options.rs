@@ -17,7 +17,7 @@ async fn options_not_implemented_yet_are_refused_not_ignored() {
     for spec in [
         "store_streamed_bodies=true",
         "connection_strategy=lazy",
-        "mode=reverse:tcp://127.0.0.1:1",
+        "mode=reverse:dns://127.0.0.1:53",
         "certs=example.org=cert.pem",
         "server=false",
     ] {

@@ -648,3 +648,119 @@ async fn recorded_history_is_bounded() {
     assert_eq!(kept.len() as u64 + forgotten, 80);
     proxy.shutdown().await;
 }
+
+/// Intercepts each client message that starts with `hold` and hands its release handle to
+/// the test.
+#[derive(Clone)]
+struct Holder {
+    held: tokio::sync::mpsc::UnboundedSender<waylay_core::flow::InterceptHandle>,
+}
+
+impl Addon for Holder {
+    async fn websocket_message(&mut self, flow: &mut HttpFlow) {
+        let hold = flow
+            .websocket
+            .as_ref()
+            .and_then(|ws| ws.messages.last())
+            .is_some_and(|m| m.from_client && m.as_text().is_some_and(|t| t.starts_with("hold")));
+        if hold {
+            let _ = self.held.send(flow.intercept());
+        }
+    }
+}
+
+async fn next_held(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<waylay_core::flow::InterceptHandle>,
+) -> waylay_core::flow::InterceptHandle {
+    tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        .await
+        .expect("a message held in time")
+        .expect("the holder is alive")
+}
+
+fn texts(origin: &WsOrigin) -> Vec<String> {
+    origin
+        .record
+        .received()
+        .into_iter()
+        .filter_map(|m| m.into_text().ok().map(|t| t.to_string()))
+        .collect()
+}
+
+#[actix_rt::test]
+async fn intercepted_message_waits_and_is_sent_edited_or_killed() {
+    let origin = WsOrigin::start().await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let rec = Recorder::default();
+    let proxy = TestProxy::start(
+        Proxy::builder()
+            .addon(Holder { held: tx })
+            .addon(rec.clone()),
+    )
+    .await;
+
+    // Held, then resumed with an edit of the held message: the origin gets the edit.
+    let (mut ws, _) = ws_through_proxy(proxy.addr(), origin.addr, "/", &[])
+        .await
+        .expect("upgrade");
+    send(&mut ws, Message::text("hold-me")).await;
+    let handle = next_held(&mut rx).await;
+    assert!(
+        !texts(&origin).iter().any(|t| t == "hold-me"),
+        "a held message went on"
+    );
+    handle.resume_with::<waylay_core::flow::HttpEdit>(Box::new(|f: &mut HttpFlow| {
+        if let Some(m) = f.websocket.as_mut().and_then(|ws| ws.messages.last_mut()) {
+            m.set_text("edited while held");
+        }
+    }));
+    assert_eq!(next(&mut ws).await, Message::text("edited while held"));
+    // Resumed without an edit: sent as it was; unheld messages pass as before.
+    send(&mut ws, Message::text("hold-plain")).await;
+    next_held(&mut rx).await.resume();
+    assert_eq!(next(&mut ws).await, Message::text("hold-plain"));
+    send(&mut ws, Message::text("free")).await;
+    assert_eq!(next(&mut ws).await, Message::text("free"));
+    assert_eq!(texts(&origin), ["edited while held", "hold-plain", "free"]);
+    client_close(&mut ws).await;
+    let hooks = rec.wait_for("websocket_end").await;
+    assert!(hooks.contains(&"websocket_end"), "{hooks:?}");
+    // The flow's history holds the edited message.
+    let flow = rec.last();
+    let recorded: Vec<&str> = flow
+        .websocket
+        .as_ref()
+        .expect("websocket data")
+        .messages
+        .iter()
+        .filter(|m| m.from_client)
+        .filter_map(|m| m.as_text())
+        .collect();
+    assert_eq!(recorded, ["edited while held", "hold-plain", "free"]);
+
+    // Killed while held: the message never reaches the origin, the client's connection
+    // ends without a close frame, and the flow ends as a WebSocket error.
+    let (mut ws, _) = ws_through_proxy(proxy.addr(), origin.addr, "/", &[])
+        .await
+        .expect("upgrade");
+    send(&mut ws, Message::text("hold-kill")).await;
+    next_held(&mut rx).await.kill();
+    match ws_next(&mut ws).await {
+        None | Some(Err(_)) => {}
+        Some(Ok(m)) => panic!("expected the connection to end, got {m:?}"),
+    }
+    let hooks = rec.wait_for("websocket_error").await;
+    assert!(hooks.contains(&"websocket_error"), "{hooks:?}");
+    assert!(!texts(&origin).iter().any(|t| t == "hold-kill"));
+    let err = rec.last().error.expect("flow.error set").msg;
+    assert!(err.contains("killed"), "{err}");
+
+    // The next connection works.
+    let (mut ws, _) = ws_through_proxy(proxy.addr(), origin.addr, "/", &[])
+        .await
+        .expect("upgrade");
+    send(&mut ws, Message::text("after kill")).await;
+    assert_eq!(next(&mut ws).await, Message::text("after kill"));
+    client_close(&mut ws).await;
+    proxy.shutdown().await;
+}

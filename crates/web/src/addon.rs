@@ -206,13 +206,13 @@ impl Addon for WebAddon {
 
     async fn websocket_message(&mut self, flow: &mut HttpFlow) {
         let n = flow.websocket.as_ref().map_or(0, |w| w.messages.len());
-        // The WebSocket relay does not wait for an intercepted message (the TCP relay does),
-        // so messages are not intercepted; a kill ends the connection here.
-        if self.shared.take_kill(flow.id) {
-            flow.kill();
-            self.record_http(flow, false, false);
-        } else if sample(n) {
-            self.record_http(flow, false, false);
+        // A message the intercept filter matches is held (the relay waits for its release,
+        // which may carry an edit of it); one to kill ends the connection. Both are always
+        // recorded.
+        let due =
+            sample(n) || self.shared.should_intercept(&*flow) || self.shared.kill_pending(flow.id);
+        if due {
+            self.record_http(flow, true, false);
         }
     }
 

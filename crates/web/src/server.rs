@@ -276,6 +276,13 @@ async fn route(
                 Err(r) => Err(r),
             }
         }
+        ("POST", ["flows", id, "messages", "content.data"]) => match read_body(req).await {
+            Ok(b) => shared
+                .edit(id, |f| set_last_message(f, b))
+                .map(|s| json_resp(&s.json()))
+                .map_err(Resp::from),
+            Err(r) => Err(r),
+        },
         ("GET", ["flows", id, part, "content", view]) => {
             content_view(shared, id, part, view, query)
         }
@@ -538,6 +545,25 @@ fn set_body(f: &mut Flow, part: &str, b: Bytes) -> Result<(), ApiError> {
             None => return Err(ApiError(400, "the flow has no response".into())),
         },
     }
+    Ok(())
+}
+
+/// Replaces the content of a WebSocket flow's last message (the one an intercepted flow
+/// holds), keeping its kind; text that is not UTF-8 is refused.
+fn set_last_message(f: &mut Flow, b: Bytes) -> Result<(), ApiError> {
+    let Flow::Http(f) = f else {
+        return Err(ApiError(
+            400,
+            "only WebSocket messages can be edited (not TCP messages)".into(),
+        ));
+    };
+    let Some(m) = f.websocket.as_mut().and_then(|w| w.messages.last_mut()) else {
+        return Err(ApiError(400, "the flow has no WebSocket message".into()));
+    };
+    if m.is_text() && std::str::from_utf8(&b).is_err() {
+        return Err(ApiError(400, "a text message must be UTF-8".into()));
+    }
+    m.content = b;
     Ok(())
 }
 

@@ -626,10 +626,22 @@ impl Shared {
             if let Flow::Http(edited) = e.snap.full_flow() {
                 handle.resume_with::<waylay_core::flow::HttpEdit>(Box::new(
                     move |f: &mut waylay_core::HttpFlow| {
-                        f.request = edited.request;
-                        f.response = edited.response;
                         f.marked = edited.marked;
                         f.comment = edited.comment;
+                        // Held at a WebSocket message: only that (the last) message can
+                        // have been edited; the handshake is long gone.
+                        let held_message =
+                            edited.websocket.as_ref().and_then(|w| w.messages.last());
+                        if let Some(m) = held_message {
+                            if let Some(last) =
+                                f.websocket.as_mut().and_then(|w| w.messages.last_mut())
+                            {
+                                last.content = m.content.clone();
+                            }
+                            return;
+                        }
+                        f.request = edited.request;
+                        f.response = edited.response;
                     },
                 ));
             } else {

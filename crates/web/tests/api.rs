@@ -1472,3 +1472,154 @@ async fn the_intercept_option_set_at_start_holds_matching_flows_and_tcp_messages
     let (buf, ()) = within("the echo", async { tokio::join!(resumed, resume_all) }).await;
     assert_eq!(buf.unwrap(), b"echo: ping\n");
 }
+
+/// Waits for a WebSocket flow held with `count` messages recorded; its id.
+async fn held_ws(ui: SocketAddr, path: &str, count: u64) -> String {
+    let is_it = |f: &Value| {
+        f["intercepted"] == true
+            && f["request"]["path"] == path
+            && f["websocket"]["messages_meta"]["count"]
+                .as_u64()
+                .unwrap_or(0)
+                == count
+    };
+    let flows = flows_until(ui, |v| v.iter().any(is_it)).await;
+    flows.iter().find(|f| is_it(f)).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn post(ui: SocketAddr, path: &str, body: &str) -> Answer {
+    call(ui, "POST", path, &[BEARER], body).await
+}
+
+#[actix_rt::test]
+async fn intercepted_websocket_messages_are_edited_resumed_and_killed() {
+    use waylay_testkit::{WsOrigin, ws_next, ws_through_proxy};
+    let (proxy, ui) = start(config()).await;
+    let ui = ui.addr();
+    let origin = WsOrigin::start().await;
+    let a = call(
+        ui,
+        "PUT",
+        "/options",
+        &[BEARER],
+        &json!({"intercept": "~websocket"}).to_string(),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let (p, o) = (proxy.addr(), origin.addr);
+    let client = actix::spawn(async move {
+        let (mut ws, _) = ws_through_proxy(p, o, "/edit", &[]).await.unwrap();
+        ws.send(Message::text("hold me")).await.unwrap();
+        let echo = ws_next(&mut ws).await;
+        let _ = ws.close(None).await;
+        echo
+    });
+    // The handshake's response matches `~websocket` first (as in mitmproxy).
+    let id = held_ws(ui, "/edit", 0).await;
+    assert_eq!(
+        post(ui, &format!("/flows/{id}/resume"), "").await.status,
+        200
+    );
+    // The client's message is held: the origin has not seen it.
+    let id = held_ws(ui, "/edit", 1).await;
+    assert!(
+        origin.record.received().is_empty(),
+        "a held message went on"
+    );
+    let a = post(
+        ui,
+        &format!("/flows/{id}/messages/content.data"),
+        "edited in the UI",
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json()["modified"], true);
+    let msgs = call(
+        ui,
+        "GET",
+        &format!("/flows/{id}/messages/content/auto.json"),
+        &[BEARER],
+        "",
+    )
+    .await
+    .json();
+    assert_eq!(msgs[0]["text"], "edited in the UI");
+    assert_eq!(
+        post(ui, &format!("/flows/{id}/resume"), "").await.status,
+        200
+    );
+    // The origin's echo is a message too, held in turn.
+    held_ws(ui, "/edit", 2).await;
+    assert_eq!(post(ui, "/flows/resume", "").await.json()["count"], 1);
+    let echo = within("the edited echo", client).await.unwrap();
+    assert_eq!(echo, Some(Ok(Message::text("edited in the UI"))));
+    let texts: Vec<String> = origin
+        .record
+        .received()
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::Text(t) => Some(t.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(texts, ["edited in the UI"]);
+
+    // Killed while held: the message never arrives, the client's connection ends.
+    let client = actix::spawn(async move {
+        let (mut ws, _) = ws_through_proxy(p, o, "/kill", &[]).await.unwrap();
+        ws.send(Message::text("never")).await.unwrap();
+        ws_next(&mut ws).await
+    });
+    let id = held_ws(ui, "/kill", 0).await;
+    assert_eq!(
+        post(ui, &format!("/flows/{id}/resume"), "").await.status,
+        200
+    );
+    let id = held_ws(ui, "/kill", 1).await;
+    assert_eq!(post(ui, &format!("/flows/{id}/kill"), "").await.status, 200);
+    match within("the killed client", client).await.unwrap() {
+        None | Some(Err(_)) => {}
+        Some(Ok(m)) => panic!("expected the connection to end, got {m:?}"),
+    }
+    let flows = flows_until(ui, |v| {
+        v.iter()
+            .any(|f| f["request"]["path"] == "/kill" && f["error"].is_object())
+    })
+    .await;
+    let f = flows
+        .iter()
+        .find(|f| f["request"]["path"] == "/kill")
+        .unwrap();
+    assert!(
+        f["error"]["msg"].as_str().unwrap().contains("killed"),
+        "{f}"
+    );
+    assert!(
+        !origin
+            .record
+            .received()
+            .iter()
+            .any(|m| m.is_text() && m.to_text().ok() == Some("never"))
+    );
+
+    // A finished flow's message is edited in the record only; a live one needs holding; a
+    // TCP flow's or a flow without messages is refused.
+    let a = post(ui, &format!("/flows/{id}/messages/content.data"), "after").await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let plain = http_origin().await;
+    let r = proxy_get(p, &format!("http://{plain}/plain")).await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    let flows = flows_until(ui, |v| v.iter().any(|f| f["request"]["path"] == "/plain")).await;
+    let plain_id = flows
+        .iter()
+        .find(|f| f["request"]["path"] == "/plain")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let a = post(ui, &format!("/flows/{plain_id}/messages/content.data"), "x").await;
+    assert_eq!(a.status, 400, "{}", a.body);
+}

@@ -22,6 +22,10 @@
 //! - **Backpressure**: each direction reads one message, runs the hook and writes it to the
 //!   other side before it reads the next, so a slow reader stops the proxy reading from its
 //!   peer; nothing is queued beyond one message per direction.
+//! - **A message can be intercepted**: when `websocket_message` leaves the flow intercepted,
+//!   the message is held (and the other direction with it, as the hook's flow is shared)
+//!   until it is resumed, with an edit of the message or not, or killed (the connection
+//!   then ends as `websocket_error`), as mitmproxy does.
 //! - Messages injected by an addon are recorded in `messages` (`injected` set) and sent after
 //!   the hook's own message; they do not fire `websocket_message` themselves.
 
@@ -41,7 +45,8 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message as WsMessage, Utf8Bytes};
 use waylay_core::flow::{
-    HttpFlow, Server, WebSocketData, WebSocketInjector, WebSocketMessage, WebSocketMessageKind, now,
+    HttpFlow, Release, Server, WebSocketData, WebSocketInjector, WebSocketMessage,
+    WebSocketMessageKind, now,
 };
 use waylay_core::hooks::ServerConnectionHookData;
 use waylay_core::{FlowError, HookKind, ManagerHandle};
@@ -428,8 +433,8 @@ async fn direction(
     }
 }
 
-/// Records a message, fires `websocket_message`, forwards it unless dropped, and sends what
-/// the addons injected.
+/// Records a message, fires `websocket_message` (waiting while an addon holds the flow
+/// intercepted), forwards it unless dropped, and sends what the addons injected.
 async fn on_message(
     sh: &Shared,
     from_client: bool,
@@ -463,6 +468,12 @@ async fn on_message(
         let Some(mut flow) = fire(&sh.manager, HookKind::WebsocketMessage, flow).await else {
             return Err(End::Shutdown);
         };
+        // An addon (the web UI) may hold the message: wait for its release, which may hand
+        // over an edit of the held (last) message; the other direction waits meanwhile.
+        if flow.intercepted() && flow.wait_released().await == Release::Killed {
+            flow.kill();
+        }
+        flow.intercept_state().reset();
         let out = flow
             .websocket
             .as_ref()

@@ -309,17 +309,44 @@ function MessageTab(props: { flow: Flow; part: "request" | "response" }) {
 }
 
 function Messages(props: { flow: Flow }) {
+  const f = props.flow;
   const [msgs, setMsgs] = useState<any[]>([]);
-  const count = props.flow.websocket?.messages_meta.count ?? props.flow.messages_meta?.count ?? 0;
+  const [draft, setDraft] = useState<string | null>(null);
+  const [version, setVersion] = useState(0);
+  const count = f.websocket?.messages_meta.count ?? f.messages_meta?.count ?? 0;
   useEffect(() => {
-    api("GET", `/flows/${props.flow.id}/messages/content/auto.json`).then(setMsgs).catch(reportError);
-  }, [props.flow.id, count]);
+    api("GET", `/flows/${f.id}/messages/content/auto.json`).then(setMsgs).catch(reportError);
+  }, [f.id, count, version]);
+  useEffect(() => setDraft(null), [f.id, count, f.intercepted]);
+  // A held WebSocket message (the last one) can be edited before it goes on.
+  const editable = !!f.websocket && f.intercepted;
+  const save = async () => {
+    if (draft !== null && (await act("POST", `/flows/${f.id}/messages/content.data`, draft))) {
+      setDraft(null);
+      setVersion(version + 1);
+    }
+  };
   return (
     <div class="messages">
-      {msgs.map((m) => (
+      {msgs.map((m, i) => (
         <div class={`msg ${m.from_client ? "from-client" : "from-server"}`}>
           <span class="muted">{m.from_client ? "→" : "←"} {new Date(m.timestamp * 1000).toISOString().slice(11, 23)}</span>
-          <pre>{m.text}</pre>
+          {editable && i === msgs.length - 1 ? (
+            draft === null ? (
+              <>
+                <button id="edit-message" title="edit the held message" onClick={() => setDraft(m.text)}>Edit</button>
+                <pre>{m.text}</pre>
+              </>
+            ) : (
+              <div class="edit">
+                <textarea id="message-edit" rows={4} value={draft} onInput={(e) => setDraft((e.target as HTMLTextAreaElement).value)} />
+                <button id="save-message" onClick={save}>Save</button>
+                <button onClick={() => setDraft(null)}>Cancel</button>
+              </div>
+            )
+          ) : (
+            <pre>{m.text}</pre>
+          )}
         </div>
       ))}
       {msgs.length === 0 ? <div class="muted">No messages.</div> : null}

@@ -258,6 +258,10 @@ fn options_from(
     if let Some(f) = opts.str("readfile_filter") {
         Filter::parse(f).map_err(|e| Failure::Usage(format!("option readfile_filter: {e}")))?;
     }
+    Save::check_options(&opts)?;
+    // The proxy's own options, checked here rather than when the listener starts, so that
+    // `-n` (no listener) refuses a bad value with the same error.
+    waylay::check_options(&opts)?;
     Ok(opts)
 }
 

@@ -313,6 +313,62 @@ fn r_on_a_damaged_file_plays_what_is_before_and_fails_with_one_line() {
     );
 }
 
+/// Runs waylay with `args`, killing it if it has not exited within 30 s (a bad option must
+/// stop it long before; a listener that starts anyway must not hang the test).
+fn waylay_bounded(args: &[&str]) -> std::process::Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the waylay binary runs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().expect("wait").is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    child.wait_with_output().expect("exits")
+}
+
+#[test]
+fn n_still_checks_every_option_with_the_same_error() {
+    let dir = TempDir::new("e2e-n-options");
+    let confdir = format!("confdir={}", dir.path().display());
+    let bad: &[&[&str]] = &[
+        &["--set", "ignore_hosts=["],
+        &["--set", "mode=bogus"],
+        &["--set", "mode=socks5"],
+        &["--set", "stream_large_bodies=abc"],
+        &["--set", "body_size_limit=-3"],
+        &["--set", "connection_strategy=lazy"],
+        &["--set", "listen_port=99999"],
+        &["--set", "save_stream_filter=~d ("],
+        &["--set", "readfile_filter=~q ("],
+        &["~d ("],
+    ];
+    for extra in bad {
+        let mut with_n = vec!["-q", "--set", &confdir, "-n", "-r", FIXTURE];
+        with_n.extend_from_slice(extra);
+        let offline = waylay_bounded(&with_n);
+        let mut listening = vec!["-q", "--set", &confdir, "-p", "0", "-r", FIXTURE];
+        listening.extend_from_slice(extra);
+        let live = waylay_bounded(&listening);
+        let err = text(&offline.stderr);
+        assert_eq!(offline.status.code(), Some(2), "{extra:?} with -n: {err}");
+        assert!(err.starts_with("waylay: error: "), "{extra:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{extra:?}: {err}");
+        assert_eq!(live.status.code(), Some(2), "{extra:?} without -n");
+        assert_eq!(
+            err,
+            text(&live.stderr),
+            "{extra:?}: the same error either way"
+        );
+        assert!(offline.stdout.is_empty(), "{extra:?}: nothing was played");
+    }
+}
+
 /// A recording of `GET http://{addr}/page?x=1` answered `200 recorded`.
 fn recording(addr: SocketAddr, path: &std::path::Path) {
     let client = Arc::new(Client::new(

@@ -164,6 +164,19 @@ pub(crate) fn expand_home(p: &str) -> PathBuf {
     PathBuf::from(p)
 }
 
+/// Checks the options the proxy layers read, as starting a proxy would, without starting
+/// one: a program that runs its addons with no listener (`waylay -n -r FILE`) refuses the
+/// same bad values with the same error.
+pub fn check_options(o: &Options) -> Result<(), OptionsError> {
+    if o.bool("server") {
+        return ProxyConfig::from_options(o).map(drop);
+    }
+    // `server=false` is what such a program runs with; a proxy refuses it, the check not.
+    let mut with_server = o.clone();
+    with_server.set("server", waylay_core::OptionValue::Bool(true))?;
+    ProxyConfig::from_options(&with_server).map(drop)
+}
+
 impl ProxyConfig {
     /// Reads and validates the layer options.
     pub(crate) fn from_options(o: &Options) -> Result<Self, OptionsError> {

@@ -20,6 +20,7 @@
 //! ```
 
 mod compat;
+mod encode;
 pub mod har;
 mod play;
 mod state;
@@ -238,9 +239,7 @@ impl<W: Write> FlowWriter<W> {
 
     /// Appends one flow.
     pub fn add(&mut self, flow: &Flow) -> std::io::Result<()> {
-        self.buf.clear();
-        to_state(flow).encode_into(&mut self.buf);
-        self.out.write_all(&self.buf)?;
+        encode::write_flow(flow, &mut self.buf, &mut self.out)?;
         // Do not keep a large body's buffer around after it.
         if self.buf.capacity() > 1 << 20 {
             self.buf = Vec::new();

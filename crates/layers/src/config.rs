@@ -24,6 +24,8 @@ pub(crate) struct ProxyConfig {
     pub(crate) rawtcp: bool,
     pub(crate) websocket: bool,
     pub(crate) stream_large_bodies: u64,
+    /// `store_streamed_bodies`: a streamed body is also kept (on disk) for the flow.
+    pub(crate) store_streamed_bodies: bool,
     pub(crate) body_size_limit: Option<u64>,
     pub(crate) ignore_hosts: Option<RegexSet>,
     pub(crate) allow_hosts: Option<RegexSet>,
@@ -55,7 +57,6 @@ const NOT_YET: &[&str] = &[
     "intercept_active",
     "keep_host_header",
     "normalize_outbound_headers",
-    "store_streamed_bodies",
     "validate_inbound_headers",
 ];
 
@@ -222,6 +223,7 @@ impl ProxyConfig {
             rawtcp: o.bool("rawtcp"),
             websocket: o.bool("websocket"),
             stream_large_bodies: size(o, "stream_large_bodies")?.unwrap_or(u64::MAX),
+            store_streamed_bodies: o.bool("store_streamed_bodies"),
             body_size_limit: size(o, "body_size_limit")?,
             ignore_hosts: regexes(o, "ignore_hosts")?,
             allow_hosts: regexes(o, "allow_hosts")?,

@@ -9,7 +9,7 @@ use hyper::body::Incoming;
 use waylay_core::HookKind;
 use waylay_core::flow::{HttpFlow, Message, Response, now, reason_phrase};
 
-use super::body::{ProxyBody, Read, read_up_to};
+use super::body::{ProxyBody, Read, keep_streamed, read_up_to};
 use super::convert::{headers_from, headers_to, version_of};
 use super::walk::{HyperResponse, Killed, error_response, fail, flow_failed, killed, proceed};
 use crate::conn::pool::PoolEntry;
@@ -123,10 +123,11 @@ pub(crate) async fn response_phase(
                 respond_from_flow(ctx, flow, Some(parts.extensions)).await
             }
             Ok(Read::TooLarge(chunks, rest)) => {
+                let mut body = ProxyBody::streaming(chunks, rest, cfg.body_size_limit);
                 if let Some(r) = flow.response.as_mut() {
                     r.stream = true;
+                    body = keep_streamed(cfg.store_streamed_bodies, r, body);
                 }
-                let body = ProxyBody::streaming(chunks, rest, cfg.body_size_limit);
                 Ok(stream_to_client(
                     ctx,
                     flow,
@@ -146,10 +147,13 @@ pub(crate) async fn response_phase(
             }
         }
     } else {
+        let mut body = ProxyBody::streaming(Vec::new(), body, cfg.body_size_limit);
         if let Some(r) = flow.response.as_mut() {
             r.stream = true;
+            // Kept only for an addon that sees the finished response.
+            let keep = cfg.store_streamed_bodies && manager.handles(HookKind::Response);
+            body = keep_streamed(keep, r, body);
         }
-        let body = ProxyBody::streaming(Vec::new(), body, cfg.body_size_limit);
         Ok(stream_to_client(
             ctx,
             flow,

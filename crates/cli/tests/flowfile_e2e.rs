@@ -831,7 +831,37 @@ async fn c_replays_a_file_and_exits() {
             .iter()
             .all(|f| http(f).is_replay.as_deref() == Some("request"))
     );
-    // Client replay needs the proxy listener.
-    let out = waylay(&["-n", "-C", &rec.display().to_string()]);
-    assert_eq!(out.status.code(), Some(2));
+}
+
+#[actix_rt::test]
+async fn n_c_replays_without_a_proxy_listener() {
+    let dir = TempDir::new("e2e-nc");
+    let rec = dir.path().join("rec.flows");
+    let (origin, seen) = scripted_origin(answer_ok).await;
+    let mut w = FlowWriter::new(std::fs::File::create(&rec).expect("create"));
+    for f in recorded_requests(&format!("http://{origin}")) {
+        w.add(&f).expect("write");
+    }
+    drop(w);
+    let rec = rec.display().to_string();
+    let confdir = format!("confdir={}", dir.path().display());
+    // As mitmdump -nC: replayed, printed, then exit; -p names a port that is never bound.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port().to_string();
+    let output = within(
+        "waylay -n -C exits",
+        tokio::task::spawn_blocking(move || {
+            waylay_bounded(&["-n", "-C", &rec, "-p", &port, "--set", &confdir])
+        }),
+    )
+    .await
+    .expect("joined");
+    drop(taken);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains(&format!("[replay]: GET http://{origin}/one?q=1 << 200 OK")),
+        "{stdout}"
+    );
+    assert_eq!(seen.lock().expect("lock").len(), 2);
 }

@@ -840,3 +840,82 @@ async fn recorded_flows_play_through_the_hooks_in_live_order() {
     let names: Vec<&str> = got.iter().map(|s| s.split(' ').next().unwrap()).collect();
     assert_eq!(kinds, names);
 }
+
+mod direct_encoding {
+    //! The direct encoder against the value tree on random flows.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn json() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<u64>().prop_map(serde_json::Value::from),
+            (-1e12f64..1e12).prop_map(serde_json::Value::from),
+            "\\PC{0,12}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map("[a-z]{0,6}", inner, 0..4)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn bytes() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(any::<u8>(), 0..300)
+    }
+
+    prop_compose! {
+        fn http_flow()(
+            headers in proptest::collection::vec(("[A-Za-z-]{1,12}", bytes()), 0..8),
+            body in proptest::option::of(bytes()),
+            resp_body in proptest::option::of(bytes()),
+            meta in proptest::collection::btree_map("[a-z]{1,6}", json(), 0..4),
+            comment in "\\PC{0,20}",
+            path in "/[ -~]{0,30}",
+            port in any::<u16>(),
+            ts in 0f64..2e9,
+            error in proptest::option::of("\\PC{0,20}"),
+            ws in proptest::collection::vec((any::<bool>(), bytes(), any::<bool>()), 0..4),
+        ) -> Flow {
+            let mut f = tflow().with_response(tresp());
+            for (n, v) in headers {
+                f.request.headers.append(n, Bytes::from(v));
+            }
+            f.request.raw_content = body.map(Bytes::from);
+            f.request.path = path;
+            f.request.port = port;
+            f.request.timestamp_end = Some(ts);
+            f.timestamp_created = ts;
+            f.response.as_mut().unwrap().raw_content = resp_body.map(Bytes::from);
+            f.metadata = meta.into_iter().collect();
+            f.comment = comment;
+            f.error = error.map(FlowError::new);
+            if !ws.is_empty() {
+                let mut data = waylay_core::flow::WebSocketData::default();
+                for (from_client, content, text) in ws {
+                    data.messages.push(if text {
+                        WebSocketMessage::text(from_client, String::from_utf8_lossy(&content).into_owned())
+                    } else {
+                        WebSocketMessage::binary(from_client, content)
+                    });
+                }
+                f.websocket = Some(data);
+            }
+            let mut server = Server::new(waylay_core::flow::Address::new("example.com", port));
+            server.timestamp_start = Some(ts);
+            f.server = Some(Arc::new(server));
+            Flow::Http(Box::new(f))
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn random_flows_encode_as_the_value_tree_does(flow in http_flow()) {
+            prop_assert!(write(std::slice::from_ref(&flow)) == flowfile::to_state(&flow).encode());
+        }
+    }
+}

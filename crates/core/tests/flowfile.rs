@@ -210,6 +210,13 @@ fn a_stored_streamed_body_is_written_from_its_file() {
     assert_eq!(r.raw_content.as_deref(), Some(&want[..]));
     assert!(!r.stream, "a stored body reads back as an ordinary one");
 
+    // HAR has it too.
+    let har = flowfile::har::document([&flow]);
+    let resp = &har["log"]["entries"][0]["response"];
+    assert_eq!(resp["bodySize"], want.len());
+    assert_eq!(resp["content"]["size"], want.len());
+    assert!(resp["content"]["text"].as_str().unwrap().len() >= want.len());
+
     // Dropping every copy of the flow removes the file.
     let files = || std::fs::read_dir(dir.path()).unwrap().count();
     assert_eq!(files(), 1);

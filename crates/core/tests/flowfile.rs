@@ -217,6 +217,18 @@ fn a_stored_streamed_body_is_written_from_its_file() {
     assert_eq!(resp["content"]["size"], want.len());
     assert!(resp["content"]["text"].as_str().unwrap().len() >= want.len());
 
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let file = std::fs::read_dir(dir.path())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        let mode = file.metadata().unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "only the owner may read a stored body");
+    }
+
     // Dropping every copy of the flow removes the file.
     let files = || std::fs::read_dir(dir.path()).unwrap().count();
     assert_eq!(files(), 1);

@@ -110,10 +110,12 @@ impl BodyStore {
     pub fn create_in(dir: &std::path::Path) -> std::io::Result<(Self, StoredBody)> {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let path = dir.join(format!("waylay-body-{}-{n}", std::process::id()));
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
+        let mut open = std::fs::OpenOptions::new();
+        open.write(true).create_new(true);
+        // Bodies may hold secrets, and the temporary directory is shared: owner only.
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+        let file = open.open(&path)?;
         let body = StoredBody(Arc::new(Inner {
             path,
             len: AtomicU64::new(0),

@@ -110,8 +110,9 @@ fn digits(mut n: usize) -> usize {
 }
 
 /// The first walk: every container's payload length, in the order the containers open.
-#[derive(Default)]
-struct Sizer {
+/// Kept by the writer between flows so its vectors are allocated once.
+#[derive(Debug, Default)]
+pub(super) struct Sizer {
     lens: Vec<usize>,
     /// The open containers: their slot in `lens` and the payload length of their parent so
     /// far.
@@ -271,13 +272,17 @@ impl Out for Emitter<'_> {
 /// empty); a stored body is copied from its file in pieces, never read whole.
 pub(super) fn write_flow(
     flow: &Flow,
+    sizer: &mut Sizer,
     buf: &mut Vec<u8>,
     sink: &mut dyn std::io::Write,
 ) -> std::io::Result<()> {
     buf.clear();
     let fresh = ConnectionId::new();
-    let mut sizer = Sizer::default();
-    walk(&mut sizer, flow, fresh);
+    sizer.lens.clear();
+    sizer.open.clear();
+    sizer.stored.clear();
+    sizer.acc = 0;
+    walk(sizer, flow, fresh);
     let stored: u64 = sizer.stored.iter().flatten().sum();
     buf.reserve(
         sizer

@@ -225,6 +225,7 @@ impl<R: Read> Iterator for FlowReader<R> {
 pub struct FlowWriter<W: Write> {
     out: W,
     buf: Vec<u8>,
+    sizer: encode::Sizer,
 }
 
 impl<W: Write> FlowWriter<W> {
@@ -234,12 +235,13 @@ impl<W: Write> FlowWriter<W> {
         Self {
             out,
             buf: Vec::new(),
+            sizer: encode::Sizer::default(),
         }
     }
 
     /// Appends one flow.
     pub fn add(&mut self, flow: &Flow) -> std::io::Result<()> {
-        encode::write_flow(flow, &mut self.buf, &mut self.out)?;
+        encode::write_flow(flow, &mut self.sizer, &mut self.buf, &mut self.out)?;
         // Do not keep a large body's buffer around after it.
         if self.buf.capacity() > 1 << 20 {
             self.buf = Vec::new();

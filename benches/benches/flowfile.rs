@@ -2,6 +2,11 @@
 //! format, `FlowWriter`/`FlowReader` as `-w` and `-r` use them).
 //!
 //! `cargo bench -p waylay-benches --bench flowfile` (`FLOWFILE_N` flows, default 100000).
+//! First a paired comparison of the two encoders (the value tree `to_state(..).encode_into`
+//! beside `FlowWriter`'s direct encoding, alternating blocks in this process), then the
+//! rounds. `FLOWFILE_ONLY=encode` or `FLOWFILE_ONLY=encode-tree` encodes `FLOWFILE_N` flows
+//! one way and exits, for instruction counts:
+//! `FLOWFILE_N=10000 FLOWFILE_ONLY=encode valgrind --tool=callgrind target/release/deps/flowfile-*`.
 //! Each flow is a GET with 20 request headers and a 1 KiB response with 8 headers, as the
 //! hook benches use; the file is written to a temporary directory and read back from it.
 
@@ -9,7 +14,7 @@ use std::io::{BufReader, BufWriter};
 use std::time::Instant;
 
 use waylay_core::Flow;
-use waylay_core::flowfile::{FlowReader, FlowWriter};
+use waylay_core::flowfile::{FlowReader, FlowWriter, to_state};
 use waylay_testkit::{FlowExt, TempDir, tflow, tresp};
 
 fn sample() -> Flow {
@@ -45,14 +50,70 @@ fn cpu_secs() -> f64 {
     (at(11) + at(12)) / 100.0
 }
 
+/// The value-tree encoder beside the direct one, in alternating blocks of `n / 20` flows,
+/// so both see the same machine load.
+fn paired(flow: &Flow, n: usize) {
+    let block = (n / 20).max(1);
+    let (mut tree_cpu, mut direct_cpu) = (0.0, 0.0);
+    let mut mem = Vec::with_capacity(4096 * block);
+    for _ in 0..20 {
+        mem.clear();
+        let c = cpu_secs();
+        for _ in 0..block {
+            to_state(flow).encode_into(&mut mem);
+        }
+        tree_cpu += cpu_secs() - c;
+        let tree_len = mem.len();
+        mem.clear();
+        let c = cpu_secs();
+        {
+            let mut w = FlowWriter::new(&mut mem);
+            for _ in 0..block {
+                w.add(flow).expect("write");
+            }
+        }
+        direct_cpu += cpu_secs() - c;
+        assert_eq!(mem.len(), tree_len, "both encoders write the same bytes");
+    }
+    let total = (block * 20) as f64;
+    println!(
+        "paired, {} flows each: value tree {:.2} µs CPU/flow, direct {:.2} µs CPU/flow ({:.1}× faster)",
+        block * 20,
+        tree_cpu * 1e6 / total,
+        direct_cpu * 1e6 / total,
+        tree_cpu / direct_cpu.max(1e-9),
+    );
+}
+
 fn main() {
     let n: usize = std::env::var("FLOWFILE_N")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
+    let flow = sample();
+    match std::env::var("FLOWFILE_ONLY").as_deref() {
+        Ok("encode") => {
+            let mut mem = Vec::with_capacity(4096 * n);
+            let mut w = FlowWriter::new(&mut mem);
+            for _ in 0..n {
+                w.add(&flow).expect("write");
+            }
+            println!("encoded {} bytes", mem.len());
+            return;
+        }
+        Ok("encode-tree") => {
+            let mut mem = Vec::with_capacity(4096 * n);
+            for _ in 0..n {
+                to_state(&flow).encode_into(&mut mem);
+            }
+            println!("encoded {} bytes", mem.len());
+            return;
+        }
+        _ => {}
+    }
+    paired(&flow, n);
     let dir = TempDir::new("bench-flowfile");
     let path = dir.path().join("bench.flows");
-    let flow = sample();
 
     for round in 1..=3 {
         // In memory: the encoding and decoding alone.

@@ -211,6 +211,12 @@ impl Save {
         ]
     }
 
+    /// Checks the options as `configure` will (a bad `save_stream_filter`), without opening
+    /// any file.
+    pub fn check_options(options: &waylay_core::Options) -> Result<(), OptionsError> {
+        parse_filter(options).map(drop)
+    }
+
     async fn write(&mut self, id: FlowId, flow: Flow) {
         self.active.remove(&id);
         if let Some(s) = &self.stream
@@ -240,6 +246,14 @@ impl Save {
         }
         self.active.clear();
     }
+}
+
+fn parse_filter(options: &waylay_core::Options) -> Result<Option<Filter>, OptionsError> {
+    options
+        .str("save_stream_filter")
+        .map(Filter::parse)
+        .transpose()
+        .map_err(|e| OptionsError::rejected("save_stream_filter", e.to_string()))
 }
 
 fn http(f: &HttpFlow) -> Flow {
@@ -283,12 +297,7 @@ impl Addon for Save {
         if !cfg.changed("save_stream_file") && !cfg.changed("save_stream_filter") {
             return Ok(());
         }
-        self.filter = cfg
-            .options
-            .str("save_stream_filter")
-            .map(Filter::parse)
-            .transpose()
-            .map_err(|e| OptionsError::rejected("save_stream_filter", e.to_string()))?;
+        self.filter = parse_filter(&cfg.options)?;
         let spec = cfg.options.str("save_stream_file").map(str::to_owned);
         if spec == self.spec {
             return Ok(());

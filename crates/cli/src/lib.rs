@@ -43,7 +43,7 @@ pub use waylay_core::{
     ManagerHandle, OptionSpec, OptionValue, Options, OptionsError, Request, Response, TcpFlow,
     filter, flow, flowfile, hooks, log, options,
 };
-pub use waylay_layers::{ProxyBuilder, ProxyError, RunningProxy};
+pub use waylay_layers::{ProxyBuilder, ProxyError, RunningProxy, check_options};
 
 /// Entry point of the proxy API: `Proxy::builder()`.
 #[derive(Debug)]

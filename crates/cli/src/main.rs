@@ -220,12 +220,6 @@ fn options_from(
             opts.int("client_replay_concurrency")
         )));
     }
-    if !opts.seq("client_replay").is_empty() && !opts.bool("server") {
-        return Err(Failure::Usage(
-            "client replay sends the requests through waylay's proxy listener: it cannot run with -n"
-                .into(),
-        ));
-    }
     let port = opts.int("listen_port");
     if !(0..=65535).contains(&port) {
         return Err(Failure::Usage(format!(
@@ -264,6 +258,10 @@ fn options_from(
     if let Some(f) = opts.str("readfile_filter") {
         Filter::parse(f).map_err(|e| Failure::Usage(format!("option readfile_filter: {e}")))?;
     }
+    Save::check_options(&opts)?;
+    // The proxy's own options, checked here rather than when the listener starts, so that
+    // `-n` (no listener) refuses a bad value with the same error.
+    waylay::check_options(&opts)?;
     Ok(opts)
 }
 
@@ -304,11 +302,18 @@ fn run(cli: &Cli) -> Result<(), Failure> {
     }
     let sys = actix::System::new();
     sys.block_on(async move {
-        let (manager, proxy) = if opts.bool("server") {
+        let (manager, proxy) = if opts.bool("server") || replaying {
+            // Client replay sends its requests through a proxy listener; with `-n` it gets a
+            // private one on loopback (an ephemeral port), closed when the replay ends.
+            let (listen, proxy_opts) = if opts.bool("server") {
+                (listen_addr(&opts), opts.clone())
+            } else {
+                let mut o = opts.clone();
+                o.set("server", OptionValue::Bool(true))?;
+                ("127.0.0.1:0".to_owned(), o)
+            };
             let builder = with_addons(
-                Proxy::builder()
-                    .options(opts.clone())
-                    .listen(&listen_addr(&opts)),
+                Proxy::builder().options(proxy_opts).listen(&listen),
                 &opts,
                 bundle,
                 scripts,

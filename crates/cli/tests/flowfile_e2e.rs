@@ -96,7 +96,7 @@ async fn dead_addr() -> SocketAddr {
 }
 
 /// An origin answering every request with `len` bytes, written in 64 KiB chunks (never held
-/// in memory whole).
+/// in memory whole), after reading the request's body (`Content-Length` framed).
 async fn streaming_origin(len: usize) -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = l.local_addr().expect("addr");
@@ -104,11 +104,30 @@ async fn streaming_origin(len: usize) -> SocketAddr {
         while let Ok((mut s, _)) = l.accept().await {
             actix::spawn(async move {
                 let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let mut buf = vec![0u8; 64 * 1024];
+                let end = loop {
+                    if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
                     match s.read(&mut buf).await {
                         Ok(0) | Err(_) => return,
                         Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                };
+                let declared = String::from_utf8_lossy(&head[..end])
+                    .lines()
+                    .find_map(|l| {
+                        let (name, value) = l.split_once(':')?;
+                        name.eq_ignore_ascii_case("content-length")
+                            .then(|| value.trim().parse::<usize>().ok())
+                            .flatten()
+                    })
+                    .unwrap_or(0);
+                let mut body = head.len() - end;
+                while body < declared {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => body += n,
                     }
                 }
                 let hdr = format!(
@@ -311,6 +330,170 @@ fn r_on_a_damaged_file_plays_what_is_before_and_fails_with_one_line() {
         "{}",
         text(&out.stderr)
     );
+}
+
+/// The names of this process's `store_streamed_bodies` files still on disk.
+fn stored_body_files() -> Vec<String> {
+    let prefix = format!("waylay-body-{}-", std::process::id());
+    std::fs::read_dir(std::env::temp_dir())
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[actix_rt::test]
+async fn w_with_store_streamed_bodies_keeps_streamed_bodies_without_holding_them() {
+    const LEN: usize = 64 << 20;
+    const UPLOAD: usize = 1 << 20;
+    let dir = TempDir::new("e2e-store-streamed");
+    let path = dir.path().join("stored.flows");
+    let origin = streaming_origin(LEN).await;
+    let proxy = TestProxy::start(
+        Proxy::builder()
+            .set(format!("save_stream_file={}", path.display()))
+            .set("stream_large_bodies=64k")
+            .set("store_streamed_bodies=true")
+            .addon(Save::new()),
+    )
+    .await;
+    let (before, _) = rss_kib();
+    let got = within("the upload and download", async {
+        let mut s = TcpStream::connect(proxy.addr()).await.expect("connect");
+        let req = format!(
+            "POST http://{origin}/big HTTP/1.1\r\nHost: {origin}\r\nContent-Length: {UPLOAD}\r\nConnection: close\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).await.expect("write");
+        let chunk = vec![0xa5u8; 64 * 1024];
+        for _ in 0..UPLOAD / chunk.len() {
+            s.write_all(&chunk).await.expect("upload");
+        }
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut total = 0usize;
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+        total
+    })
+    .await;
+    assert!(got > LEN, "the whole body came through ({got} bytes)");
+    within("shutdown", proxy.shutdown()).await;
+    let (_, peak) = rss_kib();
+    // A sanity bound only: the stored 64 MiB body was never held whole in memory (it went
+    // from the stream to a file, and from that file into the flow file).
+    let grew_mib = peak.saturating_sub(before) / 1024;
+    assert!(
+        grew_mib < 32,
+        "peak RSS grew by {grew_mib} MiB while storing a 64 MiB body"
+    );
+    assert_eq!(
+        stored_body_files(),
+        Vec::<String>::new(),
+        "the bodies' files are gone once the flows are written"
+    );
+
+    let flows = read(&path);
+    assert_eq!(flows.len(), 1);
+    let f = http(&flows[0]);
+    let req = f
+        .request
+        .raw_content
+        .as_deref()
+        .expect("the streamed upload is stored");
+    assert_eq!(req.len(), UPLOAD);
+    assert!(req.iter().all(|b| *b == 0xa5));
+    let r = f.response.as_ref().expect("response");
+    let body = r
+        .raw_content
+        .as_deref()
+        .expect("the streamed download is stored");
+    assert_eq!(body.len(), LEN);
+    assert!(body.iter().all(|b| *b == 0x5a));
+    drop(flows);
+
+    let Some(python) = waylay_testkit::peers::mitmproxy_python() else {
+        return;
+    };
+    let script = r#"
+import sys
+from mitmproxy import io
+for f in io.FlowReader(open(sys.argv[1], "rb")).stream():
+    req, resp = f.request.raw_content, f.response.raw_content
+    print(len(req), set(req) == {0xa5}, len(resp), set(resp) == {0x5a})
+"#;
+    let out = Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .arg(&path)
+        .output()
+        .expect("python runs");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        format!("{UPLOAD} True {LEN} True")
+    );
+}
+
+/// Runs waylay with `args`, killing it if it has not exited within 30 s (a bad option must
+/// stop it long before; a listener that starts anyway must not hang the test).
+fn waylay_bounded(args: &[&str]) -> std::process::Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the waylay binary runs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().expect("wait").is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    child.wait_with_output().expect("exits")
+}
+
+#[test]
+fn n_still_checks_every_option_with_the_same_error() {
+    let dir = TempDir::new("e2e-n-options");
+    let confdir = format!("confdir={}", dir.path().display());
+    let bad: &[&[&str]] = &[
+        &["--set", "ignore_hosts=["],
+        &["--set", "mode=bogus"],
+        &["--set", "mode=socks5"],
+        &["--set", "stream_large_bodies=abc"],
+        &["--set", "body_size_limit=-3"],
+        &["--set", "connection_strategy=lazy"],
+        &["--set", "listen_port=99999"],
+        &["--set", "save_stream_filter=~d ("],
+        &["--set", "readfile_filter=~q ("],
+        &["~d ("],
+    ];
+    for extra in bad {
+        let mut with_n = vec!["-q", "--set", &confdir, "-n", "-r", FIXTURE];
+        with_n.extend_from_slice(extra);
+        let offline = waylay_bounded(&with_n);
+        let mut listening = vec!["-q", "--set", &confdir, "-p", "0", "-r", FIXTURE];
+        listening.extend_from_slice(extra);
+        let live = waylay_bounded(&listening);
+        let err = text(&offline.stderr);
+        assert_eq!(offline.status.code(), Some(2), "{extra:?} with -n: {err}");
+        assert!(err.starts_with("waylay: error: "), "{extra:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{extra:?}: {err}");
+        assert_eq!(live.status.code(), Some(2), "{extra:?} without -n");
+        assert_eq!(
+            err,
+            text(&live.stderr),
+            "{extra:?}: the same error either way"
+        );
+        assert!(offline.stdout.is_empty(), "{extra:?}: nothing was played");
+    }
 }
 
 /// A recording of `GET http://{addr}/page?x=1` answered `200 recorded`.
@@ -648,7 +831,37 @@ async fn c_replays_a_file_and_exits() {
             .iter()
             .all(|f| http(f).is_replay.as_deref() == Some("request"))
     );
-    // Client replay needs the proxy listener.
-    let out = waylay(&["-n", "-C", &rec.display().to_string()]);
-    assert_eq!(out.status.code(), Some(2));
+}
+
+#[actix_rt::test]
+async fn n_c_replays_without_a_proxy_listener() {
+    let dir = TempDir::new("e2e-nc");
+    let rec = dir.path().join("rec.flows");
+    let (origin, seen) = scripted_origin(answer_ok).await;
+    let mut w = FlowWriter::new(std::fs::File::create(&rec).expect("create"));
+    for f in recorded_requests(&format!("http://{origin}")) {
+        w.add(&f).expect("write");
+    }
+    drop(w);
+    let rec = rec.display().to_string();
+    let confdir = format!("confdir={}", dir.path().display());
+    // As mitmdump -nC: replayed, printed, then exit; -p names a port that is never bound.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port().to_string();
+    let output = within(
+        "waylay -n -C exits",
+        tokio::task::spawn_blocking(move || {
+            waylay_bounded(&["-n", "-C", &rec, "-p", &port, "--set", &confdir])
+        }),
+    )
+    .await
+    .expect("joined");
+    drop(taken);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains(&format!("[replay]: GET http://{origin}/one?q=1 << 200 OK")),
+        "{stdout}"
+    );
+    assert_eq!(seen.lock().expect("lock").len(), 2);
 }

@@ -372,3 +372,23 @@ fn response_make_marks_flow_as_answered() {
     q.response = Some(Response::make(404, "nope", [("content-type", "text/html")]));
     assert!(m("~c 404 & ~bs nope & ~ts html", &q));
 }
+
+#[test]
+fn body_operators_read_a_stored_streamed_body() {
+    let dir = waylay_testkit::TempDir::new("filter-stored");
+    let mut flow = with_resp();
+    let (mut store, stored) = waylay_core::flow::BodyStore::create_in(dir.path()).unwrap();
+    store.push(b"a large streamed ");
+    store.push(b"needle body");
+    let resp = flow.response.as_mut().unwrap();
+    resp.raw_content = None;
+    resp.stream = true;
+    resp.stored_body = Some(stored);
+    // Not yet complete: not held, so no match.
+    assert!(!m("~bs needle", &flow));
+    store.finish();
+    assert!(m("~bs needle", &flow));
+    assert!(m("~b 'streamed needle'", &flow));
+    assert!(!m("~bq needle", &flow));
+    assert!(!m("~bs haystack", &flow));
+}

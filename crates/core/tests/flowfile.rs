@@ -122,6 +122,53 @@ fn sample_flows() -> Vec<Flow> {
     flows
 }
 
+/// The state of an HTTP flow with no server connection carries a fresh id for it on every
+/// encoding; blank it so two encodings compare.
+fn without_fresh_server_ids(mut v: Value, flow: &Flow) -> Value {
+    let unconnected = match flow {
+        Flow::Http(h) => h.server.is_none(),
+        Flow::Tcp(t) => t.server.is_none(),
+    };
+    if unconnected && let Some(srv) = v.get_mut("server_conn") {
+        srv.set("id", Value::Null);
+    }
+    v
+}
+
+#[test]
+fn direct_encoding_matches_the_value_tree_byte_for_byte() {
+    let mut flows = sample_flows();
+    flows.extend(read_ok(FIXTURE));
+    // Metadata of every JSON shape, an unconnected server, an empty body, big numbers.
+    let mut odd = tflow();
+    odd.request.set_raw_content(Vec::new());
+    odd.metadata.insert(
+        "m".into(),
+        serde_json::json!({"big": u64::MAX, "neg": -5, "f": 1e-7, "s": "é", "l": [[], {}]}),
+    );
+    odd.timestamp_created = 1e21;
+    flows.push(Flow::Http(Box::new(odd)));
+    for flow in &flows {
+        let direct = write(std::slice::from_ref(flow));
+        let tree = flowfile::to_state(flow).encode();
+        let unconnected = match flow {
+            Flow::Http(h) => h.server.is_none(),
+            Flow::Tcp(t) => t.server.is_none(),
+        };
+        if unconnected {
+            assert_eq!(direct.len(), tree.len());
+            let direct = tnetstring::decode(&Bytes::from(direct)).unwrap();
+            let tree = tnetstring::decode(&Bytes::from(tree)).unwrap();
+            assert_eq!(
+                without_fresh_server_ids(direct, flow),
+                without_fresh_server_ids(tree, flow)
+            );
+        } else {
+            assert!(direct == tree, "flow {} encodes differently", flow.id());
+        }
+    }
+}
+
 #[test]
 fn waylay_to_waylay_round_trip() {
     let flows = sample_flows();
@@ -130,6 +177,111 @@ fn waylay_to_waylay_round_trip() {
     for (a, b) in flows.iter().zip(&back) {
         assert_eq!(a, b);
     }
+}
+
+/// A flow whose streamed response body (`len` bytes, in 64 KiB chunks of a pattern) was
+/// kept with `store_streamed_bodies`, and the pattern's bytes.
+fn stored_body_flow(dir: &std::path::Path, len: usize) -> (Flow, Vec<u8>) {
+    let mut f = tflow().with_response(tresp());
+    f.live = false;
+    let want: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    let (mut store, stored) = waylay_core::flow::BodyStore::create_in(dir).unwrap();
+    for chunk in want.chunks(64 * 1024) {
+        store.push(chunk);
+    }
+    assert!(!stored.is_complete(), "complete only once finished");
+    store.finish();
+    let resp = f.response.as_mut().unwrap();
+    resp.raw_content = None;
+    resp.stream = true;
+    resp.stored_body = Some(stored);
+    (Flow::Http(Box::new(f)), want)
+}
+
+#[test]
+fn a_stored_streamed_body_is_written_from_its_file() {
+    let dir = waylay_testkit::TempDir::new("stored-body");
+    let (flow, want) = stored_body_flow(dir.path(), 300_000);
+    let data = write(std::slice::from_ref(&flow));
+    // The value tree (`to_state`) writes the same bytes.
+    assert!(flowfile::to_state(&flow).encode() == data);
+    let back = read_ok(&data);
+    let r = http(&back[0]).response.as_ref().unwrap();
+    assert_eq!(r.raw_content.as_deref(), Some(&want[..]));
+    assert!(!r.stream, "a stored body reads back as an ordinary one");
+
+    // HAR has it too.
+    let har = flowfile::har::document([&flow]);
+    let resp = &har["log"]["entries"][0]["response"];
+    assert_eq!(resp["bodySize"], want.len());
+    assert_eq!(resp["content"]["size"], want.len());
+    assert!(resp["content"]["text"].as_str().unwrap().len() >= want.len());
+
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let file = std::fs::read_dir(dir.path())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        let mode = file.metadata().unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "only the owner may read a stored body");
+    }
+
+    // Dropping every copy of the flow removes the file.
+    let files = || std::fs::read_dir(dir.path()).unwrap().count();
+    assert_eq!(files(), 1);
+    drop(flow);
+    assert_eq!(files(), 0);
+
+    // A body that ended early (its store dropped unfinished) is not written.
+    let (mut store, stored) = waylay_core::flow::BodyStore::create_in(dir.path()).unwrap();
+    store.push(b"part of it");
+    drop(store);
+    assert!(!stored.is_complete());
+    let mut f = tflow().with_response(tresp());
+    let resp = f.response.as_mut().unwrap();
+    resp.raw_content = None;
+    resp.stream = true;
+    resp.stored_body = Some(stored);
+    let back = read_ok(&write(&[Flow::Http(Box::new(f))]));
+    let r = http(&back[0]).response.as_ref().unwrap();
+    assert_eq!(r.raw_content, None);
+    assert!(r.stream);
+}
+
+#[test]
+fn a_stored_streamed_body_opens_in_mitmproxy() {
+    let Some(python) = waylay_testkit::peers::mitmproxy_python() else {
+        return;
+    };
+    let dir = waylay_testkit::TempDir::new("stored-body-mitmproxy");
+    let (flow, want) = stored_body_flow(dir.path(), 1 << 20);
+    let path = dir.path().join("stored.flows");
+    std::fs::write(&path, write(&[flow])).unwrap();
+    let script = r#"
+import sys
+from mitmproxy import io
+for f in io.FlowReader(open(sys.argv[1], "rb")).stream():
+    body = f.response.raw_content
+    print(len(body), body == bytes(i % 251 for i in range(len(body))))
+"#;
+    let out = std::process::Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("{} True", want.len())
+    );
 }
 
 #[test]
@@ -706,4 +858,83 @@ async fn recorded_flows_play_through_the_hooks_in_live_order() {
         .collect();
     let names: Vec<&str> = got.iter().map(|s| s.split(' ').next().unwrap()).collect();
     assert_eq!(kinds, names);
+}
+
+mod direct_encoding {
+    //! The direct encoder against the value tree on random flows.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn json() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<u64>().prop_map(serde_json::Value::from),
+            (-1e12f64..1e12).prop_map(serde_json::Value::from),
+            "\\PC{0,12}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map("[a-z]{0,6}", inner, 0..4)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn bytes() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(any::<u8>(), 0..300)
+    }
+
+    prop_compose! {
+        fn http_flow()(
+            headers in proptest::collection::vec(("[A-Za-z-]{1,12}", bytes()), 0..8),
+            body in proptest::option::of(bytes()),
+            resp_body in proptest::option::of(bytes()),
+            meta in proptest::collection::btree_map("[a-z]{1,6}", json(), 0..4),
+            comment in "\\PC{0,20}",
+            path in "/[ -~]{0,30}",
+            port in any::<u16>(),
+            ts in 0f64..2e9,
+            error in proptest::option::of("\\PC{0,20}"),
+            ws in proptest::collection::vec((any::<bool>(), bytes(), any::<bool>()), 0..4),
+        ) -> Flow {
+            let mut f = tflow().with_response(tresp());
+            for (n, v) in headers {
+                f.request.headers.append(n, Bytes::from(v));
+            }
+            f.request.raw_content = body.map(Bytes::from);
+            f.request.path = path;
+            f.request.port = port;
+            f.request.timestamp_end = Some(ts);
+            f.timestamp_created = ts;
+            f.response.as_mut().unwrap().raw_content = resp_body.map(Bytes::from);
+            f.metadata = meta.into_iter().collect();
+            f.comment = comment;
+            f.error = error.map(FlowError::new);
+            if !ws.is_empty() {
+                let mut data = waylay_core::flow::WebSocketData::default();
+                for (from_client, content, text) in ws {
+                    data.messages.push(if text {
+                        WebSocketMessage::text(from_client, String::from_utf8_lossy(&content).into_owned())
+                    } else {
+                        WebSocketMessage::binary(from_client, content)
+                    });
+                }
+                f.websocket = Some(data);
+            }
+            let mut server = Server::new(waylay_core::flow::Address::new("example.com", port));
+            server.timestamp_start = Some(ts);
+            f.server = Some(Arc::new(server));
+            Flow::Http(Box::new(f))
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn random_flows_encode_as_the_value_tree_does(flow in http_flow()) {
+            prop_assert!(write(std::slice::from_ref(&flow)) == flowfile::to_state(&flow).encode());
+        }
+    }
 }

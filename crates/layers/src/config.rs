@@ -24,6 +24,8 @@ pub(crate) struct ProxyConfig {
     pub(crate) rawtcp: bool,
     pub(crate) websocket: bool,
     pub(crate) stream_large_bodies: u64,
+    /// `store_streamed_bodies`: a streamed body is also kept (on disk) for the flow.
+    pub(crate) store_streamed_bodies: bool,
     pub(crate) body_size_limit: Option<u64>,
     pub(crate) ignore_hosts: Option<RegexSet>,
     pub(crate) allow_hosts: Option<RegexSet>,
@@ -58,7 +60,6 @@ const NOT_YET: &[&str] = &[
     "connection_strategy",
     "server",
     "normalize_outbound_headers",
-    "store_streamed_bodies",
     "validate_inbound_headers",
 ];
 
@@ -173,6 +174,19 @@ pub(crate) fn expand_home(p: &str) -> PathBuf {
     PathBuf::from(p)
 }
 
+/// Checks the options the proxy layers read, as starting a proxy would, without starting
+/// one: a program that runs its addons with no listener (`waylay -n -r FILE`) refuses the
+/// same bad values with the same error.
+pub fn check_options(o: &Options) -> Result<(), OptionsError> {
+    if o.bool("server") {
+        return ProxyConfig::from_options(o).map(drop);
+    }
+    // `server=false` is what such a program runs with; a proxy refuses it, the check not.
+    let mut with_server = o.clone();
+    with_server.set("server", waylay_core::OptionValue::Bool(true))?;
+    ProxyConfig::from_options(&with_server).map(drop)
+}
+
 impl ProxyConfig {
     /// Reads and validates the layer options.
     pub(crate) fn from_options(o: &Options) -> Result<Self, OptionsError> {
@@ -216,6 +230,7 @@ impl ProxyConfig {
             rawtcp: o.bool("rawtcp"),
             websocket: o.bool("websocket"),
             stream_large_bodies: size(o, "stream_large_bodies")?.unwrap_or(u64::MAX),
+            store_streamed_bodies: o.bool("store_streamed_bodies"),
             body_size_limit: size(o, "body_size_limit")?,
             ignore_hosts: regexes(o, "ignore_hosts")?,
             allow_hosts: regexes(o, "allow_hosts")?,

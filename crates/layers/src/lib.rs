@@ -28,6 +28,7 @@ mod rt;
 pub mod tls;
 pub mod via;
 
+pub use config::check_options;
 pub use error::{ProxyError, ServerError, Side};
 pub use proto::{proxy_protocol, socks5};
 pub use proxy::{Listening, Proxy, ProxyBuilder, RunningProxy};

@@ -15,7 +15,6 @@ use waylay_testkit::{TempDir, TestProxy, raw_request, within};
 #[actix_rt::test]
 async fn options_not_implemented_yet_are_refused_not_ignored() {
     for spec in [
-        "store_streamed_bodies=true",
         "connection_strategy=lazy",
         "mode=reverse:dns://127.0.0.1:53",
         "certs=example.org=cert.pem",

@@ -139,23 +139,28 @@ fn headers_match(rex: &Rex, m: &Message) -> bool {
 }
 
 /// The body with `Content-Encoding` undone, or as it is when that fails (mitmproxy's
-/// `get_content(strict=False)`); `None` when the body is not held.
+/// `get_content(strict=False)`); `None` when the body is not held. A streamed body kept on
+/// disk (`store_streamed_bodies`) is read back, as mitmproxy matches the one it keeps.
 fn content(m: &Message) -> Option<Cow<'_, [u8]>> {
-    let raw = m.raw_content.as_ref()?;
+    let raw: Cow<'_, [u8]> = match (&m.raw_content, &m.stored_body) {
+        (Some(r), _) => Cow::Borrowed(r),
+        (None, Some(b)) if b.is_complete() => Cow::Owned(b.read_all().ok()?),
+        (None, _) => return None,
+    };
     let Some(ce) = m
         .headers
         .get("content-encoding")
         .map(str::trim)
         .filter(|e| !e.is_empty())
     else {
-        return Some(Cow::Borrowed(raw));
+        return Some(raw);
     };
     if ce.eq_ignore_ascii_case("identity") || ce.eq_ignore_ascii_case("none") {
-        return Some(Cow::Borrowed(raw));
+        return Some(raw);
     }
-    Some(match encoding::decode_all(ce, raw) {
+    Some(match encoding::decode_all(ce, &raw) {
         Ok(v) => Cow::Owned(v),
-        Err(_) => Cow::Borrowed(raw),
+        Err(_) => raw,
     })
 }
 

@@ -57,6 +57,10 @@ pub struct Message {
     /// Set when the body is streamed through instead of buffered.
     #[serde(default)]
     pub stream: bool,
+    /// A streamed body kept on disk with `store_streamed_bodies` (`raw_content` stays
+    /// `None`): flow files write it as the message's content once it is complete.
+    #[serde(skip)]
+    pub stored_body: Option<super::StoredBody>,
     /// When the first byte of the message was read.
     pub timestamp_start: f64,
     /// When the last byte of the message was read.
@@ -89,6 +93,7 @@ impl Message {
             raw_content: None,
             trailers: None,
             stream: false,
+            stored_body: None,
             timestamp_start: super::now(),
             timestamp_end: None,
         }

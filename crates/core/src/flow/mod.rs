@@ -8,6 +8,7 @@ mod http;
 mod inject;
 mod intercept;
 mod message;
+mod stored;
 mod tcp;
 mod websocket;
 
@@ -23,6 +24,7 @@ pub use http::{HttpEdit, HttpFlow, Request, Response, reason_phrase, split_host_
 pub use inject::{INJECT_QUEUE, InjectError, InjectQueues, Injector};
 pub use intercept::{Intercept, InterceptHandle, Release};
 pub use message::{BodyError, HttpVersion, Message};
+pub use stored::{BodyStore, StoredBody};
 pub use tcp::{TcpFlow, TcpInjector, TcpMessage};
 pub use websocket::{WebSocketData, WebSocketInjector, WebSocketMessage, WebSocketMessageKind};
 

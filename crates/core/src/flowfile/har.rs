@@ -95,6 +95,30 @@ fn ms(a: f64, b: f64) -> f64 {
 /// One HAR entry for an HTTP flow. `servers_seen` holds the server connections already
 /// counted, so a reused connection reports no connect time (as mitmproxy).
 pub fn entry(f: &HttpFlow, servers_seen: &mut Vec<crate::flow::ConnectionId>) -> Json {
+    // A streamed body kept on disk (`store_streamed_bodies`) is in the HAR like any other:
+    // the whole document is built in memory anyway.
+    let stored = |m: &crate::flow::Message| {
+        m.raw_content.is_none() && m.stored_body.as_ref().is_some_and(|b| b.is_complete())
+    };
+    if stored(&f.request) || f.response.as_ref().is_some_and(|r| stored(r)) {
+        let mut copy = f.clone();
+        let load = |m: &mut crate::flow::Message| {
+            if m.raw_content.is_none()
+                && let Some(b) = m.stored_body.as_ref().filter(|b| b.is_complete())
+            {
+                m.raw_content = b.read_all().ok().map(Bytes::from);
+            }
+        };
+        load(&mut copy.request);
+        if let Some(r) = copy.response.as_mut() {
+            load(r);
+        }
+        copy.request.stored_body = None;
+        if let Some(r) = copy.response.as_mut() {
+            r.stored_body = None;
+        }
+        return entry(&copy, servers_seen);
+    }
     let (mut connect, mut ssl) = (-1.0, -1.0);
     if let Some(s) = f.server.as_deref()
         && !servers_seen.contains(&s.id)

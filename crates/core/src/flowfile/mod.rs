@@ -20,6 +20,7 @@
 //! ```
 
 mod compat;
+mod encode;
 pub mod har;
 mod play;
 mod state;
@@ -224,6 +225,7 @@ impl<R: Read> Iterator for FlowReader<R> {
 pub struct FlowWriter<W: Write> {
     out: W,
     buf: Vec<u8>,
+    sizer: encode::Sizer,
 }
 
 impl<W: Write> FlowWriter<W> {
@@ -233,14 +235,13 @@ impl<W: Write> FlowWriter<W> {
         Self {
             out,
             buf: Vec::new(),
+            sizer: encode::Sizer::default(),
         }
     }
 
     /// Appends one flow.
     pub fn add(&mut self, flow: &Flow) -> std::io::Result<()> {
-        self.buf.clear();
-        to_state(flow).encode_into(&mut self.buf);
-        self.out.write_all(&self.buf)?;
+        encode::write_flow(flow, &mut self.sizer, &mut self.buf, &mut self.out)?;
         // Do not keep a large body's buffer around after it.
         if self.buf.capacity() > 1 << 20 {
             self.buf = Vec::new();

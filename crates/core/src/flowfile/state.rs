@@ -169,10 +169,7 @@ fn message_items(m: &Message) -> Vec<(&'static str, Value)> {
     vec![
         ("http_version", b(m.http_version.as_str().as_bytes())),
         ("headers", headers_to_state(&m.headers)),
-        (
-            "content",
-            m.raw_content.as_ref().map_or(Value::Null, |c| b(c.clone())),
-        ),
+        ("content", content(m)),
         (
             "trailers",
             m.trailers.as_ref().map_or(Value::Null, headers_to_state),
@@ -180,6 +177,16 @@ fn message_items(m: &Message) -> Vec<(&'static str, Value)> {
         ("timestamp_start", Value::Float(m.timestamp_start)),
         ("timestamp_end", Value::opt_float(m.timestamp_end)),
     ]
+}
+
+/// The body as stored: in memory, or a complete stored streamed body read back (a body that
+/// could not be read is written as missing, as one that was not stored).
+fn content(m: &Message) -> Value {
+    match (&m.raw_content, &m.stored_body) {
+        (Some(c), _) => b(c.clone()),
+        (None, Some(s)) if s.is_complete() => s.read_all().map_or(Value::Null, b),
+        (None, _) => Value::Null,
+    }
 }
 
 fn request_to_state(r: &Request) -> Value {

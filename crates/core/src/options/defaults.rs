@@ -78,7 +78,7 @@ pub fn core_options() -> Vec<OptionSpec> {
         o("save_stream_filter", None, "Filter which flows are written to the stream file (and to hardump)."),
         o("rfile", None, "Read flows from file (a flow file or a HAR file; - for stdin) and play them through the addons."),
         o("readfile_filter", None, "Filter which flows are read from file."),
-        b("store_streamed_bodies", false, "Store HTTP request and response bodies when streamed (see stream_large_bodies). (Not supported by waylay yet: the proxy does not hand streamed body chunks to addons, so only the default is accepted.)"),
+        b("store_streamed_bodies", false, "Store HTTP request and response bodies when streamed (see stream_large_bodies). waylay keeps them in temporary files, not in memory, and flow files (-w) include them."),
         // Common bundled addons.
         o("intercept", None, "Intercept filter expression: matching flows wait until resumed or killed in the web UI (`waylay web`; setting it turns intercept_active on)."),
         b("intercept_active", false, "Intercept toggle (set by setting intercept, as in mitmproxy)."),

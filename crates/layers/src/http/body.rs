@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use waylay_core::flow::{BodyStore, Message};
 
 /// The error type of bodies flowing through the proxy.
 pub(crate) type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -67,6 +68,8 @@ pub(crate) struct State {
     /// Exact size when known.
     exact: Option<u64>,
     on_end: Option<OnEnd>,
+    /// `store_streamed_bodies`: where each chunk passed on is also kept (on disk).
+    store: Option<BodyStore>,
 }
 
 impl std::fmt::Debug for ProxyBody {
@@ -98,6 +101,7 @@ impl ProxyBody {
             limit: None,
             exact,
             on_end: None,
+            store: None,
         }))
     }
 
@@ -120,6 +124,7 @@ impl ProxyBody {
             limit,
             exact: None,
             on_end: None,
+            store: None,
         }))
     }
 
@@ -136,8 +141,45 @@ impl ProxyBody {
     }
 }
 
+/// With `store_streamed_bodies`, keeps a copy of the streamed `body` for the flow: its chunks
+/// go to a file as they pass (the forwarding never waits for the whole body), and `message`
+/// gets the handle that reads it back once the body has ended. Without it, or when no file
+/// can be made, the body passes untouched.
+pub(crate) fn keep_streamed(enabled: bool, message: &mut Message, body: ProxyBody) -> ProxyBody {
+    if !enabled {
+        return body;
+    }
+    match BodyStore::create() {
+        Ok((store, stored)) => {
+            message.stored_body = Some(stored);
+            let mut body = body;
+            body.store = Some(store);
+            body
+        }
+        Err(e) => {
+            tracing::warn!(
+                "store_streamed_bodies: cannot create a file for the body, it is not stored: {e}"
+            );
+            body
+        }
+    }
+}
+
 impl State {
+    fn keep(&mut self, chunk: &Bytes) {
+        if let Some(store) = self.store.as_mut() {
+            store.push(chunk);
+        }
+    }
+
     fn finish(&mut self, err: Option<BodyEnd>) {
+        // A stored copy is complete only when the body was passed on to its end; dropped
+        // unfinished, it is marked failed and the flow keeps no body.
+        if let Some(store) = self.store.take()
+            && err.is_none()
+        {
+            store.finish();
+        }
         if let Some(f) = self.on_end.take() {
             f(self.seen, err);
         }
@@ -146,6 +188,14 @@ impl State {
 
 impl Drop for ProxyBody {
     fn drop(&mut self) {
+        // hyper stops polling a body whose declared length has been sent: the stream that
+        // says it is at its end counts as passed on whole for the stored copy.
+        if let Some(store) = self.store.take()
+            && self.prefix.is_empty()
+            && self.rest.as_ref().is_none_or(|r| r.is_end_stream())
+        {
+            store.finish();
+        }
         if self.on_end.is_some() {
             let done = self.rest.is_none() && self.prefix.is_empty();
             self.finish(if done {
@@ -168,6 +218,7 @@ impl Body for ProxyBody {
         let this: &mut State = &mut self.0;
         if let Some(b) = this.prefix.pop_front() {
             this.seen += b.len() as u64;
+            this.keep(&b);
             return Poll::Ready(Some(Ok(Frame::data(b))));
         }
         if let Some(rest) = this.rest.as_mut() {
@@ -183,6 +234,7 @@ impl Body for ProxyBody {
                             this.finish(Some(BodyEnd::Limit(limit)));
                             return Poll::Ready(Some(Err(Box::new(BodyEnd::Limit(limit)))));
                         }
+                        this.keep(d);
                     }
                     return Poll::Ready(Some(Ok(frame)));
                 }

@@ -11,7 +11,7 @@ use hyper::body::{Body as _, Incoming};
 use waylay_core::flow::{Address, HttpFlow, Message, Request, Server, now};
 use waylay_core::{HookKind, ManagerHandle};
 
-use super::body::{BodyEnd, ProxyBody, Read, read_up_to};
+use super::body::{BodyEnd, ProxyBody, Read, keep_streamed, read_up_to};
 use super::convert::{headers_from, version_of};
 use super::response::{content_length, respond_from_flow, response_phase};
 use super::upstream::{
@@ -297,7 +297,12 @@ async fn request_body(
         }
         Ok(Read::TooLarge(chunks, rest)) => {
             flow.request.stream = true;
-            streamed = Some(ProxyBody::streaming(chunks, rest, cfg.body_size_limit));
+            let body = ProxyBody::streaming(chunks, rest, cfg.body_size_limit);
+            streamed = Some(keep_streamed(
+                cfg.store_streamed_bodies,
+                &mut flow.request,
+                body,
+            ));
         }
         Err(e) => {
             let msg = format!("client disconnected while sending the request body: {e}");

@@ -9,7 +9,7 @@ use hyper::body::Incoming;
 use waylay_core::HookKind;
 use waylay_core::flow::{HttpFlow, HttpVersion, Message, Response, now, reason_phrase};
 
-use super::body::{ProxyBody, Read, read_up_to};
+use super::body::{ProxyBody, Read, keep_streamed, read_up_to};
 use super::convert::{headers_from, headers_to, version_of};
 use super::walk::{HyperResponse, Killed, error_response, fail, flow_failed, killed, proceed};
 use crate::conn::pool::PoolEntry;
@@ -94,10 +94,13 @@ pub(crate) async fn response_phase(
         )
         .await;
     }
+    let mut body = ProxyBody::streaming(Vec::new(), body, cfg.body_size_limit);
     if let Some(r) = flow.response.as_mut() {
         r.stream = true;
+        // Kept only for an addon that sees the finished response.
+        let keep = cfg.store_streamed_bodies && ctx.manager().handles(HookKind::Response);
+        body = keep_streamed(keep, r, body);
     }
-    let body = ProxyBody::streaming(Vec::new(), body, cfg.body_size_limit);
     Ok(stream_to_client(
         ctx,
         flow,
@@ -147,7 +150,10 @@ async fn buffer_response(
     declared_len: Option<u64>,
     entry: PoolEntry,
 ) -> Result<HyperResponse, Killed> {
-    let body_size_limit = ctx.shared.config().body_size_limit;
+    let (body_size_limit, store) = {
+        let cfg = ctx.shared.config();
+        (cfg.body_size_limit, cfg.store_streamed_bodies)
+    };
     match read_up_to(body, limit).await {
         Ok(Read::Complete(b, trailers)) => {
             entry.state.release();
@@ -165,10 +171,11 @@ async fn buffer_response(
             respond_from_flow(ctx, flow, Some(extensions)).await
         }
         Ok(Read::TooLarge(chunks, rest)) => {
+            let mut body = ProxyBody::streaming(chunks, rest, body_size_limit);
             if let Some(r) = flow.response.as_mut() {
                 r.stream = true;
+                body = keep_streamed(store, r, body);
             }
-            let body = ProxyBody::streaming(chunks, rest, body_size_limit);
             Ok(stream_to_client(
                 ctx,
                 flow,

@@ -18,6 +18,8 @@
 //! `async def` hooks run on an asyncio loop in a Python thread of their own; while one
 //! awaits, the addon goes on with other flows (a hook awaiting I/O holds only its flow).
 
+mod conn;
+mod control;
 mod core;
 mod host;
 
@@ -29,13 +31,16 @@ use std::time::{Duration, SystemTime};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PySet, PyTuple};
-use waylay_core::flow::FlowId;
-use waylay_core::hooks::{Begin, Configure, Loader};
+use waylay_core::flow::{Client, FlowId};
+use waylay_core::hooks::{
+    Begin, ClientHelloData, Configure, Loader, ServerConnectionHookData, TlsData,
+};
 use waylay_core::{
-    Addon, Fault, Hook, HookKind, HookSet, HttpFlow, OptionSpec, OptionValue, Options,
-    OptionsError, TcpFlow,
+    Addon, Fault, Hook, HookKind, HookSet, HttpFlow, ManagerHandle, OptionSpec, OptionValue,
+    Options, OptionsError, TcpFlow,
 };
 
+use self::conn::ConnPayload;
 use self::core::Core;
 
 /// Why a script could not be loaded.
@@ -70,8 +75,8 @@ const MAX_LIVE_FLOWS: usize = 100_000;
 /// How often the script file is checked for changes.
 const WATCH_EVERY: Duration = Duration::from_millis(250);
 
-/// The hooks a script can implement, by mitmproxy name (the others are not offered to
-/// scripts yet).
+/// The flow hooks a script can implement (under their mitmproxy names; the connection and
+/// TLS hooks are in [`conn::CONN_HOOKS`]).
 const FLOW_HOOKS: &[HookKind] = &[
     HookKind::HttpConnect,
     HookKind::RequestHeaders,
@@ -164,6 +169,8 @@ pub struct ScriptAddon {
     watching: bool,
     mtime: Option<SystemTime>,
     running: bool,
+    /// The manager the script was added to (`ctx.options` sets, `ctx.master.shutdown()`).
+    manager: Option<ManagerHandle>,
 }
 
 fn mtime(path: &Path) -> Option<SystemTime> {
@@ -221,6 +228,7 @@ impl ScriptAddon {
             watching: false,
             mtime,
             running: false,
+            manager: None,
         })
     }
 
@@ -383,6 +391,36 @@ impl ScriptAddon {
         });
     }
 
+    /// A connection or TLS hook: the script gets mitmproxy's object for it, and what it may
+    /// change is read back (see [`conn`]).
+    async fn conn_hook(&mut self, kind: HookKind, mut payload: conn::ConnPayload<'_>) {
+        self.reload_if_changed();
+        let Some(loaded) = self.loaded.as_ref() else {
+            return;
+        };
+        if loaded.methods.get(kind as usize).is_none_or(Vec::is_empty) {
+            return;
+        }
+        host::keep_thread_state();
+        let calls = host_methods(loaded, kind);
+        let obj = Python::attach(|py| {
+            conn::make(py, kind, &payload).map_err(|e| host::traceback(py, &e))
+        });
+        let obj = match obj {
+            Ok(o) => o,
+            Err(e) => {
+                hook_error(&self.name, kind, &e);
+                return;
+            }
+        };
+        run_calls(&self.name, kind, &obj, &calls).await;
+        Python::attach(|py| {
+            if let Err(e) = conn::read_back(obj.bind(py), &mut payload) {
+                hook_error(&self.name, kind, &host::traceback(py, &e));
+            }
+        });
+    }
+
     async fn tcp_hook(&mut self, kind: HookKind, flow: &mut TcpFlow) {
         let Some((calls, keep)) = self.prepare(kind, flow.id, false) else {
             return;
@@ -457,7 +495,7 @@ async fn run_http(
         }
     };
     let guard = Attached::http(&entry, flow);
-    run_calls(&name, kind, &entry, &calls).await;
+    run_calls(&name, kind, &entry.obj, &calls).await;
     guard.detach();
     if keep {
         lock(&table).remember(id, entry);
@@ -487,7 +525,7 @@ async fn run_tcp(
         }
     };
     let guard = Attached::tcp(&entry, flow);
-    run_calls(&name, kind, &entry, &calls).await;
+    run_calls(&name, kind, &entry.obj, &calls).await;
     guard.detach();
     if keep {
         lock(&table).remember(id, entry);
@@ -733,10 +771,10 @@ fn new_entry(
 
 /// Runs the hook's methods in order (an `async def` one to completion before the next, as
 /// mitmproxy does); an exception is logged with its traceback and the next method runs.
-async fn run_calls(name: &str, kind: HookKind, entry: &FlowEntry, calls: &[(Py<PyAny>, bool)]) {
+async fn run_calls(name: &str, kind: HookKind, obj: &Py<PyAny>, calls: &[(Py<PyAny>, bool)]) {
     for (call, is_async) in calls {
         let waiting = Python::attach(|py| {
-            let obj = entry.obj.bind(py);
+            let obj = obj.bind(py);
             match call.bind(py).call1((obj,)) {
                 Ok(coro) if *is_async => {
                     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -806,8 +844,9 @@ fn load_module(path: &Path) -> Result<Loaded, String> {
             let mut methods: Vec<Vec<Method>> = (0..HookKind::COUNT).map(|_| Vec::new()).collect();
             let mut handled = HookSet::EMPTY;
             let mut asynchronous = HookSet::EMPTY;
-            for kind in FLOW_HOOKS {
-                let ms = host.call_method1("methods", (kind.name(),))?;
+            let conn_hooks = conn::CONN_HOOKS.iter().map(|(k, _)| k);
+            for kind in FLOW_HOOKS.iter().chain(conn_hooks) {
+                let ms = host.call_method1("methods", (conn::script_name(*kind),))?;
                 for m in ms.cast::<PyList>()?.iter() {
                     let (call, is_async): (Bound<'_, PyAny>, bool) = m.extract()?;
                     if is_async {
@@ -874,16 +913,6 @@ fn option_spec(t: &Bound<'_, PyTuple>) -> PyResult<OptionSpec> {
     Ok(spec)
 }
 
-fn option_value(py: Python<'_>, v: &OptionValue) -> PyResult<Py<PyAny>> {
-    Ok(match v {
-        OptionValue::Bool(b) => b.into_pyobject(py)?.to_owned().into_any().unbind(),
-        OptionValue::Int(i) => i.into_pyobject(py)?.into_any().unbind(),
-        OptionValue::Str(s) => s.into_pyobject(py)?.into_any().unbind(),
-        OptionValue::OptStr(s) => s.into_pyobject(py)?.into_any().unbind(),
-        OptionValue::Seq(s) => PyTuple::new(py, s)?.into_any().unbind(),
-    })
-}
-
 /// `configure(updated)` on the script, with `ctx.options` holding every current value.
 fn configure(
     py: Python<'_>,
@@ -892,12 +921,7 @@ fn configure(
     options: &Options,
 ) -> Result<(), String> {
     let r = (|| -> PyResult<()> {
-        let values = PyDict::new(py);
-        for spec in options.specs() {
-            if let Some(v) = options.get(&spec.name) {
-                values.set_item(&spec.name, option_value(py, v)?)?;
-            }
-        }
+        let values = control::values_dict(py, options)?;
         let updated = PySet::new(py, updated)?;
         host.bind(py).call_method1("configure", (updated, values))?;
         Ok(())
@@ -951,6 +975,10 @@ impl Addon for ScriptAddon {
     }
 
     async fn load(&mut self, loader: &mut Loader) {
+        if let Some(m) = loader.manager() {
+            control::attach(m);
+            self.manager = Some(m.clone());
+        }
         if let Some(l) = &self.loaded {
             for spec in &l.options {
                 loader.add_option(spec.clone());
@@ -964,6 +992,10 @@ impl Addon for ScriptAddon {
 
     async fn configure(&mut self, cfg: &mut Configure) -> Result<(), OptionsError> {
         self.options = cfg.options.clone();
+        if let Some(m) = &self.manager {
+            // Another script's `done` may have forgotten the manager this one still uses.
+            control::attach(m);
+        }
         self.reload_if_changed();
         let Some(l) = &self.loaded else { return Ok(()) };
         host::keep_thread_state();
@@ -985,6 +1017,8 @@ impl Addon for ScriptAddon {
             host::keep_thread_state();
             Python::attach(|py| lifecycle(py, &l.host, "done"));
         }
+        control::detach();
+        self.manager = None;
         lock(&self.table).clear();
         self.pool.clear();
     }
@@ -1048,5 +1082,57 @@ impl Addon for ScriptAddon {
     }
     async fn tcp_end(&mut self, flow: &mut TcpFlow) {
         self.tcp_hook(HookKind::TcpEnd, flow).await;
+    }
+    async fn client_connect(&mut self, client: &mut Client) {
+        self.conn_hook(HookKind::ClientConnect, ConnPayload::Client(client))
+            .await;
+    }
+    async fn client_disconnect(&mut self, client: &mut Client) {
+        self.conn_hook(HookKind::ClientDisconnect, ConnPayload::Client(client))
+            .await;
+    }
+    async fn server_connect(&mut self, data: &mut ServerConnectionHookData) {
+        self.conn_hook(HookKind::ServerConnect, ConnPayload::Server(data))
+            .await;
+    }
+    async fn server_connected(&mut self, data: &mut ServerConnectionHookData) {
+        self.conn_hook(HookKind::ServerConnected, ConnPayload::Server(data))
+            .await;
+    }
+    async fn server_disconnect(&mut self, data: &mut ServerConnectionHookData) {
+        self.conn_hook(HookKind::ServerDisconnect, ConnPayload::Server(data))
+            .await;
+    }
+    async fn server_connect_error(&mut self, data: &mut ServerConnectionHookData) {
+        self.conn_hook(HookKind::ServerConnectError, ConnPayload::Server(data))
+            .await;
+    }
+    async fn tls_clienthello(&mut self, data: &mut ClientHelloData) {
+        self.conn_hook(HookKind::TlsClienthello, ConnPayload::Hello(data))
+            .await;
+    }
+    async fn tls_start_client(&mut self, data: &mut TlsData) {
+        self.conn_hook(HookKind::TlsStartClient, ConnPayload::Tls(data))
+            .await;
+    }
+    async fn tls_start_server(&mut self, data: &mut TlsData) {
+        self.conn_hook(HookKind::TlsStartServer, ConnPayload::Tls(data))
+            .await;
+    }
+    async fn tls_established_client(&mut self, data: &mut TlsData) {
+        self.conn_hook(HookKind::TlsEstablishedClient, ConnPayload::Tls(data))
+            .await;
+    }
+    async fn tls_established_server(&mut self, data: &mut TlsData) {
+        self.conn_hook(HookKind::TlsEstablishedServer, ConnPayload::Tls(data))
+            .await;
+    }
+    async fn tls_failed_client(&mut self, data: &mut TlsData) {
+        self.conn_hook(HookKind::TlsFailedClient, ConnPayload::Tls(data))
+            .await;
+    }
+    async fn tls_failed_server(&mut self, data: &mut TlsData) {
+        self.conn_hook(HookKind::TlsFailedServer, ConnPayload::Tls(data))
+            .await;
     }
 }

@@ -130,6 +130,7 @@ pub struct CommandSpec {
 pub struct Loader {
     pub(crate) options: Vec<OptionSpec>,
     pub(crate) commands: Vec<CommandSpec>,
+    pub(crate) manager: Option<crate::manager::ManagerHandle>,
 }
 
 impl Loader {
@@ -160,6 +161,15 @@ impl Loader {
     /// The commands declared so far.
     pub fn commands(&self) -> &[CommandSpec] {
         &self.commands
+    }
+
+    /// The manager the addon is being added to, for an addon that changes options
+    /// ([`ManagerHandle::set`](crate::ManagerHandle::set)) or asks the proxy to stop
+    /// ([`ManagerHandle::request_shutdown`](crate::ManagerHandle::request_shutdown)) later, as
+    /// mitmproxy's `ctx.options` and `ctx.master.shutdown()` let an addon do. `None` for a
+    /// loader made outside a manager. An addon keeping it should drop it in `done`.
+    pub fn manager(&self) -> Option<&crate::manager::ManagerHandle> {
+        self.manager.as_ref()
     }
 }
 

@@ -176,17 +176,22 @@ impl ManagerHandle {
         let _guard = self.shared.config_lock.lock().await;
         let timeout = self.shared.timeout();
 
+        let loader = Loader {
+            manager: Some(self.clone()),
+            ..Loader::default()
+        };
         let reply = addr
-            .send(HookCall::new(Hook::Load(Box::default()), timeout))
+            .send(HookCall::new(Hook::Load(Box::new(loader)), timeout))
             .await
             .map_err(|_| stopped())?;
         if let Some(f) = &reply.fault {
             report_fault(&name, HookKind::Load, f);
         }
-        let loader = match reply.hook {
+        let mut loader = match reply.hook {
             Hook::Load(l) => *l,
             _ => Loader::new(),
         };
+        loader.manager = None;
         let id = AddonId(NEXT_ADDON.fetch_add(1, Ordering::Relaxed));
         let route = RouteEntry {
             id,
@@ -289,6 +294,20 @@ impl ManagerHandle {
         if self.addr.send(PublishOptions(o.clone())).await.is_err() {
             self.shared.publish_options(o);
         }
+    }
+
+    /// Asks whoever runs the proxy to shut it down, as a signal would (mitmproxy's
+    /// `ctx.master.shutdown()`): [`ManagerHandle::shutdown_requested`] completes. Returns at
+    /// once; the shutdown itself (`done` on every addon) follows from the runner.
+    pub fn request_shutdown(&self) {
+        self.shared.shutdown.send_replace(true);
+    }
+
+    /// Completes once [`ManagerHandle::request_shutdown`] was called (at once if it was
+    /// already). The proxy's runner waits for it beside the signals.
+    pub async fn shutdown_requested(&self) {
+        let mut rx = self.shared.shutdown.subscribe();
+        let _ = rx.wait_for(|asked| *asked).await;
     }
 
     /// Tells every addon that the proxy is up (`running`).

@@ -60,6 +60,8 @@ pub(crate) struct Shared {
     /// Whether walks may run a hook in the caller's task when its addon is idle (on by
     /// default; off, every hook goes through the addon actors' mailboxes).
     pub(crate) inline: AtomicBool,
+    /// Set when an addon asked the proxy to stop ([`ManagerHandle::request_shutdown`]).
+    pub(crate) shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 impl Shared {
@@ -153,6 +155,7 @@ impl AddonManager {
                 .collect(),
             home: std::thread::current().id(),
             inline: AtomicBool::new(true),
+            shutdown: tokio::sync::watch::Sender::new(false),
         });
         shared.publish_options(Arc::new(options));
         let mgr = Self {

@@ -10,7 +10,7 @@ use waylay_core::HookKind;
 use waylay_core::hooks::LogLevel;
 use waylay_layers::Proxy;
 use waylay_testkit::{
-    AddonHarness, TempDir, TestProxy, http_origin, proxy_get, tflow, treq, within,
+    AddonHarness, FlowExt, TempDir, TestProxy, http_origin, proxy_get, tflow, treq, tresp, within,
 };
 
 fn write(dir: &TempDir, name: &str, src: &str) -> PathBuf {
@@ -688,4 +688,48 @@ async fn ignore_connection_in_tls_clienthello_passes_the_connection_through() {
     );
     assert!(!events.contains("server_connected"), "{events}");
     proxy.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_hook_gained_on_reload_fires_without_a_restart() {
+    let dir = TempDir::new("gained");
+    // Version 1 implements no flow hook at all: the addon is on no flow hook's route.
+    let path = write(&dir, "gained.py", "def running():\n    pass\n");
+    let mut h = AddonHarness::script(&path).await;
+    h.running().await;
+    assert!(!h.handles(HookKind::Response));
+    assert!(!h.handles(HookKind::ClientConnect));
+    let f = h.response(tflow().with_response(tresp())).await;
+    assert_eq!(
+        f.response
+            .and_then(|r| r.headers.get("x-gained").map(str::to_owned)),
+        None
+    );
+
+    // Make sure the modification time moves on coarse file systems.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    std::fs::write(
+        &path,
+        "def response(flow):\n    flow.response.headers['x-gained'] = 'yes'\n\ndef client_connected(client):\n    client.error = 'gained too'\n",
+    )
+    .expect("rewrite");
+    let mut got = None;
+    for _ in 0..80 {
+        let f = h.response(tflow().with_response(tresp())).await;
+        got = f
+            .response
+            .and_then(|r| r.headers.get("x-gained").map(str::to_owned));
+        if got.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(got.as_deref(), Some("yes"), "logs: {:?}", h.logs());
+    h.sync().await;
+    assert!(h.handles(HookKind::ClientConnect));
+    let c = h.client_connect(waylay_testkit::tclient()).await;
+    assert_eq!(c.error.as_deref(), Some("gained too"));
+    // Routes are exact again after the reload: hooks the new version lacks are dropped.
+    assert!(!h.handles(HookKind::Request));
+    assert!(!h.handles(HookKind::TlsClienthello));
 }

@@ -36,8 +36,8 @@ use waylay_core::hooks::{
     Begin, ClientHelloData, Configure, Loader, ServerConnectionHookData, TlsData,
 };
 use waylay_core::{
-    Addon, Fault, Hook, HookKind, HookSet, HttpFlow, ManagerHandle, OptionSpec, OptionValue,
-    Options, OptionsError, TcpFlow,
+    Addon, AddonId, Fault, Hook, HookKind, HookSet, HttpFlow, ManagerHandle, OptionSpec,
+    OptionValue, Options, OptionsError, TcpFlow,
 };
 
 use self::conn::ConnPayload;
@@ -124,6 +124,40 @@ fn later(kind: HookKind) -> HookSet {
     }
 }
 
+/// The hooks the addon is routed for when the script implements `handled`.
+fn declared_for(handled: HookSet) -> HookSet {
+    let mut declared = waylay_core::hooks::LIFECYCLE;
+    for k in handled.iter() {
+        declared = declared.with(k);
+        // The last hook of a flow frees its Python object, so it is routed here even
+        // when the script does not implement it.
+        if later(k).contains(HookKind::Error) {
+            declared = declared.with(HookKind::Error);
+        }
+        if matches!(k, HookKind::WebsocketStart | HookKind::WebsocketMessage)
+            || (k != HookKind::Response && later(k).contains(HookKind::WebsocketEnd))
+        {
+            declared = declared
+                .with(HookKind::WebsocketEnd)
+                .with(HookKind::WebsocketError);
+        }
+        if matches!(k, HookKind::TcpStart | HookKind::TcpMessage) {
+            declared = declared.with(HookKind::TcpEnd).with(HookKind::TcpError);
+        }
+    }
+    declared
+}
+
+/// Every hook a script can implement: the routes the addon joins while its changed file is
+/// not reloaded yet, so that the first event of a hook the new version gained reaches it.
+fn any_script_hook() -> HookSet {
+    let all = FLOW_HOOKS
+        .iter()
+        .chain(conn::CONN_HOOKS.iter().map(|(k, _)| k))
+        .fold(HookSet::EMPTY, |s, k| s.with(*k));
+    declared_for(all)
+}
+
 /// The methods one hook calls, in order: each callable and whether it is `async def`.
 type Calls = Vec<(Py<PyAny>, bool)>;
 
@@ -169,8 +203,12 @@ pub struct ScriptAddon {
     watching: bool,
     mtime: Option<SystemTime>,
     running: bool,
-    /// The manager the script was added to (`ctx.options` sets, `ctx.master.shutdown()`).
+    /// The manager the script was added to (`ctx.options` sets, `ctx.master.shutdown()`,
+    /// and the routes of hooks a reloaded script gains), and the script's id there.
     manager: Option<ManagerHandle>,
+    id: Option<AddonId>,
+    /// Tells the file watcher to stop (the script is done).
+    stop: Arc<AtomicBool>,
 }
 
 fn mtime(path: &Path) -> Option<SystemTime> {
@@ -197,25 +235,7 @@ impl ScriptAddon {
             path: path.display().to_string(),
             reason,
         })?;
-        let mut declared = waylay_core::hooks::LIFECYCLE;
-        for k in loaded.handled.iter() {
-            declared = declared.with(k);
-            // The last hook of a flow frees its Python object, so it is routed here even
-            // when the script does not implement it.
-            if later(k).contains(HookKind::Error) {
-                declared = declared.with(HookKind::Error);
-            }
-            if matches!(k, HookKind::WebsocketStart | HookKind::WebsocketMessage)
-                || (k != HookKind::Response && later(k).contains(HookKind::WebsocketEnd))
-            {
-                declared = declared
-                    .with(HookKind::WebsocketEnd)
-                    .with(HookKind::WebsocketError);
-            }
-            if matches!(k, HookKind::TcpStart | HookKind::TcpMessage) {
-                declared = declared.with(HookKind::TcpEnd).with(HookKind::TcpError);
-            }
-        }
+        let declared = declared_for(loaded.handled);
         Ok(Self {
             path,
             name,
@@ -229,6 +249,8 @@ impl ScriptAddon {
             mtime,
             running: false,
             manager: None,
+            id: None,
+            stop: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -251,20 +273,28 @@ impl ScriptAddon {
         }
         self.watching = true;
         let changed = self.changed.clone();
+        let stop = self.stop.clone();
         let path = self.path.clone();
         let mut last = self.mtime;
+        let routes = self.manager.clone().zip(self.id);
         actix::spawn(async move {
             let mut tick = tokio::time::interval(WATCH_EVERY);
             loop {
                 tick.tick().await;
+                if Arc::strong_count(&changed) == 1 || stop.load(Ordering::Acquire) {
+                    // The addon is gone.
+                    break;
+                }
                 let now = mtime(&path);
                 if now != last && now.is_some() {
                     last = now;
                     changed.store(true, Ordering::Release);
-                }
-                if Arc::strong_count(&changed) == 1 {
-                    // The addon is gone.
-                    break;
+                    // The script is reloaded on its next event; until then it is on every
+                    // hook's route, so the first event of a hook the new version gained
+                    // reaches it (the reload then declares the exact set).
+                    if let Some((m, id)) = &routes {
+                        m.declare_hooks(*id, any_script_hook()).await;
+                    }
                 }
             }
         });
@@ -284,14 +314,18 @@ impl ScriptAddon {
         }
         lock(&self.table).clear();
         self.pool.clear();
-        match load_module(&self.path) {
+        let loaded = load_module(&self.path);
+        let declared = match &loaded {
+            Ok(new) => declared_for(new.handled),
+            Err(_) => waylay_core::hooks::LIFECYCLE,
+        };
+        self.declared = declared;
+        if let Some((m, id)) = self.manager.clone().zip(self.id) {
+            // Called inside a hook: the manager learns the routes right after it.
+            actix::spawn(async move { m.declare_hooks(id, declared).await });
+        }
+        match loaded {
             Ok(new) => {
-                for k in new.handled.iter() {
-                    if !self.declared.contains(k) {
-                        tracing::warn!(target: "script", script = %self.name,
-                            "hook {} added on reload takes effect after a restart", k.name());
-                    }
-                }
                 let options = self.options.clone();
                 let all = options.names();
                 host::keep_thread_state();
@@ -979,6 +1013,7 @@ impl Addon for ScriptAddon {
             control::attach(m);
             self.manager = Some(m.clone());
         }
+        self.id = loader.addon_id();
         if let Some(l) = &self.loaded {
             for spec in &l.options {
                 loader.add_option(spec.clone());
@@ -1019,6 +1054,7 @@ impl Addon for ScriptAddon {
         }
         control::detach();
         self.manager = None;
+        self.stop.store(true, Ordering::Release);
         lock(&self.table).clear();
         self.pool.clear();
     }

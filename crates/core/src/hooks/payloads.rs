@@ -131,6 +131,7 @@ pub struct Loader {
     pub(crate) options: Vec<OptionSpec>,
     pub(crate) commands: Vec<CommandSpec>,
     pub(crate) manager: Option<crate::manager::ManagerHandle>,
+    pub(crate) addon: Option<crate::manager::AddonId>,
 }
 
 impl Loader {
@@ -170,6 +171,12 @@ impl Loader {
     /// loader made outside a manager. An addon keeping it should drop it in `done`.
     pub fn manager(&self) -> Option<&crate::manager::ManagerHandle> {
         self.manager.as_ref()
+    }
+
+    /// The id the addon being loaded gets in that manager (for
+    /// [`ManagerHandle::declare_hooks`](crate::ManagerHandle::declare_hooks)).
+    pub fn addon_id(&self) -> Option<crate::manager::AddonId> {
+        self.addon
     }
 }
 

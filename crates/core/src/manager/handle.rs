@@ -13,7 +13,8 @@ use super::{
     Walk, report_fault,
 };
 use crate::hooks::{
-    Addon, CommandSpec, Configure, Flows, Hook, HookKind, HookOutput, Loader, LogEntry, in_log_hook,
+    Addon, CommandSpec, Configure, Flows, Hook, HookKind, HookOutput, HookSet, Loader, LogEntry,
+    in_log_hook,
 };
 use crate::options::{Options, OptionsError};
 
@@ -176,8 +177,10 @@ impl ManagerHandle {
         let _guard = self.shared.config_lock.lock().await;
         let timeout = self.shared.timeout();
 
+        let id = AddonId(NEXT_ADDON.fetch_add(1, Ordering::Relaxed));
         let loader = Loader {
             manager: Some(self.clone()),
+            addon: Some(id),
             ..Loader::default()
         };
         let reply = addr
@@ -192,7 +195,6 @@ impl ManagerHandle {
             _ => Loader::new(),
         };
         loader.manager = None;
-        let id = AddonId(NEXT_ADDON.fetch_add(1, Ordering::Relaxed));
         let route = RouteEntry {
             id,
             name: name.clone(),
@@ -373,6 +375,13 @@ impl ManagerHandle {
             })
             .await
             .map_err(|_| format!("the addon serving {name} stopped"))?
+    }
+
+    /// Replaces the hooks addon `id` declared ([`Addon::hooks`]) and rebuilds its routes at
+    /// once, what it had reported unhandled for the newly declared hooks forgotten: for an
+    /// addon whose hooks change while it runs (a script edited to implement another hook).
+    pub async fn declare_hooks(&self, id: AddonId, hooks: HookSet) {
+        let _ = self.addr.send(super::DeclareHooks { id, hooks }).await;
     }
 
     /// Every command declared by the active addons.

@@ -397,6 +397,28 @@ impl Handler<Register> for AddonManager {
     }
 }
 
+/// An addon's hooks changed while it runs ([`ManagerHandle::declare_hooks`]).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(crate) struct DeclareHooks {
+    pub(crate) id: AddonId,
+    pub(crate) hooks: HookSet,
+}
+
+impl Handler<DeclareHooks> for AddonManager {
+    type Result = ();
+
+    fn handle(&mut self, msg: DeclareHooks, _ctx: &mut Self::Context) {
+        let Some(e) = self.entry_mut(msg.id) else {
+            return;
+        };
+        let added = msg.hooks.bits() & !e.declared.bits();
+        e.unhandled = HookSet::from_bits(e.unhandled.bits() & !added);
+        e.declared = msg.hooks;
+        self.rebuild_routes();
+    }
+}
+
 /// Puts a registered addon on its routes; answers whether the proxy is already running.
 #[derive(Debug, Message)]
 #[rtype(result = "bool")]

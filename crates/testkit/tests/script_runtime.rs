@@ -733,3 +733,33 @@ async fn a_hook_gained_on_reload_fires_without_a_restart() {
     assert!(!h.handles(HookKind::Request));
     assert!(!h.handles(HookKind::TlsClienthello));
 }
+
+const KEEPS_PARTS: &str = r#"
+kept = []
+
+def response(flow):
+    if flow.request.path == "/keep":
+        flow.metadata["k"] = 1
+        kept.append((flow.response.headers, flow.metadata))
+    else:
+        flow.response.headers["x-meta"] = str(flow.metadata.get("k"))
+        flow.response.headers["x-kept"] = str(dict(kept[0][1]))
+"#;
+
+/// A finished flow's object is reused for the next flow only when the script kept none of
+/// its parts; a metadata dict or headers view the script kept stays its own.
+#[actix_rt::test]
+async fn parts_of_a_flow_a_script_kept_are_not_reused() {
+    let dir = TempDir::new("keeps");
+    let path = write(&dir, "keeps.py", KEEPS_PARTS);
+    let mut h = AddonHarness::script(&path).await;
+    let mut first = tflow().with_response(tresp());
+    first.request.path = "/keep".into();
+    h.response(first).await;
+    for _ in 0..3 {
+        let f = h.response(tflow().with_response(tresp())).await;
+        let r = f.response.expect("response");
+        assert_eq!(r.headers.get("x-meta"), Some("None"));
+        assert_eq!(r.headers.get("x-kept"), Some("{'k': 1}"));
+    }
+}

@@ -60,7 +60,13 @@ pub(crate) fn to_bytes(v: &Bound<'_, PyAny>) -> PyResult<Bytes> {
         return Ok(Bytes::copy_from_slice(b.as_bytes()));
     }
     if let Ok(s) = v.cast::<PyString>() {
-        return Ok(Bytes::copy_from_slice(s.to_str()?.as_bytes()));
+        if let Ok(t) = s.to_str() {
+            return Ok(Bytes::copy_from_slice(t.as_bytes()));
+        }
+        // Bytes that were not UTF-8, decoded by the shim with `surrogateescape`: back as
+        // they were.
+        let b = s.call_method1("encode", ("utf-8", "surrogateescape"))?;
+        return Ok(Bytes::copy_from_slice(b.cast::<PyBytes>()?.as_bytes()));
     }
     if let Ok(b) = v.extract::<Vec<u8>>() {
         return Ok(Bytes::from(b));
@@ -324,6 +330,12 @@ impl Core {
             _ => return Err(no_such(name)),
         }
         Ok(())
+    }
+
+    /// Whether the flow has a response (`flow.response`, read on most response hooks: a
+    /// method of its own rather than a name matched in `fget`).
+    fn has_response(&mut self) -> PyResult<bool> {
+        Ok(self.http()?.response.is_some())
     }
 
     fn kill(&mut self) -> PyResult<()> {

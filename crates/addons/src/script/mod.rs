@@ -346,12 +346,12 @@ impl ScriptAddon {
 
     /// Whether the flow's Python object is still needed after hook `kind`.
     fn keep_after(&self, kind: HookKind, upgraded: bool) -> bool {
-        let handled = self.loaded.as_ref().map_or(HookSet::EMPTY, |l| l.handled);
-        let mut next = later(kind);
         if kind == HookKind::Response && !upgraded {
-            next = HookSet::EMPTY;
+            return false;
         }
-        next.iter().any(|k| handled.contains(k))
+        let handled = self.loaded.as_ref().map_or(HookSet::EMPTY, |l| l.handled);
+        // One AND of bit sets (iterating the kinds cost more than the rest of a no-op hook).
+        later(kind).bits() & handled.bits() != 0
     }
 
     /// What a flow hook needs: the methods to call, and whether the flow's object is kept
@@ -393,7 +393,15 @@ impl ScriptAddon {
         host::keep_thread_state();
         let (name, table, pool) = (&self.name, &self.table, &mut self.pool);
         Python::attach(|py| {
-            let known = lock(table).flows.remove(&flow.id);
+            let known = {
+                let mut t = lock(table);
+                // Most flows are not kept between hooks: no hashing when none is.
+                if t.flows.is_empty() {
+                    None
+                } else {
+                    t.flows.remove(&flow.id)
+                }
+            };
             let entry = match known {
                 Some(e) => Ok(e),
                 None => match reuse(py, pool, flow) {
@@ -692,12 +700,12 @@ impl Drop for Attached<'_> {
 const POOL_MAX: usize = 256;
 
 /// How many references an object has (to know that only waylay holds it).
-fn refcount(_py: Python<'_>, obj: &Py<PyAny>) -> isize {
+fn refcount(obj: &Bound<'_, PyAny>) -> isize {
     #[expect(
         unsafe_code,
         reason = "PyO3 deprecated its wrapper in favour of the FFI call"
     )]
-    // SAFETY: `_py` proves this thread is attached, and `obj` is a live reference.
+    // SAFETY: a `Bound` proves this thread is attached and the object alive.
     unsafe {
         pyo3::ffi::Py_REFCNT(obj.as_ptr())
     }
@@ -705,28 +713,74 @@ fn refcount(_py: Python<'_>, obj: &Py<PyAny>) -> isize {
 
 /// Keeps a finished flow's Python object for the next flow, if nothing but waylay holds it
 /// (a script that kept the flow, its request or its headers keeps them as they were).
+/// Done here rather than in Python: it runs after every hook of a flow's last hook, and a
+/// Python function call costs more than the checks themselves.
 fn recycle(py: Python<'_>, pool: &mut Vec<FlowEntry>, mut entry: FlowEntry) {
-    if pool.len() >= POOL_MAX || refcount(py, &entry.obj) != 1 {
+    let obj = entry.obj.bind(py);
+    if pool.len() >= POOL_MAX || refcount(obj) != 1 {
         return;
     }
-    let Ok(fns) = host::fns(py) else { return };
-    let r = fns
-        .recycle
-        .bind(py)
-        .call1((entry.obj.bind(py), Option::<String>::None))
-        .and_then(|r| {
-            let (m, n): (Bound<'_, PyAny>, isize) = r.extract()?;
-            Ok((m.cast_into::<PyDict>()?.unbind(), n))
-        });
-    let Ok((meta, expected)) = r else { return };
-    entry.meta = meta;
+    let Ok(expected) = reset_views(obj) else {
+        return;
+    };
+    // `flow.metadata` starts empty: a used dict (or one the script kept) is replaced.
+    let meta = entry.meta.bind(py);
+    if !meta.is_empty() || refcount(meta.as_any()) != 2 {
+        let fresh = PyDict::new(py);
+        if obj.setattr(pyo3::intern!(py, "metadata"), &fresh).is_err() {
+            return;
+        }
+        entry.meta = fresh.unbind();
+    }
     // Only the entry, the flow object and its own views refer to the core: no request,
     // response or headers object of the finished flow is held by the script.
-    if refcount(py, entry.core.as_any()) != expected {
+    if refcount(entry.core.bind(py).as_any()) != expected {
         return;
     }
     entry.core.borrow_mut(py).reset();
     pool.push(entry);
+}
+
+/// Readies a finished flow object's views for the next flow: its request/response views and
+/// their headers views are kept when nothing else holds them (they are views of the same
+/// core), attributes a script set are dropped. Returns how many references the core must
+/// then have for the object to be reused.
+fn reset_views(obj: &Bound<'_, PyAny>) -> PyResult<isize> {
+    let py = obj.py();
+    let headers = pyo3::intern!(py, "_headers");
+    // The pool entry and `f._c`.
+    let mut n = 2;
+    for name in [pyo3::intern!(py, "_req"), pyo3::intern!(py, "_resp")] {
+        let m = obj.getattr(name)?;
+        if m.is_none() {
+            continue;
+        }
+        // The flow's slot and `m`.
+        if refcount(&m) == 2 {
+            n += 1;
+            let h = m.getattr(headers)?;
+            if !h.is_none() {
+                if refcount(&h) == 2 {
+                    n += 1;
+                } else {
+                    m.setattr(headers, py.None())?;
+                }
+            }
+        } else {
+            obj.setattr(name, py.None())?;
+        }
+    }
+    let ws = pyo3::intern!(py, "_ws");
+    if !obj.getattr(ws)?.is_none() {
+        obj.setattr(ws, py.None())?;
+    }
+    if let Ok(d) = obj.getattr(pyo3::intern!(py, "__dict__"))
+        && let Ok(d) = d.cast::<PyDict>()
+        && !d.is_empty()
+    {
+        d.clear();
+    }
+    Ok(n)
 }
 
 /// A pooled flow object for `flow`, its metadata seeded from the flow's.

@@ -1029,6 +1029,11 @@ impl Addon for ScriptAddon {
     }
 
     fn hooks(&self) -> HookSet {
+        if self.changed.load(Ordering::Acquire) {
+            // Changed, not reloaded yet: stay on every route until the reload (the manager
+            // reads this after each `configure`, which must not undo the watcher's set).
+            return any_script_hook();
+        }
         self.declared
     }
 

@@ -17,6 +17,12 @@
 //!
 //! `async def` hooks run on an asyncio loop in a Python thread of their own; while one
 //! awaits, the addon goes on with other flows (a hook awaiting I/O holds only its flow).
+//!
+//! The connection and TLS hooks are offered under mitmproxy's names with its objects
+//! (`conn.rs`); `ctx.options` sets and `ctx.master.shutdown()` go through the manager the
+//! script was added to (`control.rs`). A hook a script gains when edited is routed to it from
+//! the reload on: the file watcher puts the script on every script hook's route until the
+//! reload declares the exact set ([`ManagerHandle::declare_hooks`]).
 
 mod conn;
 mod control;

@@ -710,7 +710,7 @@ async fn a_hook_gained_on_reload_fires_without_a_restart() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     std::fs::write(
         &path,
-        "def response(flow):\n    flow.response.headers['x-gained'] = 'yes'\n\ndef client_connected(client):\n    client.error = 'gained too'\n",
+        "import asyncio\n\nasync def response(flow):\n    await asyncio.sleep(0)\n    flow.response.headers['x-gained'] = 'yes'\n\ndef client_connected(client):\n    client.error = 'gained too'\n",
     )
     .expect("rewrite");
     let mut got = None;

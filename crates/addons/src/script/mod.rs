@@ -1044,6 +1044,8 @@ impl Addon for ScriptAddon {
     }
 
     fn begin(&mut self, hook: Hook, timeout: Duration) -> Begin {
+        // Reloaded first: whether the hook is `async def` is the new version's answer.
+        self.reload_if_changed();
         let kind = hook.kind();
         if !self
             .loaded

@@ -60,6 +60,8 @@ const WEB_ENV: &str = "WAYLAY_LOAD_WEB";
 /// The web UI's token in the `+web` scenarios (the bench's own, on loopback).
 const WEB_TOKEN: &str = "00000000000000000000000000000bec";
 const EXTRA_ENV: &str = "WAYLAY_LOAD_EXTRA";
+/// The `mode` option of the proxy under test (a full spec; unset: regular).
+const MODE_ENV: &str = "WAYLAY_LOAD_MODE";
 
 /// The seed's AddHeader as a mitmproxy script (the same addon as [`AddHeader`]).
 const PY_ADDHEADER: &str = "class AddHeader:\n    def __init__(self):\n        self.num = 0\n\n    def response(self, flow):\n        self.num = self.num + 1\n        flow.response.headers[\"count\"] = str(self.num)\n\naddons = [AddHeader()]\n";
@@ -168,12 +170,18 @@ fn child_waylay() {
         for _ in 0..addons {
             builder = builder.addon(NoopHttp);
         }
+        if let Ok(mode) = std::env::var(MODE_ENV) {
+            builder = builder.set(format!("mode={mode}"));
+        }
         // `+web`: the web UI's addon (ring, SQLite store, UI server on its own thread).
         let mut ui = None;
         if env_or(WEB_ENV, 0u8) > 0 {
             let (addon, handle) = waylay_web::WebUi::bind(waylay_web::WebConfig {
                 port: 0,
                 token: Some(WEB_TOKEN.into()),
+                // In the parent's temporary confdir: the child is killed, so a temporary
+                // store could not remove itself.
+                store_path: Some(std::path::Path::new(&confdir).join("web.sqlite")),
                 ..waylay_web::WebConfig::default()
             })
             .expect("web UI binds");
@@ -320,9 +328,13 @@ struct Scenario {
     bundled: &'static str,
     /// One more addon: `addheader` (Rust), `py-noop` / `py-addheader` (a Python script).
     extra: &'static str,
+    /// waylay's proxy mode: `regular`, `reverse` (to the origin; the load sends origin-form
+    /// requests), or `upstream` (through a second floor forwarder as the upstream proxy, on
+    /// the load's CPUs).
+    proxy_mode: &'static str,
 }
 
-const SCENARIOS: [Scenario; 18] = [
+const SCENARIOS: [Scenario; 20] = [
     Scenario {
         name: "floor",
         mode: "floor",
@@ -332,6 +344,7 @@ const SCENARIOS: [Scenario; 18] = [
         web: 0,
         bundled: "",
         extra: "",
+        proxy_mode: "regular",
     },
     Scenario {
         name: "waylay",
@@ -342,6 +355,7 @@ const SCENARIOS: [Scenario; 18] = [
         web: 0,
         bundled: "",
         extra: "",
+        proxy_mode: "regular",
     },
     Scenario {
         name: "waylay+1",
@@ -352,6 +366,7 @@ const SCENARIOS: [Scenario; 18] = [
         web: 0,
         bundled: "",
         extra: "",
+        proxy_mode: "regular",
     },
     Scenario {
         name: "waylay+4",
@@ -362,6 +377,7 @@ const SCENARIOS: [Scenario; 18] = [
         web: 0,
         bundled: "",
         extra: "",
+        proxy_mode: "regular",
     },
     Scenario {
         name: "waylay+onb",
@@ -372,6 +388,7 @@ const SCENARIOS: [Scenario; 18] = [
         web: 0,
         bundled: "onboarding",
         extra: "",
+        proxy_mode: "regular",
     },
     Scenario {
         name: "waylay+mh",
@@ -382,6 +399,7 @@ const SCENARIOS: [Scenario; 18] = [
         web: 0,
         bundled: "modify_headers",
         extra: "",
+        proxy_mode: "regular",
     },
     Scenario {
         name: "waylay+mr",
@@ -392,6 +410,7 @@ const SCENARIOS: [Scenario; 18] = [
         web: 0,
         bundled: "map_remote",
         extra: "",
+        proxy_mode: "regular",
     },
     Scenario {
         name: "waylay+16",
@@ -402,6 +421,7 @@ const SCENARIOS: [Scenario; 18] = [
         web: 0,
         bundled: "",
         extra: "",
+        proxy_mode: "regular",
     },
     Scenario {
         name: "waylay-w2",
@@ -412,6 +432,7 @@ const SCENARIOS: [Scenario; 18] = [
         web: 0,
         bundled: "",
         extra: "",
+        proxy_mode: "regular",
     },
     Scenario {
         name: "waylay+4-w2",
@@ -422,6 +443,7 @@ const SCENARIOS: [Scenario; 18] = [
         web: 0,
         bundled: "",
         extra: "",
+        proxy_mode: "regular",
     },
     Scenario {
         name: "waylay-w",
@@ -432,6 +454,7 @@ const SCENARIOS: [Scenario; 18] = [
         web: 0,
         bundled: "",
         extra: "save",
+        proxy_mode: "regular",
     },
     Scenario {
         name: "waylay+web",
@@ -442,6 +465,7 @@ const SCENARIOS: [Scenario; 18] = [
         web: 1,
         bundled: "",
         extra: "",
+        proxy_mode: "regular",
     },
     Scenario {
         name: "waylay+web+ws",
@@ -452,6 +476,7 @@ const SCENARIOS: [Scenario; 18] = [
         web: 2,
         bundled: "",
         extra: "",
+        proxy_mode: "regular",
     },
     Scenario {
         name: "waylay+addheader",
@@ -462,6 +487,7 @@ const SCENARIOS: [Scenario; 18] = [
         web: 0,
         bundled: "",
         extra: "addheader",
+        proxy_mode: "regular",
     },
     Scenario {
         name: "waylay+py-noop",
@@ -472,6 +498,7 @@ const SCENARIOS: [Scenario; 18] = [
         web: 0,
         bundled: "",
         extra: "py-noop",
+        proxy_mode: "regular",
     },
     Scenario {
         name: "waylay+py-addheader",
@@ -482,6 +509,7 @@ const SCENARIOS: [Scenario; 18] = [
         web: 0,
         bundled: "",
         extra: "py-addheader",
+        proxy_mode: "regular",
     },
     Scenario {
         name: "mitmdump",
@@ -492,6 +520,7 @@ const SCENARIOS: [Scenario; 18] = [
         web: 0,
         bundled: "",
         extra: "",
+        proxy_mode: "regular",
     },
     Scenario {
         name: "mitmdump+py-addheader",
@@ -502,6 +531,29 @@ const SCENARIOS: [Scenario; 18] = [
         web: 0,
         bundled: "",
         extra: "py-addheader",
+        proxy_mode: "regular",
+    },
+    Scenario {
+        name: "waylay-reverse",
+        mode: "waylay",
+        addons: 0,
+        workers: 1,
+        pinned: true,
+        web: 0,
+        bundled: "",
+        extra: "",
+        proxy_mode: "reverse",
+    },
+    Scenario {
+        name: "waylay-upstream",
+        mode: "waylay",
+        addons: 0,
+        workers: 1,
+        pinned: true,
+        web: 0,
+        bundled: "",
+        extra: "",
+        proxy_mode: "upstream",
     },
 ];
 
@@ -510,6 +562,8 @@ struct Placement {
     /// `taskset -c` list for a pinned child, and for an unpinned one.
     child_pinned: Option<String>,
     child_all: Option<String>,
+    /// The parent's CPUs (the load and the origin).
+    parent: Option<String>,
 }
 
 fn place_parent(ncpus: usize) -> Placement {
@@ -518,6 +572,7 @@ fn place_parent(ncpus: usize) -> Placement {
         return Placement {
             child_pinned: None,
             child_all: None,
+            parent: None,
         };
     }
     let others = format!("1-{}", ncpus - 1);
@@ -532,11 +587,13 @@ fn place_parent(ncpus: usize) -> Placement {
         return Placement {
             child_pinned: None,
             child_all: None,
+            parent: None,
         };
     }
     Placement {
         child_pinned: Some("0".into()),
         child_all: Some(format!("0-{}", ncpus - 1)),
+        parent: Some(others),
     }
 }
 
@@ -627,6 +684,7 @@ fn spawn_child(
     s: Scenario,
     place: &Placement,
     confdir: &TempDir,
+    mode_spec: Option<&str>,
 ) -> (ChildGuard, SocketAddr, Option<SocketAddr>) {
     if s.mode == "mitmdump" {
         return spawn_mitmdump(s, place, confdir);
@@ -656,6 +714,9 @@ fn spawn_child(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
+    if let Some(m) = mode_spec {
+        cmd.env(MODE_ENV, m);
+    }
     let mut child = cmd.spawn().expect("spawn child proxy");
     let stdout = child.stdout.take();
     let guard = ChildGuard(child);
@@ -823,9 +884,21 @@ struct Measured {
     errors: u64,
 }
 
-async fn run_load(proxy: SocketAddr, origin: SocketAddr, pid: u32, cfg: &Settings) -> Measured {
+async fn run_load(
+    proxy: SocketAddr,
+    origin: SocketAddr,
+    pid: u32,
+    cfg: &Settings,
+    origin_form: bool,
+) -> Measured {
+    // A reverse proxy gets origin-form requests; a regular one absolute-form.
+    let target = if origin_form {
+        "/1k".to_owned()
+    } else {
+        format!("http://{origin}/1k")
+    };
     let request: Arc<[u8]> = format!(
-        "GET http://{origin}/1k HTTP/1.1\r\nHost: {origin}\r\nUser-Agent: waylay-proxy-load\r\nAccept: */*\r\n\r\n"
+        "GET {target} HTTP/1.1\r\nHost: {origin}\r\nUser-Agent: waylay-proxy-load\r\nAccept: */*\r\n\r\n"
     )
     .into_bytes()
     .into();
@@ -959,13 +1032,30 @@ fn parent() {
             let mut floor_us = None;
             for (i, &s) in scenarios.iter().enumerate() {
                 let confdir = TempDir::new("load");
-                let (child, addr, ui) = spawn_child(s, &place, &confdir);
+                // Upstream mode's upstream proxy: a floor forwarder, unmeasured, on the
+                // load's CPUs (so it never takes CPU 0 from the proxy under test).
+                let upstream = (s.proxy_mode == "upstream").then(|| {
+                    let floor = SCENARIOS[0];
+                    let unpinned = Placement {
+                        child_pinned: place.parent.clone(),
+                        child_all: None,
+                        parent: None,
+                    };
+                    spawn_child(floor, &unpinned, &confdir, None)
+                });
+                let mode_spec = match (s.proxy_mode, &upstream) {
+                    ("reverse", _) => Some(format!("reverse:http://{origin}")),
+                    ("upstream", Some((_, up, _))) => Some(format!("upstream:http://{up}")),
+                    _ => None,
+                };
+                let (child, addr, ui) = spawn_child(s, &place, &confdir, mode_spec.as_deref());
                 let stop = Arc::new(AtomicBool::new(false));
                 let reader = match ui {
                     Some(ui) if s.web >= 2 => Some(tokio::spawn(browser(ui, stop.clone()))),
                     _ => None,
                 };
-                let m = run_load(addr, origin, child.0.id(), &cfg).await;
+                let m =
+                    run_load(addr, origin, child.0.id(), &cfg, s.proxy_mode == "reverse").await;
                 let rss = rss_kib(child.0.id());
                 stop.store(true, Ordering::Relaxed);
                 let ws_bytes = match reader {
@@ -973,6 +1063,7 @@ fn parent() {
                     None => 0,
                 };
                 drop(child);
+                drop(upstream);
                 let us = if m.requests > 0 {
                     m.proxy_cpu_s * 1e6 / m.requests as f64
                 } else {

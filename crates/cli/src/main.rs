@@ -253,6 +253,12 @@ fn options_from(
         }
         return Err(e.into());
     }
+    // Intercepted flows wait until someone resumes them: only the web UI can.
+    if !web && opts.str("intercept").is_some_and(|s| !s.is_empty()) {
+        return Err(Failure::Usage(
+            "option intercept: intercepted flows wait until resumed in the web UI: use `waylay web`".into(),
+        ));
+    }
     // After the dumper's check: the trailing filter sets both, and the error names the
     // dumper's option.
     if let Some(f) = opts.str("readfile_filter") {
@@ -369,21 +375,32 @@ fn run_web(cli: &WebCli) -> Result<(), Failure> {
             "option web_port: expected 0 to 65535, got {port}"
         )));
     }
-    if opts.str("rfile").is_some() || !opts.seq("client_replay").is_empty() || !opts.bool("server")
-    {
+    if !opts.seq("client_replay").is_empty() || !opts.bool("server") {
         return Err(Failure::Usage(
-            "waylay web does not read flow files or replay clients yet (-r, -C, -n)".into(),
+            "waylay web does not replay clients or run without a proxy yet (-C, -n)".into(),
         ));
     }
     let (addon, ui) = WebUi::bind(WebConfig::from_options(&opts))
         .map_err(|e| Failure::Runtime(anyhow::Error::new(e)))?;
+    // `-r FILE`: the flows are loaded into the UI (as mitmweb shows them), checked first
+    // so that a missing file is a usage error, then read in the background.
+    if let Some(path) = opts.str("rfile") {
+        let path = PathBuf::from(path);
+        std::fs::metadata(&path)
+            .map_err(|e| Failure::Usage(format!("option rfile: {}: {e}", path.display())))?;
+        let loader = ui.loader();
+        std::thread::spawn(move || match loader.load_file(&path) {
+            Ok(n) => tracing::info!("loaded {n} flows from {}", path.display()),
+            Err(e) => tracing::error!("{e}"),
+        });
+    }
     println!("Web server listening at {}", ui.url());
     let _ = std::io::stdout().flush();
     if opts.bool("web_open_browser") {
         // Best effort, as mitmweb: no browser is not an error.
         let _ = std::process::Command::new("xdg-open").arg(ui.url()).spawn();
     }
-    let result = with_addons(
+    let builder = with_addons(
         Proxy::builder()
             .options(opts.clone())
             .listen(&listen_addr(&opts)),
@@ -391,12 +408,24 @@ fn run_web(cli: &WebCli) -> Result<(), Failure> {
         bundle,
         scripts,
     )
-    .addon(addon)
-    .run()
-    .map_err(|e| match e {
+    .addon(addon);
+    let usage = |e: ProxyError| match e {
         ProxyError::Options(e) => Failure::Usage(e.to_string()),
         ProxyError::Addon(e @ AddError::Options { .. }) => Failure::Usage(e.to_string()),
         other => Failure::Runtime(anyhow::Error::new(other)),
+    };
+    let sys = actix::System::new();
+    let result = sys.block_on(async {
+        // Signal handlers while the proxy starts (the task runs at the start's first await):
+        // a SIGTERM right after the port opens must shut down gracefully.
+        let signal = actix::spawn(wait_for_signal());
+        let proxy = builder.start().await.map_err(usage)?;
+        // Options changed in the UI are set through the manager (every addon sees them).
+        ui.attach(proxy.manager().clone());
+        let _ = signal.await;
+        tracing::info!("shutting down");
+        proxy.shutdown().await;
+        Ok(())
     });
     drop(ui);
     result

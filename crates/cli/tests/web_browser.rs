@@ -58,6 +58,13 @@ fn the_page_shows_live_flows_filters_and_intercepts_with_edits() {
     let mut child = Command::new(BIN)
         .args(["web", "-p", "0", "--web-port", "0", "--set"])
         .arg(format!("confdir={}", conf.path().display()))
+        // The store in the test's folder: the child is killed, so it cannot remove a
+        // temporary store itself.
+        .arg("--set")
+        .arg(format!(
+            "web_store={}",
+            conf.path().join("flows.sqlite").display()
+        ))
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

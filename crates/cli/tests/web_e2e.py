@@ -17,11 +17,14 @@ from playwright.sync_api import expect, sync_playwright
 ui_url, proxy, chromium, artifacts = sys.argv[1:5]
 base = ui_url.split("/?")[0]
 seen = []
+release_slow = threading.Event()
 
 
 class Origin(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         seen.append({k.lower(): v for k, v in self.headers.items()} | {":path": self.path})
+        if self.path == "/slow":
+            release_slow.wait(20)
         body = json.dumps({"path": self.path, "ok": True}).encode()
         self.send_response(200)
         self.send_header("content-type", "application/json")
@@ -135,6 +138,56 @@ with sync_playwright() as p:
     assert len([h for h in seen if h[":path"] == "/live/2"]) == 2, seen
     page.locator(".tr", has_text="/live/2").first.click()
     page.screenshot(path=f"{artifacts}/main.png")
+
+    # Export as curl: the command, with the flow's URL, shown to copy.
+    page.click("#export-curl")
+    expect(page.locator("#export-text")).to_contain_text("curl ")
+    expect(page.locator("#export-text")).to_contain_text(f"http://{origin}/live/2")
+    page.screenshot(path=f"{artifacts}/export.png")
+
+    # Save every flow as a flow file, open it again: the list holds them twice.
+    with page.expect_download() as d:
+        page.click("#save")
+    saved = f"{artifacts}/saved.flows"
+    d.value.save_as(saved)
+    data = open(saved, "rb").read()
+    assert data[:1].isdigit() and b":" in data[:12], data[:40]
+    page.set_input_files("#open-file", saved)
+    expect(page.locator(".tr")).to_have_count(14)
+    with page.expect_download() as d:
+        page.click("#save-har")
+    d.value.save_as(f"{artifacts}/saved.har")
+    har = json.load(open(f"{artifacts}/saved.har"))
+    assert len(har["log"]["entries"]) == 14, len(har["log"]["entries"])
+
+    # The options editor: a toggle is set in the proxy, a bad value shows the reason.
+    page.locator("body").click(position={"x": 5, "y": 700})
+    page.click("#options-button")
+    page.fill("#options-filter", "anticache")
+    page.locator("#opt-anticache input").check()
+    deadline = time.time() + 15
+    while not page.evaluate("fetch('/options').then(r => r.json()).then(o => o.anticache.value)"):
+        assert time.time() < deadline, "anticache was not set"
+        time.sleep(0.05)
+    page.fill("#options-filter", "connect_timeout")
+    page.fill("#opt-connect_timeout input", "soon")
+    page.press("#opt-connect_timeout input", "Enter")
+    expect(page.locator("#opt-connect_timeout [role=alert]")).to_contain_text("soon")
+    page.screenshot(path=f"{artifacts}/options.png")
+    page.click("#options button:has-text('Close')")
+
+    # Kill a live flow that is not intercepted: the client gets no answer.
+    page.fill("#intercept", "")
+    page.press("#intercept", "Enter")
+    slow = subprocess.Popen(curl_args("/slow"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    row = page.locator(".tr", has_text="/slow")
+    expect(row).to_have_count(1)
+    row.click()
+    page.click("#kill")
+    release_slow.set()
+    out, err = slow.communicate(timeout=30)
+    assert slow.returncode != 0 and '"ok": true' not in out, (slow.returncode, out, err)
+    expect(page.locator(".tr.has-error", has_text="/slow")).to_have_count(1)
     browser.close()
 
 print("web e2e: all checks passed")

@@ -405,6 +405,7 @@ async fn every_typed_harness_method_reaches_its_hook() {
         data_client: "GET / HTTP/1.1\r\n".into(),
         detected: Layer::Http1,
         layer: Layer::Http1,
+        via: None,
     };
     assert_eq!(h.next_layer(nl).await.layer, Layer::Tcp);
 

@@ -396,7 +396,108 @@ fn mode_spec() -> impl Strategy<Value = ModeSpec> {
     })
 }
 
+#[test]
+fn the_listen_suffix_rule() {
+    use waylay_core::mode::split_listen;
+    let cases: &[(&str, &str, Option<&str>)] = &[
+        ("regular", "regular", None),
+        ("regular@8081", "regular", Some("8081")),
+        (
+            "reverse:https://example.com@127.0.0.1:8443",
+            "reverse:https://example.com",
+            Some("127.0.0.1:8443"),
+        ),
+        // Credentials: a lone `@` followed by more than a port.
+        (
+            "upstream:socks5://u:p@proxy:1080",
+            "upstream:socks5://u:p@proxy:1080",
+            None,
+        ),
+        (
+            "UPSTREAM:http://u:p@proxy:3128",
+            "UPSTREAM:http://u:p@proxy:3128",
+            None,
+        ),
+        // A bare port after a lone `@`: the listen port.
+        (
+            "upstream:http://proxy:3128@8081",
+            "upstream:http://proxy:3128",
+            Some("8081"),
+        ),
+        // The authority closed by `/`: the listen address.
+        (
+            "upstream:http://proxy:3128/@127.0.0.1:8081",
+            "upstream:http://proxy:3128/",
+            Some("127.0.0.1:8081"),
+        ),
+        // Two: credentials, then the listen address.
+        (
+            "upstream:socks5://u:p@proxy:1080@127.0.0.1:1081",
+            "upstream:socks5://u:p@proxy:1080",
+            Some("127.0.0.1:1081"),
+        ),
+        (
+            "upstream:u:p@proxy@8081",
+            "upstream:u:p@proxy",
+            Some("8081"),
+        ),
+        ("upstream@8080", "upstream", Some("8080")),
+    ];
+    for (spec, head, listen) in cases {
+        assert_eq!(split_listen(spec), (*head, *listen), "{spec}");
+    }
+    let m = spec("upstream:socks5://u:p@proxy:1080@127.0.0.1:1081");
+    assert_eq!(m.listen_port, Some(1081));
+    assert!(matches!(&m.mode, Mode::Upstream(p) if p.credentials.is_some()));
+}
+
+/// mitmproxy's rule: the last `@` starts the listen suffix.
+fn mitmproxy_split(spec: &str) -> (&str, Option<&str>) {
+    match spec.rsplit_once('@') {
+        Some((head, listen)) if !head.is_empty() => (head, Some(listen)),
+        _ => (spec, None),
+    }
+}
+
 proptest! {
+    #[test]
+    fn split_listen_never_panics_and_cuts_at_an_at(s in "\\PC{0,60}") {
+        match waylay_core::mode::split_listen(&s) {
+            (head, Some(listen)) => prop_assert_eq!(format!("{head}@{listen}"), s),
+            (head, None) => prop_assert_eq!(head, s.as_str()),
+        }
+    }
+
+    #[test]
+    fn outside_upstream_the_split_is_mitmproxys(
+        s in "(regular|reverse|socks5|transparent|Reverse)(:[a-z]{0,5}://)?[a-z0-9:@/.]{0,24}"
+    ) {
+        prop_assert_eq!(waylay_core::mode::split_listen(&s), mitmproxy_split(&s));
+    }
+
+    #[test]
+    fn upstream_credentials_never_read_as_a_listen_address(
+        scheme in prop_oneof![Just("http"), Just("https"), Just("socks5")],
+        user in "[a-z0-9%]{1,8}",
+        pass in "[a-z0-9%]{0,8}",
+        h in host(),
+        p in any::<u16>(),
+        listen in proptest::option::of((proptest::option::of(host()), any::<u16>())),
+    ) {
+        let authority = if h.contains(':') { format!("[{h}]:{p}") } else { format!("{h}:{p}") };
+        let head = format!("upstream:{scheme}://{user}:{pass}@{authority}");
+        let listen = listen.map(|(lh, lp)| match lh {
+            Some(lh) if lh.contains(':') => format!("[{lh}]:{lp}"),
+            Some(lh) => format!("{lh}:{lp}"),
+            None => lp.to_string(),
+        });
+        let spec = match &listen {
+            Some(l) => format!("{head}@{l}"),
+            None => head.clone(),
+        };
+        prop_assert_eq!(waylay_core::mode::split_listen(&spec), (head.as_str(), listen.as_deref()));
+    }
+
     #[test]
     fn parse_never_panics(s in "\\PC{0,60}") {
         let _ = ModeSpec::parse(&s);
@@ -431,4 +532,48 @@ proptest! {
         let json = serde_json::to_string(&via).unwrap();
         prop_assert_eq!(serde_json::from_str::<Via>(&json).unwrap(), via);
     }
+}
+
+/// The listen suffix of specs mitmproxy 12 also accepts is read as mitmproxy reads it
+/// (`ProxyMode.parse` run in its own Python).
+#[test]
+fn listen_suffixes_agree_with_mitmproxy() {
+    let Some(python) = waylay_testkit::peers::mitmproxy_python() else {
+        return;
+    };
+    let specs = [
+        "regular@8081",
+        "regular@127.0.0.1:8082",
+        "socks5@1081",
+        "reverse:https://example.com@127.0.0.1:8443",
+        "reverse:tcp://example.com:22@2222",
+        "reverse:http://127.0.0.1:8000",
+        "upstream:http://proxy.test:3128@8083",
+        "upstream:https://proxy.test:3128",
+    ];
+    let script = "import sys\nfrom mitmproxy.proxy.mode_specs import ProxyMode\n\
+                  for s in sys.argv[1:]:\n    m = ProxyMode.parse(s)\n    \
+                  print(m.custom_listen_host or '', m.custom_listen_port or '')";
+    let out = std::process::Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .args(specs)
+        .output()
+        .expect("run mitmproxy's python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let theirs = String::from_utf8_lossy(&out.stdout).into_owned();
+    for (s, line) in specs.iter().zip(theirs.lines()) {
+        let m = spec(s);
+        let ours = format!(
+            "{} {}",
+            m.listen_host.unwrap_or_default(),
+            m.listen_port.map(|p| p.to_string()).unwrap_or_default()
+        );
+        assert_eq!(ours, line, "{s}");
+    }
+    assert_eq!(theirs.lines().count(), specs.len(), "{theirs}");
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use regex::RegexSet;
-use waylay_core::{Credentials, Mode, ModeSpec, Options, OptionsError, ReverseScheme, Via};
+use waylay_core::{Credentials, Mode, ModeSpec, Options, OptionsError, Via};
 
 use crate::tls::UpstreamTls;
 use crate::via::ViaOptions;
@@ -38,6 +38,9 @@ pub(crate) struct ProxyConfig {
     /// Where server connections go unless an addon sets a flow's `via`: the upstream proxy
     /// in upstream mode, else direct.
     pub(crate) mode_default: Via,
+    /// `keep_host_header`: a reverse proxy leaves `Host` / `:authority` (and the server's
+    /// SNI) as the client sent them.
+    pub(crate) keep_host_header: bool,
     /// What dialing through a route needs (timeouts, TLS to HTTPS proxies, `upstream_auth`).
     pub(crate) via: ViaOptions,
 }
@@ -51,9 +54,6 @@ const NOT_YET: &[&str] = &[
     "client_certs",
     "connection_strategy",
     "server",
-    "intercept",
-    "intercept_active",
-    "keep_host_header",
     "normalize_outbound_headers",
     "store_streamed_bodies",
     "validate_inbound_headers",
@@ -104,14 +104,10 @@ fn mode(o: &Options) -> Result<ModeSpec, OptionsError> {
         ));
     }
     match &first.mode {
-        Mode::Regular | Mode::Upstream(_) => Ok(first),
-        Mode::Reverse(t) if matches!(t.scheme, ReverseScheme::Http | ReverseScheme::Https) => {
-            Ok(first)
-        }
-        _ => Err(bad(
+        Mode::Regular | Mode::Upstream(_) | Mode::Reverse(_) => Ok(first),
+        Mode::Socks5 | Mode::Transparent => Err(bad(
             first.to_string(),
-            "regular, upstream:URL or reverse:http(s)://HOST:PORT (the other modes are not wired yet)"
-                .into(),
+            "regular, upstream:URL or reverse:URL (the other modes are not wired yet)".into(),
         )),
     }
 }
@@ -196,6 +192,7 @@ impl ProxyConfig {
         Ok(Self {
             mode,
             mode_default,
+            keep_host_header: o.bool("keep_host_header"),
             via,
             ssl_insecure: o.bool("ssl_insecure"),
             trusted_ca: o.str("ssl_verify_upstream_trusted_ca").map(expand_home),

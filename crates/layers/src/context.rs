@@ -99,6 +99,8 @@ pub(crate) struct Tunnel {
     pub(crate) upgrade: hyper::upgrade::OnUpgrade,
     pub(crate) host: String,
     pub(crate) port: u16,
+    /// The route `http_connect` set on the flow's server (`None`: the mode's).
+    pub(crate) via: Option<waylay_core::Via>,
 }
 
 impl ConnCtx {

@@ -4,9 +4,9 @@
 
 use std::rc::Rc;
 
-use waylay_core::HookKind;
 use waylay_core::flow::{Address, Client, TlsInfo, now};
 use waylay_core::hooks::{ClientHelloData, Side, TlsData};
+use waylay_core::{HookKind, Via};
 
 use crate::config::ProxyConfig;
 use crate::conn::dest::Destination;
@@ -114,6 +114,26 @@ impl std::fmt::Debug for Intercepted {
     }
 }
 
+/// How the server side of an intercepted TLS connection is reached.
+#[derive(Debug, Clone)]
+pub(crate) struct ServerPlan {
+    /// TLS to the server, and with which SNI.
+    pub(crate) tls: ServerTls,
+    /// The route an addon chose for it (`None`: the mode's).
+    pub(crate) via: Option<Via>,
+}
+
+/// The server side's TLS.
+#[derive(Debug, Clone)]
+pub(crate) enum ServerTls {
+    /// TLS, with the client's SNI (else the host's name): a CONNECT tunnel.
+    ClientSni,
+    /// TLS, with this SNI (a reverse proxy's target name; `None` for an IP literal).
+    Sni(Option<String>),
+    /// Plain TCP (a reverse proxy to an `http://` or `tcp://` target).
+    Plain,
+}
+
 /// What the TLS layer did with a connection.
 pub(crate) enum TlsOutcome {
     /// Intercepted: the next layer serves what is inside.
@@ -141,6 +161,7 @@ pub(crate) async fn intercept(
     hello: bytes::Bytes,
     host: String,
     port: u16,
+    plan: ServerPlan,
 ) -> TlsOutcome {
     let cfg = ctx.shared.config();
     let parsed = parse_client_hello(&hello).unwrap_or_default();
@@ -154,7 +175,7 @@ pub(crate) async fn intercept(
     }
     let offers = offers_for_server(&parsed.alpn, cfg.http2, cfg.rawtcp);
     let sni_host = parsed.sni.clone().unwrap_or_else(|| host.clone());
-    let dialed = dial_server(ctx, &cfg, &ch, host, port, offers, sni_host).await;
+    let dialed = dial_server(ctx, &cfg, &ch, (host, port), plan, offers, sni_host).await;
     accept_client(ctx, &cfg, io, &ch, dialed).await
 }
 
@@ -199,22 +220,34 @@ struct Dialed {
     client_alpn: Vec<Vec<u8>>,
 }
 
-/// Connects to the server with TLS, offering `offers`, and decides what the client is
-/// offered and which names its certificate carries (with `upstream_cert`, the server's).
+/// Connects to the server as `plan` says (TLS offering `offers`, or plain), and decides
+/// what the client is offered and which names its certificate carries (with
+/// `upstream_cert`, the server's).
 async fn dial_server(
     ctx: &Rc<ConnCtx>,
     cfg: &ProxyConfig,
     ch: &ClientHelloData,
-    host: String,
-    port: u16,
+    (host, port): (String, u16),
+    plan: ServerPlan,
     offers: Vec<Vec<u8>>,
     sni_host: String,
 ) -> Dialed {
-    let target = Destination::direct(Scheme::Https, host.clone(), port);
+    let server_sni = match plan.tls {
+        ServerTls::ClientSni => Some(ch.sni.clone().or_else(|| sni_for(&host))),
+        ServerTls::Sni(sni) => Some(sni),
+        ServerTls::Plain => None,
+    };
+    let scheme = if server_sni.is_some() {
+        Scheme::Https
+    } else {
+        Scheme::Http
+    };
+    let mut target = Destination::direct(scheme, host.clone(), port);
+    target.route = plan.via.clone();
     let spec = DialSpec {
         address: Address::new(host.clone(), port),
-        tls: Some((ch.sni.clone().or_else(|| sni_for(&host)), offers.clone())),
-        via: None,
+        tls: server_sni.map(|sni| (sni, offers.clone())),
+        via: plan.via,
         proxy_form: false,
     };
     let mut names = vec![sni_host];
@@ -243,11 +276,18 @@ async fn dial_server(
             Err(())
         }
     };
+    let client_alpn = if spec.tls.is_none() {
+        // A plain server: the client may speak whatever waylay translates (HTTP/2 to the
+        // client, HTTP/1.1 to the server) or relays, in its own order of preference.
+        offers
+    } else {
+        alpn_for_client(server_alpn, &offers)
+    };
     Dialed {
         server,
         target,
         names,
-        client_alpn: alpn_for_client(server_alpn, &offers),
+        client_alpn,
     }
 }
 

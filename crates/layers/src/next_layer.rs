@@ -17,15 +17,15 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncReadExt;
-use waylay_core::HookKind;
 use waylay_core::flow::Address;
 use waylay_core::hooks::{Layer, NextLayer};
+use waylay_core::{HookKind, ReverseScheme, Via};
 
 use crate::conn::dest::Destination;
-use crate::conn::dial::{ServerStream, handshake};
+use crate::conn::dial::{DialSpec, ServerStream, connect_stream, handshake, sni_for};
 use crate::context::{ConnCtx, Tunnel};
 use crate::error::ServerError;
-use crate::intercept::{Intercepted, TlsOutcome};
+use crate::intercept::{Intercepted, ServerPlan, ServerTls, TlsOutcome};
 use crate::io::{BoxIo, Io, PrefixedIo};
 use crate::proto::client_hello::{client_hello_complete, parse_client_hello};
 use crate::proto::detect::{Detected, detect};
@@ -56,6 +56,11 @@ pub(crate) enum Position<'a> {
     },
     /// Inside an intercepted TLS connection, with the ALPN protocol agreed on.
     InsideTls { alpn: Option<&'a [u8]> },
+    /// A reverse proxy's `tcp://` or `tls://` client: raw TCP, its TLS terminated first.
+    ReverseStream {
+        /// `ignore_hosts` / `allow_hosts` leave this connection alone.
+        ignored: bool,
+    },
 }
 
 /// The layer for what the client's first bytes look like (`detected`: `Other` also when the
@@ -65,6 +70,8 @@ pub(crate) enum Position<'a> {
 /// - In a tunnel: an ignored host is relayed untouched and a `tcp_hosts` one is raw TCP
 ///   whatever it speaks; otherwise TLS, HTTP/1 and HTTP/2 are recognised, and anything else
 ///   is raw TCP with `rawtcp`, passthrough without.
+/// - A reverse proxy to a `tcp://` or `tls://` target: raw TCP, after the client's TLS when
+///   it starts with a ClientHello (an ignored host is relayed untouched).
 /// - Inside TLS: an HTTP ALPN decides at once; without one, HTTP/1 and HTTP/2 are recognised
 ///   by their first bytes and anything else is raw TCP with `rawtcp` and HTTP/1 without (as
 ///   before raw TCP existed).
@@ -78,6 +85,11 @@ pub(crate) fn choose(position: Position<'_>, detected: Detected, rawtcp: bool) -
             Detected::Http2 => Layer::Http2,
             Detected::Other | Detected::NeedMore if rawtcp => Layer::Tcp,
             Detected::Other | Detected::NeedMore => Layer::Passthrough,
+        },
+        Position::ReverseStream { ignored: true } => Layer::Passthrough,
+        Position::ReverseStream { ignored: false } => match detected {
+            Detected::Tls => Layer::Tls,
+            Detected::Http1 | Detected::Http2 | Detected::Other | Detected::NeedMore => Layer::Tcp,
         },
         Position::InsideTls { alpn } => {
             let not_http = if rawtcp { Layer::Tcp } else { Layer::Http1 };
@@ -151,7 +163,13 @@ async fn tunnel(ctx: Rc<ConnCtx>, t: Tunnel) {
     match t.upgrade.await {
         Ok(upgraded) => {
             let io: BoxIo = Box::new(TokioIo::new(upgraded));
-            serve_tunnel(ctx, io, t.host, t.port, Scheme::Http).await;
+            match t.via {
+                None => serve_tunnel(ctx, io, t.host, t.port, Scheme::Http).await,
+                via => {
+                    let address = Address::new(t.host, t.port);
+                    serve_tunnel_to(ctx, io, address, TunnelTo::Server(Scheme::Http), via).await;
+                }
+            }
         }
         Err(e) => tracing::debug!("CONNECT upgrade failed: {e}"),
     }
@@ -179,16 +197,17 @@ async fn detect_client(io: &mut BoxIo, buf: &mut BytesMut) -> Option<Detected> {
     }
 }
 
-/// Fires `next_layer` when some addon handles it: the layer it chose, or `None` when the
-/// proxy is shutting down.
+/// Fires `next_layer` when some addon handles it: the layer and the server's route it chose
+/// (`via`), or `None` when the proxy is shutting down.
 async fn next_layer_hook(
     ctx: &ConnCtx,
     server: Address,
     data: &Bytes,
     detected: Layer,
-) -> Option<Layer> {
+    via: Option<Via>,
+) -> Option<(Layer, Option<Via>)> {
     if !ctx.manager().handles(HookKind::NextLayer) {
-        return Some(detected);
+        return Some((detected, via));
     }
     let nl = Box::new(NextLayer {
         client: ctx.client(),
@@ -196,8 +215,30 @@ async fn next_layer_hook(
         data_client: data.clone(),
         detected,
         layer: detected,
+        via,
     });
-    ctx.fire(HookKind::NextLayer, nl).await.map(|nl| nl.layer)
+    ctx.fire(HookKind::NextLayer, nl)
+        .await
+        .map(|nl| (nl.layer, nl.via))
+}
+
+/// What a tunnel leads to, which decides the layers on its server side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TunnelTo {
+    /// A server the client named (CONNECT, SOCKS5, transparent): plain HTTP goes to it by
+    /// this scheme, TLS is intercepted with TLS to the server under the client's SNI.
+    Server(Scheme),
+    /// A reverse proxy's fixed target: its scheme says what waylay speaks to it, whatever the
+    /// client speaks (mitmproxy's reverse layer stacks).
+    Reverse(ReverseScheme),
+}
+
+impl TunnelTo {
+    /// Whether the layer inside is raw TCP whatever the client sends (reverse `tcp://` and
+    /// `tls://`): only TLS from the client is told apart.
+    fn stream(self) -> bool {
+        matches!(self, Self::Reverse(ReverseScheme::Tcp | ReverseScheme::Tls))
+    }
 }
 
 /// Detects the protocol inside a tunnel and serves it.
@@ -209,19 +250,39 @@ async fn next_layer_hook(
 /// an HTTPS target).
 pub(crate) async fn serve_tunnel(
     ctx: Rc<ConnCtx>,
-    mut io: BoxIo,
+    io: BoxIo,
     host: String,
     port: u16,
     plain: Scheme,
 ) {
+    serve_tunnel_to(
+        ctx,
+        io,
+        Address::new(host, port),
+        TunnelTo::Server(plain),
+        None,
+    )
+    .await;
+}
+
+/// [`serve_tunnel`] for any [`TunnelTo`], the server reached through `via` (`None`: the
+/// mode's route); `next_layer` may still change both the layer and the route.
+pub(crate) async fn serve_tunnel_to(
+    ctx: Rc<ConnCtx>,
+    mut io: BoxIo,
+    address: Address,
+    to: TunnelTo,
+    via: Option<Via>,
+) {
     let cfg = ctx.shared.config();
-    let target = Address::new(host.clone(), port).to_string();
+    let (host, port) = (address.host.clone(), address.port);
+    let target = address.to_string();
     let mut buf = BytesMut::new();
     let ignored_early = cfg
         .ignore_hosts
         .as_ref()
         .is_some_and(|s| s.is_match(&target));
-    let tcp_host = !ignored_early && cfg.is_tcp_host(&host, port);
+    let tcp_host = !ignored_early && !to.stream() && cfg.is_tcp_host(&host, port);
     let detected = if ignored_early || tcp_host {
         Detected::NeedMore
     } else {
@@ -241,10 +302,14 @@ pub(crate) async fn serve_tunnel(
             }
             cfg.has_host_filters() && cfg.ignores(&names)
         };
-    let layer = choose(Position::Tunnel { ignored, tcp_host }, detected, cfg.rawtcp);
+    let position = if to.stream() {
+        Position::ReverseStream { ignored }
+    } else {
+        Position::Tunnel { ignored, tcp_host }
+    };
+    let layer = choose(position, detected, cfg.rawtcp);
     let data = buf.freeze();
-    let address = Address::new(host.clone(), port);
-    let Some(layer) = next_layer_hook(&ctx, address.clone(), &data, layer).await else {
+    let Some((layer, via)) = next_layer_hook(&ctx, address.clone(), &data, layer, via).await else {
         return;
     };
     let io: BoxIo = if data.is_empty() {
@@ -252,24 +317,80 @@ pub(crate) async fn serve_tunnel(
     } else {
         Box::new(PrefixedIo::new(data.clone(), io))
     };
-    let target = |scheme| Destination::direct(scheme, host, port);
+    // What waylay speaks to the server: TLS, and under which name.
+    let server_tls = match to {
+        TunnelTo::Server(_) => ServerTls::ClientSni,
+        TunnelTo::Reverse(s) if !s.tls() => ServerTls::Plain,
+        // mitmproxy's rule: the target's name, unless the client's Host (and SNI) are kept.
+        TunnelTo::Reverse(_) if cfg.keep_host_header => ServerTls::ClientSni,
+        TunnelTo::Reverse(_) => ServerTls::Sni(sni_for(&host)),
+    };
+    let plain = match to {
+        TunnelTo::Server(plain) => plain,
+        TunnelTo::Reverse(s) if s.tls() => Scheme::Https,
+        TunnelTo::Reverse(_) => Scheme::Http,
+    };
+    let dest = Destination {
+        scheme: plain,
+        host: host.clone(),
+        port,
+        route: via.clone(),
+    };
+    let dial = |address| ServerSide::Dial(address, via.clone());
     match layer {
         Layer::Tls => {
-            match crate::intercept::intercept(&ctx, io, data, address.host.clone(), port).await {
+            let plan = ServerPlan {
+                tls: server_tls,
+                via: via.clone(),
+            };
+            match crate::intercept::intercept(&ctx, io, data, host.clone(), port, plan).await {
+                TlsOutcome::Intercepted(i) if to.stream() => {
+                    let Intercepted { client, server, .. } = *i;
+                    let side = server_side(server, address);
+                    crate::relay::tcp::serve(ctx, Box::new(client), side, Mode::Tcp).await;
+                }
                 TlsOutcome::Intercepted(i) => serve_inside_tls(ctx, *i).await,
                 TlsOutcome::Ignored(io) => {
-                    crate::relay::tcp::serve(ctx, io, ServerSide::Dial(address), Mode::Passthrough)
-                        .await
+                    crate::relay::tcp::serve(ctx, io, dial(address), Mode::Passthrough).await
                 }
                 TlsOutcome::Done => {}
             }
         }
-        Layer::Http1 => crate::http::serve_h1(ctx, io, Some(target(plain))).await,
-        Layer::Http2 => crate::http::serve_h2(ctx, io, Some(target(plain))).await,
-        Layer::Tcp => crate::relay::tcp::serve(ctx, io, ServerSide::Dial(address), Mode::Tcp).await,
-        Layer::Passthrough => {
-            crate::relay::tcp::serve(ctx, io, ServerSide::Dial(address), Mode::Passthrough).await
+        Layer::Http1 => crate::http::serve_h1(ctx, io, Some(dest)).await,
+        Layer::Http2 => crate::http::serve_h2(ctx, io, Some(dest)).await,
+        Layer::Tcp => {
+            let side = if to == TunnelTo::Reverse(ReverseScheme::Tls) {
+                // A plain client to a `tls://` target: waylay adds the TLS, under the
+                // target's name (there is no client SNI to keep).
+                let spec = DialSpec {
+                    address: address.clone(),
+                    tls: Some((sni_for(&host), Vec::new())),
+                    via: via.clone(),
+                    proxy_form: false,
+                };
+                server_side(connect_stream(&ctx, &spec).await, address)
+            } else {
+                dial(address)
+            };
+            crate::relay::tcp::serve(ctx, io, side, Mode::Tcp).await
         }
+        Layer::Passthrough => {
+            crate::relay::tcp::serve(ctx, io, dial(address), Mode::Passthrough).await
+        }
+    }
+}
+
+/// The TCP layer's server side for a stream dialed before it started.
+fn server_side(server: Result<ServerStream, ServerError>, address: Address) -> ServerSide {
+    match server {
+        Ok(stream) => ServerSide::Connected {
+            stream: Box::new(stream),
+            prefix: Bytes::new(),
+        },
+        Err(e) => ServerSide::Failed {
+            address,
+            error: e.to_string(),
+        },
     }
 }
 
@@ -366,7 +487,9 @@ async fn serve_inside_tls(ctx: Rc<ConnCtx>, tls: Intercepted) {
     let data = data.freeze();
     let server_data = server_data.freeze();
     let address = Address::new(target.host.clone(), target.port);
-    let Some(layer) = next_layer_hook(&ctx, address.clone(), &data, layer).await else {
+    // The server is connected already: its route is shown, a change to it is moot.
+    let via = target.route.clone();
+    let Some((layer, _)) = next_layer_hook(&ctx, address.clone(), &data, layer, via).await else {
         return close_unused(&ctx, server).await;
     };
     if layer == Layer::Http1 && detect(&data) == Detected::Other {
@@ -496,6 +619,24 @@ mod tests {
     }
 
     #[test]
+    fn a_reverse_stream_is_raw_tcp_after_the_clients_tls() {
+        let pos = Position::ReverseStream { ignored: false };
+        for rawtcp in [true, false] {
+            assert_eq!(choose(pos, Detected::Tls, rawtcp), Layer::Tls);
+            for d in [
+                Detected::Http1,
+                Detected::Http2,
+                Detected::Other,
+                Detected::NeedMore,
+            ] {
+                assert_eq!(choose(pos, d, rawtcp), Layer::Tcp);
+            }
+            let ignored = Position::ReverseStream { ignored: true };
+            assert_eq!(choose(ignored, Detected::Tls, rawtcp), Layer::Passthrough);
+        }
+    }
+
+    #[test]
     fn the_proxy_port_takes_http_only() {
         assert_eq!(
             proxy_port_layer(b"GET http://a/ HTTP/1.1"),
@@ -526,6 +667,7 @@ mod tests {
             let _ = proxy_port_layer(&b);
             let _ = choose(TUNNEL, d, rawtcp);
             let _ = choose(inside(None), d, rawtcp);
+            let _ = choose(Position::ReverseStream { ignored: false }, d, rawtcp);
         }
     }
 }

@@ -16,9 +16,8 @@ use waylay_testkit::{TempDir, TestProxy, raw_request, within};
 async fn options_not_implemented_yet_are_refused_not_ignored() {
     for spec in [
         "store_streamed_bodies=true",
-        "intercept=~d example.com",
         "connection_strategy=lazy",
-        "mode=reverse:tcp://127.0.0.1:1",
+        "mode=reverse:dns://127.0.0.1:53",
         "certs=example.org=cert.pem",
         "server=false",
     ] {

@@ -136,8 +136,24 @@ async fn upstream_auth_is_sent_and_a_refusal_names_the_proxy() {
     );
     let out = within("GET", raw_request(proxy.addr(), req.as_bytes())).await;
     assert!(out.starts_with("HTTP/1.1 502"), "{out}");
+    // Given `upstream_auth` while running: the same proxy goes through.
+    proxy
+        .running()
+        .manager()
+        .set(&["upstream_auth=alice:s3cret"])
+        .await
+        .expect("set");
+    let out = within(
+        "GET",
+        proxy_get(proxy.addr(), &format!("http://{origin}/same")),
+    )
+    .await;
+    assert!(
+        out.ends_with(&format!("origin GET /same host={origin}")),
+        "{out}"
+    );
     proxy.shutdown().await;
-    // With `upstream_auth`: through.
+    // With `upstream_auth` from the start: through.
     let proxy = TestProxy::start(upstream(tiny.addr).set("upstream_auth=alice:s3cret")).await;
     let out = within(
         "GET",
@@ -175,6 +191,30 @@ async fn a_dead_upstream_gives_a_502_naming_it_then_requests_still_work() {
     )
     .await;
     assert!(out.starts_with("HTTP/1.1 502"), "{out}");
+    // The upstream comes up on that address (a forwarder to tinyproxy): the same proxy
+    // serves again.
+    let Ok(listener) = tokio::net::TcpListener::bind(&dead).await else {
+        return proxy.shutdown().await; // the port was taken meanwhile
+    };
+    let tiny_addr = tiny.addr;
+    actix_rt::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            actix_rt::spawn(async move {
+                if let Ok(mut back) = TcpStream::connect(tiny_addr).await {
+                    let _ = tokio::io::copy_bidirectional(&mut s, &mut back).await;
+                }
+            });
+        }
+    });
+    let out = within(
+        "GET revived",
+        proxy_get(proxy.addr(), &format!("http://{origin}/up")),
+    )
+    .await;
+    assert!(
+        out.ends_with(&format!("origin GET /up host={origin}")),
+        "{out}"
+    );
     proxy.shutdown().await;
     let proxy = TestProxy::start(upstream(tiny.addr)).await;
     let out = within(
@@ -192,9 +232,8 @@ async fn a_dead_upstream_gives_a_502_naming_it_then_requests_still_work() {
 #[actix_rt::test]
 async fn modes_not_wired_yet_are_refused_with_one_line() {
     for spec in [
-        "reverse:tls://127.0.0.1:1",
-        "reverse:tcp://127.0.0.1:1",
         "reverse:dns://127.0.0.1:1",
+        "reverse:udp://127.0.0.1:1",
         "regular@8081",
         "socks5",
         "transparent",
@@ -482,5 +521,68 @@ async fn a_via_set_in_server_connect_routes_an_intercepted_tunnel() {
     assert_eq!(out, format!("origin GET /v host=localhost:{port}"));
     let log = tiny.log();
     assert!(log.contains(&format!("CONNECT localhost:{port}")), "{log}");
+    proxy.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn an_https_upstream_proxy_in_mode_form_carries_plain_and_intercepted_https() {
+    let Some(tiny) = tinyproxy(None).await else {
+        return;
+    };
+    let dir = TempDir::new("upstream-https");
+    let (front, front_ca) = waylay_testkit::tls_front(tiny.addr, &dir).await;
+    let origin = http_origin().await;
+    let (tls_origin, origin_ca) = https_origin(&dir).await;
+    // One trust file: the proxy's front and the HTTPS origin.
+    let trusted = dir.path().join("trusted.pem");
+    let pems = [&front_ca, &origin_ca]
+        .iter()
+        .map(|p| std::fs::read_to_string(p).expect("read CA"))
+        .collect::<String>();
+    std::fs::write(&trusted, pems).expect("write trusted");
+    let mode = format!("mode=upstream:https://localhost:{}", front.port());
+    // First without trusting the front: a 502 naming the proxy and the TLS failure.
+    let proxy = TestProxy::start(Proxy::builder().set(mode)).await;
+    let out = within(
+        "GET",
+        proxy_get(proxy.addr(), &format!("http://{origin}/x")),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 502"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "TLS handshake with upstream proxy localhost:{}",
+            front.port()
+        )),
+        "{out}"
+    );
+    // Trusted now: plain HTTP (absolute-form over TLS to the proxy) and intercepted HTTPS
+    // (a CONNECT over TLS to the proxy).
+    proxy
+        .running()
+        .manager()
+        .set(&[format!(
+            "ssl_verify_upstream_trusted_ca={}",
+            trusted.display()
+        )])
+        .await
+        .expect("set");
+    let out = within(
+        "GET",
+        proxy_get(proxy.addr(), &format!("http://{origin}/plain")),
+    )
+    .await;
+    assert!(
+        out.ends_with(&format!("origin GET /plain host={origin}")),
+        "{out}"
+    );
+    let ca = dir.path().join("proxy-ca.pem");
+    std::fs::write(&ca, &proxy.ca_pem).expect("write CA");
+    let port = tls_origin.port();
+    let out = curl(proxy.addr(), &ca, &format!("https://localhost:{port}/s")).await;
+    assert_eq!(out, Ok(format!("origin GET /s host=localhost:{port}")));
+    let log = tiny.log();
+    assert!(log.contains(&format!("CONNECT localhost:{port}")), "{log}");
+    assert!(log.contains(&format!("http://{origin}/plain")), "{log}");
     proxy.shutdown().await;
 }

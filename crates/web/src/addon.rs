@@ -59,7 +59,11 @@ impl WebAddon {
     }
 
     fn record_http(&self, flow: &mut HttpFlow, may_intercept: bool, finished: bool) {
-        let held = (may_intercept && self.shared.should_intercept(flow)).then(|| flow.intercept());
+        if self.shared.take_kill(flow.id) && !finished {
+            flow.kill();
+        }
+        let held = (may_intercept && !flow.killed() && self.shared.should_intercept(&*flow))
+            .then(|| flow.intercept());
         let mut copy = Box::new(flow.clone());
         if finished {
             // The layer clears `live` after the last hook; the UI's copy is final now.
@@ -68,12 +72,17 @@ impl WebAddon {
         self.shared.record(Flow::Http(copy), held, finished);
     }
 
-    fn record_tcp(&self, flow: &TcpFlow, finished: bool) {
+    fn record_tcp(&self, flow: &mut TcpFlow, may_intercept: bool, finished: bool) {
+        if self.shared.take_kill(flow.id) && !finished {
+            flow.kill();
+        }
+        let held = (may_intercept && !flow.killed() && self.shared.should_intercept(&*flow))
+            .then(|| flow.intercept_state().intercept());
         let mut copy = Box::new(flow.clone());
         if finished {
             copy.live = false;
         }
-        self.shared.record(Flow::Tcp(copy), None, finished);
+        self.shared.record(Flow::Tcp(copy), held, finished);
     }
 }
 
@@ -111,6 +120,20 @@ impl Addon for WebAddon {
     }
 
     async fn configure(&mut self, cfg: &mut Configure) -> Result<(), OptionsError> {
+        // mitmproxy's intercept addon: setting `intercept` turns `intercept_active` on (or
+        // off when cleared); `intercept_active` alone toggles it.
+        let expr = cfg.options.str("intercept").unwrap_or("").to_owned();
+        let active = if cfg.updated.contains("intercept") {
+            !expr.trim().is_empty()
+        } else {
+            cfg.options.bool("intercept_active")
+        };
+        if cfg.updated.contains("intercept") || cfg.updated.contains("intercept_active") {
+            self.shared
+                .set_intercept(&expr, active)
+                .map_err(|e| OptionsError::rejected("intercept", e.to_string()))?;
+        }
+        let active = self.shared.intercept_active();
         let mut all = Map::new();
         for spec in cfg.options.specs() {
             let value = cfg.options.get(&spec.name).unwrap_or(&spec.default);
@@ -118,6 +141,9 @@ impl Addon for WebAddon {
             // The UI's own secret is never sent back to a browser.
             if spec.name == "web_password" && value != json!("") {
                 value = json!("(set)");
+            }
+            if spec.name == "intercept_active" {
+                value = json!(active);
             }
             all.insert(
                 spec.name.clone(),
@@ -162,10 +188,15 @@ impl Addon for WebAddon {
     }
 
     async fn response(&mut self, flow: &mut HttpFlow) {
+        // Killed here (asked while the flow waited for its server): the client gets no answer.
+        if self.shared.take_kill(flow.id) {
+            flow.kill();
+        }
         self.record_http(flow, true, true);
     }
 
     async fn error(&mut self, flow: &mut HttpFlow) {
+        self.shared.take_kill(flow.id);
         self.record_http(flow, false, true);
     }
 
@@ -175,34 +206,47 @@ impl Addon for WebAddon {
 
     async fn websocket_message(&mut self, flow: &mut HttpFlow) {
         let n = flow.websocket.as_ref().map_or(0, |w| w.messages.len());
-        if sample(n) {
+        // The WebSocket relay does not wait for an intercepted message (the TCP relay does),
+        // so messages are not intercepted; a kill ends the connection here.
+        if self.shared.take_kill(flow.id) {
+            flow.kill();
+            self.record_http(flow, false, false);
+        } else if sample(n) {
             self.record_http(flow, false, false);
         }
     }
 
     async fn websocket_end(&mut self, flow: &mut HttpFlow) {
+        self.shared.take_kill(flow.id);
         self.record_http(flow, false, true);
     }
 
     async fn websocket_error(&mut self, flow: &mut HttpFlow) {
+        self.shared.take_kill(flow.id);
         self.record_http(flow, false, true);
     }
 
     async fn tcp_start(&mut self, flow: &mut TcpFlow) {
-        self.record_tcp(flow, false);
+        self.record_tcp(flow, false, false);
     }
 
     async fn tcp_message(&mut self, flow: &mut TcpFlow) {
-        if sample(flow.messages.len()) {
-            self.record_tcp(flow, false);
+        // A message the intercept filter matches, or one to kill, is always recorded.
+        let due = sample(flow.messages.len())
+            || self.shared.should_intercept(&*flow)
+            || self.shared.kill_pending(flow.id);
+        if due {
+            self.record_tcp(flow, true, false);
         }
     }
 
     async fn tcp_end(&mut self, flow: &mut TcpFlow) {
-        self.record_tcp(flow, true);
+        self.shared.take_kill(flow.id);
+        self.record_tcp(flow, false, true);
     }
 
     async fn tcp_error(&mut self, flow: &mut TcpFlow) {
-        self.record_tcp(flow, true);
+        self.shared.take_kill(flow.id);
+        self.record_tcp(flow, false, true);
     }
 }

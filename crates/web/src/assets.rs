@@ -2,7 +2,6 @@
 
 use bytes::Bytes;
 use http::{HeaderValue, header};
-use http_body_util::Full;
 
 use crate::server::Resp;
 
@@ -18,7 +17,7 @@ pub(crate) fn get(name: &str) -> Option<Resp> {
         "app.css" => (APP_CSS, "text/css; charset=utf-8"),
         _ => return None,
     };
-    let mut r = hyper::Response::new(Full::new(Bytes::from_static(body)));
+    let mut r = hyper::Response::new(crate::server::full(Bytes::from_static(body)));
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
     Some(r)

@@ -29,8 +29,6 @@ pub struct WebConfig {
     /// Updates buffered for each browser at most; a browser further behind gets
     /// `flows/reset` and refetches.
     pub client_queue: usize,
-    /// The intercept filter at start (`intercept`).
-    pub intercept: Option<String>,
 }
 
 impl Default for WebConfig {
@@ -46,7 +44,6 @@ impl Default for WebConfig {
             store_queue: 4096,
             store_queue_bytes: 64 << 20,
             client_queue: 1024,
-            intercept: None,
         }
     }
 }
@@ -76,11 +73,6 @@ impl WebConfig {
                 OptionValue::Str(String::new()),
                 "SQLite file keeping every flow the web UI saw. Empty: a temporary file removed at exit.",
             ),
-            OptionSpec::new(
-                "web_intercept",
-                OptionValue::Str(String::new()),
-                "Intercept flows matching this filter in the web UI (mitmweb's `intercept`).",
-            ),
         ]
     }
 
@@ -92,7 +84,6 @@ impl WebConfig {
             port: u16::try_from(o.int("web_port")).unwrap_or(8081),
             password: nonempty("web_password"),
             store_path: nonempty("web_store").map(PathBuf::from),
-            intercept: nonempty("web_intercept"),
             ..Self::default()
         }
     }

@@ -1,7 +1,7 @@
 //! The filter expressions of the search, highlight and intercept boxes: mitmproxy's
 //! flow-filter language from the core ([`waylay_core::Filter`]), matched on the UI's copies.
 
-use waylay_core::{Filter, FilterError, Flow, HttpFlow};
+use waylay_core::{Filter, FilterError, Flow, FlowRef};
 
 /// A parsed filter.
 #[derive(Debug, Clone)]
@@ -16,8 +16,8 @@ impl WebFilter {
         Filter::parse(expr).map(Self)
     }
 
-    /// Whether the HTTP flow `flow` matches.
-    pub(crate) fn matches_http(&self, flow: &HttpFlow) -> bool {
+    /// Whether the flow `flow` refers to matches.
+    pub(crate) fn matches_ref(&self, flow: FlowRef<'_>) -> bool {
         self.0.matches(flow)
     }
 

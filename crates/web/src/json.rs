@@ -71,7 +71,7 @@ pub(crate) fn flow_json(
 ) -> Value {
     match flow {
         Flow::Http(f) => http_json(f, seq, intercepted, modified, lens),
-        Flow::Tcp(f) => tcp_json(f, seq, modified),
+        Flow::Tcp(f) => tcp_json(f, seq, intercepted, modified),
     }
 }
 
@@ -147,12 +147,12 @@ fn http_json(f: &HttpFlow, seq: u64, intercepted: bool, modified: bool, lens: Bo
     v
 }
 
-fn tcp_json(f: &TcpFlow, seq: u64, modified: bool) -> Value {
+fn tcp_json(f: &TcpFlow, seq: u64, intercepted: bool, modified: bool) -> Value {
     let mut v = json!({
         "id": f.id.to_string(),
         "seq": seq,
         "type": "tcp",
-        "intercepted": false,
+        "intercepted": intercepted,
         "is_replay": null,
         "modified": modified,
         "marked": f.marked,

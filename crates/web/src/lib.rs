@@ -29,6 +29,7 @@ mod addon;
 mod assets;
 mod auth;
 mod config;
+mod files;
 mod filter;
 mod guard;
 mod json;
@@ -64,6 +65,9 @@ pub enum WebError {
     /// The server thread could not start.
     #[error("web UI: {0}")]
     Io(#[from] std::io::Error),
+    /// A flow file could not be loaded.
+    #[error("web UI: reading flows: {0}")]
+    Load(String),
 }
 
 /// Starting the UI.
@@ -146,6 +150,20 @@ impl WebHandle {
         }
     }
 
+    /// Connects the UI to the proxy's addon manager: options changed in the UI (the options
+    /// editor, the intercept box) are set through it, so every addon's `configure` sees
+    /// them. Without it the UI's options are read-only.
+    pub fn attach(&self, manager: waylay_core::ManagerHandle) {
+        let _ = self.shared.manager.set(manager);
+    }
+
+    /// Something that loads flow files into this UI from another thread.
+    pub fn loader(&self) -> FlowLoader {
+        FlowLoader {
+            shared: self.shared.clone(),
+        }
+    }
+
     /// The SQLite file holding the flows.
     pub fn store_path(&self) -> std::path::PathBuf {
         self.shared.store.path().to_owned()
@@ -154,6 +172,32 @@ impl WebHandle {
     /// How many flows the store holds now (written ones; the writer may lag behind).
     pub fn stored_flows(&self) -> Result<u64, StoreError> {
         self.shared.store.count()
+    }
+}
+
+/// Loads flow files into a running UI ([`WebHandle::loader`]); cheap to clone, usable from
+/// any thread.
+#[derive(Debug, Clone)]
+pub struct FlowLoader {
+    shared: Arc<Shared>,
+}
+
+impl FlowLoader {
+    /// Loads the flows of a flow file (or a HAR file) into the UI, as the page's Open does
+    /// (`waylay web -r FILE`); returns how many. Reads flow by flow: call it from a thread
+    /// of its own for a large file.
+    pub fn load_file(&self, path: &std::path::Path) -> Result<usize, WebError> {
+        let f = std::fs::File::open(path)
+            .map_err(|e| WebError::Load(format!("{}: {e}", path.display())))?;
+        let mut n = 0;
+        for flow in waylay_core::flowfile::FlowReader::new(f) {
+            let flow = flow.map_err(|e| WebError::Load(format!("{}: {e}", path.display())))?;
+            self.shared.import(flow).map_err(|e| WebError::Load(e.1))?;
+            n += 1;
+        }
+        self.shared
+            .event("info", format!("loaded {n} flows from {}", path.display()));
+        Ok(n)
     }
 }
 

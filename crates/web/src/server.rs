@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode, header};
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
@@ -20,13 +21,24 @@ use crate::auth::{Access, check_fetch_site, query_param};
 use crate::json::messages_json;
 use crate::state::{ApiError, Shared};
 
-pub(crate) type Resp = hyper::Response<Full<Bytes>>;
+/// An answer's body: whole, or streamed (flow files, HAR); an error mid-stream aborts the
+/// connection, so a cut download is never mistaken for a whole one.
+pub(crate) type Body = UnsyncBoxBody<Bytes, std::io::Error>;
+
+pub(crate) type Resp = hyper::Response<Body>;
+
+/// A whole body.
+pub(crate) fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
 
 /// Request bodies (edits, uploads) larger than this are refused.
 const MAX_BODY: usize = 64 << 20;
 
-fn respond(status: u16, content_type: &str, body: impl Into<Bytes>) -> Resp {
-    let mut r = hyper::Response::new(Full::new(body.into()));
+pub(crate) fn respond(status: u16, content_type: &str, body: impl Into<Bytes>) -> Resp {
+    let mut r = hyper::Response::new(full(body));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     if let Ok(v) = HeaderValue::from_str(content_type) {
         r.headers_mut().insert(header::CONTENT_TYPE, v);
@@ -34,11 +46,11 @@ fn respond(status: u16, content_type: &str, body: impl Into<Bytes>) -> Resp {
     r
 }
 
-fn json_resp(v: &Value) -> Resp {
+pub(crate) fn json_resp(v: &Value) -> Resp {
     respond(200, "application/json", v.to_string())
 }
 
-fn error(status: u16, msg: &str) -> Resp {
+pub(crate) fn error(status: u16, msg: &str) -> Resp {
     respond(status, "text/plain; charset=utf-8", format!("{msg}\n"))
 }
 
@@ -182,7 +194,7 @@ async fn route_auth(req: hyper::Request<Incoming>, shared: &Arc<Shared>, path: &
     r
 }
 
-async fn read_body(req: hyper::Request<Incoming>) -> Result<Bytes, Resp> {
+pub(crate) async fn read_body(req: hyper::Request<Incoming>) -> Result<Bytes, Resp> {
     match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => Ok(b.to_bytes()),
         Err(e) => Err(error(413, &format!("request body refused: {e}"))),
@@ -231,6 +243,10 @@ async fn route(
             Ok(json_resp(&json!({"count": shared.release_all(false)})))
         }
         ("POST", ["flows", "kill"]) => Ok(json_resp(&json!({"count": shared.release_all(true)}))),
+        ("GET", ["flows", "dump"]) => crate::files::dump(shared, query, false),
+        ("GET", ["flows", "har"]) => crate::files::dump(shared, query, true),
+        ("POST", ["flows", "dump"]) => crate::files::load(req, shared).await,
+        ("GET", ["flows", id, "export", format]) => export(shared, id, format),
         ("GET", ["flows", id]) => shared
             .snapshot(id)
             .map(|s| json_resp(&s.json()))
@@ -269,16 +285,15 @@ async fn route(
         }
         ("GET", ["events"]) => Ok(json_resp(&Value::Array(shared.events()))),
         ("GET", ["options"]) => {
-            let mut o = shared
+            let o = shared
                 .options
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone();
-            o["intercept"] = json!({"type": "str", "value": shared.intercept_expr(), "default": "", "help": "Intercept flows matching this filter."});
             Ok(json_resp(&o))
         }
         ("PUT", ["options"]) => match read_json(req).await {
-            Ok(v) => put_options(shared, &v),
+            Ok(v) => put_options(shared, &v).await,
             Err(r) => Err(r),
         },
         ("GET", ["filter"]) => {
@@ -325,7 +340,7 @@ fn list(shared: &Shared, query: &str) -> Result<Resp, Resp> {
 fn flow_action(shared: &Shared, id: &str, action: &str) -> Result<Resp, Resp> {
     let snap = match action {
         "resume" => shared.release(id, false)?,
-        "kill" => shared.release(id, true)?,
+        "kill" => shared.kill(id)?,
         "revert" => shared.revert(id)?,
         "duplicate" => shared.duplicate(id)?,
         other => return Err(error(404, &format!("no flow action {other:?}"))),
@@ -664,33 +679,112 @@ pub(crate) fn apply_patch(flow: &mut Flow, patch: &Value) -> Result<(), ApiError
     Ok(())
 }
 
-fn put_options(shared: &Shared, v: &Value) -> Result<Resp, Resp> {
+/// Flow `id` in one of mitmproxy's export formats (`curl`, `httpie`, `raw`, `raw_request`,
+/// `raw_response`) or as a HAR document (`har`, a download).
+fn export(shared: &Shared, id: &str, format: &str) -> Result<Resp, Resp> {
+    let (_, full) = shared.full(id)?;
+    let Flow::Http(f) = &full else {
+        return Err(error(400, "only HTTP flows can be exported"));
+    };
+    if format == "har" {
+        let doc = waylay_core::flowfile::har::document([&full]);
+        let text = serde_json::to_vec_pretty(&doc).map_err(|e| error(500, &e.to_string()))?;
+        let mut r = respond(200, "application/json", text);
+        if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"flow-{id}.har\"")) {
+            r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+        }
+        return Ok(r);
+    }
+    let out = waylay_addons::export::export(format, f).map_err(|e| {
+        let status = match e {
+            waylay_addons::export::ExportError::UnknownFormat(_) => 404,
+            _ => 400,
+        };
+        error(status, &e.to_string())
+    })?;
+    Ok(respond(200, "text/plain; charset=utf-8", out))
+}
+
+/// `PUT /options {name: value}`: set through the addon manager as `--set` would, so every
+/// addon's `configure` checks and sees them; nothing changes when one value is refused.
+async fn put_options(shared: &Shared, v: &Value) -> Result<Resp, Resp> {
     let obj = v
         .as_object()
         .ok_or_else(|| error(400, "options must be a JSON object"))?;
+    let refuse = |option: &str, message: String, position: Option<usize>| {
+        respond(
+            400,
+            "application/json",
+            json!({"error": {"option": option, "message": message, "position": position}})
+                .to_string(),
+        )
+    };
+    let mut specs = Vec::new();
     for (k, val) in obj {
-        match k.as_str() {
-            "intercept" => {
-                let expr = val.as_str().unwrap_or("");
-                if let Err(e) = shared.set_intercept(expr) {
-                    return Err(respond(
-                        400,
-                        "application/json",
-                        json!({"error": {"option": "intercept", "message": e.message, "position": e.position}}).to_string(),
-                    ));
+        if k.starts_with("web_") {
+            return Err(refuse(
+                k,
+                format!("{k} takes effect only at start: restart waylay web with --set {k}=..."),
+                None,
+            ));
+        }
+        if k == "intercept" {
+            let expr = val.as_str().unwrap_or("");
+            if !expr.trim().is_empty()
+                && let Err(e) = crate::filter::WebFilter::parse(expr)
+            {
+                return Err(refuse(k, e.message, Some(e.position)));
+            }
+            // As mitmproxy: setting the filter turns interception on, clearing it off.
+            if !obj.contains_key("intercept_active") {
+                specs.push(format!("intercept_active={}", !expr.trim().is_empty()));
+            }
+        }
+        match val {
+            Value::Bool(b) => specs.push(format!("{k}={b}")),
+            Value::Number(n) => specs.push(format!("{k}={n}")),
+            Value::String(s) => specs.push(format!("{k}={s}")),
+            Value::Null => specs.push(format!("{k}=")),
+            Value::Array(items) if items.is_empty() => specs.push(format!("{k}=")),
+            Value::Array(items) => {
+                for i in items {
+                    let Some(s) = i.as_str() else {
+                        return Err(refuse(
+                            k,
+                            format!("{k}: expected a list of strings, got {i}"),
+                            None,
+                        ));
+                    };
+                    specs.push(format!("{k}={s}"));
                 }
             }
-            other => {
-                return Err(error(
-                    400,
-                    &format!(
-                        "option {other:?} cannot be changed from the web UI yet (only intercept)"
-                    ),
+            Value::Object(_) => {
+                return Err(refuse(
+                    k,
+                    format!("{k}: expected a value, got an object"),
+                    None,
                 ));
             }
         }
     }
-    Ok(json_resp(&json!({})))
+    let manager = shared.manager.get().cloned().ok_or_else(|| {
+        error(
+            503,
+            "options cannot be changed: this UI is not attached to the proxy's addon manager",
+        )
+    })?;
+    match manager.set(&specs).await {
+        Ok(changed) => Ok(json_resp(&json!({"changed": changed}))),
+        Err(e) => {
+            let name = match &e {
+                waylay_core::OptionsError::Unknown { name, .. }
+                | waylay_core::OptionsError::BadValue { name, .. }
+                | waylay_core::OptionsError::Rejected { name, .. } => name.clone(),
+                _ => String::new(),
+            };
+            Err(refuse(&name, e.to_string(), None))
+        }
+    }
 }
 
 #[cfg(test)]

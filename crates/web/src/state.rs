@@ -12,7 +12,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 use waylay_core::flow::{FlowId, InterceptHandle};
-use waylay_core::{Flow, HttpFlow};
+use waylay_core::{Flow, ManagerHandle};
 
 use crate::auth::Auth;
 use crate::config::WebConfig;
@@ -142,7 +142,11 @@ struct Inner {
     backups: HashMap<FlowId, Arc<Flow>>,
     events: VecDeque<Value>,
     next_event: u64,
+    /// The `intercept` filter, and whether it applies (`intercept_active`).
     intercept: Option<(String, WebFilter)>,
+    intercept_active: bool,
+    /// Live flows the UI asked to kill that were not intercepted: killed at their next hook.
+    kill_next: std::collections::HashSet<FlowId>,
     drops_reported: (u64, u64),
     last_drop_report: Option<Instant>,
 }
@@ -174,6 +178,8 @@ pub(crate) struct Shared {
     pub(crate) options: Mutex<Value>,
     /// Local addresses of replay connections in progress: their flows are marked replays.
     pub(crate) replaying: Mutex<std::collections::HashSet<SocketAddr>>,
+    /// The proxy's addon manager, once attached: options are set through it.
+    pub(crate) manager: std::sync::OnceLock<ManagerHandle>,
 }
 
 const MAX_EVENTS: usize = 1000;
@@ -181,16 +187,10 @@ const MAX_EVENTS: usize = 1000;
 impl Shared {
     pub(crate) fn new(config: WebConfig, store: Store, auth: Auth, ui_addr: SocketAddr) -> Self {
         let (updates, _) = broadcast::channel(config.client_queue.max(1));
-        let mut inner = Inner {
+        let inner = Inner {
             next_seq: 1,
             ..Inner::default()
         };
-        if let Some(expr) = &config.intercept {
-            match WebFilter::parse(expr) {
-                Ok(f) => inner.intercept = Some((expr.clone(), f)),
-                Err(e) => tracing::warn!("web_intercept {expr:?} ignored: {e}"),
-            }
-        }
         Self {
             inner: Mutex::new(inner),
             updates,
@@ -200,6 +200,7 @@ impl Shared {
             ui_addr,
             options: Mutex::new(json!({})),
             replaying: Mutex::default(),
+            manager: std::sync::OnceLock::new(),
         }
     }
 
@@ -237,25 +238,26 @@ impl Shared {
         crate::replay::expand_home(o["confdir"]["value"].as_str().unwrap_or("~/.waylay"))
     }
 
-    /// Whether the intercept filter matches `flow`.
-    pub(crate) fn should_intercept(&self, flow: &HttpFlow) -> bool {
-        self.lock()
-            .intercept
-            .as_ref()
-            .is_some_and(|(_, f)| f.matches_http(flow))
+    /// Whether the `intercept` filter is active and matches `flow` (never a replay, as in
+    /// mitmproxy).
+    pub(crate) fn should_intercept<'a>(&self, flow: impl Into<waylay_core::FlowRef<'a>>) -> bool {
+        let flow = flow.into();
+        if let waylay_core::FlowRef::Http(f) = flow
+            && f.is_replay.is_some()
+        {
+            return false;
+        }
+        let inner = self.lock();
+        inner.intercept_active
+            && inner
+                .intercept
+                .as_ref()
+                .is_some_and(|(_, f)| f.matches_ref(flow))
     }
 
-    /// The intercept filter's expression.
-    pub(crate) fn intercept_expr(&self) -> String {
-        self.lock()
-            .intercept
-            .as_ref()
-            .map(|(e, _)| e.clone())
-            .unwrap_or_default()
-    }
-
-    /// Sets the intercept filter (empty: none).
-    pub(crate) fn set_intercept(&self, expr: &str) -> Result<(), FilterParseError> {
+    /// Sets the intercept filter (empty: none) and whether it applies; the addon calls it
+    /// from `configure`.
+    pub(crate) fn set_intercept(&self, expr: &str, active: bool) -> Result<(), FilterParseError> {
         let f = if expr.trim().is_empty() {
             None
         } else {
@@ -263,16 +265,56 @@ impl Shared {
         };
         let mut inner = self.lock();
         inner.intercept = f;
-        self.publish(
-            &mut inner,
-            Change::Options(json!({"intercept": {"value": expr}})),
-        );
+        inner.intercept_active = active;
         Ok(())
+    }
+
+    /// Whether the intercept filter applies now.
+    pub(crate) fn intercept_active(&self) -> bool {
+        self.lock().intercept_active
+    }
+
+    /// Whether the UI asked to kill flow `id` (kept until [`Shared::take_kill`]).
+    pub(crate) fn kill_pending(&self, id: FlowId) -> bool {
+        let inner = self.lock();
+        !inner.kill_next.is_empty() && inner.kill_next.contains(&id)
+    }
+
+    /// Whether the UI asked to kill flow `id` (then forgotten: it is killed now).
+    pub(crate) fn take_kill(&self, id: FlowId) -> bool {
+        let mut inner = self.lock();
+        !inner.kill_next.is_empty() && inner.kill_next.remove(&id)
     }
 
     /// Records the current state of a flow seen by the addon; `held` when it was
     /// intercepted; `finished` writes it to the store.
     pub(crate) fn record(&self, flow: Flow, held: Option<InterceptHandle>, finished: bool) {
+        self.record_as(flow, held, finished, false);
+    }
+
+    /// Adds a flow read from a flow file (not live; a new id if its own is taken). Waits
+    /// for room in the store's queue instead of dropping anything.
+    pub(crate) fn import(&self, mut flow: Flow) -> Result<(), ApiError> {
+        let known = self.seq_of(&flow.id().to_string())?.is_some();
+        match &mut flow {
+            Flow::Http(f) => {
+                f.live = false;
+                if known {
+                    f.id = FlowId::new();
+                }
+            }
+            Flow::Tcp(f) => {
+                f.live = false;
+                if known {
+                    f.id = FlowId::new();
+                }
+            }
+        }
+        self.record_as(flow, None, true, true);
+        Ok(())
+    }
+
+    fn record_as(&self, flow: Flow, held: Option<InterceptHandle>, finished: bool, wait: bool) {
         let id = flow.id();
         let intercepted = held.is_some();
         let mut snap = Snapshot::new(0, flow, intercepted, false);
@@ -309,14 +351,18 @@ impl Shared {
         self.publish(&mut inner, change);
         drop(inner);
         if finished {
-            self.store_put(&snap);
+            self.store_put(&snap, wait);
         }
     }
 
-    fn store_put(&self, snap: &Snapshot) {
-        let (bodies, whole) =
-            self.store
-                .put(snap.seq, snap.flow.clone(), snap.bodies.clone(), snap.lens);
+    fn store_put(&self, snap: &Snapshot, wait: bool) {
+        let (bodies, whole) = self.store.put(
+            snap.seq,
+            snap.flow.clone(),
+            snap.bodies.clone(),
+            snap.lens,
+            wait,
+        );
         if bodies || whole {
             self.report_drops();
         }
@@ -489,6 +535,16 @@ impl Shared {
         Ok((snap, flow))
     }
 
+    /// The flow of `snap` with its bodies (from memory, or the store).
+    pub(crate) fn full_of(&self, snap: &Snapshot) -> Result<Flow, ApiError> {
+        if snap.lacks_bodies()
+            && let Some(stored) = self.store.get(snap.seq)?
+        {
+            return Ok(stored);
+        }
+        Ok(snap.full_flow())
+    }
+
     /// Changes flow `id` with `edit`, keeping a backup for `revert`. A flow still travelling
     /// through the proxy can only be edited while it is intercepted.
     pub(crate) fn edit(
@@ -538,7 +594,7 @@ impl Shared {
         self.publish(&mut inner, Change::Update(snap.for_update()));
         drop(inner);
         if !snap.intercepted {
-            self.store_put(&snap);
+            self.store_put(&snap, false);
         }
         Ok(snap)
     }
@@ -569,7 +625,7 @@ impl Shared {
         } else if e.snap.modified {
             if let Flow::Http(edited) = e.snap.full_flow() {
                 handle.resume_with::<waylay_core::flow::HttpEdit>(Box::new(
-                    move |f: &mut HttpFlow| {
+                    move |f: &mut waylay_core::HttpFlow| {
                         f.request = edited.request;
                         f.response = edited.response;
                         f.marked = edited.marked;
@@ -587,17 +643,53 @@ impl Shared {
         Ok(snap)
     }
 
-    /// Releases every intercepted flow.
+    /// Kills flow `id`: at once when it is intercepted; when it is live but not
+    /// intercepted, at its next hook (the response, the next message: as in mitmproxy, a
+    /// flow between two hooks cannot be stopped sooner from an addon).
+    pub(crate) fn kill(&self, id: &str) -> Result<Snapshot, ApiError> {
+        match self.release(id, true) {
+            Err(ApiError(409, _)) => {}
+            other => return other,
+        }
+        let snap = self.snapshot(id)?;
+        let live = match &*snap.flow {
+            Flow::Http(f) => f.live,
+            Flow::Tcp(f) => f.live,
+        };
+        if !live {
+            return Err(ApiError(
+                409,
+                format!("flow {id} is finished: nothing to kill"),
+            ));
+        }
+        self.lock().kill_next.insert(snap.flow.id());
+        Ok(snap)
+    }
+
+    /// Releases every intercepted flow; `kill` also kills every live one (at its next hook).
     pub(crate) fn release_all(&self, kill: bool) -> usize {
         let ids: Vec<String> = self
             .lock()
             .ring
             .iter()
-            .filter(|e| e.held.is_some())
+            .filter(|e| {
+                e.held.is_some()
+                    || (kill
+                        && match &*e.snap.flow {
+                            Flow::Http(f) => f.live,
+                            Flow::Tcp(f) => f.live,
+                        })
+            })
             .map(|e| e.snap.flow.id().to_string())
             .collect();
         ids.iter()
-            .filter(|id| self.release(id, kill).is_ok())
+            .filter(|id| {
+                if kill {
+                    self.kill(id).is_ok()
+                } else {
+                    self.release(id, false).is_ok()
+                }
+            })
             .count()
     }
 

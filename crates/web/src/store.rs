@@ -134,7 +134,8 @@ impl Store {
         &self.path
     }
 
-    /// Queues `flow` (its bodies apart, as the UI holds them) for writing; never waits.
+    /// Queues `flow` (its bodies apart, as the UI holds them) for writing. Never waits unless
+    /// `wait` (a flow file being loaded, on the UI's side: nothing is dropped then).
     /// Returns what was dropped: `(bodies, whole flow)`.
     pub(crate) fn put(
         &self,
@@ -142,11 +143,28 @@ impl Store {
         flow: Arc<Flow>,
         mut bodies: Option<Bodies>,
         lens: BodyLens,
+        wait: bool,
     ) -> (bool, bool) {
         let mut bytes: usize = bodies
             .as_ref()
             .map_or(0, |b| b.iter().flatten().map(Bytes::len).sum());
         let mut dropped_bodies = false;
+        if wait {
+            self.pending_bytes.fetch_add(bytes, Ordering::Relaxed);
+            let op = Op::Put {
+                seq,
+                flow,
+                bodies,
+                lens,
+                bytes,
+            };
+            if self.tx.send(op).is_err() {
+                self.pending_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                self.drops.flows.fetch_add(1, Ordering::Relaxed);
+                return (false, true);
+            }
+            return (false, false);
+        }
         if bytes > 0 && self.pending_bytes.load(Ordering::Relaxed) + bytes > self.max_bytes {
             bodies = None;
             bytes = 0;

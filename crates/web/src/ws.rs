@@ -34,7 +34,7 @@ pub(crate) fn upgrade(mut req: hyper::Request<Incoming>, shared: Arc<Shared>) ->
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     let Some(key) = h.get("sec-websocket-key").filter(|_| is_ws).cloned() else {
-        let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(
+        let mut r = hyper::Response::new(crate::server::full(bytes::Bytes::from_static(
             b"a WebSocket upgrade is expected here\n",
         )));
         *r.status_mut() = StatusCode::BAD_REQUEST;
@@ -52,7 +52,7 @@ pub(crate) fn upgrade(mut req: hyper::Request<Incoming>, shared: Arc<Shared>) ->
             Err(e) => tracing::debug!("web UI: WebSocket upgrade failed: {e}"),
         }
     });
-    let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::new()));
+    let mut r = hyper::Response::new(crate::server::full(bytes::Bytes::new()));
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let hm = r.headers_mut();
     hm.insert(header::UPGRADE, HeaderValue::from_static("websocket"));

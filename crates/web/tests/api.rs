@@ -93,7 +93,41 @@ fn config() -> WebConfig {
 async fn start(cfg: WebConfig) -> (TestProxy, WebHandle) {
     let (addon, ui) = WebUi::bind(cfg).expect("web UI binds");
     let proxy = TestProxy::start(Proxy::builder().addon(addon)).await;
+    ui.attach(proxy.running().manager().clone());
     (proxy, ui)
+}
+
+/// One HTTP/1.0 request: the answer's status and raw body (a streamed body ends at close,
+/// with no chunked framing to undo).
+async fn call_bytes(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<u8>) {
+    let mut req = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n",
+        body.len()
+    )
+    .into_bytes();
+    for (k, v) in headers {
+        req.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
+    }
+    req.extend_from_slice(b"\r\n");
+    req.extend_from_slice(body);
+    let answer = waylay_testkit::raw_request_bytes(addr, &req).await;
+    let end = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete head");
+    let head = String::from_utf8_lossy(&answer[..end]);
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    (status, answer[end + 4..].to_vec())
 }
 
 /// Polls `GET /flows` until `done` holds (within 20 s; the last listing is printed if not).
@@ -998,4 +1032,443 @@ async fn websocket_and_tcp_messages_are_shown() {
             {"from_client": false, "timestamp": msgs[1]["timestamp"], "text": "echo: ping\n"},
         ])
     );
+}
+
+#[actix_rt::test]
+async fn flows_are_saved_and_loaded_as_flow_files_and_har() {
+    let (proxy, ui) = start(WebConfig {
+        ring: 2,
+        ..config()
+    })
+    .await;
+    let origin = http_origin().await;
+    for p in ["/a", "/b", "/c"] {
+        proxy_get(proxy.addr(), &format!("http://{origin}{p}")).await;
+    }
+    within("the store to hold 3 flows", async {
+        while ui.stored_flows().unwrap() < 3 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    // Saved: mitmproxy's format, oldest first, with bodies (the oldest from the store).
+    let (status, file) = call_bytes(ui.addr(), "GET", "/flows/dump", &[BEARER], b"").await;
+    assert_eq!(status, 200);
+    let flows: Vec<waylay_core::Flow> = waylay_core::flowfile::FlowReader::new(&file[..])
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let paths: Vec<String> = flows
+        .iter()
+        .map(|f| match f {
+            waylay_core::Flow::Http(h) => h.request.path.clone(),
+            waylay_core::Flow::Tcp(_) => panic!("a TCP flow"),
+        })
+        .collect();
+    assert_eq!(paths, ["/a", "/b", "/c"]);
+    match &flows[0] {
+        waylay_core::Flow::Http(h) => assert_eq!(
+            h.response.as_ref().unwrap().raw_content.as_deref(),
+            Some(&format!("origin GET /a host={origin}").into_bytes()[..])
+        ),
+        waylay_core::Flow::Tcp(_) => unreachable!(),
+    }
+    // mitmproxy reads it too.
+    if let Some(py) = waylay_testkit::peers::mitmproxy_python() {
+        let dir = waylay_testkit::TempDir::new("web-dump");
+        let path = dir.path().join("saved.flows");
+        std::fs::write(&path, &file).unwrap();
+        let out = std::process::Command::new(py)
+            .arg("-c")
+            .arg("import sys; from mitmproxy import io\nfor f in io.FlowReader(open(sys.argv[1], 'rb')).stream(): print(f.request.path, f.response.status_code, len(f.response.content))")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[0].starts_with("/a 200 "), "{text}");
+    }
+    // A filter narrows what is saved; a bad one says where it is wrong.
+    let (_, some) = call_bytes(
+        ui.addr(),
+        "GET",
+        "/flows/dump?filter=~u%20/b",
+        &[BEARER],
+        b"",
+    )
+    .await;
+    assert_eq!(waylay_core::flowfile::FlowReader::new(&some[..]).count(), 1);
+    let a = call(ui.addr(), "GET", "/flows/dump?filter=~zz", &[BEARER], "").await;
+    assert_eq!(a.status, 400);
+    assert!(a.body.contains("~zz"), "{}", a.body);
+    // HAR: one document with every HTTP flow.
+    let (status, har) = call_bytes(ui.addr(), "GET", "/flows/har", &[BEARER], b"").await;
+    assert_eq!(status, 200);
+    let har: Value = serde_json::from_slice(&har).unwrap();
+    assert_eq!(har["log"]["version"], "1.2");
+    let entries = har["log"]["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 3);
+    assert!(
+        entries[2]["request"]["url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/c")
+    );
+
+    // Loaded into another UI: the same flows, not live, bodies readable.
+    let (_proxy2, ui2) = start(config()).await;
+    let (status, answer) = call_bytes(ui2.addr(), "POST", "/flows/dump", &[BEARER], &file).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&answer).unwrap()["count"],
+        3
+    );
+    let loaded = flows_until(ui2.addr(), |v| v.len() == 3).await;
+    assert_eq!(loaded[0]["request"]["path"], "/a");
+    assert_eq!(loaded[0]["live"], false);
+    let id = loaded[0]["id"].as_str().unwrap();
+    let a = call(
+        ui2.addr(),
+        "GET",
+        &format!("/flows/{id}/response/content.data"),
+        &[BEARER],
+        "",
+    )
+    .await;
+    assert_eq!(a.body, format!("origin GET /a host={origin}"));
+    // Loading the same file again adds copies under new ids.
+    let (status, _) = call_bytes(ui2.addr(), "POST", "/flows/dump", &[BEARER], &file).await;
+    assert_eq!(status, 200);
+    let twice = flows_until(ui2.addr(), |v| v.len() == 6).await;
+    assert_ne!(twice[0]["id"], twice[3]["id"]);
+    // A HAR file loads as well.
+    let (_, har_bytes) = call_bytes(ui.addr(), "GET", "/flows/har", &[BEARER], b"").await;
+    let (status, answer) =
+        call_bytes(ui2.addr(), "POST", "/flows/dump", &[BEARER], &har_bytes).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+    flows_until(ui2.addr(), |v| v.len() == 9).await;
+    // Garbage is refused with the reason; the next request works.
+    let (status, answer) = call_bytes(
+        ui2.addr(),
+        "POST",
+        "/flows/dump",
+        &[BEARER],
+        b"12:not a flow!",
+    )
+    .await;
+    assert_eq!(status, 400);
+    let err: Value = serde_json::from_slice(&answer).unwrap();
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("not a flow file"),
+        "{err}"
+    );
+    let (status, _) = call_bytes(ui2.addr(), "POST", "/flows/dump", &[BEARER], b"").await;
+    assert_eq!(status, 400);
+    // Uploading needs the XSRF token like every change.
+    let (cookie, _) = login(ui2.addr()).await;
+    let (status, _) = call_bytes(
+        ui2.addr(),
+        "POST",
+        "/flows/dump",
+        &[("Cookie", &cookie)],
+        &file,
+    )
+    .await;
+    assert_eq!(status, 403);
+    flows_until(ui2.addr(), |v| v.len() == 9).await;
+}
+
+#[actix_rt::test]
+async fn a_flow_is_exported_as_curl_httpie_raw_and_har() {
+    let (proxy, ui) = start(config()).await;
+    let (origin, _) = scripted_origin(ok_answer).await;
+    let req = format!(
+        "POST http://{origin}/x?q=1 HTTP/1.1\r\nHost: {origin}\r\nX-A: it's\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbody"
+    );
+    raw_request(proxy.addr(), req.as_bytes()).await;
+    let flows = flows_until(ui.addr(), |v| v.len() == 1 && v[0]["response"].is_object()).await;
+    let id = flows[0]["id"].as_str().unwrap();
+    let export = |format: &str| {
+        let path = format!("/flows/{id}/export/{format}");
+        let uia = ui.addr();
+        async move { call(uia, "GET", &path, &[BEARER], "").await }
+    };
+    let a = export("curl").await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(
+        a.body,
+        format!(
+            "curl -H 'host: {origin}' -H 'x-a: it'\"'\"'s' -H 'connection: close' -X POST 'http://{origin}/x?q=1' -d body"
+        )
+    );
+    let a = export("httpie").await;
+    assert!(a.body.starts_with("http POST "), "{}", a.body);
+    let a = export("raw_request").await;
+    assert!(a.body.starts_with("POST /x?q=1 HTTP/1.1\r\n"), "{}", a.body);
+    assert!(a.body.ends_with("\r\n\r\nbody"), "{}", a.body);
+    let a = export("raw_response").await;
+    assert!(a.body.starts_with("HTTP/1.1 200 OK\r\n"), "{}", a.body);
+    let a = export("raw").await;
+    assert!(
+        a.body.contains("body") && a.body.contains("200 OK"),
+        "{}",
+        a.body
+    );
+    let a = export("har").await;
+    assert!(
+        a.header("content-disposition")
+            .unwrap()
+            .starts_with("attachment")
+    );
+    assert_eq!(a.json()["log"]["entries"][0]["request"]["method"], "POST");
+    let a = export("bogus").await;
+    assert_eq!(a.status, 404);
+    assert!(a.body.contains("no such export format"), "{}", a.body);
+    let a = call(ui.addr(), "GET", "/flows/nope/export/curl", &[BEARER], "").await;
+    assert_eq!(a.status, 404);
+}
+
+/// An origin that reads one request and answers only when `go` fires.
+async fn held_origin() -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (go, wait) = tokio::sync::oneshot::channel::<()>();
+    actix::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let mut head = Vec::new();
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).await.unwrap();
+            if n == 0 {
+                return;
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        let _ = wait.await;
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlate")
+            .await;
+    });
+    (addr, go)
+}
+
+#[actix_rt::test]
+async fn a_live_flow_that_is_not_intercepted_can_be_killed() {
+    let (proxy, ui) = start(config()).await;
+    let (origin, go) = held_origin().await;
+    let p = proxy.addr();
+    let client = actix::spawn(async move { proxy_get(p, &format!("http://{origin}/slow")).await });
+    // The request went to the server; the flow waits for its answer.
+    let flows = flows_until(ui.addr(), |v| v.len() == 1 && v[0]["live"] == true).await;
+    let id = flows[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(flows[0]["intercepted"], false);
+    let a = call(
+        ui.addr(),
+        "POST",
+        &format!("/flows/{id}/kill"),
+        &[BEARER],
+        "",
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    go.send(()).unwrap();
+    let answer = within("the killed client", client).await.unwrap();
+    assert!(
+        !answer.contains("late"),
+        "the client got the answer: {answer}"
+    );
+    let flows = flows_until(ui.addr(), |v| v[0]["error"].is_object()).await;
+    assert_eq!(flows[0]["error"]["msg"], "Connection killed.");
+    assert_eq!(flows[0]["live"], false);
+    // A finished flow cannot be killed.
+    let a = call(
+        ui.addr(),
+        "POST",
+        &format!("/flows/{id}/kill"),
+        &[BEARER],
+        "",
+    )
+    .await;
+    assert_eq!(a.status, 409, "{}", a.body);
+    // Kill all: every live flow, intercepted or not.
+    let (origin, go) = held_origin().await;
+    let client = actix::spawn(async move { proxy_get(p, &format!("http://{origin}/slow2")).await });
+    flows_until(ui.addr(), |v| v.len() == 2 && v[1]["live"] == true).await;
+    let a = call(ui.addr(), "POST", "/flows/kill", &[BEARER], "").await;
+    assert_eq!(a.json()["count"], 1, "{}", a.body);
+    go.send(()).unwrap();
+    let answer = within("the second killed client", client).await.unwrap();
+    assert!(
+        !answer.contains("late"),
+        "the client got the answer: {answer}"
+    );
+    flows_until(ui.addr(), |v| v[1]["error"]["msg"] == "Connection killed.").await;
+}
+
+#[actix_rt::test]
+async fn options_are_listed_and_set_through_the_addon_manager() {
+    let (proxy, ui) = start(config()).await;
+    let opts = call(ui.addr(), "GET", "/options", &[BEARER], "")
+        .await
+        .json();
+    assert_eq!(opts["anticache"]["type"], "bool");
+    assert_eq!(opts["anticache"]["default"], false);
+    assert_eq!(opts["anticache"]["value"], false);
+    assert!(opts["anticache"]["help"].as_str().unwrap().len() > 10);
+    assert_eq!(opts["intercept"]["type"], "optional str");
+    assert_eq!(
+        opts["tls_version_client_min"]["choices"],
+        json!(["TLS1_2", "TLS1_3"])
+    );
+    let put = |body: Value| {
+        let uia = ui.addr();
+        async move { call(uia, "PUT", "/options", &[BEARER], &body.to_string()).await }
+    };
+    let a = put(
+        json!({"connect_timeout": 7, "ignore_hosts": ["^example\\.com:443$"], "anticache": true}),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    // Set in the proxy itself (every addon saw it), and the UI's listing follows.
+    let o = proxy.running().manager().options();
+    assert_eq!(o.int("connect_timeout"), 7);
+    assert!(o.bool("anticache"));
+    assert_eq!(o.seq("ignore_hosts"), ["^example\\.com:443$"]);
+    let opts = call(ui.addr(), "GET", "/options", &[BEARER], "")
+        .await
+        .json();
+    assert_eq!(opts["connect_timeout"]["value"], 7);
+    assert_eq!(
+        opts["ignore_hosts"]["value"],
+        json!(["^example\\.com:443$"])
+    );
+    // Refused values say why, and nothing of the request is applied.
+    for (bad, option, why) in [
+        (
+            json!({"connect_timeout": "soon"}),
+            "connect_timeout",
+            "soon",
+        ),
+        (json!({"nope": 1}), "nope", "unknown option"),
+        (
+            json!({"tls_version_client_min": "SSL3"}),
+            "tls_version_client_min",
+            "TLS1_2",
+        ),
+        (
+            json!({"ignore_hosts": ["("], "anticache": false}),
+            "ignore_hosts",
+            "ignore_hosts",
+        ),
+        (json!({"web_port": 1}), "web_port", "only at start"),
+        (json!({"intercept": "~q ~zz"}), "intercept", "~zz"),
+        (
+            json!({"ignore_hosts": [1]}),
+            "ignore_hosts",
+            "list of strings",
+        ),
+    ] {
+        let a = put(bad.clone()).await;
+        assert_eq!(a.status, 400, "{bad}: {}", a.body);
+        let e = a.json();
+        assert_eq!(e["error"]["option"], option, "{bad}: {e}");
+        assert!(
+            e["error"]["message"].as_str().unwrap().contains(why),
+            "{bad}: {e}"
+        );
+    }
+    assert!(proxy.running().manager().options().bool("anticache"));
+    // Setting intercept turns intercept_active on; clearing it turns it off.
+    let a = put(json!({"intercept": "~q"})).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let o = proxy.running().manager().options();
+    assert_eq!(o.str("intercept"), Some("~q"));
+    assert!(o.bool("intercept_active"));
+    let a = put(json!({"intercept": ""})).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(!proxy.running().manager().options().bool("intercept_active"));
+    // The options editor's changes reach the browsers' sockets.
+    let mut ws = ws_connect(ui.addr()).await;
+    next_batch(&mut ws).await;
+    put(json!({"connect_timeout": 9})).await;
+    let mut seen = false;
+    while !seen {
+        seen = next_batch(&mut ws).await.iter().any(|m| {
+            m["type"] == "options/update" && m["payload"]["connect_timeout"]["value"] == 9
+        });
+    }
+}
+
+#[actix_rt::test]
+async fn the_intercept_option_set_at_start_holds_matching_flows_and_tcp_messages() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use waylay_testkit::{connect_tunnel, tcp_line_origin};
+    let (addon, ui) = WebUi::bind(config()).expect("web UI binds");
+    let proxy = TestProxy::start(
+        Proxy::builder()
+            .set("intercept=~tcp | ~u /hold")
+            .addon(addon),
+    )
+    .await;
+    ui.attach(proxy.running().manager().clone());
+    let opts = call(ui.addr(), "GET", "/options", &[BEARER], "")
+        .await
+        .json();
+    assert_eq!(opts["intercept"]["value"], "~tcp | ~u /hold");
+    assert_eq!(opts["intercept_active"]["value"], true);
+    // An HTTP request that does not match goes through.
+    let origin = http_origin().await;
+    let r = proxy_get(proxy.addr(), &format!("http://{origin}/free")).await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    // A TCP message is held until resumed.
+    let tcp = tcp_line_origin().await;
+    let mut s = connect_tunnel(proxy.addr(), &tcp.addr.to_string())
+        .await
+        .unwrap();
+    s.write_all(b"ping\n").await.unwrap();
+    let flows = flows_until(ui.addr(), |v| {
+        v.iter()
+            .any(|f| f["type"] == "tcp" && f["intercepted"] == true)
+    })
+    .await;
+    let id = flows.iter().find(|f| f["type"] == "tcp").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let a = call(
+        ui.addr(),
+        "POST",
+        &format!("/flows/{id}/resume"),
+        &[BEARER],
+        "",
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    // The echo is a message from the server: held too, and resumed by "resume all".
+    let resumed = async {
+        let mut buf = vec![0u8; 11];
+        s.read_exact(&mut buf).await.map(|_| buf)
+    };
+    let ui_addr = ui.addr();
+    let resume_all = async {
+        flows_until(ui_addr, |v| {
+            v.iter().any(|f| {
+                f["type"] == "tcp" && f["intercepted"] == true && f["messages_meta"]["count"] == 2
+            })
+        })
+        .await;
+        let a = call(ui_addr, "POST", "/flows/resume", &[BEARER], "").await;
+        assert_eq!(a.json()["count"], 1);
+    };
+    let (buf, ()) = within("the echo", async { tokio::join!(resumed, resume_all) }).await;
+    assert_eq!(buf.unwrap(), b"echo: ping\n");
 }

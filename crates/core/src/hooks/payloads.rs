@@ -41,6 +41,10 @@ pub struct NextLayer {
     pub detected: Layer,
     /// The layer that will be used: set it to override the detection.
     pub layer: Layer,
+    /// The route the server connection will take (`None`: the mode's: direct, or the
+    /// upstream proxy). Set it to send this connection through a proxy, or direct. Ignored
+    /// inside intercepted TLS, whose server connection is already made.
+    pub via: Option<crate::mode::Via>,
 }
 
 /// The `tls_clienthello` event: what the client offered. Setting `ignore_connection` relays

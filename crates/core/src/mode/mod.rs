@@ -25,7 +25,8 @@
 //! (`@8081`) is the listen port, anything else (`user:pass@proxy:1080`) is the credentials;
 //! write `upstream:http://proxy:3128/@127.0.0.1:8081` (trailing `/`) to give a listen host
 //! to an upstream without credentials. A reverse target never carries credentials, so there
-//! the last `@` always starts the listen address, as in mitmproxy.
+//! the last `@` always starts the listen address, as in mitmproxy. [`split_listen`] is the
+//! rule as a pure function; where mitmproxy accepts a spec, both read the same listen address.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -205,30 +206,14 @@ impl ReverseScheme {
 impl ModeSpec {
     /// Parses a spec (see the [module docs](self) for the grammar). Never panics.
     pub fn parse(spec: &str) -> Result<Self, ModeSpecError> {
-        let (name, data) = match spec.split_once(':') {
-            Some((name, data)) => (name, Some(data)),
-            None => (spec, None),
-        };
-        // Modes without data: the listen suffix follows the name directly.
-        let (name, data, listen) = match data {
-            None => match name.split_once('@') {
-                Some((n, l)) => (n.to_ascii_lowercase(), None, Some(l.to_owned())),
-                None => (name.to_ascii_lowercase(), None, None),
-            },
-            Some(d) => {
-                if let Some((n, rest)) = name.split_once('@') {
-                    // `socks5@127.0.0.1:1080`: the `:` belonged to the listen address.
-                    (n.to_ascii_lowercase(), None, Some(format!("{rest}:{d}")))
-                } else {
-                    let name = name.to_ascii_lowercase();
-                    let (d, l) = split_listen(&name, d);
-                    (name, Some(d.to_owned()), l.map(str::to_owned))
-                }
-            }
+        let (head, listen) = split_listen(spec);
+        let (name, data) = match head.split_once(':') {
+            Some((name, data)) => (name.to_ascii_lowercase(), Some(data.to_owned())),
+            None => (head.to_ascii_lowercase(), None),
         };
         let (listen_host, listen_port) = match listen {
             Some(l) => {
-                let (h, p) = parse_listen(&l)?;
+                let (h, p) = parse_listen(l)?;
                 (h, Some(p))
             }
             None => (None, None),
@@ -374,23 +359,48 @@ fn no_data(mode: &'static str, data: Option<String>, m: Mode) -> Result<Mode, Mo
     }
 }
 
-/// Splits a mode's data from its `@listen` suffix (see the module docs for the one-`@` rule).
-fn split_listen<'a>(mode: &str, data: &'a str) -> (&'a str, Option<&'a str>) {
-    let Some(at) = data.rfind('@') else {
-        return (data, None);
+/// Splits a whole mode spec into `MODE[:DATA]` and its listen suffix (what follows the `@`
+/// that starts it, `[HOST:]PORT` when well formed). Pure, never panics; the rule:
+///
+/// - The **last** `@` starts the listen suffix (mitmproxy 12's rule: it `rpartition`s the
+///   spec on `@`), for every mode but `upstream`.
+/// - In `upstream:URL`, whose URL may carry `user:pass@` (waylay only; mitmproxy has no
+///   credentials in the URL and reads `upstream:http://u:p@proxy:3128` as listening on
+///   `proxy:3128`), a lone `@` in the URL's authority is the credentials' unless what follows
+///   it is a bare port (`upstream:http://proxy:3128@8081`) or the authority was closed by a
+///   `/` before it (`upstream:http://proxy:3128/@127.0.0.1:8081`). With two or more `@`
+///   there, the last starts the listen suffix (`upstream:socks5://u:p@proxy:1080@8081`).
+///   An `@` inside the credentials is written `%40`.
+///
+/// ```
+/// use waylay_core::mode::split_listen;
+/// assert_eq!(split_listen("socks5@127.0.0.1:1080"), ("socks5", Some("127.0.0.1:1080")));
+/// assert_eq!(split_listen("upstream:socks5://u:p@proxy:1080"), ("upstream:socks5://u:p@proxy:1080", None));
+/// assert_eq!(split_listen("upstream:http://proxy:3128@8081"), ("upstream:http://proxy:3128", Some("8081")));
+/// assert_eq!(split_listen("upstream:http://u:p@proxy:3128@[::1]:8081"), ("upstream:http://u:p@proxy:3128", Some("[::1]:8081")));
+/// ```
+pub fn split_listen(spec: &str) -> (&str, Option<&str>) {
+    let Some(at) = spec.rfind('@') else {
+        return (spec, None);
     };
-    let (before, after) = (&data[..at], &data[at + 1..]);
-    if mode != "upstream" {
-        return (before, Some(after));
-    }
+    let (head, listen) = (&spec[..at], &spec[at + 1..]);
+    let name_end = spec.find([':', '@']).unwrap_or(spec.len());
+    let data = match spec[..name_end].eq_ignore_ascii_case("upstream") {
+        true if spec[name_end..].starts_with(':') => &spec[name_end + 1..],
+        // Not upstream, or upstream without data (`upstream@8080`, refused later).
+        _ => return (head, Some(listen)),
+    };
     let authority_start = data.find("://").map_or(0, |i| i + 3);
-    let ats = data[authority_start..].matches('@').count();
-    let bare_port = !after.is_empty() && after.bytes().all(|b| b.is_ascii_digit());
-    let path_ended = data[authority_start..at].contains('/');
+    let authority = &data[authority_start..];
+    let ats = authority.matches('@').count();
+    let bare_port = !listen.is_empty() && listen.bytes().all(|b| b.is_ascii_digit());
+    let path_ended = authority
+        .rfind('@')
+        .is_some_and(|i| authority[..i].contains('/'));
     if ats >= 2 || bare_port || path_ended {
-        (before, Some(after))
+        (head, Some(listen))
     } else {
-        (data, None)
+        (spec, None)
     }
 }
 

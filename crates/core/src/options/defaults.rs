@@ -25,7 +25,7 @@ pub fn core_options() -> Vec<OptionSpec> {
         // Listening and modes.
         s("listen_host", "127.0.0.1", "Address to bind the proxy to (waylay's default is loopback only; use 0.0.0.0 to listen on all interfaces)."),
         i("listen_port", 8080, "Port to bind the proxy to."),
-        OptionSpec::new("mode", OptionValue::Seq(vec!["regular".into()]), "The proxy server mode: regular, upstream:URL (http://, https://, socks5://) or reverse:http(s)://HOST[:PORT] so far; one at a time (any other is an error)."),
+        OptionSpec::new("mode", OptionValue::Seq(vec!["regular".into()]), "The proxy server mode: regular, upstream:URL (http://, https://, socks5://) or reverse:URL (http://, https://, tls://, tcp://) so far; one at a time (any other is an error)."),
         b("server", true, "Start a proxy server. Enabled by default. (Turning it off is not supported by waylay yet.)"),
         i("workers", 0, "Worker threads (actix arbiters) serving connections; 0 means one per core this process may run on."),
         s("confdir", "~/.waylay", "Location of the default waylay configuration files (CA)."),
@@ -49,7 +49,7 @@ pub fn core_options() -> Vec<OptionSpec> {
         b("websocket", true, "Enable WebSocket support."),
         b("rawtcp", true, "Enable raw TCP support for traffic that is neither HTTP nor TLS."),
         s("connection_strategy", "eager", "Determine when server connections are established: eager connects before the client handshake, lazy only when a request needs one. (Not supported by waylay yet: only the default is accepted.)").with_choices(["eager", "lazy"]),
-        b("keep_host_header", false, "Reverse proxy mode: keep the original Host header instead of rewriting it. (Not supported by waylay yet: only the default is accepted.)"),
+        b("keep_host_header", false, "Reverse proxy mode: keep the original Host header (and the client's SNI towards the target) instead of rewriting it to the target."),
         b("validate_inbound_headers", true, "Make sure that incoming HTTP requests are not malformed. (Not supported by waylay yet: only the default is accepted.)"),
         b("normalize_outbound_headers", true, "Normalize outgoing HTTP/2 header names (lowercase). (Not supported by waylay yet: only the default is accepted.)"),
         // Bodies.
@@ -60,7 +60,7 @@ pub fn core_options() -> Vec<OptionSpec> {
         b("showhost", false, "Use the Host header to construct URLs for display."),
         // Auth.
         o("proxyauth", None, "Require proxy authentication: \"username:pass\", \"any\" or \"@htpasswd-file\"."),
-        o("upstream_auth", None, "Add HTTP Basic authentication to upstream proxy and reverse proxy requests: username:password. (Not supported by waylay yet: only the default is accepted.)"),
+        o("upstream_auth", None, "Add HTTP Basic authentication to upstream proxy requests (Proxy-Authorization) and reverse proxy requests (Authorization): username:password."),
         // Timeouts and limits (waylay's own).
         i("addon_timeout", 60, "Seconds a single addon hook may run before it is reported and the flow goes on without it."),
         i("connect_timeout", 10, "Seconds to wait for a server connection to be established."),
@@ -79,8 +79,8 @@ pub fn core_options() -> Vec<OptionSpec> {
         o("readfile_filter", None, "Filter which flows are read from file."),
         b("store_streamed_bodies", false, "Store HTTP request and response bodies when streamed (see stream_large_bodies). (Not supported by waylay yet: the proxy does not hand streamed body chunks to addons, so only the default is accepted.)"),
         // Common bundled addons.
-        o("intercept", None, "Intercept filter expression. (Not supported by waylay yet: only the default is accepted.)"),
-        b("intercept_active", false, "Intercept toggle. (Not supported by waylay yet: only the default is accepted.)"),
+        o("intercept", None, "Intercept filter expression: matching flows wait until resumed or killed in the web UI (`waylay web`; setting it turns intercept_active on)."),
+        b("intercept_active", false, "Intercept toggle (set by setting intercept, as in mitmproxy)."),
         b("block_global", true, "Block connections from public IP addresses."),
         b("block_private", false, "Block connections from local (private) IP addresses."),
     ]

@@ -64,6 +64,7 @@ pub(crate) async fn connect(
         upgrade: hyper::upgrade::on(&mut req),
         host: flow.request.host.clone(),
         port: flow.request.port,
+        via: flow.server.as_ref().and_then(|s| s.via.clone()),
     });
     Ok(hyper::Response::new(ProxyBody::empty()))
 }

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::header::{HeaderValue, UPGRADE};
 use http::{Method, StatusCode};
 use hyper::body::{Body as _, Incoming};
-use waylay_core::flow::{HttpFlow, Message, Request, now};
+use waylay_core::flow::{Address, HttpFlow, Message, Request, Server, now};
 use waylay_core::{HookKind, ManagerHandle};
 
 use super::body::{BodyEnd, ProxyBody, Read, read_up_to};
@@ -200,7 +200,13 @@ pub(crate) async fn handle(
 ) -> Result<HyperResponse, Killed> {
     let cfg = ctx.shared.config();
     if let waylay_core::Mode::Reverse(t) = &cfg.mode.mode {
-        super::upstream::rewrite_host(&mut req, t);
+        if !cfg.keep_host_header {
+            super::upstream::rewrite_host(&mut req, t);
+        }
+        if let Some(c) = &cfg.via.upstream_auth {
+            // mitmproxy's `upstream_auth` in reverse mode: Basic credentials for the target.
+            super::upstream::authorize(&mut req, c);
+        }
     }
     if req.method() == Method::CONNECT {
         // Boxed, like the observed path below: the future hyper keeps per connection is
@@ -333,6 +339,13 @@ async fn observed(
         message,
     };
     let mut flow = Box::new(HttpFlow::new(ctx.client(), request));
+    if let Some(via) = dest.route {
+        // A tunnel routed by an addon (`http_connect`, `next_layer`): its requests keep the
+        // route unless an addon changes it.
+        let mut server = Server::new(Address::new(flow.request.host.clone(), flow.request.port));
+        server.via = Some(via);
+        flow.server = Some(Arc::new(server));
+    }
 
     let declared_len = content_length(&parts.headers);
     if let (Some(limit), Some(len)) = (cfg.body_size_limit, declared_len)

@@ -286,3 +286,11 @@ pub(crate) fn rewrite_host<B>(req: &mut hyper::Request<B>, target: &waylay_core:
         }
     }
 }
+
+/// Sets `Authorization: Basic` for `credentials` on a request to a reverse target (what
+/// mitmproxy's `upstream_auth` does in reverse mode), replacing the client's.
+pub(crate) fn authorize<B>(req: &mut hyper::Request<B>, credentials: &waylay_core::Credentials) {
+    if let Ok(v) = http::HeaderValue::from_str(&crate::via::proxy_authorization(credentials)) {
+        req.headers_mut().insert(http::header::AUTHORIZATION, v);
+    }
+}

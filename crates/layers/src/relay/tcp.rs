@@ -43,7 +43,7 @@ use waylay_core::flow::{
     Address, FlowError, InjectQueues, KILLED_MESSAGE, Server, TcpInjector, TcpMessage, now,
 };
 use waylay_core::hooks::ServerConnectionHookData;
-use waylay_core::{HookKind, TcpFlow};
+use waylay_core::{HookKind, TcpFlow, Via};
 
 use crate::conn::dial::{DialSpec, ServerStream, connect_stream};
 use crate::context::ConnCtx;
@@ -97,8 +97,9 @@ impl RelayError {
 
 /// The server side of a TCP layer.
 pub(crate) enum ServerSide {
-    /// Dial this address over plain TCP after `tcp_start` (`server_connect` fires then).
-    Dial(Address),
+    /// Dial this address over plain TCP after `tcp_start` (`server_connect` fires then),
+    /// through this route (`None`: the mode's).
+    Dial(Address, Option<Via>),
     /// Already connected (inside an intercepted TLS tunnel: the server's TLS is set up and
     /// `server_connect` fired before the layer was chosen). `prefix` holds bytes already read
     /// from the server (it spoke first while the client's protocol was being detected).
@@ -113,7 +114,7 @@ pub(crate) enum ServerSide {
 impl std::fmt::Debug for ServerSide {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Dial(a) => f.debug_tuple("Dial").field(a).finish(),
+            Self::Dial(a, via) => f.debug_tuple("Dial").field(a).field(via).finish(),
             Self::Connected { stream, prefix } => f
                 .debug_struct("Connected")
                 .field("stream", stream)
@@ -131,7 +132,7 @@ impl std::fmt::Debug for ServerSide {
 impl ServerSide {
     fn address(&self) -> Address {
         match self {
-            Self::Dial(a) | Self::Failed { address: a, .. } => a.clone(),
+            Self::Dial(a, _) | Self::Failed { address: a, .. } => a.clone(),
             Self::Connected { stream, .. } => stream.server.address.clone(),
         }
     }
@@ -154,7 +155,7 @@ pub(crate) async fn serve(ctx: Rc<ConnCtx>, client: BoxIo, server_side: ServerSi
     let hooked = wants_flow && manager.handles(HookKind::TcpMessage);
     let known = match &server_side {
         ServerSide::Connected { stream, .. } => Arc::new(stream.server.clone()),
-        ServerSide::Dial(_) | ServerSide::Failed { .. } => Arc::new(Server::new(address)),
+        ServerSide::Dial(..) | ServerSide::Failed { .. } => Arc::new(Server::new(address)),
     };
     // Addons holding the flow may inject at any time (`TcpFlow::injector`).
     let mut queues = None;
@@ -222,11 +223,11 @@ pub(crate) async fn serve(ctx: Rc<ConnCtx>, client: BoxIo, server_side: ServerSi
 /// made (its early bytes put back in front); why not, as the flow's error.
 async fn connect(ctx: &Rc<ConnCtx>, side: ServerSide) -> Result<(BoxIo, Arc<Server>), String> {
     match side {
-        ServerSide::Dial(address) => {
+        ServerSide::Dial(address, via) => {
             let spec = DialSpec {
                 address,
                 tls: None,
-                via: None,
+                via,
                 proxy_form: false,
             };
             connect_stream(ctx, &spec)

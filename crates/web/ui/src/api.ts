@@ -85,7 +85,7 @@ export async function api(method: string, path: string, body?: unknown): Promise
   const headers: Record<string, string> = {};
   if (method !== "GET") headers["X-XSRFToken"] = xsrf();
   let payload: BodyInit | undefined;
-  if (typeof body === "string") payload = body;
+  if (typeof body === "string" || body instanceof Blob) payload = body;
   else if (body !== undefined) {
     payload = JSON.stringify(body);
     headers["Content-Type"] = "application/json";
@@ -105,9 +105,18 @@ export async function api(method: string, path: string, body?: unknown): Promise
   return parsed;
 }
 
-export async function fetchFlows(limit: number): Promise<{ flows: Flow[]; seq: number }> {
-  const r = await fetch(`/flows?limit=${limit}`, { credentials: "same-origin" });
+/** The newest `limit` flows (older than `before`, a seq, when given), oldest first. */
+export async function fetchFlows(limit: number, before?: number): Promise<{ flows: Flow[]; seq: number }> {
+  const r = await fetch(`/flows?limit=${limit}${before ? `&before=${before}` : ""}`, { credentials: "same-origin" });
   if (!r.ok) throw new ApiError(r.status, await r.text(), null);
   const seq = Number(r.headers.get("x-waylay-seq") ?? "0");
   return { flows: await r.json(), seq };
+}
+
+/** A text answer as it is (not parsed as JSON). */
+export async function apiText(path: string): Promise<string> {
+  const r = await fetch(path, { credentials: "same-origin" });
+  const text = await r.text();
+  if (!r.ok) throw new ApiError(r.status, text.trim(), null);
+  return text;
 }

@@ -3,8 +3,8 @@
 
 import { render } from "preact";
 import { useEffect, useRef, useState } from "preact/hooks";
-import { ApiError, Flow, Pair, api } from "./api";
-import { FilterName, Store } from "./store";
+import { ApiError, Flow, Pair, api, apiText } from "./api";
+import { FilterName, OptionInfo, Store } from "./store";
 
 const store = new Store();
 
@@ -380,18 +380,15 @@ function Detail(props: { flow: Flow; tab: string; setTab: (t: string) => void })
   return (
     <div class="detail">
       <div class="actions">
-        {f.intercepted ? (
-          <>
-            <button id="resume" onClick={() => act("POST", `/flows/${f.id}/resume`)}>Resume (a)</button>
-            <button id="kill" onClick={() => act("POST", `/flows/${f.id}/kill`)}>Kill (x)</button>
-          </>
-        ) : null}
+        {f.intercepted ? <button id="resume" onClick={() => act("POST", `/flows/${f.id}/resume`)}>Resume (a)</button> : null}
+        {f.live ? <button id="kill" title={f.intercepted ? "kill now" : "kill at its next event"} onClick={() => act("POST", `/flows/${f.id}/kill`)}>Kill (x)</button> : null}
         <button onClick={() => act("POST", `/flows/${f.id}/replay`)}>Replay (r)</button>
         <button onClick={() => act("POST", `/flows/${f.id}/duplicate`)}>Duplicate (D)</button>
         <button onClick={() => act("PUT", `/flows/${f.id}`, { marked: !f.marked })}>{f.marked ? "Unmark" : "Mark"} (m)</button>
         {f.modified ? <button id="revert" onClick={() => act("POST", `/flows/${f.id}/revert`)}>Revert</button> : null}
         <button onClick={() => act("DELETE", `/flows/${f.id}`)}>Delete (d)</button>
       </div>
+      <ExportBar flow={f} />
       <div class="tabs">
         {tabs.map((t) => <button class={t === tab ? "tab active" : "tab"} onClick={() => props.setTab(t)}>{t}</button>)}
       </div>
@@ -410,6 +407,116 @@ function Detail(props: { flow: Flow; tab: string; setTab: (t: string) => void })
         ) : null}
       </div>
     </div>
+  );
+}
+
+const EXPORTS: [string, string][] = [["curl", "curl"], ["httpie", "httpie"], ["raw_request", "raw request"], ["raw_response", "raw response"], ["raw", "raw"]];
+
+function ExportBar(props: { flow: Flow }) {
+  const [out, setOut] = useState<[string, string] | null>(null);
+  useEffect(() => setOut(null), [props.flow.id]);
+  if (props.flow.type !== "http") return null;
+  const show = (f: string) => apiText(`/flows/${props.flow.id}/export/${f}`).then((t) => setOut([f, t])).catch(reportError);
+  return (
+    <div class="export">
+      <div class="toolbar">
+        <span class="muted">Export</span>
+        {EXPORTS.map(([f, l]) => <button id={`export-${f}`} onClick={() => show(f)}>{l}</button>)}
+        <a class="button" id="export-har" href={`/flows/${props.flow.id}/export/har`} download>HAR</a>
+      </div>
+      {out ? (
+        <div>
+          <div class="toolbar">
+            <b>{out[0]}</b>
+            <button onClick={() => navigator.clipboard?.writeText(out[1]).catch(reportError)}>Copy</button>
+            <button onClick={() => setOut(null)}>Close</button>
+          </div>
+          <pre id="export-text" class="body">{out[1]}</pre>
+        </div>
+      ) : null}
+    </div>
+  );
+}
+
+function OptionInput(props: { name: string; o: OptionInfo; set: (v: unknown) => void }) {
+  const o = props.o;
+  const seq = o.type === "sequence of str";
+  const text = seq ? ((o.value as string[]) ?? []).join("\n") : o.value === null || o.value === undefined ? "" : String(o.value);
+  const [t, setT] = useState(text);
+  useEffect(() => setT(text), [text]);
+  if (o.type === "bool") return <input type="checkbox" checked={!!o.value} onChange={(e) => props.set((e.target as HTMLInputElement).checked)} />;
+  if (o.choices) return <select value={text} onChange={(e) => props.set((e.target as HTMLSelectElement).value)}>{o.choices.map((c) => <option value={c}>{c}</option>)}</select>;
+  const commit = () => {
+    if (t === text) return;
+    if (seq) props.set(t.split("\n").map((l) => l.trim()).filter((l) => l));
+    else if (o.type === "optional str" && t === "") props.set(null);
+    else props.set(t);
+  };
+  return seq ? (
+    <textarea rows={Math.max(1, t.split("\n").length)} value={t} onInput={(e) => setT((e.target as HTMLTextAreaElement).value)} onBlur={commit} />
+  ) : (
+    <input value={t} onInput={(e) => setT((e.target as HTMLInputElement).value)} onBlur={commit} onKeyDown={(e) => { if (e.key === "Enter") commit(); }} />
+  );
+}
+
+function OptionsEditor(props: { close: () => void }) {
+  const [q, setQ] = useState("");
+  const [errors, setErrors] = useState<Record<string, string>>({});
+  const names = Object.keys(store.options).sort().filter((n) => n.includes(q.trim()));
+  const set = async (name: string, value: unknown) => {
+    try {
+      await api("PUT", "/options", { [name]: value });
+      setErrors((e) => ({ ...e, [name]: "" }));
+    } catch (e) {
+      setErrors((x) => ({ ...x, [name]: e instanceof ApiError ? e.message : String(e) }));
+    }
+  };
+  return (
+    <div class="options" id="options">
+      <div class="toolbar">
+        <b>Options</b>
+        <input id="options-filter" placeholder="filter by name" value={q} onInput={(e) => setQ((e.target as HTMLInputElement).value)} />
+        <span class="muted">changes apply at once, as --set would</span>
+        <button onClick={props.close}>Close (Esc)</button>
+      </div>
+      <table class="headers">
+        <tbody>
+          {names.map((n) => {
+            const o = store.options[n];
+            return (
+              <tr id={`opt-${n}`}>
+                <td class="hname">{n}</td>
+                <td class="opt-value">
+                  <OptionInput name={n} o={o} set={(v) => set(n, v)} />
+                  {errors[n] ? <div class="error" role="alert">{errors[n]}</div> : null}
+                </td>
+                <td class="muted">{o.type}, default {JSON.stringify(o.default)}. {o.help}</td>
+              </tr>
+            );
+          })}
+        </tbody>
+      </table>
+    </div>
+  );
+}
+
+function FileMenu() {
+  const input = useRef<HTMLInputElement>(null);
+  const search = store.filters.search.expr.trim();
+  const q = search ? `?filter=${encodeURIComponent(search)}` : "";
+  const load = async (file: File | undefined) => {
+    if (!file) return;
+    const r = await act("POST", "/flows/dump", file);
+    if (input.current) input.current.value = "";
+    if (r) store.notify();
+  };
+  return (
+    <span class="filemenu">
+      <input type="file" id="open-file" ref={input} hidden onChange={(e) => load((e.target as HTMLInputElement).files?.[0])} />
+      <button id="open" onClick={() => input.current?.click()}>Open…</button>
+      <a class="button" id="save" href={`/flows/dump${q}`} download="flows" title={search ? "the flows the search matches" : "every flow"}>{search ? "Save filtered" : "Save"}</a>
+      <a class="button" id="save-har" href={`/flows/har${q}`} download="flows.har">HAR</a>
+    </span>
   );
 }
 
@@ -433,6 +540,7 @@ function App() {
   const [tab, setTab] = useState("request");
   const [sort, setSort] = useState<[Col | null, boolean]>([null, false]);
   const [showLog, setShowLog] = useState(true);
+  const [showOptions, setShowOptions] = useState(false);
   const search = store.filters.search;
   const highlight = store.filters.highlight;
 
@@ -465,7 +573,8 @@ function App() {
         case "k": case "ArrowUp": go(i < 0 ? flows.length - 1 : i - 1); break;
         case "Home": go(0); break;
         case "End": go(flows.length - 1); break;
-        case "Escape": setSelected(null); break;
+        case "Escape": if (showOptions) setShowOptions(false); else setSelected(null); break;
+        case "o": setShowOptions((s) => !s); break;
         case "a": if (sel) act("POST", `/flows/${sel.id}/resume`); break;
         case "A": act("POST", "/flows/resume"); break;
         case "x": if (sel) act("POST", `/flows/${sel.id}/kill`); break;
@@ -481,7 +590,7 @@ function App() {
     };
     window.addEventListener("keydown", onKey);
     return () => window.removeEventListener("keydown", onKey);
-  }, [flows, selected, sel]);
+  }, [flows, selected, sel, showOptions]);
 
   const [interceptError, setInterceptError] = useState<{ message: string; position: number } | null>(null);
   const setIntercept = async (expr: string) => {
@@ -496,6 +605,7 @@ function App() {
     }
   };
   const intercepted = flows.filter((f) => f.intercepted).length;
+  const live = flows.filter((f) => f.live).length;
 
   return (
     <div class={`app ${showLog ? "with-log" : ""}`}>
@@ -505,8 +615,10 @@ function App() {
         <FilterInput id="highlight" label="Highlight" value={highlight.expr} error={highlight.error} onChange={(v) => store.sendFilter("highlight" as FilterName, v)} />
         <FilterInput id="intercept" label="Intercept" value={store.intercept} error={interceptError} onChange={setIntercept} />
         <button id="resume-all" disabled={!intercepted} onClick={() => act("POST", "/flows/resume")}>Resume all (A)</button>
-        <button disabled={!intercepted} onClick={() => act("POST", "/flows/kill")}>Kill all (X)</button>
+        <button id="kill-all" disabled={!live} onClick={() => act("POST", "/flows/kill")}>Kill all (X)</button>
         <button id="clear" onClick={() => { if (confirm("Clear all flows?")) act("POST", "/clear"); }}>Clear</button>
+        <FileMenu />
+        <button id="options-button" onClick={() => setShowOptions((s) => !s)}>Options (o)</button>
         <button onClick={() => setShowLog((s) => !s)}>Events (e)</button>
         <span class={`status ${store.connected ? "ok" : "down"}`} id="conn">{store.connected ? `live · ${flows.length} flows` : "reconnecting…"}</span>
       </header>
@@ -515,6 +627,7 @@ function App() {
         {sel ? <Detail flow={sel} tab={tab} setTab={setTab} /> : null}
       </main>
       {showLog ? <EventLog /> : null}
+      {showOptions ? <OptionsEditor close={() => setShowOptions(false)} /> : null}
     </div>
   );
 }

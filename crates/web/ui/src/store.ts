@@ -10,6 +10,14 @@ export interface FilterState {
   ids: Set<string> | null;
 }
 
+export interface OptionInfo {
+  type: string;
+  default: unknown;
+  value: unknown;
+  help: string;
+  choices: string[] | null;
+}
+
 export interface Event {
   id: string;
   level: string;
@@ -18,6 +26,10 @@ export interface Event {
 
 /** How many flows the page keeps (older ones stay on the server, in its store). */
 export const KEEP = 5000;
+/** The first page: small, so the list shows at once however many flows are stored; older
+ * ones follow in the background, a page at a time, by keyset. */
+const FIRST = 200;
+const OLDER = 1000;
 
 export class Store {
   flows = new Map<string, Flow>();
@@ -29,11 +41,14 @@ export class Store {
   events: Event[] = [];
   connected = false;
   intercept = "";
+  /** The proxy's options as `/options` lists them: {name: {type, default, value, help, choices}}. */
+  options: Record<string, OptionInfo> = {};
   private seq = 0;
   private pending: Update[] | null = [];
   private listeners = new Set<() => void>();
   private ws: WebSocket | null = null;
   private scheduled = false;
+  private generation = 0;
 
   subscribe(f: () => void): () => void {
     this.listeners.add(f);
@@ -81,9 +96,10 @@ export class Store {
 
   async resync() {
     this.pending = this.pending ?? [];
+    const gen = ++this.generation;
     try {
       const [{ flows, seq }, events, options] = await Promise.all([
-        fetchFlows(KEEP),
+        fetchFlows(FIRST),
         fetch("/events").then((r) => r.json()),
         fetch("/options").then((r) => r.json()),
       ]);
@@ -91,7 +107,8 @@ export class Store {
       for (const f of flows) this.flows.set(f.id, f);
       this.order = flows.map((f) => f.id);
       this.events = events;
-      this.intercept = options?.intercept?.value ?? "";
+      this.options = options ?? {};
+      this.intercept = (options?.intercept?.value as string) ?? "";
       this.seq = seq;
       const pending = this.pending ?? [];
       this.pending = null;
@@ -99,11 +116,33 @@ export class Store {
       for (const name of ["search", "highlight"] as FilterName[]) {
         if (this.filters[name].expr) this.sendFilter(name, this.filters[name].expr);
       }
+      this.notify();
+      if (flows.length === FIRST) this.loadOlder(flows[0].seq, gen);
     } catch (e) {
       this.pending = null;
       this.events.push({ id: "ui", level: "error", message: `could not load flows: ${e}` });
     }
     this.notify();
+  }
+
+  /** Prepends older flows, page by page, until the page holds KEEP (or there are no more). */
+  private async loadOlder(before: number, gen: number) {
+    while (gen === this.generation && this.order.length < KEEP) {
+      const want = Math.min(OLDER, KEEP - this.order.length);
+      let page: Flow[];
+      try {
+        page = (await fetchFlows(want, before)).flows;
+      } catch {
+        return;
+      }
+      if (gen !== this.generation || page.length === 0) return;
+      const fresh = page.filter((f) => !this.flows.has(f.id));
+      for (const f of fresh) this.flows.set(f.id, f);
+      this.order = fresh.map((f) => f.id).concat(this.order);
+      before = page[0].seq;
+      this.notify();
+      if (page.length < want) return;
+    }
   }
 
   sendFilter(name: FilterName, expr: string) {
@@ -167,6 +206,7 @@ export class Store {
         if (this.events.length > 1000) this.events.splice(0, this.events.length - 1000);
         break;
       case "options/update":
+        for (const [k, v] of Object.entries(u.payload ?? {})) this.options[k] = { ...this.options[k], ...(v as OptionInfo) };
         if (u.payload?.intercept) this.intercept = u.payload.intercept.value ?? "";
         break;
     }

@@ -342,7 +342,11 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             result = replay_clients(p, &opts).await;
         }
         if opts.bool("keepserving") || (opts.str("rfile").is_none() && !replaying) {
-            wait_for_signal().await;
+            // A signal, or a script's `ctx.master.shutdown()`.
+            tokio::select! {
+                () = wait_for_signal() => {}
+                () = manager.shutdown_requested() => {}
+            }
         }
         match proxy {
             Some(p) => p.shutdown().await,

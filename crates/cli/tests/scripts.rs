@@ -78,3 +78,44 @@ fn a_script_importing_a_missing_name_is_one_line() {
     );
     assert!(err.contains("missing.py:1"), "{err}");
 }
+
+#[cfg(feature = "python")]
+#[test]
+fn a_script_calling_ctx_master_shutdown_stops_waylay_cleanly() {
+    let dir = std::env::temp_dir().join(format!("waylay-cli-stop-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let marker = dir.join("done.txt");
+    let _ = std::fs::remove_file(&marker);
+    let p = script(
+        "stop.py",
+        &format!(
+            "from mitmproxy import ctx\n\ndef running():\n    ctx.master.shutdown()\n\ndef done():\n    open({:?}, 'w').write('done')\n",
+            marker.to_str().expect("utf-8")
+        ),
+    );
+    let mut child = Command::new(BIN)
+        .args(["-q", "-p", "0", "-s", p.to_str().expect("utf-8")])
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the waylay binary runs");
+    let mut status = None;
+    for _ in 0..300 {
+        if let Some(s) = child.try_wait().expect("wait") {
+            status = Some(s);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let Some(status) = status else {
+        let _ = child.kill();
+        panic!("waylay did not stop within 15 s after ctx.master.shutdown()");
+    };
+    assert!(status.success(), "{status:?}");
+    assert_eq!(
+        std::fs::read_to_string(&marker).ok().as_deref(),
+        Some("done"),
+        "done ran on the way out"
+    );
+}

@@ -283,6 +283,8 @@ typed_hooks! {
     client_disconnect => ClientDisconnect(Client);
     server_connect => ServerConnect(ServerConnectionHookData);
     server_disconnect => ServerDisconnect(ServerConnectionHookData);
+    server_connected => ServerConnected(ServerConnectionHookData);
+    server_connect_error => ServerConnectError(ServerConnectionHookData);
     next_layer => NextLayer(NextLayer);
     log_entry => Log(LogEntry);
     http_connect => HttpConnect(HttpFlow);

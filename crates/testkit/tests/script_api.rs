@@ -133,3 +133,250 @@ async fn tcp_messages_on_a_test_flow() {
         Some(&serde_json::json!(true))
     );
 }
+
+const CONN_HOOKS: &str = r#"
+import logging
+from mitmproxy import connection, tls
+from mitmproxy.proxy import server_hooks
+
+def client_connected(client: connection.Client):
+    logging.info(f"client_connected {client.peername[0]} {isinstance(client, connection.Client)} {client.connected}")
+    if client.peername[1] == 1:
+        client.error = "refused by script"
+
+def client_disconnected(client: connection.Client):
+    logging.info(f"client_disconnected {client.peername[1]}")
+
+def server_connect(data: server_hooks.ServerConnectionHookData):
+    logging.info(f"server_connect {data.server.address} client={data.client.peername[0]}")
+    if data.server.address[0] == "redirect.example":
+        data.server.address = ("127.0.0.1", 9)
+        data.server.sni = "sni.example"
+    if data.server.address[0] == "blocked.example":
+        data.server.error = "blocked by script"
+
+def server_connected(data):
+    logging.info(f"server_connected {data.server.peername}")
+
+def server_connect_error(data):
+    logging.info(f"server_connect_error {data.server.error}")
+
+def server_disconnected(data):
+    logging.info(f"server_disconnected {data.server.address}")
+
+def tls_clienthello(data: tls.ClientHelloData):
+    h = data.client_hello
+    logging.info(f"tls_clienthello sni={h.sni} alpn={h.alpn_protocols} server={data.context.server.address} first={data.establish_server_tls_first}")
+    if h.sni == "pass.example":
+        data.ignore_connection = True
+
+def tls_start_server(data: tls.TlsData):
+    logging.info(f"tls_start_server {data.conn.sni} {list(data.conn.alpn_offers)} {data.ssl_conn} {data.is_dtls}")
+    data.conn.sni = "other.example"
+    data.conn.alpn_offers = [b"http/1.1"]
+
+def tls_established_client(data: tls.TlsData):
+    logging.info(f"tls_established_client {data.conn.sni} {data.conn.alpn} {data.context.client.peername[1]}")
+
+def tls_failed_server(data: tls.TlsData):
+    logging.info(f"tls_failed_server {data.conn.error}")
+"#;
+
+#[actix_rt::test]
+async fn connection_and_tls_hooks_under_mitmproxys_names() {
+    use waylay_core::flow::{Address, Server};
+    use waylay_core::hooks::{ClientHelloData, ServerConnectionHookData, Side, TlsData};
+
+    let (mut h, _d) = harness("conn_hooks", CONN_HOOKS).await;
+    let c = h.client_connect(tclient()).await;
+    assert_eq!(c.error, None);
+    assert!(
+        h.has_log("client_connected 127.0.0.1 True True"),
+        "{:?}",
+        h.logs()
+    );
+    let mut refused = tclient();
+    refused.peername = ([127, 0, 0, 1], 1).into();
+    assert_eq!(
+        h.client_connect(refused).await.error.as_deref(),
+        Some("refused by script")
+    );
+    h.client_disconnect(tclient()).await;
+    assert!(h.has_log("client_disconnected 22"));
+
+    let data = |host: &str| ServerConnectionHookData {
+        client: Arc::new(tclient()),
+        server: Server::new(Address::new(host, 443)),
+    };
+    let d = h.server_connect(data("redirect.example")).await;
+    assert_eq!(d.server.address, Address::new("127.0.0.1", 9));
+    assert_eq!(d.server.sni.as_deref(), Some("sni.example"));
+    assert!(h.has_log("server_connect ('redirect.example', 443) client=127.0.0.1"));
+    let d = h.server_connect(data("blocked.example")).await;
+    assert_eq!(d.server.error.as_deref(), Some("blocked by script"));
+    let d = h.server_connect(data("example.com")).await;
+    assert_eq!(d.server.address, Address::new("example.com", 443));
+    assert_eq!(d.server.error, None);
+    let mut up = data("example.com");
+    up.server.peername = Some(([127, 0, 0, 1], 443).into());
+    h.server_connected(up).await;
+    assert!(h.has_log("server_connected ('127.0.0.1', 443)"));
+    let mut failed = data("example.com");
+    failed.server.error = Some("connection refused".into());
+    h.server_connect_error(failed).await;
+    assert!(h.has_log("server_connect_error connection refused"));
+    h.server_disconnect(data("example.com")).await;
+    assert!(h.has_log("server_disconnected ('example.com', 443)"));
+
+    let hello = |sni: &str| ClientHelloData {
+        client: Arc::new(tclient()),
+        server: Some(Address::new("example.com", 443)),
+        sni: Some(sni.into()),
+        alpn_protocols: vec!["h2".into(), "http/1.1".into()],
+        ignore_connection: false,
+        establish_server_tls_first: true,
+    };
+    assert!(
+        h.tls_clienthello(hello("pass.example"))
+            .await
+            .ignore_connection
+    );
+    assert!(
+        !h.tls_clienthello(hello("example.com"))
+            .await
+            .ignore_connection
+    );
+    assert!(h.has_log(
+        "tls_clienthello sni=example.com alpn=[b'h2', b'http/1.1'] server=('example.com', 443) first=True"
+    ));
+
+    let tls = |side| TlsData {
+        side,
+        client: Arc::new(tclient()),
+        server: Some(Server::new(Address::new("example.com", 443))),
+        sni: Some("example.com".into()),
+        alpn_offers: vec!["h2".into(), "http/1.1".into()],
+        alpn: None,
+        error: None,
+    };
+    let d = h.tls_start_server(tls(Side::Server)).await;
+    assert_eq!(d.sni.as_deref(), Some("other.example"));
+    assert_eq!(d.alpn_offers, vec!["http/1.1".to_owned()]);
+    assert!(h.has_log("tls_start_server example.com [b'h2', b'http/1.1'] None False"));
+    let mut est = tls(Side::Client);
+    est.alpn = Some("h2".into());
+    h.tls_established_client(est).await;
+    assert!(h.has_log("tls_established_client example.com b'h2' 22"));
+    let mut bad = tls(Side::Server);
+    bad.error = Some("certificate unknown".into());
+    h.tls_failed_server(bad).await;
+    assert!(h.has_log("tls_failed_server certificate unknown"));
+}
+
+const PARITY: &str = r#"
+from mitmproxy import http
+
+def _r(m):
+    return [m.http_version, m.content, list(m.headers.fields), m.trailers and list(m.trailers.fields)]
+
+def sig():
+    out = []
+    r = http.Request.make("GET", "https://example.com:8443/p?q=1", "body", {"X-A": "1"})
+    out.append([r.method, r.scheme, r.host, r.port, r.path, r.url, r.authority, r.pretty_url] + _r(r))
+    r = http.Request.make("POST", "http://example.com/", b"", [(b"x-b", b"2"), (b"X-B", b"3")])
+    out.append([r.method, r.url, r.authority, r.host_header] + _r(r))
+    r = http.Request.make("PUT", "http://h.example:81/x", b"abc", http.Headers(host="h", content_type="t"))
+    out.append([r.host, r.port, r.url] + _r(r))
+    r = http.Response.make(200, "hi", {"Content-Type": "text/plain"})
+    out.append([r.status_code, r.reason] + _r(r))
+    r = http.Response.make(404)
+    out.append([r.status_code, r.reason] + _r(r))
+    r = http.Response.make(302, b"", http.Headers(location="/x"))
+    out.append([r.status_code, r.reason] + _r(r))
+    r = http.Response.make(418, b"x", [(b"a", b"1")])
+    r.trailers = http.Headers(x_t="1")
+    r.trailers["y"] = "2"
+    out.append([r.status_code, r.reason] + _r(r))
+    r.trailers = None
+    out.append(r.trailers)
+    return repr(out)
+
+def request(flow):
+    flow.metadata["sig"] = sig()
+    c = flow.copy()
+    c.request.path = "/copied"
+    c.metadata["copy"] = True
+    flow.metadata["copy"] = [c.id != flow.id, c.live, c.request.path, flow.request.path, "copy" in flow.metadata]
+    flow.request.trailers = http.Headers(grpc_status="0")
+
+def response(flow):
+    t = flow.response.trailers
+    flow.metadata["trailers"] = None if t is None else t.get("x-trailer")
+    if t is not None:
+        t["x-trailer"] = "changed"
+        t.add("x-more", "1")
+
+if __name__ == "__main__":
+    print(sig())
+"#;
+
+/// `Request.make`, `Response.make` and trailers give what mitmproxy 12.3.1's give (the same
+/// function run by mitmproxy's own Python), `flow.copy()` is a separate flow, and trailers a
+/// script reads and writes are the flow's.
+#[actix_rt::test]
+async fn make_trailers_and_copy_as_in_mitmproxy() {
+    let (mut h, dir) = harness("parity", PARITY).await;
+    let flow = h.request(tflow()).await;
+    let ours = flow
+        .metadata
+        .get("sig")
+        .and_then(|v| v.as_str())
+        .map(str::to_owned);
+    assert_eq!(
+        flow.metadata.get("copy"),
+        Some(&serde_json::json!([true, false, "/copied", "/path", false]))
+    );
+    assert_eq!(
+        flow.request
+            .trailers
+            .as_ref()
+            .and_then(|t| t.get("grpc-status")),
+        Some("0")
+    );
+
+    let mut resp = tresp();
+    let mut trailers = waylay_core::Headers::default();
+    trailers.append("x-trailer", "sent");
+    resp.trailers = Some(trailers);
+    let flow = h.response(tflow().with_response(resp)).await;
+    assert_eq!(
+        flow.metadata.get("trailers"),
+        Some(&serde_json::json!("sent"))
+    );
+    let t = flow
+        .response
+        .and_then(|r| r.message.trailers)
+        .expect("trailers");
+    assert_eq!(t.get("x-trailer"), Some("changed"));
+    assert_eq!(t.get("x-more"), Some("1"));
+    let flow = h.response(tflow().with_response(tresp())).await;
+    assert_eq!(
+        flow.metadata.get("trailers"),
+        Some(&serde_json::Value::Null)
+    );
+
+    let Some(python) = waylay_testkit::peers::mitmproxy_python() else {
+        return;
+    };
+    let out = std::process::Command::new(python)
+        .arg(dir.path().join("parity.py"))
+        .output()
+        .expect("mitmproxy's python runs");
+    let theirs = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(ours.as_deref(), Some(theirs.as_str()));
+}

@@ -10,7 +10,7 @@ use waylay_core::HookKind;
 use waylay_core::hooks::LogLevel;
 use waylay_layers::Proxy;
 use waylay_testkit::{
-    AddonHarness, TempDir, TestProxy, http_origin, proxy_get, tflow, treq, within,
+    AddonHarness, FlowExt, TempDir, TestProxy, http_origin, proxy_get, tflow, treq, tresp, within,
 };
 
 fn write(dir: &TempDir, name: &str, src: &str) -> PathBuf {
@@ -367,5 +367,399 @@ async fn a_flow_object_starts_empty_and_one_a_script_kept_stays_its_own() {
                 "the kept flow kept its attributes"
             );
         }
+    }
+}
+
+const SETTER: &str = r#"
+import logging
+from mitmproxy import ctx, exceptions
+
+class Setter:
+    def load(self, loader):
+        loader.add_option("greeting", str, "hello", "What to say.")
+        loader.add_option("level", int, 1, "How much.")
+
+    def configure(self, updated):
+        if "greeting" in updated or "level" in updated:
+            logging.info(f"configured greeting={ctx.options.greeting} level={ctx.options.level}")
+
+    def request(self, flow):
+        p = flow.request.path
+        if p == "/set":
+            ctx.options.greeting = "bonjour"
+            flow.request.headers["x-read-back"] = ctx.options.greeting
+        elif p == "/update":
+            ctx.options.update(level=7, greeting="hola")
+        elif p == "/reject":
+            ctx.options.level = 13
+        elif p == "/errors":
+            out = []
+            for f in (
+                lambda: setattr(ctx.options, "nope", 1),
+                lambda: setattr(ctx.options, "level", "x"),
+                lambda: ctx.options.set("level=abc"),
+                lambda: ctx.options.set("level=9"),
+            ):
+                try:
+                    f()
+                    out.append("ok")
+                except exceptions.OptionsError:
+                    out.append("OptionsError")
+                except KeyError:
+                    out.append("KeyError")
+                except TypeError:
+                    out.append("TypeError")
+            flow.request.headers["x-errors"] = ",".join(out)
+        elif p == "/stop":
+            ctx.master.shutdown()
+        flow.request.headers["x-level"] = str(ctx.options.level)
+
+addons = [Setter()]
+"#;
+
+/// A Rust addon after the script: records the option changes it is configured with, and
+/// refuses `level=13`.
+#[derive(Clone, Default)]
+struct Watcher(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl waylay_core::Addon for Watcher {
+    async fn configure(
+        &mut self,
+        cfg: &mut waylay_core::hooks::Configure,
+    ) -> Result<(), waylay_core::OptionsError> {
+        if cfg.options.contains("level") && cfg.options.int("level") == 13 {
+            return Err(waylay_core::OptionsError::rejected(
+                "level",
+                "13 is unlucky",
+            ));
+        }
+        let seen: Vec<&str> = cfg.updated.iter().map(String::as_str).collect();
+        if seen.len() < 5 {
+            self.0
+                .lock()
+                .expect("lock")
+                .push(format!("{seen:?} {:?}", cfg.options.str("greeting")));
+        }
+        Ok(())
+    }
+}
+
+fn treq_path(path: &str) -> waylay_core::HttpFlow {
+    let mut f = tflow();
+    f.request.path = path.into();
+    f
+}
+
+/// Waits (at most 4 s) until the manager's options satisfy `check`.
+async fn until_options(
+    h: &AddonHarness,
+    what: &str,
+    check: impl Fn(&waylay_core::Options) -> bool,
+) {
+    for _ in 0..200 {
+        if check(&h.options()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("options never became {what}; logs: {:?}", h.logs());
+}
+
+#[actix_rt::test]
+async fn a_script_sets_options_through_waylay_and_every_addon_is_configured() {
+    let dir = TempDir::new("setter");
+    let path = write(&dir, "setter.py", SETTER);
+    let watcher = Watcher::default();
+    let mut h = AddonHarness::script(&path).await;
+    h.add(watcher.clone()).await;
+    watcher.0.lock().expect("lock").clear();
+
+    // Set inside a hook: read back at once, applied right after through the manager.
+    let f = h.request(treq_path("/set")).await;
+    assert_eq!(f.request.headers.get("x-read-back"), Some("bonjour"));
+    until_options(&h, "greeting=bonjour", |o| {
+        o.str("greeting") == Some("bonjour")
+    })
+    .await;
+    h.sync().await;
+    assert!(
+        h.has_log("configured greeting=bonjour level=1"),
+        "{:?}",
+        h.logs()
+    );
+    assert_eq!(
+        watcher.0.lock().expect("lock").clone(),
+        vec![r#"["greeting"] Some("bonjour")"#.to_owned()],
+        "the other addon's configure saw the change"
+    );
+
+    // `update` sets several at once.
+    h.request(treq_path("/update")).await;
+    until_options(&h, "level=7", |o| {
+        o.int("level") == 7 && o.str("greeting") == Some("hola")
+    })
+    .await;
+
+    // Errors are raised in the script as mitmproxy raises them; the last, good, set works.
+    let f = h.request(treq_path("/errors")).await;
+    assert_eq!(
+        f.request.headers.get("x-errors"),
+        Some("KeyError,TypeError,OptionsError,ok")
+    );
+    assert_eq!(f.request.headers.get("x-level"), Some("9"));
+    until_options(&h, "level=9", |o| o.int("level") == 9).await;
+
+    // An addon rejecting the value: the old one is kept, logged, and the script sees it again.
+    h.clear_logs();
+    h.request(treq_path("/reject")).await;
+    for _ in 0..200 {
+        if h.has_log("13 is unlucky") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        h.has_log_at(LogLevel::Error, "13 is unlucky"),
+        "{:?}",
+        h.logs()
+    );
+    assert_eq!(h.options().int("level"), 9);
+    let f = h.request(tflow()).await;
+    assert_eq!(f.request.headers.get("x-level"), Some("9"));
+
+    // `ctx.master.shutdown()` asks whoever runs the proxy to stop.
+    h.request(treq_path("/stop")).await;
+    within("shutdown requested", h.manager().shutdown_requested()).await;
+}
+
+#[actix_rt::test]
+async fn ctx_master_shutdown_stops_the_real_proxy_and_done_runs() {
+    let dir = TempDir::new("stopper");
+    let marker = dir.path().join("done.txt");
+    let src = format!(
+        r#"
+from mitmproxy import ctx
+
+def request(flow):
+    if flow.request.path == "/stop":
+        ctx.master.shutdown()
+
+def done():
+    open({marker:?}, "w").write("done")
+"#,
+        marker = marker.to_str().expect("utf-8")
+    );
+    let path = write(&dir, "stopper.py", &src);
+    let origin = http_origin().await;
+    let script = ScriptAddon::load(&path).expect("loads");
+    let proxy = TestProxy::start(Proxy::builder().addon(script)).await;
+    let _ = proxy_get(proxy.addr(), &format!("http://{origin}/stop")).await;
+    within(
+        "shutdown requested",
+        proxy.running().manager().shutdown_requested(),
+    )
+    .await;
+    proxy.shutdown().await;
+    assert_eq!(
+        std::fs::read_to_string(&marker).ok().as_deref(),
+        Some("done")
+    );
+}
+
+const PASSTHROUGH: &str = r#"
+from mitmproxy import command, tls
+
+events = []
+
+def client_connected(client):
+    events.append("client_connected")
+
+def tls_clienthello(data: tls.ClientHelloData):
+    events.append(f"tls_clienthello {data.client_hello.sni}")
+    if data.client_hello.sni == "localhost":
+        data.ignore_connection = True
+
+def server_connect(data):
+    events.append("server_connect")
+
+def server_connected(data):
+    events.append(f"server_connected {data.server.peername[0]}")
+
+def server_connect_error(data):
+    events.append("server_connect_error")
+
+def server_disconnected(data):
+    events.append("server_disconnected")
+
+def client_disconnected(client):
+    events.append("client_disconnected")
+
+@command.command("events.take")
+def take() -> str:
+    out = ",".join(events)
+    events.clear()
+    return out
+"#;
+
+/// A TLS session to the HTTPS origin through the proxy, trusting only the origin's CA: it
+/// succeeds only when the proxy passes the connection through untouched.
+async fn tls_get(
+    proxy: std::net::SocketAddr,
+    target: &str,
+    name: &str,
+    ca: &str,
+) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = waylay_testkit::connect_tls(proxy, target, name, ca, &[b"http/1.1"])
+        .await
+        .ok()?;
+    s.write_all(b"GET /passed HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .ok()?;
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    Some(String::from_utf8_lossy(&out).into_owned())
+}
+
+#[actix_rt::test]
+async fn ignore_connection_in_tls_clienthello_passes_the_connection_through() {
+    let dir = TempDir::new("passthrough");
+    let path = write(&dir, "passthrough.py", PASSTHROUGH);
+    let (origin, origin_ca) = waylay_testkit::https_origin(&dir).await;
+    let ca = std::fs::read_to_string(&origin_ca).expect("origin CA");
+    let script = ScriptAddon::load(&path).expect("loads");
+    let proxy = TestProxy::start(Proxy::builder().addon(script)).await;
+    let manager = proxy.running().manager().clone();
+
+    // SNI "localhost": the script ignores it, the client sees the origin's own certificate.
+    let target = format!("localhost:{}", origin.port());
+    let got = within(
+        "passthrough",
+        tls_get(proxy.addr(), &target, "localhost", &ca),
+    )
+    .await;
+    let got = got.expect("the TLS session to the origin itself works through the proxy");
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+
+    // No SNI (an IP address): intercepted, so a client trusting only the origin's CA fails.
+    let target = format!("127.0.0.1:{}", origin.port());
+    let got = within(
+        "intercepted",
+        tls_get(proxy.addr(), &target, "127.0.0.1", &ca),
+    )
+    .await;
+    assert!(
+        got.is_none(),
+        "an intercepted connection shows waylay's certificate"
+    );
+
+    let mut events = String::new();
+    for _ in 0..100 {
+        events = manager.command("events.take", &[]).await.expect("command");
+        if events.contains("client_disconnected") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        events.starts_with(
+            "client_connected,tls_clienthello localhost,server_connect,server_connected 127.0.0.1"
+        ),
+        "{events}"
+    );
+    assert!(events.contains("client_disconnected"), "{events}");
+
+    // A server that refuses: server_connect_error, not server_connected.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = closed.local_addr().expect("addr").port();
+    drop(closed);
+    let _ = proxy_get(proxy.addr(), &format!("http://127.0.0.1:{port}/")).await;
+    let mut events = String::new();
+    for _ in 0..100 {
+        events.push_str(&manager.command("events.take", &[]).await.expect("command"));
+        if events.contains("server_connect_error") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        events.contains("server_connect,server_connect_error"),
+        "{events}"
+    );
+    assert!(!events.contains("server_connected"), "{events}");
+    proxy.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_hook_gained_on_reload_fires_without_a_restart() {
+    let dir = TempDir::new("gained");
+    // Version 1 implements no flow hook at all: the addon is on no flow hook's route.
+    let path = write(&dir, "gained.py", "def running():\n    pass\n");
+    let mut h = AddonHarness::script(&path).await;
+    h.running().await;
+    assert!(!h.handles(HookKind::Response));
+    assert!(!h.handles(HookKind::ClientConnect));
+    let f = h.response(tflow().with_response(tresp())).await;
+    assert_eq!(
+        f.response
+            .and_then(|r| r.headers.get("x-gained").map(str::to_owned)),
+        None
+    );
+
+    // Make sure the modification time moves on coarse file systems.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    std::fs::write(
+        &path,
+        "import asyncio\n\nasync def response(flow):\n    await asyncio.sleep(0)\n    flow.response.headers['x-gained'] = 'yes'\n\ndef client_connected(client):\n    client.error = 'gained too'\n",
+    )
+    .expect("rewrite");
+    let mut got = None;
+    for _ in 0..80 {
+        let f = h.response(tflow().with_response(tresp())).await;
+        got = f
+            .response
+            .and_then(|r| r.headers.get("x-gained").map(str::to_owned));
+        if got.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(got.as_deref(), Some("yes"), "logs: {:?}", h.logs());
+    h.sync().await;
+    assert!(h.handles(HookKind::ClientConnect));
+    let c = h.client_connect(waylay_testkit::tclient()).await;
+    assert_eq!(c.error.as_deref(), Some("gained too"));
+    // Routes are exact again after the reload: hooks the new version lacks are dropped.
+    assert!(!h.handles(HookKind::Request));
+    assert!(!h.handles(HookKind::TlsClienthello));
+}
+
+const KEEPS_PARTS: &str = r#"
+kept = []
+
+def response(flow):
+    if flow.request.path == "/keep":
+        flow.metadata["k"] = 1
+        kept.append((flow.response.headers, flow.metadata))
+    else:
+        flow.response.headers["x-meta"] = str(flow.metadata.get("k"))
+        flow.response.headers["x-kept"] = str(dict(kept[0][1]))
+"#;
+
+/// A finished flow's object is reused for the next flow only when the script kept none of
+/// its parts; a metadata dict or headers view the script kept stays its own.
+#[actix_rt::test]
+async fn parts_of_a_flow_a_script_kept_are_not_reused() {
+    let dir = TempDir::new("keeps");
+    let path = write(&dir, "keeps.py", KEEPS_PARTS);
+    let mut h = AddonHarness::script(&path).await;
+    let mut first = tflow().with_response(tresp());
+    first.request.path = "/keep".into();
+    h.response(first).await;
+    for _ in 0..3 {
+        let f = h.response(tflow().with_response(tresp())).await;
+        let r = f.response.expect("response");
+        assert_eq!(r.headers.get("x-meta"), Some("None"));
+        assert_eq!(r.headers.get("x-kept"), Some("{'k': 1}"));
     }
 }

@@ -655,3 +655,62 @@ async fn a_tcp_message_script_matches_mitmproxy() {
     assert_eq!(ours, theirs, "mitmdump said:\n{}", mitm.output());
     proxy.shutdown().await;
 }
+
+const SETS_OPTIONS: &str = r#"
+from mitmproxy import ctx, exceptions
+
+class Sets:
+    def __init__(self):
+        self.configured = []
+
+    def load(self, loader):
+        loader.add_option("greeting", str, "hello", "What to greet with.")
+        loader.add_option("times", int, 1, "How often.")
+
+    def configure(self, updated):
+        if "times" in updated or "greeting" in updated:
+            self.configured.append(",".join(sorted(u for u in updated if u in ("times", "greeting"))))
+
+    def request(self, flow):
+        if flow.request.path == "/set":
+            ctx.options.update(times=3, greeting="yo")
+            flow.request.headers["x-read-back"] = f"{ctx.options.greeting} {ctx.options.times}"
+            errors = []
+            for name, value in (("nope", 1), ("times", "many")):
+                try:
+                    setattr(ctx.options, name, value)
+                    errors.append("none")
+                except (KeyError, TypeError, exceptions.OptionsError) as e:
+                    errors.append(type(e).__name__)
+            flow.request.headers["x-errors"] = ",".join(errors)
+
+    def response(self, flow):
+        flow.response.headers["x-greeting"] = ctx.options.greeting * ctx.options.times
+        flow.response.headers["x-configured"] = "|".join(self.configured[1:])
+
+addons = [Sets()]
+"#;
+
+#[actix_rt::test]
+async fn a_script_setting_options_matches_mitmproxy() {
+    compare(
+        "sets_options",
+        SETS_OPTIONS,
+        &[],
+        &[
+            Req {
+                method: "GET",
+                path: "/set",
+                extra: "",
+                body: "",
+            },
+            Req {
+                method: "GET",
+                path: "/after",
+                extra: "",
+                body: "",
+            },
+        ],
+    )
+    .await;
+}

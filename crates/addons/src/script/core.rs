@@ -14,8 +14,8 @@ use pyo3::exceptions::{PyAttributeError, PyIndexError, PyRuntimeError, PyValueEr
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 use waylay_core::flow::{
-    FlowError, HttpVersion, InterceptHandle, Message, TcpInjector, TcpMessage, TlsInfo,
-    WebSocketInjector, WebSocketMessage, WebSocketMessageKind,
+    FlowError, FlowId, Headers, HttpVersion, Intercept, InterceptHandle, Message, TcpInjector,
+    TcpMessage, TlsInfo, WebSocketInjector, WebSocketMessage, WebSocketMessageKind,
 };
 use waylay_core::{HttpFlow, Request, Response, TcpFlow};
 
@@ -60,7 +60,13 @@ pub(crate) fn to_bytes(v: &Bound<'_, PyAny>) -> PyResult<Bytes> {
         return Ok(Bytes::copy_from_slice(b.as_bytes()));
     }
     if let Ok(s) = v.cast::<PyString>() {
-        return Ok(Bytes::copy_from_slice(s.to_str()?.as_bytes()));
+        if let Ok(t) = s.to_str() {
+            return Ok(Bytes::copy_from_slice(t.as_bytes()));
+        }
+        // Bytes that were not UTF-8, decoded by the shim with `surrogateescape`: back as
+        // they were.
+        let b = s.call_method1("encode", ("utf-8", "surrogateescape"))?;
+        return Ok(Bytes::copy_from_slice(b.cast::<PyBytes>()?.as_bytes()));
     }
     if let Ok(b) = v.extract::<Vec<u8>>() {
         return Ok(Bytes::from(b));
@@ -201,6 +207,18 @@ impl Core {
         }
     }
 
+    /// Side 0/1: the request's/response's headers; 2/3: their trailers (made, empty, when
+    /// absent: the shim only asks for them once they exist or are being set).
+    fn hdrs(&mut self, side: u8) -> PyResult<&mut Headers> {
+        if side < 2 {
+            return Ok(&mut self.msg(side)?.headers);
+        }
+        Ok(self
+            .msg(side - 2)?
+            .trailers
+            .get_or_insert_with(Headers::default))
+    }
+
     fn tls_of(&mut self, which: &str) -> PyResult<Option<TlsInfo>> {
         let (client, server) = match &mut self.data {
             Data::Http { f, live: true } => (f.client.clone(), f.server.clone()),
@@ -312,6 +330,12 @@ impl Core {
             _ => return Err(no_such(name)),
         }
         Ok(())
+    }
+
+    /// Whether the flow has a response (`flow.response`, read on most response hooks: a
+    /// method of its own rather than a name matched in `fget`).
+    fn has_response(&mut self) -> PyResult<bool> {
+        Ok(self.http()?.response.is_some())
     }
 
     fn kill(&mut self) -> PyResult<()> {
@@ -428,16 +452,14 @@ impl Core {
 
     fn h_first(&mut self, side: u8, name: &str) -> PyResult<Option<String>> {
         Ok(self
-            .msg(side)?
-            .headers
+            .hdrs(side)?
             .get_bytes(name)
             .map(|v| String::from_utf8_lossy(v).into_owned()))
     }
 
     fn h_get_all(&mut self, side: u8, name: &str) -> PyResult<Vec<String>> {
         Ok(self
-            .msg(side)?
-            .headers
+            .hdrs(side)?
             .iter()
             .filter(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
@@ -445,29 +467,28 @@ impl Core {
     }
 
     fn h_contains(&mut self, side: u8, name: &str) -> PyResult<bool> {
-        Ok(self.msg(side)?.headers.contains(name))
+        Ok(self.hdrs(side)?.contains(name))
     }
 
     fn h_insert(&mut self, side: u8, name: String, value: &Bound<'_, PyAny>) -> PyResult<()> {
         let v = to_bytes(value)?;
-        self.msg(side)?.headers.insert(name, v);
+        self.hdrs(side)?.insert(name, v);
         Ok(())
     }
 
     fn h_append(&mut self, side: u8, name: String, value: &Bound<'_, PyAny>) -> PyResult<()> {
         let v = to_bytes(value)?;
-        self.msg(side)?.headers.append(name, v);
+        self.hdrs(side)?.append(name, v);
         Ok(())
     }
 
     fn h_del(&mut self, side: u8, name: &str) -> PyResult<usize> {
-        Ok(self.msg(side)?.headers.remove(name))
+        Ok(self.hdrs(side)?.remove(name))
     }
 
     fn h_fields<'py>(&mut self, py: Python<'py>, side: u8) -> PyResult<Bound<'py, PyList>> {
         let items: Vec<Bound<'py, PyTuple>> = self
-            .msg(side)?
-            .headers
+            .hdrs(side)?
             .iter()
             .map(|(n, v)| {
                 PyTuple::new(
@@ -489,13 +510,21 @@ impl Core {
             let n = String::from_utf8_lossy(&to_bytes(&n)?).into_owned();
             out.push((n, to_bytes(&v)?));
         }
-        let h = &mut self.msg(side)?.headers;
-        *h = out.into_iter().collect();
+        *self.hdrs(side)? = out.into_iter().collect();
         Ok(())
     }
 
     fn h_len(&mut self, side: u8) -> PyResult<usize> {
-        Ok(self.msg(side)?.headers.len())
+        Ok(self.hdrs(side)?.len())
+    }
+
+    fn has_trailers(&mut self, side: u8) -> PyResult<bool> {
+        Ok(self.msg(side)?.trailers.is_some())
+    }
+
+    fn clear_trailers(&mut self, side: u8) -> PyResult<()> {
+        self.msg(side)?.trailers = None;
+        Ok(())
     }
 
     // ---- bodies ----
@@ -586,6 +615,34 @@ impl Core {
             Data::Req(Some(Box::new(self.request()?.clone())))
         } else {
             Data::Resp(Some(Box::new(self.response()?.clone())))
+        };
+        Ok(Core {
+            data,
+            intercept: None,
+            ws_injector: None,
+            tcp_injector: None,
+        })
+    }
+
+    /// A copy of the whole flow (mitmproxy's `flow.copy()`): a new id, not live, not
+    /// intercepted, readable and writable on its own whether or not a hook runs.
+    fn copy_flow(&mut self) -> PyResult<Core> {
+        let data = match &mut self.data {
+            Data::Http { f, live: true } => {
+                let mut c = f.clone();
+                c.id = FlowId::new();
+                c.live = false;
+                *c.intercept_state() = Intercept::default();
+                Data::Http { f: c, live: true }
+            }
+            Data::Tcp { f, live: true } => {
+                let mut c = f.clone();
+                c.id = FlowId::new();
+                c.live = false;
+                *c.intercept_state() = Intercept::default();
+                Data::Tcp { f: c, live: true }
+            }
+            _ => return Err(detached()),
         };
         Ok(Core {
             data,

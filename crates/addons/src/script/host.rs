@@ -63,6 +63,9 @@ fn install(py: Python<'_>) -> PyResult<()> {
     native.add_class::<super::core::PyFilter>()?;
     native.add_class::<super::Waker>()?;
     native.add_function(wrap_pyfunction!(log, &native)?)?;
+    native.add_function(wrap_pyfunction!(super::control::set_options, &native)?)?;
+    native.add_function(wrap_pyfunction!(super::control::set_specs, &native)?)?;
+    native.add_function(wrap_pyfunction!(super::control::shutdown, &native)?)?;
     let sys = py.import("sys")?;
     sys.getattr("modules")?.set_item("_waylay", &native)?;
     let globals = PyDict::new(py);
@@ -127,6 +130,7 @@ pub(crate) struct ShimFns {
     pub(crate) recycle: Py<PyAny>,
     pub(crate) metadata_json: Py<PyAny>,
     pub(crate) run_async: Py<PyAny>,
+    pub(crate) conn_hook_arg: Py<PyAny>,
 }
 
 static SHIM_FNS: pyo3::sync::PyOnceLock<ShimFns> = pyo3::sync::PyOnceLock::new();
@@ -140,6 +144,7 @@ pub(crate) fn fns(py: Python<'_>) -> PyResult<&ShimFns> {
             recycle: m.getattr("recycle")?.unbind(),
             metadata_json: m.getattr("metadata_json")?.unbind(),
             run_async: m.getattr("run_async")?.unbind(),
+            conn_hook_arg: m.getattr("conn_hook_arg")?.unbind(),
         })
     })
 }

@@ -17,7 +17,15 @@
 //!
 //! `async def` hooks run on an asyncio loop in a Python thread of their own; while one
 //! awaits, the addon goes on with other flows (a hook awaiting I/O holds only its flow).
+//!
+//! The connection and TLS hooks are offered under mitmproxy's names with its objects
+//! (`conn.rs`); `ctx.options` sets and `ctx.master.shutdown()` go through the manager the
+//! script was added to (`control.rs`). A hook a script gains when edited is routed to it from
+//! the reload on: the file watcher puts the script on every script hook's route until the
+//! reload declares the exact set ([`ManagerHandle::declare_hooks`]).
 
+mod conn;
+mod control;
 mod core;
 mod host;
 
@@ -29,13 +37,16 @@ use std::time::{Duration, SystemTime};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PySet, PyTuple};
-use waylay_core::flow::FlowId;
-use waylay_core::hooks::{Begin, Configure, Loader};
+use waylay_core::flow::{Client, FlowId};
+use waylay_core::hooks::{
+    Begin, ClientHelloData, Configure, Loader, ServerConnectionHookData, TlsData,
+};
 use waylay_core::{
-    Addon, Fault, Hook, HookKind, HookSet, HttpFlow, OptionSpec, OptionValue, Options,
-    OptionsError, TcpFlow,
+    Addon, AddonId, Fault, Hook, HookKind, HookSet, HttpFlow, ManagerHandle, OptionSpec,
+    OptionValue, Options, OptionsError, TcpFlow,
 };
 
+use self::conn::ConnPayload;
 use self::core::Core;
 
 /// Why a script could not be loaded.
@@ -70,8 +81,8 @@ const MAX_LIVE_FLOWS: usize = 100_000;
 /// How often the script file is checked for changes.
 const WATCH_EVERY: Duration = Duration::from_millis(250);
 
-/// The hooks a script can implement, by mitmproxy name (the others are not offered to
-/// scripts yet).
+/// The flow hooks a script can implement (under their mitmproxy names; the connection and
+/// TLS hooks are in [`conn::CONN_HOOKS`]).
 const FLOW_HOOKS: &[HookKind] = &[
     HookKind::HttpConnect,
     HookKind::RequestHeaders,
@@ -119,6 +130,40 @@ fn later(kind: HookKind) -> HookSet {
     }
 }
 
+/// The hooks the addon is routed for when the script implements `handled`.
+fn declared_for(handled: HookSet) -> HookSet {
+    let mut declared = waylay_core::hooks::LIFECYCLE;
+    for k in handled.iter() {
+        declared = declared.with(k);
+        // The last hook of a flow frees its Python object, so it is routed here even
+        // when the script does not implement it.
+        if later(k).contains(HookKind::Error) {
+            declared = declared.with(HookKind::Error);
+        }
+        if matches!(k, HookKind::WebsocketStart | HookKind::WebsocketMessage)
+            || (k != HookKind::Response && later(k).contains(HookKind::WebsocketEnd))
+        {
+            declared = declared
+                .with(HookKind::WebsocketEnd)
+                .with(HookKind::WebsocketError);
+        }
+        if matches!(k, HookKind::TcpStart | HookKind::TcpMessage) {
+            declared = declared.with(HookKind::TcpEnd).with(HookKind::TcpError);
+        }
+    }
+    declared
+}
+
+/// Every hook a script can implement: the routes the addon joins while its changed file is
+/// not reloaded yet, so that the first event of a hook the new version gained reaches it.
+fn any_script_hook() -> HookSet {
+    let all = FLOW_HOOKS
+        .iter()
+        .chain(conn::CONN_HOOKS.iter().map(|(k, _)| k))
+        .fold(HookSet::EMPTY, |s, k| s.with(*k));
+    declared_for(all)
+}
+
 /// The methods one hook calls, in order: each callable and whether it is `async def`.
 type Calls = Vec<(Py<PyAny>, bool)>;
 
@@ -164,6 +209,12 @@ pub struct ScriptAddon {
     watching: bool,
     mtime: Option<SystemTime>,
     running: bool,
+    /// The manager the script was added to (`ctx.options` sets, `ctx.master.shutdown()`,
+    /// and the routes of hooks a reloaded script gains), and the script's id there.
+    manager: Option<ManagerHandle>,
+    id: Option<AddonId>,
+    /// Tells the file watcher to stop (the script is done).
+    stop: Arc<AtomicBool>,
 }
 
 fn mtime(path: &Path) -> Option<SystemTime> {
@@ -190,25 +241,7 @@ impl ScriptAddon {
             path: path.display().to_string(),
             reason,
         })?;
-        let mut declared = waylay_core::hooks::LIFECYCLE;
-        for k in loaded.handled.iter() {
-            declared = declared.with(k);
-            // The last hook of a flow frees its Python object, so it is routed here even
-            // when the script does not implement it.
-            if later(k).contains(HookKind::Error) {
-                declared = declared.with(HookKind::Error);
-            }
-            if matches!(k, HookKind::WebsocketStart | HookKind::WebsocketMessage)
-                || (k != HookKind::Response && later(k).contains(HookKind::WebsocketEnd))
-            {
-                declared = declared
-                    .with(HookKind::WebsocketEnd)
-                    .with(HookKind::WebsocketError);
-            }
-            if matches!(k, HookKind::TcpStart | HookKind::TcpMessage) {
-                declared = declared.with(HookKind::TcpEnd).with(HookKind::TcpError);
-            }
-        }
+        let declared = declared_for(loaded.handled);
         Ok(Self {
             path,
             name,
@@ -221,6 +254,9 @@ impl ScriptAddon {
             watching: false,
             mtime,
             running: false,
+            manager: None,
+            id: None,
+            stop: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -243,20 +279,28 @@ impl ScriptAddon {
         }
         self.watching = true;
         let changed = self.changed.clone();
+        let stop = self.stop.clone();
         let path = self.path.clone();
         let mut last = self.mtime;
+        let routes = self.manager.clone().zip(self.id);
         actix::spawn(async move {
             let mut tick = tokio::time::interval(WATCH_EVERY);
             loop {
                 tick.tick().await;
+                if Arc::strong_count(&changed) == 1 || stop.load(Ordering::Acquire) {
+                    // The addon is gone.
+                    break;
+                }
                 let now = mtime(&path);
                 if now != last && now.is_some() {
                     last = now;
                     changed.store(true, Ordering::Release);
-                }
-                if Arc::strong_count(&changed) == 1 {
-                    // The addon is gone.
-                    break;
+                    // The script is reloaded on its next event; until then it is on every
+                    // hook's route, so the first event of a hook the new version gained
+                    // reaches it (the reload then declares the exact set).
+                    if let Some((m, id)) = &routes {
+                        m.declare_hooks(*id, any_script_hook()).await;
+                    }
                 }
             }
         });
@@ -276,14 +320,18 @@ impl ScriptAddon {
         }
         lock(&self.table).clear();
         self.pool.clear();
-        match load_module(&self.path) {
+        let loaded = load_module(&self.path);
+        let declared = match &loaded {
+            Ok(new) => declared_for(new.handled),
+            Err(_) => waylay_core::hooks::LIFECYCLE,
+        };
+        self.declared = declared;
+        if let Some((m, id)) = self.manager.clone().zip(self.id) {
+            // Called inside a hook: the manager learns the routes right after it.
+            actix::spawn(async move { m.declare_hooks(id, declared).await });
+        }
+        match loaded {
             Ok(new) => {
-                for k in new.handled.iter() {
-                    if !self.declared.contains(k) {
-                        tracing::warn!(target: "script", script = %self.name,
-                            "hook {} added on reload takes effect after a restart", k.name());
-                    }
-                }
                 let options = self.options.clone();
                 let all = options.names();
                 host::keep_thread_state();
@@ -304,12 +352,12 @@ impl ScriptAddon {
 
     /// Whether the flow's Python object is still needed after hook `kind`.
     fn keep_after(&self, kind: HookKind, upgraded: bool) -> bool {
-        let handled = self.loaded.as_ref().map_or(HookSet::EMPTY, |l| l.handled);
-        let mut next = later(kind);
         if kind == HookKind::Response && !upgraded {
-            next = HookSet::EMPTY;
+            return false;
         }
-        next.iter().any(|k| handled.contains(k))
+        let handled = self.loaded.as_ref().map_or(HookSet::EMPTY, |l| l.handled);
+        // One AND of bit sets (iterating the kinds cost more than the rest of a no-op hook).
+        later(kind).bits() & handled.bits() != 0
     }
 
     /// What a flow hook needs: the methods to call, and whether the flow's object is kept
@@ -351,7 +399,15 @@ impl ScriptAddon {
         host::keep_thread_state();
         let (name, table, pool) = (&self.name, &self.table, &mut self.pool);
         Python::attach(|py| {
-            let known = lock(table).flows.remove(&flow.id);
+            let known = {
+                let mut t = lock(table);
+                // Most flows are not kept between hooks: no hashing when none is.
+                if t.flows.is_empty() {
+                    None
+                } else {
+                    t.flows.remove(&flow.id)
+                }
+            };
             let entry = match known {
                 Some(e) => Ok(e),
                 None => match reuse(py, pool, flow) {
@@ -379,6 +435,36 @@ impl ScriptAddon {
                 lock(table).remember(flow.id, entry);
             } else {
                 recycle(py, pool, entry);
+            }
+        });
+    }
+
+    /// A connection or TLS hook: the script gets mitmproxy's object for it, and what it may
+    /// change is read back (see [`conn`]).
+    async fn conn_hook(&mut self, kind: HookKind, mut payload: conn::ConnPayload<'_>) {
+        self.reload_if_changed();
+        let Some(loaded) = self.loaded.as_ref() else {
+            return;
+        };
+        if loaded.methods.get(kind as usize).is_none_or(Vec::is_empty) {
+            return;
+        }
+        host::keep_thread_state();
+        let calls = host_methods(loaded, kind);
+        let obj = Python::attach(|py| {
+            conn::make(py, kind, &payload).map_err(|e| host::traceback(py, &e))
+        });
+        let obj = match obj {
+            Ok(o) => o,
+            Err(e) => {
+                hook_error(&self.name, kind, &e);
+                return;
+            }
+        };
+        run_calls(&self.name, kind, &obj, &calls).await;
+        Python::attach(|py| {
+            if let Err(e) = conn::read_back(obj.bind(py), &mut payload) {
+                hook_error(&self.name, kind, &host::traceback(py, &e));
             }
         });
     }
@@ -457,7 +543,7 @@ async fn run_http(
         }
     };
     let guard = Attached::http(&entry, flow);
-    run_calls(&name, kind, &entry, &calls).await;
+    run_calls(&name, kind, &entry.obj, &calls).await;
     guard.detach();
     if keep {
         lock(&table).remember(id, entry);
@@ -487,7 +573,7 @@ async fn run_tcp(
         }
     };
     let guard = Attached::tcp(&entry, flow);
-    run_calls(&name, kind, &entry, &calls).await;
+    run_calls(&name, kind, &entry.obj, &calls).await;
     guard.detach();
     if keep {
         lock(&table).remember(id, entry);
@@ -620,12 +706,12 @@ impl Drop for Attached<'_> {
 const POOL_MAX: usize = 256;
 
 /// How many references an object has (to know that only waylay holds it).
-fn refcount(_py: Python<'_>, obj: &Py<PyAny>) -> isize {
+fn refcount(obj: &Bound<'_, PyAny>) -> isize {
     #[expect(
         unsafe_code,
         reason = "PyO3 deprecated its wrapper in favour of the FFI call"
     )]
-    // SAFETY: `_py` proves this thread is attached, and `obj` is a live reference.
+    // SAFETY: a `Bound` proves this thread is attached and the object alive.
     unsafe {
         pyo3::ffi::Py_REFCNT(obj.as_ptr())
     }
@@ -633,28 +719,74 @@ fn refcount(_py: Python<'_>, obj: &Py<PyAny>) -> isize {
 
 /// Keeps a finished flow's Python object for the next flow, if nothing but waylay holds it
 /// (a script that kept the flow, its request or its headers keeps them as they were).
+/// Done here rather than in Python: it runs after every hook of a flow's last hook, and a
+/// Python function call costs more than the checks themselves.
 fn recycle(py: Python<'_>, pool: &mut Vec<FlowEntry>, mut entry: FlowEntry) {
-    if pool.len() >= POOL_MAX || refcount(py, &entry.obj) != 1 {
+    let obj = entry.obj.bind(py);
+    if pool.len() >= POOL_MAX || refcount(obj) != 1 {
         return;
     }
-    let Ok(fns) = host::fns(py) else { return };
-    let r = fns
-        .recycle
-        .bind(py)
-        .call1((entry.obj.bind(py), Option::<String>::None))
-        .and_then(|r| {
-            let (m, n): (Bound<'_, PyAny>, isize) = r.extract()?;
-            Ok((m.cast_into::<PyDict>()?.unbind(), n))
-        });
-    let Ok((meta, expected)) = r else { return };
-    entry.meta = meta;
+    let Ok(expected) = reset_views(obj) else {
+        return;
+    };
+    // `flow.metadata` starts empty: a used dict (or one the script kept) is replaced.
+    let meta = entry.meta.bind(py);
+    if !meta.is_empty() || refcount(meta.as_any()) != 2 {
+        let fresh = PyDict::new(py);
+        if obj.setattr(pyo3::intern!(py, "metadata"), &fresh).is_err() {
+            return;
+        }
+        entry.meta = fresh.unbind();
+    }
     // Only the entry, the flow object and its own views refer to the core: no request,
     // response or headers object of the finished flow is held by the script.
-    if refcount(py, entry.core.as_any()) != expected {
+    if refcount(entry.core.bind(py).as_any()) != expected {
         return;
     }
     entry.core.borrow_mut(py).reset();
     pool.push(entry);
+}
+
+/// Readies a finished flow object's views for the next flow: its request/response views and
+/// their headers views are kept when nothing else holds them (they are views of the same
+/// core), attributes a script set are dropped. Returns how many references the core must
+/// then have for the object to be reused.
+fn reset_views(obj: &Bound<'_, PyAny>) -> PyResult<isize> {
+    let py = obj.py();
+    let headers = pyo3::intern!(py, "_headers");
+    // The pool entry and `f._c`.
+    let mut n = 2;
+    for name in [pyo3::intern!(py, "_req"), pyo3::intern!(py, "_resp")] {
+        let m = obj.getattr(name)?;
+        if m.is_none() {
+            continue;
+        }
+        // The flow's slot and `m`.
+        if refcount(&m) == 2 {
+            n += 1;
+            let h = m.getattr(headers)?;
+            if !h.is_none() {
+                if refcount(&h) == 2 {
+                    n += 1;
+                } else {
+                    m.setattr(headers, py.None())?;
+                }
+            }
+        } else {
+            obj.setattr(name, py.None())?;
+        }
+    }
+    let ws = pyo3::intern!(py, "_ws");
+    if !obj.getattr(ws)?.is_none() {
+        obj.setattr(ws, py.None())?;
+    }
+    if let Ok(d) = obj.getattr(pyo3::intern!(py, "__dict__"))
+        && let Ok(d) = d.cast::<PyDict>()
+        && !d.is_empty()
+    {
+        d.clear();
+    }
+    Ok(n)
 }
 
 /// A pooled flow object for `flow`, its metadata seeded from the flow's.
@@ -733,10 +865,10 @@ fn new_entry(
 
 /// Runs the hook's methods in order (an `async def` one to completion before the next, as
 /// mitmproxy does); an exception is logged with its traceback and the next method runs.
-async fn run_calls(name: &str, kind: HookKind, entry: &FlowEntry, calls: &[(Py<PyAny>, bool)]) {
+async fn run_calls(name: &str, kind: HookKind, obj: &Py<PyAny>, calls: &[(Py<PyAny>, bool)]) {
     for (call, is_async) in calls {
         let waiting = Python::attach(|py| {
-            let obj = entry.obj.bind(py);
+            let obj = obj.bind(py);
             match call.bind(py).call1((obj,)) {
                 Ok(coro) if *is_async => {
                     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -806,8 +938,9 @@ fn load_module(path: &Path) -> Result<Loaded, String> {
             let mut methods: Vec<Vec<Method>> = (0..HookKind::COUNT).map(|_| Vec::new()).collect();
             let mut handled = HookSet::EMPTY;
             let mut asynchronous = HookSet::EMPTY;
-            for kind in FLOW_HOOKS {
-                let ms = host.call_method1("methods", (kind.name(),))?;
+            let conn_hooks = conn::CONN_HOOKS.iter().map(|(k, _)| k);
+            for kind in FLOW_HOOKS.iter().chain(conn_hooks) {
+                let ms = host.call_method1("methods", (conn::script_name(*kind),))?;
                 for m in ms.cast::<PyList>()?.iter() {
                     let (call, is_async): (Bound<'_, PyAny>, bool) = m.extract()?;
                     if is_async {
@@ -874,16 +1007,6 @@ fn option_spec(t: &Bound<'_, PyTuple>) -> PyResult<OptionSpec> {
     Ok(spec)
 }
 
-fn option_value(py: Python<'_>, v: &OptionValue) -> PyResult<Py<PyAny>> {
-    Ok(match v {
-        OptionValue::Bool(b) => b.into_pyobject(py)?.to_owned().into_any().unbind(),
-        OptionValue::Int(i) => i.into_pyobject(py)?.into_any().unbind(),
-        OptionValue::Str(s) => s.into_pyobject(py)?.into_any().unbind(),
-        OptionValue::OptStr(s) => s.into_pyobject(py)?.into_any().unbind(),
-        OptionValue::Seq(s) => PyTuple::new(py, s)?.into_any().unbind(),
-    })
-}
-
 /// `configure(updated)` on the script, with `ctx.options` holding every current value.
 fn configure(
     py: Python<'_>,
@@ -892,12 +1015,7 @@ fn configure(
     options: &Options,
 ) -> Result<(), String> {
     let r = (|| -> PyResult<()> {
-        let values = PyDict::new(py);
-        for spec in options.specs() {
-            if let Some(v) = options.get(&spec.name) {
-                values.set_item(&spec.name, option_value(py, v)?)?;
-            }
-        }
+        let values = control::values_dict(py, options)?;
         let updated = PySet::new(py, updated)?;
         host.bind(py).call_method1("configure", (updated, values))?;
         Ok(())
@@ -917,10 +1035,17 @@ impl Addon for ScriptAddon {
     }
 
     fn hooks(&self) -> HookSet {
+        if self.changed.load(Ordering::Acquire) {
+            // Changed, not reloaded yet: stay on every route until the reload (the manager
+            // reads this after each `configure`, which must not undo the watcher's set).
+            return any_script_hook();
+        }
         self.declared
     }
 
     fn begin(&mut self, hook: Hook, timeout: Duration) -> Begin {
+        // Reloaded first: whether the hook is `async def` is the new version's answer.
+        self.reload_if_changed();
         let kind = hook.kind();
         if !self
             .loaded
@@ -951,6 +1076,11 @@ impl Addon for ScriptAddon {
     }
 
     async fn load(&mut self, loader: &mut Loader) {
+        if let Some(m) = loader.manager() {
+            control::attach(m);
+            self.manager = Some(m.clone());
+        }
+        self.id = loader.addon_id();
         if let Some(l) = &self.loaded {
             for spec in &l.options {
                 loader.add_option(spec.clone());
@@ -964,6 +1094,10 @@ impl Addon for ScriptAddon {
 
     async fn configure(&mut self, cfg: &mut Configure) -> Result<(), OptionsError> {
         self.options = cfg.options.clone();
+        if let Some(m) = &self.manager {
+            // Another script's `done` may have forgotten the manager this one still uses.
+            control::attach(m);
+        }
         self.reload_if_changed();
         let Some(l) = &self.loaded else { return Ok(()) };
         host::keep_thread_state();
@@ -985,6 +1119,9 @@ impl Addon for ScriptAddon {
             host::keep_thread_state();
             Python::attach(|py| lifecycle(py, &l.host, "done"));
         }
+        control::detach();
+        self.manager = None;
+        self.stop.store(true, Ordering::Release);
         lock(&self.table).clear();
         self.pool.clear();
     }
@@ -1048,5 +1185,57 @@ impl Addon for ScriptAddon {
     }
     async fn tcp_end(&mut self, flow: &mut TcpFlow) {
         self.tcp_hook(HookKind::TcpEnd, flow).await;
+    }
+    async fn client_connect(&mut self, client: &mut Client) {
+        self.conn_hook(HookKind::ClientConnect, ConnPayload::Client(client))
+            .await;
+    }
+    async fn client_disconnect(&mut self, client: &mut Client) {
+        self.conn_hook(HookKind::ClientDisconnect, ConnPayload::Client(client))
+            .await;
+    }
+    async fn server_connect(&mut self, data: &mut ServerConnectionHookData) {
+        self.conn_hook(HookKind::ServerConnect, ConnPayload::Server(data))
+            .await;
+    }
+    async fn server_connected(&mut self, data: &mut ServerConnectionHookData) {
+        self.conn_hook(HookKind::ServerConnected, ConnPayload::Server(data))
+            .await;
+    }
+    async fn server_disconnect(&mut self, data: &mut ServerConnectionHookData) {
+        self.conn_hook(HookKind::ServerDisconnect, ConnPayload::Server(data))
+            .await;
+    }
+    async fn server_connect_error(&mut self, data: &mut ServerConnectionHookData) {
+        self.conn_hook(HookKind::ServerConnectError, ConnPayload::Server(data))
+            .await;
+    }
+    async fn tls_clienthello(&mut self, data: &mut ClientHelloData) {
+        self.conn_hook(HookKind::TlsClienthello, ConnPayload::Hello(data))
+            .await;
+    }
+    async fn tls_start_client(&mut self, data: &mut TlsData) {
+        self.conn_hook(HookKind::TlsStartClient, ConnPayload::Tls(data))
+            .await;
+    }
+    async fn tls_start_server(&mut self, data: &mut TlsData) {
+        self.conn_hook(HookKind::TlsStartServer, ConnPayload::Tls(data))
+            .await;
+    }
+    async fn tls_established_client(&mut self, data: &mut TlsData) {
+        self.conn_hook(HookKind::TlsEstablishedClient, ConnPayload::Tls(data))
+            .await;
+    }
+    async fn tls_established_server(&mut self, data: &mut TlsData) {
+        self.conn_hook(HookKind::TlsEstablishedServer, ConnPayload::Tls(data))
+            .await;
+    }
+    async fn tls_failed_client(&mut self, data: &mut TlsData) {
+        self.conn_hook(HookKind::TlsFailedClient, ConnPayload::Tls(data))
+            .await;
+    }
+    async fn tls_failed_server(&mut self, data: &mut TlsData) {
+        self.conn_hook(HookKind::TlsFailedServer, ConnPayload::Tls(data))
+            .await;
     }
 }

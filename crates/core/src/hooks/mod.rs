@@ -10,7 +10,8 @@
 //!     http_connect (CONNECT only) ─ next_layer ─ tls_clienthello ─ tls_start_server
 //!       ─ tls_established_server ─ tls_start_client ─ tls_established_client
 //!     per request:
-//!       request_headers ─ request ─ [server_connect] ─ response_headers ─ response
+//!       request_headers ─ request ─ [server_connect ─ server_connected (or
+//!       server_connect_error)] ─ response_headers ─ response
 //!       (error instead of a response when the exchange fails)
 //!     a server connection through an upstream HTTP proxy (upstream mode, or a server's
 //!       `via`) opened with a CONNECT: server_connect ─ http_connect_upstream (that CONNECT)
@@ -304,6 +305,12 @@ hooks! {
     ServerConnect = "serverconnect", fn server_connect(data: ServerConnectionHookData);
     /// A server connection closed.
     ServerDisconnect = "serverdisconnect", fn server_disconnect(data: ServerConnectionHookData);
+    /// Waylay connected to a server (TCP is up; TLS, if any, follows): `server.peername` and
+    /// `sockname` are set. A server connection gets this or `server_connect_error`, never both.
+    ServerConnected = "server_connected", fn server_connected(data: ServerConnectionHookData);
+    /// Waylay could not connect to a server, or `server_connect` refused it: `server.error`
+    /// says why.
+    ServerConnectError = "server_connect_error", fn server_connect_error(data: ServerConnectionHookData);
     /// The next protocol layer is being chosen; set `layer` to override the detection.
     NextLayer = "next_layer", fn next_layer(data: NextLayer);
     /// Options changed: all names at start, the changed ones after. Return an error to

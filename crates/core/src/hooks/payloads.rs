@@ -160,6 +160,8 @@ pub struct CommandSpec {
 pub struct Loader {
     pub(crate) options: Vec<OptionSpec>,
     pub(crate) commands: Vec<CommandSpec>,
+    pub(crate) manager: Option<crate::manager::ManagerHandle>,
+    pub(crate) addon: Option<crate::manager::AddonId>,
 }
 
 impl Loader {
@@ -190,6 +192,21 @@ impl Loader {
     /// The commands declared so far.
     pub fn commands(&self) -> &[CommandSpec] {
         &self.commands
+    }
+
+    /// The manager the addon is being added to, for an addon that changes options
+    /// ([`ManagerHandle::set`](crate::ManagerHandle::set)) or asks the proxy to stop
+    /// ([`ManagerHandle::request_shutdown`](crate::ManagerHandle::request_shutdown)) later, as
+    /// mitmproxy's `ctx.options` and `ctx.master.shutdown()` let an addon do. `None` for a
+    /// loader made outside a manager. An addon keeping it should drop it in `done`.
+    pub fn manager(&self) -> Option<&crate::manager::ManagerHandle> {
+        self.manager.as_ref()
+    }
+
+    /// The id the addon being loaded gets in that manager (for
+    /// [`ManagerHandle::declare_hooks`](crate::ManagerHandle::declare_hooks)).
+    pub fn addon_id(&self) -> Option<crate::manager::AddonId> {
+        self.addon
     }
 }
 

@@ -177,18 +177,24 @@ impl ManagerHandle {
         let _guard = self.shared.config_lock.lock().await;
         let timeout = self.shared.timeout();
 
+        let id = AddonId(NEXT_ADDON.fetch_add(1, Ordering::Relaxed));
+        let loader = Loader {
+            manager: Some(self.clone()),
+            addon: Some(id),
+            ..Loader::default()
+        };
         let reply = addr
-            .send(HookCall::new(Hook::Load(Box::default()), timeout))
+            .send(HookCall::new(Hook::Load(Box::new(loader)), timeout))
             .await
             .map_err(|_| stopped())?;
         if let Some(f) = &reply.fault {
             report_fault(&name, HookKind::Load, f);
         }
-        let loader = match reply.hook {
+        let mut loader = match reply.hook {
             Hook::Load(l) => *l,
             _ => Loader::new(),
         };
-        let id = AddonId(NEXT_ADDON.fetch_add(1, Ordering::Relaxed));
+        loader.manager = None;
         let route = RouteEntry {
             id,
             name: name.clone(),
@@ -321,6 +327,20 @@ impl ManagerHandle {
         }
     }
 
+    /// Asks whoever runs the proxy to shut it down, as a signal would (mitmproxy's
+    /// `ctx.master.shutdown()`): [`ManagerHandle::shutdown_requested`] completes. Returns at
+    /// once; the shutdown itself (`done` on every addon) follows from the runner.
+    pub fn request_shutdown(&self) {
+        self.shared.shutdown.send_replace(true);
+    }
+
+    /// Completes once [`ManagerHandle::request_shutdown`] was called (at once if it was
+    /// already). The proxy's runner waits for it beside the signals.
+    pub async fn shutdown_requested(&self) {
+        let mut rx = self.shared.shutdown.subscribe();
+        let _ = rx.wait_for(|asked| *asked).await;
+    }
+
     /// Tells every addon that the proxy is up (`running`).
     pub async fn running(&self) {
         let addons = self.addr.send(SetRunning(true)).await.unwrap_or_default();
@@ -384,6 +404,13 @@ impl ManagerHandle {
             })
             .await
             .map_err(|_| format!("the addon serving {name} stopped"))?
+    }
+
+    /// Replaces the hooks addon `id` declared ([`Addon::hooks`]) and rebuilds its routes at
+    /// once, what it had reported unhandled for the newly declared hooks forgotten: for an
+    /// addon whose hooks change while it runs (a script edited to implement another hook).
+    pub async fn declare_hooks(&self, id: AddonId, hooks: HookSet) {
+        let _ = self.addr.send(super::DeclareHooks { id, hooks }).await;
     }
 
     /// Every command declared by the active addons.

@@ -60,6 +60,8 @@ pub(crate) struct Shared {
     /// Whether walks may run a hook in the caller's task when its addon is idle (on by
     /// default; off, every hook goes through the addon actors' mailboxes).
     pub(crate) inline: AtomicBool,
+    /// Set when an addon asked the proxy to stop ([`ManagerHandle::request_shutdown`]).
+    pub(crate) shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 impl Shared {
@@ -153,6 +155,7 @@ impl AddonManager {
                 .collect(),
             home: std::thread::current().id(),
             inline: AtomicBool::new(true),
+            shutdown: tokio::sync::watch::Sender::new(false),
         });
         shared.publish_options(Arc::new(options));
         let mgr = Self {
@@ -391,6 +394,28 @@ impl Handler<Register> for AddonManager {
             gave_up: false,
         });
         Ok(opts)
+    }
+}
+
+/// An addon's hooks changed while it runs ([`ManagerHandle::declare_hooks`]).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(crate) struct DeclareHooks {
+    pub(crate) id: AddonId,
+    pub(crate) hooks: HookSet,
+}
+
+impl Handler<DeclareHooks> for AddonManager {
+    type Result = ();
+
+    fn handle(&mut self, msg: DeclareHooks, _ctx: &mut Self::Context) {
+        let Some(e) = self.entry_mut(msg.id) else {
+            return;
+        };
+        let added = msg.hooks.bits() & !e.declared.bits();
+        e.unhandled = HookSet::from_bits(e.unhandled.bits() & !added);
+        e.declared = msg.hooks;
+        self.rebuild_routes();
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::TokioIo;
-use waylay_core::flow::{Address, Server, TlsInfo, now};
+use waylay_core::flow::{Address, Client, Server, TlsInfo, now};
 use waylay_core::hooks::{ServerConnectionHookData, Side, TlsData};
 use waylay_core::{HookKind, ProxyScheme, Via};
 
@@ -168,6 +168,7 @@ pub(crate) async fn connect_stream(
     let mut server = data.server;
     let addr_text = server.address.to_string();
     if let Some(reason) = server.error.clone() {
+        connect_failed(ctx, &client, server).await;
         return Err(ServerError::Refused {
             addr: addr_text,
             reason,
@@ -215,13 +216,29 @@ pub(crate) async fn connect_stream(
     let tcp = match dialed {
         Ok(s) => s,
         Err(crate::via::ViaError::Server { addr, reason }) => {
+            server.error = Some(reason.clone());
+            connect_failed(ctx, &client, server).await;
             return Err(ServerError::Connect { addr, reason });
         }
-        Err(e) => return Err(ServerError::Via(e)),
+        Err(e) => {
+            server.error = Some(e.to_string());
+            connect_failed(ctx, &client, server).await;
+            return Err(ServerError::Via(e));
+        }
     };
     server.peername = tcp.peername;
     server.sockname = tcp.sockname;
     server.timestamp_tcp_setup = Some(now());
+    if ctx.manager().handles(HookKind::ServerConnected) {
+        let data = Box::new(ServerConnectionHookData {
+            client: client.clone(),
+            server,
+        });
+        server = match ctx.fire(HookKind::ServerConnected, data).await {
+            Some(d) => d.server,
+            None => return Err(shutting_down(spec)),
+        };
+    }
 
     let tcp = crate::io::IdleTimeout::new(tcp, cfg.idle_timeout);
     let (io, alpn): (crate::io::BoxIo, Option<String>) = match &spec.tls {
@@ -235,6 +252,18 @@ pub(crate) async fn connect_stream(
         alpn,
         proxy_form,
     })
+}
+
+/// `server_connect_error`: the server connection was refused or could not be made.
+async fn connect_failed(ctx: &Rc<ConnCtx>, client: &Arc<Client>, server: Server) {
+    if !ctx.manager().handles(HookKind::ServerConnectError) {
+        return;
+    }
+    let data = Box::new(ServerConnectionHookData {
+        client: client.clone(),
+        server,
+    });
+    let _ = ctx.fire(HookKind::ServerConnectError, data).await;
 }
 
 /// TLS with the server on a connected `tcp`, with the `tls_*_server` hooks; on failure the

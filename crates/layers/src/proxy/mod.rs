@@ -181,8 +181,9 @@ impl ProxyBuilder {
         self
     }
 
-    /// Runs the proxy in a new actix system until SIGINT or SIGTERM, then shuts down
-    /// gracefully (every addon gets `done`).
+    /// Runs the proxy in a new actix system until SIGINT or SIGTERM (or an addon's
+    /// [`ManagerHandle::request_shutdown`]), then shuts down gracefully (every addon gets
+    /// `done`).
     pub fn run(self) -> Result<(), ProxyError> {
         let sys = actix::System::new();
         sys.block_on(async move {
@@ -190,7 +191,11 @@ impl ProxyBuilder {
             // down gracefully rather than kill the process.
             let signals = Signals::install();
             let proxy = self.start().await?;
-            signals.wait().await;
+            // A signal, or an addon asking (mitmproxy's `ctx.master.shutdown()`).
+            tokio::select! {
+                () = signals.wait() => {}
+                () = proxy.manager().shutdown_requested() => {}
+            }
             tracing::info!("shutting down");
             proxy.shutdown().await;
             Ok(())

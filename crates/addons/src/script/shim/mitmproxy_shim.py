@@ -2,6 +2,7 @@
 # imports, implemented over waylay's flows (the `_waylay.Core` accessors). Written for
 # waylay; behaviour follows mitmproxy's documented API.
 import asyncio
+import copy
 import functools
 import inspect
 import json as _json
@@ -285,7 +286,8 @@ class _FlowHeaders(Headers):
         return default if v is None else v
 
     def __setitem__(self, key, value):
-        self._c.h_insert(self._side, key, _b(value))
+        # str or bytes, converted in Rust (a Python call less per header set).
+        self._c.h_insert(self._side, key, value)
 
     def __delitem__(self, key):
         if not self._c.h_del(self._side, key):
@@ -298,7 +300,7 @@ class _FlowHeaders(Headers):
         return self._c.h_get_all(self._side, key)
 
     def add(self, key, value):
-        self._c.h_append(self._side, key, _b(value))
+        self._c.h_append(self._side, key, value)
 
     def copy(self):
         return Headers(self._raw())
@@ -438,7 +440,18 @@ class Message:
 
     @property
     def trailers(self):
-        return None
+        if not self._c.has_trailers(self._side):
+            return None
+        return _FlowHeaders(self._c, self._side + 2)
+
+    @trailers.setter
+    def trailers(self, value):
+        if value is None:
+            self._c.clear_trailers(self._side)
+            return
+        if not isinstance(value, Headers):
+            value = Headers(value)
+        self._c.h_set_fields(self._side + 2, list(value.fields))
 
     @property
     def is_http10(self):
@@ -480,16 +493,23 @@ class Request(Message):
     def make(cls, method, url, content=b"", headers=()):
         core = Core.new_request(method, url)
         r = cls._wrap(core)
+        # As mitmproxy: no Host header of its own (the layer adds one on the way out), a
+        # given one pointed at the URL's authority, and always a Content-Length.
+        authority = r.headers.get("host")
+        del r.headers["host"]
         if isinstance(headers, dict):
             headers = list(headers.items())
         elif isinstance(headers, Headers):
             headers = list(headers.fields)
         for k, v in headers:
+            if _s(k).lower() == "host" and authority is not None:
+                v = authority
             r.headers.add(_s(k), v)
         if isinstance(content, str):
             content = content.encode()
-        if content:
-            r.content = content
+        r.content = content or b""
+        if "content-length" not in r.headers:
+            r.headers["content-length"] = "0"
         return r
 
     @property
@@ -764,6 +784,117 @@ class Server(_Connection):
     __slots__ = ()
 
 
+class _HookConnection:
+    """A connection as a connection/TLS hook sees it: its fields, as plain attributes; the
+    ones mitmproxy lets a hook change are read back by waylay afterwards."""
+
+    def __init__(self, fields):
+        self._c = None
+        self.__dict__.update(fields)
+
+    def __getattr__(self, name):
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+
+class _HookClient(_HookConnection, Client):
+    _which = "client"
+
+
+class _HookServer(_HookConnection, Server):
+    _which = "server"
+
+
+class ServerConnectionHookData:
+    """Event data for the server connection hooks."""
+
+    def __init__(self, server, client):
+        self.server = server
+        self.client = client
+
+    def __repr__(self):
+        return f"ServerConnectionHookData(server={self.server!r}, client={self.client!r})"
+
+
+class Context:
+    """The connection's context: its client and server."""
+
+    def __init__(self, client, server):
+        self.client = client
+        self.server = server
+        self.options = ctx_options
+        self.layers = []
+
+
+class ClientHello:
+    """What the client offered in its TLS ClientHello."""
+
+    def __init__(self, sni, alpn_protocols):
+        self._sni = sni
+        self._alpn = list(alpn_protocols)
+
+    @property
+    def sni(self):
+        return self._sni
+
+    @property
+    def alpn_protocols(self):
+        return list(self._alpn)
+
+    @property
+    def cipher_suites(self):
+        return []
+
+    @property
+    def extensions(self):
+        return []
+
+    def __repr__(self):
+        return f"ClientHello(sni: {self.sni}, alpn_protocols: {self.alpn_protocols})"
+
+
+class ClientHelloData:
+    """Event data for `tls_clienthello`: set `ignore_connection` to pass the connection
+    through untouched."""
+
+    def __init__(self, context, client_hello, ignore_connection=False, establish_server_tls_first=False):
+        self.context = context
+        self.client_hello = client_hello
+        self.ignore_connection = ignore_connection
+        self.establish_server_tls_first = establish_server_tls_first
+
+
+class TlsData:
+    """Event data for the `tls_start_*`, `tls_established_*` and `tls_failed_*` hooks."""
+
+    def __init__(self, conn, context, ssl_conn=None, is_dtls=False):
+        self.conn = conn
+        self.context = context
+        self.ssl_conn = ssl_conn
+        self.is_dtls = is_dtls
+
+
+def conn_hook_arg(hook, client, server, extra):
+    """The argument of connection/TLS hook `hook` (mitmproxy's name), from plain fields."""
+    c = _HookClient(client)
+    if hook in ("client_connected", "client_disconnected"):
+        return c
+    s = _HookServer(server)
+    if hook.startswith("server_"):
+        return ServerConnectionHookData(server=s, client=c)
+    context = Context(c, s)
+    if hook == "tls_clienthello":
+        return ClientHelloData(
+            context,
+            ClientHello(extra["sni"], extra["alpn_protocols"]),
+            extra["ignore_connection"],
+            extra["establish_server_tls_first"],
+        )
+    conn = c if extra["side"] == "client" else s
+    if extra.get("error") is not None:
+        conn.error = extra["error"]
+    return TlsData(conn, context)
+
+
 def _flow_prop(name):
     def get(self):
         return self._c.fget(name)
@@ -822,7 +953,9 @@ class Flow:
             await asyncio.sleep(0.05)
 
     def copy(self):
-        raise NotImplementedError("waylay: flow.copy() is not supported in scripts")
+        f = _new_flow(type(self), self._c.copy_flow(), None)
+        f.metadata = copy.deepcopy(self.metadata)
+        return f
 
     def backup(self, force=False):
         pass
@@ -856,7 +989,7 @@ class HTTPFlow(Flow):
 
     @property
     def response(self):
-        if not self._c.fget("has_response"):
+        if not self._c.has_response():
             return None
         r = self._resp
         if r is None:
@@ -1030,10 +1163,32 @@ def _new_flow(cls, core, metadata_json):
 # ---------------------------------------------------------------- ctx, log, options
 
 
+class MitmproxyException(Exception):
+    pass
+
+
+class OptionsError(MitmproxyException):
+    pass
+
+
+class CommandError(Exception):
+    pass
+
+
+class AddonManagerError(MitmproxyException):
+    pass
+
+
+class FlowReadException(MitmproxyException):
+    pass
+
+
 class _Options:
     """`ctx.options`. The values are those of the addon manager that configured the
     scripts on this thread (one per process in the binary; tests run several), else the last
-    configured anywhere (the asyncio thread)."""
+    configured anywhere (the asyncio thread). Setting one goes through waylay's options
+    (every addon's `configure` sees it, right after the current hook); the new value reads
+    back at once."""
 
     def __init__(self):
         object.__setattr__(self, "_values", {})
@@ -1044,8 +1199,11 @@ class _Options:
         object.__setattr__(self, "_values", values)
         self._tls.values = values
 
+    def _view(self):
+        return getattr(self._tls, "values", None) or self._values
+
     def __getattr__(self, name):
-        v = getattr(self._tls, "values", None) or self._values
+        v = self._view()
         if name in v:
             return v[name]
         d = self._declared
@@ -1053,19 +1211,53 @@ class _Options:
             return d[name]
         raise AttributeError(f"No such option: {name}")
 
+    def _applied(self, r, values=None):
+        if r[0] == "ok" or r[0] == "pending":
+            # Pending: no proxy yet (the module is being imported); applied when it is added.
+            new = r[1] if r[0] == "ok" else values
+            if new:
+                merged = dict(self._view())
+                merged.update(new)
+                self._configured(merged)
+        else:
+            raise OptionsError(r[1])
+
     def __setattr__(self, name, value):
-        raise AttributeError("waylay: set options with --set name=value (scripts cannot set them yet)")
+        self.update(**{name: value})
+
+    def update(self, **kwargs):
+        self._applied(_waylay.set_options(list(kwargs.items())), kwargs)
+
+    def update_known(self, **kwargs):
+        known = {k: v for k, v in kwargs.items() if k in self}
+        self.update(**known)
+        return {k: v for k, v in kwargs.items() if k not in known}
+
+    def update_defer(self, **kwargs):
+        self.update_known(**kwargs)
+
+    def set(self, *specs, defer=False):
+        if defer:
+            specs = [s for s in specs if s.partition("=")[0] in self]
+        self._applied(_waylay.set_specs(list(specs)))
+
+    def setter(self, name):
+        if name not in self:
+            raise KeyError(f"No such option: {name}")
+        return lambda value: self.update(**{name: value})
+
+    def toggler(self, name):
+        if name not in self:
+            raise KeyError(f"No such option: {name}")
+        if not isinstance(getattr(self, name), bool):
+            raise ValueError("Toggler can only be used with boolean options")
+        return lambda: self.update(**{name: not getattr(self, name)})
 
     def __contains__(self, name):
-        v = getattr(self._tls, "values", None) or self._values
-        return name in v or name in self._declared
+        return name in self._view() or name in self._declared
 
     def keys(self):
-        v = getattr(self._tls, "values", None) or self._values
-        return set(v) | set(self._declared)
-
-    def update(self, **kw):
-        self.__setattr__("x", None)
+        return set(self._view()) | set(self._declared)
 
 
 class _Log:
@@ -1139,7 +1331,7 @@ class _Master:
         self.options = ctx_options
 
     def shutdown(self):
-        _waylay.log(30, "script", "waylay: a script cannot shut the proxy down")
+        _waylay.shutdown()
 
 
 ctx_options = _Options()
@@ -1475,13 +1667,33 @@ coretypes.multidict = multidict_mod
 
 types_mod = _module("mitmproxy.types")
 
+proxy_mod = _module("mitmproxy.proxy")
+server_hooks = _module("mitmproxy.proxy.server_hooks")
+_export(server_hooks, ServerConnectionHookData)
+context_mod = _module("mitmproxy.proxy.context")
+_export(context_mod, Context)
+proxy_mod.server_hooks = server_hooks
+proxy_mod.context = context_mod
+
+tls_mod = _module("mitmproxy.tls")
+_export(tls_mod, ClientHello, ClientHelloData, TlsData)
+
+exceptions = _module("mitmproxy.exceptions")
+_export(exceptions, MitmproxyException, OptionsError, CommandError, AddonManagerError, FlowReadException)
+
+
+def options_configured(values):
+    ctx_options._configured(dict(values))
+
 host_mod = _module("mitmproxy._host")
-for _n in ("ScriptHost", "ScriptLoadError", "wrap_http", "wrap_tcp", "run_async", "metadata_json", "recycle"):
+for _n in ("ScriptHost", "ScriptLoadError", "wrap_http", "wrap_tcp", "run_async", "metadata_json", "recycle",
+           "options_configured", "conn_hook_arg"):
     setattr(host_mod, _n, globals()[_n])
 
 for _n, _m in (("http", http), ("tcp", tcp), ("websocket", websocket), ("flow", flow_mod),
                ("connection", connection), ("command", command_mod), ("addonmanager", addonmanager),
-               ("log", log_mod), ("flowfilter", flowfilter), ("coretypes", coretypes), ("types", types_mod)):
+               ("log", log_mod), ("flowfilter", flowfilter), ("coretypes", coretypes), ("types", types_mod),
+               ("exceptions", exceptions), ("proxy", proxy_mod), ("tls", tls_mod)):
     setattr(mitmproxy, _n, _m)
 
 

@@ -42,9 +42,32 @@ pub(crate) fn fix_content_length(
     map.remove(TRANSFER_ENCODING);
     if trailers {
         map.remove(CONTENT_LENGTH);
-    } else if had_length || len > 0 || map.contains_key(CONTENT_LENGTH) {
+    } else if (had_length || len > 0 || map.contains_key(CONTENT_LENGTH))
+        && !content_length_is(map, len)
+    {
         map.insert(CONTENT_LENGTH, HeaderValue::from(len));
     }
+}
+
+/// Whether the message has exactly one `Content-Length`, written as `len` is (the common
+/// case for a body nobody changed: nothing to rewrite).
+fn content_length_is(map: &HeaderMap, len: usize) -> bool {
+    let mut values = map.get_all(CONTENT_LENGTH).iter();
+    let (Some(v), None) = (values.next(), values.next()) else {
+        return false;
+    };
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = len;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    v.as_bytes() == &digits[i..]
 }
 
 /// Reads the server's response into the flow, runs the response hooks, and answers the
@@ -57,19 +80,21 @@ pub(crate) async fn response_phase(
 ) -> Result<HyperResponse, Killed> {
     let cfg = ctx.shared.config();
     let manager = ctx.manager();
-    let (parts, body) = resp.into_parts();
+    let (mut parts, body) = resp.into_parts();
     let status = parts.status.as_u16();
     let reason = parts
         .extensions
         .get::<hyper::ext::ReasonPhrase>()
         .map(|r| String::from_utf8_lossy(r.as_bytes()).into_owned())
         .unwrap_or_else(|| reason_phrase(status).to_owned());
-    let mut message = Message::new(version_of(parts.version), headers_from(&parts.headers));
-    message.timestamp_start = now();
     // Server-sent events arrive over a long time and the client wants each as it comes:
     // marked streamed before `response_headers` (an addon may still unmark it), so the
     // `response` hook never holds them back (mitmproxy buffers them, with a warning).
     let stream = is_event_stream(&parts.headers);
+    let declared_len = content_length(&parts.headers);
+    let headers = headers_from(std::mem::take(&mut parts.headers));
+    let mut message = Message::new(version_of(parts.version), headers);
+    message.timestamp_start = now();
     flow.response = Some(Response {
         status_code: status,
         reason,
@@ -94,7 +119,6 @@ pub(crate) async fn response_phase(
     flow = f;
 
     let no_body = bodiless(&flow.request.method, status);
-    let declared_len = content_length(&parts.headers);
     if let (Some(limit), Some(len)) = (cfg.body_size_limit, declared_len)
         && len > limit
         && !no_body
@@ -117,7 +141,7 @@ pub(crate) async fn response_phase(
                 }
                 if let Some(r) = flow.response.as_mut() {
                     r.raw_content = Some(b);
-                    r.trailers = trailers.as_ref().map(headers_from);
+                    r.trailers = trailers.map(headers_from);
                     r.timestamp_end = Some(now());
                 }
                 respond_from_flow(ctx, flow, Some(parts.extensions)).await
@@ -295,6 +319,32 @@ mod tests {
             HeaderValue::from_str(v).unwrap(),
         );
         h
+    }
+
+    #[test]
+    fn content_length_is_rewritten_only_when_it_differs() {
+        for (have, len, same) in [
+            (&["1024"][..], 1024, true),
+            (&["0"][..], 0, true),
+            (
+                &["18446744073709551615"][..],
+                usize::MAX,
+                usize::MAX as u64 == u64::MAX,
+            ),
+            (&["10"][..], 1024, false),
+            (&["01024"][..], 1024, false),
+            (&["1024", "1024"][..], 1024, false),
+            (&[][..], 0, false),
+        ] {
+            let mut h = HeaderMap::new();
+            for v in have {
+                h.append(CONTENT_LENGTH, HeaderValue::from_str(v).unwrap());
+            }
+            assert_eq!(content_length_is(&h, len), same, "{have:?} {len}");
+            fix_content_length(&mut h, len, true, false);
+            assert_eq!(h.get_all(CONTENT_LENGTH).iter().count(), 1);
+            assert_eq!(content_length(&h), Some(len as u64));
+        }
     }
 
     #[test]

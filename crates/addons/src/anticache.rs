@@ -11,8 +11,9 @@ pub struct AntiCache {
 }
 
 impl AntiCache {
-    /// The addon for `options`. It handles requests only when `anticache` is on at start, so
-    /// a proxy without it keeps its fast path (no flow is built for requests nobody observes).
+    /// The addon for `options`. It handles requests only while `anticache` is on (the manager
+    /// reads [`Addon::hooks`] again after every `configure`), so a proxy without it keeps its
+    /// fast path (no flow is built for requests nobody observes).
     pub fn from_options(options: &Options) -> Self {
         Self {
             enabled: options.bool("anticache"),

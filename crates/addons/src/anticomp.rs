@@ -10,8 +10,9 @@ pub struct AntiComp {
 }
 
 impl AntiComp {
-    /// The addon for `options`. It handles requests only when `anticomp` is on at start, so a
-    /// proxy without it keeps its fast path.
+    /// The addon for `options`. It handles requests only while `anticomp` is on (the manager
+    /// reads [`Addon::hooks`] again after every `configure`), so a proxy without it keeps its
+    /// fast path.
     pub fn from_options(options: &Options) -> Self {
         Self {
             enabled: options.bool("anticomp"),

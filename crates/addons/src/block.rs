@@ -17,8 +17,8 @@ pub struct Block {
 }
 
 impl Block {
-    /// The addon for `options`; it handles `client_connect` only when one of the two options
-    /// is on at start.
+    /// The addon for `options`; it handles `client_connect` only while one of the two options
+    /// is on (the manager reads [`Addon::hooks`] again after every `configure`).
     pub fn from_options(options: &Options) -> Self {
         Self {
             block_global: options.bool("block_global"),

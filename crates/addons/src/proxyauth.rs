@@ -127,7 +127,8 @@ pub struct ProxyAuth {
 }
 
 impl ProxyAuth {
-    /// The addon for `options`; it handles requests only when `proxyauth` is set at start.
+    /// The addon for `options`; it handles requests only while `proxyauth` is set (the
+    /// manager reads [`Addon::hooks`] again after every `configure`).
     pub fn from_options(options: &Options) -> Self {
         Self {
             credentials: options

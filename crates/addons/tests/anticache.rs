@@ -100,3 +100,47 @@ async fn anticache_and_anticomp_rewrite_the_request() {
     assert!(!head.contains("gzip"), "{head}");
     proxy.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn anticache_and_anticomp_set_at_run_time_take_effect() {
+    let (origin, seen) = recording_origin().await;
+    let proxy = TestProxy::start(
+        Proxy::builder()
+            .addon_with(AntiCache::from_options)
+            .addon_with(AntiComp::from_options),
+    )
+    .await;
+    let req = format!(
+        "GET http://{origin}/c HTTP/1.1\r\nHost: {origin}\r\nIf-None-Match: \"abc\"\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n"
+    );
+    let last = || {
+        seen.lock()
+            .expect("log")
+            .last()
+            .map(|h| h.to_ascii_lowercase())
+            .unwrap_or_default()
+    };
+    let out = raw_request(proxy.addr(), req.as_bytes()).await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(last().contains("if-none-match"), "{}", last());
+    assert!(last().contains("accept-encoding: gzip"), "{}", last());
+
+    let manager = proxy.running().manager().clone();
+    manager
+        .set(&["anticache=true", "anticomp=true"])
+        .await
+        .expect("set");
+    let out = raw_request(proxy.addr(), req.as_bytes()).await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(!last().contains("if-none-match"), "{}", last());
+    assert!(last().contains("accept-encoding: identity"), "{}", last());
+
+    manager
+        .set(&["anticache=false", "anticomp=false"])
+        .await
+        .expect("unset");
+    let out = raw_request(proxy.addr(), req.as_bytes()).await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(last().contains("if-none-match"), "{}", last());
+    proxy.shutdown().await;
+}

@@ -88,3 +88,25 @@ async fn block_private_refuses_a_loopback_client() {
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     proxy.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn block_private_set_at_run_time_takes_effect_and_unset_lifts_it() {
+    let origin = http_origin().await;
+    let proxy = TestProxy::start(Proxy::builder().addon_with(Block::from_options)).await;
+    let req =
+        format!("GET http://{origin}/b HTTP/1.1\r\nHost: {origin}\r\nConnection: close\r\n\r\n");
+    let manager = proxy.running().manager().clone();
+    // Off at start: the addon handles no `client_connect`.
+    manager.set(&["block_global=false"]).await.expect("set");
+    let out = raw_request(proxy.addr(), req.as_bytes()).await;
+    assert!(out.starts_with("HTTP/1.1 200"), "before: {out}");
+
+    manager.set(&["block_private=true"]).await.expect("set");
+    let out = within("closed", raw_request(proxy.addr(), req.as_bytes())).await;
+    assert!(out.is_empty(), "set: {out}");
+
+    manager.set(&["block_private=false"]).await.expect("unset");
+    let out = raw_request(proxy.addr(), req.as_bytes()).await;
+    assert!(out.starts_with("HTTP/1.1 200"), "unset: {out}");
+    proxy.shutdown().await;
+}

@@ -318,3 +318,29 @@ async fn curl_with_proxy_user_against_an_htpasswd_file() {
     assert_eq!(seen.lock().expect("log").len(), 3);
     proxy.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn proxyauth_set_at_run_time_takes_effect_and_unset_lifts_it() {
+    let origin = http_origin().await;
+    let proxy = TestProxy::start(Proxy::builder().addon_with(ProxyAuth::from_options)).await;
+    let req =
+        format!("GET http://{origin}/a HTTP/1.1\r\nHost: {origin}\r\nConnection: close\r\n\r\n");
+    let out = raw_request(proxy.addr(), req.as_bytes()).await;
+    assert!(out.starts_with("HTTP/1.1 200"), "before: {out}");
+
+    let manager = proxy.running().manager().clone();
+    manager.set(&["proxyauth=alice:s3cret"]).await.expect("set");
+    let out = raw_request(proxy.addr(), req.as_bytes()).await;
+    assert!(out.starts_with("HTTP/1.1 407"), "set: {out}");
+    let authed = format!(
+        "GET http://{origin}/a HTTP/1.1\r\nHost: {origin}\r\nProxy-Authorization: {}\r\nConnection: close\r\n\r\n",
+        basic("alice:s3cret")
+    );
+    let out = raw_request(proxy.addr(), authed.as_bytes()).await;
+    assert!(out.starts_with("HTTP/1.1 200"), "with credentials: {out}");
+
+    manager.set(&["proxyauth="]).await.expect("unset");
+    let out = raw_request(proxy.addr(), req.as_bytes()).await;
+    assert!(out.starts_with("HTTP/1.1 200"), "unset: {out}");
+    proxy.shutdown().await;
+}

@@ -53,9 +53,9 @@ impl Proxy {
     /// A builder with the default options and waylay's default addons, as mitmproxy loads
     /// its own: [`Block`](addons::Block) (`block_global`, `block_private`),
     /// [`AntiCache`](addons::AntiCache), [`AntiComp`](addons::AntiComp) and
-    /// [`ProxyAuth`](addons::ProxyAuth). Each handles its hooks only when its option is on
-    /// when the proxy starts (an option turned on later at run time takes effect at the next
-    /// start); the addons added with `addon` come after them.
+    /// [`ProxyAuth`](addons::ProxyAuth). Each handles its hooks only while its option is on,
+    /// so a proxy without them keeps its fast path; an option set at run time takes effect
+    /// from the next connection or request. The addons added with `addon` come after them.
     pub fn builder() -> ProxyBuilder {
         waylay_layers::Proxy::builder()
             .addon_with(waylay_addons::Block::from_options)

@@ -168,3 +168,70 @@ async fn addons_acting_on_named_hosts_leave_other_hosts_flowless() {
     assert!(manager.observes_http_host("mitm.it"));
     assert!(manager.observes_http_host("anything.example"));
 }
+
+/// Handles `request` only while the option `watch` is on (as the policy addons do).
+#[derive(Default)]
+struct Watching {
+    on: bool,
+}
+
+impl Addon for Watching {
+    fn hooks(&self) -> HookSet {
+        if self.on {
+            HookSet::of(&[HookKind::Configure, HookKind::Request])
+        } else {
+            HookSet::of(&[HookKind::Configure])
+        }
+    }
+
+    async fn configure(
+        &mut self,
+        cfg: &mut waylay_core::hooks::Configure,
+    ) -> Result<(), waylay_core::OptionsError> {
+        self.on = cfg.options.bool("watch");
+        Ok(())
+    }
+
+    async fn request(&mut self, flow: &mut HttpFlow) {
+        flow.comment = "watched".into();
+    }
+}
+
+/// A harness with the option `watch` (set to `value`) and [`Watching`], made with `on` off.
+async fn watching(value: &str) -> AddonHarness {
+    let mut options = Options::new();
+    options
+        .add(waylay_core::OptionSpec::new(
+            "watch",
+            waylay_core::OptionValue::Bool(false),
+            "Comment requests.",
+        ))
+        .expect("add");
+    options.set_specs(&[format!("watch={value}")]).expect("set");
+    let mut h = AddonHarness::with_options(options).await;
+    h.add(Watching::default()).await;
+    h
+}
+
+#[actix_rt::test]
+async fn hooks_declared_after_configure_join_and_leave_routes_at_run_time() {
+    let mut h = watching("false").await;
+    assert!(!h.handles(HookKind::Request));
+    assert_eq!(h.request(tflow()).await.comment, "");
+
+    h.set_options(&["watch=true"]).await.expect("set");
+    assert!(h.handles(HookKind::Request));
+    assert_eq!(h.request(tflow()).await.comment, "watched");
+
+    h.set_options(&["watch=false"]).await.expect("set");
+    assert!(!h.handles(HookKind::Request));
+    assert_eq!(h.request(tflow()).await.comment, "");
+}
+
+#[actix_rt::test]
+async fn hooks_declared_after_the_first_configure_count_at_registration() {
+    // The addon is made with `on` off; its first `configure` (with `watch` on) turns it on.
+    let mut h = watching("true").await;
+    assert!(h.handles(HookKind::Request));
+    assert_eq!(h.request(tflow()).await.comment, "watched");
+}

@@ -8,13 +8,14 @@ use waylay_core::HookKind;
 use waylay_core::flow::{Address, Client, TlsInfo, now};
 use waylay_core::hooks::{ClientHelloData, Side, TlsData};
 
+use crate::config::ProxyConfig;
 use crate::conn::dest::Destination;
 use crate::conn::dial::{DialSpec, ServerStream, connect_stream, sni_for};
 use crate::conn::server::tls_version_name;
 use crate::context::ConnCtx;
 use crate::error::ServerError;
 use crate::io::BoxIo;
-use crate::proto::client_hello::parse_client_hello;
+use crate::proto::client_hello::{Hello, parse_client_hello};
 use crate::proto::target::Scheme;
 
 /// DNS names and IP addresses of a server certificate (for `upstream_cert`).
@@ -145,15 +146,35 @@ pub(crate) async fn intercept(
     let parsed = parse_client_hello(&hello).unwrap_or_default();
     // The bytes read during detection (a 4 KiB buffer) are not kept for the connection's life.
     drop(hello);
+    let Some(ch) = client_hello(ctx, &cfg, &parsed, &host, port).await else {
+        return TlsOutcome::Done;
+    };
+    if ch.ignore_connection {
+        return TlsOutcome::Ignored(io);
+    }
+    let offers = offers_for_server(&parsed.alpn, cfg.http2, cfg.rawtcp);
     let sni_host = parsed.sni.clone().unwrap_or_else(|| host.clone());
-    let mut names = vec![Address::new(host.clone(), port).to_string()];
+    let dialed = dial_server(ctx, &cfg, &ch, host, port, offers, sni_host).await;
+    accept_client(ctx, &cfg, io, &ch, dialed).await
+}
+
+/// Fires `tls_clienthello` for the parsed ClientHello (its host filters decided first);
+/// `None` when the proxy is shutting down.
+async fn client_hello(
+    ctx: &ConnCtx,
+    cfg: &ProxyConfig,
+    parsed: &Hello,
+    host: &str,
+    port: u16,
+) -> Option<Box<ClientHelloData>> {
+    let mut names = vec![Address::new(host.to_owned(), port).to_string()];
     if let Some(sni) = &parsed.sni {
         names.push(Address::new(sni.clone(), port).to_string());
     }
     let ignore = cfg.has_host_filters() && cfg.ignores(&names);
-    let mut ch = Box::new(ClientHelloData {
+    let ch = Box::new(ClientHelloData {
         client: ctx.client(),
-        server: Some(Address::new(host.clone(), port)),
+        server: Some(Address::new(host.to_owned(), port)),
         sni: parsed.sni.clone(),
         alpn_protocols: parsed
             .alpn
@@ -163,15 +184,32 @@ pub(crate) async fn intercept(
         ignore_connection: ignore,
         establish_server_tls_first: true,
     });
-    match ctx.fire(HookKind::TlsClienthello, ch).await {
-        Some(c) => ch = c,
-        None => return TlsOutcome::Done,
-    }
-    if ch.ignore_connection {
-        return TlsOutcome::Ignored(io);
-    }
+    ctx.fire(HookKind::TlsClienthello, ch).await
+}
 
-    let offers = offers_for_server(&parsed.alpn, cfg.http2, cfg.rawtcp);
+/// The server side, dialed before the client's handshake is answered.
+struct Dialed {
+    /// The connection (TLS set up), or why it failed.
+    server: Result<ServerStream, ServerError>,
+    /// Where it goes, and the pool key of `server`.
+    target: Destination,
+    /// The names the client's certificate is minted for.
+    names: Vec<String>,
+    /// The ALPN protocols offered to the client.
+    client_alpn: Vec<Vec<u8>>,
+}
+
+/// Connects to the server with TLS, offering `offers`, and decides what the client is
+/// offered and which names its certificate carries (with `upstream_cert`, the server's).
+async fn dial_server(
+    ctx: &Rc<ConnCtx>,
+    cfg: &ProxyConfig,
+    ch: &ClientHelloData,
+    host: String,
+    port: u16,
+    offers: Vec<Vec<u8>>,
+    sni_host: String,
+) -> Dialed {
     let target = Destination::direct(Scheme::Https, host.clone(), port);
     let spec = DialSpec {
         address: Address::new(host.clone(), port),
@@ -179,7 +217,7 @@ pub(crate) async fn intercept(
         via: None,
         proxy_form: false,
     };
-    let mut names = vec![sni_host.clone()];
+    let mut names = vec![sni_host];
     // The raw stream: the HTTP handshake waits until the client's protocol is known.
     let server = connect_stream(ctx, &spec).await;
     let server_alpn = match &server {
@@ -205,9 +243,30 @@ pub(crate) async fn intercept(
             Err(())
         }
     };
-    let client_alpn = alpn_for_client(server_alpn, &offers);
+    Dialed {
+        server,
+        target,
+        names,
+        client_alpn: alpn_for_client(server_alpn, &offers),
+    }
+}
 
-    let mut data = Box::new(TlsData {
+/// Answers the client's handshake with a certificate minted for `dialed.names`, firing the
+/// client-side TLS hooks; the server connection is closed when the handshake fails.
+async fn accept_client(
+    ctx: &Rc<ConnCtx>,
+    cfg: &ProxyConfig,
+    io: BoxIo,
+    ch: &ClientHelloData,
+    dialed: Dialed,
+) -> TlsOutcome {
+    let Dialed {
+        server,
+        target,
+        names,
+        client_alpn,
+    } = dialed;
+    let data = Box::new(TlsData {
         side: Side::Client,
         client: ctx.client(),
         server: None,
@@ -216,10 +275,9 @@ pub(crate) async fn intercept(
         alpn: None,
         error: None,
     });
-    match ctx.fire(HookKind::TlsStartClient, data).await {
-        Some(d) => data = d,
-        None => return TlsOutcome::Done,
-    }
+    let Some(mut data) = ctx.fire(HookKind::TlsStartClient, data).await else {
+        return TlsOutcome::Done;
+    };
     ctx.shared.certs.set_tls13_only(cfg.client_tls13_only);
     let config = match ctx.shared.certs.server_config(&names, &client_alpn) {
         Ok(c) => c,
@@ -245,7 +303,7 @@ pub(crate) async fn intercept(
             return TlsOutcome::Done;
         }
     };
-    let info = client_tls_info(tls.get_ref().1, &ch);
+    let info = client_tls_info(tls.get_ref().1, ch);
     let alpn = info.alpn.clone();
     let mut client = Client::clone(&ctx.client());
     client.tls = Some(info);

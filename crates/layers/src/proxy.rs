@@ -23,6 +23,40 @@ type AddonThunk = Box<
         + Send,
 >;
 
+/// Splits `name=value` specs into those naming an option `options` has and the others.
+fn split_known(options: &Options, specs: Vec<String>) -> (Vec<String>, Vec<String>) {
+    specs.into_iter().partition(|s| {
+        let name = s.split_once('=').map_or(s.as_str(), |(n, _)| n);
+        options.contains(name.trim())
+    })
+}
+
+/// Adds the builder's addons in order. `pending` are specs of options no one had declared
+/// at start: each is set as soon as an added addon declares it in `load` (so the addons
+/// after it are made with it, and the addon itself sees it in `configure`); one that no
+/// addon declares is refused, as an unknown option at start is.
+async fn add_addons(
+    manager: &ManagerHandle,
+    addons: Vec<AddonThunk>,
+    mut pending: Vec<String>,
+) -> Result<(), ProxyError> {
+    for add in addons {
+        add(manager.clone(), &manager.options()).await?;
+        if pending.is_empty() {
+            continue;
+        }
+        let (now, later) = split_known(&manager.options(), pending);
+        pending = later;
+        if !now.is_empty() {
+            manager.set(&now).await?;
+        }
+    }
+    match manager.options().parse_specs(&pending) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Entry point of the proxy API: `Proxy::builder()`.
 #[derive(Debug)]
 pub struct Proxy;
@@ -82,7 +116,9 @@ impl ProxyBuilder {
         self
     }
 
-    /// Sets an option from `name=value` at start.
+    /// Sets an option from `name=value` at start. An option an addon declares in `load` may
+    /// be set before that addon is added: it is set when the addon is (mitmproxy defers
+    /// such options the same way); one that no addon declares stops the start.
     pub fn set(mut self, spec: impl Into<String>) -> Self {
         self.specs.push(spec.into());
         self
@@ -142,7 +178,9 @@ impl ProxyBuilder {
     /// Starts the proxy inside the current actix system; returns once it listens.
     pub async fn start(self) -> Result<RunningProxy, ProxyError> {
         let mut options = self.options;
-        options.set_specs(&self.specs)?;
+        // Options an addon declares in `load` are set once it is added (`add_addons`).
+        let (known, declared_later) = split_known(&options, self.specs);
+        options.set_specs(&known)?;
         let cfg = ProxyConfig::from_options(&options)?;
         let host = options.str("listen_host").unwrap_or("127.0.0.1").to_owned();
         let port =
@@ -192,10 +230,7 @@ impl ProxyBuilder {
                 config: config.clone(),
             })
             .await?;
-        let started_with = manager.options();
-        for add in self.addons {
-            add(manager.clone(), &started_with).await?;
-        }
+        add_addons(&manager, self.addons, declared_later).await?;
         let shared = Arc::new(ProxyShared {
             manager: manager.clone(),
             config,

@@ -168,3 +168,66 @@ async fn trusted_confdir_adds_the_certificates_of_a_directory() {
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     proxy.shutdown().await;
 }
+
+/// Declares the option `greeting` in `load` and records every value `configure` gives it.
+struct Greeter {
+    seen: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl waylay_core::Addon for Greeter {
+    async fn load(&mut self, loader: &mut waylay_core::hooks::Loader) {
+        loader.add_option(waylay_core::OptionSpec::new(
+            "greeting",
+            waylay_core::OptionValue::Str("hello".into()),
+            "What to say.",
+        ));
+    }
+
+    async fn configure(
+        &mut self,
+        cfg: &mut waylay_core::hooks::Configure,
+    ) -> Result<(), waylay_core::OptionsError> {
+        let v = cfg.options.str("greeting").unwrap_or_default().to_owned();
+        self.seen.lock().expect("seen").push(v);
+        Ok(())
+    }
+}
+
+#[actix_rt::test]
+async fn set_before_an_addon_is_added_reaches_the_option_it_declares() {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let proxy = TestProxy::start(
+        Proxy::builder()
+            .set("greeting=bonjour")
+            .addon(Greeter { seen: seen.clone() }),
+    )
+    .await;
+    assert_eq!(
+        proxy.running().manager().options().str("greeting"),
+        Some("bonjour")
+    );
+    assert_eq!(
+        seen.lock().expect("seen").last().map(String::as_str),
+        Some("bonjour")
+    );
+    proxy.shutdown().await;
+
+    // An option that no addon declares still stops the start, naming it.
+    let dir = TempDir::new("undeclared");
+    let r = Proxy::builder()
+        .set(format!("confdir={}", dir.path().display()))
+        .set("workers=1")
+        .listen("127.0.0.1:0")
+        .set("greetin=bonjour")
+        .addon(Greeter { seen })
+        .start()
+        .await;
+    match r {
+        Err(ProxyError::Options(e)) => assert!(e.to_string().contains("greetin"), "{e}"),
+        Err(other) => panic!("unexpected error {other}"),
+        Ok(p) => {
+            p.shutdown().await;
+            panic!("accepted an undeclared option");
+        }
+    }
+}

@@ -74,3 +74,154 @@ async fn a_request_with_content_length_and_chunked_followed_by_more_bytes_gets_i
     assert!(read.is_ok(), "{read:?}");
     proxy.shutdown().await;
 }
+
+/// An origin that answers every request with these fields in this order, hop-by-hop ones
+/// between them, and keeps the connection open (it never sends `Connection: close`).
+async fn ordered_origin() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    waylay_testkit::scripted_origin(|_| {
+        b"HTTP/1.1 200 OK\r\nX-A: 1\r\nConnection: keep-alive\r\nX-B: 2\r\nKeep-Alive: timeout=5\r\nX-C: 3\r\nContent-Length: 2\r\nX-D: 4\r\n\r\nok".to_vec()
+    })
+    .await
+}
+
+/// The names of the fields of a message head, in order, lowercase.
+fn field_names(head: &str) -> Vec<String> {
+    head.split("\r\n")
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, _)| n.trim().to_ascii_lowercase())
+        .collect()
+}
+
+/// Sends `req` and reads the answer until waylay closes the connection (a test failure if it
+/// stays open).
+async fn answer_until_closed(proxy: std::net::SocketAddr, req: &str) -> String {
+    let mut s = TcpStream::connect(proxy).await.expect("connect");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    within(
+        "the connection closed",
+        tokio::io::AsyncReadExt::read_to_end(&mut s, &mut out),
+    )
+    .await
+    .expect("read");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// An addon that handles every HTTP hook (flows are built, the hooks' path is taken).
+struct Observe;
+
+impl waylay_core::Addon for Observe {
+    async fn request(&mut self, _flow: &mut waylay_core::HttpFlow) {}
+    async fn response(&mut self, _flow: &mut waylay_core::HttpFlow) {}
+}
+
+/// Stripping the hop-by-hop fields with `HeaderMap::remove` moved the last field into the
+/// removed one's place: the server got the client's fields (and the client the server's) in
+/// another order than they were sent.
+#[actix_rt::test]
+async fn stripping_hop_by_hop_headers_keeps_the_order_of_the_others() {
+    let (origin, seen) = ordered_origin().await;
+    for (label, builder) in [
+        ("no addon", Proxy::builder()),
+        ("with an addon", Proxy::builder().addon(Observe)),
+    ] {
+        let proxy = TestProxy::start(builder).await;
+        let req = format!(
+            "GET http://{origin}/o HTTP/1.1\r\nHost: {origin}\r\nX-1: a\r\nProxy-Connection: keep-alive\r\nX-2: b\r\nConnection: close, x-private\r\nX-Private: p\r\nX-3: c\r\nX-2: d\r\nX-4: e\r\n\r\n"
+        );
+        let out = within("answer", raw_request(proxy.addr(), req.as_bytes())).await;
+        assert!(out.starts_with("HTTP/1.1 200"), "{label}: {out}");
+        let sent = seen
+            .lock()
+            .expect("seen")
+            .last()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(
+            field_names(&sent),
+            ["host", "x-1", "x-2", "x-2", "x-3", "x-4"],
+            "{label}: to the server: {sent}"
+        );
+        let got: Vec<String> = field_names(&out)
+            .into_iter()
+            .filter(|n| n != "connection" && n != "date")
+            .collect();
+        assert_eq!(
+            got,
+            ["x-a", "x-b", "x-c", "content-length", "x-d"],
+            "{label}: to the client: {out}"
+        );
+        proxy.shutdown().await;
+    }
+}
+
+/// waylay dropped the client's `Connection: close`: the response came without it and the
+/// connection stayed open. As any HTTP/1.1 proxy (RFC 9112 §9.6, and mitmproxy), waylay
+/// closes the client connection after the response, which says `Connection: close`.
+#[actix_rt::test]
+async fn a_client_connection_close_closes_the_connection_after_the_response() {
+    let (origin, _seen) = ordered_origin().await;
+    for (label, builder) in [
+        ("no addon", Proxy::builder()),
+        ("with an addon", Proxy::builder().addon(Observe)),
+    ] {
+        let proxy = TestProxy::start(builder).await;
+        for close in ["Connection: close", "Connection: x-private, Close"] {
+            let req = format!(
+                "GET http://{origin}/c HTTP/1.1\r\nHost: {origin}\r\n{close}\r\nX-Private: p\r\n\r\n"
+            );
+            let out = answer_until_closed(proxy.addr(), &req).await;
+            assert!(out.starts_with("HTTP/1.1 200"), "{label}, {close}: {out}");
+            assert!(out.ends_with("\r\n\r\nok"), "{label}, {close}: {out}");
+            assert!(
+                out.to_ascii_lowercase()
+                    .contains("\r\nconnection: close\r\n"),
+                "{label}, {close}: {out}"
+            );
+        }
+        proxy.shutdown().await;
+    }
+}
+
+/// waylay dropped the server's `Connection: close` with the other hop-by-hop fields and kept
+/// the client connection open. mitmproxy passes it on and closes the client connection after
+/// the response; so does waylay now (the client learns the server wanted to end, as it would
+/// without a proxy), with the field in its place.
+#[actix_rt::test]
+async fn a_server_connection_close_reaches_the_client_and_closes_its_connection() {
+    let (origin, _seen) = waylay_testkit::scripted_origin(|_| {
+        b"HTTP/1.1 200 OK\r\nX-A: 1\r\nConnection: close\r\nContent-Length: 2\r\nX-B: 2\r\n\r\nok"
+            .to_vec()
+    })
+    .await;
+    for (label, builder) in [
+        ("no addon", Proxy::builder()),
+        ("with an addon", Proxy::builder().addon(Observe)),
+    ] {
+        let proxy = TestProxy::start(builder).await;
+        let req = format!("GET http://{origin}/s HTTP/1.1\r\nHost: {origin}\r\n\r\n");
+        let out = answer_until_closed(proxy.addr(), &req).await;
+        assert!(out.starts_with("HTTP/1.1 200"), "{label}: {out}");
+        assert!(out.ends_with("\r\n\r\nok"), "{label}: {out}");
+        let names: Vec<String> = field_names(&out)
+            .into_iter()
+            .filter(|n| n != "date")
+            .collect();
+        assert_eq!(
+            names,
+            ["x-a", "connection", "content-length", "x-b"],
+            "{label}: {out}"
+        );
+        assert!(
+            out.to_ascii_lowercase()
+                .contains("\r\nconnection: close\r\n"),
+            "{label}: {out}"
+        );
+        proxy.shutdown().await;
+    }
+}

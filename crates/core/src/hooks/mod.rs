@@ -257,6 +257,9 @@ hooks! {
 
         /// The hooks this addon handles. The default, every hook, is refined at run time
         /// (see the trait docs); declaring it exactly saves one call per unhandled hook.
+        /// Read again after every `configure`, so the set may depend on the options (an
+        /// addon that acts only while its option is on keeps the proxy's fast path while
+        /// it is off, and joins its hooks' routes when the option is set at run time).
         fn hooks(&self) -> HookSet {
             HookSet::ALL
         }

@@ -13,7 +13,7 @@ use actix::prelude::*;
 use futures::FutureExt;
 
 use super::slot::{ActorSlot, SlotKey};
-use crate::hooks::{Addon, Hook, HookKind, HookOutput, track_unhandled};
+use crate::hooks::{Addon, Hook, HookKind, HookOutput, HookSet, track_unhandled};
 
 /// Capacity of the manager's and the addon actors' mailboxes: actix's default of 16 costs
 /// 30–40% under load; `send` still applies backpressure beyond this.
@@ -71,6 +71,9 @@ pub(crate) struct HookReply {
     pub(crate) fault: Option<Fault>,
     /// The addon failed too often in a row and should leave every route.
     pub(crate) give_up: bool,
+    /// After `configure`: the hooks the addon declares now ([`Addon::hooks`]), which may
+    /// depend on the options it was just given; the manager re-learns its routes from it.
+    pub(crate) declared: Option<HookSet>,
 }
 
 impl HookReply {
@@ -82,6 +85,7 @@ impl HookReply {
             unhandled: false,
             fault: None,
             give_up: false,
+            declared: None,
         }
     }
 
@@ -93,6 +97,7 @@ impl HookReply {
             unhandled: false,
             fault,
             give_up: false,
+            declared: None,
         }
     }
 }
@@ -200,12 +205,14 @@ pub(crate) async fn run_hook<A: Addon>(
         ),
         None => (HookOutput::Unit, false, Some(Fault::Timeout(timeout))),
     };
+    let declared = (hook.kind() == HookKind::Configure).then(|| addon.hooks());
     HookReply {
         hook,
         output,
         unhandled,
         fault,
         give_up: false,
+        declared,
     }
 }
 

@@ -9,11 +9,12 @@ use actix::prelude::*;
 
 use super::{
     Activate, AddonActor, AddonManager, CommandCall, FindCommand, HookCall, ListAddons,
-    ListCommands, PublishOptions, Register, RouteEntry, SetRunning, Shared, SlotKey, Unregister,
-    Walk, report_fault,
+    ListCommands, PublishOptions, Redeclare, Register, RouteEntry, SetRunning, Shared, SlotKey,
+    Unregister, Walk, report_fault,
 };
 use crate::hooks::{
-    Addon, CommandSpec, Configure, Flows, Hook, HookKind, HookOutput, Loader, LogEntry, in_log_hook,
+    Addon, CommandSpec, Configure, Flows, Hook, HookKind, HookOutput, HookSet, Loader, LogEntry,
+    in_log_hook,
 };
 use crate::options::{Options, OptionsError};
 
@@ -213,14 +214,21 @@ impl ManagerHandle {
             })?;
 
         let all = options.names();
-        if let Err(source) = configure_one(&route, all, options, timeout).await {
-            let _ = self.addr.send(Unregister(id)).await;
-            return Err(AddError::Options {
-                addon: name.to_string(),
-                source,
-            });
-        }
-        let running = self.addr.send(Activate(id)).await.map_err(|_| stopped())?;
+        let declared = match configure_one(&route, all, options, timeout).await {
+            Ok(d) => d,
+            Err(source) => {
+                let _ = self.addr.send(Unregister(id)).await;
+                return Err(AddError::Options {
+                    addon: name.to_string(),
+                    source,
+                });
+            }
+        };
+        let running = self
+            .addr
+            .send(Activate { id, declared })
+            .await
+            .map_err(|_| stopped())?;
         if running {
             let _ = route
                 .recipient
@@ -261,6 +269,8 @@ impl ManagerHandle {
     /// Sets options from `name=value` specs (as `--set` takes them). Every addon's
     /// `configure` sees the changed names; if one rejects them, the old values are restored
     /// (addons that had accepted are configured again with them) and its error returned.
+    /// After its `configure` each addon's [`Addon::hooks`] is read again, so an addon that
+    /// handles a hook only while an option is on joins (or leaves) that hook's route now.
     pub async fn set<S: AsRef<str>>(&self, specs: &[S]) -> Result<BTreeSet<String>, OptionsError> {
         let _guard = self.shared.config_lock.lock().await;
         let old = self.shared.options.load_full();
@@ -274,15 +284,35 @@ impl ManagerHandle {
         let addons = self.addr.send(ListAddons).await.unwrap_or_default();
         let timeout = self.shared.timeout();
         for (i, route) in addons.iter().enumerate() {
-            if let Err(e) = configure_one(route, changed.clone(), next.clone(), timeout).await {
-                self.publish(old.clone()).await;
-                for earlier in &addons[..i] {
-                    let _ = configure_one(earlier, changed.clone(), old.clone(), timeout).await;
+            match configure_one(route, changed.clone(), next.clone(), timeout).await {
+                Ok(declared) => self.redeclare(route, declared).await,
+                Err(e) => {
+                    self.publish(old.clone()).await;
+                    for earlier in &addons[..i] {
+                        if let Ok(declared) =
+                            configure_one(earlier, changed.clone(), old.clone(), timeout).await
+                        {
+                            self.redeclare(earlier, declared).await;
+                        }
+                    }
+                    return Err(e);
                 }
-                return Err(e);
             }
         }
         Ok(changed)
+    }
+
+    /// Tells the manager which hooks `route`'s addon declared after its `configure`.
+    async fn redeclare(&self, route: &RouteEntry, declared: Option<HookSet>) {
+        if let Some(hooks) = declared {
+            let _ = self
+                .addr
+                .send(Redeclare {
+                    id: route.id,
+                    hooks,
+                })
+                .await;
+        }
     }
 
     async fn publish(&self, o: Arc<Options>) {
@@ -362,12 +392,13 @@ impl ManagerHandle {
     }
 }
 
+/// Runs `configure` on one addon; answers the hooks it declares afterwards.
 async fn configure_one(
     route: &RouteEntry,
     updated: BTreeSet<String>,
     options: Arc<Options>,
     timeout: std::time::Duration,
-) -> Result<(), OptionsError> {
+) -> Result<Option<HookSet>, OptionsError> {
     let hook = Hook::Configure(Box::new(Configure { updated, options }));
     let reply = route
         .recipient
@@ -382,8 +413,8 @@ async fn configure_one(
         ));
     }
     match reply.output {
-        HookOutput::Configure(r) => r,
-        HookOutput::Unit => Ok(()),
+        HookOutput::Configure(r) => r.map(|()| reply.declared),
+        HookOutput::Unit => Ok(reply.declared),
     }
 }
 

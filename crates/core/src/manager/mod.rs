@@ -397,17 +397,47 @@ impl Handler<Register> for AddonManager {
 /// Puts a registered addon on its routes; answers whether the proxy is already running.
 #[derive(Debug, Message)]
 #[rtype(result = "bool")]
-pub(crate) struct Activate(pub(crate) AddonId);
+pub(crate) struct Activate {
+    pub(crate) id: AddonId,
+    /// The hooks it declared after its first `configure` (they may depend on the options).
+    pub(crate) declared: Option<HookSet>,
+}
 
 impl Handler<Activate> for AddonManager {
     type Result = bool;
 
-    fn handle(&mut self, Activate(id): Activate, _ctx: &mut Self::Context) -> bool {
-        if let Some(e) = self.entry_mut(id) {
+    fn handle(&mut self, msg: Activate, _ctx: &mut Self::Context) -> bool {
+        if let Some(e) = self.entry_mut(msg.id) {
             e.active = true;
+            if let Some(d) = msg.declared {
+                e.declared = d;
+            }
         }
         self.rebuild_routes();
         self.running
+    }
+}
+
+/// An addon declared these hooks after a `configure` ([`Addon::hooks`](crate::Addon::hooks)
+/// read again): its routes are rebuilt when they changed.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(crate) struct Redeclare {
+    pub(crate) id: AddonId,
+    pub(crate) hooks: HookSet,
+}
+
+impl Handler<Redeclare> for AddonManager {
+    type Result = ();
+
+    fn handle(&mut self, msg: Redeclare, _ctx: &mut Self::Context) {
+        let Some(e) = self.entry_mut(msg.id) else {
+            return;
+        };
+        if e.declared != msg.hooks {
+            e.declared = msg.hooks;
+            self.rebuild_routes();
+        }
     }
 }
 

@@ -21,7 +21,7 @@ use super::walk::{HyperResponse, Killed, error_response, fail, flow_failed, run_
 use crate::config::ProxyConfig;
 use crate::conn::dest::Destination;
 use crate::context::ConnCtx;
-use crate::proto::headers::{bodiless, strip_hop_by_hop};
+use crate::proto::headers::{bodiless, strip_hop_by_hop, strip_hop_by_hop_keeping_close};
 use crate::proto::target::{Scheme, absolute_target};
 
 /// Where a request goes: the tunnel's destination, or the absolute-form URL's.
@@ -102,6 +102,7 @@ async fn forward_unobserved(
         return failed(StatusCode::PAYLOAD_TOO_LARGE, msg);
     }
     let method = parts.method;
+    let h1_client = parts.version < http::Version::HTTP_2;
     let path_and_query = parts
         .uri
         .path_and_query()
@@ -179,7 +180,11 @@ async fn forward_unobserved(
         let msg = format!("response body of {len} bytes exceeds body_size_limit ({limit} bytes)");
         return failed(StatusCode::BAD_GATEWAY, msg);
     }
-    strip_hop_by_hop(&mut head.headers, false);
+    if h1_client {
+        strip_hop_by_hop_keeping_close(&mut head.headers);
+    } else {
+        strip_hop_by_hop(&mut head.headers, false);
+    }
     let state = entry.state.clone();
     let body = ProxyBody::streaming(Vec::new(), body, cfg.body_size_limit)
         .with_exact(declared_len)

@@ -18,7 +18,7 @@ use crate::conn::pool::{ConnState, PoolEntry};
 use crate::conn::server::Forward;
 use crate::context::ConnCtx;
 use crate::error::{ForwardError, ServerError};
-use crate::proto::headers::strip_hop_by_hop;
+use crate::proto::headers::{remove_in_order, strip_hop_by_hop};
 
 /// Sends the request `build` makes on a server connection for `key` (a dedicated one for an
 /// upgrade) and gives back the connection and the response head. When a kept-alive
@@ -174,9 +174,10 @@ pub(crate) fn upstream_request(
 ) -> Result<hyper::Request<ProxyBody>, String> {
     strip_hop_by_hop(&mut headers, keep_upgrade);
     // The body was already read (or is streamed on demand): the client got its 100 Continue.
-    headers.remove(EXPECT);
+    let host = headers.get(HOST).cloned();
+    remove_in_order(&mut headers, |n| n == EXPECT || (h2 && n == HOST));
     let uri = if h2 {
-        let authority = match headers.remove(HOST) {
+        let authority = match host {
             Some(h) => h
                 .to_str()
                 .map(str::to_owned)

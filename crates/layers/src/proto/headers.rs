@@ -1,7 +1,7 @@
 //! Header rules of a proxy: what is hop-by-hop and never forwarded, and which responses
 //! have no body.
 
-use http::header::{HeaderMap, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 /// Hop-by-hop headers a proxy never forwards (RFC 9110 §7.6.1), plus `Proxy-*` headers meant
 /// for waylay itself. `Trailer` is end to end (it names the trailer fields, and hyper sends
@@ -17,64 +17,143 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
-/// Whether `name` (lowercase, as a header map holds it) is in [`HOP_BY_HOP`].
-fn is_hop_by_hop(name: &str) -> bool {
-    matches!(
-        name,
-        "connection"
-            | "proxy-connection"
-            | "keep-alive"
-            | "proxy-authorization"
-            | "proxy-authenticate"
-            | "te"
-            | "transfer-encoding"
-            | "upgrade"
-    )
+/// Removes hop-by-hop headers, including those named by `Connection`, keeping the others
+/// in the order they came. With `keep_upgrade`, `Connection: upgrade` and `Upgrade` survive
+/// (WebSocket handshakes).
+pub(crate) fn strip_hop_by_hop(map: &mut HeaderMap, keep_upgrade: bool) {
+    let keep = if keep_upgrade {
+        Keep::Upgrade
+    } else {
+        Keep::Nothing
+    };
+    strip(map, keep);
 }
 
-/// Removes hop-by-hop headers, including those named by `Connection`. With
-/// `keep_upgrade`, `Connection: upgrade` and `Upgrade` survive (WebSocket handshakes).
-pub(crate) fn strip_hop_by_hop(map: &mut HeaderMap, keep_upgrade: bool) {
-    // Most messages carry none or one: one look at the names present (no name parsed or
-    // hashed) instead of a removal per listed name.
-    if !keep_upgrade && !map.keys().any(|n| is_hop_by_hop(n.as_str())) {
-        return;
-    }
-    let listed: Vec<String> = map
-        .get_all(http::header::CONNECTION)
+/// [`strip_hop_by_hop`] for a response to an HTTP/1 client, except that the `close` option
+/// stays (`Connection: close`, in its place): a server that closes its connection after the
+/// response has the client's closed after it too (hyper's server closes after a response
+/// carrying it), as mitmproxy does.
+pub(crate) fn strip_hop_by_hop_keeping_close(map: &mut HeaderMap) {
+    let keep = if connection_has(map, "close") {
+        Keep::Close
+    } else {
+        Keep::Nothing
+    };
+    strip(map, keep);
+}
+
+/// Which connection option survives [`strip`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    Nothing,
+    /// `Connection: upgrade` and the `Upgrade` field.
+    Upgrade,
+    /// `Connection: close`.
+    Close,
+}
+
+/// The options of the `Connection` fields, lowercase.
+fn connection_options(map: &HeaderMap) -> Vec<String> {
+    map.get_all(http::header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(|t| t.trim().to_ascii_lowercase())
         .filter(|t| !t.is_empty())
-        .collect();
-    for t in listed {
-        if keep_upgrade && t == "upgrade" {
-            continue;
+        .collect()
+}
+
+/// Whether the `Connection` fields carry `option`.
+fn connection_has(map: &HeaderMap, option: &str) -> bool {
+    map.get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(option))
+}
+
+fn strip(map: &mut HeaderMap, keep: Keep) {
+    let listed = connection_options(map);
+    // `TE: trailers` is the one value HTTP/2 allows and gRPC needs.
+    let te_trailers_only = map.get_all("te").iter().all(|v| {
+        v.to_str()
+            .is_ok_and(|s| s.trim().eq_ignore_ascii_case("trailers"))
+    });
+    remove_in_order(map, |name| {
+        let n = name.as_str();
+        if keep == Keep::Upgrade && n == "upgrade" {
+            return false;
         }
-        map.remove(t.as_str());
+        if listed.iter().any(|t| t == n) {
+            return true;
+        }
+        if (keep != Keep::Nothing && n == "connection") || (n == "te" && te_trailers_only) {
+            return false;
+        }
+        HOP_BY_HOP.contains(&n)
+    });
+    // In place when the field is there (`insert` keeps an existing field's position).
+    let value = match keep {
+        Keep::Nothing => return,
+        Keep::Upgrade => "upgrade",
+        Keep::Close => "close",
+    };
+    map.insert(http::header::CONNECTION, HeaderValue::from_static(value));
+}
+
+/// Removes every field whose name `drop` picks, keeping the others in the order they came.
+/// `HeaderMap::remove` moves the last field into the removed one's place, which would send
+/// the client's (or the server's) fields in another order than they were received.
+pub(crate) fn remove_in_order(map: &mut HeaderMap, drop: impl Fn(&HeaderName) -> bool) {
+    let Some(first) = map.keys().position(&drop) else {
+        return;
+    };
+    if map.keys_len() - first <= SHORT_TAIL {
+        remove_from_tail(map, first, drop);
+    } else {
+        rebuild_without(map, drop);
     }
-    for name in HOP_BY_HOP {
-        if keep_upgrade && (*name == "upgrade" || *name == "connection") {
-            continue;
-        }
-        if *name == "te" {
-            // `TE: trailers` is the one value HTTP/2 allows and gRPC needs.
-            let trailers_only = map.get_all("te").iter().all(|v| {
-                v.to_str()
-                    .is_ok_and(|s| s.trim().eq_ignore_ascii_case("trailers"))
-            });
-            if trailers_only {
-                continue;
+}
+
+/// Up to this many fields from the first one to drop to the end, taking them out and putting
+/// the kept ones back costs less than building the map anew (measured with callgrind: a
+/// server's `Connection: keep-alive` among its last fields, as nginx sends it).
+const SHORT_TAIL: usize = 3;
+
+/// Takes out the fields from index `first` on (those before it never move) and puts the
+/// kept ones back in order.
+fn remove_from_tail(map: &mut HeaderMap, first: usize, drop: impl Fn(&HeaderName) -> bool) {
+    let tail: Vec<HeaderName> = map.keys().skip(first).cloned().collect();
+    let mut kept: Vec<(HeaderName, HeaderValue)> = Vec::new();
+    for name in tail {
+        let keep = !drop(&name);
+        if let http::header::Entry::Occupied(e) = map.entry(name) {
+            let (name, values) = e.remove_entry_mult();
+            if keep {
+                kept.extend(values.map(|v| (name.clone(), v)));
             }
         }
-        map.remove(*name);
     }
-    if keep_upgrade {
-        map.insert(
-            http::header::CONNECTION,
-            HeaderValue::from_static("upgrade"),
-        );
+    for (name, value) in kept {
+        map.append(name, value);
+    }
+}
+
+/// Builds the map anew without the fields `drop` picks.
+fn rebuild_without(map: &mut HeaderMap, drop: impl Fn(&HeaderName) -> bool) {
+    let fields = std::mem::take(map);
+    map.reserve(fields.len());
+    let mut current: Option<HeaderName> = None;
+    for (name, value) in fields {
+        // `None`: another value of the previous name.
+        if let Some(n) = name {
+            current = Some(n);
+        }
+        if let Some(n) = &current
+            && !drop(n)
+        {
+            map.append(n.clone(), value);
+        }
     }
 }
 
@@ -126,15 +205,102 @@ mod tests {
         assert_eq!(names(&m), ["host", "trailer", "x-end"]);
     }
 
+    fn in_order(m: &HeaderMap) -> Vec<(&str, &str)> {
+        m.iter()
+            .map(|(n, v)| (n.as_str(), v.to_str().unwrap_or("?")))
+            .collect()
+    }
+
     #[test]
-    fn the_fast_check_knows_every_hop_by_hop_name() {
-        for n in HOP_BY_HOP {
-            assert!(is_hop_by_hop(n), "{n}");
-        }
-        assert!(!is_hop_by_hop("host"));
-        let mut m = map(&[("host", "a"), ("accept", "*/*")]);
+    fn stripping_keeps_the_order_of_the_other_fields() {
+        let mut m = map(&[
+            ("x-first", "1"),
+            ("connection", "keep-alive"),
+            ("x-second", "2"),
+            ("keep-alive", "timeout=5"),
+            ("x-third", "3a"),
+            ("x-third", "3b"),
+            ("x-fourth", "4"),
+            ("content-length", "0"),
+        ]);
         strip_hop_by_hop(&mut m, false);
-        assert_eq!(names(&m), ["accept", "host"]);
+        assert_eq!(
+            in_order(&m),
+            [
+                ("x-first", "1"),
+                ("x-second", "2"),
+                ("x-third", "3a"),
+                ("x-third", "3b"),
+                ("x-fourth", "4"),
+                ("content-length", "0"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_hop_by_hop_field_near_the_end_goes_without_moving_the_others() {
+        // nginx's order: the fields after `connection` are taken out and put back.
+        let mut m = map(&[
+            ("server", "nginx"),
+            ("date", "d"),
+            ("content-length", "2"),
+            ("connection", "keep-alive"),
+            ("accept-ranges", "bytes"),
+            ("x-end", "1"),
+            ("x-end", "2"),
+        ]);
+        strip_hop_by_hop(&mut m, false);
+        assert_eq!(
+            in_order(&m),
+            [
+                ("server", "nginx"),
+                ("date", "d"),
+                ("content-length", "2"),
+                ("accept-ranges", "bytes"),
+                ("x-end", "1"),
+                ("x-end", "2"),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_upgrade_keeps_connection_in_its_place() {
+        let mut m = map(&[
+            ("host", "a"),
+            ("connection", "Upgrade, x-private"),
+            ("x-private", "1"),
+            ("upgrade", "websocket"),
+            ("x-last", "2"),
+        ]);
+        strip_hop_by_hop(&mut m, true);
+        assert_eq!(
+            in_order(&m),
+            [
+                ("host", "a"),
+                ("connection", "upgrade"),
+                ("upgrade", "websocket"),
+                ("x-last", "2"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_responses_connection_close_stays_in_its_place() {
+        let mut m = map(&[
+            ("x-a", "1"),
+            ("connection", "Keep-Alive, Close, x-private"),
+            ("x-private", "p"),
+            ("keep-alive", "timeout=5"),
+            ("x-b", "2"),
+        ]);
+        strip_hop_by_hop_keeping_close(&mut m);
+        assert_eq!(
+            in_order(&m),
+            [("x-a", "1"), ("connection", "close"), ("x-b", "2")]
+        );
+        let mut m = map(&[("x-a", "1"), ("connection", "keep-alive"), ("x-b", "2")]);
+        strip_hop_by_hop_keeping_close(&mut m);
+        assert_eq!(in_order(&m), [("x-a", "1"), ("x-b", "2")]);
     }
 
     #[test]
@@ -179,6 +345,29 @@ mod tests {
             strip_hop_by_hop(&mut m, upgrade);
             prop_assert!(!m.contains_key(http::header::TRANSFER_ENCODING));
             prop_assert_eq!(m.contains_key(http::header::CONNECTION), upgrade);
+        }
+
+        #[test]
+        fn removing_keeps_the_rest_in_order(
+            fields in proptest::collection::vec((0usize..6, "[a-z0-9]{0,4}"), 0..24),
+            gone in 0usize..6,
+        ) {
+            const NAMES: [&str; 6] = ["a", "b", "c", "d", "e", "f"];
+            let mut m = HeaderMap::new();
+            for (i, v) in &fields {
+                m.append(NAMES[*i], HeaderValue::from_str(v).expect("value"));
+            }
+            let expected: Vec<(String, String)> = m
+                .iter()
+                .filter(|(n, _)| n.as_str() != NAMES[gone])
+                .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or("?").to_owned()))
+                .collect();
+            remove_in_order(&mut m, |n| n.as_str() == NAMES[gone]);
+            let got: Vec<(String, String)> = m
+                .iter()
+                .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or("?").to_owned()))
+                .collect();
+            prop_assert_eq!(got, expected);
         }
     }
 }

@@ -31,14 +31,14 @@
 //! A FIN from one side is forwarded as a shutdown of the other side's write; the other
 //! direction goes on until it ends too.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::io;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{Mutex, watch};
+use tokio::sync::Mutex;
 use waylay_core::flow::{
     Address, FlowError, InjectQueues, KILLED_MESSAGE, Server, TcpInjector, TcpMessage, now,
 };
@@ -48,6 +48,7 @@ use waylay_core::{HookKind, TcpFlow};
 use crate::conn::dial::{DialSpec, ServerStream, connect_stream};
 use crate::context::ConnCtx;
 use crate::io::{BoxIo, PrefixedIo};
+use crate::relay::session::{FlowSlot, History, Stop, StopSignal, next_injected};
 
 /// Most bytes read from one side at a time (and so the most one direction holds in flight).
 pub(crate) const CHUNK: usize = 64 * 1024;
@@ -179,31 +180,7 @@ pub(crate) async fn serve(ctx: Rc<ConnCtx>, client: BoxIo, server_side: ServerSi
         flow = Some(f);
     }
 
-    let connected = match server_side {
-        ServerSide::Dial(address) => {
-            let spec = DialSpec {
-                address,
-                tls: None,
-                via: None,
-                proxy_form: false,
-            };
-            connect_stream(&ctx, &spec)
-                .await
-                .map(|s| (s.io, Arc::new(s.server)))
-                .map_err(|e| e.to_string())
-        }
-        ServerSide::Connected { stream, prefix } => {
-            let io: BoxIo = if prefix.is_empty() {
-                stream.io
-            } else {
-                Box::new(PrefixedIo::new(prefix, stream.io))
-            };
-            let ServerStream { server, .. } = *stream;
-            Ok((io, Arc::new(server)))
-        }
-        ServerSide::Failed { error, .. } => Err(error),
-    };
-    let (server, info) = match connected {
+    let (server, info) = match connect(&ctx, server_side).await {
         Ok(s) => s,
         Err(e) => {
             tracing::info!(client.addr = %ctx.client().peername, "{e}");
@@ -238,6 +215,35 @@ pub(crate) async fn serve(ctx: Rc<ConnCtx>, client: BoxIo, server_side: ServerSi
     if let Some(mut f) = flow {
         f.server = Some(Arc::new(s));
         finish(&ctx, f, result.err()).await;
+    }
+}
+
+/// The server connection of `side`: dialed now (`server_connect` fires), or the one already
+/// made (its early bytes put back in front); why not, as the flow's error.
+async fn connect(ctx: &Rc<ConnCtx>, side: ServerSide) -> Result<(BoxIo, Arc<Server>), String> {
+    match side {
+        ServerSide::Dial(address) => {
+            let spec = DialSpec {
+                address,
+                tls: None,
+                via: None,
+                proxy_form: false,
+            };
+            connect_stream(ctx, &spec)
+                .await
+                .map(|s| (s.io, Arc::new(s.server)))
+                .map_err(|e| e.to_string())
+        }
+        ServerSide::Connected { stream, prefix } => {
+            let io: BoxIo = if prefix.is_empty() {
+                stream.io
+            } else {
+                Box::new(PrefixedIo::new(prefix, stream.io))
+            };
+            let ServerStream { server, .. } = *stream;
+            Ok((io, Arc::new(server)))
+        }
+        ServerSide::Failed { error, .. } => Err(error),
     }
 }
 
@@ -311,24 +317,6 @@ async fn inject_loop<C, S>(
     futures::future::pending::<()>().await;
 }
 
-/// The next message addons injected, towards the client (`true`) or the server; `None` once
-/// both queues are closed. `open` remembers which still are.
-async fn next_injected(q: &mut InjectQueues<Bytes>, open: &mut [bool; 2]) -> Option<(bool, Bytes)> {
-    while open[0] || open[1] {
-        tokio::select! {
-            m = q.to_client.recv(), if open[0] => match m {
-                Some(d) => return Some((true, d)),
-                None => open[0] = false,
-            },
-            m = q.to_server.recv(), if open[1] => match m {
-                Some(d) => return Some((false, d)),
-                None => open[1] = false,
-            },
-        }
-    }
-    None
-}
-
 async fn write_locked<W: AsyncWrite + Unpin>(w: &Mutex<W>, data: &[u8]) -> io::Result<()> {
     let mut w = w.lock().await;
     w.write_all(data).await?;
@@ -370,17 +358,15 @@ struct Writer {
 /// What the two directions of a hooked relay share (one task, one thread).
 struct Hooked<'a> {
     ctx: &'a ConnCtx,
-    /// Out (`None`) only while a hook holds it; the lock orders the two directions' hooks.
-    flow: Mutex<Option<Box<TcpFlow>>>,
+    flow: FlowSlot<TcpFlow>,
     client_w: Mutex<Writer>,
     server_w: Mutex<Writer>,
-    /// Set when one direction fails, so the other stops at its next read or write (never
-    /// while a hook holds the flow, which would lose it).
-    cancel: watch::Sender<bool>,
+    /// Given when one direction fails, so the other stops at its next read or write.
+    stop: Stop,
     /// The first failure.
     error: RefCell<Option<RelayError>>,
-    /// Content bytes in `flow.messages` (approximate between trims).
-    retained: Cell<usize>,
+    /// Bounds `flow.messages`.
+    history: History,
 }
 
 /// How a direction ended: `Ok(())` cleanly or cancelled (the error is in `Hooked::error`).
@@ -393,7 +379,7 @@ impl Hooked<'_> {
             *slot = Some(e);
         }
         drop(slot);
-        let _ = self.cancel.send(true);
+        self.stop.stop();
     }
 
     /// Runs `tcp_message` for `content`; answers what to send on and the injected messages.
@@ -406,7 +392,7 @@ impl Hooked<'_> {
         let Some(mut flow) = slot.take() else {
             return Err(RelayError::Shutdown);
         };
-        self.retained.set(self.retained.get() + content.len());
+        self.history.add(content.len());
         flow.messages.push(TcpMessage::new(from_client, content));
         let Some(mut flow) = self.ctx.fire(HookKind::TcpMessage, flow).await else {
             return Err(RelayError::Shutdown);
@@ -424,10 +410,10 @@ impl Hooked<'_> {
             .unwrap_or_default();
         let injected = flow.take_injected();
         for m in &injected {
-            self.retained.set(self.retained.get() + m.content.len());
+            self.history.add(m.content.len());
         }
         flow.messages.extend(injected.iter().cloned());
-        self.trim(&mut flow.messages);
+        self.history.trim(&mut flow.messages);
         let killed = flow.killed();
         *slot = Some(flow);
         if killed {
@@ -437,31 +423,9 @@ impl Hooked<'_> {
         }
     }
 
-    /// Keeps `messages` within [`RETAIN_BYTES`] and [`RETAIN_MESSAGES`].
-    fn trim(&self, messages: &mut Vec<TcpMessage>) {
-        if self.retained.get() <= RETAIN_BYTES && messages.len() <= RETAIN_MESSAGES {
-            return;
-        }
-        let mut bytes: usize = messages.iter().map(|m| m.content.len()).sum();
-        let mut drop_n = 0;
-        while drop_n + 1 < messages.len()
-            && (bytes > RETAIN_BYTES / 2 || messages.len() - drop_n > RETAIN_MESSAGES / 2)
-        {
-            bytes -= messages.get(drop_n).map_or(0, |m| m.content.len());
-            drop_n += 1;
-        }
-        messages.drain(..drop_n);
-        self.retained.set(bytes);
-    }
-
     /// Writes `data` to the client (`to_client`) or the server; nothing when it is empty or
     /// that side's write was already shut.
-    async fn write(
-        &self,
-        to_client: bool,
-        data: &[u8],
-        cancel: &mut watch::Receiver<bool>,
-    ) -> Step<()> {
+    async fn write(&self, to_client: bool, data: &[u8], stop: &mut StopSignal) -> Step<()> {
         if data.is_empty() {
             return Ok(());
         }
@@ -482,17 +446,16 @@ impl Hooked<'_> {
             w.w.write_all(data).await?;
             w.w.flush().await
         };
-        tokio::select! {
-            biased;
-            _ = cancel.wait_for(|c| *c) => Err(()),
-            r = write => r.map_err(|e| self.fail(RelayError::side(to_client)(e))),
+        match stop.unless_stopped(write).await {
+            None => Err(()),
+            Some(r) => r.map_err(|e| self.fail(RelayError::side(to_client)(e))),
         }
     }
 
     /// Sends what addons inject at any time, recording each as an injected message; never
     /// ends by itself.
     async fn injections(&self, mut queues: InjectQueues<Bytes>) {
-        let mut cancel = self.cancel.subscribe();
+        let mut stop = self.stop.signal();
         let mut open = [true; 2];
         while let Some((towards_client, data)) = next_injected(&mut queues, &mut open).await {
             {
@@ -500,16 +463,12 @@ impl Hooked<'_> {
                 if let Some(flow) = slot.as_mut() {
                     let mut m = TcpMessage::new(!towards_client, data.clone());
                     m.injected = true;
-                    self.retained.set(self.retained.get() + data.len());
+                    self.history.add(data.len());
                     flow.messages.push(m);
-                    self.trim(&mut flow.messages);
+                    self.history.trim(&mut flow.messages);
                 }
             }
-            if self
-                .write(towards_client, &data, &mut cancel)
-                .await
-                .is_err()
-            {
+            if self.write(towards_client, &data, &mut stop).await.is_err() {
                 break;
             }
         }
@@ -518,15 +477,15 @@ impl Hooked<'_> {
 
     /// One direction: read a chunk, run `tcp_message`, write what comes back, repeat.
     async fn pump(&self, mut r: DynRead, from_client: bool) -> Step<()> {
-        let mut cancel = self.cancel.subscribe();
+        let mut stop = self.stop.signal();
         let mut buf = BytesMut::new();
         loop {
             buf.reserve(CHUNK);
-            let n = tokio::select! {
-                biased;
-                _ = cancel.wait_for(|c| *c) => return Err(()),
-                r = r.read_buf(&mut buf) => r.map_err(|e| self.fail(RelayError::side(from_client)(e)))?,
-            };
+            let n = stop
+                .unless_stopped(r.read_buf(&mut buf))
+                .await
+                .ok_or(())?
+                .map_err(|e| self.fail(RelayError::side(from_client)(e)))?;
             if n == 0 {
                 let mut w = if from_client {
                     self.server_w.lock().await
@@ -544,10 +503,10 @@ impl Hooked<'_> {
                 .on_message(from_client, content)
                 .await
                 .map_err(|e| self.fail(e))?;
-            self.write(!from_client, &out, &mut cancel).await?;
+            self.write(!from_client, &out, &mut stop).await?;
             for m in injected {
                 // An injected message "from the client" goes to the server.
-                self.write(!m.from_client, &m.content, &mut cancel).await?;
+                self.write(!m.from_client, &m.content, &mut stop).await?;
             }
         }
     }
@@ -564,10 +523,9 @@ async fn relay_hooked(
 ) -> (Result<(), RelayError>, Option<Box<TcpFlow>>) {
     let (cr, cw) = tokio::io::split(client);
     let (sr, sw) = tokio::io::split(server);
-    let (cancel, _) = watch::channel(false);
     let h = Hooked {
         ctx,
-        flow: Mutex::new(flow),
+        flow: FlowSlot::new(flow),
         client_w: Mutex::new(Writer {
             w: Box::new(cw),
             shut: false,
@@ -576,9 +534,9 @@ async fn relay_hooked(
             w: Box::new(sw),
             shut: false,
         }),
-        cancel,
+        stop: Stop::new(),
         error: RefCell::new(None),
-        retained: Cell::new(0),
+        history: History::new(RETAIN_BYTES, RETAIN_MESSAGES),
     };
     let pumps = futures::future::join(h.pump(Box::new(cr), true), h.pump(Box::new(sr), false));
     match queues {

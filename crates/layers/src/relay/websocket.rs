@@ -37,7 +37,6 @@ use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::sync::watch;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message as WsMessage, Utf8Bytes};
@@ -48,6 +47,7 @@ use waylay_core::hooks::ServerConnectionHookData;
 use waylay_core::{FlowError, HookKind, ManagerHandle};
 
 use crate::context::{ConnCtx, fire};
+use crate::relay::session::{FlowSlot, History, Stop, StopSignal};
 
 /// Largest message (and frame) accepted from either side: 16 MiB messages must pass, with
 /// room to spare, while one peer still cannot make waylay buffer without limit.
@@ -104,13 +104,11 @@ enum End {
 /// What both directions share.
 struct Shared {
     manager: ManagerHandle,
-    /// The flow, taken out while a hook holds it. The lock serialises the two directions'
-    /// hooks, so messages are recorded in the order the hooks saw them.
-    flow: AsyncMutex<Option<Box<HttpFlow>>>,
+    flow: FlowSlot<HttpFlow>,
     /// A close frame was forwarded: the next close from the other side is its answer.
     closing: Cell<bool>,
-    /// Content bytes of the recorded messages (see [`forget_old_messages`]).
-    history: Cell<usize>,
+    /// Bounds the recorded messages (see [`forget_old_messages`]).
+    history: History,
     /// Payloads of pings forwarded to the server (index 1) or the client (index 0) whose
     /// pong tungstenite already sent back: that side's own pong is swallowed.
     pings: [RefCell<VecDeque<Bytes>>; 2],
@@ -152,13 +150,7 @@ pub(crate) async fn run(
 ) {
     let manager = ctx.manager().clone();
     if flow.websocket.is_none() {
-        // The `websocket` option is off: the bytes pass untouched, without hooks.
-        let mut c = TokioIo::new(client);
-        let mut s = TokioIo::new(server_io);
-        if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut s).await {
-            tracing::debug!(server.addr = %server.address, "upgraded relay ended: {e}");
-        }
-        server_gone(&manager, &ctx, &server).await;
+        relay_untouched(&ctx, client, server_io, &server).await;
         return;
     }
     // Addons may inject at any time from here on (see `WebSocketData::injector`).
@@ -170,73 +162,96 @@ pub(crate) async fn run(
     let Some(flow) = fire(&manager, HookKind::WebsocketStart, flow).await else {
         return;
     };
+    let (client_sink, client_stream) = open(client, Role::Server, "client").await;
+    let (server_sink, server_stream) = open(server_io, Role::Client, "server").await;
+    let sh = Rc::new(Shared {
+        manager: manager.clone(),
+        flow: FlowSlot::new(Some(flow)),
+        closing: Cell::new(false),
+        history: History::new(HISTORY_BYTES, usize::MAX),
+        pings: Default::default(),
+    });
+    let stop = Stop::new();
+    let ends = match send_start_injections(&sh, &client_sink, &server_sink, stop.signal()).await {
+        Some(end) => vec![end],
+        None => {
+            let client = (client_stream, client_sink.clone());
+            let server = (server_stream, server_sink.clone());
+            both_directions(sh.clone(), client, server, queues, stop).await
+        }
+    };
+    // Both connections close here.
+    drop((client_sink, server_sink));
+    if finish(&ctx, &sh, ends).await {
+        server_gone(&manager, &ctx, &server).await;
+    }
+}
+
+/// With the `websocket` option off: the bytes pass untouched, without hooks.
+async fn relay_untouched(
+    ctx: &ConnCtx,
+    client: Upgraded,
+    server_io: Upgraded,
+    server: &Arc<Server>,
+) {
+    let mut c = TokioIo::new(client);
+    let mut s = TokioIo::new(server_io);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut s).await {
+        tracing::debug!(server.addr = %server.address, "upgraded relay ended: {e}");
+    }
+    server_gone(ctx.manager(), ctx, server).await;
+}
+
+/// One side's WebSocket over its upgraded connection (`role`: waylay's part on it), split.
+async fn open(io: Upgraded, role: Role, name: &'static str) -> (Sink, SplitStream<Ws>) {
     // Small read buffers: each side preallocates one, and most WebSockets idle; larger
     // frames grow it as needed.
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         .max_message_size(Some(MAX_MESSAGE_SIZE))
         .max_frame_size(Some(MAX_MESSAGE_SIZE));
-    let client_ws =
-        WebSocketStream::from_raw_socket(TokioIo::new(client), Role::Server, Some(config)).await;
-    let server_ws =
-        WebSocketStream::from_raw_socket(TokioIo::new(server_io), Role::Client, Some(config)).await;
-    let (client_sink, client_stream) = client_ws.split();
-    let (server_sink, server_stream) = server_ws.split();
-    let client_sink: Sink = Rc::new(Peer {
-        sink: AsyncMutex::new(client_sink),
-        name: "client",
+    let ws = WebSocketStream::from_raw_socket(TokioIo::new(io), role, Some(config)).await;
+    let (sink, stream) = ws.split();
+    let peer = Rc::new(Peer {
+        sink: AsyncMutex::new(sink),
+        name,
     });
-    let server_sink: Sink = Rc::new(Peer {
-        sink: AsyncMutex::new(server_sink),
-        name: "server",
-    });
-    let sh = Rc::new(Shared {
-        manager: manager.clone(),
-        flow: AsyncMutex::new(Some(flow)),
-        closing: Cell::new(false),
-        history: Cell::new(0),
-        pings: Default::default(),
-    });
-    let (stop_tx, stop_rx) = watch::channel(false);
+    (peer, stream)
+}
 
-    // Messages injected in `websocket_start`.
+/// Sends the messages injected in `websocket_start`; how the relay ended if that failed.
+async fn send_start_injections(
+    sh: &Shared,
+    client_sink: &Sink,
+    server_sink: &Sink,
+    mut stop: StopSignal,
+) -> Option<End> {
     let injected = {
         let mut g = sh.flow.lock().await;
         g.as_mut().map(|f| take_injected(f)).unwrap_or_default()
     };
-    let mut first_end = None;
-    {
-        let mut stop = stop_rx.clone();
-        for m in injected {
-            let to = if m.from_client {
-                &server_sink
-            } else {
-                &client_sink
-            };
-            if let Err(end) = send(to, to_ws(&m), &mut stop).await {
-                first_end = Some(end);
-                break;
-            }
+    for m in injected {
+        let to = if m.from_client {
+            server_sink
+        } else {
+            client_sink
+        };
+        if let Err(end) = send(to, to_ws(&m), &mut stop).await {
+            return Some(end);
         }
     }
+    None
+}
 
-    let ends = match first_end {
-        Some(end) => vec![end],
-        None => {
-            let client = (client_stream, client_sink.clone());
-            let server = (server_stream, server_sink.clone());
-            both_directions(sh.clone(), client, server, queues, stop_rx, stop_tx).await
-        }
-    };
-    // Both connections close here.
-    drop((client_sink, server_sink));
-
+/// Fires `websocket_end`, or `websocket_error` when a side failed before a close handshake
+/// began; answers whether `server_disconnect` should follow (not when the addon manager
+/// went away while a hook held the flow: the proxy is shutting down).
+async fn finish(ctx: &ConnCtx, sh: &Shared, ends: Vec<End>) -> bool {
     let Some(mut flow) = sh.flow.lock().await.take() else {
-        server_gone(&manager, &ctx, &server).await;
-        return;
+        return true;
     };
     if ends.iter().any(|e| matches!(e, End::Shutdown)) {
-        return;
+        return false;
     }
     flow.live = false;
     if let Some(ws) = flow.websocket.as_mut() {
@@ -246,17 +261,18 @@ pub(crate) async fn run(
         End::Failed(msg) => Some(msg),
         End::Closed | End::Stopped | End::Shutdown => None,
     });
+    let manager = ctx.manager();
     match failure {
         Some(msg) if !sh.closing.get() => {
             tracing::info!(client.addr = %flow.client.peername, url = %flow.request.url(), "WebSocket failed: {msg}");
             flow.error = Some(FlowError::new(msg));
-            let _ = fire(&manager, HookKind::WebsocketError, flow).await;
+            let _ = fire(manager, HookKind::WebsocketError, flow).await;
         }
         _ => {
-            let _ = fire(&manager, HookKind::WebsocketEnd, flow).await;
+            let _ = fire(manager, HookKind::WebsocketEnd, flow).await;
         }
     }
-    server_gone(&manager, &ctx, &server).await;
+    true
 }
 
 /// Relays both directions until one ends, then gives the other [`CLOSE_WAIT`] after a close
@@ -266,8 +282,7 @@ async fn both_directions(
     (client_stream, client_sink): (SplitStream<Ws>, Sink),
     (server_stream, server_sink): (SplitStream<Ws>, Sink),
     queues: waylay_core::flow::InjectQueues<WebSocketMessage>,
-    stop_rx: watch::Receiver<bool>,
-    stop_tx: watch::Sender<bool>,
+    stop: Stop,
 ) -> Vec<End> {
     let c2s = direction(
         sh.clone(),
@@ -276,7 +291,7 @@ async fn both_directions(
         server_sink.clone(),
         client_sink.clone(),
         queues.to_server,
-        stop_rx.clone(),
+        stop.signal(),
     );
     let s2c = direction(
         sh.clone(),
@@ -285,7 +300,7 @@ async fn both_directions(
         client_sink.clone(),
         server_sink.clone(),
         queues.to_client,
-        stop_rx,
+        stop.signal(),
     );
     let c2s = std::pin::pin!(c2s);
     let s2c = std::pin::pin!(s2c);
@@ -303,7 +318,7 @@ async fn both_directions(
         Err(_) => {
             // Stop the other direction at its next read or write (never inside a
             // hook, which holds the flow).
-            let _ = stop_tx.send(true);
+            stop.stop();
             other.await
         }
     };
@@ -321,16 +336,20 @@ async fn direction(
     dst: Sink,
     back: Sink,
     mut injected: tokio::sync::mpsc::Receiver<WebSocketMessage>,
-    mut stop: watch::Receiver<bool>,
+    mut stop: StopSignal,
 ) -> End {
     let who = side(from_client);
     let mut inject_open = true;
     loop {
-        let next = tokio::select! {
-            biased;
-            _ = stop.wait_for(|s| *s) => return End::Stopped,
-            m = src.next() => Ok(m),
-            m = injected.recv(), if inject_open => Err(m),
+        let read = async {
+            tokio::select! {
+                biased;
+                m = src.next() => Ok(m),
+                m = injected.recv(), if inject_open => Err(m),
+            }
+        };
+        let Some(next) = stop.unless_stopped(read).await else {
+            return End::Stopped;
         };
         let next = match next {
             Ok(m) => m,
@@ -417,7 +436,7 @@ async fn on_message(
     msg: WsMessage,
     dst: &Sink,
     back: &Sink,
-    stop: &mut watch::Receiver<bool>,
+    stop: &mut StopSignal,
 ) -> Result<(), End> {
     // The recorded content gets its own allocation: a payload from tungstenite shares its
     // read buffer, which the history would otherwise pin (measured: every later read then
@@ -485,7 +504,7 @@ async fn send_injected(
     from_client: bool,
     mut m: WebSocketMessage,
     dst: &Sink,
-    stop: &mut watch::Receiver<bool>,
+    stop: &mut StopSignal,
 ) -> Result<(), End> {
     m.from_client = from_client;
     m.injected = true;
@@ -506,35 +525,21 @@ async fn send_injected(
     send(dst, out, stop).await
 }
 
-/// Removes the oldest messages once the history holds more than [`HISTORY_BYTES`] of
-/// content, down to half of it (so the work is amortised), keeping at least the newest.
-/// `history` is the running total of content recorded (recounted exactly when trimming, as
-/// addons may change contents), `added` what this message added.
-fn forget_old_messages(flow: &mut HttpFlow, history: &Cell<usize>, added: usize) {
+/// Records `added` content bytes in the history and removes the oldest messages once it
+/// holds more than [`HISTORY_BYTES`], down to half of it (so the work is amortised),
+/// keeping at least the newest; counts them in `websocket_messages_forgotten`.
+fn forget_old_messages(flow: &mut HttpFlow, history: &History, added: usize) {
     let Some(ws) = flow.websocket.as_mut() else {
         return;
     };
-    let total = history.get() + added;
-    history.set(total);
-    if total <= HISTORY_BYTES {
+    history.add(added);
+    let Some(forgotten) = history.trim(&mut ws.messages) else {
         return;
-    }
-    let mut kept = 0;
-    let mut keep_from = ws.messages.len();
-    while keep_from > 0 {
-        let len = ws.messages[keep_from - 1].content.len();
-        if kept + len > HISTORY_BYTES / 2 && keep_from < ws.messages.len() {
-            break;
-        }
-        kept += len;
-        keep_from -= 1;
-    }
-    ws.messages.drain(..keep_from);
-    history.set(kept);
+    };
     let key = "websocket_messages_forgotten";
     let before = flow.metadata.get(key).and_then(|v| v.as_u64()).unwrap_or(0);
     flow.metadata
-        .insert(key.into(), (before + keep_from as u64).into());
+        .insert(key.into(), (before + forgotten as u64).into());
 }
 
 /// Drains the messages addons injected, recording them in the flow.
@@ -560,12 +565,12 @@ fn to_ws(m: &WebSocketMessage) -> WsMessage {
 
 /// Writes one message, waiting while the peer does not read (backpressure); gives up when
 /// told to stop.
-async fn send(dst: &Sink, msg: WsMessage, stop: &mut watch::Receiver<bool>) -> Result<(), End> {
-    tokio::select! {
-        biased;
-        _ = stop.wait_for(|s| *s) => Err(End::Stopped),
-        r = async { dst.sink.lock().await.send(msg).await } => {
-            r.map_err(|e| End::Failed(format!("sending to the {} failed: {e}", dst.name)))
-        }
+async fn send(dst: &Sink, msg: WsMessage, stop: &mut StopSignal) -> Result<(), End> {
+    match stop
+        .unless_stopped(async { dst.sink.lock().await.send(msg).await })
+        .await
+    {
+        None => Err(End::Stopped),
+        Some(r) => r.map_err(|e| End::Failed(format!("sending to the {} failed: {e}", dst.name))),
     }
 }

@@ -6,7 +6,7 @@
 //! `cargo bench -p waylay-benches --bench proxy_load`
 //!
 //! The bench binary is both sides: run with `WAYLAY_LOAD_CHILD=floor|waylay` it is the proxy
-//! under test (it prints its address on stdout and serves until its stdin closes); otherwise
+//! under test (`origin`: the 1 KiB origin alone) (it prints its address on stdout and serves until its stdin closes); otherwise
 //! it is the parent, which runs the origin (hyper, 1 KiB body) and the load generator (plain
 //! tokio, `LOAD_CONNS` keep-alive connections each sending requests back to back) on one
 //! current-thread runtime, and starts one child per scenario.
@@ -85,6 +85,7 @@ fn main() {
     match std::env::var(CHILD_ENV).as_deref() {
         Ok("floor") => child_floor(),
         Ok("waylay") => child_waylay(),
+        Ok("origin") => child_origin(),
         Ok(other) => {
             eprintln!("proxy_load: unknown child mode {other:?}");
             std::process::exit(2);
@@ -251,6 +252,20 @@ fn child_waylay() {
             }
             _ => announce(proxy.local_addr()),
         }
+        futures::future::pending::<()>().await;
+    });
+}
+
+/// The origin alone (`WAYLAY_LOAD_CHILD=origin`), for instruction counts of the proxy child
+/// driven by another client (`benches/count_requests.sh`).
+fn child_origin() {
+    exit_when_stdin_closes();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("origin runtime");
+    rt.block_on(async {
+        announce(origin().await);
         futures::future::pending::<()>().await;
     });
 }

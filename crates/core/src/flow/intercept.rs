@@ -18,7 +18,8 @@ const KILLED: u8 = 3;
 /// kills it.
 #[derive(Debug, Clone, Default)]
 pub struct Intercept {
-    inner: Arc<Inner>,
+    /// `None` until the flow is first intercepted (most never are: no allocation per flow).
+    inner: Option<Arc<Inner>>,
 }
 
 #[derive(Default)]
@@ -55,44 +56,60 @@ pub enum Release {
 }
 
 impl Intercept {
+    /// The live state, if the flow was ever intercepted.
+    fn live(&self) -> Option<&Inner> {
+        self.inner.as_deref()
+    }
+
+    fn state(&self) -> u8 {
+        self.live()
+            .map_or(RUNNING, |i| i.state.load(Ordering::Acquire))
+    }
+
     /// Marks the flow intercepted; returns a handle to release it later.
     pub fn intercept(&mut self) -> InterceptHandle {
         // A flow may be intercepted again after a resume: start from a fresh cell so an old
         // handle cannot release the new interception.
-        if self.inner.state.load(Ordering::Acquire) != RUNNING {
-            self.inner = Arc::default();
-        }
-        self.inner.state.store(INTERCEPTED, Ordering::Release);
-        InterceptHandle {
-            inner: self.inner.clone(),
-        }
+        let inner = match &self.inner {
+            Some(i) if i.state.load(Ordering::Acquire) == RUNNING => i.clone(),
+            _ => {
+                let i = Arc::new(Inner::default());
+                self.inner = Some(i.clone());
+                i
+            }
+        };
+        inner.state.store(INTERCEPTED, Ordering::Release);
+        InterceptHandle { inner }
     }
 
     /// A handle for the current interception, if the flow is intercepted.
     pub fn handle(&self) -> Option<InterceptHandle> {
-        self.is_intercepted().then(|| InterceptHandle {
-            inner: self.inner.clone(),
-        })
+        match &self.inner {
+            Some(i) if self.is_intercepted() => Some(InterceptHandle { inner: i.clone() }),
+            _ => None,
+        }
     }
 
     /// Whether the flow waits to be released.
     pub fn is_intercepted(&self) -> bool {
-        self.inner.state.load(Ordering::Acquire) == INTERCEPTED
+        self.state() == INTERCEPTED
     }
 
     /// Releases the flow (same as a handle's `resume`).
     pub fn resume(&self) {
-        InterceptHandle {
-            inner: self.inner.clone(),
+        if let Some(i) = &self.inner {
+            InterceptHandle { inner: i.clone() }.resume();
         }
-        .resume();
     }
 
     /// Waits until the flow is released; returns at once when it is not intercepted.
     pub async fn wait(&self) -> Release {
+        let Some(inner) = self.live() else {
+            return Release::Resumed;
+        };
         loop {
-            let notified = self.inner.wake.notified();
-            match self.inner.state.load(Ordering::Acquire) {
+            let notified = inner.wake.notified();
+            match inner.state.load(Ordering::Acquire) {
                 INTERCEPTED => notified.await,
                 KILLED => return Release::Killed,
                 _ => return Release::Resumed,
@@ -102,7 +119,7 @@ impl Intercept {
 
     /// Takes the edit a [`InterceptHandle::resume_with`] left, if it is of type `T`.
     pub fn take_edit<T: Any>(&self) -> Option<T> {
-        let mut slot = self.inner.edit.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = self.live()?.edit.lock().unwrap_or_else(|p| p.into_inner());
         match slot.take()?.downcast::<T>() {
             Ok(edit) => Some(*edit),
             Err(other) => {
@@ -114,8 +131,8 @@ impl Intercept {
 
     /// Forgets a finished interception so the flow can be intercepted again.
     pub fn reset(&mut self) {
-        if self.inner.state.load(Ordering::Acquire) != INTERCEPTED {
-            self.inner = Arc::default();
+        if !matches!(self.state(), RUNNING | INTERCEPTED) {
+            self.inner = None;
         }
     }
 }

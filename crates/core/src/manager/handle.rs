@@ -113,7 +113,7 @@ impl ManagerHandle {
         if !self.handles(kind) {
             return Ok(hook);
         }
-        if std::thread::current().id() != self.shared.home {
+        if this_thread() != self.shared.home {
             // From another worker: one hop to the manager's thread, where the walk runs next
             // to the addons (walking from here would cross threads twice per addon).
             return self
@@ -443,4 +443,14 @@ async fn configure_one(
         HookOutput::Configure(r) => r.map(|()| reply.declared),
         HookOutput::Unit => Ok(reply.declared),
     }
+}
+
+thread_local! {
+    /// This thread's id, read once (`std::thread::current()` clones a handle per call).
+    static THREAD_ID: std::thread::ThreadId = std::thread::current().id();
+}
+
+/// The calling thread's id.
+fn this_thread() -> std::thread::ThreadId {
+    THREAD_ID.with(|id| *id)
 }

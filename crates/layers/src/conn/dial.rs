@@ -60,7 +60,10 @@ pub(crate) async fn checkout(
         via: key.route.clone(),
         proxy_form: !key.is_tls(),
     };
-    let entry = dial(ctx, spec).await?;
+    // Boxed: dialing (TCP, TLS, an upstream proxy's handshake) makes a large future, and
+    // the request futures that check out a pooled connection would otherwise carry its
+    // size (moved into a box per observed request, kept allocated per idle connection).
+    let entry = Box::pin(dial(ctx, spec)).await?;
     ctx.pool.insert(key.clone(), entry.clone());
     Ok(entry)
 }
@@ -86,7 +89,7 @@ pub(crate) async fn checkout_upgrade(
                 via: key.route.clone(),
                 proxy_form: false,
             };
-            dial(ctx, spec).await?
+            Box::pin(dial(ctx, spec)).await?
         }
     };
     entry.state.upgrading(true);

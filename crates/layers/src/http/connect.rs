@@ -39,7 +39,10 @@ pub(crate) async fn connect(
         host,
         port,
         path: String::new(),
-        message: Message::new(version_of(req.version()), headers_from(req.headers())),
+        message: Message::new(
+            version_of(req.version()),
+            headers_from(req.headers().clone()),
+        ),
     };
     let flow = Box::new(HttpFlow::new(ctx.client(), request));
     let Some(mut flow) = ctx.fire(HookKind::HttpConnect, flow).await else {

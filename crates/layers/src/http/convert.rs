@@ -1,7 +1,6 @@
 //! Between hyper's types and waylay's flow model.
 
-use bytes::Bytes;
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::HeaderMap;
 use waylay_core::flow::{Headers, HttpVersion};
 
 /// The version of a hyper message in flow terms.
@@ -14,29 +13,14 @@ pub(crate) fn version_of(v: http::Version) -> HttpVersion {
     }
 }
 
-/// Copies a header map into flow headers (order of first appearance, duplicates kept).
-pub(crate) fn headers_from(map: &HeaderMap) -> Headers {
-    let mut h = Headers::with_capacity(map.len());
-    for (name, value) in map {
-        h.append(name.as_str(), Bytes::copy_from_slice(value.as_bytes()));
-    }
-    h
+/// A header map as flow headers (order of first appearance, duplicates kept): kept as hyper
+/// parsed it, no field is copied until an addon changes one.
+pub(crate) fn headers_from(map: HeaderMap) -> Headers {
+    Headers::from_http(map)
 }
 
-/// Builds a header map from flow headers; fields that are not valid HTTP are skipped with
-/// a debug log (an addon wrote them).
+/// Builds a header map from flow headers (a clone of hyper's when nobody changed them);
+/// fields that are not valid HTTP are skipped with a debug log (an addon wrote them).
 pub(crate) fn headers_to(h: &Headers) -> HeaderMap {
-    let mut map = HeaderMap::with_capacity(h.len());
-    for (name, value) in h.iter() {
-        match (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_bytes(value),
-        ) {
-            (Ok(n), Ok(v)) => {
-                map.append(n, v);
-            }
-            _ => tracing::debug!(header = name, "dropping invalid header field"),
-        }
-    }
-    map
+    h.to_http(|name| tracing::debug!(header = name, "dropping invalid header field"))
 }

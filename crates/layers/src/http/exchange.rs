@@ -292,7 +292,7 @@ async fn request_body(
                 return Ok(BodyPhase::Answered(answer));
             }
             flow.request.raw_content = Some(b);
-            flow.request.trailers = trailers.as_ref().map(headers_from);
+            flow.request.trailers = trailers.map(headers_from);
             flow.request.timestamp_end = Some(now());
         }
         Ok(Read::TooLarge(chunks, rest)) => {
@@ -332,7 +332,9 @@ async fn observed(
         Some(p) => p.as_str().to_owned(),
         None => "/".to_owned(),
     };
-    let mut message = Message::new(version_of(parts.version), headers_from(&parts.headers));
+    let declared_len = content_length(&parts.headers);
+    let headers = headers_from(std::mem::take(&mut parts.headers));
+    let mut message = Message::new(version_of(parts.version), headers);
     message.timestamp_start = now();
     let request = Request {
         method: parts.method.as_str().to_owned(),
@@ -352,7 +354,6 @@ async fn observed(
         flow.server = Some(Arc::new(server));
     }
 
-    let declared_len = content_length(&parts.headers);
     if let (Some(limit), Some(len)) = (cfg.body_size_limit, declared_len)
         && len > limit
     {
@@ -360,8 +361,10 @@ async fn observed(
         return fail(&ctx, flow, StatusCode::PAYLOAD_TOO_LARGE, msg).await;
     }
 
+    // The WebSocket steps are boxed: they are rare, and the future of every observed request
+    // (moved into a box per request) would otherwise be sized for them.
     if client_upgrade.is_some() {
-        flow = super::upgrade::handshake(&ctx, flow).await?;
+        flow = Box::pin(super::upgrade::handshake(&ctx, flow)).await?;
     }
 
     flow = run_hook(&ctx, HookKind::RequestHeaders, flow).await?;
@@ -417,7 +420,79 @@ async fn observed(
     };
     flow.server = Some(entry.server.clone());
     if let Some(client_upgrade) = client_upgrade {
-        return super::upgrade::response(&ctx, flow, entry, resp, client_upgrade).await;
+        return Box::pin(super::upgrade::response(
+            &ctx,
+            flow,
+            entry,
+            resp,
+            client_upgrade,
+        ))
+        .await;
     }
     response_phase(&ctx, flow, entry, resp).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::size_of;
+
+    fn own3<A, B, C, F>(_: fn(A, B, C) -> F) -> usize {
+        size_of::<F>()
+    }
+    fn own5<A, B, C, D, E, F>(_: fn(A, B, C, D, E) -> F) -> usize {
+        size_of::<F>()
+    }
+    fn ref2<'a, A: 'a, B, F>(_: fn(&'a A, B) -> F) -> usize {
+        size_of::<F>()
+    }
+    fn rr2<'a, A: 'a, B: 'a, F>(_: fn(&'a A, &'a B) -> F) -> usize {
+        size_of::<F>()
+    }
+    fn ref3<'a, A: 'a, B, C, F>(_: fn(&'a A, B, C) -> F) -> usize {
+        size_of::<F>()
+    }
+    fn ref4<'a, A: 'a, B, C, D, F>(_: fn(&'a A, B, C, D) -> F) -> usize {
+        size_of::<F>()
+    }
+    fn ref5<'a, A: 'a, B, C, D, E, F>(_: fn(&'a A, B, C, D, E) -> F) -> usize {
+        size_of::<F>()
+    }
+
+    /// The future hyper keeps per connection (allocated once per connection and kept while it
+    /// idles) and the one boxed per observed request stay small: dialing and the WebSocket
+    /// steps are boxed apart (dialing alone is about 8 KiB). The sizes print with
+    /// `--nocapture`; the bounds hold in debug builds, where futures are largest.
+    #[test]
+    fn request_futures_stay_small() {
+        use super::super::{response, upgrade, walk};
+        use crate::conn::dial;
+        let handle = own3(super::handle);
+        let observed = own5(super::observed);
+        let checkout = rr2(dial::checkout);
+        for (name, size) in [
+            ("handle", handle),
+            ("observed", observed),
+            ("dial", ref2(dial::dial)),
+            ("checkout", checkout),
+            ("checkout_upgrade", rr2(dial::checkout_upgrade)),
+            ("response_phase", ref4(response::response_phase)),
+            ("respond_from_flow", ref3(response::respond_from_flow)),
+            ("run_hook", ref3(walk::run_hook)),
+            ("fail", ref4(walk::fail)),
+            ("upgrade::handshake", ref2(upgrade::handshake)),
+            ("upgrade::response", ref5(upgrade::response)),
+            ("read_up_to", own2(super::super::body::read_up_to)),
+        ] {
+            eprintln!("{name}: {size} bytes");
+        }
+        assert!(
+            checkout <= 256,
+            "checkout {checkout}: dialing is inline again"
+        );
+        assert!(handle <= 4096, "handle {handle}");
+        assert!(observed <= 4096, "observed {observed}");
+    }
+    fn own2<A, B, F>(_: fn(A, B) -> F) -> usize {
+        size_of::<F>()
+    }
 }

@@ -44,9 +44,33 @@ pub(crate) fn fix_content_length(
     remove_in_order(map, |n| {
         n == TRANSFER_ENCODING || (trailers && n == CONTENT_LENGTH)
     });
-    if !trailers && (had_length || len > 0 || map.contains_key(CONTENT_LENGTH)) {
+    if !trailers
+        && (had_length || len > 0 || map.contains_key(CONTENT_LENGTH))
+        && !content_length_is(map, len)
+    {
         map.insert(CONTENT_LENGTH, HeaderValue::from(len));
     }
+}
+
+/// Whether the message has exactly one `Content-Length`, written as `len` is (the common
+/// case for a body nobody changed: nothing to rewrite).
+fn content_length_is(map: &HeaderMap, len: usize) -> bool {
+    let mut values = map.get_all(CONTENT_LENGTH).iter();
+    let (Some(v), None) = (values.next(), values.next()) else {
+        return false;
+    };
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = len;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    v.as_bytes() == &digits[i..]
 }
 
 /// Reads the server's response into the flow, runs the response hooks, and answers the
@@ -119,7 +143,10 @@ fn record_response(flow: &mut HttpFlow, parts: &http::response::Parts) {
         .get::<hyper::ext::ReasonPhrase>()
         .map(|r| String::from_utf8_lossy(r.as_bytes()).into_owned())
         .unwrap_or_else(|| reason_phrase(status).to_owned());
-    let mut message = Message::new(version_of(parts.version), headers_from(&parts.headers));
+    let mut message = Message::new(
+        version_of(parts.version),
+        headers_from(parts.headers.clone()),
+    );
     message.timestamp_start = now();
     let mut response = Response {
         status_code: status,
@@ -165,7 +192,7 @@ async fn buffer_response(
             }
             if let Some(r) = flow.response.as_mut() {
                 r.raw_content = Some(b);
-                r.trailers = trailers.as_ref().map(headers_from);
+                r.trailers = trailers.map(headers_from);
                 r.timestamp_end = Some(now());
             }
             respond_from_flow(ctx, flow, Some(extensions)).await
@@ -345,6 +372,27 @@ mod tests {
             HeaderValue::from_str(v).unwrap(),
         );
         h
+    }
+
+    #[test]
+    fn content_length_is_rewritten_only_when_it_differs() {
+        for (have, len, same) in [
+            (&["1024"][..], 1024, true),
+            (&["0"][..], 0, true),
+            (&["10"][..], 1024, false),
+            (&["01024"][..], 1024, false),
+            (&["1024", "1024"][..], 1024, false),
+            (&[][..], 0, false),
+        ] {
+            let mut h = HeaderMap::new();
+            for v in have {
+                h.append(CONTENT_LENGTH, HeaderValue::from_str(v).unwrap());
+            }
+            assert_eq!(content_length_is(&h, len), same, "{have:?} {len}");
+            fix_content_length(&mut h, len, true, false);
+            assert_eq!(h.get_all(CONTENT_LENGTH).iter().count(), 1);
+            assert_eq!(content_length(&h), Some(len as u64));
+        }
     }
 
     #[test]

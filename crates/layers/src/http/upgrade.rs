@@ -62,7 +62,7 @@ pub(crate) async fn response(
     }
     let server_upgrade = hyper::upgrade::on(&mut resp);
     let (parts, _body) = resp.into_parts();
-    let mut message = Message::new(version_of(parts.version), headers_from(&parts.headers));
+    let mut message = Message::new(version_of(parts.version), headers_from(parts.headers));
     message.timestamp_start = now();
     flow.response = Some(Response {
         status_code: 101,

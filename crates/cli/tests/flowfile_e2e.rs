@@ -466,7 +466,7 @@ fn n_still_checks_every_option_with_the_same_error() {
     let bad: &[&[&str]] = &[
         &["--set", "ignore_hosts=["],
         &["--set", "mode=bogus"],
-        &["--set", "mode=socks5"],
+        &["--set", "mode=reverse:dns://127.0.0.1:53"],
         &["--set", "stream_large_bodies=abc"],
         &["--set", "body_size_limit=-3"],
         &["--set", "connection_strategy=lazy"],

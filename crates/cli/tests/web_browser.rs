@@ -74,7 +74,13 @@ fn the_page_shows_live_flows_filters_and_intercepts_with_edits() {
     let err = lines(child.stderr.take().expect("stderr"));
     let _running = Running(child);
     let url = wait_line(&out, "Web server listening at ");
+    // The log line carries the listener's mode after the address (`... mode=regular`).
     let proxy = wait_line(&err, "proxy listening at http://");
+    let proxy = proxy
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
     assert!(url.contains("/?token="), "{url}");
 
     let artifacts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/web-e2e");

@@ -511,7 +511,7 @@ function OptionsEditor(props: { close: () => void }) {
           {names.map((n) => {
             const o = store.options[n];
             return (
-              <tr id={`opt-${n}`}>
+              <tr key={n} id={`opt-${n}`}>
                 <td class="hname">{n}</td>
                 <td class="opt-value">
                   <OptionInput name={n} o={o} set={(v) => set(n, v)} />

@@ -82,8 +82,9 @@ pub(crate) async fn response_phase(
     resp: hyper::Response<Incoming>,
 ) -> Result<HyperResponse, Killed> {
     let cfg = ctx.shared.config();
-    let (parts, body) = resp.into_parts();
-    record_response(&mut flow, &parts);
+    let (mut parts, body) = resp.into_parts();
+    let declared_len = content_length(&parts.headers);
+    record_response(&mut flow, &mut parts);
     let Some(mut flow) = ctx.fire(HookKind::ResponseHeaders, flow).await else {
         entry.state.release();
         return Err(Killed);
@@ -94,7 +95,6 @@ pub(crate) async fn response_phase(
     }
 
     let no_body = bodiless(&flow.request.method, parts.status.as_u16());
-    let declared_len = content_length(&parts.headers);
     if let (Some(limit), Some(len)) = (cfg.body_size_limit, declared_len)
         && len > limit
         && !no_body
@@ -135,17 +135,22 @@ pub(crate) async fn response_phase(
     ))
 }
 
-/// Records the server's response head in the flow (before `response_headers`).
-fn record_response(flow: &mut HttpFlow, parts: &http::response::Parts) {
+/// Records the server's response head in the flow (before `response_headers`). The header
+/// map moves into the flow (nothing reads `parts.headers` afterwards): no copy per response.
+fn record_response(flow: &mut HttpFlow, parts: &mut http::response::Parts) {
     let status = parts.status.as_u16();
     let reason = parts
         .extensions
         .get::<hyper::ext::ReasonPhrase>()
         .map(|r| String::from_utf8_lossy(r.as_bytes()).into_owned())
         .unwrap_or_else(|| reason_phrase(status).to_owned());
+    // Server-sent events arrive over a long time and the client wants each as it comes:
+    // marked streamed before `response_headers` (an addon may still unmark it), so the
+    // `response` hook never holds them back (mitmproxy buffers them, with a warning).
+    let event_stream = is_event_stream(&parts.headers);
     let mut message = Message::new(
         version_of(parts.version),
-        headers_from(parts.headers.clone()),
+        headers_from(std::mem::take(&mut parts.headers)),
     );
     message.timestamp_start = now();
     let mut response = Response {
@@ -153,10 +158,7 @@ fn record_response(flow: &mut HttpFlow, parts: &http::response::Parts) {
         reason,
         message,
     };
-    // Server-sent events arrive over a long time and the client wants each as it comes:
-    // marked streamed before `response_headers` (an addon may still unmark it), so the
-    // `response` hook never holds them back (mitmproxy buffers them, with a warning).
-    response.stream = is_event_stream(&parts.headers);
+    response.stream = event_stream;
     flow.response = Some(response);
 }
 

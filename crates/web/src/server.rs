@@ -766,6 +766,21 @@ async fn put_options(shared: &Shared, v: &Value) -> Result<Resp, Resp> {
                 specs.push(format!("intercept_active={}", !expr.trim().is_empty()));
             }
         }
+        if k == waylay_addons::BREAKPOINTS_OPTION
+            && let Some(rules) = val.as_array()
+        {
+            // Checked here for the position of the error (the addon refuses it too).
+            for (i, rule) in rules.iter().enumerate() {
+                if let Some(Err(e)) = rule.as_str().map(waylay_addons::check_breakpoint_rule) {
+                    return Err(respond(
+                        400,
+                        "application/json",
+                        json!({"error": {"option": k, "index": i, "message": e.message, "position": e.position}})
+                            .to_string(),
+                    ));
+                }
+            }
+        }
         match val {
             Value::Bool(b) => specs.push(format!("{k}={b}")),
             Value::Number(n) => specs.push(format!("{k}={n}")),

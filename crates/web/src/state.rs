@@ -16,7 +16,6 @@ use waylay_core::{Flow, ManagerHandle};
 
 use crate::auth::Auth;
 use crate::config::WebConfig;
-use crate::filter::{FilterParseError, WebFilter};
 use crate::json::{BodyLens, flow_json};
 use crate::store::{Store, StoreError, split_bodies};
 
@@ -142,9 +141,6 @@ struct Inner {
     backups: HashMap<FlowId, Arc<Flow>>,
     events: VecDeque<Value>,
     next_event: u64,
-    /// The `intercept` filter, and whether it applies (`intercept_active`).
-    intercept: Option<(String, WebFilter)>,
-    intercept_active: bool,
     /// Live flows the UI asked to kill that were not intercepted: killed at their next hook.
     kill_next: std::collections::HashSet<FlowId>,
     drops_reported: (u64, u64),
@@ -236,42 +232,6 @@ impl Shared {
     pub(crate) fn confdir(&self) -> std::path::PathBuf {
         let o = self.options.lock().unwrap_or_else(|p| p.into_inner());
         crate::replay::expand_home(o["confdir"]["value"].as_str().unwrap_or("~/.waylay"))
-    }
-
-    /// Whether the `intercept` filter is active and matches `flow` (never a replay, as in
-    /// mitmproxy).
-    pub(crate) fn should_intercept<'a>(&self, flow: impl Into<waylay_core::FlowRef<'a>>) -> bool {
-        let flow = flow.into();
-        if let waylay_core::FlowRef::Http(f) = flow
-            && f.is_replay.is_some()
-        {
-            return false;
-        }
-        let inner = self.lock();
-        inner.intercept_active
-            && inner
-                .intercept
-                .as_ref()
-                .is_some_and(|(_, f)| f.matches_ref(flow))
-    }
-
-    /// Sets the intercept filter (empty: none) and whether it applies; the addon calls it
-    /// from `configure`.
-    pub(crate) fn set_intercept(&self, expr: &str, active: bool) -> Result<(), FilterParseError> {
-        let f = if expr.trim().is_empty() {
-            None
-        } else {
-            Some((expr.to_owned(), WebFilter::parse(expr)?))
-        };
-        let mut inner = self.lock();
-        inner.intercept = f;
-        inner.intercept_active = active;
-        Ok(())
-    }
-
-    /// Whether the intercept filter applies now.
-    pub(crate) fn intercept_active(&self) -> bool {
-        self.lock().intercept_active
     }
 
     /// Whether the UI asked to kill flow `id` (kept until [`Shared::take_kill`]).

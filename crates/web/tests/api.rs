@@ -90,9 +90,17 @@ fn config() -> WebConfig {
     }
 }
 
+/// The proxy with the addons `waylay::Proxy::builder()` gives a custom proxy for
+/// interception: breakpoint rules, then the intercept filter (the web addon goes last).
+fn builder() -> waylay_layers::ProxyBuilder {
+    Proxy::builder()
+        .addon_with(waylay_addons::Breakpoints::from_options)
+        .addon_with(waylay_addons::Intercept::from_options)
+}
+
 async fn start(cfg: WebConfig) -> (TestProxy, WebHandle) {
     let (addon, ui) = WebUi::bind(cfg).expect("web UI binds");
-    let proxy = TestProxy::start(Proxy::builder().addon(addon)).await;
+    let proxy = TestProxy::start(builder().addon(addon)).await;
     ui.attach(proxy.running().manager().clone());
     (proxy, ui)
 }
@@ -893,7 +901,7 @@ async fn replay_sends_the_request_again_through_the_proxy_http_and_https() {
     let (tls_origin, ca_file) = https_origin(&dir).await;
     let (addon, ui) = WebUi::bind(config()).expect("web UI binds");
     let proxy = TestProxy::start(
-        Proxy::builder()
+        builder()
             .set(format!(
                 "ssl_verify_upstream_trusted_ca={}",
                 ca_file.display()
@@ -1413,12 +1421,7 @@ async fn the_intercept_option_set_at_start_holds_matching_flows_and_tcp_messages
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use waylay_testkit::{connect_tunnel, tcp_line_origin};
     let (addon, ui) = WebUi::bind(config()).expect("web UI binds");
-    let proxy = TestProxy::start(
-        Proxy::builder()
-            .set("intercept=~tcp | ~u /hold")
-            .addon(addon),
-    )
-    .await;
+    let proxy = TestProxy::start(builder().set("intercept=~tcp | ~u /hold").addon(addon)).await;
     ui.attach(proxy.running().manager().clone());
     let opts = call(ui.addr(), "GET", "/options", &[BEARER], "")
         .await
@@ -1622,4 +1625,179 @@ async fn intercepted_websocket_messages_are_edited_resumed_and_killed() {
         .to_owned();
     let a = post(ui, &format!("/flows/{plain_id}/messages/content.data"), "x").await;
     assert_eq!(a.status, 400, "{}", a.body);
+}
+
+/// Answers `/status...` with a 200 the breakpoint rule turns into a 418; everything else ok.
+fn rule_answer(_: &str) -> Vec<u8> {
+    b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\norigin".to_vec()
+}
+
+#[actix_rt::test]
+async fn breakpoint_rules_edit_flows_and_resume_or_hold_them() {
+    let (proxy, ui) = start(config()).await;
+    let (origin, seen) = scripted_origin(rule_answer).await;
+    let put = |body: Value| {
+        let uia = ui.addr();
+        async move { call(uia, "PUT", "/options", &[BEARER], &body.to_string()).await }
+    };
+    // A rule that does not parse is refused with its index and the position in it.
+    let a =
+        put(json!({"breakpoints": ["|~q|request|resume", "|~q|request|resume|status:404"]})).await;
+    assert_eq!(a.status, 400, "{}", a.body);
+    let e = &a.json()["error"];
+    assert_eq!(e["index"], 1);
+    assert_eq!(e["position"], 19);
+    assert!(
+        e["message"].as_str().unwrap().contains("response phase"),
+        "{e}"
+    );
+    let a = put(json!({"breakpoints": [
+        "|~u /edit|request|resume|header:X-Rule=applied|remove-header:X-Drop",
+        "|~u /status|response|resume|status:418|header:X-Answer=rule|body:teapot",
+        "#|~u /free|request|resume|header:X-Disabled=1",
+        "|~u /hold|request|hold|header:X-Held=yes",
+    ]}))
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let p = proxy.addr();
+
+    // A request-phase edit reaches the origin with no resume.
+    let req = format!(
+        "GET http://{origin}/edit HTTP/1.1\r\nHost: {origin}\r\nX-Drop: secret\r\nConnection: close\r\n\r\n"
+    );
+    let answer = within("the edited request", raw_request(p, req.as_bytes())).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let got = seen
+        .lock()
+        .unwrap()
+        .last()
+        .cloned()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(got.contains("x-rule: applied"), "{got}");
+    assert!(!got.contains("x-drop"), "{got}");
+
+    // A response-phase rule sets the status the client sees.
+    let answer = within(
+        "the edited response",
+        proxy_get(p, &format!("http://{origin}/status")),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 418"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("x-answer: rule"),
+        "{answer}"
+    );
+    assert!(answer.ends_with("teapot"), "{answer}");
+
+    // A flow no enabled rule matches is untouched.
+    let answer = within(
+        "the free request",
+        proxy_get(p, &format!("http://{origin}/free")),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("origin"), "{answer}");
+    let got = seen
+        .lock()
+        .unwrap()
+        .last()
+        .cloned()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(got.starts_with("get /free"), "{got}");
+    assert!(
+        !got.contains("x-disabled") && !got.contains("x-rule"),
+        "{got}"
+    );
+
+    // The flows say which rule edited them, and the event log says it happened.
+    let flows = flows_until(ui.addr(), |v| {
+        v.len() == 3 && v.iter().all(|f| f["live"] == false)
+    })
+    .await;
+    let by_path = |p: &str| {
+        flows
+            .iter()
+            .find(|f| f["request"]["path"] == p)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        by_path("/edit")["breakpoint_rule"]["request"],
+        "|~u /edit|request|resume|header:X-Rule=applied|remove-header:X-Drop"
+    );
+    assert_eq!(by_path("/status")["response"]["status_code"], 418);
+    assert!(by_path("/status")["breakpoint_rule"]["response"].is_string());
+    assert!(by_path("/free")["breakpoint_rule"].is_null());
+    let events = call(ui.addr(), "GET", "/events", &[BEARER], "")
+        .await
+        .json();
+    let lines: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .filter(|m| m.starts_with("breakpoint rule"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines[0].contains("request of GET") && lines[0].contains("/edit"),
+        "{lines:?}"
+    );
+
+    // A hold rule edits, then holds the flow until it is resumed.
+    let before = seen.lock().unwrap().len();
+    let client = actix::spawn(async move { proxy_get(p, &format!("http://{origin}/hold")).await });
+    let flows = flows_until(ui.addr(), |v| {
+        v.iter()
+            .any(|f| f["intercepted"] == true && f["request"]["path"] == "/hold")
+    })
+    .await;
+    let held = flows
+        .iter()
+        .find(|f| f["request"]["path"] == "/hold")
+        .unwrap();
+    assert!(
+        held["request"]["headers"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(["X-Held", "yes"])),
+        "{held}"
+    );
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        before,
+        "the origin saw nothing yet"
+    );
+    let id = held["id"].as_str().unwrap();
+    let a = post(ui.addr(), &format!("/flows/{id}/resume"), "").await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let answer = within("the held client", client).await.unwrap();
+    assert!(answer.ends_with("origin"), "{answer}");
+    let got = seen
+        .lock()
+        .unwrap()
+        .last()
+        .cloned()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(got.contains("x-held: yes"), "{got}");
+
+    // Disabling every rule (the UI's toggle) leaves flows alone again.
+    let a = put(json!({"breakpoints": ["#|~u /edit|request|resume|header:X-Rule=applied"]})).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    within(
+        "a request after",
+        proxy_get(p, &format!("http://{origin}/edit")),
+    )
+    .await;
+    let got = seen
+        .lock()
+        .unwrap()
+        .last()
+        .cloned()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(!got.contains("x-rule"), "{got}");
 }

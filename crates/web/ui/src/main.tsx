@@ -5,6 +5,7 @@ import { render } from "preact";
 import { useEffect, useRef, useState } from "preact/hooks";
 import { ApiError, Flow, Pair, api, apiText } from "./api";
 import { FilterName, OptionInfo, Store } from "./store";
+import { RulesPanel } from "./rules";
 
 const store = new Store();
 
@@ -568,6 +569,7 @@ function App() {
   const [sort, setSort] = useState<[Col | null, boolean]>([null, false]);
   const [showLog, setShowLog] = useState(true);
   const [showOptions, setShowOptions] = useState(false);
+  const [showRules, setShowRules] = useState(false);
   const search = store.filters.search;
   const highlight = store.filters.highlight;
 
@@ -600,7 +602,8 @@ function App() {
         case "k": case "ArrowUp": go(i < 0 ? flows.length - 1 : i - 1); break;
         case "Home": go(0); break;
         case "End": go(flows.length - 1); break;
-        case "Escape": if (showOptions) setShowOptions(false); else setSelected(null); break;
+        case "Escape": if (showRules) setShowRules(false); else if (showOptions) setShowOptions(false); else setSelected(null); break;
+        case "b": setShowRules((s) => !s); break;
         case "o": setShowOptions((s) => !s); break;
         case "a": if (sel) act("POST", `/flows/${sel.id}/resume`); break;
         case "A": act("POST", "/flows/resume"); break;
@@ -617,7 +620,7 @@ function App() {
     };
     window.addEventListener("keydown", onKey);
     return () => window.removeEventListener("keydown", onKey);
-  }, [flows, selected, sel, showOptions]);
+  }, [flows, selected, sel, showOptions, showRules]);
 
   const [interceptError, setInterceptError] = useState<{ message: string; position: number } | null>(null);
   const setIntercept = async (expr: string) => {
@@ -646,6 +649,7 @@ function App() {
         <button id="clear" onClick={() => { if (confirm("Clear all flows?")) act("POST", "/clear"); }}>Clear</button>
         <FileMenu />
         <button id="options-button" onClick={() => setShowOptions((s) => !s)}>Options (o)</button>
+        <button id="rules-button" onClick={() => setShowRules((s) => !s)}>Rules (b)</button>
         <button onClick={() => setShowLog((s) => !s)}>Events (e)</button>
         <span class={`status ${store.connected ? "ok" : "down"}`} id="conn">{store.connected ? `live · ${flows.length} flows` : "reconnecting…"}</span>
       </header>
@@ -655,6 +659,7 @@ function App() {
       </main>
       {showLog ? <EventLog /> : null}
       {showOptions ? <OptionsEditor close={() => setShowOptions(false)} /> : null}
+      {showRules ? <RulesPanel store={store} close={() => setShowRules(false)} /> : null}
     </div>
   );
 }

@@ -583,7 +583,20 @@ impl Shared {
         if kill {
             handle.kill();
         } else if e.snap.modified {
-            if let Flow::Http(edited) = e.snap.full_flow() {
+            if let Flow::Tcp(edited) = e.snap.full_flow() {
+                // Held at a TCP message: only that (the last) message can have been edited.
+                handle.resume_with::<waylay_core::flow::TcpEdit>(Box::new(
+                    move |f: &mut waylay_core::TcpFlow| {
+                        f.marked = edited.marked;
+                        f.comment = edited.comment;
+                        if let (Some(m), Some(last)) =
+                            (edited.messages.last(), f.messages.last_mut())
+                        {
+                            last.content = m.content.clone();
+                        }
+                    },
+                ));
+            } else if let Flow::Http(edited) = e.snap.full_flow() {
                 handle.resume_with::<waylay_core::flow::HttpEdit>(Box::new(
                     move |f: &mut waylay_core::HttpFlow| {
                         f.marked = edited.marked;

@@ -1801,3 +1801,78 @@ async fn breakpoint_rules_edit_flows_and_resume_or_hold_them() {
         .to_ascii_lowercase();
     assert!(!got.contains("x-rule"), "{got}");
 }
+
+/// Waits for a held TCP flow with `count` messages; its id.
+async fn held_tcp(ui: SocketAddr, count: u64) -> String {
+    let flows = flows_until(ui, |v| {
+        v.iter().any(|f| {
+            f["type"] == "tcp" && f["intercepted"] == true && f["messages_meta"]["count"] == count
+        })
+    })
+    .await;
+    flows.iter().find(|f| f["type"] == "tcp").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[actix_rt::test]
+async fn held_tcp_messages_are_edited_before_they_reach_the_peer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use waylay_testkit::{connect_tunnel, tcp_line_origin};
+    let (proxy, ui) = start(config()).await;
+    let ui = ui.addr();
+    let a = call(
+        ui,
+        "PUT",
+        "/options",
+        &[BEARER],
+        &json!({"intercept": "~tcp"}).to_string(),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let tcp = tcp_line_origin().await;
+    let mut s = connect_tunnel(proxy.addr(), &tcp.addr.to_string())
+        .await
+        .unwrap();
+    s.write_all(b"ping\n").await.unwrap();
+    // The client's message, held: edited, then resumed; the origin echoes the edit.
+    let id = held_tcp(ui, 1).await;
+    let a = post(ui, &format!("/flows/{id}/messages/content.data"), "pong\n").await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let a = post(ui, &format!("/flows/{id}/resume"), "").await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    // The server's answer, held too: edited on its way to the client.
+    let id = held_tcp(ui, 2).await;
+    let msgs = call(
+        ui,
+        "GET",
+        &format!("/flows/{id}/messages/content/auto.json"),
+        &[BEARER],
+        "",
+    )
+    .await
+    .json();
+    assert_eq!(msgs[0]["text"], "pong\n", "{msgs}");
+    assert_eq!(
+        msgs[1]["text"], "echo: pong\n",
+        "the origin got the edit: {msgs}"
+    );
+    let a = post(
+        ui,
+        &format!("/flows/{id}/messages/content.data"),
+        "edited answer\n",
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let a = post(ui, &format!("/flows/{id}/resume"), "").await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let mut buf = vec![0u8; 14];
+    within("the edited answer", s.read_exact(&mut buf))
+        .await
+        .unwrap();
+    assert_eq!(buf, b"edited answer\n");
+    // A flow that is not held cannot be edited.
+    let a = post(ui, &format!("/flows/{id}/messages/content.data"), "late\n").await;
+    assert_eq!(a.status, 409, "{}", a.body);
+}

@@ -25,7 +25,7 @@ pub use inject::{INJECT_QUEUE, InjectError, InjectQueues, Injector};
 pub use intercept::{Intercept, InterceptHandle, Release};
 pub use message::{BodyError, HttpVersion, Message};
 pub use stored::{BodyStore, StoredBody};
-pub use tcp::{TcpFlow, TcpInjector, TcpMessage};
+pub use tcp::{TcpEdit, TcpFlow, TcpInjector, TcpMessage};
 pub use websocket::{WebSocketData, WebSocketInjector, WebSocketMessage, WebSocketMessageKind};
 
 /// Free-form data addons attach to a flow (serialised with it).

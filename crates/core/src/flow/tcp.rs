@@ -36,6 +36,11 @@ impl TcpMessage {
 /// Sends bytes into a live TCP connection at any time: `inject(to_client, bytes)`.
 pub type TcpInjector = super::Injector<Bytes>;
 
+/// An edit applied to an intercepted TCP flow when it is resumed
+/// ([`InterceptHandle::resume_with`](super::InterceptHandle::resume_with)), by the relay
+/// holding the flow (the web UI replaces the held message's content with one).
+pub type TcpEdit = Box<dyn FnOnce(&mut TcpFlow) + Send>;
+
 /// A raw TCP conversation.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TcpFlow {
@@ -146,6 +151,18 @@ impl TcpFlow {
     /// Gives the flow its connection's injector (done by the layer serving it).
     pub fn set_injector(&mut self, injector: TcpInjector) {
         self.injector = Some(injector);
+    }
+
+    /// Waits while the flow is intercepted, then applies the [`TcpEdit`] it was resumed
+    /// with, if any. Returns at once when the flow is not intercepted.
+    pub async fn wait_released(&mut self) -> super::Release {
+        let released = self.intercept.wait().await;
+        if released == super::Release::Resumed
+            && let Some(edit) = self.intercept.take_edit::<TcpEdit>()
+        {
+            edit(self);
+        }
+        released
     }
 
     /// The intercept state, for layers that wait on it.

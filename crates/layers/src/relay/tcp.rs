@@ -398,8 +398,9 @@ impl Hooked<'_> {
         let Some(mut flow) = self.ctx.fire(HookKind::TcpMessage, flow).await else {
             return Err(RelayError::Shutdown);
         };
+        // Held: wait for the release, which may carry an edit of the held (last) message.
         if flow.intercept_state().is_intercepted()
-            && flow.intercept_state().wait().await == waylay_core::flow::Release::Killed
+            && flow.wait_released().await == waylay_core::flow::Release::Killed
         {
             flow.kill();
         }

@@ -319,8 +319,8 @@ function Messages(props: { flow: Flow }) {
     api("GET", `/flows/${f.id}/messages/content/auto.json`).then(setMsgs).catch(reportError);
   }, [f.id, count, version]);
   useEffect(() => setDraft(null), [f.id, count, f.intercepted]);
-  // A held WebSocket message (the last one) can be edited before it goes on.
-  const editable = !!f.websocket && f.intercepted;
+  // A held WebSocket or TCP message (the last one) can be edited before it goes on.
+  const editable = (!!f.websocket || f.type === "tcp") && f.intercepted;
   const save = async () => {
     if (draft !== null && (await act("POST", `/flows/${f.id}/messages/content.data`, draft))) {
       setDraft(null);

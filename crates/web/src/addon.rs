@@ -65,6 +65,9 @@ impl WebAddon {
         if self.shared.take_kill(flow.id) && !finished {
             flow.kill();
         }
+        if !finished && flow.live && flow.existing_kill_switch().is_none() {
+            self.shared.watch_kill(flow.id, flow.kill_switch());
+        }
         let held = if may_intercept && !flow.killed() {
             flow.intercept_state().handle()
         } else {
@@ -103,6 +106,9 @@ impl WebAddon {
     fn record_tcp(&self, flow: &mut TcpFlow, may_intercept: bool, finished: bool) {
         if self.shared.take_kill(flow.id) && !finished {
             flow.kill();
+        }
+        if !finished && flow.live && flow.existing_kill_switch().is_none() {
+            self.shared.watch_kill(flow.id, flow.kill_switch());
         }
         let held = if may_intercept && !flow.killed() {
             flow.intercept_state().handle()
@@ -228,6 +234,9 @@ impl Addon for WebAddon {
     }
 
     async fn websocket_start(&mut self, flow: &mut HttpFlow) {
+        // The upgrade's `response` recorded the exchange as finished (its switch forgotten):
+        // the relay that starts now is killable again.
+        self.shared.watch_kill(flow.id, flow.kill_switch());
         self.record_http(flow, false, false);
     }
 

@@ -143,6 +143,9 @@ struct Inner {
     next_event: u64,
     /// Live flows the UI asked to kill that were not intercepted: killed at their next hook.
     kill_next: std::collections::HashSet<FlowId>,
+    /// The kill switches of live flows: tripped by a kill, they stop a flow between hooks
+    /// (a streamed body, a WebSocket or TCP relay) at once.
+    switches: HashMap<FlowId, waylay_core::flow::KillSwitch>,
     drops_reported: (u64, u64),
     last_drop_report: Option<Instant>,
 }
@@ -246,6 +249,11 @@ impl Shared {
         !inner.kill_next.is_empty() && inner.kill_next.remove(&id)
     }
 
+    /// Keeps the kill switch of live flow `id` until the flow is recorded finished.
+    pub(crate) fn watch_kill(&self, id: FlowId, switch: waylay_core::flow::KillSwitch) {
+        self.lock().switches.insert(id, switch);
+    }
+
     /// Records the current state of a flow seen by the addon; `held` when it was
     /// intercepted; `finished` writes it to the store.
     pub(crate) fn record(&self, flow: Flow, held: Option<InterceptHandle>, finished: bool) {
@@ -280,6 +288,9 @@ impl Shared {
         let mut snap = Snapshot::new(0, flow, intercepted, false);
         let bytes = snap.body_bytes();
         let mut inner = self.lock();
+        if finished && !inner.switches.is_empty() {
+            inner.switches.remove(&id);
+        }
         let change = match inner.index.get(&id).copied() {
             Some(seq) => {
                 let Some(e) = find(&mut inner.ring, seq) else {
@@ -629,8 +640,9 @@ impl Shared {
     }
 
     /// Kills flow `id`: at once when it is intercepted; when it is live but not
-    /// intercepted, at its next hook (the response, the next message: as in mitmproxy, a
-    /// flow between two hooks cannot be stopped sooner from an addon).
+    /// intercepted, at once too while it streams a response body or relays WebSocket or TCP
+    /// messages (its kill switch), else at its next hook (a response still awaited from its
+    /// server is killed when it arrives).
     pub(crate) fn kill(&self, id: &str) -> Result<Snapshot, ApiError> {
         match self.release(id, true) {
             Err(ApiError(409, _)) => {}
@@ -647,7 +659,13 @@ impl Shared {
                 format!("flow {id} is finished: nothing to kill"),
             ));
         }
-        self.lock().kill_next.insert(snap.flow.id());
+        let mut inner = self.lock();
+        inner.kill_next.insert(snap.flow.id());
+        // Between hooks (streaming, relaying): the layer closes both sides at once.
+        if let Some(s) = inner.switches.get(&snap.flow.id()) {
+            s.kill();
+        }
+        drop(inner);
         Ok(snap)
     }
 

@@ -1876,3 +1876,131 @@ async fn held_tcp_messages_are_edited_before_they_reach_the_peer() {
     let a = post(ui, &format!("/flows/{id}/messages/content.data"), "late\n").await;
     assert_eq!(a.status, 409, "{}", a.body);
 }
+
+/// An origin answering with a 16 MiB body of which it sends 2 MiB, then waits; tells when
+/// the proxy closed its side (its read ends).
+async fn stalled_origin() -> (SocketAddr, tokio::sync::oneshot::Receiver<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (closed, on_close) = tokio::sync::oneshot::channel();
+    actix::spawn(async move {
+        let Ok((mut s, _)) = l.accept().await else {
+            return;
+        };
+        let mut buf = vec![0u8; 4096];
+        let mut head = Vec::new();
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                return;
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 16777216\r\n\r\n")
+            .await;
+        let _ = s.write_all(&vec![b'x'; 2 << 20]).await;
+        // Nothing more: only the proxy closing its side ends this read.
+        let _ = s.read(&mut buf).await;
+        let _ = closed.send(());
+    });
+    (addr, on_close)
+}
+
+/// The id of the one flow `pick` matches, once it is listed live.
+async fn live_flow(ui: SocketAddr, pick: impl Fn(&Value) -> bool) -> String {
+    let flows = flows_until(ui, |v| v.iter().any(|f| pick(f) && f["live"] == true)).await;
+    flows.iter().find(|f| pick(f)).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Waits until flow `id` is finished with the error "killed".
+async fn killed_flow(ui: SocketAddr, id: &str) {
+    flows_until(ui, |v| {
+        v.iter().any(|f| {
+            f["id"] == id && f["live"] == false && f["error"]["msg"] == "Connection killed."
+        })
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn kill_stops_a_streaming_response_and_live_websocket_and_tcp_relays_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use waylay_testkit::{WsOrigin, connect_tunnel, tcp_line_origin, ws_next, ws_through_proxy};
+    let (proxy, ui) = start(config()).await;
+    let ui = ui.addr();
+
+    // A response body streamed (larger than stream_large_bodies) that stalls midway: the
+    // kill closes the client's and the server's connections without waiting for more.
+    let (origin, origin_closed) = stalled_origin().await;
+    let mut c = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    c.write_all(format!("GET http://{origin}/big HTTP/1.1\r\nHost: {origin}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    while got < (3 << 20) / 2 {
+        let n = within("the streamed start", c.read(&mut buf))
+            .await
+            .unwrap();
+        assert!(n > 0, "the body stopped after {got} bytes");
+        got += n;
+    }
+    let id = live_flow(ui, |f| f["request"]["path"] == "/big").await;
+    let a = post(ui, &format!("/flows/{id}/kill"), "").await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    loop {
+        let n = within("the client's connection closes", c.read(&mut buf))
+            .await
+            .unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    assert!(got < 16 << 20, "the whole body arrived");
+    within("the server's connection closes", origin_closed)
+        .await
+        .unwrap();
+    killed_flow(ui, &id).await;
+
+    // A live WebSocket, between messages.
+    let ws_origin = WsOrigin::start().await;
+    let (mut ws, _) = ws_through_proxy(proxy.addr(), ws_origin.addr, "/live", &[])
+        .await
+        .unwrap();
+    ws.send(Message::text("hello")).await.unwrap();
+    assert!(matches!(ws_next(&mut ws).await, Some(Ok(_))));
+    let id = live_flow(ui, |f| f["request"]["path"] == "/live").await;
+    let a = post(ui, &format!("/flows/{id}/kill"), "").await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    loop {
+        match ws_next(&mut ws).await {
+            None | Some(Err(_)) => break,
+            Some(Ok(Message::Close(_))) => {}
+            Some(Ok(m)) => panic!("a message after the kill: {m:?}"),
+        }
+    }
+    killed_flow(ui, &id).await;
+
+    // A live TCP relay, between messages.
+    let tcp = tcp_line_origin().await;
+    let mut s = connect_tunnel(proxy.addr(), &tcp.addr.to_string())
+        .await
+        .unwrap();
+    s.write_all(b"ping\n").await.unwrap();
+    let mut echo = vec![0u8; 11];
+    within("the echo", s.read_exact(&mut echo)).await.unwrap();
+    let id = live_flow(ui, |f| f["type"] == "tcp").await;
+    let a = post(ui, &format!("/flows/{id}/kill"), "").await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let n = within("the tunnel closes", s.read(&mut buf))
+        .await
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    killed_flow(ui, &id).await;
+}

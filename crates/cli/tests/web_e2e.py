@@ -217,6 +217,8 @@ with sync_playwright() as p:
     ruled = [h for h in seen if h[":path"] == "/ruled"]
     assert ruled and ruled[0].get("x-rule") == "from-rule", ruled
     expect(page.locator(".eventlog")).to_contain_text("breakpoint rule")
+    page.locator(".tr", has_text="/ruled").click()
+    expect(page.locator("#rule-note")).to_contain_text("header:X-Rule=from-rule")
     browser.close()
 
 print("web e2e: all checks passed")

@@ -5,7 +5,7 @@ import { render } from "preact";
 import { useEffect, useRef, useState } from "preact/hooks";
 import { ApiError, Flow, Pair, api, apiText } from "./api";
 import { FilterName, OptionInfo, Store } from "./store";
-import { RulesPanel } from "./rules";
+import { RuleNote, RulesPanel } from "./rules";
 
 const store = new Store();
 
@@ -409,7 +409,7 @@ function Detail(props: { flow: Flow; tab: string; setTab: (t: string) => void })
     <div class="detail">
       <div class="actions">
         {f.intercepted ? <button id="resume" onClick={() => act("POST", `/flows/${f.id}/resume`)}>Resume (a)</button> : null}
-        {f.live ? <button id="kill" title={f.intercepted ? "kill now" : "kill at its next event"} onClick={() => act("POST", `/flows/${f.id}/kill`)}>Kill (x)</button> : null}
+        {f.live ? <button id="kill" title={f.intercepted ? "kill now" : "kill now (one still waiting for its server's answer: when the answer arrives)"} onClick={() => act("POST", `/flows/${f.id}/kill`)}>Kill (x)</button> : null}
         <button onClick={() => act("POST", `/flows/${f.id}/replay`)}>Replay (r)</button>
         <button onClick={() => act("POST", `/flows/${f.id}/duplicate`)}>Duplicate (D)</button>
         <button onClick={() => act("PUT", `/flows/${f.id}`, { marked: !f.marked })}>{f.marked ? "Unmark" : "Mark"} (m)</button>
@@ -417,6 +417,7 @@ function Detail(props: { flow: Flow; tab: string; setTab: (t: string) => void })
         <button onClick={() => act("DELETE", `/flows/${f.id}`)}>Delete (d)</button>
       </div>
       <ExportBar flow={f} />
+      <RuleNote flow={f} />
       <div class="tabs">
         {tabs.map((t) => <button class={t === tab ? "tab active" : "tab"} onClick={() => props.setTab(t)}>{t}</button>)}
       </div>

@@ -4,7 +4,7 @@
 // Errors come from the server with the rule's index and a position in it.
 
 import { useState } from "preact/hooks";
-import { ApiError, api } from "./api";
+import { ApiError, Flow, api } from "./api";
 import { Store } from "./store";
 
 const SEPARATORS = ["|", "/", ";", "!", "%", "^", "`"];
@@ -108,6 +108,18 @@ export function RulesPanel(props: { store: Store; close: () => void }) {
         {error && error.index === undefined ? <span class="error" role="alert" id="rule-error">{error.message}</span> : null}
         {error && error.index !== undefined && error.index >= rules.length ? <span class="error" role="alert" id="rule-error">{error.message} (at position {error.position})</span> : null}
       </div>
+    </div>
+  );
+}
+
+/** Which breakpoint rules edited `flow`, if any (shown above its tabs). */
+export function RuleNote(props: { flow: Flow }) {
+  const r = props.flow.breakpoint_rule;
+  if (!r || (!r.request && !r.response)) return null;
+  return (
+    <div class="muted rule-note" id="rule-note">
+      {r.request ? <div>request edited by breakpoint rule <code>{r.request}</code></div> : null}
+      {r.response ? <div>response edited by breakpoint rule <code>{r.response}</code></div> : null}
     </div>
   );
 }

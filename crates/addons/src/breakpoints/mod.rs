@@ -1,6 +1,6 @@
 //! `breakpoints`: rules that match flows with a filter and edit them automatically, then
 //! let them go on or hold them for the user (the web UI's rule-based breakpoints; mitmweb
-//! users ask for them in mitmproxy#7878). See [`rule`] for the syntax.
+//! users ask for them in mitmproxy#7878). The syntax is on [`Breakpoints`].
 
 mod rule;
 

@@ -640,9 +640,8 @@ impl Shared {
     }
 
     /// Kills flow `id`: at once when it is intercepted; when it is live but not
-    /// intercepted, at once too while it streams a response body or relays WebSocket or TCP
-    /// messages (its kill switch), else at its next hook (a response still awaited from its
-    /// server is killed when it arrives).
+    /// intercepted, at once too while it waits for its server, streams a response body or
+    /// relays WebSocket or TCP messages (its kill switch), else at its next hook.
     pub(crate) fn kill(&self, id: &str) -> Result<Snapshot, ApiError> {
         match self.release(id, true) {
             Err(ApiError(409, _)) => {}

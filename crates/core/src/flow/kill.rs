@@ -13,9 +13,9 @@ use tokio::sync::watch;
 /// A flow has none until someone asks for it ([`HttpFlow::kill_switch`](super::HttpFlow::kill_switch),
 /// [`TcpFlow::kill_switch`](super::TcpFlow::kill_switch), in a hook), so a proxy that
 /// never kills flows this way pays nothing for it. The layer reads it when the flow starts
-/// streaming or relaying: take it by `response_headers` for a streamed response body, by
-/// `websocket_start` for a WebSocket, by `tcp_start` for raw TCP. At other times (a request
-/// waiting for its server) kill the flow in its next hook instead.
+/// waiting, streaming or relaying: take it by `request` for a request waiting for its server,
+/// by `response_headers` for a streamed response body, by `websocket_start` for a WebSocket,
+/// by `tcp_start` for raw TCP. At other times kill the flow in its next hook instead.
 #[derive(Debug, Clone)]
 pub struct KillSwitch {
     tx: Arc<watch::Sender<bool>>,

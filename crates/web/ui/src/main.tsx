@@ -409,7 +409,7 @@ function Detail(props: { flow: Flow; tab: string; setTab: (t: string) => void })
     <div class="detail">
       <div class="actions">
         {f.intercepted ? <button id="resume" onClick={() => act("POST", `/flows/${f.id}/resume`)}>Resume (a)</button> : null}
-        {f.live ? <button id="kill" title={f.intercepted ? "kill now" : "kill now (one still waiting for its server's answer: when the answer arrives)"} onClick={() => act("POST", `/flows/${f.id}/kill`)}>Kill (x)</button> : null}
+        {f.live ? <button id="kill" title="kill now: both connections close" onClick={() => act("POST", `/flows/${f.id}/kill`)}>Kill (x)</button> : null}
         <button onClick={() => act("POST", `/flows/${f.id}/replay`)}>Replay (r)</button>
         <button onClick={() => act("POST", `/flows/${f.id}/duplicate`)}>Duplicate (D)</button>
         <button onClick={() => act("PUT", `/flows/${f.id}`, { marked: !f.marked })}>{f.marked ? "Unmark" : "Mark"} (m)</button>

@@ -24,7 +24,7 @@ use waylay::{
 use waylay::web::{WebConfig, WebUi};
 
 use crate::args::{Cli, WebCli};
-use crate::bundle::Bundle;
+use crate::bundle::{Bundle, Slot};
 
 /// How `waylay` failed.
 enum Failure {
@@ -322,7 +322,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             (proxy.manager().clone(), Some(proxy))
         } else {
             let manager = AddonManager::start(opts.clone());
-            add_offline(&manager, &opts, scripts)
+            add_offline(&manager, &opts, bundle, scripts)
                 .await
                 .map_err(|e| match e {
                     e @ AddError::Options { .. } => Failure::Usage(e.to_string()),
@@ -468,8 +468,9 @@ fn wants_dumper(opts: &Options) -> bool {
     opts.int("flow_detail") > 0
 }
 
-/// Which bundled addons the options ask for. An addon whose option is unset is not
-/// registered at all, so it costs no hook (the command line cannot set options later).
+/// Which of the addons outside the bundle the options ask for. One whose option is unset at
+/// start is not registered at all, so it costs no hook (setting its option later, from the
+/// web UI or a script, does not add it).
 struct Wanted {
     replay: bool,
     save: bool,
@@ -525,7 +526,7 @@ async fn add_scripts_offline(m: &ManagerHandle, scripts: Scripts) -> Result<(), 
 fn with_addons(
     mut builder: ProxyBuilder,
     opts: &Options,
-    bundle: Bundle,
+    mut bundle: Bundle,
     scripts: Scripts,
 ) -> ProxyBuilder {
     let w = Wanted::of(opts);
@@ -533,14 +534,17 @@ fn with_addons(
         // First, so no other addon sees the marker header.
         builder = builder.addon(ReplayMarker);
     }
-    // Scripts next, as mitmproxy's script loader sits before replay, save and the dumper
-    // (which then prints flows as the scripts left them).
+    // block_list and onboarding, then the scripts, as mitmproxy's script loader sits after
+    // them and before replay, the rules, save and the dumper (which then prints flows as the
+    // scripts left them).
+    builder = bundle.register(builder, Slot::Early);
     builder = add_scripts(builder, scripts);
     if w.replay {
         builder = builder.addon(ServerReplay::new());
     }
-    // The rule addons and onboarding (those their options give something to do).
-    builder = bundle.register(builder, opts);
+    // The rewriting rules: always there (idle ones handle no flow hook), so an option set at
+    // run time (the web UI, a script) takes effect.
+    builder = bundle.register(builder, Slot::Rules);
     if w.save {
         builder = builder.addon(Save::new());
     }
@@ -553,12 +557,20 @@ fn with_addons(
     builder
 }
 
-async fn add_offline(m: &ManagerHandle, opts: &Options, scripts: Scripts) -> Result<(), AddError> {
+async fn add_offline(
+    m: &ManagerHandle,
+    opts: &Options,
+    mut bundle: Bundle,
+    scripts: Scripts,
+) -> Result<(), AddError> {
     let w = Wanted::of(opts);
+    // As with a proxy (`with_addons`): flows read with `-r` go through the rules too.
+    bundle.add(m, Slot::Early).await?;
     add_scripts_offline(m, scripts).await?;
     if w.replay {
         m.add(ServerReplay::new()).await?;
     }
+    bundle.add(m, Slot::Rules).await?;
     if w.save {
         m.add(Save::new()).await?;
     }

@@ -13,7 +13,7 @@ use waylay::addons::{
     BlockList, MapLocal, MapRemote, ModifyBody, ModifyHeaders, StickyAuth, StickyCookie,
 };
 use waylay::{HookKind, Proxy};
-use waylay_testkit::{TempDir, TestProxy, http_origin, proxy_get, within};
+use waylay_testkit::{FlowExt, TempDir, TestProxy, http_origin, proxy_get, within};
 
 /// Every hook that makes the proxy build a flow for an HTTP request.
 const HTTP: &[HookKind] = &[
@@ -258,4 +258,49 @@ async fn waylay_web_applies_rule_options_set_in_the_ui() {
     assert_eq!(status(cleared), Some(200), "{cleared}");
     assert_eq!(x_origin(after), Some("1"), "{after}");
     assert!(after.contains(&format!("host={origin}")), "{after}");
+}
+
+/// `-n -r`: the bundled addons are there too, as mitmproxy's defaults are (they were not
+/// registered at all without a proxy). The rewriting rules skip flows read from a file (not
+/// live, as in mitmproxy), but stickycookie keeps the cookies a read response sets and sends
+/// them on a later read request, as `mitmdump -n -r` does.
+#[test]
+fn stickycookie_applies_to_flows_read_without_a_proxy() {
+    let dir = TempDir::new("rules-offline");
+    let input = dir.path().join("in.flows");
+    let output = dir.path().join("out.flows");
+    let mut w = waylay::flowfile::FlowWriter::new(std::fs::File::create(&input).unwrap());
+    let mut resp = waylay_testkit::tresp();
+    resp.headers.insert("set-cookie", "session=abc; Path=/");
+    let mut first = waylay_testkit::tflow().with_response(resp);
+    first.live = false;
+    let mut second = waylay_testkit::tflow().with_response(waylay_testkit::tresp());
+    second.live = false;
+    for f in [first, second] {
+        w.add(&waylay::Flow::Http(Box::new(f))).unwrap();
+    }
+    w.flush().unwrap();
+    drop(w);
+    let out = Command::new(BIN)
+        .args(["-n", "-q", "-r"])
+        .arg(&input)
+        .arg("-w")
+        .arg(&output)
+        .args(["--set", "stickycookie=~d example.com"])
+        .arg("--set")
+        .arg(format!("confdir={}", dir.path().display()))
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("waylay runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let flows = waylay::flowfile::read_file(output.to_str().unwrap()).expect("the written flows");
+    let [waylay::Flow::Http(a), waylay::Flow::Http(b)] = flows.as_slice() else {
+        panic!("{flows:?}");
+    };
+    assert_eq!(a.request.headers.get("cookie"), None);
+    assert_eq!(b.request.headers.get("cookie"), Some("session=abc"));
 }

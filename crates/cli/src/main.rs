@@ -290,9 +290,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
     let replaying = !opts.seq("client_replay").is_empty();
     if opts.bool("server") && opts.str("rfile").is_none() && !replaying {
         return with_addons(
-            Proxy::builder()
-                .options(opts.clone())
-                .listen(&listen_addr(&opts)),
+            Proxy::builder().options(opts.clone()),
             &opts,
             bundle,
             scripts,
@@ -305,19 +303,18 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         let (manager, proxy) = if opts.bool("server") || replaying {
             // Client replay sends its requests through a proxy listener; with `-n` it gets a
             // private one on loopback (an ephemeral port), closed when the replay ends.
-            let (listen, proxy_opts) = if opts.bool("server") {
-                (listen_addr(&opts), opts.clone())
+            // The options hold where the proxy listens (`listen_port` counts as given
+            // only when the user gave it: a mode keeps its own default port otherwise).
+            let proxy_opts = if opts.bool("server") {
+                opts.clone()
             } else {
                 let mut o = opts.clone();
                 o.set("server", OptionValue::Bool(true))?;
-                ("127.0.0.1:0".to_owned(), o)
+                o.set("listen_host", OptionValue::Str("127.0.0.1".into()))?;
+                o.set("listen_port", OptionValue::Int(0))?;
+                o
             };
-            let builder = with_addons(
-                Proxy::builder().options(proxy_opts).listen(&listen),
-                &opts,
-                bundle,
-                scripts,
-            );
+            let builder = with_addons(Proxy::builder().options(proxy_opts), &opts, bundle, scripts);
             let proxy = builder.start().await.map_err(usage)?;
             (proxy.manager().clone(), Some(proxy))
         } else {
@@ -406,9 +403,7 @@ fn run_web(cli: &WebCli) -> Result<(), Failure> {
         let _ = std::process::Command::new("xdg-open").arg(ui.url()).spawn();
     }
     let builder = with_addons(
-        Proxy::builder()
-            .options(opts.clone())
-            .listen(&listen_addr(&opts)),
+        Proxy::builder().options(opts.clone()),
         &opts,
         bundle,
         scripts,
@@ -452,15 +447,6 @@ async fn replay_clients(proxy: &waylay::RunningProxy, opts: &Options) -> Result<
             .await;
     tracing::info!("client replay: {sent} of {total} flows replayed");
     Ok(())
-}
-
-fn listen_addr(opts: &Options) -> String {
-    let host = opts.str("listen_host").unwrap_or("127.0.0.1");
-    if host.contains(':') {
-        format!("[{host}]:{}", opts.int("listen_port"))
-    } else {
-        format!("{host}:{}", opts.int("listen_port"))
-    }
 }
 
 /// Whether the dumper is registered: with nothing to print it is not, so `-q` costs no hook.

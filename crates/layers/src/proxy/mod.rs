@@ -146,13 +146,17 @@ impl ProxyBuilder {
         self
     }
 
-    /// Listens on `host:port`.
+    /// Listens on `host:port`, or on `host` at each mode's default port.
     pub fn listen(mut self, addr: &str) -> Self {
-        if let Some((h, p)) = waylay_core::flow::split_host_port(addr, 8080) {
-            self.specs.push(format!("listen_host={h}"));
-            self.specs.push(format!("listen_port={p}"));
-        } else {
-            self.specs.push(format!("listen_host={addr}"));
+        use waylay_core::flow::split_host_port;
+        match (split_host_port(addr, 0), split_host_port(addr, 1)) {
+            // The same port whatever the default: `addr` names one.
+            (Some((h, p)), Some((_, q))) if p == q => {
+                self.specs.push(format!("listen_host={h}"));
+                self.specs.push(format!("listen_port={p}"));
+            }
+            (Some((h, _)), _) => self.specs.push(format!("listen_host={h}")),
+            _ => self.specs.push(format!("listen_host={addr}")),
         }
         self
     }

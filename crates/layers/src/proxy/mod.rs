@@ -227,9 +227,11 @@ impl ProxyBuilder {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        // Every port first: one in use fails the start before the CA or an addon is touched.
+        // Every port bound first (not listening yet): one in use fails the start before the
+        // CA or an addon is touched.
         let bound = listen::bind_all(&cfg.modes, &host, listen_port_option(&options))?;
-
+        // The CA before any port listens: a client that reads the CA files as soon as the
+        // port accepts (a test harness, a provisioning script) finds them at first start.
         let confdir = expand_home(options.str("confdir").unwrap_or("~/.waylay"));
         let ca = CertificateAuthority::load_or_create(&confdir)?;
         let certs = Arc::new(CertCache::new(Arc::new(ca))?);

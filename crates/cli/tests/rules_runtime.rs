@@ -161,8 +161,8 @@ fn wait_line(rx: &mpsc::Receiver<String>, marker: &str) -> String {
 /// One HTTP/1.0 exchange with `addr` (bounded by socket timeouts); the whole answer.
 fn exchange(addr: &str, request: &str) -> String {
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s.write_all(request.as_bytes()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).expect("read timeout");
+    s.write_all(request.as_bytes()).expect("send the request");
     let mut answer = String::new();
     let _ = s.read_to_string(&mut answer);
     answer

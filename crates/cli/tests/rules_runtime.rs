@@ -161,7 +161,8 @@ fn wait_line(rx: &mpsc::Receiver<String>, marker: &str) -> String {
 /// One HTTP/1.0 exchange with `addr` (bounded by socket timeouts); the whole answer.
 fn exchange(addr: &str, request: &str) -> String {
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(20))).expect("read timeout");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("read timeout");
     s.write_all(request.as_bytes()).expect("send the request");
     let mut answer = String::new();
     let _ = s.read_to_string(&mut answer);
@@ -303,4 +304,58 @@ fn stickycookie_applies_to_flows_read_without_a_proxy() {
     };
     assert_eq!(a.request.headers.get("cookie"), None);
     assert_eq!(b.request.headers.get("cookie"), Some("session=abc"));
+}
+
+/// A script setting a rule option while the proxy runs (`ctx.options.x = ...` in `running`):
+/// the rule applies to the next request.
+#[cfg(feature = "python")]
+#[actix_rt::test]
+async fn a_script_sets_a_rule_option_at_run_time() {
+    let origin = http_origin().await;
+    let conf = TempDir::new("rules-script");
+    let script = conf.path().join("rules.py");
+    std::fs::write(
+        &script,
+        "from mitmproxy import ctx\n\ndef running():\n    ctx.options.modify_headers = ['/~s/x-origin/from-script']\n",
+    )
+    .expect("write the script");
+    let mut child = Command::new(BIN)
+        .args(["-q", "-p", "0", "-s"])
+        .arg(&script)
+        .arg("--set")
+        .arg(format!("confdir={}", conf.path().display()))
+        .arg("--set")
+        .arg("termlog_verbosity=info")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("waylay starts");
+    let err = lines(child.stderr.take().expect("stderr"));
+    let _running = Running(child);
+    let proxy = wait_line(&err, "proxy listening at http://");
+    let proxy = proxy
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    // The script's assignment is applied right after its `running` hook, which may be just
+    // after the startup line: ask again (bounded) until it is.
+    let answer = within(
+        "the requests",
+        tokio::task::spawn_blocking(move || {
+            let mut answer = String::new();
+            for _ in 0..200 {
+                answer = get_via(&proxy, origin, "/a");
+                if x_origin(&answer) != Some("1") {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            answer
+        }),
+    )
+    .await
+    .expect("the client thread");
+    assert_eq!(x_origin(&answer), Some("from-script"), "{answer}");
 }

@@ -190,3 +190,14 @@ fn setting_intercept_turns_intercept_active_on_and_off_as_mitmproxy() {
     o.set_specs(&["intercept="]).unwrap();
     assert!(!o.bool("intercept_active"));
 }
+
+#[test]
+fn a_value_equal_to_the_default_still_counts_as_given() {
+    let mut o = Options::new();
+    assert!(!o.is_given("listen_port"));
+    let changed = o.set_specs(&["listen_port=8080"]).unwrap();
+    assert!(changed.is_empty());
+    assert!(o.is_given("listen_port"));
+    assert!(!o.is_given("listen_host"));
+    assert!(!o.is_given("no_such_option"));
+}

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -180,6 +180,12 @@ pub(crate) struct Shared {
     pub(crate) replaying: Mutex<std::collections::HashSet<SocketAddr>>,
     /// The proxy's addon manager, once attached: options are set through it.
     pub(crate) manager: std::sync::OnceLock<ManagerHandle>,
+    /// How many kills wait in `Inner::kill_next`: every hook looks for a pending kill, and
+    /// almost always there is none, so it reads this instead of taking the lock.
+    pending_kills: AtomicUsize,
+    /// Whether an `intercept` filter is set and active: read by every hook before it takes
+    /// the lock to match the filter.
+    intercepting: AtomicBool,
 }
 
 const MAX_EVENTS: usize = 1000;
@@ -201,6 +207,8 @@ impl Shared {
             options: Mutex::new(json!({})),
             replaying: Mutex::default(),
             manager: std::sync::OnceLock::new(),
+            pending_kills: AtomicUsize::new(0),
+            intercepting: AtomicBool::new(false),
         }
     }
 
@@ -247,6 +255,9 @@ impl Shared {
         {
             return false;
         }
+        if !self.intercepting.load(Ordering::Acquire) {
+            return false;
+        }
         let inner = self.lock();
         inner.intercept_active
             && inner
@@ -264,6 +275,8 @@ impl Shared {
             Some((expr.to_owned(), WebFilter::parse(expr)?))
         };
         let mut inner = self.lock();
+        self.intercepting
+            .store(active && f.is_some(), Ordering::Release);
         inner.intercept = f;
         inner.intercept_active = active;
         Ok(())
@@ -276,14 +289,22 @@ impl Shared {
 
     /// Whether the UI asked to kill flow `id` (kept until [`Shared::take_kill`]).
     pub(crate) fn kill_pending(&self, id: FlowId) -> bool {
-        let inner = self.lock();
-        !inner.kill_next.is_empty() && inner.kill_next.contains(&id)
+        if self.pending_kills.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        self.lock().kill_next.contains(&id)
     }
 
     /// Whether the UI asked to kill flow `id` (then forgotten: it is killed now).
     pub(crate) fn take_kill(&self, id: FlowId) -> bool {
+        if self.pending_kills.load(Ordering::Acquire) == 0 {
+            return false;
+        }
         let mut inner = self.lock();
-        !inner.kill_next.is_empty() && inner.kill_next.remove(&id)
+        let taken = inner.kill_next.remove(&id);
+        self.pending_kills
+            .store(inner.kill_next.len(), Ordering::Release);
+        taken
     }
 
     /// Records the current state of a flow seen by the addon; `held` when it was
@@ -674,7 +695,10 @@ impl Shared {
                 format!("flow {id} is finished: nothing to kill"),
             ));
         }
-        self.lock().kill_next.insert(snap.flow.id());
+        let mut inner = self.lock();
+        inner.kill_next.insert(snap.flow.id());
+        self.pending_kills
+            .store(inner.kill_next.len(), Ordering::Release);
         Ok(snap)
     }
 

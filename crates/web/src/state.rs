@@ -17,7 +17,7 @@ use waylay_core::{Flow, ManagerHandle};
 use crate::auth::Auth;
 use crate::config::WebConfig;
 use crate::filter::{FilterParseError, WebFilter};
-use crate::json::{BodyLens, flow_json};
+use crate::json::{BodyLens, flow_json, write_flow_json};
 use crate::store::{Store, StoreError, split_bodies};
 
 /// A flow's two bodies (request, response), shared.
@@ -72,6 +72,18 @@ impl Snapshot {
         )
     }
 
+    /// The same JSON as [`Snapshot::json`], written straight into `out`.
+    pub(crate) fn write_json(&self, out: &mut Vec<u8>) {
+        write_flow_json(
+            out,
+            &self.flow,
+            self.seq,
+            self.intercepted,
+            self.modified,
+            self.lens,
+        );
+    }
+
     /// Body bytes held.
     fn body_bytes(&self) -> usize {
         self.bodies
@@ -111,6 +123,9 @@ impl Snapshot {
 pub(crate) struct Update {
     pub(crate) n: u64,
     pub(crate) change: Change,
+    /// The flow's JSON for an added or updated flow, written by the first browser
+    /// connection that sends it and shared by the others.
+    pub(crate) flow_json: std::sync::OnceLock<Box<[u8]>>,
 }
 
 #[derive(Debug)]
@@ -219,7 +234,15 @@ impl Shared {
     fn publish(&self, inner: &mut Inner, change: Change) {
         inner.n += 1;
         // No receiver is not an error: nobody has the page open.
-        let _ = self.updates.send(Arc::new(Update { n: inner.n, change }));
+        // Nobody listening: nothing to build.
+        if self.updates.receiver_count() == 0 {
+            return;
+        }
+        let _ = self.updates.send(Arc::new(Update {
+            n: inner.n,
+            change,
+            flow_json: std::sync::OnceLock::new(),
+        }));
     }
 
     /// The number of the last change (for a snapshot taken now).

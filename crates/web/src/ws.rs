@@ -106,44 +106,74 @@ fn frame(batch: &[Pending], filters: &HashMap<String, WebFilter>) -> String {
             }
         }
     }
-    let mut out = Vec::with_capacity(batch.len());
+    let mut out = Vec::with_capacity(1024 * batch.len().min(1024));
+    out.push(b'[');
     for (i, p) in batch.iter().enumerate() {
+        let at = out.len();
         match p {
-            Pending::Reply(v) => out.push(v.clone()),
-            Pending::Change(u) => {
-                let id = match &u.change {
-                    Change::Add(s) | Change::Update(s) => Some(s.flow.id()),
-                    _ => None,
-                };
-                match id {
-                    Some(id) if last.get(&id) != Some(&i) => {}
-                    Some(id) => out.push(message(u, filters, added.contains(&id))),
-                    None => out.push(message(u, filters, false)),
+            Pending::Reply(v) => write_value(&mut out, v),
+            Pending::Change(u) => match &u.change {
+                Change::Add(s) | Change::Update(s) => {
+                    let id = s.flow.id();
+                    if last.get(&id) == Some(&i) {
+                        let add = matches!(u.change, Change::Add(_)) || added.contains(&id);
+                        write_flow(&mut out, u, s, filters, add);
+                    }
                 }
-            }
+                _ => write_value(&mut out, &message(u)),
+            },
+        }
+        if out.len() > at && at > 1 {
+            out.insert(at, b',');
         }
     }
-    Value::Array(out).to_string()
+    out.push(b']');
+    // serde_json writes UTF-8 only.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
-fn message(u: &Update, filters: &HashMap<String, WebFilter>, as_add: bool) -> Value {
+fn write_value(out: &mut Vec<u8>, v: &Value) {
+    // Writing into a `Vec` cannot fail.
+    let _ = serde_json::to_writer(out, v);
+}
+
+/// `{"type": "flows/add" or "flows/update", "payload": {"flow": ..., "matching_filters":
+/// ...}, "seq": n}`, the flow's JSON written once per update and shared by every browser.
+fn write_flow(
+    out: &mut Vec<u8>,
+    u: &Update,
+    s: &Snapshot,
+    filters: &HashMap<String, WebFilter>,
+    add: bool,
+) {
+    let flow = u.flow_json.get_or_init(|| {
+        let mut v = Vec::with_capacity(1024);
+        s.write_json(&mut v);
+        v.into_boxed_slice()
+    });
+    let ty: &[u8] = if add {
+        b"{\"type\":\"flows/add\",\"payload\":{\"flow\":"
+    } else {
+        b"{\"type\":\"flows/update\",\"payload\":{\"flow\":"
+    };
+    out.extend_from_slice(ty);
+    out.extend_from_slice(flow);
+    out.extend_from_slice(b",\"matching_filters\":");
+    write_value(out, &matching(filters, s));
+    out.extend_from_slice(b"},\"seq\":");
+    out.extend_from_slice(u.n.to_string().as_bytes());
+    out.push(b'}');
+}
+
+/// A change that is not a flow's state, as its message.
+fn message(u: &Update) -> Value {
     let (ty, payload) = match &u.change {
-        Change::Update(s) if as_add => (
-            "flows/add",
-            json!({"flow": s.json(), "matching_filters": matching(filters, s)}),
-        ),
-        Change::Add(s) => (
-            "flows/add",
-            json!({"flow": s.json(), "matching_filters": matching(filters, s)}),
-        ),
-        Change::Update(s) => (
-            "flows/update",
-            json!({"flow": s.json(), "matching_filters": matching(filters, s)}),
-        ),
         Change::Remove(id) => ("flows/remove", json!(id.to_string())),
         Change::Reset => ("flows/reset", Value::Null),
         Change::Event(e) => ("events/add", e.clone()),
         Change::Options(o) => ("options/update", o.clone()),
+        // Written by `write_flow`.
+        Change::Add(_) | Change::Update(_) => ("flows/update", Value::Null),
     };
     json!({"type": ty, "payload": payload, "seq": u.n})
 }

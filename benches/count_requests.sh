@@ -38,7 +38,7 @@ read -r proxy ui <"$OUT/proxy.addr"
 reader=
 if [[ $WEB -ge 2 ]]; then
   # The bench's own token (proxy_load's WEB_TOKEN), on loopback.
-  python3 - "$ui" >"$OUT/reader.log" 2>&1 <<'PY' &
+  python3 - "$ui" >"$OUT/reader.log" 2>&1 3>&- 4>&- <<'PY' &
 import socket, sys
 host, port = sys.argv[1].rsplit(":", 1)
 s = socket.create_connection((host, int(port)))

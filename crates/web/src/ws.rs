@@ -11,7 +11,7 @@ use http::{HeaderValue, StatusCode, header};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::TryRecvError;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -180,9 +180,9 @@ fn message(u: &Update) -> Value {
 
 async fn serve<S>(ws: WebSocketStream<S>, shared: Arc<Shared>)
 where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut tx, mut rx) = ws.split();
+    let (mut tx, rx) = ws.split();
     let mut updates = shared.updates.subscribe();
     let max = shared.config.client_queue.max(1);
     let mut batch: Vec<Pending> = Vec::new();
@@ -194,40 +194,72 @@ where
     if tx.send(Message::text(hello.to_string())).await.is_err() {
         return;
     }
-    loop {
+    // The browser's messages are read by a task of their own: polling the socket in the
+    // loop below would try a read (and clear tungstenite's read buffer) at every wake-up.
+    let (said, mut heard) = tokio::sync::mpsc::channel::<String>(16);
+    let reader = tokio::spawn(read_client(rx, said));
+    // Changes are taken from the queue once per batch, not as each arrives: the proxy's
+    // threads then wake this one ten times a second, not twice per request.
+    'serve: loop {
         tokio::select! {
-            u = updates.recv() => match u {
-                Ok(u) => {
-                    batch.push(Pending::Change(u));
-                    if batch.len() >= max {
-                        // Behind by a whole queue: start over rather than buffer more.
-                        batch.clear();
-                        updates = updates.resubscribe();
-                        batch.push(Pending::Reply(json!({"type": "flows/reset", "payload": {"reason": "too far behind"}, "seq": shared.seq_now()})));
-                    }
-                }
-                Err(RecvError::Lagged(n)) => {
-                    tracing::debug!("web UI: a browser fell {n} updates behind; it gets a reset");
-                    batch.clear();
-                    batch.push(Pending::Reply(json!({"type": "flows/reset", "payload": {"reason": "too far behind", "missed": n}, "seq": shared.seq_now()})));
-                }
-                Err(RecvError::Closed) => break,
-            },
-            m = rx.next() => match m {
-                Some(Ok(Message::Text(t))) => {
-                    if let Some(reply) = client_message(&shared, &mut filters, t.as_str()) {
+            m = heard.recv() => match m {
+                Some(t) => {
+                    if let Some(reply) = client_message(&shared, &mut filters, &t) {
                         batch.push(Pending::Reply(reply));
                     }
                 }
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-                Some(Ok(_)) => {}
+                None => break,
             },
-            _ = tick.tick(), if !batch.is_empty() => {
-                let text = frame(&std::mem::take(&mut batch), &filters);
-                if tx.send(Message::text(text)).await.is_err() {
+            _ = tick.tick() => {
+                loop {
+                    match updates.try_recv() {
+                        Ok(u) => {
+                            batch.push(Pending::Change(u));
+                            if batch.len() >= max {
+                                // Behind by a whole queue: start over rather than buffer more.
+                                batch.clear();
+                                updates = updates.resubscribe();
+                                batch.push(Pending::Reply(json!({"type": "flows/reset", "payload": {"reason": "too far behind"}, "seq": shared.seq_now()})));
+                                break;
+                            }
+                        }
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Lagged(n)) => {
+                            tracing::debug!("web UI: a browser fell {n} updates behind; it gets a reset");
+                            batch.clear();
+                            batch.push(Pending::Reply(json!({"type": "flows/reset", "payload": {"reason": "too far behind", "missed": n}, "seq": shared.seq_now()})));
+                        }
+                        Err(TryRecvError::Closed) => break 'serve,
+                    }
+                }
+                if !batch.is_empty() {
+                    let text = frame(&std::mem::take(&mut batch), &filters);
+                    if tx.send(Message::text(text)).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    reader.abort();
+}
+
+/// Hands the browser's text messages to [`serve`]; ends when the socket does.
+async fn read_client<S>(
+    mut rx: futures::stream::SplitStream<WebSocketStream<S>>,
+    said: tokio::sync::mpsc::Sender<String>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    while let Some(m) = rx.next().await {
+        match m {
+            Ok(Message::Text(t)) => {
+                if said.send(t.as_str().to_owned()).await.is_err() {
                     break;
                 }
             }
+            Ok(Message::Close(_)) | Err(_) => break,
+            Ok(_) => {}
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -16,7 +16,7 @@ use waylay_core::{Flow, ManagerHandle};
 
 use crate::auth::Auth;
 use crate::config::WebConfig;
-use crate::json::{BodyLens, flow_json};
+use crate::json::{BodyLens, flow_json, write_flow_json};
 use crate::store::{Store, StoreError, split_bodies};
 
 /// A flow's two bodies (request, response), shared.
@@ -71,6 +71,18 @@ impl Snapshot {
         )
     }
 
+    /// The same JSON as [`Snapshot::json`], written straight into `out`.
+    pub(crate) fn write_json(&self, out: &mut Vec<u8>) {
+        write_flow_json(
+            out,
+            &self.flow,
+            self.seq,
+            self.intercepted,
+            self.modified,
+            self.lens,
+        );
+    }
+
     /// Body bytes held.
     fn body_bytes(&self) -> usize {
         self.bodies
@@ -110,6 +122,9 @@ impl Snapshot {
 pub(crate) struct Update {
     pub(crate) n: u64,
     pub(crate) change: Change,
+    /// The flow's JSON for an added or updated flow, written by the first browser
+    /// connection that sends it and shared by the others.
+    pub(crate) flow_json: std::sync::OnceLock<Box<[u8]>>,
 }
 
 #[derive(Debug)]
@@ -179,6 +194,9 @@ pub(crate) struct Shared {
     pub(crate) replaying: Mutex<std::collections::HashSet<SocketAddr>>,
     /// The proxy's addon manager, once attached: options are set through it.
     pub(crate) manager: std::sync::OnceLock<ManagerHandle>,
+    /// How many kills wait in `Inner::kill_next`: every hook looks for a pending kill, and
+    /// almost always there is none, so it reads this instead of taking the lock.
+    pending_kills: AtomicUsize,
 }
 
 const MAX_EVENTS: usize = 1000;
@@ -200,6 +218,7 @@ impl Shared {
             options: Mutex::new(json!({})),
             replaying: Mutex::default(),
             manager: std::sync::OnceLock::new(),
+            pending_kills: AtomicUsize::new(0),
         }
     }
 
@@ -210,7 +229,15 @@ impl Shared {
     fn publish(&self, inner: &mut Inner, change: Change) {
         inner.n += 1;
         // No receiver is not an error: nobody has the page open.
-        let _ = self.updates.send(Arc::new(Update { n: inner.n, change }));
+        // Nobody listening: nothing to build.
+        if self.updates.receiver_count() == 0 {
+            return;
+        }
+        let _ = self.updates.send(Arc::new(Update {
+            n: inner.n,
+            change,
+            flow_json: std::sync::OnceLock::new(),
+        }));
     }
 
     /// The number of the last change (for a snapshot taken now).
@@ -239,14 +266,22 @@ impl Shared {
 
     /// Whether the UI asked to kill flow `id` (kept until [`Shared::take_kill`]).
     pub(crate) fn kill_pending(&self, id: FlowId) -> bool {
-        let inner = self.lock();
-        !inner.kill_next.is_empty() && inner.kill_next.contains(&id)
+        if self.pending_kills.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        self.lock().kill_next.contains(&id)
     }
 
     /// Whether the UI asked to kill flow `id` (then forgotten: it is killed now).
     pub(crate) fn take_kill(&self, id: FlowId) -> bool {
+        if self.pending_kills.load(Ordering::Acquire) == 0 {
+            return false;
+        }
         let mut inner = self.lock();
-        !inner.kill_next.is_empty() && inner.kill_next.remove(&id)
+        let taken = inner.kill_next.remove(&id);
+        self.pending_kills
+            .store(inner.kill_next.len(), Ordering::Release);
+        taken
     }
 
     /// Keeps the kill switch of live flow `id` until the flow is recorded finished.
@@ -660,6 +695,8 @@ impl Shared {
         }
         let mut inner = self.lock();
         inner.kill_next.insert(snap.flow.id());
+        self.pending_kills
+            .store(inner.kill_next.len(), Ordering::Release);
         // Between hooks (streaming, relaying): the layer closes both sides at once.
         if let Some(s) = inner.switches.get(&snap.flow.id()) {
             s.kill();

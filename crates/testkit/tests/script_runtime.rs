@@ -763,3 +763,69 @@ async fn parts_of_a_flow_a_script_kept_are_not_reused() {
         assert_eq!(r.headers.get("x-kept"), Some("{'k': 1}"));
     }
 }
+
+const REASSIGNS_METADATA: &str = r#"
+import asyncio
+
+def request(flow):
+    flow.metadata = {"a": 1, "path": flow.request.path}
+
+async def responseheaders(flow):
+    await asyncio.sleep(0)
+    flow.metadata = {"b": 2}
+
+def response(flow):
+    flow.response.headers["x-seen"] = repr(sorted(flow.metadata.items()))
+    if flow.request.path == "/clear":
+        flow.metadata = {}
+"#;
+
+/// Copies what it finds in `flow.metadata` into a header: a Rust addon after the script.
+#[derive(Debug, Default)]
+struct ReadsMetadata;
+
+impl waylay_core::Addon for ReadsMetadata {
+    async fn request(&mut self, flow: &mut waylay_core::HttpFlow) {
+        let seen = serde_json::Value::Object(flow.metadata.clone()).to_string();
+        flow.request.headers.insert("x-rust-saw", seen);
+    }
+}
+
+/// `flow.metadata = {...}` (a new dict, not a mutation of the old one) is what later hooks of
+/// the script see, a plain or an `async def` one, and what Rust addons after it read, as in
+/// mitmproxy; assigning `{}` empties the flow's metadata.
+#[actix_rt::test]
+async fn a_reassigned_metadata_dict_reaches_later_hooks_and_rust_addons() {
+    let dir = TempDir::new("remeta");
+    let path = write(&dir, "remeta.py", REASSIGNS_METADATA);
+    let mut h = AddonHarness::script(&path).await;
+    h.add(ReadsMetadata).await;
+    for p in ["/keep", "/clear"] {
+        let mut f = tflow();
+        f.request.path = p.into();
+        let f = h.request(f).await;
+        assert_eq!(f.metadata.get("a"), Some(&serde_json::json!(1)));
+        assert_eq!(
+            f.request.headers.get("x-rust-saw"),
+            Some(format!(r#"{{"a":1,"path":"{p}"}}"#).as_str()),
+            "the Rust addon after the script reads the new dict"
+        );
+        let f = h.response_headers(f.with_response(tresp())).await;
+        assert_eq!(
+            f.metadata.get("b"),
+            Some(&serde_json::json!(2)),
+            "{:?} {:?}",
+            f.metadata,
+            h.logs()
+        );
+        assert_eq!(f.metadata.get("a"), None, "the old dict is gone");
+        let f = h.response(f).await;
+        let r = f.response.as_ref().expect("response");
+        assert_eq!(r.headers.get("x-seen"), Some("[('b', 2)]"), "{p}");
+        if p == "/clear" {
+            assert!(f.metadata.is_empty(), "{:?}", f.metadata);
+        } else {
+            assert_eq!(f.metadata.get("b"), Some(&serde_json::json!(2)));
+        }
+    }
+}

@@ -690,6 +690,12 @@ async fn ignore_connection_in_tls_clienthello_passes_the_connection_through() {
     proxy.shutdown().await;
 }
 
+/// The first event after a script gained an `async def` hook reaches the new version: the
+/// test waits until the file watcher has put the script on every hook's route (the change
+/// is noticed; the reload itself happens on the next event), then sends exactly one flow,
+/// which must run the new hook. Without the reload before `begin` asks whether the hook is
+/// `async def`, the old version's answer (not async) sends the flow down the plain path and
+/// the coroutine is never awaited: this flow would come back without the header.
 #[actix_rt::test]
 async fn a_hook_gained_on_reload_fires_without_a_restart() {
     let dir = TempDir::new("gained");
@@ -710,21 +716,26 @@ async fn a_hook_gained_on_reload_fires_without_a_restart() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     std::fs::write(
         &path,
-        "import asyncio\n\nasync def response(flow):\n    await asyncio.sleep(0)\n    flow.response.headers['x-gained'] = 'yes'\n\ndef client_connected(client):\n    client.error = 'gained too'\n",
+        "import asyncio, logging\n\ndef running():\n    logging.info('running v2')\n\nasync def response(flow):\n    await asyncio.sleep(0)\n    flow.response.headers['x-gained'] = 'yes'\n\ndef client_connected(client):\n    client.error = 'gained too'\n",
     )
     .expect("rewrite");
-    let mut got = None;
+    // The watcher noticed the change (it checks every quarter second): the script is on
+    // every route, not reloaded yet.
     for _ in 0..80 {
-        let f = h.response(tflow().with_response(tresp())).await;
-        got = f
-            .response
-            .and_then(|r| r.headers.get("x-gained").map(str::to_owned));
-        if got.is_some() {
+        if h.handles(HookKind::Response) {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert!(h.handles(HookKind::Response), "the change was not noticed");
+    assert!(!h.has_log("running v2"), "reloaded before any event");
+    // Exactly one flow: the reload happens for it, and its hook is the new one.
+    let f = h.response(tflow().with_response(tresp())).await;
+    let got = f
+        .response
+        .and_then(|r| r.headers.get("x-gained").map(str::to_owned));
     assert_eq!(got.as_deref(), Some("yes"), "logs: {:?}", h.logs());
+    assert!(h.has_log("running v2"), "logs: {:?}", h.logs());
     h.sync().await;
     assert!(h.handles(HookKind::ClientConnect));
     let c = h.client_connect(waylay_testkit::tclient()).await;

@@ -27,6 +27,7 @@
 mod conn;
 mod control;
 mod core;
+mod headers;
 mod host;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};

@@ -61,12 +61,17 @@ impl HeadersView {
     }
 
     fn __contains__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
-        // A key that is not a str is in no header map (as a dict answers, no error).
-        let Ok(key) = key.extract::<&str>() else {
+        // A bytes key is looked up as its text, as mitmproxy does; any other key is in no
+        // header map (as a dict answers, no error).
+        let key = if let Ok(k) = key.cast::<pyo3::types::PyBytes>() {
+            String::from_utf8_lossy(k.as_bytes()).into_owned()
+        } else if let Ok(k) = key.extract::<String>() {
+            k
+        } else {
             return Ok(false);
         };
         let mut c = self.core.bind(py).try_borrow_mut()?;
-        Ok(c.hdrs(self.side)?.contains(key))
+        Ok(c.hdrs(self.side)?.contains(&key))
     }
 
     #[pyo3(signature = (key, default = None))]

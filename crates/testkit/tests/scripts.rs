@@ -76,7 +76,7 @@ fn normalise_response(raw: &str) -> String {
 /// A chunked body as the bytes it carries, its `Transfer-Encoding: chunked` as the
 /// `Content-Length` it amounts to: framing is hop by hop, and waylay sends a buffered body
 /// with its length where mitmproxy keeps the chunks (both are the same message).
-fn unchunk(headers: &mut Vec<String>, body: &str) -> String {
+fn unchunk(headers: &mut [String], body: &str) -> String {
     let Some(at) = headers
         .iter()
         .position(|h| h.starts_with("transfer-encoding:") && h.ends_with("chunked"))

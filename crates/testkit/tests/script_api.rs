@@ -412,6 +412,15 @@ def request(flow: http.HTTPFlow) -> None:
     out.append(str(h.get("x-two")))
     h.update({"x-upd": "u"})
     flow.request.headers["x-report"] = "|".join(out)
+
+def response(flow: http.HTTPFlow) -> None:
+    kinds = type(flow).response is not None and type(flow.request).headers is not None
+    same = flow.response is flow.response and flow.response.headers is flow.response.headers
+    flow.response = None
+    gone = flow.response is None
+    flow.response = http.Response.make(202, b"made", {"x-made": "1"})
+    flow.response.headers = http.Headers(x_set="1")
+    flow.response.headers["x-attrs"] = f"{kinds} {same} {gone}"
 "#;
 
 /// The flow headers' native view answers as mitmproxy's `Headers` do: case-insensitive
@@ -432,4 +441,18 @@ async fn flow_headers_behave_as_mitmproxys_headers() {
     );
     assert_eq!(f.request.headers.get("x-upd"), Some("u"));
     assert_eq!(f.request.headers.get("x-one"), Some("2"));
+
+    // `flow.response` and `message.headers` (native descriptors): the same view on every
+    // read, `None` once removed, a made response adopted, headers replaced by assignment.
+    let f = h.response(tflow().with_response(tresp())).await;
+    let r = f.response.expect("the made response");
+    assert_eq!(r.status_code, 202);
+    assert_eq!(
+        r.headers.get("x-attrs"),
+        Some("True True True"),
+        "logs: {:?}",
+        h.logs()
+    );
+    assert_eq!(r.headers.get("x-set"), Some("1"));
+    assert_eq!(r.headers.get("x-made"), None);
 }

@@ -334,7 +334,7 @@ impl Core {
 
     /// Whether the flow has a response (`flow.response`, read on most response hooks: a
     /// method of its own rather than a name matched in `fget`).
-    fn has_response(&mut self) -> PyResult<bool> {
+    pub(super) fn has_response(&mut self) -> PyResult<bool> {
         Ok(self.http()?.response.is_some())
     }
 

@@ -24,6 +24,7 @@
 //! the reload on: the file watcher puts the script on every script hook's route until the
 //! reload declares the exact set ([`ManagerHandle::declare_hooks`]).
 
+mod attrs;
 mod conn;
 mod control;
 mod core;

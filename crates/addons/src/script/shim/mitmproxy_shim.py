@@ -315,6 +315,12 @@ class _Prop:
         obj._c.mset(obj._side, self.name, value)
 
 
+def _set_message_headers(self, value):
+    if not isinstance(value, Headers):
+        value = Headers(value)
+    self._c.h_set_fields(self._side, list(value.fields))
+
+
 class Message:
     __slots__ = ("_c", "_side", "_headers")
 
@@ -327,18 +333,9 @@ class Message:
         self._c = core
         self._headers = None
 
-    @property
-    def headers(self):
-        h = self._headers
-        if h is None:
-            h = self._headers = _FlowHeaders(self._c, self._side)
-        return h
-
-    @headers.setter
-    def headers(self, value):
-        if not isinstance(value, Headers):
-            value = Headers(value)
-        self._c.h_set_fields(self._side, list(value.fields))
+    # A native descriptor: the `_FlowHeaders` view kept in `_headers` (made on first use),
+    # read without a Python frame; assigning replaces the message's headers.
+    headers = _waylay.HeadersAttr(_FlowHeaders, _set_message_headers)
 
     @property
     def raw_content(self):
@@ -943,6 +940,17 @@ class Flow:
         return False
 
 
+def _set_flow_response(self, value):
+    if value is None:
+        self._c.adopt(1, None)
+        self._resp = None
+        return
+    if value._c is not self._c:
+        self._c.adopt(1, value._c)
+        value._bind(self._c)
+    self._resp = value
+
+
 class HTTPFlow(Flow):
     __slots__ = ("_req", "_resp", "_ws")
 
@@ -962,25 +970,9 @@ class HTTPFlow(Flow):
         value._bind(self._c)
         self._req = value
 
-    @property
-    def response(self):
-        if not self._c.has_response():
-            return None
-        r = self._resp
-        if r is None:
-            r = self._resp = Response._wrap(self._c, 1)
-        return r
-
-    @response.setter
-    def response(self, value):
-        if value is None:
-            self._c.adopt(1, None)
-            self._resp = None
-            return
-        if value._c is not self._c:
-            self._c.adopt(1, value._c)
-            value._bind(self._c)
-        self._resp = value
+    # A native descriptor: `None` without a response, else the `Response` view kept in
+    # `_resp` (made on first use), read without a Python frame.
+    response = _waylay.ResponseAttr(Response._wrap, _set_flow_response)
 
     @property
     def websocket(self):

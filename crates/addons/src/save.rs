@@ -226,12 +226,18 @@ impl Save {
         }
     }
 
-    async fn close(&mut self) {
+    /// Flushes and closes the open file. With `unfinished`, the flows not yet finished are
+    /// written to it first as they are now (at shutdown, or when `save_stream_file` is
+    /// cleared); without (the file changes), they stay and go to the next file when they
+    /// finish, as in mitmproxy.
+    async fn close(&mut self, unfinished: bool) {
         if let Some(s) = self.stream.take() {
-            let open: Vec<Flow> = self.active.drain().map(|(_, f)| f).collect();
-            for f in open {
-                if self.filter.as_ref().is_none_or(|flt| flt.matches(&f)) {
-                    s.0.send(f, &mut self.waits).await;
+            if unfinished {
+                let open: Vec<Flow> = self.active.drain().map(|(_, f)| f).collect();
+                for f in open {
+                    if self.filter.as_ref().is_none_or(|flt| flt.matches(&f)) {
+                        s.0.send(f, &mut self.waits).await;
+                    }
                 }
             }
             if self.waits > 0 {
@@ -242,9 +248,12 @@ impl Save {
                     self.waits
                 );
             }
+            self.waits = 0;
             s.0.close().await;
         }
-        self.active.clear();
+        if unfinished {
+            self.active.clear();
+        }
     }
 }
 
@@ -269,12 +278,16 @@ impl Addon for Save {
         "save".into()
     }
 
+    /// The flow hooks only while a file is open: without one, a proxy keeps its flowless
+    /// path. The manager reads this again after every `configure`, so setting
+    /// `save_stream_file` at run time starts writing from the next flow, and clearing it
+    /// (after the file is flushed and closed) takes the addon off the flow routes.
     fn hooks(&self) -> HookSet {
-        HookSet::of(&[
-            HookKind::Load,
-            HookKind::Configure,
-            HookKind::Done,
-            HookKind::Request,
+        const LIFE: HookSet = HookSet::of(&[HookKind::Load, HookKind::Configure, HookKind::Done]);
+        if self.stream.is_none() {
+            return LIFE;
+        }
+        LIFE.union(HookSet::of(&[
             HookKind::Response,
             HookKind::Error,
             HookKind::WebsocketMessage,
@@ -284,7 +297,7 @@ impl Addon for Save {
             HookKind::TcpMessage,
             HookKind::TcpEnd,
             HookKind::TcpError,
-        ])
+        ]))
     }
 
     async fn load(&mut self, loader: &mut Loader) {
@@ -308,14 +321,15 @@ impl Addon for Save {
             }
             None => None,
         };
-        self.close().await;
+        let unfinished = new.is_none();
+        self.close(unfinished).await;
         self.stream = new.map(StreamSlot);
         self.spec = spec;
         Ok(())
     }
 
     async fn done(&mut self) {
-        self.close().await;
+        self.close(true).await;
     }
 
     async fn request(&mut self, flow: &mut HttpFlow) {

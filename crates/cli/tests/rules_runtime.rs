@@ -189,11 +189,9 @@ fn get_via(proxy: &str, origin: SocketAddr, path: &str) -> String {
     )
 }
 
-#[actix_rt::test]
-async fn waylay_web_applies_rule_options_set_in_the_ui() {
-    let origin = http_origin().await;
-    let other = http_origin().await;
-    let conf = TempDir::new("rules-web");
+/// `waylay web` on ephemeral ports with its confdir and store in `conf`: the running child,
+/// the proxy's address, the UI's address and its token.
+fn start_web(conf: &TempDir) -> (Running, String, String, String) {
     let mut child = Command::new(BIN)
         .args(["web", "-p", "0", "--web-port", "0", "--set"])
         .arg(format!("confdir={}", conf.path().display()))
@@ -209,7 +207,7 @@ async fn waylay_web_applies_rule_options_set_in_the_ui() {
         .expect("waylay web starts");
     let out = lines(child.stdout.take().expect("stdout"));
     let err = lines(child.stderr.take().expect("stderr"));
-    let _running = Running(child);
+    let running = Running(child);
     let url = wait_line(&out, "Web server listening at ");
     let proxy = wait_line(&err, "proxy listening at http://");
     let proxy = proxy
@@ -221,7 +219,15 @@ async fn waylay_web_applies_rule_options_set_in_the_ui() {
         .trim_start_matches("http://")
         .split_once("/?token=")
         .expect("the URL carries the token");
-    let (ui, token) = (ui.to_owned(), token.to_owned());
+    (running, proxy, ui.to_owned(), token.to_owned())
+}
+
+#[actix_rt::test]
+async fn waylay_web_applies_rule_options_set_in_the_ui() {
+    let origin = http_origin().await;
+    let other = http_origin().await;
+    let conf = TempDir::new("rules-web");
+    let (_running, proxy, ui, token) = start_web(&conf);
 
     // The origin is served by a task of this test's runtime: the blocking client runs on a
     // thread while the test awaits it.
@@ -454,25 +460,7 @@ async fn save_replay_hardump_and_dumper_follow_their_options_at_run_time() {
 
     // A recording whose answer differs from the origin's: server replay set at run time
     // answers from it, and the origin is not asked.
-    let mut flows: Vec<Flow> =
-        waylay::flowfile::read_file(second.to_str().expect("utf-8 path")).expect("the second file");
-    for f in &mut flows {
-        if let Flow::Http(h) = f {
-            h.response
-                .as_mut()
-                .expect("a response")
-                .headers
-                .insert("x-origin", "recorded");
-        }
-    }
-    let mut w = waylay::flowfile::FlowWriter::new(
-        std::fs::File::create(&recording).expect("create the recording"),
-    );
-    for f in &flows {
-        w.add(f).expect("write the recording");
-    }
-    w.flush().expect("flush the recording");
-    drop(w);
+    mark_recording(&second, &recording);
     manager
         .set(&[format!("server_replay={}", recording.display())])
         .await
@@ -534,4 +522,78 @@ async fn save_replay_hardump_and_dumper_follow_their_options_at_run_time() {
         .filter_map(|e| e["request"]["url"].as_str())
         .collect();
     assert_eq!(urls, [format!("http://{origin}/har")], "{doc}");
+}
+
+/// Copies the flow file `from` to `to` with every response's `x-origin` header changed to
+/// `recorded`, so that an answer replayed from `to` is told apart from the origin's.
+fn mark_recording(from: &std::path::Path, to: &std::path::Path) {
+    let mut flows = waylay::flowfile::read_file(from.to_str().expect("utf-8 path"))
+        .expect("the recorded flows");
+    let mut w = waylay::flowfile::FlowWriter::new(std::fs::File::create(to).expect("create"));
+    for f in &mut flows {
+        if let Flow::Http(h) = f
+            && let Some(r) = h.response.as_mut()
+        {
+            r.headers.insert("x-origin", "recorded");
+        }
+        w.add(f).expect("write the recording");
+    }
+    w.flush().expect("flush the recording");
+}
+
+/// The binary: `save_stream_file` and `server_replay` set from the web UI's options editor
+/// act on the next request, and clearing them stops them (the file flushed and closed).
+/// Regression: save and server replay were registered only when set at start.
+#[actix_rt::test]
+async fn waylay_web_saves_and_replays_when_set_in_the_ui() {
+    let origin = http_origin().await;
+    let conf = TempDir::new("save-web");
+    let saved = conf.path().join("saved.flows");
+    let recording = conf.path().join("recording.flows");
+    let (_running, proxy, ui, token) = start_web(&conf);
+
+    let (saved_paths, answers) = within(
+        "the exchanges",
+        tokio::task::spawn_blocking(move || {
+            let mut answers = Vec::new();
+            get_via(&proxy, origin, "/before");
+            answers.push(put_options(
+                &ui,
+                &token,
+                &format!(
+                    r#"{{"save_stream_file": {}}}"#,
+                    serde_json::Value::from(saved.display().to_string())
+                ),
+            ));
+            get_via(&proxy, origin, "/one");
+            get_via(&proxy, origin, "/two");
+            answers.push(put_options(&ui, &token, r#"{"save_stream_file": null}"#));
+            get_via(&proxy, origin, "/after");
+            let paths = saved_paths(&saved);
+            mark_recording(&saved, &recording);
+            answers.push(put_options(
+                &ui,
+                &token,
+                &format!(
+                    r#"{{"server_replay": [{}]}}"#,
+                    serde_json::Value::from(recording.display().to_string())
+                ),
+            ));
+            answers.push(get_via(&proxy, origin, "/two"));
+            answers.push(put_options(&ui, &token, r#"{"server_replay": []}"#));
+            answers.push(get_via(&proxy, origin, "/two"));
+            (paths, answers)
+        }),
+    )
+    .await
+    .expect("the client thread");
+    assert_eq!(saved_paths, ["/one", "/two"]);
+    let [set, cleared, replay_set, replayed, replay_cleared, after] = answers.as_slice() else {
+        panic!("{answers:?}");
+    };
+    for a in [set, cleared, replay_set, replay_cleared] {
+        assert_eq!(status(a), Some(200), "{a}");
+    }
+    assert_eq!(x_origin(replayed), Some("recorded"), "{replayed}");
+    assert_eq!(x_origin(after), Some("1"), "{after}");
 }

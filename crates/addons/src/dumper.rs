@@ -609,6 +609,7 @@ impl Addon for Dumper {
             return LIFE;
         }
         LIFE.union(HookSet::of(&[
+            HookKind::Response,
             HookKind::Error,
             HookKind::WebsocketMessage,
             HookKind::WebsocketError,

@@ -288,6 +288,7 @@ impl Addon for Save {
             return LIFE;
         }
         LIFE.union(HookSet::of(&[
+            HookKind::Request,
             HookKind::Response,
             HookKind::Error,
             HookKind::WebsocketMessage,

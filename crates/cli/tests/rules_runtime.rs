@@ -502,7 +502,8 @@ async fn save_replay_hardump_and_dumper_follow_their_options_at_run_time() {
     assert!(!manager.handles_any(HTTP));
     within("quiet", proxy_get(addr, &url("/quiet"))).await;
     let text = out.text();
-    assert!(text.contains("/printed"), "{text}");
+    assert!(text.contains("/printed << 200 OK"), "{text}");
+    assert!(!text.contains("error"), "{text}");
     assert!(!text.contains("/quiet"), "{text}");
 
     // hardump set at run time: the flows from then on are written at shutdown.

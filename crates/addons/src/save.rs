@@ -166,6 +166,11 @@ fn expand_home(p: &str) -> PathBuf {
 ///
 /// `save_stream_filter` (mitmproxy's filter language) limits which flows are written.
 ///
+/// The option may be set, changed or cleared while the proxy runs: setting it opens the file
+/// (flow hooks are declared only while one is open); changing it closes the old file, and
+/// flows still open are written to the new one when they finish; clearing it writes the open
+/// flows, then flushes and closes the file before `configure` returns.
+///
 /// A streamed body (above `stream_large_bodies`) is not stored, as in mitmproxy: it is
 /// written as missing (`None`).
 #[derive(Debug, Default)]

@@ -293,7 +293,9 @@ async fn save_stream_file_changed_and_cleared_at_run_time() {
     let moved = h.response(moved.with_response(tresp())).await;
     let open = h.request(tflow()).await;
 
-    h.set_options(&["save_stream_file="]).await.expect("cleared");
+    h.set_options(&["save_stream_file="])
+        .await
+        .expect("cleared");
     assert!(!h.handles(HookKind::Request));
     assert!(!h.handles(HookKind::Response));
     let flows = read(&second);

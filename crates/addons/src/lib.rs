@@ -55,12 +55,14 @@ mod anticache;
 mod anticomp;
 mod block;
 mod block_list;
+mod breakpoints;
 mod contentview;
 mod dumper;
 pub mod export;
 mod hardump;
 mod htpasswd;
 mod human;
+mod intercept;
 mod map_local;
 mod map_remote;
 mod matcher;
@@ -81,9 +83,13 @@ pub use anticache::AntiCache;
 pub use anticomp::AntiComp;
 pub use block::{Block, is_private};
 pub use block_list::{BlockList, NO_RESPONSE};
+pub use breakpoints::{
+    BREAKPOINT_METADATA, BREAKPOINTS_OPTION, Breakpoints, RuleError, check_breakpoint_rule,
+};
 pub use dumper::{Dumper, MAX_FLOW_DETAIL};
 pub use hardump::HarDump;
 pub use htpasswd::Htpasswd;
+pub use intercept::Intercept;
 pub use map_local::MapLocal;
 pub use map_remote::MapRemote;
 pub use modify_body::ModifyBody;

@@ -253,6 +253,16 @@ fn options_from(
             "option intercept: intercepted flows wait until resumed in the web UI: use `waylay web`".into(),
         ));
     }
+    for rule in opts.seq(waylay::addons::BREAKPOINTS_OPTION) {
+        waylay::addons::check_breakpoint_rule(rule).map_err(|e| {
+            Failure::Usage(format!("option breakpoints: cannot parse {rule:?}: {e}"))
+        })?;
+    }
+    if !web && waylay::addons::Breakpoints::from_options(&opts).holds() {
+        return Err(Failure::Usage(
+            "option breakpoints: a hold rule makes flows wait until resumed in the web UI: use `waylay web`".into(),
+        ));
+    }
     // After the dumper's check: the trailing filter sets both, and the error names the
     // dumper's option.
     if let Some(f) = opts.str("readfile_filter") {

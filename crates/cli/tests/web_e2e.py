@@ -197,6 +197,28 @@ with sync_playwright() as p:
     out, err = slow.communicate(timeout=30)
     assert slow.returncode != 0 and '"ok": true' not in out, (slow.returncode, out, err)
     expect(page.locator(".tr.has-error", has_text="/slow")).to_have_count(1)
+
+    # A breakpoint rule made in the page: matching requests are edited with no resume; a
+    # bad edit is refused with its position.
+    page.locator("body").click(position={"x": 5, "y": 700})
+    page.click("#rules-button")
+    page.fill("#rule-filter", "~q & ~u /ruled")
+    page.fill("#rule-edits", "header:X-Rule=from-rule")
+    page.click("#rule-add")
+    expect(page.locator("#rules .rule-text")).to_have_count(1)
+    expect(page.locator("#rules .rule-text")).to_contain_text("header:X-Rule=from-rule")
+    page.fill("#rule-edits", "status:200")
+    page.click("#rule-add")
+    expect(page.locator("#rule-error")).to_contain_text("response phase only")
+    expect(page.locator("#rules .rule-text")).to_have_count(1)
+    page.screenshot(path=f"{artifacts}/rules.png")
+    page.click("#rules button:has-text('Close')")
+    assert '"ok": true' in curl("/ruled")
+    ruled = [h for h in seen if h[":path"] == "/ruled"]
+    assert ruled and ruled[0].get("x-rule") == "from-rule", ruled
+    expect(page.locator(".eventlog")).to_contain_text("breakpoint rule")
+    page.locator(".tr", has_text="/ruled").click()
+    expect(page.locator("#rule-note")).to_contain_text("header:X-Rule=from-rule")
     browser.close()
 
 print("web e2e: all checks passed")

@@ -94,6 +94,8 @@ fn http_json(f: &HttpFlow, seq: u64, intercepted: bool, modified: bool, lens: Bo
         "modified": modified,
         "marked": f.marked,
         "comment": f.comment,
+        // The breakpoint rules that edited it (waylay's own field).
+        "breakpoint_rule": f.metadata.get(waylay_addons::BREAKPOINT_METADATA),
         "timestamp_created": f.timestamp_created,
         "live": f.live,
         "client_conn": client(&f.client),

@@ -345,9 +345,19 @@ impl Options {
         let values = self.parse_specs(specs)?;
         let mut next = self.clone();
         let mut changed = BTreeSet::new();
+        let toggled = values.iter().any(|(n, _)| n == "intercept_active");
         for (n, v) in values {
             if next.set(&n, v)? {
                 changed.insert(n);
+            }
+        }
+        // As mitmproxy's intercept addon: setting the intercept filter turns
+        // `intercept_active` on (off when cleared), so that the toggle reads true and
+        // setting it to false afterwards is a change.
+        if changed.contains("intercept") && !toggled && next.contains("intercept_active") {
+            let on = next.str("intercept").is_some_and(|e| !e.trim().is_empty());
+            if next.set("intercept_active", OptionValue::Bool(on))? {
+                changed.insert("intercept_active".to_owned());
             }
         }
         *self = next;

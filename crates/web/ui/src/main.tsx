@@ -5,6 +5,7 @@ import { render } from "preact";
 import { useEffect, useRef, useState } from "preact/hooks";
 import { ApiError, Flow, Pair, api, apiText } from "./api";
 import { FilterName, OptionInfo, Store } from "./store";
+import { RuleNote, RulesPanel } from "./rules";
 
 const store = new Store();
 
@@ -318,8 +319,8 @@ function Messages(props: { flow: Flow }) {
     api("GET", `/flows/${f.id}/messages/content/auto.json`).then(setMsgs).catch(reportError);
   }, [f.id, count, version]);
   useEffect(() => setDraft(null), [f.id, count, f.intercepted]);
-  // A held WebSocket message (the last one) can be edited before it goes on.
-  const editable = !!f.websocket && f.intercepted;
+  // A held WebSocket or TCP message (the last one) can be edited before it goes on.
+  const editable = (!!f.websocket || f.type === "tcp") && f.intercepted;
   const save = async () => {
     if (draft !== null && (await act("POST", `/flows/${f.id}/messages/content.data`, draft))) {
       setDraft(null);
@@ -408,7 +409,7 @@ function Detail(props: { flow: Flow; tab: string; setTab: (t: string) => void })
     <div class="detail">
       <div class="actions">
         {f.intercepted ? <button id="resume" onClick={() => act("POST", `/flows/${f.id}/resume`)}>Resume (a)</button> : null}
-        {f.live ? <button id="kill" title={f.intercepted ? "kill now" : "kill at its next event"} onClick={() => act("POST", `/flows/${f.id}/kill`)}>Kill (x)</button> : null}
+        {f.live ? <button id="kill" title="kill now: both connections close" onClick={() => act("POST", `/flows/${f.id}/kill`)}>Kill (x)</button> : null}
         <button onClick={() => act("POST", `/flows/${f.id}/replay`)}>Replay (r)</button>
         <button onClick={() => act("POST", `/flows/${f.id}/duplicate`)}>Duplicate (D)</button>
         <button onClick={() => act("PUT", `/flows/${f.id}`, { marked: !f.marked })}>{f.marked ? "Unmark" : "Mark"} (m)</button>
@@ -416,6 +417,7 @@ function Detail(props: { flow: Flow; tab: string; setTab: (t: string) => void })
         <button onClick={() => act("DELETE", `/flows/${f.id}`)}>Delete (d)</button>
       </div>
       <ExportBar flow={f} />
+      <RuleNote flow={f} />
       <div class="tabs">
         {tabs.map((t) => <button class={t === tab ? "tab active" : "tab"} onClick={() => props.setTab(t)}>{t}</button>)}
       </div>
@@ -568,6 +570,7 @@ function App() {
   const [sort, setSort] = useState<[Col | null, boolean]>([null, false]);
   const [showLog, setShowLog] = useState(true);
   const [showOptions, setShowOptions] = useState(false);
+  const [showRules, setShowRules] = useState(false);
   const search = store.filters.search;
   const highlight = store.filters.highlight;
 
@@ -600,7 +603,8 @@ function App() {
         case "k": case "ArrowUp": go(i < 0 ? flows.length - 1 : i - 1); break;
         case "Home": go(0); break;
         case "End": go(flows.length - 1); break;
-        case "Escape": if (showOptions) setShowOptions(false); else setSelected(null); break;
+        case "Escape": if (showRules) setShowRules(false); else if (showOptions) setShowOptions(false); else setSelected(null); break;
+        case "b": setShowRules((s) => !s); break;
         case "o": setShowOptions((s) => !s); break;
         case "a": if (sel) act("POST", `/flows/${sel.id}/resume`); break;
         case "A": act("POST", "/flows/resume"); break;
@@ -617,7 +621,7 @@ function App() {
     };
     window.addEventListener("keydown", onKey);
     return () => window.removeEventListener("keydown", onKey);
-  }, [flows, selected, sel, showOptions]);
+  }, [flows, selected, sel, showOptions, showRules]);
 
   const [interceptError, setInterceptError] = useState<{ message: string; position: number } | null>(null);
   const setIntercept = async (expr: string) => {
@@ -646,6 +650,7 @@ function App() {
         <button id="clear" onClick={() => { if (confirm("Clear all flows?")) act("POST", "/clear"); }}>Clear</button>
         <FileMenu />
         <button id="options-button" onClick={() => setShowOptions((s) => !s)}>Options (o)</button>
+        <button id="rules-button" onClick={() => setShowRules((s) => !s)}>Rules (b)</button>
         <button onClick={() => setShowLog((s) => !s)}>Events (e)</button>
         <span class={`status ${store.connected ? "ok" : "down"}`} id="conn">{store.connected ? `live · ${flows.length} flows` : "reconnecting…"}</span>
       </header>
@@ -655,6 +660,7 @@ function App() {
       </main>
       {showLog ? <EventLog /> : null}
       {showOptions ? <OptionsEditor close={() => setShowOptions(false)} /> : null}
+      {showRules ? <RulesPanel store={store} close={() => setShowRules(false)} /> : null}
     </div>
   );
 }

@@ -22,6 +22,10 @@
 //! naming the option and quoting the offending part. Options set with
 //! `ProxyBuilder::set` are applied before addons load, so set an addon's options on the
 //! running proxy (`proxy.manager().set(...)`) or declare them first (the `waylay` binary does).
+//! The rule addons, [`Dumper`], [`ServerReplay`], [`Save`] and [`HarDump`] handle flow hooks
+//! only while their options give them something to do (the manager reads an addon's hooks
+//! again after each `configure`), so an idle one costs a proxy nothing per request and one set
+//! at run time acts from the next request.
 //!
 //! Addons depend on `waylay-core` only; register them on a proxy with
 //! `waylay::Proxy::builder().addon(...)`, or run them in a bare

@@ -329,7 +329,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             (proxy.manager().clone(), Some(proxy))
         } else {
             let manager = AddonManager::start(opts.clone());
-            add_offline(&manager, &opts, bundle, scripts)
+            add_offline(&manager, bundle, scripts)
                 .await
                 .map_err(|e| match e {
                     e @ AddError::Options { .. } => Failure::Usage(e.to_string()),
@@ -459,32 +459,6 @@ async fn replay_clients(proxy: &waylay::RunningProxy, opts: &Options) -> Result<
     Ok(())
 }
 
-/// Whether the dumper is registered: with nothing to print it is not, so `-q` costs no hook.
-fn wants_dumper(opts: &Options) -> bool {
-    opts.int("flow_detail") > 0
-}
-
-/// Which of the addons outside the bundle the options ask for. One whose option is unset at
-/// start is not registered at all, so it costs no hook (setting its option later, from the
-/// web UI or a script, does not add it).
-struct Wanted {
-    replay: bool,
-    save: bool,
-    har: bool,
-    dumper: bool,
-}
-
-impl Wanted {
-    fn of(opts: &Options) -> Self {
-        Self {
-            replay: !opts.seq("server_replay").is_empty(),
-            save: opts.str("save_stream_file").is_some(),
-            har: opts.str("hardump").is_some_and(|p| !p.is_empty()),
-            dumper: wants_dumper(opts),
-        }
-    }
-}
-
 /// The scripts given with `-s`, loaded.
 #[cfg(feature = "python")]
 type Scripts = Vec<waylay::addons::ScriptAddon>;
@@ -525,7 +499,6 @@ fn with_addons(
     mut bundle: Bundle,
     scripts: Scripts,
 ) -> ProxyBuilder {
-    let w = Wanted::of(opts);
     if !opts.seq("client_replay").is_empty() {
         // First, so no other addon sees the marker header.
         builder = builder.addon(ReplayMarker);
@@ -535,47 +508,30 @@ fn with_addons(
     // scripts left them).
     builder = bundle.register(builder, Slot::Early);
     builder = add_scripts(builder, scripts);
-    if w.replay {
-        builder = builder.addon(ServerReplay::new());
-    }
-    // The rewriting rules: always there (idle ones handle no flow hook), so an option set at
-    // run time (the web UI, a script) takes effect.
+    // Replay, the rewriting rules, save, hardump and the dumper are always there: an idle
+    // one (its option unset, or `flow_detail=0`) handles no flow hook, so it costs nothing
+    // per request, and an option set at run time (the web UI, a script) takes effect.
+    builder = builder.addon(ServerReplay::new());
     builder = bundle.register(builder, Slot::Rules);
-    if w.save {
-        builder = builder.addon(Save::new());
-    }
-    if w.har {
-        builder = builder.addon(HarDump::new());
-    }
-    if w.dumper {
-        builder = builder.addon(Dumper::stdout());
-    }
     builder
+        .addon(Save::new())
+        .addon(HarDump::new())
+        .addon(Dumper::stdout())
 }
 
 async fn add_offline(
     m: &ManagerHandle,
-    opts: &Options,
     mut bundle: Bundle,
     scripts: Scripts,
 ) -> Result<(), AddError> {
-    let w = Wanted::of(opts);
     // As with a proxy (`with_addons`): flows read with `-r` go through the rules too.
     bundle.add(m, Slot::Early).await?;
     add_scripts_offline(m, scripts).await?;
-    if w.replay {
-        m.add(ServerReplay::new()).await?;
-    }
+    m.add(ServerReplay::new()).await?;
     bundle.add(m, Slot::Rules).await?;
-    if w.save {
-        m.add(Save::new()).await?;
-    }
-    if w.har {
-        m.add(HarDump::new()).await?;
-    }
-    if w.dumper {
-        m.add(Dumper::stdout()).await?;
-    }
+    m.add(Save::new()).await?;
+    m.add(HarDump::new()).await?;
+    m.add(Dumper::stdout()).await?;
     Ok(())
 }
 

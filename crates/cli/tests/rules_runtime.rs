@@ -9,10 +9,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use std::sync::{Arc, Mutex};
+
 use waylay::addons::{
-    BlockList, MapLocal, MapRemote, ModifyBody, ModifyHeaders, StickyAuth, StickyCookie,
+    BlockList, HarDump, MapLocal, MapRemote, ModifyBody, ModifyHeaders, Save, ServerReplay,
+    StickyAuth, StickyCookie,
 };
-use waylay::{HookKind, Proxy};
+use waylay::{Dumper, Flow, HookKind, Proxy};
 use waylay_testkit::{FlowExt, TempDir, TestProxy, http_origin, proxy_get, within};
 
 /// Every hook that makes the proxy build a flow for an HTTP request.
@@ -186,11 +189,9 @@ fn get_via(proxy: &str, origin: SocketAddr, path: &str) -> String {
     )
 }
 
-#[actix_rt::test]
-async fn waylay_web_applies_rule_options_set_in_the_ui() {
-    let origin = http_origin().await;
-    let other = http_origin().await;
-    let conf = TempDir::new("rules-web");
+/// `waylay web` on ephemeral ports with its confdir and store in `conf`: the running child,
+/// the proxy's address, the UI's address and its token.
+fn start_web(conf: &TempDir) -> (Running, String, String, String) {
     let mut child = Command::new(BIN)
         .args(["web", "-p", "0", "--web-port", "0", "--set"])
         .arg(format!("confdir={}", conf.path().display()))
@@ -206,7 +207,7 @@ async fn waylay_web_applies_rule_options_set_in_the_ui() {
         .expect("waylay web starts");
     let out = lines(child.stdout.take().expect("stdout"));
     let err = lines(child.stderr.take().expect("stderr"));
-    let _running = Running(child);
+    let running = Running(child);
     let url = wait_line(&out, "Web server listening at ");
     let proxy = wait_line(&err, "proxy listening at http://");
     let proxy = proxy
@@ -218,7 +219,15 @@ async fn waylay_web_applies_rule_options_set_in_the_ui() {
         .trim_start_matches("http://")
         .split_once("/?token=")
         .expect("the URL carries the token");
-    let (ui, token) = (ui.to_owned(), token.to_owned());
+    (running, proxy, ui.to_owned(), token.to_owned())
+}
+
+#[actix_rt::test]
+async fn waylay_web_applies_rule_options_set_in_the_ui() {
+    let origin = http_origin().await;
+    let other = http_origin().await;
+    let conf = TempDir::new("rules-web");
+    let (_running, proxy, ui, token) = start_web(&conf);
 
     // The origin is served by a task of this test's runtime: the blocking client runs on a
     // thread while the test awaits it.
@@ -358,4 +367,234 @@ async fn a_script_sets_a_rule_option_at_run_time() {
     .await
     .expect("the client thread");
     assert_eq!(x_origin(&answer), Some("from-script"), "{answer}");
+}
+
+/// The paths of the HTTP flows in the flow file `path`, read back with waylay's `FlowReader`.
+fn saved_paths(path: &std::path::Path) -> Vec<String> {
+    let file = std::fs::File::open(path).expect("the flow file exists");
+    waylay::flowfile::FlowReader::new(file)
+        .map(|f| match f.expect("a whole flow") {
+            Flow::Http(h) => h.request.path.clone(),
+            other => panic!("not an HTTP flow: {other:?}"),
+        })
+        .collect()
+}
+
+/// A writer the test reads back (the dumper's output).
+#[derive(Clone, Default)]
+struct Shared(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Shared {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Shared {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("lock")).into_owned()
+    }
+}
+
+/// Save, server replay, hardump and the dumper start and stop with their option while the
+/// proxy runs, and handle no flow hook while it is unset. Regression: the binary registered
+/// them only when their option was set at start, so setting `save_stream_file` or
+/// `server_replay` from the web UI or a script did nothing.
+#[actix_rt::test]
+async fn save_replay_hardump_and_dumper_follow_their_options_at_run_time() {
+    let origin = http_origin().await;
+    let dir = TempDir::new("save-runtime");
+    let first = dir.path().join("first.flows");
+    let second = dir.path().join("second.flows");
+    let recording = dir.path().join("recording.flows");
+    let har = dir.path().join("flows.har");
+    let out = Shared::default();
+    let proxy = TestProxy::start(
+        Proxy::builder()
+            .set("flow_detail=0")
+            .addon(ServerReplay::new())
+            .addon(Save::new())
+            .addon(HarDump::new())
+            .addon(Dumper::new(out.clone())),
+    )
+    .await;
+    let manager = proxy.running().manager().clone();
+    let addr = proxy.addr();
+    let url = |path: &str| format!("http://{origin}{path}");
+
+    // All idle: nobody observes HTTP.
+    assert!(!manager.handles_any(HTTP));
+    within("before", proxy_get(addr, &url("/before"))).await;
+
+    // save_stream_file set: the flows from now on are written.
+    manager
+        .set(&[format!("save_stream_file={}", first.display())])
+        .await
+        .expect("save_stream_file accepted");
+    assert!(manager.handles(HookKind::Response));
+    within("one", proxy_get(addr, &url("/one"))).await;
+    within("two", proxy_get(addr, &url("/two"))).await;
+
+    // Changed to another file: the first is closed, the next flows go to the second.
+    manager
+        .set(&[format!("save_stream_file={}", second.display())])
+        .await
+        .expect("save_stream_file changed");
+    assert_eq!(saved_paths(&first), ["/one", "/two"]);
+    within("three", proxy_get(addr, &url("/three"))).await;
+
+    // Cleared: the file is flushed and closed at once, and nothing more is written.
+    manager
+        .set(&["save_stream_file="])
+        .await
+        .expect("save_stream_file cleared");
+    assert!(!manager.handles_any(HTTP));
+    within("after", proxy_get(addr, &url("/after"))).await;
+    assert_eq!(saved_paths(&first), ["/one", "/two"]);
+    assert_eq!(saved_paths(&second), ["/three"]);
+
+    // A recording whose answer differs from the origin's: server replay set at run time
+    // answers from it, and the origin is not asked.
+    mark_recording(&second, &recording);
+    manager
+        .set(&[format!("server_replay={}", recording.display())])
+        .await
+        .expect("server_replay accepted");
+    assert!(manager.handles(HookKind::Request));
+    let a = within("replayed", proxy_get(addr, &url("/three"))).await;
+    assert_eq!(x_origin(&a), Some("recorded"), "{a}");
+    // Not in the recording: forwarded (server_replay_extra=forward).
+    let a = within("extra", proxy_get(addr, &url("/four"))).await;
+    assert_eq!(x_origin(&a), Some("1"), "{a}");
+    // A bad path is refused, naming the option; cleared, requests go to the origin again.
+    let e = manager
+        .set(&[format!(
+            "server_replay={}",
+            dir.path().join("missing.flows").display()
+        )])
+        .await
+        .expect_err("a missing recording is refused");
+    assert!(e.to_string().contains("server_replay"), "{e}");
+    manager
+        .set(&["server_replay="])
+        .await
+        .expect("server_replay cleared");
+    assert!(!manager.handles_any(HTTP));
+    let a = within("after replay", proxy_get(addr, &url("/three"))).await;
+    assert_eq!(x_origin(&a), Some("1"), "{a}");
+
+    // The dumper prints once flow_detail is raised, and is quiet (off the routes) again at 0.
+    assert_eq!(out.text(), "");
+    manager
+        .set(&["flow_detail=1"])
+        .await
+        .expect("flow_detail raised");
+    within("printed", proxy_get(addr, &url("/printed"))).await;
+    manager
+        .set(&["flow_detail=0"])
+        .await
+        .expect("flow_detail lowered");
+    assert!(!manager.handles_any(HTTP));
+    within("quiet", proxy_get(addr, &url("/quiet"))).await;
+    let text = out.text();
+    assert!(text.contains("/printed << 200 OK"), "{text}");
+    assert!(!text.contains("error"), "{text}");
+    assert!(!text.contains("/quiet"), "{text}");
+
+    // hardump set at run time: the flows from then on are written at shutdown.
+    manager
+        .set(&[format!("hardump={}", har.display())])
+        .await
+        .expect("hardump accepted");
+    within("in the HAR", proxy_get(addr, &url("/har"))).await;
+    proxy.shutdown().await;
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&har).expect("the HAR is written at shutdown"))
+            .expect("HAR JSON");
+    let urls: Vec<&str> = doc["log"]["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| e["request"]["url"].as_str())
+        .collect();
+    assert_eq!(urls, [format!("http://{origin}/har")], "{doc}");
+}
+
+/// Copies the flow file `from` to `to` with every response's `x-origin` header changed to
+/// `recorded`, so that an answer replayed from `to` is told apart from the origin's.
+fn mark_recording(from: &std::path::Path, to: &std::path::Path) {
+    let mut flows = waylay::flowfile::read_file(from.to_str().expect("utf-8 path"))
+        .expect("the recorded flows");
+    let mut w = waylay::flowfile::FlowWriter::new(std::fs::File::create(to).expect("create"));
+    for f in &mut flows {
+        if let Flow::Http(h) = f
+            && let Some(r) = h.response.as_mut()
+        {
+            r.headers.insert("x-origin", "recorded");
+        }
+        w.add(f).expect("write the recording");
+    }
+    w.flush().expect("flush the recording");
+}
+
+/// The binary: `save_stream_file` and `server_replay` set from the web UI's options editor
+/// act on the next request, and clearing them stops them (the file flushed and closed).
+/// Regression: save and server replay were registered only when set at start.
+#[actix_rt::test]
+async fn waylay_web_saves_and_replays_when_set_in_the_ui() {
+    let origin = http_origin().await;
+    let conf = TempDir::new("save-web");
+    let saved = conf.path().join("saved.flows");
+    let recording = conf.path().join("recording.flows");
+    let (_running, proxy, ui, token) = start_web(&conf);
+
+    let (saved_paths, answers) = within(
+        "the exchanges",
+        tokio::task::spawn_blocking(move || {
+            let mut answers = Vec::new();
+            get_via(&proxy, origin, "/before");
+            answers.push(put_options(
+                &ui,
+                &token,
+                &format!(
+                    r#"{{"save_stream_file": {}}}"#,
+                    serde_json::Value::from(saved.display().to_string())
+                ),
+            ));
+            get_via(&proxy, origin, "/one");
+            get_via(&proxy, origin, "/two");
+            answers.push(put_options(&ui, &token, r#"{"save_stream_file": null}"#));
+            get_via(&proxy, origin, "/after");
+            let paths = saved_paths(&saved);
+            mark_recording(&saved, &recording);
+            answers.push(put_options(
+                &ui,
+                &token,
+                &format!(
+                    r#"{{"server_replay": [{}]}}"#,
+                    serde_json::Value::from(recording.display().to_string())
+                ),
+            ));
+            answers.push(get_via(&proxy, origin, "/two"));
+            answers.push(put_options(&ui, &token, r#"{"server_replay": []}"#));
+            answers.push(get_via(&proxy, origin, "/two"));
+            (paths, answers)
+        }),
+    )
+    .await
+    .expect("the client thread");
+    assert_eq!(saved_paths, ["/one", "/two"]);
+    let [set, cleared, replay_set, replayed, replay_cleared, after] = answers.as_slice() else {
+        panic!("{answers:?}");
+    };
+    for a in [set, cleared, replay_set, replay_cleared] {
+        assert_eq!(status(a), Some(200), "{a}");
+    }
+    assert_eq!(x_origin(replayed), Some("recorded"), "{replayed}");
+    assert_eq!(x_origin(after), Some("1"), "{after}");
 }

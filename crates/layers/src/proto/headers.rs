@@ -52,14 +52,22 @@ enum Keep {
     Close,
 }
 
-/// The options of the `Connection` fields, lowercase.
+/// The options of the `Connection` fields, lowercase, but for `keep-alive` and `upgrade`:
+/// the fields they name are hop-by-hop anyway, so the common kept-alive message allocates
+/// nothing here.
 fn connection_options(map: &HeaderMap) -> Vec<String> {
     map.get_all(http::header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
+        .map(str::trim)
+        .filter(|t| {
+            !t.is_empty()
+                && !["keep-alive", "upgrade"]
+                    .iter()
+                    .any(|o| t.eq_ignore_ascii_case(o))
+        })
+        .map(str::to_ascii_lowercase)
         .collect()
 }
 

@@ -169,3 +169,14 @@ fn parse_size_accepts_mitmproxy_sizes() {
             .contains("too large")
     );
 }
+
+#[test]
+fn a_value_equal_to_the_default_still_counts_as_given() {
+    let mut o = Options::new();
+    assert!(!o.is_given("listen_port"));
+    let changed = o.set_specs(&["listen_port=8080"]).unwrap();
+    assert!(changed.is_empty());
+    assert!(o.is_given("listen_port"));
+    assert!(!o.is_given("listen_host"));
+    assert!(!o.is_given("no_such_option"));
+}

@@ -321,3 +321,38 @@ async fn a_server_closing_its_kept_alive_connection_unannounced_does_not_fail_th
         proxy.shutdown().await;
     }
 }
+
+/// RFC 9112 §3.2.2: for an absolute-form request the URL's authority wins over `Host`. The
+/// `Host` the client sent is now left as it is when it already names that authority (no new
+/// value per request); a different one must still be replaced, with and without addons.
+#[actix_rt::test]
+async fn an_absolute_form_authority_replaces_a_different_host_and_keeps_an_equal_one() {
+    let (origin, seen) = ordered_origin().await;
+    for (label, builder) in [
+        ("no addon", Proxy::builder()),
+        ("with an addon", Proxy::builder().addon(Observe)),
+    ] {
+        let proxy = TestProxy::start(builder).await;
+        for host in ["elsewhere.example".to_owned(), origin.to_string()] {
+            let req = format!(
+                "GET http://{origin}/h HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+            );
+            let out = within("answer", raw_request(proxy.addr(), req.as_bytes())).await;
+            assert!(out.starts_with("HTTP/1.1 200"), "{label}, {host}: {out}");
+            let sent = seen
+                .lock()
+                .expect("seen")
+                .last()
+                .cloned()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            let hosts: Vec<&str> = sent
+                .split("\r\n")
+                .filter_map(|l| l.strip_prefix("host:"))
+                .map(str::trim)
+                .collect();
+            assert_eq!(hosts, [origin.to_string()], "{label}, {host}: {sent}");
+        }
+        proxy.shutdown().await;
+    }
+}

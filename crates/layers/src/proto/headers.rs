@@ -219,6 +219,26 @@ mod tests {
             .collect()
     }
 
+    /// The usual options are matched without a lowercase copy each (in any case); the
+    /// fields they and the others name still go, and `close` still names a field.
+    #[test]
+    fn connection_options_in_any_case_remove_what_they_name() {
+        let mut m = map(&[
+            ("connection", "Keep-Alive, X-Private, UPGRADE"),
+            ("keep-alive", "timeout=5"),
+            ("x-private", "p"),
+            ("upgrade", "websocket"),
+            ("x-kept", "1"),
+        ]);
+        strip_hop_by_hop(&mut m, false);
+        assert_eq!(in_order(&m), [("x-kept", "1")]);
+        assert!(connection_options(&map(&[("connection", "keep-alive, Upgrade")])).is_empty());
+        assert_eq!(
+            connection_options(&map(&[("connection", "Close, X-A")])),
+            ["close", "x-a"]
+        );
+    }
+
     #[test]
     fn stripping_keeps_the_order_of_the_other_fields() {
         let mut m = map(&[

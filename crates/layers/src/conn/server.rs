@@ -58,12 +58,13 @@ impl Message for Forward {
 #[derive(Debug)]
 pub(crate) struct Unsent {
     pub(crate) reason: String,
-    pub(crate) request: Option<hyper::Request<ProxyBody>>,
+    /// Boxed: the error stays small on the path where nothing failed.
+    pub(crate) request: Option<Box<hyper::Request<ProxyBody>>>,
 }
 
 impl Unsent {
     fn from_hyper(mut e: hyper::client::conn::TrySendError<hyper::Request<ProxyBody>>) -> Self {
-        let request = e.take_message();
+        let request = e.take_message().map(Box::new);
         Self {
             reason: describe(e.error()),
             request,
@@ -95,7 +96,7 @@ pub(crate) async fn exchange(
             let Some(s) = lent.sender.as_mut() else {
                 return Ok(Err(Unsent {
                     reason: "server connection is no longer usable".to_owned(),
-                    request: Some(req),
+                    request: Some(Box::new(req)),
                 }));
             };
             Ok(send_h1(s, req).await)
@@ -127,7 +128,7 @@ async fn send_h1(
         Ok(()) => s.try_send_request(req).await.map_err(Unsent::from_hyper),
         Err(e) => Err(Unsent {
             reason: describe(&e),
-            request: Some(req),
+            request: Some(Box::new(req)),
         }),
     }
 }
@@ -198,7 +199,7 @@ impl Handler<Forward> for ServerConnection {
                 // dropped half-way.
                 ActorResponse::reply(Err(Unsent {
                     reason: "server connection is no longer usable".to_owned(),
-                    request: Some(req),
+                    request: Some(Box::new(req)),
                 }))
             }
         }

@@ -73,7 +73,7 @@ pub(crate) async fn send_upstream(
                 ctx.pool.evict(key, &entry);
                 if retryable && request.is_some() {
                     tracing::debug!(server.addr = %entry.server.address, "retrying on a new connection: {reason}");
-                    unsent = request;
+                    unsent = request.map(|r| *r);
                     continue;
                 }
                 return Err(ServerError::Protocol {

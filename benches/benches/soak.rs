@@ -22,9 +22,11 @@
 //! (`scripts/peers.sh`), to `soak.png`, both beside `BENCHMARKS.md` (or `SOAK_OUT`).
 //!
 //! Flat, as judged here: over the samples after the warm-up (the first 20% of the run, at
-//! least one sample), the least-squares slope of RSS, extrapolated over that window, is
-//! below 5% of the mean RSS; the same for open fds; and no errors other than what the bad
-//! clients cause (they are counted apart).
+//! least one sample), the median slope of RSS (Theil–Sen: the median of the slopes between
+//! every pair of samples, which single spikes barely move), extrapolated over that window,
+//! is below 5% of the median RSS, and so is it over the second half of the run alone; the
+//! same for open fds; and no errors other than what the bad clients cause (they are counted
+//! apart). The least-squares trend is printed beside it (spikes tip it).
 
 use std::convert::Infallible;
 use std::io::{BufRead, Write};
@@ -560,7 +562,40 @@ fn slope(x: &[f64], y: &[f64]) -> f64 {
     if den == 0.0 { 0.0 } else { num / den }
 }
 
-/// Growth over the window as a fraction of the mean (the flatness test), and the mean.
+/// Theil–Sen slope of `y` over `x`: the median of the slopes between every pair of samples.
+/// A single high sample (glibc growing an arena under a burst, trimmed at the next sample)
+/// moves it little, where it tips a least-squares fit; a leak, a steady climb, moves it as
+/// much as it moves the fit.
+fn median_slope(x: &[f64], y: &[f64]) -> f64 {
+    let mut slopes = Vec::with_capacity(x.len() * x.len() / 2);
+    for i in 0..x.len() {
+        for j in i + 1..x.len() {
+            if x[j] != x[i] {
+                slopes.push((y[j] - y[i]) / (x[j] - x[i]));
+            }
+        }
+    }
+    if slopes.is_empty() {
+        return 0.0;
+    }
+    slopes.sort_by(f64::total_cmp);
+    slopes[slopes.len() / 2]
+}
+
+/// Growth over the window by the median slope, as a fraction of the median (the flatness
+/// test), and the median.
+fn robust_drift(samples: &[Sample], f: impl Fn(&Sample) -> f64) -> (f64, f64) {
+    let x: Vec<f64> = samples.iter().map(|s| s.t).collect();
+    let y: Vec<f64> = samples.iter().map(&f).collect();
+    let mut sorted = y.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0.0);
+    let span = x.last().copied().unwrap_or(0.0) - x.first().copied().unwrap_or(0.0);
+    let growth = median_slope(&x, &y) * span;
+    (if median > 0.0 { growth / median } else { 0.0 }, median)
+}
+
+/// Growth over the window as a fraction of the mean (least squares), and the mean.
 fn drift(samples: &[Sample], f: impl Fn(&Sample) -> f64) -> (f64, f64) {
     let x: Vec<f64> = samples.iter().map(|s| s.t).collect();
     let y: Vec<f64> = samples.iter().map(&f).collect();
@@ -726,16 +761,26 @@ fn parent() {
         let errors: u64 = samples.iter().map(|s| s.errors).sum();
         let ok: u64 = samples.iter().map(|s| s.ok).sum();
         let bad: u64 = samples.iter().map(|s| s.bad).sum();
+        let (rss_robust, rss_median) = robust_drift(steady, |s| s.rss_kib as f64);
+        let (fd_robust, _) = robust_drift(steady, |s| s.fds as f64);
+        // The second half of the run alone: a leak keeps climbing there, warm-up does not.
+        let late = steady.get(steady.len() / 2..).unwrap_or_default();
+        let (rss_late, _) = robust_drift(late, |s| s.rss_kib as f64);
         let flat = |d: f64| if d.abs() < 0.05 { "flat" } else { "NOT flat" };
         println!(
-            "after warm-up ({} samples): RSS mean {:.1} MiB, trend {:+.1}% over the window ({}); fds mean {:.0}, trend {:+.1}% ({}); {ok} exchanges, {errors} errors, {bad} bad-client exchanges",
+            "after warm-up ({} samples): RSS median {:.1} MiB, median-slope trend {:+.1}% over the window ({}), second half {:+.1}% ({}), least squares {:+.1}% (mean {:.1} MiB); fds median-slope trend {:+.1}% ({}), least squares {:+.1}% (mean {:.0}); {ok} exchanges, {errors} errors, {bad} bad-client exchanges",
             steady.len(),
-            rss_mean / 1024.0,
+            rss_median / 1024.0,
+            rss_robust * 100.0,
+            flat(rss_robust),
+            rss_late * 100.0,
+            flat(rss_late),
             rss_drift * 100.0,
-            flat(rss_drift),
-            fd_mean,
+            rss_mean / 1024.0,
+            fd_robust * 100.0,
+            flat(fd_robust),
             fd_drift * 100.0,
-            flat(fd_drift),
+            fd_mean,
         );
         write_outputs(&samples, &out_dir);
     });

@@ -225,3 +225,134 @@ async fn a_server_connection_close_reaches_the_client_and_closes_its_connection(
         proxy.shutdown().await;
     }
 }
+
+/// An origin that answers one request per connection (`Content-Length`, no
+/// `Connection: close`) and then closes it: every kept-alive server connection is stale once
+/// its response is read. Returns its address and the connections it accepted.
+async fn one_shot_origin() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use tokio::io::AsyncBufReadExt;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    actix_rt::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            actix_rt::spawn(async move {
+                let mut s = tokio::io::BufReader::new(s);
+                // The request head, up to its empty line (bounded).
+                for _ in 0..100 {
+                    let mut line = String::new();
+                    match s.read_line(&mut line).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) if line == "\r\n" => break,
+                        Ok(_) => {}
+                    }
+                }
+                let _ = s
+                    .get_mut()
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await;
+                // Dropped: closed without a word.
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+/// Reads one response framed by `Content-Length` (bounded in size).
+async fn read_response(s: &mut TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if got.len() >= end + 4 + len {
+                return got;
+            }
+        }
+        let n = s.read(&mut buf).await.expect("read");
+        if n == 0 || got.len() > 64 * 1024 {
+            return got;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// A request on a kept-alive server connection the server has just closed must not fail:
+/// before a request goes on a pooled connection no copy of it is kept any more (hyper gives
+/// an unsent request back, and waylay sends that on a fresh connection), so a connection
+/// found closed, before or while the request is handed to it, still gives the client its
+/// answer, with and without addons.
+#[actix_rt::test]
+async fn a_server_closing_its_kept_alive_connection_unannounced_does_not_fail_the_next_request() {
+    let (origin, accepted) = one_shot_origin().await;
+    for (label, builder) in [
+        ("no addon", Proxy::builder()),
+        ("with an addon", Proxy::builder().addon(Observe)),
+    ] {
+        let proxy = TestProxy::start(builder).await;
+        let before = accepted.load(std::sync::atomic::Ordering::SeqCst);
+        let mut s = TcpStream::connect(proxy.addr()).await.expect("connect");
+        for i in 0..5 {
+            let req = format!("GET http://{origin}/r{i} HTTP/1.1\r\nHost: {origin}\r\n\r\n");
+            s.write_all(req.as_bytes()).await.expect("write");
+            let got = within("a response", read_response(&mut s)).await;
+            let text = String::from_utf8_lossy(&got).into_owned();
+            assert!(
+                text.starts_with("HTTP/1.1 200"),
+                "{label}, request {i}: {text}"
+            );
+        }
+        // Every request needed its own server connection.
+        let used = accepted.load(std::sync::atomic::Ordering::SeqCst) - before;
+        assert_eq!(used, 5, "{label}");
+        proxy.shutdown().await;
+    }
+}
+
+/// RFC 9112 §3.2.2: for an absolute-form request the URL's authority wins over `Host`. The
+/// `Host` the client sent is now left as it is when it already names that authority (no new
+/// value per request); a different one must still be replaced, with and without addons.
+#[actix_rt::test]
+async fn an_absolute_form_authority_replaces_a_different_host_and_keeps_an_equal_one() {
+    let (origin, seen) = ordered_origin().await;
+    for (label, builder) in [
+        ("no addon", Proxy::builder()),
+        ("with an addon", Proxy::builder().addon(Observe)),
+    ] {
+        let proxy = TestProxy::start(builder).await;
+        for host in ["elsewhere.example".to_owned(), origin.to_string()] {
+            let req = format!(
+                "GET http://{origin}/h HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+            );
+            let out = within("answer", raw_request(proxy.addr(), req.as_bytes())).await;
+            assert!(out.starts_with("HTTP/1.1 200"), "{label}, {host}: {out}");
+            let sent = seen
+                .lock()
+                .expect("seen")
+                .last()
+                .cloned()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            let hosts: Vec<&str> = sent
+                .split("\r\n")
+                .filter_map(|l| l.strip_prefix("host:"))
+                .map(str::trim)
+                .collect();
+            assert_eq!(hosts, [origin.to_string()], "{label}, {host}: {sent}");
+        }
+        proxy.shutdown().await;
+    }
+}

@@ -138,6 +138,15 @@ impl Headers {
         map
     }
 
+    /// [`Headers::to_http`] for headers that are not needed afterwards: headers still as
+    /// parsed are moved out, not cloned.
+    pub fn into_http(self, invalid: impl FnMut(&str)) -> HeaderMap {
+        match self.repr {
+            Repr::Wire { map, .. } => map,
+            Repr::Fields(_) => self.to_http(invalid),
+        }
+    }
+
     /// The list form, for changing it: parsed headers are copied into it once.
     fn fields_mut(&mut self) -> &mut Vec<(String, Bytes)> {
         if let Repr::Wire { map, fields } = &mut self.repr {

@@ -404,12 +404,13 @@ pub(crate) async fn handshake(
         spawn_driver(ctx, server.clone(), state.clone(), conn.with_upgrades());
         Sender::H1(s)
     };
-    let addr = match sender {
+    let (addr, slot) = match sender {
         Sender::H1(s) => ServerConnection::start_h1(s),
         Sender::H2(s) => ServerConnection::start_h2(s),
     };
     Ok(PoolEntry {
         addr,
+        slot,
         server,
         h2,
         state,

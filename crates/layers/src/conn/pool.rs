@@ -4,6 +4,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -11,13 +12,15 @@ use actix::Addr;
 use waylay_core::flow::Server;
 
 use super::dest::Destination;
-use super::server::ServerConnection;
+use super::server::{SenderSlot, ServerConnection};
 use crate::error::ServerError;
 
 /// A pooled server connection of a client connection.
 #[derive(Debug, Clone)]
 pub(crate) struct PoolEntry {
     pub(crate) addr: Addr<ServerConnection>,
+    /// The actor's request sender, lent for an exchange while the actor is idle.
+    pub(crate) slot: Rc<SenderSlot>,
     pub(crate) server: Arc<Server>,
     pub(crate) h2: bool,
     /// Where it is in its life, shared with its IO driver and with the response body that

@@ -24,3 +24,9 @@ pub(crate) fn headers_from(map: HeaderMap) -> Headers {
 pub(crate) fn headers_to(h: &Headers) -> HeaderMap {
     h.to_http(|name| tracing::debug!(header = name, "dropping invalid header field"))
 }
+
+/// [`headers_to`] for flow headers that are not needed afterwards (moved, not cloned, when
+/// nobody changed them).
+pub(crate) fn headers_into(h: Headers) -> HeaderMap {
+    h.into_http(|name| tracing::debug!(header = name, "dropping invalid header field"))
+}

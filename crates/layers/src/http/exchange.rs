@@ -20,25 +20,25 @@ use super::upstream::{
 use super::walk::{HyperResponse, Killed, error_response, fail, flow_failed, killed, run_hook};
 use crate::config::ProxyConfig;
 use crate::conn::dest::Destination;
+use crate::conn::pool::PoolEntry;
 use crate::context::ConnCtx;
 use crate::proto::headers::{bodiless, strip_hop_by_hop, strip_hop_by_hop_keeping_close};
 use crate::proto::target::{Scheme, absolute_target};
 
 /// Where a request goes: the tunnel's destination, or the absolute-form URL's.
-/// Gives the destination and the authority the client named (may be empty).
+/// Gives the destination and the authority the client named (absent: none was named).
 fn destination(
     target: &Option<Destination>,
     uri: &http::Uri,
-) -> Result<(Destination, String), String> {
-    let authority = uri
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .unwrap_or_default();
+) -> Result<(Destination, Option<http::uri::Authority>), String> {
+    // Shares the request's bytes (no copy): the unobserved path only reads it.
+    let authority = uri.authority().cloned();
     if let Some(t) = target {
         return Ok((t.clone(), authority));
     }
+    let named = authority.as_ref().map_or("", |a| a.as_str());
     let (scheme, host, port) =
-        absolute_target(uri.scheme_str(), &authority).map_err(|e| e.to_string())?;
+        absolute_target(uri.scheme_str(), named).map_err(|e| e.to_string())?;
     Ok((Destination::direct(scheme, host, port), authority))
 }
 
@@ -101,54 +101,20 @@ async fn forward_unobserved(
         let msg = format!("request body of {len} bytes exceeds body_size_limit ({limit} bytes)");
         return failed(StatusCode::PAYLOAD_TOO_LARGE, msg);
     }
-    let method = parts.method;
+    let method = parts.method.clone();
     let h1_client = parts.version < http::Version::HTTP_2;
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
     // A request without a body can be sent again on a fresh connection if a kept-alive one
-    // turns out to be stale.
+    // turns out to be stale (hyper gives it back unsent).
     let empty = body.is_end_stream();
-    let mut body = Some(body);
-    // Set when the client's side of a streamed request body fails (the client hung up, or
-    // the body outgrew `body_size_limit`): the server's failure that follows is not its own.
-    // Only a request with a body gets one.
-    let mut client_failure: Option<Arc<std::sync::OnceLock<BodyEnd>>> = None;
-    let mut extensions = Some(parts.extensions);
-    let mut headers = Some(parts.headers);
-    let sent = send_upstream(ctx, key, false, empty, |entry, retryable| {
-        let upstream_body = match body.take() {
-            Some(b) if !empty => {
-                let seen = client_failure.get_or_insert_with(Arc::default).clone();
-                ProxyBody::streaming(Vec::new(), b, cfg.body_size_limit)
-                    .with_exact(declared_len)
-                    .on_end(Box::new(move |_, err| {
-                        if let Some(e) = err.filter(|e| *e != BodyEnd::NotFullyTransferred) {
-                            let _ = seen.set(e);
-                        }
-                    }))
-            }
-            _ => ProxyBody::empty(),
+    let (body, client_failure) = client_body(cfg, body, declared_len);
+    let mut first = Some((parts, body));
+    let sent = send_upstream(ctx, key, false, empty, |entry, unsent| {
+        let (parts, body) = match (unsent, first.take()) {
+            (Some(unsent), _) => unsent.into_parts(),
+            (None, Some(first)) => first,
+            (None, None) => return Err("the request was already sent".to_owned()),
         };
-        let (ext, hdrs) = if retryable {
-            (extensions.clone(), headers.clone())
-        } else {
-            (extensions.take(), headers.take())
-        };
-        let mut req = upstream_request(
-            method.clone(),
-            hdrs.unwrap_or_default(),
-            dest,
-            path_and_query.clone(),
-            None,
-            ext,
-            upstream_body,
-            entry.h2,
-            absolute_form,
-            false,
-        )?;
+        let mut req = unobserved_upstream(parts, body, dest, entry.h2, absolute_form)?;
         to_proxy_form(&mut req, entry, dest)?;
         Ok(req)
     })
@@ -169,6 +135,76 @@ async fn forward_unobserved(
             return failed(StatusCode::BAD_GATEWAY, reason.to_string());
         }
     };
+    match unobserved_response(cfg, &method, h1_client, entry, resp) {
+        Ok(r) => r,
+        Err(msg) => failed(StatusCode::BAD_GATEWAY, msg),
+    }
+}
+
+/// A streamed request body failed on the client's side (the client hung up, or the body
+/// outgrew `body_size_limit`): set by the body, read when the server's side fails after it,
+/// so that the failure is not blamed on the server.
+type ClientFailure = Arc<std::sync::OnceLock<BodyEnd>>;
+
+/// The client's request body as the server gets it (streamed), and the cell its failure is
+/// recorded in (only a request with a body has one).
+fn client_body(
+    cfg: &ProxyConfig,
+    body: Incoming,
+    declared_len: Option<u64>,
+) -> (ProxyBody, Option<ClientFailure>) {
+    if body.is_end_stream() {
+        return (ProxyBody::empty(), None);
+    }
+    let seen = ClientFailure::default();
+    let cell = seen.clone();
+    let body = ProxyBody::streaming(Vec::new(), body, cfg.body_size_limit)
+        .with_exact(declared_len)
+        .on_end(Box::new(move |_, err| {
+            if let Some(e) = err.filter(|e| *e != BodyEnd::NotFullyTransferred) {
+                let _ = cell.set(e);
+            }
+        }));
+    (body, Some(seen))
+}
+
+/// The client's request, moved (not copied) into the request for the server.
+fn unobserved_upstream(
+    parts: http::request::Parts,
+    body: ProxyBody,
+    dest: &Dest<'_>,
+    h2: bool,
+    absolute_form: bool,
+) -> Result<hyper::Request<ProxyBody>, String> {
+    let path_and_query = parts
+        .uri
+        .into_parts()
+        .path_and_query
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    upstream_request(
+        parts.method,
+        parts.headers,
+        dest,
+        path_and_query,
+        None,
+        Some(parts.extensions),
+        body,
+        h2,
+        absolute_form,
+        false,
+    )
+}
+
+/// The server's response as the client gets it: hop-by-hop fields removed (`close` kept
+/// for an HTTP/1 client), the body streamed, the server connection freed when it ends.
+/// `Err` is the 502's reason.
+fn unobserved_response(
+    cfg: &ProxyConfig,
+    method: &Method,
+    h1_client: bool,
+    entry: PoolEntry,
+    resp: hyper::Response<Incoming>,
+) -> Result<HyperResponse, String> {
     let (mut head, body) = resp.into_parts();
     let no_body = bodiless(method.as_str(), head.status.as_u16());
     let declared_len = content_length(&head.headers);
@@ -177,19 +213,20 @@ async fn forward_unobserved(
         && !no_body
     {
         entry.state.release();
-        let msg = format!("response body of {len} bytes exceeds body_size_limit ({limit} bytes)");
-        return failed(StatusCode::BAD_GATEWAY, msg);
+        return Err(format!(
+            "response body of {len} bytes exceeds body_size_limit ({limit} bytes)"
+        ));
     }
     if h1_client {
         strip_hop_by_hop_keeping_close(&mut head.headers);
     } else {
         strip_hop_by_hop(&mut head.headers, false);
     }
-    let state = entry.state.clone();
+    let state = entry.state;
     let body = ProxyBody::streaming(Vec::new(), body, cfg.body_size_limit)
         .with_exact(declared_len)
         .on_end(Box::new(move |_, _| state.release()));
-    hyper::Response::from_parts(head, body)
+    Ok(hyper::Response::from_parts(head, body))
 }
 
 /// Serves one request from a client.
@@ -244,10 +281,11 @@ pub(crate) async fn handle(
             scheme: key.scheme.as_str(),
             host: &key.host,
             port: key.port,
-            authority: &authority,
+            authority: authority.as_ref().map_or("", |a| a.as_str()),
         };
         return Ok(forward_unobserved(&ctx, &cfg, req, &key, &dest, absolute_form).await);
     }
+    let authority = authority.map(|a| a.as_str().to_owned()).unwrap_or_default();
     Box::pin(observed(ctx, cfg, req, (key, authority), absolute_form)).await
 }
 
@@ -328,7 +366,8 @@ async fn observed(
     let client_upgrade = super::upgrade::wants_upgrade(&parts)
         .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
         .flatten();
-    let path = match parts.uri.path_and_query() {
+    let client_path = parts.uri.path_and_query().cloned();
+    let path = match &client_path {
         Some(p) => p.as_str().to_owned(),
         None => "/".to_owned(),
     };
@@ -394,7 +433,8 @@ async fn observed(
         flow.request.port,
     );
     key.route = flow.server.as_ref().and_then(|s| s.via.clone());
-    let upstream_extensions = parts.extensions;
+    // Moved into the server's request; back from hyper with the request if it goes again.
+    let mut upstream_extensions = Some(parts.extensions);
     let mut req_body = req_body;
     let can_retry = !flow.request.stream;
     // Someone may kill the flow while it waits for its server (the web UI does): the client
@@ -407,12 +447,23 @@ async fn observed(
             &key,
             client_upgrade.is_some(),
             can_retry,
-            |entry, _| {
+            |entry, unsent| {
+                let extensions = match unsent {
+                    Some(mut r) => std::mem::take(r.extensions_mut()),
+                    None => upstream_extensions.take().unwrap_or_default(),
+                };
                 let body = match req_body.take() {
                     Some(b) => b,
                     None => buffered_body(&flow),
                 };
-                build_upstream(&flow, &upstream_extensions, body, entry, absolute_form)
+                build_upstream(
+                    &flow,
+                    extensions,
+                    client_path.as_ref(),
+                    body,
+                    entry,
+                    absolute_form,
+                )
             },
         );
         match switch {

@@ -12,7 +12,7 @@ use waylay_core::flow::{
 };
 
 use super::body::{BodyEnd, ProxyBody, Read, keep_streamed, read_up_to};
-use super::convert::{headers_from, headers_to, version_of};
+use super::convert::{headers_from, headers_into, headers_to, version_of};
 use super::walk::{HyperResponse, Killed, error_response, fail, flow_failed, killed, proceed};
 use crate::conn::pool::PoolEntry;
 use crate::context::{ConnCtx, fire};
@@ -230,27 +230,37 @@ async fn buffer_response(
 /// The client's response head built from the flow's response (`extensions`: those of the
 /// server's response; `None` when an addon made the response). `h1_client`: the client
 /// speaks HTTP/1, where a `Connection: close` stays.
+fn status_of(resp: &Response) -> Result<StatusCode, String> {
+    StatusCode::from_u16(resp.status_code)
+        .map_err(|_| format!("invalid status code {}", resp.status_code))
+}
+
+/// `headers` are the flow response's, as a header map.
 fn response_head(
     resp: &Response,
+    mut headers: HeaderMap,
     extensions: Option<http::Extensions>,
     h1_client: bool,
 ) -> Result<hyper::Response<()>, String> {
-    let status = StatusCode::from_u16(resp.status_code)
-        .map_err(|_| format!("invalid status code {}", resp.status_code))?;
-    let mut headers = headers_to(&resp.headers);
+    let status = status_of(resp)?;
     let made_by_addon = extensions.is_none();
+    // A challenge an addon answers with (`proxyauth`'s 407) is for this hop: it stays.
+    let challenges: Vec<HeaderValue> = if made_by_addon {
+        headers
+            .get_all(http::header::PROXY_AUTHENTICATE)
+            .iter()
+            .cloned()
+            .collect()
+    } else {
+        Vec::new()
+    };
     if h1_client {
         strip_hop_by_hop_keeping_close(&mut headers);
     } else {
         strip_hop_by_hop(&mut headers, false);
     }
-    if made_by_addon {
-        // A challenge an addon answers with (`proxyauth`'s 407) is for this hop: it stays.
-        for v in resp.headers.get_all("proxy-authenticate") {
-            if let Ok(v) = HeaderValue::from_str(v) {
-                headers.append(http::header::PROXY_AUTHENTICATE, v);
-            }
-        }
+    for v in challenges {
+        headers.append(http::header::PROXY_AUTHENTICATE, v);
     }
     let mut r = hyper::Response::new(());
     *r.status_mut() = status;
@@ -288,7 +298,8 @@ pub(crate) async fn respond_from_flow(
     if proceed(&mut flow).await.is_err() {
         return killed(ctx, flow).await;
     }
-    let Some(resp) = flow.response.as_ref() else {
+    let h1 = h1_client(&flow);
+    let Some(resp) = flow.response.as_mut() else {
         return fail(
             ctx,
             flow,
@@ -297,12 +308,17 @@ pub(crate) async fn respond_from_flow(
         )
         .await;
     };
-    let head = match response_head(resp, extensions, h1_client(&flow)) {
+    if let Err(msg) = status_of(resp) {
+        return fail(ctx, flow, StatusCode::BAD_GATEWAY, msg).await;
+    }
+    // The flow is dropped once answered: its response headers move into the head.
+    let headers = headers_into(std::mem::take(&mut resp.headers));
+    let head = match response_head(resp, headers, extensions, h1) {
         Ok(h) => h,
         Err(msg) => return fail(ctx, flow, StatusCode::BAD_GATEWAY, msg).await,
     };
-    let raw = resp.raw_content.clone().unwrap_or_default();
-    let trailers = resp.trailers.as_ref().map(headers_to);
+    let raw = resp.raw_content.take().unwrap_or_default();
+    let trailers = resp.trailers.take().map(headers_into);
     let (mut head, ()) = head.into_parts();
     if !bodiless(&flow.request.method, resp.status_code) {
         let had = head.headers.contains_key(CONTENT_LENGTH);
@@ -329,7 +345,7 @@ fn stream_to_client(
     let head = match flow
         .response
         .as_ref()
-        .map(|r| response_head(r, Some(extensions), h1))
+        .map(|r| response_head(r, headers_to(&r.headers), Some(extensions), h1))
     {
         Some(Ok(h)) => h,
         Some(Err(msg)) => return error_response(StatusCode::BAD_GATEWAY, &msg),

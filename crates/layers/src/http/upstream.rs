@@ -15,25 +15,29 @@ use super::response::fix_content_length;
 use crate::conn::dest::Destination;
 use crate::conn::dial::{checkout, checkout_upgrade};
 use crate::conn::pool::{ConnState, PoolEntry};
-use crate::conn::server::Forward;
+use crate::conn::server::{Unsent, exchange};
 use crate::context::ConnCtx;
 use crate::error::{ForwardError, ServerError};
 use crate::proto::headers::{remove_in_order, strip_hop_by_hop};
 
 /// Sends the request `build` makes on a server connection for `key` (a dedicated one for an
 /// upgrade) and gives back the connection and the response head. When a kept-alive
-/// connection turns out to be stale and `can_retry` (the request can be sent again), it
-/// retries once on a fresh connection; `build` is told whether the request it makes may be
-/// retried (so it keeps a copy of what it would otherwise move). `Err` says which side
-/// failed and why (the 502's reason).
+/// connection turns out to be stale before the request was written to it and `can_retry`,
+/// it retries once on a fresh connection: `build` is then handed the request it made the
+/// first time, given back unsent by hyper, so nothing has to be copied up front in case of a
+/// retry. `Err` says which side failed and why (the 502's reason).
 pub(crate) async fn send_upstream(
     ctx: &Rc<ConnCtx>,
     key: &Destination,
     upgrade: bool,
     can_retry: bool,
-    mut build: impl FnMut(&PoolEntry, bool) -> Result<hyper::Request<ProxyBody>, String>,
+    mut build: impl FnMut(
+        &PoolEntry,
+        Option<hyper::Request<ProxyBody>>,
+    ) -> Result<hyper::Request<ProxyBody>, String>,
 ) -> Result<(PoolEntry, hyper::Response<Incoming>), ForwardError> {
     let mut attempt = 0;
+    let mut unsent = None;
     loop {
         attempt += 1;
         let entry = if upgrade {
@@ -42,9 +46,9 @@ pub(crate) async fn send_upstream(
             checkout(ctx, key).await
         }?;
         let retryable = can_retry && entry.state.get().used() && attempt == 1;
-        let upstream = build(&entry, retryable).map_err(ForwardError::Request)?;
+        let upstream = build(&entry, unsent.take()).map_err(ForwardError::Request)?;
         entry.state.send(entry.h2);
-        match entry.addr.send(Forward(upstream)).await {
+        match exchange(&entry.slot, &entry.addr, upstream).await {
             Ok(Ok(resp)) => {
                 // The upstream proxy itself refusing (not the server answering): a 502 naming
                 // it, as for a refused CONNECT.
@@ -65,15 +69,16 @@ pub(crate) async fn send_upstream(
                 }
                 return Ok((entry, resp));
             }
-            Ok(Err(msg)) => {
+            Ok(Err(Unsent { reason, request })) => {
                 ctx.pool.evict(key, &entry);
-                if retryable {
-                    tracing::debug!(server.addr = %entry.server.address, "retrying on a new connection: {msg}");
+                if retryable && request.is_some() {
+                    tracing::debug!(server.addr = %entry.server.address, "retrying on a new connection: {reason}");
+                    unsent = request.map(|r| *r);
                     continue;
                 }
                 return Err(ServerError::Protocol {
                     addr: entry.server.address.to_string(),
-                    reason: msg,
+                    reason,
                 }
                 .into());
             }
@@ -174,7 +179,7 @@ pub(crate) fn upstream_request(
 ) -> Result<hyper::Request<ProxyBody>, String> {
     strip_hop_by_hop(&mut headers, keep_upgrade);
     // The body was already read (or is streamed on demand): the client got its 100 Continue.
-    let host = headers.get(HOST).cloned();
+    let host = if h2 { headers.get(HOST).cloned() } else { None };
     remove_in_order(&mut headers, |n| n == EXPECT || (h2 && n == HOST));
     let uri = if h2 {
         let authority = match host {
@@ -192,10 +197,13 @@ pub(crate) fn upstream_request(
             .map_err(|e| format!("invalid request target {}://{authority}: {e}", dest.scheme))?
     } else {
         if absolute_form && !dest.authority.is_empty() {
-            // RFC 9112 §3.2.2: for absolute-form requests the URL's authority wins over Host.
-            let a = HeaderValue::from_str(dest.authority)
-                .map_err(|_| format!("invalid authority {:?}", dest.authority))?;
-            headers.insert(HOST, a);
+            // RFC 9112 §3.2.2: for absolute-form requests the URL's authority wins over Host
+            // (left alone when it already says the same, as clients send it).
+            if !host_is(&headers, dest.authority) {
+                let a = HeaderValue::from_str(dest.authority)
+                    .map_err(|_| format!("invalid authority {:?}", dest.authority))?;
+                headers.insert(HOST, a);
+            }
         } else if !headers.contains_key(HOST) {
             let a = dest.authority_or_host_port();
             let a = HeaderValue::from_str(&a).map_err(|_| format!("invalid host {a:?}"))?;
@@ -224,11 +232,18 @@ pub(crate) fn upstream_request(
     Ok(req)
 }
 
+/// Whether the message has exactly one `Host`, and it is `authority`.
+fn host_is(headers: &HeaderMap, authority: &str) -> bool {
+    let mut values = headers.get_all(HOST).iter();
+    matches!((values.next(), values.next()), (Some(v), None) if v.as_bytes() == authority.as_bytes())
+}
+
 /// The request as it goes to the server: the flow's (possibly changed) request, hop-by-hop
 /// headers removed, framed for the server's protocol.
 pub(crate) fn build_upstream(
     flow: &HttpFlow,
-    extensions: &http::Extensions,
+    extensions: http::Extensions,
+    client_path: Option<&http::uri::PathAndQuery>,
     body: ProxyBody,
     entry: &PoolEntry,
     absolute_form: bool,
@@ -238,9 +253,13 @@ pub(crate) fn build_upstream(
     let method = Method::from_bytes(r.method.as_bytes())
         .map_err(|_| format!("invalid method {:?}", r.method))?;
     let path = if r.path.is_empty() { "/" } else { &r.path };
-    let path_and_query: http::uri::PathAndQuery = path
-        .parse()
-        .map_err(|e| format!("invalid request target {path:?}: {e}"))?;
+    // The client's target as hyper parsed it, unless an addon changed the path.
+    let path_and_query: http::uri::PathAndQuery = match client_path {
+        Some(p) if p.as_str() == path => p.clone(),
+        _ => path
+            .parse()
+            .map_err(|e| format!("invalid request target {path:?}: {e}"))?,
+    };
     let dest = Dest {
         scheme: &r.scheme,
         host: &r.host,
@@ -257,7 +276,7 @@ pub(crate) fn build_upstream(
         &dest,
         path_and_query,
         buffered,
-        Some(extensions.clone()),
+        Some(extensions),
         body,
         h2,
         absolute_form,

@@ -52,14 +52,22 @@ enum Keep {
     Close,
 }
 
-/// The options of the `Connection` fields, lowercase.
+/// The options of the `Connection` fields, lowercase, but for `keep-alive` and `upgrade`:
+/// the fields they name are hop-by-hop anyway, so the common kept-alive message allocates
+/// nothing here.
 fn connection_options(map: &HeaderMap) -> Vec<String> {
     map.get_all(http::header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
+        .map(str::trim)
+        .filter(|t| {
+            !t.is_empty()
+                && !["keep-alive", "upgrade"]
+                    .iter()
+                    .any(|o| t.eq_ignore_ascii_case(o))
+        })
+        .map(str::to_ascii_lowercase)
         .collect()
 }
 
@@ -209,6 +217,26 @@ mod tests {
         m.iter()
             .map(|(n, v)| (n.as_str(), v.to_str().unwrap_or("?")))
             .collect()
+    }
+
+    /// The usual options are matched without a lowercase copy each (in any case); the
+    /// fields they and the others name still go, and `close` still names a field.
+    #[test]
+    fn connection_options_in_any_case_remove_what_they_name() {
+        let mut m = map(&[
+            ("connection", "Keep-Alive, X-Private, UPGRADE"),
+            ("keep-alive", "timeout=5"),
+            ("x-private", "p"),
+            ("upgrade", "websocket"),
+            ("x-kept", "1"),
+        ]);
+        strip_hop_by_hop(&mut m, false);
+        assert_eq!(in_order(&m), [("x-kept", "1")]);
+        assert!(connection_options(&map(&[("connection", "keep-alive, Upgrade")])).is_empty());
+        assert_eq!(
+            connection_options(&map(&[("connection", "Close, X-A")])),
+            ["close", "x-a"]
+        );
     }
 
     #[test]

@@ -159,7 +159,8 @@ pub(crate) async fn serve_proxy_port(ctx: Rc<ConnCtx>, io: BoxIo, first: &[u8]) 
     }
 }
 
-async fn tunnel(ctx: Rc<ConnCtx>, t: Tunnel) {
+async fn tunnel(ctx: Rc<ConnCtx>, t: Box<Tunnel>) {
+    let t = *t;
     match t.upgrade.await {
         Ok(upgraded) => {
             let io: BoxIo = Box::new(TokioIo::new(upgraded));
@@ -287,7 +288,7 @@ pub(crate) async fn serve_tunnel_to(
         Detected::NeedMore
     } else {
         buf.reserve(4096);
-        let Some(detected) = detect_client(&mut io, &mut buf).await else {
+        let Some(detected) = Box::pin(detect_client(&mut io, &mut buf)).await else {
             return;
         };
         detected
@@ -309,7 +310,9 @@ pub(crate) async fn serve_tunnel_to(
     };
     let layer = choose(position, detected, cfg.rawtcp);
     let data = buf.freeze();
-    let Some((layer, via)) = next_layer_hook(&ctx, address.clone(), &data, layer, via).await else {
+    let Some((layer, via)) =
+        Box::pin(next_layer_hook(&ctx, address.clone(), &data, layer, via)).await
+    else {
         return;
     };
     let io: BoxIo = if data.is_empty() {
@@ -343,16 +346,22 @@ pub(crate) async fn serve_tunnel_to(
                 tls: server_tls,
                 via: via.clone(),
             };
-            match crate::intercept::intercept(&ctx, io, data, host.clone(), port, plan).await {
+            let intercepted = Box::pin(crate::intercept::intercept(
+                &ctx,
+                io,
+                data,
+                host.clone(),
+                port,
+                plan,
+            ));
+            match intercepted.await {
                 TlsOutcome::Intercepted(i) if to.stream() => {
                     let Intercepted { client, server, .. } = *i;
                     let side = server_side(server, address);
-                    crate::relay::tcp::serve(ctx, Box::new(client), side, Mode::Tcp).await;
+                    relay(ctx, Box::new(client), side, Mode::Tcp).await;
                 }
-                TlsOutcome::Intercepted(i) => serve_inside_tls(ctx, *i).await,
-                TlsOutcome::Ignored(io) => {
-                    crate::relay::tcp::serve(ctx, io, dial(address), Mode::Passthrough).await
-                }
+                TlsOutcome::Intercepted(i) => serve_inside_tls(ctx, i).await,
+                TlsOutcome::Ignored(io) => relay(ctx, io, dial(address), Mode::Passthrough).await,
                 TlsOutcome::Done => {}
             }
         }
@@ -368,16 +377,21 @@ pub(crate) async fn serve_tunnel_to(
                     via: via.clone(),
                     proxy_form: false,
                 };
-                server_side(connect_stream(&ctx, &spec).await, address)
+                server_side(Box::pin(connect_stream(&ctx, &spec)).await, address)
             } else {
                 dial(address)
             };
-            crate::relay::tcp::serve(ctx, io, side, Mode::Tcp).await
+            relay(ctx, io, side, Mode::Tcp).await
         }
-        Layer::Passthrough => {
-            crate::relay::tcp::serve(ctx, io, dial(address), Mode::Passthrough).await
-        }
+        Layer::Passthrough => relay(ctx, io, dial(address), Mode::Passthrough).await,
     }
+}
+
+/// The TCP relay, boxed: the futures that may end in it (a tunnel's, the layer inside TLS)
+/// stay sized for the HTTP layer they serve far more often, and an idle HTTP connection
+/// does not keep the relay's size allocated (S5 in BENCHMARKS.md).
+async fn relay(ctx: Rc<ConnCtx>, io: BoxIo, side: ServerSide, mode: Mode) {
+    Box::pin(crate::relay::tcp::serve(ctx, io, side, mode)).await;
 }
 
 /// The TCP layer's server side for a stream dialed before it started.
@@ -454,13 +468,52 @@ async fn close_unused(ctx: &ConnCtx, server: Result<ServerStream, ServerError>) 
 }
 
 /// Chooses and serves the layer inside the client's TLS (`next_layer` may override it).
-async fn serve_inside_tls(ctx: Rc<ConnCtx>, tls: Intercepted) {
+async fn serve_inside_tls(ctx: Rc<ConnCtx>, tls: Box<Intercepted>) {
+    // Two phases: everything up to the HTTP layer is boxed and freed once done, so the
+    // future kept for the (mostly idle) life of the connection holds the HTTP layer only.
+    let serve = {
+        let Some(http) = Box::pin(prepare_inside_tls(&ctx, tls)).await else {
+            return;
+        };
+        http_layer(ctx, http)
+    };
+    serve.await;
+}
+
+/// The HTTP layer's future, made outside an `async fn` so that the stream it takes is not
+/// kept a second time beside it. HTTP/2 is boxed: the future is sized for HTTP/1.
+fn http_layer(
+    ctx: Rc<ConnCtx>,
+    http: InsideHttp,
+) -> futures::future::Either<
+    impl std::future::Future<Output = ()>,
+    std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>,
+> {
+    let InsideHttp { client, target, h2 } = http;
+    if h2 {
+        futures::future::Either::Right(Box::pin(crate::http::serve_h2(ctx, client, Some(target))))
+    } else {
+        futures::future::Either::Left(crate::http::serve_h1(ctx, client, Some(target)))
+    }
+}
+
+/// The HTTP layer chosen inside an intercepted TLS connection, its server connection pooled.
+struct InsideHttp {
+    client: PrefixedIo<tokio_rustls::server::TlsStream<BoxIo>>,
+    target: Destination,
+    h2: bool,
+}
+
+/// Chooses the layer inside the client's TLS and serves it when it is not HTTP; for HTTP,
+/// pools the server connection and gives the client's stream back for [`serve_inside_tls`].
+async fn prepare_inside_tls(ctx: &Rc<ConnCtx>, tls: Box<Intercepted>) -> Option<InsideHttp> {
+    let ctx = ctx.clone();
     let Intercepted {
         mut client,
         alpn,
         mut server,
         target,
-    } = tls;
+    } = *tls;
     let cfg = ctx.shared.config();
     let mut data = BytesMut::new();
     let mut server_data = BytesMut::new();
@@ -472,10 +525,13 @@ async fn serve_inside_tls(ctx: Rc<ConnCtx>, tls: Intercepted) {
             (Ok(s), true) => Some(&mut s.io),
             _ => None,
         };
-        match first_bytes(&mut client, &mut data, watch, &mut server_data).await {
+        match Box::pin(first_bytes(&mut client, &mut data, watch, &mut server_data)).await {
             First::Client(d) => d,
             First::Server => Detected::Other,
-            First::Closed => return close_unused(&ctx, server).await,
+            First::Closed => {
+                Box::pin(close_unused(&ctx, server)).await;
+                return None;
+            }
         }
     };
     let alpn_bytes = alpn.as_deref().map(str::as_bytes);
@@ -489,16 +545,20 @@ async fn serve_inside_tls(ctx: Rc<ConnCtx>, tls: Intercepted) {
     let address = Address::new(target.host.clone(), target.port);
     // The server is connected already: its route is shown, a change to it is moot.
     let via = target.route.clone();
-    let Some((layer, _)) = next_layer_hook(&ctx, address.clone(), &data, layer, via).await else {
-        return close_unused(&ctx, server).await;
+    let Some((layer, _)) =
+        Box::pin(next_layer_hook(&ctx, address.clone(), &data, layer, via)).await
+    else {
+        Box::pin(close_unused(&ctx, server)).await;
+        return None;
     };
     if layer == Layer::Http1 && detect(&data) == Detected::Other {
         // HTTP/1 chosen for bytes that are not HTTP (`rawtcp` off): one clear line, as on
         // the proxy port.
         let reason = "waylay: malformed request line";
         tracing::info!(client.addr = %ctx.client().peername, "bad request inside TLS: {reason}");
-        crate::http::bad_request(client, reason).await;
-        return close_unused(&ctx, server).await;
+        Box::pin(crate::http::bad_request(client, reason)).await;
+        Box::pin(close_unused(&ctx, server)).await;
+        return None;
     }
     let client = PrefixedIo::new(data, client);
     let mode = match layer {
@@ -508,7 +568,7 @@ async fn serve_inside_tls(ctx: Rc<ConnCtx>, tls: Intercepted) {
                 if !server_data.is_empty() {
                     stream.io = Box::new(PrefixedIo::new(server_data, stream.io));
                 }
-                match handshake(&ctx, stream).await {
+                match Box::pin(handshake(&ctx, stream)).await {
                     Ok(entry) => ctx.pool.insert(target.clone(), entry),
                     Err(e) => {
                         tracing::info!(client.addr = %ctx.client().peername, "{e}");
@@ -516,12 +576,11 @@ async fn serve_inside_tls(ctx: Rc<ConnCtx>, tls: Intercepted) {
                     }
                 }
             }
-            if layer == Layer::Http2 {
-                crate::http::serve_h2(ctx, client, Some(target)).await;
-            } else {
-                crate::http::serve_h1(ctx, client, Some(target)).await;
-            }
-            return;
+            return Some(InsideHttp {
+                client,
+                target,
+                h2: layer == Layer::Http2,
+            });
         }
         Layer::Tcp => Mode::Tcp,
         Layer::Passthrough => Mode::Passthrough,
@@ -540,7 +599,8 @@ async fn serve_inside_tls(ctx: Rc<ConnCtx>, tls: Intercepted) {
             error: e.to_string(),
         },
     };
-    crate::relay::tcp::serve(ctx, Box::new(client), server_side, mode).await;
+    relay(ctx, Box::new(client), server_side, mode).await;
+    None
 }
 
 #[cfg(test)]
@@ -669,5 +729,67 @@ mod tests {
             let _ = choose(inside(None), d, rawtcp);
             let _ = choose(Position::ReverseStream { ignored: false }, d, rawtcp);
         }
+    }
+
+    fn own2<A, B, F>(_: fn(A, B) -> F) -> usize {
+        size_of::<F>()
+    }
+    fn rr2<'a, A: 'a, B, F>(_: fn(&'a A, B) -> F) -> usize {
+        size_of::<F>()
+    }
+    fn own3<A, B, C, F>(_: fn(A, B, C) -> F) -> usize {
+        size_of::<F>()
+    }
+    fn own5<A, B, C, D, E, F>(_: fn(A, B, C, D, E) -> F) -> usize {
+        size_of::<F>()
+    }
+
+    /// The futures an idle intercepted connection keeps allocated (S5): the client's serve
+    /// future (inside its actor), the tunnel's (boxed in the proxy port's set) and hyper's
+    /// server connection inside it. The sizes print with `--nocapture`; the bounds hold in
+    /// debug builds, where futures are largest.
+    #[test]
+    fn idle_connection_futures_stay_small() {
+        let proxy_port = own3(super::serve_proxy_port);
+        let tunnel = own2(super::tunnel);
+        let inside = own2(super::serve_inside_tls);
+        for (name, size) in [
+            ("client::serve", own3(crate::conn::client::serve)),
+            ("modes::serve", own2(crate::modes::serve)),
+            ("serve_proxy_port", proxy_port),
+            ("tunnel", tunnel),
+            ("serve_tunnel_to", own5(super::serve_tunnel_to)),
+            ("serve_inside_tls", inside),
+            ("prepare_inside_tls", rr2(super::prepare_inside_tls)),
+            (
+                "serve_h1<PrefixedIo<BoxIo>>",
+                own3(crate::http::serve_h1::<PrefixedIo<BoxIo>>),
+            ),
+            ("serve_h1<BoxIo>", own3(crate::http::serve_h1::<BoxIo>)),
+            (
+                "serve_h1<PrefixedIo<TlsStream<BoxIo>>>",
+                own3(crate::http::serve_h1::<PrefixedIo<tokio_rustls::server::TlsStream<BoxIo>>>),
+            ),
+            (
+                "TlsStream<BoxIo>",
+                size_of::<tokio_rustls::server::TlsStream<BoxIo>>(),
+            ),
+            (
+                "rustls::ServerConnection",
+                size_of::<rustls::ServerConnection>(),
+            ),
+            (
+                "rustls::ClientConnection",
+                size_of::<rustls::ClientConnection>(),
+            ),
+            (
+                "serve_h2<PrefixedIo<BoxIo>>",
+                own3(crate::http::serve_h2::<PrefixedIo<BoxIo>>),
+            ),
+        ] {
+            eprintln!("{name}: {size} bytes");
+        }
+        assert!(tunnel <= 5120, "tunnel {tunnel}");
+        assert!(inside <= 4096, "serve_inside_tls {inside}");
     }
 }

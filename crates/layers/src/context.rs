@@ -13,6 +13,18 @@ use crate::conn::pool::Pool;
 use crate::modes::mode::Mode;
 use crate::tls::{CertCache, UpstreamTls};
 
+/// The hooks that observe server connections: while an addon handles one of them, each
+/// client connection keeps its own server connections (see [`crate::conn::pool::SharedPool`]).
+pub(crate) const SERVER_CONNECTION_HOOKS: &[HookKind] = &[
+    HookKind::ServerConnect,
+    HookKind::ServerConnected,
+    HookKind::ServerConnectError,
+    HookKind::ServerDisconnect,
+    HookKind::TlsStartServer,
+    HookKind::TlsEstablishedServer,
+    HookKind::TlsFailedServer,
+];
+
 /// Per proxy instance, shared by every worker (thread-safe).
 #[derive(Debug)]
 pub(crate) struct ProxyShared {
@@ -111,11 +123,18 @@ pub(crate) struct Tunnel {
 impl ConnCtx {
     pub(crate) fn new(shared: Arc<ProxyShared>, mode: Arc<Mode>, client: Arc<Client>) -> Self {
         let (tunnel_tx, tunnel_rx) = tokio::sync::mpsc::unbounded_channel();
+        // Server connections are the client connection's own while an addon observes them
+        // (mitmproxy's model); else idle ones are shared on the worker.
+        let pool = if shared.manager.handles_any(SERVER_CONNECTION_HOOKS) {
+            Pool::own()
+        } else {
+            Pool::shared(&shared)
+        };
         Self {
             shared,
             mode,
             client: RefCell::new(client),
-            pool: Pool::default(),
+            pool,
             relays: RefCell::default(),
             tunnel_tx,
             tunnel_rx: RefCell::new(Some(tunnel_rx)),

@@ -25,7 +25,7 @@ use crate::conn::dest::Destination;
 use crate::conn::dial::{DialSpec, ServerStream, connect_stream, handshake, sni_for};
 use crate::context::{ConnCtx, Tunnel};
 use crate::error::ServerError;
-use crate::intercept::{Intercepted, ServerPlan, ServerTls, TlsOutcome};
+use crate::intercept::{Intercepted, ServerPlan, ServerTls, TlsOutcome, Upstream};
 use crate::io::{BoxIo, Io, PrefixedIo};
 use crate::proto::client_hello::{client_hello_complete, parse_client_hello};
 use crate::proto::detect::{Detected, detect};
@@ -357,7 +357,7 @@ pub(crate) async fn serve_tunnel_to(
             match intercepted.await {
                 TlsOutcome::Intercepted(i) if to.stream() => {
                     let Intercepted { client, server, .. } = *i;
-                    let side = server_side(server, address);
+                    let side = server_side(server.into_stream(&ctx).await, address);
                     relay(ctx, Box::new(client), side, Mode::Tcp).await;
                 }
                 TlsOutcome::Intercepted(i) => serve_inside_tls(ctx, i).await,
@@ -461,10 +461,8 @@ async fn first_bytes<C: Io, S: Io>(
 }
 
 /// Closes a server stream no layer took (with its `server_disconnect`).
-async fn close_unused(ctx: &ConnCtx, server: Result<ServerStream, ServerError>) {
-    if let Ok(stream) = server {
-        stream.close(ctx).await;
-    }
+async fn close_unused(ctx: &ConnCtx, server: Upstream) {
+    server.close(ctx).await;
 }
 
 /// Chooses and serves the layer inside the client's TLS (`next_layer` may override it).
@@ -522,7 +520,7 @@ async fn prepare_inside_tls(ctx: &Rc<ConnCtx>, tls: Box<Intercepted>) -> Option<
     } else {
         // Only a raw TCP layer could relay what a server says first.
         let watch = match (&mut server, cfg.rawtcp) {
-            (Ok(s), true) => Some(&mut s.io),
+            (Upstream::Dialed(Ok(s)), true) => Some(&mut s.io),
             _ => None,
         };
         match Box::pin(first_bytes(&mut client, &mut data, watch, &mut server_data)).await {
@@ -564,7 +562,8 @@ async fn prepare_inside_tls(ctx: &Rc<ConnCtx>, tls: Box<Intercepted>) -> Option<
     let mode = match layer {
         Layer::Http1 | Layer::Http2 => {
             // A failed dial is already in the pool's failures: requests are answered 502.
-            if let Ok(mut stream) = server {
+            // A pooled server connection is in the pool already.
+            if let Upstream::Dialed(Ok(mut stream)) = server {
                 if !server_data.is_empty() {
                     stream.io = Box::new(PrefixedIo::new(server_data, stream.io));
                 }
@@ -589,7 +588,7 @@ async fn prepare_inside_tls(ctx: &Rc<ConnCtx>, tls: Box<Intercepted>) -> Option<
             Mode::Tcp
         }
     };
-    let server_side = match server {
+    let server_side = match server.into_stream(&ctx).await {
         Ok(stream) => ServerSide::Connected {
             stream: Box::new(stream),
             prefix: server_data,

@@ -128,10 +128,7 @@ pub(crate) enum Upstream {
 
 impl Upstream {
     /// The server stream for a layer that needs one (dialed now when pooled).
-    pub(crate) async fn into_stream(
-        self,
-        ctx: &Rc<ConnCtx>,
-    ) -> Result<ServerStream, ServerError> {
+    pub(crate) async fn into_stream(self, ctx: &Rc<ConnCtx>) -> Result<ServerStream, ServerError> {
         match self {
             Self::Dialed(r) => r,
             Self::Pooled(spec) => Box::pin(connect_stream(ctx, &spec)).await,

@@ -128,9 +128,9 @@ pub(crate) fn proxy_port_layer(first: &[u8]) -> Result<Layer, &'static str> {
 /// the whole stream. Every CONNECT tunnel opened on it is served concurrently on this task;
 /// returns when the connection and all its tunnels are done.
 pub(crate) async fn serve_proxy_port(ctx: Rc<ConnCtx>, io: BoxIo, first: &[u8]) {
-    let Some(mut tunnels) = ctx.take_tunnels() else {
+    if !ctx.take_tunnels() {
         return;
-    };
+    }
     let mut running = FuturesUnordered::new();
     let front = ctx.clone();
     let layer = proxy_port_layer(first);
@@ -147,12 +147,12 @@ pub(crate) async fn serve_proxy_port(ctx: Rc<ConnCtx>, io: BoxIo, first: &[u8]) 
         as std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>);
     loop {
         tokio::select! {
-            Some(t) = tunnels.recv() => running.push(Box::pin(tunnel(ctx.clone(), t))),
+            t = ctx.next_tunnel() => running.push(Box::pin(tunnel(ctx.clone(), t))),
             done = running.next() => if done.is_none() {
                 // A tunnel is queued before its CONNECT is answered, so none can be missed.
-                match tunnels.try_recv() {
-                    Ok(t) => running.push(Box::pin(tunnel(ctx.clone(), t))),
-                    Err(_) => break,
+                match ctx.try_next_tunnel() {
+                    Some(t) => running.push(Box::pin(tunnel(ctx.clone(), t))),
+                    None => break,
                 }
             },
         }

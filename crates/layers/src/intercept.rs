@@ -117,6 +117,10 @@ impl std::fmt::Debug for Intercepted {
 
 /// The server side of an intercepted TLS connection, before the layer inside is known.
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "lives inside the boxed `Intercepted` until the layer is chosen, then consumed"
+)]
 pub(crate) enum Upstream {
     /// Dialed for this connection (TLS set up), or why that failed.
     Dialed(Result<ServerStream, ServerError>),

@@ -16,8 +16,12 @@
 //!
 //! Settings: `IDLE_CONNS` (1000), `IDLE_PARALLEL` (50 opened at once), `IDLE_SETTLE` (2 s
 //! between "all open" and reading RSS), `IDLE_HOLD` (extra seconds held after the reading),
+//! `IDLE_OBSERVE_SERVERS` (0; 1: an addon handles `server_connect`, so every client connection
+//! keeps its own server connection, as in mitmproxy, instead of sharing idle ones),
 //! `IDLE_ONBOARDING` (1: register the onboarding addon as the binary does; 0: no addon),
-//! `IDLE_EXTRA_SETS` (`;`-separated `name=value` options for the proxy).
+//! `IDLE_EXTRA_SETS` (`;`-separated `name=value` options for the proxy). The proxy's open
+//! file descriptors before and while held are printed too (the held clients plus the server
+//! connections).
 
 use std::convert::Infallible;
 use std::io::{BufRead, Write};
@@ -59,6 +63,13 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 // ---------------------------------------------------------------------------------------------
 // The proxy under test.
 
+/// Handles `server_connect`: every client connection then keeps its own server connections.
+struct ObservesServers;
+
+impl waylay_core::Addon for ObservesServers {
+    async fn server_connect(&mut self, _data: &mut waylay_core::hooks::ServerConnectionHookData) {}
+}
+
 fn child() {
     // Exit when the parent closes our stdin (or dies): no orphan is left, and a wrapping
     // tool (massif, heaptrack) sees a normal exit and writes its profile.
@@ -82,6 +93,9 @@ fn child() {
             if !set.trim().is_empty() {
                 builder = builder.set(set.trim());
             }
+        }
+        if env_or("IDLE_OBSERVE_SERVERS", 0u8) > 0 {
+            builder = builder.addon(ObservesServers);
         }
         if env_or("IDLE_ONBOARDING", 1u8) > 0 {
             builder = builder.addon(waylay_addons::Onboarding::new());
@@ -196,6 +210,11 @@ fn status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Open file descriptors of `pid` (sockets: the held clients and the server connections).
+fn fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+}
+
 struct ChildGuard(Child);
 
 impl Drop for ChildGuard {
@@ -278,6 +297,7 @@ fn parent() {
         drop(first);
         tokio::time::sleep(Duration::from_millis(500)).await;
         let rss0 = status_kib(pid, "VmRSS:");
+        let fds0 = fds(pid);
         let started = Instant::now();
         let mut held = Vec::with_capacity(conns);
         let mut failed = 0usize;
@@ -298,9 +318,10 @@ fn parent() {
         tokio::time::sleep(Duration::from_secs_f64(settle)).await;
         let rss1 = status_kib(pid, "VmRSS:");
         let hwm = status_kib(pid, "VmHWM:");
+        let fds1 = fds(pid);
         let n = held.len().max(1) as f64;
         println!(
-            "idle: {} held ({failed} failed, opened in {open_s:.1} s), proxy RSS {:.1} MiB before, {:.1} MiB held (peak {:.1}): {:.1} KiB per idle connection",
+            "idle: {} held ({failed} failed, opened in {open_s:.1} s), proxy RSS {:.1} MiB before, {:.1} MiB held (peak {:.1}): {:.1} KiB per idle connection; proxy fds {fds0} before, {fds1} held",
             held.len(),
             rss0 as f64 / 1024.0,
             rss1 as f64 / 1024.0,

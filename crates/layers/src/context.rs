@@ -123,12 +123,15 @@ pub(crate) struct Tunnel {
 
 impl ConnCtx {
     pub(crate) fn new(shared: Arc<ProxyShared>, mode: Arc<Mode>, client: Arc<Client>) -> Self {
-        // Server connections are the client connection's own while an addon observes them
-        // (mitmproxy's model); else idle ones are shared on the worker.
-        let pool = if shared.manager.handles_any(SERVER_CONNECTION_HOOKS) {
-            Pool::own()
-        } else {
+        // Server connections are the client connection's own (mitmproxy's model) unless
+        // `share_server_connections` is on and no addon observes them: then idle ones are
+        // shared on the worker.
+        let pool = if shared.config().share_server_connections
+            && !shared.manager.handles_any(SERVER_CONNECTION_HOOKS)
+        {
             Pool::shared(&shared)
+        } else {
+            Pool::own()
         };
         Self {
             shared,

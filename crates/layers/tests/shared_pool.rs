@@ -1,8 +1,8 @@
-//! Server connections shared by a worker's client connections: while no addon observes
-//! server connections, an idle one serves the next client (an intercepted TLS client's
-//! eager dial included), and they close once their clients are gone; while an addon
-//! handles `server_connect` (or another server-connection hook), every client connection
-//! keeps its own, as in mitmproxy.
+//! Server connections shared by a worker's client connections (`share_server_connections`):
+//! while no addon observes server connections, an idle one serves the next client (an
+//! intercepted TLS client's eager dial included), and they close once their clients are gone;
+//! while an addon handles `server_connect` (or another server-connection hook), and by
+//! default, every client connection keeps its own, as in mitmproxy.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -118,7 +118,12 @@ async fn all_closed(counts: &Counts) {
 async fn idle_server_connections_serve_other_clients_when_no_addon_observes_them() {
     let dir = TempDir::new("shared-pool");
     let (origin, counts) = counting_origin(&dir).await;
-    let proxy = TestProxy::start(Proxy::builder().set("ssl_insecure=true")).await;
+    let proxy = TestProxy::start(
+        Proxy::builder()
+            .set("ssl_insecure=true")
+            .set("share_server_connections=true"),
+    )
+    .await;
     let held = idle_clients(&proxy, origin).await;
     // Every client after the first reused the idle connection (its eager dial included).
     assert_eq!(counts.opened.load(Ordering::SeqCst), 1);
@@ -156,6 +161,7 @@ async fn each_client_keeps_its_own_server_connections_while_an_addon_observes_th
     let proxy = TestProxy::start(
         Proxy::builder()
             .set("ssl_insecure=true")
+            .set("share_server_connections=true")
             .addon(seen.clone()),
     )
     .await;
@@ -172,6 +178,18 @@ async fn each_client_keeps_its_own_server_connections_while_an_addon_observes_th
     })
     .await;
     assert_eq!(counts.closed.load(Ordering::SeqCst), 1);
+    drop(held);
+    all_closed(&counts).await;
+    proxy.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn server_connections_are_not_shared_by_default() {
+    let dir = TempDir::new("default-pool");
+    let (origin, counts) = counting_origin(&dir).await;
+    let proxy = TestProxy::start(Proxy::builder().set("ssl_insecure=true")).await;
+    let held = idle_clients(&proxy, origin).await;
+    assert_eq!(counts.opened.load(Ordering::SeqCst), CLIENTS);
     drop(held);
     all_closed(&counts).await;
     proxy.shutdown().await;

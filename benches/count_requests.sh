@@ -10,9 +10,13 @@
 #   ADDONS=4 N=1100 OUT=/tmp/b bash benches/count_requests.sh
 #   python3 benches/count_diff.py /tmp/a/callgrind.out /tmp/b/callgrind.out 1000
 #
+# WEB=1 registers the web UI's addon (`waylay+web`), WEB=2 also reads its `/updates`
+# WebSocket for the whole run, as a browser would (`waylay+web+ws`; a python3 stdlib client).
+#
 # Prints the total; the callgrind profile is kept in $OUT (default a temp dir).
 set -euo pipefail
 ADDONS=${ADDONS:-0}
+WEB=${WEB:-0}
 N=${N:-1000}
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=${BIN:-$(ls -t "$root"/target/release/deps/proxy_load-* | grep -v '\.d$' | head -1)}
@@ -21,7 +25,7 @@ mkdir -p "$OUT"
 mkfifo "$OUT/origin.in" "$OUT/proxy.in"
 WAYLAY_LOAD_CHILD=origin "$bin" <"$OUT/origin.in" >"$OUT/origin.addr" &
 exec 3>"$OUT/origin.in"
-WAYLAY_LOAD_CHILD=waylay WAYLAY_LOAD_ADDONS=$ADDONS WAYLAY_LOAD_WORKERS=1 \
+WAYLAY_LOAD_CHILD=waylay WAYLAY_LOAD_ADDONS=$ADDONS WAYLAY_LOAD_WORKERS=1 WAYLAY_LOAD_WEB=$WEB \
   WAYLAY_LOAD_CONFDIR="$OUT" valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.out" "$bin" <"$OUT/proxy.in" >"$OUT/proxy.addr" 2>"$OUT/valgrind.log" &
 vg=$!
 exec 4>"$OUT/proxy.in"
@@ -30,11 +34,35 @@ for _ in $(seq 600); do
   sleep 0.1
 done
 origin=$(head -1 "$OUT/origin.addr")
-proxy=$(head -1 "$OUT/proxy.addr")
+read -r proxy ui <"$OUT/proxy.addr"
+reader=
+if [[ $WEB -ge 2 ]]; then
+  # The bench's own token (proxy_load's WEB_TOKEN), on loopback.
+  python3 - "$ui" >"$OUT/reader.log" 2>&1 3>&- 4>&- <<'PY' &
+import socket, sys
+host, port = sys.argv[1].rsplit(":", 1)
+s = socket.create_connection((host, int(port)))
+s.sendall(f"GET /updates HTTP/1.1\r\nHost: {sys.argv[1]}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+          "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+          "Authorization: Bearer 00000000000000000000000000000bec\r\n\r\n".encode())
+n = 0
+while True:
+    b = s.recv(65536)
+    if not b:
+        break
+    n += len(b)
+print("read", n, "bytes")
+PY
+  reader=$!
+  sleep 1
+fi
 url="http://$origin/1k?[1-$N]"
 curl -s -x "http://$proxy" "$url" >/dev/null
+# Lets the last batch reach the reader.
+[[ -n $reader ]] && sleep 1
 exec 4>&-
 exec 3>&-
 wait "$vg" || true
+[[ -n $reader ]] && { wait "$reader" || true; cat "$OUT/reader.log"; }
 total=$(grep -h '^summary:' "$OUT"/callgrind.out* | awk '{s+=$2} END {print s}')
-echo "addons=$ADDONS N=$N Ir=$total profile=$OUT/callgrind.out"
+echo "addons=$ADDONS web=$WEB N=$N Ir=$total profile=$OUT/callgrind.out"

@@ -2,17 +2,20 @@
 //! counts that do not depend on the machine's load: a no-op Python script, the seed's
 //! AddHeader as a Python script, AddHeader in Rust, or no hook at all (the flow's making).
 //!
-//! `script_hook_count <none|rust|py_noop|py_addheader> <hooks>`, e.g.
+//! `script_hook_count <none|rust|py_noop|py_addheader> <hooks> [direct|manager]`, e.g.
 //! `PYTHONHASHSEED=0 valgrind --tool=callgrind target/release/script_hook_count py_noop 2200`.
 //! Run it with 200 and 2200 hooks and divide the difference by 2000 (start-up, Python's
 //! included, is not counted), then subtract `none`'s figure: what one hook adds.
+//! `direct` (the default) calls the addon's method; `manager` fires the hook through the
+//! addon manager (as `AddonHarness` and the proxy do: the route, the slot, the inline run
+//! on the caller's thread), one flow in flight.
 
 use std::sync::Arc;
 
 use futures::FutureExt;
 use waylay_addons::ScriptAddon;
 use waylay_core::flow::{Client, Request, Response};
-use waylay_core::{Addon, HttpFlow};
+use waylay_core::{Addon, AddonManager, HookKind, HttpFlow, Options};
 
 const PY_NOOP: &str = "def response(flow):\n    pass\n";
 const PY_ADDHEADER: &str = "class AddHeader:\n    def __init__(self):\n        self.num = 0\n\n    def response(self, flow):\n        self.num = self.num + 1\n        flow.response.headers[\"count\"] = str(self.num)\n\naddons = [AddHeader()]\n";
@@ -60,13 +63,45 @@ fn run<A: Addon>(a: &mut A, n: u64) {
     }
 }
 
+/// Fires `response` `n` times through an addon manager holding `addon` (none: no addon).
+fn run_managed<A: Addon>(addon: Option<A>, n: u64) {
+    let system = actix_rt::System::new();
+    system.block_on(async move {
+        let manager = AddonManager::start(Options::new());
+        if let Some(a) = addon
+            && let Err(e) = manager.add(a).await
+        {
+            panic!("adding the addon: {e}");
+        }
+        let m = manager.clone();
+        // In a spawned task, as a connection fires hooks.
+        actix_rt::spawn(async move {
+            for _ in 0..n {
+                let mut f = flow();
+                f.live = true;
+                match m.fire(HookKind::Response, Box::new(f)).await {
+                    Ok(f) => {
+                        std::hint::black_box(&f);
+                    }
+                    Err(e) => panic!("the hook: {e}"),
+                }
+            }
+        })
+        .await
+        .expect("the firing task");
+    });
+}
+
 fn main() {
     let which = std::env::args().nth(1).unwrap_or_else(|| "py_noop".into());
     let n: u64 = std::env::args()
         .nth(2)
         .and_then(|a| a.parse().ok())
         .unwrap_or(1000);
+    let managed = std::env::args().nth(3).is_some_and(|m| m == "manager");
     let src = match which.as_str() {
+        "rust" if managed => return run_managed(Some(AddHeader::default()), n),
+        "none" if managed => return run_managed(None::<AddHeader>, n),
         "rust" => return run(&mut AddHeader::default(), n),
         "none" => {
             for _ in 0..n {
@@ -82,6 +117,10 @@ fn main() {
     let path = dir.join(format!("{which}.py"));
     std::fs::write(&path, src).expect("the script written");
     let mut script = ScriptAddon::load(&path).expect("the script loads");
-    run(&mut script, n);
+    if managed {
+        run_managed(Some(script), n);
+    } else {
+        run(&mut script, n);
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -600,11 +600,15 @@ impl Addon for Dumper {
         "dumper".to_owned()
     }
 
+    /// The flow hooks only while it prints (`flow_detail` above 0): a quiet dumper leaves
+    /// a proxy on its flowless path. The manager reads this again after every `configure`,
+    /// so raising `flow_detail` at run time prints from the next flow, as mitmdump does.
     fn hooks(&self) -> HookSet {
-        HookSet::of(&[
-            HookKind::Load,
-            HookKind::Configure,
-            HookKind::Done,
+        const LIFE: HookSet = HookSet::of(&[HookKind::Load, HookKind::Configure, HookKind::Done]);
+        if self.settings.detail == 0 {
+            return LIFE;
+        }
+        LIFE.union(HookSet::of(&[
             HookKind::Response,
             HookKind::Error,
             HookKind::WebsocketMessage,
@@ -612,7 +616,7 @@ impl Addon for Dumper {
             HookKind::WebsocketEnd,
             HookKind::TcpMessage,
             HookKind::TcpError,
-        ])
+        ]))
     }
 
     async fn load(&mut self, loader: &mut Loader) {

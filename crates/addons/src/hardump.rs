@@ -82,16 +82,20 @@ impl Addon for HarDump {
         "savehar".into()
     }
 
+    /// The flow hooks only while `hardump` is set: without it, a proxy keeps its flowless
+    /// path. `done` always, so a path set at run time is written at shutdown. The manager
+    /// reads this again after every `configure`.
     fn hooks(&self) -> HookSet {
-        HookSet::of(&[
-            HookKind::Load,
-            HookKind::Configure,
-            HookKind::Done,
+        const LIFE: HookSet = HookSet::of(&[HookKind::Load, HookKind::Configure, HookKind::Done]);
+        if self.path.is_none() {
+            return LIFE;
+        }
+        LIFE.union(HookSet::of(&[
             HookKind::Response,
             HookKind::Error,
             HookKind::WebsocketEnd,
             HookKind::WebsocketError,
-        ])
+        ]))
     }
 
     async fn load(&mut self, loader: &mut Loader) {

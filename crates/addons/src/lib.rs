@@ -22,6 +22,10 @@
 //! naming the option and quoting the offending part. Options set with
 //! `ProxyBuilder::set` are applied before addons load, so set an addon's options on the
 //! running proxy (`proxy.manager().set(...)`) or declare them first (the `waylay` binary does).
+//! The rule addons, [`Dumper`], [`ServerReplay`], [`Save`] and [`HarDump`] handle flow hooks
+//! only while their options give them something to do (the manager reads an addon's hooks
+//! again after each `configure`), so an idle one costs a proxy nothing per request and one set
+//! at run time acts from the next request.
 //!
 //! Addons depend on `waylay-core` only; register them on a proxy with
 //! `waylay::Proxy::builder().addon(...)`, or run them in a bare
@@ -51,12 +55,14 @@ mod anticache;
 mod anticomp;
 mod block;
 mod block_list;
+mod breakpoints;
 mod contentview;
 mod dumper;
 pub mod export;
 mod hardump;
 mod htpasswd;
 mod human;
+mod intercept;
 mod map_local;
 mod map_remote;
 mod matcher;
@@ -77,9 +83,13 @@ pub use anticache::AntiCache;
 pub use anticomp::AntiComp;
 pub use block::{Block, is_private};
 pub use block_list::{BlockList, NO_RESPONSE};
+pub use breakpoints::{
+    BREAKPOINT_METADATA, BREAKPOINTS_OPTION, Breakpoints, RuleError, check_breakpoint_rule,
+};
 pub use dumper::{Dumper, MAX_FLOW_DETAIL};
 pub use hardump::HarDump;
 pub use htpasswd::Htpasswd;
+pub use intercept::Intercept;
 pub use map_local::MapLocal;
 pub use map_remote::MapRemote;
 pub use modify_body::ModifyBody;

@@ -100,14 +100,19 @@ impl Addon for ModifyHeaders {
         OPTION.into()
     }
 
+    /// The flow hooks only while it has rules: without, a proxy keeps its fast path (no
+    /// flow is built for requests nobody observes); the manager reads this again after every
+    /// `configure`, so setting the option at run time takes effect from the next request.
     fn hooks(&self) -> HookSet {
-        HookSet::of(&[
-            HookKind::Load,
-            HookKind::Configure,
-            HookKind::Done,
-            HookKind::RequestHeaders,
-            HookKind::ResponseHeaders,
-        ])
+        const LIFE: HookSet = HookSet::of(&[HookKind::Load, HookKind::Configure, HookKind::Done]);
+        if !self.rules.is_empty() {
+            LIFE.union(HookSet::of(&[
+                HookKind::RequestHeaders,
+                HookKind::ResponseHeaders,
+            ]))
+        } else {
+            LIFE
+        }
     }
 
     async fn load(&mut self, loader: &mut Loader) {

@@ -166,6 +166,11 @@ fn expand_home(p: &str) -> PathBuf {
 ///
 /// `save_stream_filter` (mitmproxy's filter language) limits which flows are written.
 ///
+/// The option may be set, changed or cleared while the proxy runs: setting it opens the file
+/// (flow hooks are declared only while one is open); changing it closes the old file, and
+/// flows still open are written to the new one when they finish; clearing it writes the open
+/// flows, then flushes and closes the file before `configure` returns.
+///
 /// A streamed body (above `stream_large_bodies`) is not stored, as in mitmproxy: it is
 /// written as missing (`None`).
 #[derive(Debug, Default)]
@@ -226,12 +231,18 @@ impl Save {
         }
     }
 
-    async fn close(&mut self) {
+    /// Flushes and closes the open file. With `unfinished`, the flows not yet finished are
+    /// written to it first as they are now (at shutdown, or when `save_stream_file` is
+    /// cleared); without (the file changes), they stay and go to the next file when they
+    /// finish, as in mitmproxy.
+    async fn close(&mut self, unfinished: bool) {
         if let Some(s) = self.stream.take() {
-            let open: Vec<Flow> = self.active.drain().map(|(_, f)| f).collect();
-            for f in open {
-                if self.filter.as_ref().is_none_or(|flt| flt.matches(&f)) {
-                    s.0.send(f, &mut self.waits).await;
+            if unfinished {
+                let open: Vec<Flow> = self.active.drain().map(|(_, f)| f).collect();
+                for f in open {
+                    if self.filter.as_ref().is_none_or(|flt| flt.matches(&f)) {
+                        s.0.send(f, &mut self.waits).await;
+                    }
                 }
             }
             if self.waits > 0 {
@@ -242,9 +253,12 @@ impl Save {
                     self.waits
                 );
             }
+            self.waits = 0;
             s.0.close().await;
         }
-        self.active.clear();
+        if unfinished {
+            self.active.clear();
+        }
     }
 }
 
@@ -269,11 +283,16 @@ impl Addon for Save {
         "save".into()
     }
 
+    /// The flow hooks only while a file is open: without one, a proxy keeps its flowless
+    /// path. The manager reads this again after every `configure`, so setting
+    /// `save_stream_file` at run time starts writing from the next flow, and clearing it
+    /// (after the file is flushed and closed) takes the addon off the flow routes.
     fn hooks(&self) -> HookSet {
-        HookSet::of(&[
-            HookKind::Load,
-            HookKind::Configure,
-            HookKind::Done,
+        const LIFE: HookSet = HookSet::of(&[HookKind::Load, HookKind::Configure, HookKind::Done]);
+        if self.stream.is_none() {
+            return LIFE;
+        }
+        LIFE.union(HookSet::of(&[
             HookKind::Request,
             HookKind::Response,
             HookKind::Error,
@@ -284,7 +303,7 @@ impl Addon for Save {
             HookKind::TcpMessage,
             HookKind::TcpEnd,
             HookKind::TcpError,
-        ])
+        ]))
     }
 
     async fn load(&mut self, loader: &mut Loader) {
@@ -308,14 +327,15 @@ impl Addon for Save {
             }
             None => None,
         };
-        self.close().await;
+        let unfinished = new.is_none();
+        self.close(unfinished).await;
         self.stream = new.map(StreamSlot);
         self.spec = spec;
         Ok(())
     }
 
     async fn done(&mut self) {
-        self.close().await;
+        self.close(true).await;
     }
 
     async fn request(&mut self, flow: &mut HttpFlow) {

@@ -168,6 +168,11 @@ impl ServerReplay {
         self.flows.values().map(Vec::len).sum()
     }
 
+    /// Whether requests are answered (or handled as extra): a recording is loaded.
+    fn active(&self) -> bool {
+        !self.flows.is_empty() || !self.loaded.is_empty()
+    }
+
     fn next_response(&mut self, f: &HttpFlow) -> Option<Response> {
         let key = self.matching.key(f);
         let list = self.flows.get_mut(&key)?;
@@ -215,8 +220,18 @@ impl Addon for ServerReplay {
         "serverplayback".into()
     }
 
+    /// `request` only while a recording is loaded (`server_replay` set, or
+    /// [`load_flows`](Self::load_flows) called): without one, a proxy keeps its flowless
+    /// path. The manager reads this again after every `configure`, so setting
+    /// `server_replay` at run time answers from the next request, and clearing it forgets
+    /// the recording and forwards again.
     fn hooks(&self) -> HookSet {
-        HookSet::of(&[HookKind::Load, HookKind::Configure, HookKind::Request])
+        const LIFE: HookSet = HookSet::of(&[HookKind::Load, HookKind::Configure]);
+        if self.active() {
+            LIFE.union(HookSet::of(&[HookKind::Request]))
+        } else {
+            LIFE
+        }
     }
 
     async fn load(&mut self, loader: &mut Loader) {
@@ -270,7 +285,7 @@ impl Addon for ServerReplay {
     }
 
     async fn request(&mut self, f: &mut HttpFlow) {
-        if self.flows.is_empty() && self.loaded.is_empty() {
+        if !self.active() {
             return;
         }
         if let Some(mut resp) = self.next_response(f) {

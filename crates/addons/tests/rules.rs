@@ -423,3 +423,67 @@ async fn sticky_addons_do_nothing_until_set() {
     let f = h.request(tflow()).await;
     assert!(!f.request.headers.contains("cookie"));
 }
+
+/// Each rule addon handles its flow hooks only while it has rules (the sticky ones: while
+/// their filter is set), so a proxy that registers them all keeps its flowless path until an
+/// option is set, at start or at run time, and again once it is cleared.
+#[actix_rt::test]
+async fn rule_addons_handle_flow_hooks_only_while_they_have_rules() {
+    use waylay_core::HookKind::{Request, RequestHeaders, Response, ResponseHeaders};
+    let cases: Vec<(AddonHarness, &str, &str, Vec<waylay_core::HookKind>)> = vec![
+        (
+            AddonHarness::new(BlockList::new()).await,
+            "block_list",
+            "/~q/404",
+            vec![Request],
+        ),
+        (
+            AddonHarness::new(MapRemote::new()).await,
+            "map_remote",
+            "|a|b",
+            vec![Request],
+        ),
+        (
+            AddonHarness::new(MapLocal::new()).await,
+            "map_local",
+            "|a|.",
+            vec![Request],
+        ),
+        (
+            AddonHarness::new(ModifyBody::new()).await,
+            "modify_body",
+            "/a/b",
+            vec![Request, Response],
+        ),
+        (
+            AddonHarness::new(ModifyHeaders::new()).await,
+            "modify_headers",
+            "/x/y",
+            vec![RequestHeaders, ResponseHeaders],
+        ),
+        (
+            AddonHarness::new(StickyAuth::new()).await,
+            "stickyauth",
+            "~q",
+            vec![Request],
+        ),
+        (
+            AddonHarness::new(StickyCookie::new()).await,
+            "stickycookie",
+            "~q",
+            vec![Request, Response],
+        ),
+    ];
+    let all = [RequestHeaders, Request, ResponseHeaders, Response];
+    for (mut h, option, value, hooks) in cases {
+        assert!(all.iter().all(|k| !h.handles(*k)), "{option} idle");
+        h.set_options(&[format!("{option}={value}")])
+            .await
+            .expect(option);
+        for k in all {
+            assert_eq!(h.handles(k), hooks.contains(&k), "{option} set: {k:?}");
+        }
+        h.set_options(&[format!("{option}=")]).await.expect(option);
+        assert!(all.iter().all(|k| !h.handles(*k)), "{option} cleared");
+    }
+}

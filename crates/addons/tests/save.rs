@@ -263,3 +263,45 @@ async fn save_stream_filter_limits_what_is_written() {
         "{e}"
     );
 }
+
+/// Set, changed and cleared while running, as mitmproxy's `save`: a flow still open when the
+/// file changes goes to the next file when it completes; clearing the option writes the open
+/// flows, flushes and closes the file at once; idle, the addon handles no flow hook.
+#[actix_rt::test]
+async fn save_stream_file_changed_and_cleared_at_run_time() {
+    let dir = TempDir::new("save-runtime");
+    let first = dir.path().join("first.flows");
+    let second = dir.path().join("second.flows");
+    let mut h = AddonHarness::new(Save::new()).await;
+    assert!(!h.handles(HookKind::Request));
+    assert!(!h.handles(HookKind::Response));
+
+    h.set_options(&[format!("save_stream_file={}", first.display())])
+        .await
+        .expect("set");
+    assert!(h.handles(HookKind::Request));
+    assert!(h.handles(HookKind::TcpEnd));
+    let done = h.request(tflow()).await;
+    let done = h.response(done.with_response(tresp())).await;
+    let moved = h.request(tflow()).await;
+
+    h.set_options(&[format!("save_stream_file={}", second.display())])
+        .await
+        .expect("changed");
+    let ids: Vec<_> = read(&first).iter().map(Flow::id).collect();
+    assert_eq!(ids, [done.id]);
+    let moved = h.response(moved.with_response(tresp())).await;
+    let open = h.request(tflow()).await;
+
+    h.set_options(&["save_stream_file="])
+        .await
+        .expect("cleared");
+    assert!(!h.handles(HookKind::Request));
+    assert!(!h.handles(HookKind::Response));
+    let flows = read(&second);
+    let ids: Vec<_> = flows.iter().map(Flow::id).collect();
+    assert_eq!(ids, [moved.id, open.id]);
+    assert!(http(&flows[1]).response.is_none());
+    h.shutdown().await;
+    assert_eq!(read(&second).len(), 2);
+}

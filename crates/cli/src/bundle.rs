@@ -10,7 +10,7 @@ use waylay::addons::{
     BlockList, MapLocal, MapRemote, ModifyBody, ModifyHeaders, Onboarding, StickyAuth, StickyCookie,
 };
 use waylay::hooks::{Configure, Loader};
-use waylay::{Addon, OptionSpec, Options, OptionsError, ProxyBuilder};
+use waylay::{AddError, Addon, ManagerHandle, OptionSpec, Options, OptionsError, ProxyBuilder};
 
 /// Runs a hook future that completes without waiting (a `load` or `configure` that does
 /// no IO); `None` if it would wait, and the manager then runs it for real.
@@ -38,23 +38,35 @@ fn verdict<A: Addon>(addon: &mut A, options: &Arc<Options>) -> Result<(), Option
     now(addon.configure(&mut cfg)).unwrap_or(Ok(()))
 }
 
+/// Where an addon goes among the others, as in mitmproxy's default addon list: before the
+/// scripts (`block_list`, `onboarding`) or after server replay (the rewriting rules).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Slot {
+    /// Before the scripts.
+    Early,
+    /// After server replay, before save and the dumper.
+    Rules,
+}
+
 macro_rules! bundle {
-    ($($field:ident: $ty:ty = $make:expr, active when $active:expr;)*) => {
-        /// One instance of every bundled addon.
+    ($($field:ident: $ty:ty = $make:expr, $slot:ident;)*) => {
+        /// One instance of every bundled addon, until it is registered.
         pub(crate) struct Bundle {
-            $($field: $ty,)*
+            $($field: Option<$ty>,)*
         }
 
         impl Bundle {
             pub(crate) fn new() -> Self {
-                Self { $($field: $make,)* }
+                Self { $($field: Some($make),)* }
             }
 
             /// Declares every bundled addon's options in `options`.
             pub(crate) fn declare(&mut self, options: &mut Options) -> Result<(), OptionsError> {
                 $(
-                    for spec in declared(&mut self.$field) {
-                        options.add(spec)?;
+                    if let Some(a) = self.$field.as_mut() {
+                        for spec in declared(a) {
+                            options.add(spec)?;
+                        }
                     }
                 )*
                 Ok(())
@@ -63,27 +75,47 @@ macro_rules! bundle {
             /// Runs every addon's `configure` on `options`; the first refusal.
             pub(crate) fn check(&mut self, options: &Options) -> Result<(), OptionsError> {
                 let options = Arc::new(options.clone());
-                $( verdict(&mut self.$field, &options)?; )*
+                $(
+                    if let Some(a) = self.$field.as_mut() {
+                        verdict(a, &options)?;
+                    }
+                )*
                 Ok(())
             }
 
-            /// Registers the addons the options make active, in order. The binary cannot
-            /// change options once running, so an addon with nothing to do costs nothing.
-            pub(crate) fn register(self, mut builder: ProxyBuilder, o: &Options) -> ProxyBuilder {
+            /// Registers the addons of `slot`, in order, whatever the options: each handles
+            /// its flow hooks only while its option gives it something to do, so an idle one
+            /// costs nothing per request, and one set at run time (the web UI, a script's
+            /// `ctx.options`, [`ManagerHandle::set`](waylay::ManagerHandle::set)) acts from
+            /// the next request.
+            pub(crate) fn register(&mut self, mut builder: ProxyBuilder, slot: Slot) -> ProxyBuilder {
                 $(
-                    let active: fn(&Options) -> bool = $active;
-                    if active(o) {
-                        builder = builder.addon(self.$field);
+                    if Slot::$slot == slot && let Some(a) = self.$field.take() {
+                        builder = builder.addon(a);
                     }
                 )*
                 builder
+            }
+
+            /// [`register`](Self::register) for a proxy-less manager (`-n`).
+            pub(crate) async fn add(&mut self, m: &ManagerHandle, slot: Slot) -> Result<(), AddError> {
+                $(
+                    if Slot::$slot == slot && let Some(a) = self.$field.take() {
+                        m.add(a).await?;
+                    }
+                )*
+                Ok(())
             }
 
             /// The names of the options the addons declare.
             #[cfg(test)]
             pub(crate) fn option_names(&mut self) -> std::collections::BTreeSet<String> {
                 let mut names = std::collections::BTreeSet::new();
-                $( names.extend(declared(&mut self.$field).into_iter().map(|s| s.name)); )*
+                $(
+                    if let Some(a) = self.$field.as_mut() {
+                        names.extend(declared(a).into_iter().map(|s| s.name));
+                    }
+                )*
                 names
             }
         }
@@ -91,14 +123,14 @@ macro_rules! bundle {
 }
 
 bundle! {
-    block_list: BlockList = BlockList::new(), active when |o| !o.seq("block_list").is_empty();
-    onboarding: Onboarding = Onboarding::new(), active when |o| o.bool("onboarding");
-    map_remote: MapRemote = MapRemote::new(), active when |o| !o.seq("map_remote").is_empty();
-    map_local: MapLocal = MapLocal::new(), active when |o| !o.seq("map_local").is_empty();
-    modify_body: ModifyBody = ModifyBody::new(), active when |o| !o.seq("modify_body").is_empty();
-    modify_headers: ModifyHeaders = ModifyHeaders::new(), active when |o| !o.seq("modify_headers").is_empty();
-    stickyauth: StickyAuth = StickyAuth::new(), active when |o| o.str("stickyauth").is_some();
-    stickycookie: StickyCookie = StickyCookie::new(), active when |o| o.str("stickycookie").is_some();
+    block_list: BlockList = BlockList::new(), Early;
+    onboarding: Onboarding = Onboarding::new(), Early;
+    map_remote: MapRemote = MapRemote::new(), Rules;
+    map_local: MapLocal = MapLocal::new(), Rules;
+    modify_body: ModifyBody = ModifyBody::new(), Rules;
+    modify_headers: ModifyHeaders = ModifyHeaders::new(), Rules;
+    stickyauth: StickyAuth = StickyAuth::new(), Rules;
+    stickycookie: StickyCookie = StickyCookie::new(), Rules;
 }
 
 impl std::fmt::Debug for Bundle {

@@ -52,8 +52,10 @@ pub struct Proxy;
 impl Proxy {
     /// A builder with the default options and waylay's default addons, as mitmproxy loads
     /// its own: [`Block`](addons::Block) (`block_global`, `block_private`),
-    /// [`AntiCache`](addons::AntiCache), [`AntiComp`](addons::AntiComp) and
-    /// [`ProxyAuth`](addons::ProxyAuth). Each handles its hooks only while its option is on,
+    /// [`AntiCache`](addons::AntiCache), [`AntiComp`](addons::AntiComp),
+    /// [`ProxyAuth`](addons::ProxyAuth), [`Breakpoints`](addons::Breakpoints) (`breakpoints`)
+    /// and [`Intercept`](addons::Intercept) (`intercept`: matching flows wait until resumed
+    /// through their intercept handle, which the web UI's addon takes). Each handles its hooks only while its option is on,
     /// so a proxy without them keeps its fast path; an option set at run time takes effect
     /// from the next connection or request. The addons added with `addon` come after them.
     pub fn builder() -> ProxyBuilder {
@@ -62,6 +64,8 @@ impl Proxy {
             .addon_with(waylay_addons::AntiCache::from_options)
             .addon_with(waylay_addons::AntiComp::from_options)
             .addon_with(waylay_addons::ProxyAuth::from_options)
+            .addon_with(waylay_addons::Breakpoints::from_options)
+            .addon_with(waylay_addons::Intercept::from_options)
     }
 }
 

@@ -24,7 +24,7 @@ use waylay::{
 use waylay::web::{WebConfig, WebUi};
 
 use crate::args::{Cli, WebCli};
-use crate::bundle::Bundle;
+use crate::bundle::{Bundle, Slot};
 
 /// How `waylay` failed.
 enum Failure {
@@ -253,6 +253,16 @@ fn options_from(
             "option intercept: intercepted flows wait until resumed in the web UI: use `waylay web`".into(),
         ));
     }
+    for rule in opts.seq(waylay::addons::BREAKPOINTS_OPTION) {
+        waylay::addons::check_breakpoint_rule(rule).map_err(|e| {
+            Failure::Usage(format!("option breakpoints: cannot parse {rule:?}: {e}"))
+        })?;
+    }
+    if !web && waylay::addons::Breakpoints::from_options(&opts).holds() {
+        return Err(Failure::Usage(
+            "option breakpoints: a hold rule makes flows wait until resumed in the web UI: use `waylay web`".into(),
+        ));
+    }
     // After the dumper's check: the trailing filter sets both, and the error names the
     // dumper's option.
     if let Some(f) = opts.str("readfile_filter") {
@@ -290,9 +300,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
     let replaying = !opts.seq("client_replay").is_empty();
     if opts.bool("server") && opts.str("rfile").is_none() && !replaying {
         return with_addons(
-            Proxy::builder()
-                .options(opts.clone())
-                .listen(&listen_addr(&opts)),
+            Proxy::builder().options(opts.clone()),
             &opts,
             bundle,
             scripts,
@@ -305,24 +313,23 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         let (manager, proxy) = if opts.bool("server") || replaying {
             // Client replay sends its requests through a proxy listener; with `-n` it gets a
             // private one on loopback (an ephemeral port), closed when the replay ends.
-            let (listen, proxy_opts) = if opts.bool("server") {
-                (listen_addr(&opts), opts.clone())
+            // The options hold where the proxy listens (`listen_port` counts as given
+            // only when the user gave it: a mode keeps its own default port otherwise).
+            let proxy_opts = if opts.bool("server") {
+                opts.clone()
             } else {
                 let mut o = opts.clone();
                 o.set("server", OptionValue::Bool(true))?;
-                ("127.0.0.1:0".to_owned(), o)
+                o.set("listen_host", OptionValue::Str("127.0.0.1".into()))?;
+                o.set("listen_port", OptionValue::Int(0))?;
+                o
             };
-            let builder = with_addons(
-                Proxy::builder().options(proxy_opts).listen(&listen),
-                &opts,
-                bundle,
-                scripts,
-            );
+            let builder = with_addons(Proxy::builder().options(proxy_opts), &opts, bundle, scripts);
             let proxy = builder.start().await.map_err(usage)?;
             (proxy.manager().clone(), Some(proxy))
         } else {
             let manager = AddonManager::start(opts.clone());
-            add_offline(&manager, &opts, scripts)
+            add_offline(&manager, bundle, scripts)
                 .await
                 .map_err(|e| match e {
                     e @ AddError::Options { .. } => Failure::Usage(e.to_string()),
@@ -406,9 +413,7 @@ fn run_web(cli: &WebCli) -> Result<(), Failure> {
         let _ = std::process::Command::new("xdg-open").arg(ui.url()).spawn();
     }
     let builder = with_addons(
-        Proxy::builder()
-            .options(opts.clone())
-            .listen(&listen_addr(&opts)),
+        Proxy::builder().options(opts.clone()),
         &opts,
         bundle,
         scripts,
@@ -454,40 +459,6 @@ async fn replay_clients(proxy: &waylay::RunningProxy, opts: &Options) -> Result<
     Ok(())
 }
 
-fn listen_addr(opts: &Options) -> String {
-    let host = opts.str("listen_host").unwrap_or("127.0.0.1");
-    if host.contains(':') {
-        format!("[{host}]:{}", opts.int("listen_port"))
-    } else {
-        format!("{host}:{}", opts.int("listen_port"))
-    }
-}
-
-/// Whether the dumper is registered: with nothing to print it is not, so `-q` costs no hook.
-fn wants_dumper(opts: &Options) -> bool {
-    opts.int("flow_detail") > 0
-}
-
-/// Which bundled addons the options ask for. An addon whose option is unset is not
-/// registered at all, so it costs no hook (the command line cannot set options later).
-struct Wanted {
-    replay: bool,
-    save: bool,
-    har: bool,
-    dumper: bool,
-}
-
-impl Wanted {
-    fn of(opts: &Options) -> Self {
-        Self {
-            replay: !opts.seq("server_replay").is_empty(),
-            save: opts.str("save_stream_file").is_some(),
-            har: opts.str("hardump").is_some_and(|p| !p.is_empty()),
-            dumper: wants_dumper(opts),
-        }
-    }
-}
-
 /// The scripts given with `-s`, loaded.
 #[cfg(feature = "python")]
 type Scripts = Vec<waylay::addons::ScriptAddon>;
@@ -525,49 +496,42 @@ async fn add_scripts_offline(m: &ManagerHandle, scripts: Scripts) -> Result<(), 
 fn with_addons(
     mut builder: ProxyBuilder,
     opts: &Options,
-    bundle: Bundle,
+    mut bundle: Bundle,
     scripts: Scripts,
 ) -> ProxyBuilder {
-    let w = Wanted::of(opts);
     if !opts.seq("client_replay").is_empty() {
         // First, so no other addon sees the marker header.
         builder = builder.addon(ReplayMarker);
     }
-    // Scripts next, as mitmproxy's script loader sits before replay, save and the dumper
-    // (which then prints flows as the scripts left them).
+    // block_list and onboarding, then the scripts, as mitmproxy's script loader sits after
+    // them and before replay, the rules, save and the dumper (which then prints flows as the
+    // scripts left them).
+    builder = bundle.register(builder, Slot::Early);
     builder = add_scripts(builder, scripts);
-    if w.replay {
-        builder = builder.addon(ServerReplay::new());
-    }
-    // The rule addons and onboarding (those their options give something to do).
-    builder = bundle.register(builder, opts);
-    if w.save {
-        builder = builder.addon(Save::new());
-    }
-    if w.har {
-        builder = builder.addon(HarDump::new());
-    }
-    if w.dumper {
-        builder = builder.addon(Dumper::stdout());
-    }
+    // Replay, the rewriting rules, save, hardump and the dumper are always there: an idle
+    // one (its option unset, or `flow_detail=0`) handles no flow hook, so it costs nothing
+    // per request, and an option set at run time (the web UI, a script) takes effect.
+    builder = builder.addon(ServerReplay::new());
+    builder = bundle.register(builder, Slot::Rules);
     builder
+        .addon(Save::new())
+        .addon(HarDump::new())
+        .addon(Dumper::stdout())
 }
 
-async fn add_offline(m: &ManagerHandle, opts: &Options, scripts: Scripts) -> Result<(), AddError> {
-    let w = Wanted::of(opts);
+async fn add_offline(
+    m: &ManagerHandle,
+    mut bundle: Bundle,
+    scripts: Scripts,
+) -> Result<(), AddError> {
+    // As with a proxy (`with_addons`): flows read with `-r` go through the rules too.
+    bundle.add(m, Slot::Early).await?;
     add_scripts_offline(m, scripts).await?;
-    if w.replay {
-        m.add(ServerReplay::new()).await?;
-    }
-    if w.save {
-        m.add(Save::new()).await?;
-    }
-    if w.har {
-        m.add(HarDump::new()).await?;
-    }
-    if w.dumper {
-        m.add(Dumper::stdout()).await?;
-    }
+    m.add(ServerReplay::new()).await?;
+    bundle.add(m, Slot::Rules).await?;
+    m.add(Save::new()).await?;
+    m.add(HarDump::new()).await?;
+    m.add(Dumper::stdout()).await?;
     Ok(())
 }
 

@@ -643,3 +643,26 @@ fn proxyauth_flag_with_curl() {
     assert!(status.success(), "{status}");
     let _ = std::fs::remove_dir_all(&confdir);
 }
+
+/// Regression: `-p 8080` (the default's value, given explicitly) was taken as "not given",
+/// so `-m socks5` kept SOCKS's 1080. Given, it applies to every mode without `@port`: with
+/// a regular and a SOCKS listener both would be on 8080, which is refused before anything
+/// binds. Without `-p` each keeps its own default (8080 and 1080) and the options are fine.
+#[test]
+fn an_explicit_listen_port_equal_to_the_default_is_given() {
+    let out = waylay(&["-p", "8080", "-m", "regular", "-m", "socks5", "--options"]);
+    let err = assert_one_line_error(&out, 2);
+    assert!(err.contains("8080"), "{err}");
+    let out = waylay(&[
+        "--set",
+        "listen_port=8080",
+        "-m",
+        "regular",
+        "-m",
+        "socks5",
+        "--options",
+    ]);
+    assert_one_line_error(&out, 2);
+    let out = waylay(&["-m", "regular", "-m", "socks5", "--options"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}

@@ -131,3 +131,27 @@ fn regular_and_socks5_listeners_with_one_proxyauth() {
     );
     let _ = std::fs::remove_dir_all(&confdir);
 }
+
+/// Regression: at first start the CA was written after the listener was bound, so a client
+/// reading `waylay-ca-cert.pem` as soon as the port accepted raced its creation. Now the CA
+/// files exist before the port is open.
+#[test]
+fn the_ca_files_exist_before_the_port_accepts() {
+    let dir = waylay_testkit::TempDir::new("ca-first");
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .args(["-q", "-p", &port.to_string(), "--set"])
+        .arg(format!("confdir={}", dir.path().display()))
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("waylay starts");
+    wait_listening(&mut child, port);
+    let present: Vec<bool> = ["waylay-ca.pem", "waylay-ca-cert.pem", "waylay-ca-cert.cer"]
+        .iter()
+        .map(|f| dir.path().join(f).is_file())
+        .collect();
+    terminate(&mut child);
+    assert_eq!(present, [true, true, true]);
+}

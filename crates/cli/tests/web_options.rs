@@ -1,5 +1,6 @@
-//! `intercept` is the web UI's option: `waylay web` takes it, plain `waylay` refuses it
-//! (a held flow could never be resumed), with one line and exit code 2.
+//! `intercept` (and a `breakpoints` rule that holds) makes flows wait for the web UI:
+//! `waylay web` takes it, plain `waylay` refuses it (a held flow could never be resumed),
+//! with one line and exit code 2.
 
 use std::process::{Command, Output};
 
@@ -23,6 +24,41 @@ fn intercept_is_refused_without_the_web_ui() {
         err.starts_with("waylay: error: option intercept:") && err.contains("waylay web"),
         "{err}"
     );
+}
+
+#[test]
+fn breakpoint_rules_are_checked_and_hold_rules_need_the_web_ui() {
+    let out = waylay(&[
+        "-p",
+        "0",
+        "--set",
+        "breakpoints=|~q|request|resume|status:500",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("waylay: error: option breakpoints:") && err.contains("at position 19"),
+        "{err}"
+    );
+    let out = waylay(&["-p", "0", "--set", "breakpoints=|~q|request|hold"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("waylay web"), "{err}");
+    // Resume rules need no UI; `--options` shows them as set.
+    let out = waylay(&[
+        "--set",
+        "breakpoints=|~q|request|resume|header:X-A=1",
+        "--options",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(listing.contains("header:X-A=1"), "{listing}");
 }
 
 #[test]

@@ -141,3 +141,19 @@ fn set_content_keeps_content_length_true_unless_chunked() {
     r.set_text("longer body");
     assert_eq!(r.headers.get("content-length"), None);
 }
+
+/// mitmproxy's `set_content`: an empty body still gets `Content-Length: 0` (a GET whose
+/// content a script sets to `b""` goes out with it), and any `Transfer-Encoding`, not only
+/// `chunked`, leaves the length to the framing.
+#[test]
+fn set_content_sets_content_length_for_an_empty_body_and_never_with_a_transfer_encoding() {
+    let mut r = tresp();
+    r.headers.remove("content-length");
+    r.set_content(Vec::new());
+    assert_eq!(r.headers.get("content-length"), Some("0"));
+    r.headers.remove("content-length");
+    r.headers.insert("transfer-encoding", "gzip");
+    r.set_text("body");
+    assert_eq!(r.headers.get("content-length"), None);
+    assert_eq!(r.raw_content.as_deref(), Some(&b"body"[..]));
+}

@@ -169,3 +169,35 @@ fn parse_size_accepts_mitmproxy_sizes() {
             .contains("too large")
     );
 }
+
+#[test]
+fn setting_intercept_turns_intercept_active_on_and_off_as_mitmproxy() {
+    let mut o = Options::new();
+    let changed = o.set_specs(&["intercept=~q"]).unwrap();
+    assert!(o.bool("intercept_active"));
+    assert!(changed.contains("intercept_active"));
+    // The toggle alone turns it off (a change now), the filter stays.
+    let changed = o.set_specs(&["intercept_active=false"]).unwrap();
+    assert_eq!(
+        changed.into_iter().collect::<Vec<_>>(),
+        ["intercept_active"]
+    );
+    assert_eq!(o.str("intercept"), Some("~q"));
+    // Both given: the toggle as given wins.
+    o.set_specs(&["intercept=~s", "intercept_active=false"])
+        .unwrap();
+    assert!(!o.bool("intercept_active"));
+    o.set_specs(&["intercept="]).unwrap();
+    assert!(!o.bool("intercept_active"));
+}
+
+#[test]
+fn a_value_equal_to_the_default_still_counts_as_given() {
+    let mut o = Options::new();
+    assert!(!o.is_given("listen_port"));
+    let changed = o.set_specs(&["listen_port=8080"]).unwrap();
+    assert!(changed.is_empty());
+    assert!(o.is_given("listen_port"));
+    assert!(!o.is_given("listen_host"));
+    assert!(!o.is_given("no_such_option"));
+}

@@ -78,16 +78,13 @@ fn refuse_unimplemented(o: &Options) -> Result<(), OptionsError> {
     Ok(())
 }
 
-/// The `listen_port` option when it is not left at its default (8080), so that a mode with
-/// another default port (`socks5`: 1080) keeps it unless the user asked for a port.
+/// The `listen_port` option when it was given (even as 8080, its default), so that a mode
+/// with another default port (`socks5`: 1080) keeps it unless the user asked for a port.
 pub(crate) fn listen_port_option(o: &Options) -> Option<u16> {
     u16::try_from(o.int("listen_port"))
         .ok()
-        .filter(|p| *p != DEFAULT_LISTEN_PORT)
+        .filter(|_| o.is_given("listen_port"))
 }
-
-/// `listen_port`'s default.
-const DEFAULT_LISTEN_PORT: u16 = 8080;
 
 /// The modes waylay listens in, each with its own listener (`--mode` repeated); two on one
 /// address are refused, and so are the mitmproxy modes waylay does not implement.

@@ -22,7 +22,9 @@ use waylay_core::hooks::{Layer, NextLayer};
 use waylay_core::{HookKind, ReverseScheme, Via};
 
 use crate::conn::dest::Destination;
-use crate::conn::dial::{DialSpec, ServerStream, connect_stream, handshake, sni_for};
+use crate::conn::dial::{
+    DialSpec, ServerStream, connect_direct, connect_stream, handshake, sni_for,
+};
 use crate::context::{ConnCtx, Tunnel};
 use crate::error::ServerError;
 use crate::intercept::{Intercepted, ServerPlan, ServerTls, TlsOutcome, Upstream};
@@ -41,7 +43,8 @@ pub(crate) const MAX_DETECT: usize = 64 * 1024;
 /// first: SMTP, FTP, an SSH server banner...) or leaves its first message unfinished is
 /// served as raw TCP, so the server's greeting reaches it about this long after CONNECT. TLS
 /// and HTTP clients send at once, so they never wait for it. mitmproxy decides the same case
-/// by seeing the server's bytes first, because it dials eagerly.
+/// by seeing the server's bytes first, because it dials eagerly; waylay does so for a reverse
+/// `tcp://` target ([`detect_client_or_server`]).
 pub(crate) const DETECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Where a layer is chosen.
@@ -198,6 +201,70 @@ async fn detect_client(io: &mut BoxIo, buf: &mut BytesMut) -> Option<Detected> {
     }
 }
 
+/// [`detect_client`] for a reverse `tcp://` target, whose connection is opened at once (as
+/// mitmproxy dials a reverse target eagerly) and kept for the layer's first dial
+/// ([`ConnCtx::set_predialed`]): a server that speaks first (an SMTP, FTP or SSH greeting)
+/// decides raw TCP as soon as its first bytes arrive (peeked, so the relay still reads
+/// them), instead of after [`DETECT_TIMEOUT`] without a byte from the client.
+async fn detect_client_or_server(
+    ctx: &ConnCtx,
+    io: &mut BoxIo,
+    buf: &mut BytesMut,
+    address: &Address,
+) -> Option<Detected> {
+    /// What happened first.
+    enum Event {
+        Client(Option<Detected>),
+        Dialed(Option<tokio::net::TcpStream>),
+        /// The server sent bytes (true), or closed or failed (false).
+        Server(bool),
+    }
+    let timeout = ctx.shared.config().via.timeout;
+    let dial = tokio::time::timeout(timeout, connect_direct(address));
+    let client = detect_client(io, buf);
+    tokio::pin!(dial, client);
+    let mut dialing = true;
+    let mut server: Option<tokio::net::TcpStream> = None;
+    let mut watching = false;
+    let detected = loop {
+        let event = tokio::select! {
+            d = &mut client => Event::Client(d),
+            r = &mut dial, if dialing => Event::Dialed(r.ok().and_then(Result::ok)),
+            r = peek_first(server.as_ref()), if watching => Event::Server(r),
+        };
+        match event {
+            Event::Client(d) => break d,
+            Event::Dialed(s) => {
+                dialing = false;
+                watching = s.is_some();
+                server = s;
+            }
+            Event::Server(true) => break Some(Detected::Other),
+            Event::Server(false) => watching = false,
+        }
+    };
+    // The client spoke first while the dial was still under way: it is the connection the
+    // layer dials next, so it is finished rather than abandoned (a failed one is the layer's
+    // own dial to report).
+    if dialing && detected.is_some() {
+        server = dial.await.ok().and_then(Result::ok);
+    }
+    if let Some(s) = server {
+        let _ = s.set_nodelay(true);
+        ctx.set_predialed(address.clone(), s);
+    }
+    detected
+}
+
+/// Whether `server` sends a first byte (left in the socket); pending without a server.
+async fn peek_first(server: Option<&tokio::net::TcpStream>) -> bool {
+    let Some(s) = server else {
+        return std::future::pending().await;
+    };
+    let mut one = [0u8; 1];
+    matches!(s.peek(&mut one).await, Ok(n) if n > 0)
+}
+
 /// Fires `next_layer` when some addon handles it: the layer and the server's route it chose
 /// (`via`), or `None` when the proxy is shutting down.
 async fn next_layer_hook(
@@ -284,11 +351,22 @@ pub(crate) async fn serve_tunnel_to(
         .as_ref()
         .is_some_and(|s| s.is_match(&target));
     let tcp_host = !ignored_early && !to.stream() && cfg.is_tcp_host(&host, port);
+    // A reverse `tcp://` target is dialed while the client is read (the route is direct: the
+    // early connection is what the layer's first direct dial uses).
+    let eager = to == TunnelTo::Reverse(ReverseScheme::Tcp)
+        && via.is_none()
+        && matches!(ctx.mode.default_route, Via::Direct);
     let detected = if ignored_early || tcp_host {
         Detected::NeedMore
     } else {
         buf.reserve(4096);
-        let Some(detected) = Box::pin(detect_client(&mut io, &mut buf)).await else {
+        // Boxed: this future stays allocated while the tunnel's layer serves (S5).
+        let detected = if eager {
+            Box::pin(detect_client_or_server(&ctx, &mut io, &mut buf, &address)).await
+        } else {
+            Box::pin(detect_client(&mut io, &mut buf)).await
+        };
+        let Some(detected) = detected else {
             return;
         };
         detected

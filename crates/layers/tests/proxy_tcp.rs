@@ -608,3 +608,66 @@ async fn injector_sends_at_any_time_with_a_message_hook() {
     let history = inject_at_any_time(keep.0.clone(), Proxy::builder().addon(keep.clone())).await;
     assert_eq!(history, ["pushed\n", "to server\n"]);
 }
+
+/// Takes the kill switch at `tcp_start` (optionally also handling `tcp_message`: the hooked
+/// relay), and records the error `tcp_error` reports.
+#[derive(Debug, Clone, Default)]
+struct KeepSwitch {
+    switch: Arc<Mutex<Option<waylay_core::flow::KillSwitch>>>,
+    error: Arc<Mutex<Option<String>>>,
+    hooked: bool,
+}
+
+impl Addon for KeepSwitch {
+    fn hooks(&self) -> HookSet {
+        if self.hooked {
+            HookSet::of(&[HookKind::TcpStart, HookKind::TcpMessage, HookKind::TcpError])
+        } else {
+            HookSet::of(&[HookKind::TcpStart, HookKind::TcpError])
+        }
+    }
+    async fn tcp_start(&mut self, flow: &mut TcpFlow) {
+        *self.switch.lock().expect("lock") = Some(flow.kill_switch());
+    }
+    async fn tcp_message(&mut self, _flow: &mut TcpFlow) {}
+    async fn tcp_error(&mut self, flow: &mut TcpFlow) {
+        *self.error.lock().expect("lock") = flow.error.as_ref().map(|e| e.msg.clone());
+    }
+}
+
+#[actix_rt::test]
+async fn the_kill_switch_closes_a_live_relay_between_messages_on_both_paths() {
+    for hooked in [false, true] {
+        let keep = KeepSwitch {
+            hooked,
+            ..KeepSwitch::default()
+        };
+        let origin = tcp_line_origin().await;
+        let proxy = TestProxy::start(Proxy::builder().addon(keep.clone())).await;
+        let mut s = tunnel(&proxy, origin.addr).await;
+        s.write_all(b"hello\n").await.expect("write");
+        assert_eq!(read_n(&mut s, 12).await, b"echo: hello\n");
+        let switch = keep
+            .switch
+            .lock()
+            .expect("lock")
+            .clone()
+            .expect("a switch taken in tcp_start");
+        // Nothing is in flight: the relay waits on both reads when the switch trips.
+        switch.kill();
+        assert!(read_to_close(&mut s).await.is_empty(), "hooked: {hooked}");
+        within("tcp_error", async {
+            while keep.error.lock().expect("lock").is_none() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert_eq!(
+            keep.error.lock().expect("lock").as_deref(),
+            Some(waylay_core::flow::KILLED_MESSAGE),
+            "hooked: {hooked}"
+        );
+        http_still_works(&proxy).await;
+        proxy.shutdown().await;
+    }
+}

@@ -382,3 +382,64 @@ async fn keep_host_header_with_a_tls_target_and_a_plain_client_still_adds_tls() 
     );
     proxy.shutdown().await;
 }
+
+/// Records `next_layer` in a log the test's server writes to as well.
+struct NextLayerLog(Log);
+
+impl Addon for NextLayerLog {
+    async fn next_layer(&mut self, _d: &mut waylay_core::hooks::NextLayer) {
+        self.0.lock().expect("log").push("next_layer".into());
+    }
+}
+
+/// Regression: a reverse `tcp://` target was dialed only once the client's first bytes had
+/// decided the layer, so a protocol where the server speaks first (SMTP, FTP, SSH) waited
+/// out the detection timeout before its greeting. The target is now dialed at once: the
+/// server accepts before the layer is chosen (its greeting chooses raw TCP), the client gets
+/// the greeting without sending a byte, and the greeting is relayed once, in order.
+#[actix_rt::test]
+async fn a_reverse_tcp_target_that_speaks_first_is_dialed_before_the_client_sends() {
+    let log: Log = Log::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let target = listener.local_addr().expect("addr");
+    let server_log = log.clone();
+    actix_rt::spawn(async move {
+        let Ok((s, _)) = listener.accept().await else {
+            return;
+        };
+        server_log
+            .lock()
+            .expect("log")
+            .push("server accepted".into());
+        let mut s = BufReader::new(s);
+        if s.get_mut().write_all(b"220 ready\r\n").await.is_err() {
+            return;
+        }
+        let mut line = String::new();
+        while matches!(s.read_line(&mut line).await, Ok(n) if n > 0) {
+            let _ = s
+                .get_mut()
+                .write_all(format!("echo: {line}").as_bytes())
+                .await;
+            line.clear();
+        }
+    });
+    let proxy = TestProxy::start(
+        Proxy::builder()
+            .set(format!("mode=reverse:tcp://{target}"))
+            .addon(NextLayerLog(log.clone())),
+    )
+    .await;
+    let mut client = BufReader::new(TcpStream::connect(proxy.addr()).await.expect("connect"));
+    let mut greeting = String::new();
+    within("the greeting", client.read_line(&mut greeting))
+        .await
+        .expect("read");
+    assert_eq!(greeting, "220 ready\r\n");
+    echo(&mut client, "HELO client").await;
+    let order = log.lock().expect("log").clone();
+    assert_eq!(order, ["server accepted", "next_layer"]);
+    proxy.shutdown().await;
+}

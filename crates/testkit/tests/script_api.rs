@@ -380,3 +380,79 @@ async fn make_trailers_and_copy_as_in_mitmproxy() {
     );
     assert_eq!(ours.as_deref(), Some(theirs.as_str()));
 }
+
+const HEADERS: &str = r#"
+from mitmproxy import http
+
+def request(flow: http.HTTPFlow) -> None:
+    h = flow.request.headers
+    out = []
+    try:
+        h["x-missing"]
+    except KeyError as e:
+        out.append("keyerror:" + str(e.args[0]))
+    try:
+        del h["x-missing"]
+    except KeyError:
+        out.append("del-keyerror")
+    h["X-One"] = "1"
+    h["x-one"] = b"2"
+    h.add("x-two", "a")
+    h.add("X-Two", "b")
+    out.append(h["X-ONE"])
+    out.append(",".join(h.get_all("x-two")))
+    out.append(str("x-two" in h) + str(b"x-two" in h) + str("x-nope" in h))
+    out.append(str(h.get("x-nope")) + h.get("x-nope", "dflt"))
+    out.append(str(isinstance(h, http.Headers)) + str(len(h.fields) == len(h.items(multi=True))))
+    out.append(repr(h.get_all("x-one")))
+    c = h.copy()
+    c["x-copy"] = "only in the copy"
+    out.append(str("x-copy" in h))
+    del h["x-two"]
+    out.append(str(h.get("x-two")))
+    h.update({"x-upd": "u"})
+    flow.request.headers["x-report"] = "|".join(out)
+
+def response(flow: http.HTTPFlow) -> None:
+    kinds = type(flow).response is not None and type(flow.request).headers is not None
+    same = flow.response is flow.response and flow.response.headers is flow.response.headers
+    flow.response = None
+    gone = flow.response is None
+    flow.response = http.Response.make(202, b"made", {"x-made": "1"})
+    flow.response.headers = http.Headers(x_set="1")
+    flow.response.headers["x-attrs"] = f"{kinds} {same} {gone}"
+"#;
+
+/// The flow headers' native view answers as mitmproxy's `Headers` do: case-insensitive
+/// keys, `KeyError` for a missing key, str or bytes values, `in`, `get`, `get_all`, `add`,
+/// `del`, a copy that is its own, and the rest of the multidict API over the same headers.
+#[actix_rt::test]
+async fn flow_headers_behave_as_mitmproxys_headers() {
+    let (mut h, _dir) = harness("headers", HEADERS).await;
+    let f = h.request(tflow()).await;
+    let report = f.request.headers.get("x-report").map(str::to_owned);
+    assert_eq!(
+        report.as_deref(),
+        Some(
+            "keyerror:x-missing|del-keyerror|2|a,b|TrueTrueFalse|Nonedflt|TrueTrue|['2']|False|None"
+        ),
+        "logs: {:?}",
+        h.logs()
+    );
+    assert_eq!(f.request.headers.get("x-upd"), Some("u"));
+    assert_eq!(f.request.headers.get("x-one"), Some("2"));
+
+    // `flow.response` and `message.headers` (native descriptors): the same view on every
+    // read, `None` once removed, a made response adopted, headers replaced by assignment.
+    let f = h.response(tflow().with_response(tresp())).await;
+    let r = f.response.expect("the made response");
+    assert_eq!(r.status_code, 202);
+    assert_eq!(
+        r.headers.get("x-attrs"),
+        Some("True True True"),
+        "logs: {:?}",
+        h.logs()
+    );
+    assert_eq!(r.headers.get("x-set"), Some("1"));
+    assert_eq!(r.headers.get("x-made"), None);
+}

@@ -690,6 +690,12 @@ async fn ignore_connection_in_tls_clienthello_passes_the_connection_through() {
     proxy.shutdown().await;
 }
 
+/// The first event after a script gained an `async def` hook reaches the new version: the
+/// test waits until the file watcher has put the script on every hook's route (the change
+/// is noticed; the reload itself happens on the next event), then sends exactly one flow,
+/// which must run the new hook. Without the reload before `begin` asks whether the hook is
+/// `async def`, the old version's answer (not async) sends the flow down the plain path and
+/// the coroutine is never awaited: this flow would come back without the header.
 #[actix_rt::test]
 async fn a_hook_gained_on_reload_fires_without_a_restart() {
     let dir = TempDir::new("gained");
@@ -710,21 +716,26 @@ async fn a_hook_gained_on_reload_fires_without_a_restart() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     std::fs::write(
         &path,
-        "import asyncio\n\nasync def response(flow):\n    await asyncio.sleep(0)\n    flow.response.headers['x-gained'] = 'yes'\n\ndef client_connected(client):\n    client.error = 'gained too'\n",
+        "import asyncio, logging\n\ndef running():\n    logging.info('running v2')\n\nasync def response(flow):\n    await asyncio.sleep(0)\n    flow.response.headers['x-gained'] = 'yes'\n\ndef client_connected(client):\n    client.error = 'gained too'\n",
     )
     .expect("rewrite");
-    let mut got = None;
+    // The watcher noticed the change (it checks every quarter second): the script is on
+    // every route, not reloaded yet.
     for _ in 0..80 {
-        let f = h.response(tflow().with_response(tresp())).await;
-        got = f
-            .response
-            .and_then(|r| r.headers.get("x-gained").map(str::to_owned));
-        if got.is_some() {
+        if h.handles(HookKind::Response) {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert!(h.handles(HookKind::Response), "the change was not noticed");
+    assert!(!h.has_log("running v2"), "reloaded before any event");
+    // Exactly one flow: the reload happens for it, and its hook is the new one.
+    let f = h.response(tflow().with_response(tresp())).await;
+    let got = f
+        .response
+        .and_then(|r| r.headers.get("x-gained").map(str::to_owned));
     assert_eq!(got.as_deref(), Some("yes"), "logs: {:?}", h.logs());
+    assert!(h.has_log("running v2"), "logs: {:?}", h.logs());
     h.sync().await;
     assert!(h.handles(HookKind::ClientConnect));
     let c = h.client_connect(waylay_testkit::tclient()).await;
@@ -761,5 +772,71 @@ async fn parts_of_a_flow_a_script_kept_are_not_reused() {
         let r = f.response.expect("response");
         assert_eq!(r.headers.get("x-meta"), Some("None"));
         assert_eq!(r.headers.get("x-kept"), Some("{'k': 1}"));
+    }
+}
+
+const REASSIGNS_METADATA: &str = r#"
+import asyncio
+
+def request(flow):
+    flow.metadata = {"a": 1, "path": flow.request.path}
+
+async def responseheaders(flow):
+    await asyncio.sleep(0)
+    flow.metadata = {"b": 2}
+
+def response(flow):
+    flow.response.headers["x-seen"] = repr(sorted(flow.metadata.items()))
+    if flow.request.path == "/clear":
+        flow.metadata = {}
+"#;
+
+/// Copies what it finds in `flow.metadata` into a header: a Rust addon after the script.
+#[derive(Debug, Default)]
+struct ReadsMetadata;
+
+impl waylay_core::Addon for ReadsMetadata {
+    async fn request(&mut self, flow: &mut waylay_core::HttpFlow) {
+        let seen = serde_json::Value::Object(flow.metadata.clone()).to_string();
+        flow.request.headers.insert("x-rust-saw", seen);
+    }
+}
+
+/// `flow.metadata = {...}` (a new dict, not a mutation of the old one) is what later hooks of
+/// the script see, a plain or an `async def` one, and what Rust addons after it read, as in
+/// mitmproxy; assigning `{}` empties the flow's metadata.
+#[actix_rt::test]
+async fn a_reassigned_metadata_dict_reaches_later_hooks_and_rust_addons() {
+    let dir = TempDir::new("remeta");
+    let path = write(&dir, "remeta.py", REASSIGNS_METADATA);
+    let mut h = AddonHarness::script(&path).await;
+    h.add(ReadsMetadata).await;
+    for p in ["/keep", "/clear"] {
+        let mut f = tflow();
+        f.request.path = p.into();
+        let f = h.request(f).await;
+        assert_eq!(f.metadata.get("a"), Some(&serde_json::json!(1)));
+        assert_eq!(
+            f.request.headers.get("x-rust-saw"),
+            Some(format!(r#"{{"a":1,"path":"{p}"}}"#).as_str()),
+            "the Rust addon after the script reads the new dict"
+        );
+        let f = h.response_headers(f.with_response(tresp())).await;
+        assert_eq!(
+            f.metadata.get("b"),
+            Some(&serde_json::json!(2)),
+            "{:?} {:?}",
+            f.metadata,
+            h.logs()
+        );
+        assert_eq!(f.metadata.get("a"), None, "the old dict is gone");
+        let f = h.response(f).await;
+        let r = f.response.as_ref().expect("response");
+        assert_eq!(r.headers.get("x-seen"), Some("[('b', 2)]"), "{p}");
+        if p == "/clear" {
+            assert!(f.metadata.is_empty(), "{:?}", f.metadata);
+        } else {
+            assert_eq!(f.metadata.get("b"), Some(&serde_json::json!(2)));
+        }
     }
 }

@@ -18,9 +18,17 @@ use waylay_testkit::{
     within,
 };
 
-/// The origin's answer: a small JSON body, a cookie, and the path echoed in a header.
+/// The origin's answer: a small JSON body, a cookie, and the path echoed in a header
+/// (chunked, without `Content-Length`, for a path under `/chunked`).
 fn answer(path: &str) -> Vec<u8> {
     let body = format!("{{\"path\": \"{path}\", \"n\": 1}}");
+    if path.starts_with("/chunked") {
+        return format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+    }
     format!(
         "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Origin-Path: {path}\r\nSet-Cookie: s=1; Path=/\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
@@ -41,6 +49,7 @@ fn normalise_request(raw: &str) -> String {
         .map(str::to_ascii_lowercase)
         .filter(|l| !l.starts_with("connection:") && !l.starts_with("proxy-"))
         .collect();
+    let body = unchunk(&mut headers, body);
     headers.sort_by(|a, b| a.split(':').next().cmp(&b.split(':').next()));
     let mut out = vec![first];
     out.extend(headers);
@@ -59,8 +68,33 @@ fn normalise_response(raw: &str) -> String {
         .map(str::to_ascii_lowercase)
         .filter(|l| !l.starts_with("connection:") && !l.starts_with("date:"))
         .collect();
+    let body = unchunk(&mut headers, body);
     headers.sort();
     format!("{status}\n{}\n\n{body}", headers.join("\n"))
+}
+
+/// A chunked body as the bytes it carries, its `Transfer-Encoding: chunked` as the
+/// `Content-Length` it amounts to: framing is hop by hop, and waylay sends a buffered body
+/// with its length where mitmproxy keeps the chunks (both are the same message).
+fn unchunk(headers: &mut [String], body: &str) -> String {
+    let Some(at) = headers
+        .iter()
+        .position(|h| h.starts_with("transfer-encoding:") && h.ends_with("chunked"))
+    else {
+        return body.to_owned();
+    };
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || tail.len() < n {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = tail[n..].trim_start_matches("\r\n");
+    }
+    headers[at] = format!("content-length: {}", out.len());
+    out
 }
 
 fn write_script(dir: &TempDir, name: &str, src: &str) -> PathBuf {
@@ -147,7 +181,7 @@ struct Req {
 }
 
 fn raw(origin: SocketAddr, r: &Req) -> Vec<u8> {
-    let len = if r.body.is_empty() && r.method == "GET" {
+    let len = if (r.body.is_empty() && r.method == "GET") || r.extra.contains("Transfer-Encoding") {
         String::new()
     } else {
         format!("Content-Length: {}\r\n", r.body.len())
@@ -408,6 +442,68 @@ async fn forms_cookies_and_queries_match_mitmproxy() {
             extra: "Content-Type: application/x-www-form-urlencoded\r\nCookie: k=v; other=2\r\n",
             body: "x=1&y=h%C3%A9",
         }],
+    )
+    .await;
+}
+
+const CONTENT_LENGTH: &str = r#"
+from mitmproxy import http
+
+def request(flow: http.HTTPFlow) -> None:
+    r = flow.request
+    if r.path.startswith("/empty"):
+        r.content = b""
+    elif r.path.startswith("/post"):
+        r.text = "a longer body than before"
+    elif r.path.startswith("/chunked"):
+        r.text = "still chunked"
+    r.headers["x-req-cl"] = r.headers.get("content-length", "none")
+
+def response(flow: http.HTTPFlow) -> None:
+    resp = flow.response
+    if flow.request.path.endswith("/none"):
+        resp.content = b""
+    else:
+        resp.text = "new body for " + flow.request.path
+    resp.headers["x-resp-cl"] = resp.headers.get("content-length", "none")
+    resp.headers["x-resp-te"] = resp.headers.get("transfer-encoding", "none")
+"#;
+
+/// Setting `content`/`text` updates `Content-Length` as mitmproxy does: on a GET without a
+/// body (`b""` gives `Content-Length: 0`), on a POST, on a response; never on a chunked
+/// request or response, whose length the framing carries.
+#[actix_rt::test]
+async fn setting_content_updates_content_length_as_mitmproxy_does() {
+    compare(
+        "content_length",
+        CONTENT_LENGTH,
+        &[],
+        &[
+            Req {
+                method: "GET",
+                path: "/empty",
+                extra: "",
+                body: "",
+            },
+            Req {
+                method: "POST",
+                path: "/post",
+                extra: "Content-Type: text/plain\r\n",
+                body: "short",
+            },
+            Req {
+                method: "GET",
+                path: "/post/none",
+                extra: "",
+                body: "",
+            },
+            Req {
+                method: "POST",
+                path: "/chunked",
+                extra: "Content-Type: text/plain\r\nTransfer-Encoding: chunked\r\n",
+                body: "5\r\nhello\r\n0\r\n\r\n",
+            },
+        ],
     )
     .await;
 }

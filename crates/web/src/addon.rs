@@ -1,9 +1,12 @@
-//! The addon: records flows for the UI, intercepts what the `intercept` filter matches, and
+//! The addon: records flows for the UI, takes the intercept handle of every flow an earlier
+//! addon intercepted (the `intercept` filter and breakpoint rules are addons of
+//! `waylay-addons`: [`waylay_addons::Intercept`], [`waylay_addons::Breakpoints`]), and
 //! refuses requests sent through the proxy to the UI itself.
 
 use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
+use waylay_addons::BREAKPOINT_METADATA;
 use waylay_core::hooks::{Configure, Loader, LogEntry, LogLevel, ServerConnectionHookData};
 use waylay_core::{
     Addon, Flow, HookKind, HookSet, HttpFlow, OptionValue, OptionsError, Response, TcpFlow,
@@ -62,8 +65,14 @@ impl WebAddon {
         if self.shared.take_kill(flow.id) && !finished {
             flow.kill();
         }
-        let held = (may_intercept && !flow.killed() && self.shared.should_intercept(&*flow))
-            .then(|| flow.intercept());
+        if !finished && flow.live && flow.existing_kill_switch().is_none() {
+            self.shared.watch_kill(flow.id, flow.kill_switch());
+        }
+        let held = if may_intercept && !flow.killed() {
+            flow.intercept_state().handle()
+        } else {
+            None
+        };
         let mut copy = Box::new(flow.clone());
         if finished {
             // The layer clears `live` after the last hook; the UI's copy is final now.
@@ -72,12 +81,40 @@ impl WebAddon {
         self.shared.record(Flow::Http(copy), held, finished);
     }
 
+    /// Says in the event log that a breakpoint rule edited `flow` at `phase` (the
+    /// `breakpoints` addon leaves the rule in the flow's metadata).
+    fn rule_event(&self, flow: &HttpFlow, phase: &str) {
+        let Some(rule) = flow
+            .metadata
+            .get(BREAKPOINT_METADATA)
+            .and_then(|m| m.get(phase))
+            .and_then(Value::as_str)
+        else {
+            return;
+        };
+        let held = if flow.intercepted() { ", held" } else { "" };
+        self.shared.event(
+            "info",
+            format!(
+                "breakpoint rule {rule} applied to the {phase} of {} {}{held}",
+                flow.request.method,
+                flow.request.pretty_url()
+            ),
+        );
+    }
+
     fn record_tcp(&self, flow: &mut TcpFlow, may_intercept: bool, finished: bool) {
         if self.shared.take_kill(flow.id) && !finished {
             flow.kill();
         }
-        let held = (may_intercept && !flow.killed() && self.shared.should_intercept(&*flow))
-            .then(|| flow.intercept_state().intercept());
+        if !finished && flow.live && flow.existing_kill_switch().is_none() {
+            self.shared.watch_kill(flow.id, flow.kill_switch());
+        }
+        let held = if may_intercept && !flow.killed() {
+            flow.intercept_state().handle()
+        } else {
+            None
+        };
         let mut copy = Box::new(flow.clone());
         if finished {
             copy.live = false;
@@ -120,20 +157,14 @@ impl Addon for WebAddon {
     }
 
     async fn configure(&mut self, cfg: &mut Configure) -> Result<(), OptionsError> {
-        // mitmproxy's intercept addon: setting `intercept` turns `intercept_active` on (or
-        // off when cleared); `intercept_active` alone toggles it.
-        let expr = cfg.options.str("intercept").unwrap_or("").to_owned();
+        // Shown as the `intercept` addon applies it: setting `intercept` turns
+        // `intercept_active` on (or off when cleared); `intercept_active` alone toggles it.
+        let expr = cfg.options.str("intercept").unwrap_or("");
         let active = if cfg.updated.contains("intercept") {
             !expr.trim().is_empty()
         } else {
             cfg.options.bool("intercept_active")
         };
-        if cfg.updated.contains("intercept") || cfg.updated.contains("intercept_active") {
-            self.shared
-                .set_intercept(&expr, active)
-                .map_err(|e| OptionsError::rejected("intercept", e.to_string()))?;
-        }
-        let active = self.shared.intercept_active();
         let mut all = Map::new();
         for spec in cfg.options.specs() {
             let value = cfg.options.get(&spec.name).unwrap_or(&spec.default);
@@ -183,6 +214,7 @@ impl Addon for WebAddon {
     }
 
     async fn request(&mut self, flow: &mut HttpFlow) {
+        self.rule_event(flow, "request");
         let answered = flow.response.is_some();
         self.record_http(flow, !answered, answered && !flow.live);
     }
@@ -192,6 +224,7 @@ impl Addon for WebAddon {
         if self.shared.take_kill(flow.id) {
             flow.kill();
         }
+        self.rule_event(flow, "response");
         self.record_http(flow, true, true);
     }
 
@@ -201,16 +234,18 @@ impl Addon for WebAddon {
     }
 
     async fn websocket_start(&mut self, flow: &mut HttpFlow) {
+        // The upgrade's `response` recorded the exchange as finished (its switch forgotten):
+        // the relay that starts now is killable again.
+        self.shared.watch_kill(flow.id, flow.kill_switch());
         self.record_http(flow, false, false);
     }
 
     async fn websocket_message(&mut self, flow: &mut HttpFlow) {
         let n = flow.websocket.as_ref().map_or(0, |w| w.messages.len());
-        // A message the intercept filter matches is held (the relay waits for its release,
+        // A message an earlier addon intercepted is held (the relay waits for its release,
         // which may carry an edit of it); one to kill ends the connection. Both are always
         // recorded.
-        let due =
-            sample(n) || self.shared.should_intercept(&*flow) || self.shared.kill_pending(flow.id);
+        let due = sample(n) || flow.intercepted() || self.shared.kill_pending(flow.id);
         if due {
             self.record_http(flow, true, false);
         }
@@ -231,9 +266,9 @@ impl Addon for WebAddon {
     }
 
     async fn tcp_message(&mut self, flow: &mut TcpFlow) {
-        // A message the intercept filter matches, or one to kill, is always recorded.
+        // A message held (by the `intercept` addon), or one to kill, is always recorded.
         let due = sample(flow.messages.len())
-            || self.shared.should_intercept(&*flow)
+            || flow.intercept_state().is_intercepted()
             || self.shared.kill_pending(flow.id);
         if due {
             self.record_tcp(flow, true, false);

@@ -1,7 +1,7 @@
-//! The filter expressions of the search, highlight and intercept boxes: mitmproxy's
+//! The filter expressions of the search and highlight boxes: mitmproxy's
 //! flow-filter language from the core ([`waylay_core::Filter`]), matched on the UI's copies.
 
-use waylay_core::{Filter, FilterError, Flow, FlowRef};
+use waylay_core::{Filter, FilterError, Flow};
 
 /// A parsed filter.
 #[derive(Debug, Clone)]
@@ -14,11 +14,6 @@ impl WebFilter {
     /// Parses `expr`.
     pub(crate) fn parse(expr: &str) -> Result<Self, FilterParseError> {
         Filter::parse(expr).map(Self)
-    }
-
-    /// Whether the flow `flow` refers to matches.
-    pub(crate) fn matches_ref(&self, flow: FlowRef<'_>) -> bool {
-        self.0.matches(flow)
     }
 
     /// Whether `flow` matches.

@@ -1,63 +1,253 @@
 //! Flows as mitmweb's `flow_to_json` shapes them (field names kept so scripts written for
 //! mitmweb's API carry over), without bodies, plus waylay's `seq` (the list position).
 
+use std::fmt::Display;
+
+use serde::Serialize;
+use serde::ser::{SerializeSeq, SerializeTuple, Serializer};
 use serde_json::{Value, json};
-use waylay_core::flow::{Client, Message, Server};
+use waylay_core::flow::{Client, FlowError, Message, Server};
 use waylay_core::{Flow, Headers, HttpFlow, TcpFlow};
 
-fn headers(h: &Headers) -> Value {
-    Value::Array(
-        h.iter()
-            .map(|(k, v)| json!([k, String::from_utf8_lossy(v)]))
-            .collect(),
-    )
+// The JSON is written straight from the flow by these borrowing `Serialize` shapes (no
+// `serde_json::Value` tree in between): the browsers' updates serialise every flow, and
+// building a `Value` map per flow and then printing it cost about twice as much.
+
+/// A value written with its `Display` (ids, IP addresses).
+struct Text<T>(T);
+
+impl<T: Display> Serialize for Text<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
 }
 
-fn addr(a: std::net::SocketAddr) -> Value {
-    json!([a.ip().to_string(), a.port()])
+/// `[ip, port]`.
+struct Addr(std::net::SocketAddr);
+
+impl Serialize for Addr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut t = s.serialize_tuple(2)?;
+        t.serialize_element(&Text(self.0.ip()))?;
+        t.serialize_element(&self.0.port())?;
+        t.end()
+    }
 }
 
-fn client(c: &Client) -> Value {
+/// `[[name, value], ...]`, values as (lossy) UTF-8.
+struct HeadersJson<'a>(&'a Headers);
+
+impl Serialize for HeadersJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(None)?;
+        for (k, v) in self.0.iter() {
+            seq.serialize_element(&(k, String::from_utf8_lossy(v)))?;
+        }
+        seq.end()
+    }
+}
+
+#[derive(Serialize)]
+struct ClientJson<'a> {
+    id: Text<&'a waylay_core::flow::ConnectionId>,
+    peername: Addr,
+    sockname: Addr,
+    tls_established: bool,
+    sni: Option<&'a str>,
+    cipher: Option<&'a str>,
+    alpn: Option<&'a str>,
+    tls_version: Option<&'a str>,
+    timestamp_start: f64,
+    timestamp_tls_setup: Option<f64>,
+    timestamp_end: Option<f64>,
+}
+
+fn client(c: &Client) -> ClientJson<'_> {
     let tls = c.tls.as_ref();
-    json!({
-        "id": c.id.to_string(),
-        "peername": addr(c.peername),
-        "sockname": addr(c.sockname),
-        "tls_established": c.tls_established(),
-        "sni": c.sni(),
-        "cipher": tls.and_then(|t| t.cipher.clone()),
-        "alpn": tls.and_then(|t| t.alpn.clone()),
-        "tls_version": tls.and_then(|t| t.version.clone()),
-        "timestamp_start": c.timestamp_start,
-        "timestamp_tls_setup": c.timestamp_tls_setup,
-        "timestamp_end": c.timestamp_end,
-    })
+    ClientJson {
+        id: Text(&c.id),
+        peername: Addr(c.peername),
+        sockname: Addr(c.sockname),
+        tls_established: c.tls_established(),
+        sni: c.sni(),
+        cipher: tls.and_then(|t| t.cipher.as_deref()),
+        alpn: tls.and_then(|t| t.alpn.as_deref()),
+        tls_version: tls.and_then(|t| t.version.as_deref()),
+        timestamp_start: c.timestamp_start,
+        timestamp_tls_setup: c.timestamp_tls_setup,
+        timestamp_end: c.timestamp_end,
+    }
 }
 
-fn server(s: &Server) -> Value {
+#[derive(Serialize)]
+struct ServerJson<'a> {
+    id: Text<&'a waylay_core::flow::ConnectionId>,
+    peername: Option<Addr>,
+    sockname: Option<Addr>,
+    address: (&'a str, u16),
+    tls_established: bool,
+    sni: Option<&'a str>,
+    cipher: Option<&'a str>,
+    alpn: Option<&'a str>,
+    tls_version: Option<&'a str>,
+    timestamp_start: Option<f64>,
+    timestamp_tcp_setup: Option<f64>,
+    timestamp_tls_setup: Option<f64>,
+    timestamp_end: Option<f64>,
+}
+
+fn server(s: &Server) -> ServerJson<'_> {
     let tls = s.tls_info.as_ref();
-    json!({
-        "id": s.id.to_string(),
-        "peername": s.peername.map(addr),
-        "sockname": s.sockname.map(addr),
-        "address": [s.address.host, s.address.port],
-        "tls_established": s.tls && s.timestamp_tls_setup.is_some(),
-        "sni": s.sni,
-        "cipher": tls.and_then(|t| t.cipher.clone()),
-        "alpn": tls.and_then(|t| t.alpn.clone()),
-        "tls_version": tls.and_then(|t| t.version.clone()),
-        "timestamp_start": s.timestamp_start,
-        "timestamp_tcp_setup": s.timestamp_tcp_setup,
-        "timestamp_tls_setup": s.timestamp_tls_setup,
-        "timestamp_end": s.timestamp_end,
-    })
+    ServerJson {
+        id: Text(&s.id),
+        peername: s.peername.map(Addr),
+        sockname: s.sockname.map(Addr),
+        address: (&s.address.host, s.address.port),
+        tls_established: s.tls && s.timestamp_tls_setup.is_some(),
+        sni: s.sni.as_deref(),
+        cipher: tls.and_then(|t| t.cipher.as_deref()),
+        alpn: tls.and_then(|t| t.alpn.as_deref()),
+        tls_version: tls.and_then(|t| t.version.as_deref()),
+        timestamp_start: s.timestamp_start,
+        timestamp_tcp_setup: s.timestamp_tcp_setup,
+        timestamp_tls_setup: s.timestamp_tls_setup,
+        timestamp_end: s.timestamp_end,
+    }
+}
+
+/// `contentHash`: waylay gives the length, not a digest (cheap, and enough for the page to
+/// tell two bodies apart when their sizes differ).
+struct LenHash(usize);
+
+impl Serialize for LenHash {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("len-{}", self.0))
+    }
 }
 
 /// Body facts of a message: `contentLength` (`None` when not held: streamed or not read).
 /// `len` overrides the length when the body was dropped from memory but is known.
-fn content_meta(m: &Message, len: Option<usize>) -> (Value, Value) {
-    let n = m.raw_content.as_ref().map(|b| b.len()).or(len);
-    (json!(n), json!(n.map(|n| format!("len-{n}"))))
+fn content_len(m: &Message, len: Option<usize>) -> Option<usize> {
+    m.raw_content.as_ref().map(|b| b.len()).or(len)
+}
+
+#[derive(Serialize)]
+struct ErrorJson<'a> {
+    msg: &'a str,
+    timestamp: f64,
+}
+
+fn error(e: &FlowError) -> ErrorJson<'_> {
+    ErrorJson {
+        msg: &e.msg,
+        timestamp: e.timestamp,
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MessagesMeta {
+    content_length: usize,
+    count: usize,
+    #[serde(rename = "timestamp_last")]
+    timestamp_last: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct RequestJson<'a> {
+    method: &'a str,
+    scheme: &'a str,
+    host: &'a str,
+    port: u16,
+    path: &'a str,
+    http_version: &'static str,
+    headers: HeadersJson<'a>,
+    trailers: Option<HeadersJson<'a>>,
+    #[serde(rename = "contentLength")]
+    content_length: Option<usize>,
+    #[serde(rename = "contentHash")]
+    content_hash: Option<LenHash>,
+    timestamp_start: f64,
+    timestamp_end: Option<f64>,
+    pretty_host: String,
+}
+
+#[derive(Serialize)]
+struct ResponseJson<'a> {
+    http_version: &'static str,
+    status_code: u16,
+    reason: &'a str,
+    headers: HeadersJson<'a>,
+    trailers: Option<HeadersJson<'a>>,
+    #[serde(rename = "contentLength")]
+    content_length: Option<usize>,
+    #[serde(rename = "contentHash")]
+    content_hash: Option<LenHash>,
+    timestamp_start: f64,
+    timestamp_end: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct WebSocketJson<'a> {
+    messages_meta: MessagesMeta,
+    closed_by_client: Option<bool>,
+    close_code: Option<u16>,
+    close_reason: &'a str,
+    timestamp_end: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct HttpJson<'a> {
+    id: Text<waylay_core::FlowId>,
+    seq: u64,
+    #[serde(rename = "type")]
+    ty: &'static str,
+    intercepted: bool,
+    is_replay: Option<&'a str>,
+    modified: bool,
+    marked: &'a str,
+    comment: &'a str,
+    /// The breakpoint rules that edited it (waylay's own field).
+    breakpoint_rule: Option<&'a serde_json::Value>,
+    timestamp_created: f64,
+    live: bool,
+    client_conn: ClientJson<'a>,
+    server_conn: Option<ServerJson<'a>>,
+    request: RequestJson<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ErrorJson<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response: Option<ResponseJson<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    websocket: Option<WebSocketJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct TcpJson<'a> {
+    id: Text<waylay_core::FlowId>,
+    seq: u64,
+    #[serde(rename = "type")]
+    ty: &'static str,
+    intercepted: bool,
+    is_replay: Option<&'a str>,
+    modified: bool,
+    marked: &'a str,
+    comment: &'a str,
+    timestamp_created: f64,
+    live: bool,
+    client_conn: ClientJson<'a>,
+    server_conn: Option<ServerJson<'a>>,
+    messages_meta: MessagesMeta,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ErrorJson<'a>>,
+}
+
+/// A flow's list and detail JSON, ready to serialise.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum FlowJson<'a> {
+    Http(Box<HttpJson<'a>>),
+    Tcp(Box<TcpJson<'a>>),
 }
 
 /// The list and detail JSON of a flow. `lens` are the body lengths when the flow held in
@@ -69,9 +259,32 @@ pub(crate) fn flow_json(
     modified: bool,
     lens: BodyLens,
 ) -> Value {
+    serde_json::to_value(flow_shape(flow, seq, intercepted, modified, lens)).unwrap_or(Value::Null)
+}
+
+/// The same JSON as [`flow_json`], written straight into `out`.
+pub(crate) fn write_flow_json(
+    out: &mut Vec<u8>,
+    flow: &Flow,
+    seq: u64,
+    intercepted: bool,
+    modified: bool,
+    lens: BodyLens,
+) {
+    // Writing into a `Vec` fails only if serialising does, and these shapes cannot fail.
+    let _ = serde_json::to_writer(out, &flow_shape(flow, seq, intercepted, modified, lens));
+}
+
+fn flow_shape(
+    flow: &Flow,
+    seq: u64,
+    intercepted: bool,
+    modified: bool,
+    lens: BodyLens,
+) -> FlowJson<'_> {
     match flow {
-        Flow::Http(f) => http_json(f, seq, intercepted, modified, lens),
-        Flow::Tcp(f) => tcp_json(f, seq, intercepted, modified),
+        Flow::Http(f) => FlowJson::Http(Box::new(http_json(f, seq, intercepted, modified, lens))),
+        Flow::Tcp(f) => FlowJson::Tcp(Box::new(tcp_json(f, seq, intercepted, modified))),
     }
 }
 
@@ -82,95 +295,94 @@ pub(crate) struct BodyLens {
     pub(crate) response: Option<usize>,
 }
 
-fn http_json(f: &HttpFlow, seq: u64, intercepted: bool, modified: bool, lens: BodyLens) -> Value {
+fn http_json(
+    f: &HttpFlow,
+    seq: u64,
+    intercepted: bool,
+    modified: bool,
+    lens: BodyLens,
+) -> HttpJson<'_> {
     let q = &f.request;
-    let (ql, qh) = content_meta(q, lens.request);
-    let mut v = json!({
-        "id": f.id.to_string(),
-        "seq": seq,
-        "type": "http",
-        "intercepted": intercepted,
-        "is_replay": f.is_replay,
-        "modified": modified,
-        "marked": f.marked,
-        "comment": f.comment,
-        "timestamp_created": f.timestamp_created,
-        "live": f.live,
-        "client_conn": client(&f.client),
-        "server_conn": f.server.as_deref().map(server),
-        "request": {
-            "method": q.method,
-            "scheme": q.scheme,
-            "host": q.host,
-            "port": q.port,
-            "path": q.path,
-            "http_version": q.http_version.as_str(),
-            "headers": headers(&q.headers),
-            "trailers": q.trailers.as_ref().map(headers),
-            "contentLength": ql,
-            "contentHash": qh,
-            "timestamp_start": q.timestamp_start,
-            "timestamp_end": q.timestamp_end,
-            "pretty_host": q.pretty_host(),
+    let ql = content_len(q, lens.request);
+    HttpJson {
+        id: Text(f.id),
+        seq,
+        ty: "http",
+        intercepted,
+        is_replay: f.is_replay.as_deref(),
+        modified,
+        marked: &f.marked,
+        comment: &f.comment,
+        breakpoint_rule: f.metadata.get(waylay_addons::BREAKPOINT_METADATA),
+        timestamp_created: f.timestamp_created,
+        live: f.live,
+        client_conn: client(&f.client),
+        server_conn: f.server.as_deref().map(server),
+        request: RequestJson {
+            method: &q.method,
+            scheme: &q.scheme,
+            host: &q.host,
+            port: q.port,
+            path: &q.path,
+            http_version: q.http_version.as_str(),
+            headers: HeadersJson(&q.headers),
+            trailers: q.trailers.as_ref().map(HeadersJson),
+            content_length: ql,
+            content_hash: ql.map(LenHash),
+            timestamp_start: q.timestamp_start,
+            timestamp_end: q.timestamp_end,
+            pretty_host: q.pretty_host(),
         },
-    });
-    if let Some(e) = &f.error {
-        v["error"] = json!({"msg": e.msg, "timestamp": e.timestamp});
-    }
-    if let Some(s) = &f.response {
-        let (sl, sh) = content_meta(s, lens.response);
-        v["response"] = json!({
-            "http_version": s.http_version.as_str(),
-            "status_code": s.status_code,
-            "reason": s.reason,
-            "headers": headers(&s.headers),
-            "trailers": s.trailers.as_ref().map(headers),
-            "contentLength": sl,
-            "contentHash": sh,
-            "timestamp_start": s.timestamp_start,
-            "timestamp_end": s.timestamp_end,
-        });
-    }
-    if let Some(ws) = &f.websocket {
-        v["websocket"] = json!({
-            "messages_meta": {
-                "contentLength": ws.messages.iter().map(|m| m.content.len()).sum::<usize>(),
-                "count": ws.messages.len(),
-                "timestamp_last": ws.messages.last().map(|m| m.timestamp),
+        error: f.error.as_ref().map(error),
+        response: f.response.as_ref().map(|s| {
+            let sl = content_len(s, lens.response);
+            ResponseJson {
+                http_version: s.http_version.as_str(),
+                status_code: s.status_code,
+                reason: &s.reason,
+                headers: HeadersJson(&s.headers),
+                trailers: s.trailers.as_ref().map(HeadersJson),
+                content_length: sl,
+                content_hash: sl.map(LenHash),
+                timestamp_start: s.timestamp_start,
+                timestamp_end: s.timestamp_end,
+            }
+        }),
+        websocket: f.websocket.as_ref().map(|ws| WebSocketJson {
+            messages_meta: MessagesMeta {
+                content_length: ws.messages.iter().map(|m| m.content.len()).sum(),
+                count: ws.messages.len(),
+                timestamp_last: ws.messages.last().map(|m| m.timestamp),
             },
-            "closed_by_client": ws.closed_by_client,
-            "close_code": ws.close_code,
-            "close_reason": ws.close_reason,
-            "timestamp_end": ws.timestamp_end,
-        });
+            closed_by_client: ws.closed_by_client,
+            close_code: ws.close_code,
+            close_reason: &ws.close_reason,
+            timestamp_end: ws.timestamp_end,
+        }),
     }
-    v
 }
 
-fn tcp_json(f: &TcpFlow, seq: u64, intercepted: bool, modified: bool) -> Value {
-    let mut v = json!({
-        "id": f.id.to_string(),
-        "seq": seq,
-        "type": "tcp",
-        "intercepted": intercepted,
-        "is_replay": null,
-        "modified": modified,
-        "marked": f.marked,
-        "comment": f.comment,
-        "timestamp_created": f.timestamp_created,
-        "live": f.live,
-        "client_conn": client(&f.client),
-        "server_conn": f.server.as_deref().map(server),
-        "messages_meta": {
-            "contentLength": f.messages.iter().map(|m| m.content.len()).sum::<usize>(),
-            "count": f.messages.len(),
-            "timestamp_last": f.messages.last().map(|m| m.timestamp),
+fn tcp_json(f: &TcpFlow, seq: u64, intercepted: bool, modified: bool) -> TcpJson<'_> {
+    TcpJson {
+        id: Text(f.id),
+        seq,
+        ty: "tcp",
+        intercepted,
+        is_replay: None,
+        modified,
+        marked: &f.marked,
+        comment: &f.comment,
+        timestamp_created: f.timestamp_created,
+        live: f.live,
+        client_conn: client(&f.client),
+        server_conn: f.server.as_deref().map(server),
+        messages_meta: MessagesMeta {
+            content_length: f.messages.iter().map(|m| m.content.len()).sum(),
+            count: f.messages.len(),
+            timestamp_last: f.messages.last().map(|m| m.timestamp),
         },
-    });
-    if let Some(e) = &f.error {
-        v["error"] = json!({"msg": e.msg, "timestamp": e.timestamp});
+        error: f.error.as_ref().map(error),
     }
-    v
 }
 
 /// The messages of a WebSocket or TCP flow, as mitmweb's `messages/content/<view>.json`.

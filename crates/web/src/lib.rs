@@ -1,7 +1,10 @@
 //! # waylay-web
 //!
 //! The web UI of waylay (`waylay web`, the mitmweb of the project): an addon that records
-//! flows and intercepts what the `intercept` filter matches, and an HTTP/WebSocket server
+//! flows and takes the intercept handle of every flow an earlier addon held (the `intercept`
+//! filter and the `breakpoints` rules are addons of `waylay-addons`, which
+//! `waylay::Proxy::builder()` registers; register them before this one in a bare
+//! `waylay_layers` proxy), and an HTTP/WebSocket server
 //! (hyper and tokio-tungstenite, on a thread of its own) serving mitmweb's REST paths and
 //! an embedded Preact page.
 //!

@@ -548,14 +548,19 @@ fn set_body(f: &mut Flow, part: &str, b: Bytes) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Replaces the content of a WebSocket flow's last message (the one an intercepted flow
-/// holds), keeping its kind; text that is not UTF-8 is refused.
+/// Replaces the content of the last message of a WebSocket or TCP flow (the one an
+/// intercepted flow holds); a WebSocket message keeps its kind, and text that is not UTF-8
+/// is refused.
 fn set_last_message(f: &mut Flow, b: Bytes) -> Result<(), ApiError> {
-    let Flow::Http(f) = f else {
-        return Err(ApiError(
-            400,
-            "only WebSocket messages can be edited (not TCP messages)".into(),
-        ));
+    let f = match f {
+        Flow::Tcp(t) => {
+            let Some(m) = t.messages.last_mut() else {
+                return Err(ApiError(400, "the flow has no TCP message".into()));
+            };
+            m.content = b;
+            return Ok(());
+        }
+        Flow::Http(f) => f,
     };
     let Some(m) = f.websocket.as_mut().and_then(|w| w.messages.last_mut()) else {
         return Err(ApiError(400, "the flow has no WebSocket message".into()));
@@ -764,6 +769,21 @@ async fn put_options(shared: &Shared, v: &Value) -> Result<Resp, Resp> {
             // As mitmproxy: setting the filter turns interception on, clearing it off.
             if !obj.contains_key("intercept_active") {
                 specs.push(format!("intercept_active={}", !expr.trim().is_empty()));
+            }
+        }
+        if k == waylay_addons::BREAKPOINTS_OPTION
+            && let Some(rules) = val.as_array()
+        {
+            // Checked here for the position of the error (the addon refuses it too).
+            for (i, rule) in rules.iter().enumerate() {
+                if let Some(Err(e)) = rule.as_str().map(waylay_addons::check_breakpoint_rule) {
+                    return Err(respond(
+                        400,
+                        "application/json",
+                        json!({"error": {"option": k, "index": i, "message": e.message, "position": e.position}})
+                            .to_string(),
+                    ));
+                }
             }
         }
         match val {

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -16,8 +16,7 @@ use waylay_core::{Flow, ManagerHandle};
 
 use crate::auth::Auth;
 use crate::config::WebConfig;
-use crate::filter::{FilterParseError, WebFilter};
-use crate::json::{BodyLens, flow_json};
+use crate::json::{BodyLens, flow_json, write_flow_json};
 use crate::store::{Store, StoreError, split_bodies};
 
 /// A flow's two bodies (request, response), shared.
@@ -72,6 +71,18 @@ impl Snapshot {
         )
     }
 
+    /// The same JSON as [`Snapshot::json`], written straight into `out`.
+    pub(crate) fn write_json(&self, out: &mut Vec<u8>) {
+        write_flow_json(
+            out,
+            &self.flow,
+            self.seq,
+            self.intercepted,
+            self.modified,
+            self.lens,
+        );
+    }
+
     /// Body bytes held.
     fn body_bytes(&self) -> usize {
         self.bodies
@@ -111,6 +122,9 @@ impl Snapshot {
 pub(crate) struct Update {
     pub(crate) n: u64,
     pub(crate) change: Change,
+    /// The flow's JSON for an added or updated flow, written by the first browser
+    /// connection that sends it and shared by the others.
+    pub(crate) flow_json: std::sync::OnceLock<Box<[u8]>>,
 }
 
 #[derive(Debug)]
@@ -142,11 +156,11 @@ struct Inner {
     backups: HashMap<FlowId, Arc<Flow>>,
     events: VecDeque<Value>,
     next_event: u64,
-    /// The `intercept` filter, and whether it applies (`intercept_active`).
-    intercept: Option<(String, WebFilter)>,
-    intercept_active: bool,
     /// Live flows the UI asked to kill that were not intercepted: killed at their next hook.
     kill_next: std::collections::HashSet<FlowId>,
+    /// The kill switches of live flows: tripped by a kill, they stop a flow between hooks
+    /// (a streamed body, a WebSocket or TCP relay) at once.
+    switches: HashMap<FlowId, waylay_core::flow::KillSwitch>,
     drops_reported: (u64, u64),
     last_drop_report: Option<Instant>,
 }
@@ -180,6 +194,9 @@ pub(crate) struct Shared {
     pub(crate) replaying: Mutex<std::collections::HashSet<SocketAddr>>,
     /// The proxy's addon manager, once attached: options are set through it.
     pub(crate) manager: std::sync::OnceLock<ManagerHandle>,
+    /// How many kills wait in `Inner::kill_next`: every hook looks for a pending kill, and
+    /// almost always there is none, so it reads this instead of taking the lock.
+    pending_kills: AtomicUsize,
 }
 
 const MAX_EVENTS: usize = 1000;
@@ -201,6 +218,7 @@ impl Shared {
             options: Mutex::new(json!({})),
             replaying: Mutex::default(),
             manager: std::sync::OnceLock::new(),
+            pending_kills: AtomicUsize::new(0),
         }
     }
 
@@ -211,7 +229,15 @@ impl Shared {
     fn publish(&self, inner: &mut Inner, change: Change) {
         inner.n += 1;
         // No receiver is not an error: nobody has the page open.
-        let _ = self.updates.send(Arc::new(Update { n: inner.n, change }));
+        // Nobody listening: nothing to build.
+        if self.updates.receiver_count() == 0 {
+            return;
+        }
+        let _ = self.updates.send(Arc::new(Update {
+            n: inner.n,
+            change,
+            flow_json: std::sync::OnceLock::new(),
+        }));
     }
 
     /// The number of the last change (for a snapshot taken now).
@@ -238,52 +264,29 @@ impl Shared {
         crate::replay::expand_home(o["confdir"]["value"].as_str().unwrap_or("~/.waylay"))
     }
 
-    /// Whether the `intercept` filter is active and matches `flow` (never a replay, as in
-    /// mitmproxy).
-    pub(crate) fn should_intercept<'a>(&self, flow: impl Into<waylay_core::FlowRef<'a>>) -> bool {
-        let flow = flow.into();
-        if let waylay_core::FlowRef::Http(f) = flow
-            && f.is_replay.is_some()
-        {
-            return false;
-        }
-        let inner = self.lock();
-        inner.intercept_active
-            && inner
-                .intercept
-                .as_ref()
-                .is_some_and(|(_, f)| f.matches_ref(flow))
-    }
-
-    /// Sets the intercept filter (empty: none) and whether it applies; the addon calls it
-    /// from `configure`.
-    pub(crate) fn set_intercept(&self, expr: &str, active: bool) -> Result<(), FilterParseError> {
-        let f = if expr.trim().is_empty() {
-            None
-        } else {
-            Some((expr.to_owned(), WebFilter::parse(expr)?))
-        };
-        let mut inner = self.lock();
-        inner.intercept = f;
-        inner.intercept_active = active;
-        Ok(())
-    }
-
-    /// Whether the intercept filter applies now.
-    pub(crate) fn intercept_active(&self) -> bool {
-        self.lock().intercept_active
-    }
-
     /// Whether the UI asked to kill flow `id` (kept until [`Shared::take_kill`]).
     pub(crate) fn kill_pending(&self, id: FlowId) -> bool {
-        let inner = self.lock();
-        !inner.kill_next.is_empty() && inner.kill_next.contains(&id)
+        if self.pending_kills.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        self.lock().kill_next.contains(&id)
     }
 
     /// Whether the UI asked to kill flow `id` (then forgotten: it is killed now).
     pub(crate) fn take_kill(&self, id: FlowId) -> bool {
+        if self.pending_kills.load(Ordering::Acquire) == 0 {
+            return false;
+        }
         let mut inner = self.lock();
-        !inner.kill_next.is_empty() && inner.kill_next.remove(&id)
+        let taken = inner.kill_next.remove(&id);
+        self.pending_kills
+            .store(inner.kill_next.len(), Ordering::Release);
+        taken
+    }
+
+    /// Keeps the kill switch of live flow `id` until the flow is recorded finished.
+    pub(crate) fn watch_kill(&self, id: FlowId, switch: waylay_core::flow::KillSwitch) {
+        self.lock().switches.insert(id, switch);
     }
 
     /// Records the current state of a flow seen by the addon; `held` when it was
@@ -320,6 +323,9 @@ impl Shared {
         let mut snap = Snapshot::new(0, flow, intercepted, false);
         let bytes = snap.body_bytes();
         let mut inner = self.lock();
+        if finished && !inner.switches.is_empty() {
+            inner.switches.remove(&id);
+        }
         let change = match inner.index.get(&id).copied() {
             Some(seq) => {
                 let Some(e) = find(&mut inner.ring, seq) else {
@@ -623,7 +629,20 @@ impl Shared {
         if kill {
             handle.kill();
         } else if e.snap.modified {
-            if let Flow::Http(edited) = e.snap.full_flow() {
+            if let Flow::Tcp(edited) = e.snap.full_flow() {
+                // Held at a TCP message: only that (the last) message can have been edited.
+                handle.resume_with::<waylay_core::flow::TcpEdit>(Box::new(
+                    move |f: &mut waylay_core::TcpFlow| {
+                        f.marked = edited.marked;
+                        f.comment = edited.comment;
+                        if let (Some(m), Some(last)) =
+                            (edited.messages.last(), f.messages.last_mut())
+                        {
+                            last.content = m.content.clone();
+                        }
+                    },
+                ));
+            } else if let Flow::Http(edited) = e.snap.full_flow() {
                 handle.resume_with::<waylay_core::flow::HttpEdit>(Box::new(
                     move |f: &mut waylay_core::HttpFlow| {
                         f.marked = edited.marked;
@@ -656,8 +675,8 @@ impl Shared {
     }
 
     /// Kills flow `id`: at once when it is intercepted; when it is live but not
-    /// intercepted, at its next hook (the response, the next message: as in mitmproxy, a
-    /// flow between two hooks cannot be stopped sooner from an addon).
+    /// intercepted, at once too while it waits for its server, streams a response body or
+    /// relays WebSocket or TCP messages (its kill switch), else at its next hook.
     pub(crate) fn kill(&self, id: &str) -> Result<Snapshot, ApiError> {
         match self.release(id, true) {
             Err(ApiError(409, _)) => {}
@@ -674,7 +693,15 @@ impl Shared {
                 format!("flow {id} is finished: nothing to kill"),
             ));
         }
-        self.lock().kill_next.insert(snap.flow.id());
+        let mut inner = self.lock();
+        inner.kill_next.insert(snap.flow.id());
+        self.pending_kills
+            .store(inner.kill_next.len(), Ordering::Release);
+        // Between hooks (streaming, relaying): the layer closes both sides at once.
+        if let Some(s) = inner.switches.get(&snap.flow.id()) {
+            s.kill();
+        }
+        drop(inner);
         Ok(snap)
     }
 

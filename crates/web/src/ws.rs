@@ -11,7 +11,7 @@ use http::{HeaderValue, StatusCode, header};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::TryRecvError;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -106,53 +106,83 @@ fn frame(batch: &[Pending], filters: &HashMap<String, WebFilter>) -> String {
             }
         }
     }
-    let mut out = Vec::with_capacity(batch.len());
+    let mut out = Vec::with_capacity(1024 * batch.len().min(1024));
+    out.push(b'[');
     for (i, p) in batch.iter().enumerate() {
+        let at = out.len();
         match p {
-            Pending::Reply(v) => out.push(v.clone()),
-            Pending::Change(u) => {
-                let id = match &u.change {
-                    Change::Add(s) | Change::Update(s) => Some(s.flow.id()),
-                    _ => None,
-                };
-                match id {
-                    Some(id) if last.get(&id) != Some(&i) => {}
-                    Some(id) => out.push(message(u, filters, added.contains(&id))),
-                    None => out.push(message(u, filters, false)),
+            Pending::Reply(v) => write_value(&mut out, v),
+            Pending::Change(u) => match &u.change {
+                Change::Add(s) | Change::Update(s) => {
+                    let id = s.flow.id();
+                    if last.get(&id) == Some(&i) {
+                        let add = matches!(u.change, Change::Add(_)) || added.contains(&id);
+                        write_flow(&mut out, u, s, filters, add);
+                    }
                 }
-            }
+                _ => write_value(&mut out, &message(u)),
+            },
+        }
+        if out.len() > at && at > 1 {
+            out.insert(at, b',');
         }
     }
-    Value::Array(out).to_string()
+    out.push(b']');
+    // serde_json writes UTF-8 only.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
-fn message(u: &Update, filters: &HashMap<String, WebFilter>, as_add: bool) -> Value {
+fn write_value(out: &mut Vec<u8>, v: &Value) {
+    // Writing into a `Vec` cannot fail.
+    let _ = serde_json::to_writer(out, v);
+}
+
+/// `{"type": "flows/add" or "flows/update", "payload": {"flow": ..., "matching_filters":
+/// ...}, "seq": n}`, the flow's JSON written once per update and shared by every browser.
+fn write_flow(
+    out: &mut Vec<u8>,
+    u: &Update,
+    s: &Snapshot,
+    filters: &HashMap<String, WebFilter>,
+    add: bool,
+) {
+    let flow = u.flow_json.get_or_init(|| {
+        let mut v = Vec::with_capacity(1024);
+        s.write_json(&mut v);
+        v.into_boxed_slice()
+    });
+    let ty: &[u8] = if add {
+        b"{\"type\":\"flows/add\",\"payload\":{\"flow\":"
+    } else {
+        b"{\"type\":\"flows/update\",\"payload\":{\"flow\":"
+    };
+    out.extend_from_slice(ty);
+    out.extend_from_slice(flow);
+    out.extend_from_slice(b",\"matching_filters\":");
+    write_value(out, &matching(filters, s));
+    out.extend_from_slice(b"},\"seq\":");
+    out.extend_from_slice(u.n.to_string().as_bytes());
+    out.push(b'}');
+}
+
+/// A change that is not a flow's state, as its message.
+fn message(u: &Update) -> Value {
     let (ty, payload) = match &u.change {
-        Change::Update(s) if as_add => (
-            "flows/add",
-            json!({"flow": s.json(), "matching_filters": matching(filters, s)}),
-        ),
-        Change::Add(s) => (
-            "flows/add",
-            json!({"flow": s.json(), "matching_filters": matching(filters, s)}),
-        ),
-        Change::Update(s) => (
-            "flows/update",
-            json!({"flow": s.json(), "matching_filters": matching(filters, s)}),
-        ),
         Change::Remove(id) => ("flows/remove", json!(id.to_string())),
         Change::Reset => ("flows/reset", Value::Null),
         Change::Event(e) => ("events/add", e.clone()),
         Change::Options(o) => ("options/update", o.clone()),
+        // Written by `write_flow`.
+        Change::Add(_) | Change::Update(_) => ("flows/update", Value::Null),
     };
     json!({"type": ty, "payload": payload, "seq": u.n})
 }
 
 async fn serve<S>(ws: WebSocketStream<S>, shared: Arc<Shared>)
 where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut tx, mut rx) = ws.split();
+    let (mut tx, rx) = ws.split();
     let mut updates = shared.updates.subscribe();
     let max = shared.config.client_queue.max(1);
     let mut batch: Vec<Pending> = Vec::new();
@@ -164,40 +194,72 @@ where
     if tx.send(Message::text(hello.to_string())).await.is_err() {
         return;
     }
-    loop {
+    // The browser's messages are read by a task of their own: polling the socket in the
+    // loop below would try a read (and clear tungstenite's read buffer) at every wake-up.
+    let (said, mut heard) = tokio::sync::mpsc::channel::<String>(16);
+    let reader = tokio::spawn(read_client(rx, said));
+    // Changes are taken from the queue once per batch, not as each arrives: the proxy's
+    // threads then wake this one ten times a second, not twice per request.
+    'serve: loop {
         tokio::select! {
-            u = updates.recv() => match u {
-                Ok(u) => {
-                    batch.push(Pending::Change(u));
-                    if batch.len() >= max {
-                        // Behind by a whole queue: start over rather than buffer more.
-                        batch.clear();
-                        updates = updates.resubscribe();
-                        batch.push(Pending::Reply(json!({"type": "flows/reset", "payload": {"reason": "too far behind"}, "seq": shared.seq_now()})));
-                    }
-                }
-                Err(RecvError::Lagged(n)) => {
-                    tracing::debug!("web UI: a browser fell {n} updates behind; it gets a reset");
-                    batch.clear();
-                    batch.push(Pending::Reply(json!({"type": "flows/reset", "payload": {"reason": "too far behind", "missed": n}, "seq": shared.seq_now()})));
-                }
-                Err(RecvError::Closed) => break,
-            },
-            m = rx.next() => match m {
-                Some(Ok(Message::Text(t))) => {
-                    if let Some(reply) = client_message(&shared, &mut filters, t.as_str()) {
+            m = heard.recv() => match m {
+                Some(t) => {
+                    if let Some(reply) = client_message(&shared, &mut filters, &t) {
                         batch.push(Pending::Reply(reply));
                     }
                 }
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-                Some(Ok(_)) => {}
+                None => break,
             },
-            _ = tick.tick(), if !batch.is_empty() => {
-                let text = frame(&std::mem::take(&mut batch), &filters);
-                if tx.send(Message::text(text)).await.is_err() {
+            _ = tick.tick() => {
+                loop {
+                    match updates.try_recv() {
+                        Ok(u) => {
+                            batch.push(Pending::Change(u));
+                            if batch.len() >= max {
+                                // Behind by a whole queue: start over rather than buffer more.
+                                batch.clear();
+                                updates = updates.resubscribe();
+                                batch.push(Pending::Reply(json!({"type": "flows/reset", "payload": {"reason": "too far behind"}, "seq": shared.seq_now()})));
+                                break;
+                            }
+                        }
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Lagged(n)) => {
+                            tracing::debug!("web UI: a browser fell {n} updates behind; it gets a reset");
+                            batch.clear();
+                            batch.push(Pending::Reply(json!({"type": "flows/reset", "payload": {"reason": "too far behind", "missed": n}, "seq": shared.seq_now()})));
+                        }
+                        Err(TryRecvError::Closed) => break 'serve,
+                    }
+                }
+                if !batch.is_empty() {
+                    let text = frame(&std::mem::take(&mut batch), &filters);
+                    if tx.send(Message::text(text)).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    reader.abort();
+}
+
+/// Hands the browser's text messages to [`serve`]; ends when the socket does.
+async fn read_client<S>(
+    mut rx: futures::stream::SplitStream<WebSocketStream<S>>,
+    said: tokio::sync::mpsc::Sender<String>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    while let Some(m) = rx.next().await {
+        match m {
+            Ok(Message::Text(t)) => {
+                if said.send(t.as_str().to_owned()).await.is_err() {
                     break;
                 }
             }
+            Ok(Message::Close(_)) | Err(_) => break,
+            Ok(_) => {}
         }
     }
 }

@@ -90,9 +90,17 @@ fn config() -> WebConfig {
     }
 }
 
+/// The proxy with the addons `waylay::Proxy::builder()` gives a custom proxy for
+/// interception: breakpoint rules, then the intercept filter (the web addon goes last).
+fn builder() -> waylay_layers::ProxyBuilder {
+    Proxy::builder()
+        .addon_with(waylay_addons::Breakpoints::from_options)
+        .addon_with(waylay_addons::Intercept::from_options)
+}
+
 async fn start(cfg: WebConfig) -> (TestProxy, WebHandle) {
     let (addon, ui) = WebUi::bind(cfg).expect("web UI binds");
-    let proxy = TestProxy::start(Proxy::builder().addon(addon)).await;
+    let proxy = TestProxy::start(builder().addon(addon)).await;
     ui.attach(proxy.running().manager().clone());
     (proxy, ui)
 }
@@ -745,6 +753,12 @@ async fn updates_are_numbered_and_filters_answer_with_errors_positions() {
     let adds: Vec<&Value> = seen.iter().filter(|m| m["type"] == "flows/add").collect();
     assert_eq!(adds.len(), 1);
     assert_eq!(adds[0]["payload"]["flow"]["request"]["path"], "/live");
+    // The update's JSON (written straight into the frame) is the REST API's.
+    let sent = &adds[0]["payload"]["flow"];
+    let id = sent["id"].as_str().unwrap();
+    let rest = call(ui.addr(), "GET", &format!("/flows/{id}"), &[BEARER], "").await;
+    assert_eq!(&rest.json(), sent);
+    assert!(sent["response"]["headers"].is_array(), "{sent}");
     let ns: Vec<u64> = seen.iter().filter_map(|m| m["seq"].as_u64()).collect();
     assert!(ns.windows(2).all(|w| w[0] < w[1]), "{ns:?}");
 
@@ -893,7 +907,7 @@ async fn replay_sends_the_request_again_through_the_proxy_http_and_https() {
     let (tls_origin, ca_file) = https_origin(&dir).await;
     let (addon, ui) = WebUi::bind(config()).expect("web UI binds");
     let proxy = TestProxy::start(
-        Proxy::builder()
+        builder()
             .set(format!(
                 "ssl_verify_upstream_trusted_ca={}",
                 ca_file.display()
@@ -1280,12 +1294,13 @@ async fn a_live_flow_that_is_not_intercepted_can_be_killed() {
     )
     .await;
     assert_eq!(a.status, 200, "{}", a.body);
-    go.send(()).unwrap();
+    // Dropped at once, while the server still holds its answer back.
     let answer = within("the killed client", client).await.unwrap();
     assert!(
         !answer.contains("late"),
         "the client got the answer: {answer}"
     );
+    let _ = go.send(());
     let flows = flows_until(ui.addr(), |v| v[0]["error"].is_object()).await;
     assert_eq!(flows[0]["error"]["msg"], "Connection killed.");
     assert_eq!(flows[0]["live"], false);
@@ -1305,8 +1320,8 @@ async fn a_live_flow_that_is_not_intercepted_can_be_killed() {
     flows_until(ui.addr(), |v| v.len() == 2 && v[1]["live"] == true).await;
     let a = call(ui.addr(), "POST", "/flows/kill", &[BEARER], "").await;
     assert_eq!(a.json()["count"], 1, "{}", a.body);
-    go.send(()).unwrap();
     let answer = within("the second killed client", client).await.unwrap();
+    let _ = go.send(());
     assert!(
         !answer.contains("late"),
         "the client got the answer: {answer}"
@@ -1413,12 +1428,7 @@ async fn the_intercept_option_set_at_start_holds_matching_flows_and_tcp_messages
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use waylay_testkit::{connect_tunnel, tcp_line_origin};
     let (addon, ui) = WebUi::bind(config()).expect("web UI binds");
-    let proxy = TestProxy::start(
-        Proxy::builder()
-            .set("intercept=~tcp | ~u /hold")
-            .addon(addon),
-    )
-    .await;
+    let proxy = TestProxy::start(builder().set("intercept=~tcp | ~u /hold").addon(addon)).await;
     ui.attach(proxy.running().manager().clone());
     let opts = call(ui.addr(), "GET", "/options", &[BEARER], "")
         .await
@@ -1622,4 +1632,382 @@ async fn intercepted_websocket_messages_are_edited_resumed_and_killed() {
         .to_owned();
     let a = post(ui, &format!("/flows/{plain_id}/messages/content.data"), "x").await;
     assert_eq!(a.status, 400, "{}", a.body);
+}
+
+/// Answers `/status...` with a 200 the breakpoint rule turns into a 418; everything else ok.
+fn rule_answer(_: &str) -> Vec<u8> {
+    b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\norigin".to_vec()
+}
+
+#[actix_rt::test]
+async fn breakpoint_rules_edit_flows_and_resume_or_hold_them() {
+    let (proxy, ui) = start(config()).await;
+    let (origin, seen) = scripted_origin(rule_answer).await;
+    let put = |body: Value| {
+        let uia = ui.addr();
+        async move { call(uia, "PUT", "/options", &[BEARER], &body.to_string()).await }
+    };
+    // A rule that does not parse is refused with its index and the position in it.
+    let a =
+        put(json!({"breakpoints": ["|~q|request|resume", "|~q|request|resume|status:404"]})).await;
+    assert_eq!(a.status, 400, "{}", a.body);
+    let e = &a.json()["error"];
+    assert_eq!(e["index"], 1);
+    assert_eq!(e["position"], 19);
+    assert!(
+        e["message"].as_str().unwrap().contains("response phase"),
+        "{e}"
+    );
+    let a = put(json!({"breakpoints": [
+        "|~u /edit|request|resume|header:X-Rule=applied|remove-header:X-Drop",
+        "|~u /status|response|resume|status:418|header:X-Answer=rule|body:teapot",
+        "#|~u /free|request|resume|header:X-Disabled=1",
+        "|~u /hold|request|hold|header:X-Held=yes",
+    ]}))
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let p = proxy.addr();
+
+    // A request-phase edit reaches the origin with no resume.
+    let req = format!(
+        "GET http://{origin}/edit HTTP/1.1\r\nHost: {origin}\r\nX-Drop: secret\r\nConnection: close\r\n\r\n"
+    );
+    let answer = within("the edited request", raw_request(p, req.as_bytes())).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let got = seen
+        .lock()
+        .unwrap()
+        .last()
+        .cloned()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(got.contains("x-rule: applied"), "{got}");
+    assert!(!got.contains("x-drop"), "{got}");
+
+    // A response-phase rule sets the status the client sees.
+    let answer = within(
+        "the edited response",
+        proxy_get(p, &format!("http://{origin}/status")),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 418"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("x-answer: rule"),
+        "{answer}"
+    );
+    assert!(answer.ends_with("teapot"), "{answer}");
+
+    // A flow no enabled rule matches is untouched.
+    let answer = within(
+        "the free request",
+        proxy_get(p, &format!("http://{origin}/free")),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("origin"), "{answer}");
+    let got = seen
+        .lock()
+        .unwrap()
+        .last()
+        .cloned()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(got.starts_with("get /free"), "{got}");
+    assert!(
+        !got.contains("x-disabled") && !got.contains("x-rule"),
+        "{got}"
+    );
+
+    // The flows say which rule edited them, and the event log says it happened.
+    let flows = flows_until(ui.addr(), |v| {
+        v.len() == 3 && v.iter().all(|f| f["live"] == false)
+    })
+    .await;
+    let by_path = |p: &str| {
+        flows
+            .iter()
+            .find(|f| f["request"]["path"] == p)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        by_path("/edit")["breakpoint_rule"]["request"],
+        "|~u /edit|request|resume|header:X-Rule=applied|remove-header:X-Drop"
+    );
+    assert_eq!(by_path("/status")["response"]["status_code"], 418);
+    assert!(by_path("/status")["breakpoint_rule"]["response"].is_string());
+    assert!(by_path("/free")["breakpoint_rule"].is_null());
+    let events = call(ui.addr(), "GET", "/events", &[BEARER], "")
+        .await
+        .json();
+    let lines: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .filter(|m| m.starts_with("breakpoint rule"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines[0].contains("request of GET") && lines[0].contains("/edit"),
+        "{lines:?}"
+    );
+
+    // A hold rule edits, then holds the flow until it is resumed.
+    let before = seen.lock().unwrap().len();
+    let client = actix::spawn(async move { proxy_get(p, &format!("http://{origin}/hold")).await });
+    let flows = flows_until(ui.addr(), |v| {
+        v.iter()
+            .any(|f| f["intercepted"] == true && f["request"]["path"] == "/hold")
+    })
+    .await;
+    let held = flows
+        .iter()
+        .find(|f| f["request"]["path"] == "/hold")
+        .unwrap();
+    assert!(
+        held["request"]["headers"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(["X-Held", "yes"])),
+        "{held}"
+    );
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        before,
+        "the origin saw nothing yet"
+    );
+    let id = held["id"].as_str().unwrap();
+    let a = post(ui.addr(), &format!("/flows/{id}/resume"), "").await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let answer = within("the held client", client).await.unwrap();
+    assert!(answer.ends_with("origin"), "{answer}");
+    let got = seen
+        .lock()
+        .unwrap()
+        .last()
+        .cloned()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(got.contains("x-held: yes"), "{got}");
+
+    // Disabling every rule (the UI's toggle) leaves flows alone again.
+    let a = put(json!({"breakpoints": ["#|~u /edit|request|resume|header:X-Rule=applied"]})).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    within(
+        "a request after",
+        proxy_get(p, &format!("http://{origin}/edit")),
+    )
+    .await;
+    let got = seen
+        .lock()
+        .unwrap()
+        .last()
+        .cloned()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(!got.contains("x-rule"), "{got}");
+}
+
+/// Waits for a held TCP flow with `count` messages; its id.
+async fn held_tcp(ui: SocketAddr, count: u64) -> String {
+    let flows = flows_until(ui, |v| {
+        v.iter().any(|f| {
+            f["type"] == "tcp" && f["intercepted"] == true && f["messages_meta"]["count"] == count
+        })
+    })
+    .await;
+    flows.iter().find(|f| f["type"] == "tcp").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[actix_rt::test]
+async fn held_tcp_messages_are_edited_before_they_reach_the_peer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use waylay_testkit::{connect_tunnel, tcp_line_origin};
+    let (proxy, ui) = start(config()).await;
+    let ui = ui.addr();
+    let a = call(
+        ui,
+        "PUT",
+        "/options",
+        &[BEARER],
+        &json!({"intercept": "~tcp"}).to_string(),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let tcp = tcp_line_origin().await;
+    let mut s = connect_tunnel(proxy.addr(), &tcp.addr.to_string())
+        .await
+        .unwrap();
+    s.write_all(b"ping\n").await.unwrap();
+    // The client's message, held: edited, then resumed; the origin echoes the edit.
+    let id = held_tcp(ui, 1).await;
+    let a = post(ui, &format!("/flows/{id}/messages/content.data"), "pong\n").await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let a = post(ui, &format!("/flows/{id}/resume"), "").await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    // The server's answer, held too: edited on its way to the client.
+    let id = held_tcp(ui, 2).await;
+    let msgs = call(
+        ui,
+        "GET",
+        &format!("/flows/{id}/messages/content/auto.json"),
+        &[BEARER],
+        "",
+    )
+    .await
+    .json();
+    assert_eq!(msgs[0]["text"], "pong\n", "{msgs}");
+    assert_eq!(
+        msgs[1]["text"], "echo: pong\n",
+        "the origin got the edit: {msgs}"
+    );
+    let a = post(
+        ui,
+        &format!("/flows/{id}/messages/content.data"),
+        "edited answer\n",
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let a = post(ui, &format!("/flows/{id}/resume"), "").await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let mut buf = vec![0u8; 14];
+    within("the edited answer", s.read_exact(&mut buf))
+        .await
+        .unwrap();
+    assert_eq!(buf, b"edited answer\n");
+    // A flow that is not held cannot be edited.
+    let a = post(ui, &format!("/flows/{id}/messages/content.data"), "late\n").await;
+    assert_eq!(a.status, 409, "{}", a.body);
+}
+
+/// An origin answering with a 16 MiB body of which it sends 2 MiB, then waits; tells when
+/// the proxy closed its side (its read ends).
+async fn stalled_origin() -> (SocketAddr, tokio::sync::oneshot::Receiver<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (closed, on_close) = tokio::sync::oneshot::channel();
+    actix::spawn(async move {
+        let Ok((mut s, _)) = l.accept().await else {
+            return;
+        };
+        let mut buf = vec![0u8; 4096];
+        let mut head = Vec::new();
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                return;
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 16777216\r\n\r\n")
+            .await;
+        let _ = s.write_all(&vec![b'x'; 2 << 20]).await;
+        // Nothing more: only the proxy closing its side ends this read.
+        let _ = s.read(&mut buf).await;
+        let _ = closed.send(());
+    });
+    (addr, on_close)
+}
+
+/// The id of the one flow `pick` matches, once it is listed live.
+async fn live_flow(ui: SocketAddr, pick: impl Fn(&Value) -> bool) -> String {
+    let flows = flows_until(ui, |v| v.iter().any(|f| pick(f) && f["live"] == true)).await;
+    flows.iter().find(|f| pick(f)).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Waits until flow `id` is finished with the error "killed".
+async fn killed_flow(ui: SocketAddr, id: &str) {
+    flows_until(ui, |v| {
+        v.iter().any(|f| {
+            f["id"] == id && f["live"] == false && f["error"]["msg"] == "Connection killed."
+        })
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn kill_stops_a_streaming_response_and_live_websocket_and_tcp_relays_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use waylay_testkit::{WsOrigin, connect_tunnel, tcp_line_origin, ws_next, ws_through_proxy};
+    let (proxy, ui) = start(config()).await;
+    let ui = ui.addr();
+
+    // A response body streamed (larger than stream_large_bodies) that stalls midway: the
+    // kill closes the client's and the server's connections without waiting for more.
+    let (origin, origin_closed) = stalled_origin().await;
+    let mut c = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    c.write_all(format!("GET http://{origin}/big HTTP/1.1\r\nHost: {origin}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    while got < (3 << 20) / 2 {
+        let n = within("the streamed start", c.read(&mut buf))
+            .await
+            .unwrap();
+        assert!(n > 0, "the body stopped after {got} bytes");
+        got += n;
+    }
+    let id = live_flow(ui, |f| f["request"]["path"] == "/big").await;
+    let a = post(ui, &format!("/flows/{id}/kill"), "").await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    loop {
+        let n = within("the client's connection closes", c.read(&mut buf))
+            .await
+            .unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    assert!(got < 16 << 20, "the whole body arrived");
+    within("the server's connection closes", origin_closed)
+        .await
+        .unwrap();
+    killed_flow(ui, &id).await;
+
+    // A live WebSocket, between messages.
+    let ws_origin = WsOrigin::start().await;
+    let (mut ws, _) = ws_through_proxy(proxy.addr(), ws_origin.addr, "/live", &[])
+        .await
+        .unwrap();
+    ws.send(Message::text("hello")).await.unwrap();
+    assert!(matches!(ws_next(&mut ws).await, Some(Ok(_))));
+    let id = live_flow(ui, |f| f["request"]["path"] == "/live").await;
+    let a = post(ui, &format!("/flows/{id}/kill"), "").await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    loop {
+        match ws_next(&mut ws).await {
+            None | Some(Err(_)) => break,
+            Some(Ok(Message::Close(_))) => {}
+            Some(Ok(m)) => panic!("a message after the kill: {m:?}"),
+        }
+    }
+    killed_flow(ui, &id).await;
+
+    // A live TCP relay, between messages.
+    let tcp = tcp_line_origin().await;
+    let mut s = connect_tunnel(proxy.addr(), &tcp.addr.to_string())
+        .await
+        .unwrap();
+    s.write_all(b"ping\n").await.unwrap();
+    let mut echo = vec![0u8; 11];
+    within("the echo", s.read_exact(&mut echo)).await.unwrap();
+    let id = live_flow(ui, |f| f["type"] == "tcp").await;
+    let a = post(ui, &format!("/flows/{id}/kill"), "").await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let n = within("the tunnel closes", s.read(&mut buf))
+        .await
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    killed_flow(ui, &id).await;
 }

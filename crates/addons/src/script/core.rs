@@ -209,7 +209,7 @@ impl Core {
 
     /// Side 0/1: the request's/response's headers; 2/3: their trailers (made, empty, when
     /// absent: the shim only asks for them once they exist or are being set).
-    fn hdrs(&mut self, side: u8) -> PyResult<&mut Headers> {
+    pub(super) fn hdrs(&mut self, side: u8) -> PyResult<&mut Headers> {
         if side < 2 {
             return Ok(&mut self.msg(side)?.headers);
         }
@@ -334,7 +334,7 @@ impl Core {
 
     /// Whether the flow has a response (`flow.response`, read on most response hooks: a
     /// method of its own rather than a name matched in `fget`).
-    fn has_response(&mut self) -> PyResult<bool> {
+    pub(super) fn has_response(&mut self) -> PyResult<bool> {
         Ok(self.http()?.response.is_some())
     }
 

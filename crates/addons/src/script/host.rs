@@ -61,6 +61,9 @@ fn install(py: Python<'_>) -> PyResult<()> {
     let native = PyModule::new(py, "_waylay")?;
     native.add_class::<Core>()?;
     native.add_class::<super::core::PyFilter>()?;
+    native.add_class::<super::headers::HeadersView>()?;
+    native.add_class::<super::attrs::HeadersAttr>()?;
+    native.add_class::<super::attrs::ResponseAttr>()?;
     native.add_class::<super::Waker>()?;
     native.add_function(wrap_pyfunction!(log, &native)?)?;
     native.add_function(wrap_pyfunction!(super::control::set_options, &native)?)?;

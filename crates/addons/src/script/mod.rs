@@ -24,9 +24,11 @@
 //! the reload on: the file watcher puts the script on every script hook's route until the
 //! reload declares the exact set ([`ManagerHandle::declare_hooks`]).
 
+mod attrs;
 mod conn;
 mod control;
 mod core;
+mod headers;
 mod host;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -192,6 +194,15 @@ struct FlowEntry {
     obj: Py<PyAny>,
     core: Py<Core>,
     meta: Py<PyDict>,
+}
+
+impl FlowEntry {
+    /// Follows a `flow.metadata` the script reassigned during a detached hook.
+    fn refresh_meta(&mut self) {
+        Python::attach(|py| {
+            follow_metadata(self.obj.bind(py), &mut self.meta);
+        });
+    }
 }
 
 /// A mitmproxy addon script as a waylay addon.
@@ -415,7 +426,7 @@ impl ScriptAddon {
                     None => new_http_entry(py, flow),
                 },
             };
-            let entry = match entry {
+            let mut entry = match entry {
                 Ok(e) => e,
                 Err(e) => {
                     tracing::error!(target: "script", script = %name, "{e}");
@@ -429,7 +440,7 @@ impl ScriptAddon {
                     hook_error(name, kind, &host::traceback(py, &e));
                 }
             }
-            sync_metadata(py, &entry.core, &entry.meta);
+            sync_metadata(py, obj, &entry.core, &mut entry.meta);
             entry.core.borrow_mut(py).swap_http(flow, false);
             if keep {
                 lock(table).remember(flow.id, entry);
@@ -535,7 +546,7 @@ async fn run_http(
         Some(e) => Ok(e),
         None => Python::attach(|py| new_http_entry(py, flow)),
     };
-    let entry = match entry {
+    let mut entry = match entry {
         Ok(e) => e,
         Err(e) => {
             tracing::error!(target: "script", script = %name, "{e}");
@@ -545,6 +556,7 @@ async fn run_http(
     let guard = Attached::http(&entry, flow);
     run_calls(&name, kind, &entry.obj, &calls).await;
     guard.detach();
+    entry.refresh_meta();
     if keep {
         lock(&table).remember(id, entry);
     }
@@ -565,7 +577,7 @@ async fn run_tcp(
         Some(e) => Ok(e),
         None => Python::attach(|py| new_tcp_entry(py, flow)),
     };
-    let entry = match entry {
+    let mut entry = match entry {
         Ok(e) => e,
         Err(e) => {
             tracing::error!(target: "script", script = %name, "{e}");
@@ -575,6 +587,7 @@ async fn run_tcp(
     let guard = Attached::tcp(&entry, flow);
     run_calls(&name, kind, &entry.obj, &calls).await;
     guard.detach();
+    entry.refresh_meta();
     if keep {
         lock(&table).remember(id, entry);
     }
@@ -650,8 +663,8 @@ fn host_methods(loaded: &Loaded, kind: HookKind) -> Calls {
 struct Attached<'a>(Option<Swapped<'a>>);
 
 enum Swapped<'a> {
-    Http(&'a mut HttpFlow, Py<Core>, Py<PyDict>),
-    Tcp(&'a mut TcpFlow, Py<Core>, Py<PyDict>),
+    Http(&'a mut HttpFlow, Py<Core>, Py<PyAny>, Py<PyDict>),
+    Tcp(&'a mut TcpFlow, Py<Core>, Py<PyAny>, Py<PyDict>),
 }
 
 impl<'a> Attached<'a> {
@@ -661,6 +674,7 @@ impl<'a> Attached<'a> {
             Self(Some(Swapped::Http(
                 flow,
                 entry.core.clone_ref(py),
+                entry.obj.clone_ref(py),
                 entry.meta.clone_ref(py),
             )))
         })
@@ -672,6 +686,7 @@ impl<'a> Attached<'a> {
             Self(Some(Swapped::Tcp(
                 flow,
                 entry.core.clone_ref(py),
+                entry.obj.clone_ref(py),
                 entry.meta.clone_ref(py),
             )))
         })
@@ -684,12 +699,12 @@ impl<'a> Attached<'a> {
     fn release(&mut self) {
         let Some(this) = self.0.take() else { return };
         Python::attach(|py| match this {
-            Swapped::Http(flow, core, meta) => {
-                sync_metadata(py, &core, &meta);
+            Swapped::Http(flow, core, obj, mut meta) => {
+                sync_metadata(py, obj.bind(py), &core, &mut meta);
                 core.borrow_mut(py).swap_http(flow, false);
             }
-            Swapped::Tcp(flow, core, meta) => {
-                sync_metadata(py, &core, &meta);
+            Swapped::Tcp(flow, core, obj, mut meta) => {
+                sync_metadata(py, obj.bind(py), &core, &mut meta);
                 core.borrow_mut(py).swap_tcp(flow, false);
             }
         });
@@ -809,10 +824,35 @@ fn reuse(py: Python<'_>, pool: &mut Vec<FlowEntry>, flow: &HttpFlow) -> Option<F
     Some(e)
 }
 
-/// Copies a non-empty `flow.metadata` dict into the flow (as JSON values) for other addons.
-fn sync_metadata(py: Python<'_>, core: &Py<Core>, meta: &Py<PyDict>) {
+/// The dict `flow.metadata` holds now, if the script replaced the one `meta` is (a script
+/// may reassign `flow.metadata = {...}`, as mitmproxy allows); `meta` then becomes it.
+fn follow_metadata(obj: &Bound<'_, PyAny>, meta: &mut Py<PyDict>) -> bool {
+    let py = obj.py();
+    let Ok(now) = obj.getattr(pyo3::intern!(py, "metadata")) else {
+        return false;
+    };
+    if now.is(meta.bind(py)) {
+        return false;
+    }
+    match now.cast_into::<PyDict>() {
+        Ok(d) => {
+            *meta = d.unbind();
+            true
+        }
+        Err(_) => {
+            tracing::warn!(target: "script", "flow.metadata is not a dict; the last dict is kept");
+            false
+        }
+    }
+}
+
+/// Copies `flow.metadata` into the flow (as JSON values) for other addons: a non-empty
+/// dict, or whatever dict the script assigned in place of the old one (an empty one
+/// included).
+fn sync_metadata(py: Python<'_>, obj: &Bound<'_, PyAny>, core: &Py<Core>, meta: &mut Py<PyDict>) {
+    let replaced = follow_metadata(obj, meta);
     let meta = meta.bind(py);
-    if meta.is_empty() {
+    if meta.is_empty() && !replaced {
         return;
     }
     let json = host::fns(py)

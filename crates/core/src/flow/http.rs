@@ -380,6 +380,9 @@ pub struct HttpFlow {
     pub timestamp_created: f64,
     #[serde(skip)]
     intercept: Intercept,
+    /// Made on demand ([`Self::kill_switch`]); the layer watches it between hooks.
+    #[serde(skip)]
+    kill_switch: Option<super::KillSwitch>,
 }
 
 impl PartialEq for HttpFlow {
@@ -418,6 +421,7 @@ impl HttpFlow {
             is_replay: None,
             timestamp_created: now(),
             intercept: Intercept::default(),
+            kill_switch: None,
         }
     }
 
@@ -459,6 +463,19 @@ impl HttpFlow {
             edit(self);
         }
         released
+    }
+
+    /// The flow's [`KillSwitch`](super::KillSwitch), made now if it has none: trip it at
+    /// any time to kill the flow while it streams or relays (not only in a hook).
+    pub fn kill_switch(&mut self) -> super::KillSwitch {
+        self.kill_switch
+            .get_or_insert_with(super::KillSwitch::new)
+            .clone()
+    }
+
+    /// The kill switch, if someone asked for one (for the layer serving the flow).
+    pub fn existing_kill_switch(&self) -> Option<super::KillSwitch> {
+        self.kill_switch.clone()
     }
 
     /// The intercept state, for layers that wait on it.

@@ -115,9 +115,11 @@ impl Message {
         }
     }
 
-    /// Sets the body from decoded bytes, encoding it with the message's `Content-Encoding`,
-    /// and keeps `Content-Length` true (an unknown encoding is dropped from the headers so
-    /// the message stays consistent).
+    /// Sets the body from decoded bytes, encoding it with the message's `Content-Encoding`
+    /// (an unknown encoding is dropped from the headers so the message stays consistent),
+    /// and sets `Content-Length` to the encoded length as mitmproxy does: always, an empty
+    /// body included, unless the message has a `Transfer-Encoding` (whatever its value),
+    /// where the length is implied by the framing.
     pub fn set_content(&mut self, content: impl Into<Bytes>) {
         let content = content.into();
         let raw = match self.content_encoding().map(str::to_owned) {
@@ -130,7 +132,11 @@ impl Message {
                 }
             },
         };
-        self.set_raw_content(raw);
+        if !self.headers.contains("transfer-encoding") {
+            self.headers.insert("content-length", raw.len().to_string());
+        }
+        self.raw_content = Some(raw);
+        self.stream = false;
     }
 
     /// Sets the on-the-wire body as is and fixes `Content-Length` (unless the message is

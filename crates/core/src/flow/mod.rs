@@ -7,6 +7,7 @@ mod headers;
 mod http;
 mod inject;
 mod intercept;
+mod kill;
 mod message;
 mod stored;
 mod tcp;
@@ -23,9 +24,10 @@ pub use headers::Headers;
 pub use http::{HttpEdit, HttpFlow, Request, Response, reason_phrase, split_host_port};
 pub use inject::{INJECT_QUEUE, InjectError, InjectQueues, Injector};
 pub use intercept::{Intercept, InterceptHandle, Release};
+pub use kill::KillSwitch;
 pub use message::{BodyError, HttpVersion, Message};
 pub use stored::{BodyStore, StoredBody};
-pub use tcp::{TcpFlow, TcpInjector, TcpMessage};
+pub use tcp::{TcpEdit, TcpFlow, TcpInjector, TcpMessage};
 pub use websocket::{WebSocketData, WebSocketInjector, WebSocketMessage, WebSocketMessageKind};
 
 /// Free-form data addons attach to a flow (serialised with it).

@@ -36,6 +36,11 @@ impl TcpMessage {
 /// Sends bytes into a live TCP connection at any time: `inject(to_client, bytes)`.
 pub type TcpInjector = super::Injector<Bytes>;
 
+/// An edit applied to an intercepted TCP flow when it is resumed
+/// ([`InterceptHandle::resume_with`](super::InterceptHandle::resume_with)), by the relay
+/// holding the flow (the web UI replaces the held message's content with one).
+pub type TcpEdit = Box<dyn FnOnce(&mut TcpFlow) + Send>;
+
 /// A raw TCP conversation.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TcpFlow {
@@ -75,6 +80,9 @@ pub struct TcpFlow {
     injector: Option<TcpInjector>,
     #[serde(skip)]
     intercept: Intercept,
+    /// Made on demand ([`Self::kill_switch`]); the layer watches it between hooks.
+    #[serde(skip)]
+    kill_switch: Option<super::KillSwitch>,
 }
 
 impl PartialEq for TcpFlow {
@@ -109,6 +117,7 @@ impl TcpFlow {
             pending: Vec::new(),
             injector: None,
             intercept: Intercept::default(),
+            kill_switch: None,
         }
     }
 
@@ -146,6 +155,31 @@ impl TcpFlow {
     /// Gives the flow its connection's injector (done by the layer serving it).
     pub fn set_injector(&mut self, injector: TcpInjector) {
         self.injector = Some(injector);
+    }
+
+    /// Waits while the flow is intercepted, then applies the [`TcpEdit`] it was resumed
+    /// with, if any. Returns at once when the flow is not intercepted.
+    pub async fn wait_released(&mut self) -> super::Release {
+        let released = self.intercept.wait().await;
+        if released == super::Release::Resumed
+            && let Some(edit) = self.intercept.take_edit::<TcpEdit>()
+        {
+            edit(self);
+        }
+        released
+    }
+
+    /// The flow's [`KillSwitch`](super::KillSwitch), made now if it has none: trip it at
+    /// any time to kill the flow while it streams or relays (not only in a hook).
+    pub fn kill_switch(&mut self) -> super::KillSwitch {
+        self.kill_switch
+            .get_or_insert_with(super::KillSwitch::new)
+            .clone()
+    }
+
+    /// The kill switch, if someone asked for one (for the layer serving the flow).
+    pub fn existing_kill_switch(&self) -> Option<super::KillSwitch> {
+        self.kill_switch.clone()
     }
 
     /// The intercept state, for layers that wait on it.

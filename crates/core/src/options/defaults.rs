@@ -81,8 +81,9 @@ pub fn core_options() -> Vec<OptionSpec> {
         o("readfile_filter", None, "Filter which flows are read from file."),
         b("store_streamed_bodies", false, "Store HTTP request and response bodies when streamed (see stream_large_bodies). waylay keeps them in temporary files, not in memory, and flow files (-w) include them."),
         // Common bundled addons.
-        o("intercept", None, "Intercept filter expression: matching flows wait until resumed or killed in the web UI (`waylay web`; setting it turns intercept_active on)."),
+        o("intercept", None, "Intercept filter expression: matching flows wait until resumed or killed (in the web UI, `waylay web`, or by an addon holding their intercept handle); setting it turns intercept_active on."),
         b("intercept_active", false, "Intercept toggle (set by setting intercept, as in mitmproxy)."),
+        q("breakpoints", "Breakpoint rules \"[#]SEP filter SEP phase SEP action [SEP edit]...\": phase request or response, action resume or hold, edits header:Name=value, remove-header:Name, body:text, status:CODE, method:M, url:URL; a leading # disables a rule (waylay's own: mitmproxy has none)."),
         b("block_global", true, "Block connections from public IP addresses."),
         b("block_private", false, "Block connections from local (private) IP addresses."),
     ]

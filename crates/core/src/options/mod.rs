@@ -106,6 +106,9 @@ impl OptionsError {
 struct Entry {
     spec: OptionSpec,
     value: OptionValue,
+    /// Given a value by [`Options::set`] (a flag, `--set`, the config file), even one equal
+    /// to the default.
+    given: bool,
 }
 
 /// The option registry and current values.
@@ -155,14 +158,27 @@ impl Options {
             return Ok(());
         }
         let value = spec.default.clone();
-        self.entries
-            .insert(spec.name.clone(), Entry { spec, value });
+        self.entries.insert(
+            spec.name.clone(),
+            Entry {
+                spec,
+                value,
+                given: false,
+            },
+        );
         Ok(())
     }
 
     /// Whether `name` is declared.
     pub fn contains(&self, name: &str) -> bool {
         self.entries.contains_key(name)
+    }
+
+    /// Whether `name` was given a value (by [`set`](Self::set), [`set_specs`](Self::set_specs),
+    /// a flag or the config file), even one equal to its default: `-p 8080 -m socks5` asks
+    /// for port 8080, where `-m socks5` alone listens on SOCKS's 1080.
+    pub fn is_given(&self, name: &str) -> bool {
+        self.entries.get(name).is_some_and(|e| e.given)
     }
 
     /// All option names, sorted.
@@ -283,6 +299,7 @@ impl Options {
             .ok_or_else(|| OptionsError::BadSpec(name.into()))?;
         let changed = e.value != value;
         e.value = value;
+        e.given = true;
         Ok(changed)
     }
 
@@ -328,9 +345,19 @@ impl Options {
         let values = self.parse_specs(specs)?;
         let mut next = self.clone();
         let mut changed = BTreeSet::new();
+        let toggled = values.iter().any(|(n, _)| n == "intercept_active");
         for (n, v) in values {
             if next.set(&n, v)? {
                 changed.insert(n);
+            }
+        }
+        // As mitmproxy's intercept addon: setting the intercept filter turns
+        // `intercept_active` on (off when cleared), so that the toggle reads true and
+        // setting it to false afterwards is a change.
+        if changed.contains("intercept") && !toggled && next.contains("intercept_active") {
+            let on = next.str("intercept").is_some_and(|e| !e.trim().is_empty());
+            if next.set("intercept_active", OptionValue::Bool(on))? {
+                changed.insert("intercept_active".to_owned());
             }
         }
         *self = next;

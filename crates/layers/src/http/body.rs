@@ -29,7 +29,13 @@ pub(crate) enum BodyEnd {
     /// The stream it comes from failed (the side that sent it).
     #[error("{0}")]
     Stream(String),
+    /// The flow's kill switch tripped while it streamed.
+    #[error("{}", waylay_core::flow::KILLED_MESSAGE)]
+    Killed,
 }
+
+/// Completes when the flow's kill switch trips.
+type KillWatch = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// The body type waylay hands to hyper on both sides.
 ///
@@ -70,6 +76,8 @@ pub(crate) struct State {
     on_end: Option<OnEnd>,
     /// `store_streamed_bodies`: where each chunk passed on is also kept (on disk).
     store: Option<BodyStore>,
+    /// The flow's kill switch, when it has one: the stream fails when it trips.
+    kill: Option<KillWatch>,
 }
 
 impl std::fmt::Debug for ProxyBody {
@@ -102,6 +110,7 @@ impl ProxyBody {
             exact,
             on_end: None,
             store: None,
+            kill: None,
         }))
     }
 
@@ -125,12 +134,19 @@ impl ProxyBody {
             exact: None,
             on_end: None,
             store: None,
+            kill: None,
         }))
     }
 
     /// Sets the exact length (from `Content-Length`) so hyper frames it the same way.
     pub(crate) fn with_exact(mut self, n: Option<u64>) -> Self {
         self.exact = n;
+        self
+    }
+
+    /// Fails the stream (both sides' connections then close) when `switch` trips.
+    pub(crate) fn with_kill(mut self, switch: Option<waylay_core::flow::KillSwitch>) -> Self {
+        self.kill = switch.map(|s| Box::pin(s.killed()) as KillWatch);
         self
     }
 
@@ -216,6 +232,15 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this: &mut State = &mut self.0;
+        if let Some(k) = this.kill.as_mut()
+            && k.as_mut().poll(cx).is_ready()
+        {
+            this.kill = None;
+            this.prefix.clear();
+            this.rest = None;
+            this.finish(Some(BodyEnd::Killed));
+            return Poll::Ready(Some(Err(Box::new(BodyEnd::Killed))));
+        }
         if let Some(b) = this.prefix.pop_front() {
             this.seen += b.len() as u64;
             this.keep(&b);

@@ -17,7 +17,7 @@ use super::response::{content_length, respond_from_flow, response_phase};
 use super::upstream::{
     Dest, buffered_body, build_upstream, send_upstream, to_proxy_form, upstream_request,
 };
-use super::walk::{HyperResponse, Killed, error_response, fail, flow_failed, run_hook};
+use super::walk::{HyperResponse, Killed, error_response, fail, flow_failed, killed, run_hook};
 use crate::config::ProxyConfig;
 use crate::conn::dest::Destination;
 use crate::context::ConnCtx;
@@ -397,20 +397,36 @@ async fn observed(
     let upstream_extensions = parts.extensions;
     let mut req_body = req_body;
     let can_retry = !flow.request.stream;
-    let sent = send_upstream(
-        &ctx,
-        &key,
-        client_upgrade.is_some(),
-        can_retry,
-        |entry, _| {
-            let body = match req_body.take() {
-                Some(b) => b,
-                None => buffered_body(&flow),
-            };
-            build_upstream(&flow, &upstream_extensions, body, entry, absolute_form)
-        },
-    )
-    .await;
+    // Someone may kill the flow while it waits for its server (the web UI does): the client
+    // is dropped at once; the server connection, still busy, is never reused for another
+    // request and closes when its answer is dropped.
+    let switch = flow.existing_kill_switch();
+    let sent = {
+        let sending = send_upstream(
+            &ctx,
+            &key,
+            client_upgrade.is_some(),
+            can_retry,
+            |entry, _| {
+                let body = match req_body.take() {
+                    Some(b) => b,
+                    None => buffered_body(&flow),
+                };
+                build_upstream(&flow, &upstream_extensions, body, entry, absolute_form)
+            },
+        );
+        match switch {
+            None => Some(sending.await),
+            Some(s) => tokio::select! {
+                sent = sending => Some(sent),
+                () = s.killed() => None,
+            },
+        }
+    };
+    let Some(sent) = sent else {
+        flow.kill();
+        return killed(&ctx, flow).await;
+    };
     let (entry, resp) = match sent {
         Ok(sent) => sent,
         Err(reason) => {

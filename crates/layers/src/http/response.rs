@@ -7,9 +7,11 @@ use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use hyper::body::Incoming;
 use waylay_core::HookKind;
-use waylay_core::flow::{HttpFlow, HttpVersion, Message, Response, now, reason_phrase};
+use waylay_core::flow::{
+    HttpFlow, HttpVersion, KILLED_MESSAGE, Message, Response, now, reason_phrase,
+};
 
-use super::body::{ProxyBody, Read, keep_streamed, read_up_to};
+use super::body::{BodyEnd, ProxyBody, Read, keep_streamed, read_up_to};
 use super::convert::{headers_from, headers_to, version_of};
 use super::walk::{HyperResponse, Killed, error_response, fail, flow_failed, killed, proceed};
 use crate::conn::pool::PoolEntry;
@@ -333,9 +335,11 @@ fn stream_to_client(
         Some(Err(msg)) => return error_response(StatusCode::BAD_GATEWAY, &msg),
         None => return error_response(StatusCode::BAD_GATEWAY, "an addon removed the response"),
     };
+    let switch = flow.existing_kill_switch();
     let mut flow = Some(flow);
     let body = body
         .with_exact(declared_len)
+        .with_kill(switch)
         .on_end(Box::new(move |n, err| {
             release();
             let Some(mut flow) = flow.take() else { return };
@@ -347,6 +351,9 @@ fn stream_to_client(
                         }
                         flow.metadata.insert("response_size".into(), n.into());
                         let _ = fire(&manager, HookKind::Response, flow).await;
+                    }
+                    Some(BodyEnd::Killed) => {
+                        flow_failed(&manager, flow, KILLED_MESSAGE.to_owned()).await
                     }
                     Some(e) => {
                         flow_failed(

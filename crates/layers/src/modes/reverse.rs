@@ -9,6 +9,9 @@
 //! | `tcp://` | TLS terminated, raw TCP (`tcp_*` hooks) to the target | raw TCP |
 //! | `tls://` | TLS terminated, raw TCP inside TLS to the target | raw TCP, TLS added towards the target |
 //!
+//! A `tcp://` target is dialed as the client connects, so a server that speaks first decides
+//! raw TCP at once (`next_layer::detect_client_or_server`); the others once the client spoke.
+//!
 //! Each HTTP request's `Host` / `:authority` is rewritten to the target
 //! (`http::upstream::rewrite_host`), and the server's SNI is the target's name, unless
 //! `keep_host_header`.

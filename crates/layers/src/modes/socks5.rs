@@ -14,6 +14,7 @@ use waylay_core::HookKind;
 use waylay_core::flow::Address;
 use waylay_core::hooks::Socks5AuthData;
 
+use crate::conn::dial::connect_direct;
 use crate::context::ConnCtx;
 use crate::front::{Socks5AcceptError, Socks5Pending, socks5_accept_with};
 use crate::io::{BoxIo, IdleTimeout, LingeringClose, PrefixedIo};
@@ -86,7 +87,7 @@ async fn dial_and_answer(
 ) -> Option<(TcpStream, bytes::Bytes)> {
     let peer = ctx.client().peername;
     let timeout = ctx.shared.config().via.timeout;
-    let dialed = match tokio::time::timeout(timeout, connect(address)).await {
+    let dialed = match tokio::time::timeout(timeout, connect_direct(address)).await {
         Ok(r) => r,
         Err(_) => Err(io::Error::new(
             io::ErrorKind::TimedOut,
@@ -112,30 +113,4 @@ async fn dial_and_answer(
             None
         }
     }
-}
-
-/// TCP to `address`, trying each address its name resolves to; a name that does not
-/// resolve is "host unreachable".
-async fn connect(address: &Address) -> io::Result<TcpStream> {
-    let addrs: Vec<SocketAddr> =
-        match tokio::net::lookup_host((address.host.as_str(), address.port)).await {
-            Ok(a) => a.collect(),
-            Err(e) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::HostUnreachable,
-                    format!("cannot resolve {}: {e}", address.host),
-                ));
-            }
-        };
-    let mut last = io::Error::new(
-        io::ErrorKind::HostUnreachable,
-        format!("{} resolves to no address", address.host),
-    );
-    for a in addrs {
-        match TcpStream::connect(a).await {
-            Ok(s) => return Ok(s),
-            Err(e) => last = e,
-        }
-    }
-    Err(last)
 }

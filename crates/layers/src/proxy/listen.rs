@@ -1,6 +1,7 @@
 //! The listeners, one per mode: bound before anything else starts (so a port in use fails
-//! the start with one line naming it), then an accept loop each, handing every connection
-//! to a worker arbiter round-robin.
+//! the start with one line naming it, before the CA is touched), listening only once the CA
+//! and the addons are ready (so a client that connects finds the CA files written), then an
+//! accept loop each, handing every connection to a worker arbiter round-robin.
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -15,6 +16,9 @@ use crate::context::ProxyShared;
 use crate::error::ProxyError;
 use crate::modes::Mode;
 
+/// The accept queue's length (what the standard library's `TcpListener::bind` asks for).
+const LISTEN_BACKLOG: i32 = 1024;
+
 /// A listener a running proxy accepts connections on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listening {
@@ -25,9 +29,9 @@ pub struct Listening {
     pub addr: SocketAddr,
 }
 
-/// A bound socket, not yet accepting.
+/// A bound socket, not yet listening (no client can connect to it yet).
 pub(super) struct Bound {
-    listener: std::net::TcpListener,
+    listener: socket2::Socket,
     pub(super) mode: Arc<Mode>,
     pub(super) addr: SocketAddr,
 }
@@ -61,17 +65,51 @@ fn bind(host: &str, port: u16, mode: Mode) -> Result<Bound, ProxyError> {
         context: format!("listener {addr} ({})", mode.full_spec),
         source,
     };
-    let listener = std::net::TcpListener::bind(&addr).map_err(|source| ProxyError::Bind {
+    let listener = bind_socket(&addr).map_err(|source| ProxyError::Bind {
         addr: format!("{addr} ({} mode)", mode.full_spec),
         source,
     })?;
     listener.set_nonblocking(true).map_err(io)?;
-    let local = listener.local_addr().map_err(io)?;
+    let local = listener
+        .local_addr()
+        .map_err(io)?
+        .as_socket()
+        .ok_or_else(|| io(std::io::Error::other("not an IP socket")))?;
     Ok(Bound {
         listener,
         mode: Arc::new(mode),
         addr: local,
     })
+}
+
+/// Binds a socket to `addr` (each address it resolves to in turn, as `TcpListener::bind`
+/// does, with its `SO_REUSEADDR`) without listening yet: a port in use fails here, and no
+/// client can connect before [`Bound::accept`].
+fn bind_socket(addr: &str) -> std::io::Result<socket2::Socket> {
+    use std::net::ToSocketAddrs;
+    let mut last = None;
+    for a in addr.to_socket_addrs()? {
+        let attempt = (|| {
+            let s = socket2::Socket::new(
+                socket2::Domain::for_address(a),
+                socket2::Type::STREAM,
+                Some(socket2::Protocol::TCP),
+            )?;
+            s.set_reuse_address(true)?;
+            s.bind(&a.into())?;
+            Ok(s)
+        })();
+        match attempt {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "could not resolve to any address",
+        )
+    }))
 }
 
 impl Bound {
@@ -92,10 +130,20 @@ impl Bound {
         next: Rc<Cell<usize>>,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) -> Result<(), ProxyError> {
-        let listener =
-            tokio::net::TcpListener::from_std(self.listener).map_err(|source| ProxyError::Io {
-                context: format!("listener {}", self.addr),
+        // Listening is what opens the port to clients: only now, with the CA and the addons
+        // ready. Another socket that bound the same address meanwhile makes this fail.
+        self.listener
+            .listen(LISTEN_BACKLOG)
+            .map_err(|source| ProxyError::Bind {
+                addr: format!("{} ({} mode)", self.addr, self.mode.full_spec),
                 source,
+            })?;
+        let listener =
+            tokio::net::TcpListener::from_std(self.listener.into()).map_err(|source| {
+                ProxyError::Io {
+                    context: format!("listener {}", self.addr),
+                    source,
+                }
             })?;
         let mode = self.mode;
         actix::spawn(async move {

@@ -146,13 +146,17 @@ impl ProxyBuilder {
         self
     }
 
-    /// Listens on `host:port`.
+    /// Listens on `host:port`, or on `host` at each mode's default port.
     pub fn listen(mut self, addr: &str) -> Self {
-        if let Some((h, p)) = waylay_core::flow::split_host_port(addr, 8080) {
-            self.specs.push(format!("listen_host={h}"));
-            self.specs.push(format!("listen_port={p}"));
-        } else {
-            self.specs.push(format!("listen_host={addr}"));
+        use waylay_core::flow::split_host_port;
+        match (split_host_port(addr, 0), split_host_port(addr, 1)) {
+            // The same port whatever the default: `addr` names one.
+            (Some((h, p)), Some((_, q))) if p == q => {
+                self.specs.push(format!("listen_host={h}"));
+                self.specs.push(format!("listen_port={p}"));
+            }
+            (Some((h, _)), _) => self.specs.push(format!("listen_host={h}")),
+            _ => self.specs.push(format!("listen_host={addr}")),
         }
         self
     }
@@ -223,9 +227,11 @@ impl ProxyBuilder {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        // Every port first: one in use fails the start before the CA or an addon is touched.
+        // Every port bound first (not listening yet): one in use fails the start before the
+        // CA or an addon is touched.
         let bound = listen::bind_all(&cfg.modes, &host, listen_port_option(&options))?;
-
+        // The CA before any port listens: a client that reads the CA files as soon as the
+        // port accepts (a test harness, a provisioning script) finds them at first start.
         let confdir = expand_home(options.str("confdir").unwrap_or("~/.waylay"));
         let ca = CertificateAuthority::load_or_create(&confdir)?;
         let certs = Arc::new(CertCache::new(Arc::new(ca))?);

@@ -40,7 +40,8 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Mutex;
 use waylay_core::flow::{
-    Address, FlowError, InjectQueues, KILLED_MESSAGE, Server, TcpInjector, TcpMessage, now,
+    Address, FlowError, InjectQueues, KILLED_MESSAGE, KillSwitch, Server, TcpInjector, TcpMessage,
+    now,
 };
 use waylay_core::hooks::ServerConnectionHookData;
 use waylay_core::{HookKind, TcpFlow, Via};
@@ -197,10 +198,12 @@ pub(crate) async fn serve(ctx: Rc<ConnCtx>, client: BoxIo, server_side: ServerSi
         f.server = Some(info.clone());
     }
 
+    // Someone may kill the flow at any time while it relays (the web UI does).
+    let switch = flow.as_ref().and_then(|f| f.existing_kill_switch());
     let (result, flow) = if hooked {
-        relay_hooked(&ctx, client, server, flow, queues).await
+        relay_hooked(&ctx, client, server, flow, queues, switch).await
     } else {
-        (relay_plain(client, server, queues).await, flow)
+        (relay_plain(client, server, queues, switch).await, flow)
     };
 
     let mut s = Server::clone(&info);
@@ -330,20 +333,30 @@ async fn relay_plain(
     client: BoxIo,
     server: BoxIo,
     queues: Option<InjectQueues<Bytes>>,
+    switch: Option<KillSwitch>,
 ) -> Result<(), RelayError> {
     let (cr, cw) = tokio::io::split(client);
     let (sr, sw) = tokio::io::split(server);
     let (cw, sw) = (Mutex::new(cw), Mutex::new(sw));
     let copy = futures::future::try_join(copy_half(cr, &sw, true), copy_half(sr, &cw, false));
-    match queues {
-        None => copy.await.map(|_| ()),
-        Some(q) => {
-            let inject = inject_loop(q, &cw, &sw, |_, _| {});
-            tokio::select! {
-                r = copy => r.map(|_| ()),
-                () = inject => Ok(()),
-            }
+    let inject = async {
+        match queues {
+            Some(q) => inject_loop(q, &cw, &sw, |_, _| {}).await,
+            None => futures::future::pending().await,
         }
+    };
+    // No flow is out at an addon on this path: dropping the copies at once is safe, and
+    // both sockets close when this returns.
+    let killed = async {
+        match switch {
+            Some(s) => s.killed().await,
+            None => futures::future::pending().await,
+        }
+    };
+    tokio::select! {
+        r = copy => r.map(|_| ()),
+        () = inject => Ok(()),
+        () = killed => Err(RelayError::Killed),
     }
 }
 
@@ -398,8 +411,9 @@ impl Hooked<'_> {
         let Some(mut flow) = self.ctx.fire(HookKind::TcpMessage, flow).await else {
             return Err(RelayError::Shutdown);
         };
+        // Held: wait for the release, which may carry an edit of the held (last) message.
         if flow.intercept_state().is_intercepted()
-            && flow.intercept_state().wait().await == waylay_core::flow::Release::Killed
+            && flow.wait_released().await == waylay_core::flow::Release::Killed
         {
             flow.kill();
         }
@@ -521,6 +535,7 @@ async fn relay_hooked(
     server: BoxIo,
     flow: Option<Box<TcpFlow>>,
     queues: Option<InjectQueues<Bytes>>,
+    switch: Option<KillSwitch>,
 ) -> (Result<(), RelayError>, Option<Box<TcpFlow>>) {
     let (cr, cw) = tokio::io::split(client);
     let (sr, sw) = tokio::io::split(server);
@@ -540,16 +555,25 @@ async fn relay_hooked(
         history: History::new(RETAIN_BYTES, RETAIN_MESSAGES),
     };
     let pumps = futures::future::join(h.pump(Box::new(cr), true), h.pump(Box::new(sr), false));
-    match queues {
-        None => {
-            let _ = pumps.await;
+    let injections = async {
+        match queues {
+            Some(q) => h.injections(q).await,
+            None => futures::future::pending().await,
         }
-        Some(q) => {
-            tokio::select! {
-                _ = pumps => {}
-                () = h.injections(q) => {}
-            }
+    };
+    // Tripped: both directions stop at their next read or write (never inside a hook,
+    // which holds the flow) and the relay ends killed.
+    let watch = async {
+        if let Some(s) = switch {
+            s.killed().await;
+            h.fail(RelayError::Killed);
         }
+        futures::future::pending::<()>().await;
+    };
+    tokio::select! {
+        _ = pumps => {}
+        () = injections => {}
+        () = watch => {}
     }
     let result = match h.error.into_inner() {
         Some(e) => Err(e),

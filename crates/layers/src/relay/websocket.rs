@@ -45,7 +45,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message as WsMessage, Utf8Bytes};
 use waylay_core::flow::{
-    HttpFlow, Release, Server, WebSocketData, WebSocketInjector, WebSocketMessage,
+    HttpFlow, KILLED_MESSAGE, Release, Server, WebSocketData, WebSocketInjector, WebSocketMessage,
     WebSocketMessageKind, now,
 };
 use waylay_core::hooks::ServerConnectionHookData;
@@ -167,6 +167,8 @@ pub(crate) async fn run(
     let Some(flow) = fire(&manager, HookKind::WebsocketStart, flow).await else {
         return;
     };
+    // Someone may kill the flow at any time while it relays (the web UI does).
+    let switch = flow.existing_kill_switch();
     let (client_sink, client_stream) = open(client, Role::Server, "client").await;
     let (server_sink, server_stream) = open(server_io, Role::Client, "server").await;
     let sh = Rc::new(Shared {
@@ -182,7 +184,29 @@ pub(crate) async fn run(
         None => {
             let client = (client_stream, client_sink.clone());
             let server = (server_stream, server_sink.clone());
-            both_directions(sh.clone(), client, server, queues, stop).await
+            let relay = both_directions(sh.clone(), client, server, queues, &stop);
+            match switch {
+                None => relay.await,
+                Some(switch) => {
+                    let killed = Cell::new(false);
+                    // Trips: both directions stop at their next read or write (never inside a
+                    // hook, which holds the flow), and the flow ends with the kill.
+                    let watch = async {
+                        switch.killed().await;
+                        killed.set(true);
+                        stop.stop();
+                        std::future::pending::<()>().await;
+                    };
+                    let mut ends = tokio::select! {
+                        ends = relay => ends,
+                        () = watch => Vec::new(),
+                    };
+                    if killed.get() {
+                        ends.push(End::Failed(KILLED_MESSAGE.to_owned()));
+                    }
+                    ends
+                }
+            }
         }
     };
     // Both connections close here.
@@ -287,7 +311,7 @@ async fn both_directions(
     (client_stream, client_sink): (SplitStream<Ws>, Sink),
     (server_stream, server_sink): (SplitStream<Ws>, Sink),
     queues: waylay_core::flow::InjectQueues<WebSocketMessage>,
-    stop: Stop,
+    stop: &Stop,
 ) -> Vec<End> {
     let c2s = direction(
         sh.clone(),

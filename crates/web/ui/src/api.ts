@@ -58,6 +58,8 @@ export interface Flow {
   error?: { msg: string; timestamp: number };
   websocket?: { messages_meta: { count: number; contentLength: number }; close_code: number | null; close_reason: string };
   messages_meta?: { count: number; contentLength: number };
+  /** The breakpoint rules that edited the flow, per phase (waylay's own field). */
+  breakpoint_rule?: { request?: string; response?: string } | null;
 }
 
 export interface Update {

@@ -5,6 +5,7 @@ import { render } from "preact";
 import { useEffect, useRef, useState } from "preact/hooks";
 import { ApiError, Flow, Pair, api, apiText } from "./api";
 import { FilterName, OptionInfo, Store } from "./store";
+import { RuleNote, RulesPanel } from "./rules";
 
 const store = new Store();
 
@@ -318,8 +319,8 @@ function Messages(props: { flow: Flow }) {
     api("GET", `/flows/${f.id}/messages/content/auto.json`).then(setMsgs).catch(reportError);
   }, [f.id, count, version]);
   useEffect(() => setDraft(null), [f.id, count, f.intercepted]);
-  // A held WebSocket message (the last one) can be edited before it goes on.
-  const editable = !!f.websocket && f.intercepted;
+  // A held WebSocket or TCP message (the last one) can be edited before it goes on.
+  const editable = (!!f.websocket || f.type === "tcp") && f.intercepted;
   const save = async () => {
     if (draft !== null && (await act("POST", `/flows/${f.id}/messages/content.data`, draft))) {
       setDraft(null);
@@ -408,7 +409,7 @@ function Detail(props: { flow: Flow; tab: string; setTab: (t: string) => void })
     <div class="detail">
       <div class="actions">
         {f.intercepted ? <button id="resume" onClick={() => act("POST", `/flows/${f.id}/resume`)}>Resume (a)</button> : null}
-        {f.live ? <button id="kill" title={f.intercepted ? "kill now" : "kill at its next event"} onClick={() => act("POST", `/flows/${f.id}/kill`)}>Kill (x)</button> : null}
+        {f.live ? <button id="kill" title="kill now: both connections close" onClick={() => act("POST", `/flows/${f.id}/kill`)}>Kill (x)</button> : null}
         <button onClick={() => act("POST", `/flows/${f.id}/replay`)}>Replay (r)</button>
         <button onClick={() => act("POST", `/flows/${f.id}/duplicate`)}>Duplicate (D)</button>
         <button onClick={() => act("PUT", `/flows/${f.id}`, { marked: !f.marked })}>{f.marked ? "Unmark" : "Mark"} (m)</button>
@@ -416,6 +417,7 @@ function Detail(props: { flow: Flow; tab: string; setTab: (t: string) => void })
         <button onClick={() => act("DELETE", `/flows/${f.id}`)}>Delete (d)</button>
       </div>
       <ExportBar flow={f} />
+      <RuleNote flow={f} />
       <div class="tabs">
         {tabs.map((t) => <button class={t === tab ? "tab active" : "tab"} onClick={() => props.setTab(t)}>{t}</button>)}
       </div>
@@ -465,36 +467,73 @@ function ExportBar(props: { flow: Flow }) {
   );
 }
 
-function OptionInput(props: { name: string; o: OptionInfo; set: (v: unknown) => void }) {
+/** An option's value as the editor's text box shows it. */
+function optionText(o: OptionInfo): string {
+  if (o.type === "sequence of str") return ((o.value as string[]) ?? []).join("\n");
+  return o.value === null || o.value === undefined ? "" : String(o.value);
+}
+
+/** One option's control. A text value being typed is a draft held by the editor (not by
+ * this row), shown instead of the option's value until it is committed (Enter, leaving the
+ * box) or cancelled (Escape): an `options/update` re-rendering or remounting the row never
+ * replaces what the user typed. */
+function OptionInput(props: {
+  o: OptionInfo;
+  draft: string | undefined;
+  setDraft: (d: string | undefined) => void;
+  /** Sets the option; `sent` is the draft it came from, dropped once accepted. */
+  set: (v: unknown, sent?: string) => void;
+}) {
   const o = props.o;
   const seq = o.type === "sequence of str";
-  const text = seq ? ((o.value as string[]) ?? []).join("\n") : o.value === null || o.value === undefined ? "" : String(o.value);
-  const [t, setT] = useState(text);
-  useEffect(() => setT(text), [text]);
+  const text = optionText(o);
   if (o.type === "bool") return <input type="checkbox" checked={!!o.value} onChange={(e) => props.set((e.target as HTMLInputElement).checked)} />;
   if (o.choices) return <select value={text} onChange={(e) => props.set((e.target as HTMLSelectElement).value)}>{o.choices.map((c) => <option value={c}>{c}</option>)}</select>;
+  const t = props.draft ?? text;
   const commit = () => {
-    if (t === text) return;
-    if (seq) props.set(t.split("\n").map((l) => l.trim()).filter((l) => l));
-    else if (o.type === "optional str" && t === "") props.set(null);
-    else props.set(t);
+    if (props.draft === undefined) return;
+    if (props.draft === text) return props.setDraft(undefined);
+    if (seq) props.set(t.split("\n").map((l) => l.trim()).filter((l) => l), t);
+    else if (o.type === "optional str" && t === "") props.set(null, t);
+    else props.set(t, t);
   };
+  const keys = (e: KeyboardEvent) => {
+    if (e.key === "Enter" && !seq) commit();
+    if (e.key === "Escape") props.setDraft(undefined);
+  };
+  const input = (e: Event) => props.setDraft((e.target as HTMLInputElement).value);
   return seq ? (
-    <textarea rows={Math.max(1, t.split("\n").length)} value={t} onInput={(e) => setT((e.target as HTMLTextAreaElement).value)} onBlur={commit} />
+    <textarea rows={Math.max(1, t.split("\n").length)} value={t} onInput={input} onBlur={commit} onKeyDown={keys} />
   ) : (
-    <input value={t} onInput={(e) => setT((e.target as HTMLInputElement).value)} onBlur={commit} onKeyDown={(e) => { if (e.key === "Enter") commit(); }} />
+    <input value={t} onInput={input} onBlur={commit} onKeyDown={keys} />
   );
 }
 
 function OptionsEditor(props: { close: () => void }) {
   const [q, setQ] = useState("");
   const [errors, setErrors] = useState<Record<string, string>>({});
+  // Text being typed, per option name, until committed or cancelled.
+  const [drafts, setDrafts] = useState<Record<string, string>>({});
+  // `only`: drop the draft only while it is still that text (typing went on meanwhile).
+  const setDraft = (name: string, d: string | undefined, only?: string) =>
+    setDrafts((all) => {
+      if (only !== undefined && all[name] !== only) return all;
+      const next = { ...all };
+      if (d === undefined) delete next[name];
+      else next[name] = d;
+      return next;
+    });
   const names = Object.keys(store.options).sort().filter((n) => n.includes(q.trim()));
-  const set = async (name: string, value: unknown) => {
+  const set = async (name: string, value: unknown, sent?: string) => {
     try {
       await api("PUT", "/options", { [name]: value });
       setErrors((e) => ({ ...e, [name]: "" }));
+      // Accepted: show the value at once (the `options/update` that follows confirms it),
+      // then let go of the draft.
+      if (store.options[name]) store.options[name] = { ...store.options[name], value };
+      if (sent !== undefined) setDraft(name, undefined, sent);
     } catch (e) {
+      // Refused: the draft stays, beside the reason, to be corrected.
       setErrors((x) => ({ ...x, [name]: e instanceof ApiError ? e.message : String(e) }));
     }
   };
@@ -511,10 +550,10 @@ function OptionsEditor(props: { close: () => void }) {
           {names.map((n) => {
             const o = store.options[n];
             return (
-              <tr key={n} id={`opt-${n}`}>
+              <tr key={n} id={`opt-${n}`} data-value={optionText(o)}>
                 <td class="hname">{n}</td>
                 <td class="opt-value">
-                  <OptionInput name={n} o={o} set={(v) => set(n, v)} />
+                  <OptionInput o={o} draft={drafts[n]} setDraft={(d) => setDraft(n, d)} set={(v, sent) => set(n, v, sent)} />
                   {errors[n] ? <div class="error" role="alert">{errors[n]}</div> : null}
                 </td>
                 <td class="muted">{o.type}, default {JSON.stringify(o.default)}. {o.help}</td>
@@ -568,6 +607,7 @@ function App() {
   const [sort, setSort] = useState<[Col | null, boolean]>([null, false]);
   const [showLog, setShowLog] = useState(true);
   const [showOptions, setShowOptions] = useState(false);
+  const [showRules, setShowRules] = useState(false);
   const search = store.filters.search;
   const highlight = store.filters.highlight;
 
@@ -600,7 +640,8 @@ function App() {
         case "k": case "ArrowUp": go(i < 0 ? flows.length - 1 : i - 1); break;
         case "Home": go(0); break;
         case "End": go(flows.length - 1); break;
-        case "Escape": if (showOptions) setShowOptions(false); else setSelected(null); break;
+        case "Escape": if (showRules) setShowRules(false); else if (showOptions) setShowOptions(false); else setSelected(null); break;
+        case "b": setShowRules((s) => !s); break;
         case "o": setShowOptions((s) => !s); break;
         case "a": if (sel) act("POST", `/flows/${sel.id}/resume`); break;
         case "A": act("POST", "/flows/resume"); break;
@@ -617,7 +658,7 @@ function App() {
     };
     window.addEventListener("keydown", onKey);
     return () => window.removeEventListener("keydown", onKey);
-  }, [flows, selected, sel, showOptions]);
+  }, [flows, selected, sel, showOptions, showRules]);
 
   const [interceptError, setInterceptError] = useState<{ message: string; position: number } | null>(null);
   const setIntercept = async (expr: string) => {
@@ -646,6 +687,7 @@ function App() {
         <button id="clear" onClick={() => { if (confirm("Clear all flows?")) act("POST", "/clear"); }}>Clear</button>
         <FileMenu />
         <button id="options-button" onClick={() => setShowOptions((s) => !s)}>Options (o)</button>
+        <button id="rules-button" onClick={() => setShowRules((s) => !s)}>Rules (b)</button>
         <button onClick={() => setShowLog((s) => !s)}>Events (e)</button>
         <span class={`status ${store.connected ? "ok" : "down"}`} id="conn">{store.connected ? `live · ${flows.length} flows` : "reconnecting…"}</span>
       </header>
@@ -655,6 +697,7 @@ function App() {
       </main>
       {showLog ? <EventLog /> : null}
       {showOptions ? <OptionsEditor close={() => setShowOptions(false)} /> : null}
+      {showRules ? <RulesPanel store={store} close={() => setShowRules(false)} /> : null}
     </div>
   );
 }

@@ -221,7 +221,8 @@ class MultiDictView(_MultiDictBase):
 class Headers(_MultiDictBase):
     """HTTP headers: ordered, case-insensitive, duplicates kept; values are str."""
 
-    __slots__ = ("_f",)
+    # No `__slots__`: a slot would clash with the native base of `_FlowHeaders` (one
+    # instance layout per class).
 
     def __init__(self, fields=(), **headers):
         f = [(_b(k), _b(v)) for k, v in fields]
@@ -260,47 +261,21 @@ class Headers(_MultiDictBase):
         return Headers(self._raw())
 
 
-class _FlowHeaders(Headers):
-    """The headers of a request/response inside waylay: every operation goes to Rust."""
+class _FlowHeaders(_waylay.HeadersView, Headers):
+    """The headers of a request/response inside waylay: every operation goes to Rust; the
+    common ones (`h[k]`, `h[k] = v`, `del h[k]`, `k in h`, `get`, `get_all`, `add`) are the
+    native base's, without a Python frame."""
 
-    __slots__ = ("_c", "_side")
+    __slots__ = ()
 
     def __init__(self, core, side):
-        self._c = core
-        self._side = side
+        pass
 
     def _raw(self):
         return self._c.h_fields(self._side)
 
     def _set_raw(self, fields):
         self._c.h_set_fields(self._side, [(_b(k), _b(v)) for k, v in fields])
-
-    def __getitem__(self, key):
-        v = self._c.h_first(self._side, key)
-        if v is None:
-            raise KeyError(key)
-        return v
-
-    def get(self, key, default=None):
-        v = self._c.h_first(self._side, key)
-        return default if v is None else v
-
-    def __setitem__(self, key, value):
-        # str or bytes, converted in Rust (a Python call less per header set).
-        self._c.h_insert(self._side, key, value)
-
-    def __delitem__(self, key):
-        if not self._c.h_del(self._side, key):
-            raise KeyError(key)
-
-    def __contains__(self, key):
-        return self._c.h_contains(self._side, key)
-
-    def get_all(self, key):
-        return self._c.h_get_all(self._side, key)
-
-    def add(self, key, value):
-        self._c.h_append(self._side, key, value)
 
     def copy(self):
         return Headers(self._raw())
@@ -340,6 +315,12 @@ class _Prop:
         obj._c.mset(obj._side, self.name, value)
 
 
+def _set_message_headers(self, value):
+    if not isinstance(value, Headers):
+        value = Headers(value)
+    self._c.h_set_fields(self._side, list(value.fields))
+
+
 class Message:
     __slots__ = ("_c", "_side", "_headers")
 
@@ -352,18 +333,9 @@ class Message:
         self._c = core
         self._headers = None
 
-    @property
-    def headers(self):
-        h = self._headers
-        if h is None:
-            h = self._headers = _FlowHeaders(self._c, self._side)
-        return h
-
-    @headers.setter
-    def headers(self, value):
-        if not isinstance(value, Headers):
-            value = Headers(value)
-        self._c.h_set_fields(self._side, list(value.fields))
+    # A native descriptor: the `_FlowHeaders` view kept in `_headers` (made on first use),
+    # read without a Python frame; assigning replaces the message's headers.
+    headers = _waylay.HeadersAttr(_FlowHeaders, _set_message_headers)
 
     @property
     def raw_content(self):
@@ -968,6 +940,17 @@ class Flow:
         return False
 
 
+def _set_flow_response(self, value):
+    if value is None:
+        self._c.adopt(1, None)
+        self._resp = None
+        return
+    if value._c is not self._c:
+        self._c.adopt(1, value._c)
+        value._bind(self._c)
+    self._resp = value
+
+
 class HTTPFlow(Flow):
     __slots__ = ("_req", "_resp", "_ws")
 
@@ -987,25 +970,9 @@ class HTTPFlow(Flow):
         value._bind(self._c)
         self._req = value
 
-    @property
-    def response(self):
-        if not self._c.has_response():
-            return None
-        r = self._resp
-        if r is None:
-            r = self._resp = Response._wrap(self._c, 1)
-        return r
-
-    @response.setter
-    def response(self, value):
-        if value is None:
-            self._c.adopt(1, None)
-            self._resp = None
-            return
-        if value._c is not self._c:
-            self._c.adopt(1, value._c)
-            value._bind(self._c)
-        self._resp = value
+    # A native descriptor: `None` without a response, else the `Response` view kept in
+    # `_resp` (made on first use), read without a Python frame.
+    response = _waylay.ResponseAttr(Response._wrap, _set_flow_response)
 
     @property
     def websocket(self):

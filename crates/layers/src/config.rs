@@ -46,6 +46,9 @@ pub(crate) struct ProxyConfig {
     /// `keep_host_header`: a reverse proxy leaves `Host` / `:authority` (and the server's
     /// SNI) as the client sent them.
     pub(crate) keep_host_header: bool,
+    /// `share_server_connections`: idle server connections serve any client connection of
+    /// the worker while no addon observes server connections (see `conn::pool::SharedPool`).
+    pub(crate) share_server_connections: bool,
     /// What dialing through a route needs (timeouts, TLS to HTTPS proxies, `upstream_auth`).
     pub(crate) via: ViaOptions,
 }
@@ -214,6 +217,7 @@ impl ProxyConfig {
             proxyauth: o.str("proxyauth").is_some_and(|v| !v.is_empty()),
             proxy_protocol: o.bool("proxy_protocol"),
             keep_host_header: o.bool("keep_host_header"),
+            share_server_connections: o.bool("share_server_connections"),
             via,
             ssl_insecure: o.bool("ssl_insecure"),
             trusted_ca: o.str("ssl_verify_upstream_trusted_ca").map(expand_home),

@@ -13,6 +13,18 @@ use crate::conn::pool::Pool;
 use crate::modes::mode::Mode;
 use crate::tls::{CertCache, UpstreamTls};
 
+/// The hooks that observe server connections: while an addon handles one of them, each
+/// client connection keeps its own server connections (see [`crate::conn::pool::SharedPool`]).
+pub(crate) const SERVER_CONNECTION_HOOKS: &[HookKind] = &[
+    HookKind::ServerConnect,
+    HookKind::ServerConnected,
+    HookKind::ServerConnectError,
+    HookKind::ServerDisconnect,
+    HookKind::TlsStartServer,
+    HookKind::TlsEstablishedServer,
+    HookKind::TlsFailedServer,
+];
+
 /// Per proxy instance, shared by every worker (thread-safe).
 #[derive(Debug)]
 pub(crate) struct ProxyShared {
@@ -87,9 +99,12 @@ pub(crate) struct ConnCtx {
     /// WebSocket relays still running: hyper's connection ends when it hands the upgraded
     /// streams over, and the client connection ends (`client_disconnect`) only after them.
     pub(crate) relays: RefCell<Vec<tokio::task::JoinHandle<()>>>,
-    /// CONNECT tunnels answered by the HTTP layer, for the next-layer step to serve.
-    tunnel_tx: tokio::sync::mpsc::UnboundedSender<Tunnel>,
-    tunnel_rx: RefCell<Option<tokio::sync::mpsc::UnboundedReceiver<Tunnel>>>,
+    /// CONNECT tunnels answered by the HTTP layer, for the next-layer step to serve (a
+    /// queue and a wake-up: a channel would allocate its first block of 32 slots up front,
+    /// per connection).
+    tunnels: RefCell<std::collections::VecDeque<Box<Tunnel>>>,
+    tunnel_opened: tokio::sync::Notify,
+    tunnels_taken: std::cell::Cell<bool>,
     /// A server connection a front opened before the next-layer step (SOCKS5 answers its
     /// client only once the server is reached), for the first dial to that address to use.
     predialed: RefCell<Option<(Address, tokio::net::TcpStream)>>,
@@ -108,15 +123,25 @@ pub(crate) struct Tunnel {
 
 impl ConnCtx {
     pub(crate) fn new(shared: Arc<ProxyShared>, mode: Arc<Mode>, client: Arc<Client>) -> Self {
-        let (tunnel_tx, tunnel_rx) = tokio::sync::mpsc::unbounded_channel();
+        // Server connections are the client connection's own (mitmproxy's model) unless
+        // `share_server_connections` is on and no addon observes them: then idle ones are
+        // shared on the worker.
+        let pool = if shared.config().share_server_connections
+            && !shared.manager.handles_any(SERVER_CONNECTION_HOOKS)
+        {
+            Pool::shared(&shared)
+        } else {
+            Pool::own()
+        };
         Self {
             shared,
             mode,
             client: RefCell::new(client),
-            pool: Pool::default(),
+            pool,
             relays: RefCell::default(),
-            tunnel_tx,
-            tunnel_rx: RefCell::new(Some(tunnel_rx)),
+            tunnels: RefCell::default(),
+            tunnel_opened: tokio::sync::Notify::new(),
+            tunnels_taken: std::cell::Cell::new(false),
             predialed: RefCell::new(None),
         }
     }
@@ -124,14 +149,29 @@ impl ConnCtx {
     /// Queues a tunnel for the next-layer step (before its CONNECT is answered, so the step
     /// cannot finish without it).
     pub(crate) fn open_tunnel(&self, tunnel: Tunnel) {
-        if self.tunnel_tx.send(tunnel).is_err() {
-            tracing::debug!("tunnel opened after its connection was done");
-        }
+        self.tunnels.borrow_mut().push_back(Box::new(tunnel));
+        self.tunnel_opened.notify_one();
     }
 
-    /// The queue of tunnels to serve; only the connection's front takes it, once.
-    pub(crate) fn take_tunnels(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Tunnel>> {
-        self.tunnel_rx.borrow_mut().take()
+    /// Whether the caller is the one serving the connection's tunnels: only the
+    /// connection's front takes them, once.
+    pub(crate) fn take_tunnels(&self) -> bool {
+        !self.tunnels_taken.replace(true)
+    }
+
+    /// The next tunnel opened, when there is one.
+    pub(crate) fn try_next_tunnel(&self) -> Option<Box<Tunnel>> {
+        self.tunnels.borrow_mut().pop_front()
+    }
+
+    /// Waits for the next tunnel opened.
+    pub(crate) async fn next_tunnel(&self) -> Box<Tunnel> {
+        loop {
+            if let Some(t) = self.try_next_tunnel() {
+                return t;
+            }
+            self.tunnel_opened.notified().await;
+        }
     }
 
     /// Keeps a server connection the front opened to `address` for the first dial.

@@ -99,8 +99,9 @@ pub(crate) struct Intercepted {
     pub(crate) client: tokio_rustls::server::TlsStream<BoxIo>,
     /// The ALPN protocol the client and waylay agreed on.
     pub(crate) alpn: Option<String>,
-    /// The server connection dialed for it (TLS set up), or why that failed.
-    pub(crate) server: Result<ServerStream, ServerError>,
+    /// The server connection dialed for it (TLS set up), or why that failed; or none, an
+    /// idle connection of the worker's shared pool serving it.
+    pub(crate) server: Upstream,
     /// Where it goes (`https`), and the pool key of `server`.
     pub(crate) target: Destination,
 }
@@ -111,6 +112,38 @@ impl std::fmt::Debug for Intercepted {
             .field("alpn", &self.alpn)
             .field("target", &self.target)
             .finish_non_exhaustive()
+    }
+}
+
+/// The server side of an intercepted TLS connection, before the layer inside is known.
+#[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "lives inside the boxed `Intercepted` until the layer is chosen, then consumed"
+)]
+pub(crate) enum Upstream {
+    /// Dialed for this connection (TLS set up), or why that failed.
+    Dialed(Result<ServerStream, ServerError>),
+    /// Not dialed: an idle connection of the worker's shared pool to the same destination,
+    /// with the same SNI and ALPN offer, decided what the client is offered and serves its
+    /// HTTP; a layer that needs a stream of its own (TCP inside the TLS) dials this.
+    Pooled(DialSpec),
+}
+
+impl Upstream {
+    /// The server stream for a layer that needs one (dialed now when pooled).
+    pub(crate) async fn into_stream(self, ctx: &Rc<ConnCtx>) -> Result<ServerStream, ServerError> {
+        match self {
+            Self::Dialed(r) => r,
+            Self::Pooled(spec) => Box::pin(connect_stream(ctx, &spec)).await,
+        }
+    }
+
+    /// Closes a dialed stream no layer took (with its `server_disconnect`).
+    pub(crate) async fn close(self, ctx: &ConnCtx) {
+        if let Self::Dialed(Ok(stream)) = self {
+            stream.close(ctx).await;
+        }
     }
 }
 
@@ -210,8 +243,8 @@ async fn client_hello(
 
 /// The server side, dialed before the client's handshake is answered.
 struct Dialed {
-    /// The connection (TLS set up), or why it failed.
-    server: Result<ServerStream, ServerError>,
+    /// The connection (TLS set up), or why it failed, or a pooled one serves it.
+    server: Upstream,
     /// Where it goes, and the pool key of `server`.
     target: Destination,
     /// The names the client's certificate is minted for.
@@ -251,6 +284,14 @@ async fn dial_server(
         proxy_form: false,
     };
     let mut names = vec![sni_host];
+    if let Some(reused) = pooled(ctx, cfg, &spec, &target, &offers, &mut names) {
+        return Dialed {
+            server: Upstream::Pooled(spec),
+            target,
+            names,
+            client_alpn: reused,
+        };
+    }
     // The raw stream: the HTTP handshake waits until the client's protocol is known.
     let server = connect_stream(ctx, &spec).await;
     let server_alpn = match &server {
@@ -284,11 +325,49 @@ async fn dial_server(
         alpn_for_client(server_alpn, &offers)
     };
     Dialed {
-        server,
+        server: Upstream::Dialed(server),
         target,
         names,
         client_alpn,
     }
+}
+
+/// With the worker's shared pool: an idle TLS connection to `target` made with the same SNI
+/// and ALPN offer as `spec` is reused instead of dialing (its certificate's names added to
+/// `names` with `upstream_cert`); gives the ALPN protocols to offer the client.
+fn pooled(
+    ctx: &ConnCtx,
+    cfg: &ProxyConfig,
+    spec: &DialSpec,
+    target: &Destination,
+    offers: &[Vec<u8>],
+    names: &mut Vec<String>,
+) -> Option<Vec<Vec<u8>>> {
+    if !ctx.pool.is_shared() {
+        return None;
+    }
+    let (sni, _) = spec.tls.as_ref()?;
+    let entry = ctx.pool.usable(target)?;
+    let info = entry.server.tls_info.as_ref()?;
+    let same_offer = info.alpn_offers.len() == offers.len()
+        && info
+            .alpn_offers
+            .iter()
+            .zip(offers)
+            .all(|(a, b)| a.as_bytes() == b.as_slice());
+    if entry.proxy_form.is_some() || info.sni != *sni || !same_offer {
+        return None;
+    }
+    if cfg.upstream_cert
+        && let Some(leaf) = info.certificate_list.first()
+    {
+        for n in cert_names(leaf) {
+            if !names.contains(&n) {
+                names.push(n);
+            }
+        }
+    }
+    Some(alpn_for_client(Ok(info.alpn.clone()), offers))
 }
 
 /// Answers the client's handshake with a certificate minted for `dialed.names`, firing the
@@ -323,9 +402,7 @@ async fn accept_client(
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(client.addr = %ctx.client().peername, "cannot mint a certificate for {names:?}: {e}");
-            if let Ok(stream) = server {
-                stream.close(ctx).await;
-            }
+            server.close(ctx).await;
             return TlsOutcome::Done;
         }
     };
@@ -333,9 +410,7 @@ async fn accept_client(
     let tls = match acceptor.accept(io).await {
         Ok(t) => t,
         Err(e) => {
-            if let Ok(stream) = server {
-                stream.close(ctx).await;
-            }
+            server.close(ctx).await;
             let reason = crate::tls::describe_tls_error(&e);
             tracing::info!(client.addr = %ctx.client().peername, sni = ?ch.sni, "client TLS handshake failed (does the client trust the waylay CA?): {reason}");
             data.error = Some(reason);

@@ -27,7 +27,7 @@ use crate::conn::dial::{
 };
 use crate::context::{ConnCtx, Tunnel};
 use crate::error::ServerError;
-use crate::intercept::{Intercepted, ServerPlan, ServerTls, TlsOutcome};
+use crate::intercept::{Intercepted, ServerPlan, ServerTls, TlsOutcome, Upstream};
 use crate::io::{BoxIo, Io, PrefixedIo};
 use crate::proto::client_hello::{client_hello_complete, parse_client_hello};
 use crate::proto::detect::{Detected, detect};
@@ -131,9 +131,9 @@ pub(crate) fn proxy_port_layer(first: &[u8]) -> Result<Layer, &'static str> {
 /// the whole stream. Every CONNECT tunnel opened on it is served concurrently on this task;
 /// returns when the connection and all its tunnels are done.
 pub(crate) async fn serve_proxy_port(ctx: Rc<ConnCtx>, io: BoxIo, first: &[u8]) {
-    let Some(mut tunnels) = ctx.take_tunnels() else {
+    if !ctx.take_tunnels() {
         return;
-    };
+    }
     let mut running = FuturesUnordered::new();
     let front = ctx.clone();
     let layer = proxy_port_layer(first);
@@ -150,19 +150,20 @@ pub(crate) async fn serve_proxy_port(ctx: Rc<ConnCtx>, io: BoxIo, first: &[u8]) 
         as std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>);
     loop {
         tokio::select! {
-            Some(t) = tunnels.recv() => running.push(Box::pin(tunnel(ctx.clone(), t))),
+            t = ctx.next_tunnel() => running.push(Box::pin(tunnel(ctx.clone(), t))),
             done = running.next() => if done.is_none() {
                 // A tunnel is queued before its CONNECT is answered, so none can be missed.
-                match tunnels.try_recv() {
-                    Ok(t) => running.push(Box::pin(tunnel(ctx.clone(), t))),
-                    Err(_) => break,
+                match ctx.try_next_tunnel() {
+                    Some(t) => running.push(Box::pin(tunnel(ctx.clone(), t))),
+                    None => break,
                 }
             },
         }
     }
 }
 
-async fn tunnel(ctx: Rc<ConnCtx>, t: Tunnel) {
+async fn tunnel(ctx: Rc<ConnCtx>, t: Box<Tunnel>) {
+    let t = *t;
     match t.upgrade.await {
         Ok(upgraded) => {
             let io: BoxIo = Box::new(TokioIo::new(upgraded));
@@ -359,10 +360,11 @@ pub(crate) async fn serve_tunnel_to(
         Detected::NeedMore
     } else {
         buf.reserve(4096);
+        // Boxed: this future stays allocated while the tunnel's layer serves (S5).
         let detected = if eager {
-            detect_client_or_server(&ctx, &mut io, &mut buf, &address).await
+            Box::pin(detect_client_or_server(&ctx, &mut io, &mut buf, &address)).await
         } else {
-            detect_client(&mut io, &mut buf).await
+            Box::pin(detect_client(&mut io, &mut buf)).await
         };
         let Some(detected) = detected else {
             return;
@@ -386,7 +388,9 @@ pub(crate) async fn serve_tunnel_to(
     };
     let layer = choose(position, detected, cfg.rawtcp);
     let data = buf.freeze();
-    let Some((layer, via)) = next_layer_hook(&ctx, address.clone(), &data, layer, via).await else {
+    let Some((layer, via)) =
+        Box::pin(next_layer_hook(&ctx, address.clone(), &data, layer, via)).await
+    else {
         return;
     };
     let io: BoxIo = if data.is_empty() {
@@ -420,16 +424,22 @@ pub(crate) async fn serve_tunnel_to(
                 tls: server_tls,
                 via: via.clone(),
             };
-            match crate::intercept::intercept(&ctx, io, data, host.clone(), port, plan).await {
+            let intercepted = Box::pin(crate::intercept::intercept(
+                &ctx,
+                io,
+                data,
+                host.clone(),
+                port,
+                plan,
+            ));
+            match intercepted.await {
                 TlsOutcome::Intercepted(i) if to.stream() => {
                     let Intercepted { client, server, .. } = *i;
-                    let side = server_side(server, address);
-                    crate::relay::tcp::serve(ctx, Box::new(client), side, Mode::Tcp).await;
+                    let side = server_side(server.into_stream(&ctx).await, address);
+                    relay(ctx, Box::new(client), side, Mode::Tcp).await;
                 }
-                TlsOutcome::Intercepted(i) => serve_inside_tls(ctx, *i).await,
-                TlsOutcome::Ignored(io) => {
-                    crate::relay::tcp::serve(ctx, io, dial(address), Mode::Passthrough).await
-                }
+                TlsOutcome::Intercepted(i) => serve_inside_tls(ctx, i).await,
+                TlsOutcome::Ignored(io) => relay(ctx, io, dial(address), Mode::Passthrough).await,
                 TlsOutcome::Done => {}
             }
         }
@@ -445,16 +455,21 @@ pub(crate) async fn serve_tunnel_to(
                     via: via.clone(),
                     proxy_form: false,
                 };
-                server_side(connect_stream(&ctx, &spec).await, address)
+                server_side(Box::pin(connect_stream(&ctx, &spec)).await, address)
             } else {
                 dial(address)
             };
-            crate::relay::tcp::serve(ctx, io, side, Mode::Tcp).await
+            relay(ctx, io, side, Mode::Tcp).await
         }
-        Layer::Passthrough => {
-            crate::relay::tcp::serve(ctx, io, dial(address), Mode::Passthrough).await
-        }
+        Layer::Passthrough => relay(ctx, io, dial(address), Mode::Passthrough).await,
     }
+}
+
+/// The TCP relay, boxed: the futures that may end in it (a tunnel's, the layer inside TLS)
+/// stay sized for the HTTP layer they serve far more often, and an idle HTTP connection
+/// does not keep the relay's size allocated (S5 in BENCHMARKS.md).
+async fn relay(ctx: Rc<ConnCtx>, io: BoxIo, side: ServerSide, mode: Mode) {
+    Box::pin(crate::relay::tcp::serve(ctx, io, side, mode)).await;
 }
 
 /// The TCP layer's server side for a stream dialed before it started.
@@ -524,20 +539,57 @@ async fn first_bytes<C: Io, S: Io>(
 }
 
 /// Closes a server stream no layer took (with its `server_disconnect`).
-async fn close_unused(ctx: &ConnCtx, server: Result<ServerStream, ServerError>) {
-    if let Ok(stream) = server {
-        stream.close(ctx).await;
-    }
+async fn close_unused(ctx: &ConnCtx, server: Upstream) {
+    server.close(ctx).await;
 }
 
 /// Chooses and serves the layer inside the client's TLS (`next_layer` may override it).
-async fn serve_inside_tls(ctx: Rc<ConnCtx>, tls: Intercepted) {
+async fn serve_inside_tls(ctx: Rc<ConnCtx>, tls: Box<Intercepted>) {
+    // Two phases: everything up to the HTTP layer is boxed and freed once done, so the
+    // future kept for the (mostly idle) life of the connection holds the HTTP layer only.
+    let serve = {
+        let Some(http) = Box::pin(prepare_inside_tls(&ctx, tls)).await else {
+            return;
+        };
+        http_layer(ctx, http)
+    };
+    serve.await;
+}
+
+/// The HTTP layer's future, made outside an `async fn` so that the stream it takes is not
+/// kept a second time beside it. HTTP/2 is boxed: the future is sized for HTTP/1.
+fn http_layer(
+    ctx: Rc<ConnCtx>,
+    http: InsideHttp,
+) -> futures::future::Either<
+    impl std::future::Future<Output = ()>,
+    std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>,
+> {
+    let InsideHttp { client, target, h2 } = http;
+    if h2 {
+        futures::future::Either::Right(Box::pin(crate::http::serve_h2(ctx, client, Some(target))))
+    } else {
+        futures::future::Either::Left(crate::http::serve_h1(ctx, client, Some(target)))
+    }
+}
+
+/// The HTTP layer chosen inside an intercepted TLS connection, its server connection pooled.
+struct InsideHttp {
+    client: PrefixedIo<tokio_rustls::server::TlsStream<BoxIo>>,
+    target: Destination,
+    h2: bool,
+}
+
+/// Chooses the layer inside the client's TLS and serves it when it is not HTTP; for HTTP,
+/// pools the server connection and gives the client's stream back for [`serve_inside_tls`].
+async fn prepare_inside_tls(ctx: &Rc<ConnCtx>, tls: Box<Intercepted>) -> Option<InsideHttp> {
+    let ctx = ctx.clone();
     let Intercepted {
         mut client,
         alpn,
         mut server,
         target,
-    } = tls;
+    } = *tls;
     let cfg = ctx.shared.config();
     let mut data = BytesMut::new();
     let mut server_data = BytesMut::new();
@@ -546,13 +598,16 @@ async fn serve_inside_tls(ctx: Rc<ConnCtx>, tls: Intercepted) {
     } else {
         // Only a raw TCP layer could relay what a server says first.
         let watch = match (&mut server, cfg.rawtcp) {
-            (Ok(s), true) => Some(&mut s.io),
+            (Upstream::Dialed(Ok(s)), true) => Some(&mut s.io),
             _ => None,
         };
-        match first_bytes(&mut client, &mut data, watch, &mut server_data).await {
+        match Box::pin(first_bytes(&mut client, &mut data, watch, &mut server_data)).await {
             First::Client(d) => d,
             First::Server => Detected::Other,
-            First::Closed => return close_unused(&ctx, server).await,
+            First::Closed => {
+                Box::pin(close_unused(&ctx, server)).await;
+                return None;
+            }
         }
     };
     let alpn_bytes = alpn.as_deref().map(str::as_bytes);
@@ -566,26 +621,31 @@ async fn serve_inside_tls(ctx: Rc<ConnCtx>, tls: Intercepted) {
     let address = Address::new(target.host.clone(), target.port);
     // The server is connected already: its route is shown, a change to it is moot.
     let via = target.route.clone();
-    let Some((layer, _)) = next_layer_hook(&ctx, address.clone(), &data, layer, via).await else {
-        return close_unused(&ctx, server).await;
+    let Some((layer, _)) =
+        Box::pin(next_layer_hook(&ctx, address.clone(), &data, layer, via)).await
+    else {
+        Box::pin(close_unused(&ctx, server)).await;
+        return None;
     };
     if layer == Layer::Http1 && detect(&data) == Detected::Other {
         // HTTP/1 chosen for bytes that are not HTTP (`rawtcp` off): one clear line, as on
         // the proxy port.
         let reason = "waylay: malformed request line";
         tracing::info!(client.addr = %ctx.client().peername, "bad request inside TLS: {reason}");
-        crate::http::bad_request(client, reason).await;
-        return close_unused(&ctx, server).await;
+        Box::pin(crate::http::bad_request(client, reason)).await;
+        Box::pin(close_unused(&ctx, server)).await;
+        return None;
     }
     let client = PrefixedIo::new(data, client);
     let mode = match layer {
         Layer::Http1 | Layer::Http2 => {
             // A failed dial is already in the pool's failures: requests are answered 502.
-            if let Ok(mut stream) = server {
+            // A pooled server connection is in the pool already.
+            if let Upstream::Dialed(Ok(mut stream)) = server {
                 if !server_data.is_empty() {
                     stream.io = Box::new(PrefixedIo::new(server_data, stream.io));
                 }
-                match handshake(&ctx, stream).await {
+                match Box::pin(handshake(&ctx, stream)).await {
                     Ok(entry) => ctx.pool.insert(target.clone(), entry),
                     Err(e) => {
                         tracing::info!(client.addr = %ctx.client().peername, "{e}");
@@ -593,12 +653,11 @@ async fn serve_inside_tls(ctx: Rc<ConnCtx>, tls: Intercepted) {
                     }
                 }
             }
-            if layer == Layer::Http2 {
-                crate::http::serve_h2(ctx, client, Some(target)).await;
-            } else {
-                crate::http::serve_h1(ctx, client, Some(target)).await;
-            }
-            return;
+            return Some(InsideHttp {
+                client,
+                target,
+                h2: layer == Layer::Http2,
+            });
         }
         Layer::Tcp => Mode::Tcp,
         Layer::Passthrough => Mode::Passthrough,
@@ -607,7 +666,7 @@ async fn serve_inside_tls(ctx: Rc<ConnCtx>, tls: Intercepted) {
             Mode::Tcp
         }
     };
-    let server_side = match server {
+    let server_side = match server.into_stream(&ctx).await {
         Ok(stream) => ServerSide::Connected {
             stream: Box::new(stream),
             prefix: server_data,
@@ -617,7 +676,8 @@ async fn serve_inside_tls(ctx: Rc<ConnCtx>, tls: Intercepted) {
             error: e.to_string(),
         },
     };
-    crate::relay::tcp::serve(ctx, Box::new(client), server_side, mode).await;
+    relay(ctx, Box::new(client), server_side, mode).await;
+    None
 }
 
 #[cfg(test)]
@@ -746,5 +806,67 @@ mod tests {
             let _ = choose(inside(None), d, rawtcp);
             let _ = choose(Position::ReverseStream { ignored: false }, d, rawtcp);
         }
+    }
+
+    fn own2<A, B, F>(_: fn(A, B) -> F) -> usize {
+        size_of::<F>()
+    }
+    fn rr2<'a, A: 'a, B, F>(_: fn(&'a A, B) -> F) -> usize {
+        size_of::<F>()
+    }
+    fn own3<A, B, C, F>(_: fn(A, B, C) -> F) -> usize {
+        size_of::<F>()
+    }
+    fn own5<A, B, C, D, E, F>(_: fn(A, B, C, D, E) -> F) -> usize {
+        size_of::<F>()
+    }
+
+    /// The futures an idle intercepted connection keeps allocated (S5): the client's serve
+    /// future (inside its actor), the tunnel's (boxed in the proxy port's set) and hyper's
+    /// server connection inside it. The sizes print with `--nocapture`; the bounds hold in
+    /// debug builds, where futures are largest.
+    #[test]
+    fn idle_connection_futures_stay_small() {
+        let proxy_port = own3(super::serve_proxy_port);
+        let tunnel = own2(super::tunnel);
+        let inside = own2(super::serve_inside_tls);
+        for (name, size) in [
+            ("client::serve", own3(crate::conn::client::serve)),
+            ("modes::serve", own2(crate::modes::serve)),
+            ("serve_proxy_port", proxy_port),
+            ("tunnel", tunnel),
+            ("serve_tunnel_to", own5(super::serve_tunnel_to)),
+            ("serve_inside_tls", inside),
+            ("prepare_inside_tls", rr2(super::prepare_inside_tls)),
+            (
+                "serve_h1<PrefixedIo<BoxIo>>",
+                own3(crate::http::serve_h1::<PrefixedIo<BoxIo>>),
+            ),
+            ("serve_h1<BoxIo>", own3(crate::http::serve_h1::<BoxIo>)),
+            (
+                "serve_h1<PrefixedIo<TlsStream<BoxIo>>>",
+                own3(crate::http::serve_h1::<PrefixedIo<tokio_rustls::server::TlsStream<BoxIo>>>),
+            ),
+            (
+                "TlsStream<BoxIo>",
+                size_of::<tokio_rustls::server::TlsStream<BoxIo>>(),
+            ),
+            (
+                "rustls::ServerConnection",
+                size_of::<rustls::ServerConnection>(),
+            ),
+            (
+                "rustls::ClientConnection",
+                size_of::<rustls::ClientConnection>(),
+            ),
+            (
+                "serve_h2<PrefixedIo<BoxIo>>",
+                own3(crate::http::serve_h2::<PrefixedIo<BoxIo>>),
+            ),
+        ] {
+            eprintln!("{name}: {size} bytes");
+        }
+        assert!(tunnel <= 5120, "tunnel {tunnel}");
+        assert!(inside <= 4096, "serve_inside_tls {inside}");
     }
 }

@@ -382,11 +382,28 @@ async fn websocket_through_the_reverse_proxy() {
     proxy.shutdown().await;
 }
 
+/// Handles `server_connect` (and does nothing with it).
+struct ObservesServers;
+
+impl Addon for ObservesServers {
+    async fn server_connect(&mut self, _d: &mut waylay_core::hooks::ServerConnectionHookData) {}
+}
+
 #[actix_rt::test]
 async fn server_connections_are_reused_across_a_clients_requests() {
     let (origin, conns) = counting_origin().await;
     let dir = TempDir::new("reverse-reuse");
-    let (proxy, ca) = reverse_proxy(&format!("http://{origin}"), &dir).await;
+    // An addon observing server connections: each client connection keeps its own (without
+    // one, idle ones are shared by the worker's clients: `tests/shared_pool.rs`), so the
+    // second client's connection is a new one whatever the timing.
+    let proxy = TestProxy::start(
+        Proxy::builder()
+            .set(format!("mode=reverse:http://{origin}"))
+            .addon(ObservesServers),
+    )
+    .await;
+    let ca = dir.path().join("proxy-ca.pem");
+    std::fs::write(&ca, &proxy.ca_pem).expect("write CA");
     // Five requests on one kept-alive plain client connection: one server connection.
     let mut s = tokio::net::TcpStream::connect(proxy.addr())
         .await

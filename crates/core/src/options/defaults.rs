@@ -50,6 +50,7 @@ pub fn core_options() -> Vec<OptionSpec> {
         b("websocket", true, "Enable WebSocket support."),
         b("rawtcp", true, "Enable raw TCP support for traffic that is neither HTTP nor TLS."),
         s("connection_strategy", "eager", "Determine when server connections are established: eager connects before the client handshake, lazy only when a request needs one. (Not supported by waylay yet: only the default is accepted.)").with_choices(["eager", "lazy"]),
+        b("share_server_connections", false, "Share idle server connections between the client connections of a worker while no addon handles a server-connection hook (server_connect, server_connected, server_disconnect, server_connect_error, tls_*_server): an idle client connection then holds no server connection of its own. Off: every client connection keeps its own, as in mitmproxy. (waylay only; experimental: a rare stall of a new connection under bursts is not understood yet, see BENCHMARKS.md.)"),
         b("keep_host_header", false, "Reverse proxy mode: keep the original Host header (and the client's SNI towards the target) instead of rewriting it to the target."),
         b("validate_inbound_headers", true, "Make sure that incoming HTTP requests are not malformed. (Not supported by waylay yet: only the default is accepted.)"),
         b("normalize_outbound_headers", true, "Normalize outgoing HTTP/2 header names (lowercase). (Not supported by waylay yet: only the default is accepted.)"),

@@ -76,7 +76,7 @@ impl Handler<Close> for ClientConnection {
     }
 }
 
-async fn serve(shared: Arc<ProxyShared>, mode: Arc<Mode>, socket: std::net::TcpStream) {
+pub(crate) async fn serve(shared: Arc<ProxyShared>, mode: Arc<Mode>, socket: std::net::TcpStream) {
     let mut tcp = match tokio::net::TcpStream::from_std(socket) {
         Ok(s) => s,
         Err(e) => {

@@ -2,11 +2,11 @@
 //! requests, taken out for a WebSocket upgrade, evicted when they fail. Its state changes
 //! only through [`Pool`]'s methods.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Weak};
 
 use actix::Addr;
 use waylay_core::flow::Server;
@@ -202,17 +202,125 @@ mod tests {
     }
 }
 
-/// The pool of one client connection (all on one worker thread, hence `RefCell`; no borrow
-/// is held across an await).
+/// Server connections by destination. A client connection's own (mitmproxy's model: its
+/// server connections live and die with it), or, when no addon observes server connections,
+/// one per worker and proxy shared by the client connections on that worker (see
+/// [`SharedPool`]).
+type Entries = RefCell<HashMap<Destination, Vec<PoolEntry>>>;
+
+/// The server connections a worker's client connections share, when no addon observes
+/// server connections (no `server_connect`, `server_connected`, `server_disconnect`,
+/// `server_connect_error` or `tls_*_server` handler): an idle server connection then serves
+/// any client of the worker, as hyper-util's and hudsucker's pools do, so an idle client
+/// connection holds no server connection of its own (S5 in BENCHMARKS.md). It keeps at most
+/// one idle connection per live client connection sharing it: when a client connection
+/// ends, idle connections beyond that are closed, and all of them once no client is left.
 #[derive(Debug, Default)]
+pub(crate) struct SharedPool {
+    entries: Entries,
+    /// Live client connections using it.
+    clients: Cell<usize>,
+}
+
+impl SharedPool {
+    /// Closes idle connections beyond one per live client (after a client left).
+    fn trim(&self) {
+        let mut keep = self.clients.get();
+        let mut pool = self.entries.borrow_mut();
+        pool.retain(|_, list| {
+            list.retain(|e| match e.state.get() {
+                ConnState::Closed => false,
+                ConnState::Fresh | ConnState::Idle if keep == 0 => false,
+                ConnState::Fresh | ConnState::Idle => {
+                    keep -= 1;
+                    true
+                }
+                _ => true,
+            });
+            !list.is_empty()
+        });
+    }
+}
+
+thread_local! {
+    /// The shared pools of this worker thread, one per proxy instance (several may run in
+    /// one process, e.g. in tests: their connections are never mixed).
+    static SHARED: RefCell<Vec<(Weak<crate::context::ProxyShared>, Rc<SharedPool>)>> =
+        const { RefCell::new(Vec::new()) };
+}
+
+/// The shared pool of `proxy` on this worker thread.
+fn shared_for(proxy: &Arc<crate::context::ProxyShared>) -> Rc<SharedPool> {
+    SHARED.with(|pools| {
+        let mut pools = pools.borrow_mut();
+        pools.retain(|(p, _)| p.strong_count() > 0);
+        if let Some((_, pool)) = pools
+            .iter()
+            .find(|(p, _)| std::ptr::eq(p.as_ptr(), Arc::as_ptr(proxy)))
+        {
+            return pool.clone();
+        }
+        let pool = Rc::new(SharedPool::default());
+        pools.push((Arc::downgrade(proxy), pool.clone()));
+        pool
+    })
+}
+
+/// The pool of one client connection (all on one worker thread, hence `RefCell`; no borrow
+/// is held across an await): its own server connections, or the worker's shared ones.
+#[derive(Debug)]
 pub(crate) struct Pool {
-    entries: RefCell<HashMap<Destination, Vec<PoolEntry>>>,
+    entries: Rc<SharedPool>,
+    shared: bool,
     /// A server connection that failed during the TLS tunnel setup: requests in that tunnel
-    /// are answered 502 with this reason.
+    /// are answered 502 with this reason (always the client connection's own).
     failed: RefCell<HashMap<Destination, ServerError>>,
 }
 
+impl Default for Pool {
+    fn default() -> Self {
+        Self::own()
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        let n = self.entries.clients.get().saturating_sub(1);
+        self.entries.clients.set(n);
+        if self.shared {
+            self.entries.trim();
+        }
+    }
+}
+
 impl Pool {
+    /// A client connection's own pool.
+    pub(crate) fn own() -> Self {
+        let entries = Rc::new(SharedPool::default());
+        entries.clients.set(1);
+        Self {
+            entries,
+            shared: false,
+            failed: RefCell::default(),
+        }
+    }
+
+    /// The worker's pool shared with the other client connections of `proxy` on this thread.
+    pub(crate) fn shared(proxy: &Arc<crate::context::ProxyShared>) -> Self {
+        let entries = shared_for(proxy);
+        entries.clients.set(entries.clients.get() + 1);
+        Self {
+            entries,
+            shared: true,
+            failed: RefCell::default(),
+        }
+    }
+
+    /// Whether this is the worker's shared pool.
+    pub(crate) fn is_shared(&self) -> bool {
+        self.shared
+    }
+
     /// Why the server connection for `key` failed earlier, if it did.
     pub(crate) fn failure(&self, key: &Destination) -> Option<ServerError> {
         self.failed.borrow().get(key).cloned()
@@ -225,7 +333,7 @@ impl Pool {
 
     /// A connection for `key` that can take a request now.
     pub(crate) fn usable(&self, key: &Destination) -> Option<PoolEntry> {
-        let mut pool = self.entries.borrow_mut();
+        let mut pool = self.entries.entries.borrow_mut();
         let list = pool.get_mut(key)?;
         list.retain(|e| e.state.get() != ConnState::Closed);
         list.iter().find(|e| e.usable()).cloned()
@@ -233,7 +341,7 @@ impl Pool {
 
     /// Takes an idle HTTP/1 connection for `key` out of the pool (for an upgrade).
     pub(crate) fn take_idle_h1(&self, key: &Destination) -> Option<PoolEntry> {
-        let mut pool = self.entries.borrow_mut();
+        let mut pool = self.entries.entries.borrow_mut();
         let list = pool.get_mut(key)?;
         list.retain(|e| e.state.get() != ConnState::Closed);
         // Upgrades go by CONNECT, never on a connection to a proxy itself.
@@ -245,6 +353,7 @@ impl Pool {
 
     pub(crate) fn insert(&self, key: Destination, entry: PoolEntry) {
         self.entries
+            .entries
             .borrow_mut()
             .entry(key)
             .or_default()
@@ -253,7 +362,7 @@ impl Pool {
 
     /// Removes `entry` from the pool (after a failure on it).
     pub(crate) fn evict(&self, key: &Destination, entry: &PoolEntry) {
-        if let Some(list) = self.entries.borrow_mut().get_mut(key) {
+        if let Some(list) = self.entries.entries.borrow_mut().get_mut(key) {
             list.retain(|e| e.addr != entry.addr);
         }
     }

@@ -22,13 +22,16 @@ pub(crate) async fn serve(ctx: Rc<ConnCtx>, tcp: TcpStream) {
         waylay_core::Mode::Regular | waylay_core::Mode::Upstream(_) => {
             regular::serve(ctx.clone(), tcp).await;
         }
+        // The other fronts are boxed: this future lives as long as the connection (inside
+        // its actor), and the fronts that go straight to the next-layer step would size it
+        // for a tunnel's setup (TLS, dialing) even on regular mode's proxy port.
         waylay_core::Mode::Reverse(target) => {
             let target = target.clone();
-            reverse::serve(ctx.clone(), tcp, target).await;
+            Box::pin(reverse::serve(ctx.clone(), tcp, target)).await;
         }
-        waylay_core::Mode::Socks5 => socks5::serve(ctx.clone(), tcp).await,
+        waylay_core::Mode::Socks5 => Box::pin(socks5::serve(ctx.clone(), tcp)).await,
         #[cfg(target_os = "linux")]
-        waylay_core::Mode::Transparent => transparent::serve(ctx.clone(), tcp).await,
+        waylay_core::Mode::Transparent => Box::pin(transparent::serve(ctx.clone(), tcp)).await,
         // Refused by the config on other platforms.
         #[cfg(not(target_os = "linux"))]
         waylay_core::Mode::Transparent => {}

@@ -1,0 +1,343 @@
+//! Idle intercepted connections (the shared harness's S5 in-repo): `IDLE_CONNS` (1000) HTTPS
+//! connections are opened through the proxy (CONNECT, TLS to the proxy, one `GET /1k` with
+//! keep-alive each, answered by an HTTPS origin on loopback) and held idle; the figure is the
+//! proxy process's `VmRSS` with them held minus its `VmRSS` before, divided by the count.
+//!
+//! `cargo bench -p waylay-benches --bench idle`
+//!
+//! The bench binary is both sides: with `WAYLAY_IDLE_CHILD=1` it is the proxy (the real
+//! `Proxy::builder()`, one worker, upstream certificates not verified as the harness's `-k`,
+//! and the onboarding addon as the `waylay` binary registers it by default), so the figure is
+//! the proxy process's alone; otherwise it is the parent (origin and clients on one
+//! current-thread runtime). `IDLE_WRAP` runs the child under a tool, e.g.
+//! `IDLE_WRAP="valgrind --tool=massif --massif-out-file=idle.massif"` or
+//! `IDLE_WRAP="heaptrack -o idle"`: the child then exits cleanly (its stdin closed) after the
+//! hold, so the tool writes its profile; RSS figures under a tool mean nothing.
+//!
+//! Settings: `IDLE_CONNS` (1000), `IDLE_PARALLEL` (50 opened at once), `IDLE_SETTLE` (2 s
+//! between "all open" and reading RSS), `IDLE_HOLD` (extra seconds held after the reading),
+//! `IDLE_OBSERVE_SERVERS` (0; 1: an addon handles `server_connect`, so every client connection
+//! keeps its own server connection, as in mitmproxy, instead of sharing idle ones),
+//! `IDLE_ONBOARDING` (1: register the onboarding addon as the binary does; 0: no addon),
+//! `IDLE_EXTRA_SETS` (`;`-separated `name=value` options for the proxy). The proxy's open
+//! file descriptors before and while held are printed too (the held clients plus the server
+//! connections).
+
+use std::convert::Infallible;
+use std::io::{BufRead, Write};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use waylay_layers::Proxy;
+use waylay_testkit::{TempDir, connect_tls, test_tls_acceptor};
+
+const CHILD_ENV: &str = "WAYLAY_IDLE_CHILD";
+const CONFDIR_ENV: &str = "WAYLAY_IDLE_CONFDIR";
+/// No single step (tunnel, handshake, request) may take longer than this.
+const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+const MAX_HEAD: usize = 64 * 1024;
+
+fn main() {
+    if std::env::var(CHILD_ENV).is_ok() {
+        child();
+    } else {
+        parent();
+    }
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The proxy under test.
+
+/// Handles `server_connect`: every client connection then keeps its own server connections.
+struct ObservesServers;
+
+impl waylay_core::Addon for ObservesServers {
+    async fn server_connect(&mut self, _data: &mut waylay_core::hooks::ServerConnectionHookData) {}
+}
+
+fn child() {
+    // Exit when the parent closes our stdin (or dies): no orphan is left, and a wrapping
+    // tool (massif, heaptrack) sees a normal exit and writes its profile.
+    std::thread::spawn(|| {
+        let mut sink = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+        std::process::exit(0);
+    });
+    let confdir = std::env::var(CONFDIR_ENV).expect("confdir set by the parent");
+    let sys = actix::System::new();
+    sys.block_on(async move {
+        let mut builder = Proxy::builder()
+            .set(format!("confdir={confdir}"))
+            .set("workers=1")
+            .set("ssl_insecure=true")
+            .listen("127.0.0.1:0");
+        for set in std::env::var("IDLE_EXTRA_SETS")
+            .unwrap_or_default()
+            .split(';')
+        {
+            if !set.trim().is_empty() {
+                builder = builder.set(set.trim());
+            }
+        }
+        if env_or("IDLE_OBSERVE_SERVERS", 0u8) > 0 {
+            builder = builder.addon(ObservesServers);
+        }
+        if env_or("IDLE_ONBOARDING", 1u8) > 0 {
+            builder = builder.addon(waylay_addons::Onboarding::new());
+        }
+        let proxy = builder.start().await.expect("waylay starts");
+        let ca = std::path::Path::new(&confdir).join("idle-proxy-ca.pem");
+        std::fs::write(&ca, proxy.ca_cert_pem()).expect("write the proxy CA");
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{}", proxy.local_addr());
+        let _ = out.flush();
+        drop(out);
+        futures::future::pending::<()>().await;
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The origin and the clients.
+
+async fn origin_service(
+    _req: hyper::Request<hyper::body::Incoming>,
+) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
+    Ok(hyper::Response::new(Full::new(Bytes::from(vec![
+        b'x';
+        1024
+    ]))))
+}
+
+async fn https_origin(dir: &TempDir) -> SocketAddr {
+    let (acceptor, _ca) = test_tls_acceptor(dir, "idle-origin-ca.pem", &[b"http/1.1"]);
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
+    let addr = l.local_addr().expect("origin addr");
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(tls) = acceptor.accept(s).await {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), service_fn(origin_service))
+                        .await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Reads one `200` response with a `Content-Length` body; `None` on anything else.
+async fn read_response<S: AsyncRead + Unpin>(s: &mut S) -> Option<()> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(p) = find(&buf, b"\r\n\r\n") {
+            break p + 4;
+        }
+        let n = s.read(&mut chunk).await.ok()?;
+        if n == 0 || buf.len() > MAX_HEAD {
+            return None;
+        }
+        buf.extend_from_slice(chunk.get(..n)?);
+    };
+    let head = std::str::from_utf8(buf.get(..head_end)?).ok()?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    let len: usize = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse().ok())?
+    })?;
+    while buf.len() < head_end + len {
+        let n = s.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(chunk.get(..n)?);
+    }
+    Some(())
+}
+
+type Held = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+/// One intercepted connection with one request answered, kept open.
+async fn open_one(proxy: SocketAddr, origin: SocketAddr, ca: &str) -> Option<Held> {
+    tokio::time::timeout(STEP_TIMEOUT, async {
+        let mut s = connect_tls(proxy, &origin.to_string(), "localhost", ca, &[b"http/1.1"])
+            .await
+            .ok()?;
+        s.write_all(b"GET /1k HTTP/1.1\r\nHost: localhost\r\nUser-Agent: waylay-idle\r\n\r\n")
+            .await
+            .ok()?;
+        read_response(&mut s).await?;
+        Some(s)
+    })
+    .await
+    .ok()?
+}
+
+// ---------------------------------------------------------------------------------------------
+// The proxy process.
+
+fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Open file descriptors of `pid` (sockets: the held clients and the server connections).
+fn fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+}
+
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_child(confdir: &TempDir) -> (ChildGuard, SocketAddr) {
+    let exe = std::env::current_exe().expect("current exe");
+    let wrap = std::env::var("IDLE_WRAP").unwrap_or_default();
+    let mut words = wrap.split_whitespace();
+    let mut cmd = match words.next() {
+        Some(tool) => {
+            let mut c = Command::new(tool);
+            c.args(words).arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    };
+    let mut child = cmd
+        .env(CHILD_ENV, "1")
+        .env(CONFDIR_ENV, confdir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn the proxy");
+    let stdout = child.stdout.take();
+    let guard = ChildGuard(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        if let Some(out) = stdout {
+            let mut r = std::io::BufReader::new(out);
+            // A wrapping tool may print lines of its own first.
+            for _ in 0..50 {
+                line.clear();
+                if r.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if line.trim().parse::<SocketAddr>().is_ok() {
+                    break;
+                }
+            }
+        }
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the proxy announces its address within 60 s");
+    let addr = line
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("the proxy printed {line:?}, not an address"));
+    (guard, addr)
+}
+
+fn parent() {
+    let conns: usize = env_or("IDLE_CONNS", 1000);
+    let parallel: usize = env_or("IDLE_PARALLEL", 50).max(1);
+    let settle: f64 = env_or("IDLE_SETTLE", 2.0);
+    let hold: f64 = env_or("IDLE_HOLD", 0.0);
+    let confdir = TempDir::new("waylay-idle");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let origin = rt.block_on(https_origin(&confdir));
+    let (mut child, proxy) = spawn_child(&confdir);
+    let pid = child.0.id();
+    let ca = Arc::new(
+        std::fs::read_to_string(confdir.path().join("idle-proxy-ca.pem")).expect("proxy CA"),
+    );
+    rt.block_on(async {
+        // One connection first (as the harness's curl): certificate minted, pools warm.
+        let first = open_one(proxy, origin, &ca).await;
+        assert!(first.is_some(), "the first request through the proxy failed");
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let rss0 = status_kib(pid, "VmRSS:");
+        let fds0 = fds(pid);
+        let started = Instant::now();
+        let mut held = Vec::with_capacity(conns);
+        let mut failed = 0usize;
+        while held.len() + failed < conns {
+            let batch = parallel.min(conns - held.len() - failed);
+            let opened = futures::future::join_all(
+                (0..batch).map(|_| open_one(proxy, origin, &ca)),
+            )
+            .await;
+            for s in opened {
+                match s {
+                    Some(s) => held.push(s),
+                    None => failed += 1,
+                }
+            }
+        }
+        let open_s = started.elapsed().as_secs_f64();
+        tokio::time::sleep(Duration::from_secs_f64(settle)).await;
+        let rss1 = status_kib(pid, "VmRSS:");
+        let hwm = status_kib(pid, "VmHWM:");
+        let fds1 = fds(pid);
+        let n = held.len().max(1) as f64;
+        println!(
+            "idle: {} held ({failed} failed, opened in {open_s:.1} s), proxy RSS {:.1} MiB before, {:.1} MiB held (peak {:.1}): {:.1} KiB per idle connection; proxy fds {fds0} before, {fds1} held",
+            held.len(),
+            rss0 as f64 / 1024.0,
+            rss1 as f64 / 1024.0,
+            hwm as f64 / 1024.0,
+            rss1.saturating_sub(rss0) as f64 / n,
+        );
+        tokio::time::sleep(Duration::from_secs_f64(hold)).await;
+        drop(held);
+    });
+    // Let a wrapping tool write its profile: close the child's stdin and wait (bounded).
+    drop(child.0.stdin.take());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        if matches!(child.0.try_wait(), Ok(Some(_))) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -753,11 +753,25 @@ async fn updates_are_numbered_and_filters_answer_with_errors_positions() {
     let adds: Vec<&Value> = seen.iter().filter(|m| m["type"] == "flows/add").collect();
     assert_eq!(adds.len(), 1);
     assert_eq!(adds[0]["payload"]["flow"]["request"]["path"], "/live");
-    // The update's JSON (written straight into the frame) is the REST API's.
-    let sent = &adds[0]["payload"]["flow"];
-    let id = sent["id"].as_str().unwrap();
+    // The update's JSON (written straight into the frame) is the REST API's, once the flow
+    // has finished (an earlier update may show it before its response).
+    let id = adds[0]["payload"]["flow"]["id"].as_str().unwrap().to_owned();
+    let last_of = |seen: &[Value]| {
+        seen.iter()
+            .rev()
+            .find(|m| m["payload"]["flow"]["id"] == id.as_str())
+            .map(|m| m["payload"]["flow"].clone())
+    };
+    for _ in 0..50 {
+        if last_of(&seen).is_some_and(|f| f["live"] == false) {
+            break;
+        }
+        seen.extend(next_batch(&mut ws).await);
+    }
+    let sent = last_of(&seen).unwrap();
+    assert_eq!(sent["live"], false, "{sent}");
     let rest = call(ui.addr(), "GET", &format!("/flows/{id}"), &[BEARER], "").await;
-    assert_eq!(&rest.json(), sent);
+    assert_eq!(rest.json(), sent);
     assert!(sent["response"]["headers"].is_array(), "{sent}");
     let ns: Vec<u64> = seen.iter().filter_map(|m| m["seq"].as_u64()).collect();
     assert!(ns.windows(2).all(|w| w[0] < w[1]), "{ns:?}");

@@ -755,7 +755,10 @@ async fn updates_are_numbered_and_filters_answer_with_errors_positions() {
     assert_eq!(adds[0]["payload"]["flow"]["request"]["path"], "/live");
     // The update's JSON (written straight into the frame) is the REST API's, once the flow
     // has finished (an earlier update may show it before its response).
-    let id = adds[0]["payload"]["flow"]["id"].as_str().unwrap().to_owned();
+    let id = adds[0]["payload"]["flow"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let last_of = |seen: &[Value]| {
         seen.iter()
             .rev()

@@ -7,7 +7,8 @@
 //! - [`ProxyAuth`] (`proxyauth`), [`Block`] (`block_global`, `block_private`),
 //!   [`AntiCache`] (`anticache`), [`AntiComp`] (`anticomp`): the proxy's policy options, as
 //!   mitmproxy's addons of the same names. `waylay::Proxy::builder()` registers them; each is
-//!   made with `from_options` and handles its hooks only when its option is on at start.
+//!   made with `from_options` and handles its flow hooks only while its option is on (set at
+//!   start or later: the manager re-reads an addon's hooks after every `configure`).
 //! - The rule addons, each with mitmproxy's option and syntax (`[SEP filter] SEP subject SEP
 //!   replacement`, any separator): [`ModifyHeaders`] (`modify_headers`), [`ModifyBody`]
 //!   (`modify_body`), [`MapRemote`] (`map_remote`), [`MapLocal`] (`map_local`),

@@ -821,23 +821,21 @@ mod tests {
         size_of::<F>()
     }
 
-    /// The futures an idle intercepted connection keeps allocated (S5): the client's serve
-    /// future (inside its actor), the tunnel's (boxed in the proxy port's set) and hyper's
+    /// The futures an idle intercepted connection keeps allocated (S5; the client's serve
+    /// future is bounded in `conn::client`'s tests): the tunnel's (boxed in the proxy port's set) and hyper's
     /// server connection inside it. The sizes print with `--nocapture`; the bounds hold in
     /// debug builds, where futures are largest.
     #[test]
     fn idle_connection_futures_stay_small() {
-        let proxy_port = own3(super::serve_proxy_port);
-        let tunnel = own2(super::tunnel);
-        let inside = own2(super::serve_inside_tls);
+        let proxy_port = own3(serve_proxy_port);
+        let tunnel = own2(tunnel);
+        let inside = own2(serve_inside_tls);
         for (name, size) in [
-            ("client::serve", own3(crate::conn::client::serve)),
-            ("modes::serve", own2(crate::modes::serve)),
             ("serve_proxy_port", proxy_port),
             ("tunnel", tunnel),
-            ("serve_tunnel_to", own5(super::serve_tunnel_to)),
+            ("serve_tunnel_to", own5(serve_tunnel_to)),
             ("serve_inside_tls", inside),
-            ("prepare_inside_tls", rr2(super::prepare_inside_tls)),
+            ("prepare_inside_tls", rr2(prepare_inside_tls)),
             (
                 "serve_h1<PrefixedIo<BoxIo>>",
                 own3(crate::http::serve_h1::<PrefixedIo<BoxIo>>),

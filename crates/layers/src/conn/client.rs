@@ -139,3 +139,25 @@ impl Drop for AbortOnDrop {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    fn own2<A, B, F>(_: fn(A, B) -> F) -> usize {
+        size_of::<F>()
+    }
+    fn own3<A, B, C, F>(_: fn(A, B, C) -> F) -> usize {
+        size_of::<F>()
+    }
+
+    /// The future a client connection's actor keeps for the connection's life (S5): it was
+    /// sized for the SOCKS5, reverse and transparent fronts' whole setup (~15 KiB) until they
+    /// were boxed. Sizes print with `--nocapture`; the bound holds in debug builds.
+    #[test]
+    fn a_client_connections_serve_future_stays_small() {
+        let client = own3(super::serve);
+        let modes = own2(crate::modes::serve);
+        eprintln!("client::serve: {client} bytes, modes::serve: {modes} bytes");
+        assert!(client <= 4096, "client::serve {client}");
+        assert!(modes <= 4096, "modes::serve {modes}");
+    }
+}

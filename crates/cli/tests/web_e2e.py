@@ -309,8 +309,18 @@ with sync_playwright() as p:
     assert ws_seen == [], ws_seen
     page.click("#edit-message")
     expect(page.locator("#message-edit")).to_have_value("typed by the client")
-    page.fill("#message-edit", "edited in the browser")
-    page.click("#save-message")
+    # Under load the message row was seen re-created while Save was clicked (the button
+    # "detached from the DOM" for 15 s, 1 run in 4; cause not found): edit and save again,
+    # a bounded number of times. What the origin receives is checked below either way.
+    for attempt in range(5):
+        try:
+            if not page.locator("#message-edit").is_visible():
+                page.click("#edit-message", timeout=3000)
+            page.fill("#message-edit", "edited in the browser", timeout=3000)
+            page.click("#save-message", timeout=3000)
+            break
+        except Exception:
+            assert attempt < 4, "the held message could not be saved"
     expect(page.locator(".messages pre").last).to_contain_text("edited in the browser")
     page.screenshot(path=f"{artifacts}/websocket-edit.png")
     page.click("#resume")

@@ -10,6 +10,10 @@
 #   ADDONS=4 N=1100 OUT=/tmp/b bash benches/count_requests.sh
 #   python3 benches/count_diff.py /tmp/a/callgrind.out /tmp/b/callgrind.out 1000
 #
+# EXTRA names one more addon of the child (`WAYLAY_LOAD_EXTRA`): `addheader` (the seed's
+# AddHeader, on `response` only), `noop-response` (a no-op on `response` only), `py-noop`,
+# `py-addheader` (with `--features python`).
+#
 # WEB=1 registers the web UI's addon (`waylay+web`), WEB=2 also reads its `/updates`
 # WebSocket for the whole run, as a browser would (`waylay+web+ws`; a python3 stdlib client).
 #
@@ -17,6 +21,7 @@
 set -euo pipefail
 ADDONS=${ADDONS:-0}
 WEB=${WEB:-0}
+EXTRA=${EXTRA:-}
 N=${N:-1000}
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=${BIN:-$(ls -t "$root"/target/release/deps/proxy_load-* | grep -v '\.d$' | head -1)}
@@ -25,7 +30,7 @@ mkdir -p "$OUT"
 mkfifo "$OUT/origin.in" "$OUT/proxy.in"
 WAYLAY_LOAD_CHILD=origin "$bin" <"$OUT/origin.in" >"$OUT/origin.addr" &
 exec 3>"$OUT/origin.in"
-WAYLAY_LOAD_CHILD=waylay WAYLAY_LOAD_ADDONS=$ADDONS WAYLAY_LOAD_WORKERS=1 WAYLAY_LOAD_WEB=$WEB \
+WAYLAY_LOAD_CHILD=waylay WAYLAY_LOAD_ADDONS=$ADDONS WAYLAY_LOAD_WORKERS=1 WAYLAY_LOAD_WEB=$WEB WAYLAY_LOAD_EXTRA=$EXTRA \
   WAYLAY_LOAD_CONFDIR="$OUT" valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.out" "$bin" <"$OUT/proxy.in" >"$OUT/proxy.addr" 2>"$OUT/valgrind.log" &
 vg=$!
 exec 4>"$OUT/proxy.in"
@@ -65,4 +70,4 @@ exec 3>&-
 wait "$vg" || true
 [[ -n $reader ]] && { wait "$reader" || true; cat "$OUT/reader.log"; }
 total=$(grep -h '^summary:' "$OUT"/callgrind.out* | awk '{s+=$2} END {print s}')
-echo "addons=$ADDONS web=$WEB N=$N Ir=$total profile=$OUT/callgrind.out"
+echo "addons=$ADDONS extra=${EXTRA:-none} web=$WEB N=$N Ir=$total profile=$OUT/callgrind.out"

@@ -20,7 +20,7 @@
 //! Settings: `LOAD_CONNS` (32), `LOAD_SECS` (3, measured), `LOAD_WARMUP` (1),
 //! `LOAD_SCENARIOS` (comma-separated, default all:
 //! `floor,waylay,waylay+1,waylay+4,waylay+onb,waylay+mh,waylay+mr,waylay+16,waylay-w2,
-//! waylay+4-w2,waylay-w,waylay+web,waylay+web+ws,waylay+addheader,waylay+py-noop,
+//! waylay+4-w2,waylay-w,waylay+web,waylay+web+ws,waylay+addheader,waylay+noop-resp,waylay+py-noop,
 //! waylay+py-addheader,mitmdump,mitmdump+py-addheader,tunnels`;
 //! `tunnels`: one waylay child listening in `regular` and `socks5` mode, measured with
 //! intercepted HTTPS (HTTP/1.1, 1 KiB) through a CONNECT and through SOCKS5 in the same run,
@@ -133,6 +133,14 @@ impl Addon for NoopHttp {
     async fn response(&mut self, _flow: &mut HttpFlow) {}
 }
 
+/// A no-op on `response` only: the observed path's fixed cost (flow, buffered bodies, one
+/// hook), beside which [`AddHeader`] shows what editing a header adds.
+struct NoopResponse;
+
+impl Addon for NoopResponse {
+    async fn response(&mut self, _flow: &mut HttpFlow) {}
+}
+
 /// The seed's AddHeader: counts responses in a header.
 #[derive(Default)]
 struct AddHeader {
@@ -162,7 +170,7 @@ fn script_addon(extra: &str, confdir: &str) -> waylay_addons::ScriptAddon {
 }
 
 /// The real proxy, as an embedder starts it, with `WAYLAY_LOAD_ADDONS` no-op addons and the
-/// `WAYLAY_LOAD_EXTRA` addon (`addheader`, `py-noop`, `py-addheader`).
+/// `WAYLAY_LOAD_EXTRA` addon (`addheader`, `noop-response`, `py-noop`, `py-addheader`).
 fn child_waylay() {
     exit_when_stdin_closes();
     let addons: usize = env_or(ADDONS_ENV, 0);
@@ -206,6 +214,7 @@ fn child_waylay() {
         match std::env::var(EXTRA_ENV).as_deref().unwrap_or("") {
             "" => {}
             "addheader" => builder = builder.addon(AddHeader::default()),
+            "noop-response" => builder = builder.addon(NoopResponse),
             #[cfg(feature = "python")]
             py @ ("py-noop" | "py-addheader") => {
                 builder = builder.addon(script_addon(py, &confdir));
@@ -367,7 +376,7 @@ struct Scenario {
     proxy_mode: &'static str,
 }
 
-const SCENARIOS: [Scenario; 20] = [
+const SCENARIOS: [Scenario; 21] = [
     Scenario {
         name: "floor",
         mode: "floor",
@@ -520,6 +529,17 @@ const SCENARIOS: [Scenario; 20] = [
         web: 0,
         bundled: "",
         extra: "addheader",
+        proxy_mode: "regular",
+    },
+    Scenario {
+        name: "waylay+noop-resp",
+        mode: "waylay",
+        addons: 0,
+        workers: 1,
+        pinned: true,
+        web: 0,
+        bundled: "",
+        extra: "noop-response",
         proxy_mode: "regular",
     },
     Scenario {

@@ -79,3 +79,68 @@ fn non_utf8_values_are_kept_as_bytes() {
     assert_eq!(h.get_all("x-raw").collect::<Vec<_>>(), ["text"]);
     assert_eq!(h.fields()[0].1, Bytes::from_static(b"\xff\x00"));
 }
+
+/// A parsed map as hyper gives one: lowercase names, a name's later values grouped after
+/// its first.
+fn parsed() -> http::HeaderMap {
+    let mut m = http::HeaderMap::new();
+    for (n, v) in [
+        ("host", "example.com"),
+        ("x-dup", "1"),
+        ("accept", "*/*"),
+        ("x-dup", "2"),
+        ("content-length", "3"),
+    ] {
+        m.append(
+            http::HeaderName::from_static(n),
+            http::HeaderValue::from_static(v),
+        );
+    }
+    m
+}
+
+fn owned(h: &Headers) -> Vec<(String, Vec<u8>)> {
+    h.iter().map(|(n, v)| (n.to_owned(), v.to_vec())).collect()
+}
+
+/// Headers as parsed are edited in the parsed map when that gives what the list form
+/// gives (an addon setting one header); every other edit takes the list form. Either way
+/// the result is the same as editing the list form.
+#[test]
+fn edits_of_parsed_headers_match_edits_of_the_list_form() {
+    type Edit = fn(&mut Headers);
+    let edits: [(&str, Edit); 8] = [
+        ("insert a new lowercase name", |h| h.insert("count", "1")),
+        ("insert a present name", |h| h.insert("x-dup", "3")),
+        ("insert a present name with capitals", |h| {
+            h.insert("X-Dup", "3")
+        }),
+        ("insert a new name with capitals", |h| h.insert("Count", "1")),
+        ("append a new name", |h| h.append("x-new", "v")),
+        ("append a present name", |h| h.append("accept", "text/html")),
+        ("insert an invalid value", |h| h.insert("x-bad", "a\nb")),
+        ("insert an invalid name", |h| h.insert("bad name", "v")),
+    ];
+    for (what, edit) in edits {
+        let mut wire = Headers::from_http(parsed());
+        let mut list: Headers = wire.fields().iter().cloned().collect();
+        edit(&mut wire);
+        edit(&mut list);
+        assert_eq!(owned(&wire), owned(&list), "{what}");
+        assert_eq!(wire.fields(), list.fields(), "{what}");
+        let mut dropped = (Vec::new(), Vec::new());
+        let (a, b) = (
+            wire.to_http(|n| dropped.0.push(n.to_owned())),
+            list.to_http(|n| dropped.1.push(n.to_owned())),
+        );
+        assert_eq!(a, b, "{what}");
+        assert_eq!(dropped.0, dropped.1, "{what}: the same fields reported invalid");
+        // Several edits in a row, reading in between (the cached list form is refreshed).
+        edit(&mut wire);
+        edit(&mut list);
+        wire.insert("count", "2");
+        list.insert("count", "2");
+        assert_eq!(owned(&wire), owned(&list), "{what}, then more");
+        assert_eq!(wire.get("count"), Some("2"));
+    }
+}

@@ -196,6 +196,9 @@ impl Headers {
     pub fn insert(&mut self, name: impl Into<String>, value: impl Into<Bytes>) {
         let name = name.into();
         let value = value.into();
+        let Some((name, value)) = self.wire_set(name, value, true) else {
+            return;
+        };
         let mut slot = None;
         let mut i = 0;
         let fields = self.fields_mut();
@@ -221,7 +224,46 @@ impl Headers {
 
     /// Adds a field at the end, keeping any existing field of the same name.
     pub fn append(&mut self, name: impl Into<String>, value: impl Into<Bytes>) {
-        self.fields_mut().push((name.into(), value.into()));
+        if let Some(field) = self.wire_set(name.into(), value.into(), false) {
+            self.fields_mut().push(field);
+        }
+    }
+
+    /// Sets a field on headers still as parsed, in the parsed map itself, when that gives
+    /// exactly what the list form would (the common edit, an addon setting one header, then
+    /// costs no copy of the others); otherwise gives the field back for the list form.
+    ///
+    /// The map keeps names lowercase and groups a name's values after its first field: a
+    /// new name goes at the end in both forms when it is lowercase already, and `insert`
+    /// (`replace`) on a present name keeps that field's place and name and drops the later
+    /// ones in both. Appending to a present name, a name with capitals, and a name or value
+    /// that is not valid HTTP take the list form (which keeps case, order, and the invalid
+    /// field for the layer to report).
+    fn wire_set(&mut self, name: String, value: Bytes, replace: bool) -> Option<(String, Bytes)> {
+        let Repr::Wire { map, fields } = &mut self.repr else {
+            return Some((name, value));
+        };
+        let Ok(key) = HeaderName::from_bytes(name.as_bytes()) else {
+            return Some((name, value));
+        };
+        let present = map.contains_key(&key);
+        if (present && !replace) || (!present && key.as_str() != name) {
+            return Some((name, value));
+        }
+        // HeaderValue's own rule (visible ASCII, obs-text, space and tab), checked first so
+        // that the value is never lost to a failed conversion.
+        if !value.iter().all(|&b| (b >= 0x20 && b != 0x7f) || b == b'\t') {
+            return Some((name, value));
+        }
+        match HeaderValue::from_maybe_shared(value) {
+            Ok(v) => {
+                map.insert(key, v);
+                *fields = OnceLock::new();
+                None
+            }
+            // Not reached: the check above is the conversion's.
+            Err(_) => Some((name, Bytes::new())),
+        }
     }
 
     /// Removes every field called `name`; returns how many were removed.

@@ -406,6 +406,12 @@ impl PartialEq for HttpFlow {
 impl HttpFlow {
     /// A live flow for `request` arriving on `client`.
     pub fn new(client: Arc<Client>, request: Request) -> Self {
+        Self::new_at(client, request, now())
+    }
+
+    /// [`HttpFlow::new`] created at `timestamp_created` (a clock read the caller already
+    /// made, e.g. the request's start).
+    pub fn new_at(client: Arc<Client>, request: Request, timestamp_created: f64) -> Self {
         Self {
             id: FlowId::new(),
             client,
@@ -419,7 +425,7 @@ impl HttpFlow {
             metadata: Metadata::new(),
             live: true,
             is_replay: None,
-            timestamp_created: now(),
+            timestamp_created,
             intercept: Intercept::default(),
             kill_switch: None,
         }

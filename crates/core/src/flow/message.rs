@@ -87,6 +87,11 @@ pub enum BodyError {
 impl Message {
     /// A message with the given version and headers, no body yet.
     pub fn new(http_version: HttpVersion, headers: Headers) -> Self {
+        Self::new_at(http_version, headers, super::now())
+    }
+
+    /// [`Message::new`] started at `timestamp_start` (a clock read the caller already made).
+    pub fn new_at(http_version: HttpVersion, headers: Headers, timestamp_start: f64) -> Self {
         Self {
             http_version,
             headers,
@@ -94,7 +99,7 @@ impl Message {
             trailers: None,
             stream: false,
             stored_body: None,
-            timestamp_start: super::now(),
+            timestamp_start,
             timestamp_end: None,
         }
     }

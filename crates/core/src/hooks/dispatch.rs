@@ -67,6 +67,24 @@ impl From<Result<(), OptionsError>> for HookOutput {
     }
 }
 
+/// What a hook method returned, as the manager carries it back: `configure`'s rejection,
+/// boxed (every other hook returns nothing), so that a hook's reply stays small (it is moved
+/// several times per addon per hook).
+#[derive(Debug, Default)]
+pub(crate) struct Verdict(pub(crate) Option<Box<OptionsError>>);
+
+impl From<()> for Verdict {
+    fn from(_: ()) -> Self {
+        Self(None)
+    }
+}
+
+impl From<Result<(), OptionsError>> for Verdict {
+    fn from(r: Result<(), OptionsError>) -> Self {
+        Self(r.err().map(Box::new))
+    }
+}
+
 /// The thread-local flags around one poll of a hook: entering clears "not handled" and sets
 /// the no-recursion flag for `log`; leaving (also by a panic) restores what was there.
 struct PollFlags {

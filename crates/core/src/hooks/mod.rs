@@ -44,6 +44,7 @@ use std::fmt;
 
 pub(crate) use dispatch::track_unhandled;
 pub use dispatch::{Begin, HookOutput, in_log_hook, not_handled, with_log_suppressed};
+pub(crate) use dispatch::Verdict;
 pub use payloads::{
     ClientHelloData, CommandSpec, Configure, Flows, Layer, Loader, LogEntry, LogLevel, NextLayer,
     ServerConnectionHookData, Side, Socks5AuthData, TlsData,
@@ -191,11 +192,11 @@ macro_rules! hooks {
             }
 
             /// Runs the matching method of `addon` on the payload.
-            pub(crate) async fn dispatch<A: Addon>(&mut self, addon: &mut A) -> HookOutput {
+            pub(crate) async fn dispatch<A: Addon>(&mut self, addon: &mut A) -> Verdict {
                 match self {
                     $(
                         Hook::$variant $(($arg))? => {
-                            HookOutput::from(addon.$method($(&mut **$arg)?).await)
+                            Verdict::from(addon.$method($(&mut **$arg)?).await)
                         }
                     )*
                 }

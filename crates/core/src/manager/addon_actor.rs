@@ -13,7 +13,7 @@ use actix::prelude::*;
 use futures::FutureExt;
 
 use super::slot::{ActorSlot, SlotKey};
-use crate::hooks::{Addon, Hook, HookKind, HookOutput, HookSet, track_unhandled};
+use crate::hooks::{Addon, Hook, HookKind, HookSet, Verdict, track_unhandled};
 
 /// Capacity of the manager's and the addon actors' mailboxes: actix's default of 16 costs
 /// 30–40% under load; `send` still applies backpressure beyond this.
@@ -65,10 +65,11 @@ impl HookCall {
 #[derive(Debug)]
 pub(crate) struct HookReply {
     pub(crate) hook: Hook,
-    pub(crate) output: HookOutput,
+    pub(crate) output: Verdict,
     /// The addon does not implement this hook (its default body ran).
     pub(crate) unhandled: bool,
-    pub(crate) fault: Option<Fault>,
+    /// Boxed: replies are moved several times per addon per hook, and faults are rare.
+    pub(crate) fault: Option<Box<Fault>>,
     /// The addon failed too often in a row and should leave every route.
     pub(crate) give_up: bool,
     /// After `configure`: the hooks the addon declares now ([`Addon::hooks`]), which may
@@ -81,7 +82,7 @@ impl HookReply {
     pub(crate) fn passthrough(hook: Hook) -> Self {
         Self {
             hook,
-            output: HookOutput::Unit,
+            output: Verdict::default(),
             unhandled: false,
             fault: None,
             give_up: false,
@@ -93,9 +94,9 @@ impl HookReply {
     pub(crate) fn detached(hook: Hook, fault: Option<Fault>) -> Self {
         Self {
             hook,
-            output: HookOutput::Unit,
+            output: Verdict::default(),
             unhandled: false,
-            fault,
+            fault: fault.map(Box::new),
             give_up: false,
             declared: None,
         }
@@ -199,11 +200,15 @@ pub(crate) async fn run_hook<A: Addon>(
     let (output, unhandled, fault) = match res {
         Some(Ok((output, unhandled))) => (output, unhandled, None),
         Some(Err(panic)) => (
-            HookOutput::Unit,
+            Verdict::default(),
             false,
-            Some(Fault::Panic(panic_message(&*panic))),
+            Some(Box::new(Fault::Panic(panic_message(&*panic)))),
         ),
-        None => (HookOutput::Unit, false, Some(Fault::Timeout(timeout))),
+        None => (
+            Verdict::default(),
+            false,
+            Some(Box::new(Fault::Timeout(timeout))),
+        ),
     };
     let declared = (hook.kind() == HookKind::Configure).then(|| addon.hooks());
     HookReply {

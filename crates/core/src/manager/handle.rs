@@ -13,7 +13,7 @@ use super::{
     Unregister, Walk, report_fault,
 };
 use crate::hooks::{
-    Addon, CommandSpec, Configure, Flows, Hook, HookKind, HookOutput, HookSet, Loader, LogEntry,
+    Addon, CommandSpec, Configure, Flows, Hook, HookKind, HookSet, Loader, LogEntry,
     in_log_hook,
 };
 use crate::options::{Options, OptionsError};
@@ -126,15 +126,38 @@ impl ManagerHandle {
         // published is walked here, in the caller's task, with no hop through the manager's
         // mailbox (DESIGN.md §2's measured alternative; the manager keeps the order, the
         // routes and the lifecycle).
-        let Some(route) = self.shared.routes.get(kind as usize).map(|r| r.load_full()) else {
+        let Some(routes) = self.shared.routes.get(kind as usize) else {
             return Ok(hook);
         };
         let addr = &self.addr;
-        let inline = self.shared.inline.load(Ordering::Relaxed);
-        super::walk(&route, hook, self.shared.timeout(), inline, |msg| {
-            addr.do_send(msg)
+        let report = |msg| addr.do_send(msg);
+        let timeout = self.shared.timeout();
+        if !self.shared.inline.load(Ordering::Relaxed) {
+            let route = routes.load_full();
+            return super::walk(&route, hook, timeout, false, report).await;
+        }
+        // The inline pass, in this one poll: idle addons that finish in their first poll run
+        // here one after the other, reading the route without taking a reference count.
+        // Anything else (a busy addon, a hook that waits) continues in a boxed future, so
+        // that this one, embedded in every caller's, stays small.
+        let mut hook = Some(hook);
+        let pass = std::future::poll_fn(|cx| {
+            let Some(h) = hook.take() else {
+                return std::task::Poll::Pending;
+            };
+            let route = routes.load();
+            std::task::Poll::Ready(match super::inline_pass(&route, h, timeout, cx, &report) {
+                super::Pass::Done(h) => Ok(h),
+                super::Pass::Stopped(i, first) => Err((arc_swap::Guard::into_inner(route), i, first)),
+            })
         })
-        .await
+        .await;
+        match pass {
+            Ok(h) => Ok(h),
+            Err((route, i, first)) => {
+                Box::pin(super::finish(&route, i, first, timeout, true, &report)).await
+            }
+        }
     }
 
     /// Turns running hooks inline (in the caller's task, when the addon is idle; the
@@ -439,9 +462,9 @@ async fn configure_one(
             format!("addon {} {f} in configure", route.name),
         ));
     }
-    match reply.output {
-        HookOutput::Configure(r) => r.map(|()| reply.declared),
-        HookOutput::Unit => Ok(reply.declared),
+    match reply.output.0 {
+        Some(rejected) => Err(*rejected),
+        None => Ok(reply.declared),
     }
 }
 

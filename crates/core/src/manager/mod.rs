@@ -21,7 +21,7 @@ use actix::prelude::*;
 use arc_swap::ArcSwap;
 
 pub use addon_actor::{AddonActor, Fault};
-pub(crate) use addon_actor::{CommandCall, HookCall, MAILBOX_CAPACITY, Retire};
+pub(crate) use addon_actor::{CommandCall, HookCall, HookReply, MAILBOX_CAPACITY, Retire};
 pub use handle::{AddError, AddonId, HookError, ManagerHandle};
 pub(crate) use slot::SlotKey;
 
@@ -217,69 +217,137 @@ impl AddonManager {
     }
 }
 
+/// What the inline pass of a walk came to.
+pub(crate) enum Pass {
+    /// Every addon on the route ran the hook in the caller's poll.
+    Done(Hook),
+    /// The addon at this index could not run it there (busy, waiting, or no slot on this
+    /// thread): the rest of the walk ([`finish`]) awaits this attempt.
+    Stopped(usize, slot::Attempt),
+}
+
+/// The inline pass of a walk: runs `hook` on each addon of `route` in registration order, in
+/// this one poll of the caller, for as long as each addon is idle and finishes in its first
+/// poll (the common case: no future is kept, nothing is allocated). Stops at the first addon
+/// that cannot, for [`finish`]. Runs on the manager's thread.
+pub(crate) fn inline_pass(
+    route: &[RouteEntry],
+    mut hook: Hook,
+    timeout: Duration,
+    cx: &mut std::task::Context<'_>,
+    report: &impl Fn(Learned),
+) -> Pass {
+    for (i, entry) in route.iter().enumerate() {
+        match slot::try_inline(entry.slot, hook, timeout, cx) {
+            slot::Attempt::Done(reply) => hook = learn(entry, reply, report),
+            other => return Pass::Stopped(i, other),
+        }
+    }
+    Pass::Done(hook)
+}
+
 /// Walks `hook` through `route`, moving the payload through each addon in turn; what it
 /// learns (an addon not handling the hook, or failing too often) goes to `report`, for the
 /// manager. Runs on the manager's thread. With `inline`, an idle addon's hook runs right here
 /// in the caller's task (see [`slot`]); a busy addon's goes to its actor's mailbox.
 pub(crate) async fn walk(
     route: &[RouteEntry],
-    mut hook: Hook,
+    hook: Hook,
     timeout: Duration,
     inline: bool,
     report: impl Fn(Learned),
 ) -> Result<Hook, HookError> {
-    let kind = hook.kind();
-    for entry in route.iter() {
+    if !inline {
+        return finish(route, 0, slot::Attempt::NoSlot(hook), timeout, false, &report).await;
+    }
+    let mut hook = Some(hook);
+    let pass = std::future::poll_fn(|cx| match hook.take() {
+        Some(h) => std::task::Poll::Ready(inline_pass(route, h, timeout, cx, &report)),
+        None => std::task::Poll::Pending,
+    })
+    .await;
+    match pass {
+        Pass::Done(h) => Ok(h),
+        Pass::Stopped(i, first) => finish(route, i, first, timeout, true, &report).await,
+    }
+}
+
+/// The rest of a walk from the addon at `from`, whose attempt is `first`: a hook handed
+/// over to its own task is awaited, a busy addon's (or one without a slot here) goes to its
+/// actor's mailbox; the addons after it are tried inline again when `inline`.
+pub(crate) async fn finish(
+    route: &[RouteEntry],
+    from: usize,
+    first: slot::Attempt,
+    timeout: Duration,
+    inline: bool,
+    report: &impl Fn(Learned),
+) -> Result<Hook, HookError> {
+    let mut attempt = first;
+    let mut entries = route.iter().skip(from).peekable();
+    while let Some(entry) = entries.next() {
         let stopped = || HookError::AddonStopped(entry.name.to_string());
-        let reply = if inline {
-            match slot::attempt(entry.slot, hook, timeout).await {
-                slot::Attempt::Done(reply) => reply,
-                slot::Attempt::HandedOver(rx) => rx.await.map_err(|_| stopped())?,
-                slot::Attempt::Busy(hook) => entry
-                    .recipient
-                    .send(HookCall {
-                        hook,
-                        timeout,
-                        counted: true,
-                    })
-                    .await
-                    .map_err(|_| stopped())?,
-                slot::Attempt::NoSlot(hook) => entry
-                    .recipient
-                    .send(HookCall::new(hook, timeout))
-                    .await
-                    .map_err(|_| stopped())?,
-            }
-        } else {
-            entry
+        let reply = match attempt {
+            slot::Attempt::Done(reply) => reply,
+            slot::Attempt::HandedOver(rx) => rx.await.map_err(|_| stopped())?,
+            slot::Attempt::Busy(hook) => entry
+                .recipient
+                .send(HookCall {
+                    hook,
+                    timeout,
+                    counted: true,
+                })
+                .await
+                .map_err(|_| stopped())?,
+            slot::Attempt::NoSlot(hook) => entry
                 .recipient
                 .send(HookCall::new(hook, timeout))
                 .await
-                .map_err(|_| stopped())?
+                .map_err(|_| stopped())?,
         };
-        hook = reply.hook;
-        if reply.unhandled && !LIFECYCLE.contains(kind) {
-            report(Learned {
-                id: entry.id,
-                kind,
-                give_up: false,
-            });
-        }
-        if let Some(fault) = &reply.fault {
-            report_fault(&entry.name, kind, fault);
-        }
-        if reply.give_up {
-            with_log_suppressed(|| {
-                tracing::error!(addon = %entry.name, "addon keeps failing; it is removed from every hook");
-            });
-            report(Learned {
-                id: entry.id,
-                kind,
-                give_up: true,
-            });
-        }
+        let hook = learn(entry, reply, report);
+        attempt = match entries.peek() {
+            None => return Ok(hook),
+            Some(next) if inline => slot::attempt(next.slot, hook, timeout).await,
+            Some(_) => slot::Attempt::NoSlot(hook),
+        };
     }
-    Ok(hook)
+    // Only for `from` past the route's end, which no caller does.
+    match attempt {
+        slot::Attempt::Busy(hook) | slot::Attempt::NoSlot(hook) => Ok(hook),
+        slot::Attempt::Done(reply) => Ok(reply.hook),
+        slot::Attempt::HandedOver(rx) => rx
+            .await
+            .map(|r| r.hook)
+            .map_err(|_| HookError::ManagerStopped),
+    }
+}
+
+/// Takes what one addon's reply says: the hook back, and for the manager whether the addon
+/// does not handle it or keeps failing.
+fn learn(entry: &RouteEntry, reply: HookReply, report: &impl Fn(Learned)) -> Hook {
+    let kind = reply.hook.kind();
+    if reply.unhandled && !LIFECYCLE.contains(kind) {
+        report(Learned {
+            id: entry.id,
+            kind,
+            give_up: false,
+        });
+    }
+    if let Some(fault) = &reply.fault {
+        report_fault(&entry.name, kind, fault);
+    }
+    if reply.give_up {
+        with_log_suppressed(|| {
+            tracing::error!(addon = %entry.name, "addon keeps failing; it is removed from every hook");
+        });
+        report(Learned {
+            id: entry.id,
+            kind,
+            give_up: true,
+        });
+    }
+    reply.hook
 }
 
 pub(crate) fn report_fault(name: &str, kind: HookKind, fault: &Fault) {

@@ -76,17 +76,25 @@ thread_local! {
 pub(crate) async fn attempt(key: SlotKey, hook: Hook, timeout: Duration) -> Attempt {
     let mut hook = Some(hook);
     // One poll, here, with the caller's context: the hook's first poll is the caller's.
-    std::future::poll_fn(|cx| {
-        let Some(hook) = hook.take() else {
-            return Poll::Pending;
-        };
-        let slot = SLOTS.with(|s| s.borrow().get(&key).cloned());
-        Poll::Ready(match slot {
-            Some(slot) => slot.try_run(hook, timeout, cx),
-            None => Attempt::NoSlot(hook),
-        })
+    std::future::poll_fn(|cx| match hook.take() {
+        Some(hook) => Poll::Ready(try_inline(key, hook, timeout, cx)),
+        None => Poll::Pending,
     })
     .await
+}
+
+/// [`attempt`] within a poll the caller is in: the hook's first poll uses `cx`.
+pub(crate) fn try_inline(
+    key: SlotKey,
+    hook: Hook,
+    timeout: Duration,
+    cx: &mut Context<'_>,
+) -> Attempt {
+    // The registry's borrow ends before the hook runs (a hook may start or stop addons).
+    match SLOTS.with(|s| s.borrow().get(&key).cloned()) {
+        Some(slot) => slot.try_run(hook, timeout, cx),
+        None => Attempt::NoSlot(hook),
+    }
 }
 
 /// What an inline attempt came to.

@@ -309,9 +309,11 @@ pub(crate) enum Read {
     TooLarge(Vec<Bytes>, Incoming),
 }
 
-/// Reads `body` into memory unless it exceeds `threshold` bytes.
+/// Reads `body` into memory unless it exceeds `threshold` bytes. A body of one frame (the
+/// common case for small bodies) is kept as that frame's bytes: no list, no copy.
 pub(crate) async fn read_up_to(mut body: Incoming, threshold: u64) -> Result<Read, hyper::Error> {
-    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut first: Option<Bytes> = None;
+    let mut more: Vec<Bytes> = Vec::new();
     let mut total = 0u64;
     let mut trailers = None;
     while let Some(frame) = body.frame().await {
@@ -319,8 +321,13 @@ pub(crate) async fn read_up_to(mut body: Incoming, threshold: u64) -> Result<Rea
         match frame.into_data() {
             Ok(d) => {
                 total += d.len() as u64;
-                chunks.push(d);
+                match &first {
+                    None => first = Some(d),
+                    Some(_) => more.push(d),
+                }
                 if total > threshold {
+                    let mut chunks: Vec<Bytes> = first.into_iter().collect();
+                    chunks.append(&mut more);
                     return Ok(Read::TooLarge(chunks, body));
                 }
             }
@@ -331,12 +338,13 @@ pub(crate) async fn read_up_to(mut body: Incoming, threshold: u64) -> Result<Rea
             }
         }
     }
-    let all = match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.pop().unwrap_or_default(),
-        _ => {
+    let all = match first {
+        None => Bytes::new(),
+        Some(b) if more.is_empty() => b,
+        Some(b) => {
             let mut v = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
-            for c in &chunks {
+            v.extend_from_slice(&b);
+            for c in &more {
                 v.extend_from_slice(c);
             }
             Bytes::from(v)

@@ -309,9 +309,10 @@ async fn request_body(
 ) -> Result<BodyPhase, Killed> {
     if !ctx.manager().handles(HookKind::Request) {
         if body.is_end_stream() {
-            // No body: held as empty, so a stale keep-alive can be retried.
+            // No body: held as empty, so a stale keep-alive can be retried. It ended with
+            // its head (no second clock read).
             flow.request.raw_content = Some(Bytes::new());
-            flow.request.timestamp_end = Some(now());
+            flow.request.timestamp_end = Some(flow.request.timestamp_start);
             return Ok(BodyPhase::Next(flow, None));
         }
         flow.request.stream = true;
@@ -373,8 +374,9 @@ async fn observed(
     };
     let declared_len = content_length(&parts.headers);
     let headers = headers_from(std::mem::take(&mut parts.headers));
-    let mut message = Message::new(version_of(parts.version), headers);
-    message.timestamp_start = now();
+    // One clock read for the flow's creation and the request's start.
+    let started = now();
+    let message = Message::new_at(version_of(parts.version), headers, started);
     let request = Request {
         method: parts.method.as_str().to_owned(),
         scheme: dest.scheme.as_str().to_owned(),
@@ -384,7 +386,7 @@ async fn observed(
         path,
         message,
     };
-    let mut flow = Box::new(HttpFlow::new(ctx.client(), request));
+    let mut flow = Box::new(HttpFlow::new_at(ctx.client(), request, started));
     if let Some(via) = dest.route {
         // A tunnel routed by an addon (`http_connect`, `next_layer`): its requests keep the
         // route unless an addon changes it.

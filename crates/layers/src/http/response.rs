@@ -150,11 +150,11 @@ fn record_response(flow: &mut HttpFlow, parts: &mut http::response::Parts) {
     // marked streamed before `response_headers` (an addon may still unmark it), so the
     // `response` hook never holds them back (mitmproxy buffers them, with a warning).
     let event_stream = is_event_stream(&parts.headers);
-    let mut message = Message::new(
+    let message = Message::new_at(
         version_of(parts.version),
         headers_from(std::mem::take(&mut parts.headers)),
+        now(),
     );
-    message.timestamp_start = now();
     let mut response = Response {
         status_code: status,
         reason,

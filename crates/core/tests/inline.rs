@@ -363,3 +363,48 @@ fn a_hook_from_another_thread_goes_through_the_manager() {
     arbiter.stop();
     let _ = arbiter.join();
 }
+
+/// Waits once (a timer) before tagging: its hook is handed over to a task of its own.
+struct SlowTag(&'static str);
+
+impl Addon for SlowTag {
+    fn hooks(&self) -> HookSet {
+        HookSet::of(&[HookKind::Request])
+    }
+
+    async fn request(&mut self, flow: &mut HttpFlow) {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let prev = flow.request.headers.get("x-chain").unwrap_or("").to_owned();
+        flow.request
+            .headers
+            .insert("x-chain", format!("{prev}{}", self.0));
+    }
+}
+
+/// The inline pass stops at an addon whose hook waits; the walk goes on from there (the
+/// addons after it inline again), in registration order, on both paths.
+#[actix_rt::test]
+async fn a_walk_stopped_by_a_waiting_addon_goes_on_with_the_addons_after_it() {
+    let h = AddonHarness::with_addons((Tag("a"), SlowTag("b"), Tag("c"), Tag("d"))).await;
+    for _ in 0..3 {
+        assert!(
+            fire_now(h.manager(), Box::new(tflow())).is_none(),
+            "b waits: the hook does not complete in the first poll"
+        );
+        let flow = within("a walk past a waiting addon", async {
+            h.manager().fire(HookKind::Request, Box::new(tflow())).await
+        })
+        .await
+        .unwrap();
+        assert_eq!(chain(&flow), "abcd");
+    }
+    // The flows dropped after their first poll above did not lose an addon's state:
+    // the walk still completes and every addon is still on the route.
+    h.manager().set_inline_hooks(false);
+    let flow = within("the actor path", async {
+        h.manager().fire(HookKind::Request, Box::new(tflow())).await
+    })
+    .await
+    .unwrap();
+    assert_eq!(chain(&flow), "abcd");
+}

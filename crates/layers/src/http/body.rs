@@ -41,21 +41,9 @@ type KillWatch = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
 ///
 /// One pointer wide: every request waiting in a hyper client connection's queue carries one,
 /// and the queue's first block (32 slots, sized for the request) stays allocated for the
-/// connection's life (measured: 4 KiB less per idle intercepted connection).
-pub(crate) struct ProxyBody(Box<State>);
-
-impl std::ops::Deref for ProxyBody {
-    type Target = State;
-    fn deref(&self) -> &State {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for ProxyBody {
-    fn deref_mut(&mut self) -> &mut State {
-        &mut self.0
-    }
-}
+/// connection's life (measured: 4 KiB less per idle intercepted connection). An empty body
+/// with nothing attached (every bodiless request) is `None`: no allocation.
+pub(crate) struct ProxyBody(Option<Box<State>>);
 
 /// What a [`ProxyBody`] holds.
 pub(crate) struct State {
@@ -83,49 +71,70 @@ pub(crate) struct State {
 impl std::fmt::Debug for ProxyBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProxyBody")
-            .field("seen", &self.seen)
+            .field("seen", &self.0.as_ref().map_or(0, |s| s.seen))
             .finish()
     }
 }
 
-impl ProxyBody {
-    /// An empty body.
-    pub(crate) fn empty() -> Self {
-        Self::full(Bytes::new())
-    }
-
-    /// A body held in memory.
-    pub(crate) fn full(b: Bytes) -> Self {
-        let exact = Some(b.len() as u64);
-        let mut prefix = VecDeque::new();
-        if !b.is_empty() {
-            prefix.push_back(b);
-        }
-        Self(Box::new(State {
-            prefix,
+impl State {
+    /// An empty body's state.
+    fn empty() -> Self {
+        Self {
+            prefix: VecDeque::new(),
             trailers: None,
             rest: None,
             seen: 0,
             limit: None,
-            exact,
+            exact: Some(0),
             on_end: None,
             store: None,
             kill: None,
-        }))
+        }
+    }
+}
+
+impl ProxyBody {
+    /// An empty body (no allocation).
+    pub(crate) fn empty() -> Self {
+        Self(None)
+    }
+
+    /// The state, made now for an empty body that gets something attached.
+    fn state(&mut self) -> &mut State {
+        self.0.get_or_insert_with(|| Box::new(State::empty()))
+    }
+
+    /// A body held in memory.
+    pub(crate) fn full(b: Bytes) -> Self {
+        if b.is_empty() {
+            return Self::empty();
+        }
+        let mut state = State::empty();
+        state.exact = Some(b.len() as u64);
+        state.prefix.push_back(b);
+        Self(Some(Box::new(state)))
     }
 
     /// A buffered body with trailers.
     pub(crate) fn with_trailers(mut self, t: Option<http::HeaderMap>) -> Self {
-        if t.is_some() {
-            self.exact = None;
+        match t {
+            Some(t) => {
+                let s = self.state();
+                s.exact = None;
+                s.trailers = Some(Box::new(t));
+            }
+            None => {
+                if let Some(s) = self.0.as_mut() {
+                    s.trailers = None;
+                }
+            }
         }
-        self.trailers = t.map(Box::new);
         self
     }
 
     /// Streams `prefix` chunks then `rest`.
     pub(crate) fn streaming(prefix: Vec<Bytes>, rest: Incoming, limit: Option<u64>) -> Self {
-        Self(Box::new(State {
+        Self(Some(Box::new(State {
             prefix: prefix.into(),
             trailers: None,
             rest: Some(rest),
@@ -135,24 +144,33 @@ impl ProxyBody {
             on_end: None,
             store: None,
             kill: None,
-        }))
+        })))
     }
 
     /// Sets the exact length (from `Content-Length`) so hyper frames it the same way.
     pub(crate) fn with_exact(mut self, n: Option<u64>) -> Self {
-        self.exact = n;
+        if self.0.is_some() || n != Some(0) {
+            self.state().exact = n;
+        }
         self
     }
 
     /// Fails the stream (both sides' connections then close) when `switch` trips.
     pub(crate) fn with_kill(mut self, switch: Option<waylay_core::flow::KillSwitch>) -> Self {
-        self.kill = switch.map(|s| Box::pin(s.killed()) as KillWatch);
+        match switch {
+            Some(s) => self.state().kill = Some(Box::pin(s.killed()) as KillWatch),
+            None => {
+                if let Some(st) = self.0.as_mut() {
+                    st.kill = None;
+                }
+            }
+        }
         self
     }
 
     /// Calls `f` once when the body has been fully passed on (or failed).
     pub(crate) fn on_end(mut self, f: OnEnd) -> Self {
-        self.on_end = Some(f);
+        self.state().on_end = Some(f);
         self
     }
 }
@@ -169,7 +187,7 @@ pub(crate) fn keep_streamed(enabled: bool, message: &mut Message, body: ProxyBod
         Ok((store, stored)) => {
             message.stored_body = Some(stored);
             let mut body = body;
-            body.store = Some(store);
+            body.state().store = Some(store);
             body
         }
         Err(e) => {
@@ -204,21 +222,24 @@ impl State {
 
 impl Drop for ProxyBody {
     fn drop(&mut self) {
+        let Some(this) = self.0.as_deref_mut() else {
+            return;
+        };
         // hyper stops polling a body whose declared length has been sent: the stream that
         // says it is at its end counts as passed on whole for the stored copy.
-        if let Some(store) = self.store.take()
-            && self.prefix.is_empty()
-            && self.rest.as_ref().is_none_or(|r| r.is_end_stream())
+        if let Some(store) = this.store.take()
+            && this.prefix.is_empty()
+            && this.rest.as_ref().is_none_or(|r| r.is_end_stream())
         {
             store.finish();
         }
-        if self.on_end.is_some() {
+        if this.on_end.is_some() {
             // Likewise for the flow: a body whose every byte went out ended well, even
             // though hyper never asked for its end (it was reported as failed before).
-            let done = self.prefix.is_empty()
-                && (self.rest.as_ref().is_none_or(|r| r.is_end_stream())
-                    || self.exact.is_some_and(|n| self.seen >= n));
-            self.finish(if done {
+            let done = this.prefix.is_empty()
+                && (this.rest.as_ref().is_none_or(|r| r.is_end_stream())
+                    || this.exact.is_some_and(|n| this.seen >= n));
+            this.finish(if done {
                 None
             } else {
                 Some(BodyEnd::NotFullyTransferred)
@@ -235,7 +256,9 @@ impl Body for ProxyBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let this: &mut State = &mut self.0;
+        let Some(this) = self.0.as_deref_mut() else {
+            return Poll::Ready(None);
+        };
         if let Some(k) = this.kill.as_mut()
             && k.as_mut().poll(cx).is_ready()
         {
@@ -285,15 +308,20 @@ impl Body for ProxyBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.prefix.is_empty() && self.rest.is_none() && self.trailers.is_none()
+        self.0.as_ref().is_none_or(|s| {
+            s.prefix.is_empty() && s.rest.is_none() && s.trailers.is_none()
+        })
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.exact {
-            Some(n) => SizeHint::with_exact(n.saturating_sub(self.seen)),
+        let Some(s) = self.0.as_deref() else {
+            return SizeHint::with_exact(0);
+        };
+        match s.exact {
+            Some(n) => SizeHint::with_exact(n.saturating_sub(s.seen)),
             None => {
                 let mut h = SizeHint::new();
-                let pre: u64 = self.prefix.iter().map(|b| b.len() as u64).sum();
+                let pre: u64 = s.prefix.iter().map(|b| b.len() as u64).sum();
                 h.set_lower(pre);
                 h
             }

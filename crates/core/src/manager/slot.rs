@@ -126,20 +126,23 @@ pub(crate) struct State<A> {
     faults_in_a_row: [u32; HookKind::COUNT],
 }
 
-/// Starts a hook's run: [`run`] for the addon type, as a function pointer so that the
-/// slot can name its future's type `F`.
-type Start<A, F> = fn(Box<State<A>>, Hook, Duration) -> F;
+/// Starts a hook's run: [`run`] for the addon type, as its function item (zero-sized, so
+/// the call is direct and inlined, building the future in place) so that the slot can name
+/// its future's type `F`.
+pub(crate) trait Start<A, F>: Fn(Box<State<A>>, Hook, Duration) -> F + 'static {}
+
+impl<A, F, S: Fn(Box<State<A>>, Hook, Duration) -> F + 'static> Start<A, F> for S {}
 
 /// One addon's slot (see the module docs). Lives on the addons' thread only.
 ///
 /// `F` is the future of [`run`] for `A`. Inline runs reuse one heap place for it (`runner`),
 /// so a hook costs no allocation; the place moves to the task a waiting hook is handed to,
 /// and comes back when it is done.
-pub(crate) struct Slot<A, F> {
+pub(crate) struct Slot<A, F, S> {
     key: SlotKey,
     state: Cell<Option<Box<State<A>>>>,
     runner: Cell<Option<Pin<Box<Option<F>>>>>,
-    start: Start<A, F>,
+    start: S,
     /// Removed from the manager: hooks pass through untouched.
     retired: Cell<bool>,
     /// Hooks sent to the actor because the addon was busy, not yet run: while there are
@@ -155,8 +158,10 @@ pub(crate) fn register<A: Addon>(addon: A, key: SlotKey) -> Rc<dyn ActorSlot> {
     Slot::register(addon, key, run::<A>)
 }
 
-impl<A: Addon, F: Future<Output = (Box<State<A>>, HookReply)> + 'static> Slot<A, F> {
-    fn register(addon: A, key: SlotKey, start: Start<A, F>) -> Rc<Self> {
+impl<A: Addon, F: Future<Output = (Box<State<A>>, HookReply)> + 'static, S: Start<A, F>>
+    Slot<A, F, S>
+{
+    fn register(addon: A, key: SlotKey, start: S) -> Rc<Self> {
         let slot = Rc::new(Self {
             key,
             state: Cell::new(Some(Box::new(State {
@@ -282,7 +287,9 @@ pub(crate) trait ActorSlot {
 
 pub(crate) type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;
 
-impl<A: Addon, F: Future<Output = (Box<State<A>>, HookReply)> + 'static> ActorSlot for Slot<A, F> {
+impl<A: Addon, F: Future<Output = (Box<State<A>>, HookReply)> + 'static, S: Start<A, F>> ActorSlot
+    for Slot<A, F, S>
+{
     fn serve(
         self: Rc<Self>,
         hook: Hook,
@@ -320,7 +327,9 @@ fn poll_runner<F: Future>(
     }
 }
 
-impl<A: Addon, F: Future<Output = (Box<State<A>>, HookReply)> + 'static> InlineSlot for Slot<A, F> {
+impl<A: Addon, F: Future<Output = (Box<State<A>>, HookReply)> + 'static, S: Start<A, F>> InlineSlot
+    for Slot<A, F, S>
+{
     fn try_run(self: Rc<Self>, hook: Hook, timeout: Duration, cx: &mut Context<'_>) -> Attempt {
         if self.retired.get() {
             return Attempt::Done(HookReply::passthrough(hook));

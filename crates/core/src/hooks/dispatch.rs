@@ -123,9 +123,12 @@ impl Drop for PollFlags {
 /// Runs a hook future: around every poll it clears the "not handled" flag and reads it back,
 /// so hooks of other addons polled in between on the same thread cannot be confused with this
 /// one; during a `log` hook it also sets the no-recursion flag. Answers the hook's output and
-/// whether it was not handled. The future is pinned in place (no allocation of its own).
-pub(crate) async fn track_unhandled<F: Future>(inner: F, is_log: bool) -> (F::Output, bool) {
-    let mut inner = std::pin::pin!(inner);
+/// whether it was not handled. The future is pinned by the caller (no allocation, and no
+/// second copy of it inside this one).
+pub(crate) async fn track_unhandled<F: Future>(
+    mut inner: Pin<&mut F>,
+    is_log: bool,
+) -> (F::Output, bool) {
     let mut unhandled = false;
     let out = std::future::poll_fn(|cx| {
         let flags = PollFlags::enter(is_log);

@@ -182,8 +182,12 @@ pub(crate) async fn run_hook<A: Addon>(
 ) -> HookReply {
     let is_log = hook.kind() == HookKind::Log;
     let res = {
-        let tracked = track_unhandled(hook.dispatch(addon), is_log);
-        let mut guarded = std::pin::pin!(AssertUnwindSafe(tracked).catch_unwind());
+        // Each future pinned once, where it is made: every named intermediate (and every
+        // future moved into another) would take its own room in this future, which is
+        // moved into the slot's heap place for every hook.
+        let mut dispatch = std::pin::pin!(hook.dispatch(addon));
+        let mut guarded =
+            std::pin::pin!(AssertUnwindSafe(track_unhandled(dispatch.as_mut(), is_log)).catch_unwind());
         // Most hooks finish in their first poll: the deadline is armed (and boxed, keeping it
         // out of this future's size) only for those that wait, since a timer costs more than
         // the whole hook (benches/benches/hooks.rs).

@@ -1,6 +1,7 @@
 //! Killing a flow while its request waits for the server's answer (the web UI's kill, or an
 //! addon's kept [`KillSwitch`]): regression tests, each named after what broke.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,20 +13,30 @@ use waylay_core::{Addon, HookKind, HookSet, HttpFlow};
 use waylay_layers::Proxy;
 use waylay_testkit::{TestProxy, http_origin, proxy_get, within};
 
-/// Takes the kill switch at `request` (as the web UI does) and records every `error`.
+/// Takes the kill switch at `request` (as the web UI does), counts response heads and
+/// records every `error`.
 #[derive(Debug, Clone, Default)]
 struct KeepSwitch {
     switch: Arc<Mutex<Option<KillSwitch>>>,
+    heads: Arc<AtomicUsize>,
     errors: Arc<Mutex<Vec<String>>>,
 }
 
 impl Addon for KeepSwitch {
     fn hooks(&self) -> HookSet {
         // `response` handled: a response body is read whole before it (not streamed).
-        HookSet::of(&[HookKind::Request, HookKind::Response, HookKind::Error])
+        HookSet::of(&[
+            HookKind::Request,
+            HookKind::ResponseHeaders,
+            HookKind::Response,
+            HookKind::Error,
+        ])
     }
     async fn request(&mut self, flow: &mut HttpFlow) {
         *self.switch.lock().expect("lock") = Some(flow.kill_switch());
+    }
+    async fn response_headers(&mut self, _flow: &mut HttpFlow) {
+        self.heads.fetch_add(1, Ordering::SeqCst);
     }
     async fn response(&mut self, _flow: &mut HttpFlow) {}
     async fn error(&mut self, flow: &mut HttpFlow) {
@@ -101,18 +112,21 @@ async fn holding_origin(
 /// answer, `error` fires once with mitmproxy's text, and the proxy serves the next request.
 #[actix_rt::test]
 async fn a_kill_while_waiting_for_the_server_closes_the_server_connection_at_once() {
-    for (what, answer) in [
-        ("no head yet", &b""[..]),
+    // Killed before the server's head, and once the head is in (`response_headers` ran)
+    // while the body is read for `response`.
+    for (what, answer, heads) in [
+        ("no head yet", &b""[..], 0),
         (
             "half the body",
             &b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf"[..],
+            1,
         ),
     ] {
-        kill_while_held(what, answer).await;
+        kill_while_held(what, answer, heads).await;
     }
 }
 
-async fn kill_while_held(what: &str, answer: &'static [u8]) {
+async fn kill_while_held(what: &str, answer: &'static [u8], heads: usize) {
     let keep = KeepSwitch::default();
     let proxy = TestProxy::start(Proxy::builder().addon(keep.clone())).await;
     let (origin, arrived, seen) = holding_origin(answer).await;
@@ -128,6 +142,12 @@ async fn kill_while_held(what: &str, answer: &'static [u8]) {
     within("the request reaches the origin", arrived)
         .await
         .expect("the origin got the request");
+    within("the response head", async {
+        while keep.heads.load(Ordering::SeqCst) < heads {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
     let switch = keep
         .switch
         .lock()

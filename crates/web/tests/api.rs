@@ -1346,6 +1346,67 @@ async fn a_live_flow_that_is_not_intercepted_can_be_killed() {
     flows_until(ui.addr(), |v| v[1]["error"]["msg"] == "Connection killed.").await;
 }
 
+/// The UI's kill of a flow whose server had sent its head and half its body (read whole
+/// for the UI's `response` hook) left the client and the server connection open until the
+/// server finished the body. Both close at once now, and the next request goes through.
+#[actix_rt::test]
+async fn a_kill_while_the_server_sends_its_body_closes_both_connections_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (proxy, ui) = start(config()).await;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = l.local_addr().unwrap();
+    let (half_sent, half) = tokio::sync::oneshot::channel::<()>();
+    let origin_side = actix::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let mut head = Vec::new();
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the proxy closed before its request");
+            head.extend_from_slice(&buf[..n]);
+        }
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf")
+            .await
+            .unwrap();
+        let _ = half_sent.send(());
+        // Closed by the proxy within 10 s (the rest of the body never comes)?
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
+        })
+        .await
+        .is_ok()
+    });
+    let p = proxy.addr();
+    let client = actix::spawn(async move {
+        let mut s = TcpStream::connect(p).await.unwrap();
+        let req = format!("GET http://{origin}/half HTTP/1.1\r\nHost: {origin}\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+            .await
+            .is_ok();
+        (closed, out)
+    });
+    within("half the body sent", half).await.unwrap();
+    let flows = flows_until(ui.addr(), |v| v.len() == 1 && v[0]["live"] == true).await;
+    let id = flows[0]["id"].as_str().unwrap().to_owned();
+    let a = post(ui.addr(), &format!("/flows/{id}/kill"), "").await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let (closed, out) = within("the killed client", client).await.unwrap();
+    assert!(closed, "the client's connection was left open");
+    assert!(out.is_empty(), "the client got an answer: {out:?}");
+    let server_closed = within("the origin", origin_side).await.unwrap();
+    assert!(server_closed, "the server connection was left open");
+    flows_until(ui.addr(), |v| v[0]["error"]["msg"] == "Connection killed.").await;
+    let origin = http_origin().await;
+    let out = within(
+        "after the kill",
+        proxy_get(p, &format!("http://{origin}/after")),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+}
+
 #[actix_rt::test]
 async fn options_are_listed_and_set_through_the_addon_manager() {
     let (proxy, ui) = start(config()).await;

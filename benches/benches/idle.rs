@@ -23,22 +23,17 @@
 //! file descriptors before and while held are printed too (the held clients plus the server
 //! connections).
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
 use waylay_benches::child::{
-    ChildGuard, announce, env_or, exit_when_stdin_closes, spawn_announced,
+    KillOnDrop, announce, env_or, exit_when_stdin_closes, spawn_announced,
 };
 use waylay_benches::http1::read_response;
+use waylay_benches::origin_1k;
 use waylay_benches::procfs::{fd_count, rss_kib, status, status_field};
 use waylay_layers::Proxy;
 use waylay_testkit::{TempDir, connect_tls, test_tls_acceptor};
@@ -101,34 +96,6 @@ fn child() {
 // ---------------------------------------------------------------------------------------------
 // The origin and the clients.
 
-async fn origin_service(
-    _req: hyper::Request<hyper::body::Incoming>,
-) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
-    Ok(hyper::Response::new(Full::new(Bytes::from(vec![
-        b'x';
-        1024
-    ]))))
-}
-
-async fn https_origin(dir: &TempDir) -> SocketAddr {
-    let (acceptor, _ca) = test_tls_acceptor(dir, "idle-origin-ca.pem", &[b"http/1.1"]);
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
-    let addr = l.local_addr().expect("origin addr");
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                if let Ok(tls) = acceptor.accept(s).await {
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tls), service_fn(origin_service))
-                        .await;
-                }
-            });
-        }
-    });
-    addr
-}
-
 type Held = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
 
 /// One intercepted connection with one request answered, kept open.
@@ -150,7 +117,7 @@ async fn open_one(proxy: SocketAddr, origin: SocketAddr, ca: &str) -> Option<Hel
 // ---------------------------------------------------------------------------------------------
 // The proxy process.
 
-fn spawn_child(confdir: &TempDir) -> (ChildGuard, SocketAddr) {
+fn spawn_child(confdir: &TempDir) -> (KillOnDrop, SocketAddr) {
     let exe = std::env::current_exe().expect("current exe");
     let wrap = std::env::var("IDLE_WRAP").unwrap_or_default();
     let mut words = wrap.split_whitespace();
@@ -178,7 +145,8 @@ fn parent() {
         .enable_all()
         .build()
         .expect("runtime");
-    let origin = rt.block_on(https_origin(&confdir));
+    let (acceptor, _ca) = test_tls_acceptor(&confdir, "idle-origin-ca.pem", &[b"http/1.1"]);
+    let origin = rt.block_on(origin_1k(Some(acceptor)));
     let (mut child, proxy) = spawn_child(&confdir);
     let pid = child.0.id();
     let ca = Arc::new(

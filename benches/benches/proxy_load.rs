@@ -38,23 +38,19 @@
 //! thread, UI server on its own thread); `waylay+web+ws` also has a browser-like client
 //! reading `/updates` the whole time. The child's RSS is printed after the window.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use waylay_benches::child::{
-    ChildGuard, announce, env_or, exit_when_stdin_closes, spawn_announced,
+    KillOnDrop, announce, env_or, exit_when_stdin_closes, spawn_announced,
 };
 use waylay_benches::http1::{MAX_HEAD, find, read_response};
+use waylay_benches::origin_1k;
 use waylay_benches::procfs::{clock_ticks, cpu_ticks, rss_kib};
 use waylay_benches::{AddHeader, NoopHttp, PY_ADDHEADER, PY_NOOP};
 use waylay_layers::Proxy;
@@ -212,7 +208,7 @@ fn child_origin() {
         .build()
         .expect("origin runtime");
     rt.block_on(async {
-        announce(&origin().await.to_string());
+        announce(&origin_1k(None).await.to_string());
         futures::future::pending::<()>().await;
     });
 }
@@ -579,7 +575,7 @@ fn spawn_mitmdump(
     s: Scenario,
     place: &Placement,
     confdir: &TempDir,
-) -> (ChildGuard, SocketAddr, Option<SocketAddr>) {
+) -> (KillOnDrop, SocketAddr, Option<SocketAddr>) {
     let bin = std::env::var("WAYLAY_MITMDUMP").expect("WAYLAY_MITMDUMP names mitmdump");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -612,7 +608,7 @@ fn spawn_mitmdump(
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn mitmdump");
-    let guard = ChildGuard(child);
+    let guard = KillOnDrop(child);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     for _ in 0..200 {
         if std::net::TcpStream::connect(addr).is_ok() {
@@ -628,7 +624,7 @@ fn spawn_child(
     place: &Placement,
     confdir: &TempDir,
     mode_spec: Option<&str>,
-) -> (ChildGuard, SocketAddr, Option<SocketAddr>) {
+) -> (KillOnDrop, SocketAddr, Option<SocketAddr>) {
     if s.mode == "mitmdump" {
         return spawn_mitmdump(s, place, confdir);
     }
@@ -692,29 +688,6 @@ async fn browser(ui: SocketAddr, stop: Arc<AtomicBool>) -> u64 {
         }
     }
     n
-}
-
-/// The origin: HTTP/1.1 keep-alive, 1 KiB body for every request.
-async fn origin() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
-    let addr = l.local_addr().expect("origin addr");
-    let body = Bytes::from(vec![b'x'; 1024]);
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            let _ = s.set_nodelay(true);
-            let body = body.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |_req: hyper::Request<hyper::body::Incoming>| {
-                    let body = body.clone();
-                    async move { Ok::<_, Infallible>(hyper::Response::new(Full::new(body))) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(s), svc)
-                    .await;
-            });
-        }
-    });
-    addr
 }
 
 #[derive(Default)]
@@ -919,7 +892,7 @@ fn parent() {
         .build()
         .expect("parent runtime");
     rt.block_on(async move {
-        let origin = origin().await;
+        let origin = origin_1k(None).await;
         println!(
             "proxy_load: HTTP/1.1 keep-alive, 1 KiB, {} connections, {:.0} s warm-up + {:.0} s measured; {}; CLK_TCK {}",
             cfg.conns,
@@ -1075,34 +1048,6 @@ enum Via {
     Socks5,
 }
 
-/// The HTTPS origin: as [`origin`], over TLS (HTTP/1.1), certificate from a test CA.
-async fn https_origin(dir: &TempDir) -> SocketAddr {
-    let (acceptor, _ca) =
-        waylay_testkit::test_tls_acceptor(dir, "load-origin-ca.pem", &[b"http/1.1"]);
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
-    let addr = l.local_addr().expect("origin addr");
-    let body = Bytes::from(vec![b'x'; 1024]);
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            let _ = s.set_nodelay(true);
-            let (body, acceptor) = (body.clone(), acceptor.clone());
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(s).await else {
-                    return;
-                };
-                let svc = service_fn(move |_req: hyper::Request<hyper::body::Incoming>| {
-                    let body = body.clone();
-                    async move { Ok::<_, Infallible>(hyper::Response::new(Full::new(body))) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tls), svc)
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
 /// A TLS connection to `localhost:port` through the proxy, intercepted (waylay's leaf).
 async fn tunnel(
     via: Via,
@@ -1165,7 +1110,9 @@ async fn run_tunnel_load(
 /// pair against the same child, and each SOCKS5 figure as a ratio to its CONNECT one.
 async fn tunnels(place: &Placement, cfg: &Settings) {
     let dir = TempDir::new("load-tls");
-    let origin = https_origin(&dir).await;
+    let (acceptor, _ca) =
+        waylay_testkit::test_tls_acceptor(&dir, "load-origin-ca.pem", &[b"http/1.1"]);
+    let origin = origin_1k(Some(acceptor)).await;
     let confdir = TempDir::new("load");
     let (child, regular, socks) = spawn_child(TUNNELS, place, &confdir, None);
     let socks = socks.expect("the tunnel child announces its SOCKS5 address");

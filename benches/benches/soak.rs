@@ -47,7 +47,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 use waylay_benches::NoopHttp;
 use waylay_benches::child::{
-    ChildGuard, announce, env_or, exit_when_stdin_closes, spawn_announced,
+    KillOnDrop, announce, env_or, exit_when_stdin_closes, spawn_announced,
 };
 use waylay_benches::http1::read_response;
 use waylay_benches::procfs::{fds_and_sockets, status, status_field};
@@ -428,7 +428,7 @@ fn sample_proc(pid: u32, s: &mut Sample) {
     (s.fds, s.sockets) = fds_and_sockets(pid);
 }
 
-fn spawn_child(confdir: &TempDir, upstream_ca: &std::path::Path) -> (ChildGuard, SocketAddr) {
+fn spawn_child(confdir: &TempDir, upstream_ca: &std::path::Path) -> (KillOnDrop, SocketAddr) {
     let exe = std::env::current_exe().expect("current exe");
     let mut cmd = Command::new(exe);
     cmd.env(CHILD_ENV, "1")

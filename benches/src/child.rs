@@ -1,11 +1,13 @@
 //! The benches that measure a proxy in its own process (`idle`, `soak`, `proxy_load`): the
 //! bench binary re-runs itself as the child, which announces its address on stdout and exits
-//! when the parent closes its stdin; the parent holds it in a [`ChildGuard`].
+//! when the parent closes its stdin; the parent holds it in a [`KillOnDrop`] (the testkit's).
 
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
+
+pub use waylay_testkit::KillOnDrop;
 
 /// The environment variable `name` parsed as `T`, or `default` when unset or unparsable.
 #[must_use]
@@ -35,17 +37,6 @@ pub fn announce(line: &str) {
     let _ = out.flush();
 }
 
-/// A running child, killed and reaped when dropped (also on panic).
-#[derive(Debug)]
-pub struct ChildGuard(pub Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Spawns `cmd` (stdin and stdout piped, stderr inherited) and waits up to `within` for the
 /// line it [`announce`]s: the first of at most `max_lines` stdout lines whose first word is
 /// an address (a wrapping tool may print lines of its own first). Returns the guard, that
@@ -60,7 +51,7 @@ pub fn spawn_announced(
     what: &str,
     max_lines: usize,
     within: Duration,
-) -> (ChildGuard, SocketAddr, Option<SocketAddr>) {
+) -> (KillOnDrop, SocketAddr, Option<SocketAddr>) {
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -68,7 +59,7 @@ pub fn spawn_announced(
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
     let stdout = child.stdout.take();
-    let guard = ChildGuard(child);
+    let guard = KillOnDrop(child);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut line = String::new();

@@ -1,7 +1,7 @@
 //! Shared pieces of waylay's benchmarks: the flow every hook benchmark moves around, the
 //! no-op and AddHeader addons (in Rust and as mitmproxy scripts), and for the benches that run
 //! the proxy in its own process ([`child`], [`procfs`], [`http1`]) the child's start-up, its
-//! `/proc` figures and the load's HTTP/1.1 reading.
+//! `/proc` figures, the load's HTTP/1.1 reading and its 1 KiB origin ([`origin_1k`]).
 //!
 //! Run the hook-dispatch benchmark with
 //! `cargo bench -p waylay-benches --bench hooks`; `BENCHMARKS.md` has the figures.
@@ -15,7 +15,10 @@ use bytes::Bytes;
 
 pub mod child;
 pub mod http1;
+mod origin;
 pub mod procfs;
+
+pub use origin::origin_1k;
 use waylay_core::flow::{Client, Request};
 use waylay_core::{Addon, AddonManager, HookKind, HookSet, HttpFlow, ManagerHandle, Options};
 

@@ -572,25 +572,10 @@ async fn intercept_edit_resume_reaches_the_origin_and_kill_drops_it() {
     let (proxy, ui) = start(config()).await;
     let (origin, seen) = scripted_origin(ok_answer).await;
     // A bad filter is refused with its position.
-    let a = call(
-        ui.addr(),
-        "PUT",
-        "/options",
-        &[BEARER],
-        &json!({"intercept": "~q ~zz"}).to_string(),
-    )
-    .await;
+    let a = put_options(ui.addr(), json!({"intercept": "~q ~zz"})).await;
     assert_eq!(a.status, 400);
     assert_eq!(a.json()["error"]["position"], 3);
-    let a = call(
-        ui.addr(),
-        "PUT",
-        "/options",
-        &[BEARER],
-        &json!({"intercept": "~q ~u /hold"}).to_string(),
-    )
-    .await;
-    assert_eq!(a.status, 200, "{}", a.body);
+    set_intercept(ui.addr(), "~q ~u /hold").await;
 
     let p = proxy.addr();
     let client = actix::spawn(async move { proxy_get(p, &format!("http://{origin}/hold")).await });
@@ -1422,10 +1407,7 @@ async fn options_are_listed_and_set_through_the_addon_manager() {
         opts["tls_version_client_min"]["choices"],
         json!(["TLS1_2", "TLS1_3"])
     );
-    let put = |body: Value| {
-        let uia = ui.addr();
-        async move { call(uia, "PUT", "/options", &[BEARER], &body.to_string()).await }
-    };
+    let put = |body: Value| put_options(ui.addr(), body);
     let a = put(
         json!({"connect_timeout": 7, "ignore_hosts": ["^example\\.com:443$"], "anticache": true}),
     )
@@ -1582,21 +1564,24 @@ async fn post(ui: SocketAddr, path: &str, body: &str) -> Answer {
     call(ui, "POST", path, &[BEARER], body).await
 }
 
+/// `PUT /options` with `body`, as the UI's options editor sends it.
+async fn put_options(ui: SocketAddr, body: Value) -> Answer {
+    call(ui, "PUT", "/options", &[BEARER], &body.to_string()).await
+}
+
+/// Sets the `intercept` filter through the API; it must be accepted.
+async fn set_intercept(ui: SocketAddr, filter: &str) {
+    let a = put_options(ui, json!({ "intercept": filter })).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+}
+
 #[actix_rt::test]
 async fn intercepted_websocket_messages_are_edited_resumed_and_killed() {
     use waylay_testkit::{WsOrigin, ws_next, ws_through_proxy};
     let (proxy, ui) = start(config()).await;
     let ui = ui.addr();
     let origin = WsOrigin::start().await;
-    let a = call(
-        ui,
-        "PUT",
-        "/options",
-        &[BEARER],
-        &json!({"intercept": "~websocket"}).to_string(),
-    )
-    .await;
-    assert_eq!(a.status, 200, "{}", a.body);
+    set_intercept(ui, "~websocket").await;
     let (p, o) = (proxy.addr(), origin.addr);
     let client = actix::spawn(async move {
         let (mut ws, _) = ws_through_proxy(p, o, "/edit", &[]).await.unwrap();
@@ -1719,10 +1704,7 @@ fn rule_answer(_: &str) -> Vec<u8> {
 async fn breakpoint_rules_edit_flows_and_resume_or_hold_them() {
     let (proxy, ui) = start(config()).await;
     let (origin, seen) = scripted_origin(rule_answer).await;
-    let put = |body: Value| {
-        let uia = ui.addr();
-        async move { call(uia, "PUT", "/options", &[BEARER], &body.to_string()).await }
-    };
+    let put = |body: Value| put_options(ui.addr(), body);
     // A rule that does not parse is refused with its index and the position in it.
     let a =
         put(json!({"breakpoints": ["|~q|request|resume", "|~q|request|resume|status:404"]})).await;
@@ -1905,15 +1887,7 @@ async fn held_tcp_messages_are_edited_before_they_reach_the_peer() {
     use waylay_testkit::{connect_tunnel, tcp_line_origin};
     let (proxy, ui) = start(config()).await;
     let ui = ui.addr();
-    let a = call(
-        ui,
-        "PUT",
-        "/options",
-        &[BEARER],
-        &json!({"intercept": "~tcp"}).to_string(),
-    )
-    .await;
-    assert_eq!(a.status, 200, "{}", a.body);
+    set_intercept(ui, "~tcp").await;
     let tcp = tcp_line_origin().await;
     let mut s = connect_tunnel(proxy.addr(), &tcp.addr.to_string())
         .await

@@ -115,7 +115,9 @@ fn edits_of_parsed_headers_match_edits_of_the_list_form() {
         ("insert a present name with capitals", |h| {
             h.insert("X-Dup", "3")
         }),
-        ("insert a new name with capitals", |h| h.insert("Count", "1")),
+        ("insert a new name with capitals", |h| {
+            h.insert("Count", "1")
+        }),
         ("append a new name", |h| h.append("x-new", "v")),
         ("append a present name", |h| h.append("accept", "text/html")),
         ("insert an invalid value", |h| h.insert("x-bad", "a\nb")),
@@ -134,7 +136,10 @@ fn edits_of_parsed_headers_match_edits_of_the_list_form() {
             list.to_http(|n| dropped.1.push(n.to_owned())),
         );
         assert_eq!(a, b, "{what}");
-        assert_eq!(dropped.0, dropped.1, "{what}: the same fields reported invalid");
+        assert_eq!(
+            dropped.0, dropped.1,
+            "{what}: the same fields reported invalid"
+        );
         // Several edits in a row, reading in between (the cached list form is refreshed).
         edit(&mut wire);
         edit(&mut list);

@@ -408,3 +408,160 @@ async fn a_walk_stopped_by_a_waiting_addon_goes_on_with_the_addons_after_it() {
     .unwrap();
     assert_eq!(chain(&flow), "abcd");
 }
+
+/// What addons saw, in order: (addon, the flow's `x-n`).
+type Events = Arc<Mutex<Vec<(&'static str, String)>>>;
+
+/// Records each request it sees.
+struct Rec(&'static str, Events);
+
+impl Addon for Rec {
+    fn hooks(&self) -> HookSet {
+        HookSet::of(&[HookKind::Request])
+    }
+
+    async fn request(&mut self, flow: &mut HttpFlow) {
+        self.1.lock().expect("lock").push((self.0, number(flow)));
+    }
+}
+
+/// Records each request it sees, and holds the first until released.
+struct HoldFirst {
+    events: Events,
+    entered: Option<oneshot::Sender<()>>,
+    release: Arc<Notify>,
+}
+
+impl Addon for HoldFirst {
+    fn hooks(&self) -> HookSet {
+        HookSet::of(&[HookKind::Request])
+    }
+
+    async fn request(&mut self, flow: &mut HttpFlow) {
+        self.events
+            .lock()
+            .expect("lock")
+            .push(("hold", number(flow)));
+        if let Some(tx) = self.entered.take() {
+            let _ = tx.send(());
+            self.release.notified().await;
+        }
+    }
+}
+
+/// Where `addon` saw each flow, in order.
+fn seen_by(events: &Events, addon: &str) -> Vec<String> {
+    let events = events.lock().expect("lock");
+    events
+        .iter()
+        .filter(|(a, _)| *a == addon)
+        .map(|(_, n)| n.clone())
+        .collect()
+}
+
+/// An addon in the middle of the chain that waits holds only the flows that reach it: the
+/// addons before it go on with other flows, the ones after it see no flow before it let
+/// that flow through, each flow passes the addons in registration order, and the flows
+/// queued behind the waiting one pass it (and the addons after it) in the order they came.
+#[actix_rt::test]
+async fn an_addon_in_the_middle_that_waits_holds_its_flows_and_later_addons_run_in_order() {
+    let events = Events::default();
+    let release = Arc::new(Notify::new());
+    let (tx, entered) = oneshot::channel();
+    let hold = HoldFirst {
+        events: events.clone(),
+        entered: Some(tx),
+        release: release.clone(),
+    };
+    let h = AddonHarness::with_addons((
+        Rec("a", events.clone()),
+        hold,
+        Rec("c", events.clone()),
+        Rec("d", events.clone()),
+    ))
+    .await;
+    let m = h.manager().clone();
+    let mut flows = Vec::new();
+    flows.push(actix_rt::spawn({
+        let m = m.clone();
+        async move { m.fire(HookKind::Request, numbered(1)).await }
+    }));
+    within("the middle addon holds flow 1", entered)
+        .await
+        .unwrap();
+    for n in [2, 3] {
+        let m = m.clone();
+        flows.push(actix_rt::spawn(async move {
+            m.fire(HookKind::Request, numbered(n)).await
+        }));
+    }
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    // `a` went on with flows 2 and 3; they queue at the busy middle addon, and nothing
+    // reached `c` or `d`.
+    assert_eq!(seen_by(&events, "a"), ["1", "2", "3"]);
+    assert_eq!(seen_by(&events, "hold"), ["1"]);
+    assert!(seen_by(&events, "c").is_empty());
+    assert!(seen_by(&events, "d").is_empty());
+    assert!(flows.iter().all(|t| !t.is_finished()));
+
+    release.notify_one();
+    for (i, t) in flows.into_iter().enumerate() {
+        let flow = within("the held and queued flows", t)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(number(&flow), (i + 1).to_string());
+    }
+    for addon in ["hold", "c", "d"] {
+        assert_eq!(seen_by(&events, addon), ["1", "2", "3"], "{addon}");
+    }
+    let events = events.lock().expect("lock").clone();
+    for n in ["1", "2", "3"] {
+        let order: Vec<&str> = events
+            .iter()
+            .filter(|(_, m)| m == n)
+            .map(|(a, _)| *a)
+            .collect();
+        assert_eq!(order, ["a", "hold", "c", "d"], "flow {n}");
+    }
+}
+
+/// A flow whose walk is dropped while its hook queues at a busy addon's actor (its client
+/// hung up) is not counted as queued for good: once the addon is idle again its hooks run
+/// inline again.
+#[actix_rt::test]
+async fn a_hook_dropped_while_queued_at_a_busy_addon_does_not_keep_it_off_the_inline_path() {
+    let (g, release, entered, seen) = gate();
+    let h = AddonHarness::with_addons((g, Tag("t"))).await;
+    let m = h.manager().clone();
+    let first = actix_rt::spawn({
+        let m = m.clone();
+        async move { m.fire(HookKind::Request, numbered(1)).await }
+    });
+    within("the gate holds flow 1", entered).await.unwrap();
+    // Flow 2 queues at the gate's actor, which takes it and waits for the gate's state;
+    // flow 3 queues behind it in the mailbox, and its caller goes away.
+    let second = actix_rt::spawn({
+        let m = m.clone();
+        async move { m.fire(HookKind::Request, numbered(2)).await }
+    });
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    let mut third = Box::pin(m.fire(HookKind::Request, numbered(3)));
+    assert!((&mut third).now_or_never().is_none());
+    drop(third);
+
+    release.notify_one();
+    within("flow 1", first).await.unwrap().unwrap();
+    within("flow 2", second).await.unwrap().unwrap();
+    // The actor passes over the dropped hook (actix drops it unhandled).
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    let flow = fire_now(&m, numbered(4)).expect("inline once idle again");
+    assert_eq!(chain(&flow), "t");
+    assert_eq!(*seen.lock().unwrap(), ["1", "2", "4"]);
+}

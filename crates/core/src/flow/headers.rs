@@ -252,7 +252,10 @@ impl Headers {
         }
         // HeaderValue's own rule (visible ASCII, obs-text, space and tab), checked first so
         // that the value is never lost to a failed conversion.
-        if !value.iter().all(|&b| (b >= 0x20 && b != 0x7f) || b == b'\t') {
+        if !value
+            .iter()
+            .all(|&b| (b >= 0x20 && b != 0x7f) || b == b'\t')
+        {
             return Some((name, value));
         }
         match HeaderValue::from_maybe_shared(value) {

@@ -42,9 +42,9 @@ mod payloads;
 
 use std::fmt;
 
+pub(crate) use dispatch::Verdict;
 pub(crate) use dispatch::track_unhandled;
 pub use dispatch::{Begin, HookOutput, in_log_hook, not_handled, with_log_suppressed};
-pub(crate) use dispatch::Verdict;
 pub use payloads::{
     ClientHelloData, CommandSpec, Configure, Flows, Layer, Loader, LogEntry, LogLevel, NextLayer,
     ServerConnectionHookData, Side, Socks5AuthData, TlsData,

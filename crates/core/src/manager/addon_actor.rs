@@ -12,7 +12,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use futures::FutureExt;
 
-use super::slot::{ActorSlot, SlotKey};
+use super::slot::{ActorSlot, Queued, SlotKey};
 use crate::hooks::{Addon, Hook, HookKind, HookSet, Verdict, track_unhandled};
 
 /// Capacity of the manager's and the addon actors' mailboxes: actix's default of 16 costs
@@ -46,8 +46,9 @@ impl std::fmt::Display for Fault {
 pub(crate) struct HookCall {
     pub(crate) hook: Hook,
     pub(crate) timeout: Duration,
-    /// The slot counted this hook as queued (see `slot::Attempt::Busy`).
-    pub(crate) counted: bool,
+    /// The slot counted this hook as queued (see `slot::Attempt::Busy`): uncounted when
+    /// dropped, run or not.
+    pub(crate) queued: Option<Queued>,
 }
 
 impl HookCall {
@@ -56,7 +57,7 @@ impl HookCall {
         Self {
             hook,
             timeout,
-            counted: false,
+            queued: None,
         }
     }
 }
@@ -186,8 +187,9 @@ pub(crate) async fn run_hook<A: Addon>(
         // future moved into another) would take its own room in this future, which is
         // moved into the slot's heap place for every hook.
         let mut dispatch = std::pin::pin!(hook.dispatch(addon));
-        let mut guarded =
-            std::pin::pin!(AssertUnwindSafe(track_unhandled(dispatch.as_mut(), is_log)).catch_unwind());
+        let mut guarded = std::pin::pin!(
+            AssertUnwindSafe(track_unhandled(dispatch.as_mut(), is_log)).catch_unwind()
+        );
         // Most hooks finish in their first poll: the deadline is armed (and boxed, keeping it
         // out of this future's size) only for those that wait, since a timer costs more than
         // the whole hook (benches/benches/hooks.rs).
@@ -229,7 +231,7 @@ impl<A: Addon> Handler<HookCall> for AddonActor<A> {
     type Result = AtomicResponse<Self, HookReply>;
 
     fn handle(&mut self, msg: HookCall, _ctx: &mut Self::Context) -> Self::Result {
-        let fut = self.slot.clone().serve(msg.hook, msg.timeout, msg.counted);
+        let fut = self.slot.clone().serve(msg.hook, msg.timeout, msg.queued);
         AtomicResponse::new(Box::pin(fut.into_actor(self)))
     }
 }

@@ -13,8 +13,7 @@ use super::{
     Unregister, Walk, report_fault,
 };
 use crate::hooks::{
-    Addon, CommandSpec, Configure, Flows, Hook, HookKind, HookSet, Loader, LogEntry,
-    in_log_hook,
+    Addon, CommandSpec, Configure, Flows, Hook, HookKind, HookSet, Loader, LogEntry, in_log_hook,
 };
 use crate::options::{Options, OptionsError};
 
@@ -148,7 +147,9 @@ impl ManagerHandle {
             let route = routes.load();
             std::task::Poll::Ready(match super::inline_pass(&route, h, timeout, cx, &report) {
                 super::Pass::Done(h) => Ok(h),
-                super::Pass::Stopped(i, first) => Err((arc_swap::Guard::into_inner(route), i, first)),
+                super::Pass::Stopped(i, first) => {
+                    Err((arc_swap::Guard::into_inner(route), i, first))
+                }
             })
         })
         .await;

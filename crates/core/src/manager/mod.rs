@@ -258,7 +258,15 @@ pub(crate) async fn walk(
     report: impl Fn(Learned),
 ) -> Result<Hook, HookError> {
     if !inline {
-        return finish(route, 0, slot::Attempt::NoSlot(hook), timeout, false, &report).await;
+        return finish(
+            route,
+            0,
+            slot::Attempt::NoSlot(hook),
+            timeout,
+            false,
+            &report,
+        )
+        .await;
     }
     let mut hook = Some(hook);
     let pass = std::future::poll_fn(|cx| match hook.take() {
@@ -290,12 +298,12 @@ pub(crate) async fn finish(
         let reply = match attempt {
             slot::Attempt::Done(reply) => reply,
             slot::Attempt::HandedOver(rx) => rx.await.map_err(|_| stopped())?,
-            slot::Attempt::Busy(hook) => entry
+            slot::Attempt::Busy(hook, queued) => entry
                 .recipient
                 .send(HookCall {
                     hook,
                     timeout,
-                    counted: true,
+                    queued: Some(queued),
                 })
                 .await
                 .map_err(|_| stopped())?,
@@ -314,7 +322,7 @@ pub(crate) async fn finish(
     }
     // Only for `from` past the route's end, which no caller does.
     match attempt {
-        slot::Attempt::Busy(hook) | slot::Attempt::NoSlot(hook) => Ok(hook),
+        slot::Attempt::Busy(hook, _) | slot::Attempt::NoSlot(hook) => Ok(hook),
         slot::Attempt::Done(reply) => Ok(reply.hook),
         slot::Attempt::HandedOver(rx) => rx
             .await

@@ -105,17 +105,42 @@ pub(crate) enum Attempt {
     /// The hook waited: it goes on in a task of its own, and this receives its reply.
     HandedOver(oneshot::Receiver<HookReply>),
     /// The addon is busy (or its hooks are queued at its actor): send the hook to the actor.
-    /// The slot counts it as queued until the actor has run it.
-    Busy(Hook),
+    /// The slot counts it as queued until the actor has run it or the hook is dropped
+    /// unrun (the ticket).
+    Busy(Hook, Queued),
     /// No slot on this thread (the actor is not started yet or already stopped): send the
     /// hook to the actor, uncounted.
     NoSlot(Hook),
+}
+
+/// A hook the slot counted as queued for its actor ([`Attempt::Busy`]), travelling with
+/// the hook to the actor: dropping it uncounts the hook, when the actor has run it or when
+/// the hook is dropped unrun. (actix drops a message whose sender stopped waiting without
+/// handling it, e.g. a flow whose client hung up while it queued: counted for good, the
+/// addon would have gone to its actor for every hook after.)
+#[derive(Debug)]
+pub(crate) struct Queued(SlotKey);
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        // Dropped on the addons' thread (the actor's, or the caller's that counted it); not
+        // found elsewhere, nor once the actor stopped. The registry's borrow ends first.
+        let slot = SLOTS
+            .try_with(|s| s.try_borrow().ok().and_then(|r| r.get(&self.0).cloned()))
+            .ok()
+            .flatten();
+        if let Some(slot) = slot {
+            slot.unqueue();
+        }
+    }
 }
 
 /// The type-erased face of a slot, for the walk.
 pub(crate) trait InlineSlot {
     /// Runs `hook` in the caller's poll if the addon is idle (see the module docs).
     fn try_run(self: Rc<Self>, hook: Hook, timeout: Duration, cx: &mut Context<'_>) -> Attempt;
+    /// One hook counted as queued has gone (see [`Queued`]).
+    fn unqueue(&self);
 }
 
 /// The addon and what belongs to it alone, moved in and out of the slot as one box.
@@ -203,12 +228,13 @@ impl<A: Addon, F: Future<Output = (Box<State<A>>, HookReply)> + 'static, S: Star
     }
 
     /// Runs `hook` as the actor: after the hooks queued before it, once the state is back.
-    /// `counted`: the hook was counted as queued by [`InlineSlot::try_run`].
+    /// `queued`: the hook was counted as queued by [`InlineSlot::try_run`]; it is uncounted
+    /// when the hook is done.
     pub(crate) async fn serve(
         self: Rc<Self>,
         hook: Hook,
         timeout: Duration,
-        counted: bool,
+        queued: Option<Queued>,
     ) -> HookReply {
         let state = self.take_turn().await;
         let reply = if self.retired.get() {
@@ -222,9 +248,7 @@ impl<A: Addon, F: Future<Output = (Box<State<A>>, HookReply)> + 'static, S: Star
                     // The addon is free again at once; only this hook's flow waits.
                     self.put_back(state);
                     let (hook, fault) = f.await;
-                    if counted {
-                        self.queued.set(self.queued.get().saturating_sub(1));
-                    }
+                    drop(queued);
                     return HookReply::detached(hook, fault);
                 }
             };
@@ -237,9 +261,7 @@ impl<A: Addon, F: Future<Output = (Box<State<A>>, HookReply)> + 'static, S: Star
             self.put_back(state);
             reply
         };
-        if counted {
-            self.queued.set(self.queued.get().saturating_sub(1));
-        }
+        drop(queued);
         reply
     }
 
@@ -271,7 +293,7 @@ pub(crate) trait ActorSlot {
         self: Rc<Self>,
         hook: Hook,
         timeout: Duration,
-        counted: bool,
+        queued: Option<Queued>,
     ) -> LocalFuture<HookReply>;
     /// Runs a command sent to the actor.
     fn command(
@@ -294,9 +316,9 @@ impl<A: Addon, F: Future<Output = (Box<State<A>>, HookReply)> + 'static, S: Star
         self: Rc<Self>,
         hook: Hook,
         timeout: Duration,
-        counted: bool,
+        queued: Option<Queued>,
     ) -> LocalFuture<HookReply> {
-        Box::pin(Slot::serve(self, hook, timeout, counted))
+        Box::pin(Slot::serve(self, hook, timeout, queued))
     }
 
     fn command(
@@ -341,7 +363,7 @@ impl<A: Addon, F: Future<Output = (Box<State<A>>, HookReply)> + 'static, S: Star
         };
         let Some(mut state) = state else {
             self.queued.set(self.queued.get() + 1);
-            return Attempt::Busy(hook);
+            return Attempt::Busy(hook, Queued(self.key));
         };
         let hook = match state.addon.begin(hook, timeout) {
             Begin::Method(hook) => hook,
@@ -385,6 +407,10 @@ impl<A: Addon, F: Future<Output = (Box<State<A>>, HookReply)> + 'static, S: Star
                 Attempt::HandedOver(rx)
             }
         }
+    }
+
+    fn unqueue(&self) {
+        self.queued.set(self.queued.get().saturating_sub(1));
     }
 }
 

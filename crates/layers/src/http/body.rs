@@ -308,9 +308,9 @@ impl Body for ProxyBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.0.as_ref().is_none_or(|s| {
-            s.prefix.is_empty() && s.rest.is_none() && s.trailers.is_none()
-        })
+        self.0
+            .as_ref()
+            .is_none_or(|s| s.prefix.is_empty() && s.rest.is_none() && s.trailers.is_none())
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -14,8 +14,8 @@ use pyo3::exceptions::{PyAttributeError, PyIndexError, PyRuntimeError, PyValueEr
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 use waylay_core::flow::{
-    FlowError, FlowId, Headers, HttpVersion, Intercept, InterceptHandle, Message, TcpInjector,
-    TcpMessage, TlsInfo, WebSocketInjector, WebSocketMessage, WebSocketMessageKind,
+    FlowError, FlowId, Headers, HttpVersion, Intercept, InterceptHandle, Message, Metadata,
+    TcpInjector, TcpMessage, TlsInfo, WebSocketInjector, WebSocketMessage, WebSocketMessageKind,
 };
 use waylay_core::{HttpFlow, Request, Response, TcpFlow};
 
@@ -43,6 +43,9 @@ pub(crate) struct Core {
     /// Injectors kept for injecting outside a hook.
     ws_injector: Option<WebSocketInjector>,
     tcp_injector: Option<TcpInjector>,
+    /// The flow's metadata as the script's `flow.metadata` dict last had it (after the last
+    /// hook): what differs from it when a hook starts was written by Rust addons meanwhile.
+    pub(crate) seen: Metadata,
 }
 
 fn detached() -> PyErr {
@@ -100,31 +103,31 @@ fn body_err(e: impl std::fmt::Display) -> PyErr {
 }
 
 impl Core {
-    pub(crate) fn http_placeholder(like: &HttpFlow) -> Self {
+    fn standalone(data: Data) -> Self {
         Self {
-            data: Data::Http {
-                f: Box::new(HttpFlow::new(
-                    like.client.clone(),
-                    Request::new("GET", "http", "", 0, ""),
-                )),
-                live: false,
-            },
+            data,
             intercept: None,
             ws_injector: None,
             tcp_injector: None,
+            seen: Metadata::new(),
         }
     }
 
+    pub(crate) fn http_placeholder(like: &HttpFlow) -> Self {
+        Self::standalone(Data::Http {
+            f: Box::new(HttpFlow::new(
+                like.client.clone(),
+                Request::new("GET", "http", "", 0, ""),
+            )),
+            live: false,
+        })
+    }
+
     pub(crate) fn tcp_placeholder(like: &TcpFlow) -> Self {
-        Self {
-            data: Data::Tcp {
-                f: Box::new(TcpFlow::new(like.client.clone(), None)),
-                live: false,
-            },
-            intercept: None,
-            ws_injector: None,
-            tcp_injector: None,
-        }
+        Self::standalone(Data::Tcp {
+            f: Box::new(TcpFlow::new(like.client.clone(), None)),
+            live: false,
+        })
     }
 
     /// Swaps the hook's HTTP flow in (`attach`) or back out (`detach`).
@@ -143,6 +146,7 @@ impl Core {
 
     /// Forgets what belonged to the flow this core served last, before it serves another.
     pub(crate) fn reset(&mut self) {
+        self.seen.clear();
         self.intercept = None;
         self.ws_injector = None;
         self.tcp_injector = None;
@@ -239,12 +243,7 @@ impl Core {
     #[staticmethod]
     fn new_request(method: &str, url: &str) -> PyResult<Self> {
         let r = Request::from_url(method, url).map_err(PyValueError::new_err)?;
-        Ok(Self {
-            data: Data::Req(Some(Box::new(r))),
-            intercept: None,
-            ws_injector: None,
-            tcp_injector: None,
-        })
+        Ok(Self::standalone(Data::Req(Some(Box::new(r)))))
     }
 
     /// A standalone response (`Response.make`).
@@ -253,12 +252,7 @@ impl Core {
         let no_headers: [(&str, Bytes); 0] = [];
         let mut r = Response::make(status_code, Bytes::new(), no_headers);
         r.headers.clear();
-        Self {
-            data: Data::Resp(Some(Box::new(r))),
-            intercept: None,
-            ws_injector: None,
-            tcp_injector: None,
-        }
+        Self::standalone(Data::Resp(Some(Box::new(r))))
     }
 
     fn attached(&self) -> bool {
@@ -323,8 +317,14 @@ impl Core {
             }
             "comment" => *comment = value.extract()?,
             "error" => {
-                let msg: Option<String> = value.extract()?;
-                *error = msg.map(FlowError::new);
+                // `(msg, timestamp)` from an `Error` object (one put back keeps its time).
+                *error = if value.is_none() {
+                    None
+                } else if let Ok((msg, timestamp)) = value.extract::<(String, f64)>() {
+                    Some(FlowError { msg, timestamp })
+                } else {
+                    Some(FlowError::new(value.extract::<String>()?))
+                };
             }
             "is_replay" => self.http()?.is_replay = value.extract()?,
             _ => return Err(no_such(name)),
@@ -576,36 +576,40 @@ impl Core {
     // ---- replacing the request or response of a flow ----
 
     /// Moves the standalone request/response of `other` into this flow (side 0: request,
-    /// 1: response; `None` removes the response).
+    /// 1: response; `None` removes the response) and returns the one it displaced, standalone:
+    /// a script's object that viewed it keeps it (in mitmproxy a message is an object of its
+    /// own, so one taken out of a flow can be put back).
     #[pyo3(signature = (side, other))]
-    fn adopt(&mut self, side: u8, other: Option<&Bound<'_, Core>>) -> PyResult<()> {
+    fn adopt(&mut self, side: u8, other: Option<&Bound<'_, Core>>) -> PyResult<Option<Core>> {
         let used = || PyValueError::new_err("that request/response was already used");
         let wrong = || {
             PyValueError::new_err(
                 "expected a Request/Response made with .make() or taken from another flow",
             )
         };
-        match (side, other) {
-            (1, None) => {
-                self.http()?.response = None;
-            }
+        let f = self.http()?;
+        let displaced = match (side, other) {
+            (1, None) => f.response.take().map(|r| Data::Resp(Some(Box::new(r)))),
             (0, Some(o)) => {
                 let r = match &mut o.try_borrow_mut()?.data {
                     Data::Req(r) => r.take().ok_or_else(used)?,
                     _ => return Err(wrong()),
                 };
-                self.http()?.request = *r;
+                let old = std::mem::replace(&mut f.request, *r);
+                Some(Data::Req(Some(Box::new(old))))
             }
             (_, Some(o)) => {
                 let r = match &mut o.try_borrow_mut()?.data {
                     Data::Resp(r) => r.take().ok_or_else(used)?,
                     _ => return Err(wrong()),
                 };
-                self.http()?.response = Some(*r);
+                f.response
+                    .replace(*r)
+                    .map(|old| Data::Resp(Some(Box::new(old))))
             }
             (_, None) => return Err(wrong()),
-        }
-        Ok(())
+        };
+        Ok(displaced.map(Core::standalone))
     }
 
     /// A standalone copy of this flow's request/response (to keep or to give to another
@@ -616,12 +620,7 @@ impl Core {
         } else {
             Data::Resp(Some(Box::new(self.response()?.clone())))
         };
-        Ok(Core {
-            data,
-            intercept: None,
-            ws_injector: None,
-            tcp_injector: None,
-        })
+        Ok(Core::standalone(data))
     }
 
     /// A copy of the whole flow (mitmproxy's `flow.copy()`): a new id, not live, not
@@ -644,12 +643,7 @@ impl Core {
             }
             _ => return Err(detached()),
         };
-        Ok(Core {
-            data,
-            intercept: None,
-            ws_injector: None,
-            tcp_injector: None,
-        })
+        Ok(Core::standalone(data))
     }
 
     // ---- connections ----
@@ -844,27 +838,26 @@ impl Core {
             },
         }
     }
+}
 
-    /// The flow's metadata as JSON (what other addons stored), to seed the Python dict.
-    fn metadata_json(&mut self) -> PyResult<String> {
-        let m = match &mut self.data {
-            Data::Http { f, live: true } => &f.metadata,
-            Data::Tcp { f, live: true } => &f.metadata,
-            _ => return Err(detached()),
-        };
-        serde_json::to_string(m).map_err(body_err)
-    }
-
+impl Core {
     /// Stores the Python metadata dict (as JSON) on the flow, for other addons.
     pub(crate) fn set_metadata_json(&mut self, json: &str) -> PyResult<()> {
-        let v: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(json).map_err(body_err)?;
-        match &mut self.data {
-            Data::Http { f, live: true } => f.metadata = v,
-            Data::Tcp { f, live: true } => f.metadata = v,
-            _ => return Err(detached()),
-        }
+        let v: Metadata = serde_json::from_str(json).map_err(body_err)?;
+        let (now, seen) = self.live_metadata().ok_or_else(detached)?;
+        seen.clone_from(&v);
+        *now = v;
         Ok(())
+    }
+
+    /// The live flow's metadata and [`Core::seen`] (`None` outside a hook).
+    pub(crate) fn live_metadata(&mut self) -> Option<(&mut Metadata, &mut Metadata)> {
+        let m = match &mut self.data {
+            Data::Http { f, live: true } => &mut f.metadata,
+            Data::Tcp { f, live: true } => &mut f.metadata,
+            _ => return None,
+        };
+        Some((m, &mut self.seen))
     }
 }
 

@@ -83,7 +83,11 @@ pub(super) fn sync_out(
 /// may reassign `flow.metadata = {...}`, as mitmproxy allows); `meta` then becomes it.
 pub(super) fn follow(obj: &Bound<'_, PyAny>, meta: &mut Py<PyDict>) -> bool {
     let py = obj.py();
-    let Ok(now) = obj.getattr(pyo3::intern!(py, "metadata")) else {
+    // `obj` is a flow object the shim made: its slots may be read.
+    let Some(now) = super::slots::slots(py)
+        .ok()
+        .and_then(|s| s.metadata.get(obj))
+    else {
         return false;
     };
     if now.is(meta.bind(py)) {

@@ -31,6 +31,7 @@ mod core;
 mod headers;
 mod host;
 mod metadata;
+mod slots;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -774,32 +775,30 @@ fn recycle(py: Python<'_>, pool: &mut Vec<FlowEntry>, mut entry: FlowEntry) {
 /// then have for the object to be reused.
 fn reset_views(obj: &Bound<'_, PyAny>) -> PyResult<isize> {
     let py = obj.py();
-    let headers = pyo3::intern!(py, "_headers");
+    let s = slots::slots(py)?;
+    let none = || py.None().into_bound(py);
     // The pool entry and `f._c`.
     let mut n = 2;
-    for name in [pyo3::intern!(py, "_req"), pyo3::intern!(py, "_resp")] {
-        let m = obj.getattr(name)?;
-        if m.is_none() {
+    for slot in [s.req, s.resp] {
+        let Some(m) = slot.get(obj).filter(|m| !m.is_none()) else {
             continue;
-        }
+        };
         // The flow's slot and `m`.
-        if refcount(&m) == 2 {
+        if refcount(&m) == 2 && slots::is_a(&m, &s.message) {
             n += 1;
-            let h = m.getattr(headers)?;
-            if !h.is_none() {
+            if let Some(h) = s.headers.get(&m).filter(|h| !h.is_none()) {
                 if refcount(&h) == 2 {
                     n += 1;
                 } else {
-                    m.setattr(headers, py.None())?;
+                    s.headers.set(&m, none());
                 }
             }
         } else {
-            obj.setattr(name, py.None())?;
+            slot.set(obj, none());
         }
     }
-    let ws = pyo3::intern!(py, "_ws");
-    if !obj.getattr(ws)?.is_none() {
-        obj.setattr(ws, py.None())?;
+    if !s.ws.is_none(obj) {
+        s.ws.set(obj, none());
     }
     if let Ok(d) = obj.getattr(pyo3::intern!(py, "__dict__"))
         && let Ok(d) = d.cast::<PyDict>()

@@ -8,6 +8,9 @@
 //! detached: reading it raises, except for what lives outside the flow (its id, its
 //! interception handle, its metadata dict).
 
+use std::ops::{Deref, DerefMut};
+use std::ptr::NonNull;
+
 use bytes::Bytes;
 use pyo3::BoundObject;
 use pyo3::exceptions::{PyAttributeError, PyIndexError, PyRuntimeError, PyValueError};
@@ -23,7 +26,7 @@ use waylay_core::{HttpFlow, Request, Response, TcpFlow};
 #[derive(Debug)]
 pub(crate) enum Data {
     /// An HTTP flow; `live` while a hook runs (otherwise `f` is a stale placeholder).
-    Http { f: Box<HttpFlow>, live: bool },
+    Http { f: Held<HttpFlow>, live: bool },
     /// A TCP flow, likewise.
     Tcp { f: Box<TcpFlow>, live: bool },
     /// A request made by a script (`Request.make`), not yet in a flow.
@@ -31,6 +34,64 @@ pub(crate) enum Data {
     /// A response made by a script (`Response.make`), not yet in a flow.
     Resp(Option<Box<Response>>),
 }
+
+/// The flow a [`Core`] reads and writes: its own box (a placeholder between hooks, an
+/// `async def` hook's flow swapped in, a script's copy), or, for the length of a plain hook,
+/// the hook's flow itself, lent ([`Core::lend_http`]): a plain hook neither copies nor moves
+/// the flow (moving it in and out cost more than the rest of a no-op hook).
+#[derive(Debug)]
+pub(crate) struct Held<T> {
+    own: Box<T>,
+    lent: Option<NonNull<T>>,
+}
+
+impl<T> Held<T> {
+    fn new(own: Box<T>) -> Self {
+        Self { own, lent: None }
+    }
+}
+
+impl<T> Deref for Held<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        match self.lent {
+            #[expect(unsafe_code, reason = "a lent flow is reached through its pointer")]
+            // SAFETY: `lent` is set by `Core::lend_http`, whose caller keeps the flow valid
+            // and otherwise unused until `Core::end_lend` clears it.
+            Some(p) => unsafe { p.as_ref() },
+            None => &self.own,
+        }
+    }
+}
+
+impl<T> DerefMut for Held<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        match self.lent {
+            #[expect(unsafe_code, reason = "a lent flow is reached through its pointer")]
+            // SAFETY: as in `deref`; `&mut self` (the core borrowed mutably, under the GIL)
+            // makes this the only reference made from the pointer.
+            Some(mut p) => unsafe { p.as_mut() },
+            None => &mut self.own,
+        }
+    }
+}
+
+#[expect(
+    unsafe_code,
+    reason = "a lent flow's pointer is neither Send nor Sync by itself"
+)]
+// SAFETY: the pointer is only dereferenced through the core's `PyCell` borrow, under the GIL,
+// while the lender keeps the flow valid and untouched (the `Core::lend_http` contract): the
+// same exclusive access as the owned box has. `T` itself is `Send`.
+unsafe impl<T: Send> Send for Held<T> {}
+
+#[expect(
+    unsafe_code,
+    reason = "a lent flow's pointer is neither Send nor Sync by itself"
+)]
+// SAFETY: as for `Send`; shared access goes through a shared `PyCell` borrow.
+unsafe impl<T: Sync> Sync for Held<T> {}
 
 /// The Rust side of one Python flow, request or response.
 #[pyclass(module = "mitmproxy._waylay")]
@@ -115,10 +176,10 @@ impl Core {
 
     pub(crate) fn http_placeholder(like: &HttpFlow) -> Self {
         Self::standalone(Data::Http {
-            f: Box::new(HttpFlow::new(
+            f: Held::new(Box::new(HttpFlow::new(
                 like.client.clone(),
                 Request::new("GET", "http", "", 0, ""),
-            )),
+            ))),
             live: false,
         })
     }
@@ -130,16 +191,48 @@ impl Core {
         })
     }
 
-    /// Swaps the hook's HTTP flow in (`attach`) or back out (`detach`).
+    /// Swaps the hook's HTTP flow in (`attach`) or back out (`detach`): for a hook whose
+    /// methods may outlive the call (`async def`).
     pub(crate) fn swap_http(&mut self, flow: &mut HttpFlow, attach: bool) {
         if let Data::Http { f, live } = &mut self.data {
-            std::mem::swap(&mut **f, flow);
+            debug_assert!(f.lent.is_none(), "a lent flow is not swapped");
+            std::mem::swap(&mut *f.own, flow);
             *live = attach;
             if attach {
-                self.intercept = f.intercept_state().handle();
-                if self.ws_injector.is_none() {
-                    self.ws_injector = f.websocket.as_ref().and_then(|w| w.injector());
-                }
+                self.attached_http();
+            }
+        }
+    }
+
+    /// Lends the hook's HTTP flow to this core until [`Core::end_lend`]: Python reads and
+    /// writes it in place.
+    ///
+    /// # Safety
+    ///
+    /// `flow` must stay valid, and be neither read nor written other than through this
+    /// core, until `end_lend` has run.
+    #[expect(unsafe_code, reason = "the caller keeps the lent flow valid")]
+    pub(crate) unsafe fn lend_http(&mut self, flow: &mut HttpFlow) {
+        if let Data::Http { f, live } = &mut self.data {
+            f.lent = Some(NonNull::from(flow));
+            *live = true;
+            self.attached_http();
+        }
+    }
+
+    /// Ends [`Core::lend_http`]: the core holds its placeholder again, detached.
+    pub(crate) fn end_lend(&mut self) {
+        if let Data::Http { f, live } = &mut self.data {
+            f.lent = None;
+            *live = false;
+        }
+    }
+
+    fn attached_http(&mut self) {
+        if let Data::Http { f, .. } = &mut self.data {
+            self.intercept = f.intercept_state().handle();
+            if self.ws_injector.is_none() {
+                self.ws_injector = f.websocket.as_ref().and_then(|w| w.injector());
             }
         }
     }
@@ -303,7 +396,10 @@ impl Core {
 
     fn fset(&mut self, name: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
         let (marked, comment, error) = match &mut self.data {
-            Data::Http { f, live: true } => (&mut f.marked, &mut f.comment, &mut f.error),
+            Data::Http { f, live: true } => {
+                let f = &mut **f;
+                (&mut f.marked, &mut f.comment, &mut f.error)
+            }
             Data::Tcp { f, live: true } => (&mut f.marked, &mut f.comment, &mut f.error),
             _ => return Err(detached()),
         };
@@ -628,11 +724,14 @@ impl Core {
     fn copy_flow(&mut self) -> PyResult<Core> {
         let data = match &mut self.data {
             Data::Http { f, live: true } => {
-                let mut c = f.clone();
+                let mut c = Box::new((**f).clone());
                 c.id = FlowId::new();
                 c.live = false;
                 *c.intercept_state() = Intercept::default();
-                Data::Http { f: c, live: true }
+                Data::Http {
+                    f: Held::new(c),
+                    live: true,
+                }
             }
             Data::Tcp { f, live: true } => {
                 let mut c = f.clone();

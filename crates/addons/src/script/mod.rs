@@ -437,18 +437,19 @@ impl ScriptAddon {
                     return;
                 }
             };
-            entry.core.borrow_mut(py).swap_http(flow, true);
-            metadata::merge_in(py, &entry.core, entry.meta.bind(py));
-            let obj = entry.obj.bind(py);
-            for m in methods {
-                if let Err(e) = m.call.bind(py).call1((obj,)) {
-                    hook_error(name, kind, &host::traceback(py, &e));
+            let id = flow.id;
+            with_lent(py, &entry.core, flow, || {
+                metadata::merge_in(py, &entry.core, entry.meta.bind(py));
+                let obj = entry.obj.bind(py);
+                for m in methods {
+                    if let Err(e) = m.call.bind(py).call1((obj,)) {
+                        hook_error(name, kind, &host::traceback(py, &e));
+                    }
                 }
-            }
-            metadata::sync_out(py, obj, &entry.core, &mut entry.meta);
-            entry.core.borrow_mut(py).swap_http(flow, false);
+                metadata::sync_out(py, obj, &entry.core, &mut entry.meta);
+            });
             if keep {
-                lock(table).remember(flow.id, entry);
+                lock(table).remember(id, entry);
             } else {
                 recycle(py, pool, entry);
             }
@@ -499,6 +500,42 @@ impl ScriptAddon {
         )
         .await;
     }
+}
+
+/// Runs `run` with `flow` lent to `core` ([`Core::lend_http`]), and takes it back after,
+/// whether `run` returns or unwinds.
+fn with_lent<R>(
+    py: Python<'_>,
+    core: &Py<Core>,
+    flow: &mut HttpFlow,
+    run: impl FnOnce() -> R,
+) -> R {
+    struct Back<'a, 'py>(Python<'py>, &'a Py<Core>);
+    impl Drop for Back<'_, '_> {
+        fn drop(&mut self) {
+            let (py, core) = (self.0, self.1);
+            // Another thread's script may be inside a method of this core (it holds the
+            // flow object too, and Python handed it the GIL): it returns shortly. The flow
+            // must not stay lent past this point.
+            loop {
+                if let Ok(mut c) = core.bind(py).try_borrow_mut() {
+                    c.end_lend();
+                    return;
+                }
+                py.detach(std::thread::yield_now);
+            }
+        }
+    }
+    #[expect(unsafe_code, reason = "lends the hook's flow to the core")]
+    // SAFETY: `flow` is borrowed mutably for this whole function, so nothing else reads or
+    // writes it; `Back` ends the lend before the function returns or unwinds.
+    unsafe {
+        core.borrow_mut(py).lend_http(flow);
+    }
+    let back = Back(py, core);
+    let r = run();
+    drop(back);
+    r
 }
 
 fn upgraded(flow: &HttpFlow) -> bool {

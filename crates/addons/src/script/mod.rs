@@ -837,7 +837,7 @@ fn reset_views(obj: &Bound<'_, PyAny>) -> PyResult<isize> {
     if !s.ws.is_none(obj) {
         s.ws.set(obj, none());
     }
-    if let Ok(d) = obj.getattr(pyo3::intern!(py, "__dict__"))
+    if let Some(d) = slots::instance_dict(obj)
         && let Ok(d) = d.cast::<PyDict>()
         && !d.is_empty()
     {

@@ -138,3 +138,18 @@ pub(crate) fn is_a(obj: &Bound<'_, PyAny>, cls: &Py<PyType>) -> bool {
         ffi::PyObject_TypeCheck(obj.as_ptr(), cls.as_ptr().cast()) != 0
     }
 }
+
+/// `obj.__dict__` (the attributes a script set on a flow object), read as its `__dict__`
+/// descriptor reads it, without the attribute lookup; `None` if the object has none.
+pub(crate) fn instance_dict<'py>(obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+    #[expect(
+        unsafe_code,
+        reason = "PyO3 has no safe wrapper for the generic __dict__ getter"
+    )]
+    // SAFETY: `obj` is a live object on an attached thread; the call returns a new reference
+    // or null with an exception set, which `from_owned_ptr_or_err` takes.
+    unsafe {
+        let d = ffi::PyObject_GenericGetDict(obj.as_ptr(), std::ptr::null_mut());
+        Bound::from_owned_ptr_or_err(obj.py(), d).ok()
+    }
+}

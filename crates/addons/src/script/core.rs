@@ -239,7 +239,9 @@ impl Core {
 
     /// Forgets what belonged to the flow this core served last, before it serves another.
     pub(crate) fn reset(&mut self) {
-        self.seen.clear();
+        if !self.seen.is_empty() {
+            self.seen.clear();
+        }
         self.intercept = None;
         self.ws_injector = None;
         self.tcp_injector = None;

@@ -936,3 +936,46 @@ async fn metadata_a_rust_addon_writes_between_hooks_of_a_script_survives() {
     let f = h.response(f.with_response(tresp())).await;
     assert!(f.metadata.is_empty(), "{:?}", f.metadata);
 }
+
+const KEEPS_FLOW: &str = r#"
+kept = []
+
+def request(flow):
+    if not kept:
+        kept.append((flow, flow.request))
+        flow.request.headers["x-kept"] = "kept"
+        return
+    out = []
+    for read in (lambda: kept[0][0].request.path, lambda: kept[0][1].path, lambda: kept[0][0].copy()):
+        try:
+            read()
+            out.append("read")
+        except RuntimeError as e:
+            out.append("detached" if "not in a hook" in str(e) else repr(e))
+    try:
+        kept[0][1].path = "/changed"
+        out.append("written")
+    except RuntimeError:
+        out.append("refused")
+    flow.request.headers["x-kept"] = " ".join(out)
+"#;
+
+/// A flow object a script keeps is detached once its hook returned (the hook lends the flow
+/// to it for the call only): reading or writing it from a later hook raises, and the flow
+/// it was is not touched.
+#[actix_rt::test]
+async fn a_kept_flow_object_is_detached_after_its_hook() {
+    let dir = TempDir::new("keepsflow");
+    let path = write(&dir, "keepsflow.py", KEEPS_FLOW);
+    let mut h = AddonHarness::script(&path).await;
+    let first = h.request(tflow()).await;
+    assert_eq!(first.request.headers.get("x-kept"), Some("kept"));
+    let second = h.request(tflow()).await;
+    assert_eq!(
+        second.request.headers.get("x-kept"),
+        Some("detached detached detached refused"),
+        "logs: {:?}",
+        h.logs()
+    );
+    assert_eq!(first.request.path, tflow().request.path);
+}

@@ -785,6 +785,11 @@ fn recycle(py: Python<'_>, pool: &mut Vec<FlowEntry>, mut entry: FlowEntry) {
     if pool.len() >= POOL_MAX || refcount(obj) != 1 {
         return;
     }
+    // A script may have given the object another class (`flow.__class__ = ...`): the next
+    // flow gets a plain `HTTPFlow`.
+    if !slots::slots(py).is_ok_and(|s| obj.is_exact_instance(s.http_flow.bind(py))) {
+        return;
+    }
     let Ok(expected) = reset_views(obj) else {
         return;
     };

@@ -1128,3 +1128,45 @@ async fn junk_in_a_flow_objects_slots_is_refused_or_returned() {
         assert_eq!(r.headers.get("x-odd"), Some("HTTPFlow Response {}"));
     }
 }
+
+const INSIDE_AT_RETURN: &str = r#"
+import threading
+
+inside = threading.Event()
+never = threading.Event()
+
+class Slow:
+    def __index__(self):
+        inside.set()
+        # The GIL released: the hook returns while this thread is inside the core's method.
+        never.wait(0.2)
+        return 299
+
+def write(flow):
+    flow.response.status_code = Slow()
+
+def response(flow):
+    inside.clear()
+    threading.Thread(target=write, args=(flow,)).start()
+    inside.wait()
+"#;
+
+/// A hook that returns while another thread of the script is inside a method of its flow:
+/// the flow is taken back once that method returned (its write lands in the flow), not
+/// while the method holds it.
+#[actix_rt::test]
+async fn a_hook_returning_while_a_thread_writes_its_flow_waits_for_the_write() {
+    let dir = TempDir::new("insideatreturn");
+    let path = write(&dir, "insideatreturn.py", INSIDE_AT_RETURN);
+    let mut h = AddonHarness::script(&path).await;
+    for _ in 0..2 {
+        let f = h.response(tflow().with_response(tresp())).await;
+        assert_eq!(
+            f.response.expect("response").status_code,
+            299,
+            "logs: {:?}",
+            h.logs()
+        );
+    }
+    assert!(!h.has_log("panic"), "{:?}", h.logs());
+}

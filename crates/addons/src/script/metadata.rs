@@ -19,7 +19,7 @@ use super::host;
 /// Brings what Rust addons wrote in the flow's metadata since the script's last hook into
 /// the script's dict `dict`, key by key.
 pub(super) fn merge_in(py: Python<'_>, core: &Py<Core>, dict: &Bound<'_, PyDict>) {
-    let mut c = core.borrow_mut(py);
+    let mut c = super::borrow_waiting(py, core);
     let Some((now, seen)) = c.live_metadata() else {
         return;
     };
@@ -54,7 +54,7 @@ pub(super) fn sync_out(
     let replaced = follow(obj, meta);
     let dict = meta.bind(py);
     if dict.is_empty() {
-        let mut c = core.borrow_mut(py);
+        let mut c = super::borrow_waiting(py, core);
         if let Some((now, seen)) = c.live_metadata()
             && (replaced || !seen.is_empty())
         {
@@ -69,7 +69,7 @@ pub(super) fn sync_out(
         .and_then(|s| s.extract::<String>());
     match json {
         Ok(json) => {
-            if let Err(e) = core.borrow_mut(py).set_metadata_json(&json) {
+            if let Err(e) = super::borrow_waiting(py, core).set_metadata_json(&json) {
                 tracing::warn!(target: "script", "flow.metadata: {}", host::one_line(py, &e));
             }
         }

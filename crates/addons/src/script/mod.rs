@@ -513,29 +513,32 @@ fn with_lent<R>(
     struct Back<'a, 'py>(Python<'py>, &'a Py<Core>);
     impl Drop for Back<'_, '_> {
         fn drop(&mut self) {
-            let (py, core) = (self.0, self.1);
-            // Another thread's script may be inside a method of this core (it holds the
-            // flow object too, and Python handed it the GIL): it returns shortly. The flow
-            // must not stay lent past this point.
-            loop {
-                if let Ok(mut c) = core.bind(py).try_borrow_mut() {
-                    c.end_lend();
-                    return;
-                }
-                py.detach(std::thread::yield_now);
-            }
+            // The flow must not stay lent past this point.
+            borrow_waiting(self.0, self.1).end_lend();
         }
     }
     #[expect(unsafe_code, reason = "lends the hook's flow to the core")]
     // SAFETY: `flow` is borrowed mutably for this whole function, so nothing else reads or
     // writes it; `Back` ends the lend before the function returns or unwinds.
     unsafe {
-        core.borrow_mut(py).lend_http(flow);
+        borrow_waiting(py, core).lend_http(flow);
     }
     let back = Back(py, core);
     let r = run();
     drop(back);
     r
+}
+
+/// The core, borrowed mutably once no other thread is inside one of its methods: another
+/// thread of the script may hold the flow object too, and be in a method of its core when
+/// Python handed this thread the GIL; it returns shortly.
+pub(super) fn borrow_waiting<'py>(py: Python<'py>, core: &Py<Core>) -> PyRefMut<'py, Core> {
+    loop {
+        if let Ok(c) = core.bind(py).try_borrow_mut() {
+            return c;
+        }
+        py.detach(std::thread::yield_now);
+    }
 }
 
 fn upgraded(flow: &HttpFlow) -> bool {
@@ -712,7 +715,7 @@ enum Swapped<'a> {
 impl<'a> Attached<'a> {
     fn http(entry: &FlowEntry, flow: &'a mut HttpFlow) -> Self {
         Python::attach(|py| {
-            entry.core.borrow_mut(py).swap_http(flow, true);
+            borrow_waiting(py, &entry.core).swap_http(flow, true);
             metadata::merge_in(py, &entry.core, entry.meta.bind(py));
             Self(Some(Swapped::Http(
                 flow,
@@ -725,7 +728,7 @@ impl<'a> Attached<'a> {
 
     fn tcp(entry: &FlowEntry, flow: &'a mut TcpFlow) -> Self {
         Python::attach(|py| {
-            entry.core.borrow_mut(py).swap_tcp(flow, true);
+            borrow_waiting(py, &entry.core).swap_tcp(flow, true);
             metadata::merge_in(py, &entry.core, entry.meta.bind(py));
             Self(Some(Swapped::Tcp(
                 flow,
@@ -745,11 +748,11 @@ impl<'a> Attached<'a> {
         Python::attach(|py| match this {
             Swapped::Http(flow, core, obj, mut meta) => {
                 metadata::sync_out(py, obj.bind(py), &core, &mut meta);
-                core.borrow_mut(py).swap_http(flow, false);
+                borrow_waiting(py, &core).swap_http(flow, false);
             }
             Swapped::Tcp(flow, core, obj, mut meta) => {
                 metadata::sync_out(py, obj.bind(py), &core, &mut meta);
-                core.borrow_mut(py).swap_tcp(flow, false);
+                borrow_waiting(py, &core).swap_tcp(flow, false);
             }
         });
     }

@@ -456,3 +456,101 @@ async fn flow_headers_behave_as_mitmproxys_headers() {
     assert_eq!(r.headers.get("x-set"), Some("1"));
     assert_eq!(r.headers.get("x-made"), None);
 }
+
+const SWAPS: &str = r#"
+from mitmproxy import http
+from mitmproxy.flow import Error
+
+def swaps(flow):
+    out = []
+    old = flow.response
+    code = old.status_code
+    h = old.headers
+    flow.response = None
+    out.append(flow.response is None)
+    out.append(old.status_code == code)
+    h["x-while-out"] = "1"
+    flow.response = old
+    out.append([flow.response is old, flow.response.status_code == code])
+    out.append(flow.response.headers.get("x-while-out"))
+    made = http.Response.make(404, b"nope", {"x-made": "1"})
+    flow.response = made
+    out.append([flow.response.status_code, old.status_code == code, flow.response is made])
+    old.headers["x-old"] = "1"
+    out.append("x-old" in flow.response.headers)
+    flow.response = old
+    out.append([flow.response.status_code == code, made.status_code, made.content])
+    out.append("x-old" in flow.response.headers)
+    made.status_code = 405
+    out.append(flow.response.status_code == code)
+    flow.response = flow.response
+    out.append(flow.response.status_code == code)
+
+    oldreq = flow.request
+    path = oldreq.path
+    newreq = http.Request.make("POST", "http://other.example/made")
+    flow.request = newreq
+    out.append([flow.request.path, oldreq.path == path, flow.request is newreq])
+    flow.request = oldreq
+    out.append([flow.request.path == path, newreq.path, newreq.method, flow.request is oldreq])
+    flow.request = oldreq
+    out.append(flow.request.path == path)
+
+    flow.error = Error("boom")
+    err = flow.error
+    out.append([str(flow.error), flow.error.msg])
+    flow.error = None
+    out.append(flow.error)
+    flow.error = err
+    out.append([flow.error.msg, flow.error.timestamp == err.timestamp])
+    flow.error = None
+    return repr(out)
+
+def response(flow):
+    flow.comment = swaps(flow)
+    flow.response.headers["x-final"] = "1"
+
+if __name__ == "__main__":
+    from mitmproxy.test import tflow
+    print(swaps(tflow.tflow(resp=True)))
+"#;
+
+/// A script that takes `flow.response` (or `flow.request`) out and puts the same object
+/// back, or swaps in a `Response.make(...)` and back, gets back the message it took out, as
+/// in mitmproxy 12.3.1 (the same function run by mitmproxy's own Python); the object taken
+/// out keeps its own data meanwhile (its headers view included), and `flow.error` put back
+/// keeps its timestamp.
+#[actix_rt::test]
+async fn a_response_or_request_taken_out_and_put_back_is_restored() {
+    let (mut h, dir) = harness("swaps", SWAPS).await;
+    let mut resp = tresp();
+    resp.headers.insert("x-orig", "kept");
+    let f = h.response(tflow().with_response(resp)).await;
+    let ours = f.comment.clone();
+    assert!(!h.has_log("error in hook"), "{:?}", h.logs());
+    let r = f.response.as_ref().expect("the response put back");
+    assert_eq!(r.status_code, tresp().status_code);
+    assert_eq!(r.headers.get("x-orig"), Some("kept"));
+    assert_eq!(r.headers.get("x-old"), Some("1"));
+    assert_eq!(r.headers.get("x-while-out"), Some("1"));
+    assert_eq!(r.headers.get("x-final"), Some("1"));
+    assert_eq!(r.headers.get("x-made"), None);
+    assert_eq!(f.request.path, tflow().request.path);
+    assert_eq!(f.request.method, tflow().request.method);
+    assert!(f.error.is_none());
+
+    let Some(python) = waylay_testkit::peers::mitmproxy_python() else {
+        return;
+    };
+    let out = std::process::Command::new(python)
+        .arg(dir.path().join("swaps.py"))
+        .output()
+        .expect("mitmproxy's python runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let theirs = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert_eq!(ours, theirs);
+}

@@ -840,3 +840,142 @@ async fn a_reassigned_metadata_dict_reaches_later_hooks_and_rust_addons() {
         }
     }
 }
+
+const SHARES_METADATA: &str = r#"
+def request(flow):
+    flow.metadata["py"] = 1
+    flow.metadata["both"] = "py"
+    flow.metadata["rust-deletes"] = True
+    if flow.request.path == "/reassign":
+        flow.metadata = {"new": 1, "both": "py"}
+
+def response(flow):
+    seen = sorted(flow.metadata.items())
+    flow.response.headers["x-seen"] = repr(seen)
+    flow.metadata["late"] = flow.metadata.get("rust")
+    if flow.request.path == "/empty":
+        flow.metadata.clear()
+"#;
+
+/// Writes `flow.metadata` between the script's hooks: sets `rust`, overwrites `both` (which
+/// the script set first), deletes `rust-deletes`.
+#[derive(Debug, Default)]
+struct WritesMetadata;
+
+impl waylay_core::Addon for WritesMetadata {
+    async fn request(&mut self, flow: &mut waylay_core::HttpFlow) {
+        flow.metadata.insert("rust".into(), serde_json::json!("r"));
+        flow.metadata
+            .insert("both".into(), serde_json::json!("rust"));
+        flow.metadata.remove("rust-deletes");
+    }
+}
+
+/// `flow.metadata` is one dict shared by the script and the Rust addons, as mitmproxy's is
+/// shared by its addons: what a Rust addon writes between two hooks of the script is there
+/// in the script's next hook and stays after it, per key, and a key written by both holds
+/// the last write; a script that empties the dict (or reassigns it) empties the flow's.
+#[actix_rt::test]
+async fn metadata_a_rust_addon_writes_between_hooks_of_a_script_survives() {
+    use serde_json::json;
+
+    let dir = TempDir::new("sharemeta");
+    let path = write(&dir, "sharemeta.py", SHARES_METADATA);
+    let mut h = AddonHarness::script(&path).await;
+    h.add(WritesMetadata).await;
+
+    let f = h.request(tflow()).await;
+    assert_eq!(f.metadata.get("py"), Some(&json!(1)));
+    assert_eq!(f.metadata.get("rust"), Some(&json!("r")));
+    assert_eq!(
+        f.metadata.get("both"),
+        Some(&json!("rust")),
+        "the later write"
+    );
+    assert_eq!(f.metadata.get("rust-deletes"), None);
+    let mut f = f.with_response(tresp());
+    // Between the hooks, as an addon of the proxy would.
+    f.metadata.insert("between".into(), json!(2));
+    let f = h.response(f).await;
+    let r = f.response.as_ref().expect("response");
+    assert_eq!(
+        r.headers.get("x-seen"),
+        Some("[('between', 2), ('both', 'rust'), ('py', 1), ('rust', 'r')]"),
+        "logs: {:?}",
+        h.logs()
+    );
+    assert_eq!(f.metadata.get("late"), Some(&json!("r")));
+    assert_eq!(
+        f.metadata.get("rust"),
+        Some(&json!("r")),
+        "{:?}",
+        f.metadata
+    );
+    assert_eq!(f.metadata.get("between"), Some(&json!(2)));
+    assert_eq!(f.metadata.get("both"), Some(&json!("rust")));
+    assert_eq!(f.metadata.get("py"), Some(&json!(1)));
+    assert_eq!(f.metadata.get("rust-deletes"), None);
+
+    // A dict the script reassigned: the Rust addon's later writes go into the new dict.
+    let mut f = tflow();
+    f.request.path = "/reassign".into();
+    let f = h.request(f).await;
+    let f = h.response(f.with_response(tresp())).await;
+    let r = f.response.as_ref().expect("response");
+    assert_eq!(
+        r.headers.get("x-seen"),
+        Some("[('both', 'rust'), ('new', 1), ('rust', 'r')]")
+    );
+    assert_eq!(f.metadata.get("rust"), Some(&json!("r")));
+    assert_eq!(f.metadata.get("py"), None);
+
+    // A script that empties the dict empties the flow's metadata.
+    let mut f = tflow();
+    f.request.path = "/empty".into();
+    let f = h.request(f).await;
+    let f = h.response(f.with_response(tresp())).await;
+    assert!(f.metadata.is_empty(), "{:?}", f.metadata);
+}
+
+const KEEPS_FLOW: &str = r#"
+kept = []
+
+def request(flow):
+    if not kept:
+        kept.append((flow, flow.request))
+        flow.request.headers["x-kept"] = "kept"
+        return
+    out = []
+    for read in (lambda: kept[0][0].request.path, lambda: kept[0][1].path, lambda: kept[0][0].copy()):
+        try:
+            read()
+            out.append("read")
+        except RuntimeError as e:
+            out.append("detached" if "not in a hook" in str(e) else repr(e))
+    try:
+        kept[0][1].path = "/changed"
+        out.append("written")
+    except RuntimeError:
+        out.append("refused")
+    flow.request.headers["x-kept"] = " ".join(out)
+"#;
+
+/// A flow object a script keeps is detached once its hook returned (the hook lends the flow
+/// to it for the call only): reading or writing it from a later hook raises, and the flow
+/// it was is not touched.
+#[actix_rt::test]
+async fn a_kept_flow_object_is_detached_after_its_hook() {
+    let dir = TempDir::new("keepsflow");
+    let path = write(&dir, "keepsflow.py", KEEPS_FLOW);
+    let mut h = AddonHarness::script(&path).await;
+    let first = h.request(tflow()).await;
+    assert_eq!(first.request.headers.get("x-kept"), Some("kept"));
+    let second = h.request(tflow()).await;
+    assert_eq!(
+        second.request.headers.get("x-kept"),
+        Some("detached detached detached refused"),
+        "logs: {:?}",
+        h.logs()
+    );
+    assert_eq!(first.request.path, tflow().request.path);
+}

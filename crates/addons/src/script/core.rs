@@ -8,14 +8,17 @@
 //! detached: reading it raises, except for what lives outside the flow (its id, its
 //! interception handle, its metadata dict).
 
+use std::ops::{Deref, DerefMut};
+use std::ptr::NonNull;
+
 use bytes::Bytes;
 use pyo3::BoundObject;
 use pyo3::exceptions::{PyAttributeError, PyIndexError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 use waylay_core::flow::{
-    FlowError, FlowId, Headers, HttpVersion, Intercept, InterceptHandle, Message, TcpInjector,
-    TcpMessage, TlsInfo, WebSocketInjector, WebSocketMessage, WebSocketMessageKind,
+    FlowError, FlowId, Headers, HttpVersion, Intercept, InterceptHandle, Message, Metadata,
+    TcpInjector, TcpMessage, TlsInfo, WebSocketInjector, WebSocketMessage, WebSocketMessageKind,
 };
 use waylay_core::{HttpFlow, Request, Response, TcpFlow};
 
@@ -23,7 +26,7 @@ use waylay_core::{HttpFlow, Request, Response, TcpFlow};
 #[derive(Debug)]
 pub(crate) enum Data {
     /// An HTTP flow; `live` while a hook runs (otherwise `f` is a stale placeholder).
-    Http { f: Box<HttpFlow>, live: bool },
+    Http { f: Held<HttpFlow>, live: bool },
     /// A TCP flow, likewise.
     Tcp { f: Box<TcpFlow>, live: bool },
     /// A request made by a script (`Request.make`), not yet in a flow.
@@ -31,6 +34,64 @@ pub(crate) enum Data {
     /// A response made by a script (`Response.make`), not yet in a flow.
     Resp(Option<Box<Response>>),
 }
+
+/// The flow a [`Core`] reads and writes: its own box (a placeholder between hooks, an
+/// `async def` hook's flow swapped in, a script's copy), or, for the length of a plain hook,
+/// the hook's flow itself, lent ([`Core::lend_http`]): a plain hook neither copies nor moves
+/// the flow (moving it in and out cost more than the rest of a no-op hook).
+#[derive(Debug)]
+pub(crate) struct Held<T> {
+    own: Box<T>,
+    lent: Option<NonNull<T>>,
+}
+
+impl<T> Held<T> {
+    fn new(own: Box<T>) -> Self {
+        Self { own, lent: None }
+    }
+}
+
+impl<T> Deref for Held<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        match self.lent {
+            #[expect(unsafe_code, reason = "a lent flow is reached through its pointer")]
+            // SAFETY: `lent` is set by `Core::lend_http`, whose caller keeps the flow valid
+            // and otherwise unused until `Core::end_lend` clears it.
+            Some(p) => unsafe { p.as_ref() },
+            None => &self.own,
+        }
+    }
+}
+
+impl<T> DerefMut for Held<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        match self.lent {
+            #[expect(unsafe_code, reason = "a lent flow is reached through its pointer")]
+            // SAFETY: as in `deref`; `&mut self` (the core borrowed mutably, under the GIL)
+            // makes this the only reference made from the pointer.
+            Some(mut p) => unsafe { p.as_mut() },
+            None => &mut self.own,
+        }
+    }
+}
+
+#[expect(
+    unsafe_code,
+    reason = "a lent flow's pointer is neither Send nor Sync by itself"
+)]
+// SAFETY: the pointer is only dereferenced through the core's `PyCell` borrow, under the GIL,
+// while the lender keeps the flow valid and untouched (the `Core::lend_http` contract): the
+// same exclusive access as the owned box has. `T` itself is `Send`.
+unsafe impl<T: Send> Send for Held<T> {}
+
+#[expect(
+    unsafe_code,
+    reason = "a lent flow's pointer is neither Send nor Sync by itself"
+)]
+// SAFETY: as for `Send`; shared access goes through a shared `PyCell` borrow.
+unsafe impl<T: Sync> Sync for Held<T> {}
 
 /// The Rust side of one Python flow, request or response.
 #[pyclass(module = "mitmproxy._waylay")]
@@ -43,6 +104,9 @@ pub(crate) struct Core {
     /// Injectors kept for injecting outside a hook.
     ws_injector: Option<WebSocketInjector>,
     tcp_injector: Option<TcpInjector>,
+    /// The flow's metadata as the script's `flow.metadata` dict last had it (after the last
+    /// hook): what differs from it when a hook starts was written by Rust addons meanwhile.
+    pub(crate) seen: Metadata,
 }
 
 fn detached() -> PyErr {
@@ -100,49 +164,84 @@ fn body_err(e: impl std::fmt::Display) -> PyErr {
 }
 
 impl Core {
-    pub(crate) fn http_placeholder(like: &HttpFlow) -> Self {
+    fn standalone(data: Data) -> Self {
         Self {
-            data: Data::Http {
-                f: Box::new(HttpFlow::new(
-                    like.client.clone(),
-                    Request::new("GET", "http", "", 0, ""),
-                )),
-                live: false,
-            },
+            data,
             intercept: None,
             ws_injector: None,
             tcp_injector: None,
+            seen: Metadata::new(),
         }
+    }
+
+    pub(crate) fn http_placeholder(like: &HttpFlow) -> Self {
+        Self::standalone(Data::Http {
+            f: Held::new(Box::new(HttpFlow::new(
+                like.client.clone(),
+                Request::new("GET", "http", "", 0, ""),
+            ))),
+            live: false,
+        })
     }
 
     pub(crate) fn tcp_placeholder(like: &TcpFlow) -> Self {
-        Self {
-            data: Data::Tcp {
-                f: Box::new(TcpFlow::new(like.client.clone(), None)),
-                live: false,
-            },
-            intercept: None,
-            ws_injector: None,
-            tcp_injector: None,
+        Self::standalone(Data::Tcp {
+            f: Box::new(TcpFlow::new(like.client.clone(), None)),
+            live: false,
+        })
+    }
+
+    /// Swaps the hook's HTTP flow in (`attach`) or back out (`detach`): for a hook whose
+    /// methods may outlive the call (`async def`).
+    pub(crate) fn swap_http(&mut self, flow: &mut HttpFlow, attach: bool) {
+        if let Data::Http { f, live } = &mut self.data {
+            debug_assert!(f.lent.is_none(), "a lent flow is not swapped");
+            std::mem::swap(&mut *f.own, flow);
+            *live = attach;
+            if attach {
+                self.attached_http();
+            }
         }
     }
 
-    /// Swaps the hook's HTTP flow in (`attach`) or back out (`detach`).
-    pub(crate) fn swap_http(&mut self, flow: &mut HttpFlow, attach: bool) {
+    /// Lends the hook's HTTP flow to this core until [`Core::end_lend`]: Python reads and
+    /// writes it in place.
+    ///
+    /// # Safety
+    ///
+    /// `flow` must stay valid, and be neither read nor written other than through this
+    /// core, until `end_lend` has run.
+    #[expect(unsafe_code, reason = "the caller keeps the lent flow valid")]
+    pub(crate) unsafe fn lend_http(&mut self, flow: &mut HttpFlow) {
         if let Data::Http { f, live } = &mut self.data {
-            std::mem::swap(&mut **f, flow);
-            *live = attach;
-            if attach {
-                self.intercept = f.intercept_state().handle();
-                if self.ws_injector.is_none() {
-                    self.ws_injector = f.websocket.as_ref().and_then(|w| w.injector());
-                }
+            f.lent = Some(NonNull::from(flow));
+            *live = true;
+            self.attached_http();
+        }
+    }
+
+    /// Ends [`Core::lend_http`]: the core holds its placeholder again, detached.
+    pub(crate) fn end_lend(&mut self) {
+        if let Data::Http { f, live } = &mut self.data {
+            f.lent = None;
+            *live = false;
+        }
+    }
+
+    fn attached_http(&mut self) {
+        if let Data::Http { f, .. } = &mut self.data {
+            self.intercept = f.intercept_state().handle();
+            if self.ws_injector.is_none() {
+                self.ws_injector = f.websocket.as_ref().and_then(|w| w.injector());
             }
         }
     }
 
     /// Forgets what belonged to the flow this core served last, before it serves another.
     pub(crate) fn reset(&mut self) {
+        if !self.seen.is_empty() {
+            self.seen.clear();
+        }
         self.intercept = None;
         self.ws_injector = None;
         self.tcp_injector = None;
@@ -239,12 +338,7 @@ impl Core {
     #[staticmethod]
     fn new_request(method: &str, url: &str) -> PyResult<Self> {
         let r = Request::from_url(method, url).map_err(PyValueError::new_err)?;
-        Ok(Self {
-            data: Data::Req(Some(Box::new(r))),
-            intercept: None,
-            ws_injector: None,
-            tcp_injector: None,
-        })
+        Ok(Self::standalone(Data::Req(Some(Box::new(r)))))
     }
 
     /// A standalone response (`Response.make`).
@@ -253,12 +347,7 @@ impl Core {
         let no_headers: [(&str, Bytes); 0] = [];
         let mut r = Response::make(status_code, Bytes::new(), no_headers);
         r.headers.clear();
-        Self {
-            data: Data::Resp(Some(Box::new(r))),
-            intercept: None,
-            ws_injector: None,
-            tcp_injector: None,
-        }
+        Self::standalone(Data::Resp(Some(Box::new(r))))
     }
 
     fn attached(&self) -> bool {
@@ -309,7 +398,10 @@ impl Core {
 
     fn fset(&mut self, name: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
         let (marked, comment, error) = match &mut self.data {
-            Data::Http { f, live: true } => (&mut f.marked, &mut f.comment, &mut f.error),
+            Data::Http { f, live: true } => {
+                let f = &mut **f;
+                (&mut f.marked, &mut f.comment, &mut f.error)
+            }
             Data::Tcp { f, live: true } => (&mut f.marked, &mut f.comment, &mut f.error),
             _ => return Err(detached()),
         };
@@ -323,8 +415,14 @@ impl Core {
             }
             "comment" => *comment = value.extract()?,
             "error" => {
-                let msg: Option<String> = value.extract()?;
-                *error = msg.map(FlowError::new);
+                // `(msg, timestamp)` from an `Error` object (one put back keeps its time).
+                *error = if value.is_none() {
+                    None
+                } else if let Ok((msg, timestamp)) = value.extract::<(String, f64)>() {
+                    Some(FlowError { msg, timestamp })
+                } else {
+                    Some(FlowError::new(value.extract::<String>()?))
+                };
             }
             "is_replay" => self.http()?.is_replay = value.extract()?,
             _ => return Err(no_such(name)),
@@ -576,36 +674,40 @@ impl Core {
     // ---- replacing the request or response of a flow ----
 
     /// Moves the standalone request/response of `other` into this flow (side 0: request,
-    /// 1: response; `None` removes the response).
+    /// 1: response; `None` removes the response) and returns the one it displaced, standalone:
+    /// a script's object that viewed it keeps it (in mitmproxy a message is an object of its
+    /// own, so one taken out of a flow can be put back).
     #[pyo3(signature = (side, other))]
-    fn adopt(&mut self, side: u8, other: Option<&Bound<'_, Core>>) -> PyResult<()> {
+    fn adopt(&mut self, side: u8, other: Option<&Bound<'_, Core>>) -> PyResult<Option<Core>> {
         let used = || PyValueError::new_err("that request/response was already used");
         let wrong = || {
             PyValueError::new_err(
                 "expected a Request/Response made with .make() or taken from another flow",
             )
         };
-        match (side, other) {
-            (1, None) => {
-                self.http()?.response = None;
-            }
+        let f = self.http()?;
+        let displaced = match (side, other) {
+            (1, None) => f.response.take().map(|r| Data::Resp(Some(Box::new(r)))),
             (0, Some(o)) => {
                 let r = match &mut o.try_borrow_mut()?.data {
                     Data::Req(r) => r.take().ok_or_else(used)?,
                     _ => return Err(wrong()),
                 };
-                self.http()?.request = *r;
+                let old = std::mem::replace(&mut f.request, *r);
+                Some(Data::Req(Some(Box::new(old))))
             }
             (_, Some(o)) => {
                 let r = match &mut o.try_borrow_mut()?.data {
                     Data::Resp(r) => r.take().ok_or_else(used)?,
                     _ => return Err(wrong()),
                 };
-                self.http()?.response = Some(*r);
+                f.response
+                    .replace(*r)
+                    .map(|old| Data::Resp(Some(Box::new(old))))
             }
             (_, None) => return Err(wrong()),
-        }
-        Ok(())
+        };
+        Ok(displaced.map(Core::standalone))
     }
 
     /// A standalone copy of this flow's request/response (to keep or to give to another
@@ -616,12 +718,7 @@ impl Core {
         } else {
             Data::Resp(Some(Box::new(self.response()?.clone())))
         };
-        Ok(Core {
-            data,
-            intercept: None,
-            ws_injector: None,
-            tcp_injector: None,
-        })
+        Ok(Core::standalone(data))
     }
 
     /// A copy of the whole flow (mitmproxy's `flow.copy()`): a new id, not live, not
@@ -629,11 +726,14 @@ impl Core {
     fn copy_flow(&mut self) -> PyResult<Core> {
         let data = match &mut self.data {
             Data::Http { f, live: true } => {
-                let mut c = f.clone();
+                let mut c = Box::new((**f).clone());
                 c.id = FlowId::new();
                 c.live = false;
                 *c.intercept_state() = Intercept::default();
-                Data::Http { f: c, live: true }
+                Data::Http {
+                    f: Held::new(c),
+                    live: true,
+                }
             }
             Data::Tcp { f, live: true } => {
                 let mut c = f.clone();
@@ -644,12 +744,7 @@ impl Core {
             }
             _ => return Err(detached()),
         };
-        Ok(Core {
-            data,
-            intercept: None,
-            ws_injector: None,
-            tcp_injector: None,
-        })
+        Ok(Core::standalone(data))
     }
 
     // ---- connections ----
@@ -844,27 +939,26 @@ impl Core {
             },
         }
     }
+}
 
-    /// The flow's metadata as JSON (what other addons stored), to seed the Python dict.
-    fn metadata_json(&mut self) -> PyResult<String> {
-        let m = match &mut self.data {
-            Data::Http { f, live: true } => &f.metadata,
-            Data::Tcp { f, live: true } => &f.metadata,
-            _ => return Err(detached()),
-        };
-        serde_json::to_string(m).map_err(body_err)
-    }
-
+impl Core {
     /// Stores the Python metadata dict (as JSON) on the flow, for other addons.
     pub(crate) fn set_metadata_json(&mut self, json: &str) -> PyResult<()> {
-        let v: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(json).map_err(body_err)?;
-        match &mut self.data {
-            Data::Http { f, live: true } => f.metadata = v,
-            Data::Tcp { f, live: true } => f.metadata = v,
-            _ => return Err(detached()),
-        }
+        let v: Metadata = serde_json::from_str(json).map_err(body_err)?;
+        let (now, seen) = self.live_metadata().ok_or_else(detached)?;
+        seen.clone_from(&v);
+        *now = v;
         Ok(())
+    }
+
+    /// The live flow's metadata and [`Core::seen`] (`None` outside a hook).
+    pub(crate) fn live_metadata(&mut self) -> Option<(&mut Metadata, &mut Metadata)> {
+        let m = match &mut self.data {
+            Data::Http { f, live: true } => &mut f.metadata,
+            Data::Tcp { f, live: true } => &mut f.metadata,
+            _ => return None,
+        };
+        Some((m, &mut self.seen))
     }
 }
 

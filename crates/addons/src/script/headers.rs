@@ -37,6 +37,11 @@ impl HeadersView {
         self.side
     }
 
+    /// Follows its message to another core (a message moved into or out of a flow).
+    fn _rebind(&mut self, core: Py<Core>) {
+        self.core = core;
+    }
+
     fn __getitem__(&self, py: Python<'_>, key: &str) -> PyResult<String> {
         let mut c = self.core.bind(py).try_borrow_mut()?;
         match c.hdrs(self.side)?.get_bytes(key) {

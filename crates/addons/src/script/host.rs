@@ -130,7 +130,6 @@ pub(crate) fn shim(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
 pub(crate) struct ShimFns {
     pub(crate) wrap_http: Py<PyAny>,
     pub(crate) wrap_tcp: Py<PyAny>,
-    pub(crate) recycle: Py<PyAny>,
     pub(crate) metadata_json: Py<PyAny>,
     pub(crate) run_async: Py<PyAny>,
     pub(crate) conn_hook_arg: Py<PyAny>,
@@ -144,7 +143,6 @@ pub(crate) fn fns(py: Python<'_>) -> PyResult<&ShimFns> {
         Ok(ShimFns {
             wrap_http: m.getattr("wrap_http")?.unbind(),
             wrap_tcp: m.getattr("wrap_tcp")?.unbind(),
-            recycle: m.getattr("recycle")?.unbind(),
             metadata_json: m.getattr("metadata_json")?.unbind(),
             run_async: m.getattr("run_async")?.unbind(),
             conn_hook_arg: m.getattr("conn_hook_arg")?.unbind(),

@@ -30,6 +30,8 @@ mod control;
 mod core;
 mod headers;
 mod host;
+mod metadata;
+mod slots;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -200,7 +202,7 @@ impl FlowEntry {
     /// Follows a `flow.metadata` the script reassigned during a detached hook.
     fn refresh_meta(&mut self) {
         Python::attach(|py| {
-            follow_metadata(self.obj.bind(py), &mut self.meta);
+            metadata::follow(self.obj.bind(py), &mut self.meta);
         });
     }
 }
@@ -421,7 +423,9 @@ impl ScriptAddon {
             };
             let entry = match known {
                 Some(e) => Ok(e),
-                None => match reuse(py, pool, flow) {
+                // A pooled object's metadata dict is empty: the flow's comes in with the
+                // merge below.
+                None => match pool.pop() {
                     Some(e) => Ok(e),
                     None => new_http_entry(py, flow),
                 },
@@ -433,17 +437,19 @@ impl ScriptAddon {
                     return;
                 }
             };
-            entry.core.borrow_mut(py).swap_http(flow, true);
-            let obj = entry.obj.bind(py);
-            for m in methods {
-                if let Err(e) = m.call.bind(py).call1((obj,)) {
-                    hook_error(name, kind, &host::traceback(py, &e));
+            let id = flow.id;
+            with_lent(py, &entry.core, flow, || {
+                metadata::merge_in(py, &entry.core, entry.meta.bind(py));
+                let obj = entry.obj.bind(py);
+                for m in methods {
+                    if let Err(e) = m.call.bind(py).call1((obj,)) {
+                        hook_error(name, kind, &host::traceback(py, &e));
+                    }
                 }
-            }
-            sync_metadata(py, obj, &entry.core, &mut entry.meta);
-            entry.core.borrow_mut(py).swap_http(flow, false);
+                metadata::sync_out(py, obj, &entry.core, &mut entry.meta);
+            });
             if keep {
-                lock(table).remember(flow.id, entry);
+                lock(table).remember(id, entry);
             } else {
                 recycle(py, pool, entry);
             }
@@ -493,6 +499,45 @@ impl ScriptAddon {
             self.table.clone(),
         )
         .await;
+    }
+}
+
+/// Runs `run` with `flow` lent to `core` ([`Core::lend_http`]), and takes it back after,
+/// whether `run` returns or unwinds.
+fn with_lent<R>(
+    py: Python<'_>,
+    core: &Py<Core>,
+    flow: &mut HttpFlow,
+    run: impl FnOnce() -> R,
+) -> R {
+    struct Back<'a, 'py>(Python<'py>, &'a Py<Core>);
+    impl Drop for Back<'_, '_> {
+        fn drop(&mut self) {
+            // The flow must not stay lent past this point.
+            borrow_waiting(self.0, self.1).end_lend();
+        }
+    }
+    #[expect(unsafe_code, reason = "lends the hook's flow to the core")]
+    // SAFETY: `flow` is borrowed mutably for this whole function, so nothing else reads or
+    // writes it; `Back` ends the lend before the function returns or unwinds.
+    unsafe {
+        borrow_waiting(py, core).lend_http(flow);
+    }
+    let back = Back(py, core);
+    let r = run();
+    drop(back);
+    r
+}
+
+/// The core, borrowed mutably once no other thread is inside one of its methods: another
+/// thread of the script may hold the flow object too, and be in a method of its core when
+/// Python handed this thread the GIL; it returns shortly.
+pub(super) fn borrow_waiting<'py>(py: Python<'py>, core: &Py<Core>) -> PyRefMut<'py, Core> {
+    loop {
+        if let Ok(c) = core.bind(py).try_borrow_mut() {
+            return c;
+        }
+        py.detach(std::thread::yield_now);
     }
 }
 
@@ -670,7 +715,8 @@ enum Swapped<'a> {
 impl<'a> Attached<'a> {
     fn http(entry: &FlowEntry, flow: &'a mut HttpFlow) -> Self {
         Python::attach(|py| {
-            entry.core.borrow_mut(py).swap_http(flow, true);
+            borrow_waiting(py, &entry.core).swap_http(flow, true);
+            metadata::merge_in(py, &entry.core, entry.meta.bind(py));
             Self(Some(Swapped::Http(
                 flow,
                 entry.core.clone_ref(py),
@@ -682,7 +728,8 @@ impl<'a> Attached<'a> {
 
     fn tcp(entry: &FlowEntry, flow: &'a mut TcpFlow) -> Self {
         Python::attach(|py| {
-            entry.core.borrow_mut(py).swap_tcp(flow, true);
+            borrow_waiting(py, &entry.core).swap_tcp(flow, true);
+            metadata::merge_in(py, &entry.core, entry.meta.bind(py));
             Self(Some(Swapped::Tcp(
                 flow,
                 entry.core.clone_ref(py),
@@ -700,12 +747,12 @@ impl<'a> Attached<'a> {
         let Some(this) = self.0.take() else { return };
         Python::attach(|py| match this {
             Swapped::Http(flow, core, obj, mut meta) => {
-                sync_metadata(py, obj.bind(py), &core, &mut meta);
-                core.borrow_mut(py).swap_http(flow, false);
+                metadata::sync_out(py, obj.bind(py), &core, &mut meta);
+                borrow_waiting(py, &core).swap_http(flow, false);
             }
             Swapped::Tcp(flow, core, obj, mut meta) => {
-                sync_metadata(py, obj.bind(py), &core, &mut meta);
-                core.borrow_mut(py).swap_tcp(flow, false);
+                metadata::sync_out(py, obj.bind(py), &core, &mut meta);
+                borrow_waiting(py, &core).swap_tcp(flow, false);
             }
         });
     }
@@ -741,6 +788,11 @@ fn recycle(py: Python<'_>, pool: &mut Vec<FlowEntry>, mut entry: FlowEntry) {
     if pool.len() >= POOL_MAX || refcount(obj) != 1 {
         return;
     }
+    // A script may have given the object another class (`flow.__class__ = ...`): the next
+    // flow gets a plain `HTTPFlow`.
+    if !slots::slots(py).is_ok_and(|s| obj.is_exact_instance(s.http_flow.bind(py))) {
+        return;
+    }
     let Ok(expected) = reset_views(obj) else {
         return;
     };
@@ -768,34 +820,32 @@ fn recycle(py: Python<'_>, pool: &mut Vec<FlowEntry>, mut entry: FlowEntry) {
 /// then have for the object to be reused.
 fn reset_views(obj: &Bound<'_, PyAny>) -> PyResult<isize> {
     let py = obj.py();
-    let headers = pyo3::intern!(py, "_headers");
+    let s = slots::slots(py)?;
+    let none = || py.None().into_bound(py);
     // The pool entry and `f._c`.
     let mut n = 2;
-    for name in [pyo3::intern!(py, "_req"), pyo3::intern!(py, "_resp")] {
-        let m = obj.getattr(name)?;
-        if m.is_none() {
+    for slot in [s.req, s.resp] {
+        let Some(m) = slot.get(obj).filter(|m| !m.is_none()) else {
             continue;
-        }
+        };
         // The flow's slot and `m`.
-        if refcount(&m) == 2 {
+        if refcount(&m) == 2 && slots::is_a(&m, &s.message) {
             n += 1;
-            let h = m.getattr(headers)?;
-            if !h.is_none() {
+            if let Some(h) = s.headers.get(&m).filter(|h| !h.is_none()) {
                 if refcount(&h) == 2 {
                     n += 1;
                 } else {
-                    m.setattr(headers, py.None())?;
+                    s.headers.set(&m, none());
                 }
             }
         } else {
-            obj.setattr(name, py.None())?;
+            slot.set(obj, none());
         }
     }
-    let ws = pyo3::intern!(py, "_ws");
-    if !obj.getattr(ws)?.is_none() {
-        obj.setattr(ws, py.None())?;
+    if !s.ws.is_none(obj) {
+        s.ws.set(obj, none());
     }
-    if let Ok(d) = obj.getattr(pyo3::intern!(py, "__dict__"))
+    if let Some(d) = slots::instance_dict(obj)
         && let Ok(d) = d.cast::<PyDict>()
         && !d.is_empty()
     {
@@ -804,95 +854,26 @@ fn reset_views(obj: &Bound<'_, PyAny>) -> PyResult<isize> {
     Ok(n)
 }
 
-/// A pooled flow object for `flow`, its metadata seeded from the flow's.
-fn reuse(py: Python<'_>, pool: &mut Vec<FlowEntry>, flow: &HttpFlow) -> Option<FlowEntry> {
-    let mut e = pool.pop()?;
-    if !flow.metadata.is_empty() {
-        let json = serde_json::to_string(&flow.metadata).unwrap_or_default();
-        let fns = host::fns(py).ok()?;
-        let meta = fns
-            .recycle
-            .bind(py)
-            .call1((e.obj.bind(py), json))
-            .and_then(|r| {
-                let (m, _n): (Bound<'_, PyAny>, isize) = r.extract()?;
-                Ok(m.cast_into::<PyDict>()?.unbind())
-            })
-            .ok()?;
-        e.meta = meta;
-    }
-    Some(e)
-}
-
-/// The dict `flow.metadata` holds now, if the script replaced the one `meta` is (a script
-/// may reassign `flow.metadata = {...}`, as mitmproxy allows); `meta` then becomes it.
-fn follow_metadata(obj: &Bound<'_, PyAny>, meta: &mut Py<PyDict>) -> bool {
-    let py = obj.py();
-    let Ok(now) = obj.getattr(pyo3::intern!(py, "metadata")) else {
-        return false;
-    };
-    if now.is(meta.bind(py)) {
-        return false;
-    }
-    match now.cast_into::<PyDict>() {
-        Ok(d) => {
-            *meta = d.unbind();
-            true
-        }
-        Err(_) => {
-            tracing::warn!(target: "script", "flow.metadata is not a dict; the last dict is kept");
-            false
-        }
-    }
-}
-
-/// Copies `flow.metadata` into the flow (as JSON values) for other addons: a non-empty
-/// dict, or whatever dict the script assigned in place of the old one (an empty one
-/// included).
-fn sync_metadata(py: Python<'_>, obj: &Bound<'_, PyAny>, core: &Py<Core>, meta: &mut Py<PyDict>) {
-    let replaced = follow_metadata(obj, meta);
-    let meta = meta.bind(py);
-    if meta.is_empty() && !replaced {
-        return;
-    }
-    let json = host::fns(py)
-        .and_then(|f| f.metadata_json.bind(py).call1((meta,)))
-        .and_then(|s| s.extract::<String>());
-    if let Ok(json) = json {
-        let _ = core.borrow_mut(py).set_metadata_json(&json);
-    }
-}
-
+/// A new Python object for `flow`; its metadata dict starts empty (the flow's comes in when
+/// the hook starts, [`metadata::merge_in`]).
 fn new_http_entry(py: Python<'_>, flow: &HttpFlow) -> Result<FlowEntry, String> {
     let core = Py::new(py, Core::http_placeholder(flow)).map_err(|e| host::one_line(py, &e))?;
-    new_entry(py, core, "wrap_http", !flow.metadata.is_empty(), || {
-        serde_json::to_string(&flow.metadata).unwrap_or_default()
-    })
+    new_entry(py, core, |f| &f.wrap_http)
 }
 
 fn new_tcp_entry(py: Python<'_>, flow: &TcpFlow) -> Result<FlowEntry, String> {
     let core = Py::new(py, Core::tcp_placeholder(flow)).map_err(|e| host::one_line(py, &e))?;
-    new_entry(py, core, "wrap_tcp", !flow.metadata.is_empty(), || {
-        serde_json::to_string(&flow.metadata).unwrap_or_default()
-    })
+    new_entry(py, core, |f| &f.wrap_tcp)
 }
 
 fn new_entry(
     py: Python<'_>,
     core: Py<Core>,
-    wrap: &str,
-    seed: bool,
-    metadata: impl FnOnce() -> String,
+    wrap: impl FnOnce(&host::ShimFns) -> &Py<PyAny>,
 ) -> Result<FlowEntry, String> {
     let r = (|| -> PyResult<FlowEntry> {
-        let fns = host::fns(py)?;
-        let wrap = if wrap == "wrap_http" {
-            &fns.wrap_http
-        } else {
-            &fns.wrap_tcp
-        };
-        let json = if seed { Some(metadata()) } else { None };
-        let obj = wrap.bind(py).call1((core.clone_ref(py), json))?;
+        let wrap = wrap(host::fns(py)?);
+        let obj = wrap.bind(py).call1((core.clone_ref(py), py.None()))?;
         let meta = obj.getattr("metadata")?.cast_into::<PyDict>()?.unbind();
         Ok(FlowEntry {
             obj: obj.unbind(),

@@ -330,8 +330,11 @@ class Message:
     stream = _Prop("stream")
 
     def _bind(self, core):
+        # The message moved into or out of a flow: it and its headers view follow it.
         self._c = core
-        self._headers = None
+        h = self._headers
+        if h is not None:
+            h._rebind(core)
 
     # A native descriptor: the `_FlowHeaders` view kept in `_headers` (made on first use),
     # read without a Python frame; assigning replaces the message's headers.
@@ -901,7 +904,11 @@ class Flow:
 
     @error.setter
     def error(self, value):
-        self._c.fset("error", None if value is None else str(value.msg if isinstance(value, Error) else value))
+        if isinstance(value, Error):
+            value = (str(value.msg), float(value.timestamp))
+        elif value is not None:
+            value = str(value)
+        self._c.fset("error", value)
 
     @property
     def client_conn(self):
@@ -941,12 +948,15 @@ class Flow:
 
 
 def _set_flow_response(self, value):
-    if value is None:
-        self._c.adopt(1, None)
-        self._resp = None
+    # `_resp` is the one view of the flow's response; the response it replaces (or removes)
+    # goes with that view, so the script's object keeps it and can put it back.
+    old = self._resp
+    if value is not None and value is old:
         return
-    if value._c is not self._c:
-        self._c.adopt(1, value._c)
+    displaced = self._c.adopt(1, None if value is None else value._c)
+    if old is not None and displaced is not None:
+        old._bind(displaced)
+    if value is not None:
         value._bind(self._c)
     self._resp = value
 
@@ -966,7 +976,13 @@ class HTTPFlow(Flow):
 
     @request.setter
     def request(self, value):
-        self._c.adopt(0, value._c)
+        # As the response's setter: the replaced request goes with its view.
+        old = self._req
+        if value is old:
+            return
+        displaced = self._c.adopt(0, value._c)
+        if old is not None and displaced is not None:
+            old._bind(displaced)
         value._bind(self._c)
         self._req = value
 
@@ -1530,37 +1546,6 @@ def wrap_tcp(core, metadata_json):
     return _new_flow(TCPFlow, core, metadata_json)
 
 
-def recycle(f, metadata_json, getrefcount=sys.getrefcount):
-    """Readies a finished flow's object for the next flow (only called when nothing else
-    holds it). Its request/response views and their headers views are kept when nothing
-    else holds them either (they are views of the same core); returns the new metadata dict
-    and how many references the core must then have for the object to be reused."""
-    n = 2  # the pool entry and `f._c`
-    for name in ("_req", "_resp"):
-        m = getattr(f, name)
-        if m is None:
-            continue
-        # f's slot, the local `m` and getrefcount's argument.
-        if getrefcount(m) == 3:
-            n += 1
-            h = m._headers
-            if h is not None:
-                if getrefcount(h) == 3:
-                    n += 1
-                else:
-                    m._headers = None
-            del h
-        else:
-            setattr(f, name, None)
-        del m
-    f._ws = None
-    d = f.__dict__
-    if d:
-        d.clear()
-    f.metadata = _json.loads(metadata_json) if metadata_json else {}
-    return f.metadata, n
-
-
 def metadata_json(d):
     return _json.dumps(d, default=repr)
 
@@ -1653,7 +1638,7 @@ def options_configured(values):
     ctx_options._configured(dict(values))
 
 host_mod = _module("mitmproxy._host")
-for _n in ("ScriptHost", "ScriptLoadError", "wrap_http", "wrap_tcp", "run_async", "metadata_json", "recycle",
+for _n in ("ScriptHost", "ScriptLoadError", "wrap_http", "wrap_tcp", "run_async", "metadata_json",
            "options_configured", "conn_hook_arg"):
     setattr(host_mod, _n, globals()[_n])
 

@@ -405,16 +405,13 @@ async fn tunnel_layer(
         Detected::NeedMore
     } else {
         buf.reserve(4096);
-        // Boxed: this future stays allocated while the tunnel's layer serves (S5).
+        // Boxed: the setup future stays small (it is allocated per tunnel).
         let detected = if eager {
             Box::pin(detect_client_or_server(&ctx, &mut io, &mut buf, &address)).await
         } else {
             Box::pin(detect_client(&mut io, &mut buf)).await
         };
-        let Some(detected) = detected else {
-            return None;
-        };
-        detected
+        detected?
     };
     let ignored = ignored_early
         || !tcp_host && {
@@ -433,11 +430,7 @@ async fn tunnel_layer(
     };
     let layer = choose(position, detected, cfg.rawtcp);
     let data = buf.freeze();
-    let Some((layer, via)) =
-        Box::pin(next_layer_hook(&ctx, address.clone(), &data, layer, via)).await
-    else {
-        return None;
-    };
+    let (layer, via) = Box::pin(next_layer_hook(&ctx, address.clone(), &data, layer, via)).await?;
     let io: BoxIo = if data.is_empty() {
         io
     } else {

@@ -568,7 +568,10 @@ mod tests {
             checkout <= 256,
             "checkout {checkout}: dialing is inline again"
         );
-        assert!(handle <= 1024, "handle {handle}: a request path is inline again");
+        assert!(
+            handle <= 1024,
+            "handle {handle}: a request path is inline again"
+        );
         assert!(observed <= 4096, "observed {observed}");
     }
     fn own2<A, B, F>(_: fn(A, B) -> F) -> usize {

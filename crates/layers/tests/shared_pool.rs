@@ -194,3 +194,95 @@ async fn server_connections_are_not_shared_by_default() {
     all_closed(&counts).await;
     proxy.shutdown().await;
 }
+
+/// Clients opened `PARALLEL` at a time in a burst (as the idle bench does), each with one
+/// request answered and kept open, then all sending a second one at once.
+const BURST: usize = 200;
+const PARALLEL: usize = 25;
+
+/// One request on `s` and its response, or what did not come within 10 s.
+async fn one_request<S: AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    s: &mut S,
+    path: &str,
+) -> Result<(), String> {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    s.write_all(req.as_bytes())
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    // tokio-rustls may keep part of a write in its TLS buffer when the socket is not
+    // writable at once, and once this task has spent its cooperative budget (~128 IO
+    // operations per poll, soon reached by hundreds of clients joined in one task) a socket
+    // looks unwritable: unflushed, such a request never leaves (without this flush the
+    // second round below loses all but ~127 requests, the idle bench's "stall").
+    s.flush().await.map_err(|e| format!("flush: {e}"))?;
+    match tokio::time::timeout(Duration::from_secs(10), read_ok(s)).await {
+        Ok(out) if out.starts_with("HTTP/1.1 200") => Ok(()),
+        Ok(out) => Err(format!("not a 200: {out}")),
+        Err(_) => Err(format!("no response to {path} within 10 s")),
+    }
+}
+
+#[actix_rt::test]
+async fn every_client_of_a_burst_gets_its_responses_on_shared_connections() {
+    let dir = TempDir::new("burst-pool");
+    let (origin, counts) = counting_origin(&dir).await;
+    let proxy = TestProxy::start(
+        Proxy::builder()
+            .set("ssl_insecure=true")
+            .set("share_server_connections=true"),
+    )
+    .await;
+    let (addr, ca) = (proxy.addr(), proxy.ca_pem.clone());
+    let mut held = Vec::new();
+    let mut failures = Vec::new();
+    while held.len() + failures.len() < BURST {
+        let opened = futures::future::join_all((0..PARALLEL).map(|i| {
+            let ca = ca.clone();
+            async move {
+                let mut s = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    connect_tls(addr, &origin.to_string(), "localhost", &ca, &[b"http/1.1"]),
+                )
+                .await
+                .map_err(|_| "tunnel and TLS: timed out".to_owned())?
+                .map_err(|e| format!("tunnel and TLS: {e}"))?;
+                one_request(&mut s, &format!("/first/{i}")).await?;
+                Ok::<_, String>(s)
+            }
+        }))
+        .await;
+        for r in opened {
+            match r {
+                Ok(s) => held.push(s),
+                Err(e) => failures.push(format!("first request: {e}")),
+            }
+        }
+    }
+    // Shared: far fewer server connections than clients.
+    let after_first = counts.opened.load(Ordering::SeqCst);
+    assert!(
+        after_first < BURST / 2,
+        "{after_first} server connections for {BURST} clients"
+    );
+    // Every client again, all at once (more server connections are dialed for them).
+    let again = futures::future::join_all(
+        held.iter_mut()
+            .enumerate()
+            .map(|(i, s)| async move { one_request(s, &format!("/again/{i}")).await }),
+    )
+    .await;
+    failures.extend(
+        again
+            .into_iter()
+            .filter_map(|r| r.err().map(|e| format!("second request: {e}"))),
+    );
+    let opened = counts.opened.load(Ordering::SeqCst);
+    assert!(
+        failures.is_empty(),
+        "{} of {BURST} clients failed ({opened} server connections): {failures:?}",
+        failures.len()
+    );
+    drop(held);
+    all_closed(&counts).await;
+    proxy.shutdown().await;
+}

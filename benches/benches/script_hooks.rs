@@ -10,27 +10,10 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use futures::FutureExt;
 use waylay_addons::ScriptAddon;
-use waylay_benches::bench_flow;
+use waylay_benches::{AddHeader, PY_ADDHEADER, PY_NOOP, bench_flow};
 use waylay_core::flow::Response;
 use waylay_core::{Addon, AddonManager, HookKind, HttpFlow, Options};
 use waylay_testkit::TempDir;
-
-const PY_NOOP: &str = "def response(flow):\n    pass\n";
-const PY_ADDHEADER: &str = "class AddHeader:\n    def __init__(self):\n        self.num = 0\n\n    def response(self, flow):\n        self.num = self.num + 1\n        flow.response.headers[\"count\"] = str(self.num)\n\naddons = [AddHeader()]\n";
-
-#[derive(Default)]
-struct AddHeader {
-    num: u64,
-}
-
-impl Addon for AddHeader {
-    async fn response(&mut self, flow: &mut HttpFlow) {
-        self.num += 1;
-        if let Some(r) = flow.response.as_mut() {
-            r.headers.insert("count", self.num.to_string());
-        }
-    }
-}
 
 fn flow() -> HttpFlow {
     let mut f = bench_flow();

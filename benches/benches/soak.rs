@@ -29,10 +29,10 @@
 //! apart). The least-squares trend is printed beside it (spikes tip it).
 
 use std::convert::Infallible;
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -45,7 +45,12 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
-use waylay_core::{Addon, HttpFlow};
+use waylay_benches::NoopHttp;
+use waylay_benches::child::{
+    KillOnDrop, announce, env_or, exit_when_stdin_closes, spawn_announced,
+};
+use waylay_benches::http1::read_response;
+use waylay_benches::procfs::{fds_and_sockets, status, status_field};
 use waylay_layers::Proxy;
 use waylay_testkit::{TempDir, connect_tls, test_tls_acceptor, ws_through_proxy};
 
@@ -55,7 +60,6 @@ const UPSTREAM_CA_ENV: &str = "WAYLAY_SOAK_UPSTREAM_CA";
 
 /// No single exchange may take longer than this (keeps every loop bounded).
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
-const MAX_HEAD: usize = 64 * 1024;
 
 fn main() {
     if std::env::var(CHILD_ENV).is_ok() {
@@ -65,33 +69,11 @@ fn main() {
     }
 }
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 // ---------------------------------------------------------------------------------------------
 // The proxy under test.
 
-/// Handles every HTTP hook a plain request/response fires, and does nothing with it.
-struct NoopHttp;
-
-impl Addon for NoopHttp {
-    async fn request_headers(&mut self, _flow: &mut HttpFlow) {}
-    async fn request(&mut self, _flow: &mut HttpFlow) {}
-    async fn response_headers(&mut self, _flow: &mut HttpFlow) {}
-    async fn response(&mut self, _flow: &mut HttpFlow) {}
-}
-
 fn child() {
-    // Exit when the parent closes our stdin (or dies): no orphan keeps a core busy.
-    std::thread::spawn(|| {
-        let mut sink = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
-        std::process::exit(0);
-    });
+    exit_when_stdin_closes();
     let confdir = std::env::var(CONFDIR_ENV).expect("confdir set by the parent");
     let upstream_ca = std::env::var(UPSTREAM_CA_ENV).expect("upstream CA set by the parent");
     let sys = actix::System::new();
@@ -106,10 +88,7 @@ fn child() {
         let proxy = builder.start().await.expect("waylay starts");
         let ca = PathBuf::from(&confdir).join("soak-proxy-ca.pem");
         std::fs::write(&ca, proxy.ca_cert_pem()).expect("write the proxy CA");
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{}", proxy.local_addr());
-        let _ = out.flush();
-        drop(out);
+        announce(&proxy.local_addr().to_string());
         futures::future::pending::<()>().await;
     });
 }
@@ -221,43 +200,6 @@ impl Drop for Open<'_> {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Reads one `200` response with a `Content-Length` body; `None` on anything else.
-async fn read_response<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>) -> Option<()> {
-    let mut chunk = [0u8; 8192];
-    let head_end = loop {
-        if let Some(p) = find(buf, b"\r\n\r\n") {
-            break p + 4;
-        }
-        let n = s.read(&mut chunk).await.ok()?;
-        if n == 0 || buf.len() > MAX_HEAD {
-            return None;
-        }
-        buf.extend_from_slice(chunk.get(..n)?);
-    };
-    let head = std::str::from_utf8(buf.get(..head_end)?).ok()?;
-    if !head.starts_with("HTTP/1.1 200") {
-        return None;
-    }
-    let len: usize = head.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.eq_ignore_ascii_case("content-length")
-            .then(|| v.trim().parse().ok())?
-    })?;
-    while buf.len() < head_end + len {
-        let n = s.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(chunk.get(..n)?);
-    }
-    buf.drain(..head_end + len);
-    Some(())
 }
 
 /// Requests `request` back to back on `s` until stopped or it fails.
@@ -479,71 +421,20 @@ struct Sample {
     bad: u64,
 }
 
-fn status_field(status: &str, name: &str) -> u64 {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(name))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 fn sample_proc(pid: u32, s: &mut Sample) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let status = status(pid);
     s.rss_kib = status_field(&status, "VmRSS:");
     s.threads = status_field(&status, "Threads:");
-    let (mut fds, mut sockets) = (0, 0);
-    if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
-        for e in dir.flatten() {
-            fds += 1;
-            if std::fs::read_link(e.path())
-                .is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
-            {
-                sockets += 1;
-            }
-        }
-    }
-    s.fds = fds;
-    s.sockets = sockets;
+    (s.fds, s.sockets) = fds_and_sockets(pid);
 }
 
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_child(confdir: &TempDir, upstream_ca: &std::path::Path) -> (ChildGuard, SocketAddr) {
+fn spawn_child(confdir: &TempDir, upstream_ca: &std::path::Path) -> (KillOnDrop, SocketAddr) {
     let exe = std::env::current_exe().expect("current exe");
-    let mut child = Command::new(exe)
-        .env(CHILD_ENV, "1")
+    let mut cmd = Command::new(exe);
+    cmd.env(CHILD_ENV, "1")
         .env(CONFDIR_ENV, confdir.path())
-        .env(UPSTREAM_CA_ENV, upstream_ca)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn the proxy");
-    let stdout = child.stdout.take();
-    let guard = ChildGuard(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        if let Some(out) = stdout {
-            let _ = std::io::BufReader::new(out).read_line(&mut line);
-        }
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the proxy announces its address within 30 s");
-    let addr = line
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("the proxy printed {line:?}, not an address"));
+        .env(UPSTREAM_CA_ENV, upstream_ca);
+    let (guard, addr, _) = spawn_announced(&mut cmd, "the proxy", 1, Duration::from_secs(30));
     (guard, addr)
 }
 

@@ -1,5 +1,7 @@
-//! Shared pieces of waylay's benchmarks: the flow every hook benchmark moves around and the
-//! no-op addons that handle it.
+//! Shared pieces of waylay's benchmarks: the flow every hook benchmark moves around, the
+//! no-op and AddHeader addons (in Rust and as mitmproxy scripts), and for the benches that run
+//! the proxy in its own process ([`child`], [`procfs`], [`http1`]) the child's start-up, its
+//! `/proc` figures, the load's HTTP/1.1 reading and its 1 KiB origin ([`origin_1k`]).
 //!
 //! Run the hook-dispatch benchmark with
 //! `cargo bench -p waylay-benches --bench hooks`; `BENCHMARKS.md` has the figures.
@@ -10,6 +12,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
+
+pub mod child;
+pub mod http1;
+mod origin;
+pub mod procfs;
+
+pub use origin::origin_1k;
 use waylay_core::flow::{Client, Request};
 use waylay_core::{Addon, AddonManager, HookKind, HookSet, HttpFlow, ManagerHandle, Options};
 
@@ -80,3 +89,36 @@ pub async fn manager_with(n: usize) -> ManagerHandle {
     }
     manager
 }
+
+/// Handles every HTTP hook a plain request/response fires, and does nothing with it (the
+/// "4 no-op addons" of the load benches and the soak).
+#[derive(Debug, Default)]
+pub struct NoopHttp;
+
+impl Addon for NoopHttp {
+    async fn request_headers(&mut self, _flow: &mut HttpFlow) {}
+    async fn request(&mut self, _flow: &mut HttpFlow) {}
+    async fn response_headers(&mut self, _flow: &mut HttpFlow) {}
+    async fn response(&mut self, _flow: &mut HttpFlow) {}
+}
+
+/// The seed's AddHeader: counts responses in a `count` header.
+#[derive(Debug, Default)]
+pub struct AddHeader {
+    num: u64,
+}
+
+impl Addon for AddHeader {
+    async fn response(&mut self, flow: &mut HttpFlow) {
+        self.num += 1;
+        if let Some(r) = flow.response.as_mut() {
+            r.headers.insert("count", self.num.to_string());
+        }
+    }
+}
+
+/// The seed's AddHeader as a mitmproxy script (the same addon as [`AddHeader`]).
+pub const PY_ADDHEADER: &str = "class AddHeader:\n    def __init__(self):\n        self.num = 0\n\n    def response(self, flow):\n        self.num = self.num + 1\n        flow.response.headers[\"count\"] = str(self.num)\n\naddons = [AddHeader()]\n";
+
+/// A mitmproxy script whose `response` hook does nothing.
+pub const PY_NOOP: &str = "def response(flow):\n    pass\n";

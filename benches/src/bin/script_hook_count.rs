@@ -14,25 +14,9 @@ use std::sync::Arc;
 
 use futures::FutureExt;
 use waylay_addons::ScriptAddon;
+use waylay_benches::{AddHeader, PY_ADDHEADER, PY_NOOP};
 use waylay_core::flow::{Client, Request, Response};
 use waylay_core::{Addon, AddonManager, HookKind, HttpFlow, Options};
-
-const PY_NOOP: &str = "def response(flow):\n    pass\n";
-const PY_ADDHEADER: &str = "class AddHeader:\n    def __init__(self):\n        self.num = 0\n\n    def response(self, flow):\n        self.num = self.num + 1\n        flow.response.headers[\"count\"] = str(self.num)\n\naddons = [AddHeader()]\n";
-
-#[derive(Default)]
-struct AddHeader {
-    num: u64,
-}
-
-impl Addon for AddHeader {
-    async fn response(&mut self, flow: &mut HttpFlow) {
-        self.num += 1;
-        if let Some(r) = flow.response.as_mut() {
-            r.headers.insert("count", self.num.to_string());
-        }
-    }
-}
 
 /// A request with 20 headers and a 1 KiB body, a 1 KiB response with 3 headers.
 fn flow() -> HttpFlow {

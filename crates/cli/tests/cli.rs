@@ -2,9 +2,11 @@
 //! the bench harness's command line.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use waylay_testkit::{free_port, terminate, wait_listening};
 
 const BIN: &str = env!("CARGO_BIN_EXE_waylay");
 
@@ -140,42 +142,6 @@ fn a_bad_filter_expression_is_one_line_with_its_position() {
     );
     let err = assert_one_line_error(&waylay(&["~u", "'[a-'"]), 2);
     assert!(err.contains("unterminated character set at 3"), "{err}");
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("an ephemeral port")
-}
-
-fn wait_listening(child: &mut Child, port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("waylay exited early: {status}");
-        }
-        assert!(Instant::now() < deadline, "waylay never listened on {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn terminate(child: &mut Child) -> std::process::ExitStatus {
-    let pid = child.id().to_string();
-    let sent = Command::new("kill").args(["-TERM", &pid]).status();
-    assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = child.try_wait().expect("wait for waylay") {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("waylay did not stop on SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn temp_dir(name: &str) -> std::path::PathBuf {

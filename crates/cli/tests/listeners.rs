@@ -3,44 +3,12 @@
 //! credentials, prints a startup line per listener, and names the mode on each flow line.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+
+use waylay_testkit::{free_port, terminate, wait_listening};
 
 const BIN: &str = env!("CARGO_BIN_EXE_waylay");
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("an ephemeral port")
-}
-
-fn wait_listening(child: &mut Child, port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("waylay exited early: {status}");
-        }
-        assert!(Instant::now() < deadline, "waylay never listened on {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn terminate(child: &mut Child) {
-    let pid = child.id().to_string();
-    let sent = Command::new("kill").args(["-TERM", &pid]).status();
-    assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("waylay did not stop on SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// An HTTP/1.1 origin on 127.0.0.1 answering `hello` to every request.
 fn origin() -> u16 {

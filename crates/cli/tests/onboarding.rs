@@ -3,12 +3,13 @@
 //! byte.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use waylay_testkit::peers::program;
+use waylay_testkit::{KillOnDrop, free_port, wait_listening};
 
 const BIN: &str = env!("CARGO_BIN_EXE_waylay");
 
@@ -19,24 +20,7 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("an ephemeral port")
-}
-
-/// The binary, killed when the test ends however it ends.
-struct Waylay(Child);
-
-impl Drop for Waylay {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_waylay(confdir: &Path, port: u16) -> Waylay {
+fn start_waylay(confdir: &Path, port: u16) -> KillOnDrop {
     let mut child = Command::new(BIN)
         .args(["-q", "-p", &port.to_string()])
         .args(["--set", &format!("confdir={}", confdir.display())])
@@ -45,16 +29,8 @@ fn start_waylay(confdir: &Path, port: u16) -> Waylay {
         .stderr(Stdio::null())
         .spawn()
         .expect("waylay starts");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("waylay exited early: {status}");
-        }
-        assert!(Instant::now() < deadline, "waylay never listened on {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Waylay(child)
+    wait_listening(&mut child, port);
+    KillOnDrop(child)
 }
 
 /// `GET url` through the proxy; the status line and the body.

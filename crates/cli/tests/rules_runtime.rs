@@ -3,10 +3,9 @@
 //! leaves the proxy on its flowless path. Regression: the binary registered them only when
 //! their option was set at start, so setting one later (the web UI, a script) did nothing.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::Duration;
 
 use std::sync::{Arc, Mutex};
@@ -16,7 +15,7 @@ use waylay::addons::{
     StickyAuth, StickyCookie,
 };
 use waylay::{Dumper, Flow, HookKind, Proxy};
-use waylay_testkit::{FlowExt, TempDir, TestProxy, http_origin, proxy_get, within};
+use waylay_testkit::{FlowExt, TempDir, TestProxy, WaylayWeb, http_origin, proxy_get, within};
 
 /// Every hook that makes the proxy build a flow for an HTTP request.
 const HTTP: &[HookKind] = &[
@@ -126,41 +125,6 @@ async fn a_custom_proxy_turns_rule_options_on_and_off_at_run_time() {
 
 const BIN: &str = env!("CARGO_BIN_EXE_waylay");
 
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn lines(r: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(r).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// The first line (within 20 s) containing `marker`, from after it.
-fn wait_line(rx: &mpsc::Receiver<String>, marker: &str) -> String {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let line = rx
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("never printed {marker:?}"));
-        if let Some(i) = line.find(marker) {
-            return line[i + marker.len()..].trim().to_owned();
-        }
-    }
-}
-
 /// One HTTP/1.0 exchange with `addr` (bounded by socket timeouts); the whole answer.
 fn exchange(addr: &str, request: &str) -> String {
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
@@ -189,45 +153,13 @@ fn get_via(proxy: &str, origin: SocketAddr, path: &str) -> String {
     )
 }
 
-/// `waylay web` on ephemeral ports with its confdir and store in `conf`: the running child,
-/// the proxy's address, the UI's address and its token.
-fn start_web(conf: &TempDir) -> (Running, String, String, String) {
-    let mut child = Command::new(BIN)
-        .args(["web", "-p", "0", "--web-port", "0", "--set"])
-        .arg(format!("confdir={}", conf.path().display()))
-        .arg("--set")
-        .arg(format!(
-            "web_store={}",
-            conf.path().join("flows.sqlite").display()
-        ))
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("waylay web starts");
-    let out = lines(child.stdout.take().expect("stdout"));
-    let err = lines(child.stderr.take().expect("stderr"));
-    let running = Running(child);
-    let url = wait_line(&out, "Web server listening at ");
-    let proxy = wait_line(&err, "proxy listening at http://");
-    let proxy = proxy
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    let (ui, token) = url
-        .trim_start_matches("http://")
-        .split_once("/?token=")
-        .expect("the URL carries the token");
-    (running, proxy, ui.to_owned(), token.to_owned())
-}
-
 #[actix_rt::test]
 async fn waylay_web_applies_rule_options_set_in_the_ui() {
     let origin = http_origin().await;
     let other = http_origin().await;
     let conf = TempDir::new("rules-web");
-    let (_running, proxy, ui, token) = start_web(&conf);
+    let web = WaylayWeb::start(BIN, &conf);
+    let (proxy, (ui, token)) = (web.proxy.clone(), web.ui_and_token());
 
     // The origin is served by a task of this test's runtime: the blocking client runs on a
     // thread while the test awaits it.
@@ -336,18 +268,13 @@ async fn a_script_sets_a_rule_option_at_run_time() {
         .arg("--set")
         .arg("termlog_verbosity=info")
         .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("waylay starts");
-    let err = lines(child.stderr.take().expect("stderr"));
-    let _running = Running(child);
-    let proxy = wait_line(&err, "proxy listening at http://");
-    let proxy = proxy
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_owned();
+    let err = waylay_testkit::Lines::new(child.stderr.take().expect("stderr"));
+    let _running = waylay_testkit::KillOnDrop(child);
+    let proxy = err.wait_for_proxy_addr();
     // The script's assignment is applied right after its `running` hook, which may be just
     // after the startup line: ask again (bounded) until it is.
     let answer = within(
@@ -551,7 +478,8 @@ async fn waylay_web_saves_and_replays_when_set_in_the_ui() {
     let conf = TempDir::new("save-web");
     let saved = conf.path().join("saved.flows");
     let recording = conf.path().join("recording.flows");
-    let (_running, proxy, ui, token) = start_web(&conf);
+    let web = WaylayWeb::start(BIN, &conf);
+    let (proxy, (ui, token)) = (web.proxy.clone(), web.ui_and_token());
 
     let (saved_paths, answers) = within(
         "the exchanges",

@@ -505,6 +505,64 @@ async fn server_dropping_mid_stream_is_a_websocket_error() {
     proxy.shutdown().await;
 }
 
+/// Kills the flow at the client's message "kill-me" in `websocket_message`.
+#[derive(Clone, Default)]
+struct KillAtMessage;
+
+impl Addon for KillAtMessage {
+    async fn websocket_message(&mut self, flow: &mut HttpFlow) {
+        let last = flow.websocket.as_ref().and_then(|ws| ws.messages.last());
+        if last.is_some_and(|m| m.from_client && m.as_text() == Some("kill-me")) {
+            flow.kill();
+        }
+    }
+}
+
+/// A flow killed at `websocket_message` ended with the relay's own words ("killed by an
+/// addon") in place of the kill's error. mitmproxy 12.3.1 (a script calling `flow.kill()` in
+/// `websocket_message`) ends it with `flow.error.msg == "Connection killed."`: so does waylay,
+/// whatever the relay sees of the connections closing after the kill, and the connection
+/// ends once (`websocket_error`, as the hook table says for a kill).
+#[actix_rt::test]
+async fn a_websocket_killed_at_a_message_keeps_the_kill_error() {
+    let origin = WsOrigin::start().await;
+    let http = http_origin().await;
+    let rec = Recorder::default();
+    let proxy = TestProxy::start(Proxy::builder().addon(KillAtMessage).addon(rec.clone())).await;
+    let (mut ws, _) = ws_through_proxy(proxy.addr(), origin.addr, "/", &[])
+        .await
+        .expect("upgrade");
+    send(&mut ws, Message::text("one")).await;
+    assert_eq!(next(&mut ws).await, Message::text("one"));
+    send(&mut ws, Message::text("kill-me")).await;
+    match ws_next(&mut ws).await {
+        None | Some(Err(_)) => {}
+        Some(Ok(m)) => panic!("expected the connection to end, got {m:?}"),
+    }
+    let hooks = rec.wait_for("websocket_error").await;
+    let ends: Vec<_> = hooks
+        .iter()
+        .filter(|h| matches!(**h, "websocket_error" | "websocket_end" | "error"))
+        .collect();
+    assert_eq!(ends, [&"websocket_error"], "{hooks:?}");
+    let err = rec.last().error.expect("flow.error set").msg;
+    assert_eq!(err, waylay_core::flow::KILLED_MESSAGE);
+    assert!(!texts(&origin).iter().any(|t| t == "kill-me"));
+    // Nothing else fires for it later, and the proxy goes on serving.
+    let out = proxy_get(proxy.addr(), &format!("http://{http}/after")).await;
+    assert!(
+        out.ends_with(&format!("origin GET /after host={http}")),
+        "{out}"
+    );
+    let ends_after = rec
+        .hooks()
+        .iter()
+        .filter(|h| matches!(**h, "websocket_error" | "websocket_end" | "error"))
+        .count();
+    assert_eq!(ends_after, 1, "{:?}", rec.hooks());
+    proxy.shutdown().await;
+}
+
 #[actix_rt::test]
 async fn client_dropping_mid_stream_is_a_websocket_error() {
     let origin = WsOrigin::start().await;

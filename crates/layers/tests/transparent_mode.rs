@@ -8,73 +8,22 @@
 //! root (or user namespaces), nft and curl: skipped with a line on a developer's machine
 //! without them, a failure under CI.
 
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use waylay_core::{Addon, HttpFlow};
 use waylay_layers::Proxy;
-use waylay_testkit::peers::{in_ci, program};
-use waylay_testkit::{TempDir, TestProxy, http_origin, https_origin, within};
+use waylay_testkit::peers::program;
+use waylay_testkit::{
+    TempDir, TestProxy, http_origin, https_origin, rerun_in_netns, run_program, within,
+};
 
-const INSIDE: &str = "WAYLAY_TEST_IN_NETNS";
 const NAME: &str = "transparent_mode_in_a_network_namespace";
 
 #[test]
 fn transparent_mode_in_a_network_namespace() {
-    if std::env::var_os(INSIDE).is_some() {
+    if rerun_in_netns(NAME, &["nft", "ip", "curl"], "netns: transparent checked") {
         inside();
-        return;
     }
-    let (Some(unshare), Some(_), Some(_), Some(_)) = (
-        program("unshare"),
-        program("nft"),
-        program("ip"),
-        program("curl"),
-    ) else {
-        return;
-    };
-    let exe = std::env::current_exe().expect("test binary");
-    let out = Command::new(unshare)
-        .args(["--net", "--"])
-        .arg(exe)
-        .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
-        .env(INSIDE, "1")
-        .output()
-        .expect("run unshare");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() && stderr.contains("unshare failed") && !in_ci() {
-        eprintln!("skipped: cannot create a network namespace here: {stderr}");
-        return;
-    }
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert!(
-        stdout.contains("netns: transparent checked"),
-        "{stdout}\n{stderr}"
-    );
-}
-
-fn run(program_name: &str, args: &[&str], stdin: Option<&str>) {
-    use std::io::Write as _;
-    let bin = program(program_name).expect("checked outside");
-    let mut child = Command::new(bin)
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input.as_bytes())
-            .expect("write stdin");
-    }
-    drop(child.stdin.take());
-    assert!(
-        child.wait().expect("wait").success(),
-        "{program_name} {args:?}"
-    );
 }
 
 #[derive(Clone, Default)]
@@ -108,7 +57,7 @@ async fn curl(args: &[String]) -> String {
 }
 
 fn inside() {
-    run("ip", &["link", "set", "lo", "up"], None);
+    run_program("ip", &["link", "set", "lo", "up"], None);
     // The proxy's log in the failure output.
     let _log = tracing::subscriber::set_default(
         tracing_subscriber::fmt()
@@ -140,7 +89,7 @@ fn inside() {
             plain.port(),
             tls.port()
         );
-        run("nft", &["-f", "-"], Some(&rules));
+        run_program("nft", &["-f", "-"], Some(&rules));
 
         let out = curl(&[format!("http://127.0.0.1:{}/plain", plain.port())]).await;
         assert!(out.starts_with("origin GET /plain") && out.ends_with("\n200"), "{out}");

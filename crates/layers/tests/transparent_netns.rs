@@ -5,68 +5,22 @@
 //! line on a developer's machine without them, a failure under CI.
 
 use std::net::SocketAddr;
-use std::process::Command;
 
 use tokio::net::{TcpListener, TcpStream};
 use waylay_layers::front::original_destination;
-use waylay_testkit::peers::{in_ci, program};
+use waylay_testkit::{rerun_in_netns, run_program};
 
-const INSIDE: &str = "WAYLAY_TEST_IN_NETNS";
 const NAME: &str = "original_destination_through_nftables_redirect";
 
 #[test]
 fn original_destination_through_nftables_redirect() {
-    if std::env::var_os(INSIDE).is_some() {
+    if rerun_in_netns(NAME, &["nft", "ip"], "netns: checked") {
         inside();
-        return;
     }
-    let (Some(unshare), Some(_), Some(_)) = (program("unshare"), program("nft"), program("ip"))
-    else {
-        return;
-    };
-    let exe = std::env::current_exe().expect("test binary");
-    let out = Command::new(unshare)
-        .args(["--net", "--"])
-        .arg(exe)
-        .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
-        .env(INSIDE, "1")
-        .output()
-        .expect("run unshare");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() && stderr.contains("unshare failed") && !in_ci() {
-        eprintln!("skipped: cannot create a network namespace here: {stderr}");
-        return;
-    }
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert!(stdout.contains("netns: checked"), "{stdout}\n{stderr}");
-}
-
-fn run(program_name: &str, args: &[&str], stdin: Option<&str>) {
-    use std::io::Write as _;
-    let bin = program(program_name).expect("checked outside");
-    let mut child = Command::new(bin)
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input.as_bytes())
-            .expect("write stdin");
-    }
-    drop(child.stdin.take());
-    assert!(
-        child.wait().expect("wait").success(),
-        "{program_name} {args:?}"
-    );
 }
 
 fn inside() {
-    run("ip", &["link", "set", "lo", "up"], None);
+    run_program("ip", &["link", "set", "lo", "up"], None);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -86,7 +40,7 @@ fn inside() {
              table ip6 waylay_test6 {{\n chain output {{\n  type nat hook output priority -100; policy accept;\n  \
              ip6 daddr ::1 tcp dport {asked6} redirect to :{p6}\n }}\n}}\n"
         );
-        run("nft", &["-f", "-"], Some(&rules));
+        run_program("nft", &["-f", "-"], Some(&rules));
 
         for (listener, asked) in [
             (&v4, SocketAddr::from(([127, 0, 0, 1], asked4))),

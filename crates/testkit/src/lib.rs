@@ -45,7 +45,9 @@
 mod capture;
 mod flows;
 mod harness;
+mod netns;
 pub mod peers;
+mod process;
 mod proxy;
 mod proxy_peers;
 mod tcp_origin;
@@ -53,6 +55,8 @@ mod ws_origin;
 
 pub use flows::{FlowExt, tclient, tflow, treq, tresp, tserver, ttcpflow, twebsocketflow};
 pub use harness::{AddonHarness, AddonList};
+pub use netns::{rerun_in_netns, run_program};
+pub use process::{KillOnDrop, Lines, WaylayWeb, free_port, terminate, wait_listening};
 pub use proxy::{
     TempDir, TestProxy, connect_tls, connect_tls_socks5, http_origin, http_origin_v6, https_origin,
     proxy_get, raw_request, raw_request_bytes, read_n, read_to_close, scripted_origin,

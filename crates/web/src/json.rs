@@ -153,6 +153,45 @@ struct MessagesMeta {
     timestamp_last: Option<f64>,
 }
 
+impl MessagesMeta {
+    /// The meta of a WebSocket's or a TCP flow's `messages`, given each one's content
+    /// length and timestamp.
+    fn of<M>(messages: &[M], len: impl Fn(&M) -> usize, timestamp: impl Fn(&M) -> f64) -> Self {
+        Self {
+            content_length: messages.iter().map(len).sum(),
+            count: messages.len(),
+            timestamp_last: messages.last().map(timestamp),
+        }
+    }
+}
+
+/// The fields a request and a response share, after their own (`flatten`: written into the
+/// same JSON object, in this order; serialising stays a walk over borrowed fields).
+#[derive(Serialize)]
+struct MessageJson<'a> {
+    headers: HeadersJson<'a>,
+    trailers: Option<HeadersJson<'a>>,
+    #[serde(rename = "contentLength")]
+    content_length: Option<usize>,
+    #[serde(rename = "contentHash")]
+    content_hash: Option<LenHash>,
+    timestamp_start: f64,
+    timestamp_end: Option<f64>,
+}
+
+/// The shared fields of `m`; `len` as in [`content_len`].
+fn message(m: &Message, len: Option<usize>) -> MessageJson<'_> {
+    let content_length = content_len(m, len);
+    MessageJson {
+        headers: HeadersJson(&m.headers),
+        trailers: m.trailers.as_ref().map(HeadersJson),
+        content_length,
+        content_hash: content_length.map(LenHash),
+        timestamp_start: m.timestamp_start,
+        timestamp_end: m.timestamp_end,
+    }
+}
+
 #[derive(Serialize)]
 struct RequestJson<'a> {
     method: &'a str,
@@ -161,14 +200,8 @@ struct RequestJson<'a> {
     port: u16,
     path: &'a str,
     http_version: &'static str,
-    headers: HeadersJson<'a>,
-    trailers: Option<HeadersJson<'a>>,
-    #[serde(rename = "contentLength")]
-    content_length: Option<usize>,
-    #[serde(rename = "contentHash")]
-    content_hash: Option<LenHash>,
-    timestamp_start: f64,
-    timestamp_end: Option<f64>,
+    #[serde(flatten)]
+    message: MessageJson<'a>,
     pretty_host: String,
 }
 
@@ -177,14 +210,8 @@ struct ResponseJson<'a> {
     http_version: &'static str,
     status_code: u16,
     reason: &'a str,
-    headers: HeadersJson<'a>,
-    trailers: Option<HeadersJson<'a>>,
-    #[serde(rename = "contentLength")]
-    content_length: Option<usize>,
-    #[serde(rename = "contentHash")]
-    content_hash: Option<LenHash>,
-    timestamp_start: f64,
-    timestamp_end: Option<f64>,
+    #[serde(flatten)]
+    message: MessageJson<'a>,
 }
 
 #[derive(Serialize)]
@@ -303,7 +330,6 @@ fn http_json(
     lens: BodyLens,
 ) -> HttpJson<'_> {
     let q = &f.request;
-    let ql = content_len(q, lens.request);
     HttpJson {
         id: Text(f.id),
         seq,
@@ -325,35 +351,18 @@ fn http_json(
             port: q.port,
             path: &q.path,
             http_version: q.http_version.as_str(),
-            headers: HeadersJson(&q.headers),
-            trailers: q.trailers.as_ref().map(HeadersJson),
-            content_length: ql,
-            content_hash: ql.map(LenHash),
-            timestamp_start: q.timestamp_start,
-            timestamp_end: q.timestamp_end,
+            message: message(q, lens.request),
             pretty_host: q.pretty_host(),
         },
         error: f.error.as_ref().map(error),
-        response: f.response.as_ref().map(|s| {
-            let sl = content_len(s, lens.response);
-            ResponseJson {
-                http_version: s.http_version.as_str(),
-                status_code: s.status_code,
-                reason: &s.reason,
-                headers: HeadersJson(&s.headers),
-                trailers: s.trailers.as_ref().map(HeadersJson),
-                content_length: sl,
-                content_hash: sl.map(LenHash),
-                timestamp_start: s.timestamp_start,
-                timestamp_end: s.timestamp_end,
-            }
+        response: f.response.as_ref().map(|s| ResponseJson {
+            http_version: s.http_version.as_str(),
+            status_code: s.status_code,
+            reason: &s.reason,
+            message: message(s, lens.response),
         }),
         websocket: f.websocket.as_ref().map(|ws| WebSocketJson {
-            messages_meta: MessagesMeta {
-                content_length: ws.messages.iter().map(|m| m.content.len()).sum(),
-                count: ws.messages.len(),
-                timestamp_last: ws.messages.last().map(|m| m.timestamp),
-            },
+            messages_meta: MessagesMeta::of(&ws.messages, |m| m.content.len(), |m| m.timestamp),
             closed_by_client: ws.closed_by_client,
             close_code: ws.close_code,
             close_reason: &ws.close_reason,
@@ -376,11 +385,7 @@ fn tcp_json(f: &TcpFlow, seq: u64, intercepted: bool, modified: bool) -> TcpJson
         live: f.live,
         client_conn: client(&f.client),
         server_conn: f.server.as_deref().map(server),
-        messages_meta: MessagesMeta {
-            content_length: f.messages.iter().map(|m| m.content.len()).sum(),
-            count: f.messages.len(),
-            timestamp_last: f.messages.last().map(|m| m.timestamp),
-        },
+        messages_meta: MessagesMeta::of(&f.messages, |m| m.content.len(), |m| m.timestamp),
         error: f.error.as_ref().map(error),
     }
 }

@@ -185,7 +185,20 @@ async fn buffer_response(
         let cfg = ctx.shared.config();
         (cfg.body_size_limit, cfg.store_streamed_bodies)
     };
-    match read_up_to(body, limit).await {
+    // Killed while the server still sends the body: stop waiting for it at once. Dropping
+    // the half-read body closes the server connection (it is never reused), and the client
+    // is dropped.
+    let read = match flow.existing_kill_switch() {
+        None => read_up_to(body, limit).await,
+        Some(switch) => tokio::select! {
+            read = read_up_to(body, limit) => read,
+            () = switch.killed() => {
+                flow.kill();
+                return killed(ctx, flow).await;
+            }
+        },
+    };
+    match read {
         Ok(Read::Complete(b, trailers)) => {
             entry.state.release();
             if let Some(max) = body_size_limit

@@ -294,7 +294,11 @@ async fn finish(ctx: &ConnCtx, sh: &Shared, ends: Vec<End>) -> bool {
     match failure {
         Some(msg) if !sh.closing.get() => {
             tracing::info!(client.addr = %flow.client.peername, url = %flow.request.url(), "WebSocket failed: {msg}");
-            flow.error = Some(FlowError::new(msg));
+            // A killed flow keeps the kill's own error (mitmproxy's text), not what the relay
+            // saw of the connections closing after it.
+            if !flow.killed() {
+                flow.error = Some(FlowError::new(msg));
+            }
             let _ = fire(manager, HookKind::WebsocketError, flow).await;
         }
         _ => {
@@ -515,7 +519,7 @@ async fn on_message(
         let is_killed = flow.killed();
         *g = Some(flow);
         if is_killed {
-            return Err(End::Failed("killed by an addon".into()));
+            return Err(End::Failed(KILLED_MESSAGE.to_owned()));
         }
         (out, injected)
     };

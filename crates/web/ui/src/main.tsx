@@ -309,47 +309,73 @@ function MessageTab(props: { flow: Flow; part: "request" | "response" }) {
   );
 }
 
+/** Which message `m` (the `i`th of its flow) is: stays the same when the list is fetched again. */
+function messageKey(m: any, i: number): string {
+  return `${i}/${m.from_client ? "c" : "s"}/${m.timestamp}`;
+}
+
 function Messages(props: { flow: Flow }) {
   const f = props.flow;
   const [msgs, setMsgs] = useState<any[]>([]);
-  const [draft, setDraft] = useState<string | null>(null);
+  // The text typed for a held message, with that message's key. The list is fetched apart
+  // from the flow updates, and the two arrive in either order: a draft belongs to the message
+  // it was started on, and neither an update of the flow nor a list fetched again drops it.
+  const [draft, setDraft] = useState<{ at: string; text: string } | null>(null);
   const [version, setVersion] = useState(0);
   const count = f.websocket?.messages_meta.count ?? f.messages_meta?.count ?? 0;
   useEffect(() => {
-    api("GET", `/flows/${f.id}/messages/content/auto.json`).then(setMsgs).catch(reportError);
+    // Only the newest fetch counts: an older answer arriving late would show fewer messages.
+    let current = true;
+    api("GET", `/flows/${f.id}/messages/content/auto.json`)
+      .then((m) => {
+        if (current) setMsgs(m);
+      })
+      .catch(reportError);
+    return () => {
+      current = false;
+    };
   }, [f.id, count, version]);
-  useEffect(() => setDraft(null), [f.id, count, f.intercepted]);
-  // A held WebSocket or TCP message (the last one) can be edited before it goes on.
-  const editable = (!!f.websocket || f.type === "tcp") && f.intercepted;
+  // A held WebSocket or TCP message (the last one) can be edited before it goes on, once the
+  // list shows the messages of the flow the page knows to be held: a list newer than the
+  // page's copy of the flow (fetched just after an earlier hold was released, its update not
+  // here yet) must not offer an edit that the update then takes away.
+  const last = msgs.length - 1;
+  const held =
+    (!!f.websocket || f.type === "tcp") && f.intercepted && msgs.length === count && last >= 0
+      ? messageKey(msgs[last], last)
+      : null;
   const save = async () => {
-    if (draft !== null && (await act("POST", `/flows/${f.id}/messages/content.data`, draft))) {
+    if (draft !== null && (await act("POST", `/flows/${f.id}/messages/content.data`, draft.text))) {
       setDraft(null);
-      setVersion(version + 1);
+      setVersion((v) => v + 1);
     }
   };
   return (
     <div class="messages">
-      {msgs.map((m, i) => (
-        <div class={`msg ${m.from_client ? "from-client" : "from-server"}`}>
-          <span class="muted">{m.from_client ? "→" : "←"} {new Date(m.timestamp * 1000).toISOString().slice(11, 23)}</span>
-          {editable && i === msgs.length - 1 ? (
-            draft === null ? (
-              <>
-                <button id="edit-message" title="edit the held message" onClick={() => setDraft(m.text)}>Edit</button>
-                <pre>{m.text}</pre>
-              </>
+      {msgs.map((m, i) => {
+        const key = messageKey(m, i);
+        return (
+          <div key={key} class={`msg ${m.from_client ? "from-client" : "from-server"}`}>
+            <span class="muted">{m.from_client ? "→" : "←"} {new Date(m.timestamp * 1000).toISOString().slice(11, 23)}</span>
+            {key === held ? (
+              draft?.at === key ? (
+                <div class="edit">
+                  <textarea id="message-edit" rows={4} value={draft.text} onInput={(e) => setDraft({ at: key, text: (e.target as HTMLTextAreaElement).value })} />
+                  <button id="save-message" onClick={save}>Save</button>
+                  <button onClick={() => setDraft(null)}>Cancel</button>
+                </div>
+              ) : (
+                <>
+                  <button id="edit-message" title="edit the held message" onClick={() => setDraft({ at: key, text: m.text })}>Edit</button>
+                  <pre>{m.text}</pre>
+                </>
+              )
             ) : (
-              <div class="edit">
-                <textarea id="message-edit" rows={4} value={draft} onInput={(e) => setDraft((e.target as HTMLTextAreaElement).value)} />
-                <button id="save-message" onClick={save}>Save</button>
-                <button onClick={() => setDraft(null)}>Cancel</button>
-              </div>
-            )
-          ) : (
-            <pre>{m.text}</pre>
-          )}
-        </div>
-      ))}
+              <pre>{m.text}</pre>
+            )}
+          </div>
+        );
+      })}
       {msgs.length === 0 ? <div class="muted">No messages.</div> : null}
     </div>
   );
@@ -424,7 +450,7 @@ function Detail(props: { flow: Flow; tab: string; setTab: (t: string) => void })
       <div class="tab-body">
         {tab === "request" ? <MessageTab flow={f} part="request" /> : null}
         {tab === "response" ? <MessageTab flow={f} part="response" /> : null}
-        {tab === "websocket" || tab === "tcp" ? <Messages flow={f} /> : null}
+        {tab === "websocket" || tab === "tcp" ? <Messages key={f.id} flow={f} /> : null}
         {tab === "error" ? <pre class="error">{f.error?.msg}</pre> : null}
         {tab === "connection" ? <ConnectionTab flow={f} /> : null}
         {tab === "timing" ? <TimingTab flow={f} /> : null}

@@ -302,7 +302,7 @@ async fn tls_to_server(
         .iter()
         .map(|p| p.as_bytes().to_vec())
         .collect();
-    let config = ctx.shared.client_tls(alpn).map_err(|e| ServerError::Tls {
+    let config = ctx.shared.client_tls().map_err(|e| ServerError::Tls {
         addr: addr_text.clone(),
         reason: e.to_string(),
     })?;
@@ -318,7 +318,7 @@ async fn tls_to_server(
         }
     })?;
     let connector = tokio_rustls::TlsConnector::from(config);
-    match connector.connect(name, tcp).await {
+    match connector.with_alpn(alpn).connect(name, tcp).await {
         Ok(tls) => {
             let (_, conn) = tls.get_ref();
             let alpn = conn

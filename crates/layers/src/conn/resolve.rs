@@ -135,3 +135,43 @@ fn remember(host: &str, ips: Vec<IpAddr>) {
         c.insert(host.to_owned(), (ips, Instant::now() + TTL));
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn len() -> usize {
+        CACHE.with(|c| c.borrow().len())
+    }
+
+    #[test]
+    fn the_cache_stays_bounded_however_many_names_are_seen() {
+        let ip = vec![IpAddr::from([127, 0, 0, 1])];
+        for i in 0..CAPACITY * 3 + 7 {
+            remember(&format!("host{i}.test"), ip.clone());
+            assert!(len() <= CAPACITY, "{} names after {i}", len());
+        }
+        // The newest name is always kept.
+        assert_eq!(cached(&format!("host{}.test", CAPACITY * 3 + 6)), Some(ip));
+    }
+
+    #[test]
+    fn an_expired_name_is_not_reused_and_goes_first_when_full() {
+        let ip = vec![IpAddr::from([127, 0, 0, 1])];
+        CACHE.with(|c| {
+            let mut c = c.borrow_mut();
+            c.clear();
+            c.insert("old.test".into(), (ip.clone(), Instant::now()));
+        });
+        assert_eq!(cached("old.test"), None);
+        for i in 0..CAPACITY - 1 {
+            remember(&format!("host{i}.test"), ip.clone());
+        }
+        assert_eq!(len(), CAPACITY);
+        // Full: the expired entry is dropped, the fresh ones stay.
+        remember("new.test", ip.clone());
+        assert_eq!(len(), CAPACITY);
+        assert!(CACHE.with(|c| !c.borrow().contains_key("old.test")));
+        assert_eq!(cached("host0.test"), Some(ip));
+    }
+}

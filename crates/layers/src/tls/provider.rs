@@ -14,17 +14,18 @@ pub fn provider() -> Arc<CryptoProvider> {
         .clone()
 }
 
-/// The provider of waylay's connections to servers: [`provider`] with the cipher suites
-/// in the order browsers offer them (AES-128-GCM first, then AES-256-GCM, then
-/// ChaCha20-Poly1305; TLS 1.3 before 1.2).
+/// [`provider`] with the cipher suites in the order browsers offer them (AES-128-GCM first,
+/// then AES-256-GCM, then ChaCha20-Poly1305; TLS 1.3 before 1.2), for both of waylay's TLS
+/// sides: the order it offers servers, and the order it picks in for clients (the configs
+/// minted for intercepted clients use it with `ignore_client_order`, as mitmproxy picks in
+/// its own order, OpenSSL's `OP_CIPHER_SERVER_PREFERENCE`).
 ///
-/// ring's default order puts AES-256-GCM with SHA-384 first, and a server that honours
-/// the client's order (nginx, OpenSSL's default) then runs the whole TLS 1.3 key schedule,
-/// transcript and resumption binders on SHA-384, which this CPU computes in software, where
-/// SHA-256 has instructions of its own: the largest hashing cost of a new upstream
-/// connection. The suites offered are the same; only their order changes. The client side
-/// (certificates minted for intercepted clients) keeps following the client's preference.
-pub(crate) fn server_side_provider() -> Arc<CryptoProvider> {
+/// ring's default order puts AES-256-GCM with SHA-384 first, and clients offer it first too
+/// (OpenSSL, rustls): then the whole TLS 1.3 key schedule, transcript and resumption
+/// binders run on SHA-384, which this CPU computes in software, where SHA-256 has
+/// instructions of its own: the largest hashing cost of a new intercepted connection, on
+/// each side. The suites are the same; only their order changes.
+pub(crate) fn aes128_first_provider() -> Arc<CryptoProvider> {
     static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
     PROVIDER
         .get_or_init(|| {
@@ -67,7 +68,7 @@ mod tests {
 
     #[test]
     fn servers_are_offered_the_same_suites_in_browser_order() {
-        let ours: Vec<CipherSuite> = server_side_provider()
+        let ours: Vec<CipherSuite> = aes128_first_provider()
             .cipher_suites
             .iter()
             .map(|s| s.suite())

@@ -38,7 +38,7 @@ pub struct UpstreamTls {
 /// The system trust store is read once per process and reused; a system
 /// without any usable roots still works with `extra_ca_pem`.
 pub fn client_config(opts: &UpstreamTls) -> Result<Arc<ClientConfig>, TlsError> {
-    let provider = super::provider::server_side_provider();
+    let provider = super::provider::aes128_first_provider();
     let versions: &[&rustls::SupportedProtocolVersion] = if opts.tls13_only {
         &[&rustls::version::TLS13]
     } else {

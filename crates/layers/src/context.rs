@@ -31,7 +31,9 @@ pub(crate) struct ProxyShared {
     pub(crate) manager: ManagerHandle,
     pub(crate) config: Arc<ArcSwap<ProxyConfig>>,
     pub(crate) certs: Arc<CertCache>,
-    /// Client configs for dialing servers, by (insecure, trusted CA, ALPN offer).
+    /// Client configs for dialing servers, by how servers are verified (see [`UpstreamKey`]).
+    /// Each holds rustls' TLS session cache, so a session is resumed only under the
+    /// verification settings that made it.
     pub(crate) client_tls: dashmap::DashMap<UpstreamKey, Arc<rustls::ClientConfig>>,
     /// Live client connections, for shutdown.
     pub(crate) connections:
@@ -43,14 +45,21 @@ pub(crate) struct ProxyShared {
 #[rtype(result = "()")]
 pub(crate) struct Close;
 
-/// Which upstream TLS configuration to use.
+/// Which upstream TLS configuration to use: the operator's options only, never what a client
+/// sent (the ALPN offer, which a client chooses, is given per connection), so there are as
+/// many as option combinations used, not one per client offer.
+///
+/// A configuration's session cache (rustls': 256 server names) resumes a session only for
+/// the server name it was verified against and only under the same key: a session made with
+/// `ssl_insecure` is never offered once verification is on. Anything that changes how a
+/// server is verified or how waylay authenticates to it (client certificates, when they
+/// exist) belongs in this key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct UpstreamKey {
     pub(crate) insecure: bool,
     pub(crate) trusted_ca: Option<std::path::PathBuf>,
     pub(crate) trusted_dir: Option<std::path::PathBuf>,
     pub(crate) tls13_only: bool,
-    pub(crate) alpn: Vec<Vec<u8>>,
 }
 
 impl ProxyShared {
@@ -58,18 +67,15 @@ impl ProxyShared {
         self.config.load_full()
     }
 
-    /// The rustls client configuration for dialing a server with `alpn` offered.
-    pub(crate) fn client_tls(
-        &self,
-        alpn: Vec<Vec<u8>>,
-    ) -> Result<Arc<rustls::ClientConfig>, crate::tls::TlsError> {
+    /// The rustls client configuration for dialing a server under the current options (the
+    /// ALPN offer is the connection's: `TlsConnector::with_alpn`).
+    pub(crate) fn client_tls(&self) -> Result<Arc<rustls::ClientConfig>, crate::tls::TlsError> {
         let cfg = self.config();
         let key = UpstreamKey {
             insecure: cfg.ssl_insecure,
             trusted_ca: cfg.trusted_ca.clone(),
             trusted_dir: cfg.trusted_dir.clone(),
             tls13_only: cfg.server_tls13_only,
-            alpn,
         };
         if let Some(c) = self.client_tls.get(&key) {
             return Ok(c.clone());
@@ -77,7 +83,7 @@ impl ProxyShared {
         let c = crate::tls::client_config(&UpstreamTls {
             insecure: key.insecure,
             extra_ca_pem: key.trusted_ca.clone(),
-            alpn: key.alpn.clone(),
+            alpn: Vec::new(),
             extra_ca_dir: key.trusted_dir.clone(),
             tls13_only: key.tls13_only,
         })?;

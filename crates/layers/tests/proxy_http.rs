@@ -7,6 +7,7 @@ use waylay_core::{Addon, HttpFlow};
 use waylay_layers::Proxy;
 use waylay_testkit::{
     TempDir, TestProxy, connect_tls, http_origin, https_origin, proxy_get, raw_request,
+    read_to_close, test_tls_acceptor, within,
 };
 
 #[derive(Default)]
@@ -253,4 +254,173 @@ async fn an_untrusted_server_certificate_is_a_502_naming_the_reason() {
     assert!(String::from_utf8_lossy(&out).ends_with("origin GET /x host=localhost"));
     proxy.shutdown().await;
     insecure.shutdown().await;
+}
+
+/// Both TLS sides of an intercepted connection use AES-128-GCM when the peer accepts it:
+/// servers are offered it first (an origin following the client's order takes it), and
+/// clients get it whatever they list first (the testkit's rustls client lists AES-256-GCM
+/// first), as mitmproxy picks in its own order.
+#[actix_rt::test]
+async fn both_sides_get_aes_128_gcm_as_browsers_do() {
+    let dir = TempDir::new("origin");
+    let (origin, _) = resumption_origin(&dir).await;
+    let proxy = TestProxy::start(Proxy::builder().set("ssl_insecure=true")).await;
+    let target = format!("localhost:{}", origin.port());
+    let mut tls = connect_tls(
+        proxy.addr(),
+        &target,
+        "localhost",
+        &proxy.ca_pem,
+        &[b"http/1.1"],
+    )
+    .await
+    .unwrap();
+    let client_side = tls.get_ref().1.negotiated_cipher_suite().map(|c| c.suite());
+    assert_eq!(
+        client_side,
+        Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
+    );
+    tls.write_all(b"GET /x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let out = String::from_utf8_lossy(&read_to_close(&mut tls).await).into_owned();
+    assert!(out.ends_with("cipher=TLS13_AES_128_GCM_SHA256"), "{out}");
+    proxy.shutdown().await;
+}
+
+/// Names are resolved through a short per-worker cache: it holds a name's addresses, not a
+/// port, and a port nobody listens on is an error at once, not a stale success.
+#[actix_rt::test]
+async fn a_name_resolved_moments_ago_reaches_each_port_and_a_closed_one_is_a_502() {
+    let a = http_origin().await;
+    let b = http_origin().await;
+    let proxy = TestProxy::start(Proxy::builder()).await;
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    for port in [a.port(), b.port(), closed, a.port()] {
+        let out = proxy_get(proxy.addr(), &format!("http://localhost:{port}/x")).await;
+        if port == closed {
+            assert!(out.starts_with("HTTP/1.1 502"), "{out}");
+        } else {
+            assert!(
+                out.starts_with("HTTP/1.1 200")
+                    && out.ends_with(&format!("origin GET /x host=localhost:{port}")),
+                "{out}"
+            );
+        }
+    }
+    proxy.shutdown().await;
+}
+
+/// An HTTPS origin for `localhost` whose answer says whether the TLS handshake resumed a
+/// session (`handshake=Some(Resumed)`) or was a full one (`handshake=Some(Full)`), then the
+/// cipher suite (` cipher=...`, the client's first choice: it follows the client's order),
+/// its certificate from a test CA (PEM in the returned file); HTTP/1.1 only.
+async fn resumption_origin(dir: &TempDir) -> (std::net::SocketAddr, std::path::PathBuf) {
+    let (acceptor, ca_file) = test_tls_acceptor(dir, "resume-ca.pem", &[b"http/1.1"]);
+    let mut config = (**acceptor.config()).clone();
+    config.ignore_client_order = false;
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind origin");
+    let addr = l.local_addr().expect("addr");
+    actix_rt::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let acceptor = acceptor.clone();
+            actix_rt::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(s).await else {
+                    return;
+                };
+                let conn = tls.get_ref().1;
+                let kind = format!("{:?}", conn.handshake_kind());
+                let cipher = conn
+                    .negotiated_cipher_suite()
+                    .map(|c| format!("{:?}", c.suite()))
+                    .unwrap_or_default();
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.ends_with(b"\r\n\r\n") && head.len() < 16 * 1024 {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = format!("handshake={kind} cipher={cipher}");
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tls.write_all(answer.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    (addr, ca_file)
+}
+
+/// One request through `proxy` to `target` in intercepted TLS, the client offering `alpn`;
+/// the whole answer.
+async fn intercepted_get(proxy: &TestProxy, target: &str, alpn: &[&[u8]]) -> String {
+    let mut tls = within(
+        "tunnel",
+        connect_tls(proxy.addr(), target, "localhost", &proxy.ca_pem, alpn),
+    )
+    .await
+    .expect("intercepted TLS");
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("send");
+    String::from_utf8_lossy(&within("answer", read_to_close(&mut tls)).await).into_owned()
+}
+
+/// TLS sessions towards servers are resumed whatever ALPN the client offered, but only under
+/// the verification settings that made them: a session made with `ssl_insecure` is never
+/// offered once verification is back on (the untrusted server is refused, not resumed).
+#[actix_rt::test]
+async fn server_sessions_are_resumed_only_under_the_trust_that_made_them() {
+    let dir = TempDir::new("resume");
+    let (origin, origin_ca) = resumption_origin(&dir).await;
+    let target = format!("localhost:{}", origin.port());
+    let proxy = TestProxy::start(Proxy::builder().set("ssl_insecure=true")).await;
+
+    let out = intercepted_get(&proxy, &target, &[b"http/1.1"]).await;
+    assert!(out.contains("handshake=Some(Full) "), "{out}");
+    // Another client offer (h2 too: the server is offered both, picks HTTP/1.1), the same
+    // verification: the session is resumed.
+    let out = intercepted_get(&proxy, &target, &[b"h2", b"http/1.1"]).await;
+    assert!(out.contains("handshake=Some(Resumed) "), "{out}");
+
+    // Verification on: the session made without it is not offered, the server's certificate
+    // is checked and refused.
+    proxy
+        .running()
+        .manager()
+        .set(&["ssl_insecure=false"])
+        .await
+        .expect("set");
+    let out = intercepted_get(&proxy, &target, &[b"http/1.1"]).await;
+    assert!(
+        out.starts_with("HTTP/1.1 502") && out.contains("UnknownIssuer"),
+        "{out}"
+    );
+
+    // Trusting the origin's CA: a full handshake (a new trust, a new session cache), then a
+    // resumed one.
+    proxy
+        .running()
+        .manager()
+        .set(&[format!(
+            "ssl_verify_upstream_trusted_ca={}",
+            origin_ca.display()
+        )])
+        .await
+        .expect("set");
+    let out = intercepted_get(&proxy, &target, &[b"http/1.1"]).await;
+    assert!(out.contains("handshake=Some(Full) "), "{out}");
+    let out = intercepted_get(&proxy, &target, &[b"http/1.1"]).await;
+    assert!(out.contains("handshake=Some(Resumed) "), "{out}");
+    proxy.shutdown().await;
 }

@@ -1,6 +1,7 @@
 //! The `ClientConnection` actor: owns one client socket for its life: `client_connect`,
 //! the mode's front (see `modes`), and `client_disconnect` once everything it started is done.
 
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -11,11 +12,12 @@ use waylay_core::flow::{Client, ConnectionId, now};
 use crate::context::{Close, ConnCtx, ProxyShared, fire};
 use crate::modes::mode::Mode;
 
-/// One client connection. It is started on a worker arbiter with the accepted socket (as a
-/// std socket: a tokio socket belongs to the runtime that made it) and lives until the
-/// client or waylay closes the connection.
+/// One client connection. It is started on a worker arbiter with the accepted socket and
+/// lives until the client or waylay closes the connection.
 pub(crate) struct ClientConnection {
-    socket: Option<std::net::TcpStream>,
+    socket: Option<Accepted>,
+    /// The client's address, as `accept` gave it.
+    peer: SocketAddr,
     shared: Arc<ProxyShared>,
     mode: Arc<Mode>,
     id: ConnectionId,
@@ -29,14 +31,26 @@ impl std::fmt::Debug for ClientConnection {
     }
 }
 
+/// An accepted socket on its way to its worker.
+#[derive(Debug)]
+pub(crate) enum Accepted {
+    /// The worker is the accepting thread: the socket stays registered with its runtime.
+    Here(tokio::net::TcpStream),
+    /// Another worker: a tokio socket belongs to the runtime that made it, so it travels as
+    /// a std socket and is registered again there (two system calls more).
+    Moved(std::net::TcpStream),
+}
+
 impl ClientConnection {
     pub(crate) fn new(
-        socket: std::net::TcpStream,
+        socket: Accepted,
+        peer: SocketAddr,
         shared: Arc<ProxyShared>,
         mode: Arc<Mode>,
     ) -> Self {
         Self {
             socket: Some(socket),
+            peer,
             shared,
             mode,
             id: ConnectionId::new(),
@@ -57,7 +71,7 @@ impl Actor for ClientConnection {
             .insert(self.id, ctx.address().recipient());
         let shared = self.shared.clone();
         ctx.spawn(
-            serve(shared, self.mode.clone(), socket)
+            serve(shared, self.mode.clone(), socket, self.peer)
                 .into_actor(self)
                 .map(|(), _, ctx| ctx.stop()),
         );
@@ -76,16 +90,24 @@ impl Handler<Close> for ClientConnection {
     }
 }
 
-pub(crate) async fn serve(shared: Arc<ProxyShared>, mode: Arc<Mode>, socket: std::net::TcpStream) {
-    let mut tcp = match tokio::net::TcpStream::from_std(socket) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!("cannot adopt an accepted socket: {e}");
-            return;
-        }
+pub(crate) async fn serve(
+    shared: Arc<ProxyShared>,
+    mode: Arc<Mode>,
+    socket: Accepted,
+    mut peer: SocketAddr,
+) {
+    let mut tcp = match socket {
+        Accepted::Here(s) => s,
+        Accepted::Moved(s) => match tokio::net::TcpStream::from_std(s) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("cannot adopt an accepted socket: {e}");
+                return;
+            }
+        },
     };
     let _ = tcp.set_nodelay(true);
-    let (Ok(mut peer), Ok(local)) = (tcp.peer_addr(), tcp.local_addr()) else {
+    let Ok(local) = tcp.local_addr() else {
         return;
     };
     if shared.config().proxy_protocol {
@@ -151,7 +173,7 @@ mod tests {
     fn own2<A, B, F>(_: fn(A, B) -> F) -> usize {
         size_of::<F>()
     }
-    fn own3<A, B, C, F>(_: fn(A, B, C) -> F) -> usize {
+    fn own4<A, B, C, D, F>(_: fn(A, B, C, D) -> F) -> usize {
         size_of::<F>()
     }
 
@@ -160,7 +182,7 @@ mod tests {
     /// were boxed. Sizes print with `--nocapture`; the bound holds in debug builds.
     #[test]
     fn a_client_connections_serve_future_stays_small() {
-        let client = own3(super::serve);
+        let client = own4(super::serve);
         let modes = own2(crate::modes::serve);
         eprintln!("client::serve: {client} bytes, modes::serve: {modes} bytes");
         assert!(client <= 4096, "client::serve {client}");

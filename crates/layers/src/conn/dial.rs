@@ -302,7 +302,7 @@ async fn tls_to_server(
         .iter()
         .map(|p| p.as_bytes().to_vec())
         .collect();
-    let config = ctx.shared.client_tls(alpn).map_err(|e| ServerError::Tls {
+    let config = ctx.shared.client_tls().map_err(|e| ServerError::Tls {
         addr: addr_text.clone(),
         reason: e.to_string(),
     })?;
@@ -318,7 +318,7 @@ async fn tls_to_server(
         }
     })?;
     let connector = tokio_rustls::TlsConnector::from(config);
-    match connector.connect(name, tcp).await {
+    match connector.with_alpn(alpn).connect(name, tcp).await {
         Ok(tls) => {
             let (_, conn) = tls.get_ref();
             let alpn = conn
@@ -446,29 +446,22 @@ where
     });
 }
 
-/// TCP to `address`, trying each address its name resolves to; a name that does not resolve
-/// is "host unreachable". No hook fires: a front that opens its server connection early keeps
-/// it with [`ConnCtx::set_predialed`] for the first dial, which fires `server_connect`.
+/// TCP to `address`, trying each address its name resolves to (through the worker's cache,
+/// see [`super::resolve`]); a name that does not resolve is "host unreachable". No hook
+/// fires: a front that opens its server connection early keeps it with
+/// [`ConnCtx::set_predialed`] for the first dial, which fires `server_connect`.
 pub(crate) async fn connect_direct(address: &Address) -> std::io::Result<tokio::net::TcpStream> {
-    let addrs: Vec<std::net::SocketAddr> =
-        match tokio::net::lookup_host((address.host.as_str(), address.port)).await {
-            Ok(a) => a.collect(),
-            Err(e) => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::HostUnreachable,
-                    format!("cannot resolve {}: {e}", address.host),
-                ));
-            }
-        };
-    let mut last = std::io::Error::new(
-        std::io::ErrorKind::HostUnreachable,
-        format!("{} resolves to no address", address.host),
-    );
-    for a in addrs {
-        match tokio::net::TcpStream::connect(a).await {
-            Ok(s) => return Ok(s),
-            Err(e) => last = e,
-        }
+    use super::resolve::ConnectError;
+    match super::resolve::connect(&address.host, address.port).await {
+        Ok((s, _)) => Ok(s),
+        Err(ConnectError::Lookup(e)) => Err(std::io::Error::new(
+            std::io::ErrorKind::HostUnreachable,
+            format!("cannot resolve {}: {e}", address.host),
+        )),
+        Err(ConnectError::NoAddress) => Err(std::io::Error::new(
+            std::io::ErrorKind::HostUnreachable,
+            format!("{} resolves to no address", address.host),
+        )),
+        Err(ConnectError::Connect(e)) => Err(e),
     }
-    Err(last)
 }

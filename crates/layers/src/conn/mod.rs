@@ -5,4 +5,5 @@ pub(crate) mod client;
 pub(crate) mod dest;
 pub(crate) mod dial;
 pub(crate) mod pool;
+pub(crate) mod resolve;
 pub(crate) mod server;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use waylay_core::ModeSpec;
 
-use crate::conn::client::ClientConnection;
+use crate::conn::client::{Accepted, ClientConnection};
 use crate::context::ProxyShared;
 use crate::error::ProxyError;
 use crate::modes::Mode;
@@ -151,14 +151,19 @@ impl Bound {
                 tokio::select! {
                     _ = stop.changed() => break,
                     accepted = listener.accept() => match accepted {
-                        Ok((sock, _)) => {
-                            let Ok(std_sock) = sock.into_std() else { continue };
+                        Ok((sock, peer)) => {
                             let (s, m) = (shared.clone(), mode.clone());
                             let i = next.get();
                             next.set(i.wrapping_add(1));
-                            let arb = &arbiters[i % arbiters.len()];
-                            ClientConnection::start_in_arbiter(arb, move |_| {
-                                ClientConnection::new(std_sock, s, m)
+                            let w = i % arbiters.len();
+                            if w == 0 {
+                                // Worker 0 is this thread (see `start_workers`).
+                                ClientConnection::new(Accepted::Here(sock), peer, s, m).start();
+                                continue;
+                            }
+                            let Ok(std_sock) = sock.into_std() else { continue };
+                            ClientConnection::start_in_arbiter(&arbiters[w], move |_| {
+                                ClientConnection::new(Accepted::Moved(std_sock), peer, s, m)
                             });
                         }
                         Err(e) => {

@@ -198,11 +198,15 @@ impl CertCache {
             } else {
                 &[&rustls::version::TLS13, &rustls::version::TLS12]
             };
-        let mut config = ServerConfig::builder_with_provider(super::provider::provider())
-            .with_protocol_versions(versions)?
-            .with_no_client_auth()
-            .with_cert_resolver(Arc::new(SingleCertAndKey::from(leaf.key)));
+        // Waylay picks the cipher suite in its own order, AES-128-GCM first (see
+        // `aes128_first_provider`), as mitmproxy picks in its own.
+        let mut config =
+            ServerConfig::builder_with_provider(super::provider::aes128_first_provider())
+                .with_protocol_versions(versions)?
+                .with_no_client_auth()
+                .with_cert_resolver(Arc::new(SingleCertAndKey::from(leaf.key)));
         config.alpn_protocols = alpn.to_vec();
+        config.ignore_client_order = true;
         config.session_storage = self.sessions.clone();
         let config = Arc::new(config);
 

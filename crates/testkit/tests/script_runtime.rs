@@ -942,40 +942,45 @@ kept = []
 
 def request(flow):
     if not kept:
-        kept.append((flow, flow.request))
+        flow.request.path = "/first"
+        kept.append((flow, flow.request, flow.request.headers))
         flow.request.headers["x-kept"] = "kept"
         return
-    out = []
-    for read in (lambda: kept[0][0].request.path, lambda: kept[0][1].path, lambda: kept[0][0].copy()):
-        try:
-            read()
-            out.append("read")
-        except RuntimeError as e:
-            out.append("detached" if "not in a hook" in str(e) else repr(e))
-    try:
-        kept[0][1].path = "/changed"
-        out.append("written")
-    except RuntimeError:
-        out.append("refused")
+    f, req, headers = kept[0]
+    out = [f.request.path, req.path, headers["x-kept"]]
+    c = f.copy()
+    out.append("copy " + c.request.path + " " + str(c.id != f.id))
+    # A kept flow can be written, as in mitmproxy: the copy it holds changes, not the flow
+    # that already went on.
+    req.path = "/changed"
+    out.append(f.request.path)
+    # Another flow's request, put into this one: copied, the kept flow keeps its own.
+    flow.request = req
     flow.request.headers["x-kept"] = " ".join(out)
+    out.append(f.request.headers["x-kept"])
+    flow.request.headers["x-after"] = out[-1]
 "#;
 
-/// A flow object a script keeps is detached once its hook returned (the hook lends the flow
-/// to it for the call only): reading or writing it from a later hook raises, and the flow
-/// it was is not touched.
+/// A flow object a script keeps stays readable after its hook, as mitmproxy's flow objects
+/// are: it holds a copy of the flow as the hook left it (the hook lends the flow itself to it
+/// for the call only), writing it changes only that copy, and the flow that went on is not
+/// touched.
 #[actix_rt::test]
-async fn a_kept_flow_object_is_detached_after_its_hook() {
+async fn a_kept_flow_object_stays_readable_after_its_hook() {
     let dir = TempDir::new("keepsflow");
     let path = write(&dir, "keepsflow.py", KEEPS_FLOW);
     let mut h = AddonHarness::script(&path).await;
     let first = h.request(tflow()).await;
     assert_eq!(first.request.headers.get("x-kept"), Some("kept"));
+    assert_eq!(first.request.path, "/first");
     let second = h.request(tflow()).await;
     assert_eq!(
         second.request.headers.get("x-kept"),
-        Some("detached detached detached refused"),
+        Some("/first /first kept copy /first True /changed"),
         "logs: {:?}",
         h.logs()
     );
-    assert_eq!(first.request.path, tflow().request.path);
+    assert_eq!(second.request.path, "/changed");
+    assert_eq!(second.request.headers.get("x-after"), Some("kept"));
+    assert_eq!(first.request.path, "/first");
 }

@@ -30,7 +30,8 @@ def reader():
         live = kept[-1]
         out.append(live.request.path)
         live.request.headers["x-from-thread"] = "1"
-        # The flows before it: detached.
+        # The flows before it, whose hooks returned: their objects hold copies (written here,
+        # the flows that went on are not touched).
         for f in kept[:-1]:
             try:
                 f.request.headers["x-late"] = "1"
@@ -54,7 +55,8 @@ def request(flow):
 "#;
 
 /// Another Python thread holding flow objects reaches the flow in its hook (lent to its
-/// object) and only it: the flows before, whose hooks returned, are detached.
+/// object) and only it: the objects of the flows before, whose hooks returned, hold copies,
+/// and writing them does not reach those flows.
 #[actix_rt::test]
 async fn a_script_thread_reaches_only_the_flow_in_its_hook() {
     let dir = TempDir::new("threadreads");
@@ -63,7 +65,7 @@ async fn a_script_thread_reaches_only_the_flow_in_its_hook() {
     for i in 0..5 {
         let f = h.request(tflow()).await;
         let want = std::iter::once(tflow().request.path)
-            .chain(std::iter::repeat_n("detached".to_owned(), i.min(2)))
+            .chain(std::iter::repeat_n("written".to_owned(), i.min(2)))
             .collect::<Vec<_>>()
             .join(" ");
         assert_eq!(

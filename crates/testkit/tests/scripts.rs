@@ -360,6 +360,60 @@ async fn a_response_made_in_request_matches_mitmproxy() {
     }
 }
 
+const KEEPS: &str = r#"
+from mitmproxy import http
+
+seen = []
+cache = {}
+
+def request(flow: http.HTTPFlow) -> None:
+    # Flows kept from earlier hooks stay readable, as mitmproxy's flow objects are.
+    if seen:
+        last = seen[-1]
+        flow.request.headers["x-last"] = "%s %s %s %d" % (
+            last.request.path,
+            last.response.status_code,
+            last.response.headers.get("x-origin-path"),
+            len(seen),
+        )
+    cached = cache.get(flow.request.path)
+    if cached is not None:
+        # Another flow's response, answered again.
+        flow.response = cached
+        flow.response.headers["x-cached"] = "yes"
+
+def response(flow: http.HTTPFlow) -> None:
+    seen.append(flow)
+    cache.setdefault(flow.request.path, flow.response)
+    flow.response.headers["x-first"] = seen[0].request.path
+"#;
+
+#[actix_rt::test]
+async fn flows_and_responses_a_script_keeps_match_mitmproxy() {
+    let get = |path| Req {
+        method: "GET",
+        path,
+        extra: "",
+        body: "",
+    };
+    let seen = compare(
+        "keeps",
+        KEEPS,
+        &[],
+        &[get("/a"), get("/b"), get("/a"), get("/c"), get("/a")],
+    )
+    .await;
+    if let Some(seen) = seen {
+        assert!(seen[2].0.is_empty(), "a cached answer: {seen:?}");
+        assert!(seen[2].1.contains("x-cached: yes"), "{}", seen[2].1);
+        assert!(
+            seen[3].0[0].contains("x-last: /a 200 /a 3"),
+            "{:?}",
+            seen[3].0
+        );
+    }
+}
+
 const STATE: &str = r#"
 import logging
 from mitmproxy import ctx, http

@@ -25,10 +25,19 @@ use waylay_core::{HttpFlow, Request, Response, TcpFlow};
 /// What a [`Core`] holds.
 #[derive(Debug)]
 pub(crate) enum Data {
-    /// An HTTP flow; `live` while a hook runs (otherwise `f` is a stale placeholder).
-    Http { f: Held<HttpFlow>, live: bool },
+    /// An HTTP flow; `live` while a hook runs, or while `kept` (otherwise `f` is a stale
+    /// placeholder).
+    Http {
+        f: Held<HttpFlow>,
+        live: bool,
+        kept: bool,
+    },
     /// A TCP flow, likewise.
-    Tcp { f: Box<TcpFlow>, live: bool },
+    Tcp {
+        f: Box<TcpFlow>,
+        live: bool,
+        kept: bool,
+    },
     /// A request made by a script (`Request.make`), not yet in a flow.
     Req(Option<Box<Request>>),
     /// A response made by a script (`Response.make`), not yet in a flow.
@@ -181,6 +190,7 @@ impl Core {
                 Request::new("GET", "http", "", 0, ""),
             ))),
             live: false,
+            kept: false,
         })
     }
 
@@ -188,18 +198,29 @@ impl Core {
         Self::standalone(Data::Tcp {
             f: Box::new(TcpFlow::new(like.client.clone(), None)),
             live: false,
+            kept: false,
         })
     }
 
     /// Swaps the hook's HTTP flow in (`attach`) or back out (`detach`): for a hook whose
-    /// methods may outlive the call (`async def`).
-    pub(crate) fn swap_http(&mut self, flow: &mut HttpFlow, attach: bool) {
-        if let Data::Http { f, live } = &mut self.data {
+    /// methods may outlive the call (`async def`). `keep`, on detach: the script holds the
+    /// flow object (or one of its views), which then keeps a copy of the flow as the hook
+    /// left it ([`Core::end_lend`]).
+    pub(crate) fn swap_http(&mut self, flow: &mut HttpFlow, attach: bool, keep: bool) {
+        if let Data::Http { f, live, kept } = &mut self.data {
             debug_assert!(f.lent.is_none(), "a lent flow is not swapped");
             std::mem::swap(&mut *f.own, flow);
-            *live = attach;
             if attach {
+                *live = true;
+                *kept = false;
                 self.attached_http();
+            } else if keep {
+                *f.own = flow.clone();
+                *live = true;
+                *kept = true;
+            } else {
+                *live = false;
+                *kept = false;
             }
         }
     }
@@ -213,18 +234,39 @@ impl Core {
     /// core, until `end_lend` has run.
     #[expect(unsafe_code, reason = "the caller keeps the lent flow valid")]
     pub(crate) unsafe fn lend_http(&mut self, flow: &mut HttpFlow) {
-        if let Data::Http { f, live } = &mut self.data {
+        if let Data::Http { f, live, kept } = &mut self.data {
             f.lent = Some(NonNull::from(flow));
             *live = true;
+            *kept = false;
             self.attached_http();
         }
     }
 
-    /// Ends [`Core::lend_http`]: the core holds its placeholder again, detached.
-    pub(crate) fn end_lend(&mut self) {
-        if let Data::Http { f, live } = &mut self.data {
+    /// Ends [`Core::lend_http`]. Without `keep` the core holds a placeholder again,
+    /// detached. With `keep` (the script holds the flow object or one of its views after the
+    /// hook) it holds a copy of the flow as the hook left it: the script can still read it
+    /// (and write it, as a finished flow object can be written in mitmproxy, changing
+    /// nothing on the wire) until the flow's next hook lends the flow itself again.
+    pub(crate) fn end_lend(&mut self, keep: bool) {
+        if let Data::Http { f, live, kept } = &mut self.data {
+            if keep {
+                let copy = Box::new((**f).clone());
+                f.lent = None;
+                f.own = copy;
+                *live = true;
+                *kept = true;
+                return;
+            }
             f.lent = None;
             *live = false;
+            if std::mem::take(kept) {
+                // The copy of an earlier hook nobody holds any more.
+                let client = f.own.client.clone();
+                f.own = Box::new(HttpFlow::new(
+                    client,
+                    Request::new("GET", "http", "", 0, ""),
+                ));
+            }
         }
     }
 
@@ -247,20 +289,30 @@ impl Core {
         self.tcp_injector = None;
     }
 
-    /// Swaps the hook's TCP flow in or out.
-    pub(crate) fn swap_tcp(&mut self, flow: &mut TcpFlow, attach: bool) {
-        if let Data::Tcp { f, live } = &mut self.data {
+    /// Swaps the hook's TCP flow in or out (`keep`: as in [`Core::swap_http`]).
+    pub(crate) fn swap_tcp(&mut self, flow: &mut TcpFlow, attach: bool, keep: bool) {
+        if let Data::Tcp { f, live, kept } = &mut self.data {
             std::mem::swap(&mut **f, flow);
-            *live = attach;
-            if attach && self.tcp_injector.is_none() {
-                self.tcp_injector = f.injector();
+            if attach {
+                *live = true;
+                *kept = false;
+                if self.tcp_injector.is_none() {
+                    self.tcp_injector = f.injector();
+                }
+            } else if keep {
+                **f = flow.clone();
+                *live = true;
+                *kept = true;
+            } else {
+                *live = false;
+                *kept = false;
             }
         }
     }
 
     fn http(&mut self) -> PyResult<&mut HttpFlow> {
         match &mut self.data {
-            Data::Http { f, live: true } => Ok(f),
+            Data::Http { f, live: true, .. } => Ok(f),
             Data::Http { .. } | Data::Tcp { .. } => Err(detached()),
             _ => Err(PyRuntimeError::new_err("not a flow")),
         }
@@ -268,7 +320,7 @@ impl Core {
 
     fn tcp(&mut self) -> PyResult<&mut TcpFlow> {
         match &mut self.data {
-            Data::Tcp { f, live: true } => Ok(f),
+            Data::Tcp { f, live: true, .. } => Ok(f),
             Data::Tcp { .. } => Err(detached()),
             _ => Err(PyRuntimeError::new_err("not a TCP flow")),
         }
@@ -320,8 +372,8 @@ impl Core {
 
     fn tls_of(&mut self, which: &str) -> PyResult<Option<TlsInfo>> {
         let (client, server) = match &mut self.data {
-            Data::Http { f, live: true } => (f.client.clone(), f.server.clone()),
-            Data::Tcp { f, live: true } => (f.client.clone(), f.server.clone()),
+            Data::Http { f, live: true, .. } => (f.client.clone(), f.server.clone()),
+            Data::Tcp { f, live: true, .. } => (f.client.clone(), f.server.clone()),
             _ => return Err(detached()),
         };
         Ok(if which == "client" {
@@ -348,6 +400,12 @@ impl Core {
         let mut r = Response::make(status_code, Bytes::new(), no_headers);
         r.headers.clear();
         Self::standalone(Data::Resp(Some(Box::new(r))))
+    }
+
+    /// Whether this core is a request or response of its own (`make()`, or taken out of a
+    /// flow), rather than a flow's.
+    fn standalone_message(&self) -> bool {
+        matches!(self.data, Data::Req(_) | Data::Resp(_))
     }
 
     fn attached(&self) -> bool {
@@ -398,11 +456,11 @@ impl Core {
 
     fn fset(&mut self, name: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
         let (marked, comment, error) = match &mut self.data {
-            Data::Http { f, live: true } => {
+            Data::Http { f, live: true, .. } => {
                 let f = &mut **f;
                 (&mut f.marked, &mut f.comment, &mut f.error)
             }
-            Data::Tcp { f, live: true } => (&mut f.marked, &mut f.comment, &mut f.error),
+            Data::Tcp { f, live: true, .. } => (&mut f.marked, &mut f.comment, &mut f.error),
             _ => return Err(detached()),
         };
         match name {
@@ -438,8 +496,16 @@ impl Core {
 
     fn kill(&mut self) -> PyResult<()> {
         match &mut self.data {
-            Data::Http { f, live: true } => f.kill(),
-            Data::Tcp { f, live: true } => f.kill(),
+            Data::Http {
+                f,
+                live: true,
+                kept: false,
+            } => f.kill(),
+            Data::Tcp {
+                f,
+                live: true,
+                kept: false,
+            } => f.kill(),
             _ => match &self.intercept {
                 Some(h) => h.kill(),
                 None => return Err(detached()),
@@ -450,8 +516,16 @@ impl Core {
 
     fn intercept(&mut self) -> PyResult<()> {
         let h = match &mut self.data {
-            Data::Http { f, live: true } => f.intercept(),
-            Data::Tcp { f, live: true } => f.intercept_state().intercept(),
+            Data::Http {
+                f,
+                live: true,
+                kept: false,
+            } => f.intercept(),
+            Data::Tcp {
+                f,
+                live: true,
+                kept: false,
+            } => f.intercept_state().intercept(),
             _ => return Err(detached()),
         };
         self.intercept = Some(h);
@@ -460,8 +534,16 @@ impl Core {
 
     fn resume(&mut self) -> PyResult<()> {
         match &mut self.data {
-            Data::Http { f, live: true } => f.resume(),
-            Data::Tcp { f, live: true } => f.intercept_state().resume(),
+            Data::Http {
+                f,
+                live: true,
+                kept: false,
+            } => f.resume(),
+            Data::Tcp {
+                f,
+                live: true,
+                kept: false,
+            } => f.intercept_state().resume(),
             _ => {}
         }
         if let Some(h) = self.intercept.take() {
@@ -681,9 +763,7 @@ impl Core {
     fn adopt(&mut self, side: u8, other: Option<&Bound<'_, Core>>) -> PyResult<Option<Core>> {
         let used = || PyValueError::new_err("that request/response was already used");
         let wrong = || {
-            PyValueError::new_err(
-                "expected a Request/Response made with .make() or taken from another flow",
-            )
+            PyValueError::new_err("expected a Request/Response (made with .make(), or of a flow)")
         };
         let f = self.http()?;
         let displaced = match (side, other) {
@@ -691,6 +771,9 @@ impl Core {
             (0, Some(o)) => {
                 let r = match &mut o.try_borrow_mut()?.data {
                     Data::Req(r) => r.take().ok_or_else(used)?,
+                    // Another flow's request (a kept flow, a copy): copied.
+                    Data::Http { f, live: true, .. } => Box::new(f.request.clone()),
+                    Data::Http { .. } => return Err(detached()),
                     _ => return Err(wrong()),
                 };
                 let old = std::mem::replace(&mut f.request, *r);
@@ -699,6 +782,11 @@ impl Core {
             (_, Some(o)) => {
                 let r = match &mut o.try_borrow_mut()?.data {
                     Data::Resp(r) => r.take().ok_or_else(used)?,
+                    Data::Http { f, live: true, .. } => match &f.response {
+                        Some(r) => Box::new(r.clone()),
+                        None => return Err(PyValueError::new_err("that flow has no response")),
+                    },
+                    Data::Http { .. } => return Err(detached()),
                     _ => return Err(wrong()),
                 };
                 f.response
@@ -725,7 +813,7 @@ impl Core {
     /// intercepted, readable and writable on its own whether or not a hook runs.
     fn copy_flow(&mut self) -> PyResult<Core> {
         let data = match &mut self.data {
-            Data::Http { f, live: true } => {
+            Data::Http { f, live: true, .. } => {
                 let mut c = Box::new((**f).clone());
                 c.id = FlowId::new();
                 c.live = false;
@@ -733,14 +821,19 @@ impl Core {
                 Data::Http {
                     f: Held::new(c),
                     live: true,
+                    kept: false,
                 }
             }
-            Data::Tcp { f, live: true } => {
+            Data::Tcp { f, live: true, .. } => {
                 let mut c = f.clone();
                 c.id = FlowId::new();
                 c.live = false;
                 *c.intercept_state() = Intercept::default();
-                Data::Tcp { f: c, live: true }
+                Data::Tcp {
+                    f: c,
+                    live: true,
+                    kept: false,
+                }
             }
             _ => return Err(detached()),
         };
@@ -751,8 +844,8 @@ impl Core {
 
     fn conn(&mut self, py: Python<'_>, which: &str, name: &str) -> PyResult<Py<PyAny>> {
         let (client, server) = match &mut self.data {
-            Data::Http { f, live: true } => (f.client.clone(), f.server.clone()),
-            Data::Tcp { f, live: true } => (f.client.clone(), f.server.clone()),
+            Data::Http { f, live: true, .. } => (f.client.clone(), f.server.clone()),
+            Data::Tcp { f, live: true, .. } => (f.client.clone(), f.server.clone()),
             _ => return Err(detached()),
         };
         let addr = |a: std::net::SocketAddr| (a.ip().to_string(), a.port());
@@ -912,7 +1005,11 @@ impl Core {
             WebSocketMessageKind::Binary
         };
         match &mut self.data {
-            Data::Tcp { f, live: true } => {
+            Data::Tcp {
+                f,
+                live: true,
+                kept: false,
+            } => {
                 f.inject(to_client, content);
                 Ok(())
             }
@@ -920,7 +1017,11 @@ impl Core {
                 Some(i) => i.inject(to_client, content).map_err(body_err),
                 None => Err(PyRuntimeError::new_err("the TCP connection is not live")),
             },
-            Data::Http { f, live: true } => match f.websocket.as_mut() {
+            Data::Http {
+                f,
+                live: true,
+                kept: false,
+            } => match f.websocket.as_mut() {
                 Some(w) => {
                     w.inject(to_client, WebSocketMessage::new(kind, !to_client, content));
                     Ok(())
@@ -954,8 +1055,16 @@ impl Core {
     /// The live flow's metadata and [`Core::seen`] (`None` outside a hook).
     pub(crate) fn live_metadata(&mut self) -> Option<(&mut Metadata, &mut Metadata)> {
         let m = match &mut self.data {
-            Data::Http { f, live: true } => &mut f.metadata,
-            Data::Tcp { f, live: true } => &mut f.metadata,
+            Data::Http {
+                f,
+                live: true,
+                kept: false,
+            } => &mut f.metadata,
+            Data::Tcp {
+                f,
+                live: true,
+                kept: false,
+            } => &mut f.metadata,
             _ => return None,
         };
         Some((m, &mut self.seen))
@@ -999,8 +1108,8 @@ impl PyFilter {
     fn matches(&self, core: &Bound<'_, Core>) -> PyResult<bool> {
         let c = core.try_borrow()?;
         match &c.data {
-            Data::Http { f, live: true } => Ok(self.filter.matches(&**f)),
-            Data::Tcp { f, live: true } => Ok(self.filter.matches(&**f)),
+            Data::Http { f, live: true, .. } => Ok(self.filter.matches(&**f)),
+            Data::Tcp { f, live: true, .. } => Ok(self.filter.matches(&**f)),
             _ => Err(detached()),
         }
     }

@@ -438,7 +438,7 @@ impl ScriptAddon {
                 }
             };
             let id = flow.id;
-            with_lent(py, &entry.core, flow, || {
+            with_lent(py, &entry.core, &entry.obj, flow, || {
                 metadata::merge_in(py, &entry.core, entry.meta.bind(py));
                 let obj = entry.obj.bind(py);
                 for m in methods {
@@ -503,18 +503,24 @@ impl ScriptAddon {
 }
 
 /// Runs `run` with `flow` lent to `core` ([`Core::lend_http`]), and takes it back after,
-/// whether `run` returns or unwinds.
+/// whether `run` returns or unwinds. If the script then holds the flow object `obj` (or one of
+/// its views), the core keeps a copy of the flow for it to read.
 fn with_lent<R>(
     py: Python<'_>,
     core: &Py<Core>,
+    obj: &Py<PyAny>,
     flow: &mut HttpFlow,
     run: impl FnOnce() -> R,
 ) -> R {
-    struct Back<'a, 'py>(Python<'py>, &'a Py<Core>);
+    struct Back<'a, 'py>(Python<'py>, &'a Py<Core>, &'a Py<PyAny>);
     impl Drop for Back<'_, '_> {
         fn drop(&mut self) {
+            let py = self.0;
+            // Only the entry refers to the flow object and its core once the hook's call
+            // is over.
+            let keep = script_holds(self.2.bind(py), self.1.bind(py).as_any(), 1);
             // The flow must not stay lent past this point.
-            borrow_waiting(self.0, self.1).end_lend();
+            borrow_waiting(py, self.1).end_lend(keep);
         }
     }
     #[expect(unsafe_code, reason = "lends the hook's flow to the core")]
@@ -523,10 +529,49 @@ fn with_lent<R>(
     unsafe {
         borrow_waiting(py, core).lend_http(flow);
     }
-    let back = Back(py, core);
+    let back = Back(py, core, obj);
     let r = run();
     drop(back);
     r
+}
+
+/// Whether the script holds, after a hook, the flow object, one of its request, response,
+/// headers or WebSocket views, or anything else made on its core (a WebSocket message, a
+/// thread still running with the flow): `base` is how many references waylay itself holds
+/// to the flow object, and to its core besides `flow._c`. A few reference counts, read where a copy of the whole flow is the
+/// alternative; a script that keeps nothing pays only these.
+fn script_holds(obj: &Bound<'_, PyAny>, core: &Bound<'_, PyAny>, base: isize) -> bool {
+    if refcount(obj) != base {
+        return true;
+    }
+    let Ok(s) = slots::slots(obj.py()) else {
+        return true;
+    };
+    // Waylay's and `flow._c`.
+    let mut expected = base + 1;
+    for slot in [s.req, s.resp] {
+        let Some(m) = slot.get(obj).filter(|m| !m.is_none()) else {
+            continue;
+        };
+        // The flow's slot and `m`; its `_c` is the core.
+        if refcount(&m) != 2 || !slots::is_a(&m, &s.message) {
+            return true;
+        }
+        expected += 1;
+        if let Some(h) = s.headers.get(&m).filter(|h| !h.is_none()) {
+            if refcount(&h) != 2 {
+                return true;
+            }
+            expected += 1;
+        }
+    }
+    if let Some(w) = s.ws.get(obj).filter(|w| !w.is_none()) {
+        if refcount(&w) != 2 {
+            return true;
+        }
+        expected += 1;
+    }
+    refcount(core) != expected
 }
 
 /// The core, borrowed mutably once no other thread is inside one of its methods: another
@@ -715,7 +760,7 @@ enum Swapped<'a> {
 impl<'a> Attached<'a> {
     fn http(entry: &FlowEntry, flow: &'a mut HttpFlow) -> Self {
         Python::attach(|py| {
-            borrow_waiting(py, &entry.core).swap_http(flow, true);
+            borrow_waiting(py, &entry.core).swap_http(flow, true, false);
             metadata::merge_in(py, &entry.core, entry.meta.bind(py));
             Self(Some(Swapped::Http(
                 flow,
@@ -728,7 +773,7 @@ impl<'a> Attached<'a> {
 
     fn tcp(entry: &FlowEntry, flow: &'a mut TcpFlow) -> Self {
         Python::attach(|py| {
-            borrow_waiting(py, &entry.core).swap_tcp(flow, true);
+            borrow_waiting(py, &entry.core).swap_tcp(flow, true, false);
             metadata::merge_in(py, &entry.core, entry.meta.bind(py));
             Self(Some(Swapped::Tcp(
                 flow,
@@ -748,11 +793,14 @@ impl<'a> Attached<'a> {
         Python::attach(|py| match this {
             Swapped::Http(flow, core, obj, mut meta) => {
                 metadata::sync_out(py, obj.bind(py), &core, &mut meta);
-                borrow_waiting(py, &core).swap_http(flow, false);
+                // The entry's references and these.
+                let keep = script_holds(obj.bind(py), core.bind(py).as_any(), 2);
+                borrow_waiting(py, &core).swap_http(flow, false, keep);
             }
             Swapped::Tcp(flow, core, obj, mut meta) => {
                 metadata::sync_out(py, obj.bind(py), &core, &mut meta);
-                borrow_waiting(py, &core).swap_tcp(flow, false);
+                let keep = script_holds(obj.bind(py), core.bind(py).as_any(), 2);
+                borrow_waiting(py, &core).swap_tcp(flow, false, keep);
             }
         });
     }

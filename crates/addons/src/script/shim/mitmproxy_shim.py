@@ -956,7 +956,11 @@ def _set_flow_response(self, value):
     displaced = self._c.adopt(1, None if value is None else value._c)
     if old is not None and displaced is not None:
         old._bind(displaced)
-    if value is not None:
+    if value is not None and not value._c.standalone_message():
+        # Another flow's response, copied in: that flow keeps its own; this flow's view is
+        # made on first use.
+        value = None
+    elif value is not None:
         value._bind(self._c)
     self._resp = value
 
@@ -983,8 +987,12 @@ class HTTPFlow(Flow):
         displaced = self._c.adopt(0, value._c)
         if old is not None and displaced is not None:
             old._bind(displaced)
-        value._bind(self._c)
-        self._req = value
+        if value._c.standalone_message():
+            value._bind(self._c)
+            self._req = value
+        else:
+            # Another flow's request, copied in (as for the response).
+            self._req = None
 
     # A native descriptor: `None` without a response, else the `Response` view kept in
     # `_resp` (made on first use), read without a Python frame.

@@ -134,6 +134,25 @@ impl EntryState {
         self.update(|s| (s == ConnState::Busy).then_some(ConnState::Idle));
     }
 
+    /// The exchange in flight ended with its response body unread to its end (failed, over
+    /// `body_size_limit`, killed, the client gone): hyper closes such an HTTP/1 connection,
+    /// so it is never lent again (until then it would look idle, and the next request to
+    /// take it would fail). An HTTP/2 connection (never busy) is left as it is: one stream
+    /// ending early does not end it.
+    pub(crate) fn release_unread(&self) {
+        self.update(|s| (s == ConnState::Busy).then_some(ConnState::Closed));
+    }
+
+    /// [`EntryState::release`] if the response body was read to its end (`read_all`), else
+    /// [`EntryState::release_unread`].
+    pub(crate) fn end_exchange(&self, read_all: bool) {
+        if read_all {
+            self.release();
+        } else {
+            self.release_unread();
+        }
+    }
+
     /// Taken for a WebSocket upgrade (`true`), or the server refused it (`false`).
     pub(crate) fn upgrading(&self, on: bool) {
         self.update(|s| match (s, on) {
@@ -163,6 +182,26 @@ mod tests {
         s.release();
         assert_eq!(s.get(), ConnState::Idle);
         assert!(s.get().used());
+    }
+
+    #[test]
+    fn an_http1_connection_whose_response_was_not_read_to_its_end_is_never_lent_again() {
+        let s = EntryState::default();
+        s.send(false);
+        s.end_exchange(false);
+        assert_eq!(s.get(), ConnState::Closed);
+        s.send(false);
+        s.release();
+        assert_eq!(s.get(), ConnState::Closed);
+        // HTTP/2: a stream ending early leaves the connection usable.
+        let h2 = EntryState::default();
+        h2.send(true);
+        h2.end_exchange(false);
+        assert_eq!(h2.get(), ConnState::Idle);
+        let ok = EntryState::default();
+        ok.send(false);
+        ok.end_exchange(true);
+        assert_eq!(ok.get(), ConnState::Idle);
     }
 
     #[test]

@@ -212,7 +212,7 @@ fn unobserved_response(
         && len > limit
         && !no_body
     {
-        entry.state.release();
+        entry.state.end_exchange(body.is_end_stream());
         return Err(format!(
             "response body of {len} bytes exceeds body_size_limit ({limit} bytes)"
         ));
@@ -225,7 +225,7 @@ fn unobserved_response(
     let state = entry.state;
     let body = ProxyBody::streaming(Vec::new(), body, cfg.body_size_limit)
         .with_exact(declared_len)
-        .on_end(Box::new(move |_, _| state.release()));
+        .on_end(Box::new(move |_, err| state.end_exchange(err.is_none())));
     Ok(hyper::Response::from_parts(head, body))
 }
 

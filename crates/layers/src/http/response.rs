@@ -87,12 +87,19 @@ pub(crate) async fn response_phase(
     let (mut parts, body) = resp.into_parts();
     let declared_len = content_length(&parts.headers);
     record_response(&mut flow, &mut parts);
+    // Answered without the server's body (killed, over the limit): the connection is
+    // reused only if there was none to read.
+    let unread = |entry: &PoolEntry, body: &Incoming| {
+        entry
+            .state
+            .end_exchange(http_body::Body::is_end_stream(body))
+    };
     let Some(mut flow) = ctx.fire(HookKind::ResponseHeaders, flow).await else {
-        entry.state.release();
+        unread(&entry, &body);
         return Err(Killed);
     };
     if proceed(&mut flow).await.is_err() {
-        entry.state.release();
+        unread(&entry, &body);
         return killed(ctx, flow).await;
     }
 
@@ -101,7 +108,7 @@ pub(crate) async fn response_phase(
         && len > limit
         && !no_body
     {
-        entry.state.release();
+        unread(&entry, &body);
         let msg = format!("response body of {len} bytes exceeds body_size_limit ({limit} bytes)");
         return fail(ctx, flow, StatusCode::BAD_GATEWAY, msg).await;
     }
@@ -164,10 +171,11 @@ fn record_response(flow: &mut HttpFlow, parts: &mut http::response::Parts) {
     flow.response = Some(response);
 }
 
-/// Frees the server connection for its next exchange once the response body has ended.
-fn release_on_end(entry: &PoolEntry) -> Box<dyn FnOnce() + Send> {
+/// Frees the server connection for its next exchange once the response body has ended
+/// (`true`: read to its end), or marks it closed (see [`crate::conn::pool::EntryState::release_unread`]).
+fn release_on_end(entry: &PoolEntry) -> Box<dyn FnOnce(bool) + Send> {
     let state = entry.state.clone();
-    Box::new(move || state.release())
+    Box::new(move |read_all| state.end_exchange(read_all))
 }
 
 /// Reads the response body into the flow (up to `limit` bytes) for the `response` hook and
@@ -230,7 +238,7 @@ async fn buffer_response(
             ))
         }
         Err(e) => {
-            entry.state.release();
+            entry.state.release_unread();
             let msg = format!(
                 "server {} failed while sending the response body: {e}",
                 entry.server.address
@@ -351,7 +359,7 @@ fn stream_to_client(
     extensions: http::Extensions,
     body: ProxyBody,
     declared_len: Option<u64>,
-    release: Box<dyn FnOnce() + Send>,
+    release: Box<dyn FnOnce(bool) + Send>,
 ) -> HyperResponse {
     let manager = ctx.manager().clone();
     let h1 = h1_client(&flow);
@@ -370,7 +378,7 @@ fn stream_to_client(
         .with_exact(declared_len)
         .with_kill(switch)
         .on_end(Box::new(move |n, err| {
-            release();
+            release(err.is_none());
             let Some(mut flow) = flow.take() else { return };
             actix::spawn(async move {
                 match err {

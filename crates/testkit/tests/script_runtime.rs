@@ -332,13 +332,24 @@ const MARKS: &str = r#"
 kept = []
 
 def response(flow):
-    flow.response.headers["x-had"] = str(getattr(flow, "mark", None)) + "/" + str(flow.metadata.get("m"))
+    flow.response.headers["x-had"] = "/".join(str(x) for x in (
+        getattr(flow, "mark", None),
+        flow.metadata.get("m"),
+        getattr(flow.request, "mark", None),
+        getattr(flow.response, "mark", None),
+    ))
     flow.mark = 1
     flow.metadata["m"] = 2
+    # Attributes of a script's own on the request and response, as mitmproxy's allow.
+    flow.request.mark = "rq"
+    flow.response.mark = "rs"
     if flow.request.path == "/keep":
         kept.append(flow)
     if flow.request.path == "/check":
-        flow.response.headers["x-kept"] = kept[0].metadata.get("m", "gone") and str(kept[0].mark)
+        k = kept[0]
+        flow.response.headers["x-kept"] = " ".join(
+            (str(k.metadata.get("m", "gone")), str(k.mark), k.request.mark, k.response.mark)
+        )
 "#;
 
 #[actix_rt::test]
@@ -357,13 +368,13 @@ async fn a_flow_object_starts_empty_and_one_a_script_kept_stays_its_own() {
         let r = f.response.expect("response");
         assert_eq!(
             r.headers.get("x-had"),
-            Some("None/None"),
+            Some("None/None/None/None"),
             "{p}: a fresh flow object"
         );
         if p == "/check" {
             assert_eq!(
                 r.headers.get("x-kept"),
-                Some("1"),
+                Some("2 1 rq rs"),
                 "the kept flow kept its attributes"
             );
         }

@@ -549,6 +549,11 @@ fn script_holds(obj: &Bound<'_, PyAny>, core: &Bound<'_, PyAny>, base: isize) ->
     };
     // Waylay's and `flow._c`.
     let mut expected = base + 1;
+    // A TCP flow has no such views (and no such slots: they are read only from an HTTP
+    // flow object); what the script made on its core counts below.
+    if !slots::is_a(obj, &s.http_flow) {
+        return refcount(core) != expected;
+    }
     for slot in [s.req, s.resp] {
         let Some(m) = slot.get(obj).filter(|m| !m.is_none()) else {
             continue;
@@ -879,6 +884,7 @@ fn reset_views(obj: &Bound<'_, PyAny>) -> PyResult<isize> {
         // The flow's slot and `m`.
         if refcount(&m) == 2 && slots::is_a(&m, &s.message) {
             n += 1;
+            clear_instance_dict(&m);
             if let Some(h) = s.headers.get(&m).filter(|h| !h.is_none()) {
                 if refcount(&h) == 2 {
                     n += 1;
@@ -893,13 +899,18 @@ fn reset_views(obj: &Bound<'_, PyAny>) -> PyResult<isize> {
     if !s.ws.is_none(obj) {
         s.ws.set(obj, none());
     }
+    clear_instance_dict(obj);
+    Ok(n)
+}
+
+/// Drops the attributes a script set on a flow object or one of its views.
+fn clear_instance_dict(obj: &Bound<'_, PyAny>) {
     if let Some(d) = slots::instance_dict(obj)
         && let Ok(d) = d.cast::<PyDict>()
         && !d.is_empty()
     {
         d.clear();
     }
-    Ok(n)
 }
 
 /// A new Python object for `flow`; its metadata dict starts empty (the flow's comes in when

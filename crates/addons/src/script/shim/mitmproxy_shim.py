@@ -322,7 +322,9 @@ def _set_message_headers(self, value):
 
 
 class Message:
-    __slots__ = ("_c", "_side", "_headers")
+    # `__dict__`: a script may set attributes of its own on a request or response, as on
+    # mitmproxy's (cleared when a finished flow's views are reused).
+    __slots__ = ("_c", "_side", "_headers", "__dict__")
 
     http_version = _Prop("http_version")
     timestamp_start = _Prop("timestamp_start")

@@ -26,6 +26,11 @@ use waylay::web::{WebConfig, WebUi};
 use crate::args::{Cli, WebCli};
 use crate::bundle::{Bundle, Slot};
 
+/// See the `mimalloc` feature in Cargo.toml.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// How `waylay` failed.
 enum Failure {
     /// A bad flag or option value (exit code 2).

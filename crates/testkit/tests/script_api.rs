@@ -134,6 +134,36 @@ async fn tcp_messages_on_a_test_flow() {
     );
 }
 
+const TCP_KEEPS: &str = r#"
+kept = []
+
+def tcp_message(flow):
+    if not kept:
+        kept.append(flow)
+        return
+    k = kept[0]
+    flow.messages[-1].content = b"%d %s %s" % (len(k.messages), k.messages[0].content, k.id.encode() == flow.id.encode())
+"#;
+
+/// A TCP flow a script keeps stays readable after its hook, as an HTTP flow does.
+#[actix_rt::test]
+async fn a_kept_tcp_flow_stays_readable() {
+    let (mut h, _d) = harness("tcp_keeps", TCP_KEEPS).await;
+    let mut first = ttcpflow();
+    first.messages.push(TcpMessage::new(true, "one"));
+    let first = h.tcp_message(first).await;
+    let mut second = ttcpflow();
+    second.messages.push(TcpMessage::new(true, "two"));
+    let second = h.tcp_message(second).await;
+    assert_eq!(
+        second.messages.last().map(|m| &m.content[..]),
+        Some(&b"1 one False"[..]),
+        "logs: {:?}",
+        h.logs()
+    );
+    assert_eq!(first.messages[0].content, &b"one"[..]);
+}
+
 const CONN_HOOKS: &str = r#"
 import logging
 from mitmproxy import connection, tls

@@ -250,9 +250,9 @@ impl Core {
     pub(crate) fn end_lend(&mut self, keep: bool) {
         if let Data::Http { f, live, kept } = &mut self.data {
             if keep {
-                let copy = Box::new((**f).clone());
+                let copy = (**f).clone();
                 f.lent = None;
-                f.own = copy;
+                *f.own = copy;
                 *live = true;
                 *kept = true;
                 return;
@@ -262,10 +262,7 @@ impl Core {
             if std::mem::take(kept) {
                 // The copy of an earlier hook nobody holds any more.
                 let client = f.own.client.clone();
-                f.own = Box::new(HttpFlow::new(
-                    client,
-                    Request::new("GET", "http", "", 0, ""),
-                ));
+                *f.own = HttpFlow::new(client, Request::new("GET", "http", "", 0, ""));
             }
         }
     }

@@ -16,7 +16,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 
 use crate::conn::dest::Destination;
 use crate::context::ConnCtx;
-use crate::io::Io;
+use crate::io::{Io, ReadLatch};
 use crate::rt::{CoarseTimer, LocalExec};
 
 /// Serves HTTP/1.x requests from a client stream until it closes. `target` is the tunnel's
@@ -37,7 +37,7 @@ pub(crate) async fn serve_h1<I: Io>(ctx: Rc<ConnCtx>, io: I, target: Option<Dest
         // keep alive after, such as one with both Content-Length and Transfer-Encoding) it
         // shuts the socket with the response still in its buffer: the client got nothing.
         .half_close(false)
-        .serve_connection(TokioIo::new(io), service)
+        .serve_connection(TokioIo::new(ReadLatch::new(io)), service)
         .with_upgrades();
     if let Err(e) = conn.await {
         log_conn_error(&ctx, &e);

@@ -342,7 +342,7 @@ async fn tls_to_server(
             data.server = Some(server.clone());
             data.alpn = alpn.clone();
             let _ = ctx.fire(HookKind::TlsEstablishedServer, data).await;
-            Ok((Box::new(tls), alpn))
+            Ok((Box::new(crate::io::TlsReads::new(tls)), alpn))
         }
         Err(e) => {
             let reason = crate::tls::describe_tls_error(&e);

@@ -21,9 +21,21 @@
 # `STRACE=1` runs the proxy under `strace -f -c` instead and keeps the system-call summary
 # in `$OUT/strace.txt` (the same two-N difference gives calls per connection).
 #
+# `KEEPALIVE=1` (what `benches/count_requests_tls.sh` sets) makes it the harness's S2
+# instead: one curl, one CONNECT, one TLS connection to the proxy (verified with waylay's CA,
+# `--cacert`) and N keep-alive `GET /1k` on it; waylay keeps one TLS connection to the
+# origin. The two-N difference is then instructions per intercepted HTTPS request.
+# `SCHEME=http` (with `KEEPALIVE=1`) makes it the plain path the same way (the harness's
+# S1): absolute-form `GET http://localhost:PORT/1k` to the proxy, nginx without TLS, so the
+# difference of the two per-request figures is what TLS on both sides costs.
+#
 # Prints the total; the profile is kept in $OUT (default a temp dir).
 set -euo pipefail
 N=${N:-100}
+KEEPALIVE=${KEEPALIVE:-0}
+SCHEME=${SCHEME:-https}
+ssl=ssl
+[[ $SCHEME == http ]] && ssl=
 KEY_TYPE=${KEY_TYPE:-rsa2048}
 STRACE=${STRACE:-0}
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -95,7 +107,7 @@ http {
     ssl_protocols TLSv1.2 TLSv1.3;
     ssl_session_cache shared:SSL:10m;
     server {
-        listen 127.0.0.1:$oport ssl;
+        listen 127.0.0.1:$oport $ssl;
         server_name localhost;
         root $n/www;
         location = /1k { }
@@ -121,8 +133,15 @@ proxy=$!
 pids+=("$proxy")
 wait_listening "$port"
 
-codes=$(curl -s -k --no-sessionid -H 'Connection: close' -x "http://127.0.0.1:$port" \
-  -o /dev/null -w '%{http_code}\n' "https://$ORIGIN/1k?[1-$N]" | sort | uniq -c | tr -s ' ')
+if [[ $KEEPALIVE == 1 ]]; then
+  # One connection for all N (curl re-uses it; `%{num_connects}` sums to 1).
+  curl_args=(--cacert "$OUT/ca.pem")
+else
+  curl_args=(-k --no-sessionid -H 'Connection: close')
+fi
+codes=$(curl -s "${curl_args[@]}" -x "http://127.0.0.1:$port" \
+  -o /dev/null -w '%{http_code} connects=%{num_connects}\n' "$SCHEME://$ORIGIN/1k?[1-$N]" |
+  sort | uniq -c | tr -s ' ')
 # strace passes no signal on: the proxy is its child.
 target=$proxy
 [[ $STRACE == 1 ]] && target=$(ps -o pid= --ppid "$proxy" | tr -d ' ')

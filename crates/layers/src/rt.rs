@@ -1,6 +1,14 @@
-//! Runtime glue: hyper's executor on the worker's local task set.
+//! Runtime glue: hyper's executor on the worker's local task set, and a cheap timer for
+//! hyper's per-request header timeout.
 
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// Spawns hyper's background futures (HTTP/2 streams) on the current worker thread, so a
 /// connection and everything it spawns stay on one thread.
@@ -14,5 +22,184 @@ where
 {
     fn execute(&self, fut: F) {
         tokio::task::spawn_local(fut);
+    }
+}
+
+/// hyper's timer for the HTTP/1 server's `header_read_timeout`, one per connection, at a
+/// quarter of the timeout's precision: a sleep ends between its duration and 1.25 × it
+/// (never early), as `idle_timeout` does ([`crate::io::IdleTimeout`]).
+///
+/// hyper arms the header timer for every request (when it starts reading a head, that is
+/// right after the previous response) and drops it once the head is in. With tokio's timer
+/// that is a clock read, a timer-wheel insertion and removal per request, and, whenever the
+/// new deadline is the earliest, a wake-up of the driver (an `eventfd` write and one more
+/// `epoll_wait`; measured on one keep-alive connection, every request). Here a sleep is a
+/// tick count: the connection's one tokio timer ticks (every quarter of the timeout) while
+/// some sleep is polled, and a sleep ends once enough ticks went by since it was made.
+#[derive(Debug, Clone)]
+pub(crate) struct CoarseTimer {
+    ticker: Arc<Ticker>,
+}
+
+#[derive(Debug)]
+struct Ticker {
+    tick: Duration,
+    /// When the ticker was made: `now()` is `epoch + ticks × tick`, which lags the clock
+    /// (by up to a tick, more when nothing polled a sleep for a while). Only durations
+    /// computed from it come back, so the lag is harmless and saves a clock read.
+    epoch: Instant,
+    ticks: AtomicU64,
+    state: Mutex<TickState>,
+}
+
+#[derive(Debug)]
+struct TickState {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    /// The waker `sleep` was last polled with (see [`crate::io::IdleTimeout`]).
+    registered: Option<Waker>,
+}
+
+impl CoarseTimer {
+    /// A timer whose sleeps are counted in ticks of `tick` (at least a millisecond).
+    pub(crate) fn new(tick: Duration) -> Self {
+        let tick = tick.max(Duration::from_millis(1));
+        Self {
+            ticker: Arc::new(Ticker {
+                tick,
+                epoch: Instant::now(),
+                ticks: AtomicU64::new(0),
+                state: Mutex::new(TickState {
+                    sleep: Box::pin(tokio::time::sleep(tick)),
+                    registered: None,
+                }),
+            }),
+        }
+    }
+
+    fn after(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        let now = self.ticker.ticks.load(Ordering::Relaxed);
+        let ends_at = if duration.is_zero() {
+            now
+        } else {
+            // Whole ticks, plus one: the tick under way may be nearly over.
+            let tick = self.ticker.tick.as_nanos();
+            let n = duration.as_nanos().div_ceil(tick);
+            now.saturating_add(u64::try_from(n).unwrap_or(u64::MAX))
+                .saturating_add(1)
+        };
+        Box::pin(CoarseSleep {
+            ticker: self.ticker.clone(),
+            ends_at,
+        })
+    }
+}
+
+impl hyper::rt::Timer for CoarseTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        self.after(duration)
+    }
+
+    fn sleep_until(&self, deadline: std::time::Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        self.after(deadline.saturating_duration_since(self.now()))
+    }
+
+    fn now(&self) -> std::time::Instant {
+        let t = &self.ticker;
+        let ticks = u32::try_from(t.ticks.load(Ordering::Relaxed)).unwrap_or(u32::MAX);
+        (t.epoch + t.tick.saturating_mul(ticks)).into_std()
+    }
+}
+
+/// A sleep of [`CoarseTimer`]: done once the ticker counted `ends_at` ticks.
+#[derive(Debug)]
+struct CoarseSleep {
+    ticker: Arc<Ticker>,
+    ends_at: u64,
+}
+
+impl Future for CoarseSleep {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let t = &*self.ticker;
+        if t.ticks.load(Ordering::Relaxed) >= self.ends_at {
+            return Poll::Ready(());
+        }
+        let mut state = t
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let st = &mut *state;
+        if !st.sleep.is_elapsed()
+            && st
+                .registered
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            return Poll::Pending;
+        }
+        st.registered = Some(cx.waker().clone());
+        while st.sleep.as_mut().poll(cx).is_ready() {
+            let ticks = t.ticks.fetch_add(1, Ordering::Relaxed) + 1;
+            // One clock read per tick (not per request).
+            st.sleep.as_mut().reset(Instant::now() + t.tick);
+            if ticks >= self.ends_at {
+                // The next sleep polled registers its waker anew.
+                st.registered = None;
+                return Poll::Ready(());
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl hyper::rt::Sleep for CoarseSleep {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt;
+    use hyper::rt::Timer;
+
+    /// A sleep ends no earlier than asked, the first one and those made after it (hyper
+    /// makes one per request on the same timer).
+    #[tokio::test]
+    async fn coarse_sleeps_never_end_early() {
+        let timer = CoarseTimer::new(Duration::from_millis(10));
+        for i in 0..4 {
+            let start = std::time::Instant::now();
+            let sleep = timer.sleep_until(timer.now() + Duration::from_millis(40));
+            tokio::time::timeout(Duration::from_secs(20), sleep)
+                .await
+                .unwrap_or_else(|_| panic!("sleep {i} never ended"));
+            let took = start.elapsed();
+            assert!(
+                took >= Duration::from_millis(40),
+                "sleep {i} ended after {took:?}"
+            );
+        }
+        let start = std::time::Instant::now();
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            timer.sleep(Duration::from_millis(25)),
+        )
+        .await
+        .expect("sleep never ended");
+        assert!(start.elapsed() >= Duration::from_millis(25));
+    }
+
+    #[tokio::test]
+    async fn a_zero_sleep_is_over_at_once_and_now_needs_no_clock() {
+        let timer = CoarseTimer::new(Duration::from_millis(10));
+        assert!(timer.sleep(Duration::ZERO).now_or_never().is_some());
+        assert!(timer.sleep_until(timer.now()).now_or_never().is_some());
+        // Not polled yet: no tick counted, so `now` is where the timer started.
+        assert_eq!(timer.now(), timer.ticker.epoch.into_std());
+        assert!(
+            timer
+                .sleep(Duration::from_secs(3600))
+                .now_or_never()
+                .is_none()
+        );
     }
 }

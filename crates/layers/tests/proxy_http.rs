@@ -424,3 +424,183 @@ async fn server_sessions_are_resumed_only_under_the_trust_that_made_them() {
     assert!(out.contains("handshake=Some(Resumed) "), "{out}");
     proxy.shutdown().await;
 }
+
+/// A client stream whose first write carries the CONNECT request too (so the proxy reads
+/// the TLS ClientHello with the CONNECT head, in hyper's buffer), and whose reads skip the
+/// proxy's answer to the CONNECT first.
+struct PipelinedConnect {
+    inner: tokio::net::TcpStream,
+    /// The CONNECT request, sent in front of the first write.
+    connect: Option<Vec<u8>>,
+    /// What of the first write is still to go (CONNECT + the caller's bytes).
+    pending: Vec<u8>,
+    /// The proxy's answer to the CONNECT, until its blank line.
+    head: Vec<u8>,
+}
+
+impl tokio::io::AsyncRead for PipelinedConnect {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        while !this.head.ends_with(b"\r\n\r\n") {
+            let mut b = [0u8; 1];
+            let mut one = tokio::io::ReadBuf::new(&mut b);
+            match std::pin::Pin::new(&mut this.inner).poll_read(cx, &mut one) {
+                Poll::Ready(Ok(())) if one.filled().is_empty() => {
+                    return Poll::Ready(Err(std::io::Error::other("closed during CONNECT")));
+                }
+                Poll::Ready(Ok(())) => this.head.push(b[0]),
+                other => return other,
+            }
+        }
+        if !this.head.starts_with(b"HTTP/1.1 200") {
+            return Poll::Ready(Err(std::io::Error::other(
+                String::from_utf8_lossy(&this.head).into_owned(),
+            )));
+        }
+        std::pin::Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for PipelinedConnect {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        if let Some(connect) = this.connect.take() {
+            this.pending = connect;
+            this.pending.extend_from_slice(buf);
+        }
+        while !this.pending.is_empty() {
+            match std::pin::Pin::new(&mut this.inner).poll_write(cx, &this.pending) {
+                Poll::Ready(Ok(n)) => {
+                    this.pending.drain(..n);
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                // The caller's bytes are in `pending` (or were already written): they
+                // count as written only once all of `pending` is out.
+                Poll::Pending => return Poll::Pending,
+            }
+            if this.pending.is_empty() {
+                return Poll::Ready(Ok(buf.len()));
+            }
+        }
+        std::pin::Pin::new(&mut this.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Reads one response with a `Content-Length` body from a kept-alive stream: its head
+/// (lowercase) and body.
+async fn read_sized_response<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> (String, Vec<u8>) {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = within("response head", s.read(&mut b))
+            .await
+            .expect("read head");
+        assert_eq!(
+            n,
+            1,
+            "closed in the head: {}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map(|v| v.trim().parse().expect("length"))
+        .expect("content-length");
+    let mut body = vec![0u8; len];
+    within("response body", s.read_exact(&mut body))
+        .await
+        .expect("read body");
+    (head, body)
+}
+
+/// Intercepted keep-alive: on one TLS connection (its ClientHello sent with the CONNECT
+/// head, so the proxy finds it in hyper's buffer after the upgrade), responses of every size
+/// (empty, one byte, one TLS record, just over one, many records) arrive whole and in order.
+#[actix_rt::test]
+async fn intercepted_keep_alive_delivers_every_response_whole_and_in_order() {
+    let dir = TempDir::new("origin");
+    let (origin, _) = https_origin(&dir).await;
+    let proxy = TestProxy::start(Proxy::builder().set("ssl_insecure=true")).await;
+    let target = format!("localhost:{}", origin.port());
+    let tcp = tokio::net::TcpStream::connect(proxy.addr())
+        .await
+        .expect("connect");
+    let stream = PipelinedConnect {
+        inner: tcp,
+        connect: Some(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").into_bytes()),
+        pending: Vec::new(),
+        head: Vec::new(),
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_slice_iter(proxy.ca_pem.as_bytes()) {
+        roots.add(c.expect("CA PEM")).expect("CA");
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(waylay_layers::tls::provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+    let mut tls = within(
+        "TLS through a pipelined CONNECT",
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg)).connect(name, stream),
+    )
+    .await
+    .expect("intercepted TLS");
+    let sizes = [
+        0usize, 1, 1024, 16_384, 16_385, 100_000, 1_048_576, 7, 1024, 0, 65_536, 3,
+    ];
+    for (i, &n) in sizes.iter().enumerate() {
+        tls.write_all(format!("GET /bytes/{n} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+            .await
+            .expect("send");
+        let (head, body) = read_sized_response(&mut tls).await;
+        assert!(
+            head.starts_with("http/1.1 200"),
+            "request {i} ({n} bytes): {head}"
+        );
+        let want: Vec<u8> = (0..n).map(|j| (j % 251) as u8).collect();
+        assert!(body == want, "request {i}: body of {n} bytes differs");
+    }
+    // Several requests written at once come back in order too.
+    let mut batch = String::new();
+    for n in [5usize, 20_000, 0, 1] {
+        batch.push_str(&format!(
+            "GET /bytes/{n} HTTP/1.1\r\nHost: localhost\r\n\r\n"
+        ));
+    }
+    tls.write_all(batch.as_bytes()).await.expect("send batch");
+    for n in [5usize, 20_000, 0, 1] {
+        let (_, body) = read_sized_response(&mut tls).await;
+        assert_eq!(body.len(), n);
+        assert!(body.iter().enumerate().all(|(j, &b)| b == (j % 251) as u8));
+    }
+    proxy.shutdown().await;
+}

@@ -342,7 +342,7 @@ async fn tls_to_server(
             data.server = Some(server.clone());
             data.alpn = alpn.clone();
             let _ = ctx.fire(HookKind::TlsEstablishedServer, data).await;
-            Ok((Box::new(tls), alpn))
+            Ok((Box::new(crate::io::TlsReads::new(tls)), alpn))
         }
         Err(e) => {
             let reason = crate::tls::describe_tls_error(&e);
@@ -392,9 +392,10 @@ pub(crate) async fn handshake(
         spawn_driver(ctx, server.clone(), state.clone(), conn);
         Sender::H2(s)
     } else {
+        // Reads that would only wait again stop at the latch (see `ReadLatch`).
         let (s, conn) = http1::Builder::new()
             .preserve_header_case(true)
-            .handshake(TokioIo::new(io))
+            .handshake(TokioIo::new(crate::io::ReadLatch::new(io)))
             .await
             .map_err(|e| ServerError::Protocol {
                 addr: addr_text.clone(),

@@ -16,8 +16,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 
 use crate::conn::dest::Destination;
 use crate::context::ConnCtx;
-use crate::io::Io;
-use crate::rt::LocalExec;
+use crate::io::{Io, ReadLatch};
+use crate::rt::{CoarseTimer, LocalExec};
 
 /// Serves HTTP/1.x requests from a client stream until it closes. `target` is the tunnel's
 /// destination (after CONNECT), `None` for the proxy's own port (absolute-form requests).
@@ -28,7 +28,8 @@ pub(crate) async fn serve_h1<I: Io>(ctx: Rc<ConnCtx>, io: I, target: Option<Dest
     let service = service_fn(move |req| exchange::handle(svc_ctx.clone(), target.clone(), req));
     let conn = hyper::server::conn::http1::Builder::new()
         .preserve_header_case(true)
-        .timer(TokioTimer::new())
+        // Armed per request: a tick count, not a tokio timer each time (see `CoarseTimer`).
+        .timer(CoarseTimer::new(cfg.header_timeout / 4))
         .header_read_timeout(cfg.header_timeout)
         .max_buf_size(cfg.max_header_size)
         // Not `pipeline_flush`: hyper 1.x then holds a response back while more requests
@@ -36,7 +37,7 @@ pub(crate) async fn serve_h1<I: Io>(ctx: Rc<ConnCtx>, io: I, target: Option<Dest
         // keep alive after, such as one with both Content-Length and Transfer-Encoding) it
         // shuts the socket with the response still in its buffer: the client got nothing.
         .half_close(false)
-        .serve_connection(TokioIo::new(io), service)
+        .serve_connection(TokioIo::new(ReadLatch::new(io)), service)
         .with_upgrades();
     if let Err(e) = conn.await {
         log_conn_error(&ctx, &e);

@@ -3,19 +3,24 @@
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
-/// Hop-by-hop headers a proxy never forwards (RFC 9110 §7.6.1), plus `Proxy-*` headers meant
-/// for waylay itself. `Trailer` is end to end (it names the trailer fields, and hyper sends
-/// only the trailers it names).
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "proxy-connection",
-    "keep-alive",
-    "proxy-authorization",
-    "proxy-authenticate",
-    "te",
-    "transfer-encoding",
-    "upgrade",
-];
+/// Whether `name` is a hop-by-hop header a proxy never forwards (RFC 9110 §7.6.1), or a
+/// `Proxy-*` header meant for waylay itself: `Connection`, `Proxy-Connection`, `Keep-Alive`,
+/// `Proxy-Authorization`, `Proxy-Authenticate`, `TE`, `Transfer-Encoding`, `Upgrade`.
+/// `Trailer` is end to end (it names the trailer fields, and hyper sends only the trailers it
+/// names). The names `http` knows compare as its constants (no string compare); the two it
+/// does not know, by their bytes.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    use http::header::{
+        CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRANSFER_ENCODING, UPGRADE,
+    };
+    name == CONNECTION
+        || name == TRANSFER_ENCODING
+        || name == TE
+        || name == UPGRADE
+        || name == PROXY_AUTHORIZATION
+        || name == PROXY_AUTHENTICATE
+        || matches!(name.as_str(), "proxy-connection" | "keep-alive")
+}
 
 /// Removes hop-by-hop headers, including those named by `Connection`, keeping the others
 /// in the order they came. With `keep_upgrade`, `Connection: upgrade` and `Upgrade` survive
@@ -81,25 +86,30 @@ fn connection_has(map: &HeaderMap, option: &str) -> bool {
 }
 
 fn strip(map: &mut HeaderMap, keep: Keep) {
-    let listed = connection_options(map);
-    // `TE: trailers` is the one value HTTP/2 allows and gRPC needs.
-    let te_trailers_only = map.get_all("te").iter().all(|v| {
-        v.to_str()
-            .is_ok_and(|s| s.trim().eq_ignore_ascii_case("trailers"))
-    });
-    remove_in_order(map, |name| {
-        let n = name.as_str();
-        if keep == Keep::Upgrade && n == "upgrade" {
-            return false;
-        }
-        if listed.iter().any(|t| t == n) {
-            return true;
-        }
-        if (keep != Keep::Nothing && n == "connection") || (n == "te" && te_trailers_only) {
-            return false;
-        }
-        HOP_BY_HOP.contains(&n)
-    });
+    // Most messages carry no hop-by-hop field (then no `Connection` either, so no field is
+    // named by one): one pass over the names, and nothing else to do.
+    if map.keys().any(is_hop_by_hop) {
+        let listed = connection_options(map);
+        // `TE: trailers` is the one value HTTP/2 allows and gRPC needs.
+        let te_trailers_only = map.get_all(http::header::TE).iter().all(|v| {
+            v.to_str()
+                .is_ok_and(|s| s.trim().eq_ignore_ascii_case("trailers"))
+        });
+        remove_in_order(map, |name| {
+            if keep == Keep::Upgrade && name == http::header::UPGRADE {
+                return false;
+            }
+            if !listed.is_empty() && listed.iter().any(|t| t == name.as_str()) {
+                return true;
+            }
+            if (keep != Keep::Nothing && name == http::header::CONNECTION)
+                || (name == http::header::TE && te_trailers_only)
+            {
+                return false;
+            }
+            is_hop_by_hop(name)
+        });
+    }
     // In place when the field is there (`insert` keeps an existing field's position).
     let value = match keep {
         Keep::Nothing => return,

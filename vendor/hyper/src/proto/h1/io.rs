@@ -1,6 +1,7 @@
 use std::cmp;
 use std::fmt;
 use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -13,6 +14,12 @@ use crate::common::buf::BufList;
 
 /// The initial buffer size allocated before trying to read from IO.
 pub(crate) const INIT_BUFFER_SIZE: usize = 8192;
+
+/// waylay: the first allocation of a write buffer that was released (or never used): within
+/// the allocator's per-thread cache (glibc's tcache takes up to 1032 bytes), as it is allocated
+/// and freed once per message written; a message's head rarely needs more, and the buffer
+/// grows as upstream's does when it does.
+const WAYLAY_INIT_WRITE_SIZE: usize = 1024;
 
 /// The minimum value that can be set to max buffer size.
 pub(crate) const MINIMUM_MAX_BUFFER_SIZE: usize = INIT_BUFFER_SIZE;
@@ -238,6 +245,29 @@ where
                 .max()
                 .saturating_sub(self.read_buf.len()),
         );
+        // waylay: with no buffer allocated (a fresh connection, or one whose buffer was released
+        // while it waited, below), read into the stack and keep only the bytes that came, in a
+        // buffer of their size: a connection waiting for its next message holds no read buffer,
+        // and a small message costs a small allocation (freed with the last `Bytes` split from
+        // it), not the 8 KiB one upstream reserves and keeps.
+        if self.read_buf.capacity() == 0 && next > 0 && next <= INIT_BUFFER_SIZE {
+            let mut stack = [MaybeUninit::<u8>::uninit(); INIT_BUFFER_SIZE];
+            let mut buf = ReadBuf::uninit(&mut stack[..next]);
+            return match Pin::new(&mut self.io).poll_read(cx, buf.unfilled()) {
+                Poll::Ready(Ok(())) => {
+                    let n = buf.filled().len();
+                    trace!("received {} bytes", n);
+                    self.read_buf = BytesMut::from(buf.filled());
+                    self.read_buf_strategy.record(n);
+                    Poll::Ready(Ok(n))
+                }
+                Poll::Pending => {
+                    self.read_blocked = true;
+                    Poll::Pending
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            };
+        }
         if self.read_buf_remaining_mut() < next {
             self.read_buf.reserve(next);
         }
@@ -261,11 +291,12 @@ where
             }
             Poll::Pending => {
                 self.read_blocked = true;
-                // waylay: nothing buffered and nothing to read: release the read buffer
-                // (INIT_BUFFER_SIZE or more) instead of holding it while the connection idles
-                // between messages; the next read reserves again, as a fresh connection does.
-                // Bytes already split off (parsed heads, body chunks) own their share.
-                if self.read_buf.is_empty() {
+                // waylay: nothing buffered and nothing to read: let go of the read buffer rather
+                // than hold it while the connection idles; the next read goes through the stack
+                // (above). `Bytes` already split off (parsed heads, body chunks) keep their
+                // share. Not while reads are larger than INIT_BUFFER_SIZE (a large body
+                // streaming), where upstream's reuse of the buffer saves an allocation per read.
+                if self.read_buf.is_empty() && self.read_buf_strategy.next() <= INIT_BUFFER_SIZE {
                     self.read_buf = BytesMut::new();
                 }
                 Poll::Pending
@@ -605,10 +636,10 @@ impl<B: Buf> WriteBuf<B> {
 
     fn headers_mut(&mut self) -> &mut Cursor<Vec<u8>> {
         debug_assert!(!self.queue.has_remaining());
-        // waylay: the buffer is released after each flush (`Cursor::reset`): allocate it as
-        // upstream's `WriteBuf::new` did, once per message written.
+        // waylay: the buffer is released after each flush (`Cursor::reset`): allocated here,
+        // once per message written, small (`WAYLAY_INIT_WRITE_SIZE`), growing as needed.
         if self.headers.bytes.capacity() == 0 {
-            self.headers.bytes.reserve_exact(INIT_BUFFER_SIZE);
+            self.headers.bytes.reserve_exact(WAYLAY_INIT_WRITE_SIZE);
         }
         &mut self.headers
     }
@@ -918,7 +949,8 @@ mod tests {
 
         assert_eq!(write_buf.chunk(), b", ");
         assert_eq!(write_buf.headers.pos, 11);
-        assert_eq!(write_buf.headers.bytes.capacity(), INIT_BUFFER_SIZE);
+        // waylay: the first allocation is WAYLAY_INIT_WRITE_SIZE.
+        assert_eq!(write_buf.headers.bytes.capacity(), WAYLAY_INIT_WRITE_SIZE);
 
         // there's still room in the headers buffer, so just push on the end
         write_buf.buffer(b("it's hyper!"));

@@ -251,6 +251,9 @@ where
         // and a small message costs a small allocation (freed with the last `Bytes` split from
         // it), not the 8 KiB one upstream reserves and keeps.
         if self.read_buf.capacity() == 0 && next > 0 && next <= INIT_BUFFER_SIZE {
+            // An empty `BytesMut` left by `split_to` still shares (keeps alive) the allocation
+            // the rest was split from.
+            self.read_buf = BytesMut::new();
             let mut stack = [MaybeUninit::<u8>::uninit(); INIT_BUFFER_SIZE];
             let mut buf = ReadBuf::uninit(&mut stack[..next]);
             return match Pin::new(&mut self.io).poll_read(cx, buf.unfilled()) {

@@ -46,11 +46,6 @@ const CONFDIR_ENV: &str = "WAYLAY_IDLE_CONFDIR";
 /// No single step (tunnel, handshake, request) may take longer than this.
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The `waylay` binary's allocator (its default `mimalloc` feature): the proxy child stands
-/// for the binary.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() {
     if std::env::var(CHILD_ENV).is_ok() {
         child();

@@ -74,11 +74,6 @@ const TUNNELS_ENV: &str = "WAYLAY_LOAD_TUNNELS";
 /// No single response may take longer than this (keeps every loop bounded).
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The `waylay` binary's allocator (its default `mimalloc` feature): the proxy child stands
-/// for the binary.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() {
     // `cargo bench` passes `--bench`; arguments are ignored.
     match std::env::var(CHILD_ENV).as_deref() {

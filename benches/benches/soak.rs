@@ -61,11 +61,6 @@ const UPSTREAM_CA_ENV: &str = "WAYLAY_SOAK_UPSTREAM_CA";
 /// No single exchange may take longer than this (keeps every loop bounded).
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The `waylay` binary's allocator (its default `mimalloc` feature): the proxy child stands
-/// for the binary.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() {
     if std::env::var(CHILD_ENV).is_ok() {
         child();

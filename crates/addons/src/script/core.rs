@@ -118,6 +118,11 @@ pub(crate) struct Core {
     pub(crate) seen: Metadata,
 }
 
+/// What a core holds for an HTTP flow between hooks: a minimal flow of the same client.
+fn placeholder_flow(like: &HttpFlow) -> HttpFlow {
+    HttpFlow::new(like.client.clone(), Request::new("GET", "http", "", 0, ""))
+}
+
 fn detached() -> PyErr {
     PyRuntimeError::new_err(
         "this flow is not in a hook right now (waylay hands a flow to Python only while a hook runs)",
@@ -185,10 +190,7 @@ impl Core {
 
     pub(crate) fn http_placeholder(like: &HttpFlow) -> Self {
         Self::standalone(Data::Http {
-            f: Held::new(Box::new(HttpFlow::new(
-                like.client.clone(),
-                Request::new("GET", "http", "", 0, ""),
-            ))),
+            f: Held::new(Box::new(placeholder_flow(like))),
             live: false,
             kept: false,
         })
@@ -261,8 +263,7 @@ impl Core {
             *live = false;
             if std::mem::take(kept) {
                 // The copy of an earlier hook nobody holds any more.
-                let client = f.own.client.clone();
-                *f.own = HttpFlow::new(client, Request::new("GET", "http", "", 0, ""));
+                *f.own = placeholder_flow(&f.own);
             }
         }
     }

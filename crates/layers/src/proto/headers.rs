@@ -99,7 +99,7 @@ fn strip(map: &mut HeaderMap, keep: Keep) {
             if keep == Keep::Upgrade && name == http::header::UPGRADE {
                 return false;
             }
-            if !listed.is_empty() && listed.iter().any(|t| t == name.as_str()) {
+            if listed.iter().any(|t| t == name.as_str()) {
                 return true;
             }
             if (keep != Keep::Nothing && name == http::header::CONNECTION)

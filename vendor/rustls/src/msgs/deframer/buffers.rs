@@ -248,18 +248,7 @@ impl DeframerVecBuffer {
         // we get a message with a length field out of range here,
         // we do a zero length read.  That looks like an EOF to
         // the next layer up, which is fine.
-        let new_bytes = match rd.read(&mut self.buf[self.used..]) {
-            Ok(n) => n,
-            // waylay: nothing buffered and nothing to read: the peer is quiet (an idle
-            // connection waits here until its next message), so the 4 KiB read buffer is
-            // released; the next read allocates it again. An idle intercepted connection
-            // holds two TLS sessions.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock && self.used == 0 => {
-                self.buf = Vec::new();
-                return Err(e);
-            }
-            Err(e) => return Err(e),
-        };
+        let new_bytes = rd.read(&mut self.buf[self.used..])?;
         self.used += new_bytes;
         Ok(new_bytes)
     }

@@ -432,14 +432,14 @@ impl Dumper {
         if detail >= 3 {
             self.message_body(&mut out, &f.request);
         }
-        self.trailers(&mut out, f.request.trailers.as_ref());
+        self.trailers(&mut out, f.request.trailers.as_deref());
         if let (Some(line), Some(resp)) = (self.response_part(f), f.response.as_ref()) {
             let _ = writeln!(out, " {line}");
             self.headers(&mut out, &resp.headers);
             if detail >= 3 {
                 self.message_body(&mut out, resp);
             }
-            self.trailers(&mut out, resp.trailers.as_ref());
+            self.trailers(&mut out, resp.trailers.as_deref());
         }
         if let Some(line) = self.error_part(f) {
             let _ = writeln!(out, " {line}");

@@ -24,7 +24,7 @@ fn full_http_flow() -> HttpFlow {
         .append("X-Binary", Bytes::from_static(b"\xff\xfe latin-1 \xe9"));
     flow.request.headers.append("x-dup", "1");
     flow.request.headers.append("X-Dup", "2");
-    flow.request.trailers = Some(Headers::from_pairs([("grpc-status", "0")]));
+    flow.request.trailers = Some(Box::new(Headers::from_pairs([("grpc-status", "0")])));
     if let Some(r) = flow.response.as_mut() {
         r.headers
             .append("Set-Cookie", Bytes::from_static(b"a=\x80\x81"));

@@ -48,7 +48,7 @@ fn sample_flows() -> Vec<Flow> {
         .append("X-Binary", Bytes::from_static(b"\xff\xfe \xe9"));
     plain.request.headers.append("x-dup", "1");
     plain.request.headers.append("X-Dup", "2");
-    plain.request.trailers = Some(Headers::from_pairs([("grpc-status", "0")]));
+    plain.request.trailers = Some(Box::new(Headers::from_pairs([("grpc-status", "0")])));
     plain.request.timestamp_end = Some(plain.request.timestamp_start + 0.5);
     plain.marked = ":star:".into();
     plain.comment = "note".into();

@@ -21,6 +21,7 @@ mod intercept;
 mod io;
 mod modes;
 mod next_layer;
+mod pooled;
 mod proto;
 mod proxy;
 mod relay;

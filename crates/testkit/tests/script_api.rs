@@ -381,7 +381,7 @@ async fn make_trailers_and_copy_as_in_mitmproxy() {
     let mut resp = tresp();
     let mut trailers = waylay_core::Headers::default();
     trailers.append("x-trailer", "sent");
-    resp.trailers = Some(trailers);
+    resp.trailers = Some(Box::new(trailers));
     let flow = h.response(tflow().with_response(resp)).await;
     assert_eq!(
         flow.metadata.get("trailers"),

@@ -184,7 +184,7 @@ fn message(m: &Message, len: Option<usize>) -> MessageJson<'_> {
     let content_length = content_len(m, len);
     MessageJson {
         headers: HeadersJson(&m.headers),
-        trailers: m.trailers.as_ref().map(HeadersJson),
+        trailers: m.trailers.as_deref().map(HeadersJson),
         content_length,
         content_hash: content_length.map(LenHash),
         timestamp_start: m.timestamp_start,

@@ -365,7 +365,7 @@ impl Core {
         Ok(self
             .msg(side - 2)?
             .trailers
-            .get_or_insert_with(Headers::default))
+            .get_or_insert_with(Box::default))
     }
 
     fn tls_of(&mut self, which: &str) -> PyResult<Option<TlsInfo>> {

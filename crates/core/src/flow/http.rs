@@ -494,3 +494,15 @@ impl HttpFlow {
         self.live && !self.killed()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// A flow is boxed once per observed request: at most 1 KiB, it is served by the system
+    /// allocator's per-thread cache (glibc's ends at 1032 bytes); one byte more and each
+    /// allocation walks the general bins (about 1,000 instructions, `BENCHMARKS.md`).
+    #[test]
+    fn a_flow_fits_the_allocators_thread_cache() {
+        let size = size_of::<super::HttpFlow>();
+        assert!(size <= 1024, "HttpFlow is {size} bytes");
+    }
+}

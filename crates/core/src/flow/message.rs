@@ -52,8 +52,10 @@ pub struct Message {
     /// been read, and for streamed bodies (larger than `stream_large_bodies`), which never
     /// sit in memory.
     pub raw_content: Option<Bytes>,
-    /// Trailer fields, when the peer sent any.
-    pub trailers: Option<Headers>,
+    /// Trailer fields, when the peer sent any. Boxed: few messages have them, and a flow
+    /// (two messages) stays under 1 KiB, the largest size the system allocator's per-thread
+    /// cache serves (`BENCHMARKS.md`, session 9).
+    pub trailers: Option<Box<Headers>>,
     /// Set when the body is streamed through instead of buffered.
     #[serde(default)]
     pub stream: bool,

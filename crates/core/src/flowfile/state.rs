@@ -172,7 +172,7 @@ fn message_items(m: &Message) -> Vec<(&'static str, Value)> {
         ("content", content(m)),
         (
             "trailers",
-            m.trailers.as_ref().map_or(Value::Null, headers_to_state),
+            m.trailers.as_deref().map_or(Value::Null, headers_to_state),
         ),
         ("timestamp_start", Value::Float(m.timestamp_start)),
         ("timestamp_end", Value::opt_float(m.timestamp_end)),
@@ -566,7 +566,7 @@ fn message_from(d: &Value, path: &str) -> R<Message> {
         .transpose()?;
     m.stream = m.raw_content.is_none();
     m.trailers = opt_field(d, "trailers")
-        .map(|v| headers_from(v, &format!("{path}.trailers")))
+        .map(|v| headers_from(v, &format!("{path}.trailers")).map(Box::new))
         .transpose()?;
     m.timestamp_start = opt_f64(d, "timestamp_start", path)?.unwrap_or(0.0);
     m.timestamp_end = opt_f64(d, "timestamp_end", path)?;

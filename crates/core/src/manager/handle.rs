@@ -115,9 +115,9 @@ impl ManagerHandle {
         if this_thread() != self.shared.home {
             // From another worker: one hop to the manager's thread, where the walk runs next
             // to the addons (walking from here would cross threads twice per addon).
-            return self
-                .addr
-                .send(Walk(hook))
+            // Boxed, as the other paths that wait are: this future is part of every
+            // caller's, which the common path (below) keeps small.
+            return Box::pin(self.addr.send(Walk(hook)))
                 .await
                 .map_err(|_| HookError::ManagerStopped)?;
         }
@@ -133,7 +133,7 @@ impl ManagerHandle {
         let timeout = self.shared.timeout();
         if !self.shared.inline.load(Ordering::Relaxed) {
             let route = routes.load_full();
-            return super::walk(&route, hook, timeout, false, report).await;
+            return Box::pin(super::walk(&route, hook, timeout, false, report)).await;
         }
         // The inline pass, in this one poll: idle addons that finish in their first poll run
         // here one after the other, reading the route without taking a reference count.

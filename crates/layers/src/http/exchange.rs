@@ -22,6 +22,7 @@ use crate::config::ProxyConfig;
 use crate::conn::dest::Destination;
 use crate::conn::pool::PoolEntry;
 use crate::context::ConnCtx;
+use crate::pooled::Pooled;
 use crate::proto::headers::{bodiless, strip_hop_by_hop, strip_hop_by_hop_keeping_close};
 use crate::proto::target::{Scheme, absolute_target};
 
@@ -283,11 +284,11 @@ pub(crate) async fn handle(
             port: key.port,
             authority: authority.as_ref().map_or("", |a| a.as_str()),
         };
-        // Boxed too: hyper allocates the box of this future once per connection, sized for
-        // its largest state, and keeps it while the connection idles; the unobserved path
-        // (its request and body held across the exchange, about 2 KiB) would set that size.
-        // One allocation per request instead (S5 in BENCHMARKS.md).
-        return Ok(Box::pin(forward_unobserved(
+        // Out of line too: hyper allocates the box of this future once per connection,
+        // sized for its largest state, and keeps it while the connection idles; the
+        // unobserved path (its request and body held across the exchange, about 2 KiB) would
+        // set that size. A recycled block per request instead (S5 in BENCHMARKS.md).
+        return Ok(Pooled::new(forward_unobserved(
             &ctx,
             &cfg,
             req,
@@ -298,7 +299,7 @@ pub(crate) async fn handle(
         .await);
     }
     let authority = authority.map(|a| a.as_str().to_owned()).unwrap_or_default();
-    Box::pin(observed(ctx, cfg, req, (key, authority), absolute_form)).await
+    Pooled::new(observed(ctx, cfg, req, (key, authority), absolute_form)).await
 }
 
 /// What the request body phase gave.
@@ -343,7 +344,7 @@ async fn request_body(
                 return Ok(BodyPhase::Answered(answer));
             }
             flow.request.raw_content = Some(b);
-            flow.request.trailers = trailers.map(headers_from);
+            flow.request.trailers = trailers.map(|t| Box::new(headers_from(t)));
             flow.request.timestamp_end = Some(now());
         }
         Ok(Read::TooLarge(chunks, rest)) => {
@@ -574,7 +575,22 @@ mod tests {
             handle <= 1024,
             "handle {handle}: a request path is inline again"
         );
-        assert!(observed <= 4096, "observed {observed}");
+        // Both request paths run in a recycled block (`pooled`), which they must fit.
+        assert!(
+            observed <= crate::pooled::BLOCK_SIZE,
+            "observed {observed}: larger than a pooled block"
+        );
+        let unobserved = ref6(super::forward_unobserved);
+        eprintln!("forward_unobserved: {unobserved} bytes");
+        assert!(
+            unobserved <= crate::pooled::BLOCK_SIZE,
+            "forward_unobserved {unobserved}: larger than a pooled block"
+        );
+    }
+    fn ref6<'a, A: 'a, B: 'a, C, D: 'a, E: 'a, G, F>(
+        _: fn(&'a A, &'a B, C, &'a D, &'a E, G) -> F,
+    ) -> usize {
+        size_of::<F>()
     }
     fn own2<A, B, F>(_: fn(A, B) -> F) -> usize {
         size_of::<F>()

@@ -217,7 +217,7 @@ async fn buffer_response(
             }
             if let Some(r) = flow.response.as_mut() {
                 r.raw_content = Some(b);
-                r.trailers = trailers.map(headers_from);
+                r.trailers = trailers.map(|t| Box::new(headers_from(t)));
                 r.timestamp_end = Some(now());
             }
             respond_from_flow(ctx, flow, Some(extensions)).await
@@ -339,7 +339,7 @@ pub(crate) async fn respond_from_flow(
         Err(msg) => return fail(ctx, flow, StatusCode::BAD_GATEWAY, msg).await,
     };
     let raw = resp.raw_content.take().unwrap_or_default();
-    let trailers = resp.trailers.take().map(headers_into);
+    let trailers = resp.trailers.take().map(|t| headers_into(*t));
     let (mut head, ()) = head.into_parts();
     if !bodiless(&flow.request.method, resp.status_code) {
         let had = head.headers.contains_key(CONTENT_LENGTH);

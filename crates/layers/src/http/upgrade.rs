@@ -25,6 +25,8 @@ use crate::relay::websocket::{run, server_gone};
 pub(crate) fn wants_upgrade(parts: &http::request::Parts) -> bool {
     parts.version == http::Version::HTTP_11
         && parts.method == http::Method::GET
+        // The common request has no `Upgrade` field: one lookup, no token scan.
+        && parts.headers.contains_key(UPGRADE)
         && has_token(&parts.headers, CONNECTION, "upgrade")
         && has_token(&parts.headers, UPGRADE, "websocket")
 }

@@ -122,7 +122,7 @@ pub(crate) fn to_proxy_form(
 
 pub(crate) fn buffered_body(flow: &HttpFlow) -> ProxyBody {
     let raw = flow.request.raw_content.clone().unwrap_or_default();
-    let trailers = flow.request.trailers.as_ref().map(headers_to);
+    let trailers = flow.request.trailers.as_deref().map(headers_to);
     ProxyBody::full(raw).with_trailers(trailers)
 }
 

@@ -88,13 +88,26 @@ fn connection_has(map: &HeaderMap, option: &str) -> bool {
 fn strip(map: &mut HeaderMap, keep: Keep) {
     // Most messages carry no hop-by-hop field (then no `Connection` either, so no field is
     // named by one): one pass over the names, and nothing else to do.
-    if map.keys().any(is_hop_by_hop) {
-        let listed = connection_options(map);
+    // The same pass notes whether `Connection` and `TE` are there: most hop-by-hop messages
+    // carry neither (a client's `Proxy-Connection`), and then neither is looked up.
+    let (mut any, mut connection, mut te) = (false, false, false);
+    for name in map.keys().filter(|n| is_hop_by_hop(n)) {
+        any = true;
+        connection |= name == http::header::CONNECTION;
+        te |= name == http::header::TE;
+    }
+    if any {
+        let listed = if connection {
+            connection_options(map)
+        } else {
+            Vec::new()
+        };
         // `TE: trailers` is the one value HTTP/2 allows and gRPC needs.
-        let te_trailers_only = map.get_all(http::header::TE).iter().all(|v| {
-            v.to_str()
-                .is_ok_and(|s| s.trim().eq_ignore_ascii_case("trailers"))
-        });
+        let te_trailers_only = te
+            && map.get_all(http::header::TE).iter().all(|v| {
+                v.to_str()
+                    .is_ok_and(|s| s.trim().eq_ignore_ascii_case("trailers"))
+            });
         remove_in_order(map, |name| {
             if keep == Keep::Upgrade && name == http::header::UPGRADE {
                 return false;
@@ -126,6 +139,18 @@ pub(crate) fn remove_in_order(map: &mut HeaderMap, drop: impl Fn(&HeaderName) ->
     let Some(first) = map.keys().position(&drop) else {
         return;
     };
+    // Every field from the first one to drop on goes (curl's and browsers' `Proxy-Connection`
+    // is their last field): removing the map's last field moves no other, so they go one by
+    // one from the end.
+    if map.keys().skip(first + 1).all(&drop) {
+        for _ in first..map.keys_len() {
+            let Some(last) = map.keys().last().cloned() else {
+                break;
+            };
+            map.remove(&last);
+        }
+        return;
+    }
     if map.keys_len() - first <= SHORT_TAIL {
         remove_from_tail(map, first, drop);
     } else {
@@ -388,19 +413,26 @@ mod tests {
         #[test]
         fn removing_keeps_the_rest_in_order(
             fields in proptest::collection::vec((0usize..6, "[a-z0-9]{0,4}"), 0..24),
-            gone in 0usize..6,
+            // Which of the names go (a bit each): one, several, trailing or not.
+            gone in 0u8..64,
         ) {
             const NAMES: [&str; 6] = ["a", "b", "c", "d", "e", "f"];
+            fn dropped(mask: u8, n: &HeaderName) -> bool {
+                NAMES
+                    .iter()
+                    .position(|x| *x == n.as_str())
+                    .is_some_and(|i| mask & (1 << i) != 0)
+            }
             let mut m = HeaderMap::new();
             for (i, v) in &fields {
                 m.append(NAMES[*i], HeaderValue::from_str(v).expect("value"));
             }
             let expected: Vec<(String, String)> = m
                 .iter()
-                .filter(|(n, _)| n.as_str() != NAMES[gone])
+                .filter(|(n, _)| !dropped(gone, n))
                 .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or("?").to_owned()))
                 .collect();
-            remove_in_order(&mut m, |n| n.as_str() == NAMES[gone]);
+            remove_in_order(&mut m, |n| dropped(gone, n));
             let got: Vec<(String, String)> = m
                 .iter()
                 .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or("?").to_owned()))

@@ -370,11 +370,12 @@ def request(flow: http.HTTPFlow) -> None:
     # Flows kept from earlier hooks stay readable, as mitmproxy's flow objects are.
     if seen:
         last = seen[-1]
-        flow.request.headers["x-last"] = "%s %s %s %d" % (
+        flow.request.headers["x-last"] = "%s %s %s %d %s" % (
             last.request.path,
             last.response.status_code,
             last.response.headers.get("x-origin-path"),
             len(seen),
+            last.live,
         )
     cached = cache.get(flow.request.path)
     if cached is not None:
@@ -407,7 +408,7 @@ async fn flows_and_responses_a_script_keeps_match_mitmproxy() {
         assert!(seen[2].0.is_empty(), "a cached answer: {seen:?}");
         assert!(seen[2].1.contains("x-cached: yes"), "{}", seen[2].1);
         assert!(
-            seen[3].0[0].contains("x-last: /a 200 /a 3"),
+            seen[3].0[0].contains("x-last: /a 200 /a 3 false"),
             "{:?}",
             seen[3].0
         );

@@ -248,11 +248,15 @@ impl Core {
     /// detached. With `keep` (the script holds the flow object or one of its views after the
     /// hook) it holds a copy of the flow as the hook left it: the script can still read it
     /// (and write it, as a finished flow object can be written in mitmproxy, changing
-    /// nothing on the wire) until the flow's next hook lends the flow itself again.
-    pub(crate) fn end_lend(&mut self, keep: bool) {
+    /// nothing on the wire) until the flow's next hook lends the flow itself again; after
+    /// the flow's last hook (`over`) the copy is no longer live.
+    pub(crate) fn end_lend(&mut self, keep: bool, over: bool) {
         if let Data::Http { f, live, kept } = &mut self.data {
             if keep {
-                let copy = (**f).clone();
+                let mut copy = (**f).clone();
+                if over {
+                    copy.live = false;
+                }
                 f.lent = None;
                 *f.own = copy;
                 *live = true;

@@ -438,7 +438,10 @@ impl ScriptAddon {
                 }
             };
             let id = flow.id;
-            with_lent(py, &entry.core, &entry.obj, flow, || {
+            // After its last hook a flow is over; a copy the script keeps says so
+            // (`flow.live` False, as mitmproxy sets it once the response is sent).
+            let over = kind == HookKind::Error || (kind == HookKind::Response && !upgraded(flow));
+            with_lent(py, &entry.core, &entry.obj, flow, over, || {
                 metadata::merge_in(py, &entry.core, entry.meta.bind(py));
                 let obj = entry.obj.bind(py);
                 for m in methods {
@@ -504,15 +507,17 @@ impl ScriptAddon {
 
 /// Runs `run` with `flow` lent to `core` ([`Core::lend_http`]), and takes it back after,
 /// whether `run` returns or unwinds. If the script then holds the flow object `obj` (or one of
-/// its views), the core keeps a copy of the flow for it to read.
+/// its views), the core keeps a copy of the flow for it to read (not live when the hook was
+/// the flow's last: `over`).
 fn with_lent<R>(
     py: Python<'_>,
     core: &Py<Core>,
     obj: &Py<PyAny>,
     flow: &mut HttpFlow,
+    over: bool,
     run: impl FnOnce() -> R,
 ) -> R {
-    struct Back<'a, 'py>(Python<'py>, &'a Py<Core>, &'a Py<PyAny>);
+    struct Back<'a, 'py>(Python<'py>, &'a Py<Core>, &'a Py<PyAny>, bool);
     impl Drop for Back<'_, '_> {
         fn drop(&mut self) {
             let py = self.0;
@@ -520,7 +525,7 @@ fn with_lent<R>(
             // is over.
             let keep = script_holds(self.2.bind(py), self.1.bind(py).as_any(), 1);
             // The flow must not stay lent past this point.
-            borrow_waiting(py, self.1).end_lend(keep);
+            borrow_waiting(py, self.1).end_lend(keep, self.3);
         }
     }
     #[expect(unsafe_code, reason = "lends the hook's flow to the core")]
@@ -529,7 +534,7 @@ fn with_lent<R>(
     unsafe {
         borrow_waiting(py, core).lend_http(flow);
     }
-    let back = Back(py, core, obj);
+    let back = Back(py, core, obj, over);
     let r = run();
     drop(back);
     r

@@ -33,9 +33,14 @@ const BLOCK_ALIGN: usize = 16;
 /// flight at once on one worker in the usual loads; 128 KiB at most.
 pub(crate) const KEEP: usize = 32;
 
+/// A block's layout (checked when compiling: a non-zero size, a power-of-two alignment).
+const BLOCK: Layout = match Layout::from_size_align(BLOCK_SIZE, BLOCK_ALIGN) {
+    Ok(l) => l,
+    Err(_) => panic!("invalid block layout"),
+};
+
 fn block_layout() -> Layout {
-    // Both constants are valid for a layout (non-zero, power-of-two alignment).
-    Layout::from_size_align(BLOCK_SIZE, BLOCK_ALIGN).unwrap_or_else(|_| Layout::new::<u8>())
+    BLOCK
 }
 
 /// A thread's free blocks; freed when the thread ends.
@@ -116,6 +121,9 @@ impl<F: Future> Pooled<F> {
         }
     }
 }
+
+// The future never moves (it stays in its block); only the pointer to it does, as with `Box`.
+impl<F: Future> Unpin for Pooled<F> {}
 
 impl<F: Future> Future for Pooled<F> {
     type Output = F::Output;

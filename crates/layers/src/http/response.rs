@@ -20,10 +20,21 @@ use crate::proto::headers::{
     bodiless, remove_in_order, strip_hop_by_hop, strip_hop_by_hop_keeping_close,
 };
 
+/// The message's `Content-Length`: its first value, decimal digits around which spaces and
+/// tabs are allowed (hyper has rejected any other form on the messages it parsed). Read from
+/// the bytes: every request and response asks.
 pub(crate) fn content_length(h: &HeaderMap) -> Option<u64> {
-    h.get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
+    let digits = h.get(CONTENT_LENGTH)?.as_bytes().trim_ascii();
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &b| {
+        if b.is_ascii_digit() {
+            n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+        } else {
+            None
+        }
+    })
 }
 
 /// Whether the response is server-sent events (`Content-Type: text/event-stream`).
@@ -439,6 +450,29 @@ mod tests {
             assert_eq!(h.get_all(CONTENT_LENGTH).iter().count(), 1);
             assert_eq!(content_length(&h), Some(len as u64));
         }
+    }
+
+    #[test]
+    fn content_length_reads_decimal_digits_only() {
+        for (v, want) in [
+            ("1024", Some(1024)),
+            (" 7\t", Some(7)),
+            ("0", Some(0)),
+            ("007", Some(7)),
+            ("18446744073709551615", Some(u64::MAX)),
+            ("18446744073709551616", None),
+            ("", None),
+            (" ", None),
+            ("+5", None),
+            ("-1", None),
+            ("5, 5", None),
+            ("1e3", None),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(CONTENT_LENGTH, HeaderValue::from_str(v).unwrap());
+            assert_eq!(content_length(&h), want, "{v:?}");
+        }
+        assert_eq!(content_length(&HeaderMap::new()), None);
     }
 
     #[test]

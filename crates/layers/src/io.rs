@@ -208,25 +208,21 @@ impl<T: tokio::io::AsyncBufRead + Unpin> AsyncRead for TlsReads<T> {
             return Poll::Ready(Err(e));
         }
         let mut inner = Pin::new(&mut this.inner);
-        let data = std::task::ready!(inner.as_mut().poll_fill_buf(cx))?;
-        // One record's plaintext (or what is left of it).
-        let record = data.len();
-        let first = record.min(buf.remaining());
-        buf.put_slice(&data[..first]);
-        inner.as_mut().consume(first);
-        if record < FULL_RECORD {
-            return Poll::Ready(Ok(()));
-        }
-        // A full record: more may be waiting (tokio-rustls's loop).
+        // One record's plaintext (or what is left of it) per fill; after a full record more
+        // may be waiting (tokio-rustls's loop), after a short one nothing is.
+        let mut first = true;
         while buf.remaining() > 0 {
             let data = match inner.as_mut().poll_fill_buf(cx) {
-                Poll::Ready(Ok([])) | Poll::Pending => break,
                 Poll::Ready(Ok(data)) => data,
+                // Nothing read yet: the read waits or fails as the stream does.
+                r @ (Poll::Pending | Poll::Ready(Err(_))) if first => return r.map_ok(|_| ()),
+                Poll::Pending => break,
                 Poll::Ready(Err(e)) => {
                     this.error = Some(e);
                     break;
                 }
             };
+            first = false;
             let record = data.len();
             let n = record.min(buf.remaining());
             buf.put_slice(&data[..n]);

@@ -182,11 +182,10 @@ async fn tunnel(ctx: Rc<ConnCtx>, t: Box<Tunnel>) {
 }
 
 /// The client's stream after CONNECT. On the proxy port hyper served a `BoxIo` (behind
-/// `serve_h1`'s `ReadLatch`): taken back
-/// out of hyper's `Upgraded` (with what hyper read past the CONNECT in front of it), every
-/// read and write of the tunnel skips two adapters between tokio's and hyper's IO traits,
-/// hyper's rewind buffer and one dynamic call (measured: some hundred instructions per
-/// intercepted request).
+/// `serve_h1`'s `ReadLatch`): taken back out of hyper's `Upgraded` (with what hyper read past
+/// the CONNECT in front of it), every read and write of the tunnel skips two adapters between
+/// tokio's and hyper's IO traits, hyper's rewind buffer and one dynamic call (measured: some
+/// hundred instructions per intercepted request).
 fn unwrap_upgraded(upgraded: hyper::upgrade::Upgraded) -> BoxIo {
     match upgraded.downcast::<TokioIo<crate::io::ReadLatch<BoxIo>>>() {
         Ok(parts) => {

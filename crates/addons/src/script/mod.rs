@@ -438,9 +438,10 @@ impl ScriptAddon {
                 }
             };
             let id = flow.id;
-            // After its last hook a flow is over; a copy the script keeps says so
-            // (`flow.live` False, as mitmproxy sets it once the response is sent).
-            let over = kind == HookKind::Error || (kind == HookKind::Response && !upgraded(flow));
+            // After `response` (not a WebSocket's) a flow is over; a copy the script keeps
+            // says so (`flow.live` False, as mitmproxy sets it once the response is sent).
+            // Before `error` the layer has set it already.
+            let over = kind == HookKind::Response && !upgraded(flow);
             with_lent(py, &entry.core, &entry.obj, flow, over, || {
                 metadata::merge_in(py, &entry.core, entry.meta.bind(py));
                 let obj = entry.obj.bind(py);

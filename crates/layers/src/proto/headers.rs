@@ -87,9 +87,9 @@ fn connection_has(map: &HeaderMap, option: &str) -> bool {
 
 fn strip(map: &mut HeaderMap, keep: Keep) {
     // Most messages carry no hop-by-hop field (then no `Connection` either, so no field is
-    // named by one): one pass over the names, and nothing else to do.
-    // The same pass notes whether `Connection` and `TE` are there: most hop-by-hop messages
-    // carry neither (a client's `Proxy-Connection`), and then neither is looked up.
+    // named by one): one pass over the names, and nothing else to do. The pass also notes
+    // whether `Connection` and `TE` are there: most messages with a hop-by-hop field carry
+    // neither (a client's `Proxy-Connection`), and then neither is looked up.
     let (mut any, mut connection, mut te) = (false, false, false);
     for name in map.keys().filter(|n| is_hop_by_hop(n)) {
         any = true;

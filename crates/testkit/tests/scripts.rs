@@ -865,3 +865,75 @@ async fn a_script_setting_options_matches_mitmproxy() {
     )
     .await;
 }
+
+const WEBSOCKET_KILL: &str = r#"
+from mitmproxy import http
+
+def websocket_message(flow: http.HTTPFlow) -> None:
+    msg = flow.websocket.messages[-1]
+    if msg.from_client and msg.text == "kill-me":
+        flow.kill()
+"#;
+
+/// What the client sees of a WebSocket whose flow a script kills at its second message: the
+/// texts that come back, then `end` when the connection ends. A connection still relaying
+/// after the kill gets a third message, whose echo shows it.
+async fn websocket_kill_scenario(proxy: SocketAddr, origin: SocketAddr) -> Vec<String> {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let (mut ws, _) = within(
+        "ws handshake",
+        waylay_testkit::ws_through_proxy(proxy, origin, "/ws", &[]),
+    )
+    .await
+    .expect("handshake");
+    let mut got = Vec::new();
+    for text in ["hello", "kill-me", "after"] {
+        if ws.send(Message::text(text)).await.is_err() {
+            got.push("end".to_owned());
+            break;
+        }
+        match waylay_testkit::ws_next(&mut ws).await {
+            Some(Ok(Message::Text(t))) => got.push(t.to_string()),
+            Some(Ok(Message::Close(_)) | Err(_)) | None => {
+                got.push("end".to_owned());
+                break;
+            }
+            Some(Ok(other)) => got.push(format!("{other:?}")),
+        }
+    }
+    got
+}
+
+/// A script killing a WebSocket flow at a message. waylay does what `kill()` promises: the
+/// message is not forwarded and both connections close. mitmproxy 12.3.1 cannot kill a flow
+/// in transit (its issue 4711): it forwards the message and goes on relaying. This test
+/// holds both behaviours, so that a mitmproxy that fixes it shows here.
+#[actix_rt::test]
+async fn a_websocket_killed_by_a_script_ends_where_mitmproxy_relays_on() {
+    let Some((proxy, mitm, _d, _c)) = both("websocket_kill", WEBSOCKET_KILL).await else {
+        return;
+    };
+    let texts = |o: &waylay_testkit::WsOrigin| -> Vec<String> {
+        o.record
+            .received()
+            .iter()
+            .filter_map(|m| m.to_text().ok().map(str::to_owned))
+            .filter(|t| !t.is_empty())
+            .collect()
+    };
+    let ours_origin = waylay_testkit::WsOrigin::start().await;
+    let ours = websocket_kill_scenario(proxy.addr(), ours_origin.addr).await;
+    assert_eq!(ours, ["hello", "end"]);
+    assert_eq!(texts(&ours_origin), ["hello"], "the killed message stays");
+    let their_origin = waylay_testkit::WsOrigin::start().await;
+    let theirs = websocket_kill_scenario(mitm.addr, their_origin.addr).await;
+    assert_eq!(
+        theirs,
+        ["hello", "kill-me", "after"],
+        "mitmdump said:\n{}",
+        mitm.output()
+    );
+    assert_eq!(texts(&their_origin), ["hello", "kill-me", "after"]);
+    proxy.shutdown().await;
+}

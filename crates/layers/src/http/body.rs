@@ -48,7 +48,7 @@ pub(crate) struct ProxyBody(Option<Box<State>>);
 /// What a [`ProxyBody`] holds.
 pub(crate) struct State {
     /// Chunks already read (buffered), sent first.
-    prefix: VecDeque<Bytes>,
+    prefix: Prefix,
     /// Trailers to send after everything.
     /// Boxed: every request in a server connection's queue carries a body, and the queue's
     /// slots are sized for the largest (kept allocated while the connection idles).
@@ -68,6 +68,38 @@ pub(crate) struct State {
     kill: Option<KillWatch>,
 }
 
+/// The chunks a body sends before its stream: one (a buffered body) held without the queue's
+/// allocation, or a queue (what was read before a body turned out to be large).
+#[derive(Default)]
+struct Prefix {
+    next: Option<Bytes>,
+    more: VecDeque<Bytes>,
+}
+
+impl Prefix {
+    fn pop_front(&mut self) -> Option<Bytes> {
+        self.next.take().or_else(|| self.more.pop_front())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.next.is_none() && self.more.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.next = None;
+        self.more.clear();
+    }
+
+    /// Bytes held.
+    fn len(&self) -> u64 {
+        self.next
+            .iter()
+            .chain(&self.more)
+            .map(|b| b.len() as u64)
+            .sum()
+    }
+}
+
 impl std::fmt::Debug for ProxyBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProxyBody")
@@ -80,7 +112,7 @@ impl State {
     /// An empty body's state.
     fn empty() -> Self {
         Self {
-            prefix: VecDeque::new(),
+            prefix: Prefix::default(),
             trailers: None,
             rest: None,
             seen: 0,
@@ -111,7 +143,7 @@ impl ProxyBody {
         }
         let mut state = State::empty();
         state.exact = Some(b.len() as u64);
-        state.prefix.push_back(b);
+        state.prefix.next = Some(b);
         Self(Some(Box::new(state)))
     }
 
@@ -135,7 +167,10 @@ impl ProxyBody {
     /// Streams `prefix` chunks then `rest`.
     pub(crate) fn streaming(prefix: Vec<Bytes>, rest: Incoming, limit: Option<u64>) -> Self {
         Self(Some(Box::new(State {
-            prefix: prefix.into(),
+            prefix: Prefix {
+                next: None,
+                more: prefix.into(),
+            },
             trailers: None,
             rest: Some(rest),
             seen: 0,
@@ -321,8 +356,7 @@ impl Body for ProxyBody {
             Some(n) => SizeHint::with_exact(n.saturating_sub(s.seen)),
             None => {
                 let mut h = SizeHint::new();
-                let pre: u64 = s.prefix.iter().map(|b| b.len() as u64).sum();
-                h.set_lower(pre);
+                h.set_lower(s.prefix.len());
                 h
             }
         }

@@ -4,7 +4,7 @@
 
 use std::rc::Rc;
 
-use http::header::{CONTENT_LENGTH, EXPECT, HOST};
+use http::header::{EXPECT, HOST};
 use http::{HeaderMap, HeaderValue, Method};
 use hyper::body::Incoming;
 use waylay_core::flow::HttpFlow;
@@ -214,8 +214,7 @@ pub(crate) fn upstream_request(
         http::Uri::from_parts(parts).map_err(|e| format!("invalid request target: {e}"))?
     };
     if let Some((len, trailers)) = buffered {
-        let had = headers.contains_key(CONTENT_LENGTH);
-        fix_content_length(&mut headers, len, had, trailers);
+        fix_content_length(&mut headers, len, trailers);
     }
     let mut req = hyper::Request::new(body);
     *req.method_mut() = method;

@@ -17,6 +17,10 @@
 # WEB=1 registers the web UI's addon (`waylay+web`), WEB=2 also reads its `/updates`
 # WebSocket for the whole run, as a browser would (`waylay+web+ws`; a python3 stdlib client).
 #
+# PYTHONHASHSEED is fixed (0 unless set): with a random seed per run, CPython's dict and
+# set layouts differ from run to run and the Python scenarios moved by about ±700
+# instructions per request; fixed, by ±15.
+#
 # Prints the total; the callgrind profile is kept in $OUT (default a temp dir).
 set -euo pipefail
 ADDONS=${ADDONS:-0}
@@ -30,7 +34,7 @@ mkdir -p "$OUT"
 mkfifo "$OUT/origin.in" "$OUT/proxy.in"
 WAYLAY_LOAD_CHILD=origin "$bin" <"$OUT/origin.in" >"$OUT/origin.addr" &
 exec 3>"$OUT/origin.in"
-WAYLAY_LOAD_CHILD=waylay WAYLAY_LOAD_ADDONS=$ADDONS WAYLAY_LOAD_WORKERS=1 WAYLAY_LOAD_WEB=$WEB WAYLAY_LOAD_EXTRA=$EXTRA \
+PYTHONHASHSEED=${PYTHONHASHSEED:-0} WAYLAY_LOAD_CHILD=waylay WAYLAY_LOAD_ADDONS=$ADDONS WAYLAY_LOAD_WORKERS=1 WAYLAY_LOAD_WEB=$WEB WAYLAY_LOAD_EXTRA=$EXTRA \
   WAYLAY_LOAD_CONFDIR="$OUT" valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.out" "$bin" <"$OUT/proxy.in" >"$OUT/proxy.addr" 2>"$OUT/valgrind.log" &
 vg=$!
 exec 4>"$OUT/proxy.in"

@@ -233,7 +233,7 @@ impl Dumper {
             if r.authority.is_empty() {
                 Address::new(r.host.clone(), r.port).to_string()
             } else {
-                r.authority.clone()
+                r.authority.to_string()
             }
         } else if self.settings.showhost {
             r.pretty_url()

@@ -122,7 +122,7 @@ pub fn curl_command(flow: &HttpFlow) -> Result<String, ExportError> {
             args.push("content-length: 0".into());
         }
         args.push("-X".into());
-        args.push(r.method.clone());
+        args.push(r.method.to_string());
     }
     args.push(r.pretty_url());
     let mut cmd = args
@@ -141,7 +141,7 @@ pub fn curl_command(flow: &HttpFlow) -> Result<String, ExportError> {
 pub fn httpie_command(flow: &HttpFlow) -> Result<String, ExportError> {
     let mut r = decoded_request(flow);
     pop_headers(&mut r);
-    let mut args = vec!["http".to_owned(), r.method.clone(), r.pretty_url()];
+    let mut args = vec!["http".to_owned(), r.method.to_string(), r.pretty_url()];
     for (name, value) in r.headers.iter() {
         args.push(format!("{name}: {}", String::from_utf8_lossy(value)));
     }
@@ -179,10 +179,10 @@ pub fn raw_request(flow: &HttpFlow) -> Result<Vec<u8>, ExportError> {
         if r.authority.is_empty() {
             format!("{}:{}", r.host, r.port)
         } else {
-            r.authority.clone()
+            r.authority.to_string()
         }
     } else {
-        r.path.clone()
+        r.path.to_string()
     };
     let mut out = Vec::with_capacity(256 + body.len());
     push_head(

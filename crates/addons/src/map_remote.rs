@@ -62,17 +62,17 @@ fn set_url(r: &mut Request, url: &str) -> Result<(), String> {
         if host.contains(':') {
             format!("[{host}]")
         } else {
-            host.clone()
+            host.to_string()
         }
     } else {
         authority.to_owned()
     };
-    r.scheme = scheme;
+    r.scheme = scheme.into();
     r.host = host;
     r.port = port;
-    r.path = path;
+    r.path = path.into();
     if !r.authority.is_empty() {
-        r.authority = host_header.clone();
+        r.authority = host_header.as_str().into();
     }
     if r.headers.contains("host") {
         r.headers.insert("host", host_header.clone());

@@ -55,8 +55,11 @@ impl Matching {
     /// parameters, and the chosen headers.
     fn key(&self, f: &HttpFlow) -> String {
         let r = &f.request;
-        let mut key: Vec<String> =
-            vec![r.scheme.clone(), r.method.clone(), r.path_only().to_owned()];
+        let mut key: Vec<String> = vec![
+            r.scheme.to_string(),
+            r.method.to_string(),
+            r.path_only().to_owned(),
+        ];
         if !self.ignore_content {
             let form = r.headers.get("content-type").is_some_and(|ct| {
                 ct.to_ascii_lowercase()
@@ -69,7 +72,7 @@ impl Matching {
                 (Some(body), true) => {
                     let text = String::from_utf8_lossy(body);
                     let mut q = waylay_core::Request::new("GET", "http", "h", 80, "/");
-                    q.path = format!("/?{text}");
+                    q.path = waylay_core::flow::format_compact!("/?{text}");
                     for (k, v) in q.query() {
                         if !self.ignore_payload_params.contains(&k) {
                             key.push(format!("{k:?}={v:?}"));

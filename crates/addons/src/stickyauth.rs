@@ -67,9 +67,10 @@ impl Addon for StickyAuth {
         };
         let host = flow.request.host.clone();
         if let Some(auth) = flow.request.headers.get_bytes("authorization") {
-            self.hosts.insert(host, Bytes::copy_from_slice(auth));
+            self.hosts
+                .insert(host.to_string(), Bytes::copy_from_slice(auth));
         } else if matcher.matches(flow)
-            && let Some(auth) = self.hosts.get(&host)
+            && let Some(auth) = self.hosts.get(host.as_str())
         {
             flow.request.headers.insert("authorization", auth.clone());
         }

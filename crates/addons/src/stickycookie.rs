@@ -185,7 +185,7 @@ impl Addon for StickyCookie {
                 continue;
             };
             let attr = |k: &str| attrs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-            let domain = attr("domain").unwrap_or_else(|| host.clone());
+            let domain = attr("domain").unwrap_or_else(|| host.to_string());
             let path = attr("path").unwrap_or_else(|| "/".to_owned());
             if !domain_match(host, &domain) {
                 continue;

@@ -138,7 +138,7 @@ fn authority(f: &HttpFlow) -> String {
     let host = if r.host.contains(':') {
         format!("[{}]", r.host)
     } else {
-        r.host.clone()
+        r.host.to_string()
     };
     format!("{host}:{}", r.port)
 }
@@ -178,7 +178,7 @@ pub async fn replay_one(proxy: SocketAddr, ca_pem: &str, flow: &Flow) -> Result<
             s.write_all(connect.as_bytes()).await.map_err(io(&url))?;
             read_connect_answer(&mut s).await.map_err(io(&url))?;
             let tls = tls_connector(ca_pem).map_err(io(&url))?;
-            let name = rustls_pki_types::ServerName::try_from(f.request.host.clone())
+            let name = rustls_pki_types::ServerName::try_from(f.request.host.to_string())
                 .map_err(|e| io(&url)(std::io::Error::other(e)))?;
             let tls = tls.connect(name, s).await.map_err(io(&url))?;
             exchange(tls, &request_bytes(f, &f.request.path))

@@ -24,7 +24,7 @@ impl Addon for Holder {
     async fn request(&mut self, flow: &mut HttpFlow) {
         match flow.intercept_state().handle() {
             Some(h) => {
-                let _ = self.handles.send((flow.request.path.clone(), h));
+                let _ = self.handles.send((flow.request.path.to_string(), h));
             }
             None => self.saw_free.store(true, Ordering::SeqCst),
         }

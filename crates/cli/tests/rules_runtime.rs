@@ -301,7 +301,7 @@ fn saved_paths(path: &std::path::Path) -> Vec<String> {
     let file = std::fs::File::open(path).expect("the flow file exists");
     waylay::flowfile::FlowReader::new(file)
         .map(|f| match f.expect("a whole flow") {
-            Flow::Http(h) => h.request.path.clone(),
+            Flow::Http(h) => h.request.path.to_string(),
             other => panic!("not an HTTP flow: {other:?}"),
         })
         .collect()

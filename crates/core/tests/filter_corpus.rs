@@ -116,7 +116,7 @@ fn build(d: &Value) -> Flow {
         r["port"].as_u64().unwrap() as u16,
         s(r, "path"),
     );
-    req.authority = s(r, "authority").to_owned();
+    req.authority = s(r, "authority").into();
     req.message = message(r);
     let mut f = HttpFlow::new(client, req);
     f.server = server;
@@ -125,7 +125,7 @@ fn build(d: &Value) -> Flow {
         let code = v["status"].as_u64().unwrap() as u16;
         f.response = Some(Response {
             status_code: code,
-            reason: waylay_core::flow::reason_phrase(code).to_owned(),
+            reason: waylay_core::flow::reason_phrase(code).into(),
             message: message(v),
         });
     }

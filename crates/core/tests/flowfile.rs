@@ -905,7 +905,7 @@ mod direct_encoding {
                 f.request.headers.append(n, Bytes::from(v));
             }
             f.request.raw_content = body.map(Bytes::from);
-            f.request.path = path;
+            f.request.path = path.into();
             f.request.port = port;
             f.request.timestamp_end = Some(ts);
             f.timestamp_created = ts;

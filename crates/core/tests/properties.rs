@@ -45,7 +45,7 @@ proptest! {
         } else {
             format!("{host}:{port}")
         };
-        prop_assert_eq!(split_host_port(&formatted, 1), Some((host, port)));
+        prop_assert_eq!(split_host_port(&formatted, 1), Some((host.into(), port)));
     }
 
     #[test]

@@ -470,7 +470,7 @@ async fn tunnel_layer(
     };
     let dest = Destination {
         scheme: plain,
-        host: host.clone(),
+        host: host.as_str().into(),
         port,
         route: via.clone(),
     };

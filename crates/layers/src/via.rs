@@ -251,10 +251,10 @@ pub fn connect_request(target: &Address, credentials: Option<&Credentials>) -> R
     Request {
         method: "CONNECT".into(),
         scheme: "http".into(),
-        authority,
-        host: target.host.clone(),
+        authority: authority.into(),
+        host: target.host.as_str().into(),
         port: target.port,
-        path: String::new(),
+        path: Default::default(),
         message,
     }
 }
@@ -266,7 +266,7 @@ fn connect_head(req: &Request) -> Result<Vec<u8>, String> {
     let authority = if req.authority.is_empty() {
         Address::new(req.host.clone(), req.port).to_string()
     } else {
-        req.authority.clone()
+        req.authority.to_string()
     };
     let breaks = |b: &u8| matches!(b, b'\r' | b'\n' | 0);
     if authority.is_empty() || authority.bytes().any(|b| breaks(&b) || b == b' ') {

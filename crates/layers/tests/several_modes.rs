@@ -18,7 +18,10 @@ struct Modes(Arc<Mutex<Vec<(String, String)>>>);
 impl Addon for Modes {
     async fn request(&mut self, flow: &mut HttpFlow) {
         if let Ok(mut v) = self.0.lock() {
-            v.push((flow.client.proxy_mode.clone(), flow.request.path.clone()));
+            v.push((
+                flow.client.proxy_mode.clone(),
+                flow.request.path.to_string(),
+            ));
         }
     }
 }

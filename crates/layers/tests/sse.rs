@@ -34,7 +34,7 @@ impl Addon for Observe {
     async fn response(&mut self, flow: &mut HttpFlow) {
         if let Some(r) = flow.response.as_ref() {
             self.0.lock().expect("log").push((
-                flow.request.path.clone(),
+                flow.request.path.to_string(),
                 r.stream,
                 r.raw_content.as_ref().map(|b| b.len()),
             ));

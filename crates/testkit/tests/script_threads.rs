@@ -64,7 +64,7 @@ async fn a_script_thread_reaches_only_the_flow_in_its_hook() {
     let mut h = AddonHarness::script(&path).await;
     for i in 0..5 {
         let f = h.request(tflow()).await;
-        let want = std::iter::once(tflow().request.path)
+        let want = std::iter::once(tflow().request.path.to_string())
             .chain(std::iter::repeat_n("written".to_owned(), i.min(2)))
             .collect::<Vec<_>>()
             .join(" ");

@@ -63,7 +63,11 @@ pub(crate) fn request_bytes(flow: &HttpFlow, absolute: bool) -> Result<Vec<u8>, 
             "WebSocket flows cannot be replayed".into(),
         ));
     }
-    let target = if absolute { q.url() } else { q.path.clone() };
+    let target = if absolute {
+        q.url()
+    } else {
+        q.path.to_string()
+    };
     let body = q.raw_content.clone().unwrap_or_default();
     let mut out = format!("{} {} HTTP/1.1\r\n", q.method, target).into_bytes();
     if !q.headers.contains("host") {
@@ -201,7 +205,7 @@ pub(crate) async fn replay(
             .server
             .as_ref()
             .and_then(|s| s.sni.clone())
-            .unwrap_or_else(|| q.host.clone());
+            .unwrap_or_else(|| q.host.to_string());
         let name = ServerName::try_from(sni).map_err(|e| ReplayError::Tls(e.to_string()))?;
         let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
             .connect(name, s)

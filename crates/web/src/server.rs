@@ -651,13 +651,13 @@ pub(crate) fn apply_patch(flow: &mut Flow, patch: &Value) -> Result<(), ApiError
             if v.is_empty() || !v.bytes().all(|c| c.is_ascii_alphabetic()) {
                 return Err(ApiError(400, format!("bad method {v:?}")));
             }
-            r.method = v.to_owned();
+            r.method = v.into();
         }
         if let Some(v) = str_field(q, "scheme")? {
-            r.scheme = v.to_owned();
+            r.scheme = v.into();
         }
         if let Some(v) = str_field(q, "host")? {
-            r.host = v.to_owned();
+            r.host = v.into();
         }
         if let Some(p) = q.get("port").filter(|p| !p.is_null()) {
             r.port = p
@@ -666,7 +666,7 @@ pub(crate) fn apply_patch(flow: &mut Flow, patch: &Value) -> Result<(), ApiError
                 .ok_or_else(|| ApiError(400, format!("bad port {p}")))?;
         }
         if let Some(v) = str_field(q, "path")? {
-            r.path = v.to_owned();
+            r.path = v.into();
         }
         if let Some(v) = str_field(q, "http_version")? {
             r.http_version = version_from(v)?;
@@ -695,7 +695,7 @@ pub(crate) fn apply_patch(flow: &mut Flow, patch: &Value) -> Result<(), ApiError
                 .ok_or_else(|| ApiError(400, format!("bad status code {c}")))?;
         }
         if let Some(v) = str_field(s, "reason")? {
-            r.reason = v.to_owned();
+            r.reason = v.into();
         }
         if let Some(v) = str_field(s, "http_version")? {
             r.http_version = version_from(v)?;

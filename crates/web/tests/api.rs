@@ -1076,7 +1076,7 @@ async fn flows_are_saved_and_loaded_as_flow_files_and_har() {
     let paths: Vec<String> = flows
         .iter()
         .map(|f| match f {
-            waylay_core::Flow::Http(h) => h.request.path.clone(),
+            waylay_core::Flow::Http(h) => h.request.path.to_string(),
             waylay_core::Flow::Tcp(_) => panic!("a TCP flow"),
         })
         .collect();

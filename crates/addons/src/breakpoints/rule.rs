@@ -230,7 +230,7 @@ fn edit_message(m: &mut waylay_core::flow::Message, e: &Edit) {
 
 fn edit_request(r: &mut Request, e: &Edit) {
     match e {
-        Edit::Method(m) => r.method = m.clone(),
+        Edit::Method(m) => r.method = m.as_str().into(),
         Edit::Url(u) => {
             // Checked when parsed.
             if let Ok(to) = Request::from_url(&r.method, u) {
@@ -242,7 +242,7 @@ fn edit_request(r: &mut Request, e: &Edit) {
                 if !r.authority.is_empty()
                     && let Some(a) = &authority
                 {
-                    r.authority = a.clone();
+                    r.authority = a.as_str().into();
                 }
                 if r.headers.contains("host")
                     && let Some(a) = authority
@@ -259,7 +259,7 @@ fn edit_response(r: &mut Response, e: &Edit) {
     match e {
         Edit::Status(code) => {
             r.status_code = *code;
-            r.reason = waylay_core::flow::reason_phrase(*code).to_owned();
+            r.reason = waylay_core::flow::reason_phrase(*code).into();
         }
         other => edit_message(r, other),
     }

@@ -567,12 +567,12 @@ impl Core {
         if side == 0 {
             let r = self.request()?;
             match name {
-                "method" => py_obj(py, r.method.clone()),
-                "scheme" => py_obj(py, r.scheme.clone()),
-                "authority" => py_obj(py, r.authority.clone()),
-                "host" => py_obj(py, r.host.clone()),
+                "method" => py_obj(py, r.method.as_str()),
+                "scheme" => py_obj(py, r.scheme.as_str()),
+                "authority" => py_obj(py, r.authority.as_str()),
+                "host" => py_obj(py, r.host.as_str()),
                 "port" => py_obj(py, r.port),
-                "path" => py_obj(py, r.path.clone()),
+                "path" => py_obj(py, r.path.as_str()),
                 "url" => py_obj(py, r.url()),
                 "pretty_host" => py_obj(py, r.pretty_host()),
                 "pretty_url" => py_obj(py, r.pretty_url()),
@@ -582,7 +582,7 @@ impl Core {
             let r = self.response()?;
             match name {
                 "status_code" => py_obj(py, r.status_code),
-                "reason" => py_obj(py, r.reason.clone()),
+                "reason" => py_obj(py, r.reason.as_str()),
                 _ => Err(no_such(name)),
             }
         }
@@ -611,19 +611,19 @@ impl Core {
         if side == 0 {
             let r = self.request()?;
             match name {
-                "method" => r.method = value.extract()?,
-                "scheme" => r.scheme = value.extract()?,
-                "authority" => r.authority = value.extract()?,
-                "host" => r.host = value.extract()?,
+                "method" => r.method = value.extract::<String>()?.into(),
+                "scheme" => r.scheme = value.extract::<String>()?.into(),
+                "authority" => r.authority = value.extract::<String>()?.into(),
+                "host" => r.host = value.extract::<String>()?.into(),
                 "port" => r.port = value.extract()?,
-                "path" => r.path = value.extract()?,
+                "path" => r.path = value.extract::<String>()?.into(),
                 _ => return Err(no_such(name)),
             }
         } else {
             let r = self.response()?;
             match name {
                 "status_code" => r.status_code = value.extract()?,
-                "reason" => r.reason = value.extract()?,
+                "reason" => r.reason = value.extract::<String>()?.into(),
                 _ => return Err(no_such(name)),
             }
         }

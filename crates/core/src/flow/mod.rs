@@ -18,6 +18,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+/// The string type of a flow's short fields (method, scheme, host, path, reason): a `String`
+/// that holds up to 24 bytes inline, without an allocation.
+pub use compact_str::{CompactString, ToCompactString, format_compact};
 pub use connection::{Address, Client, Server, TlsInfo};
 pub use error::{FlowError, KILLED_MESSAGE};
 pub use headers::Headers;

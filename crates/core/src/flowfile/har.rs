@@ -228,7 +228,7 @@ pub fn entry(f: &HttpFlow, servers_seen: &mut Vec<crate::flow::ConnectionId>) ->
         });
         let params = if form {
             let mut r = Request::new("GET", "http", "h", 80, format!("/?{text}"));
-            r.path = format!("/?{text}");
+            r.path = compact_str::format_compact!("/?{text}");
             name_values(r.query())
         } else {
             Json::Array(Vec::new())
@@ -440,7 +440,7 @@ fn entry_to_flow(e: &Json) -> Result<HttpFlow, String> {
         .and_then(Json::as_str)
         .ok_or("a request has no url")?;
     let mut request = Request::from_url(method, url)?;
-    request.method = method.to_owned();
+    request.method = method.into();
     request.headers = har_headers(req.get("headers"))?;
     request.http_version = har_version(req.get("httpVersion").and_then(Json::as_str));
     let body = req
@@ -495,7 +495,7 @@ fn entry_to_flow(e: &Json) -> Result<HttpFlow, String> {
             // HAR bodies are decoded; drop the encoding so the headers describe the body.
             r.headers.remove("content-encoding");
             r.raw_content = Some(Bytes::from(decoded));
-            r.reason = reason_phrase(status).to_owned();
+            r.reason = reason_phrase(status).into();
             r.http_version = har_version(resp.get("httpVersion").and_then(Json::as_str));
             r.timestamp_start = start;
             r.timestamp_end = Some(end);

@@ -193,10 +193,10 @@ fn request_to_state(r: &Request) -> Value {
     let mut items = vec![
         ("host", s(&r.host)),
         ("port", Value::Int(i64::from(r.port))),
-        ("method", b(r.method.clone().into_bytes())),
-        ("scheme", b(r.scheme.clone().into_bytes())),
-        ("authority", b(r.authority.clone().into_bytes())),
-        ("path", b(r.path.clone().into_bytes())),
+        ("method", b(r.method.as_bytes().to_vec())),
+        ("scheme", b(r.scheme.as_bytes().to_vec())),
+        ("authority", b(r.authority.as_bytes().to_vec())),
+        ("path", b(r.path.as_bytes().to_vec())),
     ];
     items.extend(message_items(&r.message));
     dict(items)
@@ -205,7 +205,7 @@ fn request_to_state(r: &Request) -> Value {
 fn response_to_state(r: &Response) -> Value {
     let mut items = vec![
         ("status_code", Value::Int(i64::from(r.status_code))),
-        ("reason", b(r.reason.clone().into_bytes())),
+        ("reason", b(r.reason.as_bytes().to_vec())),
     ];
     items.extend(message_items(&r.message));
     dict(items)
@@ -576,12 +576,12 @@ fn message_from(d: &Value, path: &str) -> R<Message> {
 fn request_from(d: &Value) -> R<Request> {
     let p = "request";
     Ok(Request {
-        method: to_string(field(d, "method", p)?, "request.method")?,
-        scheme: to_string(field(d, "scheme", p)?, "request.scheme")?,
-        authority: opt_string(d, "authority", p)?.unwrap_or_default(),
-        host: to_string(field(d, "host", p)?, "request.host")?,
+        method: to_string(field(d, "method", p)?, "request.method")?.into(),
+        scheme: to_string(field(d, "scheme", p)?, "request.scheme")?.into(),
+        authority: opt_string(d, "authority", p)?.unwrap_or_default().into(),
+        host: to_string(field(d, "host", p)?, "request.host")?.into(),
         port: port(field(d, "port", p)?, "request.port")?,
-        path: to_string(field(d, "path", p)?, "request.path")?,
+        path: to_string(field(d, "path", p)?, "request.path")?.into(),
         message: message_from(d, p)?,
     })
 }
@@ -592,7 +592,7 @@ fn response_from(d: &Value) -> R<Response> {
     Ok(Response {
         status_code: u16::try_from(code)
             .map_err(|_| format!("response.status_code: {code} is not a status"))?,
-        reason: opt_string(d, "reason", p)?.unwrap_or_default(),
+        reason: opt_string(d, "reason", p)?.unwrap_or_default().into(),
         message: message_from(d, p)?,
     })
 }

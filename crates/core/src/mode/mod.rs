@@ -158,14 +158,14 @@ impl ReverseTarget {
     /// rewritten to [`ReverseTarget::host_header`].
     pub fn apply(&self, request: &mut Request, keep_host_header: bool) {
         request.scheme = if self.scheme.tls() { "https" } else { "http" }.into();
-        request.host = self.address.host.clone();
+        request.host = self.address.host.as_str().into();
         request.port = self.address.port;
         if keep_host_header {
             return;
         }
         let host = self.host_header();
         if !request.authority.is_empty() {
-            request.authority = host.clone();
+            request.authority = host.as_str().into();
         }
         if request.http_version != HttpVersion::Http2 || request.headers.contains("host") {
             request.headers.insert("Host", host);

@@ -2,7 +2,7 @@
 //! the key of pooled server connections.
 
 use waylay_core::Via;
-use waylay_core::flow::Address;
+use waylay_core::flow::{Address, CompactString};
 
 use crate::proto::target::Scheme;
 
@@ -11,7 +11,7 @@ use crate::proto::target::Scheme;
 pub(crate) struct Destination {
     /// `https`: TLS to the server.
     pub(crate) scheme: Scheme,
-    pub(crate) host: String,
+    pub(crate) host: CompactString,
     pub(crate) port: u16,
     /// The route an addon set on the flow's server (`via`); `None`: the mode's (direct, or
     /// the upstream proxy). Part of the pool key: a connection made through one route never
@@ -21,7 +21,7 @@ pub(crate) struct Destination {
 
 impl Destination {
     /// A destination reached by the mode's route.
-    pub(crate) fn direct(scheme: Scheme, host: impl Into<String>, port: u16) -> Self {
+    pub(crate) fn direct(scheme: Scheme, host: impl Into<CompactString>, port: u16) -> Self {
         Self {
             scheme,
             host: host.into(),
@@ -31,7 +31,7 @@ impl Destination {
     }
 
     pub(crate) fn address(&self) -> Address {
-        Address::new(self.host.clone(), self.port)
+        Address::new(self.host.as_str(), self.port)
     }
 
     pub(crate) fn is_tls(&self) -> bool {

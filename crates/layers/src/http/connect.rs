@@ -35,10 +35,10 @@ pub(crate) async fn connect(
     let request = Request {
         method: "CONNECT".into(),
         scheme: "http".into(),
-        authority,
-        host,
+        authority: authority.into(),
+        host: host.into(),
         port,
-        path: String::new(),
+        path: Default::default(),
         message: Message::new(
             version_of(req.version()),
             headers_from(req.headers().clone()),
@@ -65,7 +65,7 @@ pub(crate) async fn connect(
     flow.live = false;
     ctx.open_tunnel(Tunnel {
         upgrade: hyper::upgrade::on(&mut req),
-        host: flow.request.host.clone(),
+        host: flow.request.host.to_string(),
         port: flow.request.port,
         via: flow.server.as_ref().and_then(|s| s.via.clone()),
     });

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::header::{HeaderValue, UPGRADE};
 use http::{Method, StatusCode};
 use hyper::body::{Body as _, Incoming};
-use waylay_core::flow::{Address, HttpFlow, Message, Request, Server, now};
+use waylay_core::flow::{Address, CompactString, HttpFlow, Message, Request, Server, now};
 use waylay_core::{HookKind, ManagerHandle};
 
 use super::body::{BodyEnd, ProxyBody, Read, keep_streamed, read_up_to};
@@ -298,7 +298,7 @@ pub(crate) async fn handle(
         ))
         .await);
     }
-    let authority = authority.map(|a| a.as_str().to_owned()).unwrap_or_default();
+    let authority = authority.map(|a| a.as_str().into()).unwrap_or_default();
     Pooled::new(observed(ctx, cfg, req, (key, authority), absolute_form)).await
 }
 
@@ -371,7 +371,7 @@ async fn observed(
     ctx: Rc<ConnCtx>,
     cfg: Arc<ProxyConfig>,
     req: hyper::Request<Incoming>,
-    (dest, authority): (Destination, String),
+    (dest, authority): (Destination, CompactString),
     absolute_form: bool,
 ) -> Result<HyperResponse, Killed> {
     let (mut parts, body) = req.into_parts();
@@ -382,8 +382,8 @@ async fn observed(
         .flatten();
     let client_path = parts.uri.path_and_query().cloned();
     let path = match &client_path {
-        Some(p) => p.as_str().to_owned(),
-        None => "/".to_owned(),
+        Some(p) => p.as_str().into(),
+        None => CompactString::const_new("/"),
     };
     let declared_len = content_length(&parts.headers);
     let headers = headers_from(std::mem::take(&mut parts.headers));
@@ -391,8 +391,8 @@ async fn observed(
     let started = now();
     let message = Message::new_at(version_of(parts.version), headers, started);
     let request = Request {
-        method: parts.method.as_str().to_owned(),
-        scheme: dest.scheme.as_str().to_owned(),
+        method: parts.method.as_str().into(),
+        scheme: CompactString::const_new(dest.scheme.as_str()),
         authority,
         host: dest.host,
         port: dest.port,

@@ -8,7 +8,7 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use hyper::body::Incoming;
 use waylay_core::HookKind;
 use waylay_core::flow::{
-    HttpFlow, HttpVersion, KILLED_MESSAGE, Message, Response, now, reason_phrase,
+    CompactString, HttpFlow, HttpVersion, KILLED_MESSAGE, Message, Response, now, reason_phrase,
 };
 
 use super::body::{BodyEnd, ProxyBody, Read, keep_streamed, read_up_to};
@@ -160,8 +160,10 @@ fn record_response(flow: &mut HttpFlow, parts: &mut http::response::Parts) {
     let reason = parts
         .extensions
         .get::<hyper::ext::ReasonPhrase>()
-        .map(|r| String::from_utf8_lossy(r.as_bytes()).into_owned())
-        .unwrap_or_else(|| reason_phrase(status).to_owned());
+        .map_or_else(
+            || CompactString::const_new(reason_phrase(status)),
+            |r| CompactString::from_utf8_lossy(r.as_bytes()),
+        );
     // Server-sent events arrive over a long time and the client wants each as it comes:
     // marked streamed before `response_headers` (an addon may still unmark it), so the
     // `response` hook never holds them back (mitmproxy buffers them, with a warning).
@@ -299,7 +301,7 @@ fn response_head(
         *r.extensions_mut() = ext;
     }
     if resp.reason != reason_phrase(resp.status_code)
-        && let Ok(rp) = hyper::ext::ReasonPhrase::try_from(resp.reason.clone().into_bytes())
+        && let Ok(rp) = hyper::ext::ReasonPhrase::try_from(resp.reason.as_bytes())
     {
         r.extensions_mut().insert(rp);
     } else {

@@ -68,7 +68,7 @@ pub(crate) async fn response(
     message.timestamp_start = now();
     flow.response = Some(Response {
         status_code: 101,
-        reason: reason_phrase(101).to_owned(),
+        reason: reason_phrase(101).into(),
         message,
     });
     let server = entry.server.clone();

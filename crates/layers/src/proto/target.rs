@@ -1,7 +1,7 @@
 //! Where a client wants to go, from what it wrote: the authority of a CONNECT request, and
 //! the absolute-form URL of a request to the proxy itself.
 
-use waylay_core::flow::split_host_port;
+use waylay_core::flow::{CompactString, split_host_port};
 
 /// Why a request target cannot be used; the text is the one-line reason of the 400.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -42,7 +42,7 @@ pub(crate) fn connect_target(authority: &str) -> Result<(String, u16), TargetErr
     match port_text {
         None | Some("") => Err(TargetError::ConnectNoPort(a.to_owned())),
         Some(_) => match split_host_port(a, 0) {
-            Some((host, port)) if !host.is_empty() && port != 0 => Ok((host, port)),
+            Some((host, port)) if !host.is_empty() && port != 0 => Ok((host.to_string(), port)),
             _ => Err(TargetError::Connect(a.to_owned())),
         },
     }
@@ -85,7 +85,7 @@ impl Scheme {
 pub(crate) fn absolute_target(
     scheme: Option<&str>,
     authority: &str,
-) -> Result<(Scheme, String, u16), TargetError> {
+) -> Result<(Scheme, CompactString, u16), TargetError> {
     let scheme = match scheme {
         Some(s) if s.eq_ignore_ascii_case("http") => Scheme::Http,
         Some(s) if s.eq_ignore_ascii_case("https") => Scheme::Https,

@@ -511,7 +511,7 @@ async fn observed(
         ))
         .await;
     }
-    response_phase(&ctx, flow, entry, resp).await
+    response_phase(&ctx, cfg, flow, entry, resp).await
 }
 
 #[cfg(test)]
@@ -557,7 +557,7 @@ mod tests {
             ("dial", ref2(dial::dial)),
             ("checkout", checkout),
             ("checkout_upgrade", rr2(dial::checkout_upgrade)),
-            ("response_phase", ref4(response::response_phase)),
+            ("response_phase", ref5(response::response_phase)),
             ("respond_from_flow", ref3(response::respond_from_flow)),
             ("run_hook", ref3(walk::run_hook)),
             ("fail", ref4(walk::fail)),

@@ -2,6 +2,7 @@
 //! `response_headers` and `response`, and answered to the client (buffered or streamed).
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderValue, StatusCode};
@@ -14,6 +15,7 @@ use waylay_core::flow::{
 use super::body::{BodyEnd, ProxyBody, Read, keep_streamed, read_up_to};
 use super::convert::{headers_from, headers_into, headers_to, version_of};
 use super::walk::{HyperResponse, Killed, error_response, fail, flow_failed, killed, proceed};
+use crate::config::ProxyConfig;
 use crate::conn::pool::PoolEntry;
 use crate::context::{ConnCtx, fire};
 use crate::proto::headers::{
@@ -86,13 +88,14 @@ fn is_decimal(bytes: &[u8], len: usize) -> bool {
 
 /// Reads the server's response into the flow, runs the response hooks, and answers the
 /// client.
+/// `cfg` is the configuration the request was served under (read once per request).
 pub(crate) async fn response_phase(
     ctx: &Rc<ConnCtx>,
+    cfg: Arc<ProxyConfig>,
     mut flow: Box<HttpFlow>,
     entry: PoolEntry,
     resp: hyper::Response<Incoming>,
 ) -> Result<HyperResponse, Killed> {
-    let cfg = ctx.shared.config();
     let (mut parts, body) = resp.into_parts();
     let declared_len = content_length(&parts.headers);
     record_response(&mut flow, &mut parts);
@@ -124,13 +127,18 @@ pub(crate) async fn response_phase(
 
     let streamed = flow.response.as_ref().is_some_and(|r| r.stream);
     if ctx.manager().handles(HookKind::Response) && !streamed {
-        let limit = if no_body { 0 } else { cfg.stream_large_bodies };
+        let limits = Limits {
+            read: if no_body { 0 } else { cfg.stream_large_bodies },
+            body_size: cfg.body_size_limit,
+            store: cfg.store_streamed_bodies,
+        };
+        drop(cfg);
         return buffer_response(
             ctx,
             flow,
             parts.extensions,
             body,
-            limit,
+            limits,
             declared_len,
             entry,
         )
@@ -189,21 +197,32 @@ fn release_on_end(entry: &PoolEntry) -> Box<dyn FnOnce(bool) + Send> {
     Box::new(move |read_all| state.end_exchange(read_all))
 }
 
-/// Reads the response body into the flow (up to `limit` bytes) for the `response` hook and
-/// answers from the flow; a larger body is streamed instead (the flow marked so).
+/// What [`buffer_response`] needs of the configuration.
+struct Limits {
+    /// Read up to this many bytes into the flow; a larger body is streamed.
+    read: u64,
+    /// `body_size_limit`.
+    body_size: Option<u64>,
+    /// `store_streamed_bodies`.
+    store: bool,
+}
+
+/// Reads the response body into the flow (up to `limits.read` bytes) for the `response`
+/// hook and answers from the flow; a larger body is streamed instead (the flow marked so).
 async fn buffer_response(
     ctx: &Rc<ConnCtx>,
     mut flow: Box<HttpFlow>,
     extensions: http::Extensions,
     body: Incoming,
-    limit: u64,
+    limits: Limits,
     declared_len: Option<u64>,
     entry: PoolEntry,
 ) -> Result<HyperResponse, Killed> {
-    let (body_size_limit, store) = {
-        let cfg = ctx.shared.config();
-        (cfg.body_size_limit, cfg.store_streamed_bodies)
-    };
+    let Limits {
+        read: limit,
+        body_size: body_size_limit,
+        store,
+    } = limits;
     // Killed while the server still sends the body: stop waiting for it at once. Dropping
     // the half-read body closes the server connection (it is never reused), and the client
     // is dropped.

@@ -60,7 +60,7 @@ pub(crate) async fn response(
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         // Refused: the connection stays plain HTTP and its driver reports its end.
         entry.state.upgrading(false);
-        return response_phase(ctx, flow, entry, resp).await;
+        return response_phase(ctx, ctx.shared.config(), flow, entry, resp).await;
     }
     let server_upgrade = hyper::upgrade::on(&mut resp);
     let (parts, _body) = resp.into_parts();

@@ -392,6 +392,11 @@ pub(crate) async fn read_up_to(mut body: Incoming, threshold: u64) -> Result<Rea
                     chunks.append(&mut more);
                     return Ok(Read::TooLarge(chunks, body));
                 }
+                // A body whose length is known ends with its last byte: no poll for the end
+                // (a body with trailers is chunked, and not at its end before them).
+                if body.is_end_stream() {
+                    break;
+                }
             }
             Err(frame) => {
                 if let Ok(t) = frame.into_trailers() {

@@ -106,14 +106,23 @@ pub(crate) struct Pooled<F: Future> {
 
 impl<F: Future> Pooled<F> {
     pub(crate) fn new(f: F) -> Self {
+        Self::with(|| f)
+    }
+
+    /// Makes the future in its block: `make` (an `async fn` called with its arguments)
+    /// writes them into the block directly, where [`Pooled::new`] would build the whole
+    /// future on the stack and copy all of it (a few KiB, though only the arguments are set
+    /// before its first poll).
+    #[inline(always)]
+    pub(crate) fn with(make: impl FnOnce() -> F) -> Self {
         let ptr = if fits::<F>() {
             let p = take_block().cast::<F>();
             // SAFETY: the block is large and aligned enough for `F` (`fits`), and
             // unused: it was just taken from the free list or allocated.
-            unsafe { p.as_ptr().write(f) };
+            unsafe { p.as_ptr().write(make()) };
             p
         } else {
-            NonNull::from(Box::leak(Box::new(f)))
+            NonNull::from(Box::leak(Box::new(make())))
         };
         Self {
             ptr,

@@ -288,18 +288,13 @@ pub(crate) async fn handle(
         // sized for its largest state, and keeps it while the connection idles; the
         // unobserved path (its request and body held across the exchange, about 2 KiB) would
         // set that size. A recycled block per request instead (S5 in BENCHMARKS.md).
-        return Ok(Pooled::new(forward_unobserved(
-            &ctx,
-            &cfg,
-            req,
-            &key,
-            &dest,
-            absolute_form,
-        ))
+        return Ok(Pooled::with(|| {
+            forward_unobserved(&ctx, &cfg, req, &key, &dest, absolute_form)
+        })
         .await);
     }
     let authority = authority.map(|a| a.as_str().into()).unwrap_or_default();
-    Pooled::new(observed(ctx, cfg, req, (key, authority), absolute_form)).await
+    Pooled::with(|| observed(ctx, cfg, req, (key, authority), absolute_form)).await
 }
 
 /// What the request body phase gave.

@@ -105,14 +105,10 @@ pub(crate) struct Pooled<F: Future> {
 }
 
 impl<F: Future> Pooled<F> {
-    pub(crate) fn new(f: F) -> Self {
-        Self::with(|| f)
-    }
-
     /// Makes the future in its block: `make` (an `async fn` called with its arguments)
-    /// writes them into the block directly, where [`Pooled::new`] would build the whole
-    /// future on the stack and copy all of it (a few KiB, though only the arguments are set
-    /// before its first poll).
+    /// writes them into the block directly; a future passed by value would be built on the
+    /// stack and copied whole (a few KiB, though only the arguments are set before its first
+    /// poll).
     #[inline(always)]
     pub(crate) fn with(make: impl FnOnce() -> F) -> Self {
         let ptr = if fits::<F>() {
@@ -187,7 +183,7 @@ mod tests {
         let before = free_len();
         let p = Probe(drops.clone());
         let big = [7u8; 2000];
-        let out = rt.block_on(Pooled::new(async move {
+        let out = rt.block_on(Pooled::with(|| async move {
             tokio::task::yield_now().await;
             let _p = p;
             big.iter().map(|b| u32::from(*b)).sum::<u32>()
@@ -197,12 +193,12 @@ mod tests {
         assert_eq!(free_len(), before.max(1), "the block went back to the list");
         // The next future takes that block: the list does not grow.
         let addr_before = FREE.with(|f| f.borrow().0.last().copied());
-        let fut = Pooled::new(async { 1 });
+        let fut = Pooled::with(|| async { 1 });
         assert_eq!(Some(fut.ptr.cast::<u8>()), addr_before);
         drop(fut);
         // Dropped before it ran: its captures are dropped too.
         let p = Probe(drops.clone());
-        drop(Pooled::new(async move {
+        drop(Pooled::with(|| async move {
             let _p = p;
         }));
         assert_eq!(drops.get(), 2);
@@ -211,7 +207,7 @@ mod tests {
     #[test]
     fn the_list_keeps_at_most_keep_blocks() {
         let many: Vec<_> = (0..KEEP + 8)
-            .map(|i| Pooled::new(async move { i }))
+            .map(|i| Pooled::with(|| async move { i }))
             .collect();
         drop(many);
         assert_eq!(free_len(), KEEP);
@@ -225,7 +221,7 @@ mod tests {
         assert!(!fits::<[u8; BLOCK_SIZE + 1]>());
         let big = [1u8; BLOCK_SIZE + 1];
         let before = free_len();
-        let n = rt.block_on(Pooled::new(async move {
+        let n = rt.block_on(Pooled::with(|| async move {
             tokio::task::yield_now().await;
             big.len()
         }));

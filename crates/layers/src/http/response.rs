@@ -14,7 +14,9 @@ use waylay_core::flow::{
 
 use super::body::{BodyEnd, ProxyBody, Read, keep_streamed, read_up_to};
 use super::convert::{headers_from, headers_into, headers_to, version_of};
-use super::walk::{HyperResponse, Killed, error_response, fail, flow_failed, killed, proceed};
+use super::walk::{
+    HyperResponse, Killed, error_response, fail, flow_failed, killed, proceed, run_hook,
+};
 use crate::config::ProxyConfig;
 use crate::conn::pool::PoolEntry;
 use crate::context::{ConnCtx, fire};
@@ -125,13 +127,17 @@ pub(crate) async fn response_phase(
             .state
             .end_exchange(http_body::Body::is_end_stream(body))
     };
-    let Some(mut flow) = ctx.fire(HookKind::ResponseHeaders, flow).await else {
-        unread(&entry, &body);
-        return Err(Killed);
-    };
-    if proceed(&mut flow).await.is_err() {
-        unread(&entry, &body);
-        return killed(ctx, flow).await;
+    // Walked only when some addon handles it (see `run_hook`).
+    if ctx.manager().handles(HookKind::ResponseHeaders) {
+        let Some(f) = ctx.fire(HookKind::ResponseHeaders, flow).await else {
+            unread(&entry, &body);
+            return Err(Killed);
+        };
+        flow = f;
+        if proceed(&mut flow).await.is_err() {
+            unread(&entry, &body);
+            return killed(ctx, flow).await;
+        }
     }
 
     let no_body = bodiless(&flow.request.method, parts.status.as_u16());
@@ -362,12 +368,7 @@ pub(crate) async fn respond_from_flow(
     flow: Box<HttpFlow>,
     extensions: Option<http::Extensions>,
 ) -> Result<HyperResponse, Killed> {
-    let Some(mut flow) = ctx.fire(HookKind::Response, flow).await else {
-        return Err(Killed);
-    };
-    if proceed(&mut flow).await.is_err() {
-        return killed(ctx, flow).await;
-    }
+    let mut flow = run_hook(ctx, HookKind::Response, flow).await?;
     let h1 = h1_client(&flow);
     let Some(resp) = flow.response.as_mut() else {
         return fail(

@@ -84,6 +84,11 @@ pub(crate) async fn run_hook(
     kind: HookKind,
     flow: Box<HttpFlow>,
 ) -> Result<Box<HttpFlow>, Killed> {
+    if !ctx.manager().handles(kind) {
+        // Nothing to walk and nothing to wait for: a flow is intercepted or killed only in a
+        // hook (or by the layer itself), and the last hook's wait has already run.
+        return Ok(flow);
+    }
     let Some(mut flow) = ctx.fire(kind, flow).await else {
         return Err(Killed);
     };

@@ -35,6 +35,19 @@ proptest! {
         }
     }
 
+    /// The byte-level split agrees with the one it replaced (`str` methods, `u16::from_str`)
+    /// on any text, and on text made of the characters that matter to it.
+    #[test]
+    fn split_host_port_agrees_with_the_str_version(
+        s in "\\PC{0,40}|[ \t\\[\\]:+0-9a-f.\u{a0}\u{3000}]{0,24}|\
+              [ \u{a0}]?\\[?[0-9a-f:.]{0,8}\\]?(:\\+?[0-9]{0,6})?[ \u{3000}]?",
+        default in any::<u16>(),
+    ) {
+        let expected = reference_split(&s, default).map(|(h, p)| (h.to_owned(), p));
+        let got = split_host_port(&s, default).map(|(h, p)| (h.to_string(), p));
+        prop_assert_eq!(got, expected);
+    }
+
     #[test]
     fn split_host_port_reads_what_it_formats(
         host in "[a-z0-9.-]{1,20}|[0-9a-f:]{2,20}",
@@ -71,5 +84,32 @@ proptest! {
         if o.set_specs(&[spec.as_str()]).is_err() {
             prop_assert_eq!(o, before);
         }
+    }
+}
+
+/// `split_host_port` as it was written with `str` methods (the reference for the property
+/// above).
+fn reference_split(authority: &str, default: u16) -> Option<(&str, u16)> {
+    let a = authority.trim();
+    if a.is_empty() {
+        return None;
+    }
+    if let Some(rest) = a.strip_prefix('[') {
+        let (h, after) = rest.split_once(']')?;
+        if h.is_empty() {
+            return None;
+        }
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().ok()?,
+            None if after.is_empty() => default,
+            None => return None,
+        };
+        return Some((h, port));
+    }
+    match a.rsplit_once(':') {
+        Some((h, _)) if h.contains(':') => Some((a, default)),
+        Some((h, p)) if !h.is_empty() => Some((h, p.parse().ok()?)),
+        Some(_) => None,
+        None => Some((a, default)),
     }
 }

@@ -88,6 +88,9 @@ impl ManagerHandle {
     /// one of them acts on any host, or names this one ([`Addon::http_hosts`](crate::Addon::http_hosts)).
     /// Meaningful when some addon handles an HTTP hook ([`ManagerHandle::handles_any`]).
     pub fn observes_http_host(&self, host: &str) -> bool {
+        if self.shared.http_any_host.load(Ordering::Acquire) {
+            return true;
+        }
         match &*self.shared.http_scope.load() {
             None => true,
             Some(hosts) => hosts.iter().any(|h| h.eq_ignore_ascii_case(host)),

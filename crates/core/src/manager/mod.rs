@@ -47,6 +47,9 @@ pub(crate) struct Shared {
     /// `Some(hosts)` when every addon handling an HTTP hook acts only on these hosts
     /// (lowercase; see [`Addon::http_hosts`](crate::Addon::http_hosts)); `None`: any host.
     pub(crate) http_scope: arc_swap::ArcSwapOption<Vec<String>>,
+    /// Whether `http_scope` is `None` (some HTTP-hook addon acts on any host): the common
+    /// case, answered with one atomic load instead of a guarded load of the scope per request.
+    pub(crate) http_any_host: AtomicBool,
     /// `addon_timeout` in milliseconds (0: no deadline).
     pub(crate) timeout_ms: AtomicU64,
     /// Serialises option changes and registrations (both walk `configure`).
@@ -148,6 +151,7 @@ impl AddonManager {
             handled: AtomicU64::new(0),
             options: ArcSwap::from_pointee(Options::empty()),
             http_scope: arc_swap::ArcSwapOption::empty(),
+            http_any_host: AtomicBool::new(true),
             timeout_ms: AtomicU64::new(0),
             config_lock: tokio::sync::Mutex::new(()),
             routes: (0..HookKind::COUNT)
@@ -207,9 +211,11 @@ impl AddonManager {
                 }
             }
         }
+        // The scope first: a reader that sees the flag cleared finds the new hosts.
         self.shared
             .http_scope
             .store(scoped.then(|| Arc::new(hosts)));
+        self.shared.http_any_host.store(!scoped, Ordering::Release);
     }
 
     fn entry_mut(&mut self, id: AddonId) -> Option<&mut Entry> {

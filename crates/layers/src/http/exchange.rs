@@ -384,7 +384,6 @@ async fn observed(
     let headers = headers_from(std::mem::take(&mut parts.headers));
     // One clock read for the flow's creation and the request's start.
     let started = now();
-    let message = Message::new_at(version_of(parts.version), headers, started);
     let request = Request {
         method: parts.method.as_str().into(),
         scheme: CompactString::const_new(dest.scheme.as_str()),
@@ -392,9 +391,9 @@ async fn observed(
         host: dest.host,
         port: dest.port,
         path,
-        message,
+        message: Message::new_at(version_of(parts.version), headers, started),
     };
-    let mut flow = Box::new(HttpFlow::new_at(ctx.client(), request, started));
+    let mut flow = HttpFlow::boxed_at(ctx.client(), request, started);
     if let Some(via) = dest.route {
         // A tunnel routed by an addon (`http_connect`, `next_layer`): its requests keep the
         // route unless an addon changes it.

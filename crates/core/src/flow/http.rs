@@ -362,13 +362,17 @@ fn trim(s: &str) -> &str {
 
 /// A port as `u16::from_str` reads one (an optional `+`, then decimal digits that fit).
 fn parse_port(p: &[u8]) -> Option<u16> {
-    let digits = p.strip_prefix(b"+").unwrap_or(p);
+    decimal(p.strip_prefix(b"+").unwrap_or(p)).and_then(|n| u16::try_from(n).ok())
+}
+
+/// Decimal digits (at least one, nothing else) as a number; `None` when they do not fit.
+pub fn decimal(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() {
         return None;
     }
-    digits.iter().try_fold(0u16, |n, &c| {
+    digits.iter().try_fold(0u64, |n, &c| {
         if c.is_ascii_digit() {
-            n.checked_mul(10)?.checked_add(u16::from(c - b'0'))
+            n.checked_mul(10)?.checked_add(u64::from(c - b'0'))
         } else {
             None
         }

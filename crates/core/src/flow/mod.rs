@@ -24,7 +24,7 @@ pub use compact_str::{CompactString, ToCompactString, format_compact};
 pub use connection::{Address, Client, Server, TlsInfo};
 pub use error::{FlowError, KILLED_MESSAGE};
 pub use headers::Headers;
-pub use http::{HttpEdit, HttpFlow, Request, Response, reason_phrase, split_host_port};
+pub use http::{HttpEdit, HttpFlow, Request, Response, decimal, reason_phrase, split_host_port};
 pub use inject::{INJECT_QUEUE, InjectError, InjectQueues, Injector};
 pub use intercept::{Intercept, InterceptHandle, Release};
 pub use kill::KillSwitch;

@@ -9,7 +9,8 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use hyper::body::Incoming;
 use waylay_core::HookKind;
 use waylay_core::flow::{
-    CompactString, HttpFlow, HttpVersion, KILLED_MESSAGE, Message, Response, now, reason_phrase,
+    CompactString, HttpFlow, HttpVersion, KILLED_MESSAGE, Message, Response, decimal, now,
+    reason_phrase,
 };
 
 use super::body::{BodyEnd, ProxyBody, Read, keep_streamed, read_up_to};
@@ -28,17 +29,7 @@ use crate::proto::headers::{
 /// tabs are allowed (hyper has rejected any other form on the messages it parsed). Read from
 /// the bytes: every request and response asks.
 pub(crate) fn content_length(h: &HeaderMap) -> Option<u64> {
-    let digits = h.get(CONTENT_LENGTH)?.as_bytes().trim_ascii();
-    if digits.is_empty() {
-        return None;
-    }
-    digits.iter().try_fold(0u64, |n, &b| {
-        if b.is_ascii_digit() {
-            n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
-        } else {
-            None
-        }
-    })
+    decimal(h.get(CONTENT_LENGTH)?.as_bytes().trim_ascii())
 }
 
 /// Whether the response is server-sent events (`Content-Type: text/event-stream`).

@@ -451,34 +451,31 @@ async fn observed(
     // request and closes when its answer is dropped.
     let switch = flow.existing_kill_switch();
     let sent = {
-        let sending = send_upstream(
-            &ctx,
-            &key,
-            client_upgrade.is_some(),
-            can_retry,
-            |entry, unsent| {
-                let extensions = match unsent {
-                    Some(mut r) => std::mem::take(r.extensions_mut()),
-                    None => upstream_extensions.take().unwrap_or_default(),
-                };
-                let body = match req_body.take() {
-                    Some(b) => b,
-                    None => buffered_body(&flow),
-                };
-                build_upstream(
-                    &flow,
-                    extensions,
-                    client_path.as_ref(),
-                    body,
-                    entry,
-                    absolute_form,
-                )
-            },
-        );
+        let upgrade = client_upgrade.is_some();
+        let build = |entry: &PoolEntry, unsent: Option<hyper::Request<ProxyBody>>| {
+            let extensions = match unsent {
+                Some(mut r) => std::mem::take(r.extensions_mut()),
+                None => upstream_extensions.take().unwrap_or_default(),
+            };
+            let body = match req_body.take() {
+                Some(b) => b,
+                None => buffered_body(&flow),
+            };
+            build_upstream(
+                &flow,
+                extensions,
+                client_path.as_ref(),
+                body,
+                entry,
+                absolute_form,
+            )
+        };
+        // Made where it is awaited: a future made first and awaited later is copied into
+        // the await's slot (over 1 KiB).
         match switch {
-            None => Some(sending.await),
+            None => Some(send_upstream(&ctx, &key, upgrade, can_retry, build).await),
             Some(s) => tokio::select! {
-                sent = sending => Some(sent),
+                sent = send_upstream(&ctx, &key, upgrade, can_retry, build) => Some(sent),
                 () = s.killed() => None,
             },
         }

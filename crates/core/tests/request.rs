@@ -112,6 +112,10 @@ fn split_host_port_handles_names_ipv4_and_ipv6() {
         "bare IPv6"
     );
     assert_eq!(s(" example.com:1 "), Some(("example.com".into(), 1)));
+    // As `u16::from_str` reads a port: a leading `+` is allowed.
+    assert_eq!(s("[a]:+0"), Some(("a".into(), 0)));
+    assert_eq!(s("host:+8080"), Some(("host".into(), 8080)));
+    assert_eq!(s("host:65535"), Some(("host".into(), 65535)));
     for bad in [
         "",
         "   ",
@@ -119,6 +123,9 @@ fn split_host_port_handles_names_ipv4_and_ipv6() {
         "host:",
         "host:65536",
         "host:x",
+        "host:+",
+        "host:++1",
+        "host:1+",
         "[::1",
         "[::1]x",
         "[::1]:",

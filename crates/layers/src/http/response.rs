@@ -15,9 +15,7 @@ use waylay_core::flow::{
 
 use super::body::{BodyEnd, ProxyBody, Read, keep_streamed, read_up_to};
 use super::convert::{headers_from, headers_into, headers_to, version_of};
-use super::walk::{
-    HyperResponse, Killed, error_response, fail, flow_failed, killed, proceed, run_hook,
-};
+use super::walk::{HyperResponse, Killed, error_response, fail, flow_failed, killed, run_hook};
 use crate::config::ProxyConfig;
 use crate::conn::pool::PoolEntry;
 use crate::context::{ConnCtx, fire};
@@ -118,18 +116,13 @@ pub(crate) async fn response_phase(
             .state
             .end_exchange(http_body::Body::is_end_stream(body))
     };
-    // Walked only when some addon handles it (see `run_hook`).
-    if ctx.manager().handles(HookKind::ResponseHeaders) {
-        let Some(f) = ctx.fire(HookKind::ResponseHeaders, flow).await else {
+    let mut flow = match run_hook(ctx, HookKind::ResponseHeaders, flow).await {
+        Ok(f) => f,
+        Err(k) => {
             unread(&entry, &body);
-            return Err(Killed);
-        };
-        flow = f;
-        if proceed(&mut flow).await.is_err() {
-            unread(&entry, &body);
-            return killed(ctx, flow).await;
+            return Err(k);
         }
-    }
+    };
 
     let no_body = bodiless(&flow.request.method, parts.status.as_u16());
     if let (Some(limit), Some(len)) = (cfg.body_size_limit, declared_len)

@@ -415,7 +415,11 @@ async fn observed(
         flow = Box::pin(super::upgrade::handshake(&ctx, flow)).await?;
     }
 
-    flow = run_hook(&ctx, HookKind::RequestHeaders, flow).await?;
+    // Checked here as well as in `run_hook`: no hook future is made, polled and dropped for a
+    // hook nobody handles (a `response`-only addon's case, twice per request).
+    if ctx.manager().handles(HookKind::RequestHeaders) {
+        flow = run_hook(&ctx, HookKind::RequestHeaders, flow).await?;
+    }
 
     let req_body = if flow.response.is_none() {
         match request_body(&ctx, &cfg, flow, body, declared_len).await? {

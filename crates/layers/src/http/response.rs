@@ -116,12 +116,17 @@ pub(crate) async fn response_phase(
             .state
             .end_exchange(http_body::Body::is_end_stream(body))
     };
-    let mut flow = match run_hook(ctx, HookKind::ResponseHeaders, flow).await {
-        Ok(f) => f,
-        Err(k) => {
-            unread(&entry, &body);
-            return Err(k);
+    // No hook future for a hook nobody handles (see `observed`).
+    let mut flow = if ctx.manager().handles(HookKind::ResponseHeaders) {
+        match run_hook(ctx, HookKind::ResponseHeaders, flow).await {
+            Ok(f) => f,
+            Err(k) => {
+                unread(&entry, &body);
+                return Err(k);
+            }
         }
+    } else {
+        flow
     };
 
     let no_body = bodiless(&flow.request.method, parts.status.as_u16());

@@ -306,28 +306,34 @@ enum BodyPhase {
     Answered(HyperResponse),
 }
 
-/// The request body: buffered for the `request` hook, streamed when nobody looks at it or it
-/// is larger than `stream_large_bodies`.
+/// The request body when no addon handles `request`: streamed to the server as it comes, or,
+/// with none, held as empty (so a stale keep-alive can be retried). A plain function: no
+/// future is made for it (see [`request_body`]).
+fn request_body_unhooked(
+    cfg: &ProxyConfig,
+    mut flow: Box<HttpFlow>,
+    body: Incoming,
+    declared_len: Option<u64>,
+) -> (Box<HttpFlow>, Option<ProxyBody>) {
+    if body.is_end_stream() {
+        // It ended with its head (no second clock read).
+        flow.request.raw_content = Some(Bytes::new());
+        flow.request.timestamp_end = Some(flow.request.timestamp_start);
+        return (flow, None);
+    }
+    flow.request.stream = true;
+    let body = ProxyBody::streaming(Vec::new(), body, cfg.body_size_limit).with_exact(declared_len);
+    (flow, Some(body))
+}
+
+/// The request body for the `request` hook: buffered, or streamed when it is larger than
+/// `stream_large_bodies`. Called only when some addon handles `request`.
 async fn request_body(
     ctx: &Rc<ConnCtx>,
     cfg: &ProxyConfig,
     mut flow: Box<HttpFlow>,
     body: Incoming,
-    declared_len: Option<u64>,
 ) -> Result<BodyPhase, Killed> {
-    if !ctx.manager().handles(HookKind::Request) {
-        if body.is_end_stream() {
-            // No body: held as empty, so a stale keep-alive can be retried. It ended with
-            // its head (no second clock read).
-            flow.request.raw_content = Some(Bytes::new());
-            flow.request.timestamp_end = Some(flow.request.timestamp_start);
-            return Ok(BodyPhase::Next(flow, None));
-        }
-        flow.request.stream = true;
-        let body =
-            ProxyBody::streaming(Vec::new(), body, cfg.body_size_limit).with_exact(declared_len);
-        return Ok(BodyPhase::Next(flow, Some(body)));
-    }
     let mut streamed = None;
     match read_up_to(body, cfg.stream_large_bodies).await {
         Ok(Read::Complete(b, trailers)) => {
@@ -421,16 +427,20 @@ async fn observed(
         flow = run_hook(&ctx, HookKind::RequestHeaders, flow).await?;
     }
 
-    let req_body = if flow.response.is_none() {
-        match request_body(&ctx, &cfg, flow, body, declared_len).await? {
+    let req_body = if flow.response.is_some() {
+        None
+    } else if !ctx.manager().handles(HookKind::Request) {
+        let (f, b) = request_body_unhooked(&cfg, flow, body, declared_len);
+        flow = f;
+        b
+    } else {
+        match request_body(&ctx, &cfg, flow, body).await? {
             BodyPhase::Next(f, b) => {
                 flow = f;
                 b
             }
             BodyPhase::Answered(r) => return Ok(r),
         }
-    } else {
-        None
     };
 
     // An addon answered: the server is never contacted.

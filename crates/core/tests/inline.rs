@@ -344,7 +344,10 @@ impl Addon for OnThread {
     }
 
     async fn request(&mut self, _flow: &mut HttpFlow) {
-        self.0.lock().unwrap().push(std::thread::current().id());
+        self.0
+            .lock()
+            .expect("not poisoned")
+            .push(std::thread::current().id());
     }
 }
 

@@ -89,7 +89,9 @@ pub mod options;
 pub use filter::{Filter, FilterError, FlowRef};
 pub use flow::{Flow, FlowError, FlowId, Headers, HttpFlow, Request, Response, TcpFlow};
 pub use hooks::{Addon, Hook, HookKind, HookSet};
-pub use manager::{AddError, AddonActor, AddonId, AddonManager, Fault, HookError, ManagerHandle};
+pub use manager::{
+    AddError, AddonActor, AddonId, AddonManager, Called, Fault, HookError, ManagerHandle,
+};
 pub use mode::{
     Credentials, Mode, ModeSpec, ModeSpecError, ProxyScheme, ReverseScheme, ReverseTarget,
     UpstreamProxy, Via, parse_modes,

@@ -10,7 +10,9 @@ use futures::FutureExt;
 use futures::future::join_all;
 use tokio::sync::{Notify, oneshot};
 use waylay_core::hooks::LogLevel;
-use waylay_core::{Addon, AddonManager, HookKind, HookSet, HttpFlow, ManagerHandle, Options};
+use waylay_core::{
+    Addon, AddonManager, Called, HookKind, HookSet, HttpFlow, ManagerHandle, Options,
+};
 use waylay_testkit::{AddonHarness, FlowExt, tflow, tresp, within};
 
 /// Appends its tag to the `x-chain` request header.
@@ -48,6 +50,33 @@ fn fire_now(m: &ManagerHandle, flow: Box<HttpFlow>) -> Option<Box<HttpFlow>> {
     m.fire(HookKind::Request, flow)
         .now_or_never()
         .map(|r| r.expect("fired"))
+}
+
+/// `fire_in` is the walk's first step inside the caller's own poll: `Done` when every addon
+/// ran there, `Later` (the rest of the walk, to await) when one could not.
+#[actix_rt::test]
+async fn fire_in_finishes_in_the_callers_poll_or_hands_back_the_rest() {
+    let h = AddonHarness::with_addons((Tag("a"), Tag("b"))).await;
+    let m = h.manager();
+    let waker = futures::task::noop_waker();
+    let mut cx = std::task::Context::from_waker(&waker);
+    match m.fire_in(HookKind::Request, Box::new(tflow()), &mut cx) {
+        Called::Done(r) => assert_eq!(chain(&r.expect("walked")), "ab"),
+        Called::Later(_) => panic!("idle addons run in the caller's poll"),
+    }
+
+    m.set_inline_hooks(false);
+    let rest = match m.fire_in(HookKind::Request, Box::new(tflow()), &mut cx) {
+        Called::Done(_) => panic!("through the mailboxes, nothing finishes in this poll"),
+        Called::Later(rest) => rest,
+    };
+    assert_eq!(chain(&rest.await.expect("walked")), "ab");
+
+    // A hook nobody handles gives the payload back at once, untouched.
+    match m.fire_in(HookKind::TcpStart, Box::new(tflow()), &mut cx) {
+        Called::Done(r) => assert_eq!(chain(&r.expect("untouched")), ""),
+        Called::Later(_) => panic!("an unhandled hook is not walked"),
+    }
 }
 
 #[actix_rt::test]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use waylay_core::flow::{Address, Client};
-use waylay_core::{HookKind, ManagerHandle};
+use waylay_core::{Called, HookKind, ManagerHandle};
 
 use crate::config::ProxyConfig;
 use crate::conn::pool::Pool;
@@ -208,16 +208,17 @@ impl ConnCtx {
     /// Fires `kind` with `payload` when some addon handles it; gives the payload back
     /// (unchanged when nobody handles it). `None` only when the addon manager is gone
     /// (shutdown): the caller then gives up on the connection.
-    pub(crate) async fn fire<P: std::any::Any + Send>(
+    pub(crate) fn fire<P: std::any::Any + Send>(
         &self,
         kind: HookKind,
         payload: Box<P>,
-    ) -> Option<Box<P>> {
-        fire(&self.shared.manager, kind, payload).await
+    ) -> impl Future<Output = Option<Box<P>>> + '_ {
+        fire(&self.shared.manager, kind, payload)
     }
 }
 
-/// See [`ConnCtx::fire`].
+/// See [`ConnCtx::fire`]. The walk's first step runs in this future's first poll
+/// ([`ManagerHandle::fire_in`]): one future per hook, not one per layer of calls.
 pub(crate) async fn fire<P: std::any::Any + Send>(
     manager: &ManagerHandle,
     kind: HookKind,
@@ -226,7 +227,17 @@ pub(crate) async fn fire<P: std::any::Any + Send>(
     if !manager.handles(kind) {
         return Some(payload);
     }
-    match manager.fire(kind, payload).await {
+    let mut payload = Some(payload);
+    let fired = std::future::poll_fn(|cx| match payload.take() {
+        Some(p) => std::task::Poll::Ready(manager.fire_in(kind, p, cx)),
+        None => std::task::Poll::Pending,
+    })
+    .await;
+    let walked = match fired {
+        Called::Done(r) => r,
+        Called::Later(rest) => rest.await,
+    };
+    match walked {
         Ok(p) => Some(p),
         Err(e) => {
             tracing::debug!(hook = kind.name(), error = %e, "hook not delivered");

@@ -111,56 +111,87 @@ impl ManagerHandle {
     /// Walks `hook` through the addons that handle it, in registration order, and returns
     /// it with their changes. Sends no message when none handles it.
     pub async fn call(&self, hook: Hook) -> Result<Hook, HookError> {
+        let mut hook = Some(hook);
+        let called = std::future::poll_fn(|cx| match hook.take() {
+            Some(h) => std::task::Poll::Ready(self.call_in(h, cx)),
+            None => std::task::Poll::Pending,
+        })
+        .await;
+        match called {
+            Called::Done(r) => r,
+            Called::Later(rest) => rest.await,
+        }
+    }
+
+    /// [`ManagerHandle::call`] begun within a poll the caller is in (`cx`): on the
+    /// manager's thread the addons that are idle and finish in their first poll run right
+    /// here, one after the other ([`Called::Done`]); the rest of the walk, if any, is the
+    /// boxed future of [`Called::Later`]. What `call` and [`ManagerHandle::fire`] are made
+    /// of; a layer polls it itself to save the nested futures of an `async fn` per hook.
+    pub fn call_in(&self, hook: Hook, cx: &mut std::task::Context<'_>) -> Called<'_, Hook> {
         let kind = hook.kind();
         if !self.handles(kind) {
-            return Ok(hook);
+            return Called::Done(Ok(hook));
         }
         if this_thread() != self.shared.home {
             // From another worker: one hop to the manager's thread, where the walk runs next
             // to the addons (walking from here would cross threads twice per addon).
-            // Boxed, as the other paths that wait are: this future is part of every
-            // caller's, which the common path (below) keeps small.
-            return Box::pin(self.addr.send(Walk(hook)))
-                .await
-                .map_err(|_| HookError::ManagerStopped)?;
+            return Called::Later(Box::pin(async move {
+                self.addr
+                    .send(Walk(hook))
+                    .await
+                    .map_err(|_| HookError::ManagerStopped)?
+            }));
         }
         // On the manager's thread the flow carries its own cursor: the route the manager
         // published is walked here, in the caller's task, with no hop through the manager's
         // mailbox (DESIGN.md §2's measured alternative; the manager keeps the order, the
         // routes and the lifecycle).
         let Some(routes) = self.shared.routes.get(kind as usize) else {
-            return Ok(hook);
+            return Called::Done(Ok(hook));
         };
-        let addr = &self.addr;
-        let report = |msg| addr.do_send(msg);
         let timeout = self.shared.timeout();
         if !self.shared.inline.load(Ordering::Relaxed) {
             let route = routes.load_full();
-            return Box::pin(super::walk(&route, hook, timeout, false, report)).await;
+            return Called::Later(Box::pin(async move {
+                let report = |msg| self.addr.do_send(msg);
+                super::walk(&route, hook, timeout, false, report).await
+            }));
         }
         // The inline pass, in this one poll: idle addons that finish in their first poll run
         // here one after the other, reading the route without taking a reference count.
-        // Anything else (a busy addon, a hook that waits) continues in a boxed future, so
-        // that this one, embedded in every caller's, stays small.
-        let mut hook = Some(hook);
-        let pass = std::future::poll_fn(|cx| {
-            let Some(h) = hook.take() else {
-                return std::task::Poll::Pending;
-            };
-            let route = routes.load();
-            std::task::Poll::Ready(match super::inline_pass(&route, h, timeout, cx, &report) {
-                super::Pass::Done(h) => Ok(h),
-                super::Pass::Stopped(i, first) => {
-                    Err((arc_swap::Guard::into_inner(route), i, first))
-                }
-            })
-        })
-        .await;
-        match pass {
-            Ok(h) => Ok(h),
-            Err((route, i, first)) => {
-                Box::pin(super::finish(&route, i, first, timeout, true, &report)).await
+        // Anything else (a busy addon, a hook that waits) continues in a boxed future.
+        let route = routes.load();
+        let report = |msg| self.addr.do_send(msg);
+        match super::inline_pass(&route, hook, timeout, cx, &report) {
+            super::Pass::Done(h) => Called::Done(Ok(h)),
+            super::Pass::Stopped(i, first) => {
+                let route = arc_swap::Guard::into_inner(route);
+                Called::Later(Box::pin(async move {
+                    let report = |msg| self.addr.do_send(msg);
+                    super::finish(&route, i, first, timeout, true, &report).await
+                }))
             }
+        }
+    }
+
+    /// Typed form of [`ManagerHandle::call_in`] (see [`ManagerHandle::fire`]).
+    pub fn fire_in<P: Any + Send>(
+        &self,
+        kind: HookKind,
+        payload: Box<P>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Called<'_, Box<P>> {
+        if !self.handles(kind) {
+            return Called::Done(Ok(payload));
+        }
+        let hook = match Hook::from_payload(kind, payload) {
+            Ok(h) => h,
+            Err(_) => return Called::Done(Err(HookError::WrongPayload(kind.name()))),
+        };
+        match self.call_in(hook, cx) {
+            Called::Done(r) => Called::Done(r.and_then(|h| typed(kind, h))),
+            Called::Later(rest) => Called::Later(Box::pin(async move { typed(kind, rest.await?) })),
         }
     }
 
@@ -179,15 +210,16 @@ impl ManagerHandle {
         kind: HookKind,
         payload: Box<P>,
     ) -> Result<Box<P>, HookError> {
-        if !self.handles(kind) {
-            return Ok(payload);
+        let mut payload = Some(payload);
+        let fired = std::future::poll_fn(|cx| match payload.take() {
+            Some(p) => std::task::Poll::Ready(self.fire_in(kind, p, cx)),
+            None => std::task::Poll::Pending,
+        })
+        .await;
+        match fired {
+            Called::Done(r) => r,
+            Called::Later(rest) => rest.await,
         }
-        let hook =
-            Hook::from_payload(kind, payload).map_err(|_| HookError::WrongPayload(kind.name()))?;
-        let hook = self.call(hook).await?;
-        hook.into_payload()
-            .and_then(|p| p.downcast::<P>().ok())
-            .ok_or(HookError::WrongPayload(kind.name()))
     }
 
     /// Adds an addon at the end of the order: starts its actor on the manager's arbiter,
@@ -470,6 +502,37 @@ async fn configure_one(
         Some(rejected) => Err(*rejected),
         None => Ok(reply.declared),
     }
+}
+
+/// What [`ManagerHandle::call_in`] (or [`ManagerHandle::fire_in`]) came to in the
+/// caller's poll.
+#[must_use = "a hook that did not finish in this poll goes on only when `Later` is awaited"]
+pub enum Called<'a, T> {
+    /// The walk is over: the hook (payload) back with the addons' changes, or why not.
+    Done(Result<T, HookError>),
+    /// An addon could not finish in this poll (busy, waiting, or another thread's): the
+    /// rest of the walk.
+    Later(std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, HookError>> + 'a>>),
+}
+
+impl<T> std::fmt::Debug for Called<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Done(r) => f.write_str(if r.is_ok() {
+                "Done(Ok(..))"
+            } else {
+                "Done(Err(..))"
+            }),
+            Self::Later(_) => f.write_str("Later(..)"),
+        }
+    }
+}
+
+/// A walked hook's payload as the type it was fired with.
+fn typed<P: Any + Send>(kind: HookKind, hook: Hook) -> Result<Box<P>, HookError> {
+    hook.into_payload()
+        .and_then(|p| p.downcast::<P>().ok())
+        .ok_or(HookError::WrongPayload(kind.name()))
 }
 
 thread_local! {

@@ -22,7 +22,7 @@ use arc_swap::ArcSwap;
 
 pub use addon_actor::{AddonActor, Fault};
 pub(crate) use addon_actor::{CommandCall, HookCall, HookReply, MAILBOX_CAPACITY, Retire};
-pub use handle::{AddError, AddonId, HookError, ManagerHandle};
+pub use handle::{AddError, AddonId, Called, HookError, ManagerHandle};
 pub(crate) use slot::SlotKey;
 
 use crate::hooks::{CommandSpec, Hook, HookKind, HookSet, LIFECYCLE, with_log_suppressed};

@@ -410,7 +410,7 @@ pub(crate) async fn handshake(
         Sender::H2(s) => ServerConnection::start_h2(s),
     };
     Ok(PoolEntry {
-        addr,
+        addr: std::rc::Rc::new(addr),
         slot,
         server,
         h2,

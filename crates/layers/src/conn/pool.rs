@@ -18,7 +18,9 @@ use crate::error::ServerError;
 /// A pooled server connection of a client connection.
 #[derive(Debug, Clone)]
 pub(crate) struct PoolEntry {
-    pub(crate) addr: Addr<ServerConnection>,
+    /// Shared, not cloned, with each request that takes the entry: an `Addr` clone is two
+    /// allocations in actix (its sender's task and parked flag), every request's cost.
+    pub(crate) addr: Rc<Addr<ServerConnection>>,
     /// The actor's request sender, lent for an exchange while the actor is idle.
     pub(crate) slot: Rc<SenderSlot>,
     pub(crate) server: Arc<Server>,

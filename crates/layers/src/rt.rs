@@ -76,20 +76,23 @@ impl CoarseTimer {
         }
     }
 
-    fn after(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+    /// The tick count at which a sleep of `duration` from now is over.
+    fn ends_at(&self, duration: Duration) -> u64 {
         let now = self.ticker.ticks.load(Ordering::Relaxed);
-        let ends_at = if duration.is_zero() {
-            now
-        } else {
-            // Whole ticks, plus one: the tick under way may be nearly over.
-            let tick = self.ticker.tick.as_nanos();
-            let n = duration.as_nanos().div_ceil(tick);
-            now.saturating_add(u64::try_from(n).unwrap_or(u64::MAX))
-                .saturating_add(1)
-        };
+        if duration.is_zero() {
+            return now;
+        }
+        // Whole ticks, plus one: the tick under way may be nearly over.
+        let tick = self.ticker.tick.as_nanos();
+        let n = duration.as_nanos().div_ceil(tick);
+        now.saturating_add(u64::try_from(n).unwrap_or(u64::MAX))
+            .saturating_add(1)
+    }
+
+    fn after(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
         Box::pin(CoarseSleep {
             ticker: self.ticker.clone(),
-            ends_at,
+            ends_at: self.ends_at(duration),
         })
     }
 }
@@ -101,6 +104,18 @@ impl hyper::rt::Timer for CoarseTimer {
 
     fn sleep_until(&self, deadline: std::time::Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
         self.after(deadline.saturating_duration_since(self.now()))
+    }
+
+    /// Re-arms a sleep of this timer where it is (hyper re-arms its header-read timeout for
+    /// every request of a connection): no new box per request.
+    fn reset(&self, sleep: &mut Pin<Box<dyn hyper::rt::Sleep>>, new_deadline: std::time::Instant) {
+        let duration = new_deadline.saturating_duration_since(self.now());
+        match sleep.as_mut().downcast_mut_pin::<CoarseSleep>() {
+            Some(s) if Arc::ptr_eq(&s.ticker, &self.ticker) => {
+                s.get_mut().ends_at = self.ends_at(duration);
+            }
+            _ => *sleep = self.after(duration),
+        }
     }
 
     fn now(&self) -> std::time::Instant {
@@ -201,5 +216,39 @@ mod tests {
                 .now_or_never()
                 .is_none()
         );
+    }
+
+    /// `reset` re-arms a sleep in its own box (hyper's header-read timeout, once per request):
+    /// an elapsed sleep waits again, a long one is brought forward, both to the new deadline.
+    #[tokio::test]
+    async fn a_reset_sleep_is_rearmed_in_place() {
+        let timer = CoarseTimer::new(Duration::from_millis(10));
+        let mut sleep = timer.sleep(Duration::ZERO);
+        assert!(
+            sleep.as_mut().now_or_never().is_some(),
+            "a zero sleep is over"
+        );
+        let boxed: *const () = (&raw const *sleep).cast();
+
+        let start = std::time::Instant::now();
+        timer.reset(&mut sleep, timer.now() + Duration::from_millis(40));
+        assert_eq!(boxed, (&raw const *sleep).cast(), "the same box, re-armed");
+        assert!(sleep.as_mut().now_or_never().is_none(), "waits again");
+        tokio::time::timeout(Duration::from_secs(20), sleep.as_mut())
+            .await
+            .expect("the re-armed sleep never ended");
+        assert!(start.elapsed() >= Duration::from_millis(40));
+
+        let mut long = timer.sleep(Duration::from_secs(3600));
+        timer.reset(&mut long, timer.now() + Duration::from_millis(20));
+        tokio::time::timeout(Duration::from_secs(20), long)
+            .await
+            .expect("a sleep brought forward ends at its new deadline");
+
+        // Another timer's sleep is replaced, not changed.
+        let other = CoarseTimer::new(Duration::from_millis(10));
+        let mut foreign = other.sleep(Duration::from_secs(3600));
+        timer.reset(&mut foreign, timer.now());
+        assert!(foreign.as_mut().now_or_never().is_some());
     }
 }

@@ -475,6 +475,74 @@ async fn idle_and_silent_clients_are_closed() {
     proxy.shutdown().await;
 }
 
+/// Reads from `s` until `needle` has arrived (at most 10 s); what was read.
+async fn read_until(s: &mut TcpStream, needle: &str) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !String::from_utf8_lossy(&got).contains(needle) {
+        let n = tokio::time::timeout_at(deadline, s.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no {needle:?} within 10 s: {:?}",
+                    String::from_utf8_lossy(&got)
+                )
+            })
+            .expect("read");
+        assert!(
+            n > 0,
+            "closed before {needle:?}: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// The header timeout of a keep-alive connection is re-armed for each request (hyper keeps one
+/// sleep per connection and resets it): a request after one that outlasted the timeout (its
+/// body came late) is served, and a later head that stalls is still cut off.
+#[actix_rt::test]
+async fn the_header_timeout_is_rearmed_for_each_request_of_a_connection() {
+    let origin = http_origin().await;
+    let proxy = TestProxy::start(
+        Proxy::builder()
+            .set("idle_timeout=60")
+            .set("header_timeout=1"),
+    )
+    .await;
+    let mut s = TcpStream::connect(proxy.addr()).await.expect("connect");
+    // The first request's body comes 1.5 s after its head: past the first deadline.
+    s.write_all(
+        format!(
+            "POST http://{origin}/first HTTP/1.1\r\nHost: {origin}\r\nContent-Length: 5\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("write");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    s.write_all(b"hello").await.expect("write");
+    read_until(&mut s, "origin POST /first").await;
+    // The second head in two parts: its read waits once, on the re-armed deadline.
+    let head = format!("GET http://{origin}/second HTTP/1.1\r\nHost: {origin}\r\n\r\n");
+    let (a, b) = head.split_at(20);
+    s.write_all(a.as_bytes()).await.expect("write");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.write_all(b.as_bytes()).await.expect("write");
+    read_until(&mut s, "origin GET /second").await;
+    // A third head that stalls is closed by the timeout.
+    s.write_all(format!("GET http://{origin}/third HTTP/1.1\r\nHost:").as_bytes())
+        .await
+        .expect("write");
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(8), s.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "a stalled head still open after 8 s");
+    assert!(!String::from_utf8_lossy(&rest).contains("origin GET /third"));
+    proxy.shutdown().await;
+}
+
 /// curl as a real client: plain HTTP through the proxy, and HTTPS through CONNECT trusting
 /// the proxy's CA, over HTTP/1.1 and HTTP/2.
 #[actix_rt::test]

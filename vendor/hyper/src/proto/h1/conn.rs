@@ -279,7 +279,9 @@ where
         #[cfg(feature = "server")]
         {
             self.state.h1_header_read_timeout_running = false;
-            self.state.h1_header_read_timeout_fut = None;
+            // waylay: the sleep is kept (it is polled only while the timeout runs) and
+            // re-armed with `Timer::reset` for the connection's next request, instead of a
+            // new box from `Timer::sleep_until` per request.
         }
 
         // Note: don't deconstruct `msg` into local variables, it appears

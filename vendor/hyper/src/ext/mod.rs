@@ -43,7 +43,9 @@ use bytes::Bytes;
 ))]
 use http::header::HeaderName;
 #[cfg(all(any(feature = "client", feature = "server"), feature = "http1"))]
-use http::header::{HeaderMap, IntoHeaderName, ValueIter};
+use http::header::{HeaderMap, ValueIter};
+#[cfg(feature = "ffi")]
+use http::header::IntoHeaderName;
 #[cfg(feature = "ffi")]
 use std::collections::HashMap;
 #[cfg(feature = "http2")]
@@ -156,9 +158,66 @@ impl fmt::Debug for Protocol {
 /// ```
 ///
 /// [`preserve_header_case`]: /client/struct.Client.html#method.preserve_header_case
+// waylay: the original spellings of a message of up to `CASE_LIST_MAX` fields are a list in
+// the order they came (was always a `HeaderMap<Bytes>`): one allocation instead of two per
+// message, no hashing per field when it is built or read. The encoder asks for each name's
+// spellings in turn, and a scan of a short list costs less than a hash lookup; a longer
+// message keeps the map, so that the scans never add up to more than a few hundred
+// comparisons.
 #[cfg(all(any(feature = "client", feature = "server"), feature = "http1"))]
 #[derive(Clone, Debug)]
-pub(crate) struct HeaderCaseMap(HeaderMap<Bytes>);
+pub(crate) struct HeaderCaseMap(CaseRepr);
+
+#[cfg(all(any(feature = "client", feature = "server"), feature = "http1"))]
+#[derive(Clone, Debug)]
+enum CaseRepr {
+    List(Vec<(HeaderName, Bytes)>),
+    Map(HeaderMap<Bytes>),
+}
+
+/// The longest list of spellings kept as a list (see [`HeaderCaseMap`]).
+#[cfg(all(any(feature = "client", feature = "server"), feature = "http1"))]
+const CASE_LIST_MAX: usize = 32;
+
+/// The spellings of one header name in a [`HeaderCaseMap`], in the order they were found.
+#[cfg(all(any(feature = "client", feature = "server"), feature = "http1"))]
+#[derive(Debug)]
+pub(crate) struct CaseIter<'a> {
+    rest: CaseRest<'a>,
+    name: HeaderName,
+}
+
+#[cfg(all(any(feature = "client", feature = "server"), feature = "http1"))]
+#[derive(Debug)]
+enum CaseRest<'a> {
+    List(std::slice::Iter<'a, (HeaderName, Bytes)>),
+    Map(ValueIter<'a, Bytes>),
+}
+
+#[cfg(all(any(feature = "client", feature = "server"), feature = "http1"))]
+impl<'a> CaseIter<'a> {
+    /// The header name whose spellings this gives.
+    #[cfg(feature = "server")]
+    pub(crate) fn name(&self) -> &HeaderName {
+        &self.name
+    }
+}
+
+#[cfg(all(any(feature = "client", feature = "server"), feature = "http1"))]
+impl<'a> Iterator for CaseIter<'a> {
+    type Item = &'a Bytes;
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<&'a Bytes> {
+        match &mut self.rest {
+            CaseRest::List(rest) => {
+                let name = &self.name;
+                rest.find(|(n, _)| n == name).map(|(_, orig)| orig)
+            }
+            CaseRest::Map(values) => values.next(),
+        }
+    }
+}
 
 #[cfg(all(any(feature = "client", feature = "server"), feature = "http1"))]
 impl HeaderCaseMap {
@@ -175,26 +234,79 @@ impl HeaderCaseMap {
     /// Returns a view of all spellings associated with that header name,
     /// in the order they were found.
     #[cfg(any(feature = "client", feature = "server"))]
-    pub(crate) fn get_all_internal(&self, name: &HeaderName) -> ValueIter<'_, Bytes> {
-        self.0.get_all(name).into_iter()
+    #[inline(always)]
+    pub(crate) fn get_all_internal(&self, name: &HeaderName) -> CaseIter<'_> {
+        let rest = match &self.0 {
+            CaseRepr::List(list) => CaseRest::List(list.iter()),
+            CaseRepr::Map(map) => Self::map_values(map, name),
+        };
+        CaseIter {
+            rest,
+            name: name.clone(),
+        }
+    }
+
+    #[cfg(any(feature = "client", feature = "server"))]
+    #[cold]
+    #[inline(never)]
+    fn map_values<'a>(map: &'a HeaderMap<Bytes>, name: &HeaderName) -> CaseRest<'a> {
+        CaseRest::Map(map.get_all(name).into_iter())
     }
 
     #[cfg(any(feature = "client", feature = "server"))]
     pub(crate) fn default() -> Self {
-        Self(HeaderMap::default())
+        Self(CaseRepr::List(Vec::new()))
+    }
+
+    /// Room for `n` spellings (a parsed message's field count).
+    #[cfg(any(feature = "client", feature = "server"))]
+    #[inline]
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        if n <= CASE_LIST_MAX {
+            Self(CaseRepr::List(Vec::with_capacity(n)))
+        } else {
+            Self(CaseRepr::Map(HeaderMap::with_capacity(n)))
+        }
     }
 
     #[cfg(any(test, feature = "ffi"))]
     pub(crate) fn insert(&mut self, name: HeaderName, orig: Bytes) {
-        self.0.insert(name, orig);
+        match &mut self.0 {
+            CaseRepr::List(list) => {
+                list.retain(|(n, _)| *n != name);
+                list.push((name, orig));
+            }
+            CaseRepr::Map(map) => {
+                map.insert(name, orig);
+            }
+        }
     }
 
     #[cfg(any(feature = "client", feature = "server"))]
-    pub(crate) fn append<N>(&mut self, name: N, orig: Bytes)
-    where
-        N: IntoHeaderName,
-    {
-        self.0.append(name, orig);
+    #[inline(always)]
+    pub(crate) fn append<N: std::borrow::Borrow<HeaderName>>(&mut self, name: N, orig: Bytes) {
+        let name = name.borrow();
+        match &mut self.0 {
+            CaseRepr::List(list) if list.len() < CASE_LIST_MAX => list.push((name.clone(), orig)),
+            _ => self.append_long(name, orig),
+        }
+    }
+
+    /// [`HeaderCaseMap::append`] past `CASE_LIST_MAX` spellings: into the map.
+    #[cfg(any(feature = "client", feature = "server"))]
+    #[cold]
+    #[inline(never)]
+    fn append_long(&mut self, name: &HeaderName, orig: Bytes) {
+        if let CaseRepr::List(list) = &mut self.0 {
+            let mut map = HeaderMap::with_capacity(list.len() + 1);
+            for (n, o) in list.drain(..) {
+                map.append(n, o);
+            }
+            self.0 = CaseRepr::Map(map);
+        }
+        if let CaseRepr::Map(map) = &mut self.0 {
+            map.append(name, orig);
+        }
     }
 }
 

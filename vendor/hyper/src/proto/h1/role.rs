@@ -7,8 +7,6 @@ use bytes::Bytes;
 use bytes::BytesMut;
 #[cfg(feature = "client")]
 use http::header::Entry;
-#[cfg(feature = "server")]
-use http::header::ValueIter;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 use smallvec::{smallvec, smallvec_inline, SmallVec};
@@ -18,6 +16,8 @@ use crate::body::DecodedLength;
 use crate::common::date;
 use crate::error::Parse;
 use crate::ext::HeaderCaseMap;
+#[cfg(feature = "server")]
+use crate::ext::CaseIter;
 #[cfg(feature = "ffi")]
 use crate::ext::OriginalHeaderOrder;
 use crate::headers;
@@ -248,7 +248,8 @@ impl Http1Transaction for Server {
         let mut wants_upgrade = subject.0 == Method::CONNECT;
 
         let mut header_case_map = if ctx.preserve_header_case {
-            Some(HeaderCaseMap::default())
+            // waylay: sized for the fields once (see `HeaderCaseMap`).
+            Some(HeaderCaseMap::with_capacity(headers_len))
         } else {
             None
         };
@@ -599,7 +600,7 @@ impl Server {
     ) -> crate::Result<Encoder> {
         struct OrigCaseWriter<'map> {
             map: &'map HeaderCaseMap,
-            current: Option<(HeaderName, ValueIter<'map, Bytes>)>,
+            current: Option<CaseIter<'map>>,
             title_case_headers: bool,
         }
 
@@ -633,11 +634,10 @@ impl Server {
                     current,
                     title_case_headers,
                 } = self;
-                if current.as_ref().map_or(true, |(last, _)| last != name) {
+                if current.as_ref().map_or(true, |values| values.name() != name) {
                     *current = None;
                 }
-                let (_, values) =
-                    current.get_or_insert_with(|| (name.clone(), map.get_all_internal(name)));
+                let values = current.get_or_insert_with(|| map.get_all_internal(name));
 
                 if let Some(orig_name) = values.next() {
                     extend(dst, orig_name);
@@ -1118,7 +1118,8 @@ impl Http1Transaction for Client {
             let mut saw_connection_close = false;
 
             let mut header_case_map = if ctx.preserve_header_case {
-                Some(HeaderCaseMap::default())
+                // waylay: sized for the fields once (see `HeaderCaseMap`).
+                Some(HeaderCaseMap::with_capacity(headers_len))
             } else {
                 None
             };

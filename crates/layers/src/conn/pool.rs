@@ -247,7 +247,11 @@ mod tests {
 /// server connections live and die with it), or, when no addon observes server connections,
 /// one per worker and proxy shared by the client connections on that worker (see
 /// [`SharedPool`]).
-type Entries = RefCell<HashMap<Destination, Vec<PoolEntry>>>;
+type Entries = RefCell<HashMap<Destination, Vec<PoolEntry>, DestHasher>>;
+
+/// The pools' hasher: every request looks its destination up, and SipHash (std's default)
+/// cost ~400 instructions of it; foldhash, seeded per process, ~60.
+type DestHasher = foldhash::fast::RandomState;
 
 /// The server connections a worker's client connections share, when no addon observes
 /// server connections (no `server_connect`, `server_connected`, `server_disconnect`,
@@ -315,7 +319,7 @@ pub(crate) struct Pool {
     shared: bool,
     /// A server connection that failed during the TLS tunnel setup: requests in that tunnel
     /// are answered 502 with this reason (always the client connection's own).
-    failed: RefCell<HashMap<Destination, ServerError>>,
+    failed: RefCell<HashMap<Destination, ServerError, DestHasher>>,
 }
 
 impl Default for Pool {

@@ -136,7 +136,7 @@ async fn field_names_keep_their_spelling_both_ways() {
                 "{label}: {head}"
             );
         }
-        let sent = seen.lock().expect("lock")[2 * i].clone();
+        let sent = seen.lock().expect("lock")[3 * i].clone();
         assert_eq!(
             fields(&sent, &["host", "x-dup", "user-agent", "accept"]),
             [
@@ -146,6 +146,28 @@ async fn field_names_keep_their_spelling_both_ways() {
                 "X-DUP: 3",
                 "User-AGENT: t",
                 "ACCEPT: */*"
+            ],
+            "{label}: {sent}"
+        );
+        // Names that all come in lowercase go on in lowercase (hyper then keeps no spellings).
+        let low = format!(
+            "GET http://{origin}/{label}/low HTTP/1.1\r\nhost: {origin}\r\nx-low: 1\r\nuser-agent: t\r\nx-low: 2\r\nconnection: close\r\n\r\n"
+        );
+        let out = raw_request(proxy.addr(), low.as_bytes()).await;
+        assert!(out.ends_with("ok"), "{label}: {out}");
+        let sent = seen
+            .lock()
+            .expect("lock")
+            .last()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(
+            fields(&sent, &["host", "x-low", "user-agent"]),
+            [
+                format!("host: {origin}").as_str(),
+                "x-low: 1",
+                "x-low: 2",
+                "user-agent: t"
             ],
             "{label}: {sent}"
         );

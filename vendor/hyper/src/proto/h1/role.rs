@@ -247,12 +247,14 @@ impl Http1Transaction for Server {
         let mut is_te_chunked = false;
         let mut wants_upgrade = subject.0 == Method::CONNECT;
 
-        let mut header_case_map = if ctx.preserve_header_case {
-            // waylay: sized for the fields once (see `HeaderCaseMap`).
-            Some(HeaderCaseMap::with_capacity(headers_len))
-        } else {
-            None
-        };
+        // waylay: sized for the fields once (see `HeaderCaseMap`), and none when every name
+        // came in lowercase (see `names_spelled`).
+        let mut header_case_map =
+            if ctx.preserve_header_case && names_spelled(&slice, &headers_indices[..headers_len]) {
+                Some(HeaderCaseMap::with_capacity(headers_len))
+            } else {
+                None
+            };
 
         #[cfg(feature = "ffi")]
         let mut header_order = if ctx.preserve_header_order {
@@ -1117,8 +1119,11 @@ impl Http1Transaction for Client {
             let mut keep_alive = version == Version::HTTP_11;
             let mut saw_connection_close = false;
 
-            let mut header_case_map = if ctx.preserve_header_case {
-                // waylay: sized for the fields once (see `HeaderCaseMap`).
+            // waylay: sized for the fields once (see `HeaderCaseMap`), and none when every
+            // name came in lowercase (see `names_spelled`).
+            let mut header_case_map = if ctx.preserve_header_case
+                && names_spelled(&slice, &headers_indices[..headers_len])
+            {
                 Some(HeaderCaseMap::with_capacity(headers_len))
             } else {
                 None
@@ -1634,6 +1639,22 @@ pub(crate) fn write_headers(headers: &HeaderMap, dst: &mut Vec<u8>) {
         extend(dst, value.as_bytes());
         extend(dst, b"\r\n");
     }
+}
+
+/// waylay: whether any field name of a parsed head has an uppercase letter. When none has,
+/// the message gets no `HeaderCaseMap`: hyper writes names in lowercase without one, which is
+/// how they came (unless the connection that writes the message has `title_case_headers` on,
+/// which waylay never sets). That saves the map and the extensions map it would be the only
+/// entry of (four allocations) for every message from a sender that writes lowercase names.
+fn names_spelled(slice: &Bytes, indices: &[MaybeUninit<HeaderIndices>]) -> bool {
+    indices.iter().any(|header| {
+        // SAFETY: the caller passes the initialised prefix (`..headers_len`), as the parse
+        // loops that read these indices do.
+        let header = unsafe { header.assume_init_ref() };
+        slice[header.name.0..header.name.1]
+            .iter()
+            .any(u8::is_ascii_uppercase)
+    })
 }
 
 #[cold]

@@ -52,6 +52,23 @@ fn fire_now(m: &ManagerHandle, flow: Box<HttpFlow>) -> Option<Box<HttpFlow>> {
         .map(|r| r.expect("fired"))
 }
 
+/// `fire`'s and `call`'s futures, and `fire_in`'s rest of the walk, are `Send`: an embedder
+/// may await them on any runtime, from any thread. Checked by the compiler (this does not
+/// build otherwise); session 14's first `Called` lost it and nothing else in the workspace
+/// noticed.
+#[test]
+fn hook_futures_are_send() {
+    fn send<T: Send>(_: &T) {}
+    fn check(m: &ManagerHandle, cx: &mut std::task::Context<'_>) {
+        send(&m.fire(HookKind::Request, Box::new(tflow())));
+        send(&m.call(waylay_core::Hook::Request(Box::new(tflow()))));
+        if let Called::Later(rest) = m.fire_in(HookKind::Request, Box::new(tflow()), cx) {
+            send(&rest);
+        }
+    }
+    let _ = check;
+}
+
 /// `fire_in` is the walk's first step inside the caller's own poll: `Done` when every addon
 /// ran there, `Later` (the rest of the walk, to await) when one could not.
 #[actix_rt::test]

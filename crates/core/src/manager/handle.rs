@@ -511,8 +511,8 @@ pub enum Called<'a, T> {
     /// The walk is over: the hook (payload) back with the addons' changes, or why not.
     Done(Result<T, HookError>),
     /// An addon could not finish in this poll (busy, waiting, or another thread's): the
-    /// rest of the walk.
-    Later(std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, HookError>> + 'a>>),
+    /// rest of the walk. `Send`, as [`ManagerHandle::fire`]'s future is.
+    Later(std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, HookError>> + Send + 'a>>),
 }
 
 impl<T> std::fmt::Debug for Called<'_, T> {

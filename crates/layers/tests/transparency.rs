@@ -95,6 +95,23 @@ fn fields<'a>(head: &'a str, names: &[&str]) -> Vec<&'a str> {
         .collect()
 }
 
+/// Sends `req` through the proxy at `proxy` (the scripted origin answers `ok`) and returns the
+/// head the origin got for it (the last one it recorded).
+async fn origin_got(
+    proxy: std::net::SocketAddr,
+    req: &str,
+    seen: &std::sync::Mutex<Vec<String>>,
+    label: &str,
+) -> String {
+    let out = raw_request(proxy, req.as_bytes()).await;
+    assert!(out.ends_with("ok"), "{label}: {out}");
+    seen.lock()
+        .expect("lock")
+        .last()
+        .cloned()
+        .unwrap_or_default()
+}
+
 /// Field names keep the spelling they came with, each repeated name its spellings in order,
 /// both ways (HTTP/1 on both sides), whether or not addons see the flow or change it.
 #[actix_rt::test]
@@ -153,14 +170,7 @@ async fn field_names_keep_their_spelling_both_ways() {
         let low = format!(
             "GET http://{origin}/{label}/low HTTP/1.1\r\nhost: {origin}\r\nx-low: 1\r\nuser-agent: t\r\nx-low: 2\r\nconnection: close\r\n\r\n"
         );
-        let out = raw_request(proxy.addr(), low.as_bytes()).await;
-        assert!(out.ends_with("ok"), "{label}: {out}");
-        let sent = seen
-            .lock()
-            .expect("lock")
-            .last()
-            .cloned()
-            .unwrap_or_default();
+        let sent = origin_got(proxy.addr(), &low, &seen, label).await;
         assert_eq!(
             fields(&sent, &["host", "x-low", "user-agent"]),
             [
@@ -183,14 +193,7 @@ async fn field_names_keep_their_spelling_both_ways() {
             }
         }
         many.push_str("Connection: close\r\n\r\n");
-        let out = raw_request(proxy.addr(), many.as_bytes()).await;
-        assert!(out.ends_with("ok"), "{label}: {out}");
-        let sent = seen
-            .lock()
-            .expect("lock")
-            .last()
-            .cloned()
-            .unwrap_or_default();
+        let sent = origin_got(proxy.addr(), &many, &seen, label).await;
         let names: Vec<&str> = sent
             .lines()
             .filter_map(|l| l.split_once(':').map(|(n, _)| n))

@@ -197,7 +197,6 @@ enum CaseRest<'a> {
 #[cfg(all(any(feature = "client", feature = "server"), feature = "http1"))]
 impl<'a> CaseIter<'a> {
     /// The header name whose spellings this gives.
-    #[cfg(feature = "server")]
     pub(crate) fn name(&self) -> &HeaderName {
         &self.name
     }
@@ -223,7 +222,7 @@ impl<'a> Iterator for CaseIter<'a> {
 impl HeaderCaseMap {
     /// Returns a view of all spellings associated with that header name,
     /// in the order they were found.
-    #[cfg(feature = "client")]
+    #[cfg(feature = "ffi")]
     pub(crate) fn get_all<'hdr>(
         &'hdr self,
         name: &HeaderName,

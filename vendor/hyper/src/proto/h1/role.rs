@@ -1669,27 +1669,28 @@ fn write_headers_original_case(
     // that corresponds to the HeaderValue. So, we iterator all the keys,
     // and for each one, try to pair the originally cased name with the value.
     //
-    // TODO: consider adding http::HeaderMap::entries() iterator
-    for name in headers.keys() {
-        let mut names = orig_case.get_all(name);
+    // waylay: one walk of the map (`iter` gives each name's values together, in the same
+    // order as `keys` then `get_all`), without a lookup per name.
+    let mut names: Option<crate::ext::CaseIter<'_>> = None;
+    for (name, value) in headers.iter() {
+        if names.as_ref().map_or(true, |n| n.name() != name) {
+            names = Some(orig_case.get_all_internal(name));
+        }
+        if let Some(orig_name) = names.as_mut().and_then(Iterator::next) {
+            extend(dst, orig_name.as_ref());
+        } else if title_case_headers {
+            title_case(dst, name.as_str().as_bytes());
+        } else {
+            extend(dst, name.as_str().as_bytes());
+        }
 
-        for value in headers.get_all(name) {
-            if let Some(orig_name) = names.next() {
-                extend(dst, orig_name.as_ref());
-            } else if title_case_headers {
-                title_case(dst, name.as_str().as_bytes());
-            } else {
-                extend(dst, name.as_str().as_bytes());
-            }
-
-            // Wanted for curl test cases that send `X-Custom-Header:\r\n`
-            if value.is_empty() {
-                extend(dst, b":\r\n");
-            } else {
-                extend(dst, b": ");
-                extend(dst, value.as_bytes());
-                extend(dst, b"\r\n");
-            }
+        // Wanted for curl test cases that send `X-Custom-Header:\r\n`
+        if value.is_empty() {
+            extend(dst, b":\r\n");
+        } else {
+            extend(dst, b": ");
+            extend(dst, value.as_bytes());
+            extend(dst, b"\r\n");
         }
     }
 }

@@ -15,25 +15,13 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use waylay_core::{Addon, HttpFlow};
 use waylay_layers::{Proxy, ProxyBuilder};
 use waylay_testkit::{
-    TempDir, TestProxy, http_origin, https_origin, raw_request, scripted_origin, test_tls_acceptor,
+    Observe, TempDir, TestProxy, http_origin, https_origin, raw_request, scripted_origin,
+    test_tls_acceptor,
 };
 
 const T: Duration = Duration::from_secs(10);
-
-/// Observes every HTTP hook without changing anything, so requests take the flow path.
-#[derive(Default)]
-struct Observe;
-
-impl Addon for Observe {
-    async fn request_headers(&mut self, _: &mut HttpFlow) {}
-    async fn request(&mut self, _: &mut HttpFlow) {}
-    async fn response_headers(&mut self, _: &mut HttpFlow) {}
-    async fn response(&mut self, _: &mut HttpFlow) {}
-    async fn error(&mut self, _: &mut HttpFlow) {}
-}
 
 /// Both ways of running the proxy: unobserved and observed.
 fn builders() -> [(&'static str, ProxyBuilder); 2] {
@@ -475,31 +463,6 @@ async fn idle_and_silent_clients_are_closed() {
     proxy.shutdown().await;
 }
 
-/// Reads from `s` until `needle` has arrived (at most 10 s); what was read.
-async fn read_until(s: &mut TcpStream, needle: &str) -> String {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !String::from_utf8_lossy(&got).contains(needle) {
-        let n = tokio::time::timeout_at(deadline, s.read(&mut buf))
-            .await
-            .unwrap_or_else(|_| {
-                panic!(
-                    "no {needle:?} within 10 s: {:?}",
-                    String::from_utf8_lossy(&got)
-                )
-            })
-            .expect("read");
-        assert!(
-            n > 0,
-            "closed before {needle:?}: {:?}",
-            String::from_utf8_lossy(&got)
-        );
-        got.extend_from_slice(&buf[..n]);
-    }
-    String::from_utf8_lossy(&got).into_owned()
-}
-
 /// The header timeout of a keep-alive connection is re-armed for each request (hyper keeps one
 /// sleep per connection and resets it): a request after one that outlasted the timeout (its
 /// body came late) is served, and a later head that stalls is still cut off.
@@ -512,28 +475,32 @@ async fn the_header_timeout_is_rearmed_for_each_request_of_a_connection() {
             .set("header_timeout=1"),
     )
     .await;
-    let mut s = TcpStream::connect(proxy.addr()).await.expect("connect");
+    let mut s = BufReader::new(TcpStream::connect(proxy.addr()).await.expect("connect"));
     // The first request's body comes 1.5 s after its head: past the first deadline.
-    s.write_all(
-        format!(
-            "POST http://{origin}/first HTTP/1.1\r\nHost: {origin}\r\nContent-Length: 5\r\n\r\n"
+    s.get_mut()
+        .write_all(
+            format!(
+                "POST http://{origin}/first HTTP/1.1\r\nHost: {origin}\r\nContent-Length: 5\r\n\r\n"
+            )
+            .as_bytes(),
         )
-        .as_bytes(),
-    )
-    .await
-    .expect("write");
+        .await
+        .expect("write");
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    s.write_all(b"hello").await.expect("write");
-    read_until(&mut s, "origin POST /first").await;
+    s.get_mut().write_all(b"hello").await.expect("write");
+    let (_, body) = read_response(&mut s, false).await;
+    assert!(body.starts_with(b"origin POST /first"), "{body:?}");
     // The second head in two parts: its read waits once, on the re-armed deadline.
     let head = format!("GET http://{origin}/second HTTP/1.1\r\nHost: {origin}\r\n\r\n");
     let (a, b) = head.split_at(20);
-    s.write_all(a.as_bytes()).await.expect("write");
+    s.get_mut().write_all(a.as_bytes()).await.expect("write");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    s.write_all(b.as_bytes()).await.expect("write");
-    read_until(&mut s, "origin GET /second").await;
+    s.get_mut().write_all(b.as_bytes()).await.expect("write");
+    let (_, body) = read_response(&mut s, false).await;
+    assert!(body.starts_with(b"origin GET /second"), "{body:?}");
     // A third head that stalls is closed by the timeout.
-    s.write_all(format!("GET http://{origin}/third HTTP/1.1\r\nHost:").as_bytes())
+    s.get_mut()
+        .write_all(format!("GET http://{origin}/third HTTP/1.1\r\nHost:").as_bytes())
         .await
         .expect("write");
     let mut rest = Vec::new();

@@ -3,7 +3,7 @@
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use waylay_layers::Proxy;
-use waylay_testkit::{TestProxy, http_origin, raw_request, within};
+use waylay_testkit::{Observe, TestProxy, http_origin, raw_request, within};
 
 /// `CONNECT 127.0.0.1 HTTP/1.1` was answered `200` and tunnelled to port 443: the
 /// authority form of a CONNECT target needs a port (RFC 9110 §9.3.6).
@@ -110,14 +110,6 @@ async fn answer_until_closed(proxy: std::net::SocketAddr, req: &str) -> String {
     .await
     .expect("read");
     String::from_utf8_lossy(&out).into_owned()
-}
-
-/// An addon that handles every HTTP hook (flows are built, the hooks' path is taken).
-struct Observe;
-
-impl waylay_core::Addon for Observe {
-    async fn request(&mut self, _flow: &mut waylay_core::HttpFlow) {}
-    async fn response(&mut self, _flow: &mut waylay_core::HttpFlow) {}
 }
 
 /// Stripping the hop-by-hop fields with `HeaderMap::remove` moved the last field into the

@@ -2,7 +2,7 @@
 
 use waylay_core::{Addon, HookKind, HookSet, HttpFlow};
 use waylay_layers::Proxy;
-use waylay_testkit::{TestProxy, http_origin, raw_request, scripted_origin};
+use waylay_testkit::{Observe, TestProxy, http_origin, raw_request, scripted_origin};
 
 fn split(resp: &str) -> (String, &str) {
     let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((resp, ""));
@@ -58,17 +58,6 @@ async fn a_50_mib_download_arrives_intact() {
     // A position-dependent pattern: any lost, duplicated or reordered chunk shows.
     assert!(body.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
     proxy.shutdown().await;
-}
-
-/// Sees every request and response, changes nothing.
-struct Observe;
-
-impl Addon for Observe {
-    fn hooks(&self) -> HookSet {
-        HookSet::of(&[HookKind::Request, HookKind::Response])
-    }
-    async fn request(&mut self, _: &mut HttpFlow) {}
-    async fn response(&mut self, _: &mut HttpFlow) {}
 }
 
 /// Adds a response field (the response's fields are then rebuilt from the flow).

@@ -328,6 +328,20 @@ async fn tls_client(
         .await
 }
 
+/// An addon that handles every HTTP flow hook and changes nothing: with it registered, requests
+/// take the proxy's observed path (a flow is built and walked through the hooks) instead of
+/// being forwarded as they are.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Observe;
+
+impl waylay_core::Addon for Observe {
+    async fn request_headers(&mut self, _: &mut waylay_core::HttpFlow) {}
+    async fn request(&mut self, _: &mut waylay_core::HttpFlow) {}
+    async fn response_headers(&mut self, _: &mut waylay_core::HttpFlow) {}
+    async fn response(&mut self, _: &mut waylay_core::HttpFlow) {}
+    async fn error(&mut self, _: &mut waylay_core::HttpFlow) {}
+}
+
 /// An origin speaking raw HTTP/1.1: it records every request head (and body, framed by
 /// `Content-Length` or chunked) and answers with `answer(path)`, keeping the connection
 /// (at most 100 requests each). Returns its address and the recorded requests, oldest first.

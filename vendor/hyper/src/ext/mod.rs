@@ -252,7 +252,7 @@ impl HeaderCaseMap {
         CaseRest::Map(map.get_all(name).into_iter())
     }
 
-    #[cfg(any(feature = "client", feature = "server"))]
+    #[cfg(any(feature = "server", feature = "ffi", test))]
     pub(crate) fn default() -> Self {
         Self(CaseRepr::List(Vec::new()))
     }

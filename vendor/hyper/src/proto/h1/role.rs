@@ -15,9 +15,7 @@ use crate::body::DecodedLength;
 #[cfg(feature = "server")]
 use crate::common::date;
 use crate::error::Parse;
-use crate::ext::HeaderCaseMap;
-#[cfg(feature = "server")]
-use crate::ext::CaseIter;
+use crate::ext::{CaseIter, HeaderCaseMap};
 #[cfg(feature = "ffi")]
 use crate::ext::OriginalHeaderOrder;
 use crate::headers;
@@ -1666,12 +1664,12 @@ fn write_headers_original_case(
     title_case_headers: bool,
 ) {
     // For each header name/value pair, there may be a value in the casemap
-    // that corresponds to the HeaderValue. So, we iterator all the keys,
-    // and for each one, try to pair the originally cased name with the value.
+    // that corresponds to the HeaderValue: the n-th value of a name gets the
+    // n-th spelling of that name.
     //
     // waylay: one walk of the map (`iter` gives each name's values together, in the same
     // order as `keys` then `get_all`), without a lookup per name.
-    let mut names: Option<crate::ext::CaseIter<'_>> = None;
+    let mut names: Option<CaseIter<'_>> = None;
     for (name, value) in headers.iter() {
         if names.as_ref().map_or(true, |n| n.name() != name) {
             names = Some(orig_case.get_all_internal(name));

@@ -2,10 +2,11 @@
 //! bounded wait until it listens or prints a line, SIGTERM, and a kill when the test ends
 //! however it ends.
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use crate::proxy::TempDir;
@@ -20,15 +21,31 @@ const LINE_WITHIN: Duration = Duration::from_secs(20);
 /// A loopback port that was free when asked (bound on `127.0.0.1:0`, then released), for a
 /// child's `-p` when the child cannot report the port it bound.
 ///
+/// No port is handed out twice in one test process: two children started side by side (tests
+/// run in parallel threads) could otherwise both be told the same port between its release
+/// and their bind, and a peer that binds with `SO_REUSEPORT` (HAProxy does) would then share
+/// it silently, taking the other test's connections.
+///
 /// # Panics
 ///
-/// When no ephemeral port can be bound.
+/// When no fresh ephemeral port can be bound (64 tries).
 #[must_use]
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("an ephemeral port")
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    // Ports already given stay bound here until a fresh one comes, so the kernel moves on.
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        let l = TcpListener::bind("127.0.0.1:0").expect("an ephemeral port");
+        let port = l.local_addr().expect("the bound address").port();
+        let mut given = GIVEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if given.insert(port) {
+            return port;
+        }
+        held.push(l);
+    }
+    panic!("no fresh ephemeral port in 64 tries");
 }
 
 /// Waits (up to 30 s) until `127.0.0.1:port` accepts a connection.

@@ -4,6 +4,8 @@
 //! password authentication, and a view of the targets asked for).
 
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,6 +16,7 @@ use waylay_layers::front::socks5_accept;
 use waylay_layers::socks5::{Reply, ServerAuth, TargetAddr, UserPass};
 
 use crate::peers::program;
+use crate::process::free_port;
 use crate::proxy::{TempDir, test_tls_acceptor};
 
 /// A proxy process started for a test; killed when dropped.
@@ -38,14 +41,6 @@ impl Drop for PeerProxy {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A free loopback port (bound then released; the peer binds it right after).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
 }
 
 /// Starts `cmd` and waits (bounded) until `addr` accepts connections.
@@ -134,13 +129,20 @@ pub async fn danted() -> Option<PeerProxy> {
     Some(start("danted", cmd, addr, log, dir).await)
 }
 
-/// HAProxy in TCP mode on `127.0.0.1:<free port>`, forwarding to `backend` with a PROXY
+/// HAProxy in TCP mode on `127.0.0.1:<ephemeral port>`, forwarding to `backend` with a PROXY
 /// protocol header (`version` 1 or 2) in front of each connection; `None` (test skipped)
 /// when haproxy is not installed outside CI.
+///
+/// The listening socket is bound here and handed to HAProxy (`bind fd@N`), so no other
+/// process can take the port between a "free port" probe and HAProxy's own bind (tests in
+/// parallel processes, as cargo-nextest runs them, did: a client then reached another test's
+/// server).
 pub async fn haproxy(backend: SocketAddr, version: u8) -> Option<PeerProxy> {
     let bin = program("haproxy")?;
     let dir = TempDir::new("haproxy");
-    let port = free_port();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind for haproxy");
+    let addr = listener.local_addr().expect("haproxy's address");
+    let fd = listener.as_raw_fd();
     // v2 also carries a TLV (the unique id), which readers must skip.
     let send = if version == 2 {
         "send-proxy-v2 proxy-v2-options unique-id"
@@ -150,7 +152,7 @@ pub async fn haproxy(backend: SocketAddr, version: u8) -> Option<PeerProxy> {
     let conf = format!(
         "defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 30s\n    \
          timeout server 30s\n\
-         frontend fe\n    bind 127.0.0.1:{port}\n    unique-id-format waylay-%ci-%cp\n    \
+         frontend fe\n    bind fd@{fd}\n    unique-id-format waylay-%ci-%cp\n    \
          default_backend be\n\
          backend be\n    server s1 {backend} {send}\n"
     );
@@ -158,9 +160,32 @@ pub async fn haproxy(backend: SocketAddr, version: u8) -> Option<PeerProxy> {
     std::fs::write(&conf_path, conf).expect("write haproxy.cfg");
     let mut cmd = Command::new(bin);
     cmd.arg("-db").arg("-f").arg(&conf_path);
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    inherit(&mut cmd, fd);
     let log = dir.path().join("stderr");
-    Some(start("haproxy", cmd, addr, log, dir).await)
+    // The child holds the socket now; the parent's copy goes when `listener` drops, so a
+    // HAProxy that dies leaves a refused port, not a queue nobody serves.
+    let peer = start("haproxy", cmd, addr, log, dir).await;
+    drop(listener);
+    Some(peer)
+}
+
+/// Lets the child of `cmd` inherit `fd` under the same number (std opens every descriptor
+/// close-on-exec).
+#[expect(
+    unsafe_code,
+    reason = "Command::pre_exec is the only way to keep a descriptor open across exec"
+)]
+fn inherit(cmd: &mut Command, fd: RawFd) {
+    // SAFETY: the closure runs in the forked child before exec and only calls fcntl, which is
+    // async-signal-safe; it touches no memory of the parent's other threads.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 /// An in-process SOCKS5 server on `127.0.0.1:0` (CONNECT only, as waylay's codec serves it).

@@ -937,3 +937,135 @@ async fn a_websocket_killed_by_a_script_ends_where_mitmproxy_relays_on() {
     assert_eq!(texts(&their_origin), ["hello", "kill-me", "after"]);
     proxy.shutdown().await;
 }
+
+/// Idioms common in mitmproxy scripts (reads recorded into headers, `safe` turns an exception
+/// into text so a missing name shows up as a difference, not a crash). Left out on purpose:
+/// `flow.request.authority` of a regular-mode HTTP/1 request, which mitmproxy empties before
+/// the first hook (to send origin-form upstream) and waylay keeps as the client sent it
+/// (README, "Where waylay differs").
+const IDIOMS: &str = r#"
+import json
+from mitmproxy import ctx, http
+
+def safe(f):
+    try:
+        return repr(f())
+    except Exception as e:
+        return "EXC " + type(e).__name__ + ": " + str(e)
+
+def record(headers, prefix, out):
+    for k, v in sorted(out.items()):
+        headers[prefix + k.replace("_", "-")] = v.replace("\n", " ")[:200]
+
+def request(flow: http.HTTPFlow) -> None:
+    r = flow.request
+    out = {}
+    out["pretty_url"] = safe(lambda: r.pretty_url)
+    out["host_header"] = safe(lambda: r.host_header)
+    out["port"] = safe(lambda: r.port == flow.server_conn.address[1] if flow.server_conn.address else r.port > 0)
+    out["http_version"] = safe(lambda: r.http_version)
+    out["ua"] = safe(lambda: r.headers.get("USER-agent"))
+    out["keys"] = safe(lambda: list(r.headers.keys()))
+    out["items"] = safe(lambda: list(r.headers.items()))
+    out["items_multi"] = safe(lambda: list(r.headers.items(multi=True)))
+    out["fields"] = safe(lambda: r.headers.fields)
+    out["get_all"] = safe(lambda: r.headers.get_all("cookie"))
+    out["in"] = safe(lambda: ("HOST" in r.headers, "nope" in r.headers))
+    out["len"] = safe(lambda: len(r.headers))
+    out["query_get"] = safe(lambda: r.query.get("a"))
+    out["query_keys"] = safe(lambda: list(r.query.keys()))
+    out["query_multi"] = safe(lambda: list(r.query.items(multi=True)))
+    out["path_components"] = safe(lambda: r.path_components)
+    out["cookies"] = safe(lambda: dict(r.cookies))
+    out["form"] = safe(lambda: list(r.urlencoded_form.items(multi=True)))
+    out["multipart"] = safe(lambda: list(r.multipart_form.items(multi=True)))
+    out["id_len"] = safe(lambda: len(flow.id))
+    out["ts"] = safe(lambda: (type(r.timestamp_start).__name__, type(r.timestamp_end).__name__))
+    out["is_replay"] = safe(lambda: flow.is_replay)
+    out["client"] = safe(lambda: flow.client_conn.peername[0])
+    out["content_type"] = safe(lambda: r.headers.get("content-type", "none"))
+    out["get_text"] = safe(lambda: r.get_text())
+    out["get_content"] = safe(lambda: r.get_content())
+    out["raw"] = safe(lambda: r.raw_content)
+    out["marked"] = safe(lambda: flow.marked)
+    out["method_eq"] = safe(lambda: r.method == "GET")
+    r.anticache()
+    r.anticomp()
+    r.headers.insert(0, "X-First", "1")
+    r.headers.set_all("X-Set", ["p", "q"])
+    r.headers.add("X-Added", "a")
+    r.query.set_all("z", ["1", "2"])
+    r.query.add("y", "3")
+    if "b" in r.query:
+        del r.query["b"]
+    r.cookies["added"] = "c"
+    if r.path.startswith("/put"):
+        r.method = "PUT"
+        r.content = r.content.replace(b"caf", b"CAF")
+    if r.path.startswith("/move"):
+        r.url = r.url.replace("/move", "/moved")
+    record(r.headers, "x-i-", out)
+
+def response(flow: http.HTTPFlow) -> None:
+    resp = flow.response
+    out = {}
+    out["http_version"] = safe(lambda: resp.http_version)
+    out["reason"] = safe(lambda: resp.reason)
+    out["cookies"] = safe(lambda: [(k, v[0]) for k, v in resp.cookies.items(multi=True)])
+    out["set_cookie"] = safe(lambda: resp.headers.get_all("set-cookie"))
+    out["get_text"] = safe(lambda: resp.get_text())
+    out["json_n"] = safe(lambda: resp.json()["n"])
+    out["ts"] = safe(lambda: (type(resp.timestamp_start).__name__, type(resp.timestamp_end).__name__))
+    out["req_method"] = safe(lambda: flow.request.method)
+    out["req_path"] = safe(lambda: flow.request.path)
+    out["pop"] = safe(lambda: resp.headers.pop("x-origin-path", None))
+    out["pop_missing"] = safe(lambda: resp.headers.pop("x-missing", "dflt"))
+    out["copy"] = safe(lambda: sorted(dict(resp.headers.copy()).keys()))
+    resp.headers["Set-Cookie"] = "new=1"
+    resp.headers.add("X-Two", "1")
+    resp.headers.add("X-Two", "2")
+    resp.set_text(resp.get_text().replace("path", "PATH"))
+    resp.content = resp.content.replace(b"1", b"one")
+    if flow.request.path.startswith("/redirect"):
+        resp.status_code = 302
+        resp.headers["Location"] = "http://example.invalid/"
+    if flow.request.path.startswith("/replace"):
+        flow.response = http.Response.make(
+            200, json.dumps({"made": True}), http.Headers(content_type="application/json")
+        )
+    record(flow.response.headers, "x-o-", out)
+"#;
+
+#[actix_rt::test]
+async fn common_script_idioms_match_mitmproxy() {
+    let get = |path| Req {
+        method: "GET",
+        path,
+        extra: "User-Agent: curl/8\r\nCookie: a=1\r\nAccept-Encoding: gzip\r\nIf-None-Match: x\r\n",
+        body: "",
+    };
+    compare(
+        "idioms",
+        IDIOMS,
+        &[],
+        &[
+            get("/a/b?a=1&a=2&b=3"),
+            get("/redirect"),
+            get("/replace"),
+            get("/move/x?q=1"),
+            Req {
+                method: "POST",
+                path: "/put/x",
+                extra: "Content-Type: text/plain; charset=latin-1\r\n",
+                body: "caf\u{e9}",
+            },
+            Req {
+                method: "POST",
+                path: "/form",
+                extra: "Content-Type: application/x-www-form-urlencoded\r\n",
+                body: "k=v&k=w&e=",
+            },
+        ],
+    )
+    .await;
+}

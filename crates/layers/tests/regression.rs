@@ -348,3 +348,61 @@ async fn an_absolute_form_authority_replaces_a_different_host_and_keeps_an_equal
         proxy.shutdown().await;
     }
 }
+
+/// Sets `Host` in `request` for paths under `/rename`, and notes the `Host` it was given.
+struct RenameHost(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl waylay_core::hooks::Addon for RenameHost {
+    async fn request(&mut self, flow: &mut waylay_core::HttpFlow) {
+        let given = flow
+            .request
+            .headers
+            .get("host")
+            .unwrap_or("none")
+            .to_owned();
+        self.0.lock().expect("given").push(given);
+        if flow.request.path.starts_with("/rename") {
+            flow.request.headers.insert("Host", "renamed.example");
+        }
+    }
+}
+
+/// The absolute-form rule above was applied on the way out, after the hooks: a `Host` an
+/// addon set (a mitmproxy script's `flow.request.headers["Host"] = ...`) was replaced by
+/// the URL's authority. It applies to what the client sent: addons see the `Host` that will
+/// go out, and one they set goes out as set.
+#[actix_rt::test]
+async fn a_host_an_addon_sets_goes_out_as_set() {
+    let (origin, seen) = ordered_origin().await;
+    let given = std::sync::Arc::default();
+    let proxy =
+        TestProxy::start(Proxy::builder().addon(RenameHost(std::sync::Arc::clone(&given)))).await;
+    for (path, sent_host) in [
+        ("/keep", origin.to_string()),
+        ("/rename", "renamed.example".into()),
+    ] {
+        let req = format!(
+            "GET http://{origin}{path} HTTP/1.1\r\nHost: elsewhere.example\r\nConnection: close\r\n\r\n"
+        );
+        let out = within("answer", raw_request(proxy.addr(), req.as_bytes())).await;
+        assert!(out.starts_with("HTTP/1.1 200"), "{path}: {out}");
+        let sent = seen
+            .lock()
+            .expect("seen")
+            .last()
+            .cloned()
+            .unwrap_or_default();
+        let hosts: Vec<&str> = sent
+            .split("\r\n")
+            .filter_map(|l| l.strip_prefix("Host:").or_else(|| l.strip_prefix("host:")))
+            .map(str::trim)
+            .collect();
+        assert_eq!(hosts, [sent_host.as_str()], "{path}: {sent}");
+    }
+    assert_eq!(
+        *given.lock().expect("given"),
+        [origin.to_string(), origin.to_string()],
+        "the addon saw the URL's authority, not the client's other Host"
+    );
+    proxy.shutdown().await;
+}

@@ -1069,3 +1069,123 @@ async fn common_script_idioms_match_mitmproxy() {
     )
     .await;
 }
+
+const HOOK_ORDER: &str = r#"
+from mitmproxy import http
+
+def note(flow, name):
+    flow.metadata.setdefault("hooks", []).append(name)
+
+def requestheaders(flow):
+    note(flow, "requestheaders")
+    if flow.request.path.startswith("/early"):
+        flow.response = http.Response.make(200, b"early")
+
+def request(flow):
+    note(flow, "request:" + repr(flow.request.content))
+    if flow.request.path.startswith("/inrequest"):
+        flow.response = http.Response.make(200, b"made in request")
+
+def responseheaders(flow):
+    note(flow, "responseheaders")
+
+def response(flow):
+    note(flow, "response")
+    flow.response.headers["x-hooks"] = ",".join(flow.metadata["hooks"])
+"#;
+
+#[actix_rt::test]
+async fn hooks_fire_in_mitmproxy_order_for_answered_flows() {
+    let req = |method, path, body| Req {
+        method,
+        path,
+        extra: "",
+        body,
+    };
+    compare(
+        "hook_order",
+        HOOK_ORDER,
+        &[],
+        &[
+            req("GET", "/plain", ""),
+            req("GET", "/early", ""),
+            req("POST", "/early/body", "abc"),
+            req("GET", "/inrequest", ""),
+            req("POST", "/inrequest/body", "xyz"),
+        ],
+    )
+    .await;
+}
+
+const EDITS: &str = r#"
+from mitmproxy import http
+
+def safe(f):
+    try:
+        return repr(f())
+    except Exception as e:
+        return "EXC " + type(e).__name__ + ": " + str(e)
+
+def request(flow):
+    r = flow.request
+    if r.path.startswith("/hostedit"):
+        r.headers["Host"] = "renamed.example"
+    if r.path.startswith("/sethost"):
+        # Setting host (or port) points a Host header at it again.
+        r.headers["Host"] = "stale.example"
+        r.host = r.host
+    if r.path.startswith("/setport"):
+        r.headers["Host"] = "stale.example"
+        r.port = r.port
+    if r.path.startswith("/seturl"):
+        r.headers["Host"] = "stale.example"
+        r.url = r.url.replace("/seturl", "/url-set")
+    flow.comment = "c"
+    flow.marked = ":x:"
+
+def response(flow):
+    resp = flow.response
+    p = flow.request.path
+    h = {}
+    h["x-r-comment"] = safe(lambda: (flow.comment, flow.marked))
+    h["x-r-reason"] = safe(lambda: resp.reason)
+    h["x-r-stream"] = safe(lambda: resp.stream)
+    if p.startswith("/status"):
+        resp.status_code = 404
+    if p.startswith("/enc"):
+        resp.encode("gzip")
+        h["x-r-enc"] = safe(lambda: (resp.headers.get("content-encoding"), len(resp.raw_content) > 0, resp.text[:8]))
+        resp.decode()
+        h["x-r-dec"] = safe(lambda: (resp.headers.get("content-encoding"), resp.raw_content[:8]))
+    if p.startswith("/make302"):
+        flow.response = http.Response.make(302, b"", {"Location": "/elsewhere"})
+    for k, v in h.items():
+        flow.response.headers[k] = v[:200]
+"#;
+
+/// Status, encoding and `Host` edits (set directly, or following `host`, `port` and `url`),
+/// and a redirect made in `response`.
+#[actix_rt::test]
+async fn status_encoding_and_host_edits_match_mitmproxy() {
+    let get = |path| Req {
+        method: "GET",
+        path,
+        extra: "",
+        body: "",
+    };
+    compare(
+        "edits",
+        EDITS,
+        &[],
+        &[
+            get("/hostedit"),
+            get("/sethost"),
+            get("/setport"),
+            get("/seturl"),
+            get("/status"),
+            get("/enc"),
+            get("/make302"),
+        ],
+    )
+    .await;
+}

@@ -13,9 +13,10 @@ use waylay_core::{HookKind, ManagerHandle};
 
 use super::body::{BodyEnd, ProxyBody, Read, keep_streamed, read_up_to};
 use super::convert::{headers_from, version_of};
-use super::response::{content_length, respond_from_flow, response_phase};
+use super::response::{content_length, respond_made, response_phase};
 use super::upstream::{
-    Dest, buffered_body, build_upstream, send_upstream, to_proxy_form, upstream_request,
+    Dest, buffered_body, build_upstream, point_host_at, send_upstream, to_proxy_form,
+    upstream_request,
 };
 use super::walk::{HyperResponse, Killed, error_response, fail, flow_failed, killed, run_hook};
 use crate::config::ProxyConfig;
@@ -335,6 +336,19 @@ async fn request_body(
     body: Incoming,
 ) -> Result<BodyPhase, Killed> {
     let mut streamed = None;
+    if flow.request.stream && flow.response.is_none() {
+        // Streaming asked for in `requestheaders` (`flow.request.stream = True`): the body
+        // goes to the server as it comes; `request` fires before it is sent, as for a body
+        // over `stream_large_bodies`.
+        let body = ProxyBody::streaming(Vec::new(), body, cfg.body_size_limit);
+        streamed = Some(keep_streamed(
+            cfg.store_streamed_bodies,
+            &mut flow.request,
+            body,
+        ));
+        let flow = run_hook(ctx, HookKind::Request, flow).await?;
+        return Ok(BodyPhase::Next(flow, streamed));
+    }
     match read_up_to(body, cfg.stream_large_bodies).await {
         Ok(Read::Complete(b, trailers)) => {
             if let Some(limit) = cfg.body_size_limit
@@ -387,6 +401,12 @@ async fn observed(
         None => CompactString::const_new("/"),
     };
     let declared_len = content_length(&parts.headers);
+    // RFC 9112 §3.2.2: for an absolute-form request the URL's authority wins over a different
+    // `Host`. Applied before the hooks (the unobserved path applies it on the way out), so
+    // addons see the `Host` that will be sent, and one an addon sets goes out as set.
+    if absolute_form && !authority.is_empty() {
+        point_host_at(&mut parts.headers, &authority);
+    }
     let headers = headers_from(std::mem::take(&mut parts.headers));
     // One clock read for the flow's creation and the request's start.
     let started = now();
@@ -427,12 +447,16 @@ async fn observed(
         flow = run_hook(&ctx, HookKind::RequestHeaders, flow).await?;
     }
 
-    let req_body = if flow.response.is_some() {
-        None
-    } else if !ctx.manager().handles(HookKind::Request) {
-        let (f, b) = request_body_unhooked(&cfg, flow, body, declared_len);
-        flow = f;
-        b
+    // A response set in `requestheaders` still has the body read and `request` fired, as
+    // mitmproxy does (it looks for an addon's answer after `request` only).
+    let req_body = if !ctx.manager().handles(HookKind::Request) {
+        if flow.response.is_some() {
+            None
+        } else {
+            let (f, b) = request_body_unhooked(&cfg, flow, body, declared_len);
+            flow = f;
+            b
+        }
     } else {
         match request_body(&ctx, &cfg, flow, body).await? {
             BodyPhase::Next(f, b) => {
@@ -445,7 +469,7 @@ async fn observed(
 
     // An addon answered: the server is never contacted.
     if flow.response.is_some() {
-        return respond_from_flow(&ctx, flow, None).await;
+        return respond_made(&ctx, flow).await;
     }
 
     // The flow's request as addons left it says where it goes, and its server's `via` (set
@@ -475,14 +499,8 @@ async fn observed(
                 Some(b) => b,
                 None => buffered_body(&flow),
             };
-            build_upstream(
-                &flow,
-                extensions,
-                client_path.as_ref(),
-                body,
-                entry,
-                absolute_form,
-            )
+            // The `Host` rule of absolute-form requests was applied before the hooks.
+            build_upstream(&flow, extensions, client_path.as_ref(), body, entry, false)
         };
         // Made where it is awaited: a future made first and awaited later is copied into
         // the await's slot (over 1 KiB).

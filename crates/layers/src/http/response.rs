@@ -351,6 +351,20 @@ fn h1_client(flow: &HttpFlow) -> bool {
     )
 }
 
+/// Answers the client with a response an addon set in `requestheaders` or `request`: as
+/// mitmproxy does, `responseheaders` fires for it first (its `timestamp_start` set now), then
+/// `response`.
+pub(crate) async fn respond_made(
+    ctx: &Rc<ConnCtx>,
+    mut flow: Box<HttpFlow>,
+) -> Result<HyperResponse, Killed> {
+    if let Some(r) = flow.response.as_mut() {
+        r.timestamp_start = now();
+    }
+    let flow = run_hook(ctx, HookKind::ResponseHeaders, flow).await?;
+    respond_from_flow(ctx, flow, None).await
+}
+
 /// Answers the client with the flow's buffered response, after the `response` hook.
 pub(crate) async fn respond_from_flow(
     ctx: &Rc<ConnCtx>,

@@ -231,6 +231,24 @@ pub(crate) fn upstream_request(
     Ok(req)
 }
 
+/// Sets `Host` to `authority` unless the message has exactly one and it says so already (a
+/// client's absolute-form request, RFC 9112 §3.2.2); a message without `Host` is left so.
+pub(crate) fn point_host_at(headers: &mut HeaderMap, authority: &str) {
+    let mut values = headers.get_all(HOST).iter();
+    match (values.next(), values.next()) {
+        (None, _) => return,
+        (Some(v), None) if v.as_bytes() == authority.as_bytes() => return,
+        _ => {}
+    }
+    match HeaderValue::from_str(authority) {
+        Ok(a) => {
+            headers.insert(HOST, a);
+        }
+        // A parsed URI's authority is always a valid field value; the client's `Host` stays.
+        Err(_) => tracing::debug!(authority, "absolute-form authority is not a valid Host"),
+    }
+}
+
 /// Whether the message has exactly one `Host`, and it is `authority`.
 fn host_is(headers: &HeaderMap, authority: &str) -> bool {
     let mut values = headers.get_all(HOST).iter();

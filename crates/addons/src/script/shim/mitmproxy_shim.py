@@ -449,9 +449,42 @@ class Request(Message):
     method = _Prop("method")
     scheme = _Prop("scheme")
     authority = _Prop("authority")
-    host = _Prop("host")
-    port = _Prop("port")
     path = _Prop("path")
+
+    @property
+    def host(self):
+        return self._c.mget(0, "host")
+
+    @host.setter
+    def host(self, value):
+        if isinstance(value, bytes):
+            value = value.decode("idna")
+        self._c.mset(0, "host", value)
+        self._update_host_and_authority()
+
+    @property
+    def port(self):
+        return self._c.mget(0, "port")
+
+    @port.setter
+    def port(self, value):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(f"Port must be an integer, not {value!r}.")
+        self._c.mset(0, "port", value)
+        self._update_host_and_authority()
+
+    def _update_host_and_authority(self):
+        # As mitmproxy: a `Host` header and a non-empty authority follow a new host or port
+        # (an IPv6 address in brackets, where mitmproxy writes it bare).
+        host = self.host
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        default = {"http": 80, "https": 443}.get(self.scheme)
+        value = host if self.port == default else f"{host}:{self.port}"
+        if "host" in self.headers:
+            self.headers["host"] = value
+        if self.authority:
+            self.authority = value
     pretty_host = _Prop("pretty_host", readonly=True)
     pretty_url = _Prop("pretty_url", readonly=True)
 

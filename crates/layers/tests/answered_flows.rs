@@ -1,0 +1,177 @@
+//! The hooks of a flow an addon answers itself, and of a request whose body an addon asks to
+//! stream, in mitmproxy's order: a response set in `requestheaders` still has the request
+//! body read and `request` fired; a response set in `requestheaders` or `request` gets
+//! `responseheaders` before `response`; `flow.request.stream` set in `requestheaders` sends the
+//! body on as it comes instead of holding it for `request`.
+
+use std::sync::{Arc, Mutex};
+
+use waylay_core::HttpFlow;
+use waylay_core::flow::Response;
+use waylay_core::hooks::Addon;
+use waylay_layers::Proxy;
+use waylay_testkit::{TestProxy, http_origin, raw_request, scripted_origin, within};
+
+/// What the addon saw, one line per hook.
+type Seen = Arc<Mutex<Vec<String>>>;
+
+/// Answers requests under `/early` in `requestheaders` and under `/late` in `request`, asks
+/// for streaming under `/stream`, and notes every hook with what the flow held then.
+struct Answering(Seen);
+
+impl Answering {
+    fn note(&self, what: String) {
+        self.0.lock().expect("seen").push(what);
+    }
+}
+
+impl Addon for Answering {
+    async fn request_headers(&mut self, flow: &mut HttpFlow) {
+        self.note("requestheaders".into());
+        let path = flow.request.path.clone();
+        if path.starts_with("/early") {
+            flow.response = Some(Response::make(200, "early", [("x-made", "requestheaders")]));
+        }
+        if path.starts_with("/stream") {
+            flow.request.stream = true;
+        }
+    }
+
+    async fn request(&mut self, flow: &mut HttpFlow) {
+        // Short bodies as text, long ones by their length (a failure stays readable).
+        let content = flow.request.raw_content.as_ref().map(|b| match b.len() {
+            0..=16 => String::from_utf8_lossy(b).into_owned(),
+            n => format!("{n} bytes"),
+        });
+        self.note(format!(
+            "request {content:?} stream={}",
+            flow.request.stream
+        ));
+        if flow.request.path.starts_with("/late") {
+            flow.response = Some(Response::make(201, "late", [("x-made", "request")]));
+        }
+    }
+
+    async fn response_headers(&mut self, flow: &mut HttpFlow) {
+        let r = flow.response.as_ref().expect("a response");
+        // An answer made earlier is stamped when it starts its way back.
+        let stamped = r.timestamp_start >= flow.request.timestamp_start;
+        self.note(format!(
+            "responseheaders {} stamped={stamped}",
+            r.status_code
+        ));
+    }
+
+    async fn response(&mut self, flow: &mut HttpFlow) {
+        let r = flow.response.as_ref().expect("a response");
+        self.note(format!("response {}", r.status_code));
+    }
+}
+
+fn never_asked(_: &str) -> Vec<u8> {
+    b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n".to_vec()
+}
+
+async fn hooks_for(proxy: &TestProxy, seen: &Seen, req: &str) -> (String, Vec<String>) {
+    seen.lock().expect("seen").clear();
+    let out = within("answer", raw_request(proxy.addr(), req.as_bytes())).await;
+    (out, seen.lock().expect("seen").clone())
+}
+
+#[actix_rt::test]
+async fn an_answer_set_early_still_fires_request_then_responseheaders() {
+    let (origin, asked) = scripted_origin(never_asked).await;
+    let seen = Seen::default();
+    let proxy = TestProxy::start(Proxy::builder().addon(Answering(seen.clone()))).await;
+
+    let req = format!(
+        "POST http://{origin}/early HTTP/1.1\r\nHost: {origin}\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbody"
+    );
+    let (out, hooks) = hooks_for(&proxy, &seen, &req).await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.ends_with("early"), "{out}");
+    assert_eq!(
+        hooks,
+        [
+            "requestheaders",
+            "request Some(\"body\") stream=false",
+            "responseheaders 200 stamped=true",
+            "response 200",
+        ]
+    );
+
+    let req =
+        format!("GET http://{origin}/late HTTP/1.1\r\nHost: {origin}\r\nConnection: close\r\n\r\n");
+    let (out, hooks) = hooks_for(&proxy, &seen, &req).await;
+    assert!(out.starts_with("HTTP/1.1 201"), "{out}");
+    assert_eq!(
+        hooks,
+        [
+            "requestheaders",
+            "request Some(\"\") stream=false",
+            "responseheaders 201 stamped=true",
+            "response 201",
+        ]
+    );
+    assert!(
+        asked.lock().expect("asked").is_empty(),
+        "the origin was never contacted"
+    );
+
+    // A request the server answers: each hook once, in order.
+    let origin = http_origin().await;
+    let req = format!(
+        "GET http://{origin}/plain HTTP/1.1\r\nHost: {origin}\r\nConnection: close\r\n\r\n"
+    );
+    let (out, hooks) = hooks_for(&proxy, &seen, &req).await;
+    assert!(out.contains("origin GET /plain"), "{out}");
+    assert_eq!(
+        hooks,
+        [
+            "requestheaders",
+            "request Some(\"\") stream=false",
+            "responseheaders 200 stamped=true",
+            "response 200",
+        ]
+    );
+    proxy.shutdown().await;
+}
+
+fn ok(_: &str) -> Vec<u8> {
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec()
+}
+
+#[actix_rt::test]
+async fn streaming_asked_for_in_requestheaders_sends_the_body_on_unheld() {
+    let (origin, asked) = scripted_origin(ok).await;
+    let seen = Seen::default();
+    let proxy = TestProxy::start(Proxy::builder().addon(Answering(seen.clone()))).await;
+    let body = "x".repeat(100_000);
+    for (path, in_request) in [("/held", "Some(\"100000 bytes\")"), ("/stream", "None")] {
+        asked.lock().expect("asked").clear();
+        let req = format!(
+            "POST http://{origin}{path} HTTP/1.1\r\nHost: {origin}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let (out, hooks) = hooks_for(&proxy, &seen, &req).await;
+        assert!(out.starts_with("HTTP/1.1 200"), "{path}: {out}");
+        let stream = path == "/stream";
+        assert_eq!(
+            hooks,
+            [
+                "requestheaders".to_owned(),
+                format!("request {in_request} stream={stream}"),
+                "responseheaders 200 stamped=true".to_owned(),
+                "response 200".to_owned(),
+            ],
+            "{path}"
+        );
+        let asked = asked.lock().expect("asked").clone();
+        assert_eq!(asked.len(), 1, "{path}");
+        assert!(
+            asked[0].ends_with(&body),
+            "{path}: the whole body reached the origin"
+        );
+    }
+    proxy.shutdown().await;
+}

@@ -1189,3 +1189,83 @@ async fn status_encoding_and_host_edits_match_mitmproxy() {
     )
     .await;
 }
+
+const FORM_EDITS: &str = r#"
+from mitmproxy import http
+
+def safe(f):
+    try:
+        return repr(f())
+    except Exception as e:
+        return "EXC " + type(e).__name__
+
+def request(flow):
+    r = flow.request
+    p = r.path
+    if p.startswith("/query"):
+        r.query["q"] = "caf\u00e9 & more"
+        r.query["empty"] = ""
+        r.path_components = ["a b", "c/d", "\u00e9"] + list(r.path_components)
+    if p.startswith("/form"):
+        r.urlencoded_form = [("a", "1 2"), ("b", "\u00e9"), ("a", "3")]
+    if p.startswith("/settext"):
+        r.headers["content-type"] = "text/plain; charset=latin-1"
+        r.text = "caf\u00e9"
+    if p.startswith("/multipart"):
+        h = {}
+        h["x-mp"] = safe(lambda: list(r.multipart_form.items(multi=True)))
+        r.headers["x-mp"] = h["x-mp"][:200]
+
+def response(flow):
+    resp = flow.response
+    p = flow.request.path
+    if p.startswith("/query"):
+        resp.cookies["sid"] = ("v 1", {"Path": "/", "HttpOnly": None})
+    if p.startswith("/badjson"):
+        resp.text = "not json"
+        resp.headers["x-json"] = safe(lambda: resp.json())
+    if p.startswith("/charset"):
+        resp.headers["content-type"] = "text/html; charset=iso-8859-1"
+        resp.content = b"caf\xe9"
+        resp.headers["x-text"] = safe(lambda: resp.text)
+"#;
+
+/// Query, path, form, text and cookie edits, encodings and charsets.
+#[actix_rt::test]
+async fn form_query_and_encoding_edits_match_mitmproxy() {
+    let get = |path| Req {
+        method: "GET",
+        path,
+        extra: "",
+        body: "",
+    };
+    compare(
+        "form_edits",
+        FORM_EDITS,
+        &[],
+        &[
+            get("/query/x?z=1"),
+            Req {
+                method: "POST",
+                path: "/form",
+                extra: "Content-Type: application/x-www-form-urlencoded\r\n",
+                body: "old=1",
+            },
+            Req {
+                method: "POST",
+                path: "/settext",
+                extra: "Content-Type: text/plain\r\n",
+                body: "x",
+            },
+            Req {
+                method: "POST",
+                path: "/multipart",
+                extra: "Content-Type: multipart/form-data; boundary=XX\r\n",
+                body: "--XX\r\nContent-Disposition: form-data; name=\"f\"\r\n\r\nval\r\n--XX\r\nContent-Disposition: form-data; name=\"g\"; filename=\"a.txt\"\r\nContent-Type: text/plain\r\n\r\nfile body\r\n--XX--\r\n",
+            },
+            get("/badjson"),
+            get("/charset"),
+        ],
+    )
+    .await;
+}

@@ -1269,3 +1269,46 @@ async fn form_query_and_encoding_edits_match_mitmproxy() {
     )
     .await;
 }
+
+const KILLS: &str = r#"
+def requestheaders(flow):
+    if flow.request.path.startswith("/k-reqh"):
+        flow.kill()
+
+def request(flow):
+    if flow.request.path.startswith("/k-req"):
+        flow.kill()
+
+def responseheaders(flow):
+    if flow.request.path.startswith("/k-resph"):
+        flow.kill()
+
+def response(flow):
+    if flow.request.path.startswith("/k-resp/"):
+        flow.kill()
+    flow.response.headers["x-error"] = repr(flow.error)
+"#;
+
+/// `flow.kill()` in each HTTP hook: the client gets no answer, the proxy goes on.
+#[actix_rt::test]
+async fn kills_in_each_hook_match_mitmproxy() {
+    let get = |path| Req {
+        method: "GET",
+        path,
+        extra: "",
+        body: "",
+    };
+    compare(
+        "kills",
+        KILLS,
+        &[],
+        &[
+            get("/k-reqh"),
+            get("/k-req"),
+            get("/k-resph"),
+            get("/k-resp/"),
+            get("/alive"),
+        ],
+    )
+    .await;
+}

@@ -1312,3 +1312,102 @@ async fn kills_in_each_hook_match_mitmproxy() {
     )
     .await;
 }
+
+const ERRORS: &str = r#"
+from mitmproxy import ctx
+
+def load(loader):
+    loader.add_option("hooklog", str, "", "Where to note the hooks.")
+    loader.add_option("deadport", int, 0, "A port nobody listens on.")
+
+def note(flow, name):
+    with open(ctx.options.hooklog, "a") as f:
+        f.write(flow.request.path + " " + name + "\n")
+
+def requestheaders(flow):
+    note(flow, "requestheaders")
+
+def request(flow):
+    note(flow, "request")
+    if flow.request.path.startswith("/dead"):
+        flow.request.port = ctx.options.deadport
+
+def responseheaders(flow):
+    note(flow, "responseheaders")
+
+def response(flow):
+    note(flow, "response " + str(flow.response.status_code))
+
+def error(flow):
+    note(flow, "error " + str(flow.error is not None) + " " + str(flow.response is None))
+"#;
+
+/// A server that cannot be reached: the client gets a 502 from both, and the script sees
+/// the same hooks (`error`, no `response`) in the same order.
+#[actix_rt::test]
+async fn an_unreachable_server_fires_the_hooks_mitmproxy_fires() {
+    let Some(bin) = peers::mitmdump() else {
+        return;
+    };
+    let dir = TempDir::new("errors");
+    let script = write_script(&dir, "errors.py", ERRORS);
+    let (origin, _log) = scripted_origin(answer).await;
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let hooklog = dir.path().join("hooks.log");
+    let sets = [
+        format!("hooklog={}", hooklog.display()),
+        format!("deadport={dead}"),
+    ];
+    let reqs = ["/dead", "/alive"];
+    let run = |proxy: SocketAddr| async move {
+        let mut statuses = Vec::new();
+        for path in reqs {
+            let req = format!(
+                "GET http://{origin}{path} HTTP/1.1\r\nHost: {origin}\r\nConnection: close\r\n\r\n"
+            );
+            let out = within("answer", raw_request(proxy, req.as_bytes())).await;
+            statuses.push(out.lines().next().unwrap_or("").to_owned());
+        }
+        statuses
+    };
+    let read_log = || {
+        let text = std::fs::read_to_string(&hooklog).unwrap_or_default();
+        let _ = std::fs::remove_file(&hooklog);
+        text
+    };
+
+    let addon = ScriptAddon::load(&script).expect("script loads");
+    let mut opts = waylay_core::Options::new();
+    for spec in addon.option_specs() {
+        opts.add(spec).expect("script option");
+    }
+    let mut builder = Proxy::builder().set("flow_detail=0");
+    for s in &sets {
+        builder = builder.set(s);
+    }
+    let proxy = TestProxy::start(builder.options(opts).addon(addon)).await;
+    let ours = run(proxy.addr()).await;
+    proxy.shutdown().await;
+    let our_hooks = read_log();
+
+    let confdir = TempDir::new("mitm-conf");
+    let set_refs: Vec<&str> = sets.iter().map(String::as_str).collect();
+    let mitm = Mitmdump::start(&bin, &script, confdir.path(), &set_refs);
+    let theirs = run(mitm.addr).await;
+    let their_hooks = read_log();
+
+    let status = |s: &Vec<String>| -> Vec<String> {
+        s.iter()
+            .map(|l| l.split(' ').take(2).collect::<Vec<_>>().join(" "))
+            .collect()
+    };
+    assert_eq!(status(&ours), status(&theirs), "{}", mitm.output());
+    assert!(
+        our_hooks.contains("/dead error True True") && our_hooks.contains("/alive response 200"),
+        "{our_hooks}"
+    );
+    assert_eq!(our_hooks, their_hooks, "{}", mitm.output());
+}

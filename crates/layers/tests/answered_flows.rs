@@ -175,3 +175,116 @@ async fn streaming_asked_for_in_requestheaders_sends_the_body_on_unheld() {
     }
     proxy.shutdown().await;
 }
+
+/// Notes what `request` sees of the flow's server connection.
+struct SeesServer(Seen);
+
+impl Addon for SeesServer {
+    async fn request(&mut self, flow: &mut HttpFlow) {
+        let seen = match flow.server.as_deref() {
+            None => "none".to_owned(),
+            Some(s) => format!(
+                "{} tls={} sni={:?} established={}",
+                s.address.port,
+                s.tls,
+                s.sni,
+                s.tls_info.is_some()
+            ),
+        };
+        self.0.lock().expect("seen").push(seen);
+    }
+}
+
+/// As in mitmproxy, `request` sees the server connection the request will go on when it
+/// exists already: an intercepted tunnel's (dialed before the client's handshake, to learn
+/// the server's certificate), or a keep-alive client's last one; none before the first plain
+/// request.
+#[actix_rt::test]
+async fn request_sees_the_server_connection_that_exists_already() {
+    let dir = waylay_testkit::TempDir::new("origin");
+    let (origin, origin_ca) = waylay_testkit::https_origin(&dir).await;
+    let seen = Seen::default();
+    let proxy = TestProxy::start(
+        Proxy::builder()
+            .set(format!(
+                "ssl_verify_upstream_trusted_ca={}",
+                origin_ca.display()
+            ))
+            .addon(SeesServer(seen.clone())),
+    )
+    .await;
+    let target = format!("localhost:{}", origin.port());
+    let mut tls = within(
+        "tunnel",
+        waylay_testkit::connect_tls(
+            proxy.addr(),
+            &target,
+            "localhost",
+            &proxy.ca_pem,
+            &[b"http/1.1"],
+        ),
+    )
+    .await
+    .expect("TLS through the proxy");
+    tokio::io::AsyncWriteExt::write_all(
+        &mut tls,
+        b"GET /x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let out = waylay_testkit::read_to_close(&mut tls).await;
+    assert!(
+        out.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    assert_eq!(
+        *seen.lock().expect("seen"),
+        [format!(
+            "{} tls=true sni=Some(\"localhost\") established=true",
+            origin.port()
+        )]
+    );
+
+    // Plain HTTP on one keep-alive connection: nothing before the first request, the
+    // connection it used before the second.
+    seen.lock().expect("seen").clear();
+    let origin = http_origin().await;
+    let one = format!("GET http://{origin}/a HTTP/1.1\r\nHost: {origin}\r\n\r\n");
+    let two =
+        format!("GET http://{origin}/b HTTP/1.1\r\nHost: {origin}\r\nConnection: close\r\n\r\n");
+    let mut s = tokio::net::TcpStream::connect(proxy.addr())
+        .await
+        .expect("connect");
+    tokio::io::AsyncWriteExt::write_all(&mut s, one.as_bytes())
+        .await
+        .expect("write");
+    // The first answer in full before the second request (its body ends the read).
+    let mut first = Vec::new();
+    for _ in 0..64 {
+        if String::from_utf8_lossy(&first).contains("origin GET /a") {
+            break;
+        }
+        let mut buf = [0u8; 1024];
+        let n = within(
+            "first answer",
+            tokio::io::AsyncReadExt::read(&mut s, &mut buf),
+        )
+        .await
+        .expect("read");
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&first));
+        first.extend_from_slice(&buf[..n]);
+    }
+    tokio::io::AsyncWriteExt::write_all(&mut s, two.as_bytes())
+        .await
+        .expect("write");
+    let _ = waylay_testkit::read_to_close(&mut s).await;
+    assert_eq!(
+        *seen.lock().expect("seen"),
+        [
+            "none".to_owned(),
+            format!("{} tls=false sni=None established=false", origin.port())
+        ]
+    );
+    proxy.shutdown().await;
+}

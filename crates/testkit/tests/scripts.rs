@@ -1411,3 +1411,88 @@ async fn an_unreachable_server_fires_the_hooks_mitmproxy_fires() {
     );
     assert_eq!(our_hooks, their_hooks, "{}", mitm.output());
 }
+
+const HTTPS: &str = r#"
+from mitmproxy import http
+
+def safe(f):
+    try:
+        return repr(f())
+    except Exception as e:
+        return "EXC " + type(e).__name__
+
+def request(flow):
+    r = flow.request
+    out = {
+        "url": safe(lambda: r.url),
+        "pretty_url": safe(lambda: r.pretty_url),
+        "scheme": safe(lambda: (r.scheme, r.port == int(r.host_header.rsplit(":", 1)[1]))),
+        "host": safe(lambda: (r.host, r.pretty_host)),
+        "authority": safe(lambda: r.authority),
+        "version": safe(lambda: r.http_version),
+        "client_tls": safe(lambda: (flow.client_conn.tls_established, flow.client_conn.sni, flow.client_conn.alpn)),
+        "client_tls_version": safe(lambda: flow.client_conn.tls_version),
+        "server_tls": safe(lambda: (flow.server_conn.tls_established, flow.server_conn.sni)),
+    }
+    flow.metadata["seen"] = out
+
+def response(flow):
+    for k, v in flow.metadata["seen"].items():
+        flow.response.headers["x-" + k.replace("_", "-")] = v[:200]
+    flow.response.headers["x-server-tls-after"] = safe(lambda: (flow.server_conn.tls_established, flow.server_conn.sni, flow.server_conn.alpn, flow.server_conn.tls_version))
+"#;
+
+/// An intercepted HTTPS request (CONNECT, then TLS to each proxy's own CA): what a script
+/// reads of the URL and of both TLS connections, and what reaches the origin and the client.
+#[actix_rt::test]
+async fn an_intercepted_https_request_matches_mitmproxy() {
+    let Some(bin) = peers::mitmdump() else {
+        return;
+    };
+    let dir = TempDir::new("https");
+    let script = write_script(&dir, "https.py", HTTPS);
+    let (origin, origin_ca) = waylay_testkit::https_origin(&dir).await;
+    let target = format!("localhost:{}", origin.port());
+    let trust = format!("ssl_verify_upstream_trusted_ca={}", origin_ca.display());
+    let run = |proxy: SocketAddr, ca: String| {
+        let target = target.clone();
+        async move {
+            let mut tls = within(
+                "tunnel",
+                waylay_testkit::connect_tls(proxy, &target, "localhost", &ca, &[b"http/1.1"]),
+            )
+            .await
+            .expect("TLS through the proxy");
+            let req = format!("GET /x?a=1 HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n");
+            tokio::io::AsyncWriteExt::write_all(&mut tls, req.as_bytes())
+                .await
+                .expect("write");
+            let out = waylay_testkit::read_to_close(&mut tls).await;
+            String::from_utf8_lossy(&out).replace(&origin.port().to_string(), "PORT")
+        }
+    };
+
+    let addon = ScriptAddon::load(&script).expect("script loads");
+    let proxy = TestProxy::start(
+        Proxy::builder()
+            .set("flow_detail=0")
+            .set(&trust)
+            .addon(addon),
+    )
+    .await;
+    let ours = run(proxy.addr(), proxy.ca_pem.clone()).await;
+    proxy.shutdown().await;
+
+    let confdir = TempDir::new("mitm-conf");
+    let mitm = Mitmdump::start(&bin, &script, confdir.path(), &[trust.as_str()]);
+    let ca = std::fs::read_to_string(confdir.path().join("mitmproxy-ca-cert.pem"))
+        .expect("mitmproxy's CA");
+    let theirs = run(mitm.addr, ca).await;
+    assert!(ours.starts_with("HTTP/1.1 200"), "{ours}");
+    assert_eq!(
+        normalise_response(&ours),
+        normalise_response(&theirs),
+        "left waylay, right mitmproxy; mitmdump said:\n{}",
+        mitm.output()
+    );
+}

@@ -384,6 +384,15 @@ impl Pool {
         list.iter().find(|e| e.usable()).cloned()
     }
 
+    /// The server of a connection for `key` that can take a request now, if there is one
+    /// (what a flow's hooks see as its server before the request goes out: the connection
+    /// dialed for an intercepted tunnel, or the one a keep-alive client used last).
+    pub(crate) fn server_for(&self, key: &Destination) -> Option<Arc<Server>> {
+        let pool = self.entries.entries.borrow();
+        let list = pool.get(key)?;
+        list.iter().find(|e| e.usable()).map(|e| e.server.clone())
+    }
+
     /// Takes an idle HTTP/1 connection for `key` out of the pool (for an upgrade).
     pub(crate) fn take_idle_h1(&self, key: &Destination) -> Option<PoolEntry> {
         let mut pool = self.entries.entries.borrow_mut();

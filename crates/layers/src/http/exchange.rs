@@ -401,6 +401,10 @@ async fn observed(
         None => CompactString::const_new("/"),
     };
     let declared_len = content_length(&parts.headers);
+    let pooled_server = match dest.route {
+        None => ctx.pool.server_for(&dest),
+        Some(_) => None,
+    };
     // RFC 9112 §3.2.2: for an absolute-form request the URL's authority wins over a different
     // `Host`. Applied before the hooks (the unobserved path applies it on the way out), so
     // addons see the `Host` that will be sent, and one an addon sets goes out as set.
@@ -426,6 +430,11 @@ async fn observed(
         let mut server = Server::new(Address::new(flow.request.host.clone(), flow.request.port));
         server.via = Some(via);
         flow.server = Some(Arc::new(server));
+    } else {
+        // As in mitmproxy, the hooks see the server connection the request will go on when
+        // there is one already (an intercepted tunnel's, dialed before the client's TLS
+        // handshake; a keep-alive client's last one).
+        flow.server = pooled_server;
     }
 
     if let (Some(limit), Some(len)) = (cfg.body_size_limit, declared_len)

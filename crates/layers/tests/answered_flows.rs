@@ -6,8 +6,9 @@
 
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use waylay_core::HttpFlow;
-use waylay_core::flow::Response;
+use waylay_core::flow::{Response, StreamFn};
 use waylay_core::hooks::Addon;
 use waylay_layers::Proxy;
 use waylay_testkit::{TestProxy, http_origin, raw_request, scripted_origin, within};
@@ -286,5 +287,100 @@ async fn request_sees_the_server_connection_that_exists_already() {
             format!("{} tls=false sni=None established=false", origin.port())
         ]
     );
+    proxy.shutdown().await;
+}
+
+/// Streams the response of `/bytes/..` through a chunk function that doubles every byte and
+/// adds `<end>` when the body ends, and streams `/echo` requests through one that
+/// upper-cases them.
+struct Rewrites;
+
+impl Addon for Rewrites {
+    async fn request_headers(&mut self, flow: &mut HttpFlow) {
+        if flow.request.path == "/echo" {
+            flow.request.stream = true;
+            flow.request.stream_fn = Some(StreamFn::new(|c: Bytes| {
+                vec![Bytes::from(c.to_ascii_uppercase())]
+            }));
+        }
+    }
+
+    async fn response_headers(&mut self, flow: &mut HttpFlow) {
+        let Some(r) = flow.response.as_mut() else {
+            return;
+        };
+        if flow.request.path.starts_with("/bytes/") {
+            r.stream = true;
+            r.stream_fn = Some(StreamFn::new(|c: Bytes| {
+                if c.is_empty() {
+                    return vec![Bytes::from_static(b"<end>")];
+                }
+                // Two chunks out for one in, one of them empty (never sent as such).
+                let doubled: Vec<u8> = c.iter().flat_map(|&b| [b, b]).collect();
+                vec![Bytes::from(doubled), Bytes::new()]
+            }));
+        }
+    }
+}
+
+/// The body of a chunked HTTP/1.1 message (`raw` after its head), bounded by its size.
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for _ in 0..raw.len() + 1 {
+        let Some(eol) = raw.windows(2).position(|w| w == b"\r\n") else {
+            break;
+        };
+        let size = usize::from_str_radix(std::str::from_utf8(&raw[..eol]).expect("size"), 16)
+            .expect("hex size");
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&raw[eol + 2..eol + 2 + size]);
+        raw = &raw[eol + 2 + size + 2..];
+    }
+    out
+}
+
+/// A chunk function on a streamed body (mitmproxy's callable `stream`): every chunk goes
+/// through it, its last output is sent when the body ends, and the message goes out
+/// without a `Content-Length`, since the length changed.
+#[actix_rt::test]
+async fn a_stream_function_rewrites_each_chunk_and_the_length_follows() {
+    let origin = http_origin().await;
+    let proxy = TestProxy::start(Proxy::builder().addon(Rewrites)).await;
+    let n = 300_000;
+    let req = format!(
+        "GET http://{origin}/bytes/{n} HTTP/1.1\r\nHost: {origin}\r\nConnection: close\r\n\r\n"
+    );
+    let out = within(
+        "answer",
+        waylay_testkit::raw_request_bytes(proxy.addr(), req.as_bytes()),
+    )
+    .await;
+    let at = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head")
+        + 4;
+    let head = String::from_utf8_lossy(&out[..at]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(!head.contains("content-length"), "{head}");
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    let body = dechunk(&out[at..]);
+    let expected: Vec<u8> = (0..n)
+        .flat_map(|i| {
+            let b = (i % 251) as u8;
+            [b, b]
+        })
+        .chain(b"<end>".iter().copied())
+        .collect();
+    assert_eq!(body.len(), expected.len());
+    assert!(body == expected, "the doubled bytes, then <end>");
+
+    let req = format!(
+        "POST http://{origin}/echo HTTP/1.1\r\nHost: {origin}\r\nContent-Length: 11\r\nConnection: close\r\n\r\nhello there"
+    );
+    let out = within("echo", raw_request(proxy.addr(), req.as_bytes())).await;
+    assert!(out.ends_with("HELLO THERE"), "{out}");
     proxy.shutdown().await;
 }

@@ -1496,3 +1496,52 @@ async fn an_intercepted_https_request_matches_mitmproxy() {
         mitm.output()
     );
 }
+
+const STREAMING: &str = r#"
+def requestheaders(flow):
+    if flow.request.path.startswith("/r-func"):
+        flow.request.stream = lambda data: data.upper()
+
+def responseheaders(flow):
+    p = flow.request.path
+    if p.startswith("/s-plain"):
+        flow.response.stream = True
+    if p.startswith("/s-func"):
+        flow.response.stream = lambda data: data.replace(b"path", b"PATH")
+    flow.response.headers["x-callable"] = str(callable(flow.response.stream))
+
+def response(flow):
+    # Too late for a streamed response's head: both send it as it was.
+    flow.response.headers["x-late"] = repr(flow.response.stream is not False)
+"#;
+
+/// `flow.response.stream` set in `responseheaders`: `True` passes the body on as it comes,
+/// a function rewrites each chunk; `response` fires after, too late for the head. A function
+/// as `flow.request.stream` rewrites the request body on its way to the server.
+#[actix_rt::test]
+async fn streamed_responses_match_mitmproxy() {
+    let get = |path| Req {
+        method: "GET",
+        path,
+        extra: "",
+        body: "",
+    };
+    compare(
+        "streaming",
+        STREAMING,
+        &[],
+        &[
+            get("/s-plain"),
+            get("/s-func"),
+            get("/chunked/s-func"),
+            get("/held"),
+            Req {
+                method: "POST",
+                path: "/r-func",
+                extra: "Content-Type: text/plain\r\n",
+                body: "hello streamed",
+            },
+        ],
+    )
+    .await;
+}

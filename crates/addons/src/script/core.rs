@@ -18,7 +18,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 use waylay_core::flow::{
     FlowError, FlowId, Headers, HttpVersion, Intercept, InterceptHandle, Message, Metadata,
-    TcpInjector, TcpMessage, TlsInfo, WebSocketInjector, WebSocketMessage, WebSocketMessageKind,
+    StreamFn, TcpInjector, TcpMessage, TlsInfo, WebSocketInjector, WebSocketMessage,
+    WebSocketMessageKind,
 };
 use waylay_core::{HttpFlow, Request, Response, TcpFlow};
 
@@ -561,7 +562,18 @@ impl Core {
             "http_version" => return py_obj(py, self.msg(side)?.http_version.as_str()),
             "timestamp_start" => return py_obj(py, self.msg(side)?.timestamp_start),
             "timestamp_end" => return py_obj(py, self.msg(side)?.timestamp_end),
-            "stream" => return py_obj(py, self.msg(side)?.stream),
+            "stream" => {
+                let m = self.msg(side)?;
+                // The function a script set, as it set it (mitmproxy keeps the callable).
+                if let Some(f) = m
+                    .stream_fn
+                    .as_ref()
+                    .and_then(|f| f.downcast_ref::<PyStreamFn>())
+                {
+                    return Ok(f.callable.clone_ref(py));
+                }
+                return py_obj(py, m.stream);
+            }
             _ => {}
         }
         if side == 0 {
@@ -603,7 +615,17 @@ impl Core {
                 return Ok(());
             }
             "stream" => {
-                self.msg(side)?.stream = value.extract()?;
+                let m = self.msg(side)?;
+                if value.is_callable() {
+                    // mitmproxy's `stream = function`: each chunk goes through it.
+                    m.stream = true;
+                    m.stream_fn = Some(StreamFn::new(PyStreamFn {
+                        callable: value.clone().unbind(),
+                    }));
+                } else {
+                    m.stream = value.extract()?;
+                    m.stream_fn = None;
+                }
                 return Ok(());
             }
             _ => {}
@@ -1123,5 +1145,41 @@ impl PyFilter {
 
     fn __repr__(&self) -> String {
         format!("<Filter {}>", self.filter)
+    }
+}
+
+/// A script's function set as `flow.request.stream` / `flow.response.stream`: each chunk of
+/// the body goes through it on the way (with the GIL, on the connection's thread). It returns
+/// `bytes` or an iterable of `bytes`; an exception is logged with its traceback and the chunk
+/// goes on unchanged.
+pub(crate) struct PyStreamFn {
+    pub(crate) callable: Py<PyAny>,
+}
+
+impl waylay_core::flow::ChunkTransform for PyStreamFn {
+    fn transform(&self, chunk: Bytes) -> Vec<Bytes> {
+        super::host::keep_thread_state();
+        Python::attach(|py| {
+            let out = self
+                .callable
+                .call1(py, (PyBytes::new(py, &chunk),))
+                .and_then(|r| {
+                    let r = r.bind(py);
+                    if let Ok(b) = r.cast::<PyBytes>() {
+                        return Ok(vec![Bytes::copy_from_slice(b.as_bytes())]);
+                    }
+                    r.try_iter()?
+                        .map(|c| c.and_then(|c| Ok(Bytes::from(c.extract::<Vec<u8>>()?))))
+                        .collect()
+                });
+            out.unwrap_or_else(|e| {
+                tracing::error!(
+                    target: "script",
+                    "error in a stream function:\n{}",
+                    super::host::traceback(py, &e)
+                );
+                vec![chunk]
+            })
+        })
     }
 }

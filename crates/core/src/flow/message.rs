@@ -59,6 +59,12 @@ pub struct Message {
     /// Set when the body is streamed through instead of buffered.
     #[serde(default)]
     pub stream: bool,
+    /// What a streamed body passes through on its way, chunk by chunk (mitmproxy's callable
+    /// `flow.response.stream`); set with `stream` in `request_headers` or
+    /// `response_headers`. The body then goes out without `Content-Length` (its length may
+    /// change).
+    #[serde(skip)]
+    pub stream_fn: Option<StreamFn>,
     /// A streamed body kept on disk with `store_streamed_bodies` (`raw_content` stays
     /// `None`): flow files write it as the message's content once it is complete.
     #[serde(skip)]
@@ -67,6 +73,54 @@ pub struct Message {
     pub timestamp_start: f64,
     /// When the last byte of the message was read.
     pub timestamp_end: Option<f64>,
+}
+
+/// A function a streamed body passes through: each chunk in, what to send in its place out
+/// (nothing, one chunk or several); called once more with an empty chunk when the body ends,
+/// for what it still holds. Any `Fn(Bytes) -> Vec<Bytes>` is one.
+pub trait ChunkTransform: std::any::Any + Send + Sync {
+    /// What to send for `chunk` (empty at the end of the body).
+    fn transform(&self, chunk: Bytes) -> Vec<Bytes>;
+}
+
+impl<F: Fn(Bytes) -> Vec<Bytes> + Send + Sync + 'static> ChunkTransform for F {
+    fn transform(&self, chunk: Bytes) -> Vec<Bytes> {
+        self(chunk)
+    }
+}
+
+/// A [`ChunkTransform`] held by a message ([`Message::stream_fn`]); clones share it.
+#[derive(Clone)]
+pub struct StreamFn(std::sync::Arc<dyn ChunkTransform>);
+
+impl StreamFn {
+    /// Wraps `f`.
+    pub fn new(f: impl ChunkTransform) -> Self {
+        Self(std::sync::Arc::new(f))
+    }
+
+    /// What to send for `chunk` (see [`ChunkTransform`]).
+    pub fn apply(&self, chunk: Bytes) -> Vec<Bytes> {
+        self.0.transform(chunk)
+    }
+
+    /// The transform as its own type, when it is a `T`.
+    pub fn downcast_ref<T: ChunkTransform>(&self) -> Option<&T> {
+        let any: &dyn std::any::Any = &*self.0;
+        any.downcast_ref()
+    }
+}
+
+impl std::fmt::Debug for StreamFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StreamFn(..)")
+    }
+}
+
+impl PartialEq for StreamFn {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 /// Why a body cannot be read as text or JSON.
@@ -100,6 +154,7 @@ impl Message {
             raw_content: None,
             trailers: None,
             stream: false,
+            stream_fn: None,
             stored_body: None,
             timestamp_start,
             timestamp_end: None,

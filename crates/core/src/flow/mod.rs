@@ -28,7 +28,7 @@ pub use http::{HttpEdit, HttpFlow, Request, Response, decimal, reason_phrase, sp
 pub use inject::{INJECT_QUEUE, InjectError, InjectQueues, Injector};
 pub use intercept::{Intercept, InterceptHandle, Release};
 pub use kill::KillSwitch;
-pub use message::{BodyError, HttpVersion, Message};
+pub use message::{BodyError, ChunkTransform, HttpVersion, Message, StreamFn};
 pub use stored::{BodyStore, StoredBody};
 pub use tcp::{TcpEdit, TcpFlow, TcpInjector, TcpMessage};
 pub use websocket::{WebSocketData, WebSocketInjector, WebSocketMessage, WebSocketMessageKind};

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use waylay_core::flow::{BodyStore, Message};
+use waylay_core::flow::{BodyStore, Message, StreamFn};
 
 /// The error type of bodies flowing through the proxy.
 pub(crate) type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -66,6 +66,24 @@ pub(crate) struct State {
     store: Option<BodyStore>,
     /// The flow's kill switch, when it has one: the stream fails when it trips.
     kill: Option<KillWatch>,
+    /// What each chunk passes through (`Message::stream_fn`), and its output not yet sent.
+    transform: Option<Box<Transform>>,
+}
+
+/// A chunk function on a body's way ([`ProxyBody::with_transform`]).
+struct Transform {
+    f: StreamFn,
+    /// Output waiting to be sent, in order.
+    out: VecDeque<Bytes>,
+    /// Called with the final empty chunk already.
+    flushed: bool,
+}
+
+impl Transform {
+    fn push(&mut self, chunk: Bytes) {
+        self.out
+            .extend(self.f.apply(chunk).into_iter().filter(|c| !c.is_empty()));
+    }
 }
 
 /// The chunks a body sends before its stream: one (a buffered body) held without the queue's
@@ -121,6 +139,7 @@ impl State {
             on_end: None,
             store: None,
             kill: None,
+            transform: None,
         }
     }
 }
@@ -179,6 +198,7 @@ impl ProxyBody {
             on_end: None,
             store: None,
             kill: None,
+            transform: None,
         })))
     }
 
@@ -186,6 +206,20 @@ impl ProxyBody {
     pub(crate) fn with_exact(mut self, n: Option<u64>) -> Self {
         if self.0.is_some() || n != Some(0) {
             self.state().exact = n;
+        }
+        self
+    }
+
+    /// Passes every chunk through `f` (see [`StreamFn`]); the length is then unknown.
+    pub(crate) fn with_transform(mut self, f: Option<StreamFn>) -> Self {
+        if let Some(f) = f {
+            let state = self.state();
+            state.exact = None;
+            state.transform = Some(Box::new(Transform {
+                f,
+                out: VecDeque::new(),
+                flushed: false,
+            }));
         }
         self
     }
@@ -303,37 +337,73 @@ impl Body for ProxyBody {
             this.finish(Some(BodyEnd::Killed));
             return Poll::Ready(Some(Err(Box::new(BodyEnd::Killed))));
         }
-        if let Some(b) = this.prefix.pop_front() {
-            this.seen += b.len() as u64;
-            this.keep(&b);
-            return Poll::Ready(Some(Ok(Frame::data(b))));
-        }
-        if let Some(rest) = this.rest.as_mut() {
-            match Pin::new(rest).poll_frame(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Ok(frame))) => {
-                    if let Some(d) = frame.data_ref() {
-                        this.seen += d.len() as u64;
-                        if let Some(limit) = this.limit
-                            && this.seen > limit
-                        {
-                            this.rest = None;
-                            this.finish(Some(BodyEnd::Limit(limit)));
-                            return Poll::Ready(Some(Err(Box::new(BodyEnd::Limit(limit)))));
+        // Each pass sends a chunk, or consumes one (into the transform), or moves on to the
+        // end: bounded by the body.
+        loop {
+            if let Some(t) = this.transform.as_mut()
+                && let Some(b) = t.out.pop_front()
+            {
+                this.keep(&b);
+                return Poll::Ready(Some(Ok(Frame::data(b))));
+            }
+            if let Some(b) = this.prefix.pop_front() {
+                this.seen += b.len() as u64;
+                if let Some(t) = this.transform.as_mut() {
+                    t.push(b);
+                    continue;
+                }
+                this.keep(&b);
+                return Poll::Ready(Some(Ok(Frame::data(b))));
+            }
+            if let Some(rest) = this.rest.as_mut() {
+                match Pin::new(rest).poll_frame(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let Some(d) = frame.data_ref() {
+                            this.seen += d.len() as u64;
+                            if let Some(limit) = this.limit
+                                && this.seen > limit
+                            {
+                                this.rest = None;
+                                this.finish(Some(BodyEnd::Limit(limit)));
+                                return Poll::Ready(Some(Err(Box::new(BodyEnd::Limit(limit)))));
+                            }
+                            if this.transform.is_none() {
+                                this.keep(d);
+                            }
                         }
-                        this.keep(d);
+                        let Some(t) = this.transform.as_mut() else {
+                            return Poll::Ready(Some(Ok(frame)));
+                        };
+                        // Through the transform; trailers wait for its last output.
+                        match frame.into_data() {
+                            Ok(d) => t.push(d),
+                            Err(frame) => {
+                                if let Ok(trailers) = frame.into_trailers() {
+                                    this.trailers = Some(Box::new(trailers));
+                                }
+                            }
+                        }
+                        continue;
                     }
-                    return Poll::Ready(Some(Ok(frame)));
-                }
-                Poll::Ready(Some(Err(e))) => {
-                    this.rest = None;
-                    this.finish(Some(BodyEnd::Stream(e.to_string())));
-                    return Poll::Ready(Some(Err(Box::new(e))));
-                }
-                Poll::Ready(None) => {
-                    this.rest = None;
+                    Poll::Ready(Some(Err(e))) => {
+                        this.rest = None;
+                        this.finish(Some(BodyEnd::Stream(e.to_string())));
+                        return Poll::Ready(Some(Err(Box::new(e))));
+                    }
+                    Poll::Ready(None) => {
+                        this.rest = None;
+                    }
                 }
             }
+            if let Some(t) = this.transform.as_mut()
+                && !t.flushed
+            {
+                t.flushed = true;
+                t.push(Bytes::new());
+                continue;
+            }
+            break;
         }
         if let Some(t) = this.trailers.take() {
             return Poll::Ready(Some(Ok(Frame::trailers(*t))));
@@ -343,9 +413,14 @@ impl Body for ProxyBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.0
-            .as_ref()
-            .is_none_or(|s| s.prefix.is_empty() && s.rest.is_none() && s.trailers.is_none())
+        self.0.as_ref().is_none_or(|s| {
+            s.prefix.is_empty()
+                && s.rest.is_none()
+                && s.trailers.is_none()
+                && s.transform
+                    .as_ref()
+                    .is_none_or(|t| t.flushed && t.out.is_empty())
+        })
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -323,7 +323,9 @@ fn request_body_unhooked(
         return (flow, None);
     }
     flow.request.stream = true;
-    let body = ProxyBody::streaming(Vec::new(), body, cfg.body_size_limit).with_exact(declared_len);
+    let body = ProxyBody::streaming(Vec::new(), body, cfg.body_size_limit)
+        .with_exact(declared_len)
+        .with_transform(flow.request.stream_fn.clone());
     (flow, Some(body))
 }
 
@@ -340,7 +342,8 @@ async fn request_body(
         // Streaming asked for in `requestheaders` (`flow.request.stream = True`): the body
         // goes to the server as it comes; `request` fires before it is sent, as for a body
         // over `stream_large_bodies`.
-        let body = ProxyBody::streaming(Vec::new(), body, cfg.body_size_limit);
+        let body = ProxyBody::streaming(Vec::new(), body, cfg.body_size_limit)
+            .with_transform(flow.request.stream_fn.clone());
         streamed = Some(keep_streamed(
             cfg.store_streamed_bodies,
             &mut flow.request,

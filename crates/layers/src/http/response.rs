@@ -415,7 +415,7 @@ fn stream_to_client(
 ) -> HyperResponse {
     let manager = ctx.manager().clone();
     let h1 = h1_client(&flow);
-    let head = match flow
+    let mut head = match flow
         .response
         .as_ref()
         .map(|r| response_head(r, headers_to(&r.headers), Some(extensions), h1))
@@ -424,10 +424,17 @@ fn stream_to_client(
         Some(Err(msg)) => return error_response(StatusCode::BAD_GATEWAY, &msg),
         None => return error_response(StatusCode::BAD_GATEWAY, "an addon removed the response"),
     };
+    // A body through a chunk function may change length: it goes out without one (chunked
+    // on HTTP/1.1), where mitmproxy keeps the server's and the framing breaks.
+    let transform = flow.response.as_ref().and_then(|r| r.stream_fn.clone());
+    if transform.is_some() {
+        head.headers_mut().remove(http::header::CONTENT_LENGTH);
+    }
     let switch = flow.existing_kill_switch();
     let mut flow = Some(flow);
     let body = body
         .with_exact(declared_len)
+        .with_transform(transform)
         .with_kill(switch)
         .on_end(Box::new(move |n, err| {
             release(err.is_none());

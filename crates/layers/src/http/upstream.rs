@@ -300,6 +300,10 @@ pub(crate) fn build_upstream(
         matches!(entry.state.get(), ConnState::Upgrading { .. }),
     )?;
     to_proxy_form(&mut req, entry, &dest)?;
+    if r.stream && r.stream_fn.is_some() {
+        // Through a chunk function the length may change: sent chunked (see the response's).
+        req.headers_mut().remove(http::header::CONTENT_LENGTH);
+    }
     Ok(req)
 }
 

@@ -1545,3 +1545,50 @@ async fn streamed_responses_match_mitmproxy() {
     )
     .await;
 }
+
+const ORDER: &str = r#"
+from mitmproxy import http
+
+def request(flow):
+    r = flow.request
+    if r.path.startswith("/order"):
+        del r.headers["x-b"]
+        r.headers["x-a"] = "changed"
+        r.headers.add("x-new", "1")
+        r.headers["x-c"] = "c2"
+        flow.metadata["keys"] = ",".join(r.headers.keys())
+    if r.path.startswith("/replace-req"):
+        new = http.Request.make("POST", r.url.replace("/replace-req", "/made"), b"made body", {"X-Made": "1", "Host": "x"})
+        flow.request = new
+        flow.metadata["keys"] = ",".join(flow.request.headers.keys())
+
+def response(flow):
+    flow.response.headers["x-keys"] = flow.metadata.get("keys", "")
+    flow.response.headers["x-method"] = flow.request.method
+"#;
+
+/// Header order after edits, and a request replaced by `Request.make` (with a `Host`:
+/// without one mitmproxy sends none, which HTTP/1.1 forbids; waylay adds the URL's).
+#[actix_rt::test]
+async fn header_order_and_a_replaced_request_match_mitmproxy() {
+    compare(
+        "order",
+        ORDER,
+        &[],
+        &[
+            Req {
+                method: "GET",
+                path: "/order",
+                extra: "X-A: 1\r\nX-B: 2\r\nX-C: 3\r\nX-D: 4\r\n",
+                body: "",
+            },
+            Req {
+                method: "GET",
+                path: "/replace-req",
+                extra: "X-Old: 1\r\n",
+                body: "",
+            },
+        ],
+    )
+    .await;
+}

@@ -208,6 +208,34 @@ pub async fn https_origin(dir: &TempDir) -> (SocketAddr, PathBuf) {
     (addr, ca_file)
 }
 
+/// [`https_origin`] offering HTTP/2 as well (ALPN `h2`, then `http/1.1`): each connection is
+/// served in the protocol it negotiated.
+pub async fn https_origin_h2(dir: &TempDir) -> (SocketAddr, PathBuf) {
+    let (acceptor, ca_file) = test_tls_acceptor(dir, "origin-ca.pem", &[b"h2", b"http/1.1"]);
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
+    let addr = l.local_addr().expect("addr");
+    actix::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let acceptor = acceptor.clone();
+            actix::spawn(async move {
+                let Ok(tls) = acceptor.accept(s).await else {
+                    return;
+                };
+                if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                    let _ = hyper::server::conn::http2::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(TokioIo::new(tls), service_fn(origin_service))
+                    .await;
+                } else {
+                    serve_origin(tls).await;
+                }
+            });
+        }
+    });
+    (addr, ca_file)
+}
+
 /// Awaits `fut` for at most 20 s, and panics naming `what` when it takes longer: every await
 /// of a test is bounded.
 pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {

@@ -1592,3 +1592,118 @@ async fn header_order_and_a_replaced_request_match_mitmproxy() {
     )
     .await;
 }
+
+const H2: &str = r#"
+def safe(f):
+    try:
+        return repr(f())
+    except Exception as e:
+        return "EXC " + type(e).__name__
+
+def request(flow):
+    r = flow.request
+    flow.metadata["seen"] = {
+        "version": safe(lambda: (r.http_version, r.is_http2)),
+        "authority": safe(lambda: r.authority.split(":")[0]),
+        "host-header": safe(lambda: (r.host_header or "").split(":")[0]),
+        "pretty-url": safe(lambda: r.pretty_url.split("//")[1].split(":")[0]),
+        "keys": safe(lambda: list(r.headers.keys())),
+        "alpn": safe(lambda: flow.client_conn.alpn),
+    }
+    r.headers["x-via-h2"] = "1"
+
+def response(flow):
+    for k, v in flow.metadata["seen"].items():
+        flow.response.headers["x-" + k] = v[:200]
+    flow.response.headers["x-resp-version"] = flow.response.http_version
+"#;
+
+/// An intercepted HTTP/2 client (ALPN h2 inside the tunnel) to an HTTP/2 origin: what a
+/// script reads of the request (version, authority, Host) and what the client gets back.
+#[actix_rt::test]
+async fn an_http2_client_matches_mitmproxy() {
+    use http_body_util::{BodyExt, Full};
+    let Some(bin) = peers::mitmdump() else {
+        return;
+    };
+    let dir = TempDir::new("h2");
+    let script = write_script(&dir, "h2.py", H2);
+    let (origin, origin_ca) = waylay_testkit::https_origin_h2(&dir).await;
+    let target = format!("localhost:{}", origin.port());
+    let trust = format!("ssl_verify_upstream_trusted_ca={}", origin_ca.display());
+    let run = |proxy: SocketAddr, ca: String| {
+        let target = target.clone();
+        async move {
+            let tls = within(
+                "tunnel",
+                waylay_testkit::connect_tls(
+                    proxy,
+                    &target,
+                    "localhost",
+                    &ca,
+                    &[b"h2", b"http/1.1"],
+                ),
+            )
+            .await
+            .expect("TLS through the proxy");
+            let (mut sender, conn) =
+                hyper::client::conn::http2::handshake::<_, _, Full<bytes::Bytes>>(
+                    hyper_util::rt::TokioExecutor::new(),
+                    hyper_util::rt::TokioIo::new(tls),
+                )
+                .await
+                .expect("h2 handshake");
+            actix::spawn(async move {
+                let _ = conn.await;
+            });
+            let req = hyper::Request::get(format!("https://{target}/h2?q=1"))
+                .body(Full::new(bytes::Bytes::new()))
+                .expect("request");
+            let resp = within("answer", sender.send_request(req))
+                .await
+                .expect("response");
+            let mut lines: Vec<String> = resp
+                .headers()
+                .iter()
+                .filter(|(n, _)| n.as_str() != "date")
+                .map(|(n, v)| format!("{n}: {}", String::from_utf8_lossy(v.as_bytes())))
+                .collect();
+            lines.sort();
+            let status = resp.status();
+            let body = within("body", resp.into_body().collect())
+                .await
+                .expect("body")
+                .to_bytes();
+            format!(
+                "{status}\n{}\n\n{}",
+                lines.join("\n"),
+                String::from_utf8_lossy(&body)
+            )
+            .replace(&origin.port().to_string(), "PORT")
+        }
+    };
+
+    let addon = ScriptAddon::load(&script).expect("script loads");
+    let proxy = TestProxy::start(
+        Proxy::builder()
+            .set("flow_detail=0")
+            .set(&trust)
+            .addon(addon),
+    )
+    .await;
+    let ours = run(proxy.addr(), proxy.ca_pem.clone()).await;
+    proxy.shutdown().await;
+
+    let confdir = TempDir::new("mitm-conf");
+    let mitm = Mitmdump::start(&bin, &script, confdir.path(), &[trust.as_str()]);
+    let ca = std::fs::read_to_string(confdir.path().join("mitmproxy-ca-cert.pem"))
+        .expect("mitmproxy's CA");
+    let theirs = run(mitm.addr, ca).await;
+    assert!(ours.starts_with("200"), "{ours}");
+    assert_eq!(
+        ours,
+        theirs,
+        "left waylay, right mitmproxy; mitmdump said:\n{}",
+        mitm.output()
+    );
+}

@@ -536,14 +536,24 @@ class Request(Message):
 
     @property
     def host_header(self):
+        # As mitmproxy: HTTP/2 and 3 carry it as the authority (a Host header second).
+        if self.http_version in ("HTTP/2.0", "HTTP/3"):
+            return self.authority or self.headers.get("host")
         return self.headers.get("host")
 
     @host_header.setter
     def host_header(self, value):
+        h2 = self.http_version in ("HTTP/2.0", "HTTP/3")
         if value is None:
+            if h2:
+                self.authority = ""
             self.headers.pop("host", None)
         else:
-            self.headers["host"] = value
+            value = _s(value)
+            if h2:
+                self.authority = value
+            if not h2 or "host" in self.headers:
+                self.headers["host"] = value
 
     def _get_query(self):
         q = self.path.partition("?")[2]

@@ -588,3 +588,31 @@ async fn a_response_or_request_taken_out_and_put_back_is_restored() {
     let theirs = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     assert_eq!(ours, theirs);
 }
+
+const NON_UTF8: &str = r#"
+def request(flow):
+    h = flow.request.headers
+    v = h["x-latin1"]
+    # Read as mitmproxy reads it (UTF-8, other bytes as surrogate escapes), written back as
+    # text and as bytes under a bytes name: the same bytes each time.
+    h["x-copy"] = v
+    h[b"x-bytes-name"] = v.encode("utf-8", "surrogateescape")
+    h["x-repr"] = repr(v) + " " + repr(h.get_all(b"X-LATIN1"))
+"#;
+
+/// A header value that is not UTF-8 survives a read and a write unchanged, whichever way the
+/// script names the field.
+#[actix_rt::test]
+async fn header_bytes_that_are_not_utf8_round_trip() {
+    let (mut h, _d) = harness("non_utf8", NON_UTF8).await;
+    let mut flow = tflow();
+    flow.request.headers.insert("x-latin1", &b"caf\xe9"[..]);
+    let flow = h.request(flow).await;
+    let raw = |n| flow.request.headers.get_bytes(n).map(<[u8]>::to_vec);
+    assert_eq!(raw("x-copy").as_deref(), Some(&b"caf\xe9"[..]));
+    assert_eq!(raw("x-bytes-name").as_deref(), Some(&b"caf\xe9"[..]));
+    assert_eq!(
+        flow.request.headers.get("x-repr"),
+        Some("'caf\\udce9' ['caf\\udce9']")
+    );
+}

@@ -1707,3 +1707,47 @@ async fn an_http2_client_matches_mitmproxy() {
         mitm.output()
     );
 }
+
+const BYTES_HEADERS: &str = r#"
+def safe(f):
+    try:
+        return repr(f())
+    except Exception as e:
+        return "EXC " + type(e).__name__
+
+def request(flow):
+    h = flow.request.headers
+    seen = {
+        "latin": safe(lambda: h.get("x-latin")),
+        # Names compared lowercased: waylay's are (as hyper parsed them, README).
+        "latin-fields": safe(lambda: [v for k, v in h.fields if k.lower() == b"x-latin"]),
+        "bytes-key": safe(lambda: h.get(b"x-latin")),
+    }
+    seen["set-bytes"] = safe(lambda: h.__setitem__(b"x-set-bytes", b"caf\xc3\xa9"))
+    seen["set-str"] = safe(lambda: h.__setitem__("x-set-str", "caf\u00e9"))
+    seen["add-bytes"] = safe(lambda: h.add(b"x-add-bytes", b"v"))
+    seen["get-bytes-after"] = safe(lambda: h.get_all(b"x-set-bytes"))
+    flow.metadata["seen"] = seen
+
+def response(flow):
+    for k, v in flow.metadata["seen"].items():
+        flow.response.headers["x-" + k] = v.encode("ascii", "backslashreplace").decode()[:200]
+"#;
+
+/// Header names and values given as bytes, and values that are not UTF-8 (read as mitmproxy
+/// reads them, written as bytes and as text).
+#[actix_rt::test]
+async fn non_utf8_header_values_match_mitmproxy() {
+    compare(
+        "bytes_headers",
+        BYTES_HEADERS,
+        &[],
+        &[Req {
+            method: "GET",
+            path: "/b",
+            extra: "X-Latin: caf\u{e9}\r\n",
+            body: "",
+        }],
+    )
+    .await;
+}

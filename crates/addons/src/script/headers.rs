@@ -5,8 +5,11 @@
 //! and a method lookup more than the header edit itself. The rest of mitmproxy's multidict
 //! API comes from the shim's Python classes, over `h_fields`/`h_set_fields`.
 
-use pyo3::exceptions::PyKeyError;
+use std::borrow::Cow;
+
+use pyo3::exceptions::{PyKeyError, PyTypeError};
 use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyString};
 
 use super::core::{Core, to_bytes};
 
@@ -42,25 +45,33 @@ impl HeadersView {
         self.core = core;
     }
 
-    fn __getitem__(&self, py: Python<'_>, key: &str) -> PyResult<String> {
+    fn __getitem__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let key = name(key)?;
         let mut c = self.core.bind(py).try_borrow_mut()?;
-        match c.hdrs(self.side)?.get_bytes(key) {
-            Some(v) => Ok(String::from_utf8_lossy(v).into_owned()),
-            None => Err(PyKeyError::new_err(key.to_owned())),
+        match c.hdrs(self.side)?.get_bytes(&key) {
+            Some(v) => text(py, v),
+            None => Err(PyKeyError::new_err(key.into_owned())),
         }
     }
 
-    fn __setitem__(&self, py: Python<'_>, key: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn __setitem__(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let key = name(key)?;
         let v = to_bytes(value)?;
         let mut c = self.core.bind(py).try_borrow_mut()?;
-        c.hdrs(self.side)?.insert(key, v);
+        c.hdrs(self.side)?.insert(key.into_owned(), v);
         Ok(())
     }
 
-    fn __delitem__(&self, py: Python<'_>, key: &str) -> PyResult<()> {
+    fn __delitem__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<()> {
+        let key = name(key)?;
         let mut c = self.core.bind(py).try_borrow_mut()?;
-        if c.hdrs(self.side)?.remove(key) == 0 {
-            return Err(PyKeyError::new_err(key.to_owned()));
+        if c.hdrs(self.side)?.remove(&key) == 0 {
+            return Err(PyKeyError::new_err(key.into_owned()));
         }
         Ok(())
     }
@@ -80,30 +91,68 @@ impl HeadersView {
     }
 
     #[pyo3(signature = (key, default = None))]
-    fn get(&self, py: Python<'_>, key: &str, default: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
+    fn get(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        default: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let key = name(key)?;
         let mut c = self.core.bind(py).try_borrow_mut()?;
-        match c.hdrs(self.side)?.get_bytes(key) {
-            Some(v) => Ok(String::from_utf8_lossy(v)
-                .into_pyobject(py)?
-                .into_any()
-                .unbind()),
+        match c.hdrs(self.side)?.get_bytes(&key) {
+            Some(v) => text(py, v),
             None => Ok(default.unwrap_or_else(|| py.None())),
         }
     }
 
-    fn get_all(&self, py: Python<'_>, key: &str) -> PyResult<Vec<String>> {
+    fn get_all(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<Vec<Py<PyAny>>> {
+        let key = name(key)?;
         let mut c = self.core.bind(py).try_borrow_mut()?;
-        Ok(c.hdrs(self.side)?
+        c.hdrs(self.side)?
             .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(key))
-            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-            .collect())
+            .filter(|(n, _)| n.eq_ignore_ascii_case(&key))
+            .map(|(_, v)| text(py, v))
+            .collect()
     }
 
-    fn add(&self, py: Python<'_>, key: String, value: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn add(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let key = name(key)?;
         let v = to_bytes(value)?;
         let mut c = self.core.bind(py).try_borrow_mut()?;
-        c.hdrs(self.side)?.append(key, v);
+        c.hdrs(self.side)?.append(key.into_owned(), v);
         Ok(())
+    }
+}
+
+/// A header name as a script gives it: `str`, or `bytes` read as UTF-8 (mitmproxy takes
+/// both, and finds the same field with either).
+fn name<'a>(key: &'a Bound<'_, PyAny>) -> PyResult<Cow<'a, str>> {
+    if let Ok(s) = key.cast::<PyString>() {
+        return Ok(Cow::Borrowed(s.to_str()?));
+    }
+    if let Ok(b) = key.cast::<PyBytes>() {
+        return Ok(Cow::Owned(
+            String::from_utf8_lossy(b.as_bytes()).into_owned(),
+        ));
+    }
+    Err(PyTypeError::new_err(format!(
+        "header names are str or bytes, not {}",
+        key.get_type().name()?
+    )))
+}
+
+/// A header value as text, as mitmproxy reads it: UTF-8, any other byte kept as a surrogate
+/// escape (so writing the text back gives the same bytes).
+fn text(py: Python<'_>, v: &[u8]) -> PyResult<Py<PyAny>> {
+    match std::str::from_utf8(v) {
+        Ok(s) => Ok(PyString::new(py, s).into_any().unbind()),
+        Err(_) => Ok(PyBytes::new(py, v)
+            .call_method1("decode", ("utf-8", "surrogateescape"))?
+            .unbind()),
     }
 }

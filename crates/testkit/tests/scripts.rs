@@ -1751,3 +1751,88 @@ async fn non_utf8_header_values_match_mitmproxy() {
     )
     .await;
 }
+
+const REDIRECT: &str = r#"
+from mitmproxy import ctx
+
+def load(loader):
+    loader.add_option("other", int, 0, "The other origin's port.")
+
+def request(flow):
+    r = flow.request
+    if r.path.startswith("/to-other"):
+        r.host = "127.0.0.1"
+        r.port = ctx.options.other
+    if r.path.startswith("/url-other"):
+        r.url = f"http://127.0.0.1:{ctx.options.other}/via-url"
+
+def response(flow):
+    flow.response.headers["x-went"] = flow.request.pretty_url.replace(str(ctx.options.other), "OTHER")
+"#;
+
+/// A script sends requests to another server (by `host`/`port` and by `url`): what that
+/// server receives and what the client gets back, as with mitmproxy.
+#[actix_rt::test]
+async fn redirecting_to_another_server_matches_mitmproxy() {
+    let Some(bin) = peers::mitmdump() else {
+        return;
+    };
+    let dir = TempDir::new("redirect");
+    let script = write_script(&dir, "redirect.py", REDIRECT);
+    let (origin, _first) = scripted_origin(answer).await;
+    let (other, other_log) = scripted_origin(answer).await;
+    let sets = [format!("other={}", other.port())];
+    let set_refs: Vec<&str> = sets.iter().map(String::as_str).collect();
+    let reqs = [
+        Req {
+            method: "GET",
+            path: "/to-other/a?x=1",
+            extra: "",
+            body: "",
+        },
+        Req {
+            method: "GET",
+            path: "/url-other",
+            extra: "",
+            body: "",
+        },
+    ];
+    let norm = |seen: Seen| -> Seen {
+        seen.into_iter()
+            .map(|(o, c)| {
+                let f = |s: &str| s.replace(&other.to_string(), "OTHER");
+                (o.iter().map(|s| f(s)).collect(), f(&c))
+            })
+            .collect()
+    };
+
+    let addon = ScriptAddon::load(&script).expect("script loads");
+    let mut opts = waylay_core::Options::new();
+    for spec in addon.option_specs() {
+        opts.add(spec).expect("script option");
+    }
+    let mut builder = Proxy::builder().set("flow_detail=0");
+    for s in &sets {
+        builder = builder.set(s);
+    }
+    let proxy = TestProxy::start(builder.options(opts).addon(addon)).await;
+    let ours = norm(send_all(proxy.addr(), origin, &other_log, &reqs).await);
+    proxy.shutdown().await;
+
+    let confdir = TempDir::new("mitm-conf");
+    let mitm = Mitmdump::start(&bin, &script, confdir.path(), &set_refs);
+    let theirs = norm(send_all(mitm.addr, origin, &other_log, &reqs).await);
+    assert!(
+        ours[0]
+            .0
+            .first()
+            .is_some_and(|r| r.starts_with("GET /to-other/a?x=1")),
+        "the other server got it: {ours:?}"
+    );
+    assert_eq!(
+        ours,
+        theirs,
+        "left waylay, right mitmproxy; mitmdump said:\n{}",
+        mitm.output()
+    );
+}

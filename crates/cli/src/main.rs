@@ -281,7 +281,8 @@ fn options_from(
 }
 
 fn run(cli: &Cli) -> Result<(), Failure> {
-    let scripts = load_scripts(cli)?;
+    let (scripts, early) = logging::held(|| load_scripts(cli));
+    let scripts = scripts?;
     #[cfg(feature = "python")]
     let specs: Vec<OptionSpec> = scripts.iter().flat_map(|s| s.option_specs()).collect();
     #[cfg(not(feature = "python"))]
@@ -296,6 +297,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         opts.str("termlog_verbosity").unwrap_or("info"),
         cli.verbose,
     ));
+    early.write();
     let usage = |e: ProxyError| match e {
         ProxyError::Options(e) => Failure::Usage(e.to_string()),
         ProxyError::Addon(e @ AddError::Options { .. }) => Failure::Usage(e.to_string()),
@@ -371,7 +373,8 @@ fn run(cli: &Cli) -> Result<(), Failure> {
 /// `waylay web`: binds the UI, prints its URL (with the token), and runs the proxy with the
 /// UI's addon registered last (after the bundled ones the options ask for).
 fn run_web(cli: &WebCli) -> Result<(), Failure> {
-    let scripts = load_scripts(&cli.proxy)?;
+    let (scripts, early) = logging::held(|| load_scripts(&cli.proxy));
+    let scripts = scripts?;
     #[cfg(feature = "python")]
     let specs: Vec<OptionSpec> = scripts.iter().flat_map(|s| s.option_specs()).collect();
     #[cfg(not(feature = "python"))]
@@ -386,6 +389,7 @@ fn run_web(cli: &WebCli) -> Result<(), Failure> {
         opts.str("termlog_verbosity").unwrap_or("info"),
         cli.proxy.verbose,
     ));
+    early.write();
     let port = opts.int("web_port");
     if !(0..=65535).contains(&port) {
         return Err(Failure::Usage(format!(

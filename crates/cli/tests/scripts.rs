@@ -119,3 +119,43 @@ fn a_script_calling_ctx_master_shutdown_stops_waylay_cleanly() {
         "done ran on the way out"
     );
 }
+
+/// What a script logs while it loads (module level and `load`, before the options that set
+/// the log level are known) is shown, in order, as mitmdump shows it; it was lost.
+#[cfg(feature = "python")]
+#[test]
+fn what_a_script_logs_while_loading_is_shown() {
+    let p = script(
+        "loadlog.py",
+        "import logging\nfrom mitmproxy import ctx\nlogging.info('from the module')\n\n\
+         def load(loader):\n    logging.getLogger('mine').warning('from load')\n    \
+         ctx.log.info('from ctx.log in load')\n\n\
+         def running():\n    ctx.master.shutdown()\n",
+    );
+    let mut child = Command::new(BIN)
+        .args(["-p", "0", "--listen-host", "127.0.0.1", "-s"])
+        .arg(&p)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the waylay binary runs");
+    // Bounded: the script stops waylay once it runs.
+    let stopped = (0..300).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        child.try_wait().expect("wait").is_some()
+    });
+    if !stopped {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().expect("output");
+    assert!(stopped && out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let at = |needle: &str| {
+        err.find(needle)
+            .unwrap_or_else(|| panic!("{needle:?} not logged: {err}"))
+    };
+    assert!(at("from the module") < at("from load"), "{err}");
+    assert!(at("from load") < at("from ctx.log in load"), "{err}");
+    assert!(at("from ctx.log in load") < at("listening at"), "{err}");
+}

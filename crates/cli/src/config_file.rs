@@ -92,6 +92,7 @@ pub(crate) fn parse(text: &str, options: &Options) -> Result<Values, String> {
         let bad = |what: String| format!("option {key}: {what}");
         let v = match (spec.typ, value) {
             (OptionType::OptStr, None) => OptionValue::OptStr(None),
+            (OptionType::OptInt, None) => OptionValue::OptInt(None),
             (OptionType::Seq, None) => OptionValue::Seq(Vec::new()),
             (_, None) => return Err(bad(format!("expected {}, found nothing", spec.typ))),
             (OptionType::Seq, Some(Yaml::Seq(items))) => {

@@ -201,3 +201,30 @@ fn a_value_equal_to_the_default_still_counts_as_given() {
     assert!(!o.is_given("listen_host"));
     assert!(!o.is_given("no_such_option"));
 }
+
+#[test]
+fn optional_ints_take_a_number_or_none() {
+    let mut o = Options::new();
+    o.add(OptionSpec::new(
+        "limit",
+        OptionValue::OptInt(None),
+        "A limit.",
+    ))
+    .expect("a new option");
+    assert_eq!(o.get("limit"), Some(&OptionValue::OptInt(None)));
+    assert!(
+        o.listing().contains("limit: optional int (default: None)"),
+        "{}",
+        o.listing()
+    );
+    for (text, want) in [("7", Some(7)), ("-3", Some(-3)), ("None", None), ("", None)] {
+        o.set_specs(&[format!("limit={text}")]).expect(text);
+        assert_eq!(o.get("limit"), Some(&OptionValue::OptInt(want)), "{text}");
+    }
+    let err = o.parse_specs(&["limit=seven"]).unwrap_err();
+    assert!(err.to_string().contains("an integer or None"), "{err}");
+    assert_eq!(
+        OptionValue::parse(OptionType::OptInt, " 12 "),
+        Ok(OptionValue::OptInt(Some(12)))
+    );
+}

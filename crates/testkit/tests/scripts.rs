@@ -1836,3 +1836,66 @@ async fn redirecting_to_another_server_matches_mitmproxy() {
         mitm.output()
     );
 }
+
+const OPTIONAL_INT: &str = r#"
+from typing import Optional
+from mitmproxy import ctx
+
+def load(loader):
+    loader.add_option("limit", Optional[int], None, "A limit, or none.")
+
+def response(flow):
+    flow.response.headers["x-limit"] = repr(ctx.options.limit)
+    if flow.request.path.startswith("/unset"):
+        ctx.options.limit = None
+    if flow.request.path.startswith("/set"):
+        ctx.options.limit = 42
+"#;
+
+/// An `Optional[int]` option (mitmproxy's options-configure example uses one): unset, set
+/// with `--set`, and set and cleared by the script.
+#[actix_rt::test]
+async fn an_optional_int_option_matches_mitmproxy() {
+    let get = |path| Req {
+        method: "GET",
+        path,
+        extra: "",
+        body: "",
+    };
+    for sets in [&[][..], &["limit=7"][..]] {
+        compare(
+            "optional_int",
+            OPTIONAL_INT,
+            sets,
+            &[get("/a"), get("/set"), get("/b"), get("/unset"), get("/c")],
+        )
+        .await;
+    }
+}
+
+const CONCURRENT: &str = r#"
+import threading, time
+from mitmproxy.script import concurrent
+
+@concurrent
+def request(flow):
+    time.sleep(0.05)
+    flow.request.headers["x-thread"] = str(threading.current_thread() is not threading.main_thread())
+
+@concurrent
+async def response(flow):
+    flow.response.headers["x-async-in-thread"] = "1"
+"#;
+
+/// mitmproxy's `@concurrent` (from `mitmproxy.script`): the hook runs in a thread of its
+/// own, and its edits reach the flow.
+#[actix_rt::test]
+async fn a_concurrent_hook_matches_mitmproxy() {
+    let get = |path| Req {
+        method: "GET",
+        path,
+        extra: "",
+        body: "",
+    };
+    compare("concurrent", CONCURRENT, &[], &[get("/a"), get("/b")]).await;
+}

@@ -137,6 +137,7 @@ fn option_json(v: &OptionValue) -> (&'static str, Value) {
         OptionValue::Int(i) => ("int", json!(i)),
         OptionValue::Str(s) => ("str", json!(s)),
         OptionValue::OptStr(s) => ("optional str", json!(s)),
+        OptionValue::OptInt(i) => ("optional int", json!(i)),
         OptionValue::Seq(v) => ("sequence of str", json!(v)),
     }
 }

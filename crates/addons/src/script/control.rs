@@ -110,6 +110,7 @@ pub(crate) fn option_value(py: Python<'_>, v: &OptionValue) -> PyResult<Py<PyAny
         OptionValue::Int(i) => i.into_pyobject(py)?.into_any().unbind(),
         OptionValue::Str(s) => s.into_pyobject(py)?.into_any().unbind(),
         OptionValue::OptStr(s) => s.into_pyobject(py)?.into_any().unbind(),
+        OptionValue::OptInt(i) => i.into_pyobject(py)?.into_any().unbind(),
         OptionValue::Seq(s) => PyTuple::new(py, s)?.into_any().unbind(),
     })
 }
@@ -174,6 +175,13 @@ fn specs_for(name: &str, typ: Option<OptionType>, v: &Bound<'_, PyAny>) -> PyRes
             Ok(s) => one(s.to_str()?.to_owned()),
             Err(_) => Err(wrong("Optional[str]")),
         },
+        Some(OptionType::OptInt) if v.is_none() => one(String::new()),
+        Some(OptionType::OptInt)
+            if v.is_instance_of::<PyInt>() && !v.is_instance_of::<PyBool>() =>
+        {
+            one(v.extract::<i64>()?.to_string())
+        }
+        Some(OptionType::OptInt) => Err(wrong("Optional[int]")),
         Some(OptionType::Seq) => seq(v),
         None if v.is_none() => one(String::new()),
         None if v.is_instance_of::<PyBool>() => one(v.extract::<bool>()?.to_string()),

@@ -1081,6 +1081,7 @@ fn option_spec(t: &Bound<'_, PyTuple>) -> PyResult<OptionSpec> {
         "int" => OptionValue::Int(default.extract()?),
         "str" => OptionValue::Str(default.extract()?),
         "optional str" => OptionValue::OptStr(default.extract()?),
+        "optional int" => OptionValue::OptInt(default.extract()?),
         "sequence of str" => OptionValue::Seq(default.extract()?),
         other => {
             return Err(pyo3::exceptions::PyTypeError::new_err(format!(

@@ -13,6 +13,8 @@ pub enum OptionType {
     Str,
     /// A string or nothing.
     OptStr,
+    /// An integer or nothing.
+    OptInt,
     /// A list of strings.
     Seq,
 }
@@ -24,6 +26,7 @@ impl fmt::Display for OptionType {
             Self::Int => "int",
             Self::Str => "str",
             Self::OptStr => "optional str",
+            Self::OptInt => "optional int",
             Self::Seq => "sequence of str",
         })
     }
@@ -40,6 +43,8 @@ pub enum OptionValue {
     Str(String),
     /// An optional string.
     OptStr(Option<String>),
+    /// An optional integer.
+    OptInt(Option<i64>),
     /// A list of strings.
     Seq(Vec<String>),
 }
@@ -52,6 +57,7 @@ impl OptionValue {
             Self::Int(_) => OptionType::Int,
             Self::Str(_) => OptionType::Str,
             Self::OptStr(_) => OptionType::OptStr,
+            Self::OptInt(_) => OptionType::OptInt,
             Self::Seq(_) => OptionType::Seq,
         }
     }
@@ -72,6 +78,12 @@ impl OptionValue {
             } else {
                 Some(text.to_owned())
             })),
+            // Nothing, or `None` as mitmproxy spells it.
+            OptionType::OptInt if t.is_empty() || t == "None" => Ok(Self::OptInt(None)),
+            OptionType::OptInt => t
+                .parse()
+                .map(|i| Self::OptInt(Some(i)))
+                .map_err(|_| "an integer or None".into()),
             OptionType::Seq => Ok(Self::Seq(if t.is_empty() {
                 Vec::new()
             } else {
@@ -89,6 +101,8 @@ impl fmt::Display for OptionValue {
             Self::Str(s) => write!(f, "{s:?}"),
             Self::OptStr(None) => f.write_str("None"),
             Self::OptStr(Some(s)) => write!(f, "{s:?}"),
+            Self::OptInt(None) => f.write_str("None"),
+            Self::OptInt(Some(i)) => write!(f, "{i}"),
             Self::Seq(v) => write!(f, "{v:?}"),
         }
     }

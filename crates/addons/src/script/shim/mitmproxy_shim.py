@@ -1411,8 +1411,10 @@ class Loader:
                 kind = "sequence of str"
             elif typing.get_args(typespec) == (str, type(None)):
                 kind = "optional str"
+            elif typing.get_args(typespec) == (int, type(None)):
+                kind = "optional int"
             else:
-                raise TypeError(f"waylay: option {name}: type {typespec!r} is not supported (bool, int, str, Optional[str], Sequence[str] are)")
+                raise TypeError(f"waylay: option {name}: type {typespec!r} is not supported (bool, int, str, Optional[str], Optional[int], Sequence[str] are)")
         if kind == "sequence of str":
             default = list(default or [])
         self._host.option_specs.append((name, kind, default, help, list(choices) if choices else None))
@@ -1683,6 +1685,40 @@ proxy_mod.context = context_mod
 tls_mod = _module("mitmproxy.tls")
 _export(tls_mod, ClientHello, ClientHelloData, TlsData)
 
+# mitmproxy.script: `@concurrent`, the older way to keep a slow hook from holding the others:
+# the hook runs in a thread of the asyncio loop's pool, and only its own flow waits for it.
+_CONCURRENT_HOOKS = {
+    "requestheaders", "request", "responseheaders", "response", "error", "http_connect",
+    "http_connect_upstream", "http_connect_error", "client_connected", "client_disconnected",
+    "server_connect", "server_connected", "server_disconnected", "server_connect_error",
+    "tcp_start", "tcp_message", "tcp_error", "tcp_end", "websocket_start", "websocket_message",
+    "websocket_error", "websocket_end", "tls_clienthello", "tls_start_client",
+    "tls_start_server", "tls_established_client", "tls_established_server",
+    "tls_failed_client", "tls_failed_server", "next_layer", "running", "done", "update",
+}
+
+
+def concurrent(fn):
+    if fn.__name__ not in _CONCURRENT_HOOKS:
+        raise NotImplementedError(f"Concurrent decorator not supported for '{fn.__name__}' method.")
+
+    async def in_a_thread(*args):
+        def call():
+            if inspect.iscoroutinefunction(fn):
+                asyncio.run(fn(*args))
+            else:
+                fn(*args)
+
+        await asyncio.get_running_loop().run_in_executor(None, call)
+
+    in_a_thread.__name__ = fn.__name__
+    in_a_thread.__qualname__ = getattr(fn, "__qualname__", fn.__name__)
+    return in_a_thread
+
+
+script_mod = _module("mitmproxy.script")
+script_mod.concurrent = concurrent
+
 exceptions = _module("mitmproxy.exceptions")
 _export(exceptions, MitmproxyException, OptionsError, CommandError, AddonManagerError, FlowReadException)
 
@@ -1698,7 +1734,7 @@ for _n in ("ScriptHost", "ScriptLoadError", "wrap_http", "wrap_tcp", "run_async"
 for _n, _m in (("http", http), ("tcp", tcp), ("websocket", websocket), ("flow", flow_mod),
                ("connection", connection), ("command", command_mod), ("addonmanager", addonmanager),
                ("log", log_mod), ("flowfilter", flowfilter), ("coretypes", coretypes), ("types", types_mod),
-               ("exceptions", exceptions), ("proxy", proxy_mod), ("tls", tls_mod)):
+               ("exceptions", exceptions), ("proxy", proxy_mod), ("tls", tls_mod), ("script", script_mod)):
     setattr(mitmproxy, _n, _m)
 
 

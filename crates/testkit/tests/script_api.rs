@@ -616,3 +616,40 @@ async fn header_bytes_that_are_not_utf8_round_trip() {
         Some("'caf\\udce9' ['caf\\udce9']")
     );
 }
+
+const STRUTILS: &str = r#"
+from mitmproxy import types
+from mitmproxy.utils import strutils
+
+def request(flow):
+    h = flow.request.headers
+    data = b"a'b\"c\n\t\x00\xff\\\\'"
+    e = strutils.bytes_to_escaped_str(data)
+    h["x-escaped"] = e
+    h["x-kept"] = repr(strutils.bytes_to_escaped_str(b"a\nb'", keep_spacing=True, escape_single_quotes=True))
+    h["x-round-trip"] = str(strutils.escaped_str_to_bytes(e) == data)
+    h["x-control"] = strutils.escape_control_characters("a\x01b\tc\x7f", keep_spacing=False)
+    h["x-always"] = repr((strutils.always_str(b"x"), strutils.always_bytes("y"), strutils.always_str(None)))
+    h["x-path"] = str(issubclass(types.Path, str))
+"#;
+
+/// `mitmproxy.utils.strutils` as scripts use it (mitmproxy's tcp-simple example imports it),
+/// and `mitmproxy.types.Path` for command annotations. Escaping round-trips, also a run of
+/// backslashes before a quote, which mitmproxy's version shortens (`b"\\\\'"` comes back
+/// as `b"\\'"`).
+#[actix_rt::test]
+async fn strutils_and_command_types() {
+    let (mut h, _d) = harness("strutils", STRUTILS).await;
+    let flow = h.request(tflow()).await;
+    let get = |n| flow.request.headers.get(n).map(str::to_owned);
+    assert_eq!(
+        get("x-escaped").as_deref(),
+        Some(r#"a'b"c\n\t\x00\xff\\\\'"#)
+    );
+    // A real newline (kept), an escaped quote (asked for): Python's repr of that text.
+    assert_eq!(get("x-kept").as_deref(), Some(r#""a\nb\\'""#));
+    assert_eq!(get("x-round-trip").as_deref(), Some("True"));
+    assert_eq!(get("x-control").as_deref(), Some("a.b.c."));
+    assert_eq!(get("x-always").as_deref(), Some("('x', b'y', None)"));
+    assert_eq!(get("x-path").as_deref(), Some("True"));
+}

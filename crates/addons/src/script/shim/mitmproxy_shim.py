@@ -1674,6 +1674,122 @@ coretypes.multidict = multidict_mod
 
 types_mod = _module("mitmproxy.types")
 
+
+# Argument types of `@command.command` annotations: markers for what the argument means.
+class Path(str):
+    pass
+
+
+class Cmd(str):
+    pass
+
+
+class CmdArgs(str):
+    pass
+
+
+class Marker(str):
+    pass
+
+
+class Choice:
+    def __init__(self, options_command):
+        self.options_command = options_command
+
+
+class Data:
+    pass
+
+
+_export(types_mod, Path, Cmd, CmdArgs, Marker, Choice, Data)
+
+# mitmproxy.utils.strutils: the helpers scripts use to show bytes.
+utils_mod = _module("mitmproxy.utils")
+strutils = _module("mitmproxy.utils.strutils")
+utils_mod.strutils = strutils
+
+
+def always_bytes(str_or_bytes, *encode_args):
+    if str_or_bytes is None or isinstance(str_or_bytes, bytes):
+        return str_or_bytes
+    if isinstance(str_or_bytes, str):
+        return str_or_bytes.encode(*encode_args)
+    raise TypeError(f"Expected str or bytes, but got {type(str_or_bytes).__name__}.")
+
+
+def always_str(str_or_bytes, *decode_args):
+    if str_or_bytes is None or isinstance(str_or_bytes, str):
+        return str_or_bytes
+    if isinstance(str_or_bytes, bytes):
+        return str_or_bytes.decode(*decode_args)
+    raise TypeError(f"Expected str or bytes, but got {type(str_or_bytes).__name__}.")
+
+
+def _unescape_some(text, wanted):
+    # Undoes the backslash escapes of the characters in `wanted` (a dict from the escape
+    # letter to the character), leaving an escaped backslash before them alone.
+    out = []
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c == "\\" and i + 1 < len(text):
+            nxt = text[i + 1]
+            if nxt in wanted:
+                out.append(wanted[nxt])
+            else:
+                out.append(c + nxt)
+            i += 2
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def bytes_to_escaped_str(data, keep_spacing=False, escape_single_quotes=False):
+    """Bytes as printable text: Python's escapes for what is not printable ASCII; single
+    quotes escaped only if asked, double quotes never; tabs and newlines kept as they are
+    with `keep_spacing`."""
+    if not isinstance(data, bytes):
+        raise ValueError(f"data must be bytes, but is {data.__class__.__name__}")
+    # repr() of bytes that contain a double quote always uses single quotes.
+    text = repr(b'"' + data)[3:-1]
+    wanted = {}
+    if not escape_single_quotes:
+        wanted["'"] = "'"
+    if keep_spacing:
+        wanted.update({"n": "\n", "r": "\r", "t": "\t"})
+    return _unescape_some(text, wanted) if wanted else text
+
+
+def escaped_str_to_bytes(data):
+    """The bytes an escaped text (as `bytes_to_escaped_str` gives) stands for."""
+    if not isinstance(data, str):
+        raise ValueError(f"data must be str, but is {data.__class__.__name__}")
+    import codecs
+
+    return codecs.escape_decode(data.encode("utf-8", "surrogateescape"))[0]
+
+
+def escape_control_characters(text, keep_spacing=True):
+    """Each C0 control character and DEL as a `.` (tab, newline and carriage return kept
+    with `keep_spacing`)."""
+    if not isinstance(text, str):
+        raise ValueError(f"text type must be unicode but is {type(text).__name__}")
+    keep = {9, 10, 13} if keep_spacing else set()
+    return "".join(
+        c if (ord(c) >= 32 and ord(c) != 127) or ord(c) in keep else "." for c in text
+    )
+
+
+def clean_hanging_newline(t):
+    if t and t[-1] == "\n":
+        return t[:-1]
+    return t
+
+
+_export(strutils, always_bytes, always_str, bytes_to_escaped_str, escaped_str_to_bytes,
+        escape_control_characters, clean_hanging_newline)
+
 proxy_mod = _module("mitmproxy.proxy")
 server_hooks = _module("mitmproxy.proxy.server_hooks")
 _export(server_hooks, ServerConnectionHookData)
@@ -1734,7 +1850,8 @@ for _n in ("ScriptHost", "ScriptLoadError", "wrap_http", "wrap_tcp", "run_async"
 for _n, _m in (("http", http), ("tcp", tcp), ("websocket", websocket), ("flow", flow_mod),
                ("connection", connection), ("command", command_mod), ("addonmanager", addonmanager),
                ("log", log_mod), ("flowfilter", flowfilter), ("coretypes", coretypes), ("types", types_mod),
-               ("exceptions", exceptions), ("proxy", proxy_mod), ("tls", tls_mod), ("script", script_mod)):
+               ("exceptions", exceptions), ("proxy", proxy_mod), ("tls", tls_mod), ("script", script_mod),
+               ("utils", utils_mod)):
     setattr(mitmproxy, _n, _m)
 
 

@@ -1899,3 +1899,60 @@ async fn a_concurrent_hook_matches_mitmproxy() {
     };
     compare("concurrent", CONCURRENT, &[], &[get("/a"), get("/b")]).await;
 }
+
+const FLOW_IO: &str = r#"
+import os
+from mitmproxy import ctx, io
+from mitmproxy.exceptions import FlowReadException
+
+def load(loader):
+    loader.add_option("flowdir", str, "", "Where to write the flow file.")
+
+def response(flow):
+    path = os.path.join(ctx.options.flowdir, f"flows-{os.getpid()}.mitm")
+    with open(path, "ab") as f:
+        io.FlowWriter(f).add(flow)
+    with open(path, "rb") as f:
+        flows = list(io.FlowReader(f).stream())
+    last = flows[-1]
+    h = flow.response.headers
+    h["x-read"] = ",".join(f.request.path for f in flows)
+    h["x-last"] = f"{type(last).__name__} {last.response.status_code} {last.request.method}"
+    h["x-paths"] = str(len(io.read_flows_from_paths([path])))
+    try:
+        list(io.FlowReader(__import__("io").BytesIO(b"12:not a flow")).stream())
+    except FlowReadException:
+        h["x-bad"] = "FlowReadException"
+"#;
+
+/// `mitmproxy.io` in a script (mitmproxy's io-write-flow-file and io-read-saved-flows
+/// examples): flows written with `FlowWriter` and read back with `FlowReader`.
+#[actix_rt::test]
+async fn flow_files_from_a_script_match_mitmproxy() {
+    let dir = TempDir::new("flow_io_files");
+    let set = format!("flowdir={}", dir.path().display());
+    let get = |path| Req {
+        method: "GET",
+        path,
+        extra: "",
+        body: "",
+    };
+    let seen = compare(
+        "flow_io",
+        FLOW_IO,
+        &[set.as_str()],
+        &[get("/one"), get("/two")],
+    )
+    .await;
+    if let Some(seen) = seen {
+        let second = &seen[1].1;
+        for want in [
+            "x-read: /one,/two",
+            "x-last: httpflow 200 get",
+            "x-paths: 2",
+            "x-bad: flowreadexception",
+        ] {
+            assert!(second.contains(want), "{want}: {second}");
+        }
+    }
+}

@@ -21,7 +21,8 @@ use waylay_core::flow::{
     StreamFn, TcpInjector, TcpMessage, TlsInfo, WebSocketInjector, WebSocketMessage,
     WebSocketMessageKind,
 };
-use waylay_core::{HttpFlow, Request, Response, TcpFlow};
+use waylay_core::flowfile::{FlowReader, FlowWriter};
+use waylay_core::{Flow, HttpFlow, Request, Response, TcpFlow};
 
 /// What a [`Core`] holds.
 #[derive(Debug)]
@@ -862,6 +863,55 @@ impl Core {
             _ => return Err(detached()),
         };
         Ok(Core::standalone(data))
+    }
+
+    /// The flow as a flow file's bytes (what `mitmproxy.io.FlowWriter.add` writes).
+    fn flowfile_bytes<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let flow = match &mut self.data {
+            Data::Http { f, live: true, .. } => Flow::Http(Box::new((**f).clone())),
+            Data::Tcp { f, live: true, .. } => Flow::Tcp(f.clone()),
+            _ => return Err(detached()),
+        };
+        let mut w = FlowWriter::new(Vec::new());
+        w.add(&flow)
+            .map_err(|e| PyRuntimeError::new_err(format!("cannot write the flow: {e}")))?;
+        Ok(PyBytes::new(py, &w.into_inner()))
+    }
+
+    /// The flows of a flow file's bytes (`mitmproxy.io.FlowReader`), each as its kind
+    /// (`"http"`, `"tcp"`), a script's copy of it and its metadata as JSON; then the error
+    /// that ended the reading early, if one did.
+    #[staticmethod]
+    fn from_flowfile(data: &[u8]) -> (Vec<(&'static str, Core, String)>, Option<String>) {
+        let mut flows = Vec::new();
+        for flow in FlowReader::new(data) {
+            let flow = match flow {
+                Ok(f) => f,
+                Err(e) => return (flows, Some(e.to_string())),
+            };
+            let (kind, metadata, data) = match flow {
+                Flow::Http(f) => (
+                    "http",
+                    serde_json::to_string(&f.metadata).unwrap_or_default(),
+                    Data::Http {
+                        f: Held::new(f),
+                        live: true,
+                        kept: false,
+                    },
+                ),
+                Flow::Tcp(f) => (
+                    "tcp",
+                    serde_json::to_string(&f.metadata).unwrap_or_default(),
+                    Data::Tcp {
+                        f,
+                        live: true,
+                        kept: false,
+                    },
+                ),
+            };
+            flows.push((kind, Core::standalone(data), metadata));
+        }
+        (flows, None)
     }
 
     // ---- connections ----

@@ -1839,6 +1839,43 @@ exceptions = _module("mitmproxy.exceptions")
 _export(exceptions, MitmproxyException, OptionsError, CommandError, AddonManagerError, FlowReadException)
 
 
+# mitmproxy.io: flow files from a script (waylay's reader and writer, mitmproxy's format).
+class FlowWriter:
+    def __init__(self, fo):
+        self.fo = fo
+
+    def add(self, flow):
+        self.fo.write(flow._c.flowfile_bytes())
+
+
+class FlowReader:
+    def __init__(self, fo):
+        self.fo = fo
+
+    def stream(self):
+        flows, error = Core.from_flowfile(self.fo.read())
+        for kind, core, metadata in flows:
+            yield _new_flow(HTTPFlow if kind == "http" else TCPFlow, core, metadata)
+        if error is not None:
+            raise FlowReadException(error)
+
+
+def read_flows_from_paths(paths):
+    flows = []
+    for path in paths:
+        path = os.path.expanduser(path)
+        try:
+            with open(path, "rb") as f:
+                flows.extend(FlowReader(f).stream())
+        except OSError as e:
+            raise FlowReadException(e.strerror)
+    return flows
+
+
+io_mod = _module("mitmproxy.io")
+_export(io_mod, FlowWriter, FlowReader, read_flows_from_paths)
+
+
 def options_configured(values):
     ctx_options._configured(dict(values))
 
@@ -1851,7 +1888,7 @@ for _n, _m in (("http", http), ("tcp", tcp), ("websocket", websocket), ("flow", 
                ("connection", connection), ("command", command_mod), ("addonmanager", addonmanager),
                ("log", log_mod), ("flowfilter", flowfilter), ("coretypes", coretypes), ("types", types_mod),
                ("exceptions", exceptions), ("proxy", proxy_mod), ("tls", tls_mod), ("script", script_mod),
-               ("utils", utils_mod)):
+               ("utils", utils_mod), ("io", io_mod)):
     setattr(mitmproxy, _n, _m)
 
 

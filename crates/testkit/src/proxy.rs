@@ -192,26 +192,17 @@ pub fn test_tls_acceptor(
 /// An HTTPS (HTTP/1.1) origin for `localhost` on `127.0.0.1:0`, its certificate issued by a
 /// test CA minted now; returns the address and the CA certificate PEM file.
 pub async fn https_origin(dir: &TempDir) -> (SocketAddr, PathBuf) {
-    let (acceptor, ca_file) = test_tls_acceptor(dir, "origin-ca.pem", &[b"http/1.1"]);
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
-    let addr = l.local_addr().expect("addr");
-    actix::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            let acceptor = acceptor.clone();
-            actix::spawn(async move {
-                if let Ok(tls) = acceptor.accept(s).await {
-                    serve_origin(tls).await;
-                }
-            });
-        }
-    });
-    (addr, ca_file)
+    https_origin_offering(dir, &[b"http/1.1"]).await
 }
 
 /// [`https_origin`] offering HTTP/2 as well (ALPN `h2`, then `http/1.1`): each connection is
 /// served in the protocol it negotiated.
 pub async fn https_origin_h2(dir: &TempDir) -> (SocketAddr, PathBuf) {
-    let (acceptor, ca_file) = test_tls_acceptor(dir, "origin-ca.pem", &[b"h2", b"http/1.1"]);
+    https_origin_offering(dir, &[b"h2", b"http/1.1"]).await
+}
+
+async fn https_origin_offering(dir: &TempDir, alpn: &[&[u8]]) -> (SocketAddr, PathBuf) {
+    let (acceptor, ca_file) = test_tls_acceptor(dir, "origin-ca.pem", alpn);
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
     let addr = l.local_addr().expect("addr");
     actix::spawn(async move {

@@ -103,6 +103,26 @@ fn write_script(dir: &TempDir, name: &str, src: &str) -> PathBuf {
     p
 }
 
+/// waylay running `script` (its options declared, `sets` applied) on an ephemeral loopback
+/// port, as the comparisons run it.
+async fn script_proxy<S: AsRef<str>>(script: &Path, sets: &[S]) -> TestProxy {
+    let addon = ScriptAddon::load(script).expect("script loads");
+    let mut opts = waylay_core::Options::new();
+    for spec in addon.option_specs() {
+        opts.add(spec).expect("script option");
+    }
+    let mut builder = Proxy::builder().set("flow_detail=0");
+    for s in sets {
+        builder = builder.set(s.as_ref());
+    }
+    TestProxy::start(builder.options(opts).addon(addon)).await
+}
+
+/// The CA certificate mitmdump made in `confdir` (PEM).
+fn mitm_ca(confdir: &TempDir) -> String {
+    std::fs::read_to_string(confdir.path().join("mitmproxy-ca-cert.pem")).expect("mitmproxy's CA")
+}
+
 /// mitmdump running `script` on an ephemeral loopback port; killed on drop.
 struct Mitmdump {
     child: Child,
@@ -232,17 +252,7 @@ async fn compare(name: &str, src: &str, sets: &[&str], reqs: &[Req]) -> Option<S
     let script = write_script(&dir, &format!("{name}.py"), src);
     let (origin, log) = scripted_origin(answer).await;
 
-    let addon = ScriptAddon::load(&script).expect("script loads");
-    let mut builder = Proxy::builder().set("flow_detail=0");
-    for s in sets {
-        builder = builder.set(*s);
-    }
-    let options = addon.option_specs();
-    let mut opts = waylay_core::Options::new();
-    for spec in options {
-        opts.add(spec).expect("script option");
-    }
-    let proxy = TestProxy::start(builder.options(opts).addon(addon)).await;
+    let proxy = script_proxy(&script, sets).await;
     let ours = send_all(proxy.addr(), origin, &log, reqs).await;
     proxy.shutdown().await;
 
@@ -1379,16 +1389,7 @@ async fn an_unreachable_server_fires_the_hooks_mitmproxy_fires() {
         text
     };
 
-    let addon = ScriptAddon::load(&script).expect("script loads");
-    let mut opts = waylay_core::Options::new();
-    for spec in addon.option_specs() {
-        opts.add(spec).expect("script option");
-    }
-    let mut builder = Proxy::builder().set("flow_detail=0");
-    for s in &sets {
-        builder = builder.set(s);
-    }
-    let proxy = TestProxy::start(builder.options(opts).addon(addon)).await;
+    let proxy = script_proxy(&script, &sets).await;
     let ours = run(proxy.addr()).await;
     proxy.shutdown().await;
     let our_hooks = read_log();
@@ -1472,22 +1473,13 @@ async fn an_intercepted_https_request_matches_mitmproxy() {
         }
     };
 
-    let addon = ScriptAddon::load(&script).expect("script loads");
-    let proxy = TestProxy::start(
-        Proxy::builder()
-            .set("flow_detail=0")
-            .set(&trust)
-            .addon(addon),
-    )
-    .await;
+    let proxy = script_proxy(&script, &[&trust]).await;
     let ours = run(proxy.addr(), proxy.ca_pem.clone()).await;
     proxy.shutdown().await;
 
     let confdir = TempDir::new("mitm-conf");
     let mitm = Mitmdump::start(&bin, &script, confdir.path(), &[trust.as_str()]);
-    let ca = std::fs::read_to_string(confdir.path().join("mitmproxy-ca-cert.pem"))
-        .expect("mitmproxy's CA");
-    let theirs = run(mitm.addr, ca).await;
+    let theirs = run(mitm.addr, mitm_ca(&confdir)).await;
     assert!(ours.starts_with("HTTP/1.1 200"), "{ours}");
     assert_eq!(
         normalise_response(&ours),
@@ -1683,22 +1675,13 @@ async fn an_http2_client_matches_mitmproxy() {
         }
     };
 
-    let addon = ScriptAddon::load(&script).expect("script loads");
-    let proxy = TestProxy::start(
-        Proxy::builder()
-            .set("flow_detail=0")
-            .set(&trust)
-            .addon(addon),
-    )
-    .await;
+    let proxy = script_proxy(&script, &[&trust]).await;
     let ours = run(proxy.addr(), proxy.ca_pem.clone()).await;
     proxy.shutdown().await;
 
     let confdir = TempDir::new("mitm-conf");
     let mitm = Mitmdump::start(&bin, &script, confdir.path(), &[trust.as_str()]);
-    let ca = std::fs::read_to_string(confdir.path().join("mitmproxy-ca-cert.pem"))
-        .expect("mitmproxy's CA");
-    let theirs = run(mitm.addr, ca).await;
+    let theirs = run(mitm.addr, mitm_ca(&confdir)).await;
     assert!(ours.starts_with("200"), "{ours}");
     assert_eq!(
         ours,
@@ -1806,16 +1789,7 @@ async fn redirecting_to_another_server_matches_mitmproxy() {
             .collect()
     };
 
-    let addon = ScriptAddon::load(&script).expect("script loads");
-    let mut opts = waylay_core::Options::new();
-    for spec in addon.option_specs() {
-        opts.add(spec).expect("script option");
-    }
-    let mut builder = Proxy::builder().set("flow_detail=0");
-    for s in &sets {
-        builder = builder.set(s);
-    }
-    let proxy = TestProxy::start(builder.options(opts).addon(addon)).await;
+    let proxy = script_proxy(&script, &sets).await;
     let ours = norm(send_all(proxy.addr(), origin, &other_log, &reqs).await);
     proxy.shutdown().await;
 

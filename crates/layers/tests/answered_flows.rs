@@ -384,3 +384,55 @@ async fn a_stream_function_rewrites_each_chunk_and_the_length_follows() {
     assert!(out.ends_with("HELLO THERE"), "{out}");
     proxy.shutdown().await;
 }
+
+/// Routes every server connection `direct` in `server_connect` (an addon choosing the route
+/// of the connection), counts the connections, and observes requests.
+struct RoutesDirect(Arc<Mutex<u32>>);
+
+impl Addon for RoutesDirect {
+    async fn server_connect(&mut self, data: &mut waylay_core::hooks::ServerConnectionHookData) {
+        data.server.via = Some(waylay_core::mode::Via::Direct);
+        *self.0.lock().expect("count") += 1;
+    }
+
+    async fn request(&mut self, _flow: &mut HttpFlow) {}
+}
+
+/// The server connection a request's hooks are shown is not taken for the route the request
+/// asks for: a keep-alive client's requests share one server connection, also when an addon
+/// routed that connection in `server_connect` (its route is the connection's, not the
+/// request's).
+#[actix_rt::test]
+async fn a_connection_routed_in_server_connect_is_reused() {
+    let origin = http_origin().await;
+    let dials = Arc::new(Mutex::new(0));
+    let proxy = TestProxy::start(Proxy::builder().addon(RoutesDirect(dials.clone()))).await;
+    let mut s = tokio::net::TcpStream::connect(proxy.addr())
+        .await
+        .expect("connect");
+    for i in 0..3 {
+        let req = format!("GET http://{origin}/n{i} HTTP/1.1\r\nHost: {origin}\r\n\r\n");
+        tokio::io::AsyncWriteExt::write_all(&mut s, req.as_bytes())
+            .await
+            .expect("write");
+        let want = format!("origin GET /n{i}");
+        let mut got = Vec::new();
+        for _ in 0..64 {
+            if String::from_utf8_lossy(&got).contains(&want) {
+                break;
+            }
+            let mut buf = [0u8; 1024];
+            let n = within("answer", tokio::io::AsyncReadExt::read(&mut s, &mut buf))
+                .await
+                .expect("read");
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+    }
+    assert_eq!(
+        *dials.lock().expect("count"),
+        1,
+        "one server connection for three requests"
+    );
+    proxy.shutdown().await;
+}

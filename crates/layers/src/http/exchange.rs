@@ -437,7 +437,7 @@ async fn observed(
         // As in mitmproxy, the hooks see the server connection the request will go on when
         // there is one already (an intercepted tunnel's, dialed before the client's TLS
         // handshake; a keep-alive client's last one).
-        flow.server = pooled_server;
+        flow.server.clone_from(&pooled_server);
     }
 
     if let (Some(limit), Some(len)) = (cfg.body_size_limit, declared_len)
@@ -491,7 +491,12 @@ async fn observed(
         flow.request.host.clone(),
         flow.request.port,
     );
-    key.route = flow.server.as_ref().and_then(|s| s.via.clone());
+    key.route = match (flow.server.as_ref(), pooled_server.as_ref()) {
+        // The pooled server the hooks were shown, unchanged: the request's own route (none),
+        // not one a `server_connect` addon gave that connection (its pool key has none).
+        (Some(s), Some(p)) if Arc::ptr_eq(s, p) => None,
+        (s, _) => s.and_then(|s| s.via.clone()),
+    };
     // Moved into the server's request; back from hyper with the request if it goes again.
     let mut upstream_extensions = Some(parts.extensions);
     let mut req_body = req_body;

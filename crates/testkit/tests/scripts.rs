@@ -1930,3 +1930,56 @@ async fn flow_files_from_a_script_match_mitmproxy() {
         }
     }
 }
+
+const BACKGROUND: &str = r#"
+import asyncio
+import time
+
+done = []
+tasks = set()
+
+async def note(path):
+    await asyncio.sleep(0)
+    done.append(path)
+
+def request(flow):
+    # Background work started from a synchronous hook (mitmproxy's websocket-inject-message
+    # example does this); the next request sees it finished.
+    # Read first: in waylay the task may start before the hook returns (it runs on the
+    # scripts' asyncio thread), in mitmproxy only after. An earlier request's task has
+    # finished in mitmproxy by now; in waylay give its thread up to 2 s.
+    for _ in range(200):
+        if not tasks:
+            break
+        time.sleep(0.01)
+    flow.request.headers["x-done-before"] = "done=" + ",".join(done)
+    t = asyncio.create_task(note(flow.request.path))
+    tasks.add(t)
+    t.add_done_callback(tasks.discard)
+"#;
+
+/// `asyncio.create_task` in a synchronous hook starts the task (it raised "no running event
+/// loop").
+#[actix_rt::test]
+async fn a_task_started_in_a_sync_hook_runs_as_in_mitmproxy() {
+    let get = |path| Req {
+        method: "GET",
+        path,
+        extra: "",
+        body: "",
+    };
+    let seen = compare(
+        "background",
+        BACKGROUND,
+        &[],
+        &[get("/a"), get("/b"), get("/c")],
+    )
+    .await;
+    if let Some(seen) = seen {
+        assert!(
+            seen[2].0[0].contains("x-done-before: done=/a,/b"),
+            "{:?}",
+            seen[2].0
+        );
+    }
+}

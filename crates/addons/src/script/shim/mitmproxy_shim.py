@@ -1580,6 +1580,28 @@ def _loop():
         return _async_loop
 
 
+_asyncio_create_task = asyncio.create_task
+
+
+def _create_task(coro, *, name=None, context=None):
+    """`asyncio.create_task` from a synchronous hook, as mitmproxy scripts call it to start
+    background work: in mitmproxy such a hook runs on the event loop; in waylay it runs on the
+    addon manager's thread, with no loop running there, so the task goes to the scripts'
+    asyncio loop (a thread of its own). What it returns is a `concurrent.futures.Future`
+    (`add_done_callback`, `cancel`, `done`, `result`), which is what such scripts use of a
+    task. Anywhere a loop runs, it is asyncio's own."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run_coroutine_threadsafe(coro, _loop())
+    if context is None:
+        return _asyncio_create_task(coro, name=name)
+    return _asyncio_create_task(coro, name=name, context=context)
+
+
+asyncio.create_task = _create_task
+
+
 def run_async(coro, waker):
     fut = asyncio.run_coroutine_threadsafe(coro, _loop())
 

@@ -1983,3 +1983,47 @@ async fn a_task_started_in_a_sync_hook_runs_as_in_mitmproxy() {
         );
     }
 }
+
+const CORE_OPTIONS: &str = r#"
+from mitmproxy import ctx
+
+# The proxy's own options (the bundled addons' are declared by the binary, not by the
+# library proxy these tests run). Left out: stream_large_bodies (waylay's default is 1m,
+# bounded memory; mitmproxy's None) and http3 (waylay proxies TCP).
+NAMES = [
+    "mode", "ssl_insecure", "body_size_limit", "anticache", "anticomp",
+    "showhost", "upstream_cert", "http2", "websocket", "rawtcp", "keep_host_header",
+    "block_global", "block_private", "ignore_hosts", "allow_hosts", "tcp_hosts", "server",
+    "connection_strategy", "flow_detail", "store_streamed_bodies",
+    "validate_inbound_headers", "normalize_outbound_headers",
+    "add_upstream_certs_to_client_chain", "ssl_verify_upstream_trusted_ca",
+    "upstream_auth", "proxyauth", "no_such_option",
+]
+
+def response(flow):
+    for name in NAMES:
+        try:
+            v = repr(getattr(ctx.options, name))
+        except Exception as e:
+            v = "EXC " + type(e).__name__
+        flow.response.headers["x-opt-" + name.replace("_", "-")] = v
+    flow.response.headers["x-mode-eq"] = str(ctx.options.mode == ["regular"])
+"#;
+
+/// The proxy's own options as a script reads them (`ctx.options.mode`, ...): mitmproxy's
+/// defaults and types.
+#[actix_rt::test]
+async fn core_options_read_by_a_script_match_mitmproxy() {
+    compare(
+        "core_options",
+        CORE_OPTIONS,
+        &["flow_detail=0"],
+        &[Req {
+            method: "GET",
+            path: "/o",
+            extra: "",
+            body: "",
+        }],
+    )
+    .await;
+}

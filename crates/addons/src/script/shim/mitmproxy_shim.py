@@ -1241,11 +1241,15 @@ class _Options:
     def __getattr__(self, name):
         v = self._view()
         if name in v:
-            return v[name]
-        d = self._declared
-        if name in d:
-            return d[name]
-        raise AttributeError(f"No such option: {name}")
+            value = v[name]
+        elif name in self._declared:
+            value = self._declared[name]
+        else:
+            raise AttributeError(f"No such option: {name}")
+        # Sequences are kept as tuples (shared between hooks and threads) and read as a list,
+        # as mitmproxy's are (`ctx.options.mode == ["regular"]`); a copy, so changing it in
+        # place changes nothing (set the option instead).
+        return list(value) if isinstance(value, tuple) else value
 
     def _applied(self, r, values=None):
         if r[0] == "ok" or r[0] == "pending":

@@ -96,6 +96,17 @@ fn cookies_and_set_cookies() {
     );
     r.set_cookies::<&str, &str>(&[]);
     assert!(!r.headers.contains("cookie"));
+
+    // Quoted values, as mitmproxy reads and writes them.
+    r.set_cookies(&[("q", "a b;\"c\\"), ("plain", "v")]);
+    assert_eq!(r.headers.get("cookie"), Some(r#"q="a b;\"c\\"; plain=v"#));
+    assert_eq!(
+        r.cookies(),
+        [
+            ("q".into(), "a b;\"c\\".into()),
+            ("plain".into(), "v".into())
+        ]
+    );
 }
 
 #[test]

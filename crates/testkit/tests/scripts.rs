@@ -2027,3 +2027,38 @@ async fn core_options_read_by_a_script_match_mitmproxy() {
     )
     .await;
 }
+
+const COOKIES: &str = r#"
+def request(flow):
+    c = flow.request.cookies
+    flow.metadata["seen"] = repr([(k, v) for k, v in c.items(multi=True)])
+    if "drop" in c:
+        del c["drop"]
+    c["added"] = "v w"
+    c.add("dup", "2")
+
+def response(flow):
+    r = flow.response
+    r.headers["x-req-cookies"] = flow.metadata["seen"]
+    r.headers["x-resp-cookies"] = repr([(k, v[0], sorted(v[1].keys())) for k, v in r.cookies.items(multi=True)])
+    if "s" in r.cookies:
+        del r.cookies["s"]
+    r.cookies["new"] = ("v;al", [("Path", "/x"), ("Max-Age", "10"), ("SameSite", "a b")])
+"#;
+
+/// Request and response cookies read, added, duplicated and removed.
+#[actix_rt::test]
+async fn cookie_edits_match_mitmproxy() {
+    compare(
+        "cookies",
+        COOKIES,
+        &[],
+        &[Req {
+            method: "GET",
+            path: "/c",
+            extra: "Cookie: a=1; drop=x; dup=1\r\n",
+            body: "",
+        }],
+    )
+    .await;
+}

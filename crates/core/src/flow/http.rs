@@ -252,33 +252,89 @@ impl Request {
         self.path = compact_str::format_compact!("{base}?{}", q.join("&"));
     }
 
-    /// The cookies of the `Cookie` header(s), in order.
+    /// The cookies of the `Cookie` header(s), in order; a value in double quotes comes
+    /// unquoted (backslash escapes undone), as mitmproxy reads it.
     pub fn cookies(&self) -> Vec<(String, String)> {
-        self.headers
-            .get_all("cookie")
-            .flat_map(|v| v.split(';'))
-            .filter_map(|c| {
-                let c = c.trim();
-                if c.is_empty() {
-                    return None;
+        let mut out = Vec::new();
+        for header in self.headers.get_all("cookie") {
+            let mut rest = header;
+            while !rest.is_empty() {
+                let end = rest.find([';', '=']).unwrap_or(rest.len());
+                let name = rest[..end].trim();
+                rest = &rest[end..];
+                let mut value = String::new();
+                if let Some(after) = rest.strip_prefix('=') {
+                    let after = after.trim_start();
+                    if let Some(quoted) = after.strip_prefix('"') {
+                        let (v, used) = unquote(quoted);
+                        value = v;
+                        rest = &quoted[used..];
+                    } else {
+                        let end = after.find(';').unwrap_or(after.len());
+                        value = after[..end].trim().to_owned();
+                        rest = &after[end..];
+                    }
                 }
-                let (k, v) = c.split_once('=').unwrap_or((c, ""));
-                Some((k.trim().to_owned(), v.trim().to_owned()))
-            })
-            .collect()
+                // Past the pair's `;` (and anything left of a quoted value before it).
+                rest = rest.find(';').map_or("", |i| &rest[i + 1..]);
+                if !name.is_empty() || !value.is_empty() {
+                    out.push((name.to_owned(), value));
+                }
+            }
+        }
+        out
     }
 
-    /// Replaces the `Cookie` header with `pairs`.
+    /// Replaces the `Cookie` header with `pairs`; a value that holds a separator, a quote,
+    /// a backslash, a space or anything outside printable ASCII is written in double quotes,
+    /// as mitmproxy writes it.
     pub fn set_cookies<K: AsRef<str>, V: AsRef<str>>(&mut self, pairs: &[(K, V)]) {
         self.headers.remove("cookie");
         if !pairs.is_empty() {
             let v: Vec<String> = pairs
                 .iter()
-                .map(|(k, v)| format!("{}={}", k.as_ref(), v.as_ref()))
+                .map(|(k, v)| format!("{}={}", k.as_ref(), quote_cookie(v.as_ref())))
                 .collect();
             self.headers.append("Cookie", v.join("; "));
         }
     }
+}
+
+/// The text of a quoted string whose opening quote is already consumed, and how many bytes
+/// of `s` it took (the closing quote included, when there is one).
+fn unquote(s: &str) -> (String, usize) {
+    let mut out = String::new();
+    let mut escaped = false;
+    for (i, c) in s.char_indices() {
+        match c {
+            _ if escaped => {
+                out.push(c);
+                escaped = false;
+            }
+            '"' => return (out, i + 1),
+            '\\' => escaped = true,
+            _ => out.push(c),
+        }
+    }
+    (out, s.len())
+}
+
+/// A cookie value as written (see [`Request::set_cookies`]).
+fn quote_cookie(v: &str) -> std::borrow::Cow<'_, str> {
+    let special = |c: char| matches!(c, '"' | ',' | ';' | '\\') || !('!'..='~').contains(&c);
+    if !v.chars().any(special) {
+        return v.into();
+    }
+    let mut out = String::with_capacity(v.len() + 2);
+    out.push('"');
+    for c in v.chars() {
+        if matches!(c, '"' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out.into()
 }
 
 impl Response {

@@ -284,6 +284,56 @@ class _FlowHeaders(_waylay.HeadersView, Headers):
 # ---------------------------------------------------------------- messages
 
 
+def _cookie_pairs(s):
+    """The `name=value` pairs of a Cookie header (or of a Set-Cookie's first part), read as
+    mitmproxy reads them: names left-trimmed, values up to the next `;`, a value in double
+    quotes unquoted (backslash escapes inside)."""
+    pairs = []
+    i, n = 0, len(s)
+    while i < n:
+        j = i
+        while j < n and s[j] not in ";=":
+            j += 1
+        name = s[i:j].lstrip()
+        value = ""
+        if j < n and s[j] == "=":
+            j += 1
+            if j < n and s[j] == '"':
+                chars, escaped = [], False
+                j += 1
+                while j < n:
+                    c = s[j]
+                    if escaped:
+                        chars.append(c)
+                        escaped = False
+                    elif c == '"':
+                        break
+                    elif c == "\\":
+                        escaped = True
+                    else:
+                        chars.append(c)
+                    j += 1
+                value = "".join(chars)
+                j += 1
+            else:
+                start = j
+                while j < n and s[j] != ";":
+                    j += 1
+                value = s[start:j]
+        if name or value:
+            pairs.append((name, value))
+        i = j + 1
+    return pairs
+
+
+def _cookie_value(v):
+    """A cookie value as written: in double quotes (with `"` and `\\` escaped) when it holds
+    a separator, a quote, a backslash, a space or anything outside printable ASCII."""
+    if any(c in '",;\\' or not 0x21 <= ord(c) <= 0x7E for c in v):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return v
+
+
 def _parse_qs(q):
     return [(k, v) for k, v in urllib.parse.parse_qsl(q, keep_blank_values=True, errors="surrogateescape")]
 
@@ -575,16 +625,11 @@ class Request(Message):
     def _get_cookies(self):
         out = []
         for h in self.headers.get_all("cookie"):
-            for part in h.split(";"):
-                part = part.strip()
-                if not part:
-                    continue
-                k, _, v = part.partition("=")
-                out.append((k.strip(), v.strip()))
+            out.extend(_cookie_pairs(h))
         return out
 
     def _set_cookies(self, pairs):
-        self.headers["cookie"] = "; ".join(f"{k}={v}" for k, v in pairs)
+        self.headers["cookie"] = "; ".join(f"{k}={_cookie_value(v)}" for k, v in pairs)
 
     @property
     def cookies(self):
@@ -720,10 +765,10 @@ class Response(Message):
     def _get_cookies(self):
         out = []
         for h in self.headers.get_all("set-cookie"):
-            first, *attrs = h.split(";")
-            k, _, v = first.strip().partition("=")
+            first, _, rest = h.partition(";")
+            (k, v), = _cookie_pairs(first) or [("", "")]
             a = MultiDict()
-            for at in attrs:
+            for at in rest.split(";") if rest else []:
                 ak, eq, av = at.strip().partition("=")
                 a.add(ak, av if eq else None)
             out.append((k, (v, a)))
@@ -732,9 +777,15 @@ class Response(Message):
     def _set_cookies(self, pairs):
         hs = []
         for k, (v, attrs) in pairs:
-            parts = [f"{k}={v}"]
+            parts = [f"{k}={_cookie_value(v)}"]
             for ak, av in (attrs.items(multi=True) if isinstance(attrs, _MultiDictBase) else attrs):
-                parts.append(ak if av is None else f"{ak}={av}")
+                if av is None:
+                    parts.append(ak)
+                else:
+                    # As mitmproxy: Expires and Path are written as they are, other values
+                    # quoted when they need it.
+                    quote = ak.lower() not in ("expires", "path")
+                    parts.append(f"{ak}={_cookie_value(av) if quote else av}")
             hs.append("; ".join(parts))
         self.headers.set_all("set-cookie", hs)
 

@@ -995,3 +995,35 @@ async fn a_kept_flow_object_stays_readable_after_its_hook() {
     assert_eq!(second.request.headers.get("x-after"), Some("kept"));
     assert_eq!(first.request.path, "/first");
 }
+
+const COLLECTED: &str = r#"
+import asyncio, gc
+
+async def request(flow):
+    # A wait only this hook references, and a garbage collection while it waits.
+    asyncio.get_running_loop().call_later(0.1, gc.collect)
+    await asyncio.Event().wait()
+    flow.request.headers["x-woke"] = "1"
+"#;
+
+/// An `async def` hook waiting on something only it references is not freed by the garbage
+/// collector mid-hook (asyncio holds tasks weakly): it was, and the flow went on at once as if
+/// the hook had returned; it must wait for `addon_timeout`, which reports it.
+#[actix_rt::test]
+async fn a_waiting_async_hook_survives_a_garbage_collection() {
+    let dir = TempDir::new("collected");
+    let path = write(&dir, "collected.py", COLLECTED);
+    let mut opts = waylay_core::Options::new();
+    opts.set_specs(&["addon_timeout=1"]).expect("option");
+    let mut h = AddonHarness::with_options(opts).await;
+    h.add(ScriptAddon::load(&path).expect("loads")).await;
+    let started = std::time::Instant::now();
+    let flow = within("the flow at the deadline", h.request(tflow())).await;
+    assert!(!flow.request.headers.contains("x-woke"));
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "came back after {:?}, before the deadline",
+        started.elapsed()
+    );
+    assert!(h.has_log_at(LogLevel::Error, "timed out"), "{:?}", h.logs());
+}

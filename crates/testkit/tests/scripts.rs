@@ -2062,3 +2062,55 @@ async fn cookie_edits_match_mitmproxy() {
     )
     .await;
 }
+
+const TEXT_GUESS: &str = r#"
+def safe(f):
+    try:
+        return ascii(f())
+    except Exception as e:
+        return "EXC " + type(e).__name__
+
+def request(flow):
+    r = flow.request
+    flow.metadata["seen"] = {
+        "text": safe(lambda: r.text),
+        "get-text-strict": safe(lambda: r.get_text(strict=True)),
+        "get-text-loose": safe(lambda: r.get_text(strict=False)),
+        "content": safe(lambda: r.content),
+    }
+
+def response(flow):
+    for k, v in flow.metadata["seen"].items():
+        flow.response.headers["x-" + k] = v[:200]
+"#;
+
+/// Request bodies as text: the charset from `Content-Type` (or guessed), bytes that are not
+/// valid in it, strict and not.
+#[actix_rt::test]
+async fn body_text_decoding_matches_mitmproxy() {
+    let post = |extra, body| Req {
+        method: "POST",
+        path: "/t",
+        extra,
+        body,
+    };
+    compare(
+        "text_guess",
+        TEXT_GUESS,
+        &[],
+        &[
+            post("Content-Type: text/plain\r\n", "caf\u{e9}"),
+            post(
+                "Content-Type: text/plain; charset=iso-8859-1\r\n",
+                "caf\u{e9}",
+            ),
+            post("Content-Type: application/json\r\n", "{\"a\": \"\u{e9}\"}"),
+            post("", "plain ascii"),
+            post(
+                "Content-Type: text/html\r\n",
+                "<meta charset=\"latin1\">\u{e9}",
+            ),
+        ],
+    )
+    .await;
+}

@@ -284,6 +284,60 @@ class _FlowHeaders(_waylay.HeadersView, Headers):
 # ---------------------------------------------------------------- messages
 
 
+def _content_type_params(ct):
+    params = {}
+    for part in ct.split(";")[1:]:
+        k, eq, v = part.partition("=")
+        if eq:
+            params[k.strip().lower()] = v.strip().strip("\"'")
+    return params
+
+
+def _sniff(pattern, content):
+    import re
+
+    m = re.search(pattern, content, re.IGNORECASE)
+    return m.group(1).decode("ascii", "ignore") if m else None
+
+
+def _text_encoding(ct, content=b""):
+    """The encoding of a body's text, as mitmproxy infers it: a byte-order mark, else the
+    Content-Type's charset, else by type (JSON, JavaScript UTF-8; HTML and XML their
+    declaration, else UTF-8; CSS its @charset, else UTF-8), else Latin-1 (HTTP/1.1's old
+    default for text). GB2312 and GBK are read as their superset GB 18030."""
+    boms = (
+        (b"\x00\x00\xfe\xff", "utf-32be"), (b"\xff\xfe\x00\x00", "utf-32le"),
+        (b"\xfe\xff", "utf-16be"), (b"\xff\xfe", "utf-16le"), (b"\xef\xbb\xbf", "utf-8-sig"),
+    )
+    enc = next((e for bom, e in boms if content.startswith(bom)), None)
+    if enc is None and ct.strip():
+        enc = _content_type_params(ct).get("charset")
+    if not enc and "json" in ct:
+        enc = "utf8"
+    if not enc and "html" in ct:
+        enc = _sniff(rb"""<meta[^>]+charset=['"]?([^'">]+)""", content) or "utf8"
+    if not enc and "xml" in ct:
+        enc = _sniff(rb"""<\?xml[^\?>]+encoding=['"]([^'"\?>]+)""", content) or "utf8"
+    if not enc and ("javascript" in ct or "ecmascript" in ct):
+        enc = "utf8"
+    if not enc and "text/css" in ct:
+        import re
+
+        m = re.match(rb"""@charset "([^"]+)";""", content, re.IGNORECASE)
+        enc = m.group(1).decode("ascii", "ignore") if m else "utf8"
+    if not enc:
+        enc = "latin-1"
+    if enc.lower() in ("gb2312", "gbk"):
+        enc = "gb18030"
+    return enc
+
+
+def _with_charset(ct, charset):
+    base = ct.split(";")[0].strip() or "text/plain"
+    params = [p.strip() for p in ct.split(";")[1:] if p.strip() and not p.strip().lower().startswith("charset=")]
+    return "; ".join([base, *params, f"charset={charset}"])
+
+
 def _cookie_pairs(s):
     """The `name=value` pairs of a Cookie header (or of a Set-Cookie's first part), read as
     mitmproxy reads them: names left-trimmed, values up to the next `;`, a value in double
@@ -416,35 +470,33 @@ class Message:
     def set_content(self, value):
         self._c.set_content(self._side, value)
 
-    def _charset(self):
-        ct = self.headers.get("content-type", "")
-        for part in ct.split(";"):
-            part = part.strip()
-            if part.lower().startswith("charset="):
-                return part[8:].strip("\"'")
-        return None
-
     @property
     def text(self):
-        c = self.content
-        if c is None:
-            return None
-        return c.decode(self._charset() or "utf-8", "surrogateescape")
+        return self.get_text()
 
     @text.setter
     def text(self, value):
         if value is None:
             self.content = None
             return
-        self.content = value.encode(self._charset() or "utf-8", "surrogateescape")
+        ct = self.headers.get("content-type", "")
+        try:
+            self.content = value.encode(_text_encoding(ct))
+        except (ValueError, LookupError):
+            # Not representable in the message's charset: UTF-8, and the header says so.
+            self.headers["content-type"] = _with_charset(ct, "utf-8")
+            self.content = value.encode("utf-8", "surrogateescape")
 
     def get_text(self, strict=True):
+        c = self.get_content(strict)
+        if c is None:
+            return None
         try:
-            return self.text
+            return c.decode(_text_encoding(self.headers.get("content-type", ""), c))
         except (ValueError, LookupError):
             if strict:
                 raise
-            return None
+            return c.decode("utf-8", "surrogateescape")
 
     def set_text(self, text):
         self.text = text
@@ -1657,10 +1709,19 @@ def _create_task(coro, *, name=None, context=None):
 asyncio.create_task = _create_task
 
 
+# The hooks running on the asyncio loop. asyncio holds a task only weakly; a hook waiting on
+# something only it references (`await asyncio.Event().wait()`) forms a cycle with the future
+# that reports it, which the garbage collector could free mid-hook (the flow then went on as
+# if the hook had returned). Held here until they finish.
+_running_hooks = set()
+
+
 def run_async(coro, waker):
     fut = asyncio.run_coroutine_threadsafe(coro, _loop())
+    _running_hooks.add(fut)
 
     def done(f):
+        _running_hooks.discard(f)
         exc = f.exception()
         if exc is None:
             waker(None)

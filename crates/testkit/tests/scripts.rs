@@ -2114,3 +2114,56 @@ async fn body_text_decoding_matches_mitmproxy() {
     )
     .await;
 }
+
+const TO_HTTPS: &str = r#"
+from mitmproxy import ctx
+
+def load(loader):
+    loader.add_option("tls_port", int, 0, "The HTTPS origin's port.")
+
+def request(flow):
+    r = flow.request
+    r.scheme = "https"
+    r.host = "localhost"
+    r.port = ctx.options.tls_port
+
+def response(flow):
+    flow.response.headers["x-url"] = flow.request.url.replace(str(ctx.options.tls_port), "PORT")
+    flow.response.headers["x-server-tls"] = str(flow.server_conn.tls_established)
+"#;
+
+/// A script upgrading a plain request to HTTPS (scheme, host and port), as scripts do to
+/// reach a TLS-only server: the server is reached over TLS, and the client gets its answer.
+#[actix_rt::test]
+async fn a_request_switched_to_https_matches_mitmproxy() {
+    let Some(bin) = peers::mitmdump() else {
+        return;
+    };
+    let dir = TempDir::new("to_https");
+    let script = write_script(&dir, "to_https.py", TO_HTTPS);
+    let (tls_origin, origin_ca) = waylay_testkit::https_origin(&dir).await;
+    let sets = [
+        format!("tls_port={}", tls_origin.port()),
+        format!("ssl_verify_upstream_trusted_ca={}", origin_ca.display()),
+    ];
+    let set_refs: Vec<&str> = sets.iter().map(String::as_str).collect();
+    // The client asks for a loopback port nothing listens on; the script sends it on.
+    let req = |proxy: SocketAddr| async move {
+        let r = "GET http://127.0.0.1:1/x?y=1 HTTP/1.1\r\nHost: 127.0.0.1:1\r\nConnection: close\r\n\r\n";
+        let out = within("answer", raw_request(proxy, r.as_bytes())).await;
+        normalise_response(&out.replace(&tls_origin.port().to_string(), "PORT"))
+    };
+    let proxy = script_proxy(&script, &sets).await;
+    let ours = req(proxy.addr()).await;
+    proxy.shutdown().await;
+    let confdir = TempDir::new("mitm-conf");
+    let mitm = Mitmdump::start(&bin, &script, confdir.path(), &set_refs);
+    let theirs = req(mitm.addr).await;
+    assert!(ours.contains("x-server-tls: true"), "{ours}");
+    assert_eq!(
+        ours,
+        theirs,
+        "left waylay, right mitmproxy; mitmdump said:\n{}",
+        mitm.output()
+    );
+}

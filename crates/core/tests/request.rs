@@ -158,3 +158,16 @@ fn response_make_and_reason_phrases() {
     assert_eq!(reason_phrase(418), "I'm a teapot");
     assert_eq!(reason_phrase(599), "");
 }
+
+#[test]
+fn a_connect_request_is_authority_form() {
+    let mut r = treq();
+    r.method = "CONNECT".into();
+    r.scheme = Default::default();
+    r.host = "example.com".into();
+    r.port = 443;
+    r.path = Default::default();
+    assert_eq!(r.url(), "example.com:443");
+    r.host = "::1".into();
+    assert_eq!(r.url(), "[::1]:443");
+}

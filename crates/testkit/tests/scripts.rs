@@ -2167,3 +2167,73 @@ async fn a_request_switched_to_https_matches_mitmproxy() {
         mitm.output()
     );
 }
+
+const CONNECT_HOOK: &str = r#"
+from mitmproxy import http
+
+def http_connect(flow):
+    r = flow.request
+    seen = f"{r.method} {r.host} {r.port} {r.authority.split(':')[0]} {r.scheme!r} {r.path!r} {r.http_version}"
+    if r.port == 1:
+        flow.response = http.Response.make(403, b"blocked by script", {"X-Seen": seen})
+"#;
+
+/// `http_connect` for a CONNECT request: what it reads, and a refusal it makes (the tunnel
+/// is not opened and the client gets the script's answer).
+#[actix_rt::test]
+async fn http_connect_matches_mitmproxy() {
+    let Some(bin) = peers::mitmdump() else {
+        return;
+    };
+    let dir = TempDir::new("connect_hook");
+    let script = write_script(&dir, "connect_hook.py", CONNECT_HOOK);
+    // The answer, read by its Content-Length (both proxies keep the connection open).
+    let connect = |proxy: SocketAddr| async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(proxy)
+            .await
+            .expect("connect");
+        s.write_all(b"CONNECT localhost:1 HTTP/1.1\r\nHost: localhost:1\r\n\r\n")
+            .await
+            .expect("write");
+        let mut out = Vec::new();
+        for _ in 0..64 {
+            let text = String::from_utf8_lossy(&out).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().to_owned())
+                    })
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .unwrap_or(0);
+                if body.len() >= len {
+                    return normalise_response(&text);
+                }
+            }
+            let mut buf = [0u8; 4096];
+            let n = within("answer", s.read(&mut buf)).await.expect("read");
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        normalise_response(&String::from_utf8_lossy(&out))
+    };
+    let no_sets: [&str; 0] = [];
+    let proxy = script_proxy(&script, &no_sets).await;
+    let ours = connect(proxy.addr()).await;
+    proxy.shutdown().await;
+    let confdir = TempDir::new("mitm-conf");
+    let mitm = Mitmdump::start(&bin, &script, confdir.path(), &[]);
+    let theirs = connect(mitm.addr).await;
+    assert!(ours.starts_with("HTTP/1.1 403"), "{ours}");
+    assert_eq!(
+        ours,
+        theirs,
+        "left waylay, right mitmproxy; mitmdump said:\n{}",
+        mitm.output()
+    );
+}

@@ -168,9 +168,13 @@ impl Request {
         Ok(r)
     }
 
-    /// The full URL: `scheme://host[:port]/path`, the port omitted when it is the default.
+    /// The full URL: `scheme://host[:port]/path`, the port omitted when it is the default;
+    /// `host:port` for a CONNECT (authority-form), as mitmproxy's.
     pub fn url(&self) -> String {
         let host = fmt_host(&self.host);
+        if self.method.eq_ignore_ascii_case("CONNECT") {
+            return format!("{host}:{}", self.port);
+        }
         if self.port == default_port(&self.scheme) {
             format!("{}://{}{}", self.scheme, host, self.path)
         } else {

@@ -34,7 +34,8 @@ pub(crate) async fn connect(
     };
     let request = Request {
         method: "CONNECT".into(),
-        scheme: "http".into(),
+        // Authority-form: no scheme, as mitmproxy records a CONNECT.
+        scheme: Default::default(),
         authority: authority.into(),
         host: host.into(),
         port,

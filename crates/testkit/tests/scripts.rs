@@ -200,6 +200,16 @@ struct Req {
     body: &'static str,
 }
 
+/// A plain GET of `path`.
+fn get(path: &'static str) -> Req {
+    Req {
+        method: "GET",
+        path,
+        extra: "",
+        body: "",
+    }
+}
+
 fn raw(origin: SocketAddr, r: &Req) -> Vec<u8> {
     let len = if (r.body.is_empty() && r.method == "GET") || r.extra.contains("Transfer-Encoding") {
         String::new()
@@ -401,12 +411,6 @@ def response(flow: http.HTTPFlow) -> None:
 
 #[actix_rt::test]
 async fn flows_and_responses_a_script_keeps_match_mitmproxy() {
-    let get = |path| Req {
-        method: "GET",
-        path,
-        extra: "",
-        body: "",
-    };
     let seen = compare(
         "keeps",
         KEEPS,
@@ -1177,12 +1181,6 @@ def response(flow):
 /// and a redirect made in `response`.
 #[actix_rt::test]
 async fn status_encoding_and_host_edits_match_mitmproxy() {
-    let get = |path| Req {
-        method: "GET",
-        path,
-        extra: "",
-        body: "",
-    };
     compare(
         "edits",
         EDITS,
@@ -1243,12 +1241,6 @@ def response(flow):
 /// Query, path, form, text and cookie edits, encodings and charsets.
 #[actix_rt::test]
 async fn form_query_and_encoding_edits_match_mitmproxy() {
-    let get = |path| Req {
-        method: "GET",
-        path,
-        extra: "",
-        body: "",
-    };
     compare(
         "form_edits",
         FORM_EDITS,
@@ -1302,12 +1294,6 @@ def response(flow):
 /// `flow.kill()` in each HTTP hook: the client gets no answer, the proxy goes on.
 #[actix_rt::test]
 async fn kills_in_each_hook_match_mitmproxy() {
-    let get = |path| Req {
-        method: "GET",
-        path,
-        extra: "",
-        body: "",
-    };
     compare(
         "kills",
         KILLS,
@@ -1512,12 +1498,6 @@ def response(flow):
 /// as `flow.request.stream` rewrites the request body on its way to the server.
 #[actix_rt::test]
 async fn streamed_responses_match_mitmproxy() {
-    let get = |path| Req {
-        method: "GET",
-        path,
-        extra: "",
-        body: "",
-    };
     compare(
         "streaming",
         STREAMING,
@@ -1830,12 +1810,6 @@ def response(flow):
 /// with `--set`, and set and cleared by the script.
 #[actix_rt::test]
 async fn an_optional_int_option_matches_mitmproxy() {
-    let get = |path| Req {
-        method: "GET",
-        path,
-        extra: "",
-        body: "",
-    };
     for sets in [&[][..], &["limit=7"][..]] {
         compare(
             "optional_int",
@@ -1865,12 +1839,6 @@ async def response(flow):
 /// own, and its edits reach the flow.
 #[actix_rt::test]
 async fn a_concurrent_hook_matches_mitmproxy() {
-    let get = |path| Req {
-        method: "GET",
-        path,
-        extra: "",
-        body: "",
-    };
     compare("concurrent", CONCURRENT, &[], &[get("/a"), get("/b")]).await;
 }
 
@@ -1905,12 +1873,6 @@ def response(flow):
 async fn flow_files_from_a_script_match_mitmproxy() {
     let dir = TempDir::new("flow_io_files");
     let set = format!("flowdir={}", dir.path().display());
-    let get = |path| Req {
-        method: "GET",
-        path,
-        extra: "",
-        body: "",
-    };
     let seen = compare(
         "flow_io",
         FLOW_IO,
@@ -1962,12 +1924,6 @@ def request(flow):
 /// loop").
 #[actix_rt::test]
 async fn a_task_started_in_a_sync_hook_runs_as_in_mitmproxy() {
-    let get = |path| Req {
-        method: "GET",
-        path,
-        extra: "",
-        body: "",
-    };
     let seen = compare(
         "background",
         BACKGROUND,

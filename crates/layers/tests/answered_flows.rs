@@ -260,22 +260,13 @@ async fn request_sees_the_server_connection_that_exists_already() {
     tokio::io::AsyncWriteExt::write_all(&mut s, one.as_bytes())
         .await
         .expect("write");
-    // The first answer in full before the second request (its body ends the read).
-    let mut first = Vec::new();
-    for _ in 0..64 {
-        if String::from_utf8_lossy(&first).contains("origin GET /a") {
-            break;
-        }
-        let mut buf = [0u8; 1024];
-        let n = within(
-            "first answer",
-            tokio::io::AsyncReadExt::read(&mut s, &mut buf),
-        )
-        .await
-        .expect("read");
-        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&first));
-        first.extend_from_slice(&buf[..n]);
-    }
+    // The first answer in full before the second request.
+    let (_, first) = waylay_testkit::read_sized_response(&mut s).await;
+    assert!(
+        String::from_utf8_lossy(&first).contains("origin GET /a"),
+        "{}",
+        String::from_utf8_lossy(&first)
+    );
     tokio::io::AsyncWriteExt::write_all(&mut s, two.as_bytes())
         .await
         .expect("write");
@@ -415,19 +406,9 @@ async fn a_connection_routed_in_server_connect_is_reused() {
         tokio::io::AsyncWriteExt::write_all(&mut s, req.as_bytes())
             .await
             .expect("write");
-        let want = format!("origin GET /n{i}");
-        let mut got = Vec::new();
-        for _ in 0..64 {
-            if String::from_utf8_lossy(&got).contains(&want) {
-                break;
-            }
-            let mut buf = [0u8; 1024];
-            let n = within("answer", tokio::io::AsyncReadExt::read(&mut s, &mut buf))
-                .await
-                .expect("read");
-            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
-            got.extend_from_slice(&buf[..n]);
-        }
+        let (_, body) = waylay_testkit::read_sized_response(&mut s).await;
+        let body = String::from_utf8_lossy(&body);
+        assert!(body.contains(&format!("origin GET /n{i}")), "{body}");
     }
     assert_eq!(
         *dials.lock().expect("count"),

@@ -7,7 +7,7 @@ use waylay_core::{Addon, HttpFlow};
 use waylay_layers::Proxy;
 use waylay_testkit::{
     TempDir, TestProxy, connect_tls, http_origin, https_origin, proxy_get, raw_request,
-    read_to_close, test_tls_acceptor, within,
+    read_sized_response, read_to_close, test_tls_acceptor, within,
 };
 
 #[derive(Default)]
@@ -508,36 +508,6 @@ impl tokio::io::AsyncWrite for PipelinedConnect {
     ) -> std::task::Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
-}
-
-/// Reads one response with a `Content-Length` body from a kept-alive stream: its head
-/// (lowercase) and body.
-async fn read_sized_response<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> (String, Vec<u8>) {
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        let n = within("response head", s.read(&mut b))
-            .await
-            .expect("read head");
-        assert_eq!(
-            n,
-            1,
-            "closed in the head: {}",
-            String::from_utf8_lossy(&head)
-        );
-        head.push(b[0]);
-    }
-    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
-    let len: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .map(|v| v.trim().parse().expect("length"))
-        .expect("content-length");
-    let mut body = vec![0u8; len];
-    within("response body", s.read_exact(&mut body))
-        .await
-        .expect("read body");
-    (head, body)
 }
 
 /// Intercepted keep-alive: on one TLS connection (its ClientHello sent with the CONNECT

@@ -128,12 +128,7 @@ async fn stripping_hop_by_hop_headers_keeps_the_order_of_the_others() {
         );
         let out = within("answer", raw_request(proxy.addr(), req.as_bytes())).await;
         assert!(out.starts_with("HTTP/1.1 200"), "{label}: {out}");
-        let sent = seen
-            .lock()
-            .expect("seen")
-            .last()
-            .cloned()
-            .unwrap_or_default();
+        let sent = last_sent(&seen);
         assert_eq!(
             field_names(&sent),
             ["host", "x-1", "x-2", "x-2", "x-3", "x-4"],
@@ -314,14 +309,18 @@ async fn a_server_closing_its_kept_alive_connection_unannounced_does_not_fail_th
     }
 }
 
-/// The `Host` values of the last request the origin got (any case), and that request.
-fn last_hosts(seen: &std::sync::Mutex<Vec<String>>) -> (Vec<String>, String) {
-    let sent = seen
-        .lock()
+/// The last request the origin got.
+fn last_sent(seen: &std::sync::Mutex<Vec<String>>) -> String {
+    seen.lock()
         .expect("seen")
         .last()
         .cloned()
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// The `Host` values of the last request the origin got (any case), and that request.
+fn last_hosts(seen: &std::sync::Mutex<Vec<String>>) -> (Vec<String>, String) {
+    let sent = last_sent(seen);
     let hosts = sent
         .split("\r\n")
         .filter_map(|l| l.split_once(':'))

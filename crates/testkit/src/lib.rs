@@ -60,7 +60,7 @@ pub use process::{KillOnDrop, Lines, WaylayWeb, free_port, terminate, wait_liste
 pub use proxy::{
     Observe, TempDir, TestProxy, connect_tls, connect_tls_socks5, http_origin, http_origin_v6,
     https_origin, https_origin_h2, proxy_get, raw_request, raw_request_bytes, read_n,
-    read_to_close, scripted_origin, socks5_tunnel, test_tls_acceptor, within,
+    read_sized_response, read_to_close, scripted_origin, socks5_tunnel, test_tls_acceptor, within,
 };
 pub use proxy_peers::{
     PeerProxy, Socks5Server, danted, haproxy, socks5_server, tinyproxy, tls_front,

@@ -244,6 +244,39 @@ pub async fn read_n<R: AsyncRead + Unpin>(r: &mut R, n: usize) -> Vec<u8> {
     buf
 }
 
+/// Reads one response off a kept-alive stream (each read within 20 s): its head, lowercase,
+/// and its body, framed by `Content-Length` (none without one).
+///
+/// # Panics
+///
+/// When the stream closes or stalls inside the response.
+pub async fn read_sized_response<S: AsyncRead + Unpin>(s: &mut S) -> (String, Vec<u8>) {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = within("response head", s.read(&mut b))
+            .await
+            .expect("read head");
+        assert_eq!(
+            n,
+            1,
+            "closed in the head: {}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().expect("a length"));
+    let mut body = vec![0u8; len];
+    within("response body", s.read_exact(&mut body))
+        .await
+        .expect("read body");
+    (head, body)
+}
+
 /// Reads until the peer closes or 10 s pass.
 pub async fn read_to_close<S: AsyncRead + Unpin>(s: &mut S) -> Vec<u8> {
     let mut out = Vec::new();

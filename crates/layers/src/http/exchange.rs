@@ -516,8 +516,7 @@ async fn observed(
                 Some(b) => b,
                 None => buffered_body(&flow),
             };
-            // The `Host` rule of absolute-form requests was applied before the hooks.
-            build_upstream(&flow, extensions, client_path.as_ref(), body, entry, false)
+            build_upstream(&flow, extensions, client_path.as_ref(), body, entry)
         };
         // Made where it is awaited: a future made first and awaited later is copied into
         // the await's slot (over 1 KiB).

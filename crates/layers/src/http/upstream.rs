@@ -256,14 +256,14 @@ fn host_is(headers: &HeaderMap, authority: &str) -> bool {
 }
 
 /// The request as it goes to the server: the flow's (possibly changed) request, hop-by-hop
-/// headers removed, framed for the server's protocol.
+/// headers removed, framed for the server's protocol. Its `Host` is the flow's: the
+/// absolute-form rule ([`point_host_at`]) was applied before the hooks.
 pub(crate) fn build_upstream(
     flow: &HttpFlow,
     extensions: http::Extensions,
     client_path: Option<&http::uri::PathAndQuery>,
     body: ProxyBody,
     entry: &PoolEntry,
-    absolute_form: bool,
 ) -> Result<hyper::Request<ProxyBody>, String> {
     let h2 = entry.h2;
     let r = &flow.request;
@@ -296,7 +296,7 @@ pub(crate) fn build_upstream(
         Some(extensions),
         body,
         h2,
-        absolute_form,
+        false,
         matches!(entry.state.get(), ConnState::Upgrading { .. }),
     )?;
     to_proxy_form(&mut req, entry, &dest)?;

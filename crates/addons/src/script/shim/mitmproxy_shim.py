@@ -2,12 +2,14 @@
 # imports, implemented over waylay's flows (the `_waylay.Core` accessors). Written for
 # waylay; behaviour follows mitmproxy's documented API.
 import asyncio
+import codecs
 import copy
 import functools
 import inspect
 import json as _json
 import logging
 import os
+import re
 import sys
 import threading
 import time as _time
@@ -294,8 +296,6 @@ def _content_type_params(ct):
 
 
 def _sniff(pattern, content):
-    import re
-
     m = re.search(pattern, content, re.IGNORECASE)
     return m.group(1).decode("ascii", "ignore") if m else None
 
@@ -321,8 +321,6 @@ def _text_encoding(ct, content=b""):
     if not enc and ("javascript" in ct or "ecmascript" in ct):
         enc = "utf8"
     if not enc and "text/css" in ct:
-        import re
-
         m = re.match(rb"""@charset "([^"]+)";""", content, re.IGNORECASE)
         enc = m.group(1).decode("ascii", "ignore") if m else "utf8"
     if not enc:
@@ -1903,8 +1901,6 @@ def escaped_str_to_bytes(data):
     """The bytes an escaped text (as `bytes_to_escaped_str` gives) stands for."""
     if not isinstance(data, str):
         raise ValueError(f"data must be str, but is {data.__class__.__name__}")
-    import codecs
-
     return codecs.escape_decode(data.encode("utf-8", "surrogateescape"))[0]
 
 

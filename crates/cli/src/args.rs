@@ -200,6 +200,8 @@ impl Cli {
             specs.push(format!("save_stream_filter={f}"));
             specs.push(format!("readfile_filter={f}"));
         }
+        // `ctx.options.scripts` lists them, as mitmdump's does.
+        specs.extend(self.scripts.iter().map(|s| format!("scripts={s}")));
         specs.extend(self.set.iter().cloned());
         specs
     }

@@ -65,8 +65,23 @@ pub(crate) fn read(confdir: &Path, options: &Options) -> Result<Option<(PathBuf,
     Ok(Some((path, values)))
 }
 
+/// The values the file sets for options declared in `options`, skipping what [`read`] would
+/// refuse (an unknown key, a bad value): what can be known before the scripts declare
+/// theirs. Empty when there is no file or it cannot be read.
+pub(crate) fn read_known(confdir: &Path, options: &Options) -> Values {
+    std::fs::read_to_string(confdir.join(CONFIG_FILE))
+        .ok()
+        .and_then(|text| parse_with(&text, options, false).ok())
+        .unwrap_or_default()
+}
+
 /// Parses the file's text into option values.
 pub(crate) fn parse(text: &str, options: &Options) -> Result<Values, String> {
+    parse_with(text, options, true)
+}
+
+/// [`parse`]; unless `strict`, a key it would refuse is skipped instead.
+fn parse_with(text: &str, options: &Options, strict: bool) -> Result<Values, String> {
     if text.trim().is_empty() {
         return Ok(Vec::new());
     }
@@ -81,46 +96,54 @@ pub(crate) fn parse(text: &str, options: &Options) -> Result<Values, String> {
         })?;
     let mut out = Vec::new();
     for (key, value) in map.unwrap_or_default() {
-        let Some(spec) = options.specs().find(|s| s.name == key) else {
-            // The same wording as an unknown `--set` name, with the suggestion.
-            let err = options
-                .parse(&key, "")
-                .err()
-                .map_or_else(|| format!("unknown option {key:?}"), |e| e.to_string());
-            return Err(err);
-        };
-        let bad = |what: String| format!("option {key}: {what}");
-        let v = match (spec.typ, value) {
-            (OptionType::OptStr, None) => OptionValue::OptStr(None),
-            (OptionType::OptInt, None) => OptionValue::OptInt(None),
-            (OptionType::Seq, None) => OptionValue::Seq(Vec::new()),
-            (_, None) => return Err(bad(format!("expected {}, found nothing", spec.typ))),
-            (OptionType::Seq, Some(Yaml::Seq(items))) => {
-                let mut v = Vec::with_capacity(items.len());
-                for (i, item) in items.iter().enumerate() {
-                    match item.as_ref().and_then(Yaml::scalar) {
-                        Some(s) => v.push(s),
-                        None => return Err(bad(format!("item {} is not a string", i + 1))),
-                    }
-                }
-                OptionValue::Seq(v)
-            }
-            (OptionType::Seq, Some(other)) => {
-                return Err(bad(format!("expected a list, found {}", other.kind())));
-            }
-            (typ, Some(y)) => {
-                let Some(text) = y.scalar() else {
-                    return Err(bad(format!("expected {typ}, found {}", y.kind())));
-                };
-                if typ == OptionType::Bool && !matches!(y, Yaml::Bool(_) | Yaml::Str(_)) {
-                    return Err(bad(format!("expected true or false, found {}", y.kind())));
-                }
-                options.parse(&key, &text).map_err(|e| e.to_string())?
-            }
-        };
-        out.push((key, v));
+        match entry(&key, value, options) {
+            Ok(v) => out.push((key, v)),
+            Err(e) if strict => return Err(e),
+            Err(_) => {}
+        }
     }
     Ok(out)
+}
+
+/// One key's value, checked against its declaration.
+fn entry(key: &str, value: Option<Yaml>, options: &Options) -> Result<OptionValue, String> {
+    let Some(spec) = options.specs().find(|s| s.name == key) else {
+        // The same wording as an unknown `--set` name, with the suggestion.
+        let err = options
+            .parse(key, "")
+            .err()
+            .map_or_else(|| format!("unknown option {key:?}"), |e| e.to_string());
+        return Err(err);
+    };
+    let bad = |what: String| format!("option {key}: {what}");
+    Ok(match (spec.typ, value) {
+        (OptionType::OptStr, None) => OptionValue::OptStr(None),
+        (OptionType::OptInt, None) => OptionValue::OptInt(None),
+        (OptionType::Seq, None) => OptionValue::Seq(Vec::new()),
+        (_, None) => return Err(bad(format!("expected {}, found nothing", spec.typ))),
+        (OptionType::Seq, Some(Yaml::Seq(items))) => {
+            let mut v = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                match item.as_ref().and_then(Yaml::scalar) {
+                    Some(s) => v.push(s),
+                    None => return Err(bad(format!("item {} is not a string", i + 1))),
+                }
+            }
+            OptionValue::Seq(v)
+        }
+        (OptionType::Seq, Some(other)) => {
+            return Err(bad(format!("expected a list, found {}", other.kind())));
+        }
+        (typ, Some(y)) => {
+            let Some(text) = y.scalar() else {
+                return Err(bad(format!("expected {typ}, found {}", y.kind())));
+            };
+            if typ == OptionType::Bool && !matches!(y, Yaml::Bool(_) | Yaml::Str(_)) {
+                return Err(bad(format!("expected true or false, found {}", y.kind())));
+            }
+            options.parse(key, &text).map_err(|e| e.to_string())?
+        }
+    })
 }
 
 #[cfg(test)]

@@ -128,16 +128,32 @@ fn scripts_spec() -> OptionSpec {
 /// The scripts asked for, loaded (their modules run and `load` called) so their options are
 /// known before the others are parsed.
 #[cfg(feature = "python")]
-fn load_scripts(cli: &Cli) -> Result<Vec<waylay::addons::ScriptAddon>, Failure> {
-    cli.scripts()
+fn load_scripts(
+    cli: &Cli,
+    specs: &[String],
+    web: bool,
+) -> Result<Vec<waylay::addons::ScriptAddon>, Failure> {
+    let paths = cli.scripts();
+    if paths.is_empty() {
+        return Ok(Vec::new());
+    }
+    let options = before_scripts(specs, web);
+    paths
         .iter()
-        .map(|p| waylay::addons::ScriptAddon::load(p).map_err(|e| Failure::Usage(e.to_string())))
+        .map(|p| {
+            waylay::addons::ScriptAddon::load_with(p, &options)
+                .map_err(|e| Failure::Usage(e.to_string()))
+        })
         .collect()
 }
 
 /// Without the `python` feature, `-s` says how to get a build that has it.
 #[cfg(not(feature = "python"))]
-fn load_scripts(cli: &Cli) -> Result<Vec<std::convert::Infallible>, Failure> {
+fn load_scripts(
+    cli: &Cli,
+    _specs: &[String],
+    _web: bool,
+) -> Result<Vec<std::convert::Infallible>, Failure> {
     if cli.scripts().is_empty() {
         return Ok(Vec::new());
     }
@@ -159,11 +175,35 @@ fn expand_home(p: &str) -> PathBuf {
     }
 }
 
-/// The options: the bundled addons' declarations (and the web UI's for `waylay web`), then
-/// `confdir/config.yaml`, then the flags `specs` (which win), checked as the proxy and every
-/// addon will check them.
-fn options_from(
-    specs: &[String],
+/// What scripts see in `ctx.options` while they load: the options as far as they can be
+/// known before the scripts declare theirs (the declarations of [`options_from`], the config
+/// file's and the flags' values for them). What is refused here is refused again, with its
+/// error, by [`options_from`] once the scripts' options are known.
+fn before_scripts(specs: &[String], web: bool) -> Options {
+    let Ok(mut opts) = declarations(web, &mut Bundle::new(), Vec::new()) else {
+        return Options::empty();
+    };
+    let known: Vec<&String> = specs
+        .iter()
+        .filter(|s| opts.contains(s.split_once('=').map_or(s.as_str(), |(n, _)| n).trim()))
+        .collect();
+    let mut probe = opts.clone();
+    let _ = probe.set_specs(&known);
+    let confdir = expand_home(probe.str("confdir").unwrap_or("~/.waylay"));
+    for (name, value) in config_file::read_known(&confdir, &opts) {
+        let _ = opts.set(&name, value);
+    }
+    if opts.set_specs(&known).is_err() {
+        for spec in known {
+            let _ = opts.set_specs(&[spec]);
+        }
+    }
+    opts
+}
+
+/// Every option declared, at its default: the proxy's, the bundled addons' (and the web
+/// UI's for `waylay web`), the binary's own and the scripts'.
+fn declarations(
     web: bool,
     bundle: &mut Bundle,
     script_specs: Vec<OptionSpec>,
@@ -193,6 +233,18 @@ fn options_from(
         OptionValue::Bool(false),
         "Continue serving after reading a file (rfile) or replaying; without a proxy server, wait for Ctrl-C.",
     ))?;
+    Ok(opts)
+}
+
+/// The options: their [`declarations`], then `confdir/config.yaml`, then the flags `specs`
+/// (which win), checked as the proxy and every addon will check them.
+fn options_from(
+    specs: &[String],
+    web: bool,
+    bundle: &mut Bundle,
+    script_specs: Vec<OptionSpec>,
+) -> Result<Options, Failure> {
+    let mut opts = declarations(web, bundle, script_specs)?;
     let flags = specs.to_vec();
     // The flags alone first: a bad flag is refused before any file is read, and they say
     // where confdir is.
@@ -281,7 +333,7 @@ fn options_from(
 }
 
 fn run(cli: &Cli) -> Result<(), Failure> {
-    let (scripts, early) = logging::held(|| load_scripts(cli));
+    let (scripts, early) = logging::held(|| load_scripts(cli, &cli.option_specs(), false));
     let scripts = scripts?;
     #[cfg(feature = "python")]
     let specs: Vec<OptionSpec> = scripts.iter().flat_map(|s| s.option_specs()).collect();
@@ -373,7 +425,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
 /// `waylay web`: binds the UI, prints its URL (with the token), and runs the proxy with the
 /// UI's addon registered last (after the bundled ones the options ask for).
 fn run_web(cli: &WebCli) -> Result<(), Failure> {
-    let (scripts, early) = logging::held(|| load_scripts(&cli.proxy));
+    let (scripts, early) = logging::held(|| load_scripts(&cli.proxy, &cli.option_specs(), true));
     let scripts = scripts?;
     #[cfg(feature = "python")]
     let specs: Vec<OptionSpec> = scripts.iter().flat_map(|s| s.option_specs()).collect();

@@ -159,3 +159,52 @@ fn what_a_script_logs_while_loading_is_shown() {
     assert!(at("from load") < at("from ctx.log in load"), "{err}");
     assert!(at("from ctx.log in load") < at("listening at"), "{err}");
 }
+
+/// While a script loads, `ctx.options` holds every other option with the value the flags and
+/// the config file give it, as in mitmdump (a script read `ctx.options.dumper_filter` in `load`
+/// and failed: no option was known before the first `configure`). Its own options read their
+/// defaults there; the value given for one arrives with `configure`.
+#[cfg(feature = "python")]
+#[test]
+fn a_loading_script_sees_the_other_options() {
+    let p = script(
+        "seeopts.py",
+        "from mitmproxy import ctx\n\n\
+         def load(loader):\n    loader.add_option('shout', str, 'quiet', 'How.')\n    \
+         names = ('dumper_filter', 'flow_detail', 'anticache', 'listen_port', 'scripts', 'shout')\n    \
+         seen = [repr(getattr(ctx.options, n)) for n in names]\n    \
+         open(__file__ + '.seen', 'w').write('\\n'.join(seen))\n",
+    );
+    let path = p.to_str().expect("utf-8");
+    let confdir = p.with_extension("confdir");
+    std::fs::create_dir_all(&confdir).expect("confdir");
+    // A value for the script's own option too: unknown before the script loads, so it is
+    // skipped then and applied after.
+    std::fs::write(
+        confdir.join("config.yaml"),
+        "anticache: true\nlisten_port: 9\nshout: loud\n",
+    )
+    .expect("config");
+    let out = waylay(&[
+        "-s",
+        path,
+        "--set",
+        &format!("confdir={}", confdir.display()),
+        "--flow-detail",
+        "3",
+        "-p",
+        "0",
+        "--options",
+        "~q",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let seen = std::fs::read_to_string(format!("{path}.seen")).expect("the script wrote");
+    let want = ["'~q'", "3", "True", "0", &format!("['{path}']"), "'quiet'"];
+    assert_eq!(seen.lines().collect::<Vec<_>>(), want);
+    let listing = String::from_utf8_lossy(&out.stdout);
+    let shout = listing
+        .lines()
+        .find(|l| l.starts_with("shout:"))
+        .expect("listed");
+    assert!(shout.contains("loud"), "{shout}");
+}

@@ -104,10 +104,13 @@ impl AddonHarness {
     /// When the script cannot be loaded (the message is the one-line load error).
     #[cfg(feature = "python")]
     pub async fn script(path: impl AsRef<std::path::Path>) -> Self {
-        match waylay_addons::ScriptAddon::load(path) {
-            Ok(addon) => Self::new(addon).await,
+        let mut h = Self::empty().await;
+        // The script's `load` sees the harness's options in `ctx.options`, as in the proxy.
+        match waylay_addons::ScriptAddon::load_with(path, &h.manager.options()) {
+            Ok(addon) => h.add(addon).await,
             Err(e) => panic!("AddonHarness: {e}"),
-        }
+        };
+        h
     }
 
     /// A harness running several addons, in this order: `with_addons((first, second))`.

@@ -653,3 +653,24 @@ async fn strutils_and_command_types() {
     assert_eq!(get("x-always").as_deref(), Some("('x', b'y', None)"));
     assert_eq!(get("x-path").as_deref(), Some("True"));
 }
+
+const LOAD_OPTIONS: &str = r#"
+from mitmproxy import ctx
+
+def load(loader):
+    loader.add_option("mine", int, 4, "Mine.")
+    global seen
+    seen = f"{ctx.options.listen_port} {ctx.options.ssl_insecure} {ctx.options.mine}"
+
+def request(flow):
+    flow.request.headers["x-seen"] = seen
+"#;
+
+/// A script loaded by the harness reads the harness's options in `load`, as it would in the
+/// proxy (its own option at its default there).
+#[actix_rt::test]
+async fn a_script_reads_options_in_load() {
+    let (mut h, _d) = harness("load_options", LOAD_OPTIONS).await;
+    let flow = h.request(tflow()).await;
+    assert_eq!(flow.request.headers.get("x-seen"), Some("8080 False 4"));
+}

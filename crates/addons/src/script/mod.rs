@@ -236,8 +236,18 @@ fn mtime(path: &Path) -> Option<SystemTime> {
 
 impl ScriptAddon {
     /// Loads the script at `path` now (runs the module and its `load`), so that its options
-    /// are known before the proxy starts (`--set`, `--options`).
+    /// are known before the proxy starts (`--set`, `--options`). While it loads,
+    /// `ctx.options` holds only the options the script declares; use
+    /// [`ScriptAddon::load_with`] to show it the others.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, ScriptError> {
+        Self::load_with(path, &Options::empty())
+    }
+
+    /// Loads the script at `path` with `ctx.options` holding `options` while its module and
+    /// `load` run, as mitmproxy's do: a script reads the other addons' options (the dumper's
+    /// filter, `listen_port`) in `load`, before its first `configure`. Its own options read
+    /// their defaults there; values given for them arrive with `configure`.
+    pub fn load_with(path: impl AsRef<Path>, options: &Options) -> Result<Self, ScriptError> {
         let path = path.as_ref().to_path_buf();
         let name = path.file_name().map_or_else(
             || path.display().to_string(),
@@ -250,7 +260,7 @@ impl ScriptAddon {
         host::ensure_started().map_err(ScriptError::Interpreter)?;
         host::keep_thread_state();
         let mtime = mtime(&path);
-        let loaded = load_module(&path).map_err(|reason| ScriptError::Load {
+        let loaded = load_module(&path, options).map_err(|reason| ScriptError::Load {
             path: path.display().to_string(),
             reason,
         })?;
@@ -335,7 +345,7 @@ impl ScriptAddon {
         }
         lock(&self.table).clear();
         self.pool.clear();
-        let loaded = load_module(&self.path);
+        let loaded = load_module(&self.path, &self.options);
         let declared = match &loaded {
             Ok(new) => declared_for(new.handled),
             Err(_) => waylay_core::hooks::LIFECYCLE,
@@ -1015,12 +1025,16 @@ impl Waker {
     }
 }
 
-/// Runs the module at `path` and its `load`; collects hooks, options and commands.
-fn load_module(path: &Path) -> Result<Loaded, String> {
+/// Runs the module at `path` and its `load`, with `ctx.options` holding `options` (unless
+/// empty); collects hooks, options and commands.
+fn load_module(path: &Path, options: &Options) -> Result<Loaded, String> {
     host::keep_thread_state();
     Python::attach(|py| {
         let r = (|| -> PyResult<Loaded> {
             let shim = host::shim(py)?;
+            if options.specs().next().is_some() {
+                shim.call_method1("options_configured", (control::values_dict(py, options)?,))?;
+            }
             let host = shim.call_method1("ScriptHost", (path.to_string_lossy().into_owned(),))?;
             host.call_method0("load")?;
             let mut methods: Vec<Vec<Method>> = (0..HookKind::COUNT).map(|_| Vec::new()).collect();

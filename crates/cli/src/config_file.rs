@@ -68,6 +68,7 @@ pub(crate) fn read(confdir: &Path, options: &Options) -> Result<Option<(PathBuf,
 /// The values the file sets for options declared in `options`, skipping what [`read`] would
 /// refuse (an unknown key, a bad value): what can be known before the scripts declare
 /// theirs. Empty when there is no file or it cannot be read.
+#[cfg(feature = "python")]
 pub(crate) fn read_known(confdir: &Path, options: &Options) -> Values {
     std::fs::read_to_string(confdir.join(CONFIG_FILE))
         .ok()

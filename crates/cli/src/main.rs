@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use waylay::addons::{HarDump, Save, ServerReplay};
-use waylay::client_replay::{self, ReplayMarker};
+use waylay::client_replay::{self, ClientPlayback};
 use waylay::{
     AddError, AddonManager, Dumper, Filter, ManagerHandle, OptionSpec, OptionValue, Options,
     OptionsError, Proxy, ProxyBuilder, ProxyError,
@@ -179,6 +179,7 @@ fn expand_home(p: &str) -> PathBuf {
 /// known before the scripts declare theirs (the declarations of [`options_from`], the config
 /// file's and the flags' values for them). What is refused here is refused again, with its
 /// error, by [`options_from`] once the scripts' options are known.
+#[cfg(feature = "python")]
 fn before_scripts(specs: &[String], web: bool) -> Options {
     let Ok(mut opts) = declarations(web, &mut Bundle::new(), Vec::new()) else {
         return Options::empty();
@@ -220,7 +221,7 @@ fn declarations(
         .chain(Save::option_specs())
         .chain(HarDump::option_specs())
         .chain(ServerReplay::option_specs())
-        .chain(ReplayMarker::option_specs())
+        .chain(ClientPlayback::option_specs())
     {
         opts.add(spec)?;
     }
@@ -358,14 +359,9 @@ fn run(cli: &Cli) -> Result<(), Failure> {
     // Without `-r` waylay is the proxy; `-n` runs the addons with no listener.
     let replaying = !opts.seq("client_replay").is_empty();
     if opts.bool("server") && opts.str("rfile").is_none() && !replaying {
-        return with_addons(
-            Proxy::builder().options(opts.clone()),
-            &opts,
-            bundle,
-            scripts,
-        )
-        .run()
-        .map_err(usage);
+        return with_addons(Proxy::builder().options(opts.clone()), bundle, scripts)
+            .run()
+            .map_err(usage);
     }
     let sys = actix::System::new();
     sys.block_on(async move {
@@ -383,7 +379,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 o.set("listen_port", OptionValue::Int(0))?;
                 o
             };
-            let builder = with_addons(Proxy::builder().options(proxy_opts), &opts, bundle, scripts);
+            let builder = with_addons(Proxy::builder().options(proxy_opts), bundle, scripts);
             let proxy = builder.start().await.map_err(usage)?;
             (proxy.manager().clone(), Some(proxy))
         } else {
@@ -473,13 +469,7 @@ fn run_web(cli: &WebCli) -> Result<(), Failure> {
         // Best effort, as mitmweb: no browser is not an error.
         let _ = std::process::Command::new("xdg-open").arg(ui.url()).spawn();
     }
-    let builder = with_addons(
-        Proxy::builder().options(opts.clone()),
-        &opts,
-        bundle,
-        scripts,
-    )
-    .addon(addon);
+    let builder = with_addons(Proxy::builder().options(opts.clone()), bundle, scripts).addon(addon);
     let usage = |e: ProxyError| match e {
         ProxyError::Options(e) => Failure::Usage(e.to_string()),
         ProxyError::Addon(e @ AddError::Options { .. }) => Failure::Usage(e.to_string()),
@@ -514,8 +504,7 @@ async fn replay_clients(proxy: &waylay::RunningProxy, opts: &Options) -> Result<
     tracing::debug!(total, "client replay: read");
     let concurrency = (opts.int("client_replay_concurrency") == 1).then_some(1);
     let sent =
-        client_replay::replay_all(proxy.local_addr(), &proxy.ca_cert_pem(), flows, concurrency)
-            .await;
+        client_replay::replay_all(proxy.manager(), proxy.local_addr(), &flows, concurrency).await;
     tracing::info!("client replay: {sent} of {total} flows replayed");
     Ok(())
 }
@@ -554,16 +543,10 @@ async fn add_scripts_offline(m: &ManagerHandle, scripts: Scripts) -> Result<(), 
 
 /// The bundled addons, in mitmdump's order: replay answers before the flow is saved or
 /// printed.
-fn with_addons(
-    mut builder: ProxyBuilder,
-    opts: &Options,
-    mut bundle: Bundle,
-    scripts: Scripts,
-) -> ProxyBuilder {
-    if !opts.seq("client_replay").is_empty() {
-        // First, so no other addon sees the marker header.
-        builder = builder.addon(ReplayMarker);
-    }
+fn with_addons(mut builder: ProxyBuilder, mut bundle: Bundle, scripts: Scripts) -> ProxyBuilder {
+    // Declares client replay's options; it handles no flow hook (a replayed flow is marked
+    // by the proxy itself).
+    builder = builder.addon(ClientPlayback);
     // block_list and onboarding, then the scripts, as mitmproxy's script loader sits after
     // them and before replay, the rules, save and the dumper (which then prints flows as the
     // scripts left them).

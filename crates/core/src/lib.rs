@@ -85,12 +85,14 @@ pub mod log;
 mod manager;
 pub mod mode;
 pub mod options;
+pub mod replay;
 
 pub use filter::{Filter, FilterError, FlowRef};
 pub use flow::{Flow, FlowError, FlowId, Headers, HttpFlow, Request, Response, TcpFlow};
 pub use hooks::{Addon, Hook, HookKind, HookSet};
 pub use manager::{
     AddError, AddonActor, AddonId, AddonManager, Called, Fault, HookError, ManagerHandle,
+    ReplayMark,
 };
 pub use mode::{
     Credentials, Mode, ModeSpec, ModeSpecError, ProxyScheme, ReverseScheme, ReverseTarget,

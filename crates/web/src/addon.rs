@@ -152,6 +152,10 @@ impl Addon for WebAddon {
     }
 
     async fn load(&mut self, loader: &mut Loader) {
+        // The manager the addon is added to: options set in the UI and replays go through it.
+        if let Some(m) = loader.manager() {
+            let _ = self.shared.manager.set(m.clone());
+        }
         for spec in WebConfig::option_specs() {
             loader.add_option(spec);
         }
@@ -202,9 +206,7 @@ impl Addon for WebAddon {
     }
 
     async fn request_headers(&mut self, flow: &mut HttpFlow) {
-        if !self.guard(flow) && self.shared.is_replay(flow.client.peername) {
-            flow.is_replay = Some("request".into());
-        }
+        self.guard(flow);
     }
 
     async fn server_connect(&mut self, data: &mut ServerConnectionHookData) {

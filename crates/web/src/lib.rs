@@ -36,7 +36,6 @@ mod files;
 mod filter;
 mod guard;
 mod json;
-mod replay;
 mod server;
 mod state;
 mod store;
@@ -155,7 +154,8 @@ impl WebHandle {
 
     /// Connects the UI to the proxy's addon manager: options changed in the UI (the options
     /// editor, the intercept box) are set through it, so every addon's `configure` sees
-    /// them. Without it the UI's options are read-only.
+    /// them, and replays are marked on it. Adding the UI's addon to a manager does this
+    /// too; the first manager wins.
     pub fn attach(&self, manager: waylay_core::ManagerHandle) {
         let _ = self.shared.manager.set(manager);
     }

@@ -359,33 +359,17 @@ fn flow_action(shared: &Shared, id: &str, action: &str) -> Result<Resp, Resp> {
 /// shows up in the list, marked a replay; a failure goes to the event log).
 fn start_replay(shared: &Arc<Shared>, id: &str) -> Result<Resp, Resp> {
     let (_, full) = shared.full(id)?;
-    let Flow::Http(f) = &full else {
-        return Err(error(400, "only HTTP flows can be replayed"));
+    let flow = waylay_core::replay::replayable(&full)
+        .map_err(|e| error(400, &e.to_string()))?
+        .clone();
+    let Some(manager) = shared.manager.get().cloned() else {
+        return Err(error(503, "the proxy is not running"));
     };
-    let flow = HttpFlow::clone(f);
-    crate::replay::request_bytes(&flow, true).map_err(|e| error(400, &e.to_string()))?;
     let shared = shared.clone();
     tokio::spawn(async move {
-        let confdir = shared.confdir();
-        let mut local = None;
-        let result = crate::replay::replay(&flow, &confdir, |addr| {
-            local = Some(addr);
-            shared
-                .replaying
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(addr);
-        })
-        .await;
-        if let Some(addr) = local {
-            shared
-                .replaying
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&addr);
-        }
-        if let Err(e) = result {
-            shared.event("warn", format!("{e} ({})", flow.request.url()));
+        let proxy = waylay_core::replay::proxy_addr(&flow);
+        if let Err(e) = waylay_core::replay::replay(&manager, &flow, proxy).await {
+            shared.event("warn", format!("replay: {e}"));
         }
     });
     Ok(json_resp(&json!({})))

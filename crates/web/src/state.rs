@@ -190,8 +190,6 @@ pub(crate) struct Shared {
     pub(crate) ui_addr: SocketAddr,
     /// The options as the addon last saw them (`configure`), as mitmweb's `/options` JSON.
     pub(crate) options: Mutex<Value>,
-    /// Local addresses of replay connections in progress: their flows are marked replays.
-    pub(crate) replaying: Mutex<std::collections::HashSet<SocketAddr>>,
     /// The proxy's addon manager, once attached: options are set through it.
     pub(crate) manager: std::sync::OnceLock<ManagerHandle>,
     /// How many kills wait in `Inner::kill_next`: every hook looks for a pending kill, and
@@ -216,7 +214,6 @@ impl Shared {
             config,
             ui_addr,
             options: Mutex::new(json!({})),
-            replaying: Mutex::default(),
             manager: std::sync::OnceLock::new(),
             pending_kills: AtomicUsize::new(0),
         }
@@ -250,18 +247,6 @@ impl Shared {
         *self.options.lock().unwrap_or_else(|p| p.into_inner()) = all.clone();
         let mut inner = self.lock();
         self.publish(&mut inner, Change::Options(all));
-    }
-
-    /// Whether a flow from `peer` is one of our replays.
-    pub(crate) fn is_replay(&self, peer: SocketAddr) -> bool {
-        let set = self.replaying.lock().unwrap_or_else(|p| p.into_inner());
-        !set.is_empty() && set.contains(&peer)
-    }
-
-    /// The proxy's `confdir` (where its CA is), from the options it was configured with.
-    pub(crate) fn confdir(&self) -> std::path::PathBuf {
-        let o = self.options.lock().unwrap_or_else(|p| p.into_inner());
-        crate::replay::expand_home(o["confdir"]["value"].as_str().unwrap_or("~/.waylay"))
     }
 
     /// Whether the UI asked to kill flow `id` (kept until [`Shared::take_kill`]).

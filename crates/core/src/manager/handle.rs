@@ -2,8 +2,9 @@
 
 use std::any::Any;
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError};
 
 use actix::prelude::*;
 
@@ -54,6 +55,30 @@ pub enum AddError {
     Stopped(String),
 }
 
+/// A replayer's connection, marked while this lives ([`ManagerHandle::mark_replay`]).
+#[derive(Debug)]
+#[must_use = "the connection is a replay's only while the mark lives"]
+pub struct ReplayMark {
+    shared: Arc<Shared>,
+    key: (SocketAddr, SocketAddr),
+}
+
+impl Drop for ReplayMark {
+    fn drop(&mut self) {
+        let mut replays = self
+            .shared
+            .replays
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(i) = replays.iter().position(|k| *k == self.key) {
+            replays.swap_remove(i);
+        }
+        self.shared
+            .replaying
+            .store(replays.len(), Ordering::Release);
+    }
+}
+
 /// A cheap, cloneable handle to the addon manager, usable from any thread.
 ///
 /// [`ManagerHandle::handles`] is the fast path: a layer asks it before building a hook
@@ -101,6 +126,39 @@ impl ManagerHandle {
     pub fn handles_any(&self, kinds: &[HookKind]) -> bool {
         let handled = self.shared.handled.load(Ordering::Acquire);
         kinds.iter().any(|k| handled & (1 << *k as u8) != 0)
+    }
+
+    /// Marks the connection a replayer made from `client` to the proxy's address `proxy`
+    /// (its socket's local and peer addresses): the flows the proxy makes of it are replays
+    /// (`is_replay == "request"`) from their first hook, until the mark is dropped. Mark
+    /// before sending the request. [`crate::replay`] does this for you.
+    pub fn mark_replay(&self, client: SocketAddr, proxy: SocketAddr) -> ReplayMark {
+        let mut replays = self
+            .shared
+            .replays
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        replays.push((client, proxy));
+        self.shared
+            .replaying
+            .store(replays.len(), Ordering::Release);
+        ReplayMark {
+            shared: self.shared.clone(),
+            key: (client, proxy),
+        }
+    }
+
+    /// Whether the connection from `peer` to the proxy's `local` address is a replayer's
+    /// ([`ManagerHandle::mark_replay`]); one atomic load when no replay is under way.
+    #[inline]
+    pub fn is_replay(&self, peer: SocketAddr, local: SocketAddr) -> bool {
+        self.shared.replaying.load(Ordering::Acquire) != 0
+            && self
+                .shared
+                .replays
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(&(peer, local))
     }
 
     /// The current options snapshot (no message).

@@ -12,6 +12,7 @@ mod addon_actor;
 mod handle;
 mod slot;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -22,7 +23,7 @@ use arc_swap::ArcSwap;
 
 pub use addon_actor::{AddonActor, Fault};
 pub(crate) use addon_actor::{CommandCall, HookCall, HookReply, MAILBOX_CAPACITY, Retire};
-pub use handle::{AddError, AddonId, Called, HookError, ManagerHandle};
+pub use handle::{AddError, AddonId, Called, HookError, ManagerHandle, ReplayMark};
 pub(crate) use slot::SlotKey;
 
 use crate::hooks::{CommandSpec, Hook, HookKind, HookSet, LIFECYCLE, with_log_suppressed};
@@ -65,6 +66,11 @@ pub(crate) struct Shared {
     pub(crate) inline: AtomicBool,
     /// Set when an addon asked the proxy to stop ([`ManagerHandle::request_shutdown`]).
     pub(crate) shutdown: tokio::sync::watch::Sender<bool>,
+    /// Connections a replayer made to the proxy, as the proxy sees them (client address,
+    /// proxy address): their flows are replays ([`ManagerHandle::mark_replay`]).
+    pub(crate) replays: std::sync::Mutex<Vec<(SocketAddr, SocketAddr)>>,
+    /// How many are in `replays`: the check per flow is this load when it is zero.
+    pub(crate) replaying: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -160,6 +166,8 @@ impl AddonManager {
             home: std::thread::current().id(),
             inline: AtomicBool::new(true),
             shutdown: tokio::sync::watch::Sender::new(false),
+            replays: std::sync::Mutex::new(Vec::new()),
+            replaying: std::sync::atomic::AtomicUsize::new(0),
         });
         shared.publish_options(Arc::new(options));
         let mgr = Self {

@@ -427,6 +427,13 @@ async fn observed(
         message: Message::new_at(version_of(parts.version), headers, started),
     };
     let mut flow = HttpFlow::boxed_at(ctx.client(), request, started);
+    // A replayer's request (`waylay_core::replay`): a replay from its first hook on.
+    if ctx
+        .manager()
+        .is_replay(flow.client.peername, flow.client.sockname)
+    {
+        flow.is_replay = Some("request".into());
+    }
     if let Some(via) = dest.route {
         // A tunnel routed by an addon (`http_connect`, `next_layer`): its requests keep the
         // route unless an addon changes it.

@@ -223,7 +223,11 @@ impl Addon for ProxyAuth {
     }
 
     async fn request_headers(&mut self, flow: &mut HttpFlow) {
-        if self.credentials.is_none() || self.authenticated.contains(&flow.client.id) {
+        // A replay (sent by waylay itself, marked by the proxy) needs none, as in mitmproxy.
+        if self.credentials.is_none()
+            || self.authenticated.contains(&flow.client.id)
+            || flow.is_replay.is_some()
+        {
             return;
         }
         if !self.accepts(flow).await {

@@ -770,6 +770,50 @@ async fn client_replay_sends_recorded_requests_through_the_addons() {
     );
 }
 
+/// A replay is marked by the proxy, not by anything a client sends: with `proxyauth` set it
+/// needs no credentials (as in mitmproxy), while a client sending the same request is
+/// still asked for them.
+#[actix_rt::test]
+async fn a_replay_needs_no_proxy_credentials_and_a_client_still_does() {
+    let dir = TempDir::new("e2e-replay-auth");
+    let out = dir.path().join("out.flows");
+    let (origin, seen) = scripted_origin(answer_ok).await;
+    let flows = recorded_requests(&format!("http://{origin}"));
+    let proxy = TestProxy::start(
+        Proxy::builder()
+            .set("proxyauth=user:secret")
+            .set(format!("save_stream_file={}", out.display()))
+            .addon(Save::new()),
+    )
+    .await;
+    let sent = within(
+        "replay",
+        client_replay::replay_all(proxy.running().manager(), proxy.addr(), &flows, None),
+    )
+    .await;
+    assert_eq!(sent, 2);
+    let direct = within(
+        "a client",
+        proxy_get(proxy.addr(), &format!("http://{origin}/one?q=1")),
+    )
+    .await;
+    assert!(direct.starts_with("HTTP/1.1 407"), "{direct}");
+    within("shutdown", proxy.shutdown()).await;
+    let got = read(&out);
+    let replayed: Vec<_> = got
+        .iter()
+        .map(http)
+        .filter(|f| f.is_replay.is_some())
+        .collect();
+    assert_eq!(replayed.len(), 2);
+    assert!(
+        replayed
+            .iter()
+            .all(|f| f.response.as_ref().is_some_and(|r| r.status_code == 200))
+    );
+    assert_eq!(seen.lock().expect("lock").len(), 2);
+}
+
 #[actix_rt::test]
 async fn c_replays_a_file_and_exits() {
     let dir = TempDir::new("e2e-c");

@@ -84,8 +84,8 @@ const HOP: &[&str] = &[
 
 /// The request of `flow` as the replayer sends it to the proxy: HTTP/1.1 in absolute form,
 /// its fields in their order and spelling less the connection's own, a `Host` if it had
-/// none (an HTTP/2 request's `:authority`), the body framed by `Content-Length`, and
-/// `Connection: close` (the answer ends with the connection).
+/// none (an HTTP/2 request's `:authority`), the body framed by `Content-Length` (where the
+/// request had it), and `Connection: close` (the answer ends with the connection).
 pub fn request_bytes(flow: &HttpFlow) -> Vec<u8> {
     let q = &flow.request;
     let body = q.raw_content.as_deref().unwrap_or_default();
@@ -93,7 +93,17 @@ pub fn request_bytes(flow: &HttpFlow) -> Vec<u8> {
     if !q.headers.contains("host") {
         out.extend_from_slice(format!("Host: {}\r\n", authority(flow)).as_bytes());
     }
+    // The body's length, where the request had its `Content-Length` (else last).
+    let mut length = (!body.is_empty()
+        || !matches!(q.method.as_str(), "GET" | "HEAD" | "DELETE" | "OPTIONS"))
+    .then_some(body.len());
     for (name, value) in q.headers.iter() {
+        if name.eq_ignore_ascii_case("content-length") {
+            if let Some(n) = length.take() {
+                out.extend_from_slice(format!("{name}: {n}\r\n").as_bytes());
+            }
+            continue;
+        }
         if name.starts_with(':') || HOP.iter().any(|h| name.eq_ignore_ascii_case(h)) {
             continue;
         }
@@ -102,8 +112,8 @@ pub fn request_bytes(flow: &HttpFlow) -> Vec<u8> {
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
-    if !body.is_empty() || !matches!(q.method.as_str(), "GET" | "HEAD" | "DELETE" | "OPTIONS") {
-        out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+    if let Some(n) = length {
+        out.extend_from_slice(format!("Content-Length: {n}\r\n").as_bytes());
     }
     out.extend_from_slice(b"Connection: close\r\n\r\n");
     out.extend_from_slice(body);

@@ -2172,3 +2172,88 @@ async fn http_connect_matches_mitmproxy() {
         mitm.output()
     );
 }
+
+const REPLAY: &str = r#"
+import logging
+from mitmproxy import ctx, http
+
+class Again:
+    def request(self, flow: http.HTTPFlow) -> None:
+        flow.request.headers["x-replay-seen"] = str(flow.is_replay)
+        if flow.is_replay == "request":
+            return
+        # A live flow is refused (a warning), as mitmproxy refuses it.
+        ctx.master.commands.call("replay.client", [flow])
+        again = flow.copy()
+        again.request.path = "/again" + flow.request.path
+        again.request.headers["x-copy"] = "yes"
+        again.request.method = "POST"
+        again.request.content = b"sent again"
+        ctx.master.commands.call("replay.client", [again])
+        a = ctx.master.addons
+        flow.request.headers["x-addons"] = f"{a.get('again') is self} {self in a} {'again' in a} {a.get('view')}"
+
+addons = [Again()]
+"#;
+
+/// What the origin received for one request through `proxy` and the replays it caused
+/// (sorted: the replay runs beside the original), once `want` requests came and no more in a
+/// short settle time.
+async fn with_replays(
+    proxy: SocketAddr,
+    origin: SocketAddr,
+    log: &Mutex<Vec<String>>,
+    want: usize,
+) -> Vec<String> {
+    log.lock().expect("log").clear();
+    let r = get("/one");
+    let answer = within("request", raw_request(proxy, &raw(origin, &r))).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    for _ in 0..200 {
+        if log.lock().expect("log").len() >= want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut got: Vec<String> = log
+        .lock()
+        .expect("log")
+        .iter()
+        .map(|s| normalise_request(&s.replace(&origin.to_string(), "ORIGIN")))
+        .collect();
+    got.sort();
+    got
+}
+
+/// `ctx.master.commands.call("replay.client", [flow.copy()])` from a hook sends the copy
+/// again through the proxy as a new flow, a replay from its first hook (the script sees
+/// `is_replay == "request"` in `request`); a live flow is refused; `ctx.master.addons` finds
+/// the script's addons by name. The origin receives the same two requests from both proxies.
+#[actix_rt::test]
+async fn replay_client_from_a_script_matches_mitmproxy() {
+    let Some(bin) = peers::mitmdump() else { return };
+    let dir = TempDir::new("replay");
+    let script = write_script(&dir, "replay.py", REPLAY);
+    let (origin, log) = scripted_origin(answer).await;
+
+    let proxy = script_proxy::<&str>(&script, &[]).await;
+    let ours = with_replays(proxy.addr(), origin, &log, 2).await;
+    proxy.shutdown().await;
+
+    let confdir = TempDir::new("mitm-conf");
+    let mitm = Mitmdump::start(&bin, &script, confdir.path(), &[]);
+    let theirs = with_replays(mitm.addr, origin, &log, 2).await;
+    assert_eq!(theirs.len(), 2, "mitmproxy: {theirs:#?}");
+    assert_eq!(
+        ours,
+        theirs,
+        "left waylay, right mitmproxy; mitmdump said:\n{}",
+        mitm.output()
+    );
+    assert!(ours[1].contains("x-replay-seen: request"), "{ours:#?}");
+    assert!(
+        ours[0].contains("x-addons: true true false none"),
+        "{ours:#?}"
+    );
+}

@@ -78,6 +78,23 @@ fn current() -> Option<Control> {
         .or_else(|| locked(&LAST).clone())
 }
 
+/// Sends `flow`'s request again through the proxy it came through, as a new flow marked a
+/// replay (`replay.client`), in the background on the manager's thread; a failure is logged.
+pub(crate) fn replay(flow: waylay_core::HttpFlow) -> Result<(), String> {
+    let Some(c) = current() else {
+        return Err("replay.client: the script is not running in a proxy".into());
+    };
+    let url = flow.request.url();
+    tracing::debug!(target: "script", %url, "replay.client");
+    c.arbiter.spawn(async move {
+        let proxy = waylay_core::replay::proxy_addr(&flow);
+        if let Err(e) = waylay_core::replay::replay(&c.manager, &flow, proxy).await {
+            tracing::warn!(target: "script", "replay.client: {e}");
+        }
+    });
+    Ok(())
+}
+
 /// Applies `specs` through the manager's `set` on its thread, after the current hook.
 fn apply(c: &Control, specs: Vec<String>) {
     let manager = c.manager.clone();

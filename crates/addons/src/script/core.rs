@@ -865,6 +865,29 @@ impl Core {
         Ok(Core::standalone(data))
     }
 
+    /// `replay.client` for this flow: its request sent again through the proxy it came
+    /// through, as a new flow marked a replay. `None` when it was sent; mitmproxy's reason
+    /// when it cannot be replayed (a live flow: replay a `flow.copy()`).
+    fn replay(&mut self) -> PyResult<Option<String>> {
+        let f = match &mut self.data {
+            Data::Http { f, live: true, .. } => &mut **f,
+            Data::Tcp { live: true, .. } => return Ok(Some("Can only replay HTTP flows.".into())),
+            _ => return Err(detached()),
+        };
+        if f.live {
+            return Ok(Some("Can't replay live flow.".into()));
+        }
+        if f.intercepted() {
+            return Ok(Some("Can't replay intercepted flow.".into()));
+        }
+        if let Err(e) = waylay_core::replay::check(f) {
+            return Ok(Some(e.to_string()));
+        }
+        super::control::replay(f.clone())
+            .map(|()| None)
+            .map_err(PyRuntimeError::new_err)
+    }
+
     /// The flow as a flow file's bytes (what `mitmproxy.io.FlowWriter.add` writes).
     fn flowfile_bytes<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
         let flow = match &mut self.data {

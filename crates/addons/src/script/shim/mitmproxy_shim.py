@@ -1455,6 +1455,13 @@ class _Commands:
             flow, to_client, message = args
             flow._c.inject(bool(to_client), _b(message))
             return None
+        if name == "replay.client":
+            # As mitmproxy's clientplayback: a flow that cannot be replayed is a warning.
+            for f in args[0]:
+                err = f._c.replay()
+                if err:
+                    logging.getLogger("mitmproxy.addons.clientplayback").warning(err)
+            return None
         if name in self.registry:
             return self.registry[name](*args)
         raise ValueError(f"waylay: unknown command {name!r} for ctx.master.commands.call")
@@ -1466,9 +1473,40 @@ class _Commands:
         return self.call(parts[0], *parts[1:])
 
 
+def _addon_name(a):
+    return getattr(a, "name", type(a).__name__.lower())
+
+
+class _Addons:
+    """`ctx.master.addons`: the scripts' own addons, by mitmproxy's name for one (its `name`
+    attribute, else its class's name in lowercase). waylay's bundled addons are Rust, not
+    Python objects: `get` answers None for them."""
+
+    def __init__(self):
+        self._by_script = {}
+
+    def _set(self, script, addons):
+        self._by_script[script] = list(addons)
+
+    def _drop(self, script):
+        self._by_script.pop(script, None)
+
+    def get(self, name):
+        for addons in self._by_script.values():
+            for a in addons:
+                if _addon_name(a) == name:
+                    return a
+        return None
+
+    def __contains__(self, item):
+        # mitmproxy's test: by the name of `item` (an addon), so `"name" in addons` is False.
+        return self.get(_addon_name(item)) is not None
+
+
 class _Master:
     def __init__(self):
         self.commands = _Commands()
+        self.addons = _Addons()
         self.options = ctx_options
 
     def shutdown(self):
@@ -1599,6 +1637,7 @@ class ScriptHost:
         else:
             _traverse(mod, out, seen)
         self.addons = out
+        ctx.master.addons._set(self, out)
         for a in out:
             for attr in dir(a):
                 fn = getattr(a, attr, None)
@@ -1638,6 +1677,8 @@ class ScriptHost:
                 f(updated)
 
     def lifecycle(self, name):
+        if name == "done":
+            ctx.master.addons._drop(self)
         for a in self.addons:
             f = getattr(a, name, None)
             if callable(f):

@@ -2257,3 +2257,65 @@ async fn replay_client_from_a_script_matches_mitmproxy() {
         "{ours:#?}"
     );
 }
+
+const HELPERS: &str = r#"
+from mitmproxy import connection
+from mitmproxy.utils import human, strutils
+
+def probe():
+    out = [repr(connection.Address), connection.ConnectionState.OPEN.value, repr(connection.TransportProtocol)]
+    for n in [0, 1, 1023, 1024, 1025, 1536, 10240, 102399, 1048576, 7516192768, 3298534883328, 1024 ** 5]:
+        out.append(human.pretty_size(n))
+    for text in [None, "0", "1", "10b", "1k", " 2k", "2m", "1g", "3t", "-1", "", "1K", "1.5k", "1kb", "x"]:
+        try:
+            out.append(human.parse_size(text))
+        except ValueError as e:
+            out.append(f"ValueError {e}")
+    for d in [None, 0, 0.0001, 0.5, 0.999, 1, 1.5, 9.99, 10, 59.9, 60, 100, 99999]:
+        out.append(human.pretty_duration(d))
+    for a in [None, ("127.0.0.1", 80), ("::1", 443), ("::ffff:1.2.3.4", 5), ("example.com", 8080), ("fe80::1", 1, 0, 0)]:
+        out.append(human.format_address(a))
+    out.append(human.format_timestamp(0) + " " + human.format_timestamp_with_milli(1.5))
+    for b in [b"", b"abc", b"\x00\x01\x02abc", b"\xff\xfe" * 3, "h\u00e9llo w\u00f6rld".encode() * 30,
+              bytes(range(256)), b"a" * 99 + "\u00e9".encode() + b"\x01" * 200, "\u00e9".encode() * 50,
+              "\u00e9".encode() * 10 + b"\x00" * 5, b"\x80" * 10, b"a\x0b\x0cb", b"\x7f" * 10,
+              b"ab\xffcdefghij", b"a" * 100 + b"\x80" * 5] + [b"\x00" * 3 + b"a" * n for n in range(5, 10)]:
+        out.append((strutils.is_mostly_bin(b), strutils.is_xml(b)))
+    for b in [b"<?xml", b"  <a>", b"x<a>", b"\n<x"]:
+        out.append(strutils.is_xml(b))
+    return repr(out)
+
+def request(flow):
+    flow.request.headers["x-probe"] = probe()
+"#;
+
+/// `mitmproxy.utils.human` (mitmproxy's tls_passthrough example formats addresses with it,
+/// and types them with `connection.Address`) and strutils' `is_mostly_bin`/`is_xml` give
+/// what mitmproxy's own give, on edge cases of
+/// each (sizes at unit boundaries, bad size texts, IPv6 and mapped addresses, UTF-8 cut at
+/// the 100-byte mark, three controls in ten).
+#[actix_rt::test]
+async fn human_and_strutils_helpers_match_mitmproxy() {
+    let Some(py) = peers::mitmproxy_python() else {
+        return;
+    };
+    let dir = TempDir::new("helpers");
+    let script = write_script(&dir, "helpers.py", HELPERS);
+    let mut h = AddonHarness::script(&script).await;
+    let flow = h.request(tflow()).await;
+    let ours = flow
+        .request
+        .headers
+        .get("x-probe")
+        .expect("probed")
+        .to_owned();
+    let out = Command::new(py)
+        .arg("-c")
+        .arg("import runpy, sys; print(runpy.run_path(sys.argv[1])['probe']())")
+        .arg(&script)
+        .output()
+        .expect("mitmproxy's python runs");
+    assert!(out.status.success(), "{out:?}");
+    let theirs = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert_eq!(ours, theirs, "left waylay, right mitmproxy");
+}

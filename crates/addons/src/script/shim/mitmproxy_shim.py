@@ -4,6 +4,7 @@
 import asyncio
 import codecs
 import copy
+import enum
 import functools
 import inspect
 import json as _json
@@ -1829,6 +1830,17 @@ _export(flow_mod, Flow, Error)
 connection = _module("mitmproxy.connection")
 _export(connection, Client, Server)
 
+
+class ConnectionState(enum.Flag):
+    CLOSED = 0
+    CAN_READ = 1
+    CAN_WRITE = 2
+    OPEN = CAN_READ | CAN_WRITE
+
+
+_export(connection, ConnectionState, Connection=_Connection, Address=tuple[str, int],
+        TransportProtocol=typing.Literal["tcp", "udp"])
+
 command_mod = _module("mitmproxy.command")
 command_mod.command = command
 command_mod.argument = argument
@@ -1962,8 +1974,121 @@ def clean_hanging_newline(t):
     return t
 
 
+def _is_control(code):
+    # C0 controls other than the spacing ones (tab, newline, vertical tab, form feed, CR).
+    return code < 9 or 13 < code < 32
+
+
+def is_mostly_bin(s):
+    """Whether the start of `s` (about 100 bytes, not cutting a UTF-8 sequence) looks binary:
+    three in ten of its characters controls (its bytes, controls or above ASCII, when it is
+    not UTF-8)."""
+    if not s:
+        return False
+    head = s[:100]
+    if len(s) > 100:
+        for cut in range(100, min(104, len(s))):
+            if s[cut] >> 6 != 0b10:
+                head = s[:cut]
+                break
+    try:
+        codes = [ord(c) for c in head.decode("utf-8")]
+        odd = sum(_is_control(c) for c in codes)
+    except UnicodeDecodeError:
+        codes = head
+        odd = sum(_is_control(b) or b > 126 for b in head)
+    return odd / len(codes) >= 0.3
+
+
+def is_xml(s):
+    """Whether `s` starts, after white space, with `<`."""
+    return s.strip().startswith(b"<")
+
+
 _export(strutils, always_bytes, always_str, bytes_to_escaped_str, escaped_str_to_bytes,
-        escape_control_characters, clean_hanging_newline)
+        escape_control_characters, clean_hanging_newline, is_mostly_bin, is_xml)
+
+# mitmproxy.utils.human: sizes, durations, addresses and times as people read them.
+human = _module("mitmproxy.utils.human")
+utils_mod.human = human
+_SIZE_UNITS = "kmgt"
+
+
+def pretty_size(size):
+    """`size` bytes in at most five characters: `1023b`, `1.5k`, `100k`, `7.0g`."""
+    if size < 1024:
+        return f"{size}b"
+    value, unit = size, "b"
+    for unit in _SIZE_UNITS:
+        value /= 1024
+        if value < 1024:
+            break
+    text = f"{value:.1f}"
+    return (text if len(text) <= 4 else f"{value:.0f}") + unit
+
+
+def parse_size(s):
+    """`2k`, `3m`, `1g`, `1t` (powers of 1024) or a plain number of bytes; `None` stays."""
+    if s is None:
+        return None
+    try:
+        return int(s)
+    except ValueError:
+        pass
+    unit = s[-1:]
+    if unit in ("b", *_SIZE_UNITS):
+        try:
+            return int(s[:-1]) * 1024 ** ("b" + _SIZE_UNITS).index(unit)
+        except ValueError:
+            pass
+    raise ValueError("Invalid size specification.")
+
+
+def pretty_duration(secs):
+    """`500ms`, `1.50s`, `10.0s`, `100s`; empty for None."""
+    if secs is None:
+        return ""
+    if secs < 1:
+        return f"{secs * 1000:.0f}ms"
+    if secs < 10:
+        return f"{secs:.2f}s"
+    if secs < 100:
+        return f"{secs:.1f}s"
+    return f"{secs:.0f}s"
+
+
+def format_timestamp(s):
+    import datetime
+
+    return datetime.datetime.fromtimestamp(s).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def format_timestamp_with_milli(s):
+    import datetime
+
+    return datetime.datetime.fromtimestamp(s).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def format_address(address):
+    """`host:port`, an IPv6 host in brackets, an IPv4-mapped one as IPv4."""
+    if not address:
+        return "<no address>"
+    import ipaddress
+
+    host, port = address[0], address[1]
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return f"{host}:{port}"
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        return f"{ip.ipv4_mapped}:{port}"
+    if ip.version == 6:
+        return f"[{host}]:{port}"
+    return f"{host}:{port}"
+
+
+_export(human, pretty_size, parse_size, pretty_duration, format_timestamp,
+        format_timestamp_with_milli, format_address)
 
 proxy_mod = _module("mitmproxy.proxy")
 server_hooks = _module("mitmproxy.proxy.server_hooks")

@@ -128,6 +128,16 @@ id_type!(
     ConnectionId
 );
 
+impl ConnectionId {
+    /// The id a flow without a server connection records for the one it lacks (mitmproxy's
+    /// flows always have one): the same for the same flow, every time it is written, and
+    /// unlike any other flow's or any real connection's (the flow's id with its process half
+    /// inverted).
+    pub(crate) fn placeholder_for(flow: FlowId) -> Self {
+        Self(flow.0 ^ (u128::from(u64::MAX) << 64))
+    }
+}
+
 /// Any kind of flow, as handed to `update` and stored in flow files.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]

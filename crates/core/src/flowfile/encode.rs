@@ -277,12 +277,12 @@ pub(super) fn write_flow(
     sink: &mut dyn std::io::Write,
 ) -> std::io::Result<()> {
     buf.clear();
-    let fresh = ConnectionId::new();
+    let no_server = ConnectionId::placeholder_for(flow.id());
     sizer.lens.clear();
     sizer.open.clear();
     sizer.stored.clear();
     sizer.acc = 0;
-    walk(sizer, flow, fresh);
+    walk(sizer, flow, no_server);
     let stored: u64 = sizer.stored.iter().flatten().sum();
     buf.reserve(
         sizer
@@ -299,7 +299,7 @@ pub(super) fn write_flow(
         next_stored: 0,
         err: None,
     };
-    walk(&mut emitter, flow, fresh);
+    walk(&mut emitter, flow, no_server);
     if let Some(e) = emitter.err {
         return Err(e);
     }
@@ -310,10 +310,10 @@ pub(super) fn write_flow(
 
 /// The flow, and the id an unconnected server connection gets (made once, so both walks
 /// write the same).
-fn walk<O: Out>(o: &mut O, flow: &Flow, fresh: ConnectionId) {
+fn walk<O: Out>(o: &mut O, flow: &Flow, no_server: ConnectionId) {
     match flow {
-        Flow::Http(f) => http(o, f, fresh),
-        Flow::Tcp(f) => tcp(o, f, fresh),
+        Flow::Http(f) => http(o, f, no_server),
+        Flow::Tcp(f) => tcp(o, f, no_server),
     }
 }
 
@@ -349,7 +349,7 @@ struct Common<'a> {
     timestamp_created: f64,
 }
 
-fn common<O: Out>(o: &mut O, c: &Common<'_>, fresh: ConnectionId) {
+fn common<O: Out>(o: &mut O, c: &Common<'_>, no_server: ConnectionId) {
     key(o, "id");
     display(o, c.id);
     key(o, "error");
@@ -367,7 +367,7 @@ fn common<O: Out>(o: &mut O, c: &Common<'_>, fresh: ConnectionId) {
     key(o, "client_conn");
     client(o, c.client);
     key(o, "server_conn");
-    server(o, c.server, fresh);
+    server(o, c.server, no_server);
     key(o, "type");
     o.str(c.ty);
     key(o, "intercepted");
@@ -422,7 +422,7 @@ fn json<O: Out>(o: &mut O, v: &serde_json::Value) {
     }
 }
 
-fn http<O: Out>(o: &mut O, f: &HttpFlow, fresh: ConnectionId) {
+fn http<O: Out>(o: &mut O, f: &HttpFlow, no_server: ConnectionId) {
     o.open();
     common(
         o,
@@ -438,7 +438,7 @@ fn http<O: Out>(o: &mut O, f: &HttpFlow, fresh: ConnectionId) {
             is_replay: f.is_replay.as_deref(),
             timestamp_created: f.timestamp_created,
         },
-        fresh,
+        no_server,
     );
     key(o, "request");
     request(o, &f.request);
@@ -455,7 +455,7 @@ fn http<O: Out>(o: &mut O, f: &HttpFlow, fresh: ConnectionId) {
     o.close(b'}');
 }
 
-fn tcp<O: Out>(o: &mut O, f: &TcpFlow, fresh: ConnectionId) {
+fn tcp<O: Out>(o: &mut O, f: &TcpFlow, no_server: ConnectionId) {
     o.open();
     common(
         o,
@@ -471,7 +471,7 @@ fn tcp<O: Out>(o: &mut O, f: &TcpFlow, fresh: ConnectionId) {
             is_replay: None,
             timestamp_created: f.timestamp_created,
         },
-        fresh,
+        no_server,
     );
     key(o, "messages");
     o.open();
@@ -653,12 +653,12 @@ fn client<O: Out>(o: &mut O, c: &Client) {
     o.close(b'}');
 }
 
-fn server<O: Out>(o: &mut O, srv: Option<&Server>, fresh: ConnectionId) {
+fn server<O: Out>(o: &mut O, srv: Option<&Server>, no_server: ConnectionId) {
     o.open();
     let Some(srv) = srv else {
         // mitmproxy always has a server connection; an unconnected one has no address.
         key(o, "id");
-        display(o, fresh);
+        display(o, no_server);
         for k in ["peername", "sockname"] {
             key(o, k);
             o.null();

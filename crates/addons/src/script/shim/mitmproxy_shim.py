@@ -1084,14 +1084,31 @@ class Flow:
         return f
 
     def backup(self, force=False):
-        pass
+        """Keeps the flow's state (as its flow file's bytes) for `revert`, once, as mitmproxy
+        does (which ignores `force` too)."""
+        if not self.__dict__.get("_backup"):
+            # The metadata apart: the script's dict is the flow's only after the hook.
+            self._backup = (self._c.flowfile_bytes(), copy.deepcopy(self.metadata))
 
     def revert(self):
-        pass
+        """Puts back the request, response, error, mark, comment and metadata `backup` kept."""
+        kept = self.__dict__.pop("_backup", None)
+        if not kept:
+            return
+        flows, _ = Core.from_flowfile(kept[0])
+        old = _new_flow(type(self), flows[0][1], None)
+        if isinstance(self, HTTPFlow):
+            self.request = old.request
+            self.response = old.response
+        self.error = old.error
+        self.marked = old.marked
+        self.comment = old.comment
+        self.metadata = kept[1]
 
-    @property
     def modified(self):
-        return False
+        """Whether the flow differs from what `backup` kept (False without a backup)."""
+        kept = self.__dict__.get("_backup")
+        return bool(kept) and kept != (self._c.flowfile_bytes(), self.metadata)
 
 
 def _set_flow_response(self, value):

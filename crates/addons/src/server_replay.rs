@@ -198,21 +198,9 @@ impl ServerReplay {
     }
 }
 
-/// Moves an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`) by `delta` seconds; `None` if it
-/// does not parse.
-fn shift_http_date(v: &str, delta: f64) -> Option<String> {
-    let ts = flowfile::har::parse_http_date(v)?;
-    Some(flowfile::har::format_http_date(ts + delta))
-}
-
 fn refresh(r: &mut Response) {
     let now = waylay_core::flow::now();
-    let delta = now - r.timestamp_start;
-    for name in ["date", "expires", "last-modified"] {
-        if let Some(new) = r.headers.get(name).and_then(|v| shift_http_date(v, delta)) {
-            r.headers.insert(name, new);
-        }
-    }
+    r.refresh(now);
     let took = r.timestamp_end.map(|e| e - r.timestamp_start);
     r.timestamp_start = now;
     r.timestamp_end = took.map(|t| now + t);

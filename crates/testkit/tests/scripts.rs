@@ -2258,6 +2258,33 @@ async fn replay_client_from_a_script_matches_mitmproxy() {
     );
 }
 
+/// The `probe()` of script `src` run by waylay (through the harness: the script puts its
+/// result in the request's `x-probe`) and by mitmproxy's own Python, asserted equal; waylay's
+/// result. `None` where mitmproxy is not installed (outside CI).
+async fn probe_both(name: &str, src: &str) -> Option<String> {
+    let py = peers::mitmproxy_python()?;
+    let dir = TempDir::new(name);
+    let script = write_script(&dir, &format!("{name}.py"), src);
+    let mut h = AddonHarness::script(&script).await;
+    let flow = h.request(tflow()).await;
+    let ours = flow
+        .request
+        .headers
+        .get("x-probe")
+        .expect("probed")
+        .to_owned();
+    let out = Command::new(py)
+        .arg("-c")
+        .arg("import runpy, sys; print(runpy.run_path(sys.argv[1])['probe']())")
+        .arg(&script)
+        .output()
+        .expect("mitmproxy's python runs");
+    assert!(out.status.success(), "{out:?}");
+    let theirs = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert_eq!(ours, theirs, "left waylay, right mitmproxy");
+    Some(ours)
+}
+
 const HELPERS: &str = r#"
 from mitmproxy import connection
 from mitmproxy.utils import human, strutils
@@ -2296,28 +2323,10 @@ def request(flow):
 /// the 100-byte mark, three controls in ten).
 #[actix_rt::test]
 async fn human_and_strutils_helpers_match_mitmproxy() {
-    let Some(py) = peers::mitmproxy_python() else {
+    let Some(ours) = probe_both("helpers", HELPERS).await else {
         return;
     };
-    let dir = TempDir::new("helpers");
-    let script = write_script(&dir, "helpers.py", HELPERS);
-    let mut h = AddonHarness::script(&script).await;
-    let flow = h.request(tflow()).await;
-    let ours = flow
-        .request
-        .headers
-        .get("x-probe")
-        .expect("probed")
-        .to_owned();
-    let out = Command::new(py)
-        .arg("-c")
-        .arg("import runpy, sys; print(runpy.run_path(sys.argv[1])['probe']())")
-        .arg(&script)
-        .output()
-        .expect("mitmproxy's python runs");
-    assert!(out.status.success(), "{out:?}");
-    let theirs = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    assert_eq!(ours, theirs, "left waylay, right mitmproxy");
+    assert!(ours.starts_with("['tuple[str, int]'"), "{ours}");
 }
 
 const BACKUP: &str = r#"
@@ -2363,4 +2372,33 @@ async fn backup_and_revert_match_mitmproxy() {
     let mut h = AddonHarness::script(write_script(&dir, "backup.py", BACKUP)).await;
     let flow = h.request(tflow()).await;
     assert_eq!(flow.metadata.get("kept"), Some(&serde_json::json!(false)));
+}
+
+const REFRESH: &str = r#"
+from mitmproxy import http
+
+def probe():
+    r = http.Response.make(200, b"x", {"Date": "Wed, 21 Oct 2015 07:28:00 GMT",
+                                       "Expires": "Wed, 21 Oct 2015 08:28:00 GMT",
+                                       "Last-Modified": "bad date", "ETag": "1"})
+    for c in ["a=b; Expires=Wed, 21 Oct 2015 07:28:00 GMT; Path=/",
+              "c=d;path=/;expires=Thu, 31 Dec 2037 23:59:59 GMT+00:00:00;HttpOnly",
+              "e=f;Max-Age=10", "g=h; expires=never; Secure", "novalue", "i="]:
+        r.headers.add("Set-Cookie", c)
+    r.timestamp_start = 1445412480.0
+    r.refresh(1445412480.0 + 3600.5)
+    return repr([(k.lower(), v) for k, v in r.headers.fields])
+
+def request(flow):
+    flow.request.headers["x-probe"] = probe()
+"#;
+
+/// `Response.refresh(now)` (a no-op before) moves the dates and cookie expiries of a
+/// recorded response as mitmproxy's does (and as `server_replay_refresh` does).
+#[actix_rt::test]
+async fn response_refresh_matches_mitmproxy() {
+    let Some(ours) = probe_both("refresh", REFRESH).await else {
+        return;
+    };
+    assert!(ours.contains("Wed, 21 Oct 2015 08:28:00 GMT"), "{ours}");
 }

@@ -778,6 +778,14 @@ impl Core {
         self.msg(side)?.encode(encoding).map_err(body_err)
     }
 
+    /// `Response.refresh(now)` ([`Response::refresh`]; `None`: the current time).
+    #[pyo3(signature = (now = None))]
+    fn refresh(&mut self, now: Option<f64>) -> PyResult<()> {
+        let now = now.unwrap_or_else(waylay_core::flow::now);
+        self.response()?.refresh(now);
+        Ok(())
+    }
+
     // ---- replacing the request or response of a flow ----
 
     /// Moves the standalone request/response of `other` into this flow (side 0: request,

@@ -342,6 +342,43 @@ fn quote_cookie(v: &str) -> std::borrow::Cow<'_, str> {
 }
 
 impl Response {
+    /// Makes a recorded response fit to be served again at `now` (seconds since the epoch),
+    /// as mitmproxy's `Response.refresh`: `Date`, `Expires` and `Last-Modified`, and the
+    /// `Expires` of each `Set-Cookie`, move by the time since the response started. A date
+    /// that does not parse is left as it is (a cookie's is dropped); a `Set-Cookie` with
+    /// attributes is written back with them separated by `; `.
+    pub fn refresh(&mut self, now: f64) {
+        let delta = now - self.timestamp_start;
+        let shift = |v: &str| {
+            // A zone after `GMT` (`GMT+00:00:00`) is read as GMT, as Python's email dates are.
+            let v = v.find("GMT").map_or(v, |i| &v[..i + 3]);
+            crate::flowfile::har::parse_http_date(v)
+                .map(|t| crate::flowfile::har::format_http_date(t + delta))
+        };
+        let mut fields: Vec<(String, Bytes)> = self.headers.fields().to_vec();
+        let mut changed = false;
+        for (name, value) in &mut fields {
+            let text = std::str::from_utf8(value).ok();
+            let new = if ["date", "expires", "last-modified"]
+                .iter()
+                .any(|n| name.eq_ignore_ascii_case(n))
+            {
+                text.and_then(shift)
+            } else if name.eq_ignore_ascii_case("set-cookie") {
+                text.and_then(|t| refresh_set_cookie(t, &shift))
+            } else {
+                None
+            };
+            if let Some(new) = new {
+                *value = Bytes::from(new);
+                changed = true;
+            }
+        }
+        if changed {
+            self.headers = Headers::from_pairs(fields);
+        }
+    }
+
     /// A response with `status_code`, body and headers, as mitmproxy's `Response.make`:
     /// `Content-Length` is set from the body.
     pub fn make<N: Into<String>, V: Into<Bytes>>(
@@ -605,6 +642,33 @@ impl HttpFlow {
     pub fn killable(&self) -> bool {
         self.live && !self.killed()
     }
+}
+
+/// A `Set-Cookie` value with its `Expires` moved by `shift` (dropped when it does not
+/// parse), its attributes separated by `; `; `None` for one without a name and value
+/// (left as it is, as mitmproxy leaves it).
+fn refresh_set_cookie(v: &str, shift: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    let mut parts = v.split(';').map(str::trim);
+    let first = parts.next()?;
+    let (name, value) = first.split_once('=')?;
+    if name.trim().is_empty() || value.trim().is_empty() {
+        return None;
+    }
+    let mut out = first.to_owned();
+    for attr in parts.filter(|a| !a.is_empty()) {
+        let (key, val) = attr.split_once('=').unwrap_or((attr, ""));
+        let attr = if key.trim().eq_ignore_ascii_case("expires") {
+            match shift(val.trim()) {
+                Some(new) => format!("{}={new}", key.trim()),
+                None => continue,
+            }
+        } else {
+            attr.to_owned()
+        };
+        out.push_str("; ");
+        out.push_str(&attr);
+    }
+    Some(out)
 }
 
 #[cfg(test)]

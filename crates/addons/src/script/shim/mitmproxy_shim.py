@@ -845,7 +845,9 @@ class Response(Message):
         return MultiDictView(self._get_cookies, self._set_cookies)
 
     def refresh(self, now=None):
-        pass
+        """Moves the dates (`Date`, `Expires`, `Last-Modified`, cookies' `Expires`) by the
+        time since the response started, to serve it again (server replay)."""
+        self._c.refresh(now)
 
     def __repr__(self):
         if not self._c.attached():

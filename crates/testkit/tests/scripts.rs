@@ -2402,3 +2402,44 @@ async fn response_refresh_matches_mitmproxy() {
     };
     assert!(ours.contains("Wed, 21 Oct 2015 08:28:00 GMT"), "{ours}");
 }
+
+const SERVER_SEEN: &str = r#"
+def request(flow):
+    s = flow.server_conn
+    flow.request.headers["x-server"] = f"{s.address} {s.timestamp_start is not None}"
+"#;
+
+/// A regular-mode client's second request on its connection shows `request` a server
+/// connection not yet chosen (mitmproxy picks it after the hook), not the connection the
+/// first one went on; waylay showed the pooled one.
+#[actix_rt::test]
+async fn a_keep_alive_request_sees_the_server_mitmproxy_shows() {
+    let Some(bin) = peers::mitmdump() else { return };
+    let dir = TempDir::new("keepalive-server");
+    let script = write_script(&dir, "server_seen.py", SERVER_SEEN);
+    let (origin, log) = scripted_origin(answer).await;
+    let two = format!(
+        "GET http://{origin}/a HTTP/1.1\r\nHost: {origin}\r\n\r\n\
+         GET http://{origin}/b HTTP/1.1\r\nHost: {origin}\r\nConnection: close\r\n\r\n"
+    );
+    let seen = |log: &Mutex<Vec<String>>| -> Vec<String> {
+        let mut v: Vec<String> = log
+            .lock()
+            .expect("log")
+            .drain(..)
+            .map(|s| normalise_request(&s.replace(&origin.to_string(), "ORIGIN")))
+            .collect();
+        v.sort();
+        v
+    };
+    let proxy = script_proxy::<&str>(&script, &[]).await;
+    within("two requests", raw_request(proxy.addr(), two.as_bytes())).await;
+    let ours = seen(&log);
+    proxy.shutdown().await;
+    let confdir = TempDir::new("mitm-conf");
+    let mitm = Mitmdump::start(&bin, &script, confdir.path(), &[]);
+    within("two requests", raw_request(mitm.addr, two.as_bytes())).await;
+    let theirs = seen(&log);
+    assert_eq!(theirs.len(), 2, "{theirs:#?}");
+    assert_eq!(ours, theirs, "left waylay, right mitmproxy");
+}

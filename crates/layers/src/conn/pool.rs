@@ -386,7 +386,7 @@ impl Pool {
 
     /// The server of a connection for `key` that can take a request now, if there is one
     /// (what a flow's hooks see as its server before the request goes out: the connection
-    /// dialed for an intercepted tunnel, or the one a keep-alive client used last).
+    /// dialed for an intercepted tunnel, and its later requests').
     pub(crate) fn server_for(&self, key: &Destination) -> Option<Arc<Server>> {
         let pool = self.entries.entries.borrow();
         let list = pool.get(key)?;

@@ -295,7 +295,11 @@ pub(crate) async fn handle(
         .await);
     }
     let authority = authority.map(|a| a.as_str().into()).unwrap_or_default();
-    Pooled::with(|| observed(ctx, cfg, req, (key, authority), absolute_form)).await
+    // A request to a destination fixed before it came (a tunnel's, a reverse or transparent
+    // target) shows its hooks the server connection it will go on, when there is one; a
+    // regular-mode request picks its connection after its hooks, as in mitmproxy.
+    let fixed = target.is_some();
+    Pooled::with(|| observed(ctx, cfg, req, (key, authority), (absolute_form, fixed))).await
 }
 
 /// What the request body phase gave.
@@ -390,7 +394,7 @@ async fn observed(
     cfg: Arc<ProxyConfig>,
     req: hyper::Request<Incoming>,
     (dest, authority): (Destination, CompactString),
-    absolute_form: bool,
+    (absolute_form, fixed): (bool, bool),
 ) -> Result<HyperResponse, Killed> {
     let (mut parts, body) = req.into_parts();
     // A WebSocket handshake: the client's side of the upgrade, taken before the extensions
@@ -405,8 +409,8 @@ async fn observed(
     };
     let declared_len = content_length(&parts.headers);
     let pooled_server = match dest.route {
-        None => ctx.pool.server_for(&dest),
-        Some(_) => None,
+        None if fixed => ctx.pool.server_for(&dest),
+        _ => None,
     };
     // RFC 9112 §3.2.2: for an absolute-form request the URL's authority wins over a different
     // `Host`. Applied before the hooks (the unobserved path applies it on the way out), so
@@ -442,8 +446,9 @@ async fn observed(
         flow.server = Some(Arc::new(server));
     } else {
         // As in mitmproxy, the hooks see the server connection the request will go on when
-        // there is one already (an intercepted tunnel's, dialed before the client's TLS
-        // handshake; a keep-alive client's last one).
+        // there is one already and the request's destination was fixed before it came (an
+        // intercepted tunnel's, dialed before the client's TLS handshake, and its next
+        // requests').
         flow.server.clone_from(&pooled_server);
     }
 

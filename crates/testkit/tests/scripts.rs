@@ -2443,3 +2443,75 @@ async fn a_keep_alive_request_sees_the_server_mitmproxy_shows() {
     assert_eq!(theirs.len(), 2, "{theirs:#?}");
     assert_eq!(ours, theirs, "left waylay, right mitmproxy");
 }
+
+const UPSTREAMS: &str = r#"
+from mitmproxy import ctx, http
+from mitmproxy.connection import Server
+from mitmproxy.net.server_spec import ServerSpec
+
+def load(loader):
+    loader.add_option("second_proxy", int, 0, "Port of the second upstream proxy.")
+
+def request(flow: http.HTTPFlow) -> None:
+    flow.request.headers["x-via-before"] = repr(flow.server_conn.via)
+    if flow.request.path.startswith("/second"):
+        address = ("127.0.0.1", ctx.options.second_proxy)
+        if flow.server_conn.timestamp_start is not None:
+            flow.server_conn = Server(address=flow.server_conn.address)
+        flow.server_conn.via = ServerSpec(("http", address))
+    flow.request.headers["x-via-after"] = repr(flow.server_conn.via)
+"#;
+
+/// mitmproxy's change_upstream_proxy idiom: in upstream mode a script reads
+/// `flow.server_conn.via` (the mode's upstream) and sends some requests through another
+/// upstream proxy by setting it. Each upstream receives the same requests from waylay as
+/// from mitmproxy.
+#[actix_rt::test]
+async fn switching_upstream_proxies_matches_mitmproxy() {
+    let Some(bin) = peers::mitmdump() else { return };
+    let dir = TempDir::new("upstreams");
+    let script = write_script(&dir, "upstreams.py", UPSTREAMS);
+    let (first, first_log) = scripted_origin(answer).await;
+    let (second, second_log) = scripted_origin(answer).await;
+    // Never contacted: the upstream proxies answer for it.
+    let target: SocketAddr = ([127, 0, 0, 1], 9).into();
+    let sets = [
+        format!("mode=upstream:http://{first}"),
+        format!("second_proxy={}", second.port()),
+    ];
+    let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+    let run = |proxy: SocketAddr| async move {
+        for path in ["/first", "/second", "/first/again"] {
+            let r = Req {
+                method: "GET",
+                path,
+                extra: "",
+                body: "",
+            };
+            let a = within("through the proxy", raw_request(proxy, &raw(target, &r))).await;
+            assert!(a.starts_with("HTTP/1.1 200"), "{a}");
+        }
+    };
+    let take = |log: &Mutex<Vec<String>>| -> Vec<String> {
+        log.lock()
+            .expect("log")
+            .drain(..)
+            .map(|s| normalise_request(&s.replace(&target.to_string(), "TARGET")))
+            .collect()
+    };
+    let proxy = script_proxy(&script, &sets).await;
+    run(proxy.addr()).await;
+    let ours = (take(&first_log), take(&second_log));
+    proxy.shutdown().await;
+    let confdir = TempDir::new("mitm-conf");
+    let mitm = Mitmdump::start(&bin, &script, confdir.path(), &sets);
+    run(mitm.addr).await;
+    let theirs = (take(&first_log), take(&second_log));
+    assert_eq!((theirs.0.len(), theirs.1.len()), (2, 1), "{theirs:#?}");
+    assert_eq!(
+        ours,
+        theirs,
+        "left waylay, right mitmproxy; mitmdump said:\n{}",
+        mitm.output()
+    );
+}

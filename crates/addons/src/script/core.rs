@@ -10,19 +10,23 @@
 
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use pyo3::BoundObject;
 use pyo3::exceptions::{PyAttributeError, PyIndexError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+use waylay_core::flow::{Address, Client, Server};
 use waylay_core::flow::{
     FlowError, FlowId, Headers, HttpVersion, Intercept, InterceptHandle, Message, Metadata,
     StreamFn, TcpInjector, TcpMessage, TlsInfo, WebSocketInjector, WebSocketMessage,
     WebSocketMessageKind,
 };
 use waylay_core::flowfile::{FlowReader, FlowWriter};
-use waylay_core::{Flow, HttpFlow, Request, Response, TcpFlow};
+use waylay_core::{
+    Flow, HttpFlow, Mode, ModeSpec, ProxyScheme, Request, Response, TcpFlow, UpstreamProxy, Via,
+};
 
 /// What a [`Core`] holds.
 #[derive(Debug)]
@@ -996,10 +1000,12 @@ impl Core {
                     | "error" => py_obj(py, Option::<String>::None),
                     "tls_established" | "tls" => py_obj(py, false),
                     "id" => py_obj(py, ""),
+                    "via" => py_obj(py, via_of(None, &client)),
                     _ => Err(no_such(name)),
                 };
             };
             match name {
+                "via" => py_obj(py, via_of(Some(&s), &client)),
                 "id" => py_obj(py, s.id.to_string()),
                 "address" => py_obj(py, (s.address.host.clone(), s.address.port)),
                 "peername" => py_obj(py, s.peername.map(addr)),
@@ -1014,6 +1020,49 @@ impl Core {
                 n => tls_field(n),
             }
         }
+    }
+
+    /// `flow.server_conn.via = ServerSpec(...)` (`None`: straight to the server): the
+    /// upstream proxy this flow's request goes through, whatever the mode's. A connection
+    /// already open is left to others: the flow gets a server of its own.
+    fn set_via(&mut self, spec: Option<(String, (String, u16))>) -> PyResult<()> {
+        let via = match spec {
+            None => Via::Direct,
+            Some((scheme, (host, port))) => {
+                let scheme = match scheme.to_ascii_lowercase().as_str() {
+                    "http" => ProxyScheme::Http,
+                    "https" => ProxyScheme::Https,
+                    "socks5" => ProxyScheme::Socks5,
+                    other => {
+                        return Err(PyValueError::new_err(format!(
+                            "waylay reaches upstream proxies over http, https or socks5, not {other}"
+                        )));
+                    }
+                };
+                Via::Proxy(UpstreamProxy {
+                    scheme,
+                    address: Address::new(host, port),
+                    credentials: None,
+                })
+            }
+        };
+        let f = self.http()?;
+        let mut server = match &f.server {
+            Some(s) => Server::clone(s),
+            None => Server::new(Address::new(f.request.host.to_string(), f.request.port)),
+        };
+        server.via = Some(via);
+        f.server = Some(Arc::new(server));
+        Ok(())
+    }
+
+    /// `flow.server_conn = Server(address=...)`: a server connection not open yet, to
+    /// `address` (`None`: the request's).
+    fn new_server(&mut self, address: Option<(String, u16)>) -> PyResult<()> {
+        let f = self.http()?;
+        let (host, port) = address.unwrap_or_else(|| (f.request.host.to_string(), f.request.port));
+        f.server = Some(Arc::new(Server::new(Address::new(host, port))));
+        Ok(())
     }
 
     // ---- WebSocket and TCP messages ----
@@ -1263,4 +1312,22 @@ impl waylay_core::flow::ChunkTransform for PyStreamFn {
             })
         })
     }
+}
+
+/// `server_conn.via` as mitmproxy gives it, `(scheme, (host, port))`: the upstream proxy of
+/// the flow's server, else of the mode the client came in by; `None` straight to the server.
+fn via_of(server: Option<&Server>, client: &Client) -> Option<(String, (String, u16))> {
+    let via = match server.and_then(|s| s.via.clone()) {
+        Some(v) => v,
+        None => match ModeSpec::parse(&client.proxy_mode).ok()?.mode {
+            Mode::Upstream(p) => Via::Proxy(p),
+            _ => return None,
+        },
+    };
+    via.proxy().map(|p| {
+        (
+            p.scheme.as_str().to_owned(),
+            (p.address.host.clone(), p.address.port),
+        )
+    })
 }

@@ -873,15 +873,20 @@ class Error:
 
 
 class _Connection:
-    __slots__ = ("_c", "_which")
+    __slots__ = ("_c", "_which", "_fields")
 
-    def __init__(self, core, which):
+    def __init__(self, core=None, which=None, **fields):
+        # A view of a flow's connection, or (made by a script, `Server(address=...)`) a new
+        # one to give a flow.
         self._c = core
-        self._which = which
+        self._which = which or ("client" if isinstance(self, Client) else "server")
+        self._fields = fields
 
     def __getattr__(self, name):
         if name.startswith("_"):
             raise AttributeError(name)
+        if self._c is None:
+            return self._fields.get(name)
         return self._c.conn(self._which, name)
 
     @property
@@ -906,6 +911,20 @@ class Client(_Connection):
 
 class Server(_Connection):
     __slots__ = ()
+
+    @property
+    def via(self):
+        """The upstream proxy the connection goes through, `(scheme, (host, port))` (a
+        `ServerSpec`); None: direct."""
+        v = self._fields.get("via") if self._c is None else self._c.conn("server", "via")
+        return None if v is None else (v[0], tuple(v[1]))
+
+    @via.setter
+    def via(self, spec):
+        if self._c is None:
+            self._fields["via"] = spec
+            return
+        self._c.set_via(None if spec is None else (str(spec[0]), (str(spec[1][0]), int(spec[1][1]))))
 
 
 class _HookConnection:
@@ -1066,6 +1085,15 @@ class Flow:
     @property
     def server_conn(self):
         return Server(self._c, "server")
+
+    @server_conn.setter
+    def server_conn(self, value):
+        # A new connection for this flow (`Server(address=...)`): not open yet; its `via`.
+        if value._c is self._c:
+            return
+        self._c.new_server(value.address)
+        if value.via is not None:
+            self.server_conn.via = value.via
 
     def kill(self):
         self._c.kill()
@@ -2209,6 +2237,44 @@ for _n, _m in (("http", http), ("tcp", tcp), ("websocket", websocket), ("flow", 
                ("exceptions", exceptions), ("proxy", proxy_mod), ("tls", tls_mod), ("script", script_mod),
                ("utils", utils_mod), ("io", io_mod)):
     setattr(mitmproxy, _n, _m)
+
+
+# mitmproxy.net.server_spec: where a server or an upstream proxy is, `(scheme, (host, port))`.
+net_mod = _module("mitmproxy.net")
+server_spec_mod = _module("mitmproxy.net.server_spec")
+net_mod.server_spec = server_spec_mod
+
+
+_SPEC_SCHEMES = ("http", "https", "http3", "tls", "dtls", "tcp", "udp", "dns", "quic")
+# As mitmproxy's: a type, `ServerSpec(("http", ("host", 8080)))` is that tuple.
+ServerSpec = tuple[typing.Literal[_SPEC_SCHEMES], tuple[str, int]]
+
+
+def _parse_server_spec(server_spec, default_scheme):
+    """`http://host:port`, `host:port` (the default scheme), `https://[::1]/` ->
+    `(scheme, (host, port))`; a bad one raises ValueError."""
+    m = re.fullmatch(r"(?:(\w+)://)?([^:/]+|\[.+\])(?::(\d+))?/?", server_spec)
+    if not m:
+        raise ValueError(f"Invalid server specification: {server_spec}")
+    scheme = m.group(1) or default_scheme
+    if scheme not in _SPEC_SCHEMES:
+        raise ValueError(f"Invalid server scheme: {scheme}")
+    host = m.group(2)
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if m.group(3):
+        port = int(m.group(3))
+    else:
+        port = {"http": 80, "https": 443, "quic": 443, "http3": 443, "dns": 53}.get(scheme)
+        if port is None:
+            raise ValueError("Port specification missing.")
+    if not 0 <= port <= 65535:
+        raise ValueError(f"Invalid port: {port}")
+    return scheme, (host, port)
+
+
+_export(server_spec_mod, ServerSpec=ServerSpec, parse=_parse_server_spec)
+mitmproxy.net = net_mod
 
 
 class _MissingFinder:
